@@ -1,0 +1,5 @@
+import sys
+
+from ftsweep.cli import main
+
+sys.exit(main())

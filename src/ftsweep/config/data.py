@@ -1,0 +1,68 @@
+"""Schema of the ``data`` config group (read by :mod:`ftsweep.data`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class AlpacaTemplate:
+    """A user-defined Alpaca-style template. ``{instruction}`` and ``{input}`` are substituted."""
+
+    prompt_with_input: str = ""
+    prompt_no_input: str = ""
+
+
+@dataclass
+class DataConfig:
+    # A file (json, jsonl, csv, parquet; relative paths are resolved against the project root, then
+    # the working directory) or a Hugging Face dataset name.
+    path: str = MISSING
+    # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | parquet | hub
+    loader: str = "auto"
+    split: str = "train"
+    subset: str | None = None
+    revision: str | None = None
+    # A separate validation file; when unset, ``val_size`` rows are split off with ``seed``.
+    validation_path: str | None = None
+    # Fraction (< 1) or number of rows (>= 1) for the seeded validation split.
+    val_size: float = 0.1
+    # Canonical field -> source column, e.g. {instruction: question, output: answer}.
+    columns: dict[str, str] = field(default_factory=dict)
+    # Keep only rows whose ``input`` is empty (seeds 000 and 002).
+    only_empty_input: bool = False
+    # Literal replacements applied to every text field, e.g. {"{{name}}": "ftsweep"} for identity.json.
+    replacements: dict[str, str] = field(default_factory=dict)
+    max_rows: int | None = None
+    shuffle: bool = True
+    seed: int = 42
+    # alpaca | chat | sharegpt | prompt_completion | text
+    format: str = "alpaca"
+    # Alpaca templates: alpaca_en | alpaca_ko | special_tokens | custom (uses ``custom_template``)
+    template: str = "alpaca_en"
+    custom_template: AlpacaTemplate = field(default_factory=AlpacaTemplate)
+    # Name of a bundled chat template to use instead of the tokenizer's own (never applied silently).
+    chat_template: str | None = None
+    # Tokens added to the tokenizer (embeddings resized), e.g. ["<|prompt|>", "<|assistant|>"].
+    special_tokens: list[str] = field(default_factory=list)
+    # Set the tokenizer's eos to this token (e.g. "<|endofanswer|>", seed 003).
+    eos_token: str | None = None
+    # Also train embed_tokens / lm_head (needed when new tokens were added).
+    train_embeddings: bool = False
+    # Completion-only loss unless true.
+    train_on_prompt: bool = False
+    # Multi-turn: train only the last assistant turn.
+    mask_history: bool = False
+    add_eos: bool = True
+    cutoff_len: int = 512
+    # truncate_answer | truncate_prompt | drop
+    overlong: str = "truncate_answer"
+    # SFT packing without attention across examples (trl bfd / padding-free); text: concatenate + cut.
+    packing: bool = False
+    # fail | skip (count and report skipped rows)
+    bad_rows: str = "fail"
+    # Extra loader options passed through (e.g. data_files for Hub datasets).
+    extra: dict[str, Any] = field(default_factory=dict)

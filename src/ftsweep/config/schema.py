@@ -1,0 +1,188 @@
+"""Dataclass schemas for every config group.
+
+Each dataclass is registered in Hydra's ConfigStore as the base of the YAML options of its group
+(``conf/<group>/*.yaml`` start with ``defaults: [<group>_schema, _self_]``), so an unknown key or a
+wrong type fails at compose time and names the key. Range checks that a type cannot express live
+in :mod:`ftsweep.config.validate`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from ftsweep.config.data import DataConfig
+
+
+@dataclass
+class TinyModelSpec:
+    """A Llama-architecture model built locally (no Hub): the stand-in for CPU runs and tests."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    # Optional short causal-LM pass on the bundled C4 text so the base model is not pure noise.
+    pretrain_steps: int = 0
+    pretrain_lr: float = 3e-3
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING
+    revision: str | None = None
+    # auto | bfloat16 | float16 | float32 (auto: bf16 on GPUs that support it, else fp32)
+    dtype: str = "auto"
+    # sdpa | eager | flash_attention_2 | null (transformers' default)
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    # Pad-token policy: existing (keep the tokenizer's, fail if none) | eos (pad = eos; the final eos is
+    # still trained) | reserved (use ``pad_token`` text, an existing special token) | new (add ``pad_token``
+    # as a new token and resize the embeddings)
+    pad_policy: str = "reserved"
+    pad_token: str | None = "<|reserved_special_token_250|>"
+    padding_side: str = "right"
+    # Context window of the model; data.cutoff_len must not exceed it.
+    max_context: int = 8192
+    # When set, the model is built locally from this spec instead of being loaded by name.
+    tiny: TinyModelSpec | None = None
+
+
+@dataclass
+class QuantizationConfig:
+    # none | nf4 | fp4 | int8
+    method: str = "none"
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    # bfloat16 | float16 | float32 | auto (auto: bf16 where supported, else fp16 on GPU, fp32 on CPU)
+    bnb_4bit_compute_dtype: str = "auto"
+    bnb_4bit_quant_storage: str | None = None
+    llm_int8_threshold: float = 6.0
+
+
+@dataclass
+class LoraConfig:
+    # false = full fine-tune (small models only)
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    # a list of module names, or the string "all-linear"
+    target_modules: Any = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: str = "none"
+    modules_to_save: list[str] | None = None
+    use_rslora: bool = False
+    use_dora: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    # adamw_torch | adamw_8bit | paged_adamw_8bit
+    name: str = "adamw_torch"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class SchedulerConfig:
+    # cosine | linear | constant_with_warmup
+    name: str = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    # max_steps > 0 wins over num_train_epochs
+    max_steps: int = -1
+    num_train_epochs: float = 1.0
+    eval_steps: int = 10
+    save_steps: int = 0
+    logging_steps: int = 5
+    seed: int = 42
+    # auto | bf16 | fp16 | fp32
+    precision: str = "auto"
+    gradient_checkpointing: bool = False
+    use_reentrant: bool = False
+    group_by_length: bool = False
+    load_best_model_at_end: bool = False
+    # 0 = off; else stop after this many evaluations without improvement of the objective metric
+    early_stopping_patience: int = 0
+    dataloader_num_workers: int = 0
+    # Fail the run (and so the trial) when the training loss becomes NaN or inf.
+    fail_on_nan: bool = True
+    # Kill the run after this many seconds (0 = no limit); used by sweeps to fail slow trials.
+    timeout_s: float = 0.0
+
+
+@dataclass
+class LoggerConfig:
+    # wandb | tensorboard | none
+    name: str = "wandb"
+    project: str = "ftsweep"
+    entity: str | None = None
+    group: str | None = None
+    run_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    # online | offline | null (offline automatically when no WANDB_API_KEY and WANDB_MODE is unset)
+    mode: str | None = None
+
+
+@dataclass
+class ObjectiveConfig:
+    metric: str = "eval_loss"
+    # minimize | maximize
+    direction: str = "minimize"
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    quantization: QuantizationConfig = MISSING
+    lora: LoraConfig = MISSING
+    data: DataConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # Where built tiny models and tokenized datasets are cached.
+    cache_dir: str = "~/.cache/ftsweep"
+    # A finished run directory whose config a sweep starts from (sweep=lr_after_baseline).
+    baseline: str | None = None
+    # Free-form notes carried into the manifest and W&B config.
+    notes: str | None = None
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "quantization": QuantizationConfig,
+    "lora": LoraConfig,
+    "data": DataConfig,
+    "optimizer": OptimizerConfig,
+    "scheduler": SchedulerConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the root schema and each group's schema (as ``<group>_schema``) in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"{group}_schema", node=schema)

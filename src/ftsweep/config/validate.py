@@ -1,0 +1,161 @@
+"""Range and consistency checks that run on the composed config before any model is loaded.
+
+Every failure is a :class:`ConfigError` naming the key and what is allowed; the CLI prints it as
+one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
+SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+QUANT_METHODS = ("none", "nf4", "fp4", "int8")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+PAD_POLICIES = ("existing", "eos", "reserved", "new")
+LOGGERS = ("wandb", "tensorboard", "none")
+DIRECTIONS = ("minimize", "maximize")
+LORA_BIAS = ("none", "all", "lora_only")
+ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
+DATA_LOADERS = ("auto", "json", "jsonl", "csv", "parquet", "hub")
+OVERLONG = ("truncate_answer", "truncate_prompt", "drop")
+BAD_ROWS = ("fail", "skip")
+
+
+class ConfigError(ValueError):
+    """A bad config value: ``key`` is the dotted path, the message says what is allowed."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple) -> None:
+    value = _get(cfg, key)
+    if value not in allowed:
+        shown = ", ".join("null" if a is None else str(a) for a in allowed)
+        raise ConfigError(key, f"got {value!r}; allowed: {shown}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _at_least(cfg: DictConfig, key: str, low: float, *, strict: bool = False) -> None:
+    value = _get(cfg, key)
+    bad = value <= low if strict else value < low
+    if bad:
+        op = ">" if strict else ">="
+        raise ConfigError(key, f"must be {op} {low} (got {value})")
+
+
+def cuda_available() -> bool:
+    """True when an NVIDIA GPU is visible, without importing torch (cheap, for validation)."""
+    return shutil.which("nvidia-smi") is not None and _nvidia_smi_lists_gpu()
+
+
+def _nvidia_smi_lists_gpu() -> bool:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
+    # model
+    _choice(cfg, "model.dtype", DTYPES)
+    _choice(cfg, "model.pad_policy", PAD_POLICIES)
+    _choice(cfg, "model.padding_side", ("right", "left"))
+    _choice(cfg, "model.attn_implementation", ATTN)
+    _at_least(cfg, "model.max_context", 1)
+    if cfg.model.pad_policy in ("reserved", "new") and not cfg.model.pad_token:
+        raise ConfigError("model.pad_token", f"required with pad_policy={cfg.model.pad_policy}")
+    # quantization
+    _choice(cfg, "quantization.method", QUANT_METHODS)
+    _choice(cfg, "quantization.bnb_4bit_quant_type", ("nf4", "fp4"))
+    _choice(cfg, "quantization.bnb_4bit_compute_dtype", DTYPES)
+    # lora
+    lora = cfg.lora
+    _at_least(cfg, "lora.r", 1)
+    _at_least(cfg, "lora.alpha", 1)
+    if not 0.0 <= lora.dropout < 1.0:
+        raise ConfigError("lora.dropout", f"must be in [0, 1) (got {lora.dropout})")
+    _choice(cfg, "lora.bias", LORA_BIAS)
+    tm = lora.target_modules
+    if not (tm == "all-linear" or (isinstance(tm, (list, ListConfig)) and tm and all(isinstance(t, str) for t in tm))):
+        raise ConfigError("lora.target_modules", f"must be 'all-linear' or a non-empty list of module names (got {tm!r})")
+    if not lora.enabled and cfg.quantization.method != "none":
+        raise ConfigError(
+            "lora.enabled",
+            f"a full fine-tune (lora=none) cannot train a {cfg.quantization.method}-quantized model; "
+            "use a LoRA option or quantization=none",
+        )
+    # optimizer
+    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _at_least(cfg, "optimizer.lr", 0, strict=True)
+    _at_least(cfg, "optimizer.weight_decay", 0)
+    _at_least(cfg, "optimizer.eps", 0, strict=True)
+    _at_least(cfg, "optimizer.max_grad_norm", 0)
+    betas = list(cfg.optimizer.betas)
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError("optimizer.betas", f"must be two numbers in [0, 1) (got {betas})")
+    # scheduler
+    _choice(cfg, "scheduler.name", SCHEDULERS)
+    _at_least(cfg, "scheduler.warmup_steps", 0)
+    if not 0.0 <= cfg.scheduler.warmup_ratio < 1.0:
+        raise ConfigError("scheduler.warmup_ratio", f"must be in [0, 1) (got {cfg.scheduler.warmup_ratio})")
+    # trainer
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        _at_least(cfg, f"trainer.{key}", 1)
+    if cfg.trainer.max_steps == 0 or cfg.trainer.max_steps < -1:
+        raise ConfigError("trainer.max_steps", f"must be >= 1, or -1 to use num_train_epochs (got {cfg.trainer.max_steps})")
+    _at_least(cfg, "trainer.num_train_epochs", 0, strict=True)
+    _at_least(cfg, "trainer.eval_steps", 1)
+    _at_least(cfg, "trainer.logging_steps", 1)
+    _at_least(cfg, "trainer.save_steps", 0)
+    _at_least(cfg, "trainer.early_stopping_patience", 0)
+    _at_least(cfg, "trainer.timeout_s", 0)
+    _choice(cfg, "trainer.precision", PRECISIONS)
+    # logger / objective
+    _choice(cfg, "logger.name", LOGGERS)
+    _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
+    _choice(cfg, "objective.direction", DIRECTIONS)
+    # data
+    _choice(cfg, "data.format", DATA_FORMATS)
+    _choice(cfg, "data.loader", DATA_LOADERS)
+    _choice(cfg, "data.overlong", OVERLONG)
+    _choice(cfg, "data.bad_rows", BAD_ROWS)
+    _at_least(cfg, "data.cutoff_len", 8)
+    if cfg.data.cutoff_len > cfg.model.max_context:
+        raise ConfigError(
+            "data.cutoff_len", f"{cfg.data.cutoff_len} exceeds the model's context (model.max_context={cfg.model.max_context})"
+        )
+    if cfg.data.val_size < 0:
+        raise ConfigError("data.val_size", f"must be >= 0 (got {cfg.data.val_size})")
+    if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
+        raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
+    _validate_device(cfg)
+
+
+def _validate_device(cfg: DictConfig) -> None:
+    """Combinations the machine or the libraries cannot do."""
+    precision = cfg.trainer.precision
+    if precision in ("bf16", "fp16") and not cuda_available():
+        raise ConfigError("trainer.precision", f"{precision} mixed precision needs a CUDA GPU; use auto or fp32 on CPU")
+    if cfg.quantization.method in ("nf4", "fp4", "int8"):
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError("quantization.method", f"{cfg.quantization.method} needs bitsandbytes, which is not installed")

@@ -1,0 +1,185 @@
+"""The tiny Llama-architecture stand-in model, built locally (no Hub access needed).
+
+A byte-level BPE tokenizer is trained on the bundled text with Llama 3's special tokens
+(``<|begin_of_text|>``, ``<|end_of_text|>``, header/eot tokens, ``<|reserved_special_token_0..250|>``),
+Llama 3's chat template and **no pad token**, so the pad-token policy code that runs on it is the same
+code that runs on a real Llama 3. The model is a ``LlamaForCausalLM`` with random weights, optionally
+given a short causal-LM pass on the bundled C4 text (``pretrain_steps``). Both are saved once under
+``<cache_dir>/tiny/<hash of the spec>/`` and then loaded with the Auto classes like any Hub model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ftsweep.paths import PROJECT_ROOT
+
+BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
+BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+HEADER_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+N_RESERVED = 251  # <|reserved_special_token_0|> .. <|reserved_special_token_250|>, as in Llama 3
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+CORPUS_FILES = ("alpaca_en_demo.json", "identity.json", "c4_demo.jsonl")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    pretrain_steps: int = 0
+    pretrain_lr: float = 3e-3
+    seed: int = 0
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> TinySpec:
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
+
+    def key(self) -> str:
+        blob = json.dumps({"spec": asdict(self), "v": BUILDER_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def special_tokens() -> list[str]:
+    return [BOS, EOS, *HEADER_TOKENS] + [f"<|reserved_special_token_{i}|>" for i in range(N_RESERVED)]
+
+
+def corpus_texts(data_dir: Path | None = None) -> list[str]:
+    """Every text field of the bundled data files (Alpaca rows, identity rows, C4 documents)."""
+    data_dir = data_dir or PROJECT_ROOT / "data"
+    texts: list[str] = []
+    for name in CORPUS_FILES:
+        path = data_dir / name
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        for row in rows:
+            texts.extend(v for v in row.values() if isinstance(v, str) and v)
+    # A little Korean so the alpaca_ko template is not all unknown bytes.
+    texts.append("아래는 문제를 설명하는 지시사항입니다. 이 요청에 대해 적절하게 답변해주세요.\n###지시사항:\n###답변:")
+    return texts
+
+
+def build_tokenizer(spec: TinySpec):
+    """Train the byte-level BPE and wrap it as a transformers fast tokenizer (no pad token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = special_tokens()
+    if spec.vocab_size < len(specials) + 300:
+        raise ValueError(f"model.tiny.vocab_size must be >= {len(specials) + 300} (got {spec.vocab_size})")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus_texts(), trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    # Like Llama 3: <|begin_of_text|> is prepended to every encoded sequence.
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        additional_special_tokens=HEADER_TOKENS,
+        model_max_length=spec.max_position_embeddings,
+        clean_up_tokenization_spaces=False,
+    )
+    fast.chat_template = LLAMA3_CHAT_TEMPLATE
+    return fast
+
+
+def build_model(spec: TinySpec, tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(spec.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+        rope_theta=500000.0,
+    )
+    model = LlamaForCausalLM(config)
+    if spec.pretrain_steps > 0:
+        pretrain(model, tokenizer, spec)
+    return model
+
+
+def pretrain(model, tokenizer, spec: TinySpec, block: int = 128, batch: int = 16) -> list[float]:
+    """A short causal-LM pass on the bundled C4 text (documents joined with eos, cut into blocks)."""
+    import torch
+
+    docs = [json.loads(line)["text"] for line in (PROJECT_ROOT / "data" / "c4_demo.jsonl").read_text().splitlines() if line]
+    ids: list[int] = []
+    for d in docs:
+        ids.extend(tokenizer(d)["input_ids"] + [tokenizer.eos_token_id])
+    n = len(ids) // block
+    blocks = torch.tensor(ids[: n * block]).view(n, block)
+    gen = torch.Generator().manual_seed(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr)
+    losses = []
+    model.train()
+    for _ in range(spec.pretrain_steps):
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        out = model(input_ids=blocks[idx], labels=blocks[idx])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(out.loss.item())
+    model.eval()
+    return losses
+
+
+def ensure_tiny(spec: TinySpec, cache_dir: str | os.PathLike) -> Path:
+    """Build the tiny model and tokenizer once per spec; return the directory to load them from."""
+    root = Path(cache_dir).expanduser() / "tiny"
+    target = root / spec.key()
+    if (target / "ftsweep_tiny.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        tokenizer = build_tokenizer(spec)
+        model = build_model(spec, tokenizer)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "ftsweep_tiny.json").write_text(json.dumps({"spec": asdict(spec), "builder_version": BUILDER_VERSION}))
+        try:
+            tmp.rename(target)  # atomic: concurrent builders (parallel trials) never see half a model
+        except OSError:
+            if not (target / "ftsweep_tiny.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,53 @@
+"""Shared fixtures: compose the real config and shrink it; the tiny model is built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports wandb / HF libraries: no network, no telemetry, everything under tmp.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+
+# Small, fast settings shared by tests that train.
+FAST = [
+    "data.max_rows=120",
+    "data.cutoff_len=128",
+    "trainer.max_steps=12",
+    "trainer.eval_steps=6",
+    "trainer.logging_steps=2",
+    "logger=none",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache (tiny model, tokenized data) for the whole session, shared with subprocesses."""
+    path = Path(os.environ.get("FTSWEEP_TEST_CACHE") or tmp_path_factory.mktemp("ftsweep-cache"))
+    os.environ["FTSWEEP_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def compose(cache_dir):
+    """compose(*overrides) -> validated DictConfig of conf/train.yaml."""
+    from ftsweep.config_io import compose as _compose
+
+    def _c(*overrides: str, check: bool = True):
+        return _compose([f"cache_dir={cache_dir}", *overrides], check=check)
+
+    return _c
+
+
+@pytest.fixture
+def wandb_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return tmp_path

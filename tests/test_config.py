@@ -1,0 +1,97 @@
+"""Every option of every group composes; bad overrides fail with one line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ftsweep.config_io import ConfigFailure
+from ftsweep.paths import conf_dir
+
+GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_composes(compose, group, option):
+    extra = ["data.path=data/alpaca_en_demo.json"] if (group, option) == ("data", "custom_json") else []
+    cfg = compose(f"{group}={option}", *extra)
+    assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("name", _options("experiment"))
+def test_experiments_compose(compose, name):
+    cfg = compose(f"+experiment={name}")
+    assert cfg.quantization.method == "nf4"
+    assert cfg.lora.r == 16
+
+
+def test_seed_experiments_match_the_posts(compose):
+    s4 = compose("+experiment=seed004_open_ko_qlora")
+    assert s4.model.name_or_path == "beomi/Llama-3-Open-Ko-8B"
+    assert (s4.trainer.per_device_train_batch_size, s4.trainer.gradient_accumulation_steps) == (1, 8)
+    assert s4.optimizer.name == "paged_adamw_8bit" and list(s4.optimizer.betas) == [0.9, 0.95]
+    assert s4.data.template == "alpaca_ko"
+    s2 = compose("+experiment=seed002_llama3_alpaca_cleaned")
+    assert s2.model.pad_token == "<|reserved_special_token_250|>"
+    assert s2.data.only_empty_input is True
+    assert s2.optimizer.name == "adamw_8bit" and s2.scheduler.name == "constant_with_warmup"
+
+
+BAD = [
+    ("lora.r=0", "lora.r: must be >= 1"),
+    ("lora.rr=3", "lora.rr: unknown key; allowed keys: enabled, r, alpha"),
+    ("lora=r99", "lora=r99: no such option; available: none, r16, r16_all_linear, r8"),
+    ("lora.dropout=1.0", "lora.dropout: must be in [0, 1)"),
+    ("lora.target_modules=[]", "lora.target_modules: must be 'all-linear' or a non-empty list"),
+    ("optimizer.lr=0", "optimizer.lr: must be > 0"),
+    ("optimizer.lr=abc", "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
+    ("optimizer.name=sgd", "optimizer.name: got 'sgd'; allowed: adamw_torch, adamw_8bit, paged_adamw_8bit"),
+    ("scheduler.name=step", "scheduler.name: got 'step'; allowed: cosine, linear, constant_with_warmup"),
+    ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size: must be >= 1"),
+    ("trainer.max_steps=0", "trainer.max_steps: must be >= 1, or -1"),
+    ("trainer.precision=bf16", "trainer.precision: bf16 mixed precision needs a CUDA GPU"),
+    ("model.pad_policy=zero", "model.pad_policy: got 'zero'; allowed: existing, eos, reserved, new"),
+    ("data.cutoff_len=5000", "data.cutoff_len: 5000 exceeds the model's context"),
+    ("data=custom_json", "data.path: a value is required"),
+    ("objective.direction=up", "objective.direction: got 'up'; allowed: minimize, maximize"),
+    ("quantization.method=int3", "quantization.method: got 'int3'; allowed: none, nf4, fp4, int8"),
+    ("lora=none quantization=nf4", "lora.enabled: a full fine-tune (lora=none) cannot train a nf4-quantized model"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_override_message(compose, override, message):
+    with pytest.raises(ConfigFailure) as info:
+        compose(*override.split())
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(message), text
+
+
+def test_cli_bad_override_one_line_nonzero_exit(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "ftsweep", "train", "lora.r=0", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["ftsweep: error: lora.r: must be >= 1 (got 0)"]
+    assert not run_dir.exists()
+
+
+def test_cfg_job_prints_config_without_heavy_imports():
+    code = (
+        "import sys; from ftsweep.cli import main; rc = main(['train', '--cfg', 'job']); "
+        "heavy = [m for m in ('torch', 'peft', 'trl', 'transformers', 'optuna') if m in sys.modules]; "
+        "print('HEAVY', heavy); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "lora:" in out.stdout and "optimizer:" in out.stdout
+    assert "HEAVY []" in out.stdout
