@@ -143,7 +143,7 @@ def pretrain(model, tokenizer, spec: TinySpec, block: int = 128, batch: int = 16
     docs = [json.loads(line)["text"] for line in (PROJECT_ROOT / "data" / "c4_demo.jsonl").read_text().splitlines() if line]
     ids: list[int] = []
     for d in docs:
-        ids.extend(tokenizer(d)["input_ids"] + [tokenizer.eos_token_id])
+        ids.extend(tokenizer(d, verbose=False)["input_ids"] + [tokenizer.eos_token_id])
     n = len(ids) // block
     blocks = torch.tensor(ids[: n * block]).view(n, block)
     gen = torch.Generator().manual_seed(spec.seed)

@@ -24,6 +24,8 @@ ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_a
 DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
 DATA_LOADERS = ("auto", "json", "jsonl", "csv", "parquet", "hub")
 OVERLONG = ("truncate_answer", "truncate_prompt", "drop")
+DATA_TEMPLATES = ("alpaca_en", "alpaca_ko", "special_tokens", "custom")
+CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templates.CHAT_TEMPLATES)
 BAD_ROWS = ("fail", "skip")
 
 
@@ -132,11 +134,17 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
     _choice(cfg, "objective.direction", DIRECTIONS)
+    from ftsweep.objective import check_metric_name
+
+    check_metric_name(cfg.objective.metric)
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
     _choice(cfg, "data.overlong", OVERLONG)
     _choice(cfg, "data.bad_rows", BAD_ROWS)
+    _choice(cfg, "data.template", DATA_TEMPLATES)
+    _choice(cfg, "data.chat_template", CHAT_TEMPLATES)
+    _validate_custom_template(cfg)
     _at_least(cfg, "data.cutoff_len", 8)
     if cfg.data.cutoff_len > cfg.model.max_context:
         raise ConfigError(
@@ -147,6 +155,17 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
     _validate_device(cfg)
+
+
+def _validate_custom_template(cfg: DictConfig) -> None:
+    d = cfg.data
+    if d.format != "alpaca" or d.template != "custom":
+        return
+    for key, needed in (("prompt_no_input", ("{instruction}",)), ("prompt_with_input", ("{instruction}", "{input}"))):
+        text = d.custom_template[key]
+        missing = [n for n in needed if n not in text]
+        if missing:
+            raise ConfigError(f"data.custom_template.{key}", f"must contain {' and '.join(missing)} (got {text!r})")
 
 
 def _validate_device(cfg: DictConfig) -> None:

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the test suite (sets up .venv first). Extra arguments go to pytest, e.g. `-m "not slow"`.
+# GPU-marked tests skip themselves without CUDA. pytest's "no tests collected" (exit 5) is a failure.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/setup.sh"
+cd "$root"
+export WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+set +e
+"$root/.venv/bin/python" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$rc"

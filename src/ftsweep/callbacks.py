@@ -1,0 +1,65 @@
+"""Trainer callbacks ftsweep adds to every run: fail on NaN/inf loss, time limit, early stopping."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from transformers import TrainerCallback
+
+
+class NanGuard(TrainerCallback):
+    """Stop a diverged run at once: a NaN/inf training loss raises (the sweeper records ``nan_loss``)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if self.enabled and loss is not None and (math.isnan(loss) or math.isinf(loss)):
+            from ftsweep.train import TrainingFailed
+
+            raise TrainingFailed(f"nan_loss: training loss is {loss} at step {state.global_step}")
+
+
+class TimeLimit(TrainerCallback):
+    """Fail a run that trains longer than ``seconds`` (a stuck or far too slow trial)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.monotonic() - self.start
+        if elapsed > self.seconds:
+            from ftsweep.train import TrainingFailed
+
+            raise TrainingFailed(f"timeout: training ran {elapsed:.0f} s > trainer.timeout_s={self.seconds:g}")
+
+
+class EarlyStopping(TrainerCallback):
+    """Stop after ``patience`` evaluations without improvement of the objective (watch eval vs train loss).
+
+    Unlike transformers' EarlyStoppingCallback this needs no checkpointing / load_best_model_at_end.
+    """
+
+    def __init__(self, metric: str, direction: str, patience: int):
+        self.metric, self.sign, self.patience = metric, (1 if direction == "minimize" else -1), patience
+        self.best: float | None = None
+        self.bad = 0
+        self.stopped_at: int | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get(self.metric)
+        if value is None:
+            return
+        if self.best is None or self.sign * value < self.sign * self.best:
+            self.best, self.bad = value, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                control.should_training_stop = True
+                self.stopped_at = state.global_step

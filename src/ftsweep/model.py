@@ -1,0 +1,267 @@
+"""Tokenizer (pad policy, special tokens) -> quantization config -> model -> LoRA.
+
+One builder per config group (``build_quantization``, ``build_lora``), like TRL's ``get_peft_config``.
+Torch, transformers, peft and bitsandbytes are imported inside the functions so that importing this
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ftsweep.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Optimizer names in config -> transformers' OptimizerNames.
+OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
+
+
+# --------------------------------------------------------------------------------------------- device
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on GPUs that support it, fp16 on older GPUs (with a grad scaler), fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if bf16_supported():
+        return "bf16"
+    return "fp16" if has_cuda() else "fp32"
+
+
+def torch_dtype(name: str):
+    """A config dtype name (``auto`` follows the device like precision does) -> torch.dtype."""
+    import torch
+
+    if name == "auto":
+        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision("auto")]
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def hf_token() -> str | None:
+    """The Hub token, from the environment only (never from config or files we write)."""
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+def resolve_model_path(cfg) -> str:
+    """Hub name / local path of the base model; the tiny model is built (once) into the cache."""
+    if cfg.model.tiny is not None:
+        from ftsweep.tiny import TinySpec, ensure_tiny
+
+        return str(ensure_tiny(TinySpec.from_cfg(cfg.model.tiny), cfg.cache_dir))
+    return cfg.model.name_or_path
+
+
+def load_tokenizer(cfg):
+    """Load the tokenizer and apply the data's special tokens and the model's pad-token policy.
+
+    Pad policies (seed 002's discussion): ``reserved`` uses an existing special token such as
+    ``<|reserved_special_token_250|>`` (no resize); ``new`` adds ``pad_token`` (embeddings resized);
+    ``eos`` pads with eos (the data pipeline still trains the final eos: labels, not the pad id, mark
+    what is trained); ``existing`` keeps the tokenizer's own pad token.
+    """
+    from transformers import AutoTokenizer
+
+    m = cfg.model
+    tok = AutoTokenizer.from_pretrained(
+        resolve_model_path(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code, token=hf_token()
+    )
+    new_tokens = [t for t in cfg.data.special_tokens if t not in tok.get_vocab()]
+    if new_tokens:
+        tok.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)
+    if cfg.data.eos_token:
+        if cfg.data.eos_token not in tok.get_vocab():
+            raise ConfigError("data.eos_token", f"{cfg.data.eos_token!r} is not in the vocabulary; add it to data.special_tokens")
+        tok.eos_token = cfg.data.eos_token
+    _apply_pad_policy(tok, m.pad_policy, m.pad_token)
+    tok.padding_side = m.padding_side
+    return tok
+
+
+def _apply_pad_policy(tok, policy: str, pad_token: str | None) -> None:
+    if policy == "existing":
+        if tok.pad_token is None:
+            raise ConfigError("model.pad_policy", "the tokenizer has no pad token; use eos, reserved or new")
+    elif policy == "eos":
+        tok.pad_token = tok.eos_token
+    elif policy == "reserved":
+        if pad_token not in tok.get_vocab():
+            raise ConfigError("model.pad_token", f"{pad_token!r} is not in the vocabulary (pad_policy=reserved needs an existing token)")
+        tok.pad_token = pad_token
+    elif policy == "new":
+        if pad_token not in tok.get_vocab():
+            tok.add_special_tokens({"pad_token": pad_token})
+        tok.pad_token = pad_token
+
+
+# --------------------------------------------------------------------------------------- quantization
+def build_quantization(cfg):
+    """``quantization`` group -> ``BitsAndBytesConfig`` (or None for ``none``)."""
+    q = cfg.quantization
+    if q.method == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if q.method == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold)
+    compute = torch_dtype(q.bnb_4bit_compute_dtype)
+    kwargs: dict[str, Any] = {}
+    if q.bnb_4bit_quant_storage:
+        kwargs["bnb_4bit_quant_storage"] = torch_dtype(q.bnb_4bit_quant_storage)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=q.method,
+        bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute,
+        **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- model
+def load_model(cfg, tokenizer):
+    """Load the base model (quantized when asked), resize for new tokens, keep pad/eos ids in sync."""
+    from transformers import AutoModelForCausalLM
+
+    m = cfg.model
+    quant = build_quantization(cfg)
+    kwargs: dict[str, Any] = {
+        "revision": m.revision,
+        "trust_remote_code": m.trust_remote_code,
+        "token": hf_token(),
+        "dtype": torch_dtype(m.dtype) if quant is None else torch_dtype(cfg.quantization.bnb_4bit_compute_dtype),
+    }
+    if m.attn_implementation:
+        kwargs["attn_implementation"] = m.attn_implementation
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        # k-bit weights must be placed at load time: this process's GPU (one per DDP rank), or CPU.
+        kwargs["device_map"] = {"": _local_device()}
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), **kwargs)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        # New pad / special tokens: grow the embeddings; mean-initialised rows keep the first losses sane.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if quant is not None:
+        fix_bnb_cpu_repack(model)
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": cfg.trainer.use_reentrant},
+        )
+    return model
+
+
+def _local_device() -> str | int:
+    if has_cuda():
+        return int(os.environ.get("LOCAL_RANK", 0))
+    return "cpu"
+
+
+def fix_bnb_cpu_repack(model) -> int:
+    """Stop bitsandbytes 0.50 from repacking 4-bit weights on CPU at the first no-grad forward.
+
+    The repacked layout has no backward kernel: after the first evaluation the gradient norm drops to
+    0 and training silently stops learning (environment.md). Returns the number of layers patched.
+    """
+    if has_cuda():
+        return 0
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------------------------- LoRA
+def linear_module_names(model) -> list[str]:
+    """Names of the linear layers LoRA can target, without ``lm_head`` (seed 004's find_all_linear_names)."""
+    import torch
+
+    classes: tuple[type, ...] = (torch.nn.Linear,)
+    try:
+        import bitsandbytes as bnb
+
+        classes += (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    except ImportError:
+        pass
+    names = {name.split(".")[-1] for name, mod in model.named_modules() if isinstance(mod, classes)}
+    names.discard("lm_head")
+    return sorted(names)
+
+
+def build_lora(cfg, model):
+    """``lora`` group -> peft ``LoraConfig`` (None for a full fine-tune). ``all-linear`` is resolved
+    to the model's own linear layer names so the run log shows exactly what is adapted."""
+    lc = cfg.lora
+    if not lc.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets = linear_module_names(model) if lc.target_modules == "all-linear" else list(lc.target_modules)
+    present = set(linear_module_names(model))
+    unknown = [t for t in targets if t not in present]
+    if unknown:
+        raise ConfigError("lora.target_modules", f"{unknown} not found in the model; its linear layers: {sorted(present)}")
+    modules_to_save = list(lc.modules_to_save or [])
+    if cfg.data.train_embeddings:
+        modules_to_save += [m for m in ("embed_tokens", "lm_head") if m not in modules_to_save]
+    return LoraConfig(
+        r=lc.r,
+        lora_alpha=lc.alpha,
+        lora_dropout=lc.dropout,
+        target_modules=targets,
+        bias=lc.bias,
+        modules_to_save=modules_to_save or None,
+        use_rslora=lc.use_rslora,
+        use_dora=lc.use_dora,
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_lora(cfg, model):
+    """Wrap ``model`` with LoRA (or leave it whole for ``lora=none``); log trainable parameters."""
+    from transformers import set_seed
+
+    lora_config = build_lora(cfg, model)
+    set_seed(cfg.trainer.seed)  # LoRA A matrices are random: same seed, same adapter init
+    if lora_config is None:
+        if cfg.data.train_embeddings is False and getattr(model, "is_loaded_in_4bit", False):
+            raise ConfigError("lora.enabled", "a 4-bit model can only be trained through an adapter")
+    else:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config)
+        log.info("LoRA targets: %s", sorted(lora_config.target_modules))
+    trainable, total = count_parameters(model)
+    log.info("trainable parameters: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    return model
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

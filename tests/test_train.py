@@ -1,0 +1,128 @@
+"""End-to-end training on the tiny model: it learns, it is reproducible, it writes what it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import FAST
+
+from ftsweep.train import run
+
+
+def _lora_init(cfg):
+    """The adapter weights exactly as initialised for this config (same seed, same code path)."""
+    from transformers import set_seed
+
+    from ftsweep import model as model_mod
+
+    set_seed(cfg.trainer.seed)
+    tok = model_mod.load_tokenizer(cfg)
+    set_seed(cfg.trainer.seed)
+    model = model_mod.apply_lora(cfg, model_mod.load_model(cfg, tok))
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def _saved_adapter(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def test_twenty_steps_learn_and_change_every_lora_parameter(compose, tmp_path):
+    cfg = compose(*FAST, "trainer.max_steps=20", "trainer.eval_steps=10", "optimizer.lr=2e-3")
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "complete"
+    assert metrics["eval_loss"] < metrics["initial_eval_loss"]
+    assert metrics["objective"] == metrics["eval_loss"]
+    init = _lora_init(cfg)
+    saved = _saved_adapter(tmp_path)
+    assert len(saved) == len(init) == 2 * 4 * cfg.model.tiny.num_hidden_layers  # A and B of q/k/v/o per layer
+    for name, before in init.items():
+        key = name.replace(".default", "")
+        after = saved[key]
+        assert not (after == before).all(), f"{name} did not change"
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("train_loss", "eval_loss", "eval_mean_token_accuracy", "objective", "train_runtime",
+                "train_tokens_per_s", "peak_memory_mb"):
+        assert isinstance(written[key], float), key
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["seed"] == cfg.trainer.seed
+    assert set(manifest["versions"]) >= {"torch", "transformers", "peft", "trl", "bitsandbytes", "optuna"}
+    assert manifest["data_fingerprint"] and manifest["config_hash"]
+    assert (tmp_path / "adapter" / "tokenizer.json").is_file()
+
+
+def test_same_seed_same_metrics(compose, tmp_path):
+    cfg = compose(*FAST, "trainer.max_steps=6", "trainer.eval_steps=3")
+    a = run(cfg, tmp_path / "a")
+    b = run(cfg, tmp_path / "b")
+    keys = ["train_loss", "eval_loss", "eval_mean_token_accuracy", "initial_eval_loss"]
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+    assert a["eval_history"] == b["eval_history"]
+    other = run(compose(*FAST, "trainer.max_steps=6", "trainer.eval_steps=3", "trainer.seed=7"), tmp_path / "c")
+    assert other["eval_loss"] != a["eval_loss"]
+
+
+def test_unknown_objective_metric_lists_available(compose):
+    from ftsweep.config_io import ConfigFailure
+
+    with pytest.raises(ConfigFailure, match=r"objective.metric: unknown metric 'eval_bleu'; available: eval_loss, "):
+        compose("objective.metric=eval_bleu")
+
+
+def test_wandb_offline_run_holds_config_and_final_eval_loss(compose, tmp_path, wandb_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose(*[o for o in FAST if o != "logger=none"], "logger=wandb", "trainer.max_steps=4", "trainer.eval_steps=2")
+    metrics = run(cfg, tmp_path / "run")
+    runs = list((wandb_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and metrics["wandb_run_id"] in runs[0].name
+    config = (runs[0] / "files" / "config.yaml").read_text()
+    assert "lora:" in config and "optimizer:" in config and "lr: 0.0002" in config
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert summary["eval/loss"] == pytest.approx(metrics["eval_loss"])
+    assert summary["state"] == "COMPLETE"
+    assert summary["objective"] == pytest.approx(metrics["objective"])
+
+
+def test_tensorboard_writes_event_files(compose, tmp_path):
+    cfg = compose(*[o for o in FAST if o != "logger=none"], "logger=tensorboard", "trainer.max_steps=4", "trainer.eval_steps=2")
+    run(cfg, tmp_path)
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_nf4_on_cpu_keeps_learning_after_evaluation(compose, tmp_path):
+    # bitsandbytes 0.50 repacks 4-bit weights at the first no-grad forward on CPU and the repacked
+    # matmul has no backward: the gradient norm would drop to 0 after the first evaluation.
+    cfg = compose(*FAST, "quantization=nf4", "trainer.max_steps=12", "trainer.eval_steps=4",
+                  "trainer.logging_steps=1", "optimizer.lr=2e-3")
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "complete"
+    # An evaluation ran before training (initial_eval_loss) and at steps 4 and 8: gradients stay alive.
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["initial_eval_loss"] is not None
+    assert metrics["eval_loss"] < metrics["initial_eval_loss"]
+    assert [e["step"] for e in history["eval_history"]] == [0, 4, 8, 12] or len(history["eval_history"]) >= 3
+
+
+def test_planted_hf_token_appears_nowhere_in_run_dir(compose, tmp_path, wandb_dir, monkeypatch):
+    secret = "hf_PLANTEDsecretVALUE1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "run"))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "HF_TOKEN": secret, "WANDB_MODE": "offline"}
+    out = subprocess.run(
+        [sys.executable, "-m", "ftsweep", "train", *FAST[:-1], "logger=wandb", "trainer.max_steps=3",
+         "trainer.eval_steps=3", f"cache_dir={os.environ['FTSWEEP_CACHE_DIR']}", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert secret not in out.stdout + out.stderr
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in files) and (run_dir / "metrics.json").is_file()
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
