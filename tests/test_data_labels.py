@@ -1,0 +1,279 @@
+"""Exact label masks: which tokens are trained, per format, template and length policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ftsweep.data import IGNORE_INDEX, build_datasets
+from ftsweep.data.templates import ALPACA_EN, ALPACA_KO
+from ftsweep.model import load_tokenizer
+
+# The tokenizer does not depend on the tiny model's pre-training: skip it (the build is much faster).
+NO_PRETRAIN = "model.tiny.pretrain_steps=0"
+BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+H = "<|start_header_id|>{}<|end_header_id|>\n\n"  # Llama 3 turn header
+EOT = "<|eot_id|>"
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    return path
+
+
+@pytest.fixture
+def build(compose, tmp_path):
+    """build(rows, *overrides, name=...) -> (bundle, tokenizer); all rows, in file order, no eval split."""
+
+    def _b(rows: list[dict], *overrides: str, name: str = "rows.json"):
+        path = write(tmp_path / name, rows)
+        cfg = compose(f"data.path={path}", "data.val_size=0", "data.shuffle=false", "data.max_rows=null", NO_PRETRAIN, *overrides)
+        tok = load_tokenizer(cfg)
+        return build_datasets(cfg, tok), tok
+
+    return _b
+
+
+def enc(tok, text: str, bos: bool = False) -> list[int]:
+    return tok(text, add_special_tokens=bos)["input_ids"]
+
+
+def trained_runs(tok, row) -> list[str]:
+    """Decoded runs of consecutive trained tokens."""
+    runs, cur = [], []
+    for t, lab in zip(row["input_ids"], row["labels"]):
+        if lab != IGNORE_INDEX:
+            assert lab == t  # a trained label is always the token itself
+            cur.append(t)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tok.decode(r, skip_special_tokens=False) for r in runs]
+
+
+def masked_prefix(row) -> list[int]:
+    n = next(i for i, lab in enumerate(row["labels"]) if lab != IGNORE_INDEX)
+    return row["input_ids"][:n]
+
+
+ROW_NO_INPUT = {"instruction": "Name a color.", "input": "", "output": "Blue is a color."}
+ROW_INPUT = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "2 + 3 = 5."}
+
+
+def expected_pair(tok, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    p, a = enc(tok, prompt, bos=True), enc(tok, answer) + [tok.eos_token_id]
+    return p + a, [IGNORE_INDEX] * len(p) + a
+
+
+@pytest.mark.parametrize("row,key", [(ROW_NO_INPUT, "prompt_no_input"), (ROW_INPUT, "prompt_with_input")])
+def test_alpaca_en_mask_exact(build, row, key):
+    bundle, tok = build([row])
+    got = bundle.train[0]
+    prompt = ALPACA_EN[key].replace("{instruction}", row["instruction"]).replace("{input}", row["input"])
+    ids, labels = expected_pair(tok, prompt, row["output"])
+    assert got["input_ids"] == ids
+    assert got["labels"] == labels
+    assert tok.decode(masked_prefix(got)) == BOS + prompt
+    # Decoding the trained tokens gives exactly output + eos.
+    assert trained_runs(tok, got) == [row["output"] + EOS]
+
+
+def test_alpaca_en_prompt_text_is_stanford_alpaca(build):
+    bundle, tok = build([ROW_NO_INPUT])
+    assert tok.decode(masked_prefix(bundle.train[0])) == (
+        BOS + "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\nName a color.\n\n### Response:\n"
+    )
+
+
+def test_alpaca_ko_template(build):
+    bundle, tok = build([ROW_NO_INPUT, ROW_INPUT], "data.template=alpaca_ko")
+    no_in, with_in = bundle.train[0], bundle.train[1]
+    assert tok.decode(masked_prefix(no_in)) == (
+        BOS + "아래는 문제를 설명하는 지시사항입니다. 이 요청에 대해 적절하게 답변해주세요.\n###지시사항:Name a color.\n###답변:"
+    )
+    assert tok.decode(masked_prefix(with_in)) == BOS + ALPACA_KO["prompt_with_input"].replace(
+        "{instruction}", "Add the numbers."
+    ).replace("{input}", "2 and 3")
+    assert "###입력:2 and 3\n###지시사항:Add the numbers.\n###답변:" in tok.decode(with_in["input_ids"])
+    ids, labels = expected_pair(tok, ALPACA_KO["prompt_no_input"].replace("{instruction}", "Name a color."), "Blue is a color.")
+    assert (no_in["input_ids"], no_in["labels"]) == (ids, labels)
+
+
+def test_custom_template(build):
+    bundle, tok = build(
+        [ROW_NO_INPUT, ROW_INPUT],
+        "data.template=custom",
+        "data.custom_template.prompt_no_input='Q: {instruction} A: '",
+        "data.custom_template.prompt_with_input='Q: {instruction} ({input}) A: '",
+    )
+    assert tok.decode(masked_prefix(bundle.train[0])) == BOS + "Q: Name a color. A: "
+    assert tok.decode(masked_prefix(bundle.train[1])) == BOS + "Q: Add the numbers. (2 and 3) A: "
+
+
+def test_train_on_prompt_trains_everything(build):
+    bundle, _ = build([ROW_NO_INPUT], "data.train_on_prompt=true")
+    assert bundle.train[0]["labels"] == bundle.train[0]["input_ids"]
+
+
+def test_special_token_template(compose, tmp_path):
+    path = write(tmp_path / "rows.json", [ROW_NO_INPUT])
+    cfg = compose("data=special_tokens_demo", f"data.path={path}", "data.val_size=0", "data.max_rows=null", NO_PRETRAIN)
+    tok = load_tokenizer(cfg)
+    assert tok.eos_token == "<|endofanswer|>"
+    got = build_datasets(cfg, tok).train[0]
+    prompt = "<|prompt|> Name a color. <|assistant|> "
+    ids, labels = expected_pair(tok, prompt, "Blue is a color.")
+    assert (got["input_ids"], got["labels"]) == (ids, labels)
+    assert tok.decode(got["input_ids"]) == BOS + prompt + "Blue is a color.<|endofanswer|>"
+    assert trained_runs(tok, got) == ["Blue is a color.<|endofanswer|>"]
+    # The new tokens are single ids (added to the tokenizer), not spelled out in bytes.
+    for t in ("<|prompt|>", "<|assistant|>", "<|endofanswer|>"):
+        assert tok.convert_tokens_to_ids(t) in got["input_ids"]
+
+
+def test_pad_equals_eos_final_eos_still_trained(build):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    bundle, tok = build([ROW_NO_INPUT, ROW_INPUT], "model.pad_policy=eos")
+    assert tok.pad_token_id == tok.eos_token_id
+    rows = [bundle.train[i] for i in range(2)]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(rows)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        assert batch["labels"][i, n - 1].item() == tok.eos_token_id  # the answer's eos is trained
+        assert (batch["labels"][i, n:] == IGNORE_INDEX).all()  # padding (also eos ids) is not
+        assert (batch["input_ids"][i, n:] == tok.eos_token_id).all()
+
+
+# ------------------------------------------------------------------------------------------ chat
+SINGLE = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}
+MULTI = {
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "one?"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "two?"},
+        {"role": "assistant", "content": "2"},
+    ]
+}
+
+
+def test_chat_single_turn_exact(build):
+    bundle, tok = build([SINGLE], "data.format=chat", name="c.jsonl")
+    got = bundle.train[0]
+    prompt = BOS + H.format("user") + "hi" + EOT + H.format("assistant")
+    answer = "hello there" + EOT
+    p, a = enc(tok, prompt), enc(tok, answer)
+    assert got["input_ids"] == p + a
+    assert got["labels"] == [IGNORE_INDEX] * len(p) + a
+    assert tok.decode(got["input_ids"]) == tok.apply_chat_template(SINGLE["messages"], tokenize=False)
+
+
+def test_chat_multi_turn_all_assistant_turns(build):
+    bundle, tok = build([MULTI], "data.format=chat", name="c.jsonl")
+    got = bundle.train[0]
+    assert trained_runs(tok, got) == ["1" + EOT, "2" + EOT]
+    assert tok.decode(got["input_ids"]) == (
+        BOS + H.format("system") + "be brief" + EOT + H.format("user") + "one?" + EOT + H.format("assistant") + "1" + EOT
+        + H.format("user") + "two?" + EOT + H.format("assistant") + "2" + EOT
+    )
+
+
+def test_chat_mask_history_trains_last_turn_only(build):
+    bundle, tok = build([MULTI], "data.format=chat", "data.mask_history=true", name="c.jsonl")
+    got = bundle.train[0]
+    assert trained_runs(tok, got) == ["2" + EOT]
+    a = enc(tok, "2" + EOT)
+    assert got["labels"] == [IGNORE_INDEX] * (len(got["input_ids"]) - len(a)) + a
+
+
+def test_sharegpt_with_system(build):
+    row = {"system": "be brief", "conversations": [{"from": "human", "value": "one?"}, {"from": "gpt", "value": "1"}]}
+    bundle, tok = build([row], "data.format=sharegpt", name="s.jsonl")
+    got = bundle.train[0]
+    assert tok.decode(got["input_ids"]) == (
+        BOS + H.format("system") + "be brief" + EOT + H.format("user") + "one?" + EOT + H.format("assistant") + "1" + EOT
+    )
+    assert trained_runs(tok, got) == ["1" + EOT]
+
+
+def test_chat_template_override_by_name(build):
+    bundle, tok = build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
+    got = bundle.train[0]
+    assert tok.decode(got["input_ids"]) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello there<|im_end|>\n"
+    assert trained_runs(tok, got) == ["hello there<|im_end|>\n"]
+
+
+# --------------------------------------------------------------------------------------- lengths
+PC = {"prompt": "one two three four five six seven eight nine ten", "completion": "alpha beta gamma delta"}
+
+
+def _pc_parts(tok):
+    return enc(tok, PC["prompt"], bos=True), enc(tok, PC["completion"]) + [tok.eos_token_id]
+
+
+def test_prompt_completion_exact(build):
+    bundle, tok = build([PC], "data.format=prompt_completion")
+    p, a = _pc_parts(tok)
+    assert bundle.train[0]["labels"] == [IGNORE_INDEX] * len(p) + a
+
+
+def test_truncate_answer(build):
+    bundle0, tok = build([PC], "data.format=prompt_completion")
+    p, a = _pc_parts(tok)
+    cutoff = len(p) + 2
+    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_answer")
+    got = bundle.train[0]
+    assert got["input_ids"] == p + a[:2]
+    assert got["labels"] == [IGNORE_INDEX] * len(p) + a[:2]
+    assert bundle.stats["n_truncated"] == 1 and bundle.stats["n_dropped"] == 0
+
+
+def test_truncate_prompt_from_the_left_keeps_bos(build):
+    bundle0, tok = build([PC], "data.format=prompt_completion")
+    p, a = _pc_parts(tok)
+    over = 3
+    cutoff = len(p) + len(a) - over
+    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt")
+    got = bundle.train[0]
+    assert got["input_ids"] == [tok.bos_token_id] + p[1 + over :] + a
+    assert got["labels"] == [IGNORE_INDEX] * (len(p) - over) + a
+    assert bundle.stats["n_truncated"] == 1
+
+
+def test_drop_overlong(build):
+    bundle0, tok = build([PC, {"prompt": "x", "completion": "y"}], "data.format=prompt_completion")
+    p, a = _pc_parts(tok)
+    bundle, _ = build(
+        [PC, {"prompt": "x", "completion": "y"}], "data.format=prompt_completion", f"data.cutoff_len={len(p) + len(a) - 1}", "data.overlong=drop"
+    )
+    assert len(bundle.train) == 1
+    assert bundle.stats["n_dropped_overlong"] == 1 and bundle.stats["n_dropped"] == 1
+
+
+def test_row_without_answer_after_truncation_is_dropped(build):
+    bundle0, tok = build([PC], "data.format=prompt_completion")
+    p, _ = _pc_parts(tok)
+    rows = [PC, {"prompt": "x", "completion": "y"}]
+    bundle, _ = build(rows, "data.format=prompt_completion", f"data.cutoff_len={len(p)}", "data.overlong=truncate_answer")
+    assert len(bundle.train) == 1  # PC lost its whole answer: never trained with zero target tokens
+    assert bundle.stats["n_dropped_empty_answer"] == 1
+    assert all(any(lab != IGNORE_INDEX for lab in r["labels"]) for r in bundle.train)
+
+
+def test_text_packing_blocks(build):
+    docs = [{"text": "first document here"}, {"text": "second one"}, {"text": "and a third document"}]
+    bundle, tok = build(docs, "data.format=text", "data.packing=true", "data.cutoff_len=8")
+    stream = [t for d in docs for t in enc(tok, d["text"], bos=True) + [tok.eos_token_id]]
+    n = len(stream) // 8
+    assert bundle.train["input_ids"] == [stream[i * 8 : (i + 1) * 8] for i in range(n)]
+    assert bundle.train["labels"] == bundle.train["input_ids"]  # pre-training: every token trained
+    assert bundle.stats["padding_fraction"] == 0.0
