@@ -1,0 +1,222 @@
+"""Sources, selection, cache and bad data: build_datasets end to end on small files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from ftsweep.data import DataError, build_datasets
+from ftsweep.model import load_tokenizer
+
+NO_PRETRAIN = "model.tiny.pretrain_steps=0"  # the tokenizer does not depend on the tiny model's weights
+ROWS = [{"instruction": f"Question {i}?", "input": "" if i % 2 else f"ctx {i}", "output": f"Answer {i}."} for i in range(20)]
+
+
+@pytest.fixture
+def tok(compose):
+    return load_tokenizer(compose(NO_PRETRAIN))
+
+
+@pytest.fixture
+def cfg_for(compose):
+    def _c(path: Path, *overrides: str):
+        return compose(f"data.path={path}", "data.max_rows=null", NO_PRETRAIN, *overrides)
+
+    return _c
+
+
+def write_json(path: Path, rows) -> Path:
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def outputs(tok, ds) -> list[str]:
+    return [tok.decode([t for t in r if t != -100], skip_special_tokens=True) for r in ds["labels"]]
+
+
+# ---------------------------------------------------------------------------------------- sources
+@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "parquet"])
+def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
+    path = tmp_path / f"rows.{kind}"
+    if kind == "json":
+        write_json(path, ROWS)
+    elif kind == "jsonl":
+        write_jsonl(path, ROWS)
+    elif kind == "csv":
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["instruction", "input", "output"])
+            w.writeheader()
+            w.writerows(ROWS)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false"), tok)
+    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+
+
+def test_column_mapping_replacements_and_empty_input_filter(tmp_path, cfg_for, tok):
+    rows = [{"q": f"Q{i} NAME", "ctx": "" if i < 3 else "x", "a": f"I am NAME {i}"} for i in range(5)]
+    path = write_json(tmp_path / "mapped.json", rows)
+    cfg = cfg_for(
+        path, "data.val_size=0", "data.shuffle=false", "data.only_empty_input=true",
+        "+data.columns={instruction: q, input: ctx, output: a}", "+data.replacements={NAME: ftsweep}",
+    )
+    bundle = build_datasets(cfg, tok)
+    assert outputs(tok, bundle.train) == ["I am ftsweep 0", "I am ftsweep 1", "I am ftsweep 2"]
+    assert bundle.stats["n_filtered"] == 2
+
+
+def test_seeded_shuffle_max_rows_and_split(tmp_path, cfg_for, tok):
+    path = write_json(tmp_path / "rows.json", ROWS)
+    a = build_datasets(cfg_for(path, "data.val_size=0.25", "data.max_rows=12", "data.seed=7"), tok)
+    b = build_datasets(cfg_for(path, "data.val_size=0.25", "data.max_rows=12", "data.seed=7"), tok)
+    c = build_datasets(cfg_for(path, "data.val_size=0.25", "data.max_rows=12", "data.seed=8"), tok)
+    assert (len(a.train), len(a.eval)) == (9, 3)
+    assert outputs(tok, a.train) == outputs(tok, b.train) and outputs(tok, a.eval) == outputs(tok, b.eval)
+    assert outputs(tok, a.train) != outputs(tok, c.train)
+    assert not set(outputs(tok, a.train)) & set(outputs(tok, a.eval))
+    assert outputs(tok, a.train) != [r["output"] for r in ROWS[:9]]  # shuffled
+
+
+def test_separate_validation_file_and_no_eval(tmp_path, cfg_for, tok):
+    train = write_json(tmp_path / "train.json", ROWS[:5])
+    val = write_json(tmp_path / "val.json", ROWS[5:7])
+    bundle = build_datasets(cfg_for(train, f"data.validation_path={val}", "data.shuffle=false"), tok)
+    assert outputs(tok, bundle.eval) == ["Answer 5.", "Answer 6."] and len(bundle.train) == 5
+    assert build_datasets(cfg_for(train, "data.val_size=0"), tok).eval is None
+
+
+def test_stats_are_numbers(tmp_path, cfg_for, tok):
+    bundle = build_datasets(cfg_for(write_json(tmp_path / "rows.json", ROWS)), tok)
+    assert all(isinstance(v, (int, float, bool)) for v in bundle.stats.values())
+    for key in ("n_train", "n_eval", "n_truncated", "n_dropped", "n_skipped_bad", "padding_fraction", "cache_hit"):
+        assert key in bundle.stats
+    assert 0 < bundle.stats["padding_fraction"] < 1
+
+
+# ------------------------------------------------------------------------------------------ cache
+def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
+    path = write_json(tmp_path / "cached.json", ROWS)
+    fresh = f"cache_dir={tmp_path / 'cache'}"  # the session cache may already hold this entry
+    first = build_datasets(cfg_for(path, "data.cutoff_len=500", fresh), tok)
+    assert "cache miss" in capsys.readouterr().err
+    import ftsweep.data as data_mod
+
+    def no_tokenizing(*a, **k):
+        raise AssertionError("tokenized on a cache hit")
+
+    monkeypatch.setattr(data_mod, "_tokenize_all", no_tokenizing)
+    second = build_datasets(cfg_for(path, "data.cutoff_len=500", fresh), tok)
+    assert "cache hit" in capsys.readouterr().err
+    assert second.stats["cache_hit"] is True and first.stats["cache_hit"] is False
+    assert second.fingerprint == first.fingerprint
+    assert second.train["input_ids"] == first.train["input_ids"] and second.train["labels"] == first.train["labels"]
+    # Anything that changes the tokens changes the fingerprint: content, options, tokenizer.
+    monkeypatch.undo()
+    assert build_datasets(cfg_for(path, "data.cutoff_len=501", fresh), tok).fingerprint != first.fingerprint
+    write_json(path, ROWS[:-1])
+    assert build_datasets(cfg_for(path, "data.cutoff_len=500", fresh), tok).fingerprint != first.fingerprint
+
+
+# --------------------------------------------------------------------------------------- bad data
+BAD_CASES = {
+    "missing column": ([{"instruction": "x", "input": ""}], "row 1: field 'output': missing"),
+    "non-string": ([{"instruction": "x", "input": "", "output": 3}], "row 1: field 'output': expected a string, got int"),
+    "empty instruction": ([{"instruction": " ", "input": "", "output": "y"}], "row 1: field 'instruction': empty"),
+    "empty output": ([{"instruction": "x", "input": "", "output": ""}], "row 1: field 'output': empty"),
+    "not an object": ([["x", "y"]], "row 1: expected a JSON object, got list"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_alpaca_rows_fail_with_one_line(tmp_path, cfg_for, tok, case):
+    rows, message = BAD_CASES[case]
+    path = write_json(tmp_path / "bad.json", [ROWS[0], *rows])
+    with pytest.raises(DataError) as err:
+        build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false"), tok)
+    assert str(err.value) == f"{path} {message.replace('row 1', 'row 2')}"
+    assert "\n" not in str(err.value)
+
+
+def test_mapped_column_is_named(tmp_path, cfg_for, tok):
+    path = write_json(tmp_path / "bad.json", [{"instruction": "x", "answer": 5}])
+    with pytest.raises(DataError, match=r"row 1: field \"output \(column 'answer'\)\": expected a string, got int"):
+        build_datasets(cfg_for(path, "data.val_size=0", "+data.columns={output: answer}"), tok)
+
+
+def test_invalid_json_line(tmp_path, cfg_for, tok):
+    path = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], '{"instruction": "x", oops}', ROWS[1]])
+    with pytest.raises(DataError) as err:
+        build_datasets(cfg_for(path, "data.val_size=0"), tok)
+    assert str(err.value).startswith(f"{path} line 2: invalid JSON (Expecting property name")
+
+
+CHAT_BAD = {
+    "unknown role": (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
+        "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, user, assistant)",
+    ),
+    "non-string content": (
+        {"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
+        "line 2: field 'messages[0].content': expected a string, got list",
+    ),
+    "missing messages": ({"text": "x"}, "line 2: field 'messages': missing"),
+}
+GOOD_CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+@pytest.mark.parametrize("case", list(CHAT_BAD))
+def test_bad_chat_rows(tmp_path, cfg_for, tok, case):
+    row, message = CHAT_BAD[case]
+    path = write_jsonl(tmp_path / "bad.jsonl", [GOOD_CHAT, row])
+    with pytest.raises(DataError) as err:
+        build_datasets(cfg_for(path, "data.format=chat", "data.val_size=0", "data.shuffle=false"), tok)
+    assert str(err.value) == f"{path} {message}"
+
+
+def test_chat_template_that_cannot_render(tmp_path, cfg_for, tok):
+    tok.chat_template = "{% if messages|length > 2 %}{{ raise_exception('only one exchange allowed') }}{% endif %}x"
+    long = {"messages": GOOD_CHAT["messages"] * 2}
+    path = write_jsonl(tmp_path / "bad.jsonl", [GOOD_CHAT, long])
+    with pytest.raises(DataError) as err:
+        build_datasets(cfg_for(path, "data.format=chat", "data.val_size=0", "data.shuffle=false"), tok)
+    assert str(err.value) == (
+        f"{path} line 2: field 'messages': the chat template cannot render this conversation: only one exchange allowed"
+    )
+
+
+def test_skip_policy_counts_bad_rows(tmp_path, cfg_for, tok):
+    rows = [ROWS[0], '{"broken', json.dumps({"instruction": "x", "output": 1}), ROWS[1]]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false", "data.bad_rows=skip"), tok)
+    assert outputs(tok, bundle.train) == ["Answer 0.", "Answer 1."]
+    assert bundle.stats["n_skipped_bad"] == 2
+
+
+def test_failure_leaves_nothing_in_the_cache(tmp_path, compose, tok):
+    path = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"instruction": "x", "output": 1}])
+    cache = tmp_path / "cache"
+    cfg = compose(f"data.path={path}", f"cache_dir={cache}", "data.val_size=0", NO_PRETRAIN)
+    with pytest.raises(DataError):
+        build_datasets(cfg, tok)
+    datasets_dir = cache / "datasets"
+    assert not datasets_dir.exists() or list(datasets_dir.iterdir()) == []
+
+
+def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
+    with pytest.raises(DataError, match=r"nope\.json: file not found"):
+        build_datasets(cfg_for(tmp_path / "nope.json", "data.loader=json"), tok)
+    odd = tmp_path / "rows.txt"
+    odd.write_text("x")
+    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.txt'"):
+        build_datasets(cfg_for(odd), tok)
