@@ -1,0 +1,50 @@
+"""``ftsweep train data=chat_demo model=tiny`` trains on assistant turns only: the rows SFTTrainer
+receives (and the batches it builds) keep our labels, -100 on every system/user/header token."""
+
+from __future__ import annotations
+
+from conftest import FAST
+
+import ftsweep.train as train_mod
+
+
+def test_chat_training_uses_assistant_tokens_only(compose, tmp_path, monkeypatch):
+    seen = {}
+    original = train_mod.build_trainer
+
+    def capture(*args, **kwargs):
+        trainer, guards = original(*args, **kwargs)
+        seen["trainer"] = trainer
+        return trainer, guards
+
+    monkeypatch.setattr(train_mod, "build_trainer", capture)
+    cfg = compose(*FAST, "data=chat_demo", "model.tiny.pretrain_steps=0", "trainer.max_steps=4", "trainer.eval_steps=2")
+    metrics = train_mod.run(cfg, tmp_path)
+    assert metrics["status"] == "complete"
+    trainer = seen["trainer"]
+    tok = trainer.processing_class
+    assistant_header = tok.convert_tokens_to_ids("<|end_header_id|>")
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    batch = next(iter(trainer.get_train_dataloader()))
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+        trained = [i for i, lab in enumerate(labels) if lab != -100]
+        assert trained, "every row trains something"
+        assert all(labels[i] == ids[i] for i in trained)
+        # A trained run starts right after "<|start_header_id|>assistant<|end_header_id|>\n\n" and ends with <|eot_id|>.
+        runs = _runs(trained)
+        for a, b in runs:
+            header = tok.decode(ids[:a])
+            assert header.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n"), header[-80:]
+            assert ids[b] == eot
+        assert assistant_header not in [ids[i] for i in trained]
+    assert metrics["data_n_trained_tokens"] < metrics["data_n_train_tokens"]
+
+
+def _runs(idx: list[int]) -> list[tuple[int, int]]:
+    runs, start = [], idx[0]
+    for prev, cur in zip(idx, idx[1:]):
+        if cur != prev + 1:
+            runs.append((start, prev))
+            start = cur
+    runs.append((start, idx[-1]))
+    return runs
