@@ -1,0 +1,50 @@
+"""sweep=lr_after_baseline: reuse a finished run's overrides and search the learning rate around its value."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ftsweep.sweeper.grammar import SweepInputError, format_value, override_key
+
+# Overrides of the baseline that must not be copied into the trials.
+_DROP = ("sweep", "baseline", "optimizer.lr")
+
+
+def load_baseline(run_dir: str) -> tuple[list[str], float]:
+    """(the baseline's task overrides minus sweep/baseline/lr, its learning rate) from ``run_dir/.hydra``."""
+    from omegaconf import OmegaConf
+
+    d = Path(run_dir).expanduser()
+    hydra_dir = d / ".hydra"
+    if not (hydra_dir / "config.yaml").is_file():
+        raise SweepInputError(f"baseline={run_dir}: not a run directory (no .hydra/config.yaml)")
+    overrides_file = hydra_dir / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+    overrides = [o for o in overrides if override_key(o) not in _DROP]
+    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        raise SweepInputError(f"baseline={run_dir}: no positive optimizer.lr in .hydra/config.yaml")
+    return overrides, float(lr)
+
+
+def lr_bracket(lr: float, factor: float) -> str:
+    """The log interval [lr / factor, lr * factor] in sweep grammar."""
+    if factor <= 1:
+        raise SweepInputError(f"hydra.sweeper.baseline_lr_factor: must be > 1 (got {factor})")
+    return f"tag(log, interval({format_value(lr / factor)}, {format_value(lr * factor)}))"
+
+
+def baseline_slug(run_dir: str) -> str:
+    """A study-name suffix naming the baseline (outputs/runs/2026-11-23/10-00-00 -> 2026-11-23_10-00-00)."""
+    parts = Path(run_dir).expanduser().resolve().parts[-2:]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
+
+
+def baseline_params(run_dir: str, factor: float) -> dict[str, Any]:
+    """Everything the sweep needs from the baseline: fixed overrides, lr param, enqueued trial 0."""
+    overrides, lr = load_baseline(run_dir)
+    return {"fixed": overrides, "params": {"optimizer.lr": lr_bracket(lr, factor)},
+            "enqueue": [{"optimizer.lr": lr}], "lr": lr}

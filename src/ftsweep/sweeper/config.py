@@ -1,0 +1,103 @@
+"""The sweeper's config schema (``hydra.sweeper`` when ``hydra/sweeper=ftsweep_optuna``).
+
+Plain dataclasses, no optuna import: Hydra imports this on every start-up (plugin discovery), and
+``ftsweep --help`` / ``ftsweep train --cfg job`` must stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SamplerConf:
+    # tpe (default) | random | grid | cmaes | gp | qmc
+    name: str = "tpe"
+    # None = random. A resumed study adds the number of existing trials to the seed, so a resume does
+    # not re-propose the same start-up points (a fixed-seed sampler otherwise would).
+    seed: int | None = None
+    # Random trials before the model-based samplers (tpe, gp, cmaes) start modelling.
+    n_startup_trials: int = 10
+    # tpe: model parameters jointly (multivariate TPE); group=True also handles conditional spaces.
+    multivariate: bool = True
+    group: bool = False
+    # tpe: with several workers, treat running trials as bad so parallel workers spread out.
+    constant_liar: bool = True
+    # qmc: sobol | halton
+    qmc_type: str = "sobol"
+    # Extra keyword arguments passed to the sampler's constructor as-is.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PrunerConf:
+    # none | median | percentile | successive_halving | hyperband
+    name: str = "median"
+    # median / percentile: no pruning until this many trials have completed ...
+    n_startup_trials: int = 2
+    # ... and, within a trial, before this many steps (global_step of the reported evaluation).
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+    # percentile: prune below this percentile (25 = keep the best quarter).
+    percentile: float = 25.0
+    # successive_halving / hyperband: resources are training steps.
+    min_resource: Any = "auto"
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class SweeperConf:
+    """Fields of ``hydra.sweeper``. Every field can be overridden: ``hydra.sweeper.n_trials=4``."""
+
+    _target_: str = "hydra_plugins.ftsweep_sweeper.ftsweep_sweeper.FtsweepOptunaSweeper"
+    # Optuna study name; default: the sweep file's name (sweep=<name>), else "ftsweep".
+    study_name: str | None = None
+    # Any Optuna storage URL (sqlite:///..., postgresql://..., journal:<file>). Default:
+    # sqlite:///<sweep_dir>/study.db. "journal" = an Optuna journal file <sweep_dir>/study.journal.
+    storage: str | None = None
+    # Where trial_<n>/ directories, the report and best.yaml go; default outputs/sweeps/<study_name>.
+    sweep_dir: str | None = None
+    # Total number of trials in the study (across resumes and all processes sharing the storage).
+    n_trials: int = 20
+    # Trials run at once by this process (asynchronous: a finished trial frees its slot immediately).
+    n_workers: int = 1
+    # GPUs handed out one per trial through CUDA_VISIBLE_DEVICES: "auto" (all visible), a list of ids,
+    # or null (no assignment; CPU or the trial's own device selection).
+    gpus: Any = "auto"
+    # minimize | maximize, or a list for multi-objective; default: the config's objective.direction.
+    direction: Any = None
+    # Metric(s) optimised; default: the config's objective.metric. A list = multi-objective.
+    metric: Any = None
+    # Search space: override key -> sweep grammar (interval, tag(log, interval), range, choice, a,b,c).
+    params: dict[str, str] | None = None
+    # Sampled like params but not passed to the trial: inputs of `derived` (e.g. alpha_ratio).
+    variables: dict[str, str] | None = None
+    # Override key -> arithmetic on sampled values, e.g. "{lora.r} * {alpha_ratio}".
+    derived: dict[str, str] | None = None
+    sampler: SamplerConf = field(default_factory=SamplerConf)
+    pruner: PrunerConf = field(default_factory=PrunerConf)
+    # Kill a trial after this many seconds (0 = only trainer.timeout_s, if set). Reason "timeout: ...".
+    trial_timeout_s: float = 0.0
+    # At most max_failure_rate * n_trials trials may fail; one more stops the sweep (no new trials).
+    max_failure_rate: float = 0.5
+    # On CUDA OOM, retry the trial once with half the micro-batch and twice the gradient accumulation.
+    retry_oom: bool = True
+    # Trials left RUNNING by a dead process are failed and re-run once with the same parameters.
+    retry_stale: bool = True
+    # The sweep process records a heartbeat on each running trial this often; a RUNNING trial without
+    # one for grace_period_s (or whose owner process on this host is gone) is stale.
+    heartbeat_interval_s: float = 10.0
+    grace_period_s: float = 60.0
+    # sweep=lr_after_baseline: search optimizer.lr in [lr / factor, lr * factor] (log) around the baseline.
+    baseline_lr_factor: float = 4.0
+    # Write the report (summary.json, trials.md, plots, best.yaml) at the end of the sweep.
+    report: bool = True
+    # Log one W&B summary run (table of trials, best params) at the end; follows logger.name.
+    wandb_summary: bool = True
+    # auto (rich on a TTY, plain lines otherwise) | rich | plain
+    progress: str = "auto"

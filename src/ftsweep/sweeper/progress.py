@@ -1,0 +1,107 @@
+"""Progress of a sweep: a rich live panel on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ftsweep.sweeper.study import Counts
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+class Progress:
+    """Sweep progress; ``mode`` is auto (rich on a TTY), rich or plain."""
+
+    def __init__(self, study_name: str, n_trials: int, mode: str = "auto", stream: Any = None):
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.stream = stream or sys.stdout
+        self.rich = mode == "rich" or (mode == "auto" and self.stream.isatty())
+        self.counts = Counts()
+        self.best: Any = None
+        self.best_number: int | None = None
+        self.running: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._live: Any = None
+        self.started = time.monotonic()
+
+    # ---------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Progress:
+        if self.rich:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=2,
+                              transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(*exc)
+            self._live = None
+
+    # ---------------------------------------------------------------- events
+    def log(self, message: str) -> None:
+        if self._live is not None:
+            self._live.console.print(message, markup=False, highlight=False)
+        else:
+            print(f"[sweep {self.study_name}] {message}", file=self.stream, flush=True)
+
+    def started_trial(self, number: int, params: dict[str, Any], note: str = "") -> None:
+        self.running[number] = (time.monotonic(), params)
+        self.log(f"trial {number} started{note}: {_params(params)}")
+        self.refresh()
+
+    def finished_trial(self, number: int, state: str, value: Any, reason: str | None = None) -> None:
+        start, _ = self.running.pop(number, (time.monotonic(), {}))
+        took = time.monotonic() - start
+        detail = f"value={_fmt(value)}" if value is not None else ""
+        if reason:
+            detail = f"{detail} reason={reason}".strip()
+        self.log(f"trial {number} {state} in {took:.1f} s {detail}".rstrip())
+        self.refresh()
+
+    def update(self, counts: Counts, best: Any = None, best_number: int | None = None) -> None:
+        self.counts = counts
+        self.best, self.best_number = best, best_number
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    # ---------------------------------------------------------------- rendering
+    def status_line(self) -> str:
+        c = self.counts
+        best = f"{_fmt(self.best)} (trial {self.best_number})" if self.best is not None else "-"
+        return (f"{c.finished}/{self.n_trials} done | running {len(self.running)} | complete {c.complete} | "
+                f"pruned {c.pruned} | failed {c.failed} | best {best} | {time.monotonic() - self.started:.0f} s")
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        table = Table(title=f"sweep {self.study_name}", show_edge=False, expand=False)
+        for col in ("trial", "running for", "params"):
+            table.add_column(col)
+        now = time.monotonic()
+        for number, (start, params) in sorted(self.running.items()):
+            table.add_row(str(number), f"{now - start:.0f} s", _params(params))
+        bar = ProgressBar(total=max(self.n_trials, 1), completed=self.counts.finished, width=40)
+        return Group(bar, self.status_line(), table)

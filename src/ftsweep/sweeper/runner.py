@@ -1,0 +1,415 @@
+"""Run a study: K trial processes at once, asynchronous ask/tell, failures isolated.
+
+Each trial is its own ``ftsweep train`` process (GPU memory is released when it exits, each gets its
+own W&B run). A finished trial frees its slot at once; there is no batch barrier. The parent never
+imports torch: it reads the trial's ``metrics.json`` / ``failure.json`` and tells Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
+from ftsweep.sweeper.progress import Progress
+from ftsweep.sweeper.study import (
+    OWNER_ATTR, Counts, count, fail_stale_trials, file_lock, owner,
+)
+from ftsweep.sweeper.storage import record_heartbeat
+
+# The trial command before its overrides; FTSWEEP_TRIAL_CMD (a JSON list) replaces it, e.g. to wrap
+# trials in srun or, in tests, to run a fake trial.
+DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep", "train"]
+POLL_S = 0.2
+
+
+@dataclass
+class RunSettings:
+    sweep_dir: Path
+    storage_url: str
+    study_name: str
+    n_trials: int
+    directions: list[str]
+    metrics: list[str]
+    pruner_spec: dict[str, Any]
+    n_workers: int = 1
+    gpus: list[str] | None = None
+    trial_timeout_s: float = 0.0
+    max_failure_rate: float = 0.5
+    retry_oom: bool = True
+    retry_stale: bool = True
+    heartbeat_interval_s: float = 10.0
+    grace_period_s: float = 60.0
+    command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
+
+
+@dataclass
+class Job:
+    trial: Any
+    overrides: list[str]
+    trial_dir: Path
+    proc: subprocess.Popen
+    log: TextIO
+    started: float
+    gpu: str | None
+    oom_retried: bool = False
+
+
+@dataclass
+class Outcome:
+    state: str  # complete | pruned | failed
+    values: list[float] | None = None
+    reason: str | None = None
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
+class SweepAborted(RuntimeError):
+    """Too many trials failed (max_failure_rate)."""
+
+
+class SweepRunner:
+    """Drives one study until ``n_trials`` trials exist and none is running."""
+
+    def __init__(self, study: Any, space: SearchSpace, fixed_overrides: list[str], settings: RunSettings,
+                 progress: Progress | None = None):
+        self.study = study
+        self.space = space
+        self.fixed = fixed_overrides
+        self.s = settings
+        self.progress = progress or Progress(settings.study_name, settings.n_trials, mode="plain")
+        self.jobs: dict[int, Job] = {}
+        self.free_gpus = list(settings.gpus or [])
+        self.lock_path = settings.sweep_dir / ".ftsweep.lock"
+        self.aborted: str | None = None
+        self._last_beat = 0.0
+        self._last_stale_check = 0.0
+        self._budget_full_until = 0.0
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> Counts:
+        """Run trials until the study is complete; raise :class:`SweepAborted` on too many failures."""
+        self.s.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._check_stale(force=True)
+        try:
+            while True:
+                self._reap()
+                if self.aborted is None:
+                    while len(self.jobs) < self.s.n_workers and self._launch_next():
+                        pass
+                self._heartbeat()
+                if not self.jobs and self._study_done():
+                    break
+                time.sleep(POLL_S)
+        except BaseException:
+            self._interrupt_all()
+            raise
+        counts = count(self.study)
+        self.progress.update(counts, *self._best())
+        if self.aborted:
+            raise SweepAborted(self.aborted)
+        return counts
+
+    def _study_done(self) -> bool:
+        """No trial left to start and none running anywhere (other processes may share the study)."""
+        if self.aborted is not None:
+            return True
+        self._check_stale()
+        c = count(self.study)
+        if c.total < self.s.n_trials or c.waiting:
+            return False  # another process's failure freed budget, or a re-run is waiting
+        return c.running == 0
+
+    # ------------------------------------------------------------------ launching
+    def _launch_next(self) -> bool:
+        """Ask for a trial and start it; False when the budget is used up."""
+        if time.monotonic() < self._budget_full_until:
+            return False
+        with file_lock(self.lock_path):
+            c = count(self.study)
+            if c.total >= self.s.n_trials and not c.waiting:
+                # Re-check only now and then: trials of other processes may fail and free budget.
+                self._budget_full_until = time.monotonic() + 2.0
+                return False
+            trial = self.study.ask(fixed_distributions=dict(self.space.distributions))
+            trial.set_user_attr(OWNER_ATTR, owner())
+        overrides = merge_overrides(self.fixed, self.space.fixed, self.space.overrides(trial.params))
+        self._start(trial, overrides)
+        return True
+
+    def _start(self, trial: Any, overrides: list[str], *, oom_retried: bool = False) -> None:
+        trial_dir = self.s.sweep_dir / f"trial_{trial.number}"
+        if trial_dir.exists() and any(trial_dir.iterdir()):
+            # A directory from an older study of the same name: keep it, never overwrite.
+            trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
+        trial_dir.mkdir(parents=True)
+        gpu = self.free_gpus.pop(0) if self.free_gpus else None
+        trial.set_user_attr("trial_dir", str(trial_dir))
+        trial.set_user_attr("overrides", overrides)
+        if gpu is not None:
+            trial.set_user_attr("gpu", gpu)
+        cmd = [*self.s.command, *overrides, f"hydra.run.dir={format_value(str(trial_dir))}"]
+        log = open(trial_dir / "trial.log", "w")  # noqa: SIM115 - closed in _finish
+        log.write("# " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(trial, gpu),
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, log, time.monotonic(), gpu, oom_retried)
+        note = " (OOM re-run: half micro-batch)" if oom_retried else ""
+        if trial.user_attrs.get("retry_of") is not None:
+            note = f" (re-run of stale trial {trial.user_attrs['retry_of']})"
+        self.progress.started_trial(trial.number, dict(trial.params), note)
+
+    def _env(self, trial: Any, gpu: str | None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "FTSWEEP_STORAGE": self.s.storage_url,
+            "FTSWEEP_STUDY_NAME": self.s.study_name,
+            "FTSWEEP_TRIAL_ID": str(trial._trial_id),
+            "FTSWEEP_TRIAL_NUMBER": str(trial.number),
+            "FTSWEEP_TRIAL_PARAMS": json.dumps(trial.params, default=str),
+            "FTSWEEP_PRUNER": json.dumps(self.s.pruner_spec, default=str),
+            "FTSWEEP_OBJECTIVE_METRIC": self.s.metrics[0],
+            "FTSWEEP_MULTI_OBJECTIVE": "1" if len(self.s.directions) > 1 else "0",
+            "FTSWEEP_PARENT_PID": str(os.getpid()),
+            "FTSWEEP_HEARTBEAT_S": str(self.s.heartbeat_interval_s),
+        })
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        elif self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # K CPU trials at once: split the cores instead of oversubscribing them K times.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.s.n_workers))
+        return env
+
+    # ------------------------------------------------------------------ finishing
+    def _reap(self) -> None:
+        for number in list(self.jobs):
+            job = self.jobs[number]
+            code = job.proc.poll()
+            timeout = self.s.trial_timeout_s
+            if code is None and timeout and time.monotonic() - job.started > timeout:
+                _kill(job.proc)
+                self._finish(job, Outcome("failed", reason=f"timeout: trial exceeded {timeout:g} s"))
+            elif code is not None:
+                self._finish(job, self._outcome(job, code))
+
+    def _outcome(self, job: Job, code: int) -> Outcome:
+        """What the trial process left behind: metrics.json (complete/pruned) or failure.json."""
+        failure = _read_json(job.trial_dir / "failure.json")
+        metrics = _read_json(job.trial_dir / "metrics.json")
+        if failure:
+            return Outcome("failed", reason=str(failure.get("reason") or failure.get("error_type") or "failed"),
+                           doc=failure)
+        if code != 0 or metrics is None:
+            if code < 0:
+                why = f"killed by signal {signal.Signals(-code).name}"
+            else:
+                why = f"exit code {code}" if code else "no metrics.json written"
+            return Outcome("failed", reason=f"{why}: {_last_line(job.trial_dir / 'trial.log')}", doc=metrics or {})
+        status = str(metrics.get("status", "complete")).lower()
+        if status == "pruned":
+            return Outcome("pruned", doc=metrics)
+        try:
+            values = [self._metric(metrics, m) for m in self.s.metrics]
+        except (KeyError, TypeError, ValueError) as err:
+            return Outcome("failed", reason=f"objective: {err}", doc=metrics)
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:
+            return Outcome("failed", reason=f"nan_loss: objective is {bad[0]}", doc=metrics)
+        return Outcome("complete", values=values, doc=metrics)
+
+    def _metric(self, doc: dict[str, Any], name: str) -> float:
+        if name == self.s.metrics[0] and isinstance(doc.get("objective"), (int, float)):
+            return float(doc["objective"])
+        for scope in (doc, doc.get("metrics") or {}, doc.get("eval") or {}, doc.get("train") or {}):
+            if isinstance(scope, dict) and isinstance(scope.get(name), (int, float)):
+                return float(scope[name])
+        raise KeyError(f"metric {name!r} not in metrics.json")
+
+    def _finish(self, job: Job, out: Outcome) -> None:
+        from optuna.trial import TrialState
+
+        job.log.close()
+        del self.jobs[job.trial.number]
+        if job.gpu is not None:
+            self.free_gpus.append(job.gpu)
+        if out.state == "failed" and self._retry_oom(job, out):
+            return
+        trial = job.trial
+        if out.doc.get("wandb_run_id"):
+            trial.set_user_attr("wandb_run_id", out.doc["wandb_run_id"])
+        trial.set_user_attr("status", out.state)
+        if out.doc.get("pruned_at_step") is not None:
+            trial.set_user_attr("pruned_at_step", out.doc["pruned_at_step"])
+        trial.set_user_attr("runtime_s", round(time.monotonic() - job.started, 2))
+        if out.reason:
+            trial.set_user_attr("reason", out.reason[:1000])
+        if out.state == "complete":
+            self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
+        elif out.state == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        counts = count(self.study)
+        value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
+        self.progress.finished_trial(trial.number, out.state.upper(), value, out.reason)
+        self.progress.update(counts, *self._best())
+        allowed = int(self.s.max_failure_rate * self.s.n_trials)
+        if counts.failed > allowed and self.aborted is None:
+            self.aborted = (f"{counts.failed} of {self.s.n_trials} trials failed (max_failure_rate="
+                            f"{self.s.max_failure_rate:g} allows {allowed}); no new trials started. "
+                            f"Last reason: {out.reason}")
+            self.progress.log(self.aborted)
+
+    def _retry_oom(self, job: Job, out: Outcome) -> bool:
+        """On CUDA OOM, run the trial again once: half micro-batch, double accumulation (same effective batch)."""
+        if not (self.s.retry_oom and not job.oom_retried and str(out.reason).startswith("oom")):
+            return False
+        batch, accum = _batch_settings(job.trial_dir)
+        if batch is None or batch < 2 or batch % 2:
+            return False
+        job.trial.set_user_attr("oom_first_attempt", {"reason": str(out.reason)[:300], "per_device_train_batch_size": batch,
+                                                      "gradient_accumulation_steps": accum})
+        attempt_dir = job.trial_dir.with_name(f"{job.trial_dir.name}.oom")
+        shutil.rmtree(attempt_dir, ignore_errors=True)
+        job.trial_dir.rename(attempt_dir)
+        overrides = merge_overrides(job.overrides, [f"trainer.per_device_train_batch_size={batch // 2}",
+                                                    f"trainer.gradient_accumulation_steps={accum * 2}"])
+        self.progress.finished_trial(job.trial.number, "OOM", None, f"{out.reason}; re-running with micro-batch {batch // 2}")
+        self._start(job.trial, overrides, oom_retried=True)
+        return True
+
+    def _best(self) -> tuple[Any, int | None]:
+        if len(self.s.directions) > 1:
+            return None, None
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            return None, None
+        return best.value, best.number
+
+    # ------------------------------------------------------------------ liveness
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat < self.s.heartbeat_interval_s:
+            return
+        self._last_beat = now
+        for job in list(self.jobs.values()):
+            try:
+                record_heartbeat(self.study._storage, job.trial._trial_id)
+            except Exception:  # noqa: BLE001 - the trial may have just finished
+                pass
+
+    def _check_stale(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_stale_check < min(self.s.heartbeat_interval_s, 5.0):
+            return
+        self._last_stale_check = now
+        with file_lock(self.lock_path):
+            failed = fail_stale_trials(self.study, grace_s=self.s.grace_period_s, mine=set(self.jobs),
+                                       retry=self.s.retry_stale)
+        for number, reason in failed:
+            self.progress.log(f"trial {number} FAIL ({reason}); re-enqueued once with the same parameters"
+                              if self.s.retry_stale else f"trial {number} FAIL ({reason})")
+        if failed:
+            self._budget_full_until = 0.0
+
+    def _interrupt_all(self) -> None:
+        """Ctrl-C / error in the sweep process: stop the trials and record them for a re-run on resume."""
+        from optuna.trial import TrialState
+
+        for job in list(self.jobs.values()):
+            _kill(job.proc)
+            job.log.close()
+            try:
+                job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
+                job.trial.set_user_attr("status", "failed")
+                self.study.tell(job.trial, state=TrialState.FAIL)
+                if self.s.retry_stale and job.trial.user_attrs.get("retry_of") is None:
+                    self.study.enqueue_trial(dict(job.trial.params), user_attrs={"retry_of": job.trial.number})
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        self.jobs.clear()
+
+
+# ---------------------------------------------------------------------- helpers
+def _die_with_parent() -> None:
+    """In the trial process: get SIGKILL when the sweep process dies (Linux), so no orphan keeps training."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the trial checks its parent pid on each step instead
+        pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _batch_settings(trial_dir: Path) -> tuple[int | None, int]:
+    """Micro-batch and accumulation the failed attempt used (from its resolved Hydra config)."""
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
+        return int(cfg.trainer.per_device_train_batch_size), int(cfg.trainer.gradient_accumulation_steps)
+    except Exception:  # noqa: BLE001
+        return None, 1
+
+
+def default_command() -> list[str]:
+    """The trial command prefix (FTSWEEP_TRIAL_CMD, a JSON list, replaces ``python -m ftsweep train``)."""
+    raw = os.environ.get("FTSWEEP_TRIAL_CMD")
+    return list(json.loads(raw)) if raw else list(DEFAULT_COMMAND)
+
+
+def detect_gpus(spec: Any) -> list[str] | None:
+    """GPU ids to hand out: "auto" = CUDA_VISIBLE_DEVICES or nvidia-smi's list (no torch import)."""
+    if spec is None or spec == [] or spec is False:
+        return None
+    if spec != "auto":
+        return [str(g) for g in (spec if isinstance(spec, (list, tuple)) else str(spec).split(","))]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+        return ids or None
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    ids = [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+    return ids or None
+

@@ -1,0 +1,191 @@
+"""The study: create or resume it, guard its search space, count the budget, fail stale trials.
+
+Budget rule: ``n_trials`` counts every trial of the study except failed trials that were re-run
+(a trial whose process died is failed as stale and re-enqueued once with ``retry_of`` = its number;
+the re-run takes its place in the count). WAITING (enqueued) trials count, so asking for one does
+not grow the study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftsweep.sweeper.grammar import SearchSpace, SweepInputError
+from ftsweep.sweeper.samplers import build_pruner, build_sampler
+from ftsweep.sweeper.storage import HEARTBEAT_ATTR, open_storage, redact
+
+SPACE_ATTR = "ftsweep:search_space"
+OWNER_ATTR = "ftsweep:owner"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by all sweep processes of this machine (makes count + ask atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def open_study(*, storage_url: str, study_name: str, directions: list[str], space: SearchSpace,
+               sampler_spec: Mapping[str, Any], pruner_spec: Mapping[str, Any], metrics: list[str],
+               fixed_overrides: list[str], enqueue: list[dict[str, Any]] | None = None) -> Any:
+    """Load the study ``study_name`` (checking it has the same search space and directions) or create it.
+
+    Raises :class:`SweepInputError` before touching an existing study whose space differs.
+    """
+    import optuna
+
+    storage = open_storage(storage_url)
+    existing = _load_existing(storage, study_name)
+    n_existing = 0
+    if existing is not None:
+        _check_compatible(existing, study_name, storage_url, directions, space)
+        n_existing = len(existing.get_trials(deepcopy=False))
+    sampler = build_sampler(sampler_spec, space.distributions, n_existing=n_existing,
+                            multi_objective=len(directions) > 1)
+    study = optuna.create_study(storage=storage, sampler=sampler, pruner=build_pruner(pruner_spec),
+                                study_name=study_name, directions=directions, load_if_exists=True)
+    if existing is None:
+        study.set_user_attr(SPACE_ATTR, space.to_json())
+        study.set_user_attr("ftsweep:metrics", metrics)
+        study.set_user_attr("ftsweep:fixed_overrides", fixed_overrides)
+        study.set_user_attr("ftsweep:created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        for params in enqueue or []:
+            study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
+    return study
+
+
+def _load_existing(storage: Any, study_name: str) -> Any:
+    import optuna
+
+    try:
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return None
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _check_compatible(study: Any, name: str, url: str, directions: list[str], space: SearchSpace) -> None:
+    have = [d.name.lower() for d in study.directions]
+    if have != [d.lower() for d in directions]:
+        raise SweepInputError(f"study {name!r} in {redact(url)} optimises {have}, not {directions}; "
+                              "use another hydra.sweeper.study_name")
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is not None and json.loads(stored) != json.loads(space.to_json()):
+        old, new = json.loads(stored), json.loads(space.to_json())
+        diff = sorted(set(old["params"]) ^ set(new["params"])) or sorted(
+            k for k in new["params"] if old["params"].get(k) != new["params"][k]) or ["derived/variables"]
+        raise SweepInputError(f"study {name!r} in {redact(url)} has a different search space (differs in: "
+                              f"{', '.join(diff)}); use another hydra.sweeper.study_name or delete the study")
+
+
+@dataclass
+class Counts:
+    """Trials of the study by state, after the budget rule (re-run failures excluded)."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.complete + self.pruned + self.failed + self.running + self.waiting
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """The study's trials that count towards ``n_trials`` (a re-run failure is replaced by its re-run)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    replaced = {t.user_attrs.get("retry_of") for t in trials if t.user_attrs.get("retry_of") is not None}
+    return [t for t in trials if not (t.state == TrialState.FAIL and t.number in replaced)]
+
+
+def count(study: Any) -> Counts:
+    from optuna.trial import TrialState
+
+    c = Counts()
+    for t in counted_trials(study):
+        if t.state == TrialState.COMPLETE:
+            c.complete += 1
+        elif t.state == TrialState.PRUNED:
+            c.pruned += 1
+        elif t.state == TrialState.FAIL:
+            c.failed += 1
+        elif t.state == TrialState.RUNNING:
+            c.running += 1
+        elif t.state == TrialState.WAITING:
+            c.waiting += 1
+    return c
+
+
+def owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_reason(trial: Any, grace_s: float, now: float | None = None) -> str | None:
+    """Why a RUNNING trial is stale (its sweep process died), or None if it may still be alive."""
+    now = time.time() if now is None else now
+    own = trial.user_attrs.get(OWNER_ATTR) or {}
+    if own.get("host") == socket.gethostname() and own.get("pid") and not _pid_alive(int(own["pid"])):
+        return f"stale: sweep process {own['pid']} on {own['host']} is gone"
+    beats = [trial.system_attrs.get(HEARTBEAT_ATTR) or 0.0]
+    if trial.datetime_start is not None:
+        beats.append(trial.datetime_start.timestamp())
+    silent = now - max(beats)
+    if silent > grace_s:
+        return f"stale: no heartbeat for {silent:.0f} s"
+    return None
+
+
+def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: bool) -> list[tuple[int, str]]:
+    """Fail RUNNING trials whose process is gone and re-enqueue each once; returns (number, reason)."""
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number in mine:
+            continue
+        reason = stale_reason(t, grace_s)
+        if reason is None:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "reason", reason)
+            storage.set_trial_user_attr(t._trial_id, "status", "failed")
+            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - another process failed it first; it re-enqueues
+            continue
+        failed.append((t.number, reason))
+        if retry and t.user_attrs.get("retry_of") is None:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+    return failed

@@ -1,0 +1,246 @@
+"""One sweep from start to report: resolve settings, validate everything, run the study, report.
+
+Called by the Hydra plugin (:mod:`hydra_plugins.ftsweep_sweeper`) with the sweeper's config, the
+composed training config and the command line's task overrides.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ftsweep.sweeper.grammar import SearchSpace, SweepInputError, merge_overrides, parse_space
+from ftsweep.sweeper.samplers import check_pruner_spec
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def group_options(key: str) -> list[str] | None:
+    """Option names of config group ``key`` (None if ``key`` is not a group of conf/)."""
+    from ftsweep.paths import conf_dir
+
+    d = conf_dir() / key.lstrip("+")
+    if not d.is_dir():
+        return None
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Command-line task overrides -> (fixed overrides, sweep params keyed by override key)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed, params = [], {}
+    for arg in arguments:
+        try:
+            override = parser.parse_override(arg)
+        except Exception as err:  # noqa: BLE001
+            raise SweepInputError(f"cannot parse override {arg!r}: {str(err).splitlines()[0]}") from err
+        if override.is_sweep_override():
+            params[override.get_key_element()] = arg.split("=", 1)[1]
+        else:
+            fixed.append(arg)
+    return fixed, params
+
+
+def _study_name(conf: Mapping[str, Any], cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
+    name = conf.get("study_name") or OmegaConf.select(cfg, "hydra.runtime.choices.sweep") or "ftsweep"
+    return str(name).replace("/", "_")
+
+
+def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
+    """Default storage: SQLite in the sweep dir; "journal" = a journal file; relative SQLite paths made absolute."""
+    if not storage or storage == "sqlite":
+        return f"sqlite:///{sweep_dir / 'study.db'}"
+    if storage == "journal":
+        return f"journal:{sweep_dir / 'study.journal'}"
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        path = storage[len("sqlite:///"):]
+        if path and path != ":memory:":
+            return f"sqlite:///{Path(path).resolve()}"
+    if storage.startswith("journal:"):
+        return f"journal:{Path(storage[len('journal:'):].removeprefix('//')).resolve()}"
+    return storage
+
+
+def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
+    """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
+    from ftsweep.config_io import ConfigFailure, compose
+
+    for corner in ("low", "high"):
+        overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
+        try:
+            compose(overrides)
+        except ConfigFailure as err:
+            raise SweepInputError(f"a trial would fail: {err}") from err
+
+
+def run_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> int:
+    """Run the sweep; returns 0, or exits 2 on bad input (before any trial) and 1 when aborted."""
+    try:
+        plan = plan_sweep(conf, cfg, arguments)
+    except SweepInputError as err:
+        print(f"ftsweep: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return execute(plan)
+
+
+def plan_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> dict[str, Any]:
+    """Everything checked and resolved, study opened or created; no trial started yet."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.sweeper.baseline import baseline_params, baseline_slug
+    from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
+    from ftsweep.sweeper.samplers import build_sampler, grid_size
+    from ftsweep.sweeper.study import file_lock, open_study
+
+    fixed, cli_params = split_arguments(arguments)
+    params = {str(k): v for k, v in (conf.get("params") or {}).items()}
+    study_name = _study_name(conf, cfg)
+    enqueue: list[dict[str, Any]] = []
+    baseline = OmegaConf.select(cfg, "baseline")
+    if baseline:
+        b = baseline_params(str(baseline), float(conf.get("baseline_lr_factor") or 4.0))
+        fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
+        params.update(b["params"])
+        enqueue = b["enqueue"]
+        study_name = f"{study_name}-{baseline_slug(str(baseline))}"
+    params.update(cli_params)  # a sweep on the command line replaces the file's definition
+    if not params:
+        raise SweepInputError("nothing to search: set hydra.sweeper.params (or use sweep=<name>, see sweep/)")
+    space = parse_space(params, conf.get("variables"), conf.get("derived"), group_options=group_options)
+
+    metrics = [str(m) for m in _as_list(conf.get("metric"))] or [str(OmegaConf.select(cfg, "objective.metric"))]
+    directions = [str(d).lower() for d in _as_list(conf.get("direction"))] or [
+        str(OmegaConf.select(cfg, "objective.direction"))] * len(metrics)
+    if len(metrics) == 1 and len(directions) > 1:
+        raise SweepInputError(f"hydra.sweeper.direction has {len(directions)} directions: set hydra.sweeper.metric "
+                              "to the same number of metrics")
+    if len(directions) == 1 and len(metrics) > 1:
+        directions = directions * len(metrics)
+    if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
+        raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
+                              f"one of {', '.join(DIRECTIONS)} per metric")
+    from ftsweep.objective import KNOWN_METRICS
+
+    for m in metrics:
+        if m not in KNOWN_METRICS:
+            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(KNOWN_METRICS)}")
+
+    sampler_spec = dict(conf.get("sampler") or {})
+    pruner_spec = dict(conf.get("pruner") or {})
+    if len(directions) > 1:
+        pruner_spec["name"] = "none"  # Optuna cannot prune multi-objective trials
+    check_pruner_spec(pruner_spec)
+    n_trials = int(conf.get("n_trials") or 0)
+    n_workers = int(conf.get("n_workers") or 1)
+    if n_trials < 1 or n_workers < 1:
+        raise SweepInputError(f"hydra.sweeper.n_trials and n_workers must be >= 1 (got {n_trials}, {n_workers})")
+    rate = float(conf.get("max_failure_rate", 0.5))
+    if not 0.0 <= rate <= 1.0:
+        raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {rate})")
+    # Builds the sampler once (grid size, unknown name, missing package) before anything is created.
+    size = grid_size(build_sampler(sampler_spec, space.distributions, multi_objective=len(directions) > 1))
+    if size is not None and size < n_trials:
+        n_trials = size
+
+    validate_trial_config(fixed, space)
+
+    sweep_dir = Path(conf.get("sweep_dir") or Path("outputs") / "sweeps" / study_name).expanduser().resolve()
+    storage_url = resolve_storage(conf.get("storage"), sweep_dir)
+    with file_lock(sweep_dir / ".ftsweep.lock"):
+        study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
+                           sampler_spec=sampler_spec, pruner_spec=pruner_spec, metrics=metrics,
+                           fixed_overrides=fixed, enqueue=enqueue)
+
+    gpus = detect_gpus(conf.get("gpus", "auto"))
+    if gpus and n_workers > len(gpus):
+        print(f"[sweep {study_name}] n_workers={n_workers} > {len(gpus)} GPU(s): running {len(gpus)} at once",
+              file=sys.stderr)
+        n_workers = len(gpus)
+    timeout = float(conf.get("trial_timeout_s") or 0) or float(OmegaConf.select(cfg, "trainer.timeout_s") or 0)
+    settings = RunSettings(
+        sweep_dir=sweep_dir, storage_url=storage_url, study_name=study_name, n_trials=n_trials,
+        directions=directions, metrics=metrics, pruner_spec=pruner_spec, n_workers=n_workers, gpus=gpus,
+        trial_timeout_s=timeout, max_failure_rate=rate, retry_oom=bool(conf.get("retry_oom", True)),
+        retry_stale=bool(conf.get("retry_stale", True)),
+        heartbeat_interval_s=float(conf.get("heartbeat_interval_s") or 10.0),
+        grace_period_s=float(conf.get("grace_period_s") or 60.0), command=default_command())
+    logger = OmegaConf.select(cfg, "logger")
+    return {"study": study, "space": space, "fixed": fixed, "settings": settings,
+            "report": bool(conf.get("report", True)), "progress": str(conf.get("progress") or "auto"),
+            "wandb": bool(conf.get("wandb_summary", True)) and logger is not None and logger.name == "wandb",
+            "logger": OmegaConf.to_container(logger, resolve=True) if logger is not None else {}}
+
+
+def execute(plan: dict[str, Any]) -> int:
+    """Run the planned study, write the report, log the W&B summary, print the best trial."""
+    import optuna
+
+    from ftsweep.sweeper.progress import Progress
+    from ftsweep.sweeper.runner import SweepAborted, SweepRunner
+    from ftsweep.sweeper.storage import redact
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = plan["settings"]
+    progress = Progress(s.study_name, s.n_trials, mode=plan["progress"])
+    progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
+    aborted = None
+    with progress:
+        try:
+            SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
+        except SweepAborted as err:
+            aborted = str(err)
+    report_dir = None
+    if plan["report"]:
+        from ftsweep.report import write_report
+
+        try:
+            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
+        except Exception as err:  # noqa: BLE001 - a plotting problem must not hide the results
+            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+    if plan["wandb"]:
+        from ftsweep.sweeper.wandb_summary import log_summary
+
+        log_summary(plan["study"], plan["logger"], s.sweep_dir)
+    print_best(plan["study"], report_dir)
+    if aborted:
+        print(f"ftsweep: error: {aborted}", file=sys.stderr)
+        sys.exit(1)
+    return 0
+
+
+def print_best(study: Any, report_dir: Path | None) -> None:
+    """The end-of-sweep lines: best trial (value, params, trial dir) and where the report is."""
+    from ftsweep.sweeper.study import count
+
+    c = count(study)
+    print(f"sweep {study.study_name}: {c.finished} trials ({c.complete} complete, {c.pruned} pruned, "
+          f"{c.failed} failed)")
+    if len(study.directions) > 1:
+        for t in study.best_trials:
+            print(f"  pareto trial {t.number}: values={t.values} params={t.params} dir={t.user_attrs.get('trial_dir')}")
+    else:
+        try:
+            best = study.best_trial
+        except ValueError:
+            print("  no trial completed")
+            best = None
+        if best is not None:
+            print(f"best trial {best.number}: value={best.value:.6g}")
+            print(f"  params: {best.params}")
+            print(f"  trial dir: {best.user_attrs.get('trial_dir')}")
+    if report_dir is not None:
+        print(f"report: {report_dir / 'report.md'}  best config: {report_dir / 'best.yaml'}")

@@ -1,0 +1,146 @@
+"""The trial side of a sweep: runs inside each ``ftsweep train`` process the sweeper starts.
+
+The sweep process tells the trial who it is through environment variables (set by
+:mod:`ftsweep.sweeper.runner`)::
+
+    FTSWEEP_STORAGE           Optuna storage URL
+    FTSWEEP_STUDY_NAME        study name
+    FTSWEEP_TRIAL_ID          Optuna trial id (storage-wide)
+    FTSWEEP_TRIAL_NUMBER      Optuna trial number (per study; names trial_<n>/ and the W&B run)
+    FTSWEEP_TRIAL_PARAMS      JSON of the sampled parameters
+    FTSWEEP_PRUNER            JSON spec of the pruner (Optuna does not store pruners)
+    FTSWEEP_OBJECTIVE_METRIC  the metric reported for pruning (default eval_loss)
+    FTSWEEP_MULTI_OBJECTIVE   "1" when the study has several objectives (no pruning then)
+    FTSWEEP_PARENT_PID        the sweep process; if it dies, the trial stops too
+    FTSWEEP_HEARTBEAT_S       how often to record a heartbeat
+
+The training code calls :func:`trial_context` (W&B naming) and :func:`trial_callbacks` (pruning).
+Optuna and transformers are imported only inside a trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+ENV_PREFIX = "FTSWEEP_"
+
+
+def trial_context() -> dict[str, Any] | None:
+    """The sweep trial this process runs, or None outside a sweep.
+
+    Keys: storage, study_name, trial_id, trial_number, params (dict), pruner (dict), objective_metric,
+    multi_objective (bool).
+    """
+    env = os.environ
+    if not env.get("FTSWEEP_TRIAL_ID") or not env.get("FTSWEEP_STORAGE"):
+        return None
+    return {
+        "storage": env["FTSWEEP_STORAGE"],
+        "study_name": env.get("FTSWEEP_STUDY_NAME", ""),
+        "trial_id": int(env["FTSWEEP_TRIAL_ID"]),
+        "trial_number": int(env.get("FTSWEEP_TRIAL_NUMBER", "-1")),
+        "params": json.loads(env.get("FTSWEEP_TRIAL_PARAMS") or "{}"),
+        "pruner": json.loads(env.get("FTSWEEP_PRUNER") or '{"name": "none"}'),
+        "objective_metric": env.get("FTSWEEP_OBJECTIVE_METRIC") or "eval_loss",
+        "multi_objective": env.get("FTSWEEP_MULTI_OBJECTIVE") == "1",
+    }
+
+
+class TrialReporter:
+    """Reports intermediate objective values of one trial to its study; asks the pruner."""
+
+    def __init__(self, ctx: dict[str, Any]):
+        self.ctx = ctx
+        self.heartbeat_s = float(os.environ.get("FTSWEEP_HEARTBEAT_S") or 10.0)
+        self.parent_pid = int(os.environ.get("FTSWEEP_PARENT_PID") or 0)
+        self._last_beat = 0.0
+        self._trial: Any = None
+        self._storage: Any = None
+
+    def _connect(self) -> Any:
+        # Lazy: optuna costs ~1.7 s of imports, paid once per trial process.
+        if self._trial is None:
+            import optuna
+
+            from ftsweep.sweeper.samplers import build_pruner
+            from ftsweep.sweeper.storage import open_storage
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self._storage = open_storage(self.ctx["storage"])
+            study = optuna.load_study(study_name=self.ctx["study_name"], storage=self._storage,
+                                      pruner=build_pruner(self.ctx["pruner"]))
+            self._trial = optuna.trial.Trial(study, self.ctx["trial_id"])
+        return self._trial
+
+    def report(self, value: float, step: int) -> bool:
+        """Report ``value`` at ``step``; True when the pruner says this trial should stop now."""
+        trial = self._connect()
+        self.heartbeat(force=True)
+        if self.ctx["multi_objective"] or value is None or not math.isfinite(float(value)):
+            return False  # Optuna cannot prune multi-objective studies; NaN fails the run elsewhere
+        trial.report(float(value), int(step))
+        return bool(trial.should_prune())
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Record that this trial is alive (throttled); exit at once if the sweep process is gone."""
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            # Orphaned (the sweep was killed): nobody would record the result; the trial is re-run on resume.
+            os._exit(3)
+        now = time.monotonic()
+        if not force and now - self._last_beat < self.heartbeat_s:
+            return
+        self._last_beat = now
+        try:
+            from ftsweep.sweeper.storage import record_heartbeat
+
+            self._connect()
+            record_heartbeat(self._storage, self.ctx["trial_id"])
+        except Exception:  # noqa: BLE001 - a missed heartbeat must never fail training
+            pass
+
+
+def trial_callbacks() -> list[Any]:
+    """TrainerCallbacks for a sweep trial (empty outside a sweep): pruning + heartbeat."""
+    ctx = trial_context()
+    if ctx is None:
+        return []
+    return [_make_pruning_callback(TrialReporter(ctx), ctx["objective_metric"])]
+
+
+def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:
+    from transformers import TrainerCallback
+
+    class OptunaPruningCallback(TrainerCallback):
+        """Reports ``metric`` at every evaluation (step = global_step) and stops a pruned trial at once.
+
+        After training, ``pruned`` / ``pruned_at_step`` tell the training code to write
+        ``metrics.json`` with status "pruned" (partial metrics kept).
+        """
+
+        def __init__(self) -> None:
+            self.reporter = reporter
+            self.metric = metric
+            self.pruned = False
+            self.pruned_at_step: int | None = None
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+            value = (metrics or {}).get(self.metric)
+            if value is None:
+                return control
+            if self.reporter.report(float(value), int(state.global_step)):
+                self.pruned = True
+                self.pruned_at_step = int(state.global_step)
+                control.should_training_stop = True
+            return control
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.reporter.heartbeat()
+            if self.pruned:
+                control.should_training_stop = True
+            return control
+
+    return OptunaPruningCallback()
