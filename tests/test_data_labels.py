@@ -32,7 +32,14 @@ def build(compose, tmp_path):
 
     def _b(rows: list[dict], *overrides: str, name: str = "rows.json"):
         path = write(tmp_path / name, rows)
-        cfg = compose(f"data.path={path}", "data.val_size=0", "data.shuffle=false", "data.max_rows=null", NO_PRETRAIN, *overrides)
+        cfg = compose(
+            f"data.path={path}",
+            "data.val_size=0",
+            "data.shuffle=false",
+            "data.max_rows=null",
+            NO_PRETRAIN,
+            *overrides,
+        )
         tok = load_tokenizer(cfg)
         return build_datasets(cfg, tok), tok
 
@@ -88,7 +95,8 @@ def test_alpaca_en_mask_exact(build, row, key):
 def test_alpaca_en_prompt_text_is_stanford_alpaca(build):
     bundle, tok = build([ROW_NO_INPUT])
     assert tok.decode(masked_prefix(bundle.train[0])) == (
-        BOS + "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        BOS
+        + "Below is an instruction that describes a task. Write a response that appropriately completes the request."
         "\n\n### Instruction:\nName a color.\n\n### Response:\n"
     )
 
@@ -97,13 +105,16 @@ def test_alpaca_ko_template(build):
     bundle, tok = build([ROW_NO_INPUT, ROW_INPUT], "data.template=alpaca_ko")
     no_in, with_in = bundle.train[0], bundle.train[1]
     assert tok.decode(masked_prefix(no_in)) == (
-        BOS + "아래는 문제를 설명하는 지시사항입니다. 이 요청에 대해 적절하게 답변해주세요.\n###지시사항:Name a color.\n###답변:"
+        BOS
+        + "아래는 문제를 설명하는 지시사항입니다. 이 요청에 대해 적절하게 답변해주세요.\n###지시사항:Name a color.\n###답변:"
     )
     assert tok.decode(masked_prefix(with_in)) == BOS + ALPACA_KO["prompt_with_input"].replace(
         "{instruction}", "Add the numbers."
     ).replace("{input}", "2 and 3")
     assert "###입력:2 and 3\n###지시사항:Add the numbers.\n###답변:" in tok.decode(with_in["input_ids"])
-    ids, labels = expected_pair(tok, ALPACA_KO["prompt_no_input"].replace("{instruction}", "Name a color."), "Blue is a color.")
+    ids, labels = expected_pair(
+        tok, ALPACA_KO["prompt_no_input"].replace("{instruction}", "Name a color."), "Blue is a color."
+    )
     assert (no_in["input_ids"], no_in["labels"]) == (ids, labels)
 
 
@@ -125,7 +136,9 @@ def test_train_on_prompt_trains_everything(build):
 
 def test_special_token_template(compose, tmp_path):
     path = write(tmp_path / "rows.json", [ROW_NO_INPUT])
-    cfg = compose("data=special_tokens_demo", f"data.path={path}", "data.val_size=0", "data.max_rows=null", NO_PRETRAIN)
+    cfg = compose(
+        "data=special_tokens_demo", f"data.path={path}", "data.val_size=0", "data.max_rows=null", NO_PRETRAIN
+    )
     tok = load_tokenizer(cfg)
     assert tok.eos_token == "<|endofanswer|>"
     got = build_datasets(cfg, tok).train[0]
@@ -182,8 +195,22 @@ def test_chat_multi_turn_all_assistant_turns(build):
     got = bundle.train[0]
     assert trained_runs(tok, got) == ["1" + EOT, "2" + EOT]
     assert tok.decode(got["input_ids"]) == (
-        BOS + H.format("system") + "be brief" + EOT + H.format("user") + "one?" + EOT + H.format("assistant") + "1" + EOT
-        + H.format("user") + "two?" + EOT + H.format("assistant") + "2" + EOT
+        BOS
+        + H.format("system")
+        + "be brief"
+        + EOT
+        + H.format("user")
+        + "one?"
+        + EOT
+        + H.format("assistant")
+        + "1"
+        + EOT
+        + H.format("user")
+        + "two?"
+        + EOT
+        + H.format("assistant")
+        + "2"
+        + EOT
     )
 
 
@@ -196,11 +223,23 @@ def test_chat_mask_history_trains_last_turn_only(build):
 
 
 def test_sharegpt_with_system(build):
-    row = {"system": "be brief", "conversations": [{"from": "human", "value": "one?"}, {"from": "gpt", "value": "1"}]}
+    row = {
+        "system": "be brief",
+        "conversations": [{"from": "human", "value": "one?"}, {"from": "gpt", "value": "1"}],
+    }
     bundle, tok = build([row], "data.format=sharegpt", name="s.jsonl")
     got = bundle.train[0]
     assert tok.decode(got["input_ids"]) == (
-        BOS + H.format("system") + "be brief" + EOT + H.format("user") + "one?" + EOT + H.format("assistant") + "1" + EOT
+        BOS
+        + H.format("system")
+        + "be brief"
+        + EOT
+        + H.format("user")
+        + "one?"
+        + EOT
+        + H.format("assistant")
+        + "1"
+        + EOT
     )
     assert trained_runs(tok, got) == ["1" + EOT]
 
@@ -208,7 +247,10 @@ def test_sharegpt_with_system(build):
 def test_chat_template_override_by_name(build):
     bundle, tok = build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
     got = bundle.train[0]
-    assert tok.decode(got["input_ids"]) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello there<|im_end|>\n"
+    assert (
+        tok.decode(got["input_ids"])
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello there<|im_end|>\n"
+    )
     assert trained_runs(tok, got) == ["hello there<|im_end|>\n"]
 
 
@@ -227,10 +269,12 @@ def test_prompt_completion_exact(build):
 
 
 def test_truncate_answer(build):
-    bundle0, tok = build([PC], "data.format=prompt_completion")
+    _, tok = build([PC], "data.format=prompt_completion")
     p, a = _pc_parts(tok)
     cutoff = len(p) + 2
-    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_answer")
+    bundle, _ = build(
+        [PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_answer"
+    )
     got = bundle.train[0]
     assert got["input_ids"] == p + a[:2]
     assert got["labels"] == [IGNORE_INDEX] * len(p) + a[:2]
@@ -238,11 +282,13 @@ def test_truncate_answer(build):
 
 
 def test_truncate_prompt_from_the_left_keeps_bos(build):
-    bundle0, tok = build([PC], "data.format=prompt_completion")
+    _, tok = build([PC], "data.format=prompt_completion")
     p, a = _pc_parts(tok)
     over = 3
     cutoff = len(p) + len(a) - over
-    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt")
+    bundle, _ = build(
+        [PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt"
+    )
     got = bundle.train[0]
     assert got["input_ids"] == [tok.bos_token_id] + p[1 + over :] + a
     assert got["labels"] == [IGNORE_INDEX] * (len(p) - over) + a
@@ -250,20 +296,25 @@ def test_truncate_prompt_from_the_left_keeps_bos(build):
 
 
 def test_drop_overlong(build):
-    bundle0, tok = build([PC, {"prompt": "x", "completion": "y"}], "data.format=prompt_completion")
+    _, tok = build([PC, {"prompt": "x", "completion": "y"}], "data.format=prompt_completion")
     p, a = _pc_parts(tok)
     bundle, _ = build(
-        [PC, {"prompt": "x", "completion": "y"}], "data.format=prompt_completion", f"data.cutoff_len={len(p) + len(a) - 1}", "data.overlong=drop"
+        [PC, {"prompt": "x", "completion": "y"}],
+        "data.format=prompt_completion",
+        f"data.cutoff_len={len(p) + len(a) - 1}",
+        "data.overlong=drop",
     )
     assert len(bundle.train) == 1
     assert bundle.stats["n_dropped_overlong"] == 1 and bundle.stats["n_dropped"] == 1
 
 
 def test_row_without_answer_after_truncation_is_dropped(build):
-    bundle0, tok = build([PC], "data.format=prompt_completion")
+    _, tok = build([PC], "data.format=prompt_completion")
     p, _ = _pc_parts(tok)
     rows = [PC, {"prompt": "x", "completion": "y"}]
-    bundle, _ = build(rows, "data.format=prompt_completion", f"data.cutoff_len={len(p)}", "data.overlong=truncate_answer")
+    bundle, _ = build(
+        rows, "data.format=prompt_completion", f"data.cutoff_len={len(p)}", "data.overlong=truncate_answer"
+    )
     assert len(bundle.train) == 1  # PC lost its whole answer: never trained with zero target tokens
     assert bundle.stats["n_dropped_empty_answer"] == 1
     assert all(any(lab != IGNORE_INDEX for lab in r["labels"]) for r in bundle.train)

@@ -23,8 +23,12 @@ def rows_and_cfg(compose, tmp_path):
         [("user", "What is 2 + 2?"), ("assistant", "4"), ("user", "and 3 + 3?"), ("assistant", "It is 6.")],
         [("system", "be brief"), ("user", "Name a color."), ("assistant", "Blue.")],
     ]
-    path.write_text("".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in m]}) + "\n" for m in convs))
-    cfg = compose(f"data.path={path}", "data.format=chat", "data.val_size=0", "data.shuffle=false", NO_PRETRAIN)
+    path.write_text(
+        "".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in m]}) + "\n" for m in convs)
+    )
+    cfg = compose(
+        f"data.path={path}", "data.format=chat", "data.val_size=0", "data.shuffle=false", NO_PRETRAIN
+    )
     tok = load_tokenizer(cfg)
     return [dict(r) for r in build_datasets(cfg, tok).train], cfg, tok
 
@@ -35,7 +39,9 @@ def test_packed_batch_keeps_tokens_and_labels(rows_and_cfg):
     rows, _, tok = rows_and_cfg
     batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(rows)
     assert batch["input_ids"][0].tolist() == [t for r in rows for t in r["input_ids"]]
-    assert batch["labels"][0].tolist() == [lab for r in rows for lab in r["labels"]]  # row starts are masked already
+    assert batch["labels"][0].tolist() == [
+        lab for r in rows for lab in r["labels"]
+    ]  # row starts are masked already
     assert batch["position_ids"][0].tolist() == [p for r in rows for p in range(len(r["input_ids"]))]
 
 
@@ -48,7 +54,9 @@ def test_packed_forward_matches_separate_forwards(rows_and_cfg, attn):
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), attn_implementation=attn).eval()
     batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(rows)
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        packed = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits[0]
         start = 0
         for r in rows:
             n = len(r["input_ids"])

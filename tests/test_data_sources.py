@@ -12,7 +12,10 @@ from ftsweep.data import DataError, build_datasets
 from ftsweep.model import load_tokenizer
 
 NO_PRETRAIN = "model.tiny.pretrain_steps=0"  # the tokenizer does not depend on the tiny model's weights
-ROWS = [{"instruction": f"Question {i}?", "input": "" if i % 2 else f"ctx {i}", "output": f"Answer {i}."} for i in range(20)]
+ROWS = [
+    {"instruction": f"Question {i}?", "input": "" if i % 2 else f"ctx {i}", "output": f"Answer {i}."}
+    for i in range(20)
+]
 
 
 @pytest.fixture
@@ -68,8 +71,12 @@ def test_column_mapping_replacements_and_empty_input_filter(tmp_path, cfg_for, t
     rows = [{"q": f"Q{i} NAME", "ctx": "" if i < 3 else "x", "a": f"I am NAME {i}"} for i in range(5)]
     path = write_json(tmp_path / "mapped.json", rows)
     cfg = cfg_for(
-        path, "data.val_size=0", "data.shuffle=false", "data.only_empty_input=true",
-        "+data.columns={instruction: q, input: ctx, output: a}", "+data.replacements={NAME: ftsweep}",
+        path,
+        "data.val_size=0",
+        "data.shuffle=false",
+        "data.only_empty_input=true",
+        "+data.columns={instruction: q, input: ctx, output: a}",
+        "+data.replacements={NAME: ftsweep}",
     )
     bundle = build_datasets(cfg, tok)
     assert outputs(tok, bundle.train) == ["I am ftsweep 0", "I am ftsweep 1", "I am ftsweep 2"]
@@ -99,7 +106,15 @@ def test_separate_validation_file_and_no_eval(tmp_path, cfg_for, tok):
 def test_stats_are_numbers(tmp_path, cfg_for, tok):
     bundle = build_datasets(cfg_for(write_json(tmp_path / "rows.json", ROWS)), tok)
     assert all(isinstance(v, (int, float, bool)) for v in bundle.stats.values())
-    for key in ("n_train", "n_eval", "n_truncated", "n_dropped", "n_skipped_bad", "padding_fraction", "cache_hit"):
+    for key in (
+        "n_train",
+        "n_eval",
+        "n_truncated",
+        "n_dropped",
+        "n_skipped_bad",
+        "padding_fraction",
+        "cache_hit",
+    ):
         assert key in bundle.stats
     assert 0 < bundle.stats["padding_fraction"] < 1
 
@@ -120,7 +135,10 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
     assert "cache hit" in capsys.readouterr().err
     assert second.stats["cache_hit"] is True and first.stats["cache_hit"] is False
     assert second.fingerprint == first.fingerprint
-    assert second.train["input_ids"] == first.train["input_ids"] and second.train["labels"] == first.train["labels"]
+    assert (
+        second.train["input_ids"] == first.train["input_ids"]
+        and second.train["labels"] == first.train["labels"]
+    )
     # Anything that changes the tokens changes the fingerprint: content, options, tokenizer.
     monkeypatch.undo()
     assert build_datasets(cfg_for(path, "data.cutoff_len=501", fresh), tok).fingerprint != first.fingerprint
@@ -131,8 +149,14 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
 # --------------------------------------------------------------------------------------- bad data
 BAD_CASES = {
     "missing column": ([{"instruction": "x", "input": ""}], "row 1: field 'output': missing"),
-    "non-string": ([{"instruction": "x", "input": "", "output": 3}], "row 1: field 'output': expected a string, got int"),
-    "empty instruction": ([{"instruction": " ", "input": "", "output": "y"}], "row 1: field 'instruction': empty"),
+    "non-string": (
+        [{"instruction": "x", "input": "", "output": 3}],
+        "row 1: field 'output': expected a string, got int",
+    ),
+    "empty instruction": (
+        [{"instruction": " ", "input": "", "output": "y"}],
+        "row 1: field 'instruction': empty",
+    ),
     "empty output": ([{"instruction": "x", "input": "", "output": ""}], "row 1: field 'output': empty"),
     "not an object": ([["x", "y"]], "row 1: expected a JSON object, got list"),
 }
@@ -150,7 +174,9 @@ def test_bad_alpaca_rows_fail_with_one_line(tmp_path, cfg_for, tok, case):
 
 def test_mapped_column_is_named(tmp_path, cfg_for, tok):
     path = write_json(tmp_path / "bad.json", [{"instruction": "x", "answer": 5}])
-    with pytest.raises(DataError, match=r"row 1: field \"output \(column 'answer'\)\": expected a string, got int"):
+    with pytest.raises(
+        DataError, match=r"row 1: field \"output \(column 'answer'\)\": expected a string, got int"
+    ):
         build_datasets(cfg_for(path, "data.val_size=0", "+data.columns={output: answer}"), tok)
 
 
@@ -185,7 +211,9 @@ def test_bad_chat_rows(tmp_path, cfg_for, tok, case):
 
 
 def test_chat_template_that_cannot_render(tmp_path, cfg_for, tok):
-    tok.chat_template = "{% if messages|length > 2 %}{{ raise_exception('only one exchange allowed') }}{% endif %}x"
+    tok.chat_template = (
+        "{% if messages|length > 2 %}{{ raise_exception('only one exchange allowed') }}{% endif %}x"
+    )
     long = {"messages": GOOD_CHAT["messages"] * 2}
     path = write_jsonl(tmp_path / "bad.jsonl", [GOOD_CHAT, long])
     with pytest.raises(DataError) as err:

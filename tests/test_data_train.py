@@ -3,6 +3,8 @@ receives (and the batches it builds) keep our labels, -100 on every system/user/
 
 from __future__ import annotations
 
+import itertools
+
 from conftest import FAST
 
 import ftsweep.train as train_mod
@@ -18,7 +20,9 @@ def test_chat_training_uses_assistant_tokens_only(compose, tmp_path, monkeypatch
         return trainer, guards
 
     monkeypatch.setattr(train_mod, "build_trainer", capture)
-    cfg = compose(*FAST, "data=chat_demo", "model.tiny.pretrain_steps=0", "trainer.max_steps=4", "trainer.eval_steps=2")
+    cfg = compose(
+        *FAST, "data=chat_demo", "model.tiny.pretrain_steps=0", "trainer.max_steps=4", "trainer.eval_steps=2"
+    )
     metrics = train_mod.run(cfg, tmp_path)
     assert metrics["status"] == "complete"
     trainer = seen["trainer"]
@@ -42,7 +46,7 @@ def test_chat_training_uses_assistant_tokens_only(compose, tmp_path, monkeypatch
 
 def _runs(idx: list[int]) -> list[tuple[int, int]]:
     runs, start = [], idx[0]
-    for prev, cur in zip(idx, idx[1:]):
+    for prev, cur in itertools.pairwise(idx):
         if cur != prev + 1:
             runs.append((start, prev))
             start = cur

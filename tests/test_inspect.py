@@ -18,7 +18,19 @@ def test_inspect_alpaca_demo_plain_and_dump(cache_dir, tmp_path, capsys):
     from transformers import AutoTokenizer
 
     dump = tmp_path / "rows.jsonl"
-    code = cli_main(["inspect", "data=alpaca_demo", "data.cutoff_len=1024", NO_PRETRAIN, "--rows", "4", "--plain", "--dump", str(dump)])
+    code = cli_main(
+        [
+            "inspect",
+            "data=alpaca_demo",
+            "data.cutoff_len=1024",
+            NO_PRETRAIN,
+            "--rows",
+            "4",
+            "--plain",
+            "--dump",
+            str(dump),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     # The Alpaca prompt is shown unmarked (masked), the answer + eos inside [[...]] (trained).
@@ -28,8 +40,8 @@ def test_inspect_alpaca_demo_plain_and_dump(cache_dir, tmp_path, capsys):
     assert "truncated" in out and "dropped" in out and "padding" in out
     rows = [json.loads(line) for line in dump.read_text().splitlines()]
     assert len(rows) == 360
-    from ftsweep.model import resolve_model_path
     from ftsweep.config_io import compose
+    from ftsweep.model import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path(compose([NO_PRETRAIN])))
     for row in rows:
@@ -46,7 +58,18 @@ def test_inspect_alpaca_demo_plain_and_dump(cache_dir, tmp_path, capsys):
 
 
 def test_inspect_chat_marks_each_assistant_turn(cache_dir, capsys):
-    code = cli_main(["inspect", "data=chat_demo", NO_PRETRAIN, "data.shuffle=false", "data.val_size=0", "--rows", "3", "--plain"])
+    code = cli_main(
+        [
+            "inspect",
+            "data=chat_demo",
+            NO_PRETRAIN,
+            "data.shuffle=false",
+            "data.val_size=0",
+            "--rows",
+            "3",
+            "--plain",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert (
@@ -66,11 +89,18 @@ def test_inspect_bad_data_is_one_line_exit_2(cache_dir, tmp_path, capsys):
 
 
 def test_plain_markers_and_histogram():
-    spans = [Span("<|begin_of_text|>", False, True, 1), Span("Q ", False, False, 2), Span("A", True, False, 1),
-             Span("<|eot_id|>", True, True, 1)]
+    spans = [
+        Span("<|begin_of_text|>", False, True, 1),
+        Span("Q ", False, False, 2),
+        Span("A", True, False, 1),
+        Span("<|eot_id|>", True, True, 1),
+    ]
     assert plain_text(spans) == "<|begin_of_text|>Q [[A<|eot_id|>]]"
     text = histogram([1, 5, 10, 10], cutoff=10, bins=2)
-    assert text.splitlines()[1:] == ["       1-5           2 " + "#" * 40, "       6-10          2 " + "#" * 40]
+    assert text.splitlines()[1:] == [
+        "       1-5           2 " + "#" * 40,
+        "       6-10          2 " + "#" * 40,
+    ]
 
 
 def test_help_does_not_import_torch():

@@ -33,12 +33,18 @@ class Span:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ftsweep inspect", description="Show rows exactly as trained (trained spans vs masked).")
+    p = argparse.ArgumentParser(
+        prog="ftsweep inspect", description="Show rows exactly as trained (trained spans vs masked)."
+    )
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=alpaca_demo data.cutoff_len=128")
     p.add_argument("--rows", type=int, default=3, help="rows to render (default 3)")
     p.add_argument("--split", choices=("train", "eval"), default="train")
-    p.add_argument("--dump", type=Path, help="write every row of the split as JSON lines (input_ids, labels, text)")
-    p.add_argument("--plain", action="store_true", help="no colours: trained spans as [[...]] (default when piped)")
+    p.add_argument(
+        "--dump", type=Path, help="write every row of the split as JSON lines (input_ids, labels, text)"
+    )
+    p.add_argument(
+        "--plain", action="store_true", help="no colours: trained spans as [[...]] (default when piped)"
+    )
     p.add_argument("--bins", type=int, default=10, help="length histogram bins")
     return p.parse_args(argv)
 
@@ -164,7 +170,9 @@ def histogram(lengths: list[int], cutoff: int, bins: int = 10) -> str:
     for n in lengths:
         counts[min((n - 1) // width if n else 0, bins - 1)] += 1
     top = max(counts) or 1
-    lines = [f"length histogram ({len(lengths)} rows, min {min(lengths)}, max {max(lengths)}, cutoff {cutoff}):"]
+    lines = [
+        f"length histogram ({len(lengths)} rows, min {min(lengths)}, max {max(lengths)}, cutoff {cutoff}):"
+    ]
     for b, c in enumerate(counts):
         lo, hi = b * width + 1, min((b + 1) * width, cutoff) if b < bins - 1 else max(cutoff, max(lengths))
         lines.append(f"  {lo:>6}-{hi:<6} {c:>6} {'#' * round(40 * c / top)}")

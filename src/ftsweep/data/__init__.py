@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftsweep.data import cache
-from ftsweep.data.encode import IGNORE_INDEX, Encoded, LengthCounts, fit_length, make_labels, tokenize_segments
+from ftsweep.data.encode import (
+    IGNORE_INDEX,
+    Encoded,
+    LengthCounts,
+    fit_length,
+    make_labels,
+    tokenize_segments,
+)
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.packing import pack_blocks, padding_fraction
 from ftsweep.data.sources import (
@@ -105,7 +112,10 @@ def _check_tokenizer(d: Any, tokenizer: Any) -> None:
         vocab = tokenizer.get_vocab()
         missing = [t for t in SPECIAL_TOKENS_NEEDED if t not in vocab]
         if missing:
-            raise DataError("data.template", f"special_tokens needs {missing} in the tokenizer; add them to data.special_tokens")
+            raise DataError(
+                "data.template",
+                f"special_tokens needs {missing} in the tokenizer; add them to data.special_tokens",
+            )
     if tokenizer.eos_token_id is None and (d.add_eos or d.format == "text"):
         raise DataError("data.add_eos", "the tokenizer has no eos token; set data.eos_token")
 
@@ -165,7 +175,9 @@ def render(record: Record, d: Any, tokenizer: Any, chat_template: str | None) ->
     return render_chat(record.row, record.where, d, tokenizer, chat_template)
 
 
-def encode_records(records: list[Record], d: Any, tokenizer: Any, bad: BadRows, counts: LengthCounts) -> dict[str, list]:
+def encode_records(
+    records: list[Record], d: Any, tokenizer: Any, bad: BadRows, counts: LengthCounts
+) -> dict[str, list]:
     """Records -> {"input_ids": [...], "labels": [...]} after the length policy (or packing for text)."""
     chat_template = resolve_chat_template(d, tokenizer) if d.format in ("chat", "sharegpt") else None
     rendered = []

@@ -20,10 +20,31 @@ CACHE_VERSION = 1  # bump when the encoding changes, so old entries are not reus
 # DataConfig fields that change the tokens (everything except where the rows come from, which is
 # hashed by content instead).
 TOKEN_FIELDS = (
-    "loader", "split", "subset", "revision", "val_size", "columns", "only_empty_input", "replacements",
-    "max_rows", "shuffle", "seed", "format", "template", "custom_template", "chat_template",
-    "special_tokens", "eos_token", "train_on_prompt", "mask_history", "add_eos", "cutoff_len",
-    "overlong", "packing", "bad_rows", "extra",
+    "loader",
+    "split",
+    "subset",
+    "revision",
+    "val_size",
+    "columns",
+    "only_empty_input",
+    "replacements",
+    "max_rows",
+    "shuffle",
+    "seed",
+    "format",
+    "template",
+    "custom_template",
+    "chat_template",
+    "special_tokens",
+    "eos_token",
+    "train_on_prompt",
+    "mask_history",
+    "add_eos",
+    "cutoff_len",
+    "overlong",
+    "packing",
+    "bad_rows",
+    "extra",
 )
 
 

@@ -47,7 +47,9 @@ def tokenize_segments(rows: list[tuple[list[Segment], str]], tokenizer: Any, add
     for with_bos in (True, False):
         picked = [j for j, (_, s) in enumerate(flat) if s.bos == with_bos]
         if picked:
-            enc = tokenizer([flat[j][1].text for j in picked], add_special_tokens=with_bos, verbose=False)["input_ids"]
+            enc = tokenizer([flat[j][1].text for j in picked], add_special_tokens=with_bos, verbose=False)[
+                "input_ids"
+            ]
             for j, ids in zip(picked, enc):
                 ids_per_segment[j] = list(ids)
     out = [Encoded([], [], where) for _, where in rows]
@@ -61,7 +63,9 @@ def tokenize_segments(rows: list[tuple[list[Segment], str]], tokenizer: Any, add
     return out
 
 
-def fit_length(e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts: LengthCounts) -> Encoded | None:
+def fit_length(
+    e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts: LengthCounts
+) -> Encoded | None:
     """Apply ``data.overlong`` to a row longer than ``cutoff``; None when the row is dropped.
 
     ``truncate_answer`` cuts the end; ``truncate_prompt`` removes prompt tokens from the left (after
@@ -85,7 +89,9 @@ def fit_length(e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts:
     return e
 
 
-def _cut_prompt_left(ids: list[int], kinds: list[int], over: int, bos_id: int | None) -> tuple[list[int], list[int]]:
+def _cut_prompt_left(
+    ids: list[int], kinds: list[int], over: int, bos_id: int | None
+) -> tuple[list[int], list[int]]:
     start = 1 if ids and ids[0] == bos_id else 0  # keep bos: the model always saw it first
     first_answer = next((i for i, k in enumerate(kinds) if k != PROMPT), len(kinds))
     n = max(0, min(over, first_answer - start))

@@ -48,7 +48,9 @@ def resolve_source(name: str, loader: str) -> Source:
             return Source(name, "hub", None)
         kind = SUFFIX_LOADERS.get(file.suffix.lower())
         if kind is None:
-            raise DataError(name, f"cannot tell the format from the extension {file.suffix!r}; set data.loader")
+            raise DataError(
+                name, f"cannot tell the format from the extension {file.suffix!r}; set data.loader"
+            )
         return Source(name, kind, file)
     if loader == "hub":
         return Source(name, "hub", None)
@@ -71,7 +73,13 @@ def content_hash(source: Source) -> str | None:
 # ----------------------------------------------------------------------------------------- readers
 def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
     """Yield the source's rows in file order; unreadable rows are yielded as errors (policy decides)."""
-    readers = {"json": _read_json, "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet, "hub": _read_hub}
+    readers = {
+        "json": _read_json,
+        "jsonl": _read_jsonl,
+        "csv": _read_csv,
+        "parquet": _read_parquet,
+        "hub": _read_hub,
+    }
     yield from readers[source.loader](source, d)
 
 
@@ -89,7 +97,9 @@ def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
         if err.msg == "Extra data":  # a .json file that is really JSON lines (common in the wild)
             yield from _read_jsonl(source, d)
             return
-        raise DataError(f"{source.name} line {err.lineno}", f"invalid JSON ({err.msg}, column {err.colno})") from None
+        raise DataError(
+            f"{source.name} line {err.lineno}", f"invalid JSON ({err.msg}, column {err.colno})"
+        ) from None
     if not isinstance(data, list):
         raise DataError(source.name, f"expected a JSON list of objects, got {type(data).__name__}")
     for i, row in enumerate(data, start=1):
@@ -130,8 +140,10 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
 
     try:
         ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
-    except Exception as err:  # network, auth, unknown name: one line naming the dataset
-        raise DataError(source.name, f"cannot load the Hub dataset ({type(err).__name__}: {err})".splitlines()[0]) from None
+    except Exception as err:  # noqa: BLE001 - network, auth, unknown name: one line naming the dataset
+        raise DataError(
+            source.name, f"cannot load the Hub dataset ({type(err).__name__}: {err})".splitlines()[0]
+        ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
 
@@ -201,7 +213,7 @@ def select(records: list[Record], *, shuffle: bool, seed: int, max_rows: int | N
 
 def split_validation(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Seeded train/validation split: ``val_size`` < 1 is a fraction, >= 1 a number of rows."""
-    n_val = int(round(val_size * len(records))) if val_size < 1 else int(val_size)
+    n_val = round(val_size * len(records)) if val_size < 1 else int(val_size)
     if n_val == 0:
         return records, []
     if n_val >= len(records):

@@ -54,7 +54,13 @@ CHATML = (
 )
 CHAT_TEMPLATES = {"llama3": LLAMA3_CHAT_TEMPLATE, "chatml": CHATML}
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 @dataclass
@@ -72,7 +78,9 @@ def _label(field: str, d: Any) -> str:
     return f"{field} (column {column!r})" if column and column != field else field
 
 
-def get_text(row: dict, field: str, where: str, d: Any, *, required: bool = True, nonempty: bool = True) -> str:
+def get_text(
+    row: dict, field: str, where: str, d: Any, *, required: bool = True, nonempty: bool = True
+) -> str:
     """A string field of ``row``, or a :class:`DataError` naming it (missing, not a string, empty)."""
     if field not in row or row[field] is None:
         if not required:
@@ -89,7 +97,10 @@ def get_text(row: dict, field: str, where: str, d: Any, *, required: bool = True
 def alpaca_template(d: Any) -> dict[str, str]:
     """The with-input / no-input pair named by ``data.template`` (``custom`` reads ``data.custom_template``)."""
     if d.template == "custom":
-        return {"prompt_with_input": d.custom_template.prompt_with_input, "prompt_no_input": d.custom_template.prompt_no_input}
+        return {
+            "prompt_with_input": d.custom_template.prompt_with_input,
+            "prompt_no_input": d.custom_template.prompt_no_input,
+        }
     return ALPACA_TEMPLATES[d.template]
 
 
@@ -129,7 +140,9 @@ def conversation(row: dict, where: str, d: Any) -> list[dict[str, str]]:
     if turns is None:
         raise DataError(where, "missing", _label(field, d))
     if not isinstance(turns, list) or not turns:
-        raise DataError(where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(field, d))
+        raise DataError(
+            where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(field, d)
+        )
     role_key, text_key = ("from", "value") if sharegpt else ("role", "content")
     messages = []
     if sharegpt and row.get("system"):
@@ -141,7 +154,9 @@ def conversation(row: dict, where: str, d: Any) -> list[dict[str, str]]:
         role = turn.get(role_key)
         allowed = SHAREGPT_ROLES if sharegpt else ROLES
         if role not in allowed:
-            raise DataError(where, f"unknown role {role!r} (allowed: {', '.join(allowed)})", f"{name}.{role_key}")
+            raise DataError(
+                where, f"unknown role {role!r} (allowed: {', '.join(allowed)})", f"{name}.{role_key}"
+            )
         content = turn.get(text_key)
         if not isinstance(content, str):
             raise DataError(where, f"expected a string, got {type(content).__name__}", f"{name}.{text_key}")
@@ -169,22 +184,30 @@ def render_chat(row: dict, where: str, d: Any, tokenizer: Any, chat_template: st
         prompt = _render(tokenizer, messages[:k], True, chat_template, where)
         full = _render(tokenizer, messages[: k + 1], False, chat_template, where)
         if not (prompt.startswith(done) and full.startswith(prompt)):
-            raise DataError(where, "the chat template cannot render this conversation turn by turn "
-                            "(a later render does not extend the earlier one)", "messages")
+            raise DataError(
+                where,
+                "the chat template cannot render this conversation turn by turn "
+                "(a later render does not extend the earlier one)",
+                "messages",
+            )
         kind = HISTORY if (d.mask_history and k != last) else ANSWER
-        segments += [Segment(prompt[len(done):], PROMPT), Segment(full[len(prompt):], kind)]
+        segments += [Segment(prompt[len(done) :], PROMPT), Segment(full[len(prompt) :], kind)]
         done = full
     return [s for s in segments if s.text]
 
 
-def _render(tokenizer: Any, messages: list[dict], generation: bool, chat_template: str | None, where: str) -> str:
+def _render(
+    tokenizer: Any, messages: list[dict], generation: bool, chat_template: str | None, where: str
+) -> str:
     try:
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=generation, chat_template=chat_template
         )
-    except Exception as err:  # jinja raise_exception (e.g. roles must alternate) or a template bug
+    except Exception as err:  # noqa: BLE001 - jinja raise_exception (roles must alternate) or a template bug
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(where, f"the chat template cannot render this conversation: {msg}", "messages") from None
+        raise DataError(
+            where, f"the chat template cannot render this conversation: {msg}", "messages"
+        ) from None
 
 
 def resolve_chat_template(d: Any, tokenizer: Any) -> str:
