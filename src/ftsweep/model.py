@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from ftsweep.config import ConfigError
@@ -109,7 +110,13 @@ def _apply_pad_policy(tok, policy: str, pad_token: str | None) -> None:
 
 # --------------------------------------------------------------------------------------- quantization
 def build_quantization(cfg):
-    """``quantization`` group -> ``BitsAndBytesConfig`` (or None for ``none``)."""
+    """``quantization`` group -> ``BitsAndBytesConfig`` (or None for ``none``).
+
+    nf4 / fp4: 4-bit weights (QLoRA), optional double quantization of the block scales, matmuls in the
+    compute dtype (``auto``: bf16 where supported, fp16 on older GPUs, fp32 on CPU) and the packed
+    weights stored as ``bnb_4bit_quant_storage`` (seed 004 uses bf16 storage; FSDP needs it to match
+    the other weights). int8: LLM.int8() with its outlier threshold.
+    """
     q = cfg.quantization
     if q.method == "none":
         return None
@@ -118,6 +125,8 @@ def build_quantization(cfg):
     if q.method == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold)
     compute = torch_dtype(q.bnb_4bit_compute_dtype)
+    if compute == _bf16() and has_cuda() and not bf16_supported():
+        raise ConfigError("quantization.bnb_4bit_compute_dtype", "bfloat16 is not supported by this GPU; use auto or float16")
     kwargs: dict[str, Any] = {}
     if q.bnb_4bit_quant_storage:
         kwargs["bnb_4bit_quant_storage"] = torch_dtype(q.bnb_4bit_quant_storage)
@@ -128,6 +137,12 @@ def build_quantization(cfg):
         bnb_4bit_compute_dtype=compute,
         **kwargs,
     )
+
+
+def _bf16():
+    import torch
+
+    return torch.bfloat16
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -167,7 +182,49 @@ def load_model(cfg, tokenizer):
             use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": cfg.trainer.use_reentrant},
         )
+    if cfg.trainer.gradient_checkpointing and cfg.lora.enabled:
+        # The base is frozen, so without this the embeddings' output needs no grad and checkpointed
+        # layers would get no gradient to the adapters (peft only does it for use_reentrant=True).
+        model.enable_input_require_grads()
     return model
+
+
+def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: str | None = None):
+    """The run's base model for generation or merging: no k-bit training preparation, no checkpointing.
+
+    Args:
+        cfg: the run's composed config.
+        tokenizer: the run's saved tokenizer (its length decides the embedding size, as in training).
+        quantized: load with the run's quantization (as seed 002 evaluates); False = full precision.
+        dtype: a ``model.dtype`` name overriding the run's (merging chooses its output dtype).
+    """
+    from transformers import AutoModelForCausalLM
+
+    m = cfg.model
+    quant = build_quantization(cfg) if quantized else None
+    kwargs: dict[str, Any] = {"revision": m.revision, "trust_remote_code": m.trust_remote_code, "token": hf_token()}
+    kwargs["dtype"] = torch_dtype(dtype or (m.dtype if quant is None else cfg.quantization.bnb_4bit_compute_dtype))
+    if m.attn_implementation:
+        kwargs["attn_implementation"] = m.attn_implementation
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": _local_device()}
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), **kwargs)
+    if quant is None and has_cuda():
+        model = model.to(f"cuda:{_local_device()}")
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        from transformers import set_seed
+
+        # As in training: the same seed gives the same mean-initialised rows for tokens added by the run
+        # (trained rows, with data.train_embeddings, come from the adapter's saved modules).
+        set_seed(cfg.trainer.seed)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval()
 
 
 def _local_device() -> str | int:
@@ -255,13 +312,28 @@ def apply_lora(cfg, model):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config)
-        log.info("LoRA targets: %s", sorted(lora_config.target_modules))
+        _say(f"LoRA targets ({cfg.lora.target_modules if isinstance(cfg.lora.target_modules, str) else 'listed'}): "
+             f"{', '.join(sorted(lora_config.target_modules))}")
     trainable, total = count_parameters(model)
-    log.info("trainable parameters: %s of %s (%.4f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    _say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
     return model
 
 
+def _say(message: str) -> None:
+    # Printed, not only logged: the resolved targets and trainable share are what a user checks first.
+    log.info(message)
+    print(f"ftsweep: {message}", file=sys.stderr)
+
+
 def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count as their unpacked size (two per byte stored)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(_numel(p) for p in model.parameters())
     return trainable, total
+
+
+def _numel(p) -> int:
+    state = getattr(p, "quant_state", None)
+    if p.__class__.__name__ == "Params4bit" and state is not None and getattr(state, "shape", None) is not None:
+        return int(state.shape.numel())
+    return p.numel()

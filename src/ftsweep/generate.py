@@ -1,0 +1,293 @@
+"""``ftsweep generate RUN_DIR``: answer a fixed list of questions with the base model and the fine-tuned
+model side by side (seed 002's evaluation), with the prompt rendered exactly as training rendered it.
+
+Writes ``RUN_DIR/generations/answers.md`` and ``answers.jsonl`` (or ``--out DIR``) and logs a W&B table
+when the run logged to W&B. The base answers come from the same model with its adapter disabled, so
+only one copy of the weights is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Stop tokens besides the tokenizer's eos: Llama 3 ends chat turns with <|eot_id|>.
+STOP_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|im_end|>")
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings (seed 002: temperature 0.05, top_p 0.95, 128 new tokens)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.05
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    do_sample: bool = True
+    seed: int = 42
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.do_sample and self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+
+# ----------------------------------------------------------------------------------------- questions
+def default_questions() -> list[str]:
+    """The six questions of seed 002 (Korean and English)."""
+    text = resources.files("ftsweep").joinpath("questions/seed002.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def read_questions(path: str | Path) -> list[Any]:
+    """One question per line (.txt), a JSON list, or JSONL rows (strings, or objects such as
+    ``{"instruction": ..., "input": ...}`` / ``{"messages": [...]}`` in the run's data format)."""
+    path = Path(path)
+    if not path.is_file():
+        from ftsweep.cli import UsageError
+
+        raise UsageError(f"--questions: no such file: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return list(json.loads(text))
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def question_text(q: Any) -> str:
+    if isinstance(q, str):
+        return q
+    if "instruction" in q:
+        return q["instruction"] + (f"\n{q['input']}" if q.get("input") else "")
+    if "messages" in q:
+        return q["messages"][-1]["content"]
+    return q.get("prompt") or q.get("text") or json.dumps(q, ensure_ascii=False)
+
+
+# -------------------------------------------------------------------------------------------- prompts
+def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
+    """The prompt text the model saw in training for this question, and whether bos is added.
+
+    Reuses the data package's renderer on a row with a placeholder answer and keeps the segments
+    before the first answer, so template, chat template and bos handling are the training ones.
+    """
+    from ftsweep.data import render
+    from ftsweep.data.sources import Record
+    from ftsweep.data.templates import ANSWER, HISTORY, resolve_chat_template
+
+    d = data_cfg
+    placeholder = "x"
+    if d.format == "text":
+        return question_text(question), True
+    if isinstance(question, dict):
+        row = dict(question)
+        if d.format in ("chat", "sharegpt") and "messages" in row:
+            row = {"messages": [*row["messages"], {"role": "assistant", "content": placeholder}]}
+    elif d.format == "alpaca":
+        row = {"instruction": question, "input": ""}
+    elif d.format == "prompt_completion":
+        row = {"prompt": question}
+    else:
+        row = {"messages": [{"role": "user", "content": question}]}
+    if d.format == "alpaca":
+        row.setdefault("output", placeholder)
+    elif d.format == "prompt_completion":
+        row.setdefault("completion", placeholder)
+    elif "messages" in row and row["messages"][-1]["role"] != "assistant":
+        row["messages"] = [*row["messages"], {"role": "assistant", "content": placeholder}]
+    if d.format == "sharegpt":  # the renderer reads ShareGPT turns
+        row = {"conversations": [{"from": m["role"].replace("user", "human").replace("assistant", "gpt"),
+                                  "value": m["content"]} for m in row["messages"]]}
+    chat_template = resolve_chat_template(d, tokenizer) if d.format in ("chat", "sharegpt") else None
+    segments = render(Record(row, "question"), d, tokenizer, chat_template)
+    last_answer = max(i for i, s in enumerate(segments) if s.kind in (ANSWER, HISTORY))
+    prompt_segments = segments[:last_answer]
+    return "".join(s.text for s in prompt_segments), bool(prompt_segments and prompt_segments[0].bos)
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[t] for t in STOP_TOKENS if t in vocab and vocab[t] not in ids]
+    return ids
+
+
+# ------------------------------------------------------------------------------------------- models
+def load_run_config(run_dir: Path):
+    """The composed config the run trained with (``RUN_DIR/.hydra/config.yaml``)."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        from ftsweep.cli import UsageError
+
+        raise UsageError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+    return OmegaConf.load(path)
+
+
+def load_models(run_dir: Path, cfg, *, quantized: bool = True):
+    """(model, tokenizer, kind): a PeftModel whose adapter can be disabled for the base answers, or
+    for a full fine-tune a pair (base, fine-tuned)."""
+    from transformers import AutoTokenizer
+
+    from ftsweep.model import load_base_for_inference
+
+    adapter_dir, full_dir = run_dir / "adapter", run_dir / "model"
+    source = adapter_dir if adapter_dir.is_dir() else full_dir
+    if not source.is_dir():
+        from ftsweep.cli import UsageError
+
+        raise UsageError(f"{run_dir} has no adapter/ or model/ (did the run finish?)")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    base = load_base_for_inference(cfg, tokenizer, quantized=quantized)
+    if source == adapter_dir:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer, "adapter"
+    from transformers import AutoModelForCausalLM
+
+    tuned = AutoModelForCausalLM.from_pretrained(full_dir, dtype=base.dtype).eval()
+    return (base, tuned), tokenizer, "full"
+
+
+def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettings) -> str:
+    import torch
+    from transformers import set_seed
+
+    set_seed(settings.seed)  # same seed for base and fine-tuned: differences come from the weights
+    device = next(model.parameters()).device
+    inputs = tokenizer(prompt, add_special_tokens=bos, return_tensors="pt").to(device)
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            **settings.generate_kwargs(),
+            eos_token_id=stop_token_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            use_cache=True,
+        )
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settings: GenerationSettings | None = None,
+                 out_dir: str | Path | None = None, *, base: bool = True, quantized: bool = True) -> list[dict[str, Any]]:
+    """Answer ``questions`` (default: seed 002's six) with base and fine-tuned model; write the files.
+
+    Args:
+        run_dir: a finished run directory (``.hydra/config.yaml`` and ``adapter/`` or ``model/``).
+        questions: strings or rows in the run's data format.
+        settings: sampling settings.
+        out_dir: where answers.md / answers.jsonl go (default ``RUN_DIR/generations``).
+        base: also answer with the base model.
+        quantized: load the base as the run trained it (e.g. nf4); False loads it in full precision.
+
+    Returns:
+        One dict per question: question, prompt, base, finetuned, seconds.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    questions = questions or default_questions()
+    settings = settings or GenerationSettings()
+    models, tokenizer, kind = load_models(run_dir, cfg, quantized=quantized)
+    rows = []
+    for q in questions:
+        prompt, bos = render_prompt(q, cfg.data, tokenizer)
+        started = time.perf_counter()
+        if kind == "adapter":
+            tuned = _answer(models, tokenizer, prompt, bos, settings)
+            with models.disable_adapter():
+                base_answer = _answer(models, tokenizer, prompt, bos, settings) if base else None
+        else:
+            tuned = _answer(models[1], tokenizer, prompt, bos, settings)
+            base_answer = _answer(models[0], tokenizer, prompt, bos, settings) if base else None
+        rows.append({"question": question_text(q), "prompt": prompt, "base": base_answer, "finetuned": tuned,
+                     "seconds": round(time.perf_counter() - started, 3)})
+    out_dir = Path(out_dir) if out_dir else run_dir / "generations"
+    write_outputs(out_dir, rows, settings, run_dir)
+    _log_wandb(cfg, run_dir, rows, settings)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: GenerationSettings, run_dir: Path) -> None:
+    from ftsweep.tracking import scrub
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = scrub(rows)
+    with (out_dir / "answers.jsonl").open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps({**row, "settings": asdict(settings)}, ensure_ascii=False) + "\n")
+    md = [f"# Base vs fine-tuned: {run_dir}", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in asdict(settings).items()), ""]
+    for i, row in enumerate(rows):
+        md += [f"## {i + 1}. {row['question']}", ""]
+        if row["base"] is not None:
+            md += ["**Base**", "", _quote(row["base"]), ""]
+        md += ["**Fine-tuned**", "", _quote(row["finetuned"]), ""]
+    (out_dir / "answers.md").write_text("\n".join(md), encoding="utf-8")
+    print(f"ftsweep: wrote {out_dir / 'answers.md'} and answers.jsonl ({len(rows)} questions)")
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line for line in (text or "(empty)").splitlines()) or "> (empty)"
+
+
+def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: GenerationSettings) -> None:
+    if cfg.logger.name != "wandb":
+        return
+    import os
+
+    import wandb
+
+    mode = cfg.logger.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+                     name=f"generate-{run_dir.name}", job_type="generate", config=asdict(settings),
+                     dir=os.environ.get("WANDB_DIR") or str(run_dir), mode=mode, reinit="finish_previous")
+    try:
+        table = wandb.Table(columns=["question", "base", "finetuned"])
+        for row in rows:
+            table.add_data(row["question"], row["base"], row["finetuned"])
+        run.log({"generations": table})
+    finally:
+        run.finish()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ftsweep generate", description="Base vs fine-tuned answers to a list of questions.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--questions", help="file: one question per line, a JSON list, or JSONL rows (default: seed 002's six)")
+    p.add_argument("--out", type=Path, help="output directory (default RUN_DIR/generations)")
+    d = GenerationSettings()
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--top-k", type=int, default=d.top_k)
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
+    p.add_argument("--greedy", action="store_true", help="no sampling (temperature, top_p, top_k ignored)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-base", action="store_true", help="only the fine-tuned model")
+    p.add_argument("--full-precision", action="store_true", help="load the base unquantized even if the run was QLoRA")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, do_sample=not args.greedy, seed=args.seed,
+    )
+    questions = read_questions(args.questions) if args.questions else None
+    generate_run(args.run_dir, questions, settings, args.out, base=not args.no_base, quantized=not args.full_precision)
+    return 0

@@ -1,0 +1,175 @@
+"""``ftsweep merge RUN_DIR``: fold the LoRA adapter into the base model (seed 004's last step) and save
+a standalone model; ``ftsweep export SWEEP_DIR``: the same for the best trial of a sweep.
+
+The base is always loaded unquantized (``--dtype``): peft can only merge into 4-bit weights by
+dequantising and re-quantising them, which loses the adapter's precision, so a QLoRA run is merged
+into a bf16/fp16/fp32 copy of its base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def _usage(message: str):
+    from ftsweep.cli import UsageError
+
+    return UsageError(message)
+
+
+def _check_base_not_quantized(cfg) -> None:
+    """A base checkpoint saved already quantized (e.g. a bnb-4bit upload) cannot take an exact merge."""
+    from ftsweep.model import resolve_model_path
+
+    path = Path(resolve_model_path(cfg)) / "config.json"
+    if path.is_file() and "quantization_config" in json.loads(path.read_text()):
+        raise _usage(
+            f"the base model {cfg.model.name_or_path} is stored quantized; merging into a 4-bit base without "
+            "dequantising is not supported: point model.name_or_path at the full-precision base"
+        )
+
+
+def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | None = None) -> Path:
+    """Merge ``RUN_DIR/adapter`` into the full-precision base; save model, tokenizer, chat template, card.
+
+    Args:
+        run_dir: a finished LoRA/QLoRA run.
+        out: output directory (default ``RUN_DIR/merged``).
+        dtype: bf16 | fp16 | fp32 (default: the run's model.dtype; ``auto`` = bf16 on GPU, fp32 on CPU).
+
+    Returns:
+        The output directory.
+    """
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from ftsweep.generate import load_run_config
+    from ftsweep.model import load_base_for_inference
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    adapter = run_dir / "adapter"
+    if not adapter.is_dir():
+        if (run_dir / "model").is_dir():
+            raise _usage(f"{run_dir} is a full fine-tune: {run_dir / 'model'} is already a standalone model")
+        raise _usage(f"{run_dir} has no adapter/ (did the run finish?)")
+    if dtype is not None and dtype not in DTYPES:
+        raise _usage(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype}); 4-bit merges are not supported")
+    _check_base_not_quantized(cfg)
+    out = Path(out) if out else run_dir / "merged"
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    base = load_base_for_inference(cfg, tokenizer, quantized=False, dtype=DTYPES[dtype] if dtype else None)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)  # tokenizer.json + chat_template.jinja
+    (out / "README.md").write_text(model_card(run_dir, cfg, str(merged.dtype).removeprefix("torch.")), encoding="utf-8")
+    print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({merged.dtype}) -> {out}")
+    return out
+
+
+def model_card(run_dir: Path, cfg, dtype: str) -> str:
+    """A README listing base model, data, hyperparameters and eval metrics of the run."""
+    from ftsweep.tracking import scrub
+
+    metrics = _read_json(run_dir / "metrics.json")
+    lines = [
+        "---",
+        f"base_model: {cfg.model.name_or_path}",
+        "library_name: transformers",
+        "tags: [ftsweep, lora, merged]",
+        "---",
+        f"# {cfg.model.name_or_path} + LoRA (merged)",
+        "",
+        f"Merged with `ftsweep merge` from `{run_dir.name}` (`merge_and_unload`, weights in {dtype}).",
+        "",
+        "## Training",
+        f"- base model: `{cfg.model.name_or_path}`" + (f" (revision {cfg.model.revision})" if cfg.model.revision else ""),
+        f"- data: `{cfg.data.path}` (format {cfg.data.format}, template {cfg.data.template}, cutoff {cfg.data.cutoff_len})",
+        f"- quantization during training: {cfg.quantization.method}",
+        f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={_targets(cfg)}",
+        f"- optimizer: {cfg.optimizer.name}, lr={cfg.optimizer.lr}, weight decay={cfg.optimizer.weight_decay}",
+        f"- scheduler: {cfg.scheduler.name}; batch {cfg.trainer.per_device_train_batch_size} x accumulation "
+        f"{cfg.trainer.gradient_accumulation_steps}; max_steps {cfg.trainer.max_steps}; seed {cfg.trainer.seed}",
+        "",
+        "## Evaluation",
+    ]
+    shown = ("eval_loss", "eval_mean_token_accuracy", "eval_perplexity", "initial_eval_loss", "train_loss", "train_steps")
+    found = [f"- {k}: {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"- {k}: {metrics[k]}" for k in shown if k in metrics]
+    lines += found or ["- (no metrics.json)"]
+    return scrub("\n".join(lines) + "\n")
+
+
+def _targets(cfg) -> str:
+    tm = cfg.lora.target_modules
+    return tm if isinstance(tm, str) else ", ".join(tm)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ------------------------------------------------------------------------------------------- export
+def best_trial_dir(sweep_dir: str | Path) -> Path:
+    """The best finished trial of a sweep: ``summary.json``'s ``best_trial_dir`` when present, else the
+    complete trial with the best objective (direction from its config's objective.direction)."""
+    sweep_dir = Path(sweep_dir)
+    summary = _read_json(sweep_dir / "summary.json")
+    if summary.get("best_trial_dir"):
+        best = Path(summary["best_trial_dir"])
+        if not best.is_absolute() and (sweep_dir / best).is_dir():
+            best = sweep_dir / best  # written relative to the sweep directory
+        return best
+    from omegaconf import OmegaConf
+
+    scored = []
+    for trial in sorted(sweep_dir.glob("trial_*")):
+        m = _read_json(trial / "metrics.json")
+        if m.get("status") != "complete" or m.get("objective") is None or not (trial / ".hydra" / "config.yaml").is_file():
+            continue
+        direction = OmegaConf.load(trial / ".hydra" / "config.yaml").objective.direction
+        scored.append((m["objective"] if direction == "minimize" else -m["objective"], trial))
+    if not scored:
+        raise _usage(f"{sweep_dir}: no complete trial (trial_*/metrics.json with status complete) and no summary.json")
+    return min(scored, key=lambda s: s[0])[1]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="weights of the merged model (default: the run's model.dtype)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="upload the merged model (token from HF_TOKEN / hf auth login)")
+    p.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ftsweep merge", description="Merge a run's LoRA adapter into its base model.")
+    p.add_argument("run_dir", type=Path)
+    _add_common(p)
+    args = p.parse_args(argv)
+    out = merge_run(args.run_dir, args.out, args.dtype)
+    _maybe_push(out, args)
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ftsweep export", description="Merge the best trial of a sweep.")
+    p.add_argument("sweep_dir", type=Path)
+    _add_common(p)
+    args = p.parse_args(argv)
+    best = best_trial_dir(args.sweep_dir)
+    print(f"ftsweep: best trial: {best}")
+    out = merge_run(best, args.out or args.sweep_dir / "best_merged", args.dtype)
+    _maybe_push(out, args)
+    return 0
+
+
+def _maybe_push(folder: Path, args) -> None:
+    if args.push_to_hub:
+        from ftsweep.publish import push_folder
+
+        push_folder(folder, args.push_to_hub, private=not args.public)

@@ -1,0 +1,84 @@
+"""Push an adapter or a merged model to the Hugging Face Hub.
+
+The token comes only from ``HF_TOKEN`` or the standard login (``hf auth login``), resolved by
+huggingface_hub itself: ftsweep never takes it as an argument or config value and never writes it
+(seed 002 pasted one into a notebook). Repositories are created private unless asked otherwise, and
+a folder that contains the token anywhere is refused before anything is uploaded.
+
+    ftsweep merge RUN_DIR --push-to-hub USER/NAME               merged model
+    python -m ftsweep.publish RUN_DIR/adapter USER/NAME          adapter only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Never uploaded: trainer checkpoints (optimizer state) and anything that looks like a credential file.
+IGNORE = ["checkpoints/*", "**/optimizer.pt", "**/rng_state*.pth", "*.token", ".env"]
+
+
+def _usage(message: str):
+    from ftsweep.cli import UsageError
+
+    return UsageError(message)
+
+
+def resolve_token() -> str:
+    """HF_TOKEN, else the token of ``hf auth login``; a clear error when neither is set."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise _usage("no Hugging Face token: set HF_TOKEN or run `hf auth login` (tokens are never read from config)")
+    return token
+
+
+def check_no_secret(folder: Path, token: str) -> None:
+    """Refuse to upload a folder in which any file contains the token."""
+    needle = token.encode()
+    for path in folder.rglob("*"):
+        if path.is_file() and needle in path.read_bytes():
+            raise _usage(f"refusing to upload: {path} contains the Hugging Face token")
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, commit_message: str | None = None) -> str:
+    """Create ``repo_id`` (private by default) and upload ``folder``; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise _usage(f"{folder} is not a directory")
+    token = resolve_token()
+    check_no_secret(folder, token)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="model", ignore_patterns=IGNORE,
+        commit_message=commit_message or f"ftsweep: upload {folder.name}",
+    )
+    url = str(getattr(info, "commit_url", info))
+    print(f"ftsweep: pushed {folder} to {repo_id} ({'private' if private else 'public'}): {url}")
+    return url
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ftsweep publish", description="Upload an adapter or merged model folder to the Hub.")
+    p.add_argument("folder", type=Path, help="RUN_DIR/adapter, RUN_DIR/merged, or a run directory (its adapter/)")
+    p.add_argument("repo", help="USER/NAME on the Hub")
+    p.add_argument("--public", action="store_true", help="create the repo public (default private)")
+    args = p.parse_args(argv)
+    folder = args.folder / "adapter" if (args.folder / "adapter").is_dir() else args.folder
+    push_folder(folder, args.repo, private=not args.public)
+    return 0
+
+
+if __name__ == "__main__":
+    from ftsweep.cli import UsageError
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except UsageError as err:
+        print(f"ftsweep: error: {err}", file=sys.stderr)
+        sys.exit(2)

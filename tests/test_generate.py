@@ -1,0 +1,96 @@
+"""ftsweep generate: base vs fine-tuned answers, prompts rendered exactly as in training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftsweep import cli
+from ftsweep.generate import GenerationSettings, default_questions, generate_run, render_prompt
+from test_merge import PLANTED, make_run
+
+SEED002 = [
+    "Parameter-Efficient Fine Tuning에 대해 알려줘",
+    "LLM에서 가장 유명한 LLM에는 뭐가 있어?",
+    "What is a famous tall tower in Seoul?",
+    "LLM에서 파인튜닝이 뭐야?",
+    "운영체제가 뭐하는 거야?.",
+    "메모리가 뭐야?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    from ftsweep.config_io import compose
+
+    return make_run(lambda *o: compose([f"cache_dir={cache_dir}", *o]), tmp_path_factory.mktemp("gen") / "run")
+
+
+def test_default_questions_are_seed_002s_six():
+    assert default_questions() == SEED002
+
+
+def test_side_by_side_files_for_the_six_questions(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    out = tmp_path / "gen"
+    rows = generate_run(tiny_run, settings=GenerationSettings(max_new_tokens=12, do_sample=False), out_dir=out)
+    lines = [json.loads(x) for x in (out / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["question"] for r in lines] == SEED002
+    template = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+                "request.\n\n### Instruction:\n{q}\n\n### Response:\n")
+    for r in lines:
+        assert r["prompt"] == template.format(q=r["question"])  # the training template (alpaca_en), no answer
+        assert isinstance(r["base"], str) and isinstance(r["finetuned"], str)
+        assert r["settings"]["max_new_tokens"] == 12 and r["settings"]["do_sample"] is False
+    assert any(r["base"] != r["finetuned"] for r in rows), "greedy answers identical: adapter not applied?"
+    md = (out / "answers.md").read_text(encoding="utf-8")
+    assert md.count("**Base**") == 6 and md.count("**Fine-tuned**") == 6
+    assert all(q in md for q in SEED002)
+    for path in out.rglob("*"):
+        assert PLANTED not in path.read_text(encoding="utf-8")
+
+
+def test_prompt_tokens_equal_the_training_prompt_tokens(tiny_run):
+    """Parity: what generate sends is token for token the masked (prompt) part of a training row."""
+    from transformers import AutoTokenizer
+
+    from ftsweep.data import encode_records
+    from ftsweep.data.encode import LengthCounts
+    from ftsweep.data.errors import BadRows
+    from ftsweep.data.sources import Record
+    from ftsweep.generate import load_run_config
+
+    cfg = load_run_config(tiny_run)
+    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    row = {"instruction": "Name three colors.", "input": "", "output": "Red, green and blue."}
+    enc = encode_records([Record(row, "t")], cfg.data, tok, BadRows("fail"), LengthCounts())
+    n_prompt = next(i for i, label in enumerate(enc["labels"][0]) if label != -100)
+    prompt, bos = render_prompt(row, cfg.data, tok)
+    assert tok(prompt, add_special_tokens=bos)["input_ids"] == enc["input_ids"][0][:n_prompt]
+
+
+def test_chat_prompt_uses_the_chat_template(tiny_run):
+    from transformers import AutoTokenizer
+
+    from ftsweep.generate import load_run_config
+
+    cfg = load_run_config(tiny_run)
+    cfg.data.format = "chat"
+    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    prompt, bos = render_prompt("메모리가 뭐야?", cfg.data, tok)
+    assert prompt == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n메모리가 뭐야?<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert bos is False  # the template writes bos itself
+
+
+def test_cli_with_a_questions_file(tiny_run, tmp_path):
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("What is LoRA?\n\nName a color.\n", encoding="utf-8")
+    argv = ["generate", str(tiny_run), "--questions", str(qfile), "--out", str(tmp_path / "o"),
+            "--max-new-tokens", "4", "--temperature", "0.7", "--top-k", "5", "--repetition-penalty", "1.1", "--no-base"]
+    assert cli.main(argv) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o" / "answers.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in rows] == ["What is LoRA?", "Name a color."]
+    assert all(r["base"] is None for r in rows) and rows[0]["settings"]["top_k"] == 5
+    assert cli.main(["generate", str(tmp_path)]) == 2  # not a run directory

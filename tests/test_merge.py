@@ -1,0 +1,176 @@
+"""Merge and export: the merged model computes what base + adapter computes; export picks the best trial;
+publishing reads the token only from the environment and never writes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import FAST
+
+from ftsweep import cli
+from ftsweep.train import run
+
+PLANTED = "hf_PLANTEDtokenMERGE1234567890"
+
+
+def make_run(compose, run_dir: Path, *overrides: str) -> Path:
+    """A finished tiny run with its composed config where Hydra would have put it."""
+    cfg = compose(*FAST, "optimizer.lr=5e-3", *overrides)
+    run(cfg, run_dir)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    from ftsweep.config_io import compose
+
+    def _c(*o):
+        return compose([f"cache_dir={cache_dir}", *o])
+
+    return make_run(_c, tmp_path_factory.mktemp("merge") / "run")
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_merged_logits_match_base_plus_adapter(tiny_run, tmp_path, monkeypatch):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftsweep.generate import load_run_config
+    from ftsweep.merge import merge_run
+    from ftsweep.model import load_base_for_inference
+
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    out = merge_run(tiny_run, tmp_path / "merged", "fp32")
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok(["### Instruction:\nName three colors.\n\n### Response:\n"], return_tensors="pt")["input_ids"]
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    base = load_base_for_inference(load_run_config(tiny_run), tok, quantized=False)
+    peft_model = PeftModel.from_pretrained(base, tiny_run / "adapter").eval()
+    expected = _logits(peft_model, ids)
+    torch.testing.assert_close(_logits(merged, ids), expected, atol=1e-4, rtol=1e-4)
+    with peft_model.disable_adapter():
+        base_logits = _logits(peft_model, ids)
+    assert (expected - base_logits).abs().max() > 1e-3, "the adapter changed nothing: the test would prove nothing"
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "README.md"):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert "base_model: ftsweep-tiny-llama" in card and "data/alpaca_en_demo.json" in card
+    assert "r=16, alpha=16" in card and f"eval_loss: {metrics['eval_loss']:.4g}" in card
+    assert not [p for p in out.rglob("*") if p.is_file() and PLANTED.encode() in p.read_bytes()]
+
+
+def _fake_trial(src: Path, dst: Path, objective: float, status: str = "complete") -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "merged"))
+    m = json.loads((dst / "metrics.json").read_text())
+    m.update(objective=objective, status=status)
+    (dst / "metrics.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_export_merges_the_best_trial(tiny_run, tmp_path):
+    from ftsweep.merge import best_trial_dir
+
+    sweep = tmp_path / "study"
+    sweep.mkdir()
+    _fake_trial(tiny_run, sweep / "trial_0", 2.5)
+    _fake_trial(tiny_run, sweep / "trial_1", 1.5)
+    _fake_trial(tiny_run, sweep / "trial_2", 0.5, status="failed")
+    assert best_trial_dir(sweep) == sweep / "trial_1"  # minimize (the runs' objective.direction)
+    (sweep / "summary.json").write_text(json.dumps({"best_trial_dir": "trial_0"}))
+    assert best_trial_dir(sweep) == sweep / "trial_0"  # the sweeper's verdict wins when present
+    assert cli.main(["export", str(sweep), "--dtype", "fp32"]) == 0
+    assert (sweep / "best_merged" / "model.safetensors").is_file()
+    assert "trial_0" in (sweep / "best_merged" / "README.md").read_text()
+
+
+def test_export_without_complete_trials_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "trial_0").mkdir()
+    assert cli.main(["export", str(tmp_path)]) == 2
+    assert "no complete trial" in capsys.readouterr().err
+
+
+def test_merge_refuses_a_quantized_base_and_full_fine_tunes(tiny_run, tmp_path, capsys):
+    from ftsweep.model import resolve_model_path
+
+    cfg = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    base = tmp_path / "base-bnb4"
+    shutil.copytree(resolve_model_path(cfg), base)
+    conf = json.loads((base / "config.json").read_text())
+    conf["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (base / "config.json").write_text(json.dumps(conf))
+    run_q = tmp_path / "run_q"
+    shutil.copytree(tiny_run, run_q, ignore=shutil.ignore_patterns("checkpoints", "merged"))
+    cfg.model.tiny = None
+    cfg.model.name_or_path = str(base)
+    OmegaConf.save(cfg, run_q / ".hydra" / "config.yaml")
+    assert cli.main(["merge", str(run_q)]) == 2
+    assert "without dequantising is not supported" in capsys.readouterr().err
+    (run_q / "adapter").rename(run_q / "model")
+    assert cli.main(["merge", str(run_q)]) == 2
+    assert "full fine-tune" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- publish
+class FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        FakeApi.calls.append(("init", token))
+
+    def create_repo(self, repo_id, **kw):
+        FakeApi.calls.append(("create_repo", repo_id, kw))
+
+    def upload_folder(self, **kw):
+        FakeApi.calls.append(("upload_folder", kw))
+        return "https://hub.example/commit/1"
+
+
+def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from ftsweep.publish import push_folder
+
+    FakeApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    push_folder(tiny_run / "adapter", "me/tiny-adapter")
+    create = next(c for c in FakeApi.calls if c[0] == "create_repo")
+    assert create[1] == "me/tiny-adapter" and create[2]["private"] is True
+    upload = next(c for c in FakeApi.calls if c[0] == "upload_folder")[1]
+    assert upload["folder_path"] == str(tiny_run / "adapter") and "checkpoints/*" in upload["ignore_patterns"]
+    assert ("init", PLANTED) in FakeApi.calls
+    # a folder holding the token is refused before anything is uploaded
+    leak = tmp_path / "leak"
+    leak.mkdir()
+    (leak / "notes.txt").write_text(f"token={PLANTED}")
+    FakeApi.calls = []
+    assert cli.main(["merge", str(tiny_run), "--out", str(leak), "--push-to-hub", "me/x"]) == 2
+    assert not [c for c in FakeApi.calls if c[0] == "upload_folder"]
+
+
+def test_push_without_a_token_says_how_to_log_in(tiny_run, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from ftsweep.cli import UsageError
+    from ftsweep.publish import push_folder
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored login either
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(UsageError, match="set HF_TOKEN or run `hf auth login`"):
+        push_folder(tiny_run / "adapter", "me/x")
