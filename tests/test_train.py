@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import FAST
 
+from ftsweep.tracking import read_offline_run
 from ftsweep.train import run
 
 
@@ -81,10 +82,14 @@ def test_wandb_offline_run_holds_config_and_final_eval_loss(compose, tmp_path, w
     metrics = run(cfg, tmp_path / "run")
     runs = list((wandb_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and metrics["wandb_run_id"] in runs[0].name
-    config = (runs[0] / "files" / "config.yaml").read_text()
-    assert "lora:" in config and "optimizer:" in config and "lr: 0.0002" in config
-    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
-    assert summary["eval/loss"] == pytest.approx(metrics["eval_loss"])
+    logged = read_offline_run(runs[0])
+    assert logged["run_id"] == metrics["wandb_run_id"]
+    assert logged["config"]["optimizer"]["lr"] == 0.0002 and logged["config"]["lora"]["r"] == 16
+    summary = logged["summary"]
+    assert summary["eval_loss"] == pytest.approx(metrics["eval_loss"])
+    logged_evals = [row["eval/loss"] for row in logged["history"] if "eval/loss" in row]
+    assert logged_evals[-1] == pytest.approx(metrics["eval_loss"])
+    assert any("train/loss" in row and "train/learning_rate" in row for row in logged["history"])
     assert summary["state"] == "COMPLETE"
     assert summary["objective"] == pytest.approx(metrics["objective"])
 
@@ -96,17 +101,19 @@ def test_tensorboard_writes_event_files(compose, tmp_path):
 
 
 def test_nf4_on_cpu_keeps_learning_after_evaluation(compose, tmp_path):
-    # bitsandbytes 0.50 repacks 4-bit weights at the first no-grad forward on CPU and the repacked
-    # matmul has no backward: the gradient norm would drop to 0 after the first evaluation.
-    cfg = compose(*FAST, "quantization=nf4", "trainer.max_steps=12", "trainer.eval_steps=4",
-                  "trainer.logging_steps=1", "optimizer.lr=2e-3")
+    # bitsandbytes 0.50 can repack 4-bit weights at the first no-grad forward on CPU, and the repacked
+    # matmul has no backward: the gradient norm would drop to 0.0 after the first evaluation.
+    cfg = compose(*FAST, "quantization=nf4", "trainer.max_steps=24", "trainer.eval_steps=8",
+                  "trainer.logging_steps=1", "optimizer.lr=3e-3")
     metrics = run(cfg, tmp_path)
     assert metrics["status"] == "complete"
-    # An evaluation ran before training (initial_eval_loss) and at steps 4 and 8: gradients stay alive.
-    history = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["initial_eval_loss"] is not None
-    assert metrics["eval_loss"] < metrics["initial_eval_loss"]
-    assert [e["step"] for e in history["eval_history"]] == [0, 4, 8, 12] or len(history["eval_history"]) >= 3
+    history = json.loads((tmp_path / "log_history.json").read_text())
+    grad_norms = [h["grad_norm"] for h in history if "grad_norm" in h]
+    assert len(grad_norms) == 24 and min(grad_norms) > 0.0  # evaluations at steps 0, 8, 16 did not kill them
+    evals = {e["step"]: e["eval_loss"] for e in metrics["eval_history"]}
+    assert list(evals) == [0, 8, 16, 24]
+    assert evals[24] < evals[8] and evals[24] < evals[0]  # still learning after the evaluations
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_planted_hf_token_appears_nowhere_in_run_dir(compose, tmp_path, wandb_dir, monkeypatch):
@@ -123,6 +130,7 @@ def test_planted_hf_token_appears_nowhere_in_run_dir(compose, tmp_path, wandb_di
     assert out.returncode == 0, out.stderr[-2000:]
     assert secret not in out.stdout + out.stderr
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert any(p.name == "config.yaml" for p in files) and (run_dir / "metrics.json").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "metrics.json").is_file()
+    assert list(run_dir.rglob("run-*.wandb")), "the W&B offline run should be in the run dir"
     for path in files:
         assert secret.encode() not in path.read_bytes(), path

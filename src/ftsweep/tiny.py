@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,18 +169,25 @@ def ensure_tiny(spec: TinySpec, cache_dir: str | os.PathLike) -> Path:
     if (target / "ftsweep_tiny.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    # Parallel sweep trials starting on a fresh cache: one builds, the others wait and reuse it.
+    with FileLock(str(root / f"{spec.key()}.lock")):
+        if (target / "ftsweep_tiny.json").is_file():
+            return target
+        _build_into(spec, root, target)
+    return target
+
+
+def _build_into(spec: TinySpec, root: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
+        print(f"ftsweep: building the tiny model once into {target} (pretrain_steps={spec.pretrain_steps})", file=sys.stderr)
         tokenizer = build_tokenizer(spec)
         model = build_model(spec, tokenizer)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "ftsweep_tiny.json").write_text(json.dumps({"spec": asdict(spec), "builder_version": BUILDER_VERSION}))
-        try:
-            tmp.rename(target)  # atomic: concurrent builders (parallel trials) never see half a model
-        except OSError:
-            if not (target / "ftsweep_tiny.json").is_file():
-                raise
+        tmp.rename(target)  # atomic: a killed build never leaves half a model behind
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target

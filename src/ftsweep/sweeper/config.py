@@ -95,6 +95,8 @@ class SweeperConf:
     grace_period_s: float = 60.0
     # sweep=lr_after_baseline: search optimizer.lr in [lr / factor, lr * factor] (log) around the baseline.
     baseline_lr_factor: float = 4.0
+    # Fail at once (one line) when baseline=<run dir> is not given (set by sweep=lr_after_baseline).
+    requires_baseline: bool = False
     # Write the report (summary.json, trials.md, plots, best.yaml) at the end of the sweep.
     report: bool = True
     # Log one W&B summary run (table of trials, best params) at the end; follows logger.name.

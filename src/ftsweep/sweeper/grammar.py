@@ -8,7 +8,7 @@
                                 EXCLUSIVE, exactly like Python's range() and Hydra's basic sweeper
                                 (range(8, 33, 8) = 8, 16, 24, 32; range(1, 4) = 1, 2, 3). Becomes an
                                 Int/FloatDistribution(start, last value, step). tag(log, range(a, b))
-                                (step 1) = IntDistribution(a, b - 1, log=True); tag(shuffle, ...) = choice.
+                                (step 1) = IntDistribution(a, b - 1, log=True); shuffle(range(...)) = choice.
     choice(x, y, ...) / x,y,... CategoricalDistribution; for a config group (lora: choice(r8, r16))
                                 the choices are option names, checked against conf/<group>/*.yaml.
     a plain value               a fixed override (passed to every trial)
@@ -145,7 +145,7 @@ def distribution_from_override(override: Any) -> Any:
     key = override.get_key_element()
     value = override.value()
     tags = set(getattr(value, "tags", None) or ())
-    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and "shuffle" in tags):
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and (value.shuffle or "shuffle" in tags)):
         choices = list(value.list) if isinstance(value, ChoiceSweep) else _range_values(key, value)
         for c in choices:
             if not isinstance(c, (str, int, float, bool, type(None))):

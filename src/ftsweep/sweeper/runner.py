@@ -371,7 +371,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _last_line(path: Path) -> str:
     try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        # skip line 1: the command the sweeper wrote itself
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()[1:] if ln.strip()]
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""

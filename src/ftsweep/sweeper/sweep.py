@@ -106,6 +106,9 @@ def plan_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> dict[
     from ftsweep.sweeper.samplers import build_sampler, grid_size
     from ftsweep.sweeper.study import file_lock, open_study
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed, cli_params = split_arguments(arguments)
     params = {str(k): v for k, v in (conf.get("params") or {}).items()}
     study_name = _study_name(conf, cfg)
@@ -117,8 +120,10 @@ def plan_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> dict[
         params.update(b["params"])
         enqueue = b["enqueue"]
         study_name = f"{study_name}-{baseline_slug(str(baseline))}"
+    elif conf.get("requires_baseline"):
+        raise SweepInputError("this sweep needs baseline=<run dir> (a finished ftsweep train run directory)")
     params.update(cli_params)  # a sweep on the command line replaces the file's definition
-    if not params:
+    if not params and not conf.get("variables"):
         raise SweepInputError("nothing to search: set hydra.sweeper.params (or use sweep=<name>, see sweep/)")
     space = parse_space(params, conf.get("variables"), conf.get("derived"), group_options=group_options)
 

@@ -1,0 +1,60 @@
+"""The W&B summary run of a sweep: one run in the study's group with a table of all trials and the best params."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def wandb_mode(logger: dict[str, Any]) -> str:
+    """Same rule as training runs: logger.mode, else WANDB_MODE, else online only with an API key."""
+    return logger.get("mode") or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
+def trial_rows(study: Any) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of the trials table (params flattened into columns)."""
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({k for t in trials for k in t.params})
+    columns = ["trial", "state", "value", *params, "reason", "wandb_run_id", "trial_dir"]
+    rows = []
+    for t in trials:
+        value = t.values[0] if t.values and len(t.values) == 1 else (list(t.values) if t.values else None)
+        rows.append([t.number, t.state.name, value if not isinstance(value, list) else str(value),
+                     *(_cell(t.params.get(p)) for p in params), t.user_attrs.get("reason"),
+                     t.user_attrs.get("wandb_run_id"), t.user_attrs.get("trial_dir")])
+    return columns, rows
+
+
+def _cell(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | None:
+    """Log the summary run; returns its id (None if W&B failed: the sweep result does not depend on it)."""
+    from ftsweep.report import summarize
+
+    try:
+        import wandb
+
+        mode = wandb_mode(logger)
+        summary = summarize(study)
+        run = wandb.init(project=logger.get("project") or "ftsweep", entity=logger.get("entity"),
+                         group=study.study_name, name=f"{study.study_name}-summary", job_type="sweep-summary",
+                         config={"study_name": study.study_name, "n_trials": summary["n_trials"],
+                                 "directions": summary["directions"], "metrics": summary["metrics"]},
+                         dir=os.environ.get("WANDB_DIR") or str(sweep_dir), mode=mode, reinit="finish_previous")
+        columns, rows = trial_rows(study)
+        run.log({"trials": wandb.Table(columns=columns, data=rows)})
+        for key in ("n_trials", "n_complete", "n_pruned", "n_failed", "best_value", "best_trial_number",
+                    "best_trial_dir"):
+            run.summary[key] = summary[key]
+        for k, v in (summary["best_params"] or {}).items():
+            run.summary[f"best_params/{k}"] = _cell(v)
+        run_id = run.id
+        run.finish()
+        return run_id
+    except Exception as err:  # noqa: BLE001
+        print(f"[sweep {study.study_name}] W&B summary run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return None

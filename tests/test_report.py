@@ -1,0 +1,86 @@
+"""ftsweep report on a synthetic study: summary.json, tables, plots, best.yaml (fast, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from ftsweep.report import main, write_report
+
+
+@pytest.fixture
+def study(tmp_path):
+    sd = tmp_path / "sweeps" / "demo"
+    sd.mkdir(parents=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = optuna.create_study(study_name="demo", storage=f"sqlite:///{sd / 'study.db'}")
+    s.set_user_attr("ftsweep:metrics", ["eval_loss"])
+    dists = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True), "lora": CategoricalDistribution(["r8", "r16"])}
+    for i, (lr, lora, state) in enumerate([(1e-3, "r8", "complete"), (3e-3, "r16", "complete"),
+                                          (1e-2, "r8", "pruned"), (1e-4, "r16", "fail"), (2e-3, "r16", "complete")]):
+        t = s.ask(dists)
+        t.set_user_attr("trial_dir", str(sd / f"trial_{t.number}"))
+        t.set_user_attr("overrides", ["sweep=quickstart", "logger=none", f"optimizer.lr={t.params['optimizer.lr']!r}",
+                                      f"lora={t.params['lora']}", "cache_dir=/somewhere"])
+        for step in (10, 20):
+            t.report(4.0 + i * 0.1 - step / 100, step)
+        if state == "complete":
+            s.tell(t, 3.0 + i * 0.1 if i != 4 else 2.5)
+        elif state == "pruned":
+            s.tell(t, state=optuna.trial.TrialState.PRUNED)
+        else:
+            t.set_user_attr("reason", "oom: CUDA out of memory")
+            s.tell(t, state=optuna.trial.TrialState.FAIL)
+    return s, sd
+
+
+def test_write_report(study):
+    s, sd = study
+    write_report(s, sd)
+    summary = json.loads((sd / "summary.json").read_text())
+    assert {k: summary[k] for k in ("study_name", "n_trials", "n_complete", "n_pruned", "n_failed", "best_value")} == {
+        "study_name": "demo", "n_trials": 5, "n_complete": 3, "n_pruned": 1, "n_failed": 1, "best_value": 2.5}
+    assert summary["best_params"] == s.trials[4].params and summary["best_trial_dir"] == str(sd / "trial_4")
+    table = (sd / "trials.md").read_text()
+    assert "| 3 | FAIL |" in table and "oom: CUDA out of memory" in table
+    for name in ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values"):
+        assert (sd / "plots" / f"{name}.png").stat().st_size > 1000
+        assert (sd / "plots" / f"{name}.html").is_file()
+    assert "![optimization_history]" in (sd / "report.md").read_text()
+
+
+def test_best_yaml_composes_to_the_best_trial(study, compose):
+    s, sd = study
+    write_report(s, sd)
+    text = (sd / "best.yaml").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# @package _global_"
+    assert lines[1] == f"# Run: ftsweep train 'hydra.searchpath=[file://{sd.parent}]' +demo=best"
+    assert "cache_dir" not in text.split("# Trial overrides")[1].split("\n", 1)[1]  # machine-local, left out
+    cfg = compose(f"hydra.searchpath=[file://{sd.parent}]", "+demo=best")
+    best = s.trials[4]
+    assert cfg.optimizer.lr == best.params["optimizer.lr"]  # exact float
+    assert cfg.lora.r == 16 and cfg.logger.name == "none" and cfg.trainer.max_steps == 40  # from sweep=quickstart
+
+
+def test_report_cli(study, capsys):
+    s, sd = study
+    assert main([str(sd)]) == 0
+    out = capsys.readouterr().out
+    assert "best trial 4: value=2.5" in out and (sd / "best.yaml").is_file()
+    out_dir = sd.parent / "elsewhere"
+    assert main([f"sqlite:///{sd / 'study.db'}", "--study", "demo", "--out", str(out_dir)]) == 0
+    assert json.loads((out_dir / "summary.json").read_text())["n_trials"] == 5
+
+
+def test_report_cli_errors(study, tmp_path):
+    from ftsweep.cli import UsageError
+
+    s, sd = study
+    with pytest.raises(UsageError, match="no study 'nope'"):
+        main([str(sd), "--study", "nope"])
+    with pytest.raises(UsageError, match="no study.db or study.journal"):
+        main([str(tmp_path)])

@@ -1,0 +1,42 @@
+"""Bad sweep input fails before any trial runs, with one line, and leaves an existing study untouched."""
+
+from __future__ import annotations
+
+import pytest
+from sweep_helpers import load, run, sweep_args
+
+
+def _error_line(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("ftsweep: error: "), r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optimizer.lrr=interval(1e-5,1e-3)", "optimizer.lrr: unknown key"),
+    ("optimizer.lr=interval(1e-3,1e-5)", "optimizer.lr: empty interval"),
+    ("optimizer.lr=tag(log,interval(0,1e-3))", "log interval needs bounds > 0"),
+    ("lora=choice(r8,r99)", "no such option 'r99' in config group lora"),
+    ("lora.r=choice(0,8)", "lora.r: must be >= 1"),
+    ("hydra.sweeper.storage=sqlite:////proc/no/such/study.db", "cannot open storage"),
+    ("hydra.sweeper.sampler.name=nope", "sampler.name: got 'nope'"),
+    ("hydra.sweeper.pruner.name=nope", "pruner.name: got 'nope'"),
+])
+def test_bad_input_is_one_line_before_any_trial(tmp_path, override, message):
+    sd = tmp_path / "s"
+    r = run([*sweep_args(sd), override], tmp_path)
+    assert message in _error_line(r)
+    assert not list(sd.glob("trial_*"))
+
+
+def test_changed_search_space_leaves_the_study_untouched(tmp_path):
+    sd = tmp_path / "s"
+    first = run(sweep_args(sd, n_trials=2), tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = [(t.number, t.state, t.params, t.value) for t in load(sd).trials]
+    db = (sd / "study.db").read_bytes()
+    r = run([*sweep_args(sd, n_trials=4), "lora.r=choice(8,16)"], tmp_path)
+    assert "has a different search space (differs in: lora.r)" in _error_line(r)
+    assert [(t.number, t.state, t.params, t.value) for t in load(sd).trials] == before
+    assert (sd / "study.db").read_bytes() == db

@@ -1,0 +1,143 @@
+"""The sweep grammar -> Optuna distributions (fast, no trials)."""
+
+from __future__ import annotations
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from ftsweep.sweeper.grammar import SweepInputError, evaluate, format_value, merge_overrides, parse_space
+from ftsweep.sweeper.sweep import group_options, resolve_storage, split_arguments
+
+
+def space(params, **kw):
+    return parse_space(params, group_options=group_options, **kw)
+
+
+def test_interval_and_log_interval():
+    s = space({"optimizer.lr": "tag(log, interval(1e-5, 1e-3))", "lora.dropout": "interval(0, 0.2)"})
+    assert s.distributions["optimizer.lr"] == FloatDistribution(1e-5, 1e-3, log=True)
+    assert s.distributions["lora.dropout"] == FloatDistribution(0.0, 0.2)
+
+
+def test_int_interval_tag():
+    s = space({"lora.r": "tag(int, log, interval(4, 64))"})
+    assert s.distributions["lora.r"] == IntDistribution(4, 64, log=True)
+
+
+def test_range_end_is_exclusive_like_python():
+    s = space({"lora.r": "range(8, 33, 8)", "trainer.max_steps": "range(1, 4)"})
+    assert s.distributions["lora.r"] == IntDistribution(8, 32, step=8)
+    assert s.distributions["trainer.max_steps"] == IntDistribution(1, 3)
+    # 32 is excluded when it is the stop
+    assert space({"lora.r": "range(8, 32, 8)"}).distributions["lora.r"] == IntDistribution(8, 24, step=8)
+
+
+def test_float_range_and_shuffle():
+    s = space({"lora.dropout": "range(0.0, 0.3, 0.1)"})
+    assert s.distributions["lora.dropout"] == FloatDistribution(0.0, 0.2, step=0.1)
+    s = space({"lora.r": "shuffle(range(8, 25, 8))"})
+    assert sorted(s.distributions["lora.r"].choices) == [8, 16, 24]
+
+
+def test_choice_and_simple_sweep():
+    s = space({"lora.r": "choice(8, 16, 32)", "optimizer.name": "adamw_torch,adamw_8bit"})
+    assert s.distributions["lora.r"] == CategoricalDistribution([8, 16, 32])
+    assert s.distributions["optimizer.name"] == CategoricalDistribution(["adamw_torch", "adamw_8bit"])
+
+
+def test_group_choice_uses_option_names():
+    s = space({"lora": "choice(r8, r16)"})
+    assert s.distributions["lora"] == CategoricalDistribution(["r8", "r16"])
+    assert "lora" in s.groups
+    assert s.overrides({"lora": "r8"}) == ["lora=r8"]
+
+
+def test_group_choice_unknown_option_is_one_line_error():
+    with pytest.raises(SweepInputError, match=r"no such option 'r99' in config group lora; available: .*r16") as e:
+        space({"lora": "choice(r8, r99)"})
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("interval(0.1, 0.01)", "empty interval"),
+    ("interval(0.1, 0.1)", "empty interval"),
+    ("tag(log, interval(0, 0.1))", "log interval needs bounds > 0"),
+    ("tag(log, interval(-1, 0.1))", "log interval needs bounds > 0"),
+    ("range(5, 5)", "empty range"),
+    ("choice(", "cannot parse"),
+])
+def test_bad_specs(spec, message):
+    with pytest.raises(SweepInputError, match=message) as e:
+        space({"optimizer.lr": spec})
+    assert "\n" not in str(e.value)
+
+
+def test_plain_value_is_fixed():
+    s = space({"optimizer.lr": "interval(1e-5, 1e-3)", "trainer.max_steps": "20"})
+    assert s.fixed == ["trainer.max_steps=20"]
+    assert list(s.distributions) == ["optimizer.lr"]
+
+
+def test_variables_and_derived():
+    s = space({"lora.r": "choice(8, 16)", "trainer.per_device_train_batch_size": "choice(2, 4)"},
+              variables={"alpha_ratio": "choice(1, 2)"},
+              derived={"lora.alpha": "{lora.r} * {alpha_ratio}",
+                       "trainer.gradient_accumulation_steps": "max(1, 32 // {trainer.per_device_train_batch_size})"})
+    out = s.overrides({"lora.r": 16, "trainer.per_device_train_batch_size": 4, "alpha_ratio": 2})
+    assert out == ["lora.r=16", "trainer.per_device_train_batch_size=4", "lora.alpha=32",
+                   "trainer.gradient_accumulation_steps=8"]
+
+
+def test_derived_rejects_unknown_names_and_code():
+    with pytest.raises(SweepInputError, match="unknown name"):
+        space({"lora.r": "choice(8, 16)"}, derived={"lora.alpha": "{lora.rr} * 2"})
+    with pytest.raises(SweepInputError, match="cannot evaluate"):
+        evaluate("__import__('os').system('true')", {})
+
+
+def test_format_value_round_trips_through_hydra():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for v in [0.1 + 0.2, 1e-5, 3, True, None, "r16", "has space", "1e-3", "a'b"]:
+        assert parser.parse_override(f"k={format_value(v)}").value() == v
+
+
+def test_merge_overrides_later_wins():
+    assert merge_overrides(["a=1", "lora=r8", "b=2"], ["lora=r16", "+a=3"]) == ["b=2", "lora=r16", "+a=3"]
+
+
+def test_split_arguments():
+    fixed, params = split_arguments(["sweep=quickstart", "optimizer.lr=tag(log,interval(1e-5,1e-3))", "lora.r=8,16"])
+    assert fixed == ["sweep=quickstart"]
+    assert params == {"optimizer.lr": "tag(log,interval(1e-5,1e-3))", "lora.r": "8,16"}
+
+
+def test_resolve_storage(tmp_path):
+    assert resolve_storage(None, tmp_path) == f"sqlite:///{tmp_path}/study.db"
+    assert resolve_storage("journal", tmp_path) == f"journal:{tmp_path}/study.journal"
+    assert resolve_storage("postgresql://u@h/db", tmp_path) == "postgresql://u@h/db"
+
+
+def test_grid_sampler_rejects_interval():
+    from ftsweep.sweeper.samplers import build_sampler
+
+    s = space({"optimizer.lr": "interval(1e-5, 1e-3)"})
+    with pytest.raises(SweepInputError, match="grid sampler needs"):
+        build_sampler({"name": "grid"}, s.distributions)
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "grid", "gp", "qmc"])
+def test_samplers_build(name):
+    from ftsweep.sweeper.samplers import build_sampler
+
+    s = space({"lora.r": "choice(8, 16)", "trainer.max_steps": "range(10, 40, 10)"})
+    assert build_sampler({"name": name, "seed": 1}, s.distributions) is not None
+
+
+@pytest.mark.parametrize("name", ["none", "median", "percentile", "successive_halving", "hyperband"])
+def test_pruners_build(name):
+    from ftsweep.sweeper.samplers import build_pruner, check_pruner_spec
+
+    check_pruner_spec({"name": name, "n_warmup_steps": 4})
+    assert build_pruner({"name": name}) is not None

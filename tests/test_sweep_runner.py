@@ -1,0 +1,152 @@
+"""The sweeper end to end through ``ftsweep train -m``, with a fake trial process (no torch; see fake_trial.py).
+
+Pruning, failures, OOM re-run, timeout, parallel workers on one storage, resume after kill -9.
+Real tiny-model trials are in test_sweep_real.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from sweep_helpers import env, load, run, states, sweep_args
+
+pytestmark = pytest.mark.slow
+
+
+def test_pruner_prunes_a_bad_trial(tmp_path):
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",
+                       "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=0", n_trials=3),
+            tmp_path, FAKE_PLAN={"2": "bad"})
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    assert states(study) == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
+    bad = study.trials[2]
+    # stopped at its first evaluation, partial metrics kept, recorded as pruned
+    assert list(bad.intermediate_values) == [2]
+    assert bad.user_attrs["status"] == "pruned" and bad.user_attrs["pruned_at_step"] == 2
+    assert (sd / "trial_2" / "metrics.json").is_file()
+    assert "trial 2 PRUNED" in r.stdout
+
+
+def test_failures_are_recorded_and_the_sweep_completes(tmp_path):
+    sd = tmp_path / "s"
+    plan = {"0": "raise", "1": "nan", "2": "oom", "3": "oom_once", "4": "hang"}
+    r = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.pruner.name=none",
+                       "hydra.sweeper.trial_timeout_s=8", n_trials=6, workers=2), tmp_path, FAKE_PLAN=plan)
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    assert states(study) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "COMPLETE", 4: "FAIL", 5: "COMPLETE"}
+    reasons = {t.number: t.user_attrs.get("reason", "") for t in study.trials}
+    assert reasons[0].startswith("ValueError: deliberate failure")
+    assert reasons[1].startswith("nan_loss:")
+    assert reasons[2].startswith("oom:")
+    assert reasons[4].startswith("timeout:")
+    # OOM: re-run once with half the micro-batch and twice the accumulation (same effective batch)
+    t3 = study.trials[3]
+    assert t3.user_attrs["oom_first_attempt"]["per_device_train_batch_size"] == 8
+    assert "trainer.per_device_train_batch_size=4" in t3.user_attrs["overrides"]
+    assert "trainer.gradient_accumulation_steps=2" in t3.user_attrs["overrides"]
+    assert (sd / "trial_3.oom" / "failure.json").is_file() and (sd / "trial_3" / "metrics.json").is_file()
+    assert "oom_first_attempt" in study.trials[2].user_attrs  # retried once, then failed for good
+
+
+def test_max_failure_rate_stops_the_sweep(tmp_path):
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=0.25", n_trials=8),
+            tmp_path, FAKE_PLAN={str(i): "raise" for i in range(8)})
+    assert r.returncode == 1
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("ftsweep: error:")]
+    assert len(err) == 1 and "max_failure_rate=0.25 allows 2" in err[0]
+    assert len(load(sd).trials) == 3
+
+
+def test_two_workers_share_one_sqlite_file(tmp_path):
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, n_trials=6, workers=2), tmp_path, FAKE_STEP_S="0.2")
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert set(states(study).values()) <= {"COMPLETE", "PRUNED"}
+    assert len({t.user_attrs["trial_dir"] for t in study.trials}) == 6
+    assert "Traceback" not in r.stderr and "database is locked" not in r.stderr
+
+
+def test_two_processes_share_one_journal(tmp_path):
+    sd = tmp_path / "s"
+    args = sweep_args(sd, f"hydra.sweeper.storage=journal:{sd / 'study.journal'}", n_trials=7, workers=2)
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env(FAKE_STEP_S="0.2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    study = load(sd, storage=f"journal:{sd / 'study.journal'}")
+    assert sorted(t.number for t in study.trials) == list(range(7))
+    assert all(s in ("COMPLETE", "PRUNED") for s in states(study).values())
+    # both processes ran trials
+    assert all("started" in out for out, _ in outs)
+
+
+def test_resume_after_kill_9(tmp_path):
+    sd = tmp_path / "s"
+    # grace 5 s: a trial killed between ask() and recording its owner can only be judged by its age
+    args = sweep_args(sd, "hydra.sweeper.pruner.name=none", "hydra.sweeper.grace_period_s=5", n_trials=6, workers=2)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env(FAKE_STEP_S="0.5"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    # Poll files, not the storage: opening the SQLite file while the sweep creates its tables would race.
+    def progress() -> tuple[int, int]:
+        done = len(list(sd.glob("trial_*/metrics.json")))
+        return done, len(list(sd.glob("trial_*/trial.log"))) - done
+
+    while time.time() < deadline and not (progress()[0] >= 2 and progress()[1] >= 1):
+        time.sleep(0.2)
+    time.sleep(0.5)  # a running trial is mid-way; the finished ones are told
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    before = {t.number: (t.params, t.value) for t in load(sd).trials if t.state.name == "COMPLETE"}
+    running = [t.number for t in load(sd).trials if t.state.name == "RUNNING"]
+    assert len(before) >= 2 and running, "kill -9 should leave completed and running trials"
+
+    r = run(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    after = {t.number: (t.params, t.value) for t in study.trials if t.state.name == "COMPLETE"}
+    assert all(after[n] == before[n] for n in before)  # completed trials unchanged
+    from ftsweep.sweeper.study import count, counted_trials
+
+    assert count(study).total == 6 and count(study).finished == 6
+    assert len(counted_trials(study)) == 6
+    for n in running:  # the killed trials: FAIL (stale) and re-run once with the same params
+        t = study.trials[n]
+        assert t.state.name == "FAIL" and t.user_attrs["reason"].startswith("stale:")
+        rerun = [u for u in study.trials if u.user_attrs.get("retry_of") == n]
+        assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE"
+        if t.params:  # (empty if it was killed inside ask(), before sampling)
+            assert rerun[0].params == t.params
+    dirs = [t.user_attrs["trial_dir"] for t in study.trials]
+    assert len(set(dirs)) == len(dirs)  # trial_<n>/ by Optuna number: nothing overwritten
+
+
+def test_lr_after_baseline_enqueues_the_baseline_lr(tmp_path, compose):
+    from omegaconf import OmegaConf
+
+    base = tmp_path / "runs" / "2026-11-23" / "10-00-00"
+    (base / ".hydra").mkdir(parents=True)
+    cfg = compose("lora=r8", "optimizer.lr=3e-4", "logger=none")
+    OmegaConf.save(cfg, base / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(["lora=r8", "optimizer.lr=3e-4", "logger=none"]), base / ".hydra" / "overrides.yaml")
+    sd = tmp_path / "s"
+    args = [a for a in sweep_args(sd, n_trials=3) if not a.startswith(("optimizer.lr=", "hydra.sweeper.study_name"))]
+    r = run([*args, "sweep=lr_after_baseline", f"baseline={base}", "hydra.sweeper.baseline_lr_factor=2"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(sd, name="lr_after_baseline-2026-11-23_10-00-00")
+    t0 = study.trials[0]
+    assert t0.params == {"optimizer.lr": 3e-4}
+    assert all(1.5e-4 <= t.params["optimizer.lr"] <= 6e-4 for t in study.trials)
+    assert all("lora=r8" in t.user_attrs["overrides"] for t in study.trials)
+    assert len(study.trials) == 3
