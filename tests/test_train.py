@@ -134,3 +134,16 @@ def test_planted_hf_token_appears_nowhere_in_run_dir(compose, tmp_path, wandb_di
     assert list(run_dir.rglob("run-*.wandb")), "the W&B offline run should be in the run dir"
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_infeasible_run_fails_before_loading_the_model(compose, tmp_path, monkeypatch):
+    from ftsweep import memory
+    from ftsweep import model as model_mod
+    from ftsweep.train import failure_reason
+
+    monkeypatch.setattr(memory, "free_memory_mib", lambda: (1.0, "cpu"))
+    monkeypatch.setattr(model_mod, "load_model", lambda *a, **k: pytest.fail("the model must not be loaded"))
+    with pytest.raises(memory.MemoryInfeasible) as info:
+        run(compose(*FAST), tmp_path)
+    assert failure_reason(info.value).startswith("oom: estimated ")
+    assert "> free 1 MiB on cpu" in str(info.value)

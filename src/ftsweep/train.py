@@ -71,7 +71,7 @@ def failure_reason(err: BaseException) -> str:
     name = type(err).__name__
     if "out of memory" in text.lower() or name == "OutOfMemoryError":
         return f"oom: {name}: {text}"
-    if text.startswith(("nan_loss", "timeout")):
+    if text.startswith(("oom:", "nan_loss", "timeout")):
         return text
     return f"{name}: {text}"
 
@@ -96,6 +96,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     set_seed(cfg.trainer.seed)
     tokenizer = model_mod.load_tokenizer(cfg)
     bundle = data_mod.build_datasets(cfg, tokenizer)
+    # Fail an infeasible run (trial) now, from the shapes alone, instead of after loading the weights.
+    estimate = _memory_preflight(cfg)
     rss_before_model = _peak_rss_mb()
     set_seed(cfg.trainer.seed)
     model = model_mod.load_model(cfg, tokenizer)
@@ -118,6 +120,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
         )
+        metrics["memory_estimate_mib"] = estimate.get("total_mib") if estimate else None
         metrics["status"] = "pruned" if pruned else "complete"
         if pruned:
             metrics["pruned_at_step"] = next(
@@ -289,6 +292,19 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
     tmp.replace(path)
+
+
+def _memory_preflight(cfg) -> dict[str, Any] | None:
+    """The memory estimate, or raise MemoryInfeasible (reason ``oom: estimated ...``) when it cannot fit."""
+    from ftsweep.memory import MemoryInfeasible, preflight
+
+    try:
+        return preflight(cfg)
+    except MemoryInfeasible:
+        raise
+    except Exception as err:  # noqa: BLE001 - an estimate we cannot make must not block training
+        log.warning("memory estimate unavailable (%s: %s); training anyway", type(err).__name__, err)
+        return None
 
 
 def _trial_context() -> dict[str, Any] | None:
