@@ -34,7 +34,7 @@ def env(fake: bool = True, **extra: Any) -> dict[str, str]:
 
 def run(args: list[str], cwd: Path, timeout: float = 300, **env_extra: Any) -> subprocess.CompletedProcess:
     fake = env_extra.pop("fake", True)
-    return subprocess.run(args, cwd=cwd, env=env(fake, **env_extra), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, cwd=cwd, env=env(fake, **env_extra), check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def load(sweep_dir: Path, name: str = "t", storage: str | None = None) -> Any:

@@ -67,7 +67,7 @@ def test_best_yaml_composes_to_the_best_trial(study, compose):
 
 
 def test_report_cli(study, capsys):
-    s, sd = study
+    _, sd = study
     assert main([str(sd)]) == 0
     out = capsys.readouterr().out
     assert "best trial 4: value=2.5" in out and (sd / "best.yaml").is_file()
@@ -79,7 +79,7 @@ def test_report_cli(study, capsys):
 def test_report_cli_errors(study, tmp_path):
     from ftsweep.cli import UsageError
 
-    s, sd = study
+    _, sd = study
     with pytest.raises(UsageError, match="no study 'nope'"):
         main([str(sd), "--study", "nope"])
     with pytest.raises(UsageError, match="no study.db or study.journal"):

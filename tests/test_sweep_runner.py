@@ -150,3 +150,17 @@ def test_lr_after_baseline_enqueues_the_baseline_lr(tmp_path, compose):
     assert all(1.5e-4 <= t.params["optimizer.lr"] <= 6e-4 for t in study.trials)
     assert all("lora=r8" in t.user_attrs["overrides"] for t in study.trials)
     assert len(study.trials) == 3
+
+
+def test_multi_objective(tmp_path):
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, "hydra.sweeper.metric=[eval_loss,train_loss]", "hydra.sweeper.direction=[minimize,maximize]",
+                       "hydra.sweeper.report=true", n_trials=3), tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    assert all(len(t.values) == 2 and not t.intermediate_values for t in study.trials)
+    assert "pareto trial" in r.stdout
+    import json
+
+    assert json.loads((sd / "summary.json").read_text())["pareto_trials"]

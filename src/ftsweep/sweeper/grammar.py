@@ -101,7 +101,7 @@ def parse_space(
             text = f"{key}={_spec_text(spec)}"
             try:
                 override = parser.parse_override(text)
-            except Exception as err:  # noqa: BLE001 - Hydra's parse errors are multi-line
+            except Exception as err:
                 raise SweepInputError(f"hydra.sweeper.{kind}.{key}: cannot parse {spec!r}: {_first_line(err)}") from err
             if not override.is_sweep_override():
                 if kind == "variables":
@@ -256,7 +256,7 @@ def evaluate(expr: str, values: Mapping[str, Any], key: str = "derived") -> Any:
         return _eval_node(tree.body, names)
     except SweepInputError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise SweepInputError(f"hydra.sweeper.derived.{key}: cannot evaluate {expr!r}: {_first_line(err)}") from err
 
 

@@ -49,7 +49,7 @@ class Progress:
             self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.update(self._render())
             self._live.__exit__(*exc)

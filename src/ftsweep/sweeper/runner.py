@@ -21,10 +21,15 @@ from typing import Any, TextIO
 
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.progress import Progress
-from ftsweep.sweeper.study import (
-    OWNER_ATTR, Counts, count, fail_stale_trials, file_lock, owner,
-)
 from ftsweep.sweeper.storage import record_heartbeat
+from ftsweep.sweeper.study import (
+    OWNER_ATTR,
+    Counts,
+    count,
+    fail_stale_trials,
+    file_lock,
+    owner,
+)
 
 # The trial command before its overrides; FTSWEEP_TRIAL_CMD (a JSON list) replaces it, e.g. to wrap
 # trials in srun or, in tests, to run a fake trial.
@@ -106,6 +111,7 @@ class SweepRunner:
                     while len(self.jobs) < self.s.n_workers and self._launch_next():
                         pass
                 self._heartbeat()
+                self._check_stale()  # throttled; frees budget held by trials of dead processes
                 if not self.jobs and self._study_done():
                     break
                 time.sleep(POLL_S)

@@ -55,7 +55,7 @@ def build_sampler(spec: Mapping[str, Any], distributions: Mapping[str, Any], *, 
 
 
 def _grid_points(dist: Any) -> list[Any]:
-    n = int(round((dist.high - dist.low) / dist.step)) + 1
+    n = round((dist.high - dist.low) / dist.step) + 1
     return [dist.low + i * dist.step if isinstance(dist.step, int) else round(dist.low + i * dist.step, 12)
             for i in range(n)]
 
@@ -80,7 +80,7 @@ def check_pruner_spec(spec: Mapping[str, Any]) -> None:
         build_pruner(spec)
     except SweepInputError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise SweepInputError(f"hydra.sweeper.pruner: {str(err).splitlines()[0]}") from err
 
 

@@ -35,7 +35,7 @@ def open_storage(url: str) -> Any:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except SweepInputError:
         raise
-    except Exception as err:  # noqa: BLE001 - driver errors are long and multi-line
+    except Exception as err:
         text = " ".join(str(err).split())[:300] or type(err).__name__
         raise SweepInputError(f"cannot open storage {redact(url)}: {text}") from err
 

@@ -44,7 +44,7 @@ def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
     for arg in arguments:
         try:
             override = parser.parse_override(arg)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise SweepInputError(f"cannot parse override {arg!r}: {str(err).splitlines()[0]}") from err
         if override.is_sweep_override():
             params[override.get_key_element()] = arg.split("=", 1)[1]
@@ -99,14 +99,13 @@ def run_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> int:
 
 def plan_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> dict[str, Any]:
     """Everything checked and resolved, study opened or created; no trial started yet."""
+    import optuna
     from omegaconf import OmegaConf
 
     from ftsweep.sweeper.baseline import baseline_params, baseline_slug
     from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
     from ftsweep.sweeper.study import file_lock, open_study
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed, cli_params = split_arguments(arguments)

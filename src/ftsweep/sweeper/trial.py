@@ -127,7 +127,7 @@ def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:
             self.pruned = False
             self.pruned_at_step: int | None = None
 
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             value = (metrics or {}).get(self.metric)
             if value is None:
                 return control
@@ -137,7 +137,7 @@ def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:
                 control.should_training_stop = True
             return control
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kwargs):
             self.reporter.heartbeat()
             if self.pruned:
                 control.should_training_stop = True

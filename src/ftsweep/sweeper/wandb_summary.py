@@ -35,6 +35,7 @@ def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | No
     """Log the summary run; returns its id (None if W&B failed: the sweep result does not depend on it)."""
     from ftsweep.report import summarize
 
+    os.environ.setdefault("WANDB_SILENT", "true")  # no run summary dump in the sweep's output
     try:
         import wandb
 

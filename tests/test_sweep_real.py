@@ -1,0 +1,68 @@
+"""Real tiny-model trials through ``ftsweep train -m sweep=quickstart`` (slow; CPU, ~1-2 minutes).
+
+One sweep checks: trials run as processes and finish, the report, W&B offline runs per trial (group,
+name, trial number, params, state) plus the summary run, and that best.yaml reproduces the best
+trial's objective exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import pytest
+from sweep_helpers import load, read_wandb_offline_run, run
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["data.max_rows=80", "data.cutoff_len=96", "trainer.max_steps=8", "trainer.eval_steps=4",
+         "trainer.logging_steps=4"]
+
+
+def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
+    sd = tmp_path / "sweeps" / "qs"
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=quickstart", *SMALL, "logger=wandb",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2", "hydra.sweeper.pruner.n_warmup_steps=0",
+            f"hydra.sweeper.sweep_dir={sd}", "hydra.sweeper.study_name=qs", "hydra.sweeper.progress=plain"]
+    r = run(args, tmp_path, timeout=900, fake=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "best trial" in r.stdout
+
+    study = load(sd, name="qs")
+    trials = study.trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    for t in trials:
+        metrics = json.loads((sd / f"trial_{t.number}" / "metrics.json").read_text())
+        assert metrics["trial_number"] == t.number
+        assert t.user_attrs["trial_dir"] == str(sd / f"trial_{t.number}")
+        assert t.user_attrs["wandb_run_id"] == metrics["wandb_run_id"]
+
+    # report
+    summary = json.loads((sd / "summary.json").read_text())
+    best = study.best_trial
+    assert summary["n_trials"] == 4 and summary["best_value"] == best.value
+    assert summary["best_params"] == best.params and summary["best_trial_dir"] == str(sd / f"trial_{best.number}")
+    assert (sd / "report.md").is_file() and (sd / "plots" / "optimization_history.png").is_file()
+    assert (sd / "plots" / "intermediate_values.html").is_file()
+
+    # W&B: one offline run per trial, grouped by study, named trial-<n>, with params and state; one summary run
+    runs = [read_wandb_offline_run(f) for f in (wandb_dir / "wandb").glob("offline-run-*/run-*.wandb")]
+    by_name = {w["name"]: w for w in runs}
+    assert set(by_name) == {"trial-0", "trial-1", "trial-2", "trial-3", "qs-summary"}
+    assert {w["group"] for w in runs} == {"qs"}
+    for t in trials:
+        w = by_name[f"trial-{t.number}"]
+        assert w["config"]["trial_number"] == t.number and w["config"]["trial_params"] == t.params
+        assert w["summary"]["state"] == t.state.name and w["id"] == t.user_attrs["wandb_run_id"]
+    assert by_name["qs-summary"]["summary"]["best_value"] == best.value
+
+    # best.yaml: its header's command reproduces the best trial's objective exactly
+    lines = (sd / "best.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_" and lines[1].startswith("# Run: ftsweep train ")
+    command = shlex.split(lines[1].removeprefix("# Run: "))
+    rerun = run([sys.executable, "-m", "ftsweep", *command[1:], f"hydra.run.dir={tmp_path / 'best'}"], tmp_path,
+                timeout=300, fake=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["objective"] == best.value
