@@ -15,7 +15,7 @@ parameter count, the linear layers LoRA would adapt and the vocabulary are exact
                  layer's input is kept, plus one layer being recomputed; attention probabilities
                  (T x T per head) count where they are materialised (eager, or sdpa on CPU)
     logits       batch x cutoff x vocab: the logits, their fp32 upcast for the loss, its gradient, and
-                 trl's entropy / token-accuracy pass (4 fp32 copies)
+                 trl's entropy / token-accuracy pass (4 fp32 copies); in evaluation 2 copies for the eval batch
     runtime      what a process needs besides the model: on CPU the allocator, autograd and the
                  libraries imported after the model loads (measured on the tiny model); on CUDA the
                  kernels / workspace of cuBLAS and bitsandbytes
@@ -32,11 +32,12 @@ from typing import Any
 MiB = 2**20
 # Process memory beyond the model on CPU (allocator arenas, autograd, trl/peft imported after the
 # model): calibrated against peak RSS growth of tiny-model runs (tests/test_memory.py).
-CPU_RUNTIME_MIB = 90.0
+CPU_RUNTIME_MIB = 100.0
 # cuBLAS workspace, bitsandbytes / sdpa kernels and allocator fragmentation on a GPU.
 CUDA_RUNTIME_MIB = 600.0
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes optimizers keep tensors smaller than this in 32-bit
 LOGIT_COPIES = 4
+EVAL_LOGIT_COPIES = 2
 
 
 class MemoryInfeasible(RuntimeError):
@@ -203,8 +204,8 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None) 
         activations = shapes.layers * tokens * shapes.hidden * act_bytes + layer_bytes + attn_scores
     else:
         activations = shapes.layers * layer_bytes + attn_scores
-    logit_tokens = max(tokens, t.per_device_eval_batch_size * seq)
-    logits = LOGIT_COPIES * 4 * logit_tokens * shapes.vocab
+    # Evaluation has no gradient: the logits and their fp32 upcast only, but for the eval batch.
+    logits = 4 * shapes.vocab * max(LOGIT_COPIES * tokens, EVAL_LOGIT_COPIES * t.per_device_eval_batch_size * seq)
 
     runtime = (CUDA_RUNTIME_MIB if on_cuda else CPU_RUNTIME_MIB) * MiB
     parts = {

@@ -1,0 +1,60 @@
+"""GPU-only checks (skipped without CUDA) and the CPU dry run of bench/gpu_qlora.py (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_nf4_qlora_on_gpu_uses_bf16_and_measures_cuda_memory(compose, tmp_path):
+    from ftsweep.memory import estimate
+    from ftsweep.model import resolve_precision
+    from ftsweep.train import run
+
+    cfg = compose(*FAST, "quantization=nf4", "lora=r16_all_linear", "optimizer=paged_adamw_8bit",
+                  "trainer.gradient_checkpointing=true", "optimizer.lr=2e-3")
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "complete" and metrics["eval_loss"] < metrics["initial_eval_loss"]
+    assert resolve_precision("auto") in ("bf16", "fp16")
+    # On GPU peak_memory_mb is torch.cuda.max_memory_allocated: the estimate (which adds a runtime
+    # allowance for kernels/workspace) must not be below it.
+    assert estimate(cfg)["total_mib"] >= metrics["peak_memory_mb"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bench_1b_estimate_within_30_percent_of_measured(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_qlora.py"), "--models", "1b", "--cutoffs", "1024",
+                    "--steps", "5", "--paths", "ftsweep", "--out", str(out)], check=True, timeout=1800)
+    for row in json.loads(out.read_text())["results"]:
+        r = row["ftsweep"]
+        assert "error" not in r, r
+        assert 0.7 <= r["estimate_mib"] / r["peak_memory_mib"] <= 1.3, row
+
+
+@pytest.mark.slow
+def test_bench_dry_run_on_cpu_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_qlora.py"), "--dry-run", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] is True and len(report["results"]) == 2
+    for row in report["results"]:
+        for path in ("ftsweep", "plain"):
+            assert "error" not in row[path], row[path]
+            assert row[path]["tokens_per_s"] > 0 and row[path]["peak_memory_mib"] > 0
+        assert row["ftsweep"]["estimate_mib"] > 0
