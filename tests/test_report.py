@@ -21,6 +21,7 @@ def study(tmp_path):
     dists = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True), "lora": CategoricalDistribution(["r8", "r16"])}
     for i, (lr, lora, state) in enumerate([(1e-3, "r8", "complete"), (3e-3, "r16", "complete"),
                                           (1e-2, "r8", "pruned"), (1e-4, "r16", "fail"), (2e-3, "r16", "complete")]):
+        s.enqueue_trial({"optimizer.lr": lr, "lora": lora})  # the listed params, not random samples
         t = s.ask(dists)
         t.set_user_attr("trial_dir", str(sd / f"trial_{t.number}"))
         t.set_user_attr("overrides", ["sweep=quickstart", "logger=none", f"optimizer.lr={t.params['optimizer.lr']!r}",
@@ -58,9 +59,11 @@ def test_best_yaml_composes_to_the_best_trial(study, compose):
     text = (sd / "best.yaml").read_text()
     lines = text.splitlines()
     assert lines[0] == "# @package _global_"
-    assert lines[1] == f"# Run: ftsweep train 'hydra.searchpath=[file://{sd.parent}]' +demo=best"
+    assert lines[1] == f"# Run: ftsweep train --config-dir {sd.parent} +demo=best"
     assert "cache_dir" not in text.split("# Trial overrides")[1].split("\n", 1)[1]  # machine-local, left out
-    cfg = compose(f"hydra.searchpath=[file://{sd.parent}]", "+demo=best")
+    from ftsweep.config_io import compose as compose_with_dirs
+
+    cfg = compose_with_dirs(["+demo=best"], config_dirs=[str(sd.parent)])
     best = s.trials[4]
     assert cfg.optimizer.lr == best.params["optimizer.lr"]  # exact float
     assert cfg.lora.r == 16 and cfg.logger.name == "none" and cfg.trainer.max_steps == 40  # from sweep=quickstart

@@ -12,7 +12,9 @@ import shlex
 import sys
 
 import pytest
-from sweep_helpers import load, read_wandb_offline_run, run
+from sweep_helpers import load, run
+
+from ftsweep.tracking import read_offline_run
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +50,14 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
     assert (sd / "plots" / "intermediate_values.html").is_file()
 
     # W&B: one offline run per trial, grouped by study, named trial-<n>, with params and state; one summary run
-    runs = [read_wandb_offline_run(f) for f in (wandb_dir / "wandb").glob("offline-run-*/run-*.wandb")]
+    runs = [read_offline_run(d) for d in (wandb_dir / "wandb").glob("offline-run-*")]
     by_name = {w["name"]: w for w in runs}
     assert set(by_name) == {"trial-0", "trial-1", "trial-2", "trial-3", "qs-summary"}
     assert {w["group"] for w in runs} == {"qs"}
     for t in trials:
         w = by_name[f"trial-{t.number}"]
         assert w["config"]["trial_number"] == t.number and w["config"]["trial_params"] == t.params
-        assert w["summary"]["state"] == t.state.name and w["id"] == t.user_attrs["wandb_run_id"]
+        assert w["summary"]["state"] == t.state.name and w["run_id"] == t.user_attrs["wandb_run_id"]
     assert by_name["qs-summary"]["summary"]["best_value"] == best.value
 
     # best.yaml: its header's command reproduces the best trial's objective exactly

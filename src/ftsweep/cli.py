@@ -61,22 +61,26 @@ HYDRA_BARE_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "--version"
                     "--shell-completion", "-sc"}
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], set[str]]:
-    """Separate Hydra flags from overrides; returns (overrides, flags seen)."""
-    overrides, flags = [], set()
+def split_overrides(argv: list[str]) -> tuple[list[str], set[str], list[str]]:
+    """Separate Hydra flags from overrides; returns (overrides, flags seen, --config-dir values)."""
+    overrides, flags, config_dirs = [], set(), []
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg in HYDRA_VALUE_FLAGS:
             flags.add(arg)
+            if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+                config_dirs.append(argv[i + 1])
             i += 2
             continue
+        if arg.startswith(("--config-dir=", "-cd=")):
+            config_dirs.append(arg.split("=", 1)[1])
         if arg.startswith("-"):
             flags.add(arg.split("=", 1)[0])
         else:
             overrides.append(arg)
         i += 1
-    return overrides, flags
+    return overrides, flags, config_dirs
 
 
 def train_main(argv: list[str]) -> int:
@@ -85,13 +89,14 @@ def train_main(argv: list[str]) -> int:
 
     estimate = "--estimate-memory" in argv
     argv = [a for a in argv if a != "--estimate-memory"]
-    overrides, flags = split_overrides(argv)
+    overrides, flags, config_dirs = split_overrides(argv)
     multirun = bool(flags & {"-m", "--multirun"})
     if not flags & {"-h", "--help", "--hydra-help", "--version", "-sc", "--shell-completion", "--info", "-i"}:
         # Fail before Hydra creates any directory. In a multirun, sweep syntax (a=1,2, interval(...))
         # is checked by the sweeper; the fixed overrides are checked here.
         try:
-            cfg = config_io.compose(config_io.fixed_overrides(overrides) if multirun else overrides)
+            checked = config_io.fixed_overrides(overrides) if multirun else overrides
+            cfg = config_io.compose(checked, config_dirs=config_dirs)
         except config_io.ConfigFailure as err:
             return fail(str(err))
         if estimate:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 import typing
+from pathlib import Path
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -89,8 +90,14 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     return keep
 
 
-def compose(overrides: list[str], *, check: bool = True) -> DictConfig:
-    """Compose ``conf/train.yaml`` with ``overrides`` and validate it; raise :class:`ConfigFailure`."""
+def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/train.yaml`` with ``overrides`` and validate it; raise :class:`ConfigFailure`.
+
+    ``config_dirs`` are extra config roots, like ``ftsweep train --config-dir DIR``.
+    """
+    if config_dirs:
+        paths = ",".join(f"file://{Path(d).expanduser().resolve()}" for d in config_dirs)
+        overrides = [f"hydra.searchpath=[{paths}]", *overrides]
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -244,7 +244,7 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
 
     Group selections become ``override /<group>: <option>`` defaults entries, values become nested YAML.
     It is loaded from the directory above the sweep directory, as config group <sweep dir name>:
-    ``ftsweep train 'hydra.searchpath=[file://<parent>]' +<name>=best``.
+    ``ftsweep train --config-dir <parent> +<name>=best``.
     """
     from omegaconf import OmegaConf
 
@@ -255,7 +255,7 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     metrics = study.user_attrs.get("ftsweep:metrics") or ["objective"]
     header = [
         "# @package _global_",
-        f"# Run: ftsweep train 'hydra.searchpath=[file://{parent}]' +{group}=best",
+        f"# Run: ftsweep train --config-dir {parent} +{group}=best",
         f"# Best trial {best.number} of sweep {study.study_name}: {', '.join(metrics)} = {_fmt(value)} "
         f"({', '.join(d.name.lower() for d in study.directions)}); trial dir {best.user_attrs.get('trial_dir')}",
         "# Or copy this file to conf/experiment/ and run: ftsweep train +experiment=<file name>",

@@ -120,8 +120,8 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
             continue
         _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
         chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0 and length == 0:
-            break
+        if kind == 0:  # zero padding (preallocated space), not a record
+            continue
         if kind in (1, 2):  # full record / first chunk
             pending = chunk
         else:  # middle / last chunk
