@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_merge import PLANTED, make_run
 
 from ftsweep import cli
 from ftsweep.generate import GenerationSettings, default_questions, generate_run, render_prompt
-from test_merge import PLANTED, make_run
 
 SEED002 = [
     "Parameter-Efficient Fine Tuning에 대해 알려줘",

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FAST
 
 from ftsweep import cli
@@ -25,6 +24,9 @@ cfg = compose(sys.argv[2:])
 m = run(cfg, sys.argv[1])
 print("RESULT " + json.dumps({"measured": m["peak_rss_mb"] - m["rss_before_model_mb"], "estimate": estimate(cfg)["total_mib"]}))
 """
+# The environment as it was before any test ran: earlier in-process runs set variables (W&B,
+# TensorBoard, tokenizers) that change what a measured child process allocates.
+ENV_AT_COLLECTION = dict(os.environ)
 BIGGER = ["model.tiny.hidden_size=256", "model.tiny.intermediate_size=704", "model.tiny.num_hidden_layers=4",
           "model.tiny.num_attention_heads=8", "model.tiny.num_key_value_heads=8", "model.tiny.pretrain_steps=0"]
 CASES = {
@@ -34,7 +36,7 @@ CASES = {
 
 
 def test_estimate_within_30_percent_of_measured_peak_rss(cache_dir, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = {**ENV_AT_COLLECTION, "WANDB_MODE": "offline", "FTSWEEP_CACHE_DIR": str(cache_dir)}
     fast = [o for o in FAST if not o.startswith("data.cutoff_len")] + ["trainer.max_steps=3", "trainer.eval_steps=3", "data.max_rows=60"]
     # Warm the tokenized-data cache first: tokenizing inside the measured process would raise its RSS
     # high-water mark before the model loads and hide part of the model's memory in the delta.

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import FAST
+from omegaconf import OmegaConf
 
 from ftsweep import cli
 from ftsweep.train import run
@@ -126,7 +125,7 @@ def test_merge_refuses_a_quantized_base_and_full_fine_tunes(tiny_run, tmp_path, 
 
 # --------------------------------------------------------------------------------------------- publish
 class FakeApi:
-    calls: list = []
+    calls: list = []  # noqa: RUF012 - a recorder shared by the fake instances
 
     def __init__(self, token=None):
         FakeApi.calls.append(("init", token))

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import FAST
 
 from ftsweep import model as model_mod

@@ -240,7 +240,7 @@ def free_memory_mib() -> tuple[float, str]:
 
         import torch
 
-        device = int(os.environ.get("LOCAL_RANK", 0))
+        device = int(os.environ.get("LOCAL_RANK", "0"))
         free, _total = torch.cuda.mem_get_info(device)
         return free / MiB, f"cuda:{device}"
     import psutil

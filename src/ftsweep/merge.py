@@ -93,8 +93,8 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
         f"- quantization during training: {cfg.quantization.method}",
         f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={_targets(cfg)}",
         f"- optimizer: {cfg.optimizer.name}, lr={cfg.optimizer.lr}, weight decay={cfg.optimizer.weight_decay}",
-        f"- scheduler: {cfg.scheduler.name}; batch {cfg.trainer.per_device_train_batch_size} x accumulation "
-        f"{cfg.trainer.gradient_accumulation_steps}; max_steps {cfg.trainer.max_steps}; seed {cfg.trainer.seed}",
+        (f"- scheduler: {cfg.scheduler.name}; batch {cfg.trainer.per_device_train_batch_size} x accumulation "
+         f"{cfg.trainer.gradient_accumulation_steps}; max_steps {cfg.trainer.max_steps}; seed {cfg.trainer.seed}"),
         "",
         "## Evaluation",
     ]

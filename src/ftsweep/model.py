@@ -229,7 +229,7 @@ def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: st
 
 def _local_device() -> str | int:
     if has_cuda():
-        return int(os.environ.get("LOCAL_RANK", 0))
+        return int(os.environ.get("LOCAL_RANK", "0"))
     return "cpu"
 
 
