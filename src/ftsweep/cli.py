@@ -7,6 +7,7 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
     ftsweep merge RUN_DIR [--out DIR] [--dtype bf16|fp16|fp32]                merge the adapter into the base
     ftsweep export SWEEP_DIR [--out DIR]                                      merge the best trial of a sweep
+    ftsweep publish FOLDER REPO [--public]                                    push an adapter or merged model
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ COMMANDS = {
     "generate": "ftsweep.generate:main",
     "merge": "ftsweep.merge:main",
     "export": "ftsweep.merge:export_main",
+    "publish": "ftsweep.publish:main",
 }
 
 

@@ -98,7 +98,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     bundle = data_mod.build_datasets(cfg, tokenizer)
     # Fail an infeasible run (trial) now, from the shapes alone, instead of after loading the weights.
     estimate = _memory_preflight(cfg)
-    rss_before_model = _peak_rss_mb()
+    # Measure what the model + training add: restart the RSS high-water mark from the current RSS.
+    rss_before_model = _reset_peak_rss()
     set_seed(cfg.trainer.seed)
     model = model_mod.load_model(cfg, tokenizer)
     model = model_mod.apply_lora(cfg, model)
@@ -128,10 +129,15 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
             )
         else:
             metrics["objective"] = objective_value(metrics, cfg.objective.metric)
-            save_outputs(cfg, trainer, tokenizer, run_dir)
-        write_json(run_dir / "metrics.json", metrics)
-        write_json(run_dir / "log_history.json", trainer.state.log_history)
-        write_json(run_dir / "manifest.json", manifest(cfg, bundle))
+            save_outputs(cfg, trainer, run_dir)
+        if trainer.is_world_process_zero():  # under DDP (torchrun) only rank 0 writes the run files
+            write_json(run_dir / "metrics.json", metrics)
+            write_json(run_dir / "log_history.json", trainer.state.log_history)
+            write_json(run_dir / "manifest.json", manifest(cfg, bundle))
+            if cfg.trainer.generate_after and not pruned and cfg.lora.enabled:
+                from ftsweep.generate import generate_run
+
+                generate_run(run_dir)
         tracker.summary({"objective": metrics.get("objective"), "state": metrics["status"].upper(),
                          **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         exit_code = 0
@@ -244,11 +250,12 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
     return out
 
 
-def save_outputs(cfg, trainer, tokenizer, run_dir: Path) -> None:
+def save_outputs(cfg, trainer, run_dir: Path) -> None:
     """Adapter (or full model) + tokenizer: everything ``ftsweep generate`` / ``merge`` need."""
     target = run_dir / ("adapter" if cfg.lora.enabled else "model")
-    trainer.model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
+    # (processing_class) beside the adapter.
+    trainer.save_model(str(target))
 
 
 # ----------------------------------------------------------------------------------- run bookkeeping
@@ -340,6 +347,21 @@ def _peak_memory_mb() -> float:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _reset_peak_rss() -> float:
+    """Reset this process's peak-RSS mark (Linux ``clear_refs`` 5) and return the current RSS in MiB.
+
+    Without the reset, a spike before the model loads (imports, tokenization) would hide part of the
+    model's memory in ``peak_rss_mb - rss_before_model_mb``.
+    """
+    import psutil
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not permitted: the peak then includes earlier spikes
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _quiet_libraries() -> None:

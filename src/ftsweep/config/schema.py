@@ -125,6 +125,8 @@ class TrainerConfig:
     fail_on_nan: bool = True
     # Kill the run after this many seconds (0 = no limit); used by sweeps to fail slow trials.
     timeout_s: float = 0.0
+    # After training, answer the generation questions with base and fine-tuned model (ftsweep generate).
+    generate_after: bool = False
 
 
 @dataclass
