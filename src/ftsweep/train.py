@@ -188,8 +188,8 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         # k-bit models got checkpointing from prepare_model_for_kbit_training already
-        gradient_checkpointing=t.gradient_checkpointing and cfg.quantization.method == "none",
-        gradient_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
+        activation_checkpointing=t.gradient_checkpointing and cfg.quantization.method == "none",
+        activation_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         load_best_model_at_end=t.load_best_model_at_end and has_eval and t.save_steps > 0,
         metric_for_best_model=cfg.objective.metric.removeprefix("eval_"),
