@@ -95,3 +95,15 @@ def test_cfg_job_prints_config_without_heavy_imports():
     assert out.returncode == 0, out.stderr
     assert "lora:" in out.stdout and "optimizer:" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_unreachable_model_is_one_line_error(monkeypatch, capsys, cache_dir):
+    from ftsweep.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["train", "--estimate-memory", "model=llama3_2_1b", f"cache_dir={cache_dir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith(
+        "ftsweep: error: model.name_or_path: cannot read the config of 'meta-llama/Llama-3.2-1B': "
+    )

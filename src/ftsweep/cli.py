@@ -104,7 +104,11 @@ def train_main(argv: list[str]) -> int:
         if estimate:
             from ftsweep.memory import print_estimate
 
-            print_estimate(cfg)
+            try:
+                print_estimate(cfg)
+            except OSError as err:  # the model's config could not be read (no Hub access, wrong name)
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise UsageError(f"model.name_or_path: cannot read the config of {cfg.model.name_or_path!r}: {first}") from err
             return 0
     return config_io.run_hydra(argv)
 

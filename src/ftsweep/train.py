@@ -65,6 +65,10 @@ def _data_error_types() -> tuple[type[BaseException], ...]:
     return (err,) if isinstance(err, type) else ()
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def failure_reason(err: BaseException) -> str:
     """A one-line reason for a failed run; the prefix classifies it (oom, nan_loss, timeout, error)."""
     text = " ".join(str(err).split())[:500]
@@ -94,7 +98,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     tracker = Tracker(cfg.logger, run_dir, container, trial)
     # The seed is set before anything random is created (model init for the tiny model, LoRA A, data order).
     set_seed(cfg.trainer.seed)
-    tokenizer = model_mod.load_tokenizer(cfg)
+    try:
+        tokenizer = model_mod.load_tokenizer(cfg)
+    except OSError as err:  # unknown name, no Hub access, gated model without HF_TOKEN
+        raise ConfigError("model.name_or_path", f"cannot load {cfg.model.name_or_path!r}: {_first_line(err)}") from err
     bundle = data_mod.build_datasets(cfg, tokenizer)
     # Fail an infeasible run (trial) now, from the shapes alone, instead of after loading the weights.
     estimate = _memory_preflight(cfg)
@@ -367,3 +374,6 @@ def _reset_peak_rss() -> float:
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    # bitsandbytes warns at every import on CPU that the optional `kernels` package is missing; its
+    # built-in CPU path is what we use (and test), so the warning is noise.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
