@@ -60,9 +60,9 @@ def hf_token() -> str | None:
 def resolve_model_path(cfg) -> str:
     """Hub name / local path of the base model; the tiny model is built (once) into the cache."""
     if cfg.model.tiny is not None:
-        from ftsweep.tiny import TinySpec, ensure_tiny
+        from ftsweep.tiny import ensure_tiny, spec_from_cfg
 
-        return str(ensure_tiny(TinySpec.from_cfg(cfg.model.tiny), cfg.cache_dir))
+        return str(ensure_tiny(spec_from_cfg(cfg.model.tiny), cfg.cache_dir))
     return cfg.model.name_or_path
 
 
@@ -148,31 +148,9 @@ def _bf16():
 # ---------------------------------------------------------------------------------------------- model
 def load_model(cfg, tokenizer):
     """Load the base model (quantized when asked), resize for new tokens, keep pad/eos ids in sync."""
-    from transformers import AutoModelForCausalLM
-
-    m = cfg.model
     quant = build_quantization(cfg)
-    kwargs: dict[str, Any] = {
-        "revision": m.revision,
-        "trust_remote_code": m.trust_remote_code,
-        "token": hf_token(),
-        "dtype": torch_dtype(m.dtype) if quant is None else torch_dtype(cfg.quantization.bnb_4bit_compute_dtype),
-    }
-    if m.attn_implementation:
-        kwargs["attn_implementation"] = m.attn_implementation
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-        # k-bit weights must be placed at load time: this process's GPU (one per DDP rank), or CPU.
-        kwargs["device_map"] = {"": _local_device()}
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), **kwargs)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        # New pad / special tokens: grow the embeddings; mean-initialised rows keep the first losses sane.
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    if model.generation_config is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = _from_pretrained(cfg, quant)
+    _match_tokenizer(model, tokenizer, cfg.trainer.seed)
     if quant is not None:
         fix_bnb_cpu_repack(model)
         from peft import prepare_model_for_kbit_training
@@ -198,33 +176,51 @@ def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: st
         quantized: load with the run's quantization (as seed 002 evaluates); False = full precision.
         dtype: a ``model.dtype`` name overriding the run's (merging chooses its output dtype).
     """
+    quant = build_quantization(cfg) if quantized else None
+    model = _from_pretrained(cfg, quant, dtype)
+    if quant is None and has_cuda():
+        model = model.to(f"cuda:{_local_device()}")
+    _match_tokenizer(model, tokenizer, cfg.trainer.seed)
+    return model.eval()
+
+
+def _from_pretrained(cfg, quant, dtype: str | None = None):
+    """``AutoModelForCausalLM.from_pretrained`` with the model group's options (k-bit when ``quant``).
+
+    ``dtype`` defaults to ``model.dtype``, or the 4-bit compute dtype for a quantized load.
+    """
     from transformers import AutoModelForCausalLM
 
     m = cfg.model
-    quant = build_quantization(cfg) if quantized else None
-    kwargs: dict[str, Any] = {"revision": m.revision, "trust_remote_code": m.trust_remote_code, "token": hf_token()}
-    kwargs["dtype"] = torch_dtype(dtype or (m.dtype if quant is None else cfg.quantization.bnb_4bit_compute_dtype))
+    dtype = dtype or (m.dtype if quant is None else cfg.quantization.bnb_4bit_compute_dtype)
+    kwargs: dict[str, Any] = {
+        "revision": m.revision,
+        "trust_remote_code": m.trust_remote_code,
+        "token": hf_token(),
+        "dtype": torch_dtype(dtype),
+    }
     if m.attn_implementation:
         kwargs["attn_implementation"] = m.attn_implementation
     if quant is not None:
         kwargs["quantization_config"] = quant
+        # k-bit weights must be placed at load time: this process's GPU (one per DDP rank), or CPU.
         kwargs["device_map"] = {"": _local_device()}
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), **kwargs)
-    if quant is None and has_cuda():
-        model = model.to(f"cuda:{_local_device()}")
+    return AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), **kwargs)
+
+
+def _match_tokenizer(model, tokenizer, seed: int) -> None:
+    """Grow the embeddings for tokens the run added and keep pad / eos ids in sync with the tokenizer."""
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         from transformers import set_seed
 
-        # As in training: the same seed gives the same mean-initialised rows for tokens added by the run
-        # (trained rows, with data.train_embeddings, come from the adapter's saved modules).
-        set_seed(cfg.trainer.seed)
+        # Mean-initialised rows keep the first losses sane; seeding right here makes training, generation
+        # and merging give the same rows for tokens the run added (trained rows come from the adapter).
+        set_seed(seed)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    if model.generation_config is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model.eval()
+    for config in (model.config, model.generation_config):
+        if config is not None:
+            config.pad_token_id = tokenizer.pad_token_id
+            config.eos_token_id = tokenizer.eos_token_id
 
 
 def _local_device() -> str | int:

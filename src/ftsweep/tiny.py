@@ -16,10 +16,11 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from ftsweep.config.schema import TinyModelSpec as TinySpec  # the model.tiny schema
 from ftsweep.paths import PROJECT_ROOT
 
 BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
@@ -34,26 +35,15 @@ LLAMA3_CHAT_TEMPLATE = (
 CORPUS_FILES = ("alpaca_en_demo.json", "identity.json", "c4_demo.jsonl")
 
 
-@dataclass(frozen=True)
-class TinySpec:
-    vocab_size: int = 1024
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 1024
-    pretrain_steps: int = 0
-    pretrain_lr: float = 3e-3
-    seed: int = 0
+def spec_from_cfg(node: Any) -> TinySpec:
+    """The ``model.tiny`` config node as a :class:`TinySpec`."""
+    return TinySpec(**{f.name: node[f.name] for f in fields(TinySpec)})
 
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> TinySpec:
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
 
-    def key(self) -> str:
-        blob = json.dumps({"spec": asdict(self), "v": BUILDER_VERSION}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def spec_key(spec: TinySpec) -> str:
+    """Cache key: the spec and the builder version (a changed recipe never reuses an old build)."""
+    blob = json.dumps({"spec": asdict(spec), "v": BUILDER_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def special_tokens() -> list[str]:
@@ -165,14 +155,14 @@ def pretrain(model, tokenizer, spec: TinySpec, block: int = 128, batch: int = 16
 def ensure_tiny(spec: TinySpec, cache_dir: str | os.PathLike) -> Path:
     """Build the tiny model and tokenizer once per spec; return the directory to load them from."""
     root = Path(cache_dir).expanduser() / "tiny"
-    target = root / spec.key()
+    target = root / spec_key(spec)
     if (target / "ftsweep_tiny.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
 
     # Parallel sweep trials starting on a fresh cache: one builds, the others wait and reuse it.
-    with FileLock(str(root / f"{spec.key()}.lock")):
+    with FileLock(str(root / f"{spec_key(spec)}.lock")):
         if (target / "ftsweep_tiny.json").is_file():
             return target
         _build_into(spec, root, target)
