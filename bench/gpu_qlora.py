@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         row[path] = (run_ftsweep(ckpt, cutoff, packing, args, shapes) if path == "ftsweep"
                                      else run_plain(ckpt, cutoff, packing, args))
-                    except Exception as err:  # noqa: BLE001 - an OOM in one cell must not lose the others
+                    except Exception as err:
                         row[path] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
                     _reset_peak()
                 results.append(row)

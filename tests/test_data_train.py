@@ -15,9 +15,8 @@ def test_chat_training_uses_assistant_tokens_only(compose, tmp_path, monkeypatch
     original = train_mod.build_trainer
 
     def capture(*args, **kwargs):
-        trainer, guards = original(*args, **kwargs)
-        seen["trainer"] = trainer
-        return trainer, guards
+        seen["trainer"] = trainer = original(*args, **kwargs)
+        return trainer
 
     monkeypatch.setattr(train_mod, "build_trainer", capture)
     cfg = compose(

@@ -125,7 +125,7 @@ def test_merge_refuses_a_quantized_base_and_full_fine_tunes(tiny_run, tmp_path, 
 
 # --------------------------------------------------------------------------------------------- publish
 class FakeApi:
-    calls: list = []  # noqa: RUF012 - a recorder shared by the fake instances
+    calls: list = []
 
     def __init__(self, token=None):
         FakeApi.calls.append(("init", token))

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
 from conftest import FAST
+from safetensors.torch import load_file
 
 from ftsweep.tracking import read_offline_run
 from ftsweep.train import run
@@ -124,7 +123,7 @@ def test_planted_hf_token_appears_nowhere_in_run_dir(compose, tmp_path, wandb_di
     env = {**os.environ, "HF_TOKEN": secret, "WANDB_MODE": "offline"}
     out = subprocess.run(
         [sys.executable, "-m", "ftsweep", "train", *FAST[:-1], "logger=wandb", "trainer.max_steps=3",
-         "trainer.eval_steps=3", f"cache_dir={os.environ['FTSWEEP_CACHE_DIR']}", f"hydra.run.dir={run_dir}"],
+         "trainer.eval_steps=3", "trainer.generate_after=true", f"cache_dir={os.environ['FTSWEEP_CACHE_DIR']}", f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -132,6 +131,8 @@ def test_planted_hf_token_appears_nowhere_in_run_dir(compose, tmp_path, wandb_di
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "metrics.json").is_file()
     assert list(run_dir.rglob("run-*.wandb")), "the W&B offline run should be in the run dir"
+    # trainer.generate_after: base vs fine-tuned answers written at the end of the run
+    assert (run_dir / "generations" / "answers.md").is_file() and (run_dir / "generations" / "answers.jsonl").is_file()
     for path in files:
         assert secret.encode() not in path.read_bytes(), path
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import sys
 import typing
-from pathlib import Path
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -42,7 +42,13 @@ def _group_options(group: str) -> list[str]:
 
 def explain(err: BaseException) -> str:
     """One line for a Hydra / OmegaConf composition error."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+        ValidationError,
+    )
 
     if isinstance(err, ConfigError):
         return str(err)
@@ -83,7 +89,7 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     for o in overrides:
         try:
             parsed = parser.parse_overrides([o])[0]
-        except Exception:  # noqa: BLE001 - the sweeper reports sweep-grammar errors itself
+        except Exception:
             continue
         if not parsed.is_sweep_override():
             keep.append(o)
@@ -112,7 +118,7 @@ def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] 
             if missing:
                 raise ConfigError(missing[0], f"a value is required (set {missing[0]}=...)")
             validate(cfg)
-    except (ConfigError, Exception) as err:  # noqa: BLE001 - every failure becomes one line
+    except (ConfigError, Exception) as err:
         raise ConfigFailure(explain(err)) from err
     finally:
         GlobalHydra.instance().clear()

@@ -212,7 +212,7 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
                 getattr(vis, f"plot_{name}")(study, **plot_kwargs).write_html(
                     plot_dir / f"{name}.html", include_plotlyjs="directory")
                 status[name] = "ok"
-            except Exception as err:  # noqa: BLE001 - e.g. importances need 2+ completed trials
+            except Exception as err:
                 plt.close("all")
                 status[name] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return status
@@ -296,7 +296,7 @@ def _split_for_yaml(overrides: list[str]) -> tuple[list[tuple[str, str]], list[t
             continue  # where this machine caches models, not part of the experiment
         try:
             o = parser.parse_override(text)
-        except Exception:  # noqa: BLE001
+        except Exception:
             skipped.append(text)
             continue
         name = o.get_key_element()

@@ -49,7 +49,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     except _data_error_types() as err:
         print(f"ftsweep: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except Exception as err:  # noqa: BLE001 - recorded for the sweeper, then reported
+    except Exception as err:
         write_json(run_dir / "failure.json", {"status": "failed", "reason": failure_reason(err), "error_type": type(err).__name__})
         traceback.print_exc()
         print(f"ftsweep: run failed: {failure_reason(err)} (see {run_dir})", file=sys.stderr)
@@ -118,41 +118,41 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         metrics["trial_number"] = trial.get("trial_number")
     exit_code = 1
     try:
-        trainer, guards = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])
+        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])
         initial = trainer.evaluate() if bundle.eval is not None else {}
         started = time.perf_counter()
         result = trainer.train()
         wall = time.perf_counter() - started
-        pruned = any(getattr(cb, "pruned", False) for cb in trainer.callback_handler.callbacks)
-        final = trainer.evaluate() if bundle.eval is not None and not pruned else {}
+        pruner = next((cb for cb in trainer.callback_handler.callbacks if getattr(cb, "pruned", False)), None)
+        final = trainer.evaluate() if bundle.eval is not None and pruner is None else {}
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
         )
         metrics["memory_estimate_mib"] = estimate.get("total_mib") if estimate else None
-        metrics["status"] = "pruned" if pruned else "complete"
-        if pruned:
-            metrics["pruned_at_step"] = next(
-                getattr(cb, "pruned_at_step", None) for cb in trainer.callback_handler.callbacks if getattr(cb, "pruned", False)
-            )
+        metrics["status"] = "complete" if pruner is None else "pruned"
+        if pruner is not None:
+            metrics["pruned_at_step"] = getattr(pruner, "pruned_at_step", None)
         else:
             metrics["objective"] = objective_value(metrics, cfg.objective.metric)
             save_outputs(cfg, trainer, run_dir)
-        if trainer.is_world_process_zero():  # under DDP (torchrun) only rank 0 writes the run files
+        is_main = trainer.is_world_process_zero()
+        if is_main:  # under DDP (torchrun) only rank 0 writes the run files
             write_json(run_dir / "metrics.json", metrics)
             write_json(run_dir / "log_history.json", trainer.state.log_history)
             write_json(run_dir / "manifest.json", manifest(cfg, bundle))
-            if cfg.trainer.generate_after and not pruned and cfg.lora.enabled:
-                from ftsweep.generate import generate_run
-
-                generate_run(run_dir)
         tracker.summary({"objective": metrics.get("objective"), "state": metrics["status"].upper(),
                          **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         exit_code = 0
-        return metrics
     finally:
         if exit_code:
             tracker.summary({"state": "FAIL"})
         tracker.finish(exit_code)
+    # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
+    if is_main and cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled:
+        from ftsweep.generate import generate_run
+
+        generate_run(run_dir)
+    return metrics
 
 
 def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list):
@@ -221,7 +221,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    return trainer, callbacks
+    return trainer
 
 
 def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total) -> dict[str, Any]:
@@ -295,7 +295,7 @@ def _git_commit() -> str | None:
     from ftsweep.paths import PROJECT_ROOT
 
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -316,7 +316,7 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
         return preflight(cfg)
     except MemoryInfeasible:
         raise
-    except Exception as err:  # noqa: BLE001 - an estimate we cannot make must not block training
+    except Exception as err:
         log.warning("memory estimate unavailable (%s: %s); training anyway", type(err).__name__, err)
         return None
 

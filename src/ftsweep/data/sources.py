@@ -140,7 +140,7 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
 
     try:
         ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
-    except Exception as err:  # noqa: BLE001 - network, auth, unknown name: one line naming the dataset
+    except Exception as err:
         raise DataError(
             source.name, f"cannot load the Hub dataset ({type(err).__name__}: {err})".splitlines()[0]
         ) from None

@@ -203,7 +203,7 @@ def _render(
         return tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=generation, chat_template=chat_template
         )
-    except Exception as err:  # noqa: BLE001 - jinja raise_exception (roles must alternate) or a template bug
+    except Exception as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(
             where, f"the chat template cannot render this conversation: {msg}", "messages"

@@ -163,7 +163,7 @@ class SweepRunner:
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)
         cmd = [*self.s.command, *overrides, f"hydra.run.dir={format_value(str(trial_dir))}"]
-        log = open(trial_dir / "trial.log", "w")  # noqa: SIM115 - closed in _finish
+        log = open(trial_dir / "trial.log", "w")
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(trial, gpu),
@@ -311,7 +311,7 @@ class SweepRunner:
         for job in list(self.jobs.values()):
             try:
                 record_heartbeat(self.study._storage, job.trial._trial_id)
-            except Exception:  # noqa: BLE001 - the trial may have just finished
+            except Exception:
                 pass
 
     def _check_stale(self, force: bool = False) -> None:
@@ -341,7 +341,7 @@ class SweepRunner:
                 self.study.tell(job.trial, state=TrialState.FAIL)
                 if self.s.retry_stale and job.trial.user_attrs.get("retry_of") is None:
                     self.study.enqueue_trial(dict(job.trial.params), user_attrs={"retry_of": job.trial.number})
-            except Exception:  # noqa: BLE001 - best effort on the way out
+            except Exception:
                 pass
         self.jobs.clear()
 
@@ -353,7 +353,7 @@ def _die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the trial checks its parent pid on each step instead
+    except Exception:
         pass
 
 
@@ -391,7 +391,7 @@ def _batch_settings(trial_dir: Path) -> tuple[int | None, int]:
 
         cfg = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
         return int(cfg.trainer.per_device_train_batch_size), int(cfg.trainer.gradient_accumulation_steps)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None, 1
 
 

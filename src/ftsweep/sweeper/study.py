@@ -183,7 +183,7 @@ def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: bool
             storage.set_trial_user_attr(t._trial_id, "reason", reason)
             storage.set_trial_user_attr(t._trial_id, "status", "failed")
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        except Exception:  # noqa: BLE001 - another process failed it first; it re-enqueues
+        except Exception:
             continue
         failed.append((t.number, reason))
         if retry and t.user_attrs.get("retry_of") is None:

@@ -213,7 +213,7 @@ def execute(plan: dict[str, Any]) -> int:
 
         try:
             report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
-        except Exception as err:  # noqa: BLE001 - a plotting problem must not hide the results
+        except Exception as err:
             print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
     if plan["wandb"]:
         from ftsweep.sweeper.wandb_summary import log_summary

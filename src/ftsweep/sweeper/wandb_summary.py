@@ -56,6 +56,6 @@ def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | No
         run_id = run.id
         run.finish()
         return run_id
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         print(f"[sweep {study.study_name}] W&B summary run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return None
