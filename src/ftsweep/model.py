@@ -7,14 +7,11 @@ module stays cheap.
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from typing import Any
 
 from ftsweep.config import ConfigError
-
-log = logging.getLogger(__name__)
+from ftsweep.console import say
 
 # Optimizer names in config -> transformers' OptimizerNames.
 OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
@@ -308,17 +305,13 @@ def apply_lora(cfg, model):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config)
-        _say(f"LoRA targets ({cfg.lora.target_modules if isinstance(cfg.lora.target_modules, str) else 'listed'}): "
+        say(f"LoRA targets ({cfg.lora.target_modules if isinstance(cfg.lora.target_modules, str) else 'listed'}): "
              f"{', '.join(sorted(lora_config.target_modules))}")
     trainable, total = count_parameters(model)
-    _say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
+    say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
     return model
 
 
-def _say(message: str) -> None:
-    # Printed, not only logged: the resolved targets and trainable share are what a user checks first.
-    log.info(message)
-    print(f"ftsweep: {message}", file=sys.stderr)
 
 
 def count_parameters(model) -> tuple[int, int]:

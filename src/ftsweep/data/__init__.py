@@ -7,12 +7,11 @@ line naming file, row and field) unless ``data.bad_rows=skip``.
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftsweep.console import say
 from ftsweep.data import cache
 from ftsweep.data.encode import (
     IGNORE_INDEX,
@@ -46,7 +45,6 @@ from ftsweep.data.templates import (
 
 __all__ = ["IGNORE_INDEX", "DataBundle", "DataError", "build_datasets"]
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,11 +93,11 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     hit = cache.load(cfg.cache_dir, fp)
     if hit is not None:
         train, eval_, stats = hit
-        _say(f"data cache hit {fp}: tokenization skipped ({cache.entry_dir(cfg.cache_dir, fp)})")
+        say(f"data cache hit {fp}: tokenization skipped ({cache.entry_dir(cfg.cache_dir, fp)})")
     else:
         train, eval_, stats = _tokenize_all(d, tokenizer, loaded, bad)
         path = cache.save(cfg.cache_dir, fp, train, eval_, stats)
-        _say(f"data cache miss {fp}: tokenized in {time.perf_counter() - start:.1f}s, saved to {path}")
+        say(f"data cache miss {fp}: tokenized in {time.perf_counter() - start:.1f}s, saved to {path}")
     stats = {**stats, "cache_hit": hit is not None}
     stats["padding_fraction"] = _padding(d, train, cfg.trainer.per_device_train_batch_size)
     _log_counts(stats)
@@ -207,14 +205,10 @@ def _padding(d: Any, train: Any, batch_size: int) -> float:
     return round(padding_fraction([len(x) for x in train["input_ids"]], batch_size), 4)
 
 
-def _say(message: str) -> None:
-    # One line on stderr so piped output (ftsweep inspect --plain > file) stays clean.
-    log.info(message)
-    print(f"ftsweep: {message}", file=sys.stderr)
 
 
 def _log_counts(stats: dict[str, Any]) -> None:
-    _say(
+    say(
         "data: {n_train} train / {n_eval} eval rows, {n_truncated} truncated, {n_dropped} dropped, "
         "{n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(**stats)
     )
