@@ -107,3 +107,19 @@ def test_unreachable_model_is_one_line_error(monkeypatch, capsys, cache_dir):
     assert len(err) == 1 and err[0].startswith(
         "ftsweep: error: model.name_or_path: cannot read the config of 'meta-llama/Llama-3.2-1B': "
     )
+
+
+def test_train_help_lists_every_option_with_its_description():
+    code = (
+        "import sys; from ftsweep.cli import main; rc = main(['train', '--help']); "
+        "print('HEAVY', [m for m in ('torch', 'peft', 'trl', 'optuna') if m in sys.modules]); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for group in GROUPS:
+        for option in _options(group):
+            assert f"    {option:<32} " in out.stdout, (group, option)
+    assert "_schema" not in out.stdout.split("Config (override")[0]
+    assert "r16_all_linear                   LoRA r=16, alpha=16 on every linear layer" in out.stdout
+    assert "quickstart                       Tiny model on CPU" in out.stdout
+    assert "HEAVY []" in out.stdout

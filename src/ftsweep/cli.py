@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(err))
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except BrokenPipeError:  # e.g. `ftsweep train --help | head`
+        sys.stderr.close()
+        return 0
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -93,7 +96,9 @@ def train_main(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--estimate-memory"]
     overrides, flags, config_dirs = split_overrides(argv)
     multirun = bool(flags & {"-m", "--multirun"})
-    if not flags & {"-h", "--help", "--hydra-help", "--version", "-sc", "--shell-completion", "--info", "-i"}:
+    if flags & {"-h", "--help"}:
+        return train_help(overrides, config_dirs)
+    if not flags & {"--hydra-help", "--version", "-sc", "--shell-completion", "--info", "-i"}:
         # Fail before Hydra creates any directory. In a multirun, sweep syntax (a=1,2, interval(...))
         # is checked by the sweeper; the fixed overrides are checked here.
         try:
@@ -111,6 +116,31 @@ def train_main(argv: list[str]) -> int:
                 raise UsageError(f"model.name_or_path: cannot read the config of {cfg.model.name_or_path!r}: {first}") from err
             return 0
     return config_io.run_hydra(argv)
+
+
+def train_help(overrides: list[str], config_dirs: list[str]) -> int:
+    """``ftsweep train --help``: every group option with its one-line description, then the config."""
+    from omegaconf import OmegaConf
+
+    from ftsweep import config_io
+    from ftsweep.paths import conf_dir
+
+    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
+    print("Config groups (group=option; experiment and sweep are added with +experiment=NAME / sweep=NAME):")
+    for group in sorted(p for p in conf_dir().iterdir() if p.is_dir()):
+        print(f"\n  {group.name}:")
+        for option in sorted(group.glob("*.yaml")):
+            lines = option.read_text(encoding="utf-8").splitlines()
+            comments = [x[1:].strip() for x in lines if x.startswith("#") and "@package" not in x]
+            about = next((c for c in comments if not c.startswith("Run:")), "")
+            print(f"    {option.stem:<32} {about}")
+    try:
+        cfg = config_io.compose(overrides, check=False, config_dirs=config_dirs)
+    except config_io.ConfigFailure as err:
+        return fail(str(err))
+    print("\nConfig (override any key: key=value; Hydra's own options: --hydra-help):\n")
+    print(OmegaConf.to_yaml(cfg))
+    return 0
 
 
 if __name__ == "__main__":
