@@ -127,12 +127,19 @@ def test_grid_sampler_rejects_interval():
         build_sampler({"name": "grid"}, s.distributions)
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "grid", "gp", "qmc"])
+@pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc"])
 def test_samplers_build(name):
     from ftsweep.sweeper.samplers import build_sampler
 
+    import optuna
+
     s = space({"lora.r": "choice(8, 16)", "trainer.max_steps": "range(10, 40, 10)"})
-    assert build_sampler({"name": name, "seed": 1}, s.distributions) is not None
+    sampler = build_sampler({"name": name, "seed": 1}, s.distributions)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(3):  # each sampler proposes values inside the space
+        trial = study.ask(s.distributions)
+        assert trial.params["lora.r"] in (8, 16) and trial.params["trainer.max_steps"] in (10, 20, 30)
+        study.tell(trial, float(trial.params["lora.r"]))
 
 
 @pytest.mark.parametrize("name", ["none", "median", "percentile", "successive_halving", "hyperband"])
