@@ -124,7 +124,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         result = trainer.train()
         wall = time.perf_counter() - started
         pruner = next((cb for cb in trainer.callback_handler.callbacks if getattr(cb, "pruned", False)), None)
-        final = trainer.evaluate() if bundle.eval is not None and pruner is None else {}
+        # The last evaluation is the final one when training ended on an eval step: do not pay for it twice.
+        evaluated_last = any(h.get("step") == trainer.state.global_step and "eval_loss" in h for h in trainer.state.log_history)
+        final = trainer.evaluate() if bundle.eval is not None and pruner is None and not evaluated_last else {}
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
         )
