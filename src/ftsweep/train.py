@@ -41,12 +41,12 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    from ftsweep.data.errors import DataError
+
     try:
         metrics = run(cfg, run_dir)
-    except ConfigError as err:
-        print(f"ftsweep: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except _data_error_types() as err:
+    except (ConfigError, DataError) as err:  # bad input: one line, exit 2 (the reason is kept for a sweep)
+        write_json(run_dir / "failure.json", {"status": "failed", "reason": str(err), "error_type": type(err).__name__})
         print(f"ftsweep: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
@@ -56,13 +56,6 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         sys.exit(1)
     print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
     return metrics.get("objective")
-
-
-def _data_error_types() -> tuple[type[BaseException], ...]:
-    from ftsweep import data
-
-    err = getattr(data, "DataError", None)
-    return (err,) if isinstance(err, type) else ()
 
 
 def _first_line(err: BaseException) -> str:
