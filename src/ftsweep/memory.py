@@ -70,19 +70,10 @@ class Shapes:
 def model_config(cfg):
     """The architecture config of ``cfg.model`` without loading weights (tiny spec, or AutoConfig)."""
     if cfg.model.tiny is not None:
-        from transformers import LlamaConfig
+        from ftsweep.tiny import llama_config, spec_from_cfg
 
-        t = cfg.model.tiny
-        return LlamaConfig(
-            vocab_size=t.vocab_size,
-            hidden_size=t.hidden_size,
-            intermediate_size=t.intermediate_size,
-            num_hidden_layers=t.num_hidden_layers,
-            num_attention_heads=t.num_attention_heads,
-            num_key_value_heads=t.num_key_value_heads,
-            max_position_embeddings=t.max_position_embeddings,
-            tie_word_embeddings=False,
-        )
+        # The tokenizer's length equals the spec's vocab_size (the BPE is trained to it, specials included).
+        return llama_config(spec_from_cfg(cfg.model.tiny), cfg.model.tiny.vocab_size)
     from transformers import AutoConfig
 
     from ftsweep.model import hf_token

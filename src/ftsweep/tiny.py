@@ -102,25 +102,32 @@ def build_tokenizer(spec: TinySpec):
     return fast
 
 
-def build_model(spec: TinySpec, tokenizer):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = None, eos_token_id: int | None = None):
+    """The tiny model's architecture (also what the memory estimate reads its shapes from)."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(spec.seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    return LlamaConfig(
+        vocab_size=vocab_size,
         hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers,
         num_attention_heads=spec.num_attention_heads,
         num_key_value_heads=spec.num_key_value_heads,
         max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
         pad_token_id=None,
         tie_word_embeddings=False,
         rope_theta=500000.0,
     )
+
+
+def build_model(spec: TinySpec, tokenizer):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(spec.seed)
+    config = llama_config(spec, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     model = LlamaForCausalLM(config)
     if spec.pretrain_steps > 0:
         pretrain(model, tokenizer, spec)

@@ -46,14 +46,15 @@ class RunSettings:
     directions: list[str]
     metrics: list[str]
     pruner_spec: dict[str, Any]
-    n_workers: int = 1
-    gpus: list[str] | None = None
-    trial_timeout_s: float = 0.0
-    max_failure_rate: float = 0.5
-    retry_oom: bool = True
-    retry_stale: bool = True
-    heartbeat_interval_s: float = 10.0
-    grace_period_s: float = 60.0
+    # The rest come from hydra.sweeper (ftsweep.sweeper.config.SweeperConf holds the defaults).
+    n_workers: int
+    gpus: list[str] | None
+    trial_timeout_s: float
+    max_failure_rate: float
+    retry_oom: bool
+    retry_stale: bool
+    heartbeat_interval_s: float
+    grace_period_s: float
     command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
 
 
