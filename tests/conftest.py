@@ -38,7 +38,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def compose(cache_dir):
     """compose(*overrides) -> validated DictConfig of conf/train.yaml."""
-    from ftsweep.config_io import compose as _compose
+    from ftsweep.config.compose import compose as _compose
 
     def _c(*overrides: str, check: bool = True):
         return _compose([f"cache_dir={cache_dir}", *overrides], check=check)

@@ -28,7 +28,7 @@ def parse(argv: list[str]) -> dict[str, str]:
 
 def main() -> int:
     args = parse(sys.argv[1:])
-    run_dir = Path(args["hydra.run.dir"])
+    run_dir = Path(args["hydra.sweep.dir"]) / args["hydra.sweep.subdir"]
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     batch = int(args.get("trainer.per_device_train_batch_size", 8))
     accum = int(args.get("trainer.gradient_accumulation_steps", 1))

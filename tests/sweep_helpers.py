@@ -17,7 +17,7 @@ def sweep_args(sweep_dir: Path, *extra: str, n_trials: int = 4, workers: int = 1
     """``ftsweep train -m`` over optimizer.lr with our sweeper, into ``sweep_dir``."""
     return [sys.executable, "-m", "ftsweep", "train", "-m", "hydra/sweeper=ftsweep_optuna",
             "optimizer.lr=tag(log, interval(1e-4, 1e-2))", "logger=none",
-            f"hydra.sweeper.sweep_dir={sweep_dir}", f"hydra.sweeper.study_name={study}",
+            f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.study_name={study}",
             f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.n_workers={workers}",
             "hydra.sweeper.heartbeat_interval_s=1", "hydra.sweeper.report=false", "hydra.sweeper.progress=plain",
             *extra]

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ftsweep.config_io import ConfigFailure
-from ftsweep.paths import conf_dir
+from ftsweep.config.compose import ConfigFailure
+from ftsweep.paths import shipped_conf_dir as conf_dir
 
 GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger"]
 
@@ -55,6 +55,7 @@ BAD = [
     ("scheduler.name=step", "scheduler.name: got 'step'; allowed: cosine, linear, constant_with_warmup"),
     ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size: must be >= 1"),
     ("trainer.max_steps=0", "trainer.max_steps: must be >= 1, or -1"),
+    ("trainer.save_steps=15 trainer.load_best_model_at_end=true", "trainer.save_steps: must be a multiple of trainer.eval_steps=10"),
     ("trainer.precision=bf16", "trainer.precision: bf16 mixed precision needs a CUDA GPU"),
     ("model.pad_policy=zero", "model.pad_policy: got 'zero'; allowed: existing, eos, reserved, new"),
     ("data.cutoff_len=5000", "data.cutoff_len: 5000 exceeds the model's context"),

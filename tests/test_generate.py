@@ -22,7 +22,7 @@ SEED002 = [
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache_dir):
-    from ftsweep.config_io import compose
+    from ftsweep.config.compose import compose
 
     return make_run(lambda *o: compose([f"cache_dir={cache_dir}", *o]), tmp_path_factory.mktemp("gen") / "run")
 
@@ -59,7 +59,7 @@ def test_prompt_tokens_equal_the_training_prompt_tokens(tiny_run):
     from ftsweep.data.encode import LengthCounts
     from ftsweep.data.errors import BadRows
     from ftsweep.data.sources import Record
-    from ftsweep.generate import load_run_config
+    from ftsweep.rundir import load_config as load_run_config
 
     cfg = load_run_config(tiny_run)
     tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
@@ -73,7 +73,7 @@ def test_prompt_tokens_equal_the_training_prompt_tokens(tiny_run):
 def test_chat_prompt_uses_the_chat_template(tiny_run):
     from transformers import AutoTokenizer
 
-    from ftsweep.generate import load_run_config
+    from ftsweep.rundir import load_config as load_run_config
 
     cfg = load_run_config(tiny_run)
     cfg.data.format = "chat"

@@ -40,7 +40,7 @@ def test_inspect_alpaca_demo_plain_and_dump(cache_dir, tmp_path, capsys):
     assert "truncated" in out and "dropped" in out and "padding" in out
     rows = [json.loads(line) for line in dump.read_text().splitlines()]
     assert len(rows) == 360
-    from ftsweep.config_io import compose
+    from ftsweep.config.compose import compose
     from ftsweep.model import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path(compose([NO_PRETRAIN])))

@@ -17,7 +17,7 @@ from ftsweep.memory import MemoryInfeasible, estimate, preflight, shapes_from_co
 # (or following other tests) would hide each other's peaks.
 MEASURE = """
 import json, sys
-from ftsweep.config_io import compose
+from ftsweep.config.compose import compose
 from ftsweep.memory import estimate
 from ftsweep.train import run
 cfg = compose(sys.argv[2:])
@@ -40,7 +40,7 @@ def test_estimate_within_30_percent_of_measured_peak_rss(cache_dir, tmp_path):
     fast = [o for o in FAST if not o.startswith("data.cutoff_len")] + ["trainer.max_steps=3", "trainer.eval_steps=3", "data.max_rows=60"]
     # Warm the tokenized-data cache first: tokenizing inside the measured process would raise its RSS
     # high-water mark before the model loads and hide part of the model's memory in the delta.
-    from ftsweep.config_io import compose as compose_cfg
+    from ftsweep.config.compose import compose as compose_cfg
     from ftsweep.data import build_datasets
     from ftsweep.model import load_tokenizer
 

@@ -29,7 +29,7 @@ def make_run(compose, run_dir: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, cache_dir):
-    from ftsweep.config_io import compose
+    from ftsweep.config.compose import compose
 
     def _c(*o):
         return compose([f"cache_dir={cache_dir}", *o])
@@ -46,7 +46,7 @@ def test_merged_logits_match_base_plus_adapter(tiny_run, tmp_path, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftsweep.generate import load_run_config
+    from ftsweep.rundir import load_config as load_run_config
     from ftsweep.merge import merge_run
     from ftsweep.model import load_base_for_inference
 
@@ -80,24 +80,37 @@ def _fake_trial(src: Path, dst: Path, objective: float, status: str = "complete"
     return dst
 
 
-def test_export_merges_the_best_trial(tiny_run, tmp_path):
+def _study(sweep: Path, direction: str, values: dict[int, float | None]):
+    """A study in sweep/study.db whose trial n (value None = failed) points at sweep/trial_<n>."""
+    import optuna
+
+    study = optuna.create_study(storage=f"sqlite:///{sweep / 'study.db'}", study_name="s", direction=direction)
+    for n, value in values.items():
+        t = study.ask()
+        t.set_user_attr("trial_dir", str(sweep / f"trial_{n}"))
+        study.tell(t, value, state=optuna.trial.TrialState.FAIL if value is None else None)
+    return study
+
+
+def test_export_merges_the_best_trial_in_the_study_direction(tiny_run, tmp_path):
     from ftsweep.merge import best_trial_dir
 
     sweep = tmp_path / "study"
     sweep.mkdir()
-    _fake_trial(tiny_run, sweep / "trial_0", 2.5)
-    _fake_trial(tiny_run, sweep / "trial_1", 1.5)
-    _fake_trial(tiny_run, sweep / "trial_2", 0.5, status="failed")
-    assert best_trial_dir(sweep) == sweep / "trial_1"  # minimize (the runs' objective.direction)
-    (sweep / "summary.json").write_text(json.dumps({"best_trial_dir": "trial_0"}))
-    assert best_trial_dir(sweep) == sweep / "trial_0"  # the sweeper's verdict wins when present
+    for n in range(3):
+        _fake_trial(tiny_run, sweep / f"trial_{n}", float(n))
+    # The runs themselves say objective.direction=minimize; the study maximizes: the study decides.
+    _study(sweep, "maximize", {0: 2.5, 1: 1.5, 2: None})
+    assert best_trial_dir(sweep) == sweep / "trial_0"
     assert cli.main(["export", str(sweep), "--dtype", "fp32"]) == 0
     assert (sweep / "best_merged" / "model.safetensors").is_file()
     assert "trial_0" in (sweep / "best_merged" / "README.md").read_text()
 
 
 def test_export_without_complete_trials_is_a_usage_error(tmp_path, capsys):
-    (tmp_path / "trial_0").mkdir()
+    assert cli.main(["export", str(tmp_path)]) == 2
+    assert "no study.db" in capsys.readouterr().err
+    _study(tmp_path, "minimize", {0: None})
     assert cli.main(["export", str(tmp_path)]) == 2
     assert "no complete trial" in capsys.readouterr().err
 
@@ -164,7 +177,7 @@ def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monke
 def test_push_without_a_token_says_how_to_log_in(tiny_run, monkeypatch, tmp_path):
     import huggingface_hub
 
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
     from ftsweep.publish import push_folder
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)

@@ -53,7 +53,7 @@ def test_unknown_target_lists_the_real_layers(compose):
 
 
 def test_four_bit_full_fine_tune_is_refused_at_compose(compose):
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     with pytest.raises(ConfigFailure, match="full fine-tune .* cannot train a nf4-quantized model"):
         compose("quantization=nf4", "lora=none")

@@ -61,7 +61,7 @@ def test_best_yaml_composes_to_the_best_trial(study, compose):
     assert lines[0] == "# @package _global_"
     assert lines[1] == f"# Run: ftsweep train --config-dir {sd.parent} +demo=best"
     assert "cache_dir" not in text.split("# Trial overrides")[1].split("\n", 1)[1]  # machine-local, left out
-    from ftsweep.config_io import compose as compose_with_dirs
+    from ftsweep.config.compose import compose as compose_with_dirs
 
     cfg = compose_with_dirs(["+demo=best"], config_dirs=[str(sd.parent)])
     best = s.trials[4]
@@ -80,7 +80,7 @@ def test_report_cli(study, capsys):
 
 
 def test_report_cli_errors(study, tmp_path):
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
 
     _, sd = study
     with pytest.raises(UsageError, match="no study 'nope'"):

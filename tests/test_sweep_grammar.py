@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from ftsweep.config.sweeper import PrunerConf, SamplerConf
 from ftsweep.sweeper.grammar import SweepInputError, evaluate, format_value, merge_overrides, parse_space
 from ftsweep.sweeper.sweep import group_options, resolve_storage, split_arguments
 
@@ -124,17 +125,17 @@ def test_grid_sampler_rejects_interval():
 
     s = space({"optimizer.lr": "interval(1e-5, 1e-3)"})
     with pytest.raises(SweepInputError, match="grid sampler needs"):
-        build_sampler({"name": "grid"}, s.distributions)
+        build_sampler(SamplerConf(name="grid"), s.distributions)
 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "grid", "cmaes", "gp", "qmc"])
 def test_samplers_build(name):
-    from ftsweep.sweeper.samplers import build_sampler
-
     import optuna
 
+    from ftsweep.sweeper.samplers import build_sampler
+
     s = space({"lora.r": "choice(8, 16)", "trainer.max_steps": "range(10, 40, 10)"})
-    sampler = build_sampler({"name": name, "seed": 1}, s.distributions)
+    sampler = build_sampler(SamplerConf(name=name, seed=1), s.distributions)
     study = optuna.create_study(sampler=sampler)
     for _ in range(3):  # each sampler proposes values inside the space
         trial = study.ask(s.distributions)
@@ -144,7 +145,9 @@ def test_samplers_build(name):
 
 @pytest.mark.parametrize("name", ["none", "median", "percentile", "successive_halving", "hyperband"])
 def test_pruners_build(name):
-    from ftsweep.sweeper.samplers import build_pruner, check_pruner_spec
+    from ftsweep.sweeper.samplers import build_pruner, check_pruner, pruner_from_json, pruner_to_json
 
-    check_pruner_spec({"name": name, "n_warmup_steps": 4})
-    assert build_pruner({"name": name}) is not None
+    conf = PrunerConf(name=name, n_warmup_steps=4)
+    check_pruner(conf)
+    assert pruner_from_json(pruner_to_json(conf)) == conf  # what a trial process rebuilds
+    assert build_pruner(conf) is not None

@@ -12,9 +12,9 @@ import shlex
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 from sweep_helpers import load, run
-
-from ftsweep.tracking import read_offline_run
+from wandb_offline import read_offline_run
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
     sd = tmp_path / "sweeps" / "qs"
     args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=quickstart", *SMALL, "logger=wandb",
             "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2", "hydra.sweeper.pruner.n_warmup_steps=0",
-            f"hydra.sweeper.sweep_dir={sd}", "hydra.sweeper.study_name=qs", "hydra.sweeper.progress=plain"]
+            f"hydra.sweep.dir={sd}", "hydra.sweeper.study_name=qs", "hydra.sweeper.progress=plain"]
     r = run(args, tmp_path, timeout=900, fake=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "best trial" in r.stdout
@@ -37,7 +37,9 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     for t in trials:
         metrics = json.loads((sd / f"trial_{t.number}" / "metrics.json").read_text())
-        assert metrics["trial_number"] == t.number
+        # each trial is job <trial number> of the Hydra multirun, as any Hydra multirun job records it
+        hydra_cfg = OmegaConf.load(sd / f"trial_{t.number}" / ".hydra" / "hydra.yaml").hydra
+        assert hydra_cfg.mode == "MULTIRUN" and hydra_cfg.job.num == t.number
         assert t.user_attrs["trial_dir"] == str(sd / f"trial_{t.number}")
         assert t.user_attrs["wandb_run_id"] == metrics["wandb_run_id"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 from safetensors.torch import load_file
+from wandb_offline import read_offline_run
 
-from ftsweep.tracking import read_offline_run
 from ftsweep.train import run
 
 
@@ -69,7 +69,7 @@ def test_same_seed_same_metrics(compose, tmp_path):
 
 
 def test_unknown_objective_metric_lists_available(compose):
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     with pytest.raises(ConfigFailure, match=r"objective.metric: unknown metric 'eval_bleu'; available: eval_loss, "):
         compose("objective.metric=eval_bleu")

@@ -8,6 +8,10 @@ import time
 from transformers import TrainerCallback
 
 
+class TrainingFailed(RuntimeError):
+    """Training diverged (NaN/inf loss) or ran past its time limit; the message starts with the reason."""
+
+
 class NanGuard(TrainerCallback):
     """Stop a diverged run at once: a NaN/inf training loss raises (the sweeper records ``nan_loss``)."""
 
@@ -17,8 +21,6 @@ class NanGuard(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if self.enabled and loss is not None and (math.isnan(loss) or math.isinf(loss)):
-            from ftsweep.train import TrainingFailed
-
             raise TrainingFailed(f"nan_loss: training loss is {loss} at step {state.global_step}")
 
 
@@ -35,8 +37,6 @@ class TimeLimit(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         elapsed = time.monotonic() - self.start
         if elapsed > self.seconds:
-            from ftsweep.train import TrainingFailed
-
             raise TrainingFailed(f"timeout: training ran {elapsed:.0f} s > trainer.timeout_s={self.seconds:g}")
 
 

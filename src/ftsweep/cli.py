@@ -1,6 +1,7 @@
 """ftsweep's command line: thin glue (parse, compose, call). Nothing here imports torch, peft or trl;
 each subcommand imports its module only when it runs, so ``--help`` and ``--cfg job`` stay fast.
 
+    ftsweep init DIR                                                          a starter project (conf/, sweep/, data)
     ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
@@ -14,11 +15,15 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
+
+from ftsweep.config.errors import UsageError
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
 # subcommand -> "module:function"; each function takes argv (list[str]) and returns an exit code.
 COMMANDS = {
+    "init": "ftsweep.init:main",
     "train": "ftsweep.cli:train_main",
     "inspect": "ftsweep.inspect:main",
     "report": "ftsweep.report:main",
@@ -27,10 +32,6 @@ COMMANDS = {
     "export": "ftsweep.merge:export_main",
     "publish": "ftsweep.publish:main",
 }
-
-
-class UsageError(Exception):
-    """Bad input on the command line or in config: printed as one line, exit code 2."""
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -90,21 +91,27 @@ def split_overrides(argv: list[str]) -> tuple[list[str], set[str], list[str]]:
 
 def train_main(argv: list[str]) -> int:
     """``ftsweep train``: validate the composed config (one-line errors), then hand over to Hydra."""
-    from ftsweep import config_io
+    from ftsweep.config import compose as config
 
     estimate = "--estimate-memory" in argv
     argv = [a for a in argv if a != "--estimate-memory"]
     overrides, flags, config_dirs = split_overrides(argv)
-    multirun = bool(flags & {"-m", "--multirun"})
+    argv = check_hydra_flags(argv, flags)
+    config.export_config_dirs(config_dirs)  # sweep trials (child processes) see the same user config
     if flags & {"-h", "--help"}:
         return train_help(overrides, config_dirs)
     if not flags & {"--hydra-help", "--version", "-sc", "--shell-completion", "--info", "-i"}:
-        # Fail before Hydra creates any directory. In a multirun, sweep syntax (a=1,2, interval(...))
-        # is checked by the sweeper; the fixed overrides are checked here.
+        # Fail before Hydra creates any directory. In a multirun (-m, or a sweep overlay that sets
+        # hydra.mode=MULTIRUN), sweep syntax (a=1,2, interval(...)) is checked by the sweeper.
         try:
-            checked = config_io.fixed_overrides(overrides) if multirun else overrides
-            cfg = config_io.compose(checked, config_dirs=config_dirs)
-        except config_io.ConfigFailure as err:
+            fixed = config.fixed_overrides(overrides)
+            cfg = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
+            multirun = bool(flags & {"-m", "--multirun"}) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+            if not multirun and fixed != overrides:
+                bad = next(o for o in overrides if o not in fixed)
+                raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
+            cfg = config.compose(fixed, config_dirs=config_dirs)
+        except UsageError as err:
             return fail(str(err))
         if estimate:
             from ftsweep.memory import print_estimate
@@ -115,28 +122,63 @@ def train_main(argv: list[str]) -> int:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise UsageError(f"model.name_or_path: cannot read the config of {cfg.model.name_or_path!r}: {first}") from err
             return 0
-    return config_io.run_hydra(argv)
+    from hydra_plugins.ftsweep_sweeper.ftsweep_sweeper import register
+
+    register()  # -m: Hydra instantiates our sweeper
+    config.run_hydra(argv, train_task, config_dirs)
+    return 0
+
+
+def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
+    """Hydra flags that would end in a traceback or a multi-line message: made to work, or one line."""
+    if flags & {"--config-name", "-cn", "--config-path", "-cp"}:
+        raise UsageError("--config-name / --config-path: ftsweep train always composes its train.yaml; "
+                         "add your own config roots with --config-dir DIR (or a conf/ folder here)")
+    if flags & {"--cfg", "-c", "--info", "-i", "-sc", "--shell-completion"} and flags & {"-m", "--multirun"}:
+        argv = [a for a in argv if a not in ("-m", "--multirun")]  # show the config / info instead of sweeping
+    if "--experimental-rerun" in flags:
+        i = argv.index("--experimental-rerun")
+        path = argv[i + 1] if i + 1 < len(argv) else ""
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise UsageError(f"--experimental-rerun: no such file {path!r} (a run's .hydra/config.pickle)")
+    return argv
+
+
+def train_task(cfg: Any) -> float | None:
+    """The Hydra task of ``ftsweep train``: one run in Hydra's output dir, then the optional generation."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from ftsweep.train import execute
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = execute(cfg, run_dir)
+    # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
+    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and (run_dir / "adapter").is_dir():
+        from ftsweep.generate import generate_run
+
+        generate_run(run_dir)
+    return metrics.get("objective")
 
 
 def train_help(overrides: list[str], config_dirs: list[str]) -> int:
     """``ftsweep train --help``: every group option with its one-line description, then the config."""
     from omegaconf import OmegaConf
 
-    from ftsweep import config_io
-    from ftsweep.paths import conf_dir
+    from ftsweep.config import compose as config
 
     print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
-    print("Config groups (group=option; experiment and sweep are added with +experiment=NAME / sweep=NAME):")
-    for group in sorted(p for p in conf_dir().iterdir() if p.is_dir()):
-        print(f"\n  {group.name}:")
-        for option in sorted(group.glob("*.yaml")):
-            lines = option.read_text(encoding="utf-8").splitlines()
-            comments = [x[1:].strip() for x in lines if x.startswith("#") and "@package" not in x]
-            about = next((c for c in comments if not c.startswith("Run:")), "")
-            print(f"    {option.stem:<32} {about}")
+    print("Config groups (group=option; experiment is added with +experiment=NAME, a sweep with sweep=NAME):")
+    for group in config.list_groups(config_dirs):
+        print(f"\n  {group}:")
+        for option in config.group_options(group, config_dirs) or []:
+            print(f"    {option:<32} {config.option_summary(group, option, config_dirs)}")
     try:
-        cfg = config_io.compose(overrides, check=False, config_dirs=config_dirs)
-    except config_io.ConfigFailure as err:
+        cfg = config.compose(config.fixed_overrides(overrides), check=False, config_dirs=config_dirs)
+    except UsageError as err:
         return fail(str(err))
     print("\nConfig (override any key: key=value; Hydra's own options: --hydra-help):\n")
     print(OmegaConf.to_yaml(cfg))

@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ftsweep import rundir
+
 log = logging.getLogger(__name__)
 
 # Stop tokens besides the tokenizer's eos: Llama 3 ends chat turns with <|eot_id|>.
@@ -56,7 +58,7 @@ def read_questions(path: str | Path) -> list[Any]:
     ``{"instruction": ..., "input": ...}`` / ``{"messages": [...]}`` in the run's data format)."""
     path = Path(path)
     if not path.is_file():
-        from ftsweep.cli import UsageError
+        from ftsweep.config.errors import UsageError
 
         raise UsageError(f"--questions: no such file: {path}")
     text = path.read_text(encoding="utf-8")
@@ -126,18 +128,6 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------- models
-def load_run_config(run_dir: Path):
-    """The composed config the run trained with (``RUN_DIR/.hydra/config.yaml``)."""
-    from omegaconf import OmegaConf
-
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        from ftsweep.cli import UsageError
-
-        raise UsageError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
-    return OmegaConf.load(path)
-
-
 def load_models(run_dir: Path, cfg, *, quantized: bool = True):
     """(model, tokenizer, kind): a PeftModel whose adapter can be disabled for the base answers, or
     for a full fine-tune a pair (base, fine-tuned)."""
@@ -148,7 +138,7 @@ def load_models(run_dir: Path, cfg, *, quantized: bool = True):
     adapter_dir, full_dir = run_dir / "adapter", run_dir / "model"
     source = adapter_dir if adapter_dir.is_dir() else full_dir
     if not source.is_dir():
-        from ftsweep.cli import UsageError
+        from ftsweep.config.errors import UsageError
 
         raise UsageError(f"{run_dir} has no adapter/ or model/ (did the run finish?)")
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -197,7 +187,7 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
         One dict per question: question, prompt, base, finetuned, seconds.
     """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     questions = questions or default_questions()
     settings = settings or GenerationSettings()
     models, tokenizer, kind = load_models(run_dir, cfg, quantized=quantized)
@@ -246,14 +236,15 @@ def _quote(text: str) -> str:
 def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: GenerationSettings) -> None:
     if cfg.logger.name != "wandb":
         return
-    import os
 
     import wandb
 
-    mode = cfg.logger.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    from ftsweep.tracking import wandb_dir, wandb_mode
+
+    mode = wandb_mode(cfg.logger)
     run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
                      name=f"generate-{run_dir.name}", job_type="generate", config=asdict(settings),
-                     dir=os.environ.get("WANDB_DIR") or str(run_dir), mode=mode, reinit="finish_previous")
+                     dir=wandb_dir(run_dir), mode=mode, reinit="finish_previous")
     try:
         table = wandb.Table(columns=["question", "base", "finetuned"])
         for row in rows:

@@ -46,18 +46,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--plain", action="store_true", help="no colours: trained spans as [[...]] (default when piped)"
     )
     p.add_argument("--bins", type=int, default=10, help="length histogram bins")
+    p.add_argument("--config-dir", action="append", default=[], help="an extra config root (like ftsweep train)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     """Entry point of ``ftsweep inspect``; bad config or data raise ``UsageError`` (exit 2)."""
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
 
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, message already printed)
         return int(exc.code or 0)
-    bundle, tokenizer, cfg = _build(args.overrides, UsageError)
+    bundle, tokenizer, cfg = _build(args.overrides, UsageError, args.config_dir)
     ds = bundle.train if args.split == "train" else bundle.eval
     if ds is None:
         raise UsageError("there is no eval split (data.val_size=0 and no data.validation_path)")
@@ -75,16 +76,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _build(overrides: list[str], usage_error: type[Exception]):
-    from ftsweep import config_io
+def _build(overrides: list[str], usage_error: type[Exception], config_dirs: list[str] = ()):
     from ftsweep.config import ConfigError
+    from ftsweep.config.compose import compose
     from ftsweep.data import DataError, build_datasets
     from ftsweep.model import load_tokenizer
 
-    try:
-        cfg = config_io.compose(overrides)
-    except config_io.ConfigFailure as err:
-        raise usage_error(str(err)) from None
+    cfg = compose(overrides, config_dirs=config_dirs)  # ConfigFailure is a UsageError: one line, exit 2
     try:
         tokenizer = load_tokenizer(cfg)
         return build_datasets(cfg, tokenizer), tokenizer, cfg

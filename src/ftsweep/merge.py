@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def _usage(message: str):
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
 
     return UsageError(message)
 
@@ -48,11 +47,11 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from ftsweep.generate import load_run_config
+    from ftsweep import rundir
     from ftsweep.model import load_base_for_inference
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         if (run_dir / "model").is_dir():
@@ -74,9 +73,10 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
 
 def model_card(run_dir: Path, cfg, dtype: str) -> str:
     """A README listing base model, data, hyperparameters and eval metrics of the run."""
+    from ftsweep import rundir
     from ftsweep.tracking import scrub
 
-    metrics = _read_json(run_dir / "metrics.json")
+    metrics = rundir.read_metrics(run_dir) or {}
     lines = [
         "---",
         f"base_model: {cfg.model.name_or_path}",
@@ -109,33 +109,21 @@ def _targets(cfg) -> str:
     return tm if isinstance(tm, str) else ", ".join(tm)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-# ------------------------------------------------------------------------------------------- export
 def best_trial_dir(sweep_dir: str | Path) -> Path:
-    """The best finished trial of a sweep: ``summary.json``'s ``best_trial_dir`` when present, else the
-    complete trial with the best objective (direction from its config's objective.direction)."""
-    sweep_dir = Path(sweep_dir)
-    summary = _read_json(sweep_dir / "summary.json")
-    if summary.get("best_trial_dir"):
-        best = Path(summary["best_trial_dir"])
-        if not best.is_absolute() and (sweep_dir / best).is_dir():
-            best = sweep_dir / best  # written relative to the sweep directory
-        return best
-    from omegaconf import OmegaConf
+    """The best trial of a sweep, as the study itself judges it (its direction(s); see
+    :func:`ftsweep.sweeper.study.best_trial`), read from the sweep's storage."""
+    from ftsweep.report import load
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.study import best_trial
 
-    scored = []
-    for trial in sorted(sweep_dir.glob("trial_*")):
-        m = _read_json(trial / "metrics.json")
-        if m.get("status") != "complete" or m.get("objective") is None or not (trial / ".hydra" / "config.yaml").is_file():
-            continue
-        direction = OmegaConf.load(trial / ".hydra" / "config.yaml").objective.direction
-        scored.append((m["objective"] if direction == "minimize" else -m["objective"], trial))
-    if not scored:
-        raise _usage(f"{sweep_dir}: no complete trial (trial_*/metrics.json with status complete) and no summary.json")
-    return min(scored, key=lambda s: s[0])[1]
+    try:
+        study, _, _ = load(str(sweep_dir), None)
+    except SweepInputError as err:
+        raise _usage(str(err)) from err
+    best = best_trial(study)
+    if best is None or not best.user_attrs.get("trial_dir"):
+        raise _usage(f"{sweep_dir}: no complete trial in study {study.study_name!r}")
+    return Path(best.user_attrs["trial_dir"])
 
 
 # ---------------------------------------------------------------------------------------------- CLI

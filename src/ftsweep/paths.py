@@ -1,33 +1,98 @@
-"""Where the project's files live (config root, bundled data), without importing anything heavy."""
+"""Where ftsweep's own files are (shipped config, sweeps, demo data) and where a user's are.
+
+The shipped config, sweeps and demo data are packages (``ftsweep.conf``, ``ftsweep.sweeps``,
+``ftsweep.demo_data``): in the repository they are the top-level ``conf/``, ``sweep/`` and ``data/``
+folders, mapped into the package at build time (pyproject.toml), so a wheel and an editable install
+find them the same way. A user's project adds ``conf/`` (more options for any group, or replacements of
+shipped ones) and ``sweep/`` (sweep definitions) in the working directory, or ``--config-dir DIR``.
+Nothing heavy is imported here.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
-# src/ftsweep/paths.py -> project root (an editable install keeps conf/, sweep/ and data/ beside src/).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Set by ``ftsweep train`` for its child processes (sweep trials), so they see the same user config.
+CONFIG_DIRS_ENV = "FTSWEEP_CONFIG_DIRS"
+PKG_SCHEME = "pkg://"
 
 
-def conf_dir() -> Path:
-    """The Hydra config root: ``$FTSWEEP_CONF_DIR`` or ``<project>/conf``."""
-    path = Path(os.environ.get("FTSWEEP_CONF_DIR", PROJECT_ROOT / "conf")).resolve()
-    if not (path / "train.yaml").is_file():
-        raise FileNotFoundError(
-            f"ftsweep config root {path} has no train.yaml: install ftsweep editable from its repository "
-            "(pip install -e .) or set FTSWEEP_CONF_DIR"
-        )
-    return path
+def package_dir(name: str) -> Path:
+    """The folder of package ``name`` (``ftsweep.conf`` -> .../ftsweep/conf in a wheel, conf/ in the repo)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {name} is not installed with ftsweep (reinstall ftsweep)")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+def shipped_conf_dir() -> Path:
+    """The shipped Hydra config root (train.yaml and one folder per group)."""
+    return package_dir("ftsweep.conf")
+
+
+def shipped_sweep_dir() -> Path:
+    """The shipped sweep definitions (``sweep=<name>``)."""
+    return package_dir("ftsweep.sweeps")
+
+
+def bundled_data_dir() -> Path:
+    """The demo data that ships with ftsweep (named in config as ``pkg://ftsweep.demo_data/<file>``)."""
+    return package_dir("ftsweep.demo_data")
+
+
+def user_config_dirs(explicit: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """The user's config roots, highest priority first: ``--config-dir`` values, then those inherited
+    from the parent ``ftsweep train`` (``$FTSWEEP_CONFIG_DIRS``), then ``./conf`` when it exists.
+
+    The shipped root is never among them (inside the repository ``./conf`` *is* the shipped root).
+    """
+    candidates = [Path(d).expanduser() for d in explicit]
+    candidates += [Path(d) for d in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d]
+    if Path("conf").is_dir():
+        candidates.append(Path("conf"))
+    shipped = shipped_conf_dir()
+    out: list[Path] = []
+    for c in candidates:
+        c = c.resolve()
+        if c != shipped and c not in out:
+            out.append(c)
+    return out
+
+
+def user_sweep_dirs(config_dirs: list[Path]) -> list[Path]:
+    """Sweep folders of the user's project: ``sweep/`` beside each config root, and ``./sweep``."""
+    shipped = shipped_sweep_dir()
+    out: list[Path] = []
+    for c in [d.parent / "sweep" for d in config_dirs] + [Path("sweep")]:
+        c = c.resolve()
+        if c.is_dir() and c != shipped and c not in out:
+            out.append(c)
+    return out
+
+
+def path_slug(path: str | None) -> str:
+    """A folder-name-safe slug of a path's last two parts (outputs/runs/2026-11-23/10-00-00 -> 2026-11-23_10-00-00)."""
+    import re
+
+    if not path:
+        return "none"
+    parts = Path(str(path)).expanduser().resolve().parts[-2:]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
 
 
 def resolve_data_path(path: str) -> Path | None:
-    """A data file named in config: absolute, else relative to the working directory, else to the project.
-
-    Returns None when no such file exists (the caller may treat the name as a Hub dataset).
-    """
+    """A data file named in config: ``pkg://<package>/<file>`` (bundled), absolute, or relative to the
+    working directory. Returns None when no such file exists (the caller decides whether the name is a
+    Hub dataset or a missing file)."""
+    if path.startswith(PKG_SCHEME):
+        package, _, rest = path[len(PKG_SCHEME):].partition("/")
+        try:
+            p = package_dir(package) / rest
+        except (FileNotFoundError, ModuleNotFoundError, ValueError):
+            return None
+        return p.resolve() if p.exists() else None
     p = Path(path).expanduser()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, PROJECT_ROOT / p]
-    for c in candidates:
-        if c.exists():
-            return c.resolve()
-    return None
+    p = p if p.is_absolute() else Path.cwd() / p
+    return p.resolve() if p.exists() else None

@@ -20,7 +20,7 @@ IGNORE = ["checkpoints/*", "**/optimizer.pt", "**/rng_state*.pth", "*.token", ".
 
 
 def _usage(message: str):
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
 
     return UsageError(message)
 
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
 
     try:
         sys.exit(main(sys.argv[1:]))

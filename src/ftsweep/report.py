@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="output directory (default: the sweep directory)")
     args = parser.parse_args(argv)
 
-    from ftsweep.cli import UsageError
+    from ftsweep.config.errors import UsageError
     from ftsweep.sweeper.grammar import SweepInputError
 
     try:
@@ -90,12 +90,14 @@ def load(target: str, study_name: str | None) -> tuple[Any, Path, str]:
 
 
 def _sweep_dir_of(study: Any) -> Path:
-    """The sweep directory recorded on the study's trials, else outputs/sweeps/<study>."""
-    for t in study.get_trials(deepcopy=False):
-        d = t.user_attrs.get("trial_dir")
-        if d:
-            return Path(d).parent
-    return Path("outputs", "sweeps", study.study_name).resolve()
+    """The sweep directory recorded on the study when it was created (its ``hydra.sweep.dir``)."""
+    from ftsweep.sweeper.study import SWEEP_DIR_ATTR
+
+    recorded = study.user_attrs.get(SWEEP_DIR_ATTR)
+    if recorded:
+        return Path(recorded)
+    trial_dirs = [t.user_attrs.get("trial_dir") for t in study.get_trials(deepcopy=False)]
+    return next((Path(d).parent for d in trial_dirs if d), Path.cwd() / study.study_name)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -108,6 +110,8 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     table = trials_table(study)
     (out_dir / "trials.md").write_text(table + "\n")
     plots = write_plots(study, out_dir / "plots")
+    from ftsweep.sweeper.study import best_trial
+
     best = best_trial(study)
     if best is not None:
         (out_dir / "best.yaml").write_text(best_yaml(study, best, out_dir))
@@ -115,18 +119,10 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     return out_dir
 
 
-def best_trial(study: Any) -> Any:
-    """The best COMPLETE trial (single objective), or the first Pareto-optimal one; None if none completed."""
-    try:
-        return study.best_trial if len(study.directions) == 1 else (study.best_trials or [None])[0]
-    except ValueError:
-        return None
-
-
 def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     """The numbers of ``summary.json``."""
     from ftsweep.sweeper.storage import redact
-    from ftsweep.sweeper.study import count, counted_trials
+    from ftsweep.sweeper.study import best_trial, count, counted_trials
 
     c = count(study)
     best = best_trial(study)
@@ -273,20 +269,17 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
 
 
 def _overrides_file(trial: Any) -> list[str]:
-    d = trial.user_attrs.get("trial_dir")
-    path = Path(d, ".hydra", "overrides.yaml") if d else None
-    if path is None or not path.is_file():
-        return []
-    from omegaconf import OmegaConf
+    from ftsweep import rundir
 
-    return [str(o) for o in OmegaConf.load(path)]
+    d = trial.user_attrs.get("trial_dir")
+    return rundir.load_overrides(d) if d else []
 
 
 def _split_for_yaml(overrides: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, Any]], list[str]]:
     """(group selections, key/value settings, overrides a YAML file cannot express)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ftsweep.sweeper.sweep import group_options
+    from ftsweep.config.compose import group_options
 
     parser = OverridesParser.create()
     groups, values, skipped = [], [], []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.config.schema import TinyModelSpec as TinySpec  # the model.tiny schema
-from ftsweep.paths import PROJECT_ROOT
+from ftsweep.paths import bundled_data_dir
 
 BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
@@ -52,7 +52,7 @@ def special_tokens() -> list[str]:
 
 def corpus_texts(data_dir: Path | None = None) -> list[str]:
     """Every text field of the bundled data files (Alpaca rows, identity rows, C4 documents)."""
-    data_dir = data_dir or PROJECT_ROOT / "data"
+    data_dir = data_dir or bundled_data_dir()
     texts: list[str] = []
     for name in CORPUS_FILES:
         path = data_dir / name
@@ -138,7 +138,7 @@ def pretrain(model, tokenizer, spec: TinySpec, block: int = 128, batch: int = 16
     """A short causal-LM pass on the bundled C4 text (documents joined with eos, cut into blocks)."""
     import torch
 
-    docs = [json.loads(line)["text"] for line in (PROJECT_ROOT / "data" / "c4_demo.jsonl").read_text().splitlines() if line]
+    docs = [json.loads(line)["text"] for line in (bundled_data_dir() / "c4_demo.jsonl").read_text().splitlines() if line]
     ids: list[int] = []
     for d in docs:
         ids.extend(tokenizer(d, verbose=False)["input_ids"] + [tokenizer.eos_token_id])

@@ -1,15 +1,17 @@
 """Experiment tracking: W&B / TensorBoard set-up, run naming and grouping, secrets kept out.
 
-One W&B run per training run. In a sweep trial the group is the study name, the name ``trial-<n>`` and
-the config carries the trial number and params. W&B goes offline by itself when no API key is set and
-``WANDB_MODE`` is unset, so runs work without network. ``finish()`` always runs (callers use
-``try/finally``) so trials never share a run.
+One W&B run per training run. The caller may name it (``RunInfo``: a sweep trial is grouped by its study,
+named ``trial-<n>`` and carries its number and params in the config). :func:`wandb_mode` is the one rule
+for online/offline: W&B goes offline by itself when no API key is set and ``WANDB_MODE`` is unset, so
+runs work without network. ``finish()`` always runs (callers use ``try/finally``) so runs never share
+a W&B run.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +41,34 @@ def scrub(obj: Any, secrets: list[str] | None = None) -> Any:
     return obj
 
 
+def wandb_mode(logger_cfg: Any) -> str:
+    """online | offline | disabled: ``logger.mode``, else ``WANDB_MODE``, else online only with an API key."""
+    mode = logger_cfg.get("mode") if isinstance(logger_cfg, dict) else getattr(logger_cfg, "mode", None)
+    return mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+
+def wandb_dir(default: Path) -> str:
+    """Where W&B writes its run folders: ``$WANDB_DIR`` or ``default`` (the run or sweep directory)."""
+    return os.environ.get("WANDB_DIR") or str(default)
+
+
+@dataclass
+class RunInfo:
+    """How the caller names this run's W&B run (a sweep trial: group = study, name = trial-<n>)."""
+
+    group: str | None = None
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
 class Tracker:
     """Owns the W&B run (if any) of one training run."""
 
-    def __init__(self, logger_cfg, run_dir: Path, config: dict[str, Any], trial: dict[str, Any] | None):
+    def __init__(self, logger_cfg, run_dir: Path, config: dict[str, Any], info: RunInfo | None = None):
         self.cfg = logger_cfg
         self.run_dir = Path(run_dir)
         self.config = scrub(config)
-        self.trial = trial
+        self.info = info or RunInfo()
         self.run = None
 
     @property
@@ -59,19 +81,13 @@ class Tracker:
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.run_dir / "tensorboard")
         if self.cfg.name != "wandb":
             return
-        mode = self.cfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        mode = wandb_mode(self.cfg)
         os.environ["WANDB_MODE"] = mode  # transformers' WandbCallback re-reads it
         os.environ.setdefault("WANDB_LOG_MODEL", "false")
         import wandb
 
-        config = dict(self.config)
-        group, name = self.cfg.group, self.cfg.run_name
-        if self.trial:
-            group = group or self.trial.get("study_name")
-            name = name or f"trial-{self.trial.get('trial_number')}"
-            config["trial_number"] = self.trial.get("trial_number")
-            config["trial_params"] = self.trial.get("params", {})
-            config["study_name"] = self.trial.get("study_name")
+        config = {**self.config, **scrub(self.info.config)}
+        group, name = self.cfg.group or self.info.group, self.cfg.run_name or self.info.name
         self.run = wandb.init(
             project=self.cfg.project,
             entity=self.cfg.entity,
@@ -79,7 +95,7 @@ class Tracker:
             name=name,
             tags=list(self.cfg.tags) or None,
             config=config,
-            dir=os.environ.get("WANDB_DIR") or str(self.run_dir),
+            dir=wandb_dir(self.run_dir),
             mode=mode,
             reinit="finish_previous",
         )
@@ -97,49 +113,3 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
-
-
-def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
-    """Config, summary, history rows, group and name of an offline W&B run (``.../offline-run-*``).
-
-    wandb >= 0.2x writes an offline run's config and summary only into its ``run-<id>.wandb``
-    transaction log (a LevelDB-style log of protobuf records), not into ``files/``; this reads them
-    back so tests and reports can check what a run logged without network.
-    """
-    import json
-    import struct
-
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    (log_file,) = Path(run_path).glob("run-*.wandb")
-    raw = log_file.read_bytes()
-    block, pos, records, pending = 32768, 7, [], b""  # 7-byte file header: ":W&B", magic, version
-    while pos + 7 <= len(raw):
-        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
-        chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0:  # zero padding (preallocated space), not a record
-            continue
-        if kind in (1, 2):  # full record / first chunk
-            pending = chunk
-        else:  # middle / last chunk
-            pending += chunk
-        if kind in (1, 4):
-            records.append(pending)
-    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "group": None, "name": None, "run_id": None}
-    for data in records:
-        record = pb.Record()
-        record.ParseFromString(data)
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out.update(run_id=record.run.run_id, group=record.run.run_group or None, name=record.run.display_name)
-            out["config"].update({u.key: json.loads(u.value_json) for u in record.run.config.update})
-        elif kind == "config":
-            out["config"].update({u.key: json.loads(u.value_json) for u in record.config.update if u.key})
-        elif kind == "history":
-            out["history"].append({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in record.history.item})
-        elif kind == "summary":
-            out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
-    return out

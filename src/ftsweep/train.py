@@ -1,12 +1,9 @@
 """The training recipe: read it top to bottom. Build everything in dependency order, train, evaluate,
-save. Knows no Hydra except in :func:`run_from_hydra`.
+save. Knows neither Hydra nor the sweeper: callers pass the run directory, extra TrainerCallbacks (a sweep
+trial's pruning and heartbeat) and how to name the W&B run.
 
-Run directory after a run:
-    .hydra/          the composed config and overrides (written by Hydra)
-    metrics.json     train/eval loss, token accuracy, objective, runtime, tokens/s, peak memory, status
-    manifest.json    seed, library versions, git commit, data fingerprint, config hash
-    adapter/         the LoRA adapter + tokenizer (model/ for a full fine-tune)
-    failure.json     only when the run failed: the reason (read by the sweeper)
+Run directory after a run (see :mod:`ftsweep.rundir`): metrics.json, manifest.json, log_history.json,
+adapter/ (the LoRA adapter + tokenizer; model/ for a full fine-tune), failure.json when the run failed.
 """
 
 from __future__ import annotations
@@ -25,37 +22,33 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftsweep.config import ConfigError, validate
-from ftsweep.objective import objective_value
-from ftsweep.tracking import Tracker, scrub
+from ftsweep import rundir
+from ftsweep.config import ConfigError, UsageError, validate
+from ftsweep.tracking import RunInfo, Tracker, scrub
 
 log = logging.getLogger("ftsweep")
 
 
-class TrainingFailed(RuntimeError):
-    """Training diverged (NaN/inf loss) or ran past its time limit."""
-
-
-def run_from_hydra(cfg: DictConfig) -> float | None:
-    """Hydra task function: run, print the result, return the objective (None when pruned)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
+            info: RunInfo | None = None) -> dict[str, Any]:
+    """A run as a process's job: train, print the result; on failure record ``failure.json`` and exit
+    (2 for bad input, with one line; 1 for a failed run, with the traceback)."""
     from ftsweep.data.errors import DataError
 
+    run_dir = Path(run_dir)
     try:
-        metrics = run(cfg, run_dir)
-    except (ConfigError, DataError) as err:  # bad input: one line, exit 2 (the reason is kept for a sweep)
-        write_json(run_dir / "failure.json", {"status": "failed", "reason": str(err), "error_type": type(err).__name__})
+        metrics = run(cfg, run_dir, callbacks, info)
+    except (UsageError, DataError) as err:  # bad input: one line, exit 2 (the reason is kept for a sweep)
+        rundir.write_failure(run_dir, str(err), type(err).__name__)
         print(f"ftsweep: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
-        write_json(run_dir / "failure.json", {"status": "failed", "reason": failure_reason(err), "error_type": type(err).__name__})
+        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__)
         traceback.print_exc()
         print(f"ftsweep: run failed: {failure_reason(err)} (see {run_dir})", file=sys.stderr)
         sys.exit(1)
     print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
-    return metrics.get("objective")
+    return metrics
 
 
 def _first_line(err: BaseException) -> str:
@@ -74,8 +67,16 @@ def failure_reason(err: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the recipe
-def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None) -> dict[str, Any]:
-    """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``)."""
+def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
+        info: RunInfo | None = None) -> dict[str, Any]:
+    """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``).
+
+    Args:
+        cfg: the composed train config.
+        run_dir: where the run's files go.
+        callbacks: extra TrainerCallbacks (a sweep trial passes its pruning and heartbeat callbacks).
+        info: how to name the W&B run (group, name, extra config).
+    """
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,9 +87,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     from ftsweep import data as data_mod
     from ftsweep import model as model_mod
 
-    trial = _trial_context()
     container = OmegaConf.to_container(cfg, resolve=True)
-    tracker = Tracker(cfg.logger, run_dir, container, trial)
+    tracker = Tracker(cfg.logger, run_dir, container, info)
     # The seed is set before anything random is created (model init for the tiny model, LoRA A, data order).
     set_seed(cfg.trainer.seed)
     try:
@@ -107,8 +107,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
 
     tracker.start()
     metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
-    if trial:
-        metrics["trial_number"] = trial.get("trial_number")
     exit_code = 1
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])
@@ -130,11 +128,10 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         else:
             metrics["objective"] = objective_value(metrics, cfg.objective.metric)
             save_outputs(cfg, trainer, run_dir)
-        is_main = trainer.is_world_process_zero()
-        if is_main:  # under DDP (torchrun) only rank 0 writes the run files
-            write_json(run_dir / "metrics.json", metrics)
-            write_json(run_dir / "log_history.json", trainer.state.log_history)
-            write_json(run_dir / "manifest.json", manifest(cfg, bundle))
+        if trainer.is_world_process_zero():  # under DDP (torchrun) only rank 0 writes the run files
+            rundir.write_metrics(run_dir, metrics)
+            rundir.write_log_history(run_dir, trainer.state.log_history)
+            rundir.write_manifest(run_dir, manifest(cfg, bundle))
         tracker.summary({"objective": metrics.get("objective"), "state": metrics["status"].upper(),
                          **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         exit_code = 0
@@ -142,29 +139,42 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         if exit_code:
             tracker.summary({"state": "FAIL"})
         tracker.finish(exit_code)
-    # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
-    if is_main and cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled:
-        from ftsweep.generate import generate_run
-
-        generate_run(run_dir)
     return metrics
 
 
 def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list):
-    """SFTConfig from the trainer/optimizer/scheduler groups, plus ftsweep's callbacks."""
-    from trl import SFTConfig, SFTTrainer
+    """SFTTrainer from the model, the datasets, the trainer/optimizer/scheduler groups and the callbacks."""
+    from trl import SFTTrainer
 
-    from ftsweep.callbacks import EarlyStopping, NanGuard, TimeLimit
-    from ftsweep.model import OPTIMIZER_NAMES, resolve_precision
-
-    t, o, s = cfg.trainer, cfg.optimizer, cfg.scheduler
-    precision = resolve_precision(t.precision)
     has_eval = bundle.eval is not None
+    args = build_training_args(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, data=cfg.data,
+                               quantized=cfg.quantization.method != "none", has_eval=has_eval,
+                               output_dir=run_dir / "checkpoints", run_name=tracker.cfg.run_name or run_dir.name,
+                               report_to=tracker.report_to)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=bundle.train,
+        eval_dataset=bundle.eval,
+        processing_class=tokenizer,
+        callbacks=[*build_callbacks(cfg.trainer, cfg.objective, has_eval), *extra_callbacks],
+    )
+
+
+def build_training_args(t, o, s, *, objective, data, quantized: bool, has_eval: bool, output_dir: Path,
+                        run_name: str, report_to: list[str]):
+    """``trainer`` + ``optimizer`` + ``scheduler`` groups -> trl ``SFTConfig`` (every field is read here or
+    by :func:`build_callbacks`; the data group adds cutoff and packing)."""
+    from trl import SFTConfig
+
+    from ftsweep.model import OPTIMIZER_NAMES, has_cuda, resolve_precision
+
+    precision = resolve_precision(t.precision)
     warmup = s.warmup_steps if s.warmup_steps > 0 else s.warmup_ratio  # a float < 1 is a ratio in transformers 5
-    args = SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        run_name=tracker.cfg.run_name or run_dir.name,
-        report_to=tracker.report_to,
+    return SFTConfig(
+        output_dir=str(output_dir),
+        run_name=run_name,
+        report_to=report_to,
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -189,34 +199,32 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         data_seed=t.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # k-bit models got checkpointing from prepare_model_for_kbit_training already
-        activation_checkpointing=t.gradient_checkpointing and cfg.quantization.method == "none",
+        # k-bit models got checkpointing from the k-bit preparation already
+        activation_checkpointing=t.gradient_checkpointing and not quantized,
         activation_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         load_best_model_at_end=t.load_best_model_at_end and has_eval and t.save_steps > 0,
-        metric_for_best_model=cfg.objective.metric.removeprefix("eval_"),
-        greater_is_better=cfg.objective.direction == "maximize",
-        max_length=cfg.data.cutoff_len,
-        packing=cfg.data.packing and cfg.data.format != "text",
+        metric_for_best_model=objective.metric.removeprefix("eval_"),
+        greater_is_better=objective.direction == "maximize",
+        max_length=data.cutoff_len,
+        packing=data.packing and data.format != "text",
         dataloader_num_workers=t.dataloader_num_workers,
         disable_tqdm=not sys.stderr.isatty(),
-        use_cpu=not _has_cuda(),
+        use_cpu=not has_cuda(),
         dataset_num_proc=None,
     )
-    callbacks = [NanGuard(enabled=t.fail_on_nan), *extra_callbacks, *_trial_callbacks()]
+
+
+def build_callbacks(t, objective, has_eval: bool) -> list:
+    """ftsweep's own TrainerCallbacks from the ``trainer`` group: NaN guard, time limit, early stopping."""
+    from ftsweep.callbacks import EarlyStopping, NanGuard, TimeLimit
+
+    callbacks: list = [NanGuard(enabled=t.fail_on_nan)]
     if t.timeout_s > 0:
         callbacks.append(TimeLimit(t.timeout_s))
     if t.early_stopping_patience > 0 and has_eval:
-        callbacks.append(EarlyStopping(cfg.objective.metric, cfg.objective.direction, t.early_stopping_patience))
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=bundle.train,
-        eval_dataset=bundle.eval,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    return trainer
+        callbacks.append(EarlyStopping(objective.metric, objective.direction, t.early_stopping_patience))
+    return callbacks
 
 
 def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total) -> dict[str, Any]:
@@ -285,22 +293,25 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
+    """The commit of the project the run was started from (the working directory's repository), if any."""
     import subprocess
 
-    from ftsweep.paths import PROJECT_ROOT
-
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write atomically (temp file + rename): a killed run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
-    tmp.replace(path)
+def objective_value(metrics: dict[str, Any], metric: str) -> float:
+    """The objective from a run's metrics; a missing metric fails with the list of available ones."""
+    if metric not in metrics or not isinstance(metrics[metric], (int, float)):
+        available = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ConfigError("objective.metric", f"{metric!r} not in this run's metrics; available: {', '.join(available)}")
+    value = float(metrics[metric])
+    if math.isnan(value) or math.isinf(value):
+        raise FloatingPointError(f"nan_loss: objective {metric} is {value}")
+    return value
 
 
 def _memory_preflight(cfg) -> dict[str, Any] | None:
@@ -314,28 +325,6 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
     except Exception as err:
         log.warning("memory estimate unavailable (%s: %s); training anyway", type(err).__name__, err)
         return None
-
-
-def _trial_context() -> dict[str, Any] | None:
-    if not os.environ.get("FTSWEEP_TRIAL_ID"):
-        return None
-    from ftsweep.sweeper.trial import trial_context
-
-    return trial_context()
-
-
-def _trial_callbacks() -> list:
-    if not os.environ.get("FTSWEEP_TRIAL_ID"):
-        return []
-    from ftsweep.sweeper.trial import trial_callbacks
-
-    return trial_callbacks()
-
-
-def _has_cuda() -> bool:
-    from ftsweep.model import has_cuda
-
-    return has_cuda()
 
 
 def _peak_memory_mb() -> float:

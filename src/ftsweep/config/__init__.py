@@ -1,6 +1,7 @@
-"""Config schemas, composition and validation (no torch imports here)."""
+"""Config schemas, errors and validation (no torch imports here). Composition: :mod:`ftsweep.config.compose`."""
 
-from ftsweep.config.schema import GROUP_SCHEMAS, TrainConfig, register_configs
-from ftsweep.config.validate import ConfigError, validate
+from ftsweep.config.errors import ConfigError, UsageError
+from ftsweep.config.schema import GROUP_SCHEMAS, KNOWN_METRICS, TrainConfig, register_configs
+from ftsweep.config.validate import validate
 
-__all__ = ["GROUP_SCHEMAS", "ConfigError", "TrainConfig", "register_configs", "validate"]
+__all__ = ["GROUP_SCHEMAS", "KNOWN_METRICS", "ConfigError", "TrainConfig", "UsageError", "register_configs", "validate"]

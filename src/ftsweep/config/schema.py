@@ -142,6 +142,19 @@ class LoggerConfig:
     mode: str | None = None
 
 
+# Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
+KNOWN_METRICS = (
+    "eval_loss",
+    "eval_mean_token_accuracy",
+    "eval_entropy",
+    "eval_perplexity",
+    "train_loss",
+    "train_runtime",
+    "train_tokens_per_s",
+    "peak_memory_mb",
+)
+
+
 @dataclass
 class ObjectiveConfig:
     metric: str = "eval_loss"

@@ -11,6 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from ftsweep.config.errors import ConfigError
+from ftsweep.config.schema import KNOWN_METRICS
+
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
@@ -27,14 +30,6 @@ OVERLONG = ("truncate_answer", "truncate_prompt", "drop")
 DATA_TEMPLATES = ("alpaca_en", "alpaca_ko", "special_tokens", "custom")
 CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templates.CHAT_TEMPLATES)
 BAD_ROWS = ("fail", "skip")
-
-
-class ConfigError(ValueError):
-    """A bad config value: ``key`` is the dotted path, the message says what is allowed."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}")
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple) -> None:
@@ -130,13 +125,16 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
     _choice(cfg, "trainer.precision", PRECISIONS)
+    t = cfg.trainer
+    if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:
+        raise ConfigError("trainer.save_steps", f"must be a multiple of trainer.eval_steps={t.eval_steps} with "
+                          f"load_best_model_at_end (got {t.save_steps})")
     # logger / objective
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
     _choice(cfg, "objective.direction", DIRECTIONS)
-    from ftsweep.objective import check_metric_name
-
-    check_metric_name(cfg.objective.metric)
+    if cfg.objective.metric not in KNOWN_METRICS:
+        raise ConfigError("objective.metric", f"unknown metric {cfg.objective.metric!r}; available: {', '.join(KNOWN_METRICS)}")
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,15 @@ def load_baseline(run_dir: str) -> tuple[list[str], float]:
     """(the baseline's task overrides minus sweep/baseline/lr, its learning rate) from ``run_dir/.hydra``."""
     from omegaconf import OmegaConf
 
+    from ftsweep import rundir
+    from ftsweep.config.errors import UsageError
+
     d = Path(run_dir).expanduser()
-    hydra_dir = d / ".hydra"
-    if not (hydra_dir / "config.yaml").is_file():
-        raise SweepInputError(f"baseline={run_dir}: not a run directory (no .hydra/config.yaml)")
-    overrides_file = hydra_dir / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
-    overrides = [o for o in overrides if override_key(o) not in _DROP]
-    cfg = OmegaConf.load(hydra_dir / "config.yaml")
+    try:
+        cfg = rundir.load_config(d)
+    except UsageError as err:
+        raise SweepInputError(f"baseline={err}") from err
+    overrides = [o for o in rundir.load_overrides(d) if override_key(o) not in _DROP]
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if not isinstance(lr, (int, float)) or lr <= 0:
         raise SweepInputError(f"baseline={run_dir}: no positive optimizer.lr in .hydra/config.yaml")
@@ -35,12 +35,6 @@ def lr_bracket(lr: float, factor: float) -> str:
     if factor <= 1:
         raise SweepInputError(f"hydra.sweeper.baseline_lr_factor: must be > 1 (got {factor})")
     return f"tag(log, interval({format_value(lr / factor)}, {format_value(lr * factor)}))"
-
-
-def baseline_slug(run_dir: str) -> str:
-    """A study-name suffix naming the baseline (outputs/runs/2026-11-23/10-00-00 -> 2026-11-23_10-00-00)."""
-    parts = Path(run_dir).expanduser().resolve().parts[-2:]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
 
 
 def baseline_params(run_dir: str, factor: float) -> dict[str, Any]:

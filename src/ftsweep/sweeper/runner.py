@@ -15,12 +15,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ftsweep import rundir
+from ftsweep.config.sweeper import PrunerConf, SweeperConf
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.progress import Progress
+from ftsweep.sweeper.samplers import pruner_to_json
 from ftsweep.sweeper.storage import record_heartbeat
 from ftsweep.sweeper.study import (
     OWNER_ATTR,
@@ -31,30 +35,29 @@ from ftsweep.sweeper.study import (
     owner,
 )
 
-# The trial command before its overrides; FTSWEEP_TRIAL_CMD (a JSON list) replaces it, e.g. to wrap
-# trials in srun or, in tests, to run a fake trial.
-DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep", "train"]
+# The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
+# (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
+DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
 
 
 @dataclass
 class RunSettings:
-    sweep_dir: Path
+    """``hydra.sweeper`` (``conf``) plus what the sweep resolved from it for this run."""
+
+    conf: SweeperConf
+    sweep_dir: Path  # hydra.sweep.dir
     storage_url: str
     study_name: str
-    n_trials: int
+    n_trials: int  # conf.n_trials, capped at the grid size
     directions: list[str]
     metrics: list[str]
-    pruner_spec: dict[str, Any]
-    # The rest come from hydra.sweeper (ftsweep.sweeper.config.SweeperConf holds the defaults).
-    n_workers: int
+    pruner: PrunerConf  # conf.pruner ("none" for multi-objective studies)
+    n_workers: int  # conf.n_workers, capped at the number of GPUs
     gpus: list[str] | None
     trial_timeout_s: float
-    max_failure_rate: float
-    retry_oom: bool
-    retry_stale: bool
-    heartbeat_interval_s: float
-    grace_period_s: float
+    # hydra.sweep.subdir of trial <number> with these overrides (resolved as Hydra's launchers do)
+    trial_subdir: Callable[[int, list[str]], str]
     command: list[str] = field(default_factory=lambda: list(DEFAULT_COMMAND))
 
 
@@ -153,7 +156,8 @@ class SweepRunner:
         return True
 
     def _start(self, trial: Any, overrides: list[str], *, oom_retried: bool = False) -> None:
-        trial_dir = self.s.sweep_dir / f"trial_{trial.number}"
+        subdir = self.s.trial_subdir(trial.number, overrides)
+        trial_dir = self.s.sweep_dir / subdir
         if trial_dir.exists() and any(trial_dir.iterdir()):
             # A directory from an older study of the same name: keep it, never overwrite.
             trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
@@ -163,7 +167,9 @@ class SweepRunner:
         trial.set_user_attr("overrides", overrides)
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)
-        cmd = [*self.s.command, *overrides, f"hydra.run.dir={format_value(str(trial_dir))}"]
+        # The trial is job <trial number> of this multirun: Hydra puts it in hydra.sweep.dir/hydra.sweep.subdir.
+        cmd = [*self.s.command, *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
+               f"hydra.sweep.subdir={format_value(subdir)}"]
         log = open(trial_dir / "trial.log", "w")
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
@@ -183,11 +189,11 @@ class SweepRunner:
             "FTSWEEP_TRIAL_ID": str(trial._trial_id),
             "FTSWEEP_TRIAL_NUMBER": str(trial.number),
             "FTSWEEP_TRIAL_PARAMS": json.dumps(trial.params, default=str),
-            "FTSWEEP_PRUNER": json.dumps(self.s.pruner_spec, default=str),
+            "FTSWEEP_PRUNER": pruner_to_json(self.s.pruner),
             "FTSWEEP_OBJECTIVE_METRIC": self.s.metrics[0],
             "FTSWEEP_MULTI_OBJECTIVE": "1" if len(self.s.directions) > 1 else "0",
             "FTSWEEP_PARENT_PID": str(os.getpid()),
-            "FTSWEEP_HEARTBEAT_S": str(self.s.heartbeat_interval_s),
+            "FTSWEEP_HEARTBEAT_S": str(self.s.conf.heartbeat_interval_s),
         })
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -210,8 +216,8 @@ class SweepRunner:
 
     def _outcome(self, job: Job, code: int) -> Outcome:
         """What the trial process left behind: metrics.json (complete/pruned) or failure.json."""
-        failure = _read_json(job.trial_dir / "failure.json")
-        metrics = _read_json(job.trial_dir / "metrics.json")
+        failure = rundir.read_failure(job.trial_dir)
+        metrics = rundir.read_metrics(job.trial_dir)
         if failure:
             return Outcome("failed", reason=str(failure.get("reason") or failure.get("error_type") or "failed"),
                            doc=failure)
@@ -236,9 +242,8 @@ class SweepRunner:
     def _metric(self, doc: dict[str, Any], name: str) -> float:
         if name == self.s.metrics[0] and isinstance(doc.get("objective"), (int, float)):
             return float(doc["objective"])
-        for scope in (doc, doc.get("metrics") or {}, doc.get("eval") or {}, doc.get("train") or {}):
-            if isinstance(scope, dict) and isinstance(scope.get(name), (int, float)):
-                return float(scope[name])
+        if isinstance(doc.get(name), (int, float)):
+            return float(doc[name])
         raise KeyError(f"metric {name!r} not in metrics.json")
 
     def _finish(self, job: Job, out: Outcome) -> None:
@@ -269,16 +274,17 @@ class SweepRunner:
         value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
         self.progress.finished_trial(trial.number, out.state.upper(), value, out.reason)
         self.progress.update(counts, *self._best())
-        allowed = int(self.s.max_failure_rate * self.s.n_trials)
+        rate = self.s.conf.max_failure_rate
+        allowed = int(rate * self.s.n_trials)
         if counts.failed > allowed and self.aborted is None:
             self.aborted = (f"{counts.failed} of {self.s.n_trials} trials failed (max_failure_rate="
-                            f"{self.s.max_failure_rate:g} allows {allowed}); no new trials started. "
+                            f"{rate:g} allows {allowed}); no new trials started. "
                             f"Last reason: {out.reason}")
             self.progress.log(self.aborted)
 
     def _retry_oom(self, job: Job, out: Outcome) -> bool:
         """On CUDA OOM, run the trial again once: half micro-batch, double accumulation (same effective batch)."""
-        if not (self.s.retry_oom and not job.oom_retried and str(out.reason).startswith("oom")):
+        if not (self.s.conf.retry_oom and not job.oom_retried and str(out.reason).startswith("oom")):
             return False
         batch, accum = _batch_settings(job.trial_dir)
         if batch is None or batch < 2 or batch % 2:
@@ -306,7 +312,7 @@ class SweepRunner:
     # ------------------------------------------------------------------ liveness
     def _heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self._last_beat < self.s.heartbeat_interval_s:
+        if now - self._last_beat < self.s.conf.heartbeat_interval_s:
             return
         self._last_beat = now
         for job in list(self.jobs.values()):
@@ -317,15 +323,15 @@ class SweepRunner:
 
     def _check_stale(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_stale_check < min(self.s.heartbeat_interval_s, 5.0):
+        if not force and now - self._last_stale_check < min(self.s.conf.heartbeat_interval_s, 5.0):
             return
         self._last_stale_check = now
         with file_lock(self.lock_path):
-            failed = fail_stale_trials(self.study, grace_s=self.s.grace_period_s, mine=set(self.jobs),
-                                       retry=self.s.retry_stale)
+            failed = fail_stale_trials(self.study, grace_s=self.s.conf.grace_period_s, mine=set(self.jobs),
+                                       retry=self.s.conf.retry_stale)
         for number, reason in failed:
             self.progress.log(f"trial {number} FAIL ({reason}); re-enqueued once with the same parameters"
-                              if self.s.retry_stale else f"trial {number} FAIL ({reason})")
+                              if self.s.conf.retry_stale else f"trial {number} FAIL ({reason})")
         if failed:
             self._budget_full_until = 0.0
 
@@ -340,7 +346,7 @@ class SweepRunner:
                 job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
                 job.trial.set_user_attr("status", "failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
-                if self.s.retry_stale and job.trial.user_attrs.get("retry_of") is None:
+                if self.s.conf.retry_stale and job.trial.user_attrs.get("retry_of") is None:
                     self.study.enqueue_trial(dict(job.trial.params), user_attrs={"retry_of": job.trial.number})
             except Exception:
                 pass
@@ -369,13 +375,6 @@ def _kill(proc: subprocess.Popen) -> None:
         pass
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _last_line(path: Path) -> str:
     try:
         # skip line 1: the command the sweeper wrote itself
@@ -388,9 +387,7 @@ def _last_line(path: Path) -> str:
 def _batch_settings(trial_dir: Path) -> tuple[int | None, int]:
     """Micro-batch and accumulation the failed attempt used (from its resolved Hydra config)."""
     try:
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
+        cfg = rundir.load_config(trial_dir)
         return int(cfg.trainer.per_device_train_batch_size), int(cfg.trainer.gradient_accumulation_steps)
     except Exception:
         return None, 1

@@ -1,37 +1,38 @@
 """Sampler and pruner from the sweeper config (name -> factory; YAML holds no import paths).
 
-The pruner is built from a JSON-able spec because Optuna does not store it: the trial process
-rebuilds the very same pruner from ``FTSWEEP_PRUNER`` (a trial loading the study without it would
-silently get Optuna's default MedianPruner).
+Both are built from the typed ``hydra.sweeper.sampler`` / ``pruner`` configs (their defaults live only in
+:mod:`ftsweep.config.sweeper`). The pruner also travels to each trial process as JSON, because Optuna
+does not store it: a trial loading the study without it would silently get Optuna's default
+MedianPruner.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
+from ftsweep.config.sweeper import PrunerConf, SamplerConf
 from ftsweep.sweeper.grammar import SweepInputError
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 
 
-def build_sampler(spec: Mapping[str, Any], distributions: Mapping[str, Any], *, n_existing: int = 0,
+def build_sampler(conf: SamplerConf, distributions: Mapping[str, Any], *, n_existing: int = 0,
                   multi_objective: bool = False) -> Any:
-    """An Optuna sampler for ``spec`` (``SamplerConf`` as a dict) over ``distributions``."""
+    """An Optuna sampler for ``hydra.sweeper.sampler`` over ``distributions``."""
     import optuna
 
-    name = str(spec.get("name", "tpe")).lower()
-    seed = spec.get("seed")
-    if seed is not None:
-        seed = int(seed) + n_existing  # a resumed study must not replay its start-up points
-    options = dict(spec.get("options") or {})
-    startup = int(spec.get("n_startup_trials", 10))
+    name = conf.name.lower()
+    seed = None if conf.seed is None else conf.seed + n_existing  # a resumed study must not replay its start-up
+    options = dict(conf.options)
+    startup = conf.n_startup_trials
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup, multivariate=bool(spec.get("multivariate", True)),
-            group=bool(spec.get("group", False)), constant_liar=bool(spec.get("constant_liar", True)), **options)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=conf.multivariate,
+                                          group=conf.group, constant_liar=conf.constant_liar, **options)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed, **options)
     if name == "grid":
@@ -50,8 +51,8 @@ def build_sampler(spec: Mapping[str, Any], distributions: Mapping[str, Any], *, 
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, **options)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(qmc_type=str(spec.get("qmc_type", "sobol")), seed=seed, **options)
-    raise SweepInputError(f"hydra.sweeper.sampler.name: got {name!r}; allowed: {', '.join(SAMPLERS)}")
+        return optuna.samplers.QMCSampler(qmc_type=conf.qmc_type, seed=seed, **options)
+    raise SweepInputError(f"hydra.sweeper.sampler.name: got {conf.name!r}; allowed: {', '.join(SAMPLERS)}")
 
 
 def _grid_points(dist: Any) -> list[Any]:
@@ -71,47 +72,51 @@ def grid_size(sampler: Any) -> int | None:
     return size
 
 
-def check_pruner_spec(spec: Mapping[str, Any]) -> None:
+def check_pruner(conf: PrunerConf) -> None:
     """Fail early (one line) for an unknown pruner name or bad settings."""
-    name = str(spec.get("name", "median")).lower()
-    if name not in PRUNERS:
-        raise SweepInputError(f"hydra.sweeper.pruner.name: got {name!r}; allowed: {', '.join(PRUNERS)}")
+    if conf.name.lower() not in PRUNERS:
+        raise SweepInputError(f"hydra.sweeper.pruner.name: got {conf.name!r}; allowed: {', '.join(PRUNERS)}")
     try:
-        build_pruner(spec)
+        build_pruner(conf)
     except SweepInputError:
         raise
     except Exception as err:
         raise SweepInputError(f"hydra.sweeper.pruner: {str(err).splitlines()[0]}") from err
 
 
-def build_pruner(spec: Mapping[str, Any] | None) -> Any:
-    """An Optuna pruner from a spec (``PrunerConf`` as a dict); None or name none -> NopPruner."""
+def pruner_to_json(conf: PrunerConf) -> str:
+    """The pruner for a trial process (Optuna does not store pruners): ``hydra.sweeper.pruner`` as JSON."""
+    return json.dumps(asdict(conf), default=str)
+
+
+def pruner_from_json(text: str) -> PrunerConf:
+    return PrunerConf(**json.loads(text))
+
+
+def build_pruner(conf: PrunerConf) -> Any:
+    """An Optuna pruner from ``hydra.sweeper.pruner`` (name none -> NopPruner)."""
     import optuna
 
-    spec = dict(spec or {})
-    name = str(spec.get("name", "none")).lower()
+    name = conf.name.lower()
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=int(spec.get("n_startup_trials", 2)), n_warmup_steps=int(spec.get("n_warmup_steps", 0)),
-            interval_steps=int(spec.get("interval_steps", 1)), n_min_trials=int(spec.get("n_min_trials", 1)))
+        return optuna.pruners.MedianPruner(n_startup_trials=conf.n_startup_trials, n_warmup_steps=conf.n_warmup_steps,
+                                           interval_steps=conf.interval_steps, n_min_trials=conf.n_min_trials)
     if name == "percentile":
-        return optuna.pruners.PercentilePruner(
-            float(spec.get("percentile", 25.0)), n_startup_trials=int(spec.get("n_startup_trials", 2)),
-            n_warmup_steps=int(spec.get("n_warmup_steps", 0)), interval_steps=int(spec.get("interval_steps", 1)),
-            n_min_trials=int(spec.get("n_min_trials", 1)))
+        return optuna.pruners.PercentilePruner(conf.percentile, n_startup_trials=conf.n_startup_trials,
+                                               n_warmup_steps=conf.n_warmup_steps, interval_steps=conf.interval_steps,
+                                               n_min_trials=conf.n_min_trials)
     if name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=_resource(spec.get("min_resource", "auto")), reduction_factor=int(spec.get("reduction_factor", 3)),
-            min_early_stopping_rate=int(spec.get("min_early_stopping_rate", 0)),
-            bootstrap_count=int(spec.get("bootstrap_count", 0)))
+            min_resource=_resource(conf.min_resource), reduction_factor=conf.reduction_factor,
+            min_early_stopping_rate=conf.min_early_stopping_rate, bootstrap_count=conf.bootstrap_count)
     if name == "hyperband":
+        min_resource = _resource(conf.min_resource)
         return optuna.pruners.HyperbandPruner(
-            min_resource=int(spec["min_resource"]) if str(spec.get("min_resource", "auto")) != "auto" else 1,
-            max_resource=_resource(spec.get("max_resource", "auto")), reduction_factor=int(spec.get("reduction_factor", 3)),
-            bootstrap_count=int(spec.get("bootstrap_count", 0)))
-    raise SweepInputError(f"hydra.sweeper.pruner.name: got {name!r}; allowed: {', '.join(PRUNERS)}")
+            min_resource=1 if min_resource == "auto" else min_resource, max_resource=_resource(conf.max_resource),
+            reduction_factor=conf.reduction_factor, bootstrap_count=conf.bootstrap_count)
+    raise SweepInputError(f"hydra.sweeper.pruner.name: got {conf.name!r}; allowed: {', '.join(PRUNERS)}")
 
 
 def _resource(value: Any) -> Any:

@@ -14,16 +14,18 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftsweep.config.sweeper import PrunerConf, SamplerConf
 from ftsweep.sweeper.grammar import SearchSpace, SweepInputError
 from ftsweep.sweeper.samplers import build_pruner, build_sampler
 from ftsweep.sweeper.storage import HEARTBEAT_ATTR, open_storage, redact
 
 SPACE_ATTR = "ftsweep:search_space"
+SWEEP_DIR_ATTR = "ftsweep:sweep_dir"
 OWNER_ATTR = "ftsweep:owner"
 
 
@@ -40,8 +42,8 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def open_study(*, storage_url: str, study_name: str, directions: list[str], space: SearchSpace,
-               sampler_spec: Mapping[str, Any], pruner_spec: Mapping[str, Any], metrics: list[str],
-               fixed_overrides: list[str], enqueue: list[dict[str, Any]] | None = None) -> Any:
+               sampler: SamplerConf, pruner: PrunerConf, metrics: list[str], fixed_overrides: list[str],
+               sweep_dir: Path, enqueue: list[dict[str, Any]] | None = None) -> Any:
     """Load the study ``study_name`` (checking it has the same search space and directions) or create it.
 
     Raises :class:`SweepInputError` before touching an existing study whose space differs.
@@ -54,14 +56,15 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
     if existing is not None:
         _check_compatible(existing, study_name, storage_url, directions, space)
         n_existing = len(existing.get_trials(deepcopy=False))
-    sampler = build_sampler(sampler_spec, space.distributions, n_existing=n_existing,
-                            multi_objective=len(directions) > 1)
-    study = optuna.create_study(storage=storage, sampler=sampler, pruner=build_pruner(pruner_spec),
+    study = optuna.create_study(storage=storage, pruner=build_pruner(pruner),
+                                sampler=build_sampler(sampler, space.distributions, n_existing=n_existing,
+                                                      multi_objective=len(directions) > 1),
                                 study_name=study_name, directions=directions, load_if_exists=True)
     if existing is None:
         study.set_user_attr(SPACE_ATTR, space.to_json())
         study.set_user_attr("ftsweep:metrics", metrics)
         study.set_user_attr("ftsweep:fixed_overrides", fixed_overrides)
+        study.set_user_attr(SWEEP_DIR_ATTR, str(sweep_dir))
         study.set_user_attr("ftsweep:created", time.strftime("%Y-%m-%d %H:%M:%S"))
         for params in enqueue or []:
             study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
@@ -136,6 +139,15 @@ def count(study: Any) -> Counts:
         elif t.state == TrialState.WAITING:
             c.waiting += 1
     return c
+
+
+def best_trial(study: Any) -> Any:
+    """The best COMPLETE trial in the study's own direction(s) (multi-objective: the first Pareto-optimal
+    one); None when no trial completed. The one definition used by the sweep, the report and export."""
+    try:
+        return study.best_trial if len(study.directions) == 1 else (study.best_trials or [None])[0]
+    except ValueError:
+        return None
 
 
 def owner() -> dict[str, Any]:

@@ -7,12 +7,14 @@ composed training config and the command line's task overrides.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ftsweep.config.sweeper import SweeperConf
 from ftsweep.sweeper.grammar import SearchSpace, SweepInputError, merge_overrides, parse_space
-from ftsweep.sweeper.samplers import check_pruner_spec
+from ftsweep.sweeper.samplers import check_pruner
 
 DIRECTIONS = ("minimize", "maximize")
 
@@ -25,14 +27,26 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-def group_options(key: str) -> list[str] | None:
-    """Option names of config group ``key`` (None if ``key`` is not a group of conf/)."""
-    from ftsweep.paths import conf_dir
+def typed_conf(conf: Mapping[str, Any]) -> SweeperConf:
+    """``hydra.sweeper`` as the typed :class:`SweeperConf` (nested Sampler/PrunerConf objects too)."""
+    from omegaconf import OmegaConf
 
-    d = conf_dir() / key.lstrip("+")
-    if not d.is_dir():
-        return None
-    return sorted(p.stem for p in d.glob("*.yaml"))
+    plain = {k: v for k, v in conf.items() if k != "_target_"}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SweeperConf), OmegaConf.create(
+            {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in plain.items()}))
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except Exception as err:
+        from ftsweep.config.compose import explain
+
+        raise SweepInputError(f"hydra.sweeper.{explain(err)}") from err
+
+
+def group_options(key: str) -> list[str] | None:
+    """Option names of config group ``key`` over the whole config search path (None if not a group)."""
+    from ftsweep.config.compose import group_options as options
+
+    return options(key)
 
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -53,10 +67,10 @@ def split_arguments(arguments: list[str]) -> tuple[list[str], dict[str, str]]:
     return fixed, params
 
 
-def _study_name(conf: Mapping[str, Any], cfg: Any) -> str:
+def _study_name(conf: SweeperConf, cfg: Any) -> str:
     from omegaconf import OmegaConf
 
-    name = conf.get("study_name") or OmegaConf.select(cfg, "hydra.runtime.choices.sweep") or "ftsweep"
+    name = conf.study_name or OmegaConf.select(cfg, "hydra.runtime.choices.sweep") or "ftsweep"
     return str(name).replace("/", "_")
 
 
@@ -75,9 +89,20 @@ def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
     return storage
 
 
+def sweep_dir_of(conf: SweeperConf, cfg: Any) -> Path:
+    """Where the sweep writes: ``hydra.sweep.dir`` (Hydra's convention). ``hydra.sweeper.sweep_dir`` is a
+    deprecated alias that still wins when set."""
+    from omegaconf import OmegaConf
+
+    if conf.sweep_dir:
+        print("ftsweep: hydra.sweeper.sweep_dir is deprecated; use hydra.sweep.dir", file=sys.stderr)
+        return Path(conf.sweep_dir).expanduser().resolve()
+    return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))).expanduser().resolve()
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
-    from ftsweep.config_io import ConfigFailure, compose
+    from ftsweep.config.compose import ConfigFailure, compose
 
     for corner in ("low", "high"):
         overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
@@ -87,47 +112,51 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             raise SweepInputError(f"a trial would fail: {err}") from err
 
 
-def run_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> int:
+def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
+              trial_subdir: Callable[[int, list[str]], str]) -> int:
     """Run the sweep; returns 0, or exits 2 on bad input (before any trial) and 1 when aborted."""
     try:
-        plan = plan_sweep(conf, cfg, arguments)
+        plan = plan_sweep(conf, cfg, arguments, trial_subdir)
     except SweepInputError as err:
         print(f"ftsweep: error: {err}", file=sys.stderr)
         sys.exit(2)
     return execute(plan)
 
 
-def plan_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> dict[str, Any]:
+def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
+               trial_subdir: Callable[[int, list[str]], str]) -> dict[str, Any]:
     """Everything checked and resolved, study opened or created; no trial started yet."""
     import optuna
     from omegaconf import OmegaConf
 
-    from ftsweep.sweeper.baseline import baseline_params, baseline_slug
+    from ftsweep.config import KNOWN_METRICS
+    from ftsweep.paths import path_slug
+    from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
     from ftsweep.sweeper.study import file_lock, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed, cli_params = split_arguments(arguments)
-    params = {str(k): v for k, v in (conf.get("params") or {}).items()}
+    params = {str(k): v for k, v in (conf.params or {}).items()}
     study_name = _study_name(conf, cfg)
     enqueue: list[dict[str, Any]] = []
     baseline = OmegaConf.select(cfg, "baseline")
     if baseline:
-        b = baseline_params(str(baseline), float(conf.get("baseline_lr_factor") or 4.0))
+        b = baseline_params(str(baseline), conf.baseline_lr_factor)
         fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
         params.update(b["params"])
         enqueue = b["enqueue"]
-        study_name = f"{study_name}-{baseline_slug(str(baseline))}"
-    elif conf.get("requires_baseline"):
+        study_name = f"{study_name}-{path_slug(str(baseline))}"
+    elif conf.requires_baseline:
         raise SweepInputError("this sweep needs baseline=<run dir> (a finished ftsweep train run directory)")
     params.update(cli_params)  # a sweep on the command line replaces the file's definition
-    if not params and not conf.get("variables"):
+    if not params and not conf.variables:
         raise SweepInputError("nothing to search: set hydra.sweeper.params (or use sweep=<name>, see sweep/)")
-    space = parse_space(params, conf.get("variables"), conf.get("derived"), group_options=group_options)
+    space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
 
-    metrics = [str(m) for m in _as_list(conf.get("metric"))] or [str(OmegaConf.select(cfg, "objective.metric"))]
-    directions = [str(d).lower() for d in _as_list(conf.get("direction"))] or [
+    metrics = [str(m) for m in _as_list(conf.metric)] or [str(OmegaConf.select(cfg, "objective.metric"))]
+    directions = [str(d).lower() for d in _as_list(conf.direction)] or [
         str(OmegaConf.select(cfg, "objective.direction"))] * len(metrics)
     if len(metrics) == 1 and len(directions) > 1:
         raise SweepInputError(f"hydra.sweeper.direction has {len(directions)} directions: set hydra.sweeper.metric "
@@ -137,55 +166,48 @@ def plan_sweep(conf: Mapping[str, Any], cfg: Any, arguments: list[str]) -> dict[
     if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(DIRECTIONS)} per metric")
-    from ftsweep.objective import KNOWN_METRICS
-
     for m in metrics:
         if m not in KNOWN_METRICS:
             raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(KNOWN_METRICS)}")
 
-    sampler_spec = dict(conf.get("sampler") or {})
-    pruner_spec = dict(conf.get("pruner") or {})
+    pruner = conf.pruner
     if len(directions) > 1:
-        pruner_spec["name"] = "none"  # Optuna cannot prune multi-objective trials
-    check_pruner_spec(pruner_spec)
-    n_trials = int(conf.get("n_trials") or 0)
-    n_workers = int(conf.get("n_workers") or 1)
-    if n_trials < 1 or n_workers < 1:
-        raise SweepInputError(f"hydra.sweeper.n_trials and n_workers must be >= 1 (got {n_trials}, {n_workers})")
-    rate = float(conf.get("max_failure_rate", 0.5))
-    if not 0.0 <= rate <= 1.0:
-        raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {rate})")
+        pruner = replace(pruner, name="none")  # Optuna cannot prune multi-objective trials
+    check_pruner(pruner)
+    if conf.n_trials < 1:
+        raise SweepInputError(f"hydra.sweeper.n_trials: must be >= 1 (got {conf.n_trials})")
+    if conf.n_workers < 1:
+        raise SweepInputError(f"hydra.sweeper.n_workers: must be >= 1 (got {conf.n_workers})")
+    if not 0.0 <= conf.max_failure_rate <= 1.0:
+        raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
+    n_trials, n_workers = conf.n_trials, conf.n_workers
     # Builds the sampler once (grid size, unknown name, missing package) before anything is created.
-    size = grid_size(build_sampler(sampler_spec, space.distributions, multi_objective=len(directions) > 1))
+    size = grid_size(build_sampler(conf.sampler, space.distributions, multi_objective=len(directions) > 1))
     if size is not None and size < n_trials:
         n_trials = size
 
     validate_trial_config(fixed, space)
 
-    sweep_dir = Path(conf.get("sweep_dir") or Path("outputs") / "sweeps" / study_name).expanduser().resolve()
-    storage_url = resolve_storage(conf.get("storage"), sweep_dir)
+    sweep_dir = sweep_dir_of(conf, cfg)
+    storage_url = resolve_storage(conf.storage, sweep_dir)
     with file_lock(sweep_dir / ".ftsweep.lock"):
         study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
-                           sampler_spec=sampler_spec, pruner_spec=pruner_spec, metrics=metrics,
-                           fixed_overrides=fixed, enqueue=enqueue)
+                           sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
+                           sweep_dir=sweep_dir, enqueue=enqueue)
 
-    gpus = detect_gpus(conf.get("gpus", "auto"))
+    gpus = detect_gpus(conf.gpus)
     if gpus and n_workers > len(gpus):
         print(f"[sweep {study_name}] n_workers={n_workers} > {len(gpus)} GPU(s): running {len(gpus)} at once",
               file=sys.stderr)
         n_workers = len(gpus)
-    timeout = float(conf.get("trial_timeout_s") or 0) or float(OmegaConf.select(cfg, "trainer.timeout_s") or 0)
+    timeout = conf.trial_timeout_s or float(OmegaConf.select(cfg, "trainer.timeout_s") or 0)
     settings = RunSettings(
-        sweep_dir=sweep_dir, storage_url=storage_url, study_name=study_name, n_trials=n_trials,
-        directions=directions, metrics=metrics, pruner_spec=pruner_spec, n_workers=n_workers, gpus=gpus,
-        trial_timeout_s=timeout, max_failure_rate=rate, retry_oom=bool(conf.get("retry_oom", True)),
-        retry_stale=bool(conf.get("retry_stale", True)),
-        heartbeat_interval_s=float(conf.get("heartbeat_interval_s") or 10.0),
-        grace_period_s=float(conf.get("grace_period_s") or 60.0), command=default_command())
+        conf=conf, sweep_dir=sweep_dir, storage_url=storage_url, study_name=study_name, n_trials=n_trials,
+        directions=directions, metrics=metrics, pruner=pruner, n_workers=n_workers, gpus=gpus,
+        trial_timeout_s=timeout, trial_subdir=trial_subdir, command=default_command())
     logger = OmegaConf.select(cfg, "logger")
     return {"study": study, "space": space, "fixed": fixed, "settings": settings,
-            "report": bool(conf.get("report", True)), "progress": str(conf.get("progress") or "auto"),
-            "wandb": bool(conf.get("wandb_summary", True)) and logger is not None and logger.name == "wandb",
+            "wandb": conf.wandb_summary and logger is not None and logger.name == "wandb",
             "logger": OmegaConf.to_container(logger, resolve=True) if logger is not None else {}}
 
 
@@ -199,7 +221,7 @@ def execute(plan: dict[str, Any]) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = plan["settings"]
-    progress = Progress(s.study_name, s.n_trials, mode=plan["progress"])
+    progress = Progress(s.study_name, s.n_trials, mode=s.conf.progress)
     progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
     aborted = None
     with progress:
@@ -208,7 +230,7 @@ def execute(plan: dict[str, Any]) -> int:
         except SweepAborted as err:
             aborted = str(err)
     report_dir = None
-    if plan["report"]:
+    if s.conf.report:
         from ftsweep.report import write_report
 
         try:
@@ -228,7 +250,7 @@ def execute(plan: dict[str, Any]) -> int:
 
 def print_best(study: Any, report_dir: Path | None) -> None:
     """The end-of-sweep lines: best trial (value, params, trial dir) and where the report is."""
-    from ftsweep.sweeper.study import count
+    from ftsweep.sweeper.study import best_trial, count
 
     c = count(study)
     print(f"sweep {study.study_name}: {c.finished} trials ({c.complete} complete, {c.pruned} pruned, "
@@ -237,12 +259,10 @@ def print_best(study: Any, report_dir: Path | None) -> None:
         for t in study.best_trials:
             print(f"  pareto trial {t.number}: values={t.values} params={t.params} dir={t.user_attrs.get('trial_dir')}")
     else:
-        try:
-            best = study.best_trial
-        except ValueError:
+        best = best_trial(study)
+        if best is None:
             print("  no trial completed")
-            best = None
-        if best is not None:
+        else:
             print(f"best trial {best.number}: value={best.value:.6g}")
             print(f"  params: {best.params}")
             print(f"  trial dir: {best.user_attrs.get('trial_dir')}")

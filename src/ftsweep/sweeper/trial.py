@@ -1,4 +1,10 @@
-"""The trial side of a sweep: runs inside each ``ftsweep train`` process the sweeper starts.
+"""The trial side of a sweep: the entry point of each trial process the sweeper starts.
+
+    python -m ftsweep.sweeper.trial <overrides> hydra.sweep.dir=DIR hydra.sweep.subdir=SUBDIR
+
+runs the training recipe as job ``hydra.job.num = <trial number>`` of the sweep's Hydra multirun (its
+``.hydra/`` records ``mode: MULTIRUN`` and the job number), with the trial's own TrainerCallbacks (pruning
+report, heartbeat) and W&B naming (group = study, name = ``trial-<n>``).
 
 The sweep process tells the trial who it is through environment variables (set by
 :mod:`ftsweep.sweeper.runner`)::
@@ -14,7 +20,6 @@ The sweep process tells the trial who it is through environment variables (set b
     FTSWEEP_PARENT_PID        the sweep process; if it dies, the trial stops too
     FTSWEEP_HEARTBEAT_S       how often to record a heartbeat
 
-The training code calls :func:`trial_context` (W&B naming) and :func:`trial_callbacks` (pruning).
 Optuna and transformers are imported only inside a trial.
 """
 
@@ -44,7 +49,7 @@ def trial_context() -> dict[str, Any] | None:
         "trial_id": int(env["FTSWEEP_TRIAL_ID"]),
         "trial_number": int(env.get("FTSWEEP_TRIAL_NUMBER", "-1")),
         "params": json.loads(env.get("FTSWEEP_TRIAL_PARAMS") or "{}"),
-        "pruner": json.loads(env.get("FTSWEEP_PRUNER") or '{"name": "none"}'),
+        "pruner": env.get("FTSWEEP_PRUNER"),
         "objective_metric": env.get("FTSWEEP_OBJECTIVE_METRIC") or "eval_loss",
         "multi_objective": env.get("FTSWEEP_MULTI_OBJECTIVE") == "1",
     }
@@ -66,13 +71,13 @@ class TrialReporter:
         if self._trial is None:
             import optuna
 
-            from ftsweep.sweeper.samplers import build_pruner
+            from ftsweep.sweeper.samplers import build_pruner, pruner_from_json
             from ftsweep.sweeper.storage import open_storage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             self._storage = open_storage(self.ctx["storage"])
             study = optuna.load_study(study_name=self.ctx["study_name"], storage=self._storage,
-                                      pruner=build_pruner(self.ctx["pruner"]))
+                                      pruner=build_pruner(pruner_from_json(self.ctx["pruner"])))
             self._trial = optuna.trial.Trial(study, self.ctx["trial_id"])
         return self._trial
 
@@ -103,12 +108,49 @@ class TrialReporter:
             pass
 
 
-def trial_callbacks() -> list[Any]:
-    """TrainerCallbacks for a sweep trial (empty outside a sweep): pruning + heartbeat."""
+def trial_callbacks(ctx: dict[str, Any]) -> list[Any]:
+    """TrainerCallbacks for a sweep trial: pruning report + heartbeat."""
+    return [_make_pruning_callback(TrialReporter(ctx), ctx["objective_metric"])]
+
+
+def run_info(ctx: dict[str, Any]) -> Any:
+    """How the trial's W&B run is named: group = study, name = trial-<n>, trial number and params in its config."""
+    from ftsweep.tracking import RunInfo
+
+    return RunInfo(group=ctx["study_name"], name=f"trial-{ctx['trial_number']}",
+                   config={"trial_number": ctx["trial_number"], "trial_params": ctx["params"],
+                           "study_name": ctx["study_name"]})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one trial (its overrides on the command line, its identity in FTSWEEP_* variables)."""
+    import sys
+
+    from ftsweep.config.compose import run_as_multirun_job
+    from ftsweep.config.errors import UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     ctx = trial_context()
     if ctx is None:
-        return []
-    return [_make_pruning_callback(TrialReporter(ctx), ctx["objective_metric"])]
+        print("ftsweep: error: ftsweep.sweeper.trial runs only inside a sweep (FTSWEEP_TRIAL_ID is not set)",
+              file=sys.stderr)
+        return 2
+
+    def task(cfg: Any) -> float | None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from ftsweep.train import execute
+
+        metrics = execute(cfg, HydraConfig.get().runtime.output_dir, trial_callbacks(ctx), run_info(ctx))
+        return metrics.get("objective")
+
+    try:
+        run_as_multirun_job(argv, ctx["trial_number"], task)
+    except UsageError as err:
+        print(f"ftsweep: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
 
 
 def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:
@@ -144,3 +186,7 @@ def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:
             return control
 
     return OptunaPruningCallback()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,11 +8,6 @@ from pathlib import Path
 from typing import Any
 
 
-def wandb_mode(logger: dict[str, Any]) -> str:
-    """Same rule as training runs: logger.mode, else WANDB_MODE, else online only with an API key."""
-    return logger.get("mode") or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-
-
 def trial_rows(study: Any) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows of the trials table (params flattened into columns)."""
     trials = study.get_trials(deepcopy=False)
@@ -34,6 +29,7 @@ def _cell(v: Any) -> Any:
 def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | None:
     """Log the summary run; returns its id (None if W&B failed: the sweep result does not depend on it)."""
     from ftsweep.report import summarize
+    from ftsweep.tracking import wandb_dir, wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")  # no run summary dump in the sweep's output
     try:
@@ -45,7 +41,7 @@ def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | No
                          group=study.study_name, name=f"{study.study_name}-summary", job_type="sweep-summary",
                          config={"study_name": study.study_name, "n_trials": summary["n_trials"],
                                  "directions": summary["directions"], "metrics": summary["metrics"]},
-                         dir=os.environ.get("WANDB_DIR") or str(sweep_dir), mode=mode, reinit="finish_previous")
+                         dir=wandb_dir(sweep_dir), mode=mode, reinit="finish_previous")
         columns, rows = trial_rows(study)
         run.log({"trials": wandb.Table(columns=columns, data=rows)})
         for key in ("n_trials", "n_complete", "n_pruned", "n_failed", "best_value", "best_trial_number",

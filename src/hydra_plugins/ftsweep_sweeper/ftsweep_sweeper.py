@@ -1,43 +1,77 @@
 """Hydra plugin: ``hydra/sweeper=ftsweep_optuna``.
 
 Thin on purpose: Hydra imports every module under ``hydra_plugins`` at start-up, so this file imports
-only Hydra and the config dataclasses; Optuna is imported when a sweep actually runs. Trials do
-not go through Hydra's launcher: each one is its own ``ftsweep train`` process (see
-:mod:`ftsweep.sweeper.runner`).
+only Hydra and the config dataclasses; Optuna is imported when a sweep actually runs. Trials do not go
+through Hydra's launcher: each one is its own process (see :mod:`ftsweep.sweeper.runner`), which runs
+as job ``hydra.job.num = <trial number>`` of this multirun in ``hydra.sweep.dir/hydra.sweep.subdir``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from ftsweep.sweeper.config import SweeperConf
+from ftsweep.config.sweeper import register_sweeper_schema
 
-ConfigStore.instance().store(group="hydra/sweeper", name="ftsweep_optuna", node=SweeperConf, provider="ftsweep")
+register_sweeper_schema()
+
+
+def register() -> None:
+    """Register this sweeper with Hydra by hand: Hydra finds plugins by walking the hydra_plugins
+    namespace, which an editable install's import hook hides from it."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(FtsweepOptunaSweeper)
 
 
 class FtsweepOptunaSweeper(Sweeper):
-    """Asks Optuna for trials and runs each as a subprocess; see ftsweep.sweeper.config.SweeperConf."""
+    """Asks Optuna for trials and runs each as a subprocess; see ftsweep.config.sweeper.SweeperConf."""
 
     def __init__(self, **conf: Any) -> None:
         self.conf = conf
         self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
         self.config = config
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ftsweep.sweeper.sweep import run_sweep
+        from ftsweep.sweeper.sweep import run_sweep, typed_conf
 
-        conf = OmegaConf.to_container(OmegaConf.create(_plain(self.conf)), resolve=True)
-        return run_sweep(conf, self.config, list(arguments))
+        assert self.config is not None
+        return run_sweep(typed_conf(self.conf), self.config, list(arguments), self.trial_subdir)
+
+    def trial_subdir(self, number: int, overrides: list[str]) -> str:
+        """``hydra.sweep.subdir`` of job ``number`` with these task overrides, resolved as Hydra's launchers
+        do (``load_sweep_config`` + the job number), so ``${hydra.job.num}`` and ``${hydra.job.override_dirname}``
+        mean what they mean in any Hydra multirun."""
+        assert self.hydra_context is not None and self.config is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with _writable(cfg):
+            cfg.hydra.job.num = number
+            cfg.hydra.job.id = str(number)
+        from hydra.core.hydra_config import HydraConfig
+
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(cfg)  # ${hydra:...} interpolations read it
+        try:
+            return str(Path(str(OmegaConf.select(cfg, "hydra.sweep.subdir"))))
+        finally:
+            if previous is not None:
+                HydraConfig.instance().cfg = previous
 
 
-def _plain(conf: dict[str, Any]) -> dict[str, Any]:
-    return {k: (OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
-            for k, v in conf.items() if k != "_target_"}
+def _writable(cfg: DictConfig) -> Any:
+    from contextlib import ExitStack
+
+    from omegaconf import open_dict, read_write
+
+    stack = ExitStack()
+    stack.enter_context(read_write(cfg.hydra))
+    stack.enter_context(open_dict(cfg.hydra))
+    return stack

@@ -103,3 +103,10 @@ class SweeperConf:
     wandb_summary: bool = True
     # auto (rich on a TTY, plain lines otherwise) | rich | plain
     progress: str = "auto"
+
+
+def register_sweeper_schema() -> None:
+    """Store ``hydra/sweeper=ftsweep_optuna`` (this schema) in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="hydra/sweeper", name="ftsweep_optuna", node=SweeperConf, provider="ftsweep")

@@ -1,0 +1,302 @@
+"""Compose the config with Hydra, list a group's options, and run a Hydra entry point.
+
+The config search path, highest priority first: the user's config roots (``--config-dir``, ``./conf``;
+put in front by the ``ftsweep_searchpath`` Hydra plugin), then the shipped root (``ftsweep.conf``, Hydra's
+main config dir), then the schemas in Hydra's ConfigStore. Sweep definitions
+(``sweep=<name>``) come from ``sweep/`` folders (the shipped ones and the user's project) and are
+registered in the ConfigStore as group ``sweep``, package ``_global_``. Hydra / OmegaConf errors become
+one line naming the key (:class:`ConfigFailure`). Imports Hydra and OmegaConf only (fast).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftsweep import paths
+from ftsweep.config.errors import ConfigError, UsageError
+from ftsweep.config.schema import TrainConfig, register_configs
+from ftsweep.config.sweeper import register_sweeper_schema
+from ftsweep.config.validate import validate
+
+CONFIG_NAME = "train"
+VERSION_BASE = "1.3"
+
+
+class ConfigFailure(UsageError):
+    """Composition or validation failed; ``str()`` is one line naming the key."""
+
+
+# ------------------------------------------------------------------------------------ search path
+@contextmanager
+def user_config(config_dirs: list[str] | tuple[str, ...] = ()) -> Iterator[None]:
+    """Make ``config_dirs`` (``--config-dir`` values) visible to the search-path plugin while composing."""
+    saved = os.environ.get(paths.CONFIG_DIRS_ENV)
+    dirs = paths.user_config_dirs(config_dirs)
+    os.environ[paths.CONFIG_DIRS_ENV] = os.pathsep.join(str(d) for d in dirs)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(paths.CONFIG_DIRS_ENV, None)
+        else:
+            os.environ[paths.CONFIG_DIRS_ENV] = saved
+
+
+def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
+    """Register the schemas and every sweep definition (shipped first; the user's replace same names)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install's import hook
+    # hides from it: register the search-path plugin by hand (the sweeper: ftsweep_sweeper.register()).
+    from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import FtsweepSearchPathPlugin
+
+    Plugins.instance().register(FtsweepSearchPathPlugin)
+    register_configs()
+    register_sweeper_schema()
+    if not OmegaConf.has_resolver("path_slug"):  # sweep=lr_after_baseline names its folder after the baseline
+        OmegaConf.register_new_resolver("path_slug", paths.path_slug)
+    cs = ConfigStore.instance()
+    sweep_dirs = [paths.shipped_sweep_dir(), *paths.user_sweep_dirs(paths.user_config_dirs(config_dirs))]
+    for folder in sweep_dirs:
+        for file in sorted(folder.glob("*.yaml")):
+            try:
+                node = OmegaConf.load(file)
+            except Exception as err:
+                raise ConfigFailure(f"{file}: not a valid YAML file: {_first_line(err)}") from err
+            cs.store(group="sweep", name=file.stem, node=node, package="_global_", provider=str(folder))
+
+
+@contextmanager
+def hydra_session(config_dirs: list[str] | tuple[str, ...] = ()) -> Iterator[Any]:
+    """An initialised Hydra (compose API) over ftsweep's search path; yields its config loader."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register(config_dirs)
+    GlobalHydra.instance().clear()
+    try:
+        with user_config(config_dirs), initialize_config_dir(str(paths.shipped_conf_dir()), version_base=VERSION_BASE):
+            yield GlobalHydra.instance().config_loader()
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def group_options(group: str, config_dirs: list[str] | tuple[str, ...] = ()) -> list[str] | None:
+    """Option names of config group ``group`` over the whole search path (None if no such group)."""
+    from hydra.core.object_type import ObjectType
+
+    group = group.lstrip("+~")
+    with hydra_session(config_dirs) as loader:
+        names = loader.get_group_options(group, results_filter=ObjectType.CONFIG)
+        if not names:
+            parent, _, leaf = group.rpartition("/")
+            if leaf not in loader.get_group_options(parent, results_filter=ObjectType.GROUP):
+                return None
+    return sorted(n for n in names if not n.endswith("_schema"))
+
+
+def list_groups(config_dirs: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The top-level config groups (model, lora, ..., sweep); Hydra's own ``hydra/`` group excluded."""
+    from hydra.core.object_type import ObjectType
+
+    with hydra_session(config_dirs) as loader:
+        groups = loader.get_group_options("", results_filter=ObjectType.GROUP)
+    return sorted(g for g in groups if g != "hydra")
+
+
+def option_summary(group: str, option: str, config_dirs: list[str] | tuple[str, ...] = ()) -> str:
+    """The first comment line of an option's YAML file (its one-line description), or ""."""
+    for root in [*paths.user_config_dirs(config_dirs), paths.shipped_conf_dir()]:
+        file = root / group / f"{option}.yaml"
+        if file.is_file():
+            break
+    else:
+        if group != "sweep":
+            return ""
+        dirs = [*paths.user_sweep_dirs(paths.user_config_dirs(config_dirs)), paths.shipped_sweep_dir()]
+        file = next((d / f"{option}.yaml" for d in dirs if (d / f"{option}.yaml").is_file()), None)
+        if file is None:
+            return ""
+    comments = [x[1:].strip() for x in file.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
+    return next((c for c in comments if "@package" not in c and not c.startswith("Run:")), "")
+
+
+# ------------------------------------------------------------------------------------------ errors
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _allowed_keys(path: str) -> list[str] | None:
+    """Field names of the schema node at dotted ``path`` (e.g. 'lora' -> LoraConfig's fields)."""
+    node: Any = TrainConfig
+    for part in [p for p in path.split(".") if p]:
+        hint = typing.get_type_hints(node).get(part)
+        candidates = [hint, *typing.get_args(hint)]  # unwrap Optional[...] / X | None
+        node = next((c for c in candidates if is_dataclass(c)), None)
+        if node is None:
+            return None
+    return [f.name for f in fields(node)]
+
+
+def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -> str:
+    """One line for a Hydra / OmegaConf composition error."""
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+        ValidationError,
+    )
+
+    if isinstance(err, UsageError):
+        return str(err)
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    text = str(err).strip()
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or ""
+        msg = str(getattr(cause, "msg", "") or cause).splitlines()[0]
+        if isinstance(cause, MissingMandatoryValue):
+            return f"{key}: a value is required (set {key}=...)"
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            allowed = _allowed_keys(parent)
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            return f"{key}: unknown key{hint}"
+        if isinstance(cause, ValidationError):
+            return f"{key}: {msg}"
+        return f"{key}: {msg}" if key else msg
+    # Hydra's own messages, e.g. "In 'train': Could not find 'lora/r99'"
+    m = re.search(r"Could not find '([\w/]+)/([\w.-]+)'", text)
+    if m:
+        group, option = m.group(1), m.group(2)
+        options = group_options(group, config_dirs) or []
+        return f"{group}={option}: no such option; available: {', '.join(options) or 'none'}"
+    m = re.search(r"Could not override '([\w.]+)'", text)
+    if m:
+        return f"{m.group(1)}: unknown key (to add a new key use +{m.group(1)}=...)"
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------------------- compose
+def fixed_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a multirun that are not sweeps (no ``a=1,2``, ``interval(...)``, ``choice(...)``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keep = []
+    for o in overrides:
+        try:
+            parsed = parser.parse_overrides([o])[0]
+        except Exception:
+            keep.append(o)  # let composition report it as one line
+            continue
+        if not parsed.is_sweep_override():
+            keep.append(o)
+    return keep
+
+
+def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] | tuple[str, ...] = (),
+            hydra: bool = False) -> DictConfig:
+    """Compose ``train.yaml`` with ``overrides`` and validate it; raise :class:`ConfigFailure`.
+
+    ``config_dirs`` are extra config roots, like ``ftsweep train --config-dir DIR``; ``hydra=True``
+    keeps the ``hydra`` node (e.g. to read ``hydra.mode`` or ``hydra.sweep.dir``).
+    """
+    from hydra import compose as hydra_compose
+
+    _check_optional_groups(overrides, config_dirs)
+    try:
+        with hydra_session(config_dirs):
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra)
+        if check:
+            task = cfg
+            if hydra:
+                task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            missing = sorted(OmegaConf.missing_keys(task))
+            if missing:
+                raise ConfigError(missing[0], f"a value is required (set {missing[0]}=...)")
+            validate(task)
+    except Exception as err:
+        raise ConfigFailure(explain(err, config_dirs)) from err
+    return cfg
+
+
+def _check_optional_groups(overrides: list[str], config_dirs: list[str] | tuple[str, ...]) -> None:
+    """``sweep`` is an optional group: Hydra silently ignores an unknown option of it (and would train once)."""
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if sep and key.lstrip("+~") == "sweep" and value not in ("", "null"):
+            options = group_options("sweep", config_dirs) or []
+            if value not in options:
+                raise ConfigFailure(f"sweep={value}: no such option; available: {', '.join(options) or 'none'}")
+
+
+def export_config_dirs(config_dirs: list[str] | tuple[str, ...]) -> None:
+    """Hand this process's user config roots down to child processes (sweep trials)."""
+    dirs = paths.user_config_dirs(config_dirs)
+    if dirs:
+        os.environ[paths.CONFIG_DIRS_ENV] = os.pathsep.join(str(d) for d in dirs)
+
+
+def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: list[str] | tuple[str, ...] = (),
+              prog: str = "ftsweep train") -> None:
+    """Run ``task`` as a Hydra application (run or multirun) with ``argv`` as its command line."""
+    import hydra
+
+    register(config_dirs)
+
+    export_config_dirs(config_dirs)  # for the search-path plugin here and in child processes (sweep trials)
+
+    @hydra.main(config_path=str(paths.shipped_conf_dir()), config_name=CONFIG_NAME, version_base=VERSION_BASE)
+    def _main(cfg: DictConfig) -> Any:
+        return task(cfg)
+
+    saved = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        _main()
+    finally:
+        sys.argv = saved
+
+
+def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[DictConfig], Any],
+                        config_dirs: list[str] | tuple[str, ...] = ()) -> Any:
+    """Run ``task`` as job ``job_num`` of a Hydra multirun, the way Hydra's own launchers do: the job dir
+    is ``hydra.sweep.dir/hydra.sweep.subdir``, and ``.hydra/`` records ``mode: MULTIRUN`` and the job
+    number. Used by sweep trials, which the sweeper starts as processes of their own."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.utils import run_job
+    from hydra.types import HydraContext, RunMode
+
+    with hydra_session(config_dirs) as loader:
+        try:
+            cfg = loader.load_configuration(config_name=CONFIG_NAME, overrides=list(overrides), run_mode=RunMode.MULTIRUN)
+        except Exception as err:
+            raise ConfigFailure(explain(err, config_dirs)) from err
+        with open_hydra(cfg):
+            cfg.hydra.job.num = job_num
+            cfg.hydra.job.id = str(job_num)
+            cfg.hydra.mode = RunMode.MULTIRUN
+        ret = run_job(task_function=task, config=cfg, job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+                      hydra_context=HydraContext(config_loader=loader, callbacks=Callbacks(cfg)))
+    return ret.return_value
+
+
+@contextmanager
+def open_hydra(cfg: DictConfig) -> Iterator[None]:
+    from omegaconf import open_dict, read_write
+
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        yield

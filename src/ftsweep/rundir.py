@@ -1,0 +1,93 @@
+"""A run directory: the only module that reads or writes its bookkeeping files.
+
+    .hydra/config.yaml     the composed config (written by Hydra)
+    .hydra/overrides.yaml  the command line's task overrides (Hydra)
+    .hydra/hydra.yaml      Hydra's own config (mode RUN or MULTIRUN, job number, ...)
+    metrics.json           what the run measured (status complete / pruned / failed, objective, ...)
+    failure.json           only for a failed run: its reason (``oom: ...``, ``nan_loss: ...``), type, phase
+    manifest.json          seed, versions, data fingerprint, config hash
+    log_history.json       every logged step
+
+Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ftsweep.config.errors import UsageError
+from ftsweep.tracking import scrub
+
+METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manifest.json", "log_history.json"
+FINISHED_MARKERS = (METRICS, FAILURE)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write atomically (temp file + rename): a killed run never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when it is missing or unreadable (a run still writing it)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / METRICS, metrics)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    return read_json(Path(run_dir) / METRICS)
+
+
+def write_failure(run_dir: Path, reason: str, error_type: str, phase: str | None = None) -> None:
+    """Record why a run failed (the sweeper reads it: the reason's prefix classifies oom / nan / timeout)."""
+    write_json(Path(run_dir) / FAILURE, {"status": "failed", "reason": reason, "error_type": error_type, "phase": phase})
+
+
+def read_failure(run_dir: Path) -> dict[str, Any] | None:
+    return read_json(Path(run_dir) / FAILURE)
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / MANIFEST, manifest)
+
+
+def write_log_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    write_json(Path(run_dir) / LOG_HISTORY, history)  # type: ignore[arg-type]
+
+
+def is_finished(run_dir: Path) -> bool:
+    """True when a run already finished (or failed) in ``run_dir``: its files must not be overwritten."""
+    return any((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
+
+
+def config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / ".hydra" / "config.yaml"
+
+
+def load_config(run_dir: str | Path) -> Any:
+    """The run's composed config (``.hydra/config.yaml``); one-line error when ``run_dir`` is no run."""
+    from omegaconf import OmegaConf
+
+    path = config_path(Path(run_dir))
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
+    return OmegaConf.load(path)
+
+
+def load_overrides(run_dir: str | Path) -> list[str]:
+    """The run's task overrides (``.hydra/overrides.yaml``), [] when there are none."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []

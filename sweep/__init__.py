@@ -1,0 +1,1 @@
+"""The shipped sweep definitions (sweep=<name>); in a wheel: ftsweep/sweeps."""

@@ -1,0 +1,144 @@
+"""The user's own project and Hydra's conventions: ftsweep init, a user's conf/ and sweep/ next to the shipped
+config, hydra.sweep.dir / hydra.sweep.subdir, sweep overlays that always sweep, Hydra's own flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sweep_helpers import FAKE_CMD, load, run
+
+from ftsweep.config.errors import UsageError
+from ftsweep.init import files, init_project
+
+FTSWEEP = [sys.executable, "-m", "ftsweep"]
+
+
+def ftsweep(*args: str, cwd: Path, **env) -> subprocess.CompletedProcess:
+    return run([*FTSWEEP, *args], cwd, **env)
+
+
+# ------------------------------------------------------------------------------------ ftsweep init
+def test_init_writes_a_project_and_never_overwrites(tmp_path):
+    written = init_project(tmp_path / "proj")
+    assert sorted(p.relative_to(tmp_path / "proj").as_posix() for p in written) == sorted(files())
+    rows = (tmp_path / "proj" / "data" / "my_data.jsonl").read_text().splitlines()
+    assert len(rows) >= 24
+    (tmp_path / "proj" / "README.md").write_text("mine")
+    with pytest.raises(UsageError, match="already exists"):
+        init_project(tmp_path / "proj")
+    assert (tmp_path / "proj" / "README.md").read_text() == "mine"
+
+
+def test_init_cli_refuses_a_used_folder_in_one_line(tmp_path):
+    assert ftsweep("init", "p", cwd=tmp_path).returncode == 0
+    again = ftsweep("init", "p", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+
+
+def test_a_users_conf_extends_groups_and_replaces_shipped_options(tmp_path, monkeypatch, cache_dir):
+    from ftsweep.config.compose import compose, group_options
+
+    init_project(tmp_path)
+    (tmp_path / "conf" / "lora").mkdir()
+    (tmp_path / "conf" / "lora" / "r8.yaml").write_text("defaults: [lora_schema, _self_]\nr: 4\nalpha: 8\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["data=my_data", "lora=r8", f"cache_dir={cache_dir}"])
+    assert cfg.data.path == "data/my_data.jsonl" and cfg.data.val_size == 0.2  # the user's new option
+    assert cfg.lora.r == 4 and cfg.lora.alpha == 8  # the user's r8 replaces the shipped r8
+    assert "my_data" in group_options("data") and "alpaca_demo" in group_options("data")
+    assert "my_sweep" in group_options("sweep") and "quickstart" in group_options("sweep")
+    assert "my_baseline" in group_options("experiment")
+    cfg = compose(["+experiment=my_baseline", f"cache_dir={cache_dir}"])
+    assert cfg.optimizer.lr == 1e-3 and cfg.data.path == "data/my_data.jsonl"
+    # a user option is checked against the same schema
+    (tmp_path / "conf" / "lora" / "bad.yaml").write_text("defaults: [lora_schema, _self_]\nrank: 4\n")
+    with pytest.raises(UsageError, match="rank"):
+        compose(["lora=bad"])
+
+
+def test_config_dir_flag_adds_a_root_from_anywhere(tmp_path):
+    init_project(tmp_path / "proj")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = ftsweep("train", "--config-dir", str(tmp_path / "proj" / "conf"), "data=my_data", "--cfg", "job",
+                  cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+    assert "path: data/my_data.jsonl" in out.stdout
+
+
+# ------------------------------------------------------------------------------ Hydra conventions
+def test_hydra_sweep_dir_and_subdir_place_everything(tmp_path):
+    sd = tmp_path / "somewhere" / "study"
+    out = ftsweep("train", "-m", "optimizer.lr=tag(log, interval(1e-4, 1e-2))", "logger=none",
+                  f"hydra.sweep.dir={sd}", "hydra.sweep.subdir=job${hydra.job.num}", "hydra.sweeper.study_name=t",
+                  "hydra.sweeper.n_trials=3", "hydra.sweeper.progress=plain", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in sd.iterdir()} >= {"study.db", "summary.json", "report.md", "best.yaml", "job0", "job1", "job2"}
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    study = load(sd)
+    assert {t.user_attrs["trial_dir"] for t in study.trials} == {str(sd / f"job{n}") for n in range(3)}
+    for n in range(3):  # the trial process got its job dir as Hydra's sweep.dir / sweep.subdir
+        assert (sd / f"job{n}" / "metrics.json").is_file()
+
+
+def test_a_sweep_overlay_sweeps_without_dash_m(tmp_path):
+    init_project(tmp_path)
+    out = ftsweep("train", "sweep=my_sweep", "hydra.sweeper.n_trials=2", "logger=none", "hydra.sweeper.progress=plain",
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    sd = tmp_path / "outputs" / "sweeps" / "my_sweep"  # the overlay's hydra.sweep.dir
+    assert len(load(sd, "my_sweep").trials) == 2
+    assert not (tmp_path / "outputs" / "runs").exists()  # no single run happened
+
+
+def test_deprecated_sweeper_sweep_dir_still_works_and_says_so(tmp_path):
+    out = ftsweep("train", "-m", "optimizer.lr=1e-3,2e-3", "logger=none", f"hydra.sweeper.sweep_dir={tmp_path / 'old'}",
+                  "hydra.sweeper.study_name=t", "hydra.sweeper.progress=plain", "hydra.sweeper.report=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "hydra.sweeper.sweep_dir is deprecated; use hydra.sweep.dir" in out.stderr
+    assert len(load(tmp_path / "old").trials) == 2
+
+
+@pytest.mark.parametrize("flags, expect_out", [
+    (["--cfg", "hydra"], "sweep:"),
+    (["--cfg", "all"], "hydra:"),
+    (["--info"], "Config search path"),
+    (["--info", "searchpath"], "ftsweep-user"),
+    (["--info", "defaults"], "Defaults List"),
+    (["--hydra-help"], "Hydra"),
+    (["--version"], "Hydra"),
+    (["-m", "--cfg", "job"], "optimizer:"),
+    (["--resolve", "--cfg", "job"], "cache_dir: /"),
+    (["-p", "lora", "--cfg", "job"], "# @package lora"),
+    (["sweep=quickstart", "--cfg", "job"], "max_rows: 240"),
+])
+def test_hydra_flags_work(tmp_path, flags, expect_out):
+    (tmp_path / "conf").mkdir()  # a user root, so --info searchpath lists it
+    out = ftsweep("train", *flags, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert expect_out in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--cfg", "bogus"], "--cfg"),
+    (["--config-name", "other"], "--config-name"),
+    (["-cp", "/tmp"], "--config-path"),
+    (["--experimental-rerun", "nope.pickle"], "--experimental-rerun"),
+    (["sweep=nonexistent"], "sweep=nonexistent"),
+    (["optimizer.lr=1e-3,2e-3"], "optimizer.lr"),  # a sweep without -m
+])
+def test_bad_hydra_flags_are_one_line(tmp_path, flags, key):
+    out = ftsweep("train", *flags, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("ftsweep") or line.startswith("usage")]
+    assert "Traceback" not in out.stderr and key in out.stderr
+    assert lines, out.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_fake_trial_command_is_the_test_stand_in():
+    assert "fake_trial.py" in FAKE_CMD
