@@ -35,6 +35,7 @@ def build(compose, tmp_path):
         cfg = compose(
             f"data.path={path}",
             "data.val_size=0",
+            "objective.metric=train_loss",  # no validation rows
             "data.shuffle=false",
             "data.max_rows=null",
             NO_PRETRAIN,
@@ -137,7 +138,12 @@ def test_train_on_prompt_trains_everything(build):
 def test_special_token_template(compose, tmp_path):
     path = write(tmp_path / "rows.json", [ROW_NO_INPUT])
     cfg = compose(
-        "data=special_tokens_demo", f"data.path={path}", "data.val_size=0", "data.max_rows=null", NO_PRETRAIN
+        "data=special_tokens_demo",
+        f"data.path={path}",
+        "data.val_size=0",
+        "objective.metric=train_loss",
+        "data.max_rows=null",
+        NO_PRETRAIN,
     )
     tok = load_tokenizer(cfg)
     assert tok.eos_token == "<|endofanswer|>"
