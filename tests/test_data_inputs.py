@@ -18,14 +18,22 @@ from ftsweep.model import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_PRETRAIN = "model.tiny.pretrain_steps=0"
-ROWS = [{"instruction": "Nommez une boisson.", "input": "", "output": "Un café au lait."}, {"instruction": "Hi?", "input": "", "output": "Hello."}]
+ROWS = [
+    {"instruction": "Nommez une boisson.", "input": "", "output": "Un café au lait."},
+    {"instruction": "Hi?", "input": "", "output": "Hello."},
+]
 
 
 @pytest.fixture
 def build(compose):
     def _b(path, *overrides: str):
         cfg = compose(
-            f"data.path={path}", "data.val_size=0", "objective.metric=train_loss", "data.shuffle=false", NO_PRETRAIN, *overrides
+            f"data.path={path}",
+            "data.val_size=0",
+            "objective.metric=train_loss",
+            "data.shuffle=false",
+            NO_PRETRAIN,
+            *overrides,
         )
         tok = load_tokenizer(cfg)
         return build_datasets(cfg, tok), tok
@@ -81,7 +89,9 @@ def test_utf8_bom_is_skipped(build, tmp_path, kind):
 
 
 # ---------------------------------------------------------------------------------- local vs Hub
-@pytest.mark.parametrize("name", ["nope.json", "data/nope.jsonl", "{tmp}/nope", "./nope", "{tmp}/sub/dir/file"])
+@pytest.mark.parametrize(
+    "name", ["nope.json", "data/nope.jsonl", "{tmp}/nope", "./nope", "{tmp}/sub/dir/file"]
+)
 def test_missing_local_file_is_file_not_found(build, tmp_path, name):
     name = name.format(tmp=tmp_path)
     with pytest.raises(DataError) as err:
@@ -99,13 +109,18 @@ def test_hub_name_is_still_a_hub_dataset(build):
 def test_columns_syntax_from_the_readme_and_the_plus_form(compose, build, tmp_path):
     path = tmp_path / "q.json"
     path.write_text(json.dumps([{"question": "Why?", "answer": "Because."}]))
-    for override in ("data.columns={instruction: question, output: answer}", "+data.columns.instruction=question"):
+    for override in (
+        "data.columns={instruction: question, output: answer}",
+        "+data.columns.instruction=question",
+    ):
         extra = [] if "output" in override else ["+data.columns.output=answer"]
         bundle, tok = build(path, override, *extra)
         assert answers(tok, bundle.train) == ["Because."]
     from ftsweep.config_io import ConfigFailure
 
-    with pytest.raises(ConfigFailure, match=r"^data.columns.instrution: unknown key; allowed keys: instruction, input"):
+    with pytest.raises(
+        ConfigFailure, match=r"^data.columns.instrution: unknown key; allowed keys: instruction, input"
+    ):
         compose("data.columns={instrution: question}")
 
 
@@ -134,7 +149,12 @@ def test_eval_objective_without_validation_data_fails_at_config_time(compose):
 def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run(
-        [sys.executable, "-m", "ftsweep", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+        [sys.executable, "-m", "ftsweep", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -162,12 +182,24 @@ def test_cli_bad_inputs_one_line_exit_2(cache_dir, tmp_path):
 def test_cli_inspect_shows_the_tool_schema_in_the_prompt(cache_dir, tmp_path):
     glaive = ROOT / "tests" / "data" / "toolcall_sharegpt.json"
     out = cli(
-        "inspect", f"data.path={glaive}", "data.format=sharegpt", "data.val_size=0", "objective.metric=train_loss",
-        "data.shuffle=false", "data.cutoff_len=1024", NO_PRETRAIN, "--rows", "1", "--plain", cwd=tmp_path,
+        "inspect",
+        f"data.path={glaive}",
+        "data.format=sharegpt",
+        "data.val_size=0",
+        "objective.metric=train_loss",
+        "data.shuffle=false",
+        "data.cutoff_len=1024",
+        NO_PRETRAIN,
+        "--rows",
+        "1",
+        "--plain",
+        cwd=tmp_path,
         cache_dir=cache_dir,
     )
     assert out.returncode == 0, out.stderr
     row = out.stdout.split("--- train row 0")[1].split("--- train row 1")[0]
     prompt, trained = row.split("[[", 1)
     assert '"name": "get_exchange_rate"' in prompt and "Environment: ipython" in prompt  # masked, shown
-    assert trained.startswith('{"name": "get_exchange_rate", "parameters": {"base": "USD", "target": "EUR"}}<|eot_id|>]]')
+    assert trained.startswith(
+        '{"name": "get_exchange_rate", "parameters": {"base": "USD", "target": "EUR"}}<|eot_id|>]]'
+    )

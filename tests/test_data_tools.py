@@ -52,7 +52,9 @@ def enc(tok, text: str) -> list[int]:
 
 def system_block(tools: list[dict]) -> str:
     wrapped = [{"type": "function", "function": t} for t in tools]
-    return H.format("system") + TOOL_PREAMBLE + "".join(json.dumps(t, indent=4) + "\n\n" for t in wrapped) + EOT
+    return (
+        H.format("system") + TOOL_PREAMBLE + "".join(json.dumps(t, indent=4) + "\n\n" for t in wrapped) + EOT
+    )
 
 
 def expected(tok, parts: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
@@ -82,7 +84,15 @@ def test_tool_call_trained_observation_masked_exact(build):
     ids, labels = expected(
         tok,
         [
-            (BOS + system_block(tools) + H.format("user") + "How many euros is one dollar?" + EOT + H.format("assistant"), False),
+            (
+                BOS
+                + system_block(tools)
+                + H.format("user")
+                + "How many euros is one dollar?"
+                + EOT
+                + H.format("assistant"),
+                False,
+            ),
             (call + EOT, True),
             (H.format("ipython") + '{"rate": 0.92}' + EOT + H.format("assistant"), False),
             ("One dollar is 0.92 euros." + EOT, True),
@@ -129,7 +139,13 @@ def test_openai_layout_in_messages_gives_the_same_tokens(build, tmp_path):
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"type": "function", "function": {"name": "get_exchange_rate", "arguments": '{"base": "USD", "target": "EUR"}'}}
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "get_exchange_rate",
+                            "arguments": '{"base": "USD", "target": "EUR"}',
+                        },
+                    }
                 ],
             },
             {"role": "tool", "content": '{"rate": 0.92}'},
@@ -156,7 +172,13 @@ def test_template_without_tool_support_is_refused(build, policy):
 
 def test_tokenizer_template_without_tool_support_is_named(build, compose):
     # The tiny tokenizer with a plain ChatML template of its own: its path is named.
-    cfg = compose(f"data.path={GLAIVE}", "data.format=sharegpt", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
+    cfg = compose(
+        f"data.path={GLAIVE}",
+        "data.format=sharegpt",
+        "data.val_size=0",
+        "objective.metric=train_loss",
+        NO_PRETRAIN,
+    )
     tok = load_tokenizer(cfg)
     from ftsweep.data.templates import CHATML
 
@@ -170,8 +192,16 @@ def test_content_parts_and_loss_weight(build):
     bundle, tok = build(PARTS, "data.format=chat")
     first, second = bundle.train[0], bundle.train[1]
     assert tok.decode(first["input_ids"]) == (
-        BOS + H.format("system") + "Answer briefly." + EOT + H.format("user") + "Name a primary color." + EOT
-        + H.format("assistant") + "Red." + EOT
+        BOS
+        + H.format("system")
+        + "Answer briefly."
+        + EOT
+        + H.format("user")
+        + "Name a primary color."
+        + EOT
+        + H.format("assistant")
+        + "Red."
+        + EOT
     )
     assert trained_runs(tok, first) == ["Red." + EOT]
     # loss_weight 0 masks the first answer; loss_weight 1 trains the second.
@@ -189,29 +219,56 @@ def test_content_parts_and_loss_weight(build):
 
 BAD_TURNS = {
     "image part": (
-        [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "x"}}]},
-         {"role": "assistant", "content": "a cat"}],
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "x"}},
+                ],
+            },
+            {"role": "assistant", "content": "a cat"},
+        ],
         "field 'messages[0].content[1]': content part of type 'image_url' is not supported (text parts only)",
     ),
     "two user turns": (
-        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": "c"},
+        ],
         "field 'messages[1].role': a 'user' turn must be followed by 'assistant' or 'tool_call', got 'user'",
     ),
     "assistant first": (
-        [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}],
+        [
+            {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": "c"},
+        ],
         "field 'messages[0].role': the conversation must start with a user turn (after an optional system turn), got 'assistant'",
     ),
     "observation without a call": (
-        [{"role": "user", "content": "a"}, {"role": "observation", "content": "{}"}, {"role": "assistant", "content": "c"}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "observation", "content": "{}"},
+            {"role": "assistant", "content": "c"},
+        ],
         "field 'messages[1].role': a 'user' turn must be followed by 'assistant' or 'tool_call', got 'tool'",
     ),
     "call without its result": (
-        [{"role": "user", "content": "a"}, {"role": "function_call", "content": '{"name": "f", "arguments": {}}'},
-         {"role": "assistant", "content": "c"}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "function_call", "content": '{"name": "f", "arguments": {}}'},
+            {"role": "assistant", "content": "c"},
+        ],
         "field 'messages[2].role': a 'tool_call' turn must be followed by 'tool', got 'assistant'",
     ),
     "late system": (
-        [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "c"}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "system", "content": "s"},
+            {"role": "assistant", "content": "c"},
+        ],
         "field 'messages[1].role': a system turn is allowed only first",
     ),
     "loss weight": (
@@ -238,7 +295,12 @@ def test_bad_turns_one_line_naming_file_row_field(build, tmp_path, case):
 
 def test_bad_role_order_is_counted_under_skip(build, tmp_path):
     path = tmp_path / "mixed.jsonl"
-    rows = [GOOD, {"messages": BAD_TURNS["two user turns"][0]}, {"messages": BAD_TURNS["assistant first"][0]}, GOOD]
+    rows = [
+        GOOD,
+        {"messages": BAD_TURNS["two user turns"][0]},
+        {"messages": BAD_TURNS["assistant first"][0]},
+        GOOD,
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     bundle, _ = build(path, "data.format=chat", "data.bad_rows=skip")
     assert bundle.stats["n_train"] == 2 and bundle.stats["n_skipped_bad"] == 2

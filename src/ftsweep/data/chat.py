@@ -87,7 +87,9 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
     if turns is None:
         raise missing(row, name, where, d)
     if not isinstance(turns, list) or not turns:
-        raise DataError(where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d))
+        raise DataError(
+            where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
+        )
     conv = Conversation([], [], [])
     offset = 0  # a ShareGPT system column comes before conversations[0]
     if sharegpt and row.get("system"):
@@ -127,10 +129,13 @@ def _parse_turn(conv: Conversation, turn: Any, name: str, where: str, sharegpt: 
         text = "" if content is None else content_text(content, where, f"{name}.{text_key}")
         _add(conv, "tool_call", {"role": "assistant", "content": text, "tool_calls": calls}, trained)
         return
-    if role == "tool" and isinstance(content, dict):  # a structured tool result: shown as JSON
-        content = json.dumps(content, ensure_ascii=False)
-    message = {"role": "tool" if role == "tool" else role, "content": content_text(content, where, f"{name}.{text_key}")}
-    _add(conv, role, message, trained)
+    if role == "tool" and isinstance(content, (dict, list)) and not _is_parts(content):
+        content = json.dumps(content, ensure_ascii=False)  # a structured tool result: shown as JSON
+    _add(conv, role, {"role": role, "content": content_text(content, where, f"{name}.{text_key}")}, trained)
+
+
+def _is_parts(content: Any) -> bool:
+    return isinstance(content, list) and all(isinstance(p, dict) and "type" in p for p in content)
 
 
 def _loss_weight(turn: dict, role: str, where: str, name: str) -> bool:
@@ -141,7 +146,9 @@ def _loss_weight(turn: dict, role: str, where: str, name: str) -> bool:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
         raise DataError(where, f"must be 0 (masked) or 1 (trained), got {w!r}", f"{name}.loss_weight")
     if w == 1 and role not in TRAINABLE:
-        raise DataError(where, f"only assistant turns can be trained (this turn is {role!r})", f"{name}.loss_weight")
+        raise DataError(
+            where, f"only assistant turns can be trained (this turn is {role!r})", f"{name}.loss_weight"
+        )
     return w == 1
 
 
@@ -154,7 +161,9 @@ def content_text(content: Any, where: str, name: str) -> str:
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             if kind != "text" or not isinstance(part.get("text"), str):
-                raise DataError(where, f"content part of type {kind!r} is not supported (text parts only)", f"{name}[{j}]")
+                raise DataError(
+                    where, f"content part of type {kind!r} is not supported (text parts only)", f"{name}[{j}]"
+                )
             texts.append(part["text"])
         return "".join(texts)
     raise DataError(where, f"expected a string or a list of text parts, got {type(content).__name__}", name)
@@ -201,7 +210,11 @@ def parse_tools(value: Any, where: str, d: Any) -> list[dict[str, Any]] | None:
         raise DataError(where, f"expected a list of tool schemas, got {type(value).__name__}", name)
     tools = []
     for tool in value:
-        if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+        if (
+            isinstance(tool, dict)
+            and tool.get("type") == "function"
+            and isinstance(tool.get("function"), dict)
+        ):
             tools.append(tool)
         elif isinstance(tool, dict) and isinstance(tool.get("name"), str):  # a bare schema (glaive layout)
             tools.append({"type": "function", "function": tool})
@@ -221,9 +234,17 @@ def check_order(roles: list[str], where: str, name: str, key: str, offset: int =
                 continue
             raise DataError(where, "a system turn is allowed only first", at)
         if prev is None and role != "user":
-            raise DataError(where, f"the conversation must start with a user turn (after an optional system turn), got {role!r}", at)
+            raise DataError(
+                where,
+                f"the conversation must start with a user turn (after an optional system turn), got {role!r}",
+                at,
+            )
         if prev is not None and role not in NEXT[prev]:
-            raise DataError(where, f"a {prev!r} turn must be followed by {' or '.join(map(repr, NEXT[prev]))}, got {role!r}", at)
+            raise DataError(
+                where,
+                f"a {prev!r} turn must be followed by {' or '.join(map(repr, NEXT[prev]))}, got {role!r}",
+                at,
+            )
         prev = role
     if prev not in TRAINABLE:
         raise DataError(where, "the last turn must be the assistant's (nothing to train after it)", name)
@@ -273,7 +294,10 @@ class ChatRenderer:
                     "messages",
                 )
             masked = not conv.trained[k] or (self.d.mask_history and k != last)
-            segments += [Segment(prompt[len(done) :], PROMPT), Segment(full[len(prompt) :], HISTORY if masked else ANSWER)]
+            segments += [
+                Segment(prompt[len(done) :], PROMPT),
+                Segment(full[len(prompt) :], HISTORY if masked else ANSWER),
+            ]
             done = full
         return [s for s in segments if s.text]
 
@@ -281,11 +305,17 @@ class ChatRenderer:
         kwargs = {"tools": tools} if tools else {}
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation, chat_template=self.template, **kwargs
+                messages,
+                tokenize=False,
+                add_generation_prompt=generation,
+                chat_template=self.template,
+                **kwargs,
             )
         except Exception as err:  # noqa: BLE001 -- a template may raise anything (jinja, raise_exception)
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise DataError(where, f"the chat template cannot render this conversation: {msg}", "messages") from None
+            raise DataError(
+                where, f"the chat template cannot render this conversation: {msg}", "messages"
+            ) from None
 
     def check_tool_support(self) -> None:
         """A template without tool support would silently drop the schemas and calls: refuse it."""

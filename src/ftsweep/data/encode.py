@@ -90,7 +90,9 @@ def _parts(e: Encoded, bos_id: int | None) -> tuple[int, int]:
     return head, max(first_answer, head)
 
 
-def fit_length(e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts: LengthCounts) -> Encoded | None:
+def fit_length(
+    e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts: LengthCounts
+) -> Encoded | None:
     """Apply ``data.overlong`` to a row longer than ``cutoff``; None when the row is dropped.
 
     ``truncate_both`` splits the budget with :func:`infer_seqlen`, cutting the prompt from the left

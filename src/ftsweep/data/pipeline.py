@@ -97,7 +97,7 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
         train, eval_, stats, lengths = hit
         say(f"data cache hit {fp}: tokenization skipped ({cache.entry_dir(cfg.cache_dir, fp)})")
     else:
-        train, eval_, stats, lengths = _tokenize_all(d, tokenizer, loaded, bad)
+        train, eval_, stats, lengths = _tokenize_all(d, tokenizer, loaded, bad, fp)
         path = cache.save(cfg.cache_dir, fp, train, eval_, stats, lengths)
         say(f"data cache miss {fp}: tokenized in {time.perf_counter() - start:.1f}s, saved to {path}")
     stats = {**stats, "cache_hit": hit is not None}
@@ -122,7 +122,7 @@ def _check_tokenizer(d: Any, tokenizer: Any) -> None:
         raise DataError("data.add_eos", "the tokenizer has no eos token; set data.eos_token")
 
 
-def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: BadRows):
+def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: BadRows, fp: str):
     records = loaded.get(d.path)
     if records is None:
         records, _ = load_records(d.path, d, bad)
@@ -143,10 +143,12 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     del records, loaded
 
     counts = LengthCounts()
-    train, lengths, n_tokens, n_trained = _to_dataset(encode_batches(train_records, d, tokenizer, bad, counts))
+    train, lengths, n_tokens, n_trained = _to_dataset(
+        encode_batches(train_records, d, tokenizer, bad, counts), fp + "-train"
+    )
     eval_ = None
     if val_records:
-        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts))[0]
+        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts), fp + "-eval")[0]
     if train is None:
         raise DataError(d.path, "no training rows left after filtering, bad rows and the length policy")
     stats = {
@@ -167,8 +169,12 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     return train, eval_, stats, lengths
 
 
-def _to_dataset(batches: Iterator[dict[str, list]]) -> tuple[Any, list[int], int, int]:
-    """Batches of rows -> (Dataset or None when empty, row lengths, tokens, trained tokens)."""
+def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[Any, list[int], int, int]:
+    """Batches of rows -> (Dataset or None when empty, row lengths, tokens, trained tokens).
+
+    The fingerprint is ours (the cache key): without it ``Dataset`` hashes the whole table by
+    pickling it, which doubles the peak memory of a large build.
+    """
     import pyarrow as pa
     from datasets import Dataset
     from datasets.table import InMemoryTable
@@ -181,12 +187,14 @@ def _to_dataset(batches: Iterator[dict[str, list]]) -> tuple[Any, list[int], int
         lengths += [len(x) for x in b["input_ids"]]
         n_trained += sum(len(x) - x.count(IGNORE_INDEX) for x in b["labels"])
         tables.append(
-            pa.table({"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)})
+            pa.table(
+                {"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)}
+            )
         )
     if not tables:
         return None, [], 0, 0
-    table = pa.concat_tables(tables).combine_chunks()
-    return Dataset(InMemoryTable(table)), lengths, sum(lengths), n_trained
+    table = pa.concat_tables(tables)
+    return Dataset(InMemoryTable(table), fingerprint=fingerprint), lengths, sum(lengths), n_trained
 
 
 # ------------------------------------------------------------------------------------- rendering
@@ -218,7 +226,12 @@ def render(record: Record, d: Any, tokenizer: Any, chat_template: str | None) ->
 
 
 def encode_batches(
-    records: list[Record], d: Any, tokenizer: Any, bad: BadRows, counts: LengthCounts, batch_rows: int = BATCH_ROWS
+    records: list[Record],
+    d: Any,
+    tokenizer: Any,
+    bad: BadRows,
+    counts: LengthCounts,
+    batch_rows: int = BATCH_ROWS,
 ) -> Iterator[dict[str, list]]:
     """Records -> {"input_ids": [...], "labels": [...]} per batch, after the length policy (or packing
     for text: documents joined with eos and cut into cutoff_len blocks, carried across batches)."""
@@ -245,11 +258,20 @@ def encode_batches(
             blocks = take_blocks(stream, d.cutoff_len)
             yield {"input_ids": blocks, "labels": [list(b) for b in blocks]}
             continue
-        kept = [f for e in encoded if (f := fit_length(e, d.cutoff_len, d.overlong, tokenizer.bos_token_id, counts))]
-        yield {"input_ids": [e.ids for e in kept], "labels": [make_labels(e, d.train_on_prompt) for e in kept]}
+        kept = [
+            f
+            for e in encoded
+            if (f := fit_length(e, d.cutoff_len, d.overlong, tokenizer.bos_token_id, counts))
+        ]
+        yield {
+            "input_ids": [e.ids for e in kept],
+            "labels": [make_labels(e, d.train_on_prompt) for e in kept],
+        }
 
 
-def encode_records(records: list[Record], d: Any, tokenizer: Any, bad: BadRows, counts: LengthCounts) -> dict[str, list]:
+def encode_records(
+    records: list[Record], d: Any, tokenizer: Any, bad: BadRows, counts: LengthCounts
+) -> dict[str, list]:
     """All of :func:`encode_batches` as one {"input_ids": [...], "labels": [...]}."""
     out: dict[str, list] = {"input_ids": [], "labels": []}
     for b in encode_batches(records, d, tokenizer, bad, counts):
@@ -261,5 +283,14 @@ def encode_records(records: list[Record], d: Any, tokenizer: Any, bad: BadRows, 
 def _log_counts(stats: dict[str, Any]) -> None:
     say(
         "data: {n_train} train / {n_eval} eval rows, {n_truncated} truncated ({n_prompt_lost} lost their whole "
-        "prompt), {n_dropped} dropped, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(**stats)
+        "prompt), {n_dropped} dropped, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(
+            **stats
+        )
     )
+    if stats["n_truncated"] or stats["n_dropped_overlong"]:
+        say(
+            "data: over-long rows that would lose their whole prompt: {n_prompt_lost_if_truncate_prompt} with "
+            "truncate_prompt, {n_prompt_lost_if_truncate_both} with truncate_both (data.overlong)".format(
+                **stats
+            )
+        )
