@@ -253,3 +253,26 @@ def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
     odd.write_text("x")
     with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.txt'"):
         build_datasets(cfg_for(odd), tok)
+
+
+def test_cache_hit_padding_from_stored_lengths(tmp_path, cfg_for, tok, monkeypatch):
+    from ftsweep.data.packing import padding_fraction
+
+    path = write_json(tmp_path / "pad.json", ROWS)
+    fresh = f"cache_dir={tmp_path / 'cache'}"
+    cold = build_datasets(cfg_for(path, fresh, "trainer.per_device_train_batch_size=4"), tok)
+    lengths = [len(x) for x in cold.train["input_ids"]]
+    assert cold.stats["padding_fraction"] == round(padding_fraction(lengths, 4), 4)
+
+    # A hit with another batch size computes the padding from lengths.json, never from the rows.
+    import datasets
+
+    def no_row_reads(self, key):
+        raise AssertionError(f"rows read on a cache hit ({key!r})")
+
+    monkeypatch.setattr(datasets.Dataset, "__getitem__", no_row_reads)
+    hit = build_datasets(cfg_for(path, fresh, "trainer.per_device_train_batch_size=2"), tok)
+    monkeypatch.undo()
+    assert hit.stats["cache_hit"] is True
+    assert hit.stats["padding_fraction"] == round(padding_fraction(lengths, 2), 4)
+    assert hit.stats["padding_fraction"] != cold.stats["padding_fraction"]
