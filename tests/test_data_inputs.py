@@ -147,7 +147,7 @@ def test_eval_objective_without_validation_data_fails_at_config_time(compose):
 
 # --------------------------------------------------------------------------------------------- CLI
 def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir)}
     return subprocess.run(
         [sys.executable, "-m", "ftsweep", *args],
         capture_output=True,
@@ -155,6 +155,7 @@ def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
         env=env,
         timeout=300,
+        check=False,
     )
 
 

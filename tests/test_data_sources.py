@@ -194,8 +194,10 @@ def test_invalid_json_line(tmp_path, cfg_for, tok):
 CHAT_BAD = {
     "unknown role": (
         {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
-        "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, user, human, assistant, gpt, "
-        "function_call, tool_call, observation, tool)",
+        (
+            "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, user, human, assistant, gpt, "
+            "function_call, tool_call, observation, tool)"
+        ),
     ),
     "non-string content": (
         {"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},

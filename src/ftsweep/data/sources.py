@@ -175,7 +175,7 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
 
     try:
         ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
         raise DataError(
             source.name, f"cannot load the Hub dataset ({type(err).__name__}: {err})".splitlines()[0]
         ) from None
