@@ -356,8 +356,8 @@ LONG = {
 }
 
 
-def test_default_policy_is_truncate_both(compose):
-    assert compose().data.overlong == "truncate_both"
+def test_default_policy_never_loses_the_prompt(compose):
+    assert compose().data.overlong == "truncate_answer"
 
 
 def test_truncate_both_splits_the_budget_in_proportion(build):
@@ -370,7 +370,7 @@ def test_truncate_both_splits_the_budget_in_proportion(build):
     keep_a = int(budget * n_a / (n_p + n_a))
     keep_p = budget - keep_a
     assert 0 < keep_p < n_p and 0 < keep_a < n_a  # both cut
-    bundle, _ = build([LONG], "data.format=prompt_completion", f"data.cutoff_len={cutoff}")
+    bundle, _ = build([LONG], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_both")
     got = bundle.train[0]
     assert got["input_ids"] == [tok.bos_token_id] + p[len(p) - keep_p :] + a[:keep_a]
     assert got["labels"] == [IGNORE_INDEX] * (1 + keep_p) + a[:keep_a]
@@ -381,7 +381,7 @@ def test_truncate_both_keeps_a_short_answer_whole(build):
     _, tok = build([PC], "data.format=prompt_completion")
     p, a = _pc_parts(tok)
     cutoff = len(p) + len(a) - 3  # answer under half the budget: only the prompt is cut, from the left
-    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}")
+    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_both")
     got = bundle.train[0]
     assert got["input_ids"] == [tok.bos_token_id] + p[4:] + a
     assert got["labels"] == [IGNORE_INDEX] * (len(p) - 3) + a

@@ -81,10 +81,10 @@ class DataConfig:
     mask_history: bool = False
     add_eos: bool = True
     cutoff_len: int = 512
-    # Rows longer than cutoff_len: truncate_both (split the budget between prompt and answer as
-    # LLaMA-Factory does; the prompt is cut from the left after bos, the answer from the right) |
-    # truncate_answer | truncate_prompt (from the left) | drop
-    overlong: str = "truncate_both"
+    # Rows longer than cutoff_len: truncate_answer (keep the whole prompt, cut the answer's end) |
+    # truncate_both (split the budget between prompt and answer as LLaMA-Factory does; the prompt is
+    # cut from the left after bos, the answer from the right) | truncate_prompt (from the left) | drop
+    overlong: str = "truncate_answer"
     # SFT packing without attention across examples (trl bfd / padding-free); text: concatenate + cut.
     packing: bool = False
     # fail | skip (count and report skipped rows)
