@@ -21,17 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.config.schema import TinyModelSpec as TinySpec  # the model.tiny schema
+from ftsweep.data.templates import LLAMA3_CHAT_TEMPLATE
 from ftsweep.paths import bundled_data_dir
 
 BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 HEADER_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 N_RESERVED = 251  # <|reserved_special_token_0|> .. <|reserved_special_token_250|>, as in Llama 3
-LLAMA3_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
 CORPUS_FILES = ("alpaca_en_demo.json", "identity.json", "c4_demo.jsonl")
 
 
@@ -42,7 +38,9 @@ def spec_from_cfg(node: Any) -> TinySpec:
 
 def spec_key(spec: TinySpec) -> str:
     """Cache key: the spec and the builder version (a changed recipe never reuses an old build)."""
-    blob = json.dumps({"spec": asdict(spec), "v": BUILDER_VERSION}, sort_keys=True)
+    # The chat template is part of the key: a changed template is never served from an old build.
+    key = {"spec": asdict(spec), "v": BUILDER_VERSION, "chat_template": LLAMA3_CHAT_TEMPLATE}
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -26,7 +26,7 @@ LORA_BIAS = ("none", "all", "lora_only")
 ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
 DATA_LOADERS = ("auto", "json", "jsonl", "csv", "parquet", "hub")
-OVERLONG = ("truncate_answer", "truncate_prompt", "drop")
+OVERLONG = ("truncate_both", "truncate_answer", "truncate_prompt", "drop")
 DATA_TEMPLATES = ("alpaca_en", "alpaca_ko", "special_tokens", "custom")
 CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templates.CHAT_TEMPLATES)
 BAD_ROWS = ("fail", "skip")
@@ -152,6 +152,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.val_size", f"must be >= 0 (got {cfg.data.val_size})")
     if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
+    _validate_encoding(cfg)
+    _validate_eval_data(cfg)
     _validate_device(cfg)
 
 
@@ -164,6 +166,26 @@ def _validate_custom_template(cfg: DictConfig) -> None:
         missing = [n for n in needed if n not in text]
         if missing:
             raise ConfigError(f"data.custom_template.{key}", f"must contain {' and '.join(missing)} (got {text!r})")
+
+
+def _validate_encoding(cfg: DictConfig) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(cfg.data.encoding)
+    except LookupError:
+        raise ConfigError("data.encoding", f"unknown text encoding {cfg.data.encoding!r} (e.g. utf-8, latin-1, cp949)") from None
+
+
+def _validate_eval_data(cfg: DictConfig) -> None:
+    """An eval_* objective needs validation rows: fail here, not after training all steps."""
+    metric = cfg.objective.metric
+    if metric.startswith("eval_") and cfg.data.val_size == 0 and not cfg.data.validation_path:
+        raise ConfigError(
+            "data.val_size",
+            f"0 and no data.validation_path leaves no validation data, but objective.metric={metric} needs it; "
+            "set data.val_size > 0, data.validation_path, or objective.metric=train_loss",
+        )
 
 
 def _validate_device(cfg: DictConfig) -> None:
