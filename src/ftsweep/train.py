@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import resource
 import sys
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep.config import ConfigError, validate
+from ftsweep.device import peak_memory_mib, peak_rss_mib
 from ftsweep.objective import objective_value
 from ftsweep.tracking import Tracker, scrub
 
@@ -50,7 +50,9 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         print(f"ftsweep: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
-        write_json(run_dir / "failure.json", {"status": "failed", "reason": failure_reason(err), "error_type": type(err).__name__})
+        # phase "load": the weights did not fit (a smaller batch cannot help; the sweeper does not retry it)
+        write_json(run_dir / "failure.json", {"status": "failed", "reason": failure_reason(err), "error_type": type(err).__name__,
+                                              "phase": getattr(err, "ftsweep_phase", "run")})
         traceback.print_exc()
         print(f"ftsweep: run failed: {failure_reason(err)} (see {run_dir})", file=sys.stderr)
         sys.exit(1)
@@ -77,6 +79,9 @@ def failure_reason(err: BaseException) -> str:
 def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None) -> dict[str, Any]:
     """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``)."""
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
+    from ftsweep.device import pin_single_gpu
+
+    pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _quiet_libraries()
@@ -101,8 +106,12 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     # Measure what the model + training add: restart the RSS high-water mark from the current RSS.
     rss_before_model = _reset_peak_rss()
     set_seed(cfg.trainer.seed)
-    model = model_mod.load_model(cfg, tokenizer)
-    model = model_mod.apply_lora(cfg, model)
+    try:
+        model = model_mod.load_model(cfg, tokenizer)
+        model = model_mod.apply_lora(cfg, model)
+    except Exception as err:
+        err.ftsweep_phase = "load"  # type: ignore[attr-defined]
+        raise
     trainable, total = model_mod.count_parameters(model)
 
     tracker.start()
@@ -155,7 +164,8 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     from trl import SFTConfig, SFTTrainer
 
     from ftsweep.callbacks import EarlyStopping, NanGuard, TimeLimit
-    from ftsweep.model import OPTIMIZER_NAMES, resolve_precision
+    from ftsweep.device import has_cuda, resolve_precision
+    from ftsweep.model import OPTIMIZER_NAMES
 
     t, o, s = cfg.trainer, cfg.optimizer, cfg.scheduler
     precision = resolve_precision(t.precision)
@@ -189,8 +199,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         data_seed=t.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # k-bit models got checkpointing from prepare_model_for_kbit_training already
-        activation_checkpointing=t.gradient_checkpointing and cfg.quantization.method == "none",
+        activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         load_best_model_at_end=t.load_best_model_at_end and has_eval and t.save_steps > 0,
@@ -200,7 +209,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         packing=cfg.data.packing and cfg.data.format != "text",
         dataloader_num_workers=t.dataloader_num_workers,
         disable_tqdm=not sys.stderr.isatty(),
-        use_cpu=not _has_cuda(),
+        use_cpu=not has_cuda(),
         dataset_num_proc=None,
     )
     callbacks = [NanGuard(enabled=t.fail_on_nan), *extra_callbacks, *_trial_callbacks()]
@@ -224,6 +233,7 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
     tokens = max([h.get("num_tokens", 0) for h in history] or [0])
+    peak = peak_memory_mib()  # CUDA: max allocated and max reserved; CPU: peak RSS
     out: dict[str, Any] = {
         "train_loss": float(result.training_loss),
         "last_train_loss": train_losses[-1] if train_losses else None,
@@ -233,8 +243,9 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
         "train_tokens_per_s": tokens / wall if wall > 0 else None,
         "trainable_params": trainable,
         "total_params": total,
-        "peak_memory_mb": _peak_memory_mb(),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_memory_mb": peak["allocated"],
+        "peak_memory_reserved_mb": peak["reserved"],
+        "peak_rss_mb": peak_rss_mib(),
         "rss_before_model_mb": rss_before_model,
     }
     if initial:
@@ -330,25 +341,6 @@ def _trial_callbacks() -> list:
     from ftsweep.sweeper.trial import trial_callbacks
 
     return trial_callbacks()
-
-
-def _has_cuda() -> bool:
-    from ftsweep.model import has_cuda
-
-    return has_cuda()
-
-
-def _peak_memory_mb() -> float:
-    """Peak GPU memory allocated by this process, or peak RSS on CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _reset_peak_rss() -> float:

@@ -87,8 +87,9 @@ class TrialReporter:
 
     def heartbeat(self, force: bool = False) -> None:
         """Record that this trial is alive (throttled); exit at once if the sweep process is gone."""
-        if self.parent_pid and os.getppid() != self.parent_pid:
+        if self.parent_pid and not _alive(self.parent_pid):
             # Orphaned (the sweep was killed): nobody would record the result; the trial is re-run on resume.
+            # The sweep process need not be the parent: torchrun / srun may sit in between.
             os._exit(3)
         now = time.monotonic()
         if not force and now - self._last_beat < self.heartbeat_s:
@@ -101,6 +102,17 @@ class TrialReporter:
             record_heartbeat(self._storage, self.ctx["trial_id"])
         except Exception:
             pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def trial_callbacks() -> list[Any]:
