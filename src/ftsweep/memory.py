@@ -305,7 +305,8 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     }
     out.update({f"{k}_mib": v / MiB for k, v in parts.items()})
     # Evaluation replaces the training activations between steps: only its excess over them adds.
-    out["eval_extra_mib"] = max(0.0, evaluation - training) / MiB
+    has_eval = d.val_size > 0 or d.validation_path is not None
+    out["eval_extra_mib"] = max(0.0, evaluation - training) / MiB if has_eval else 0.0
     out["total_mib"] = sum(parts.values()) / MiB + out["eval_extra_mib"]
     return out
 
