@@ -185,3 +185,18 @@ def test_gradient_checkpointing_enables_input_grads_for_lora(compose):
     ids = torch.tensor([[1, 2, 3, 4]])
     emb = peft_model.get_input_embeddings()(ids)
     assert emb.requires_grad  # checkpointed layers get a graph back to the adapters
+
+
+def test_fp16_training_keeps_trainable_weights_in_fp32(compose, monkeypatch):
+    """fp16 (T4 / V100) trains with a GradScaler, which refuses fp16 parameters: trained embedding copies
+    go to fp32, the frozen base stays fp16."""
+    import torch
+
+    cfg = compose(*FAST, "data.train_embeddings=true")
+    base = _model(cfg).to(torch.float16)
+    monkeypatch.setattr(model_mod, "resolve_precision", lambda p: "fp16")
+    peft_model = model_mod.apply_lora(cfg, base)
+    trainable = {n: p.dtype for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("embed_tokens" in n for n in trainable) and set(trainable.values()) == {torch.float32}, trainable
+    frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad}
+    assert frozen == {torch.float16}
