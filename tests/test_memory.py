@@ -163,3 +163,23 @@ def test_cli_estimate_memory_prints_without_training(cache_dir, capsys):
     assert "memory estimate for one cpu device, batch 8 x cutoff 256, gradient checkpointing off" in out
     assert "weights" in out and "total" in out and "free" in out
     assert "LoRA targets: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj" in out
+
+
+def test_estimate_never_forces_remote_code(monkeypatch):
+    """A config with an ``auto_map`` (Hub remote code) is instantiated with the option's trust_remote_code only."""
+    import transformers
+
+    from ftsweep.memory import known_config, shapes_from_config
+
+    seen = {}
+    real = transformers.AutoModelForCausalLM.from_config
+
+    def spy(config, **kwargs):
+        seen.update(kwargs)
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config", spy)
+    config = known_config("Qwen/Qwen2.5-0.5B-Instruct")
+    config.auto_map = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    shapes_from_config(config)
+    assert seen["trust_remote_code"] is False
