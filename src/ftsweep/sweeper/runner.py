@@ -399,7 +399,8 @@ def _batch_settings(trial_dir: Path) -> tuple[int | None, int, int | None]:
 
         cfg = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
         t = cfg.trainer
-        return int(t.per_device_train_batch_size), int(t.gradient_accumulation_steps), int(t.per_device_eval_batch_size)
+        eval_batch = t.get("per_device_eval_batch_size")  # a custom trial command may not write it
+        return int(t.per_device_train_batch_size), int(t.gradient_accumulation_steps), eval_batch and int(eval_batch)
     except Exception:
         return None, 1, None
 
