@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep.config import ConfigError, validate
-from ftsweep.device import peak_memory_mib, peak_rss_mib
+from ftsweep.device import peak_memory_mib, peak_rss_mib, pin_single_gpu
 from ftsweep.objective import objective_value
 from ftsweep.tracking import Tracker, scrub
 
@@ -79,8 +79,6 @@ def failure_reason(err: BaseException) -> str:
 def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None) -> dict[str, Any]:
     """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``)."""
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
-    from ftsweep.device import pin_single_gpu
-
     pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
