@@ -100,8 +100,10 @@ def build_tokenizer(spec: TinySpec):
     return fast
 
 
-def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = None, eos_token_id: int | None = None):
-    """The tiny model's architecture (also what the memory estimate reads its shapes from)."""
+def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = None, eos_token_id: int | None = None,
+                 tie_word_embeddings: bool = False):
+    """The tiny model's architecture (also what the memory estimate reads its shapes from); tests build
+    a tied variant (as Llama 3.2 1B / Qwen2.5 0.5B) with ``tie_word_embeddings=True``."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -115,7 +117,7 @@ def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = Non
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         pad_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         rope_theta=500000.0,
     )
 

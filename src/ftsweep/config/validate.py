@@ -6,13 +6,13 @@ one line and exits non-zero.
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.schema import KNOWN_METRICS
+from ftsweep.device import cuda_available
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
@@ -54,21 +54,6 @@ def _at_least(cfg: DictConfig, key: str, low: float, *, strict: bool = False) ->
         raise ConfigError(key, f"must be {op} {low} (got {value})")
 
 
-def cuda_available() -> bool:
-    """True when an NVIDIA GPU is visible, without importing torch (cheap, for validation)."""
-    return shutil.which("nvidia-smi") is not None and _nvidia_smi_lists_gpu()
-
-
-def _nvidia_smi_lists_gpu() -> bool:
-    import subprocess
-
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
     # model
@@ -83,6 +68,10 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "quantization.method", QUANT_METHODS)
     _choice(cfg, "quantization.bnb_4bit_quant_type", ("nf4", "fp4"))
     _choice(cfg, "quantization.bnb_4bit_compute_dtype", DTYPES)
+    q = cfg.quantization
+    if q.method in ("nf4", "fp4") and q.bnb_4bit_quant_type != q.method:
+        raise ConfigError("quantization.bnb_4bit_quant_type",
+                          f"{q.bnb_4bit_quant_type} contradicts quantization.method={q.method}; set both to nf4 or both to fp4")
     # lora
     lora = cfg.lora
     _at_least(cfg, "lora.r", 1)
@@ -193,8 +182,19 @@ def _validate_device(cfg: DictConfig) -> None:
     precision = cfg.trainer.precision
     if precision in ("bf16", "fp16") and not cuda_available():
         raise ConfigError("trainer.precision", f"{precision} mixed precision needs a CUDA GPU; use auto or fp32 on CPU")
-    if cfg.quantization.method in ("nf4", "fp4", "int8"):
-        import importlib.util
+    import importlib.util
 
+    if cfg.quantization.method in ("nf4", "fp4", "int8"):
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ConfigError("quantization.method", f"{cfg.quantization.method} needs bitsandbytes, which is not installed")
+    attn = cfg.model.attn_implementation
+    if attn in ("flash_attention_2", "flash_attention_3"):
+        package = "flash_attn" if attn == "flash_attention_2" else "flash_attn_interface"
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError("model.attn_implementation", f"{attn} needs the {package} package, which is not installed; "
+                              "use flex_attention (packing without cross-example attention, no extra package) or sdpa")
+        if not cuda_available():
+            raise ConfigError("model.attn_implementation", f"{attn} needs a CUDA GPU; use sdpa on CPU")
+    if attn == "flex_attention" and not cuda_available():
+        raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
+                          "use sdpa or leave it null")
