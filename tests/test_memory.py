@@ -117,7 +117,8 @@ def test_llama3_8b_nf4_fits_a_t4_offline(compose, no_hub):
                                   "optimizer=paged_adamw_8bit"), on_cuda=True)
     assert all_linear["trainable_params"] == 41_943_040  # r16 on all 7 linears x 32 layers (peft reports the same)
     assert all_linear["total_mib"] < 15_360 - 500
-    no_ckpt = estimate(compose(*SEED_T4), on_cuda=True)
+    assert estimate(compose(*SEED_T4), on_cuda=True)["total_mib"] == est["total_mib"]  # auto: on with a GPU
+    no_ckpt = estimate(compose(*SEED_T4, "trainer.gradient_checkpointing=false"), on_cuda=True)
     assert no_ckpt["activations_mib"] > 8 * est["activations_mib"]  # without checkpointing it cannot fit
 
 
@@ -147,14 +148,22 @@ def test_tied_embeddings_counted_once_and_trained_once(compose, no_hub):
 
 
 def test_cli_estimate_memory_offline_says_it_fits_a_16gb_gpu(capsys, no_hub):
+    # the exact command: checkpointing is on by default with a GPU (auto), as in the seeds and trl
     assert cli.main(["train", "--estimate-memory", *SEED_T4]) == 0
     out = capsys.readouterr().out
     assert "on a CUDA GPU (nf4 weights, 16-bit compute)" in out
-    ckpt = out.split("with trainer.gradient_checkpointing=true")[1]
-    assert "on a 16 GB (T4, V100-16GB)      fits" in ckpt
-    assert cli.main(["train", "--estimate-memory", *SEED_T4, "trainer.gradient_checkpointing=true"]) == 0
-    out = capsys.readouterr().out
     assert "16 GB (T4, V100-16GB)      fits" in out and "with trainer.gradient_checkpointing" not in out
+    assert cli.main(["train", "--estimate-memory", *SEED_T4, "trainer.gradient_checkpointing=false"]) == 0
+    out = capsys.readouterr().out
+    assert "16 GB (T4, V100-16GB)      DOES NOT FIT" in out.split("with trainer.gradient_checkpointing=true")[0]
+    assert "on a 16 GB (T4, V100-16GB)      fits" in out.split("with trainer.gradient_checkpointing=true")[1]
+
+
+def test_gradient_checkpointing_auto_is_on_with_a_gpu_only():
+    from ftsweep.device import use_checkpointing
+
+    assert use_checkpointing(None, on_cuda=True) and not use_checkpointing(None, on_cuda=False)
+    assert use_checkpointing(True, on_cuda=False) and not use_checkpointing(False, on_cuda=True)
 
 
 def test_cli_estimate_memory_prints_without_training(cache_dir, capsys):
