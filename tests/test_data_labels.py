@@ -356,8 +356,12 @@ LONG = {
 }
 
 
-def test_default_policy_never_loses_the_prompt(compose):
-    assert compose().data.overlong == "truncate_answer"
+def test_default_policy_never_loses_the_prompt(compose, build):
+    assert compose().data.overlong == "truncate_both"
+    bundle, _ = build([LONG], "data.format=prompt_completion", "data.cutoff_len=16")
+    labels = bundle.train[0]["labels"]
+    assert len(labels) == 16 and labels.count(-100) > 1  # bos and prompt tokens kept, the answer cut
+    assert labels[-1] != -100
 
 
 def test_truncate_both_splits_the_budget_in_proportion(build):
