@@ -43,6 +43,9 @@ def bench_env(cache_dir: str | os.PathLike | None = None, **extra: str) -> dict[
         "TOKENIZERS_PARALLELISM": "false",
         "DISABLE_MLFLOW_INTEGRATION": "TRUE",
     })
+    # One intra-op thread unless the caller chose: on a shared, busy machine OpenMP threads spin-wait
+    # against other processes and a 2-thread run can cost several times the CPU of a 1-thread run.
+    env.setdefault("OMP_NUM_THREADS", "1")
     if cache_dir is not None:
         env["FTSWEEP_CACHE_DIR"] = str(cache_dir)
     env.update(extra)
@@ -119,6 +122,7 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "load_average_at_start": list(os.getloadavg()),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1 (bench default)"),
         "note": BUSY_NOTE,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": _git("rev-parse", "HEAD"),

@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--pad-token", default="<|reserved_special_token_250|>")
     p.add_argument("--packing", action="store_true")
     p.add_argument("--group-by-length", action="store_true")
+    p.add_argument("--stats-steps", type=int, default=0,
+                   help="only count real vs padded tokens in the first N training batches (no training)")
     args = p.parse_args()
 
     import torch
@@ -90,6 +92,9 @@ def main() -> None:
         disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    if args.stats_steps:
+        Path(args.out).write_text(json.dumps(batch_stats(trainer, args.stats_steps), indent=1))
+        return
     loop_start = time.time()
     result = trainer.train()
     loop_end = time.time()
@@ -107,6 +112,25 @@ def main() -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "t_imports_done": imported - STARTED,
     }, indent=1))
+
+
+def batch_stats(trainer, n_batches: int) -> dict:
+    """Real (non-padding) tokens vs token slots in the batches the trainer would feed, in its order."""
+    real = slots = batches = 0
+    per_batch = []
+    loader = trainer.get_train_dataloader()
+    while batches < n_batches:  # past one epoch: go round again, as training would
+        for batch in loader:
+            if batches == n_batches:
+                break
+            if "attention_mask" in batch:  # padded batch: batch x longest row
+                n_real, n_slots = int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+            else:  # padding-free packing: one flattened row, every slot a real token
+                n_real = n_slots = batch["input_ids"].numel()
+            real, slots, batches = real + n_real, slots + n_slots, batches + 1
+            per_batch.append([n_real, n_slots])
+    return {"batches": batches, "real_tokens": real, "token_slots": slots, "real_share": real / slots,
+            "real_tokens_per_batch": real / batches, "per_batch": per_batch}
 
 
 if __name__ == "__main__":
