@@ -3,7 +3,7 @@ peft) on the same tiny model files, the same tokenized rows and masks (``ftsweep
 template, LoRA (r16 q/k/v/o), batch, optimizer, schedule, seed and steps, with no evaluation at all
 (``data.val_size=0 objective.metric=train_loss``) so the timed loop is training only. Target <= 1.05x.
 
-    python bench/overhead.py                 # 40 and 200 steps, 3 paired repetitions (order alternates)
+    python bench/overhead.py                 # 40 and 100 steps, 3 paired repetitions (order alternates)
     python bench/overhead.py --quick         # 5 steps, 1 repetition (smoke test; not a measurement)
 
 Per tool: whole process (fork to exit), training loop (``trainer.train()`` wall), non-padding tokens/s in
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    steps = args.steps or ([5] if args.quick else [40, 200])
+    steps = args.steps or ([5] if args.quick else [40, 100])
     reps = args.reps or (1 if args.quick else 3)
     cache = default_cache()
     env = bench_env(cache)

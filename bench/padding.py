@@ -3,7 +3,7 @@
 Alpaca demo rows (400 rows, cutoff 256, batch 8, tiny model, CPU), at equal optimizer steps and at equal
 (real) tokens. Targets: real share >= 0.95 with packing; packing >= 1.5x tokens/s.
 
-    python bench/padding.py             # 40 steps, 3 repetitions per mode (interleaved)
+    python bench/padding.py             # 20 steps, 3 repetitions per mode (interleaved)
     python bench/padding.py --quick     # 2 steps, 1 repetition (smoke test; not a measurement)
 
 Real-token share: non-padding tokens / token slots over the batches the trainer feeds, counted by
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    steps = args.steps or (2 if args.quick else 40)
+    steps = args.steps or (2 if args.quick else 20)
     reps = args.reps or (1 if args.quick else 3)
     cache = default_cache()
     env = bench_env(cache)

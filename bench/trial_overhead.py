@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         phases_dir = tmp / "phases"
         phases_dir.mkdir()
         sweep_dir = tmp / "sweep"
-        overrides = ["sweep=quickstart", f"hydra.sweep.dir={sweep_dir}", *args.overrides]
+        # A fresh study in the temp dir (the default sweep dir would resume an earlier study instead).
+        overrides = ["sweep=quickstart", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.sweep_dir={sweep_dir}",
+                     *args.overrides]
         if args.quick:
             overrides += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_workers=1", "trainer.max_steps=10",
                           "trainer.eval_steps=5"]
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"probe targets not found (phases unknown): {', '.join(missing)}")
     write_result("trial_overhead", {
-        "command": "ftsweep train -m " + " ".join(o for o in overrides if not o.startswith("hydra.sweep.dir")),
+        "command": "ftsweep train -m " + " ".join(o for o in overrides if "sweep_dir" not in o and "sweep.dir" not in o),
         "sweep_wall_s": proc.wall_s, "n_trials": len(trials), "n_pruned": sum(t["pruned"] for t in trials),
         "median_phase_s": med, "median_trial_wall_s": wall, "median_training_s": training,
         "median_not_training_share": share,
