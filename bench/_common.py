@@ -61,9 +61,11 @@ def default_cache() -> Path:
 
 @dataclass
 class Proc:
-    """One finished child process: wall-clock seconds, its own peak RSS (MiB), exit code and output."""
+    """One finished child process: wall-clock seconds, CPU seconds (user + system: less sensitive to other
+    jobs on the machine than wall time), its own peak RSS (MiB), exit code and output."""
 
     wall_s: float
+    cpu_s: float
     peak_rss_mib: float
     returncode: int
     stdout: str
@@ -90,7 +92,7 @@ def run_proc(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: str | o
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        res = Proc(wall, usage.ru_maxrss / 1024, p.returncode, out.read().decode(errors="replace"),
+        res = Proc(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, p.returncode, out.read().decode(errors="replace"),
                    err.read().decode(errors="replace"))
     if check and res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-25:])

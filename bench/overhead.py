@@ -72,7 +72,7 @@ def run_ftsweep(overrides: list[str], run_dir: Path, env: dict[str, str]) -> dic
     proc = run_proc(ftsweep_cmd("train", *overrides, f"hydra.run.dir={run_dir}"), env=env)
     m = json.loads((run_dir / "metrics.json").read_text())
     hist = json.loads((run_dir / "log_history.json").read_text())
-    return {"process_s": proc.wall_s, "peak_rss_mib": proc.peak_rss_mib, "loop_s": m["train_runtime"],
+    return {"process_s": proc.wall_s, "process_cpu_s": proc.cpu_s, "peak_rss_mib": proc.peak_rss_mib, "loop_s": m["train_runtime"],
             "tokens_per_s": m["train_tokens_per_s"], "train_tokens": m["train_tokens"],
             "losses": {h["step"]: h["loss"] for h in hist if "loss" in h}}
 
@@ -80,7 +80,7 @@ def run_ftsweep(overrides: list[str], run_dir: Path, env: dict[str, str]) -> dic
 def run_plain(cmd: list[str], out: Path, env: dict[str, str]) -> dict[str, Any]:
     proc = run_proc(cmd, env=env)
     r = json.loads(out.read_text())
-    return {"process_s": proc.wall_s, "peak_rss_mib": proc.peak_rss_mib, "loop_s": r["train_runtime"],
+    return {"process_s": proc.wall_s, "process_cpu_s": proc.cpu_s, "peak_rss_mib": proc.peak_rss_mib, "loop_s": r["train_runtime"],
             "tokens_per_s": r["train_tokens_per_s"], "train_tokens": r["train_tokens"],
             "losses": {h["step"]: h["loss"] for h in r["log_history"] if "loss" in h}}
 
@@ -112,7 +112,7 @@ def measure(steps: int, reps: int, cache: Path, env: dict[str, str], tmp: Path) 
 
 def summarize(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("process_s", "loop_s", "tokens_per_s", "peak_rss_mib"):
+    for key in ("process_s", "process_cpu_s", "loop_s", "tokens_per_s", "peak_rss_mib"):
         ft = median(p["ftsweep"][key] for p in pairs)
         pl = median(p["plain"][key] for p in pairs)
         out[key] = {"ftsweep": ft, "plain": pl, "ratio_of_medians": ratio(ft, pl),
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in results:
         s = r["summary"]
-        for key, label in (("process_s", "whole process, s"), ("loop_s", "training loop, s"),
+        for key, label in (("process_s", "whole process, s"), ("process_cpu_s", "whole process, CPU s"),
+                           ("loop_s", "training loop, s"),
                            ("tokens_per_s", "tokens/s in the loop"), ("peak_rss_mib", "peak RSS, MiB")):
             rows.append([f"{r['steps']} steps", label, s[key]["ftsweep"], s[key]["plain"], s[key]["median_of_paired_ratios"]])
         rows.append([f"{r['steps']} steps", "final logged loss", s["final_loss"]["ftsweep"], s["final_loss"]["plain"],

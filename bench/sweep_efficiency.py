@@ -1,8 +1,9 @@
 """Does searching pay? Grid vs random vs TPE vs TPE + pruning (median, hyperband) on the proxy task
-(data=proxy_tasks), over lr log 1e-5..1e-1 x LoRA r {4, 8, 16, 32} x alpha/r {1, 2}, 3 sampler seeds,
+(data=proxy_tasks), over lr log 1e-5..1e-1 x LoRA r {4, 8, 16, 32} x alpha/r {1, 2}, 10 sampler seeds,
 equal budgets in total optimizer steps.
 
     python bench/sweep_efficiency.py             # replay on the measured table (measures it first if missing)
+    python bench/sweep_efficiency.py --seeds 0 1 2 --interp linear   # 3 seeds; linear interpolation
     python bench/sweep_efficiency.py --measure   # re-measure the table: 13 lr x 8 (r, alpha) real runs, ~10 min
     python bench/sweep_efficiency.py --quick     # tiny table (3 lr x 2 (r, alpha), 20 steps) in a temp dir
 
@@ -11,8 +12,9 @@ x 40 trials, so the script first trains the proxy task once per point of a coars
 3 per decade, x 4 r x 2 alpha ratios; 80 steps, eval loss every 10 steps; ``ftsweep train -m`` with
 Hydra's basic sweeper) and caches every eval-loss curve in ``bench/results/sweep_efficiency_table.json``.
 Then Optuna's real samplers and pruners run in-process against that table: a proposed lr that lies between
-two measured points gets the curve interpolated linearly in log10(lr) between its two neighbours (same r
-and alpha), step by step. Runs are deterministic (fixed seed), so a table point has no noise.
+two measured points gets the whole eval curve of the nearest measured lr in log10(lr) (same r and alpha;
+``--interp linear`` interpolates linearly in log10(lr) instead). Runs are deterministic (fixed seed), so a
+table point has no noise; the decade grid's lr values are table points.
 
 Budget: the grid method's natural size, 5 lr (one per decade) x 4 r x 2 ratios = 40 trials x 80 steps =
 3,200 optimizer steps; every method gets the same 3,200 steps. A pruned trial costs the steps it ran.
@@ -106,9 +108,14 @@ def _job_lr(job: Path) -> float:
 
 # ------------------------------------------------------------------------------------- the table
 class Curves:
-    """Eval-loss curve for any (lr, r, alpha ratio): measured, or interpolated in log10(lr)."""
+    """Eval-loss curve for any (lr, r, alpha ratio): the measured curve at the nearest measured lr in
+    log10(lr) (default), or ``interp="linear"``: interpolated linearly in log10(lr) between the two
+    neighbours. Neither invents a loss below a measured one; linear turns every measured minimum into a
+    sharp V that only an lr very close to the grid point can match, which favours a grid that contains
+    that point, so nearest is the default."""
 
-    def __init__(self, doc: dict[str, Any]):
+    def __init__(self, doc: dict[str, Any], interp: str = "nearest"):
+        self.interp = interp
         self.steps: list[int] = doc["points"][0]["steps"]
         self.max_steps: int = doc["max_steps"]
         self.rs = sorted({p["r"] for p in doc["points"]})
@@ -127,6 +134,8 @@ class Curves:
         if xs[i] == x:
             return list(pts[i][1])
         (x0, c0), (x1, c1) = pts[i - 1], pts[i]
+        if self.interp == "nearest":
+            return list(c0 if x - x0 <= x1 - x else c1)
         w = (x - x0) / (x1 - x0)
         return [(1 - w) * a + w * b for a, b in zip(c0, c1)]
 
@@ -152,7 +161,8 @@ def make_study(method: str, seed: int, curves: Curves, grid_lrs: list[float], ev
                                                 reduction_factor=3)
     else:
         pruner = optuna.pruners.NopPruner()
-    return optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    # A fixed name: Hyperband assigns trials to brackets by a hash of the study name (random by default).
+    return optuna.create_study(study_name=f"{method}-seed{seed}", direction="minimize", sampler=sampler, pruner=pruner)
 
 
 def replay(method: str, seed: int, curves: Curves, budget: int, grid_lrs: list[float]) -> dict[str, Any]:
@@ -220,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny table in a temp dir, 1 seed (smoke test)")
     p.add_argument("--measure", action="store_true", help="re-measure the table even if it is cached")
     p.add_argument("--table", type=Path, default=None, help=f"table JSON (default {TABLE})")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
+                   help="sampler seeds (default 10: with 3, which method wins flips from seed set to seed set)")
+    p.add_argument("--interp", choices=("nearest", "linear"), default="nearest",
+                   help="an lr between measured points: the nearest point's curve, or linear in log10(lr)")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/sweep_efficiency.json)")
     args = p.parse_args(argv)
     import optuna
@@ -241,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             doc = json.loads(table_path.read_text())
         seeds, grid_lrs = args.seeds, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-        out, plot = args.out, RESULTS / "sweep_efficiency.png"
-    curves = Curves(doc)
+        out = args.out
+        plot = Path(args.out).with_suffix(".png") if args.out else RESULTS / "sweep_efficiency.png"
+    curves = Curves(doc, args.interp)
     budget = len(grid_lrs) * len(curves.rs) * len(curves.ratios) * curves.max_steps
 
     runs = [replay(m, s, curves, budget, grid_lrs) for m in METHODS for s in seeds]
@@ -250,13 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     target = best_any * 1.02
     measured_best = min((pt["eval_loss"][-1], pt["lr"], pt["r"], pt["alpha_ratio"]) for pt in doc["points"])
     summary = summarize(runs, target, budget)
-    print_report(doc, summary, budget, best_any, target, measured_best, len(seeds))
+    print_report(doc, summary, budget, best_any, target, measured_best, len(seeds), args.interp)
     spread = spread_figures(doc)
     payload = {
         "replay": True,
         "how": ("replay over measured curves: Optuna samplers/pruners run in-process against a table of eval-loss "
-                "curves from real ftsweep runs; an lr between two measured grid points gets the curve interpolated "
-                "linearly in log10(lr) between its neighbours (same r and alpha ratio)"),
+                "curves from real ftsweep runs; an lr between two measured grid points gets "
+                + ("the curve of the nearest measured lr in log10(lr)" if args.interp == "nearest" else
+                   "the curve interpolated linearly in log10(lr) between its neighbours")
+                + " (same r and alpha ratio)"),
+        "interp": args.interp,
         "table": str(table_path), "table_command": doc["command"], "table_measure_wall_s": doc.get("measure_wall_s"),
         "space": {"lr": [LR_LO, LR_HI, "log"], "r": curves.rs, "alpha_ratio": curves.ratios},
         "grid_lrs": grid_lrs, "seeds": seeds, "budget_steps": budget, "max_steps_per_trial": curves.max_steps,
@@ -307,9 +324,11 @@ def spread_figures(doc: dict[str, Any]) -> dict[str, Any]:
             "optimum_interior": lrs[0] < best["lr"] < lrs[-1]}
 
 
-def print_report(doc, summary, budget, best_any, target, measured_best, n_seeds) -> None:
+def print_report(doc, summary, budget, best_any, target, measured_best, n_seeds, interp) -> None:
+    how = ("takes the curve of the nearest measured lr (log10)" if interp == "nearest"
+           else "is interpolated linearly in log10(lr) between its neighbours")
     print(f"\nREPLAY over measured curves ({len(doc['points'])} real runs, {doc['max_steps']} steps each; "
-          "an lr between grid points is interpolated in log10(lr) between its neighbours)")
+          f"an lr between measured points {how})")
     print(f"budget {budget:,} optimizer steps per sweep, {n_seeds} sampler seed(s); best any method found "
           f"{best_any:.4f}, target (within 2%) {target:.4f}; best measured grid point {measured_best[0]:.4f} "
           f"(lr {measured_best[1]:g}, r {measured_best[2]}, alpha/r {measured_best[3]})\n")

@@ -37,14 +37,17 @@ def _synthetic_table() -> dict:
     return {"lrs": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], "max_steps": 40, "points": points, "command": "synthetic"}
 
 
-def test_curves_interpolate_in_log_lr_and_return_measured_points_exactly():
+def test_curves_take_the_nearest_point_or_interpolate_in_log_lr():
     se = _load("sweep_efficiency")
-    curves = se.Curves(_synthetic_table())
-    assert curves.final(1e-3, 8, 1) == 1.0
-    assert curves.final(1e-2, 4, 1) == 2.5
+    nearest = se.Curves(_synthetic_table())
+    linear = se.Curves(_synthetic_table(), "linear")
+    for curves in (nearest, linear):  # measured points come back exactly
+        assert curves.final(1e-3, 8, 1) == 1.0 and curves.final(1e-2, 4, 1) == 2.5
+        assert curves.final(1e-6, 8, 1) == curves.final(1e-5, 8, 1)  # clamped to the measured range
+    assert nearest.final(10 ** -2.6, 8, 1) == 1.0 and nearest.final(10 ** -2.4, 8, 1) == 2.0
     # halfway between 1e-3 and 1e-2 in log10: the mean of the two curves
-    assert abs(curves.final(10 ** -2.5, 8, 1) - 1.5) < 1e-12
-    assert curves.curve(10 ** -2.5, 8, 1)[:4] == [6.0, 5.0, 4.0, 3.0]
+    assert abs(linear.final(10 ** -2.5, 8, 1) - 1.5) < 1e-12
+    assert linear.curve(10 ** -2.5, 8, 1)[:4] == [6.0, 5.0, 4.0, 3.0]
 
 
 def test_replay_spends_exactly_the_budget_and_grid_finds_the_grid_optimum():
@@ -139,3 +142,12 @@ def test_sweep_efficiency_quick_equal_budgets(tmp_path, cache_dir):
     assert {r["method"] for r in doc["runs"]} == {"grid", "random", "tpe", "tpe+median", "tpe+hyperband"}
     assert all(r["steps_used"] <= doc["budget_steps"] for r in doc["runs"])
     assert doc["best_any_method"] == min(r["best"] for r in doc["runs"] if r["best"] is not None)
+
+
+@pytest.mark.slow
+def test_proxy_spread_quick_a_good_lr_learns_the_task(tmp_path, cache_dir):
+    doc = _run("proxy_spread.py", tmp_path / "x.json", cache_dir)
+    runs = {r["lr"]: r for r in doc["runs"]}
+    assert sorted(runs) == [1e-4, 1e-2, 1e-1]
+    assert runs[1e-2]["eval_loss"] < runs[1e-2]["initial_eval_loss"] - 0.5  # answers are learnable
+    assert doc["spread"]["r16"]["worst_over_best"] >= 1.0
