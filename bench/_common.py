@@ -123,7 +123,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
-        "load_average_at_start": list(os.getloadavg()),
+        "load_average_1_5_15min_at_write": list(os.getloadavg()),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1 (bench default)"),
         "note": BUSY_NOTE,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

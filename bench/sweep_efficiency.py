@@ -335,7 +335,7 @@ def print_report(doc, summary, budget, best_any, target, measured_best, n_seeds,
     rows = []
     for m, s in summary.items():
         rows.append([m, s["best_median"], s["best_at_25pct_budget_median"], s["steps_to_2pct_median"],
-                     f"{s['seeds_reaching_2pct']}/{n_seeds}", s["steps_vs_grid"], s["trials_median"], s["pruned_median"]])
+                     f"{s['seeds_reaching_2pct']}/{n_seeds}", s["steps_vs_grid"], f"{s['trials_median']:g}", f"{s['pruned_median']:g}"])
     print(table(["method", "best eval loss (median)", "best at 25% budget", "steps to within 2%",
                  "seeds within 2%", "steps vs grid", "trials", "pruned"], rows))
 

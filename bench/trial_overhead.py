@@ -101,6 +101,15 @@ def trial_phases(events: list[dict[str, Any]]) -> dict[str, Any]:
             "pruned": not save, "missing_probes": [e["target"] for e in events if e["ev"] == "probe_missing"]}
 
 
+def trial_result(run_dir: Path) -> dict[str, Any]:
+    """The trial's status and eval loss from its metrics.json (empty if the layout changed)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text())
+    return {"status": m.get("status"), "eval_loss": m.get("eval_loss"), "initial_eval_loss": m.get("initial_eval_loss")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
@@ -132,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         for f in sorted(phases_dir.glob("*.jsonl")):
             ev = load_events(f)
             if ev and ev[0].get("trial") is not None and any(e["ev"] == "train:start" for e in ev):
-                trials.append({"trial": int(ev[0]["trial"]), **trial_phases(ev)})
+                n = int(ev[0]["trial"])
+                trials.append({"trial": n, "params": json.loads(ev[0].get("params") or "null"),
+                               **trial_result(sweep_dir / f"trial_{n}"), **trial_phases(ev)})
         trials.sort(key=lambda t: t["trial"])
     if not trials:
         raise SystemExit("no trial was timed: the probe saw no trial process (see bench/_phase_probe)")
@@ -147,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["phase", "seconds", "share of trial"], rows))
     print(f"\nnot training: {share:.0%} of a trial (median); start -> first optimizer step "
           f"{median(t['start_to_first_step_s'] for t in trials):.2f} s; training {training:.2f} s of {wall:.2f} s")
+    print("\ntrials: " + "; ".join(f"#{t['trial']} {t.get('params')} -> {t.get('status')} eval_loss "
+                                    f"{t['eval_loss']:.3f}" if t.get("eval_loss") is not None else f"#{t['trial']} -"
+                                    for t in trials))
     missing = sorted({m for t in trials for m in t["missing_probes"]})
     if missing:
         print(f"probe targets not found (phases unknown): {', '.join(missing)}")

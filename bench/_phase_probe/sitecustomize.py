@@ -34,7 +34,8 @@ if _DIR:
             return None
 
     _emit("process_start", t0=_process_start(), argv=sys.argv,
-          trial=os.environ.get("FTSWEEP_TRIAL_NUMBER"), parent=os.environ.get("FTSWEEP_PARENT_PID"))
+          trial=os.environ.get("FTSWEEP_TRIAL_NUMBER"), params=os.environ.get("FTSWEEP_TRIAL_PARAMS"),
+          parent=os.environ.get("FTSWEEP_PARENT_PID"))
     atexit.register(lambda: _emit("exit"))
 
     # (module, attribute path, phase name): wrapped after the module is first imported.
