@@ -122,7 +122,9 @@ def test_data_cache_quick_second_build_is_a_hit(tmp_path, cache_dir):
     doc = _run("data_cache.py", tmp_path / "d.json", cache_dir)
     pair = doc["pairs"][0]
     assert not pair["cold"]["cache_hit"] and pair["cached"]["cache_hit"]
-    assert pair["cold"]["n_train"] == pair["cached"]["n_train"] == 1800  # 2,000 rows, 10% validation
+    # the hit returns the rows the cold build made (2,000 rows, 10% validation; a few empty answers dropped)
+    assert pair["cold"]["n_train"] == pair["cached"]["n_train"] > 1700
+    assert pair["cold"]["n_eval"] == pair["cached"]["n_eval"] > 150
 
 
 @pytest.mark.slow
@@ -138,7 +140,7 @@ def test_trial_overhead_quick_times_every_phase(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_sweep_efficiency_quick_equal_budgets(tmp_path, cache_dir):
     doc = _run("sweep_efficiency.py", tmp_path / "e.json", cache_dir)
-    assert doc["replay"] is True and "interpolated" in doc["how"]
+    assert doc["replay"] is True and doc["interp"] == "nearest" and "nearest measured lr" in doc["how"]
     assert {r["method"] for r in doc["runs"]} == {"grid", "random", "tpe", "tpe+median", "tpe+hyperband"}
     assert all(r["steps_used"] <= doc["budget_steps"] for r in doc["runs"])
     assert doc["best_any_method"] == min(r["best"] for r in doc["runs"] if r["best"] is not None)
