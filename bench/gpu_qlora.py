@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoConfig
 
-    from ftsweep.config_io import compose
+    from ftsweep.config.compose import compose
     from ftsweep.memory import shapes_from_config
 
     quants = ["nf4", "none"] if args.with_bf16_lora else ["nf4"]

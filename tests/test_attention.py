@@ -46,7 +46,7 @@ def test_packing_on_a_gpu_defaults_to_flex_attention(compose, monkeypatch):
 def test_attention_needing_a_package_or_a_gpu_is_refused_at_compose(compose):
     import importlib.util
 
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     assert importlib.util.find_spec("flash_attn") is None  # not installed here
     with pytest.raises(ConfigFailure, match="^model.attn_implementation: flash_attention_2 needs the flash_attn package"):

@@ -66,7 +66,7 @@ def test_latin1_file_is_one_line_with_the_byte_offset(build, tmp_path):
 
 
 def test_unknown_encoding_is_a_config_error(compose):
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     with pytest.raises(ConfigFailure, match=r"^data.encoding: unknown text encoding 'latin-9000'"):
         compose("data.encoding=latin-9000")
@@ -116,7 +116,7 @@ def test_columns_syntax_from_the_readme_and_the_plus_form(compose, build, tmp_pa
         extra = [] if "output" in override else ["+data.columns.output=answer"]
         bundle, tok = build(path, override, *extra)
         assert answers(tok, bundle.train) == ["Because."]
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     with pytest.raises(
         ConfigFailure, match=r"^data.columns.instrution: unknown key; allowed keys: instruction, input"
@@ -136,7 +136,7 @@ def test_mapping_error_lists_the_columns_the_file_has(build, tmp_path):
 
 # ---------------------------------------------------------------------------------- eval objective
 def test_eval_objective_without_validation_data_fails_at_config_time(compose):
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     with pytest.raises(ConfigFailure) as err:
         compose("data.val_size=0")

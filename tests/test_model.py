@@ -87,7 +87,7 @@ def test_quantization_builder_reads_every_field(compose):
 
 
 def test_contradicting_quant_type_is_refused(compose):
-    from ftsweep.config_io import ConfigFailure
+    from ftsweep.config.compose import ConfigFailure
 
     from ftsweep.config import ConfigError
 

@@ -114,7 +114,7 @@ def test_deprecated_sweeper_sweep_dir_still_works_and_says_so(tmp_path):
     (["-m", "--cfg", "job"], "optimizer:"),
     (["--resolve", "--cfg", "job"], "cache_dir: /"),
     (["-p", "lora", "--cfg", "job"], "# @package lora"),
-    (["sweep=quickstart", "--cfg", "job"], "max_rows: 240"),
+    (["sweep=quickstart", "--cfg", "job"], "proxy_tasks.jsonl"),
 ])
 def test_hydra_flags_work(tmp_path, flags, expect_out):
     (tmp_path / "conf").mkdir()  # a user root, so --info searchpath lists it
