@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,11 @@ def test_wandb_offline_run_holds_config_and_final_eval_loss(compose, tmp_path, w
     runs = list((wandb_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and metrics["wandb_run_id"] in runs[0].name
     logged = read_offline_run(runs[0])
+    for _ in range(60):  # W&B's service process may still be flushing the offline file after finish()
+        if logged["run_id"] and logged["summary"].get("eval_loss") is not None:
+            break
+        time.sleep(0.5)
+        logged = read_offline_run(runs[0])
     assert logged["run_id"] == metrics["wandb_run_id"]
     assert logged["config"]["optimizer"]["lr"] == 0.0002 and logged["config"]["lora"]["r"] == 16
     summary = logged["summary"]
