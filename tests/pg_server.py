@@ -82,6 +82,13 @@ class PgServer:
         return r.returncode == 0
 
 
+def _runs(server: PgServer, exe: Path) -> bool:
+    try:
+        return server._run(exe, "--version").returncode == 0
+    except OSError:
+        return False
+
+
 def start() -> PgServer:
     """initdb + pg_ctl start on a free port; raises :class:`NoServer` with the reason."""
     bindir = find_bindir()
@@ -93,6 +100,21 @@ def start() -> PgServer:
         os.chmod(root, 0o755)
         os.chown(root, *run_as)
     server = PgServer(bindir, root, free_port(), run_as)
+    if run_as and not _runs(server, bindir / "postgres"):
+        # The binaries sit under a directory the unprivileged user cannot enter (e.g. a venv in /root):
+        # run a copy (pgserver's install is relocatable, ~35 MB).
+        if not (bindir.parent / "share").is_dir():
+            shutil.rmtree(root, ignore_errors=True)
+            raise NoServer(f"user nobody cannot run {bindir}/postgres")
+        # same layout: the binaries find their libraries through RPATH $ORIGIN/../../../pgserver.libs
+        copy = root / "pgcopy" / "pgserver" / "pginstall"
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(bindir.parent / part, copy / part, symlinks=True)
+        libs = bindir.parent.parent.parent / "pgserver.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, root / "pgcopy" / "pgserver.libs", symlinks=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(root / "pgcopy")], check=True)
+        bindir = server.bindir = copy / "bin"
     (root / "pw").write_text(PASSWORD + "\n")
     if run_as:
         os.chown(root / "pw", *run_as)

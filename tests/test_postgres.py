@@ -141,6 +141,14 @@ def test_exact_totals_4_processes_x_2_workers_sqlite(tmp_path):
 
 def test_concurrent_asks_never_exceed_the_budget(tmp_path, db):
     """The guard itself, without processes' start-up noise: 8 threads ask at once, 4 fit."""
+    _concurrent_asks(tmp_path, db)
+
+
+def test_concurrent_asks_never_exceed_the_budget_sqlite(tmp_path):
+    _concurrent_asks(tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def _concurrent_asks(tmp_path: Path, db: str) -> None:
     import threading
 
     import optuna

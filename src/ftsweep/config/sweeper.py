@@ -62,7 +62,7 @@ class SubmititConf:
     qos: str | None = None
     constraint: str | None = None
     # Job time limit in minutes; 0 = hydra.sweeper.trial_timeout_s (or trainer.timeout_s) + 10 min, else 24 h.
-    timeout_min: int = 0
+    timeout_min: float = 0
     # CPUs and memory per trial (null = the cluster's default). GPUs: hydra.sweeper.gpus_per_trial.
     cpus_per_task: int | None = None
     mem_gb: float | None = None

@@ -182,7 +182,8 @@ class SubmititBackend:
         self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
         self.cluster = cluster
         timeout_min = sc.timeout_min or (math.ceil(timeout_s / 60) + 10 if timeout_s else 24 * 60)
-        params: dict[str, Any] = {"timeout_min": timeout_min, "nodes": 1, "tasks_per_node": 1,
+        # submitit wants whole minutes; the local executor takes fractions (tests use a few seconds).
+        params: dict[str, Any] = {"timeout_min": max(1, math.ceil(timeout_min)), "nodes": 1, "tasks_per_node": 1,
                                   "gpus_per_node": conf.gpus_per_trial if conf.gpus else 0,
                                   "name": "ftsweep-trial"}
         if sc.cpus_per_task:
@@ -197,8 +198,10 @@ class SubmititBackend:
                 params["slurm_additional_parameters"] = dict(sc.additional_parameters)
             if sc.setup:
                 params["slurm_setup"] = list(sc.setup)
-        elif cluster == "local" and sc.setup:
-            params["local_setup"] = list(sc.setup)
+        elif cluster == "local":
+            params["local_timeout_min"] = timeout_min
+            if sc.setup:
+                params["local_setup"] = list(sc.setup)
         self.executor.update_parameters(**params)
 
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> SubmititProcess:
