@@ -7,6 +7,7 @@ import pytest
 from sweep_helpers import load, run, states, sweep_args
 
 pytest.importorskip("submitit")
+pytestmark = pytest.mark.slow  # ~40 s each: every trial is a submitit job (3 Python start-ups)
 
 SUBMITIT = ("hydra.sweeper.backend=submitit", "hydra.sweeper.submitit.cluster=local")
 
