@@ -179,6 +179,31 @@ def _concurrent_asks(tmp_path: Path, db: str) -> None:
     assert sorted(trial_numbers(study)) == [0, 1, 2, 3]
 
 
+def test_processes_starting_together_on_a_fresh_database(db):
+    """Optuna creates its tables on first use; several sweep processes starting at once on an empty
+    database must not race in CREATE TYPE / CREATE TABLE."""
+    import threading
+
+    from ftsweep.sweeper.storage import open_storage
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def opener() -> None:
+        barrier.wait()
+        try:
+            open_storage(db)
+        except BaseException as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+
+
 # ---------------------------------------------------------------------- one-line storage errors
 def _sweep_error(tmp_path: Path, url: str) -> str:
     r = run(sweep_args(tmp_path / "s", f"hydra.sweeper.storage={url}", n_trials=2), tmp_path, timeout=120)

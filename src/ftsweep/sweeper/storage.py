@@ -51,11 +51,35 @@ def open_storage(url: str) -> Any:
             engine_kwargs["pool_pre_ping"] = True
             if url.split("://", 1)[0].split("+")[0] == "postgresql":
                 engine_kwargs["connect_args"] = {"connect_timeout": 10}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with _schema_lock(url, engine_kwargs):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except SweepInputError:
         raise
     except Exception as err:
         raise SweepInputError(storage_error(url, err)) from err
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """On PostgreSQL, one process at a time creates Optuna's tables: two sweep processes started together on
+    a fresh database otherwise race in CREATE TYPE (duplicate key "pg_type_typname_nsp_index")."""
+    if url.split("://", 1)[0].split("+")[0] not in ("postgresql", "postgres"):
+        yield
+        return
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args=engine_kwargs.get("connect_args", {}))
+    try:
+        with engine.connect() as conn:
+            key = {"k": lock_key("optuna-schema")}
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), key)
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), key)
+    finally:
+        engine.dispose()
 
 
 def storage_error(url: str, err: BaseException) -> str:
