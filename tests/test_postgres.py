@@ -242,3 +242,19 @@ def test_psycopg2_url_keeps_working(pg):
 
     storage = open_storage(pg.url(scheme="postgresql+psycopg2"))
     assert storage.get_all_studies() is not None
+
+
+@pytest.mark.slow
+def test_submitit_backend_on_postgres_writes_no_password(tmp_path, db):
+    """One job per trial (submitit's local executor) on the PostgreSQL study; submitit pickles the job's
+    arguments into .submitit/: the password must not be in them."""
+    pytest.importorskip("submitit")
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, f"hydra.sweeper.storage={db}", "hydra.sweeper.backend=submitit",
+                       "hydra.sweeper.submitit.cluster=local", "hydra.sweeper.pruner.name=none", n_trials=2, workers=2),
+            tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    study = load(sd, storage=db)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert list((sd / ".submitit").rglob("*.pkl"))
+    no_password_anywhere(sd, texts=(r.stdout, r.stderr))

@@ -170,6 +170,19 @@ def _job_state(job: Any) -> str:
         return "UNKNOWN"
 
 
+def _without_secrets(env: dict[str, str]) -> dict[str, str]:
+    """submitit pickles the job's arguments into its job folder: a storage URL with a password stays out of
+    that file. The job gets it from the environment instead (the local executor and sbatch's default
+    --export=ALL pass this process's environment on), so it is set here, in this process."""
+    from ftsweep.sweeper.storage import password_of
+
+    url = env.get("FTSWEEP_STORAGE")
+    if not url or not password_of(url):
+        return env
+    os.environ["FTSWEEP_STORAGE"] = url
+    return {k: v for k, v in env.items() if k != "FTSWEEP_STORAGE"}
+
+
 class SubmititBackend:
     name = "submitit"
 
@@ -207,7 +220,7 @@ class SubmititBackend:
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> SubmititProcess:
         log_path = trial_dir / "trial.log"
         self.executor.update_parameters(name=f"ftsweep-trial-{number}")
-        job = self.executor.submit(run_trial_command, cmd, env, str(log_path))
+        job = self.executor.submit(run_trial_command, cmd, _without_secrets(env), str(log_path))
         with open(log_path, "a") as log:
             log.write(f"# submitit {self.cluster} job {job.job_id}\n")
         return SubmititProcess(job, log_path)
