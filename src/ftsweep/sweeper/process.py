@@ -47,6 +47,8 @@ class TrialProcess(Protocol):
 
 class Backend(Protocol):
     name: str
+    # True: the sweep hands out GPUs itself (CUDA_VISIBLE_DEVICES); False: the scheduler does (SLURM).
+    places_gpus: bool
 
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> TrialProcess: ...
 
@@ -91,6 +93,7 @@ class LocalProcess:
 
 class LocalBackend:
     name = "local"
+    places_gpus = True
 
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> LocalProcess:
         log_path = trial_dir / "trial.log"
@@ -184,6 +187,9 @@ def _without_secrets(env: dict[str, str]) -> dict[str, str]:
 
 
 class SubmititBackend:
+    """SLURM: the job asks for gpus_per_trial GPUs (``--gpus-per-node``) and SLURM places it. Submitit's
+    local executor would give every job the same first GPUs, so there the sweep places trials itself."""
+
     name = "submitit"
 
     def __init__(self, conf: SweeperConf, sweep_dir: Path, timeout_s: float):
@@ -194,10 +200,13 @@ class SubmititBackend:
         cluster = sc.cluster or ("slurm" if shutil.which("sbatch") else "local")
         self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
         self.cluster = cluster
+        self.places_gpus = cluster != "slurm"
+        # hydra.sweeper.gpus=null: CPU-only jobs (no --gpus-per-node)
+        want_gpus = cluster == "slurm" and conf.gpus not in (None, False, "", [])
         timeout_min = sc.timeout_min or (math.ceil(timeout_s / 60) + 10 if timeout_s else 24 * 60)
         # submitit wants whole minutes; the local executor takes fractions (tests use a few seconds).
         params: dict[str, Any] = {"timeout_min": max(1, math.ceil(timeout_min)), "nodes": 1, "tasks_per_node": 1,
-                                  "gpus_per_node": conf.gpus_per_trial if conf.gpus else 0,
+                                  "gpus_per_node": conf.gpus_per_trial if want_gpus else 0,
                                   "name": "ftsweep-trial"}
         if sc.cpus_per_task:
             params["cpus_per_task"] = sc.cpus_per_task

@@ -117,10 +117,10 @@ class SweepRunner:
         self.s = settings
         self.progress = progress or Progress(settings.study_name, settings.n_trials, mode="plain")
         self.jobs: dict[int, Job] = {}
-        self.gpus = GpuPool(settings.gpus if settings.conf.backend == "local" else None,
-                            settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.guard = BudgetGuard(settings.storage_url, settings.study_name, settings.sweep_dir / ".ftsweep.lock")
         self.backend = make_backend(settings.conf, settings.sweep_dir, settings.trial_timeout_s)
+        self.gpus = GpuPool(settings.gpus if self.backend.places_gpus else None,
+                            settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.aborted: str | None = None
         self._last_beat = 0.0
         self._last_stale_check = 0.0
