@@ -7,11 +7,11 @@ import pytest
 from sweep_helpers import load, run, states, sweep_args
 
 pytest.importorskip("submitit")
-pytestmark = pytest.mark.slow  # ~40 s each: every trial is a submitit job (3 Python start-ups)
 
 SUBMITIT = ("hydra.sweeper.backend=submitit", "hydra.sweeper.submitit.cluster=local")
 
 
+@pytest.mark.slow  # ~40 s: every trial is a submitit job (3 Python start-ups)
 def test_quickstart_sweep_through_submitit_prunes_fails_and_retries_oom(tmp_path):
     sd = tmp_path / "s"
     r = run(sweep_args(sd, *SUBMITIT, "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",
@@ -33,6 +33,7 @@ def test_quickstart_sweep_through_submitit_prunes_fails_and_retries_oom(tmp_path
     assert (sd / "trial_0" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_job_ended_by_the_scheduler_fails_with_its_reason_and_is_rerun(tmp_path):
     sd = tmp_path / "s"
     # trial 0 hangs; the job's time limit (0.1 min) ends it: submitit's local executor signals it as SLURM would
@@ -49,3 +50,28 @@ def test_job_ended_by_the_scheduler_fails_with_its_reason_and_is_rerun(tmp_path)
 
     c = count(study)
     assert c.total == 2 and c.complete == 2 and c.running == 0  # the re-run takes the failed trial's place
+
+
+@pytest.mark.parametrize("gpus,expect_gpus", [("auto", True), (None, False)])
+def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch, gpus, expect_gpus):
+    """The sbatch file submitit would submit (no cluster needed to render it)."""
+    import os
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit's SLURM executor checks srun exists
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    from ftsweep.config.sweeper import SubmititConf, SweeperConf
+    from ftsweep.sweeper.process import SubmititBackend
+
+    conf = SweeperConf(backend="submitit", gpus=gpus, gpus_per_trial=2, submitit=SubmititConf(
+        cluster="slurm", partition="gpu", account="proj1", qos="high", timeout_min=90, cpus_per_task=8, mem_gb=64,
+        additional_parameters={"reservation": "ml"}, setup=["module load cuda/12.4"]))
+    backend = SubmititBackend(conf, tmp_path, timeout_s=0)
+    assert not backend.places_gpus  # SLURM places the job's GPUs
+    text = backend.executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --qos=high", "#SBATCH --time=90",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --reservation=ml", "module load cuda/12.4"):
+        assert line in text, (line, text)
+    assert ("#SBATCH --gpus-per-node=2" in text) is expect_gpus
