@@ -75,3 +75,18 @@ def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch, gpus, exp
                  "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --reservation=ml", "module load cuda/12.4"):
         assert line in text, (line, text)
     assert ("#SBATCH --gpus-per-node=2" in text) is expect_gpus
+
+
+@pytest.mark.parametrize("override,message", [
+    ("hydra.sweeper.backend=slurm", "hydra.sweeper.backend: unknown backend 'slurm'; one of local, submitit"),
+    ("hydra.sweeper.submitit.cluster=pbs", "hydra.sweeper.submitit.cluster: unknown cluster 'pbs'"),
+    ("hydra.sweeper.trials_per_gpu=2", "hydra.sweeper.trials_per_gpu: a multi-GPU trial"),
+])
+def test_bad_backend_or_placement_is_one_line(tmp_path, override, message):
+    extra = ["hydra.sweeper.backend=submitit"] if "cluster" in override else []
+    if "trials_per_gpu" in override:
+        extra = ["hydra.sweeper.gpus=[0,1]", "hydra.sweeper.gpus_per_trial=2"]
+    r = run(sweep_args(tmp_path / "s", *extra, override, n_trials=2), tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not list((tmp_path / "s").glob("trial_*"))
