@@ -56,6 +56,7 @@ def trial_numbers(study) -> list[int]:
     return [t.number for t in study.get_trials(deepcopy=False)]
 
 
+@pytest.mark.slow  # 30-40 s on the shared 2-core machine
 def test_two_processes_share_one_study_then_report(tmp_path, db):
     sd = tmp_path / "s"
     args = sweep_args(sd, f"hydra.sweeper.storage={db}", "hydra.sweeper.pruner.name=none", n_trials=6)
@@ -79,6 +80,7 @@ def test_two_processes_share_one_study_then_report(tmp_path, db):
     no_password_anywhere(sd, tmp_path / "rep", texts=(r.stdout, r.stderr, *outs[0], *outs[1]))
 
 
+@pytest.mark.slow  # 30-40 s on the shared 2-core machine
 def test_kill_9_mid_trial_then_rerun(tmp_path, db):
     sd = tmp_path / "s"
     args = sweep_args(sd, f"hydra.sweeper.storage={db}", "hydra.sweeper.pruner.name=none",
