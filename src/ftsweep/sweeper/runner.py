@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -212,11 +211,9 @@ class SweepRunner:
 
     def _env(self, trial: Any, gpu: str | None) -> dict[str, str]:
         """The trial's own variables (the backend adds them to the environment it runs in)."""
-        # The trial exits when its parent is no longer this process (orphan check) -- only true for a
-        # direct local child; under torchrun or a submitit job the parent is another process.
-        cmd = self._command()
-        direct_child = (self.s.conf.backend == "local" and Path(cmd[0]).name.startswith("python")
-                        and "torch.distributed.run" not in cmd)
+        # The trial exits when this process is gone (orphan check by pid): only meaningful on this host, so a
+        # submitit job (maybe on another node) gets none and relies on the heartbeat/stale rules instead.
+        same_host = self.s.conf.backend == "local"
         env: dict[str, str] = {}
         env.update({
             "FTSWEEP_STORAGE": self.s.storage_url,
@@ -227,7 +224,7 @@ class SweepRunner:
             "FTSWEEP_PRUNER": pruner_to_json(self.s.pruner),
             "FTSWEEP_OBJECTIVE_METRIC": self.s.metrics[0],
             "FTSWEEP_MULTI_OBJECTIVE": "1" if len(self.s.directions) > 1 else "0",
-            "FTSWEEP_PARENT_PID": str(os.getpid()) if direct_child else "0",
+            "FTSWEEP_PARENT_PID": str(os.getpid()) if same_host else "0",
             "FTSWEEP_HEARTBEAT_S": str(self.s.conf.heartbeat_interval_s),
         })
         if gpu is not None:
