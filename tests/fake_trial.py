@@ -27,6 +27,7 @@ def parse(argv: list[str]) -> dict[str, str]:
 
 
 def main() -> int:
+    t_start = time.time()
     args = parse(sys.argv[1:])
     run_dir = Path(args["hydra.sweep.dir"]) / args["hydra.sweep.subdir"]
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,9 @@ def main() -> int:
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
             return 0
     metrics = {"status": "complete", "objective": value, "eval_loss": value, "train_loss": value + 0.1,
-               "wandb_run_id": None, "trial_number": int(number)}
+               "wandb_run_id": None, "trial_number": int(number),
+               # for placement tests: which GPUs the trial was given, and when it ran
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "t_start": t_start, "t_end": time.time()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return 0
 

@@ -51,6 +51,30 @@ class PrunerConf:
 
 
 @dataclass
+class SubmititConf:
+    """``hydra.sweeper.submitit``: how trials are submitted when ``hydra.sweeper.backend=submitit``."""
+
+    # slurm | local | debug; null = SLURM when sbatch is on PATH, else submitit's local executor.
+    cluster: str | None = None
+    # SLURM partition, account, QoS, --constraint (null = the cluster's default).
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    # Job time limit in minutes; 0 = hydra.sweeper.trial_timeout_s (or trainer.timeout_s) + 10 min, else 24 h.
+    timeout_min: float = 0
+    # CPUs and memory per trial (null = the cluster's default). GPUs: hydra.sweeper.gpus_per_trial.
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    # Extra sbatch options as-is, e.g. {reservation: x, exclude: "node[1-2]"} (--reservation=x ...).
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    # Shell lines run in the job before the trial (e.g. "module load cuda/12.4", "source .venv/bin/activate").
+    setup: list[str] = field(default_factory=list)
+    # submitit's job folder (its own logs and pickles); default <hydra.sweep.dir>/.submitit.
+    folder: str | None = None
+
+
+@dataclass
 class SweeperConf:
     """Fields of ``hydra.sweeper``. Every field can be overridden: ``hydra.sweeper.n_trials=4``."""
 
@@ -69,6 +93,15 @@ class SweeperConf:
     # GPUs handed out one per trial through CUDA_VISIBLE_DEVICES: "auto" (all visible), a list of ids,
     # or null (no assignment; CPU or the trial's own device selection).
     gpus: Any = "auto"
+    # GPUs one trial gets (k > 1: the trial runs under torchrun --standalone --nproc_per_node=k, from the
+    # same entry point) and trials that may share one GPU (small models on a large GPU). With gpus=auto
+    # no GPU ever serves more than trials_per_gpu trials at once; n_workers is capped accordingly.
+    gpus_per_trial: int = 1
+    trials_per_gpu: int = 1
+    # How trial processes are started: local (subprocesses of this process) | submitit (one job per trial
+    # through submitit: SLURM on a cluster, its local executor elsewhere; see hydra.sweeper.submitit).
+    backend: str = "local"
+    submitit: SubmititConf = field(default_factory=SubmititConf)
     # minimize | maximize, or a list for multi-objective; default: the config's objective.direction.
     direction: Any = None
     # Metric(s) optimised; default: the config's objective.metric. A list = multi-objective.

@@ -1,8 +1,13 @@
 """Run a study: K trial processes at once, asynchronous ask/tell, failures isolated.
 
 Each trial is its own ``ftsweep train`` process (GPU memory is released when it exits, each gets its
-own W&B run). A finished trial frees its slot at once; there is no batch barrier. The parent never
-imports torch: it reads the trial's ``metrics.json`` / ``failure.json`` and tells Optuna.
+own W&B run), started by a backend (:mod:`ftsweep.sweeper.process`: a local subprocess or a submitit job).
+A finished trial frees its slot at once; there is no batch barrier. The parent never imports torch: it
+reads the trial's ``metrics.json`` / ``failure.json`` and tells Optuna.
+
+``n_trials`` is the study's total over every process sharing the storage: :func:`ask_within_budget` counts
+and asks under :class:`ftsweep.sweeper.storage.BudgetGuard` (a PostgreSQL advisory lock, a file lock next
+to a SQLite/journal file), so processes asking at the same instant never create more than ``n_trials``.
 """
 
 from __future__ import annotations
@@ -12,26 +17,26 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
+from ftsweep.sweeper.placement import GpuPool
+from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
 from ftsweep.sweeper.progress import Progress
 from ftsweep.sweeper.samplers import pruner_to_json
-from ftsweep.sweeper.storage import record_heartbeat
+from ftsweep.sweeper.storage import BudgetGuard, record_heartbeat
 from ftsweep.sweeper.study import (
     OWNER_ATTR,
     Counts,
     count,
     fail_stale_trials,
-    file_lock,
     owner,
 )
 
@@ -39,6 +44,21 @@ from ftsweep.sweeper.study import (
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
 DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
+
+
+def ask_within_budget(study: Any, space: SearchSpace, n_trials: int, guard: BudgetGuard) -> Any | None:
+    """The one ask path: a new (or enqueued) trial of ``study``, or None when the study already holds
+    ``n_trials`` counted trials. Count and ask run under ``guard``, the lock every process sharing the
+    storage takes (on every machine), so two processes asking at the same instant cannot both see
+    "one left". The owner is recorded before the lock is released, so a stale check in another process
+    never sees an ownerless RUNNING trial."""
+    with guard.hold():
+        c = count(study)
+        if c.total >= n_trials and not c.waiting:
+            return None
+        trial = study.ask(fixed_distributions=dict(space.distributions))
+        trial.set_user_attr(OWNER_ATTR, owner())
+    return trial
 
 
 @dataclass
@@ -54,7 +74,7 @@ class RunSettings:
     metrics: list[str]
     pruner: PrunerConf  # conf.pruner ("none" for multi-objective studies)
     n_workers: int  # conf.n_workers, capped at the number of GPUs
-    gpus: list[str] | None
+    gpus: list[str] | None  # device ids; conf.gpus_per_trial / trials_per_gpu say how they are shared
     trial_timeout_s: float
     # hydra.sweep.subdir of trial <number> with these overrides (resolved as Hydra's launchers do)
     trial_subdir: Callable[[int, list[str]], str]
@@ -66,8 +86,7 @@ class Job:
     trial: Any
     overrides: list[str]
     trial_dir: Path
-    proc: subprocess.Popen
-    log: TextIO
+    proc: TrialProcess
     started: float
     gpu: str | None
     oom_retried: bool = False
@@ -79,6 +98,7 @@ class Outcome:
     values: list[float] | None = None
     reason: str | None = None
     doc: dict[str, Any] = field(default_factory=dict)
+    retry: bool = False  # the scheduler ended the job: re-run once, like a stale trial
 
 
 class SweepAborted(RuntimeError):
@@ -96,8 +116,10 @@ class SweepRunner:
         self.s = settings
         self.progress = progress or Progress(settings.study_name, settings.n_trials, mode="plain")
         self.jobs: dict[int, Job] = {}
-        self.free_gpus = list(settings.gpus or [])
-        self.lock_path = settings.sweep_dir / ".ftsweep.lock"
+        self.guard = BudgetGuard(settings.storage_url, settings.study_name, settings.sweep_dir / ".ftsweep.lock")
+        self.backend = make_backend(settings.conf, settings.sweep_dir, settings.trial_timeout_s)
+        self.gpus = GpuPool(settings.gpus if self.backend.places_gpus else None,
+                            settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.aborted: str | None = None
         self._last_beat = 0.0
         self._last_stale_check = 0.0
@@ -122,6 +144,8 @@ class SweepRunner:
         except BaseException:
             self._interrupt_all()
             raise
+        finally:
+            self.guard.close()
         counts = count(self.study)
         self.progress.update(counts, *self._best())
         if self.aborted:
@@ -143,14 +167,13 @@ class SweepRunner:
         """Ask for a trial and start it; False when the budget is used up."""
         if time.monotonic() < self._budget_full_until:
             return False
-        with file_lock(self.lock_path):
-            c = count(self.study)
-            if c.total >= self.s.n_trials and not c.waiting:
-                # Re-check only now and then: trials of other processes may fail and free budget.
-                self._budget_full_until = time.monotonic() + 2.0
-                return False
-            trial = self.study.ask(fixed_distributions=dict(self.space.distributions))
-            trial.set_user_attr(OWNER_ATTR, owner())
+        if self.gpus.enabled and not any(self.gpus.in_use[g] < self.gpus.trials_per_gpu for g in self.gpus.groups):
+            return False
+        trial = ask_within_budget(self.study, self.space, self.s.n_trials, self.guard)
+        if trial is None:
+            # Re-check only now and then: trials of other processes may fail and free budget.
+            self._budget_full_until = time.monotonic() + 2.0
+            return False
         overrides = merge_overrides(self.fixed, self.space.fixed, self.space.overrides(trial.params))
         self._start(trial, overrides)
         return True
@@ -162,27 +185,36 @@ class SweepRunner:
             # A directory from an older study of the same name: keep it, never overwrite.
             trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
         trial_dir.mkdir(parents=True)
-        gpu = self.free_gpus.pop(0) if self.free_gpus else None
+        gpu = self.gpus.acquire()
         trial.set_user_attr("trial_dir", str(trial_dir))
         trial.set_user_attr("overrides", overrides)
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)
         # The trial is job <trial number> of this multirun: Hydra puts it in hydra.sweep.dir/hydra.sweep.subdir.
-        cmd = [*self.s.command, *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
+        cmd = [*self._command(), *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
                f"hydra.sweep.subdir={format_value(subdir)}"]
-        log = open(trial_dir / "trial.log", "w")
-        log.write("# " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(trial, gpu),
-                                start_new_session=True, preexec_fn=_die_with_parent)
-        self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, log, time.monotonic(), gpu, oom_retried)
+        (trial_dir / "trial.log").write_text("# " + " ".join(cmd) + "\n")
+        proc = self.backend.start(cmd, self._env(trial, gpu), trial_dir, trial.number)
+        self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get("retry_of") is not None:
             note = f" (re-run of stale trial {trial.user_attrs['retry_of']})"
         self.progress.started_trial(trial.number, dict(trial.params), note)
 
+    def _command(self) -> list[str]:
+        """The trial command; k GPUs per trial = the same entry point under torchrun (one rank per GPU)."""
+        k = self.s.conf.gpus_per_trial
+        if k > 1 and self.s.command == DEFAULT_COMMAND and (self.s.gpus or self.s.conf.backend == "submitit"):
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={k}",
+                    *DEFAULT_COMMAND[1:]]
+        return list(self.s.command)
+
     def _env(self, trial: Any, gpu: str | None) -> dict[str, str]:
-        env = dict(os.environ)
+        """The trial's own variables (the backend adds them to the environment it runs in)."""
+        # The trial exits when this process is gone (orphan check by pid): only meaningful on this host, so a
+        # submitit job (maybe on another node) gets none and relies on the heartbeat/stale rules instead.
+        same_host = self.s.conf.backend == "local"
+        env: dict[str, str] = {}
         env.update({
             "FTSWEEP_STORAGE": self.s.storage_url,
             "FTSWEEP_STUDY_NAME": self.s.study_name,
@@ -192,12 +224,12 @@ class SweepRunner:
             "FTSWEEP_PRUNER": pruner_to_json(self.s.pruner),
             "FTSWEEP_OBJECTIVE_METRIC": self.s.metrics[0],
             "FTSWEEP_MULTI_OBJECTIVE": "1" if len(self.s.directions) > 1 else "0",
-            "FTSWEEP_PARENT_PID": str(os.getpid()),
+            "FTSWEEP_PARENT_PID": str(os.getpid()) if same_host else "0",
             "FTSWEEP_HEARTBEAT_S": str(self.s.conf.heartbeat_interval_s),
         })
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        elif self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        elif self.s.conf.backend == "local" and self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
             # K CPU trials at once: split the cores instead of oversubscribing them K times.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.s.n_workers))
         return env
@@ -206,18 +238,24 @@ class SweepRunner:
     def _reap(self) -> None:
         for number in list(self.jobs):
             job = self.jobs[number]
-            code = job.proc.poll()
+            ended = job.proc.poll()
             timeout = self.s.trial_timeout_s
-            if code is None and timeout and time.monotonic() - job.started > timeout:
-                _kill(job.proc)
+            if ended is None and timeout and time.monotonic() - job.started > timeout:
+                job.proc.kill()
                 self._finish(job, Outcome("failed", reason=f"timeout: trial exceeded {timeout:g} s"))
-            elif code is not None:
-                self._finish(job, self._outcome(job, code))
+            elif ended is not None:
+                self._finish(job, self._outcome(job, ended))
 
-    def _outcome(self, job: Job, code: int) -> Outcome:
+    def _outcome(self, job: Job, ended: Exit) -> Outcome:
         """What the trial process left behind: metrics.json (complete/pruned) or failure.json."""
         failure = rundir.read_failure(job.trial_dir)
         metrics = rundir.read_metrics(job.trial_dir)
+        code = ended.code
+        if code is None and not failure and metrics is None:
+            # The scheduler ended the job before the trial wrote anything (time limit, preemption, node
+            # failure, scancel): like a stale trial, FAIL with its reason and re-run once.
+            return Outcome("failed", reason=ended.reason or "scheduler: job ended", retry=True)
+        code = 1 if code is None else code
         if failure:
             return Outcome("failed", reason=str(failure.get("reason") or failure.get("error_type") or "failed"),
                            doc=failure)
@@ -249,10 +287,8 @@ class SweepRunner:
     def _finish(self, job: Job, out: Outcome) -> None:
         from optuna.trial import TrialState
 
-        job.log.close()
         del self.jobs[job.trial.number]
-        if job.gpu is not None:
-            self.free_gpus.append(job.gpu)
+        self.gpus.release(job.gpu)
         if out.state == "failed" and self._retry_oom(job, out):
             return
         trial = job.trial
@@ -270,6 +306,9 @@ class SweepRunner:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
+            if out.retry and self.s.conf.retry_stale and trial.user_attrs.get("retry_of") is None:
+                self.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+                self._budget_full_until = 0.0
         counts = count(self.study)
         value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
         self.progress.finished_trial(trial.number, out.state.upper(), value, out.reason)
@@ -333,7 +372,7 @@ class SweepRunner:
         if not force and now - self._last_stale_check < min(self.s.conf.heartbeat_interval_s, 5.0):
             return
         self._last_stale_check = now
-        with file_lock(self.lock_path):
+        with self.guard.hold():  # one process, on any machine, fails and re-enqueues a stale trial
             failed = fail_stale_trials(self.study, grace_s=self.s.conf.grace_period_s, mine=set(self.jobs),
                                        retry=self.s.conf.retry_stale)
         for number, reason in failed:
@@ -347,8 +386,7 @@ class SweepRunner:
         from optuna.trial import TrialState
 
         for job in list(self.jobs.values()):
-            _kill(job.proc)
-            job.log.close()
+            job.proc.kill()
             try:
                 job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
                 job.trial.set_user_attr("status", "failed")
@@ -361,31 +399,11 @@ class SweepRunner:
 
 
 # ---------------------------------------------------------------------- helpers
-def _die_with_parent() -> None:
-    """In the trial process: get SIGKILL when the sweep process dies (Linux), so no orphan keeps training."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 def _last_line(path: Path) -> str:
     try:
-        # skip line 1: the command the sweeper wrote itself
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()[1:] if ln.strip()]
+        # skip the "# ..." lines the sweeper wrote itself (the command, the submitit job id)
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith("# ")]
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""

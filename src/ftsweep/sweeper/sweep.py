@@ -132,6 +132,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.config import KNOWN_METRICS
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
+    from ftsweep.sweeper.placement import GpuPool
+    from ftsweep.sweeper.process import check_backend
     from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
     from ftsweep.sweeper.study import file_lock, open_study
@@ -187,6 +189,10 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         n_trials = size
 
     validate_trial_config(fixed, space)
+    check_backend(conf)
+    gpus = detect_gpus(conf.gpus)
+    # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
+    capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
 
     sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
@@ -195,11 +201,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                            sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
                            sweep_dir=sweep_dir, enqueue=enqueue)
 
-    gpus = detect_gpus(conf.gpus)
-    if gpus and n_workers > len(gpus):
-        print(f"[sweep {study_name}] n_workers={n_workers} > {len(gpus)} GPU(s): running {len(gpus)} at once",
+    if capacity and n_workers > capacity:
+        print(f"[sweep {study_name}] n_workers={n_workers} > {capacity} GPU place(s) ({len(gpus or [])} GPU(s), "
+              f"gpus_per_trial={conf.gpus_per_trial}, trials_per_gpu={conf.trials_per_gpu}): running {capacity} at once",
               file=sys.stderr)
-        n_workers = len(gpus)
+        n_workers = capacity
     timeout = conf.trial_timeout_s or float(OmegaConf.select(cfg, "trainer.timeout_s") or 0)
     settings = RunSettings(
         conf=conf, sweep_dir=sweep_dir, storage_url=storage_url, study_name=study_name, n_trials=n_trials,

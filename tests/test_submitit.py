@@ -1,0 +1,92 @@
+"""backend=submitit end to end with submitit's local executor (the code path SLURM uses, minus sbatch):
+one job per trial running the same trial entry point. Fake trials (tests/fake_trial.py)."""
+
+from __future__ import annotations
+
+import pytest
+from sweep_helpers import load, run, states, sweep_args
+
+pytest.importorskip("submitit")
+
+SUBMITIT = ("hydra.sweeper.backend=submitit", "hydra.sweeper.submitit.cluster=local")
+
+
+@pytest.mark.slow  # ~40 s: every trial is a submitit job (3 Python start-ups)
+def test_quickstart_sweep_through_submitit_prunes_fails_and_retries_oom(tmp_path):
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, *SUBMITIT, "hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.n_startup_trials=2",
+                       "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=0",
+                       "hydra.sweeper.max_failure_rate=0.5", n_trials=4),
+            tmp_path, timeout=400, FAKE_PLAN={"1": "oom_once", "2": "bad", "3": "raise"})
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    assert states(study) == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED", 3: "FAIL"}
+    t = study.trials
+    assert t[2].user_attrs["pruned_at_step"] == 2 and list(t[2].intermediate_values) == [2]  # pruned via the study
+    assert t[3].user_attrs["reason"].startswith("ValueError: deliberate failure")
+    assert t[1].user_attrs["oom_first_attempt"]["per_device_train_batch_size"] == 8  # OOM re-run, half batch
+    assert "trainer.per_device_train_batch_size=4" in t[1].user_attrs["overrides"]
+    for n in range(4):  # each trial was a submitit job; its output went to the trial's own log
+        log = (sd / f"trial_{n}" / "trial.log").read_text()
+        assert "# submitit local job " in log
+    assert list((sd / ".submitit").iterdir())  # submitit's own job folders
+    assert (sd / "trial_0" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_job_ended_by_the_scheduler_fails_with_its_reason_and_is_rerun(tmp_path):
+    sd = tmp_path / "s"
+    # trial 0 hangs; the job's time limit (0.1 min) ends it: submitit's local executor signals it as SLURM would
+    r = run(sweep_args(sd, *SUBMITIT, "hydra.sweeper.submitit.timeout_min=0.1", "hydra.sweeper.pruner.name=none",
+                       "hydra.sweeper.max_failure_rate=1.0", n_trials=2),
+            tmp_path, timeout=400, FAKE_PLAN={"0": "hang"})
+    assert r.returncode == 0, r.stderr
+    study = load(sd)
+    t0 = study.trials[0]
+    assert t0.state.name == "FAIL" and t0.user_attrs["reason"].startswith("scheduler: job "), t0.user_attrs
+    reruns = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
+    assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE" and reruns[0].params == t0.params
+    from ftsweep.sweeper.study import count
+
+    c = count(study)
+    assert c.total == 2 and c.complete == 2 and c.running == 0  # the re-run takes the failed trial's place
+
+
+@pytest.mark.parametrize("gpus,expect_gpus", [("auto", True), (None, False)])
+def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch, gpus, expect_gpus):
+    """The sbatch file submitit would submit (no cluster needed to render it)."""
+    import os
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit's SLURM executor checks srun exists
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    from ftsweep.config.sweeper import SubmititConf, SweeperConf
+    from ftsweep.sweeper.process import SubmititBackend
+
+    conf = SweeperConf(backend="submitit", gpus=gpus, gpus_per_trial=2, submitit=SubmititConf(
+        cluster="slurm", partition="gpu", account="proj1", qos="high", timeout_min=90, cpus_per_task=8, mem_gb=64,
+        additional_parameters={"reservation": "ml"}, setup=["module load cuda/12.4"]))
+    backend = SubmititBackend(conf, tmp_path, timeout_s=0)
+    assert not backend.places_gpus  # SLURM places the job's GPUs
+    text = backend.executor._executor._make_submission_file_text("python -m x", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --qos=high", "#SBATCH --time=90",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB", "#SBATCH --reservation=ml", "module load cuda/12.4"):
+        assert line in text, (line, text)
+    assert ("#SBATCH --gpus-per-node=2" in text) is expect_gpus
+
+
+@pytest.mark.parametrize("override,message", [
+    ("hydra.sweeper.backend=slurm", "hydra.sweeper.backend: unknown backend 'slurm'; one of local, submitit"),
+    ("hydra.sweeper.submitit.cluster=pbs", "hydra.sweeper.submitit.cluster: unknown cluster 'pbs'"),
+    ("hydra.sweeper.trials_per_gpu=2", "hydra.sweeper.trials_per_gpu: a multi-GPU trial"),
+])
+def test_bad_backend_or_placement_is_one_line(tmp_path, override, message):
+    extra = ["hydra.sweeper.backend=submitit"] if "cluster" in override else []
+    if "trials_per_gpu" in override:
+        extra = ["hydra.sweeper.gpus=[0,1]", "hydra.sweeper.gpus_per_trial=2"]
+    r = run(sweep_args(tmp_path / "s", *extra, override, n_trials=2), tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not list((tmp_path / "s").glob("trial_*"))
