@@ -52,13 +52,10 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
 
     storage = open_storage(storage_url)
     existing = _load_existing(storage, study_name)
-    n_existing = 0
     if existing is not None:
         _check_compatible(existing, study_name, storage_url, directions, space)
-        n_existing = len(existing.get_trials(deepcopy=False))
     study = optuna.create_study(storage=storage, pruner=build_pruner(pruner),
-                                sampler=build_sampler(sampler, space.distributions, n_existing=n_existing,
-                                                      multi_objective=len(directions) > 1),
+                                sampler=build_sampler(sampler, space.distributions, multi_objective=len(directions) > 1),
                                 study_name=study_name, directions=directions, load_if_exists=True)
     if existing is None:
         study.set_user_attr(SPACE_ATTR, space.to_json())
