@@ -162,7 +162,9 @@ def trials_table(study: Any) -> str:
     """All trials as a Markdown table (re-run failures included, marked)."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
-    rerun = {t.user_attrs.get("retry_of") for t in trials}
+    from ftsweep.sweeper.study import replaced_numbers
+
+    rerun = replaced_numbers(trials)
     head = ["trial", "state", "value", *params, "steps", "runtime_s", "reason", "dir"]
     rows = []
     for t in trials:

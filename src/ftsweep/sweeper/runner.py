@@ -27,12 +27,14 @@ from ftsweep.sweeper.progress import Progress
 from ftsweep.sweeper.samplers import pruner_to_json
 from ftsweep.sweeper.storage import record_heartbeat
 from ftsweep.sweeper.study import (
-    OWNER_ATTR,
+    ATTEMPT_ATTR,
+    RETRY_OF,
     Counts,
+    ask_with_owner,
     count,
     fail_stale_trials,
     file_lock,
-    owner,
+    rerun,
 )
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
@@ -149,8 +151,7 @@ class SweepRunner:
                 # Re-check only now and then: trials of other processes may fail and free budget.
                 self._budget_full_until = time.monotonic() + 2.0
                 return False
-            trial = self.study.ask(fixed_distributions=dict(self.space.distributions))
-            trial.set_user_attr(OWNER_ATTR, owner())
+            trial = ask_with_owner(self.study, dict(self.space.distributions))
         overrides = merge_overrides(self.fixed, self.space.fixed, self.space.overrides(trial.params))
         self._start(trial, overrides)
         return True
@@ -177,8 +178,9 @@ class SweepRunner:
                                 start_new_session=True, preexec_fn=_die_with_parent)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, log, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
-        if trial.user_attrs.get("retry_of") is not None:
-            note = f" (re-run of stale trial {trial.user_attrs['retry_of']})"
+        if trial.user_attrs.get(RETRY_OF) is not None:
+            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of stale trial {trial.user_attrs[RETRY_OF]}, "
+                    "same parameters)")
         self.progress.started_trial(trial.number, dict(trial.params), note)
 
     def _env(self, trial: Any, gpu: str | None) -> dict[str, str]:
@@ -329,9 +331,8 @@ class SweepRunner:
         with file_lock(self.lock_path):
             failed = fail_stale_trials(self.study, grace_s=self.s.conf.grace_period_s, mine=set(self.jobs),
                                        retry=self.s.conf.retry_stale)
-        for number, reason in failed:
-            self.progress.log(f"trial {number} FAIL ({reason}); re-enqueued once with the same parameters"
-                              if self.s.conf.retry_stale else f"trial {number} FAIL ({reason})")
+        for number, reason, next_step in failed:
+            self.progress.log(f"trial {number} FAIL ({reason}); {next_step}")
         if failed:
             self._budget_full_until = 0.0
 
@@ -346,8 +347,7 @@ class SweepRunner:
                 job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
                 job.trial.set_user_attr("status", "failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
-                if self.s.conf.retry_stale and job.trial.user_attrs.get("retry_of") is None:
-                    self.study.enqueue_trial(dict(job.trial.params), user_attrs={"retry_of": job.trial.number})
+                rerun(self.study, job.trial, self.s.conf.retry_stale)
             except Exception:
                 pass
         self.jobs.clear()

@@ -178,6 +178,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         raise SweepInputError(f"hydra.sweeper.n_trials: must be >= 1 (got {conf.n_trials})")
     if conf.n_workers < 1:
         raise SweepInputError(f"hydra.sweeper.n_workers: must be >= 1 (got {conf.n_workers})")
+    if conf.retry_stale < 0:
+        raise SweepInputError(f"hydra.sweeper.retry_stale: must be >= 0 re-runs (got {conf.retry_stale})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     n_trials, n_workers = conf.n_trials, conf.n_workers
