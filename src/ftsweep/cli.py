@@ -105,12 +105,14 @@ def train_main(argv: list[str]) -> int:
         # hydra.mode=MULTIRUN), sweep syntax (a=1,2, interval(...)) is checked by the sweeper.
         try:
             fixed = config.fixed_overrides(overrides)
-            cfg = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
-            multirun = bool(flags & {"-m", "--multirun"}) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+            with_hydra = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
+            multirun = bool(flags & {"-m", "--multirun"}) or str(with_hydra.hydra.mode) == "RunMode.MULTIRUN"
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
             cfg = config.compose(fixed, config_dirs=config_dirs)
+            if not multirun and not estimate and not flags & {"--cfg", "-c"}:
+                check_run_dir(with_hydra)
         except UsageError as err:
             return fail(str(err))
         if estimate:
@@ -144,6 +146,24 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
         if not Path(path).is_file():
             raise UsageError(f"--experimental-rerun: no such file {path!r} (a run's .hydra/config.pickle)")
     return argv
+
+
+def check_run_dir(cfg: Any) -> None:
+    """A finished run is never overwritten without ``overwrite=true`` (then its result files are removed
+    first, so the new run's outcome is the only one there)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from ftsweep import rundir
+
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).expanduser()
+    if not rundir.is_finished(run_dir):
+        return
+    if not cfg.overwrite:
+        raise UsageError(f"hydra.run.dir: {run_dir} holds a finished run; write to a new folder "
+                         "(hydra.run.dir=<new>) or replace it with overwrite=true")
+    rundir.clear_finished(run_dir)
 
 
 def train_task(cfg: Any) -> float | None:

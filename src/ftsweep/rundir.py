@@ -71,6 +71,12 @@ def is_finished(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
 
 
+def clear_finished(run_dir: Path) -> None:
+    """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays."""
+    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
 def config_path(run_dir: Path) -> Path:
     return Path(run_dir) / ".hydra" / "config.yaml"
 

@@ -6,6 +6,7 @@ composed training config and the command line's task overrides.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -100,6 +101,48 @@ def sweep_dir_of(conf: SweeperConf, cfg: Any) -> Path:
     return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))).expanduser().resolve()
 
 
+def studies_in(sweep_dir: Path) -> list[str]:
+    """Names of the studies a sweep folder holds: its study.db / study.journal, or its last report's
+    summary.json. Read-only (nothing is created or migrated)."""
+    import json
+    import sqlite3
+
+    names: list[str] = []
+    db = sweep_dir / "study.db"
+    if db.is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                names += [r[0] for r in con.execute("SELECT study_name FROM studies")]
+        except sqlite3.Error:
+            pass
+    journal = sweep_dir / "study.journal"
+    if journal.is_file():
+        for line in journal.read_text(errors="replace").splitlines():
+            try:
+                op = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(op, dict) and op.get("op_code") == 0 and op.get("study_name"):
+                names.append(str(op["study_name"]))
+    if not names and (sweep_dir / "summary.json").is_file():
+        try:
+            names.append(str(json.loads((sweep_dir / "summary.json").read_text())["study_name"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+    return names
+
+
+def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
+    """Refuse a sweep folder that holds another study (its report, best.yaml and trial folders would be
+    overwritten); resuming the same study in its own folder is the normal path."""
+    names = studies_in(sweep_dir)
+    if names and study_name not in names:
+        other = names[0]
+        raise SweepInputError(f"hydra.sweep.dir: {sweep_dir} holds study {other!r}, not {study_name!r}; use a new "
+                              f"folder (hydra.sweep.dir=<new>), resume it with hydra.sweeper.study_name={other}, "
+                              "or replace its report with overwrite=true")
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
     from ftsweep.config.compose import ConfigFailure, compose
@@ -192,6 +235,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
 
     sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
+    if not OmegaConf.select(cfg, "overwrite", default=False):
+        check_sweep_dir(sweep_dir, study_name)
     with file_lock(sweep_dir / ".ftsweep.lock"):
         study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                            sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
