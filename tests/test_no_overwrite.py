@@ -67,10 +67,10 @@ def test_a_sweep_folder_of_another_study_is_refused_and_the_same_study_resumes(t
 
 
 def test_sweep_folder_check_reads_journal_and_summary(tmp_path):
+    import optuna
+
     from ftsweep.sweeper.grammar import SweepInputError
     from ftsweep.sweeper.sweep import check_sweep_dir, studies_in
-
-    import optuna
 
     j = tmp_path / "j"
     j.mkdir()
