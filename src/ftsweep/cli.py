@@ -35,7 +35,10 @@ COMMANDS = {
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"ftsweep: error: {message}", file=sys.stderr)
+    from ftsweep.tracking import mask_url_passwords
+
+    message = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"ftsweep: error: {mask_url_passwords(message)}", file=sys.stderr)
     return code
 
 
@@ -96,6 +99,7 @@ def train_main(argv: list[str]) -> int:
     estimate = "--estimate-memory" in argv
     argv = [a for a in argv if a != "--estimate-memory"]
     overrides, flags, config_dirs = split_overrides(argv)
+    check_secrets(overrides)
     argv = check_hydra_flags(argv, flags)
     config.export_config_dirs(config_dirs)  # sweep trials (child processes) see the same user config
     if flags & {"-h", "--help"}:
@@ -129,6 +133,17 @@ def train_main(argv: list[str]) -> int:
     register()  # -m: Hydra instantiates our sweeper
     config.run_hydra(argv, train_task, config_dirs)
     return 0
+
+
+def check_secrets(overrides: list[str]) -> None:
+    """Credentials given as overrides (``+hf_token=...``, ``+logger.api_key=...``) are refused: Hydra would
+    write them to .hydra/, and a sweep to the study, best.yaml and every trial's W&B config."""
+    from ftsweep.tracking import check_secret_override
+
+    for o in overrides:
+        message = check_secret_override(o)
+        if message:
+            raise UsageError(message)
 
 
 def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
@@ -172,9 +187,11 @@ def train_task(cfg: Any) -> float | None:
 
     from hydra.core.hydra_config import HydraConfig
 
+    from ftsweep import rundir
     from ftsweep.train import execute
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     metrics = execute(cfg, run_dir)
     # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
     if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and (run_dir / "adapter").is_dir():

@@ -23,6 +23,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ftsweep.tracking import mask_url_passwords
+
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
 
@@ -108,16 +110,16 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(study, storage_url)
     summary.update(learning_summary(study))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    table = trials_table(study)
+    (out_dir / "summary.json").write_text(mask_url_passwords(json.dumps(summary, indent=2, default=str)))
+    table = mask_url_passwords(trials_table(study))
     (out_dir / "trials.md").write_text(table + "\n")
     plots = write_plots(study, out_dir / "plots")
     from ftsweep.sweeper.study import best_trial
 
     best = best_trial(study)
     if best is not None:
-        (out_dir / "best.yaml").write_text(best_yaml(study, best, out_dir))
-    (out_dir / "report.md").write_text(report_markdown(summary, table, plots, best is not None))
+        (out_dir / "best.yaml").write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
+    (out_dir / "report.md").write_text(mask_url_passwords(report_markdown(summary, table, plots, best is not None)))
     return out_dir
 
 

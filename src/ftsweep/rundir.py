@@ -77,6 +77,17 @@ def clear_finished(run_dir: Path) -> None:
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
+def mask_hydra_files(run_dir: Path) -> None:
+    """Mask URL passwords (a storage URL given as an override) in the ``.hydra/*.yaml`` files Hydra wrote."""
+    from ftsweep.tracking import mask_url_passwords
+
+    for path in (Path(run_dir) / ".hydra").glob("*.yaml"):
+        text = path.read_text(errors="replace")
+        masked = mask_url_passwords(text)
+        if masked != text:
+            path.write_text(masked)
+
+
 def config_path(run_dir: Path) -> Path:
     return Path(run_dir) / ".hydra" / "config.yaml"
 

@@ -36,6 +36,7 @@ from ftsweep.sweeper.study import (
     file_lock,
     rerun,
 )
+from ftsweep.tracking import mask_url_passwords
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
@@ -165,14 +166,14 @@ class SweepRunner:
         trial_dir.mkdir(parents=True)
         gpu = self.free_gpus.pop(0) if self.free_gpus else None
         trial.set_user_attr("trial_dir", str(trial_dir))
-        trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("overrides", [mask_url_passwords(o) for o in overrides])
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)
         # The trial is job <trial number> of this multirun: Hydra puts it in hydra.sweep.dir/hydra.sweep.subdir.
         cmd = [*self.s.command, *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
                f"hydra.sweep.subdir={format_value(subdir)}"]
         log = open(trial_dir / "trial.log", "w")
-        log.write("# " + " ".join(cmd) + "\n")
+        log.write("# " + mask_url_passwords(" ".join(cmd)) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(trial, gpu),
                                 start_new_session=True, preexec_fn=_die_with_parent)

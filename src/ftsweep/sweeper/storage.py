@@ -42,9 +42,9 @@ def open_storage(url: str) -> Any:
 
 def redact(url: str) -> str:
     """``url`` without a password (storage URLs are printed and written to reports)."""
-    import re
+    from ftsweep.tracking import mask_url_passwords
 
-    return re.sub(r"(://[^:/@]+):[^@]+@", r"\1:***@", url)
+    return mask_url_passwords(url)
 
 
 def record_heartbeat(storage: Any, trial_id: int) -> None:

@@ -68,7 +68,7 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
     if existing is None:
         study.set_user_attr(SPACE_ATTR, space.to_json())
         study.set_user_attr("ftsweep:metrics", metrics)
-        study.set_user_attr("ftsweep:fixed_overrides", fixed_overrides)
+        study.set_user_attr("ftsweep:fixed_overrides", [redact(o) for o in fixed_overrides])
         study.set_user_attr(SWEEP_DIR_ATTR, str(sweep_dir))
         study.set_user_attr("ftsweep:created", time.strftime("%Y-%m-%d %H:%M:%S"))
         for params in enqueue or []:

@@ -161,7 +161,9 @@ def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
     except SweepInputError as err:
-        print(f"ftsweep: error: {err}", file=sys.stderr)
+        from ftsweep.tracking import mask_url_passwords
+
+        print(f"ftsweep: error: {mask_url_passwords(' '.join(str(err).split()))}", file=sys.stderr)
         sys.exit(2)
     return execute(plan)
 
