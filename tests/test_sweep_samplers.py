@@ -78,3 +78,14 @@ def test_fixed_seed_is_reproducible_in_a_fresh_folder(tmp_path):
 
     first = lrs(tmp_path / "a")
     assert first == lrs(tmp_path / "b") and len(set(first)) == 4
+
+
+def test_search_over_data_files(tmp_path):
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text('[{"instruction": "hi", "input": "", "output": "hello"}]')
+    sd = tmp_path / "s"
+    r = run([*_args(sd, "hydra.sweeper.sampler.name=grid", n_trials=2), "data.path=choice(a.json,b.json)"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = load(sd)
+    assert sorted(t.params["data.path"] for t in study.trials) == ["a.json", "b.json"]
+    assert all(f"data.path={t.params['data.path']}" in t.user_attrs["overrides"] for t in study.trials)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from ftsweep.config.errors import UsageError
 
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = COMMANDS[command].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     try:
-        return int(func(rest) or 0)
+        with one_line_usage_errors():
+            return int(func(rest) or 0)
     except UsageError as err:
         return fail(str(err))
     except KeyboardInterrupt:
@@ -61,6 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
+
+
+@contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """argparse answers a usage error with its whole usage text and exit 2; every subcommand's parser
+    reports it as one line instead (``ftsweep: error: ftsweep report: the following arguments are
+    required: target``). ``--help`` is unchanged."""
+    import argparse
+
+    original = argparse.ArgumentParser.error
+
+    def error(self: argparse.ArgumentParser, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -115,6 +137,7 @@ def train_main(argv: list[str]) -> int:
                 bad = next(o for o in overrides if o not in fixed)
                 raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
             cfg = config.compose(fixed, config_dirs=config_dirs)
+            check_data_files(cfg)
             if not multirun and not estimate and not flags & {"--cfg", "-c"}:
                 check_run_dir(with_hydra)
         except UsageError as err:
@@ -161,6 +184,18 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
         if not Path(path).is_file():
             raise UsageError(f"--experimental-rerun: no such file {path!r} (a run's .hydra/config.pickle)")
     return argv
+
+
+def check_data_files(cfg: Any) -> None:
+    """A missing local data file fails now, before any run directory exists (not as a Hub error later)."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
+
+    for key in DATA_FILE_KEYS:
+        message = missing_data_file(key, OmegaConf.select(cfg, key))
+        if message:
+            raise UsageError(message)
 
 
 def check_run_dir(cfg: Any) -> None:

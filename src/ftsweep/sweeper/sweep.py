@@ -145,14 +145,26 @@ def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
 
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
+    from omegaconf import OmegaConf
+
     from ftsweep.config.compose import ConfigFailure, compose
+    from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
 
     for corner in ("low", "high"):
         overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
         try:
-            compose(overrides)
+            cfg = compose(overrides)
         except ConfigFailure as err:
             raise SweepInputError(f"a trial would fail: {err}") from err
+        for key in DATA_FILE_KEYS:  # fixed data files (the searched ones: every choice, below)
+            message = missing_data_file(key, OmegaConf.select(cfg, key))
+            if message:
+                raise SweepInputError(message)
+    for key in DATA_FILE_KEYS:
+        for choice in getattr(space.distributions.get(key), "choices", ()):
+            message = missing_data_file(key, choice)
+            if message:
+                raise SweepInputError(message)
 
 
 def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
@@ -179,6 +191,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
+    from ftsweep.sweeper.storage import open_storage
     from ftsweep.sweeper.study import file_lock, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -239,6 +252,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
+    open_storage(storage_url)  # an unusable storage fails here, before the sweep folder gets its lock file
     with file_lock(sweep_dir / ".ftsweep.lock"):
         study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                            sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
