@@ -185,6 +185,7 @@ def ask_with_owner(study: Any, distributions: dict[str, Any]) -> Any:
 
     me = owner()
     storage = study._storage
+    study._thread_local.cached_all_trials = None  # as study.ask() does: the sampler must see the latest trials
     trial_id = None
     for waiting in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
         try:
