@@ -23,7 +23,7 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
 
-    from ftsweep.config_io import compose
+    from ftsweep.config.compose import compose
     from ftsweep.train import run
 
     cache = tempfile.mkdtemp(prefix="ftsweep-bench-")

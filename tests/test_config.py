@@ -102,11 +102,13 @@ def test_unreachable_model_is_one_line_error(monkeypatch, capsys, cache_dir):
     from ftsweep.cli import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rc = main(["train", "--estimate-memory", "model=llama3_2_1b", f"cache_dir={cache_dir}"])
+    # shipped options are known offline (ftsweep.memory.ARCHITECTURES); an unknown Hub name is not
+    rc = main(["train", "--estimate-memory", "model=llama3_2_1b", "model.name_or_path=some-org/unknown-model",
+               f"cache_dir={cache_dir}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith(
-        "ftsweep: error: model.name_or_path: cannot read the config of 'meta-llama/Llama-3.2-1B': "
+        "ftsweep: error: model.name_or_path: cannot read the config of 'some-org/unknown-model': "
     )
 
 

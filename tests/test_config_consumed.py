@@ -77,7 +77,7 @@ def _build(compose, group: str | None = None, key: str | None = None, value=None
     if group is not None:
         OmegaConf.update(cfg, f"{group}.{key}", value, merge=False)
     args = build_training_args(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, data=cfg.data,
-                               quantized=False, has_eval=True, output_dir=Path("/tmp/unused"), run_name="x",
+                               has_eval=True, output_dir=Path("/tmp/unused"), run_name="x",
                                report_to=[])
     return args, build_callbacks(cfg.trainer, cfg.objective, has_eval=True)
 

@@ -35,6 +35,7 @@ def build(compose, tmp_path):
         cfg = compose(
             f"data.path={path}",
             "data.val_size=0",
+            "objective.metric=train_loss",  # no validation rows
             "data.shuffle=false",
             "data.max_rows=null",
             NO_PRETRAIN,
@@ -137,7 +138,12 @@ def test_train_on_prompt_trains_everything(build):
 def test_special_token_template(compose, tmp_path):
     path = write(tmp_path / "rows.json", [ROW_NO_INPUT])
     cfg = compose(
-        "data=special_tokens_demo", f"data.path={path}", "data.val_size=0", "data.max_rows=null", NO_PRETRAIN
+        "data=special_tokens_demo",
+        f"data.path={path}",
+        "data.val_size=0",
+        "objective.metric=train_loss",
+        "data.max_rows=null",
+        NO_PRETRAIN,
     )
     tok = load_tokenizer(cfg)
     assert tok.eos_token == "<|endofanswer|>"
@@ -328,3 +334,77 @@ def test_text_packing_blocks(build):
     assert bundle.train["input_ids"] == [stream[i * 8 : (i + 1) * 8] for i in range(n)]
     assert bundle.train["labels"] == bundle.train["input_ids"]  # pre-training: every token trained
     assert bundle.stats["padding_fraction"] == 0.0
+
+
+def test_train_on_prompt_with_mask_history_keeps_history_answers_masked(build):
+    # LLaMA-Factory: under mask_history earlier answers stay masked even when prompts are trained.
+    bundle, tok = build([MULTI], "data.format=chat", "data.mask_history=true", "data.train_on_prompt=true", name="c.jsonl")
+    got = bundle.train[0]
+    first = enc(tok, "1" + EOT)
+    text_before = BOS + H.format("system") + "be brief" + EOT + H.format("user") + "one?" + EOT + H.format("assistant")
+    n = len(enc(tok, text_before))
+    assert got["input_ids"][n : n + len(first)] == first
+    assert got["labels"][n : n + len(first)] == [IGNORE_INDEX] * len(first)  # history answer masked
+    assert got["labels"][:n] == got["input_ids"][:n]  # prompt trained
+    assert got["labels"][n + len(first) :] == got["input_ids"][n + len(first) :]  # later prompt + last answer
+
+
+# ------------------------------------------------------------------------------------ truncation
+LONG = {
+    "prompt": "one two three four five six seven eight nine ten eleven twelve",
+    "completion": "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda",
+}
+
+
+def test_default_policy_never_loses_the_prompt(compose, build):
+    assert compose().data.overlong == "truncate_both"
+    bundle, _ = build([LONG], "data.format=prompt_completion", "data.cutoff_len=16")
+    labels = bundle.train[0]["labels"]
+    assert len(labels) == 16 and labels.count(-100) > 1  # bos and prompt tokens kept, the answer cut
+    assert labels[-1] != -100
+
+
+def test_truncate_both_splits_the_budget_in_proportion(build):
+    _, tok = build([LONG], "data.format=prompt_completion")
+    p, a = enc(tok, LONG["prompt"], bos=True), enc(tok, LONG["completion"]) + [tok.eos_token_id]
+    n_p, n_a = len(p) - 1, len(a)
+    cutoff = (n_p + n_a) * 3 // 4 + 1  # both parts are over half of the budget: proportional split
+    budget = cutoff - 1
+    assert 2 * n_p >= budget and 2 * n_a >= budget
+    keep_a = int(budget * n_a / (n_p + n_a))
+    keep_p = budget - keep_a
+    assert 0 < keep_p < n_p and 0 < keep_a < n_a  # both cut
+    bundle, _ = build([LONG], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_both")
+    got = bundle.train[0]
+    assert got["input_ids"] == [tok.bos_token_id] + p[len(p) - keep_p :] + a[:keep_a]
+    assert got["labels"] == [IGNORE_INDEX] * (1 + keep_p) + a[:keep_a]
+    assert bundle.stats["n_truncated"] == 1 and bundle.stats["n_prompt_lost"] == 0
+
+
+def test_truncate_both_keeps_a_short_answer_whole(build):
+    _, tok = build([PC], "data.format=prompt_completion")
+    p, a = _pc_parts(tok)
+    cutoff = len(p) + len(a) - 3  # answer under half the budget: only the prompt is cut, from the left
+    bundle, _ = build([PC], "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_both")
+    got = bundle.train[0]
+    assert got["input_ids"] == [tok.bos_token_id] + p[4:] + a
+    assert got["labels"] == [IGNORE_INDEX] * (len(p) - 3) + a
+
+
+def test_whole_prompt_lost_is_counted_per_policy(build):
+    # The answer alone fills the budget: truncate_prompt keeps only bos as prompt, truncate_both keeps some.
+    _, tok = build([LONG], "data.format=prompt_completion")
+    n_a = len(enc(tok, LONG["completion"])) + 1
+    cutoff = n_a + 1  # bos + answer
+    rows = [LONG, {"prompt": "x", "completion": "y"}]
+    results = {}
+    for policy in ("truncate_prompt", "truncate_both", "truncate_answer"):
+        bundle, _ = build(rows, "data.format=prompt_completion", f"data.cutoff_len={cutoff}", f"data.overlong={policy}")
+        s = bundle.stats
+        results[policy] = s["n_prompt_lost"]
+        # The comparison counts do not depend on the policy in use.
+        assert (s["n_prompt_lost_if_truncate_prompt"], s["n_prompt_lost_if_truncate_both"]) == (1, 0)
+        assert s["n_truncated"] == 1
+    assert results == {"truncate_prompt": 1, "truncate_both": 0, "truncate_answer": 0}
+    bundle, _ = build(rows, "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt")
+    assert masked_prefix(bundle.train[0]) == [tok.bos_token_id]  # the instruction is gone

@@ -27,7 +27,12 @@ def rows_and_cfg(compose, tmp_path):
         "".join(json.dumps({"messages": [{"role": r, "content": c} for r, c in m]}) + "\n" for m in convs)
     )
     cfg = compose(
-        f"data.path={path}", "data.format=chat", "data.val_size=0", "data.shuffle=false", NO_PRETRAIN
+        f"data.path={path}",
+        "data.format=chat",
+        "data.val_size=0",
+        "objective.metric=train_loss",
+        "data.shuffle=false",
+        NO_PRETRAIN,
     )
     tok = load_tokenizer(cfg)
     return [dict(r) for r in build_datasets(cfg, tok).train], cfg, tok

@@ -26,7 +26,8 @@ def tok(compose):
 @pytest.fixture
 def cfg_for(compose):
     def _c(path: Path, *overrides: str):
-        return compose(f"data.path={path}", "data.max_rows=null", NO_PRETRAIN, *overrides)
+        # train_loss: several builds here have no validation rows (an eval_ objective would refuse them)
+        return compose(f"data.path={path}", "data.max_rows=null", "objective.metric=train_loss", NO_PRETRAIN, *overrides)
 
     return _c
 
@@ -125,7 +126,7 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
     fresh = f"cache_dir={tmp_path / 'cache'}"  # the session cache may already hold this entry
     first = build_datasets(cfg_for(path, "data.cutoff_len=500", fresh), tok)
     assert "cache miss" in capsys.readouterr().err
-    import ftsweep.data as data_mod
+    import ftsweep.data.pipeline as data_mod
 
     def no_tokenizing(*a, **k):
         raise AssertionError("tokenized on a cache hit")
@@ -148,7 +149,10 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
 
 # --------------------------------------------------------------------------------------- bad data
 BAD_CASES = {
-    "missing column": ([{"instruction": "x", "input": ""}], "row 1: field 'output': missing"),
+    "missing column": (
+        [{"instruction": "x", "input": ""}],
+        "row 1: field 'output': missing (the row has columns: instruction, input)",
+    ),
     "non-string": (
         [{"instruction": "x", "input": "", "output": 3}],
         "row 1: field 'output': expected a string, got int",
@@ -190,13 +194,16 @@ def test_invalid_json_line(tmp_path, cfg_for, tok):
 CHAT_BAD = {
     "unknown role": (
         {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
-        "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, user, assistant)",
+        (
+            "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, user, human, assistant, gpt, "
+            "function_call, tool_call, observation, tool)"
+        ),
     ),
     "non-string content": (
         {"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
-        "line 2: field 'messages[0].content': expected a string, got list",
+        "line 2: field 'messages[0].content[0]': content part of type 'str' is not supported (text parts only)",
     ),
-    "missing messages": ({"text": "x"}, "line 2: field 'messages': missing"),
+    "missing messages": ({"text": "x"}, "line 2: field 'messages': missing (the row has columns: text)"),
 }
 GOOD_CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
@@ -234,7 +241,7 @@ def test_skip_policy_counts_bad_rows(tmp_path, cfg_for, tok):
 def test_failure_leaves_nothing_in_the_cache(tmp_path, compose, tok):
     path = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"instruction": "x", "output": 1}])
     cache = tmp_path / "cache"
-    cfg = compose(f"data.path={path}", f"cache_dir={cache}", "data.val_size=0", NO_PRETRAIN)
+    cfg = compose(f"data.path={path}", f"cache_dir={cache}", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
     with pytest.raises(DataError):
         build_datasets(cfg, tok)
     datasets_dir = cache / "datasets"
@@ -248,3 +255,26 @@ def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
     odd.write_text("x")
     with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.txt'"):
         build_datasets(cfg_for(odd), tok)
+
+
+def test_cache_hit_padding_from_stored_lengths(tmp_path, cfg_for, tok, monkeypatch):
+    from ftsweep.data.packing import padding_fraction
+
+    path = write_json(tmp_path / "pad.json", ROWS)
+    fresh = f"cache_dir={tmp_path / 'cache'}"
+    cold = build_datasets(cfg_for(path, fresh, "trainer.per_device_train_batch_size=4"), tok)
+    lengths = [len(x) for x in cold.train["input_ids"]]
+    assert cold.stats["padding_fraction"] == round(padding_fraction(lengths, 4), 4)
+
+    # A hit with another batch size computes the padding from lengths.json, never from the rows.
+    import datasets
+
+    def no_row_reads(self, key):
+        raise AssertionError(f"rows read on a cache hit ({key!r})")
+
+    monkeypatch.setattr(datasets.Dataset, "__getitem__", no_row_reads)
+    hit = build_datasets(cfg_for(path, fresh, "trainer.per_device_train_batch_size=2"), tok)
+    monkeypatch.undo()
+    assert hit.stats["cache_hit"] is True
+    assert hit.stats["padding_fraction"] == round(padding_fraction(lengths, 2), 4)
+    assert hit.stats["padding_fraction"] != cold.stats["padding_fraction"]

@@ -65,6 +65,7 @@ def test_inspect_chat_marks_each_assistant_turn(cache_dir, capsys):
             NO_PRETRAIN,
             "data.shuffle=false",
             "data.val_size=0",
+            "objective.metric=train_loss",
             "--rows",
             "3",
             "--plain",

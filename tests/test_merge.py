@@ -46,9 +46,9 @@ def test_merged_logits_match_base_plus_adapter(tiny_run, tmp_path, monkeypatch):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftsweep.rundir import load_config as load_run_config
     from ftsweep.merge import merge_run
     from ftsweep.model import load_base_for_inference
+    from ftsweep.rundir import load_config as load_run_config
 
     monkeypatch.setenv("HF_TOKEN", PLANTED)
     out = merge_run(tiny_run, tmp_path / "merged", "fp32")

@@ -19,7 +19,7 @@ def test_all_linear_resolves_to_the_models_linear_layers_and_prints_them(compose
     cfg = compose(*FAST, "lora=r16_all_linear")
     base = _model(cfg)
     assert model_mod.linear_module_names(base) == LLAMA_LINEARS  # lm_head excluded, as in seed 004
-    lora_cfg = model_mod.build_lora(cfg, base)
+    lora_cfg = model_mod.build_lora(cfg.lora, base)
     assert sorted(lora_cfg.target_modules) == LLAMA_LINEARS
     peft_model = model_mod.apply_lora(cfg, base)
     err = capsys.readouterr().err
@@ -49,7 +49,7 @@ def test_unknown_target_lists_the_real_layers(compose):
 
     cfg = compose(*FAST, "lora.target_modules=[q_proj,query_key_value]")
     with pytest.raises(ConfigError, match=r"\['query_key_value'\] not found in the model; its linear layers: \['down_proj'"):
-        model_mod.build_lora(cfg, _model(cfg))
+        model_mod.build_lora(cfg.lora, _model(cfg))
 
 
 def test_four_bit_full_fine_tune_is_refused_at_compose(compose):
@@ -59,18 +59,123 @@ def test_four_bit_full_fine_tune_is_refused_at_compose(compose):
         compose("quantization=nf4", "lora=none")
 
 
-def test_precision_and_quantization_follow_the_device(compose):
+def test_quantization_builder_reads_every_field(compose):
+    """Every field of the quantization schema reaches BitsAndBytesConfig (issue 9: fp4 used to train nf4)."""
+    import dataclasses
+
     import torch
 
-    assert model_mod.resolve_precision("auto") == ("bf16" if model_mod.bf16_supported() else "fp16" if torch.cuda.is_available() else "fp32")
-    q = model_mod.build_quantization(compose("quantization=nf4", "quantization.bnb_4bit_quant_storage=bfloat16"))
-    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
-    assert q.bnb_4bit_quant_storage == torch.bfloat16
-    assert q.bnb_4bit_compute_dtype == model_mod.torch_dtype("auto")
-    assert model_mod.build_quantization(compose("quantization=fp4")).bnb_4bit_quant_type == "fp4"
-    q8 = model_mod.build_quantization(compose("quantization=int8"))
-    assert q8.load_in_8bit and q8.llm_int8_threshold == 6.0
-    assert model_mod.build_quantization(compose()) is None
+    from ftsweep.config.schema import QuantizationConfig
+
+    changed = compose("quantization=fp4", "quantization.bnb_4bit_use_double_quant=false",
+                      "quantization.bnb_4bit_compute_dtype=float16", "quantization.bnb_4bit_quant_storage=bfloat16").quantization
+    q = model_mod.build_quantization(changed, "fp32")
+    checks = {
+        "method": q.load_in_4bit and not q.load_in_8bit,
+        "bnb_4bit_quant_type": q.bnb_4bit_quant_type == "fp4",
+        "bnb_4bit_use_double_quant": q.bnb_4bit_use_double_quant is False,
+        "bnb_4bit_compute_dtype": q.bnb_4bit_compute_dtype == torch.float16,
+        "bnb_4bit_quant_storage": q.bnb_4bit_quant_storage == torch.bfloat16,
+    }
+    q8 = model_mod.build_quantization(compose("quantization=int8", "quantization.llm_int8_threshold=3.5").quantization)
+    checks["llm_int8_threshold"] = q8.load_in_8bit and q8.llm_int8_threshold == 3.5
+    assert {f.name for f in dataclasses.fields(QuantizationConfig)} == set(checks), "a new field needs a check here"
+    assert all(checks.values()), checks
+    assert model_mod.build_quantization(compose().quantization) is None
+    # compute dtype auto follows the training precision (fp32 on this CPU)
+    assert model_mod.build_quantization(compose("quantization=nf4").quantization).bnb_4bit_compute_dtype == torch.float32
+
+
+def test_contradicting_quant_type_is_refused(compose):
+    from ftsweep.config.compose import ConfigFailure
+
+    from ftsweep.config import ConfigError
+
+    with pytest.raises(ConfigFailure, match="quantization.bnb_4bit_quant_type: fp4 contradicts quantization.method=nf4"):
+        compose("quantization=nf4", "quantization.bnb_4bit_quant_type=fp4")
+    unchecked = compose("quantization=nf4", "quantization.bnb_4bit_quant_type=fp4", check=False)
+    with pytest.raises(ConfigError, match="contradicts"):
+        model_mod.build_quantization(unchecked.quantization)
+
+
+def test_lora_builder_reads_every_field(compose):
+    import dataclasses
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from ftsweep.config.schema import LoraConfig as LoraSchema
+    from ftsweep.tiny import TinySpec, llama_config
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(llama_config(TinySpec(), 1024))
+    lc = compose("lora.r=4", "lora.alpha=32", "lora.dropout=0.1", "lora.target_modules=[q_proj,up_proj]", "lora.bias=all",
+                 "lora.modules_to_save=[lm_head]", "lora.use_rslora=true", "lora.use_dora=true").lora
+    lora = model_mod.build_lora(lc, model)
+    checks = {
+        "r": lora.r == 4,
+        "alpha": lora.lora_alpha == 32,
+        "dropout": lora.lora_dropout == 0.1,
+        "target_modules": set(lora.target_modules) == {"q_proj", "up_proj"},
+        "bias": lora.bias == "all",
+        "modules_to_save": list(lora.modules_to_save) == ["lm_head"],
+        "use_rslora": lora.use_rslora is True,
+        "use_dora": lora.use_dora is True,
+        "enabled": model_mod.build_lora(compose("lora=none").lora, model) is None,
+    }
+    assert {f.name for f in dataclasses.fields(LoraSchema)} == set(checks), "a new field needs a check here"
+    assert all(checks.values()), checks
+
+
+def test_model_builders_read_every_field(compose, monkeypatch, tmp_path):
+    """model.* reaches from_pretrained (path, revision, dtype, attention, remote code), the tokenizer
+    (pad policy, pad token, padding side), validation (max_context) or the tiny builder (tiny)."""
+    import dataclasses
+
+    import torch
+    import transformers
+
+    from ftsweep.config import ConfigError
+    from ftsweep.config.schema import ModelConfig
+
+    seen = {}
+
+    def fake_from_pretrained(path, **kwargs):
+        seen.update(kwargs, path=path)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    cfg = compose("model=qwen2_5_0_5b_instruct", "model.name_or_path=/some/dir", "model.revision=abc123",
+                  "model.dtype=float16", "model.attn_implementation=eager", "model.trust_remote_code=true")
+    with pytest.raises(RuntimeError, match="stop"):
+        model_mod._from_pretrained(cfg, None)
+    tiny = compose("model.padding_side=left", "model.pad_policy=reserved", "model.pad_token='<|reserved_special_token_7|>'")
+    tok = model_mod.load_tokenizer(tiny)
+    eos_tok = model_mod.load_tokenizer(compose("model.pad_policy=eos"))
+    checks = {
+        "name_or_path": seen["path"] == "/some/dir",
+        "revision": seen["revision"] == "abc123",
+        "dtype": seen["dtype"] == torch.float16,
+        "attn_implementation": seen["attn_implementation"] == "eager",
+        "trust_remote_code": seen["trust_remote_code"] is True,
+        "padding_side": tok.padding_side == "left",
+        "pad_token": tok.pad_token == "<|reserved_special_token_7|>",
+        "pad_policy": eos_tok.pad_token == eos_tok.eos_token,
+        "tiny": "tiny" in model_mod.resolve_model_path(compose("model.tiny.num_hidden_layers=2")),
+    }
+    with pytest.raises(ConfigError, match="model.max_context"):
+        from ftsweep.config import validate
+
+        validate(compose("model.max_context=64", "data.cutoff_len=128", check=False))
+    checks["max_context"] = True
+    assert {f.name for f in dataclasses.fields(ModelConfig)} == set(checks), "a new field needs a check here"
+    assert all(checks.values()), checks
+
+
+def test_shipped_model_options_need_no_remote_code(compose):
+    for option in ("exaone3_5_2_4b_instruct", "llama3_8b", "llama3_1_8b_instruct", "llama3_2_1b",
+                   "llama3_open_ko_8b", "qwen2_5_0_5b_instruct"):
+        assert compose(f"model={option}").model.trust_remote_code is False, option
 
 
 def test_gradient_checkpointing_enables_input_grads_for_lora(compose):
@@ -81,3 +186,18 @@ def test_gradient_checkpointing_enables_input_grads_for_lora(compose):
     ids = torch.tensor([[1, 2, 3, 4]])
     emb = peft_model.get_input_embeddings()(ids)
     assert emb.requires_grad  # checkpointed layers get a graph back to the adapters
+
+
+def test_fp16_training_keeps_trainable_weights_in_fp32(compose, monkeypatch):
+    """fp16 (T4 / V100) trains with a GradScaler, which refuses fp16 parameters: trained embedding copies
+    go to fp32, the frozen base stays fp16."""
+    import torch
+
+    cfg = compose(*FAST, "data.train_embeddings=true")
+    base = _model(cfg).to(torch.float16)
+    monkeypatch.setattr(model_mod, "resolve_precision", lambda p: "fp16")
+    peft_model = model_mod.apply_lora(cfg, base)
+    trainable = {n: p.dtype for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("embed_tokens" in n for n in trainable) and set(trainable.values()) == {torch.float32}, trainable
+    frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad}
+    assert frozen == {torch.float16}

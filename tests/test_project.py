@@ -96,6 +96,7 @@ def test_a_sweep_overlay_sweeps_without_dash_m(tmp_path):
 
 def test_deprecated_sweeper_sweep_dir_still_works_and_says_so(tmp_path):
     out = ftsweep("train", "-m", "optimizer.lr=1e-3,2e-3", "logger=none", f"hydra.sweeper.sweep_dir={tmp_path / 'old'}",
+                  "hydra.sweeper.n_trials=2",
                   "hydra.sweeper.study_name=t", "hydra.sweeper.progress=plain", "hydra.sweeper.report=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "hydra.sweeper.sweep_dir is deprecated; use hydra.sweep.dir" in out.stderr
@@ -113,7 +114,7 @@ def test_deprecated_sweeper_sweep_dir_still_works_and_says_so(tmp_path):
     (["-m", "--cfg", "job"], "optimizer:"),
     (["--resolve", "--cfg", "job"], "cache_dir: /"),
     (["-p", "lora", "--cfg", "job"], "# @package lora"),
-    (["sweep=quickstart", "--cfg", "job"], "max_rows: 240"),
+    (["sweep=quickstart", "--cfg", "job"], "proxy_tasks.jsonl"),
 ])
 def test_hydra_flags_work(tmp_path, flags, expect_out):
     (tmp_path / "conf").mkdir()  # a user root, so --info searchpath lists it

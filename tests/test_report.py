@@ -66,7 +66,7 @@ def test_best_yaml_composes_to_the_best_trial(study, compose):
     cfg = compose_with_dirs(["+demo=best"], config_dirs=[str(sd.parent)])
     best = s.trials[4]
     assert cfg.optimizer.lr == best.params["optimizer.lr"]  # exact float
-    assert cfg.lora.r == 16 and cfg.logger.name == "none" and cfg.trainer.max_steps == 40  # from sweep=quickstart
+    assert cfg.lora.r == 16 and cfg.logger.name == "none" and cfg.trainer.max_steps == 60  # from sweep=quickstart
 
 
 def test_report_cli(study, capsys):

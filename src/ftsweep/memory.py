@@ -1,27 +1,37 @@
 """Memory of a training run: estimate it before the model loads, and refuse a trial that cannot fit.
 
-The estimate is built from the model's *shapes* only: the architecture config (the tiny spec, or
-``AutoConfig`` of a Hub model) is instantiated on the ``meta`` device, which allocates nothing, so the
-parameter count, the linear layers LoRA would adapt and the vocabulary are exact. Components (MiB):
+The estimate is built from the model's *shapes* only. The architecture config comes from, in order: the
+tiny spec; :data:`ARCHITECTURES` (facts copied from the public ``config.json`` of every shipped model
+option, so ``--estimate-memory`` works offline); a local directory's ``config.json``; the Hub. It is
+instantiated on the ``meta`` device, which allocates nothing, so the parameter count, the linear layers
+LoRA adapts and the vocabulary are exact. What trl 1.16 / transformers 5 / peft 0.21 allocate (bytes;
+``c`` = 2 for bf16/fp16 compute on a GPU, 4 for fp32 on CPU):
 
     weights      linear layers at their quantized size (nf4/fp4: 4 bit + absmax, int8: 8 bit + row scales);
-                 the rest (embeddings, norms, lm_head) in fp32 after prepare_model_for_kbit_training,
-                 or everything in model.dtype without quantization
-    trainable    LoRA A/B (fp32: peft upcasts adapters) or every weight for a full fine-tune
-    gradients    one per trainable parameter
-    optimizer    AdamW: two states per trainable parameter (fp32), 8-bit AdamW: one byte each for
+                 the rest (embeddings, norms, lm_head; tied embeddings once) in the compute dtype: ftsweep
+                 does not upcast them (no prepare_model_for_kbit_training). Unquantized: everything in c.
+    trainable    LoRA A/B in fp32 (peft's autocast_adapter_dtype); with data.train_embeddings the
+                 embedding (and an untied lm_head) copies in c; a full fine-tune: every weight in c
+    gradients    one per trainable parameter, in its dtype
+    optimizer    AdamW: two states per trainable parameter in its dtype; 8-bit AdamW: one byte each for
                  tensors of >= 4096 elements (bitsandbytes keeps smaller ones in fp32)
-    activations  per layer and token, for batch x cutoff; with gradient checkpointing only each
-                 layer's input is kept, plus one layer being recomputed; attention probabilities
-                 (T x T per head) count where they are materialised (eager, or sdpa on CPU)
-    logits       batch x cutoff x vocab: the logits, their fp32 upcast for the loss, its gradient, and
-                 trl's entropy / token-accuracy pass (4 fp32 copies); in evaluation 2 copies for the eval batch
-    runtime      what a process needs besides the model: on CPU the allocator, autograd and the
-                 libraries imported after the model loads (measured on the tiny model); on CUDA the
-                 kernels / workspace of cuBLAS and bitsandbytes
+    activations  training, per token (batch x cutoff; packing flattens the same tokens): 12 x hidden +
+                 5 x intermediate values per layer in c (+ the dropped input of every adapted layer); with
+                 gradient checkpointing only each layer's input (hidden) is kept, plus one layer recomputed.
+                 Attention scores (heads x T x T) only where materialised: eager, or sdpa on CPU (measured).
+    lm_head      trl's fused LM head: the logits are never materialised; tiles of at most 4,096 tokens x
+                 32,768 vocab (the tile and its gradient, in c; fp32 on CPU)
+    eval         evaluation computes the loss only, without gradients: the eval micro-batch's widest
+                 layer (4 x hidden + 3 x intermediate per token) + one LM-head tile. It runs between
+                 training steps, so the peak is static + max(training, evaluation) dynamic memory.
+    runtime      CUDA: cuBLAS workspace, bitsandbytes / attention kernels and allocator slack (600 MiB);
+                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 100 MiB)
 
-The CPU figure is compared with the growth of peak RSS from just before the model loads
-(``metrics.json``: ``peak_rss_mb - rss_before_model_mb``); see tests/test_memory.py.
+Known error: on CPU it is within 30% of the growth of peak RSS of tiny-model runs (tests/test_memory.py).
+On CUDA it has not been compared with a measured peak yet (no GPU in this project so far); expect
+``max_memory_reserved`` to exceed the estimate by the caching allocator's fragmentation (typically 5-15%)
+and the activation term to be off by up to ~30% for architectures whose layers keep other tensors
+(biases, q/k norms). docs/memory.md shows the arithmetic for Llama-3-8B.
 """
 
 from __future__ import annotations
@@ -30,14 +40,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 2**20
+GiB = 2**30
 # Process memory beyond the model on CPU (allocator arenas, autograd, trl/peft imported after the
 # model): calibrated against peak RSS growth of tiny-model runs (tests/test_memory.py).
 CPU_RUNTIME_MIB = 100.0
-# cuBLAS workspace, bitsandbytes / sdpa kernels and allocator fragmentation on a GPU.
+# cuBLAS workspace, bitsandbytes / attention kernels and allocator fragmentation on a GPU.
 CUDA_RUNTIME_MIB = 600.0
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes optimizers keep tensors smaller than this in 32-bit
-LOGIT_COPIES = 4
-EVAL_LOGIT_COPIES = 2
+# trl 1.16 fused LM head (trl/kernels/chunked_logprob.py): tokens x vocab tiles, the tile and its gradient.
+LM_TILE_TOKENS = 4096
+LM_TILE_VOCAB = 32768
+LM_TILE_COPIES = 2
+# Usable memory of common GPUs (MiB, as nvidia-smi reports the total, less ~500 MiB of CUDA context).
+GPU_SIZES = {"16 GB (T4, V100-16GB)": 15_360 - 500, "24 GB (L4, A10, RTX 4090)": 23_034 - 500,
+             "40 GB (A100-40GB)": 40_960 - 500, "80 GB (A100-80GB, H100)": 81_559 - 500}
+
+# Architecture facts from the public config.json of each shipped model option (conf/model/*.yaml): the
+# estimate needs no Hub access for them. model_type picks the transformers class (EXAONE 3.5 is native:
+# transformers' "exaone" is the Llama implementation).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "meta-llama/Meta-Llama-3-8B": {
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
+        "max_position_embeddings": 8192},
+    "meta-llama/Llama-3.1-8B-Instruct": {
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
+        "max_position_embeddings": 131072},
+    "meta-llama/Llama-3.2-1B": {
+        "model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": True,
+        "max_position_embeddings": 131072},
+    "beomi/Llama-3-Open-Ko-8B": {
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False,
+        "max_position_embeddings": 8192},
+    "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct": {
+        "model_type": "exaone", "hidden_size": 2560, "intermediate_size": 7168, "num_hidden_layers": 30,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 102400, "tie_word_embeddings": True,
+        "max_position_embeddings": 32768},
+    "Qwen/Qwen2.5-0.5B-Instruct": {
+        "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+        "max_position_embeddings": 32768},
+}
 
 
 class MemoryInfeasible(RuntimeError):
@@ -61,35 +107,50 @@ class Shapes:
     heads: int
     kv_heads: int
     vocab: int
-    total_params: int
+    total_params: int  # tied embeddings counted once
     linears: list[Linear] = field(default_factory=list)  # every nn.Linear except lm_head
     lm_head_params: int = 0
+    tied: bool = False
 
 
 # ------------------------------------------------------------------------------------------- shapes
+def known_config(name: str):
+    """The transformers config of a shipped model option from :data:`ARCHITECTURES`, or None."""
+    facts = ARCHITECTURES.get(name)
+    if facts is None:
+        return None
+    from transformers import AutoConfig
+
+    facts = dict(facts)
+    return AutoConfig.for_model(facts.pop("model_type"), **facts)
+
+
 def model_config(cfg):
-    """The architecture config of ``cfg.model`` without loading weights (tiny spec, or AutoConfig)."""
-    if cfg.model.tiny is not None:
+    """The architecture config of ``cfg.model`` without loading weights: tiny spec, the table of shipped
+    options, a local directory, or (last) the Hub. Remote code only when the option asks for it."""
+    m = cfg.model
+    if m.tiny is not None:
         from ftsweep.tiny import llama_config, spec_from_cfg
 
         # The tokenizer's length equals the spec's vocab_size (the BPE is trained to it, specials included).
-        return llama_config(spec_from_cfg(cfg.model.tiny), cfg.model.tiny.vocab_size)
+        return llama_config(spec_from_cfg(m.tiny), m.tiny.vocab_size)
+    known = known_config(m.name_or_path)
+    if known is not None:
+        return known
     from transformers import AutoConfig
 
     from ftsweep.model import hf_token
 
-    return AutoConfig.from_pretrained(
-        cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code, token=hf_token()
-    )
+    return AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, token=hf_token())
 
 
-def shapes_from_config(hf_config) -> Shapes:
+def shapes_from_config(hf_config, *, trust_remote_code: bool = False) -> Shapes:
     """Instantiate the architecture on the meta device (no memory) and read its parameters."""
     import torch
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=getattr(hf_config, "auto_map", None) is not None)
+        model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
     linears, lm_head = [], 0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
@@ -97,6 +158,8 @@ def shapes_from_config(hf_config) -> Shapes:
                 lm_head = module.weight.numel()
             else:
                 linears.append(Linear(name.split(".")[-1], module.in_features, module.out_features))
+    out_emb = model.get_output_embeddings()
+    tied = out_emb is not None and out_emb.weight is model.get_input_embeddings().weight
     text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
     heads = text.num_attention_heads
     return Shapes(
@@ -106,19 +169,18 @@ def shapes_from_config(hf_config) -> Shapes:
         heads=heads,
         kv_heads=getattr(text, "num_key_value_heads", None) or heads,
         vocab=text.vocab_size,
-        total_params=sum(p.numel() for p in model.parameters()),
+        total_params=sum(p.numel() for p in model.parameters()),  # parameters() yields a tied weight once
         linears=linears,
         lm_head_params=lm_head,
+        tied=tied,
     )
 
 
+def shapes_for(cfg) -> Shapes:
+    return shapes_from_config(model_config(cfg), trust_remote_code=cfg.model.trust_remote_code)
+
+
 # ----------------------------------------------------------------------------------------- estimate
-def _dtype_bytes(name: str, on_cuda: bool) -> int:
-    if name == "auto":
-        name = "bfloat16" if on_cuda else "float32"
-    return {"bfloat16": 2, "float16": 2, "float32": 4}[name]
-
-
 def _quantized_bytes(n: int, out_features: int, q) -> float:
     if q.method == "int8":
         return n + 4 * out_features  # int8 weights + one fp32 scale per output row (SCB)
@@ -134,109 +196,127 @@ def lora_targets(cfg, shapes: Shapes) -> list[Linear]:
     return [lin for lin in shapes.linears if lin.name in wanted]
 
 
-def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None) -> dict[str, Any]:
+def _compute_bytes(cfg, on_cuda: bool) -> int:
+    """Bytes per value of the compute dtype: the dtype the weights / activations are held in."""
+    q = cfg.quantization
+    name = q.bnb_4bit_compute_dtype if q.method in ("nf4", "fp4") else cfg.model.dtype
+    if name == "auto":
+        precision = cfg.trainer.precision
+        if precision == "auto":
+            precision = "bf16" if on_cuda else "fp32"
+        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
+    return {"bfloat16": 2, "float16": 2, "float32": 4}[name]
+
+
+def _trainable_tensors(cfg, shapes: Shapes, c: int) -> list[tuple[int, int]]:
+    """(elements, bytes per element) of every trainable tensor."""
+    lc = cfg.lora
+    if not lc.enabled:
+        return [(shapes.total_params, c)]
+    tensors = [(lc.r * n, 4) for lin in lora_targets(cfg, shapes) for n in (lin.in_features, lin.out_features)]
+    if cfg.data.train_embeddings:  # modules_to_save: a trainable copy of the embeddings (and of an untied lm_head)
+        embed = shapes.vocab * shapes.hidden
+        tensors.append((embed, c))
+        if not shapes.tied:
+            tensors.append((shapes.lm_head_params or embed, c))
+    return tensors
+
+
+def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
+             gradient_checkpointing: bool | None = None) -> dict[str, Any]:
     """Estimate the peak memory of training ``cfg`` on one device, without loading the model.
 
     Args:
         cfg: the composed train config.
-        shapes: the model's shapes (default: read from ``cfg.model`` via :func:`model_config`).
+        shapes: the model's shapes (default: from ``cfg.model`` via :func:`model_config`).
         on_cuda: the device to estimate for (default: whether CUDA is available here).
+        gradient_checkpointing: overrides ``trainer.gradient_checkpointing`` (to show the alternative).
 
     Returns:
-        ``{"device", "batch", "seq_len", <component>: MiB ..., "total_mib"}``.
+        ``{"device", "batch", "seq_len", <component>_mib ..., "total_mib"}``.
     """
+    from ftsweep.device import has_cuda, use_checkpointing
+
     if on_cuda is None:
-        from ftsweep.model import has_cuda
-
         on_cuda = has_cuda()
-    shapes = shapes or shapes_from_config(model_config(cfg))
+    shapes = shapes or shapes_for(cfg)
     q, lc, t, d = cfg.quantization, cfg.lora, cfg.trainer, cfg.data
-    quantized = q.method != "none"
-    compute = _dtype_bytes(q.bnb_4bit_compute_dtype if quantized else cfg.model.dtype, on_cuda)
+    ckpt = use_checkpointing(t.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
+                             on_cuda)
+    c = _compute_bytes(cfg, on_cuda)
     linear_params = sum(lin.in_features * lin.out_features for lin in shapes.linears)
-    other_params = shapes.total_params - linear_params
-
-    if quantized:
+    if q.method != "none":
         weights = sum(_quantized_bytes(lin.in_features * lin.out_features, lin.out_features, q) for lin in shapes.linears)
-        weights += 4 * other_params  # prepare_model_for_kbit_training upcasts the rest to fp32
+        weights += c * (shapes.total_params - linear_params)  # embeddings, norms, lm_head stay in the compute dtype
     else:
-        weights = compute * shapes.total_params
+        weights = c * shapes.total_params
 
-    if lc.enabled:
-        tensors = [r for lin in lora_targets(cfg, shapes) for r in (lc.r * lin.in_features, lc.r * lin.out_features)]
-        param_bytes = 4  # peft keeps adapter weights in fp32 (autocast_adapter_dtype)
-    else:
-        tensors = [shapes.total_params]
-        param_bytes = compute
-    trainable = sum(tensors)
-    lora_bytes = param_bytes * trainable if lc.enabled else 0
-    grads = param_bytes * trainable
+    tensors = _trainable_tensors(cfg, shapes, c)
+    trainable = sum(n for n, _ in tensors)
+    adapter = sum(n * b for n, b in tensors) if lc.enabled else 0  # the base's own weights are in `weights`
+    grads = sum(n * b for n, b in tensors)
     if cfg.optimizer.name in ("adamw_8bit", "paged_adamw_8bit"):
-        optim = sum(2 * n if n >= BNB_MIN_8BIT_SIZE else 8 * n for n in tensors)
+        optim = sum(2 * n if n >= BNB_MIN_8BIT_SIZE else 8 * n for n, _ in tensors)
     else:
-        optim = 2 * param_bytes * trainable
+        optim = sum(2 * n * b for n, b in tensors)
 
     batch, seq = t.per_device_train_batch_size, d.cutoff_len
     tokens = batch * seq
-    act_bytes = compute
     # Saved for backward per token and layer: norms, q/k/v, attention output, o-proj input, residuals
     # (~12 x hidden) and the MLP's gate, up, act(gate) and product (~5 x intermediate); LoRA dropout
     # keeps a dropped copy of each adapted layer's input.
     per_layer = 12 * shapes.hidden + 5 * shapes.intermediate
     if lc.enabled and lc.dropout > 0:
         per_layer += sum(lin.in_features for lin in lora_targets(cfg, shapes)) / max(shapes.layers, 1)
-    # Attention probabilities (batch x heads x T x T): flash / memory-efficient sdpa kernels on CUDA never
-    # store them; eager attention and the CPU sdpa path (measured) keep one per layer, plus a transient one.
-    attn_scores = 0
-    if not on_cuda or (cfg.model.attn_implementation or "sdpa") == "eager":
-        attn_scores = batch * shapes.heads * seq * seq * act_bytes
-    layer_bytes = tokens * per_layer * act_bytes + attn_scores
-    if t.gradient_checkpointing:  # only each layer's input is kept; one layer at a time is recomputed
-        activations = shapes.layers * tokens * shapes.hidden * act_bytes + layer_bytes + attn_scores
+    attn = cfg.model.attn_implementation or "sdpa"
+    # Attention probabilities (batch x heads x T x T): flash / flex / memory-efficient sdpa kernels on
+    # CUDA never store them; eager attention and the CPU sdpa path (measured) keep one per layer.
+    attn_scores = batch * shapes.heads * seq * seq * c if (not on_cuda or attn == "eager") else 0
+    layer_bytes = tokens * per_layer * c + attn_scores
+    if ckpt:  # only each layer's input is kept; one layer at a time is recomputed
+        activations = shapes.layers * tokens * shapes.hidden * c + layer_bytes + attn_scores
     else:
         activations = shapes.layers * layer_bytes + attn_scores
-    # Evaluation has no gradient: the logits and their fp32 upcast only, but for the eval batch.
-    logits = 4 * shapes.vocab * max(LOGIT_COPIES * tokens, EVAL_LOGIT_COPIES * t.per_device_eval_batch_size * seq)
-
+    tile_bytes = c if on_cuda else 4
+    lm_head = LM_TILE_COPIES * min(tokens, LM_TILE_TOKENS) * min(shapes.vocab, LM_TILE_VOCAB) * tile_bytes
+    eval_tokens = t.per_device_eval_batch_size * seq
+    evaluation = eval_tokens * (4 * shapes.hidden + 3 * shapes.intermediate) * c
+    evaluation += min(eval_tokens, LM_TILE_TOKENS) * min(shapes.vocab, LM_TILE_VOCAB) * tile_bytes
+    if not on_cuda or attn == "eager":
+        evaluation += t.per_device_eval_batch_size * shapes.heads * seq * seq * c
+    training = activations + lm_head
     runtime = (CUDA_RUNTIME_MIB if on_cuda else CPU_RUNTIME_MIB) * MiB
     parts = {
         "weights": weights,
-        "lora": lora_bytes,
+        "lora": adapter,
         "gradients": grads,
         "optimizer": optim,
         "activations": activations,
-        "logits": logits,
+        "lm_head": lm_head,
         "runtime": runtime,
     }
     out: dict[str, Any] = {
         "device": "cuda" if on_cuda else "cpu",
         "batch": batch,
         "seq_len": seq,
+        "gradient_checkpointing": bool(ckpt),
         "trainable_params": trainable,
         "total_params": shapes.total_params,
         "lora_targets": sorted({lin.name for lin in lora_targets(cfg, shapes)}) if lc.enabled else [],
     }
     out.update({f"{k}_mib": v / MiB for k, v in parts.items()})
-    out["total_mib"] = sum(parts.values()) / MiB
+    # Evaluation replaces the training activations between steps: only its excess over them adds.
+    has_eval = d.val_size > 0 or d.validation_path is not None
+    out["eval_extra_mib"] = max(0.0, evaluation - training) / MiB if has_eval else 0.0
+    out["total_mib"] = sum(parts.values()) / MiB + out["eval_extra_mib"]
     return out
 
 
-# ------------------------------------------------------------------------------------------- device
+# ------------------------------------------------------------------------------------------- preflight
 def free_memory_mib() -> tuple[float, str]:
-    """Free memory of the device this process trains on: CUDA free bytes, else available RAM."""
-    from ftsweep.model import has_cuda
+    from ftsweep.device import free_memory_mib as free
 
-    if has_cuda():
-        import os
-
-        import torch
-
-        device = int(os.environ.get("LOCAL_RANK", "0"))
-        free, _total = torch.cuda.mem_get_info(device)
-        return free / MiB, f"cuda:{device}"
-    import psutil
-
-    return psutil.virtual_memory().available / MiB, "cpu"
+    return free()
 
 
 def preflight(cfg, *, free_mib: float | None = None) -> dict[str, Any]:
@@ -252,16 +332,21 @@ def preflight(cfg, *, free_mib: float | None = None) -> dict[str, Any]:
         free_mib, device = free_memory_mib()
     est["free_mib"] = free_mib
     if est["total_mib"] > free_mib:
-        parts = ", ".join(f"{k[:-4]} {est[k]:.0f}" for k in est if k.endswith("_mib") and k not in ("total_mib", "free_mib"))
         raise MemoryInfeasible(
             f"oom: estimated {est['total_mib']:.0f} MiB > free {free_mib:.0f} MiB on {device} "
-            f"(batch {est['batch']} x cutoff {est['seq_len']}; {parts} MiB)"
+            f"(batch {est['batch']} x cutoff {est['seq_len']}; {_parts(est)} MiB)"
         )
     return est
 
 
+def _parts(est: dict[str, Any]) -> str:
+    return ", ".join(f"{k[:-4]} {est[k]:.0f}" for k in est if k.endswith("_mib") and k not in ("total_mib", "free_mib"))
+
+
 def format_estimate(est: dict[str, Any]) -> str:
-    lines = [f"memory estimate for one {est['device']} device, batch {est['batch']} x cutoff {est['seq_len']}:"]
+    ckpt = "on" if est.get("gradient_checkpointing") else "off"
+    lines = [f"memory estimate for one {est['device']} device, batch {est['batch']} x cutoff {est['seq_len']}, "
+             f"gradient checkpointing {ckpt}:"]
     for key, value in est.items():
         if key.endswith("_mib") and key not in ("total_mib", "free_mib"):
             lines.append(f"  {key[:-4]:<12} {value:>10.1f} MiB")
@@ -276,9 +361,38 @@ def format_estimate(est: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_estimate(cfg) -> None:
-    """``ftsweep train --estimate-memory [overrides]``: print the estimate and the free memory."""
-    est = estimate(cfg)
-    est["free_mib"], _ = free_memory_mib()
-    print(format_estimate(est))
+def gpu_verdicts(total_mib: float, gpu_memory_gib: float | None = None) -> list[str]:
+    """One line per GPU size: does an estimate of ``total_mib`` fit?"""
+    sizes = dict(GPU_SIZES)
+    if gpu_memory_gib is not None:
+        sizes = {f"{gpu_memory_gib:g} GiB (given)": gpu_memory_gib * 1024 - 500}
+    return [f"  on a {name:<26} {'fits' if total_mib <= usable else 'DOES NOT FIT'} "
+            f"({total_mib:,.0f} of {usable:,.0f} MiB usable)" for name, usable in sizes.items()]
 
+
+def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
+    """``ftsweep train --estimate-memory [overrides]``: the estimate for this machine's device and, for
+    GPUs, whether it fits common GPU sizes (or ``gpu_memory_gib``). Works offline for shipped models."""
+    from ftsweep.device import has_cuda, use_checkpointing
+
+    shapes = shapes_for(cfg)
+    here_cuda = has_cuda()
+    est = estimate(cfg, shapes=shapes, on_cuda=here_cuda)
+    if here_cuda or cfg.model.tiny is not None:  # no point in a CPU figure for a real model on a CPU machine
+        est["free_mib"], _ = free_memory_mib()
+        print(format_estimate(est) + "\n")
+    gpu = est if here_cuda else estimate(cfg, shapes=shapes, on_cuda=True)
+    if not here_cuda:
+        print(f"on a CUDA GPU ({_precision_note(cfg)}): total {gpu['total_mib']:,.1f} MiB "
+              f"(weights {gpu['weights_mib']:,.0f}, activations {gpu['activations_mib']:,.0f}, "
+              f"lm_head {gpu['lm_head_mib']:,.0f}, optimizer {gpu['optimizer_mib']:,.0f} MiB)")
+    print("\n".join(gpu_verdicts(gpu["total_mib"], gpu_memory_gib)))
+    if not use_checkpointing(cfg.trainer.gradient_checkpointing, on_cuda=True):
+        alt = estimate(cfg, shapes=shapes, on_cuda=True, gradient_checkpointing=True)
+        print(f"with trainer.gradient_checkpointing=true on a GPU: {alt['total_mib']:,.1f} MiB")
+        print("\n".join(gpu_verdicts(alt["total_mib"], gpu_memory_gib)))
+
+
+def _precision_note(cfg) -> str:
+    q = cfg.quantization
+    return f"{q.method} weights, 16-bit compute" if q.method != "none" else "16-bit weights"

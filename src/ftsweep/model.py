@@ -13,39 +13,18 @@ from typing import Any
 from ftsweep.config import ConfigError
 from ftsweep.console import say
 
+# Device probes live in ftsweep.device; re-exported for callers that import them from here.
+from ftsweep.device import (  # noqa: F401
+    bf16_supported,
+    has_cuda,
+    local_device,
+    resolve_precision,
+    torch_dtype,
+    use_checkpointing,
+)
+
 # Optimizer names in config -> transformers' OptimizerNames.
 OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
-
-
-# --------------------------------------------------------------------------------------------- device
-def has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def bf16_supported() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on GPUs that support it, fp16 on older GPUs (with a grad scaler), fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if bf16_supported():
-        return "bf16"
-    return "fp16" if has_cuda() else "fp32"
-
-
-def torch_dtype(name: str):
-    """A config dtype name (``auto`` follows the device like precision does) -> torch.dtype."""
-    import torch
-
-    if name == "auto":
-        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision("auto")]
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
 def hf_token() -> str | None:
@@ -86,6 +65,7 @@ def load_tokenizer(cfg):
         tok.eos_token = cfg.data.eos_token
     _apply_pad_policy(tok, m.pad_policy, m.pad_token)
     tok.padding_side = m.padding_side
+    tok.model_max_length = m.max_context  # the context window (data.cutoff_len is checked against it)
     return tok
 
 
@@ -106,58 +86,62 @@ def _apply_pad_policy(tok, policy: str, pad_token: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------- quantization
-def build_quantization(cfg):
-    """``quantization`` group -> ``BitsAndBytesConfig`` (or None for ``none``).
+def build_quantization(q, precision: str = "auto"):
+    """``quantization`` group -> ``BitsAndBytesConfig`` (None for ``method: none``).
 
-    nf4 / fp4: 4-bit weights (QLoRA), optional double quantization of the block scales, matmuls in the
-    compute dtype (``auto``: bf16 where supported, fp16 on older GPUs, fp32 on CPU) and the packed
-    weights stored as ``bnb_4bit_quant_storage`` (seed 004 uses bf16 storage; FSDP needs it to match
-    the other weights). int8: LLM.int8() with its outlier threshold.
+    ``method`` chooses the family (nf4 / fp4: 4-bit QLoRA, int8: LLM.int8()); the 4-bit data type is the
+    library's own field ``bnb_4bit_quant_type``, which must agree with a 4-bit method (validate refuses
+    ``method=nf4 bnb_4bit_quant_type=fp4``). The compute dtype ``auto`` follows the training precision
+    (``trainer.precision``, resolved on this device: bf16 with native bf16, fp16 on T4 / V100, fp32 on
+    CPU). ``bnb_4bit_quant_storage`` is the dtype the packed weights are stored in (FSDP needs it to
+    match the other weights; seed 004 uses bf16).
+
+    Args:
+        q: the ``quantization`` config group.
+        precision: ``trainer.precision`` (auto | bf16 | fp16 | fp32).
     """
-    q = cfg.quantization
     if q.method == "none":
         return None
     from transformers import BitsAndBytesConfig
 
     if q.method == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=q.llm_int8_threshold)
-    compute = torch_dtype(q.bnb_4bit_compute_dtype)
-    if compute == _bf16() and has_cuda() and not bf16_supported():
-        raise ConfigError("quantization.bnb_4bit_compute_dtype", "bfloat16 is not supported by this GPU; use auto or float16")
+    if q.bnb_4bit_quant_type != q.method:
+        raise ConfigError("quantization.bnb_4bit_quant_type",
+                          f"{q.bnb_4bit_quant_type} contradicts quantization.method={q.method}; set both to nf4 or both to fp4")
+    compute = torch_dtype(q.bnb_4bit_compute_dtype, precision)
+    if str(compute) == "torch.bfloat16" and has_cuda() and not bf16_supported():
+        raise ConfigError("quantization.bnb_4bit_compute_dtype", "bfloat16 is not supported natively by this GPU; use auto or float16")
     kwargs: dict[str, Any] = {}
     if q.bnb_4bit_quant_storage:
         kwargs["bnb_4bit_quant_storage"] = torch_dtype(q.bnb_4bit_quant_storage)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=q.method,
+        bnb_4bit_quant_type=q.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=compute,
         **kwargs,
     )
 
 
-def _bf16():
-    import torch
-
-    return torch.bfloat16
-
-
 # ---------------------------------------------------------------------------------------------- model
 def load_model(cfg, tokenizer):
-    """Load the base model (quantized when asked), resize for new tokens, keep pad/eos ids in sync."""
-    quant = build_quantization(cfg)
+    """Load the base model (quantized when asked) in the compute dtype, resize for new tokens, keep
+    pad/eos ids in sync, and prepare a k-bit base for adapter training.
+
+    The k-bit base is frozen here instead of with peft's ``prepare_model_for_kbit_training``, which
+    upcasts every non-4-bit weight to fp32: fp32 norm weights make the whole residual stream fp32
+    (twice the activation memory, slower matmuls). Only what the optimizer updates must be fp32, and
+    peft already keeps LoRA weights in fp32.
+    """
+    quant = build_quantization(cfg.quantization, cfg.trainer.precision)
     model = _from_pretrained(cfg, quant)
     _match_tokenizer(model, tokenizer, cfg.trainer.seed)
     if quant is not None:
         fix_bnb_cpu_repack(model)
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": cfg.trainer.use_reentrant},
-        )
-    if cfg.trainer.gradient_checkpointing and cfg.lora.enabled:
+        for param in model.parameters():
+            param.requires_grad = False
+    if use_checkpointing(cfg.trainer.gradient_checkpointing) and cfg.lora.enabled:
         # The base is frozen, so without this the embeddings' output needs no grad and checkpointed
         # layers would get no gradient to the adapters (peft only does it for use_reentrant=True).
         model.enable_input_require_grads()
@@ -173,10 +157,10 @@ def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: st
         quantized: load with the run's quantization (as seed 002 evaluates); False = full precision.
         dtype: a ``model.dtype`` name overriding the run's (merging chooses its output dtype).
     """
-    quant = build_quantization(cfg) if quantized else None
+    quant = build_quantization(cfg.quantization, cfg.trainer.precision) if quantized else None
     model = _from_pretrained(cfg, quant, dtype)
     if quant is None and has_cuda():
-        model = model.to(f"cuda:{_local_device()}")
+        model = model.to(f"cuda:{local_device()}")
     _match_tokenizer(model, tokenizer, cfg.trainer.seed)
     return model.eval()
 
@@ -184,25 +168,40 @@ def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: st
 def _from_pretrained(cfg, quant, dtype: str | None = None):
     """``AutoModelForCausalLM.from_pretrained`` with the model group's options (k-bit when ``quant``).
 
-    ``dtype`` defaults to ``model.dtype``, or the 4-bit compute dtype for a quantized load.
+    ``dtype`` defaults to ``model.dtype``, or the 4-bit compute dtype for a quantized load; ``auto``
+    follows ``trainer.precision`` on this device.
     """
     from transformers import AutoModelForCausalLM
 
     m = cfg.model
-    dtype = dtype or (m.dtype if quant is None else cfg.quantization.bnb_4bit_compute_dtype)
+    if dtype is None:
+        dtype = cfg.quantization.bnb_4bit_compute_dtype if quant is not None and cfg.quantization.method != "int8" else m.dtype
     kwargs: dict[str, Any] = {
         "revision": m.revision,
         "trust_remote_code": m.trust_remote_code,
         "token": hf_token(),
-        "dtype": torch_dtype(dtype),
+        "dtype": torch_dtype(dtype, cfg.trainer.precision),
     }
-    if m.attn_implementation:
-        kwargs["attn_implementation"] = m.attn_implementation
+    attn = attention_implementation(cfg)
+    if attn:
+        kwargs["attn_implementation"] = attn
     if quant is not None:
         kwargs["quantization_config"] = quant
         # k-bit weights must be placed at load time: this process's GPU (one per DDP rank), or CPU.
-        kwargs["device_map"] = {"": _local_device()}
+        kwargs["device_map"] = {"": local_device()}
     return AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg), **kwargs)
+
+
+def attention_implementation(cfg) -> str | None:
+    """``model.attn_implementation``, or the default: with SFT packing on a GPU ``flex_attention``
+    (PyTorch's block-sparse kernel skips cross-example blocks; the dense sdpa mask over the flattened
+    batch costs (batch x cutoff)^2), else transformers' default (sdpa). Flex attention has no backward
+    on CPU, so CPU runs keep sdpa (its block-diagonal mask is correct, only slower)."""
+    if cfg.model.attn_implementation:
+        return cfg.model.attn_implementation
+    if cfg.data.packing and cfg.data.format != "text" and has_cuda():
+        return "flex_attention"
+    return None
 
 
 def _match_tokenizer(model, tokenizer, seed: int) -> None:
@@ -220,10 +219,10 @@ def _match_tokenizer(model, tokenizer, seed: int) -> None:
             config.eos_token_id = tokenizer.eos_token_id
 
 
-def _local_device() -> str | int:
-    if has_cuda():
-        return int(os.environ.get("LOCAL_RANK", "0"))
-    return "cpu"
+def ties_embeddings(model) -> bool:
+    """True when the output embedding is the input embedding (Llama 3.2 1B, Qwen2.5 0.5B, EXAONE 2.4B)."""
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight
 
 
 def fix_bnb_cpu_repack(model) -> int:
@@ -263,10 +262,19 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def build_lora(cfg, model):
-    """``lora`` group -> peft ``LoraConfig`` (None for a full fine-tune). ``all-linear`` is resolved
-    to the model's own linear layer names so the run log shows exactly what is adapted."""
-    lc = cfg.lora
+def build_lora(lc, model, *, train_embeddings: bool = False):
+    """``lora`` group -> peft ``LoraConfig`` (None for a full fine-tune).
+
+    ``all-linear`` is resolved to the model's own linear layer names so the run log shows exactly what
+    is adapted. ``train_embeddings`` (``data.train_embeddings``, for tokens the run added) trains copies
+    of the embeddings and lm_head; on a model with tied embeddings peft's ``ensure_weight_tying`` keeps
+    the two one tensor through training and merging.
+
+    Args:
+        lc: the ``lora`` config group.
+        model: the base model (its linear layer names and tying are read).
+        train_embeddings: ``data.train_embeddings``.
+    """
     if not lc.enabled:
         return None
     from peft import LoraConfig
@@ -277,8 +285,10 @@ def build_lora(cfg, model):
     if unknown:
         raise ConfigError("lora.target_modules", f"{unknown} not found in the model; its linear layers: {sorted(present)}")
     modules_to_save = list(lc.modules_to_save or [])
-    if cfg.data.train_embeddings:
+    tied = False
+    if train_embeddings:
         modules_to_save += [m for m in ("embed_tokens", "lm_head") if m not in modules_to_save]
+        tied = ties_embeddings(model)
     return LoraConfig(
         r=lc.r,
         lora_alpha=lc.alpha,
@@ -288,6 +298,7 @@ def build_lora(cfg, model):
         modules_to_save=modules_to_save or None,
         use_rslora=lc.use_rslora,
         use_dora=lc.use_dora,
+        ensure_weight_tying=tied,
         task_type="CAUSAL_LM",
     )
 
@@ -296,7 +307,7 @@ def apply_lora(cfg, model):
     """Wrap ``model`` with LoRA (or leave it whole for ``lora=none``); log trainable parameters."""
     from transformers import set_seed
 
-    lora_config = build_lora(cfg, model)
+    lora_config = build_lora(cfg.lora, model, train_embeddings=cfg.data.train_embeddings)
     set_seed(cfg.trainer.seed)  # LoRA A matrices are random: same seed, same adapter init
     if lora_config is None:
         if cfg.data.train_embeddings is False and getattr(model, "is_loaded_in_4bit", False):
@@ -307,11 +318,21 @@ def apply_lora(cfg, model):
         model = get_peft_model(model, lora_config)
         say(f"LoRA targets ({cfg.lora.target_modules if isinstance(cfg.lora.target_modules, str) else 'listed'}): "
              f"{', '.join(sorted(lora_config.target_modules))}")
+    if resolve_precision(cfg.trainer.precision) == "fp16":
+        _upcast_trainable(model)
     trainable, total = count_parameters(model)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
     return model
 
 
+def _upcast_trainable(model) -> None:
+    """fp16 training (T4 / V100) unscales gradients with a GradScaler, which refuses fp16 parameters:
+    trainable 16-bit weights (trained embedding copies, a full fine-tune) go to fp32."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.float16, torch.bfloat16):
+            param.data = param.data.float()
 
 
 def count_parameters(model) -> tuple[int, int]:

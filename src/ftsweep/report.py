@@ -306,6 +306,8 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     for key, v in values:
         OmegaConf.update(cfg, key, v, force_add=True)
     body.update(OmegaConf.to_container(cfg))
+    if any(g == "sweep" for g, _ in groups):  # a sweep file sets hydra.mode=MULTIRUN: this file is one run
+        body["hydra"] = {"mode": "RUN"}
     return "\n".join(header) + "\n" + (OmegaConf.to_yaml(OmegaConf.create(body)) if body else "{}\n")
 
 

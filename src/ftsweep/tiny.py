@@ -21,17 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.config.schema import TinyModelSpec as TinySpec  # the model.tiny schema
+from ftsweep.data.templates import LLAMA3_CHAT_TEMPLATE
 from ftsweep.paths import bundled_data_dir
 
 BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 HEADER_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 N_RESERVED = 251  # <|reserved_special_token_0|> .. <|reserved_special_token_250|>, as in Llama 3
-LLAMA3_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
 CORPUS_FILES = ("alpaca_en_demo.json", "identity.json", "c4_demo.jsonl")
 
 
@@ -42,7 +38,9 @@ def spec_from_cfg(node: Any) -> TinySpec:
 
 def spec_key(spec: TinySpec) -> str:
     """Cache key: the spec and the builder version (a changed recipe never reuses an old build)."""
-    blob = json.dumps({"spec": asdict(spec), "v": BUILDER_VERSION}, sort_keys=True)
+    # The chat template is part of the key: a changed template is never served from an old build.
+    key = {"spec": asdict(spec), "v": BUILDER_VERSION, "chat_template": LLAMA3_CHAT_TEMPLATE}
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -102,8 +100,10 @@ def build_tokenizer(spec: TinySpec):
     return fast
 
 
-def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = None, eos_token_id: int | None = None):
-    """The tiny model's architecture (also what the memory estimate reads its shapes from)."""
+def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = None, eos_token_id: int | None = None,
+                 tie_word_embeddings: bool = False):
+    """The tiny model's architecture (also what the memory estimate reads its shapes from); tests build
+    a tied variant (as Llama 3.2 1B / Qwen2.5 0.5B) with ``tie_word_embeddings=True``."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -117,7 +117,7 @@ def llama_config(spec: TinySpec, vocab_size: int, bos_token_id: int | None = Non
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         pad_token_id=None,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
         rope_theta=500000.0,
     )
 

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import resource
 import sys
 import time
 import traceback
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import rundir
 from ftsweep.config import ConfigError, UsageError, validate
+from ftsweep.device import peak_memory_mib, peak_rss_mib, pin_single_gpu
 from ftsweep.tracking import RunInfo, Tracker, scrub
 
 log = logging.getLogger("ftsweep")
@@ -43,7 +43,8 @@ def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None 
         print(f"ftsweep: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
-        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__)
+        # phase "load": the weights did not fit (a smaller batch cannot help; the sweeper does not retry it)
+        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, getattr(err, "ftsweep_phase", "run"))
         traceback.print_exc()
         print(f"ftsweep: run failed: {failure_reason(err)} (see {run_dir})", file=sys.stderr)
         sys.exit(1)
@@ -78,6 +79,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         info: how to name the W&B run (group, name, extra config).
     """
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
+    pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _quiet_libraries()
@@ -101,8 +103,12 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     # Measure what the model + training add: restart the RSS high-water mark from the current RSS.
     rss_before_model = _reset_peak_rss()
     set_seed(cfg.trainer.seed)
-    model = model_mod.load_model(cfg, tokenizer)
-    model = model_mod.apply_lora(cfg, model)
+    try:
+        model = model_mod.load_model(cfg, tokenizer)
+        model = model_mod.apply_lora(cfg, model)
+    except Exception as err:
+        err.ftsweep_phase = "load"  # type: ignore[attr-defined]
+        raise
     trainable, total = model_mod.count_parameters(model)
 
     tracker.start()
@@ -148,7 +154,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
 
     has_eval = bundle.eval is not None
     args = build_training_args(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, data=cfg.data,
-                               quantized=cfg.quantization.method != "none", has_eval=has_eval,
+                               has_eval=has_eval,
                                output_dir=run_dir / "checkpoints", run_name=tracker.cfg.run_name or run_dir.name,
                                report_to=tracker.report_to)
     return SFTTrainer(
@@ -161,13 +167,14 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     )
 
 
-def build_training_args(t, o, s, *, objective, data, quantized: bool, has_eval: bool, output_dir: Path,
+def build_training_args(t, o, s, *, objective, data, has_eval: bool, output_dir: Path,
                         run_name: str, report_to: list[str]):
     """``trainer`` + ``optimizer`` + ``scheduler`` groups -> trl ``SFTConfig`` (every field is read here or
     by :func:`build_callbacks`; the data group adds cutoff and packing)."""
     from trl import SFTConfig
 
-    from ftsweep.model import OPTIMIZER_NAMES, has_cuda, resolve_precision
+    from ftsweep.device import has_cuda, resolve_precision, use_checkpointing
+    from ftsweep.model import OPTIMIZER_NAMES
 
     precision = resolve_precision(t.precision)
     warmup = s.warmup_steps if s.warmup_steps > 0 else s.warmup_ratio  # a float < 1 is a ratio in transformers 5
@@ -199,8 +206,7 @@ def build_training_args(t, o, s, *, objective, data, quantized: bool, has_eval: 
         data_seed=t.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # k-bit models got checkpointing from the k-bit preparation already
-        activation_checkpointing=t.gradient_checkpointing and not quantized,
+        activation_checkpointing=use_checkpointing(t.gradient_checkpointing),
         activation_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         load_best_model_at_end=t.load_best_model_at_end and has_eval and t.save_steps > 0,
@@ -232,6 +238,7 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
     tokens = max([h.get("num_tokens", 0) for h in history] or [0])
+    peak = peak_memory_mib()  # CUDA: max allocated and max reserved; CPU: peak RSS
     out: dict[str, Any] = {
         "train_loss": float(result.training_loss),
         "last_train_loss": train_losses[-1] if train_losses else None,
@@ -241,8 +248,9 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
         "train_tokens_per_s": tokens / wall if wall > 0 else None,
         "trainable_params": trainable,
         "total_params": total,
-        "peak_memory_mb": _peak_memory_mb(),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_memory_mb": peak["allocated"],
+        "peak_memory_reserved_mb": peak["reserved"],
+        "peak_rss_mb": peak_rss_mib(),
         "rss_before_model_mb": rss_before_model,
     }
     if initial:
@@ -327,17 +335,6 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
         return None
 
 
-def _peak_memory_mb() -> float:
-    """Peak GPU memory allocated by this process, or peak RSS on CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _reset_peak_rss() -> float:

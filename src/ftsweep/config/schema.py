@@ -114,7 +114,8 @@ class TrainerConfig:
     seed: int = 42
     # auto | bf16 | fp16 | fp32
     precision: str = "auto"
-    gradient_checkpointing: bool = False
+    # Activation checkpointing: true | false | null (auto: on with a GPU, as trl does; off on CPU)
+    gradient_checkpointing: bool | None = None
     use_reentrant: bool = False
     group_by_length: bool = False
     load_best_model_at_end: bool = False
@@ -152,6 +153,7 @@ KNOWN_METRICS = (
     "train_runtime",
     "train_tokens_per_s",
     "peak_memory_mb",
+    "peak_memory_reserved_mb",
 )
 
 

@@ -6,13 +6,13 @@ one line and exits non-zero.
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.schema import KNOWN_METRICS
+from ftsweep.device import cuda_available
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
@@ -26,7 +26,7 @@ LORA_BIAS = ("none", "all", "lora_only")
 ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
 DATA_LOADERS = ("auto", "json", "jsonl", "csv", "parquet", "hub")
-OVERLONG = ("truncate_answer", "truncate_prompt", "drop")
+OVERLONG = ("truncate_both", "truncate_answer", "truncate_prompt", "drop")
 DATA_TEMPLATES = ("alpaca_en", "alpaca_ko", "special_tokens", "custom")
 CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templates.CHAT_TEMPLATES)
 BAD_ROWS = ("fail", "skip")
@@ -91,21 +91,6 @@ def missing_data_file(key: str, path: Any) -> str | None:
     return f"{key}: no such file {path!r} (relative paths are read from {Path.cwd()})"
 
 
-def cuda_available() -> bool:
-    """True when an NVIDIA GPU is visible, without importing torch (cheap, for validation)."""
-    return shutil.which("nvidia-smi") is not None and _nvidia_smi_lists_gpu()
-
-
-def _nvidia_smi_lists_gpu() -> bool:
-    import subprocess
-
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
-
-
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
     _finite(cfg)
@@ -121,6 +106,10 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "quantization.method", QUANT_METHODS)
     _choice(cfg, "quantization.bnb_4bit_quant_type", ("nf4", "fp4"))
     _choice(cfg, "quantization.bnb_4bit_compute_dtype", DTYPES)
+    q = cfg.quantization
+    if q.method in ("nf4", "fp4") and q.bnb_4bit_quant_type != q.method:
+        raise ConfigError("quantization.bnb_4bit_quant_type",
+                          f"{q.bnb_4bit_quant_type} contradicts quantization.method={q.method}; set both to nf4 or both to fp4")
     # lora
     lora = cfg.lora
     _at_least(cfg, "lora.r", 1)
@@ -190,6 +179,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.val_size", f"must be >= 0 (got {cfg.data.val_size})")
     if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
+    _validate_encoding(cfg)
+    _validate_eval_data(cfg)
     _validate_device(cfg)
 
 
@@ -204,13 +195,44 @@ def _validate_custom_template(cfg: DictConfig) -> None:
             raise ConfigError(f"data.custom_template.{key}", f"must contain {' and '.join(missing)} (got {text!r})")
 
 
+def _validate_encoding(cfg: DictConfig) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(cfg.data.encoding)
+    except LookupError:
+        raise ConfigError("data.encoding", f"unknown text encoding {cfg.data.encoding!r} (e.g. utf-8, latin-1, cp949)") from None
+
+
+def _validate_eval_data(cfg: DictConfig) -> None:
+    """An eval_* objective needs validation rows: fail here, not after training all steps."""
+    metric = cfg.objective.metric
+    if metric.startswith("eval_") and cfg.data.val_size == 0 and not cfg.data.validation_path:
+        raise ConfigError(
+            "data.val_size",
+            f"0 and no data.validation_path leaves no validation data, but objective.metric={metric} needs it; "
+            "set data.val_size > 0, data.validation_path, or objective.metric=train_loss",
+        )
+
+
 def _validate_device(cfg: DictConfig) -> None:
     """Combinations the machine or the libraries cannot do."""
     precision = cfg.trainer.precision
     if precision in ("bf16", "fp16") and not cuda_available():
         raise ConfigError("trainer.precision", f"{precision} mixed precision needs a CUDA GPU; use auto or fp32 on CPU")
-    if cfg.quantization.method in ("nf4", "fp4", "int8"):
-        import importlib.util
+    import importlib.util
 
+    if cfg.quantization.method in ("nf4", "fp4", "int8"):
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ConfigError("quantization.method", f"{cfg.quantization.method} needs bitsandbytes, which is not installed")
+    attn = cfg.model.attn_implementation
+    if attn in ("flash_attention_2", "flash_attention_3"):
+        package = "flash_attn" if attn == "flash_attention_2" else "flash_attn_interface"
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError("model.attn_implementation", f"{attn} needs the {package} package, which is not installed; "
+                              "use flex_attention (packing without cross-example attention, no extra package) or sdpa")
+        if not cuda_available():
+            raise ConfigError("model.attn_implementation", f"{attn} needs a CUDA GPU; use sdpa on CPU")
+    if attn == "flex_attention" and not cuda_available():
+        raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
+                          "use sdpa or leave it null")

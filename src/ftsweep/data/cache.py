@@ -1,7 +1,8 @@
 """Tokenized datasets cached on disk under a fingerprint of everything that changes the tokens.
 
 Layout: ``<cache_dir>/datasets/<fingerprint>/{train,eval}/`` (``datasets.save_to_disk``) and
-``stats.json``. An entry is written to a temporary directory beside it and renamed into place, so a
+``stats.json`` (the build's counts) and ``lengths.json`` (train row lengths, so a cache hit computes
+the padding for any batch size without reading the rows). An entry is written to a temporary directory beside it and renamed into place, so a
 failed build leaves nothing behind and parallel sweep trials racing for the same entry never read
 half of one (the loser of the rename just discards its copy).
 """
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1  # bump when the encoding changes, so old entries are not reused
+CACHE_VERSION = 2  # bump when the encoding changes, so old entries are not reused
 
 # DataConfig fields that change the tokens (everything except where the rows come from, which is
 # hashed by content instead).
@@ -44,6 +45,7 @@ TOKEN_FIELDS = (
     "overlong",
     "packing",
     "bad_rows",
+    "encoding",
     "extra",
 )
 
@@ -82,8 +84,8 @@ def entry_dir(cache_dir: str | Path, fp: str) -> Path:
     return Path(cache_dir).expanduser() / "datasets" / fp
 
 
-def load(cache_dir: str | Path, fp: str) -> tuple[Any, Any, dict[str, Any]] | None:
-    """(train, eval or None, stats) from the cache, or None on a miss."""
+def load(cache_dir: str | Path, fp: str) -> tuple[Any, Any, dict[str, Any], list[int]] | None:
+    """(train, eval or None, stats, train row lengths) from the cache, or None on a miss."""
     path = entry_dir(cache_dir, fp)
     if not (path / "stats.json").is_file():
         return None
@@ -91,10 +93,13 @@ def load(cache_dir: str | Path, fp: str) -> tuple[Any, Any, dict[str, Any]] | No
 
     train = load_from_disk(str(path / "train"))
     eval_ = load_from_disk(str(path / "eval")) if (path / "eval").is_dir() else None
-    return train, eval_, json.loads((path / "stats.json").read_text())
+    lengths = json.loads((path / "lengths.json").read_text())
+    return train, eval_, json.loads((path / "stats.json").read_text()), lengths
 
 
-def save(cache_dir: str | Path, fp: str, train: Any, eval_: Any, stats: dict[str, Any]) -> Path:
+def save(
+    cache_dir: str | Path, fp: str, train: Any, eval_: Any, stats: dict[str, Any], lengths: list[int]
+) -> Path:
     """Write an entry atomically (temp dir + rename); stats.json last marks it complete."""
     target = entry_dir(cache_dir, fp)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +112,7 @@ def save(cache_dir: str | Path, fp: str, train: Any, eval_: Any, stats: dict[str
         train.save_to_disk(str(tmp / "train"))
         if eval_ is not None:
             eval_.save_to_disk(str(tmp / "eval"))
+        (tmp / "lengths.json").write_text(json.dumps(lengths))
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
         try:
             tmp.rename(target)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def pack_blocks(docs: Sequence[Sequence[int]], block: int) -> tuple[list[list[int]], int]:
-    """Concatenate tokenized documents (each already ending with eos) and cut into ``block``-token
-    rows (seed 001). Returns (blocks, number of leftover tokens dropped at the end)."""
-    stream = [t for doc in docs for t in doc]
+def take_blocks(stream: list[int], block: int) -> list[list[int]]:
+    """Cut the full ``block``-token rows off the front of ``stream`` (concatenated documents, each
+    ending with eos; seed 001) and leave the remainder in it for the next documents."""
     n = len(stream) // block
-    return [stream[i * block : (i + 1) * block] for i in range(n)], len(stream) - n * block
+    blocks = [stream[i * block : (i + 1) * block] for i in range(n)]
+    del stream[: n * block]
+    return blocks
 
 
 def padding_fraction(lengths: Sequence[int], batch_size: int) -> float:

@@ -7,8 +7,10 @@ enough that a list is simpler and faster than ``datasets.map`` for the checks do
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -21,6 +23,8 @@ from ftsweep.paths import resolve_data_path
 
 FILE_LOADERS = ("json", "jsonl", "csv", "parquet")
 SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+# Extensions that say "a file", never a Hub dataset name (Hub names are "owner/name").
+DATA_SUFFIXES = (*SUFFIX_LOADERS, ".txt", ".tsv", ".arrow", ".gz", ".zip", ".xz", ".zst")
 
 
 @dataclass
@@ -43,6 +47,8 @@ class Source:
 def resolve_source(name: str, loader: str) -> Source:
     """Decide how to read ``name``: ``auto`` picks by file extension, and a non-file is a Hub dataset."""
     file = resolve_data_path(name)
+    if file is None and loader != "hub" and looks_like_local_path(name):
+        raise DataError(name, f"file not found (looked for it relative to {Path.cwd()})")
     if loader == "auto":
         if file is None or file.is_dir():
             return Source(name, "hub", None)
@@ -57,6 +63,17 @@ def resolve_source(name: str, loader: str) -> Source:
     if file is None or not file.is_file():
         raise DataError(name, "file not found")
     return Source(name, loader, file)
+
+
+def looks_like_local_path(name: str) -> bool:
+    """True when ``name`` can only mean a local file: a data-file extension, an absolute or ./ ~ path,
+    a backslash, more parts than a Hub "owner/name", or a parent folder that exists here."""
+    p = Path(name).expanduser()
+    if name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or p.is_absolute():
+        return True
+    if p.suffix.lower() in DATA_SUFFIXES or len(p.parts) > 2:
+        return True
+    return len(p.parts) == 2 and p.parent.is_dir()
 
 
 def content_hash(source: Source) -> str | None:
@@ -89,13 +106,29 @@ def _check_object(row: Any, where: str) -> Record | DataError:
     return Record(row, where)
 
 
+def read_text(source: Source, d: Any) -> str:
+    """The file's text in ``data.encoding``; a UTF-8 byte-order mark is skipped, and a decoding error
+    is one line with the byte offset (and line) where it happened."""
+    raw = source.file.read_bytes()
+    encoding = "utf-8-sig" if codecs.lookup(d.encoding).name == "utf-8" else d.encoding
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            source.name,
+            f"not valid {d.encoding} text at byte {err.start} (line {line}): {err.reason} "
+            f"(byte 0x{raw[err.start]:02x}); set data.encoding to the file's encoding, e.g. data.encoding=latin-1",
+        ) from None
+
+
 def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
-    text = source.file.read_text(encoding="utf-8")
+    text = read_text(source, d)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # a .json file that is really JSON lines (common in the wild)
-            yield from _read_jsonl(source, d)
+            yield from _jsonl_rows(source, text)
             return
         raise DataError(
             f"{source.name} line {err.lineno}", f"invalid JSON ({err.msg}, column {err.colno})"
@@ -107,25 +140,27 @@ def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
 
 
 def _read_jsonl(source: Source, d: Any) -> Iterator[Record | DataError]:
-    with source.file.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{source.name} line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield DataError(where, f"invalid JSON ({err.msg}, column {err.colno})")
-                continue
-            yield _check_object(row, where)
+    yield from _jsonl_rows(source, read_text(source, d))
+
+
+def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
+    for lineno, line in enumerate(io.StringIO(text), start=1):
+        if not line.strip():
+            continue
+        where = f"{source.name} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield DataError(where, f"invalid JSON ({err.msg}, column {err.colno})")
+            continue
+        yield _check_object(row, where)
 
 
 def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     # csv cells are strings already; keep empty cells as "" (pandas would turn them into NaN floats).
-    with source.file.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for row in reader:
-            yield Record(dict(row), f"{source.name} line {reader.line_num}")
+    reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""))
+    for row in reader:
+        yield Record(dict(row), f"{source.name} line {reader.line_num}")
 
 
 def _read_parquet(source: Source, d: Any) -> Iterator[Record | DataError]:
@@ -140,7 +175,7 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
 
     try:
         ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
         raise DataError(
             source.name, f"cannot load the Hub dataset ({type(err).__name__}: {err})".splitlines()[0]
         ) from None
@@ -157,11 +192,19 @@ def rows_hash(records: list[Record]) -> str:
 
 
 # ---------------------------------------------------------------------------------- row preparation
+def column_map(d: Any) -> dict[str, str]:
+    """``data.columns`` as {canonical field: source column}, unset fields left out."""
+    cols = d.columns
+    items = vars(cols).items() if hasattr(cols, "__dataclass_fields__") else dict(cols).items()
+    return {k: v for k, v in items if v and v != k}
+
+
 def map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
     """Rename source columns to canonical fields (``columns`` is canonical -> source column)."""
     if not columns:
         return row
-    out = dict(row)
+    sources = set(columns.values())
+    out = {k: v for k, v in row.items() if k not in sources}  # renamed, so errors list what is there
     for canonical, column in columns.items():
         if column in row:
             out[canonical] = row[column]
@@ -187,11 +230,12 @@ def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
     """Read one source into records (columns mapped, replacements applied) and its content hash."""
     source = resolve_source(name, d.loader)
     records: list[Record] = []
+    columns, replacements = column_map(d), dict(d.replacements)
     for item in read_records(source, d):
         if isinstance(item, DataError):
             bad.handle(item)
             continue
-        row = apply_replacements(map_columns(item.row, dict(d.columns)), dict(d.replacements))
+        row = apply_replacements(map_columns(item.row, columns), replacements)
         records.append(Record(row, item.where))
     digest = content_hash(source) or rows_hash(records)
     return records, digest

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftsweep.data.errors import DataError
-from ftsweep.tiny import LLAMA3_CHAT_TEMPLATE
 
 # Token kinds: what a token is, before the masking options decide whether it is trained.
-PROMPT, ANSWER, HISTORY = 0, 1, 2  # HISTORY = an earlier assistant turn (masked under mask_history)
+# PROMPT: trained only with train_on_prompt. ANSWER: trained. HISTORY: an assistant turn that is never
+# trained (an earlier turn under mask_history, or a message with loss_weight 0).
+PROMPT, ANSWER, HISTORY = 0, 1, 2
 
 # Stanford Alpaca (seeds 000 / 002).
 ALPACA_EN = {
@@ -47,20 +48,48 @@ SPECIAL_TOKENS = {
 SPECIAL_TOKENS_NEEDED = ("<|prompt|>", "<|assistant|>")
 ALPACA_TEMPLATES = {"alpaca_en": ALPACA_EN, "alpaca_ko": ALPACA_KO, "special_tokens": SPECIAL_TOKENS}
 
-# Chat templates a user may ask for by name (data.chat_template); the tokenizer's own is the default.
+# Llama 3 / 3.1 chat template as the tiny model ships it (Llama 3.1's layout, minus the date lines): no
+# tools -> exactly Llama 3's rendering; with tools -> an "Environment: ipython" system block listing the
+# tool schemas as JSON, a tool call rendered as {"name": ..., "parameters": ...} in an assistant turn, and
+# tool results in an ``ipython`` turn. Like Llama 3.1, one tool call per assistant turn.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if tools %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n\n' }}"
+    "{{- 'You have access to the following functions. To call a function, please respond with JSON for a "
+    "function call. Respond in the format {\"name\": function name, \"parameters\": dictionary of argument "
+    "name and its value}. Do not use variables.\n\n' }}"
+    "{%- for t in tools %}{{- t | tojson(indent=4) + '\n\n' }}{%- endfor %}"
+    "{%- if messages and messages[0]['role'] == 'system' %}"
+    "{{- messages[0]['content'] | trim }}{%- set messages = messages[1:] %}"
+    "{%- endif %}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if 'tool_calls' in message and message['tool_calls'] %}"
+    "{%- if message['tool_calls'] | length != 1 %}"
+    "{{- raise_exception('This model only supports single tool-calls at once!') }}"
+    "{%- endif %}"
+    "{%- set call = message['tool_calls'][0]['function'] %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"' + call['name'] + '\", \"parameters\": '"
+    " + call['arguments'] | tojson + '}<|eot_id|>' }}"
+    "{%- elif message['role'] in ('tool', 'ipython') %}"
+    "{{- '<|start_header_id|>ipython<|end_header_id|>\n\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}{%- else %}{{- message['content'] | tojson }}{%- endif %}"
+    "{{- '<|eot_id|>' }}"
+    "{%- else %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+# ChatML without tool support (a tools dataset with it is refused, never rendered without its schema).
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Chat templates a user may ask for by name (data.chat_template); the tokenizer's own is the default.
 CHAT_TEMPLATES = {"llama3": LLAMA3_CHAT_TEMPLATE, "chatml": CHATML}
-ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-}
 
 
 @dataclass
@@ -74,8 +103,14 @@ class Segment:
 
 # ------------------------------------------------------------------------------------ field checks
 def _label(field: str, d: Any) -> str:
-    column = dict(d.columns).get(field)
+    column = getattr(d.columns, field, None)
     return f"{field} (column {column!r})" if column and column != field else field
+
+
+def missing(row: dict, field: str, where: str, d: Any) -> DataError:
+    """'missing' naming the columns the row does have (a mapping or header problem shows at once)."""
+    have = ", ".join(str(k) for k in row) or "none"
+    return DataError(where, f"missing (the row has columns: {have})", _label(field, d))
 
 
 def get_text(
@@ -85,7 +120,7 @@ def get_text(
     if field not in row or row[field] is None:
         if not required:
             return ""
-        raise DataError(where, "missing", _label(field, d))
+        raise missing(row, field, where, d)
     value = row[field]
     if not isinstance(value, str):
         raise DataError(where, f"expected a string, got {type(value).__name__}", _label(field, d))
@@ -129,85 +164,6 @@ def render_prompt_completion(row: dict, where: str, d: Any) -> list[Segment]:
 
 def render_text(row: dict, where: str, d: Any) -> list[Segment]:
     return [Segment(get_text(row, "text", where, d), ANSWER, bos=True)]
-
-
-def conversation(row: dict, where: str, d: Any) -> list[dict[str, str]]:
-    """``messages`` (role/content) or ShareGPT ``conversations`` (from/value, optional ``system``) ->
-    checked role/content messages."""
-    sharegpt = d.format == "sharegpt"
-    field = "conversations" if sharegpt else "messages"
-    turns = row.get(field)
-    if turns is None:
-        raise DataError(where, "missing", _label(field, d))
-    if not isinstance(turns, list) or not turns:
-        raise DataError(
-            where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(field, d)
-        )
-    role_key, text_key = ("from", "value") if sharegpt else ("role", "content")
-    messages = []
-    if sharegpt and row.get("system"):
-        messages.append({"role": "system", "content": get_text(row, "system", where, d)})
-    for i, turn in enumerate(turns):
-        name = f"{field}[{i}]"
-        if not isinstance(turn, dict):
-            raise DataError(where, f"expected an object, got {type(turn).__name__}", name)
-        role = turn.get(role_key)
-        allowed = SHAREGPT_ROLES if sharegpt else ROLES
-        if role not in allowed:
-            raise DataError(
-                where, f"unknown role {role!r} (allowed: {', '.join(allowed)})", f"{name}.{role_key}"
-            )
-        content = turn.get(text_key)
-        if not isinstance(content, str):
-            raise DataError(where, f"expected a string, got {type(content).__name__}", f"{name}.{text_key}")
-        messages.append({"role": SHAREGPT_ROLES[role] if sharegpt else role, "content": content})
-    if messages[-1]["role"] != "assistant":
-        raise DataError(where, "the last turn must be the assistant's (nothing to train after it)", field)
-    return messages
-
-
-def render_chat(row: dict, where: str, d: Any, tokenizer: Any, chat_template: str | None) -> list[Segment]:
-    """Render with the chat template, one segment per step of the conversation.
-
-    The prompt before assistant turn k is ``render(messages[:k], add_generation_prompt=True)`` and the
-    answer is what ``render(messages[:k+1])`` adds to it: exactly the text inference sends and gets.
-    A template that does not render conversations incrementally (each render a prefix of the next)
-    cannot be split into trained / masked parts and is reported, never rewritten.
-    """
-    messages = conversation(row, where, d)
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    segments: list[Segment] = []
-    done = ""
-    for k, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        prompt = _render(tokenizer, messages[:k], True, chat_template, where)
-        full = _render(tokenizer, messages[: k + 1], False, chat_template, where)
-        if not (prompt.startswith(done) and full.startswith(prompt)):
-            raise DataError(
-                where,
-                "the chat template cannot render this conversation turn by turn "
-                "(a later render does not extend the earlier one)",
-                "messages",
-            )
-        kind = HISTORY if (d.mask_history and k != last) else ANSWER
-        segments += [Segment(prompt[len(done) :], PROMPT), Segment(full[len(prompt) :], kind)]
-        done = full
-    return [s for s in segments if s.text]
-
-
-def _render(
-    tokenizer: Any, messages: list[dict], generation: bool, chat_template: str | None, where: str
-) -> str:
-    try:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation, chat_template=chat_template
-        )
-    except Exception as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(
-            where, f"the chat template cannot render this conversation: {msg}", "messages"
-        ) from None
 
 
 def resolve_chat_template(d: Any, tokenizer: Any) -> str:

@@ -286,19 +286,26 @@ class SweepRunner:
             self.progress.log(self.aborted)
 
     def _retry_oom(self, job: Job, out: Outcome) -> bool:
-        """On CUDA OOM, run the trial again once: half micro-batch, double accumulation (same effective batch)."""
+        """On OOM, run the trial again once: half micro-batch, double accumulation (same effective batch),
+        and half the eval micro-batch (an OOM in evaluation would otherwise fail the same way). An OOM
+        while the weights load (failure.json ``phase: load``) is not retried: no batch size helps."""
         if not (self.s.conf.retry_oom and not job.oom_retried and str(out.reason).startswith("oom")):
             return False
-        batch, accum = _batch_settings(job.trial_dir)
+        if out.doc.get("phase") == "load":
+            return False
+        batch, accum, eval_batch = _batch_settings(job.trial_dir)
         if batch is None or batch < 2 or batch % 2:
             return False
         job.trial.set_user_attr("oom_first_attempt", {"reason": str(out.reason)[:300], "per_device_train_batch_size": batch,
-                                                      "gradient_accumulation_steps": accum})
+                                                      "gradient_accumulation_steps": accum,
+                                                      "per_device_eval_batch_size": eval_batch})
         attempt_dir = job.trial_dir.with_name(f"{job.trial_dir.name}.oom")
         shutil.rmtree(attempt_dir, ignore_errors=True)
         job.trial_dir.rename(attempt_dir)
-        overrides = merge_overrides(job.overrides, [f"trainer.per_device_train_batch_size={batch // 2}",
-                                                    f"trainer.gradient_accumulation_steps={accum * 2}"])
+        halved = [f"trainer.per_device_train_batch_size={batch // 2}", f"trainer.gradient_accumulation_steps={accum * 2}"]
+        if eval_batch and eval_batch > 1:
+            halved.append(f"trainer.per_device_eval_batch_size={eval_batch // 2}")
+        overrides = merge_overrides(job.overrides, halved)
         self.progress.finished_trial(job.trial.number, "OOM", None, f"{out.reason}; re-running with micro-batch {batch // 2}")
         self._start(job.trial, overrides, oom_retried=True)
         return True
@@ -385,13 +392,14 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _batch_settings(trial_dir: Path) -> tuple[int | None, int]:
-    """Micro-batch and accumulation the failed attempt used (from its resolved Hydra config)."""
+def _batch_settings(trial_dir: Path) -> tuple[int | None, int, int | None]:
+    """Micro-batch, accumulation and eval micro-batch the failed attempt used (its resolved Hydra config)."""
     try:
-        cfg = rundir.load_config(trial_dir)
-        return int(cfg.trainer.per_device_train_batch_size), int(cfg.trainer.gradient_accumulation_steps)
+        t = rundir.load_config(trial_dir).trainer
+        eval_batch = t.get("per_device_eval_batch_size")  # a custom trial command may not write it
+        return int(t.per_device_train_batch_size), int(t.gradient_accumulation_steps), eval_batch and int(eval_batch)
     except Exception:
-        return None, 1
+        return None, 1, None
 
 
 def default_command() -> list[str]:
@@ -401,21 +409,12 @@ def default_command() -> list[str]:
 
 
 def detect_gpus(spec: Any) -> list[str] | None:
-    """GPU ids to hand out: "auto" = CUDA_VISIBLE_DEVICES or nvidia-smi's list (no torch import)."""
+    """Devices to hand out, one per trial: "auto" = CUDA_VISIBLE_DEVICES or nvidia-smi's list, MIG slices
+    included (ftsweep.device; no torch import); a list or "0,1" = those; null/[]/false = no assignment."""
     if spec is None or spec == [] or spec is False:
         return None
     if spec != "auto":
         return [str(g) for g in (spec if isinstance(spec, (list, tuple)) else str(spec).split(","))]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-        return ids or None
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    ids = [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
-    return ids or None
+    from ftsweep.device import list_devices
 
+    return list_devices() or None

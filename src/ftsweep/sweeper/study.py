@@ -207,7 +207,8 @@ def ask_with_owner(study: Any, distributions: dict[str, Any]) -> Any:
     return trial
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (signal 0 sends nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -221,7 +222,7 @@ def stale_reason(trial: Any, grace_s: float, now: float | None = None) -> str | 
     """Why a RUNNING trial is stale (its sweep process died), or None if it may still be alive."""
     now = time.time() if now is None else now
     own = trial.user_attrs.get(OWNER_ATTR) or {}
-    if own.get("host") == socket.gethostname() and own.get("pid") and not _pid_alive(int(own["pid"])):
+    if own.get("host") == socket.gethostname() and own.get("pid") and not pid_alive(int(own["pid"])):
         return f"stale: sweep process {own['pid']} on {own['host']} is gone"
     beats = [trial.system_attrs.get(HEARTBEAT_ATTR) or 0.0]
     if trial.datetime_start is not None:

@@ -31,6 +31,8 @@ import os
 import time
 from typing import Any
 
+from ftsweep.sweeper.study import pid_alive
+
 ENV_PREFIX = "FTSWEEP_"
 
 
@@ -92,8 +94,9 @@ class TrialReporter:
 
     def heartbeat(self, force: bool = False) -> None:
         """Record that this trial is alive (throttled); exit at once if the sweep process is gone."""
-        if self.parent_pid and os.getppid() != self.parent_pid:
+        if self.parent_pid and not pid_alive(self.parent_pid):
             # Orphaned (the sweep was killed): nobody would record the result; the trial is re-run on resume.
+            # The sweep process need not be the parent: torchrun / srun may sit in between.
             os._exit(3)
         now = time.monotonic()
         if not force and now - self._last_beat < self.heartbeat_s:

@@ -1,0 +1,110 @@
+"""The README's Performance table, built from bench/results/*.json (so the README and the results agree).
+
+    python bench/summary.py            # prints the Markdown table
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def f(x: float | None, nd: int = 2) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}"
+
+
+def yes(ok: bool | None) -> str:
+    return "–" if ok is None else ("yes" if ok else "**no**")
+
+
+def rows() -> list[list[str]]:
+    out: list[list[str]] = []
+    if (o := load("overhead")):
+        for r in o["results"]:
+            s, n = r["summary"], r["steps"]
+            loop, wall, cpu = (s[k]["median_of_paired_ratios"] for k in ("loop_s", "process_s", "process_cpu_s"))
+            out.append([f"training loop, {n} steps: ftsweep vs plain trl", f"{f(s['loop_s']['ftsweep'])} s vs "
+                        f"{f(s['loop_s']['plain'])} s (**{f(loop)}x**)", "≤ 1.05x", yes(loop <= 1.05),
+                        "`python bench/overhead.py`"])
+            out.append([f"whole process, {n} steps (wall / CPU)", f"{f(s['process_s']['ftsweep'], 1)} s vs "
+                        f"{f(s['process_s']['plain'], 1)} s ({f(wall)}x); CPU {f(cpu)}x", "≤ 1.05x",
+                        f"wall {yes(wall <= 1.05)}, CPU {yes(cpu <= 1.05)}", "`python bench/overhead.py`"])
+        s = o["results"][-1]["summary"]
+        out.append(["peak RSS, whole process", f"{f(s['peak_rss_mib']['ftsweep'], 0)} MiB vs "
+                    f"{f(s['peak_rss_mib']['plain'], 0)} MiB ({f(s['peak_rss_mib']['median_of_paired_ratios'])}x)", "–",
+                    "–", "`python bench/overhead.py`"])
+        diff = max(r["summary"]["max_loss_diff"] for r in o["results"])
+        out.append(["logged losses, same rows and masks", f"max difference {diff:.1e} at every logged step",
+                    "< 1e-4", yes(diff < 1e-4), "`python bench/overhead.py`"])
+    if (st := load("startup")):
+        for name, r in st["results"].items():
+            if name.startswith("ftsweep"):
+                cpu = f", CPU {f(r['median_cpu_s'])} s" if r.get("median_cpu_s") is not None else ""
+                out.append([f"`{name}`", f"{f(r['median_s'])} s{cpu}; imports {', '.join(r['heavy_imports']) or 'no torch/trl/peft/optuna'}",
+                            "< 1.0 s", yes(r["median_s"] < 1.0), "`python bench/startup.py`"])
+    if (p := load("padding")):
+        b, m, v = p["batch_stats"], p["median"], p["tokens_per_s_vs_padding"]
+        out.append(["real-token share: padding / group_by_length / packing",
+                    " / ".join(f(b[k]["real_share"]) for k in ("padding", "group_by_length", "packing")),
+                    "≥ 0.95 packed", yes(b["packing"]["real_share"] >= 0.95), "`python bench/padding.py`"])
+        out.append([f"tokens/s, {p['steps']} steps: padding / group_by_length / packing",
+                    " / ".join(f(m[k]["tokens_per_s"], 0) for k in ("padding", "group_by_length", "packing"))
+                    + f" (packing **{f(v['packing'])}x**; at equal tokens {f(v['packing@equal_tokens'])}x)",
+                    "packing ≥ 1.5x", yes(v["packing"] >= 1.5), "`python bench/padding.py`"])
+    if (d := load("data_cache")):
+        out.append([f"data time, {d['rows']:,} rows: cold / cache hit", f"{f(d['cold_s'], 1)} s / **{f(d['cached_s'])} s** "
+                    f"({f(d['cold_over_cached'], 0)}x)", "hit < 2 s", yes(d["cached_s"] < 2), "`python bench/data_cache.py`"])
+        peak = max(x["cold"]["peak_rss_mib"] for x in d["pairs"])
+        out.append([f"peak RSS of a cold {d['rows']:,}-row build", f"{f(peak, 0)} MiB", "–", "–",
+                    "`python bench/data_cache.py`"])
+    for name, what in (("trial_overhead", "quickstart (Alpaca rows, as shipped)"),
+                       ("trial_overhead_proxy", "proposed proxy quickstart")):
+        if not (t := load(name)):
+            continue
+        cmd = "`python bench/trial_overhead.py`" + ("" if name == "trial_overhead" else " with the proxy overrides (see above)")
+        out.append([f"{what}: trial start → first optimizer step", f"{f(t['median_start_to_first_step_s'], 1)} s",
+                    "< 5 s", yes(t["median_start_to_first_step_s"] < 5), cmd])
+        out.append([f"{what}: trial wall vs training", f"{f(t['median_trial_wall_s'], 1)} s vs "
+                    f"{f(t['median_training_s'], 1)} s: **{t['median_not_training_share']:.0%} not training**", "–", "–", cmd])
+        losses = [x["eval_loss"] for x in t["trials"] if x.get("eval_loss") is not None]
+        spread = f"; trial eval losses {min(losses):.2f}-{max(losses):.2f}" if losses else ""
+        out.append([f"{what}: whole sweep", f"{f(t['sweep_wall_s'], 0)} s ({t['n_trials']} trials, {t['n_pruned']} pruned)"
+                    + spread, "–", "–", cmd])
+    if (x := load("proxy_spread")):
+        for lora, s in x["spread"].items():
+            out.append([f"proxy task, lora={lora}, {x['steps']} steps: worst / best lr eval loss",
+                        f"{f(s['worst_eval_loss'])} (lr {s['worst_lr']:g}) / {f(s['best_eval_loss'])} (lr {s['best_lr']:g}): "
+                        f"**{s['worst_over_best']:.2f}x**, optimum interior: {'yes' if s['optimum_interior'] else 'no'}",
+                        "≥ 1.2x, interior", yes(s["worst_over_best"] >= 1.2 and s["optimum_interior"]),
+                        "`python bench/proxy_spread.py`"])
+    if (e := load("sweep_efficiency")):
+        s = e["summary"]
+        out.append([f"steps to within 2% of the best, replay, {len(e['seeds'])} seeds: grid / random / TPE / TPE+median / TPE+hyperband",
+                    " / ".join(f(s[k]["steps_to_2pct_median"], 0) for k in s)
+                    + f" (TPE+hyperband **{f(s['tpe+hyperband']['steps_vs_grid'])}x** grid)", "TPE+pruning ≤ 0.40x grid",
+                    yes(min(s["tpe+median"]["steps_vs_grid"], s["tpe+hyperband"]["steps_vs_grid"]) <= 0.40),
+                    "`python bench/sweep_efficiency.py`"])
+    return out
+
+
+def main() -> int:
+    print("| figure (tiny model, CPU) | measured | target | met | command |")
+    print("|---|---|---|---|---|")
+    for r in rows():
+        print("| " + " | ".join(r) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

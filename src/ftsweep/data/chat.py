@@ -1,0 +1,336 @@
+"""Chat rows (``messages`` / ShareGPT ``conversations``) -> checked messages -> segments rendered by the
+chat template.
+
+Tool calling follows the chat template's own conventions (transformers' ``apply_chat_template``):
+a tool call is an assistant message with ``tool_calls`` (trained like any assistant turn), a tool
+result is a ``tool`` message (masked, it is input), and the row's tool schemas go to
+``apply_chat_template(..., tools=...)``, so the prompt shows them exactly as inference will. ShareGPT
+``function_call`` / ``observation`` turns (LLaMA-Factory's glaive layout) map onto the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftsweep.data.errors import DataError
+from ftsweep.data.templates import ANSWER, HISTORY, PROMPT, Segment, _label, get_text, missing
+
+# Role names found in the wild -> our role. "tool_call" is an assistant turn whose content is a call.
+ROLE_ALIASES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "function_call": "tool_call",
+    "tool_call": "tool_call",
+    "observation": "tool",
+    "tool": "tool",
+}
+# After a turn of this role, which roles may come next (the first turn after an optional system is user).
+NEXT = {
+    "user": ("assistant", "tool_call"),
+    "assistant": ("user",),
+    "tool_call": ("tool",),
+    "tool": ("tool", "assistant", "tool_call"),
+}
+TRAINABLE = ("assistant", "tool_call")
+
+# A probe conversation: a template with tool support shows the schema, the call and the result.
+PROBE_NAME, PROBE_CALL, PROBE_RESULT = "ftsweep_probe_tool", "ftsweep_probe_call", "ftsweep_probe_result"
+PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": PROBE_NAME,
+            "description": "probe",
+            "parameters": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+        },
+    }
+]
+PROBE_MESSAGES = [
+    {"role": "user", "content": "probe"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"type": "function", "function": {"name": PROBE_CALL, "arguments": {"x": "y"}}}],
+    },
+    {"role": "tool", "content": PROBE_RESULT},
+    {"role": "assistant", "content": "done"},
+]
+
+
+class TemplateError(DataError):
+    """The chat template cannot do what the data needs (not a bad row: never skipped)."""
+
+
+@dataclass
+class Conversation:
+    """Checked messages in the template's format, whether each may be trained, and the row's tools."""
+
+    messages: list[dict[str, Any]]
+    roles: list[str]  # ours: system / user / assistant / tool_call / tool
+    trained: list[bool]  # False for a message with loss_weight 0
+    tools: list[dict[str, Any]] | None = None
+    uses_tools: bool = field(default=False)
+
+
+# ---------------------------------------------------------------------------------------- parsing
+def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
+    """``messages`` (role/content) or ShareGPT ``conversations`` (from/value, optional ``system`` and
+    ``tools`` columns) -> a :class:`Conversation` whose role order has been checked."""
+    sharegpt = d.format == "sharegpt"
+    name = "conversations" if sharegpt else "messages"
+    turns = row.get(name)
+    if turns is None:
+        raise missing(row, name, where, d)
+    if not isinstance(turns, list) or not turns:
+        raise DataError(
+            where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
+        )
+    conv = Conversation([], [], [])
+    offset = 0  # a ShareGPT system column comes before conversations[0]
+    if sharegpt and row.get("system"):
+        offset = 1
+        _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
+    for i, turn in enumerate(turns):
+        _parse_turn(conv, turn, f"{name}[{i}]", where, sharegpt)
+    conv.tools = parse_tools(row.get("tools"), where, d)
+    conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
+    check_order(conv.roles, where, name, "from" if sharegpt else "role", offset)
+    return conv
+
+
+def _add(conv: Conversation, role: str, message: dict[str, Any], trained: bool) -> None:
+    conv.messages.append(message)
+    conv.roles.append(role)
+    conv.trained.append(trained)
+
+
+def _parse_turn(conv: Conversation, turn: Any, name: str, where: str, sharegpt: bool) -> None:
+    if not isinstance(turn, dict):
+        raise DataError(where, f"expected an object, got {type(turn).__name__}", name)
+    role_key, text_key = ("from", "value") if sharegpt and "from" in turn else ("role", "content")
+    raw = turn.get(role_key)
+    role = ROLE_ALIASES.get(raw) if isinstance(raw, str) else None
+    if role is None:
+        allowed = ", ".join(ROLE_ALIASES)
+        raise DataError(where, f"unknown role {raw!r} (allowed: {allowed})", f"{name}.{role_key}")
+    trained = _loss_weight(turn, role, where, name)
+    content = turn.get(text_key)
+    if role == "tool_call":
+        calls = parse_calls(content, where, f"{name}.{text_key}")
+        _add(conv, role, {"role": "assistant", "content": "", "tool_calls": calls}, trained)
+        return
+    if role == "assistant" and turn.get("tool_calls"):  # OpenAI / transformers layout
+        calls = parse_calls(turn["tool_calls"], where, f"{name}.tool_calls")
+        text = "" if content is None else content_text(content, where, f"{name}.{text_key}")
+        _add(conv, "tool_call", {"role": "assistant", "content": text, "tool_calls": calls}, trained)
+        return
+    if role == "tool" and isinstance(content, (dict, list)) and not _is_parts(content):
+        content = json.dumps(content, ensure_ascii=False)  # a structured tool result: shown as JSON
+    _add(conv, role, {"role": role, "content": content_text(content, where, f"{name}.{text_key}")}, trained)
+
+
+def _is_parts(content: Any) -> bool:
+    return isinstance(content, list) and all(isinstance(p, dict) and "type" in p for p in content)
+
+
+def _loss_weight(turn: dict, role: str, where: str, name: str) -> bool:
+    """``loss_weight`` 0 masks an assistant turn; labels can only say trained or not, so 0 or 1."""
+    w = turn.get("loss_weight")
+    if w is None:
+        return True
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
+        raise DataError(where, f"must be 0 (masked) or 1 (trained), got {w!r}", f"{name}.loss_weight")
+    if w == 1 and role not in TRAINABLE:
+        raise DataError(
+            where, f"only assistant turns can be trained (this turn is {role!r})", f"{name}.loss_weight"
+        )
+    return w == 1
+
+
+def content_text(content: Any, where: str, name: str) -> str:
+    """A string, or a list of content parts whose text parts are joined (as chat templates join them)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise DataError(
+                    where, f"content part of type {kind!r} is not supported (text parts only)", f"{name}[{j}]"
+                )
+            texts.append(part["text"])
+        return "".join(texts)
+    raise DataError(where, f"expected a string or a list of text parts, got {type(content).__name__}", name)
+
+
+def _json(value: Any, where: str, name: str, what: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise DataError(where, f"{what} is not valid JSON ({err.msg}, column {err.colno})", name) from None
+
+
+def parse_calls(value: Any, where: str, name: str) -> list[dict[str, Any]]:
+    """A call or a list of calls ({"name", "arguments"}, JSON text or objects, optionally wrapped as
+    {"type": "function", "function": {...}}) -> transformers' ``tool_calls`` with dict arguments."""
+    value = _json(value, where, name, "the tool call")
+    calls = value if isinstance(value, list) else [value]
+    out = []
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise DataError(where, 'expected a tool call {"name": ..., "arguments": {...}}', name)
+        args = fn.get("arguments", fn.get("parameters", {}))
+        args = _json(args, where, name, "the call's arguments")
+        if not isinstance(args, dict):
+            raise DataError(where, f"the call's arguments must be an object, got {type(args).__name__}", name)
+        out.append({"type": "function", "function": {"name": fn["name"], "arguments": args}})
+    if not out:
+        raise DataError(where, "empty tool call", name)
+    return out
+
+
+def parse_tools(value: Any, where: str, d: Any) -> list[dict[str, Any]] | None:
+    """The ``tools`` column (JSON text or a list) as transformers-style schemas; None when empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    name = _label("tools", d)
+    value = _json(value, where, name, "the tools column")
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise DataError(where, f"expected a list of tool schemas, got {type(value).__name__}", name)
+    tools = []
+    for tool in value:
+        if (
+            isinstance(tool, dict)
+            and tool.get("type") == "function"
+            and isinstance(tool.get("function"), dict)
+        ):
+            tools.append(tool)
+        elif isinstance(tool, dict) and isinstance(tool.get("name"), str):  # a bare schema (glaive layout)
+            tools.append({"type": "function", "function": tool})
+        else:
+            raise DataError(where, "each tool must be a schema with a name", name)
+    return tools or None
+
+
+def check_order(roles: list[str], where: str, name: str, key: str, offset: int = 0) -> None:
+    """system?, then user / assistant alternating; a tool call is followed by its result(s); the
+    conversation ends with an assistant turn (a reply or a call). ``offset``: turns before ``name[0]``."""
+    prev = None
+    for i, role in enumerate(roles):
+        at = f"{name}[{i - offset}].{key}" if i >= offset else "system"
+        if role == "system":
+            if i == 0:
+                continue
+            raise DataError(where, "a system turn is allowed only first", at)
+        if prev is None and role != "user":
+            raise DataError(
+                where,
+                f"the conversation must start with a user turn (after an optional system turn), got {role!r}",
+                at,
+            )
+        if prev is not None and role not in NEXT[prev]:
+            raise DataError(
+                where,
+                f"a {prev!r} turn must be followed by {' or '.join(map(repr, NEXT[prev]))}, got {role!r}",
+                at,
+            )
+        prev = role
+    if prev not in TRAINABLE:
+        raise DataError(where, "the last turn must be the assistant's (nothing to train after it)", name)
+
+
+# -------------------------------------------------------------------------------------- rendering
+class ChatRenderer:
+    """Renders conversations with one chat template; checks tool support once, when first needed."""
+
+    def __init__(self, d: Any, tokenizer: Any, chat_template: str | None):
+        self.d = d
+        self.tokenizer = tokenizer
+        self.template = chat_template
+        self.tools_ok: bool | None = None
+
+    @property
+    def template_name(self) -> str:
+        if self.d.chat_template:
+            return repr(self.d.chat_template)
+        return f"of the tokenizer ({getattr(self.tokenizer, 'name_or_path', '') or 'its own'})"
+
+    def segments(self, row: dict, where: str) -> list[Segment]:
+        """One prompt and one answer segment per assistant turn.
+
+        The prompt before turn k is ``render(messages[:k], add_generation_prompt=True)`` and the answer
+        is what ``render(messages[:k+1])`` adds to it: exactly the text inference sends and gets. A
+        template that does not render conversations incrementally (each render a prefix of the next)
+        cannot be split into trained / masked parts and is reported, never rewritten.
+        """
+        conv = parse_conversation(row, where, self.d)
+        if conv.uses_tools:
+            self.check_tool_support()
+        msgs = conv.messages
+        last = max(i for i, r in enumerate(conv.roles) if r in TRAINABLE)
+        segments: list[Segment] = []
+        done = ""
+        for k, role in enumerate(conv.roles):
+            if role not in TRAINABLE:
+                continue
+            prompt = self.render(msgs[:k], True, conv.tools, where)
+            full = self.render(msgs[: k + 1], False, conv.tools, where)
+            if not (prompt.startswith(done) and full.startswith(prompt)):
+                raise DataError(
+                    where,
+                    "the chat template cannot render this conversation turn by turn "
+                    "(a later render does not extend the earlier one)",
+                    "messages",
+                )
+            masked = not conv.trained[k] or (self.d.mask_history and k != last)
+            segments += [
+                Segment(prompt[len(done) :], PROMPT),
+                Segment(full[len(prompt) :], HISTORY if masked else ANSWER),
+            ]
+            done = full
+        return [s for s in segments if s.text]
+
+    def render(self, messages: list[dict], generation: bool, tools: list | None, where: str) -> str:
+        kwargs = {"tools": tools} if tools else {}
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=generation,
+                chat_template=self.template,
+                **kwargs,
+            )
+        except Exception as err:  # noqa: BLE001 -- a template may raise anything (jinja, raise_exception)
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(
+                where, f"the chat template cannot render this conversation: {msg}", "messages"
+            ) from None
+
+    def check_tool_support(self) -> None:
+        """A template without tool support would silently drop the schemas and calls: refuse it."""
+        if self.tools_ok is None:
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    PROBE_MESSAGES, tokenize=False, chat_template=self.template, tools=PROBE_TOOLS
+                )
+                self.tools_ok = all(s in text for s in (PROBE_NAME, PROBE_CALL, PROBE_RESULT))
+            except Exception:  # noqa: BLE001 -- failing on the probe is "no tool support"
+                self.tools_ok = False
+        if not self.tools_ok:
+            raise TemplateError(
+                "data.chat_template",
+                f"the chat template {self.template_name} has no tool support (a conversation rendered with "
+                "tools does not show the tool schema, call and result), but the data has tool turns or a "
+                "tools column; use a template with tool support (e.g. data.chat_template=llama3)",
+            )

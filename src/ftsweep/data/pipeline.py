@@ -1,0 +1,296 @@
+"""Data pipeline: read rows -> render prompt/answer -> tokenize -> labels -> length policy / packing
+-> cached ``datasets.Dataset`` with ``input_ids`` and ``labels`` (-100 = not trained).
+
+Public entry point for training: :func:`build_datasets`. Bad data raises :class:`DataError` (one
+line naming file, row and field) unless ``data.bad_rows=skip``. Rows are encoded in batches and
+appended to Arrow tables as they go, so memory stays near the size of the tokens, not of Python
+lists of every row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftsweep.console import say
+from ftsweep.data import cache
+from ftsweep.data.chat import ChatRenderer, TemplateError
+from ftsweep.data.encode import (
+    IGNORE_INDEX,
+    PROMPT_CUTTING,
+    LengthCounts,
+    fit_length,
+    make_labels,
+    tokenize_segments,
+)
+from ftsweep.data.errors import BadRows, DataError
+from ftsweep.data.options import data_options
+from ftsweep.data.packing import padding_fraction, take_blocks
+from ftsweep.data.sources import (
+    Record,
+    content_hash,
+    filter_empty_input,
+    load_records,
+    resolve_source,
+    select,
+    split_validation,
+)
+from ftsweep.data.templates import (
+    SPECIAL_TOKENS_NEEDED,
+    Segment,
+    alpaca_template,
+    render_alpaca,
+    render_prompt_completion,
+    render_text,
+    resolve_chat_template,
+)
+
+BATCH_ROWS = 1000  # rows rendered and tokenized together: fast batched tokenizer calls, bounded memory
+
+
+@dataclass
+class DataBundle:
+    """What training needs: tokenized train / eval datasets (``input_ids`` + ``labels``) and statistics."""
+
+    train: Any
+    eval: Any
+    stats: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
+    """Build (or load from the cache) the tokenized train / eval datasets for ``cfg.data``.
+
+    Args:
+        cfg: the composed config (``cfg.data``, ``cfg.cache_dir``, ``cfg.trainer`` are read).
+        tokenizer: the tokenizer prepared by :func:`ftsweep.model.load_tokenizer` (pad policy,
+            special tokens, eos already applied).
+
+    Returns:
+        A :class:`DataBundle`; ``eval`` is None when ``val_size`` is 0 and there is no validation file.
+
+    Raises:
+        DataError: bad data under ``bad_rows=fail``, or nothing left to train on.
+    """
+    d = data_options(cfg.data)
+    start = time.perf_counter()
+    _check_tokenizer(d, tokenizer)
+    sources = [resolve_source(d.path, d.loader)]
+    if d.validation_path:
+        sources.append(resolve_source(d.validation_path, "auto" if d.loader == "hub" else d.loader))
+    bad = BadRows(d.bad_rows)
+    # Local files are hashed by bytes (no parsing on a cache hit); Hub rows are hashed after loading.
+    loaded: dict[str, list[Record]] = {}
+    hashes = []
+    for s in sources:
+        digest = content_hash(s)
+        if digest is None:
+            loaded[s.name], digest = load_records(s.name, d, bad)
+        hashes.append(digest)
+    fp = cache.fingerprint(dataclasses.asdict(d), hashes, tokenizer)
+
+    hit = cache.load(cfg.cache_dir, fp)
+    if hit is not None:
+        train, eval_, stats, lengths = hit
+        say(f"data cache hit {fp}: tokenization skipped ({cache.entry_dir(cfg.cache_dir, fp)})")
+    else:
+        train, eval_, stats, lengths = _tokenize_all(d, tokenizer, loaded, bad, fp)
+        path = cache.save(cfg.cache_dir, fp, train, eval_, stats, lengths)
+        say(f"data cache miss {fp}: tokenized in {time.perf_counter() - start:.1f}s, saved to {path}")
+    stats = {**stats, "cache_hit": hit is not None}
+    # From the stored lengths: the batch size may differ between runs sharing one cache entry.
+    bs = cfg.trainer.per_device_train_batch_size
+    stats["padding_fraction"] = 0.0 if d.packing else round(padding_fraction(lengths, bs), 4)
+    _log_counts(stats)
+    return DataBundle(train=train, eval=eval_, stats=stats, fingerprint=fp)
+
+
+# ------------------------------------------------------------------------------------------ stages
+def _check_tokenizer(d: Any, tokenizer: Any) -> None:
+    if d.format in ("alpaca",) and d.template == "special_tokens":
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in SPECIAL_TOKENS_NEEDED if t not in vocab]
+        if missing:
+            raise DataError(
+                "data.template",
+                f"special_tokens needs {missing} in the tokenizer; add them to data.special_tokens",
+            )
+    if tokenizer.eos_token_id is None and (d.add_eos or d.format == "text"):
+        raise DataError("data.add_eos", "the tokenizer has no eos token; set data.eos_token")
+
+
+def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: BadRows, fp: str):
+    records = loaded.get(d.path)
+    if records is None:
+        records, _ = load_records(d.path, d, bad)
+    n_rows = len(records)
+    n_filtered = 0
+    if d.only_empty_input and d.format == "alpaca":
+        records, n_filtered = filter_empty_input(records)
+    records = select(records, shuffle=d.shuffle, seed=d.seed, max_rows=d.max_rows)
+    if d.validation_path:
+        val_records = loaded.get(d.validation_path)
+        if val_records is None:
+            val_records, _ = load_records(d.validation_path, d, bad)
+        if d.only_empty_input and d.format == "alpaca":
+            val_records, _ = filter_empty_input(val_records)
+        train_records = records
+    else:
+        train_records, val_records = split_validation(records, d.val_size, d.seed)
+    del records, loaded
+
+    counts = LengthCounts()
+    train, lengths, n_tokens, n_trained = _to_dataset(
+        encode_batches(train_records, d, tokenizer, bad, counts), fp + "-train"
+    )
+    eval_ = None
+    if val_records:
+        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts), fp + "-eval")[0]
+    if train is None:
+        raise DataError(d.path, "no training rows left after filtering, bad rows and the length policy")
+    stats = {
+        "n_rows": n_rows,
+        "n_filtered": n_filtered,
+        "n_skipped_bad": bad.skipped,
+        "n_truncated": counts.truncated,
+        "n_prompt_lost": counts.prompt_lost,
+        **{f"n_prompt_lost_if_{p}": counts.prompt_lost_if[p] for p in PROMPT_CUTTING},
+        "n_dropped": counts.dropped_overlong + counts.dropped_empty,
+        "n_dropped_overlong": counts.dropped_overlong,
+        "n_dropped_empty_answer": counts.dropped_empty,
+        "n_train": len(train),
+        "n_eval": len(eval_) if eval_ is not None else 0,
+        "n_train_tokens": n_tokens,
+        "n_trained_tokens": n_trained,
+    }
+    return train, eval_, stats, lengths
+
+
+def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[Any, list[int], int, int]:
+    """Batches of rows -> (Dataset or None when empty, row lengths, tokens, trained tokens).
+
+    The fingerprint is ours (the cache key): without it ``Dataset`` hashes the whole table by
+    pickling it, which doubles the peak memory of a large build.
+    """
+    import pyarrow as pa
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    ids_type = pa.list_(pa.int64())
+    tables, lengths, n_trained = [], [], 0
+    for b in batches:
+        if not b["input_ids"]:
+            continue
+        lengths += [len(x) for x in b["input_ids"]]
+        n_trained += sum(len(x) - x.count(IGNORE_INDEX) for x in b["labels"])
+        tables.append(
+            pa.table(
+                {"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)}
+            )
+        )
+    if not tables:
+        return None, [], 0, 0
+    table = pa.concat_tables(tables)
+    return Dataset(InMemoryTable(table), fingerprint=fingerprint), lengths, sum(lengths), n_trained
+
+
+# ------------------------------------------------------------------------------------- rendering
+class Renderer:
+    """Renders rows of one dataset: the template is resolved once, not per row."""
+
+    def __init__(self, d: Any, tokenizer: Any, chat_template: str | None = None):
+        self.d = d = data_options(d)
+        self.alpaca = alpaca_template(d) if d.format == "alpaca" else None
+        self.chat = None
+        if d.format in ("chat", "sharegpt"):
+            template = chat_template if chat_template is not None else resolve_chat_template(d, tokenizer)
+            self.chat = ChatRenderer(d, tokenizer, template)
+
+    def __call__(self, record: Record) -> list[Segment]:
+        d, row, where = self.d, record.row, record.where
+        if d.format == "alpaca":
+            return render_alpaca(row, where, d, self.alpaca)
+        if d.format == "prompt_completion":
+            return render_prompt_completion(row, where, d)
+        if d.format == "text":
+            return render_text(row, where, d)
+        return self.chat.segments(row, where)
+
+
+def render(record: Record, d: Any, tokenizer: Any, chat_template: str | None) -> list[Segment]:
+    """Segments of one record in ``d.format`` (raises :class:`DataError` for bad fields)."""
+    return Renderer(d, tokenizer, chat_template)(record)
+
+
+def encode_batches(
+    records: list[Record],
+    d: Any,
+    tokenizer: Any,
+    bad: BadRows,
+    counts: LengthCounts,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[dict[str, list]]:
+    """Records -> {"input_ids": [...], "labels": [...]} per batch, after the length policy (or packing
+    for text: documents joined with eos and cut into cutoff_len blocks, carried across batches)."""
+    d = data_options(d)
+    render_row = Renderer(d, tokenizer)
+    # Chat templates close each assistant turn themselves (e.g. <|eot_id|>): the rendered text is
+    # trained exactly as inference will see it, so no extra eos is added there.
+    add_eos = d.add_eos and d.format not in ("chat", "sharegpt")
+    pack = d.format == "text" and d.packing
+    stream: list[int] = []
+    for i in range(0, len(records), batch_rows):
+        rendered = []
+        for rec in records[i : i + batch_rows]:
+            try:
+                rendered.append((render_row(rec), rec.where))
+            except TemplateError:
+                raise
+            except DataError as err:
+                bad.handle(err)
+        encoded = tokenize_segments(rendered, tokenizer, add_eos)
+        if pack:
+            for e in encoded:
+                stream += e.ids
+            blocks = take_blocks(stream, d.cutoff_len)
+            yield {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+            continue
+        kept = [
+            f
+            for e in encoded
+            if (f := fit_length(e, d.cutoff_len, d.overlong, tokenizer.bos_token_id, counts))
+        ]
+        yield {
+            "input_ids": [e.ids for e in kept],
+            "labels": [make_labels(e, d.train_on_prompt) for e in kept],
+        }
+
+
+def encode_records(
+    records: list[Record], d: Any, tokenizer: Any, bad: BadRows, counts: LengthCounts
+) -> dict[str, list]:
+    """All of :func:`encode_batches` as one {"input_ids": [...], "labels": [...]}."""
+    out: dict[str, list] = {"input_ids": [], "labels": []}
+    for b in encode_batches(records, d, tokenizer, bad, counts):
+        out["input_ids"] += b["input_ids"]
+        out["labels"] += b["labels"]
+    return out
+
+
+def _log_counts(stats: dict[str, Any]) -> None:
+    say(
+        "data: {n_train} train / {n_eval} eval rows, {n_truncated} truncated ({n_prompt_lost} lost their whole "
+        "prompt), {n_dropped} dropped, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(
+            **stats
+        )
+    )
+    if stats["n_truncated"] or stats["n_dropped_overlong"]:
+        say(
+            "data: over-long rows that would lose their whole prompt: {n_prompt_lost_if_truncate_prompt} with "
+            "truncate_prompt, {n_prompt_lost_if_truncate_both} with truncate_both (data.overlong)".format(
+                **stats
+            )
+        )

@@ -1,0 +1,155 @@
+"""The benchmark scripts in bench/: the replay logic on a synthetic table (fast), and every script run
+with --quick so none of them can rot (slow). No timed assertions: only what the figures must satisfy."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def _synthetic_table() -> dict:
+    """Curves with a known optimum at lr 1e-3 (r 8): loss = 1 + |log10(lr) + 3| at the last step."""
+    points = []
+    for lr in (1e-5, 1e-4, 1e-3, 1e-2, 1e-1):
+        for r in (4, 8):
+            final = 1 + abs(__import__("math").log10(lr) + 3) + (0 if r == 8 else 0.5)
+            points.append({"lr": lr, "r": r, "alpha_ratio": 1, "steps": [0, 10, 20, 30, 40],
+                           "eval_loss": [6.0, 5.0, 4.0, 3.0, final]})
+    return {"lrs": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], "max_steps": 40, "points": points, "command": "synthetic"}
+
+
+def test_curves_take_the_nearest_point_or_interpolate_in_log_lr():
+    se = _load("sweep_efficiency")
+    nearest = se.Curves(_synthetic_table())
+    linear = se.Curves(_synthetic_table(), "linear")
+    for curves in (nearest, linear):  # measured points come back exactly
+        assert curves.final(1e-3, 8, 1) == 1.0 and curves.final(1e-2, 4, 1) == 2.5
+        assert curves.final(1e-6, 8, 1) == curves.final(1e-5, 8, 1)  # clamped to the measured range
+    assert nearest.final(10 ** -2.6, 8, 1) == 1.0 and nearest.final(10 ** -2.4, 8, 1) == 2.0
+    # halfway between 1e-3 and 1e-2 in log10: the mean of the two curves
+    assert abs(linear.final(10 ** -2.5, 8, 1) - 1.5) < 1e-12
+    assert linear.curve(10 ** -2.5, 8, 1)[:4] == [6.0, 5.0, 4.0, 3.0]
+
+
+def test_replay_spends_exactly_the_budget_and_grid_finds_the_grid_optimum():
+    se = _load("sweep_efficiency")
+    curves = se.Curves(_synthetic_table())
+    grid = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    budget = len(grid) * 2 * 40
+    for method in se.METHODS:
+        run = se.replay(method, 0, curves, budget, grid)
+        assert run["steps_used"] <= budget
+        assert [u for u, _ in run["trace"]] == sorted(u for u, _ in run["trace"])
+        if method == "grid":
+            assert run["n_complete"] == 10 and run["steps_used"] == budget and run["best"] == 1.0
+        if method == "random":
+            assert run["n_pruned"] == 0 and run["steps_used"] == budget  # 40-step trials fill it exactly
+    trace = [[40, 3.0], [80, 1.2], [120, 1.0]]
+    assert se.steps_to(trace, 1.02) == 120 and se.steps_to(trace, 1.3) == 80 and se.steps_to(trace, 0.5) is None
+
+
+def test_lr_grid_has_three_points_per_decade_and_the_decade_points_exactly():
+    se = _load("sweep_efficiency")
+    grid = se.lr_grid(3)
+    assert len(grid) == 13 and grid[0] == 1e-5 and grid[-1] == 1e-1
+    assert {1e-5, 1e-4, 1e-3, 1e-2, 1e-1} <= set(grid)
+
+
+# ---------------------------------------------------------------------- every script, --quick (slow)
+def _run(script: str, out: Path, cache_dir: Path, *extra: str) -> dict:
+    env = dict(os.environ, FTSWEEP_BENCH_CACHE=str(cache_dir))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out), *extra],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "|---|" in proc.stdout  # printed its table
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["cpu_count"] and doc["versions"]["torch"]
+    return doc
+
+
+@pytest.mark.slow
+def test_startup_quick_help_imports_nothing_heavy(tmp_path, cache_dir):
+    doc = _run("startup.py", tmp_path / "s.json", cache_dir)
+    res = doc["results"]
+    assert set(res) >= {"ftsweep --help", "ftsweep train --help", "ftsweep train --cfg job", "ftsweep inspect --help"}
+    for name, r in res.items():
+        assert len(r["runs_s"]) == 3 and r["median_s"] > 0
+        if name.startswith("ftsweep"):
+            assert r["heavy_imports"] == [], name  # the fast path must stay free of torch & co
+
+
+@pytest.mark.slow
+def test_overhead_quick_same_rows_give_identical_losses(tmp_path, cache_dir):
+    doc = _run("overhead.py", tmp_path / "o.json", cache_dir)
+    s = doc["results"][0]["summary"]
+    assert doc["results"][0]["pairs"][0]["loss_steps_compared"] == 5
+    assert s["max_loss_diff"] < 1e-4
+    for key in ("process_s", "loop_s", "tokens_per_s", "peak_rss_mib"):
+        assert s[key]["ftsweep"] > 0 and s[key]["plain"] > 0
+
+
+@pytest.mark.slow
+def test_padding_quick_packing_has_no_padding(tmp_path, cache_dir):
+    doc = _run("padding.py", tmp_path / "p.json", cache_dir)
+    st = doc["batch_stats"]
+    assert st["packing"]["real_share"] == 1.0
+    assert st["padding"]["real_share"] < 1.0
+    assert st["padding"]["batches"] == st["packing"]["batches"] == doc["steps"]
+    assert all(doc["median"][m]["tokens_per_s"] > 0 for m in doc["median"])
+
+
+@pytest.mark.slow
+def test_data_cache_quick_second_build_is_a_hit(tmp_path, cache_dir):
+    doc = _run("data_cache.py", tmp_path / "d.json", cache_dir)
+    pair = doc["pairs"][0]
+    assert not pair["cold"]["cache_hit"] and pair["cached"]["cache_hit"]
+    # the hit returns the rows the cold build made (2,000 rows, 10% validation; a few empty answers dropped)
+    assert pair["cold"]["n_train"] == pair["cached"]["n_train"] > 1700
+    assert pair["cold"]["n_eval"] == pair["cached"]["n_eval"] > 150
+
+
+@pytest.mark.slow
+def test_trial_overhead_quick_times_every_phase(tmp_path, cache_dir):
+    doc = _run("trial_overhead.py", tmp_path / "t.json", cache_dir)
+    assert doc["n_trials"] == 2 and doc["missing_probes"] == []
+    for t in doc["trials"]:
+        for phase in ("process + imports + compose", "data", "model", "lora", "tracker", "first step", "training loop"):
+            assert t["phases"][phase] is not None and t["phases"][phase] >= 0, phase
+        assert 0 < t["not_training_share"] < 1
+
+
+@pytest.mark.slow
+def test_sweep_efficiency_quick_equal_budgets(tmp_path, cache_dir):
+    doc = _run("sweep_efficiency.py", tmp_path / "e.json", cache_dir)
+    assert doc["replay"] is True and doc["interp"] == "nearest" and "nearest measured lr" in doc["how"]
+    assert {r["method"] for r in doc["runs"]} == {"grid", "random", "tpe", "tpe+median", "tpe+hyperband"}
+    assert all(r["steps_used"] <= doc["budget_steps"] for r in doc["runs"])
+    assert doc["best_any_method"] == min(r["best"] for r in doc["runs"] if r["best"] is not None)
+
+
+@pytest.mark.slow
+def test_proxy_spread_quick_a_good_lr_learns_the_task(tmp_path, cache_dir):
+    doc = _run("proxy_spread.py", tmp_path / "x.json", cache_dir)
+    runs = {r["lr"]: r for r in doc["runs"]}
+    assert sorted(runs) == [1e-4, 1e-2, 1e-1]
+    assert runs[1e-2]["eval_loss"] < runs[1e-2]["initial_eval_loss"] - 0.5  # answers are learnable
+    assert doc["spread"]["r16"]["worst_over_best"] >= 1.0

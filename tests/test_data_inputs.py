@@ -1,0 +1,206 @@
+"""Bad and unusual input files: encodings, byte-order marks, missing local files, column mapping, and
+the CLI's one line + exit code 2 for each (nothing written)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftsweep.data import DataError, build_datasets
+from ftsweep.model import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_PRETRAIN = "model.tiny.pretrain_steps=0"
+ROWS = [
+    {"instruction": "Nommez une boisson.", "input": "", "output": "Un café au lait."},
+    {"instruction": "Hi?", "input": "", "output": "Hello."},
+]
+
+
+@pytest.fixture
+def build(compose):
+    def _b(path, *overrides: str):
+        cfg = compose(
+            f"data.path={path}",
+            "data.val_size=0",
+            "objective.metric=train_loss",
+            "data.shuffle=false",
+            NO_PRETRAIN,
+            *overrides,
+        )
+        tok = load_tokenizer(cfg)
+        return build_datasets(cfg, tok), tok
+
+    return _b
+
+
+def answers(tok, ds) -> list[str]:
+    return [tok.decode([t for t in r if t != -100], skip_special_tokens=True) for r in ds["labels"]]
+
+
+def jsonl(rows) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+# -------------------------------------------------------------------------------------- encodings
+def test_latin1_file_is_one_line_with_the_byte_offset(build, tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    raw = jsonl(ROWS).encode("latin-1")
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as err:
+        build(path)
+    offset = raw.index("é".encode("latin-1"))
+    assert str(err.value) == (
+        f"{path}: not valid utf-8 text at byte {offset} (line 1): invalid continuation byte (byte 0xe9); "
+        "set data.encoding to the file's encoding, e.g. data.encoding=latin-1"
+    )
+    bundle, tok = build(path, "data.encoding=latin-1")
+    assert answers(tok, bundle.train) == ["Un café au lait.", "Hello."]
+
+
+def test_unknown_encoding_is_a_config_error(compose):
+    from ftsweep.config.compose import ConfigFailure
+
+    with pytest.raises(ConfigFailure, match=r"^data.encoding: unknown text encoding 'latin-9000'"):
+        compose("data.encoding=latin-9000")
+
+
+@pytest.mark.parametrize("kind", ["csv", "json", "jsonl"])
+def test_utf8_bom_is_skipped(build, tmp_path, kind):
+    path = tmp_path / f"bom.{kind}"
+    if kind == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["instruction", "input", "output"])
+        w.writeheader()
+        w.writerows(ROWS)
+        text = buf.getvalue()
+    else:
+        text = json.dumps(ROWS, ensure_ascii=False) if kind == "json" else jsonl(ROWS)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    bundle, tok = build(path)
+    assert answers(tok, bundle.train) == ["Un café au lait.", "Hello."]
+
+
+# ---------------------------------------------------------------------------------- local vs Hub
+@pytest.mark.parametrize(
+    "name", ["nope.json", "data/nope.jsonl", "{tmp}/nope", "./nope", "{tmp}/sub/dir/file"]
+)
+def test_missing_local_file_is_file_not_found(build, tmp_path, name):
+    name = name.format(tmp=tmp_path)
+    with pytest.raises(DataError) as err:
+        build(name)
+    assert str(err.value).startswith(f"{name}: file not found (looked for it relative to ")
+
+
+def test_hub_name_is_still_a_hub_dataset(build):
+    with pytest.raises(DataError) as err:
+        build("someone-unknown/some_dataset")
+    assert str(err.value).startswith("someone-unknown/some_dataset: cannot load the Hub dataset")
+
+
+# ------------------------------------------------------------------------------------- columns
+def test_columns_syntax_from_the_readme_and_the_plus_form(compose, build, tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps([{"question": "Why?", "answer": "Because."}]))
+    for override in (
+        "data.columns={instruction: question, output: answer}",
+        "+data.columns.instruction=question",
+    ):
+        extra = [] if "output" in override else ["+data.columns.output=answer"]
+        bundle, tok = build(path, override, *extra)
+        assert answers(tok, bundle.train) == ["Because."]
+    from ftsweep.config.compose import ConfigFailure
+
+    with pytest.raises(
+        ConfigFailure, match=r"^data.columns.instrution: unknown key; allowed keys: instruction, input"
+    ):
+        compose("data.columns={instrution: question}")
+
+
+def test_mapping_error_lists_the_columns_the_file_has(build, tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("question,reply\nWhy?,Because.\n")
+    with pytest.raises(DataError) as err:
+        build(path, "data.columns={instruction: prompt_text}")
+    assert str(err.value) == (
+        f"{path} line 2: field \"instruction (column 'prompt_text')\": missing (the row has columns: question, reply)"
+    )
+
+
+# ---------------------------------------------------------------------------------- eval objective
+def test_eval_objective_without_validation_data_fails_at_config_time(compose):
+    from ftsweep.config.compose import ConfigFailure
+
+    with pytest.raises(ConfigFailure) as err:
+        compose("data.val_size=0")
+    assert str(err.value).startswith("data.val_size: 0 and no data.validation_path leaves no validation data")
+    compose("data.val_size=0", "objective.metric=train_loss")  # fine without an eval objective
+    compose("data.val_size=0", "data.validation_path=data/identity.json")
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "ftsweep", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_bad_inputs_one_line_exit_2(cache_dir, tmp_path):
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes(jsonl(ROWS).encode("latin-1"))
+    glaive = ROOT / "tests" / "data" / "toolcall_sharegpt.json"
+    cases = {
+        f"data.path={latin}": f"{latin}: not valid utf-8 text at byte",
+        "data.path=missing/rows.json": "missing/rows.json: file not found",
+        "data.val_size=0": "data.val_size: 0 and no data.validation_path leaves no validation data",
+        f"data.path={glaive} data.format=sharegpt data.chat_template=chatml": (
+            "data.chat_template: the chat template 'chatml' has no tool support"
+        ),
+    }
+    for overrides, start in cases.items():
+        out = cli("inspect", *overrides.split(), NO_PRETRAIN, "--plain", cwd=tmp_path, cache_dir=cache_dir)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2, out.stderr
+        assert lines[-1].startswith(f"ftsweep: error: {start}"), out.stderr
+        assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.jsonl"]  # nothing written
+
+
+def test_cli_inspect_shows_the_tool_schema_in_the_prompt(cache_dir, tmp_path):
+    glaive = ROOT / "tests" / "data" / "toolcall_sharegpt.json"
+    out = cli(
+        "inspect",
+        f"data.path={glaive}",
+        "data.format=sharegpt",
+        "data.val_size=0",
+        "objective.metric=train_loss",
+        "data.shuffle=false",
+        "data.cutoff_len=1024",
+        NO_PRETRAIN,
+        "--rows",
+        "1",
+        "--plain",
+        cwd=tmp_path,
+        cache_dir=cache_dir,
+    )
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.split("--- train row 0")[1].split("--- train row 1")[0]
+    prompt, trained = row.split("[[", 1)
+    assert '"name": "get_exchange_rate"' in prompt and "Environment: ipython" in prompt  # masked, shown
+    assert trained.startswith(
+        '{"name": "get_exchange_rate", "parameters": {"base": "USD", "target": "EUR"}}<|eot_id|>]]'
+    )
