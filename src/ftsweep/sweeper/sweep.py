@@ -7,6 +7,7 @@ composed training config and the command line's task overrides.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -191,7 +192,6 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
-    from ftsweep.sweeper.storage import open_storage
     from ftsweep.sweeper.study import file_lock, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -252,11 +252,18 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
-    open_storage(storage_url)  # an unusable storage fails here, before the sweep folder gets its lock file
-    with file_lock(sweep_dir / ".ftsweep.lock"):
-        study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
-                           sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
-                           sweep_dir=sweep_dir, enqueue=enqueue)
+    # The lock (shared by the processes of one study) lives in the sweep folder: if the storage cannot be
+    # opened, the folders created for it are removed again, so bad input leaves nothing behind.
+    created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
+    try:
+        with file_lock(sweep_dir / ".ftsweep.lock"):
+            study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
+                               sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
+                               sweep_dir=sweep_dir, enqueue=enqueue)
+    except SweepInputError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
     gpus = detect_gpus(conf.gpus)
     if gpus and n_workers > len(gpus):
