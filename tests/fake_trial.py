@@ -37,6 +37,9 @@ def main() -> int:
         f"trainer:\n  per_device_train_batch_size: {batch}\n  gradient_accumulation_steps: {accum}\n")
     (run_dir / ".hydra" / "overrides.yaml").write_text(
         "".join(f"- {a}\n" for a in sys.argv[1:] if not a.startswith("hydra.")))
+    from ftsweep import rundir
+
+    rundir.mask_hydra_files(run_dir)  # as the real trial entry does once Hydra has written .hydra/
     number = os.environ.get("FTSWEEP_TRIAL_NUMBER", "-1")
     mode = json.loads(os.environ.get("FAKE_PLAN") or "{}").get(number, "ok")
     if mode == "oom_once" and batch < 8:

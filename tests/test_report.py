@@ -87,3 +87,22 @@ def test_report_cli_errors(study, tmp_path):
         main([str(sd), "--study", "nope"])
     with pytest.raises(UsageError, match="no study.db or study.journal"):
         main([str(tmp_path)])
+
+
+def test_report_marks_trials_that_did_not_learn(study):
+    s, sd = study
+    # trial 0 learned (eval loss fell below its initial value); trial 1 stayed flat; trial 2 (pruned) diverged
+    docs = {0: (3.0, [2.9, 2.5]), 1: (3.0, [3.0, 3.2]), 2: (3.0, [9.0, float("nan")])}
+    for number, (initial, losses) in docs.items():
+        d = sd / f"trial_{number}"
+        d.mkdir()
+        history = [{"step": 10 * (i + 1), "eval_loss": v} for i, v in enumerate(losses)]
+        (d / "metrics.json").write_text(json.dumps({"status": "complete", "initial_eval_loss": initial,
+                                                    "eval_loss": losses[-1], "eval_history": history}))
+    write_report(s, sd)
+    summary = json.loads((sd / "summary.json").read_text())
+    assert summary["n_did_not_learn"] == 2 and summary["did_not_learn"] == [1, 2]
+    rows = {int(r.split("|")[1]): r for r in (sd / "trials.md").read_text().splitlines()[2:]}
+    assert "| yes |" in rows[0] and "NO: loss never fell below its initial value" in rows[1]
+    assert "NO:" in rows[2] and "NO:" not in rows[3] and "yes" not in rows[4]  # trial 4: no metrics.json
+    assert "2 trial(s) never got an eval loss below their initial value" in (sd / "report.md").read_text()

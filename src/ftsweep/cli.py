@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from ftsweep.config.errors import UsageError
 
@@ -35,7 +37,10 @@ COMMANDS = {
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"ftsweep: error: {message}", file=sys.stderr)
+    from ftsweep.tracking import mask_url_passwords
+
+    message = " ".join(str(message).split())  # one line, whatever the message held
+    print(f"ftsweep: error: {mask_url_passwords(message)}", file=sys.stderr)
     return code
 
 
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = COMMANDS[command].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     try:
-        return int(func(rest) or 0)
+        with one_line_usage_errors():
+            return int(func(rest) or 0)
     except UsageError as err:
         return fail(str(err))
     except KeyboardInterrupt:
@@ -58,6 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
+
+
+@contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """argparse answers a usage error with its whole usage text and exit 2; every subcommand's parser
+    reports it as one line instead (``ftsweep: error: ftsweep report: the following arguments are
+    required: target``). ``--help`` is unchanged."""
+    import argparse
+
+    original = argparse.ArgumentParser.error
+
+    def error(self: argparse.ArgumentParser, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -96,6 +121,7 @@ def train_main(argv: list[str]) -> int:
     estimate = "--estimate-memory" in argv
     argv = [a for a in argv if a != "--estimate-memory"]
     overrides, flags, config_dirs = split_overrides(argv)
+    check_secrets(overrides)
     argv = check_hydra_flags(argv, flags)
     config.export_config_dirs(config_dirs)  # sweep trials (child processes) see the same user config
     if flags & {"-h", "--help"}:
@@ -105,12 +131,16 @@ def train_main(argv: list[str]) -> int:
         # hydra.mode=MULTIRUN), sweep syntax (a=1,2, interval(...)) is checked by the sweeper.
         try:
             fixed = config.fixed_overrides(overrides)
-            cfg = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
-            multirun = bool(flags & {"-m", "--multirun"}) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+            with_hydra = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
+            multirun = bool(flags & {"-m", "--multirun"}) or str(with_hydra.hydra.mode) == "RunMode.MULTIRUN"
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
             cfg = config.compose(fixed, config_dirs=config_dirs)
+            if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
+                check_data_files(cfg)
+                if not multirun:
+                    check_run_dir(with_hydra)
         except UsageError as err:
             return fail(str(err))
         if estimate:
@@ -127,6 +157,17 @@ def train_main(argv: list[str]) -> int:
     register()  # -m: Hydra instantiates our sweeper
     config.run_hydra(argv, train_task, config_dirs)
     return 0
+
+
+def check_secrets(overrides: list[str]) -> None:
+    """Credentials given as overrides (``+hf_token=...``, ``+logger.api_key=...``) are refused: Hydra would
+    write them to .hydra/, and a sweep to the study, best.yaml and every trial's W&B config."""
+    from ftsweep.tracking import check_secret_override
+
+    for o in overrides:
+        message = check_secret_override(o)
+        if message:
+            raise UsageError(message)
 
 
 def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
@@ -146,15 +187,47 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     return argv
 
 
+def check_data_files(cfg: Any) -> None:
+    """A missing local data file fails now, before any run directory exists (not as a Hub error later)."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
+
+    for key in DATA_FILE_KEYS:
+        message = missing_data_file(key, OmegaConf.select(cfg, key))
+        if message:
+            raise UsageError(message)
+
+
+def check_run_dir(cfg: Any) -> None:
+    """A finished run is never overwritten without ``overwrite=true`` (then its result files are removed
+    first, so the new run's outcome is the only one there)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from ftsweep import rundir
+
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).expanduser()
+    if not rundir.is_finished(run_dir):
+        return
+    if not cfg.overwrite:
+        raise UsageError(f"hydra.run.dir: {run_dir} holds a finished run; write to a new folder "
+                         "(hydra.run.dir=<new>) or replace it with overwrite=true")
+    rundir.clear_finished(run_dir)
+
+
 def train_task(cfg: Any) -> float | None:
     """The Hydra task of ``ftsweep train``: one run in Hydra's output dir, then the optional generation."""
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
 
+    from ftsweep import rundir
     from ftsweep.train import execute
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     metrics = execute(cfg, run_dir)
     # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
     if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and (run_dir / "adapter").is_dir():

@@ -58,6 +58,9 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a bad flag (2, message already printed)
         return int(exc.code or 0)
+    for flag, value in (("--rows", args.rows), ("--bins", args.bins)):
+        if value < (0 if flag == "--rows" else 1):
+            raise UsageError(f"{flag}: must be >= {0 if flag == '--rows' else 1} (got {value})")
     bundle, tokenizer, cfg = _build(args.overrides, UsageError, args.config_dir)
     ds = bundle.train if args.split == "train" else bundle.eval
     if ds is None:

@@ -44,14 +44,10 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     Returns:
         The output directory.
     """
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
     from ftsweep import rundir
-    from ftsweep.model import load_base_for_inference
 
     run_dir = Path(run_dir)
-    cfg = rundir.load_config(run_dir)
+    cfg = rundir.load_config(run_dir)  # a wrong RUN_DIR fails before the heavy imports (and their warnings)
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         if (run_dir / "model").is_dir():
@@ -61,6 +57,11 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
         raise _usage(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype}); 4-bit merges are not supported")
     _check_base_not_quantized(cfg)
     out = Path(out) if out else run_dir / "merged"
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from ftsweep.model import load_base_for_inference
+
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     base = load_base_for_inference(cfg, tokenizer, quantized=False, dtype=DTYPES[dtype] if dtype else None)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()

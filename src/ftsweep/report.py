@@ -5,8 +5,9 @@
     ftsweep report SWEEP_DIR --out DIR                           # write elsewhere (default: the sweep dir)
 
 Written to the output directory:
-    summary.json   study_name, n_trials, n_complete, n_pruned, n_failed, best_value, best_params, best_trial_dir, ...
-    report.md      the summary, a table of all trials (state, value, params, reason) and the plots
+    summary.json   study_name, n_trials, n_complete, n_pruned, n_failed, best_value, best_params, best_trial_dir,
+                   n_did_not_learn / did_not_learn (trials whose eval loss never fell below its initial value), ...
+    report.md      the summary, a table of all trials (state, value, params, learned, reason) and the plots
     trials.md      the table alone
     plots/         optimization_history, param_importances, parallel_coordinate, intermediate_values
                    (.png via matplotlib, .html via plotly; a plot that needs more trials is skipped)
@@ -21,6 +22,8 @@ import math
 import warnings
 from pathlib import Path
 from typing import Any
+
+from ftsweep.tracking import mask_url_passwords
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 
@@ -106,16 +109,17 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(study, storage_url)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    table = trials_table(study)
+    summary.update(learning_summary(study))
+    (out_dir / "summary.json").write_text(mask_url_passwords(json.dumps(summary, indent=2, default=str)))
+    table = mask_url_passwords(trials_table(study))
     (out_dir / "trials.md").write_text(table + "\n")
     plots = write_plots(study, out_dir / "plots")
     from ftsweep.sweeper.study import best_trial
 
     best = best_trial(study)
     if best is not None:
-        (out_dir / "best.yaml").write_text(best_yaml(study, best, out_dir))
-    (out_dir / "report.md").write_text(report_markdown(summary, table, plots, best is not None))
+        (out_dir / "best.yaml").write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
+    (out_dir / "report.md").write_text(mask_url_passwords(report_markdown(summary, table, plots, best is not None)))
     return out_dir
 
 
@@ -148,6 +152,33 @@ def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     }
 
 
+def did_not_learn(trial: Any) -> bool | None:
+    """True when a finished trial's eval loss never fell below its initial value (it diverged or did not
+    learn; its objective is not a result), False when it did, None when its metrics.json does not say."""
+    from ftsweep import rundir
+
+    d = trial.user_attrs.get("trial_dir")
+    metrics = rundir.read_metrics(Path(d)) if d else None
+    initial = (metrics or {}).get("initial_eval_loss")
+    if not isinstance(initial, (int, float)) or not math.isfinite(initial):
+        return None
+    losses = [h.get("eval_loss") for h in metrics.get("eval_history") or [] if isinstance(h, dict)]
+    losses.append(metrics.get("eval_loss"))
+    losses = [v for v in losses if isinstance(v, (int, float))]
+    if not losses:
+        return None
+    return not any(math.isfinite(v) and v < initial for v in losses)
+
+
+def learning_summary(study: Any) -> dict[str, Any]:
+    """``n_did_not_learn`` and ``did_not_learn`` (trial numbers) of the COMPLETE and PRUNED trials."""
+    from optuna.trial import TrialState
+
+    bad = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+           if did_not_learn(t)]
+    return {"n_did_not_learn": len(bad), "did_not_learn": bad}
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -162,16 +193,20 @@ def trials_table(study: Any) -> str:
     """All trials as a Markdown table (re-run failures included, marked)."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
-    rerun = {t.user_attrs.get("retry_of") for t in trials}
-    head = ["trial", "state", "value", *params, "steps", "runtime_s", "reason", "dir"]
+    from ftsweep.sweeper.study import replaced_numbers
+
+    rerun = replaced_numbers(trials)
+    head = ["trial", "state", "value", *params, "steps", "runtime_s", "learned", "reason", "dir"]
     rows = []
     for t in trials:
         state = t.state.name + (" (re-run)" if t.number in rerun else "")
         value = t.values if t.values and len(t.values) > 1 else t.value
         steps = t.user_attrs.get("pruned_at_step") or (max(t.intermediate_values) if t.intermediate_values else None)
         d = t.user_attrs.get("trial_dir")
+        flat = did_not_learn(t) if t.state.is_finished() and t.state.name != "FAIL" else None
+        learned = None if flat is None else ("NO: loss never fell below its initial value" if flat else "yes")
         rows.append([t.number, state, value, *(t.params.get(p) for p in params), steps,
-                     t.user_attrs.get("runtime_s"), t.user_attrs.get("reason"), Path(d).name if d else None])
+                     t.user_attrs.get("runtime_s"), learned, t.user_attrs.get("reason"), Path(d).name if d else None])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -222,6 +257,12 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
     if summary["best_value"] is not None:
         lines += ["", f"**Best trial {summary['best_trial_number']}**: value {_fmt(summary['best_value'])}, "
                       f"params `{summary['best_params']}`, dir `{summary['best_trial_dir']}`."]
+    if summary.get("n_did_not_learn"):
+        numbers = ", ".join(str(n) for n in summary["did_not_learn"])
+        lines += ["", f"**Warning**: {summary['n_did_not_learn']} trial(s) never got an eval loss below their initial "
+                      f"value (diverged or did not learn; their values are not results): trial(s) {numbers}."]
+        if summary.get("best_trial_number") in summary["did_not_learn"]:
+            lines += ["", "**The best trial did not learn either**: widen or move the search space."]
     if has_best:
         lines += ["", "Reproduce it: see the command at the top of [best.yaml](best.yaml)."]
     lines += ["", "## Trials", "", table, "", "## Plots", ""]

@@ -71,6 +71,23 @@ def is_finished(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
 
 
+def clear_finished(run_dir: Path) -> None:
+    """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays."""
+    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def mask_hydra_files(run_dir: Path) -> None:
+    """Mask URL passwords (a storage URL given as an override) in the ``.hydra/*.yaml`` files Hydra wrote."""
+    from ftsweep.tracking import mask_url_passwords
+
+    for path in (Path(run_dir) / ".hydra").glob("*.yaml"):
+        text = path.read_text(errors="replace")
+        masked = mask_url_passwords(text)
+        if masked != text:
+            path.write_text(masked)
+
+
 def config_path(run_dir: Path) -> Path:
     return Path(run_dir) / ".hydra" / "config.yaml"
 

@@ -23,6 +23,50 @@ SECRET_KEY = re.compile(
 )
 
 
+# The last part of an override key that names a credential (hf_token, logger.api_key, db_password, ...).
+# pad_token / eos_token / special_tokens are tokenizer settings, not credentials: only these prefixes of "token".
+SECRET_OVERRIDE = re.compile(
+    r"^(?:(?:\w*_)?(?:api_key|apikey|password|passwd|secret|secret_key|access_key)"
+    r"|(?:(?:hf|hub|hf_api|huggingface|access|auth|api|wandb|github|gh|openai|bearer|refresh|session)_)?token)$",
+    re.IGNORECASE,
+)
+# user:password@ in a URL (storage URLs: postgresql://user:password@host/db)
+URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]+):[^@\s'\"]*@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (``postgresql://u:***@host/db``)."""
+    return URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def secret_override_env(key: str) -> str | None:
+    """For an override key that names a credential, the environment variable to use instead; else None."""
+    key = key.lstrip("+~").split("@", 1)[0]
+    last = key.rsplit(".", 1)[-1]
+    if not SECRET_OVERRIDE.match(last):
+        return None
+    lowered = key.lower()
+    if "wandb" in lowered or (lowered.startswith("logger.") and "key" in last.lower()):
+        return "WANDB_API_KEY"
+    if "openai" in lowered:
+        return "OPENAI_API_KEY"
+    if "token" in last.lower() or lowered.startswith(("hf", "hub")):
+        return "HF_TOKEN"
+    if "password" in last.lower() or "passwd" in last.lower():
+        return "PGPASSWORD (PostgreSQL storage) or your tool's own variable"
+    return "WANDB_API_KEY (W&B) or HF_TOKEN (Hub)"
+
+
+def check_secret_override(override: str) -> str | None:
+    """One line explaining why ``override`` (``key=value``) is refused, or None when it is no secret."""
+    key = override.split("=", 1)[0]
+    env = secret_override_env(key)
+    if env is None:
+        return None
+    return (f"{key.lstrip('+~')}: secrets are read from the environment only, never from overrides (they would "
+            f"be written to .hydra/, the study and W&B); set {env} instead")
+
+
 def secret_values() -> list[str]:
     """Values of secret environment variables (to be kept out of anything we write)."""
     return [v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6]
@@ -38,6 +82,7 @@ def scrub(obj: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(obj, str):
         for s in secrets:
             obj = obj.replace(s, "***")
+        return mask_url_passwords(obj)
     return obj
 
 

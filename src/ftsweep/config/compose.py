@@ -199,12 +199,25 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     for o in overrides:
         try:
             parsed = parser.parse_overrides([o])[0]
-        except Exception:
-            keep.append(o)  # let composition report it as one line
-            continue
+        except Exception as err:
+            raise ConfigFailure(override_error(o, err)) from err
         if not parsed.is_sweep_override():
             keep.append(o)
     return keep
+
+
+def override_error(override: str, err: BaseException) -> str:
+    """One line naming the key of an override Hydra cannot parse (its own message spans three lines and
+    may not name the key: ``no viable alternative at input '{x}'``)."""
+    key, sep, value = override.partition("=")
+    lines = [ln.strip() for ln in str(err).strip().splitlines()]
+    reason = next((ln for ln in lines if ln and not ln.startswith(("Error parsing override", "See https://"))),
+                  lines[0] if lines else type(err).__name__)
+    reason = re.sub(r"^\w+ while evaluating '.*?': ", "", reason)
+    if not sep:
+        return f"{override}: not an override (key=value, +key=value or ~key); {reason}"
+    hint = " (quote a value with spaces, braces or '=': key='...')" if re.search(r"[\s{}=]", value) else ""
+    return f"{key.lstrip('+~')}: cannot parse {value!r}: {reason}{hint}"
 
 
 def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] | tuple[str, ...] = (),

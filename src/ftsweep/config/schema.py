@@ -181,6 +181,9 @@ class TrainConfig:
     baseline: str | None = None
     # Free-form notes carried into the manifest and W&B config.
     notes: str | None = None
+    # ftsweep train refuses to write into a finished run directory (hydra.run.dir) or a sweep folder
+    # (hydra.sweep.dir) that holds another study; overwrite=true replaces them.
+    overwrite: bool = False
 
 
 GROUP_SCHEMAS: dict[str, type] = {

@@ -14,8 +14,8 @@ from typing import Any
 class SamplerConf:
     # tpe (default) | random | grid | cmaes | gp | qmc
     name: str = "tpe"
-    # None = random. A resumed study adds the number of existing trials to the seed, so a resume does
-    # not re-propose the same start-up points (a fixed-seed sampler otherwise would).
+    # None = random. Set: trial n is sampled with seed + n (grid, qmc: one seed), so a rerun in a fresh
+    # folder proposes the same parameters while a resume or a second process sharing the study does not.
     seed: int | None = None
     # Random trials before the model-based samplers (tpe, gp, cmaes) start modelling.
     n_startup_trials: int = 10
@@ -120,8 +120,9 @@ class SweeperConf:
     max_failure_rate: float = 0.5
     # On CUDA OOM, retry the trial once with half the micro-batch and twice the gradient accumulation.
     retry_oom: bool = True
-    # Trials left RUNNING by a dead process are failed and re-run once with the same parameters.
-    retry_stale: bool = True
+    # Trials left RUNNING by a dead process are failed and re-run with the original trial's parameters, at
+    # most this many times per original trial (a re-run of a re-run counts against the original); 0 = never.
+    retry_stale: int = 2
     # The sweep process records a heartbeat on each running trial this often; a RUNNING trial without
     # one for grace_period_s (or whose owner process on this host is gone) is stale.
     heartbeat_interval_s: float = 10.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.schema import KNOWN_METRICS
@@ -54,8 +54,46 @@ def _at_least(cfg: DictConfig, key: str, low: float, *, strict: bool = False) ->
         raise ConfigError(key, f"must be {op} {low} (got {value})")
 
 
+def _finite(node: Any, path: str = "") -> None:
+    """No NaN or infinity anywhere (``optimizer.lr=nan`` passes every ``>`` / ``<`` check and trains to NaN)."""
+    import math
+
+    if isinstance(node, DictConfig):
+        for key in node:
+            if not OmegaConf.is_missing(node, key):
+                _finite(node[key], f"{path}{key}.")
+    elif isinstance(node, ListConfig):
+        for i, value in enumerate(node):
+            _finite(value, f"{path}{i}.")
+    elif isinstance(node, float) and not math.isfinite(node):
+        key = path.rstrip(".")
+        raise ConfigError(key, f"must be a finite number (got {node})")
+
+
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+DATA_FILE_KEYS = ("data.path", "data.validation_path")
+
+
+def missing_data_file(key: str, path: Any) -> str | None:
+    """One line when ``path`` looks like a local file (a data-file extension, or ./ ../ / ~ pkg://) and
+    does not exist; a name without either is a Hub dataset, checked when the data is loaded. Not part
+    of :func:`validate` (composing a config never touches the file system); the CLI and the sweeper
+    call it before anything is written."""
+    from pathlib import Path
+
+    from ftsweep.paths import PKG_SCHEME, resolve_data_path
+
+    if not path or not isinstance(path, str):
+        return None
+    local = path.startswith(("./", "../", "/", "~", PKG_SCHEME)) or Path(path).suffix.lower() in DATA_FILE_SUFFIXES
+    if not local or resolve_data_path(path) is not None:
+        return None
+    return f"{key}: no such file {path!r} (relative paths are read from {Path.cwd()})"
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
+    _finite(cfg)
     # model
     _choice(cfg, "model.dtype", DTYPES)
     _choice(cfg, "model.pad_policy", PAD_POLICIES)

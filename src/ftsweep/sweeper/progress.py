@@ -57,6 +57,9 @@ class Progress:
 
     # ---------------------------------------------------------------- events
     def log(self, message: str) -> None:
+        from ftsweep.tracking import mask_url_passwords
+
+        message = mask_url_passwords(message)
         if self._live is not None:
             self._live.console.print(message, markup=False, highlight=False)
         else:

@@ -33,12 +33,15 @@ from ftsweep.sweeper.progress import Progress
 from ftsweep.sweeper.samplers import pruner_to_json
 from ftsweep.sweeper.storage import BudgetGuard, record_heartbeat
 from ftsweep.sweeper.study import (
-    OWNER_ATTR,
+    ATTEMPT_ATTR,
+    RETRY_OF,
     Counts,
+    ask_with_owner,
     count,
     fail_stale_trials,
-    owner,
+    rerun,
 )
+from ftsweep.tracking import mask_url_passwords
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
@@ -56,8 +59,7 @@ def ask_within_budget(study: Any, space: SearchSpace, n_trials: int, guard: Budg
         c = count(study)
         if c.total >= n_trials and not c.waiting:
             return None
-        trial = study.ask(fixed_distributions=dict(space.distributions))
-        trial.set_user_attr(OWNER_ATTR, owner())
+        trial = ask_with_owner(study, dict(space.distributions))  # the owner is stored as the trial is created
     return trial
 
 
@@ -187,18 +189,19 @@ class SweepRunner:
         trial_dir.mkdir(parents=True)
         gpu = self.gpus.acquire()
         trial.set_user_attr("trial_dir", str(trial_dir))
-        trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("overrides", [mask_url_passwords(o) for o in overrides])
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)
         # The trial is job <trial number> of this multirun: Hydra puts it in hydra.sweep.dir/hydra.sweep.subdir.
         cmd = [*self._command(), *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
                f"hydra.sweep.subdir={format_value(subdir)}"]
-        (trial_dir / "trial.log").write_text("# " + " ".join(cmd) + "\n")
+        (trial_dir / "trial.log").write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
         proc = self.backend.start(cmd, self._env(trial, gpu), trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
-        if trial.user_attrs.get("retry_of") is not None:
-            note = f" (re-run of stale trial {trial.user_attrs['retry_of']})"
+        if trial.user_attrs.get(RETRY_OF) is not None:
+            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of stale trial {trial.user_attrs[RETRY_OF]}, "
+                    "same parameters)")
         self.progress.started_trial(trial.number, dict(trial.params), note)
 
     def _command(self) -> list[str]:
@@ -375,9 +378,8 @@ class SweepRunner:
         with self.guard.hold():  # one process, on any machine, fails and re-enqueues a stale trial
             failed = fail_stale_trials(self.study, grace_s=self.s.conf.grace_period_s, mine=set(self.jobs),
                                        retry=self.s.conf.retry_stale)
-        for number, reason in failed:
-            self.progress.log(f"trial {number} FAIL ({reason}); re-enqueued once with the same parameters"
-                              if self.s.conf.retry_stale else f"trial {number} FAIL ({reason})")
+        for number, reason, next_step in failed:
+            self.progress.log(f"trial {number} FAIL ({reason}); {next_step}")
         if failed:
             self._budget_full_until = 0.0
 
@@ -391,8 +393,7 @@ class SweepRunner:
                 job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
                 job.trial.set_user_attr("status", "failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
-                if self.s.conf.retry_stale and job.trial.user_attrs.get("retry_of") is None:
-                    self.study.enqueue_trial(dict(job.trial.params), user_attrs={"retry_of": job.trial.number})
+                rerun(self.study, job.trial, self.s.conf.retry_stale)
             except Exception:
                 pass
         self.jobs.clear()

@@ -8,6 +8,7 @@ MedianPruner.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from collections.abc import Mapping
@@ -21,13 +22,28 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 
 
-def build_sampler(conf: SamplerConf, distributions: Mapping[str, Any], *, n_existing: int = 0,
-                  multi_objective: bool = False) -> Any:
-    """An Optuna sampler for ``hydra.sweeper.sampler`` over ``distributions``."""
+def build_sampler(conf: SamplerConf, distributions: Mapping[str, Any], *, multi_objective: bool = False) -> Any:
+    """An Optuna sampler for ``hydra.sweeper.sampler`` over ``distributions`` (a :class:`SweepSampler`).
+
+    Raises :class:`SweepInputError` now (unknown name, interval in a grid, missing package), so a bad
+    sampler fails before the study is opened.
+    """
+    name = conf.name.lower()
+    if name not in SAMPLERS:
+        raise SweepInputError(f"hydra.sweeper.sampler.name: got {conf.name!r}; allowed: {', '.join(SAMPLERS)}")
+
+    def factory(seed: int | None) -> Any:
+        return _build(conf, distributions, seed, multi_objective)
+
+    # Grid and QMC must keep one seed: trial n takes point n of one grid order / one scrambled sequence
+    # that every process shares (the storage says which points are taken).
+    return _sampler_class()(factory, conf.seed, per_trial_seed=name not in ("grid", "qmc"))
+
+
+def _build(conf: SamplerConf, distributions: Mapping[str, Any], seed: int | None, multi_objective: bool) -> Any:
     import optuna
 
     name = conf.name.lower()
-    seed = None if conf.seed is None else conf.seed + n_existing  # a resumed study must not replay its start-up
     options = dict(conf.options)
     startup = conf.n_startup_trials
     if name == "tpe":
@@ -55,6 +71,66 @@ def build_sampler(conf: SamplerConf, distributions: Mapping[str, Any], *, n_exis
     raise SweepInputError(f"hydra.sweeper.sampler.name: got {conf.name!r}; allowed: {', '.join(SAMPLERS)}")
 
 
+@functools.cache
+def _sampler_class() -> type:
+    """:class:`SweepSampler` as a subclass of Optuna's BaseSampler (built on first use: importing optuna at
+    module import would slow ``--help``)."""
+    import optuna
+
+    return type("SweepSampler", (SweepSampler, optuna.samplers.BaseSampler), {})
+
+
+class SweepSampler:
+    """The configured Optuna sampler, seeded per trial and safe to use with ask/tell.
+
+    * Seed: with ``sampler.seed`` set, trial ``n`` is sampled by a sampler seeded with ``seed + n``. Trial
+      numbers are unique in a study, so processes sharing one study never replay each other's proposals
+      (two processes both seeding with ``seed`` proposed the same start-up points), a resumed study does
+      not replay its first trials, and one process with a fixed seed proposes the same parameters on a
+      rerun in a fresh folder. Optuna's samplers keep their state in the storage, not in the object, so a
+      fresh sampler per trial is how many workers use them anyway. (Grid and QMC keep one seed: their
+      points come from one shuffled grid / scrambled sequence indexed through the storage.)
+    * End of a grid: GridSampler calls ``study.stop()`` once the grid is exhausted, which raises outside
+      ``study.optimize()``; the sweep stops by counting trials instead, so that call is ignored here.
+    """
+
+    def __init__(self, factory: Any, seed: int | None, *, per_trial_seed: bool = True) -> None:
+        self._factory = factory
+        self._seed = seed
+        self._per_trial = per_trial_seed and seed is not None
+        self.inner = factory(seed)
+
+    def _for(self, number: int) -> Any:
+        return self._factory(self._seed + number) if self._per_trial and number >= 0 else self.inner
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        # Called first in Trial(): every later call of this trial's sampling goes to the sampler seeded for it.
+        self.inner = self._for(trial.number)
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        try:
+            self._for(trial.number).after_trial(study, trial, state, values)
+        except RuntimeError as err:
+            if "Study.stop" not in str(err):  # the exhausted grid's stop(): the runner counts trials itself
+                raise
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
 def _grid_points(dist: Any) -> list[Any]:
     n = round((dist.high - dist.low) / dist.step) + 1
     return [dist.low + i * dist.step if isinstance(dist.step, int) else round(dist.low + i * dist.step, 12)
@@ -63,6 +139,7 @@ def _grid_points(dist: Any) -> list[Any]:
 
 def grid_size(sampler: Any) -> int | None:
     """Number of grid points of a GridSampler (None for other samplers)."""
+    sampler = getattr(sampler, "inner", sampler)
     space = getattr(sampler, "_search_space", None)
     if space is None or type(sampler).__name__ != "GridSampler":
         return None

@@ -98,7 +98,9 @@ def storage_error(url: str, err: BaseException) -> str:
 
 def redact(url: str) -> str:
     """``url`` without a password (storage URLs are printed and written to reports)."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    from ftsweep.tracking import mask_url_passwords
+
+    return mask_url_passwords(url)
 
 
 def password_of(url: str) -> str | None:

@@ -1,9 +1,14 @@
 """The study: create or resume it, guard its search space, count the budget, fail stale trials.
 
 Budget rule: ``n_trials`` counts every trial of the study except failed trials that were re-run
-(a trial whose process died is failed as stale and re-enqueued once with ``retry_of`` = its number;
-the re-run takes its place in the count). WAITING (enqueued) trials count, so asking for one does
-not grow the study.
+(a trial whose process died is failed as stale and re-enqueued with the original trial's parameters, at
+most ``retry_stale`` times per original trial; the re-run records ``retry_of`` = the original trial and
+``ftsweep:replaces`` = the failed trial whose place it takes in the count). WAITING (enqueued) trials
+count, so asking for one does not grow the study.
+
+Owner rule: every trial this sweeper starts carries ``ftsweep:owner`` (host, pid of the sweep process)
+from the moment it exists (:func:`ask_with_owner`), so a trial left RUNNING by a dead process on this
+host is failed at once; only trials of other hosts wait for the heartbeat grace period.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from ftsweep.sweeper.storage import HEARTBEAT_ATTR, open_storage, redact
 SPACE_ATTR = "ftsweep:search_space"
 SWEEP_DIR_ATTR = "ftsweep:sweep_dir"
 OWNER_ATTR = "ftsweep:owner"
+RETRY_OF = "retry_of"  # the original trial whose parameters a stale re-run repeats
+REPLACES_ATTR = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget
+ATTEMPT_ATTR = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this is
 
 
 @contextlib.contextmanager
@@ -52,18 +60,15 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
 
     storage = open_storage(storage_url)
     existing = _load_existing(storage, study_name)
-    n_existing = 0
     if existing is not None:
         _check_compatible(existing, study_name, storage_url, directions, space)
-        n_existing = len(existing.get_trials(deepcopy=False))
     study = optuna.create_study(storage=storage, pruner=build_pruner(pruner),
-                                sampler=build_sampler(sampler, space.distributions, n_existing=n_existing,
-                                                      multi_objective=len(directions) > 1),
+                                sampler=build_sampler(sampler, space.distributions, multi_objective=len(directions) > 1),
                                 study_name=study_name, directions=directions, load_if_exists=True)
     if existing is None:
         study.set_user_attr(SPACE_ATTR, space.to_json())
         study.set_user_attr("ftsweep:metrics", metrics)
-        study.set_user_attr("ftsweep:fixed_overrides", fixed_overrides)
+        study.set_user_attr("ftsweep:fixed_overrides", [redact(o) for o in fixed_overrides])
         study.set_user_attr(SWEEP_DIR_ATTR, str(sweep_dir))
         study.set_user_attr("ftsweep:created", time.strftime("%Y-%m-%d %H:%M:%S"))
         for params in enqueue or []:
@@ -119,8 +124,19 @@ def counted_trials(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    replaced = {t.user_attrs.get("retry_of") for t in trials if t.user_attrs.get("retry_of") is not None}
+    replaced = replaced_numbers(trials)
     return [t for t in trials if not (t.state == TrialState.FAIL and t.number in replaced)]
+
+
+def replaced_numbers(trials: list[Any]) -> set[int]:
+    """Numbers of failed trials that a re-run took the place of (studies before ``ftsweep:replaces``
+    re-ran a trial only once, so there ``retry_of`` is the replaced trial)."""
+    out = set()
+    for t in trials:
+        replaced = t.user_attrs.get(REPLACES_ATTR, t.user_attrs.get(RETRY_OF))
+        if replaced is not None:
+            out.add(int(replaced))
+    return out
 
 
 def count(study: Any) -> Counts:
@@ -154,6 +170,43 @@ def owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
+def ask_with_owner(study: Any, distributions: dict[str, Any]) -> Any:
+    """``study.ask(distributions)``, with this process recorded as the trial's owner as it is created.
+
+    A new trial is created with the owner already among its user attributes (one storage call), so a
+    sweep process killed right after creating it leaves a trial the owner rule recognises at once. An
+    enqueued (WAITING) trial gets the owner just before this process claims it (Optuna's atomic
+    WAITING -> RUNNING switch); if another process wins the claim, the winner writes its own owner.
+    """
+    import datetime
+
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    me = owner()
+    storage = study._storage
+    study._thread_local.cached_all_trials = None  # as study.ask() does: the sampler must see the latest trials
+    trial_id = None
+    for waiting in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            storage.set_trial_user_attr(waiting._trial_id, OWNER_ATTR, me)
+            if storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING):
+                storage.set_trial_user_attr(waiting._trial_id, OWNER_ATTR, me)  # a losing claimant may have written
+                trial_id = waiting._trial_id
+                break
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    if trial_id is None:
+        template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
+                               datetime_complete=None, params={}, distributions={}, user_attrs={OWNER_ATTR: me},
+                               system_attrs={}, intermediate_values={}, trial_id=-1)
+        trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    trial = optuna.Trial(study, trial_id)  # the sampler's before_trial / relative sampling, as in study.ask()
+    for name, dist in distributions.items():
+        trial._suggest(name, dist)
+    return trial
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this host (signal 0 sends nothing)."""
     try:
@@ -180,8 +233,9 @@ def stale_reason(trial: Any, grace_s: float, now: float | None = None) -> str | 
     return None
 
 
-def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: bool) -> list[tuple[int, str]]:
-    """Fail RUNNING trials whose process is gone and re-enqueue each once; returns (number, reason)."""
+def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: int) -> list[tuple[int, str, str]]:
+    """Fail RUNNING trials whose process is gone and re-run each (see :func:`rerun`); returns
+    (number, reason, what happened next) per failed trial."""
     from optuna.trial import TrialState
 
     storage = study._storage
@@ -198,7 +252,21 @@ def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: bool
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except Exception:
             continue
-        failed.append((t.number, reason))
-        if retry and t.user_attrs.get("retry_of") is None:
-            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        failed.append((t.number, reason, rerun(study, t, retry)))
     return failed
+
+
+def rerun(study: Any, trial: Any, limit: int) -> str:
+    """Enqueue a re-run of a failed trial with its ORIGINAL trial's parameters, at most ``limit`` re-runs per
+    original trial (a re-run of a re-run counts against the original); returns what happened, for the log."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    root = int(trial.user_attrs.get(RETRY_OF, trial.number))
+    done = sum(1 for t in trials.values() if t.user_attrs.get(RETRY_OF) == root)
+    if limit <= 0:
+        return "not re-run: hydra.sweeper.retry_stale=0"
+    if done >= limit:
+        return f"not re-run: retry budget used ({done} of {limit} re-runs of trial {root})"
+    original = trials.get(root, trial)
+    params = dict(original.params or trial.params)  # empty if it was killed inside ask(), before sampling
+    study.enqueue_trial(params, user_attrs={RETRY_OF: root, REPLACES_ATTR: trial.number, ATTEMPT_ATTR: done + 1})
+    return f"re-run {done + 1} of {limit} with trial {root}'s parameters"

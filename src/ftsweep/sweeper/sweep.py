@@ -6,6 +6,8 @@ composed training config and the command line's task overrides.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -100,16 +102,70 @@ def sweep_dir_of(conf: SweeperConf, cfg: Any) -> Path:
     return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))).expanduser().resolve()
 
 
+def studies_in(sweep_dir: Path) -> list[str]:
+    """Names of the studies a sweep folder holds: its study.db / study.journal, or its last report's
+    summary.json. Read-only (nothing is created or migrated)."""
+    import json
+    import sqlite3
+
+    names: list[str] = []
+    db = sweep_dir / "study.db"
+    if db.is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                names += [r[0] for r in con.execute("SELECT study_name FROM studies")]
+        except sqlite3.Error:
+            pass
+    journal = sweep_dir / "study.journal"
+    if journal.is_file():
+        for line in journal.read_text(errors="replace").splitlines():
+            try:
+                op = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(op, dict) and op.get("op_code") == 0 and op.get("study_name"):
+                names.append(str(op["study_name"]))
+    if not names and (sweep_dir / "summary.json").is_file():
+        try:
+            names.append(str(json.loads((sweep_dir / "summary.json").read_text())["study_name"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+    return names
+
+
+def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
+    """Refuse a sweep folder that holds another study (its report, best.yaml and trial folders would be
+    overwritten); resuming the same study in its own folder is the normal path."""
+    names = studies_in(sweep_dir)
+    if names and study_name not in names:
+        other = names[0]
+        raise SweepInputError(f"hydra.sweep.dir: {sweep_dir} holds study {other!r}, not {study_name!r}; use a new "
+                              f"folder (hydra.sweep.dir=<new>), resume it with hydra.sweeper.study_name={other}, "
+                              "or replace its report with overwrite=true")
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
+    from omegaconf import OmegaConf
+
     from ftsweep.config.compose import ConfigFailure, compose
+    from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
 
     for corner in ("low", "high"):
         overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
         try:
-            compose(overrides)
+            cfg = compose(overrides)
         except ConfigFailure as err:
             raise SweepInputError(f"a trial would fail: {err}") from err
+        for key in DATA_FILE_KEYS:  # fixed data files (the searched ones: every choice, below)
+            message = missing_data_file(key, OmegaConf.select(cfg, key))
+            if message:
+                raise SweepInputError(message)
+    for key in DATA_FILE_KEYS:
+        for choice in getattr(space.distributions.get(key), "choices", ()):
+            message = missing_data_file(key, choice)
+            if message:
+                raise SweepInputError(message)
 
 
 def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
@@ -118,7 +174,9 @@ def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
     except SweepInputError as err:
-        print(f"ftsweep: error: {err}", file=sys.stderr)
+        from ftsweep.tracking import mask_url_passwords
+
+        print(f"ftsweep: error: {mask_url_passwords(' '.join(str(err).split()))}", file=sys.stderr)
         sys.exit(2)
     return execute(plan)
 
@@ -180,6 +238,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         raise SweepInputError(f"hydra.sweeper.n_trials: must be >= 1 (got {conf.n_trials})")
     if conf.n_workers < 1:
         raise SweepInputError(f"hydra.sweeper.n_workers: must be >= 1 (got {conf.n_workers})")
+    if conf.retry_stale < 0:
+        raise SweepInputError(f"hydra.sweeper.retry_stale: must be >= 0 re-runs (got {conf.retry_stale})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     n_trials, n_workers = conf.n_trials, conf.n_workers
@@ -196,10 +256,20 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
 
     sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
-    with file_lock(sweep_dir / ".ftsweep.lock"):
-        study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
-                           sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
-                           sweep_dir=sweep_dir, enqueue=enqueue)
+    if not OmegaConf.select(cfg, "overwrite", default=False):
+        check_sweep_dir(sweep_dir, study_name)
+    # The lock (shared by the processes of one study) lives in the sweep folder: if the storage cannot be
+    # opened, the folders created for it are removed again, so bad input leaves nothing behind.
+    created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
+    try:
+        with file_lock(sweep_dir / ".ftsweep.lock"):
+            study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
+                               sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
+                               sweep_dir=sweep_dir, enqueue=enqueue)
+    except SweepInputError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
     if capacity and n_workers > capacity:
         print(f"[sweep {study_name}] n_workers={n_workers} > {capacity} GPU place(s) ({len(gpus or [])} GPU(s), "

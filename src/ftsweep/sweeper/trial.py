@@ -142,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     def task(cfg: Any) -> float | None:
         from hydra.core.hydra_config import HydraConfig
 
+        from ftsweep import rundir
         from ftsweep.train import execute
 
-        metrics = execute(cfg, HydraConfig.get().runtime.output_dir, trial_callbacks(ctx), run_info(ctx))
+        run_dir = HydraConfig.get().runtime.output_dir
+        rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
+        metrics = execute(cfg, run_dir, trial_callbacks(ctx), run_info(ctx))
         return metrics.get("objective")
 
     try:

@@ -1,0 +1,91 @@
+"""Every sampler runs a whole (fake-trial) sweep to its end: trials, report, best.yaml; fixed seeds per trial.
+
+A grid sweep used to crash after its last trial (Optuna's GridSampler calls ``study.stop()``, which raises
+outside ``study.optimize()``); two processes sharing a new study used to propose the same parameters.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sweep_helpers import env, load, run, sweep_args
+
+from ftsweep.sweeper.samplers import SAMPLERS
+
+pytestmark = pytest.mark.slow
+
+SPACE = ["optimizer.lr=choice(1e-3,2e-3)", "lora=choice(r8,r16)"]
+
+
+def _args(sd, *extra, n_trials=4, workers=1):
+    args = [a for a in sweep_args(sd, "hydra.sweeper.report=true", "hydra.sweeper.pruner.name=none", *extra,
+                                  n_trials=n_trials, workers=workers) if not a.startswith("optimizer.lr=")]
+    return args
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_finishes_with_a_report(tmp_path, name):
+    sd = tmp_path / "s"
+    r = run([*_args(sd, f"hydra.sweeper.sampler.name={name}", "hydra.sweeper.sampler.seed=0",
+                    "hydra.sweeper.sampler.n_startup_trials=2"), *SPACE], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    study = load(sd)
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    for t in study.trials:
+        assert t.params["optimizer.lr"] in (1e-3, 2e-3) and t.params["lora"] in ("r8", "r16")
+    if name == "grid":  # every grid point exactly once
+        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    assert (sd / "summary.json").is_file() and (sd / "report.md").is_file() and (sd / "best.yaml").is_file()
+    assert "best trial" in r.stdout
+
+
+def test_batch_size_grid_sweep_finishes(tmp_path):
+    sd = tmp_path / "b"
+    args = [sys.executable, "-m", "ftsweep", "train", "sweep=batch_size", "model=tiny", "logger=none",
+            f"hydra.sweep.dir={sd}", "hydra.sweeper.progress=plain", "hydra.sweeper.n_workers=2"]
+    r = run(args, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = load(sd, name="batch_size")
+    assert len(study.trials) == 8 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert (sd / "report.md").is_file() and (sd / "best.yaml").is_file()
+
+
+def test_two_processes_on_one_new_study_propose_distinct_parameters(tmp_path):
+    sd = tmp_path / "s"
+    # random sampler, fixed seed, both processes started together on an empty SQLite study
+    args = sweep_args(sd, "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=0",
+                      "hydra.sweeper.pruner.name=none", n_trials=6)
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env(FAKE_STEP_S="0.3"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    study = load(sd)
+    params = [t.params["optimizer.lr"] for t in study.trials]
+    assert len(params) == 6 and len(set(params)) == 6
+    assert all("started" in out for out, _ in outs)  # both processes ran trials
+
+
+def test_fixed_seed_is_reproducible_in_a_fresh_folder(tmp_path):
+    def lrs(sd):
+        r = run(sweep_args(sd, "hydra.sweeper.sampler.name=tpe", "hydra.sweeper.sampler.seed=3",
+                           "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.pruner.name=none", n_trials=4),
+                tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return [t.params["optimizer.lr"] for t in load(sd).trials]
+
+    first = lrs(tmp_path / "a")
+    assert first == lrs(tmp_path / "b") and len(set(first)) == 4
+
+
+def test_search_over_data_files(tmp_path):
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text('[{"instruction": "hi", "input": "", "output": "hello"}]')
+    sd = tmp_path / "s"
+    r = run([*_args(sd, "hydra.sweeper.sampler.name=grid", n_trials=2), "data.path=choice(a.json,b.json)"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = load(sd)
+    assert sorted(t.params["data.path"] for t in study.trials) == ["a.json", "b.json"]
+    assert all(f"data.path={t.params['data.path']}" in t.user_attrs["overrides"] for t in study.trials)

@@ -1,0 +1,92 @@
+"""Stale trials: re-run with the original parameters at most ``retry_stale`` times; owner recorded at creation.
+
+In-process on a SQLite study (fast): trials are made stale by giving them a dead owner process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from ftsweep.sweeper.study import OWNER_ATTR, ask_with_owner, count, counted_trials, fail_stale_trials
+
+DISTS = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)}
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.fixture
+def study(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name="t", storage=f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def _orphan(study, trial) -> None:
+    """Make ``trial`` look like the trial of a sweep process on this host that was killed."""
+    study._storage.set_trial_user_attr(trial._trial_id, OWNER_ATTR, {"host": socket.gethostname(), "pid": _dead_pid()})
+
+
+def test_a_stale_trial_is_rerun_twice_with_its_original_parameters_then_not_again(study):
+    first = ask_with_owner(study, DISTS)
+    original = dict(first.params)
+    notes = []
+    for _ in range(3):  # the original and two re-runs all die
+        trial = study.trials[-1] if notes else first
+        _orphan(study, trial)
+        failed = fail_stale_trials(study, grace_s=3600, mine=set(), retry=2)
+        assert [f[0] for f in failed] == [trial.number] and failed[0][1].startswith("stale: sweep process")
+        notes.append(failed[0][2])
+        if "not re-run" not in notes[-1]:
+            rerun = ask_with_owner(study, DISTS)  # pops the enqueued re-run
+            assert rerun.params == original and rerun.user_attrs["retry_of"] == first.number
+    assert notes == ["re-run 1 of 2 with trial 0's parameters", "re-run 2 of 2 with trial 0's parameters",
+                     "not re-run: retry budget used (2 of 2 re-runs of trial 0)"]
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "FAIL"]
+    # the budget counts the original trial once: the last failure, the two replaced ones not
+    assert [t.number for t in counted_trials(study)] == [2] and count(study).total == 1
+
+
+def test_retry_stale_zero_never_reruns(study):
+    trial = ask_with_owner(study, DISTS)
+    _orphan(study, trial)
+    failed = fail_stale_trials(study, grace_s=3600, mine=set(), retry=0)
+    assert failed[0][2] == "not re-run: hydra.sweeper.retry_stale=0" and len(study.trials) == 1
+
+
+def test_owner_is_recorded_with_the_trials_creation(tmp_path, study):
+    # A sweep process killed right after asking for a trial (before anything else) ...
+    code = ("import os, optuna\n"
+            "from optuna.distributions import FloatDistribution\n"
+            "from ftsweep.sweeper.study import ask_with_owner\n"
+            f"s = optuna.load_study(study_name='t', storage='sqlite:///{tmp_path / 'study.db'}')\n"
+            "ask_with_owner(s, {'optimizer.lr': FloatDistribution(1e-5, 1e-2, log=True)})\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    (trial,) = study.get_trials()
+    assert trial.state.name == "RUNNING" and trial.user_attrs[OWNER_ATTR]["host"] == socket.gethostname()
+    # ... leaves a trial that the owner rule fails at once (not after the heartbeat grace period of an hour)
+    failed = fail_stale_trials(study, grace_s=3600, mine=set(), retry=2)
+    assert len(failed) == 1 and "is gone" in failed[0][1]
+
+
+def test_owner_is_in_the_first_write_of_a_new_trial(study, monkeypatch):
+    # Even if sampling fails right after creation, the trial already carries its owner.
+    def boom(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(study.sampler, "before_trial", boom)
+    with pytest.raises(RuntimeError, match="killed"):
+        ask_with_owner(study, DISTS)
+    (trial,) = study.get_trials()
+    assert json.dumps(trial.user_attrs[OWNER_ATTR]) == json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
