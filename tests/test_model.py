@@ -87,9 +87,8 @@ def test_quantization_builder_reads_every_field(compose):
 
 
 def test_contradicting_quant_type_is_refused(compose):
-    from ftsweep.config.compose import ConfigFailure
-
     from ftsweep.config import ConfigError
+    from ftsweep.config.compose import ConfigFailure
 
     with pytest.raises(ConfigFailure, match="quantization.bnb_4bit_quant_type: fp4 contradicts quantization.method=nf4"):
         compose("quantization=nf4", "quantization.bnb_4bit_quant_type=fp4")

@@ -13,13 +13,10 @@ host is failed at once; only trials of other hosts wait for the heartbeat grace 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +32,6 @@ OWNER_ATTR = "ftsweep:owner"
 RETRY_OF = "retry_of"  # the original trial whose parameters a stale re-run repeats
 REPLACES_ATTR = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget
 ATTEMPT_ATTR = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this is
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock shared by all sweep processes of this machine (makes count + ask atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def open_study(*, storage_url: str, study_name: str, directions: list[str], space: SearchSpace,

@@ -194,7 +194,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.process import check_backend
     from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
-    from ftsweep.sweeper.study import file_lock, open_study
+    from ftsweep.sweeper.storage import flock
+    from ftsweep.sweeper.study import open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed, cli_params = split_arguments(arguments)
@@ -262,7 +263,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     # opened, the folders created for it are removed again, so bad input leaves nothing behind.
     created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
     try:
-        with file_lock(sweep_dir / ".ftsweep.lock"):
+        with flock(sweep_dir / ".ftsweep.lock"):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                                sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
                                sweep_dir=sweep_dir, enqueue=enqueue)
