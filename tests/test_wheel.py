@@ -64,7 +64,7 @@ def test_init_and_a_user_sweep_from_an_empty_folder(wheel_site, tmp_path, cache_
     (proj / "conf" / "lora").mkdir()
     (proj / "conf" / "lora" / "r4.yaml").write_text("# LoRA r=4 (mine)\ndefaults: [lora_schema, _self_]\nr: 4\nalpha: 8\n")
     shown = _ftsweep(wheel_site, cache_dir, proj, "inspect", "data=my_data", "--rows", "1", "--plain").stdout
-    assert "[[" in shown and "plus" in shown
+    assert "[[" in shown and "### Response:" in shown  # the trained answer marked, the prompt masked
     _ftsweep(wheel_site, cache_dir, proj, "train", "-m", "sweep=my_sweep", "hydra.sweeper.n_trials=2",
              "lora=choice(r4, r8)", "trainer.max_steps=4", "trainer.eval_steps=2", "logger=none",
              "hydra.sweep.dir=sweeps/mine")
