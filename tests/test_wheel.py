@@ -78,7 +78,7 @@ def test_init_and_a_user_sweep_from_an_empty_folder(wheel_site, tmp_path, cache_
         assert hydra.mode == "MULTIRUN"
         sources = {s.provider: s.path for s in hydra.runtime.config_sources}
         assert sources["main"] == str(wheel_site / "ftsweep" / "conf")  # the wheel's config, not the repository
-        assert sources["ftsweep-user"] == f"file://{proj / 'conf'}"
+        assert sources["ftsweep-user"] == str(proj / "conf")
     assert not (proj / "outputs").exists()
 
 
