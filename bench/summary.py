@@ -68,19 +68,20 @@ def rows() -> list[list[str]]:
         peak = max(x["cold"]["peak_rss_mib"] for x in d["pairs"])
         out.append([f"peak RSS of a cold {d['rows']:,}-row build", f"{f(peak, 0)} MiB", "–", "–",
                     "`python bench/data_cache.py`"])
-    for name, what in (("trial_overhead", "quickstart (Alpaca rows, as shipped)"),
-                       ("trial_overhead_proxy", "proposed proxy quickstart")):
-        if not (t := load(name)):
-            continue
-        cmd = "`python bench/trial_overhead.py`" + ("" if name == "trial_overhead" else " with the proxy overrides (see above)")
-        out.append([f"{what}: trial start → first optimizer step", f"{f(t['median_start_to_first_step_s'], 1)} s",
-                    "< 5 s", yes(t["median_start_to_first_step_s"] < 5), cmd])
-        out.append([f"{what}: trial wall vs training", f"{f(t['median_trial_wall_s'], 1)} s vs "
-                    f"{f(t['median_training_s'], 1)} s: **{t['median_not_training_share']:.0%} not training**", "–", "–", cmd])
-        losses = [x["eval_loss"] for x in t["trials"] if x.get("eval_loss") is not None]
-        spread = f"; trial eval losses {min(losses):.2f}-{max(losses):.2f}" if losses else ""
-        out.append([f"{what}: whole sweep", f"{f(t['sweep_wall_s'], 0)} s ({t['n_trials']} trials, {t['n_pruned']} pruned)"
-                    + spread, "–", "–", cmd])
+    if (t := load("trial_overhead")):
+        s, cmd = t["summary"], "`python bench/trial_overhead.py`"
+        cold, warm = s["cold"], s["warm: reused worker"]
+        out.append(["quickstart trial: start → first optimizer step, cold / warm worker",
+                    f"{f(cold['median_start_to_first_step_s'], 1)} s / **{f(warm['median_start_to_first_step_s'], 2)} s**",
+                    "warm < 5 s", yes(warm["median_start_to_first_step_s"] < 5), cmd])
+        out.append(["quickstart trial: wall vs training, cold / warm worker",
+                    " / ".join(f"{f(x['median_trial_wall_s'], 1)} s vs {f(x['median_training_s'], 2)} s "
+                               f"({x['median_not_training_share']:.0%} not training)" for x in (cold, warm)), "–", "–", cmd])
+        w = t["sweep_wall_s"]
+        out.append([f"quickstart sweep end to end ({t['sweeps'][0]['n_trials']} trials, 2 at a time): cold / warm workers",
+                    f"{f(w['cold'], 1)} s / {f(w['warm'], 1)} s: **{f(t['sweep_cold_over_warm'])}x**; trial results "
+                    f"identical: {'yes' if t['results_identical'] else '**no**'}", "≥ 2x",
+                    yes(t["sweep_cold_over_warm"] >= 2), cmd])
     if (x := load("proxy_spread")):
         for lora, s in x["spread"].items():
             out.append([f"proxy task, lora={lora}, {x['steps']} steps: worst / best lr eval loss",

@@ -1,18 +1,24 @@
-"""Where does a sweep trial's time go? Runs the quickstart sweep (``ftsweep train -m sweep=quickstart``,
-W&B offline) with a phase probe in every trial process and splits each trial's wall-clock into phases:
-process start + imports + compose, tokenizer, data, memory preflight, model, LoRA, tracker (W&B init),
-trainer init, initial eval, first optimizer step, training loop, in-loop evals, final eval, save, tracker
-finish + exit; then the share of a trial that is not training.
+"""Where does a sweep trial's time go, cold and warm? Runs the quickstart sweep (``ftsweep train -m
+sweep=quickstart``, W&B offline) with cold trials (``hydra.sweeper.warm_workers=false``: one new process per
+trial) and with warm workers (``warm_workers=true``, as shipped: one long-lived process per slot keeps
+imports, data and the base model), in pairs, with a phase probe in every process. Splits each trial's
+wall-clock into phases: start (process start + imports, or in a warm worker the trial's hand-over) +
+compose, tokenizer, data, memory preflight, model, LoRA, tracker (W&B init), trainer init, initial eval,
+first optimizer step, training loop, in-loop evals, final eval, save, tracker finish (+ exit); then the
+share of a trial that is not training, and the whole sweep's wall-clock, cold vs warm.
 
-    python bench/trial_overhead.py                 # the quickstart sweep as shipped (8 trials, 2 at a time)
-    python bench/trial_overhead.py --quick         # 2 trials of 10 steps, 1 at a time (smoke test)
-    python bench/trial_overhead.py -- data=proxy_tasks   # extra overrides after --
+    python bench/trial_overhead.py                 # 3 pairs of quickstart sweeps (8 trials, 2 at a time)
+    python bench/trial_overhead.py --quick         # 1 pair of 3 trials of 10 steps, 1 at a time (smoke test)
+    python bench/trial_overhead.py -- data=alpaca_en_demo   # extra overrides after --
 
 The probe (bench/_phase_probe/sitecustomize.py, put on PYTHONPATH) wraps a few ftsweep / transformers
 functions after they are imported and appends timestamps to one file per process; ftsweep is not changed.
-Figures are medians over the sweep's trials (each trial is one repetition); pruned trials are included
-(their loop is shorter). "Training" = ``Trainer.train()`` wall after the first optimizer step, minus the
-evaluations inside it (the first step carries the trainer's one-time set-up and is counted apart).
+A warm worker's file holds several trials (split at each trial's hand-over); its first trial starts at
+the process start, like a cold trial. Figures are medians over trials (pruned trials included: their loop
+is shorter); "warm" rows are the trials that reused a worker, "first in worker" the ones that started it.
+"Training" = ``Trainer.train()`` wall after the first optimizer step, minus the evaluations inside it (the
+first step carries the trainer's one-time set-up and is counted apart). Sweep ratios are medians of the
+paired ratios (cold / warm of the same repetition).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from _common import (  # noqa: E402
     write_result,
 )
 
-PHASES = ("process + imports + compose", "tokenizer", "data", "memory preflight", "model", "lora", "tracker",
+PHASES = ("start + compose", "tokenizer", "data", "memory preflight", "model", "lora", "tracker",
           "trainer init", "initial eval", "first step", "training loop", "in-loop evals", "final eval", "save",
           "tracker finish + exit")
 
@@ -63,14 +69,18 @@ def span(events, phase, after: float = 0.0) -> tuple[float, float] | None:
 
 
 def trial_phases(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """One trial process's events -> phase durations (seconds; None where the probe saw nothing)."""
+    """One trial's events -> phase durations (seconds; None where the probe saw nothing). In a warm worker
+    the tokenizer / data / model phases are the warm components' calls (a lookup when kept)."""
     t0 = events[0].get("t0") or events[0]["t"]
     end = last(events, "exit") or events[-1]["t"]
     d: dict[str, float | None] = dict.fromkeys(PHASES)
-    tok, data, model, lora = (span(events, p) for p in ("tokenizer", "data", "model", "lora"))
+    tok, data = (span(events, "warm_" + p) or span(events, p) for p in ("tokenizer", "data"))
+    model, lora, warm_model = (span(events, p) for p in ("model", "lora", "warm_model"))
+    if model is None and warm_model and lora:  # kept base model: the time before its fresh adapter
+        model = (warm_model[0], lora[0])
     tracker, tinit, train, save = (span(events, p) for p in ("tracker", "trainer_init", "train", "save"))
     if tok:
-        d["process + imports + compose"] = tok[0] - t0
+        d["start + compose"] = tok[0] - t0
     for name, s in (("tokenizer", tok), ("data", data), ("model", model), ("lora", lora), ("tracker", tracker),
                     ("trainer init", tinit), ("save", save)):
         d[name] = s[1] - s[0] if s else None
@@ -101,6 +111,27 @@ def trial_phases(events: list[dict[str, Any]]) -> dict[str, Any]:
             "pruned": not save, "missing_probes": [e["target"] for e in events if e["ev"] == "probe_missing"]}
 
 
+def trial_segments(events: list[dict[str, Any]]) -> list[tuple[int, Any, bool, list[dict[str, Any]]]]:
+    """One process's events -> (trial number, params, reused worker, events) per trial it ran. A cold trial
+    process is one trial; a warm worker runs one trial per ``warm_trial`` span, the first from the process
+    start (imports included), the others from their hand-over."""
+    marks = [i for i, e in enumerate(events) if e["ev"] == "warm_trial:start"]
+    if not marks:
+        if events and events[0].get("trial") is not None and any(e["ev"] == "train:start" for e in events):
+            return [(int(events[0]["trial"]), json.loads(events[0].get("params") or "null"), False, events)]
+        return []
+    out = []
+    for k, i in enumerate(marks):
+        j = marks[k + 1] if k + 1 < len(marks) else len(events)
+        seg = events[i:j]
+        t0 = (events[0].get("t0") or events[0]["t"]) if k == 0 else events[i]["t"]
+        end = next((e["t"] for e in seg if e["ev"] == "warm_trial:end"), seg[-1]["t"])
+        body = [{"ev": "trial_start", "t": t0, "t0": t0}, *(e for e in seg if e["t"] <= end), {"ev": "exit", "t": end}]
+        if any(e["ev"] == "train:start" for e in body):
+            out.append((int(events[i]["trial"]), json.loads(events[i].get("params") or "null"), k > 0, body))
+    return out
+
+
 def trial_result(run_dir: Path) -> dict[str, Any]:
     """The trial's status and eval loss from its metrics.json (empty if the layout changed)."""
     path = run_dir / "metrics.json"
@@ -110,73 +141,105 @@ def trial_result(run_dir: Path) -> dict[str, Any]:
     return {"status": m.get("status"), "eval_loss": m.get("eval_loss"), "initial_eval_loss": m.get("initial_eval_loss")}
 
 
+def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """One quickstart sweep (cold or warm) with the probe; its wall-clock and its trials' phases."""
+    phases_dir = tmp / "phases"
+    phases_dir.mkdir()
+    sweep_dir = tmp / "sweep"
+    # A fresh study in the temp dir (the default sweep dir would resume an earlier study instead).
+    args = ["sweep=quickstart", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.warm_workers={mode == 'warm'}",
+            *overrides]
+    probe_env = dict(env)
+    probe_env["PYTHONPATH"] = str(ROOT / "bench" / "_phase_probe") + os.pathsep + env["PYTHONPATH"]
+    probe_env.update({"FTSWEEP_BENCH_PHASES": str(phases_dir), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp)})
+    # The sweeper splits the cores between parallel trials itself (OMP_NUM_THREADS per trial) only when
+    # the variable is unset: leave that decision to it, as a user's sweep would.
+    probe_env.pop("OMP_NUM_THREADS", None)
+    proc = run_proc(ftsweep_cmd("train", "-m", *args), env=probe_env, timeout=1800)
+    trials = []
+    for f in sorted(phases_dir.glob("*.jsonl")):
+        for n, params, reused, ev in trial_segments(load_events(f)):
+            trials.append({"trial": n, "params": params, "reused_worker": reused,
+                           **trial_result(sweep_dir / f"trial_{n}"), **trial_phases(ev)})
+    trials.sort(key=lambda t: t["trial"])
+    return {"mode": mode, "sweep_wall_s": proc.wall_s, "n_trials": len(trials),
+            "n_pruned": sum(t["pruned"] for t in trials), "trials": trials,
+            "command": "ftsweep train -m " + " ".join(a for a in args if "sweep.dir" not in a)}
+
+
+def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    if not trials:
+        return {"n": 0}
+    return {"n": len(trials), "median_phase_s": {ph: median(t["phases"][ph] for t in trials) for ph in PHASES},
+            "median_trial_wall_s": median(t["wall_s"] for t in trials),
+            "median_training_s": median(t["training_s"] for t in trials),
+            "median_not_training_share": median(t["not_training_share"] for t in trials),
+            "median_start_to_first_step_s": median(t["start_to_first_step_s"] for t in trials)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=None, help="pairs of sweeps (default 3; --quick: 1)")
     p.add_argument("--out", default=None)
     p.add_argument("overrides", nargs="*", help="extra sweep overrides (after --)")
     args = p.parse_args(argv)
+    reps = args.reps or (1 if args.quick else 3)
     cache = default_cache()
     env = bench_env(cache)
     ensure_tiny_model(env)
-    with tempfile.TemporaryDirectory(prefix="ftsweep-bench-trials-") as d:
-        tmp = Path(d)
-        phases_dir = tmp / "phases"
-        phases_dir.mkdir()
-        sweep_dir = tmp / "sweep"
-        # A fresh study in the temp dir (the default sweep dir would resume an earlier study instead).
-        overrides = ["sweep=quickstart", f"hydra.sweep.dir={sweep_dir}",
-                     *args.overrides]
-        if args.quick:
-            overrides += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_workers=1", "trainer.max_steps=10",
-                          "trainer.eval_steps=5"]
-        probe_env = dict(env)
-        probe_env["PYTHONPATH"] = str(ROOT / "bench" / "_phase_probe") + os.pathsep + env["PYTHONPATH"]
-        probe_env.update({"FTSWEEP_BENCH_PHASES": str(phases_dir), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp)})
-        # The sweeper splits the cores between parallel trials itself (OMP_NUM_THREADS per trial) only when
-        # the variable is unset: leave that decision to it, as a user's sweep would.
-        probe_env.pop("OMP_NUM_THREADS", None)
-        proc = run_proc(ftsweep_cmd("train", "-m", *overrides), env=probe_env, timeout=1800)
-        trials = []
-        for f in sorted(phases_dir.glob("*.jsonl")):
-            ev = load_events(f)
-            if ev and ev[0].get("trial") is not None and any(e["ev"] == "train:start" for e in ev):
-                n = int(ev[0]["trial"])
-                trials.append({"trial": n, "params": json.loads(ev[0].get("params") or "null"),
-                               **trial_result(sweep_dir / f"trial_{n}"), **trial_phases(ev)})
-        trials.sort(key=lambda t: t["trial"])
-    if not trials:
-        raise SystemExit("no trial was timed: the probe saw no trial process (see bench/_phase_probe)")
-    med = {ph: median(t["phases"][ph] for t in trials) for ph in PHASES}
-    wall = median(t["wall_s"] for t in trials)
-    training = median(t["training_s"] for t in trials)
-    share = median(t["not_training_share"] for t in trials)
-    rows = [[ph, med[ph], (med[ph] / wall if med[ph] is not None and wall else None)] for ph in PHASES]
-    rows.append(["trial wall-clock", wall, 1.0])
-    print(f"\nquickstart sweep ({len(trials)} trials, {sum(t['pruned'] for t in trials)} pruned), "
-          f"whole sweep {proc.wall_s:.1f} s; medians per trial\n")
-    print(table(["phase", "seconds", "share of trial"], rows))
-    print(f"\nnot training: {share:.0%} of a trial (median); start -> first optimizer step "
-          f"{median(t['start_to_first_step_s'] for t in trials):.2f} s; training {training:.2f} s of {wall:.2f} s")
-    print("\ntrials: " + "; ".join(f"#{t['trial']} {t.get('params')} -> {t.get('status')} eval_loss "
-                                    f"{t['eval_loss']:.3f}" if t.get("eval_loss") is not None else f"#{t['trial']} -"
-                                    for t in trials))
-    missing = sorted({m for t in trials for m in t["missing_probes"]})
+    overrides = list(args.overrides)
+    if args.quick:
+        overrides += ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_workers=1", "trainer.max_steps=10",
+                      "trainer.eval_steps=5"]
+    sweeps: list[dict[str, Any]] = []
+    for rep in range(reps):
+        for mode in ("cold", "warm") if rep % 2 == 0 else ("warm", "cold"):  # alternate the order
+            with tempfile.TemporaryDirectory(prefix=f"ftsweep-bench-{mode}-") as d:
+                sweeps.append({"rep": rep, **run_sweep(mode, overrides, env, Path(d))})
+                print(f"rep {rep} {mode}: sweep {sweeps[-1]['sweep_wall_s']:.1f} s, {sweeps[-1]['n_trials']} trials timed",
+                      flush=True)
+    by = {m: [s for s in sweeps if s["mode"] == m] for m in ("cold", "warm")}
+    if not all(s["trials"] for s in sweeps):
+        raise SystemExit("a sweep had no timed trial: the probe saw no trial process (see bench/_phase_probe)")
+    groups = {"cold": [t for s in by["cold"] for t in s["trials"]],
+              "warm: first in worker": [t for s in by["warm"] for t in s["trials"] if not t["reused_worker"]],
+              "warm: reused worker": [t for s in by["warm"] for t in s["trials"] if t["reused_worker"]]}
+    summary = {name: summarize(ts) for name, ts in groups.items()}
+    ratios = [c["sweep_wall_s"] / w["sweep_wall_s"] for c, w in zip(by["cold"], by["warm"])]
+    sweep = {m: median(s["sweep_wall_s"] for s in by[m]) for m in by}
+    same = all(_values(c) == _values(w) for c, w in zip(by["cold"], by["warm"]))
+
+    def col(name: str, key: str, ph: str | None = None) -> float | None:
+        s = summary[name]
+        return (s["median_phase_s"][ph] if ph else s[key]) if s["n"] else None
+
+    names = list(groups)
+    rows = [[ph, *(col(n, "", ph) for n in names)] for ph in PHASES]
+    rows.append(["trial wall-clock", *(col(n, "median_trial_wall_s") for n in names)])
+    rows.append(["start -> first optimizer step", *(col(n, "median_start_to_first_step_s") for n in names)])
+    rows.append(["not training (share of trial)", *(col(n, "median_not_training_share") for n in names)])
+    print(f"\nquickstart sweep, {reps} pair(s); medians per trial (seconds)\n")
+    print(table(["phase", *(f"{n} ({summary[n]['n']})" for n in names)], rows))
+    print(f"\nwhole sweep: cold {sweep['cold']:.1f} s, warm {sweep['warm']:.1f} s: warm is "
+          f"**{median(ratios):.2f}x** faster (median of paired ratios {', '.join(f'{r:.2f}' for r in ratios)}); "
+          f"trial results identical cold and warm: {'yes' if same else 'NO'}")
+    missing = sorted({m for ts in groups.values() for t in ts for m in t["missing_probes"]})
     if missing:
         print(f"probe targets not found (phases unknown): {', '.join(missing)}")
     write_result("trial_overhead", {
-        "command": "ftsweep train -m " + " ".join(o for o in overrides if "sweep_dir" not in o and "sweep.dir" not in o),
-        "sweep_wall_s": proc.wall_s, "n_trials": len(trials), "n_pruned": sum(t["pruned"] for t in trials),
-        "median_phase_s": med, "median_trial_wall_s": wall, "median_training_s": training,
-        "median_not_training_share": share,
-        "median_start_to_first_step_s": median(t["start_to_first_step_s"] for t in trials),
-        "sum_training_s": sum(t["training_s"] or 0 for t in trials),
-        "sweep_training_share": sum(t["training_s"] or 0 for t in trials) / proc.wall_s,
-        "missing_probes": missing, "trials": trials,
+        "command": by["warm"][0]["command"], "reps": reps, "summary": summary,
+        "sweep_wall_s": sweep, "sweep_cold_over_warm": median(ratios), "paired_ratios": ratios,
+        "results_identical": same, "missing_probes": missing, "sweeps": sweeps,
         "definitions": {"training": "Trainer.train() wall after the first optimizer step minus evaluations inside it",
-                        "process + imports + compose": "process start (/proc) -> load_tokenizer called"},
+                        "start + compose": "cold trial / first trial of a worker: process start (/proc) -> load_tokenizer "
+                                           "called; reused worker: the trial's hand-over -> tokenizer asked for"},
     }, args.out)
     return 0
+
+
+def _values(sweep: dict[str, Any]) -> list[tuple[int, Any, Any]]:
+    return sorted((t["trial"], t.get("status"), t.get("eval_loss")) for t in sweep["trials"])
 
 
 if __name__ == "__main__":

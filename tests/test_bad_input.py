@@ -108,6 +108,7 @@ CASES = [
     ("n_trials_text", [*SWEEP, LR, "hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials"),
     ("failure_rate", [*SWEEP, LR, "hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate"),
     ("retry_stale_negative", [*SWEEP, LR, "hydra.sweeper.retry_stale=-1"], "hydra.sweeper.retry_stale"),
+    ("warm_not_bool", [*SWEEP, LR, "hydra.sweeper.warm_workers=sometimes"], "hydra.sweeper.warm_workers"),
     ("sampler_name", [*SWEEP, LR, "hydra.sweeper.sampler.name=nope"], "hydra.sweeper.sampler.name"),
     ("pruner_name", [*SWEEP, LR, "hydra.sweeper.pruner.name=nope"], "hydra.sweeper.pruner.name"),
     ("sweeper_direction", [*SWEEP, LR, "hydra.sweeper.direction=up"], "hydra.sweeper.direction"),

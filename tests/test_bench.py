@@ -128,13 +128,19 @@ def test_data_cache_quick_second_build_is_a_hit(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_trial_overhead_quick_times_every_phase(tmp_path, cache_dir):
+def test_trial_overhead_quick_times_every_phase_cold_and_warm(tmp_path, cache_dir):
     doc = _run("trial_overhead.py", tmp_path / "t.json", cache_dir)
-    assert doc["n_trials"] == 2 and doc["missing_probes"] == []
-    for t in doc["trials"]:
-        for phase in ("process + imports + compose", "data", "model", "lora", "tracker", "first step", "training loop"):
-            assert t["phases"][phase] is not None and t["phases"][phase] >= 0, phase
-        assert 0 < t["not_training_share"] < 1
+    assert doc["missing_probes"] == [] and doc["results_identical"] is True
+    assert [s["mode"] for s in doc["sweeps"]] == ["cold", "warm"] and all(s["n_trials"] == 3 for s in doc["sweeps"])
+    assert {n: doc["summary"][n]["n"] for n in doc["summary"]} == {
+        "cold": 3, "warm: first in worker": 1, "warm: reused worker": 2}
+    for s in doc["sweeps"]:
+        for t in s["trials"]:
+            reused = t["reused_worker"]
+            assert reused == (s["mode"] == "warm" and t["trial"] > 0)
+            for phase in ("start + compose", "data", "model", "lora", "tracker", "first step", "training loop"):
+                assert t["phases"][phase] is not None and t["phases"][phase] >= 0, (phase, t)
+            assert 0 < t["not_training_share"] < 1
 
 
 @pytest.mark.slow

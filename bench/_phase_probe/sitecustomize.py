@@ -51,23 +51,32 @@ if _DIR:
         ("transformers.trainer", "Trainer.train", "train"),
         ("transformers.trainer", "Trainer.evaluate", "evaluate"),
         ("transformers.trainer_callback", "CallbackHandler.on_step_end", "step_end"),
+        ("ftsweep.sweeper.trial", "main", "warm_trial"),
+        ("ftsweep.warm", "WarmComponents.tokenizer", "warm_tokenizer"),
+        ("ftsweep.warm", "WarmComponents.datasets", "warm_data"),
+        ("ftsweep.warm", "WarmComponents.model", "warm_model"),
     ]
     HEAVY = ("torch", "transformers", "peft", "trl", "datasets", "optuna", "wandb", "bitsandbytes", "accelerate")
     _depth = [0]
 
-    def _wrap(fn, phase):
-        once = phase == "step_end"
-        state = {"done": False}
+    _await_first_step = [False]  # step_end is recorded once per Trainer.train(): its first optimizer step
 
+    def _wrap(fn, phase):
         def wrapper(*a, **k):
-            if once and state["done"]:
+            if phase == "step_end" and not _await_first_step[0]:
                 return fn(*a, **k)
-            _emit(phase + ":start")
+            info = {}
+            if phase == "warm_trial":  # a trial in a warm worker (imported there, not run as __main__)
+                info = {"trial": os.environ.get("FTSWEEP_TRIAL_NUMBER"), "params": os.environ.get("FTSWEEP_TRIAL_PARAMS")}
+            _emit(phase + ":start", **info)
+            if phase == "train":
+                _await_first_step[0] = True
             try:
                 return fn(*a, **k)
             finally:
                 _emit(phase + ":end")
-                state["done"] = True
+                if phase == "step_end":
+                    _await_first_step[0] = False
 
         wrapper.__wrapped__ = fn
         return wrapper

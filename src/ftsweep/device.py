@@ -233,3 +233,25 @@ def peak_memory_mib() -> dict[str, float]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reset_peak_memory() -> float:
+    """Restart this process's peak-memory marks from what it holds now (before a run loads its model);
+    returns the current RSS in MiB.
+
+    Without the reset, a spike before the model loads (imports, tokenization) would hide part of the
+    model's memory in ``peak_rss_mb - rss_before_model_mb``, and in a warm sweep worker one trial's CUDA
+    peak would carry over into the next trial's metrics. RSS: Linux ``clear_refs`` 5 (elsewhere the peak
+    keeps earlier spikes).
+    """
+    import psutil
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not Linux, or not permitted
+    return psutil.Process().memory_info().rss / MiB

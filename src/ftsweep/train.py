@@ -23,21 +23,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import rundir
 from ftsweep.config import ConfigError, UsageError, validate
-from ftsweep.device import peak_memory_mib, peak_rss_mib, pin_single_gpu
+from ftsweep.device import peak_memory_mib, peak_rss_mib, pin_single_gpu, reset_peak_memory
 from ftsweep.tracking import RunInfo, Tracker, scrub
 
 log = logging.getLogger("ftsweep")
 
 
 def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
-            info: RunInfo | None = None) -> dict[str, Any]:
+            info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
     """A run as a process's job: train, print the result; on failure record ``failure.json`` and exit
     (2 for bad input, with one line; 1 for a failed run, with the traceback)."""
     from ftsweep.data.errors import DataError
 
     run_dir = Path(run_dir)
     try:
-        metrics = run(cfg, run_dir, callbacks, info)
+        metrics = run(cfg, run_dir, callbacks, info, parts)
     except (UsageError, DataError) as err:  # bad input: one line, exit 2 (the reason is kept for a sweep)
         rundir.write_failure(run_dir, str(err), type(err).__name__)
         print(f"ftsweep: error: {err}", file=sys.stderr)
@@ -68,8 +68,35 @@ def failure_reason(err: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the recipe
+class Components:
+    """Where a run gets its tokenizer, datasets and model: built anew for every run (a cold run).
+
+    A warm sweep worker passes :class:`ftsweep.warm.WarmComponents` instead, which keeps them between
+    trials whose settings match and hands every trial a fresh adapter.
+    """
+
+    def tokenizer(self, cfg):
+        from ftsweep.model import load_tokenizer
+
+        return load_tokenizer(cfg)
+
+    def datasets(self, cfg, tokenizer):
+        from ftsweep.data import build_datasets
+
+        return build_datasets(cfg, tokenizer)
+
+    def model(self, cfg, tokenizer):
+        """The base model, then the adapter (seeded inside ``apply_lora``)."""
+        from ftsweep.model import apply_lora, load_model
+
+        return apply_lora(cfg, load_model(cfg, tokenizer))
+
+    def release(self, cfg, model) -> None:
+        """After a finished run (the trainer is gone): nothing to keep in a cold run."""
+
+
 def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
-        info: RunInfo | None = None) -> dict[str, Any]:
+        info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
     """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``).
 
     Args:
@@ -77,6 +104,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         run_dir: where the run's files go.
         callbacks: extra TrainerCallbacks (a sweep trial passes its pruning and heartbeat callbacks).
         info: how to name the W&B run (group, name, extra config).
+        parts: where the tokenizer, data and model come from (default: built anew, :class:`Components`).
     """
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
     pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
@@ -86,30 +114,29 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
 
     from transformers import set_seed
 
-    from ftsweep import data as data_mod
-    from ftsweep import model as model_mod
+    from ftsweep.model import count_parameters
 
+    parts = parts or Components()
     container = OmegaConf.to_container(cfg, resolve=True)
     tracker = Tracker(cfg.logger, run_dir, container, info)
     # The seed is set before anything random is created (model init for the tiny model, LoRA A, data order).
     set_seed(cfg.trainer.seed)
     try:
-        tokenizer = model_mod.load_tokenizer(cfg)
+        tokenizer = parts.tokenizer(cfg)
     except OSError as err:  # unknown name, no Hub access, gated model without HF_TOKEN
         raise ConfigError("model.name_or_path", f"cannot load {cfg.model.name_or_path!r}: {_first_line(err)}") from err
-    bundle = data_mod.build_datasets(cfg, tokenizer)
+    bundle = parts.datasets(cfg, tokenizer)
     # Fail an infeasible run (trial) now, from the shapes alone, instead of after loading the weights.
     estimate = _memory_preflight(cfg)
     # Measure what the model + training add: restart the RSS high-water mark from the current RSS.
-    rss_before_model = _reset_peak_rss()
+    rss_before_model = reset_peak_memory()
     set_seed(cfg.trainer.seed)
     try:
-        model = model_mod.load_model(cfg, tokenizer)
-        model = model_mod.apply_lora(cfg, model)
+        model = parts.model(cfg, tokenizer)
     except Exception as err:
         err.ftsweep_phase = "load"  # type: ignore[attr-defined]
         raise
-    trainable, total = model_mod.count_parameters(model)
+    trainable, total = count_parameters(model)
 
     tracker.start()
     metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
@@ -145,6 +172,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         if exit_code:
             tracker.summary({"state": "FAIL"})
         tracker.finish(exit_code)
+    del trainer
+    parts.release(cfg, model)
     return metrics
 
 
@@ -335,21 +364,6 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
         return None
 
 
-
-
-def _reset_peak_rss() -> float:
-    """Reset this process's peak-RSS mark (Linux ``clear_refs`` 5) and return the current RSS in MiB.
-
-    Without the reset, a spike before the model loads (imports, tokenization) would hide part of the
-    model's memory in ``peak_rss_mb - rss_before_model_mb``.
-    """
-    import psutil
-
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux, or not permitted: the peak then includes earlier spikes
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def _quiet_libraries() -> None:

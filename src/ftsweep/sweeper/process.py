@@ -1,7 +1,10 @@
-"""How a trial process is started, watched and stopped: one small interface, two backends.
+"""How a trial process is started, watched and stopped: one small interface, three backends.
 
 - :class:`LocalBackend` (``hydra.sweeper.backend=local``): a subprocess of the sweep process, in its own
   session, killed with it (PR_SET_PDEATHSIG).
+- :class:`WarmBackend` (``backend=local`` with ``warm_workers=true``): long-lived worker processes
+  (:mod:`ftsweep.sweeper.worker`), one per trial slot, each running trial after trial with its imports,
+  data and base model kept; a trial that fails ends its worker, and the next trial gets a fresh one.
 - :class:`SubmititBackend` (``backend=submitit``): one submitit job per trial (``AutoExecutor``: SLURM on a
   cluster, submitit's local executor elsewhere). The job runs :func:`run_trial_command`, i.e. the very same
   trial command a local trial runs, with its output in the same ``trial.log``.
@@ -13,11 +16,13 @@ preemption, node failure, cancelled) polls as ``Exit(code=None, reason="schedule
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,6 +57,8 @@ class Backend(Protocol):
 
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> TrialProcess: ...
 
+    def close(self) -> None: ...  # the sweep is over: stop what is still idle
+
 
 def check_backend(conf: SweeperConf) -> None:
     """One-line errors for hydra.sweeper.backend / submitit.* before any trial starts."""
@@ -68,9 +75,22 @@ def check_backend(conf: SweeperConf) -> None:
         raise SweepInputError("hydra.sweeper.backend=submitit needs the submitit package (pip install submitit)") from err
 
 
-def make_backend(conf: SweeperConf, sweep_dir: Path, timeout_s: float) -> Backend:
+def cold_only(conf: SweeperConf, custom_command: bool) -> str | None:
+    """Why ``warm_workers=true`` cannot apply to this sweep (its trials then run cold), or None."""
+    if conf.backend != "local":
+        return f"backend={conf.backend} runs one trial per job"
+    if conf.gpus_per_trial > 1:
+        return "a trial over several GPUs runs under torchrun, one process per trial"
+    if custom_command:
+        return "FTSWEEP_TRIAL_CMD wraps each trial in a command of its own"
+    return None
+
+
+def make_backend(conf: SweeperConf, sweep_dir: Path, timeout_s: float, command: list[str]) -> Backend:
     if conf.backend == "submitit":
         return SubmititBackend(conf, sweep_dir, timeout_s)
+    if conf.warm_workers:
+        return WarmBackend(sweep_dir, len(command))
     return LocalBackend()
 
 
@@ -101,6 +121,9 @@ class LocalBackend:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
                                 start_new_session=True, preexec_fn=_die_with_parent)
         return LocalProcess(proc, log, log_path)
+
+    def close(self) -> None:
+        pass
 
 
 def _die_with_parent() -> None:
@@ -138,6 +161,117 @@ def run_trial_command(cmd: list[str], env: dict[str, str], log_path: str) -> int
         except BaseException:  # the job is cancelled / times out: submitit signals us; stop the trial too
             kill_group(proc)
             raise
+
+
+# ---------------------------------------------------------------------- warm workers
+WORKER_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.worker"]
+# Variables of the slot a worker serves (set when it starts): a worker only runs trials of its own slot.
+SLOT_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+
+
+class WarmWorker:
+    """One worker process and its answer pipe (``done <code>`` per trial)."""
+
+    def __init__(self, proc: subprocess.Popen, slot: tuple[str | None, ...]):
+        self.proc, self.slot = proc, slot
+        self._buffer = b""
+        os.set_blocking(proc.stdout.fileno(), False)
+
+    def send(self, job: dict[str, Any]) -> None:
+        self.proc.stdin.write((json.dumps(job) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def answer(self) -> int | None:
+        """The exit code of the trial it runs, once it has answered; None while it runs."""
+        try:
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+        except BlockingIOError:
+            chunk = None
+        if chunk:
+            self._buffer += chunk
+        line, sep, rest = self._buffer.partition(b"\n")
+        if not sep:
+            return None
+        self._buffer = rest
+        return int(line.split()[1])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        kill_group(self.proc)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class WarmProcess:
+    """A trial running in a warm worker; when it ends well, the worker goes back to the idle pool."""
+
+    def __init__(self, backend: WarmBackend, worker: WarmWorker, log_path: Path):
+        self.backend, self.worker, self.log_path = backend, worker, log_path
+        self._exit: Exit | None = None
+
+    def poll(self) -> Exit | None:
+        if self._exit is not None:
+            return self._exit
+        code = self.worker.answer()
+        if code is None:
+            died = self.worker.proc.poll()
+            if died is None:
+                return None
+            code = self.worker.answer()  # it may have answered just before exiting
+            if code is None:
+                code = died  # killed, or exited without answering (os._exit, the OOM killer)
+        self._exit = Exit(code)
+        if code == 0 and self.worker.alive():
+            self.backend.idle.append(self.worker)
+        else:
+            self.worker.stop()
+        return self._exit
+
+    def kill(self) -> None:
+        self.worker.stop()
+
+
+class WarmBackend:
+    """Trials run in long-lived workers (``python -m ftsweep.sweeper.worker``), one per trial slot. A trial
+    goes to an idle worker of its slot (its GPU, or its share of the CPU cores) or to a new one; the
+    worker's own output before its first trial goes to ``<sweep dir>/warm_workers.log``."""
+
+    name = "local"
+    places_gpus = True
+
+    def __init__(self, sweep_dir: Path, prefix_len: int):
+        self.sweep_dir = sweep_dir
+        self.prefix_len = prefix_len  # the trial command's prefix: the worker is the entry point instead
+        self.idle: list[WarmWorker] = []
+
+    def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> WarmProcess:
+        slot = tuple(env.get(k) for k in SLOT_ENV)
+        worker = next((w for w in self.idle if w.slot == slot and w.alive()), None)
+        if worker is not None:
+            self.idle.remove(worker)
+        else:
+            for other in [w for w in self.idle if w.slot != slot or not w.alive()]:
+                self.idle.remove(other)  # a worker of a slot no trial uses now: its memory goes back
+                other.stop()
+            worker = self._spawn(env, slot)
+        log_path = trial_dir / "trial.log"
+        worker.send({"args": cmd[self.prefix_len:], "env": env, "log": str(log_path)})
+        return WarmProcess(self, worker, log_path)
+
+    def _spawn(self, env: dict[str, str], slot: tuple[str | None, ...]) -> WarmWorker:
+        with open(self.sweep_dir / "warm_workers.log", "a") as log:
+            proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                    env={**os.environ, **env}, start_new_session=True, preexec_fn=_die_with_parent)
+        return WarmWorker(proc, slot)
+
+    def close(self) -> None:
+        while self.idle:
+            self.idle.pop().stop()
 
 
 class SubmititProcess:
@@ -233,3 +367,6 @@ class SubmititBackend:
         with open(log_path, "a") as log:
             log.write(f"# submitit {self.cluster} job {job.job_id}\n")
         return SubmititProcess(job, log_path)
+
+    def close(self) -> None:
+        pass

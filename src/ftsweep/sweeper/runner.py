@@ -119,7 +119,7 @@ class SweepRunner:
         self.progress = progress or Progress(settings.study_name, settings.n_trials, mode="plain")
         self.jobs: dict[int, Job] = {}
         self.guard = BudgetGuard(settings.storage_url, settings.study_name, settings.sweep_dir / ".ftsweep.lock")
-        self.backend = make_backend(settings.conf, settings.sweep_dir, settings.trial_timeout_s)
+        self.backend = make_backend(settings.conf, settings.sweep_dir, settings.trial_timeout_s, settings.command)
         self.gpus = GpuPool(settings.gpus if self.backend.places_gpus else None,
                             settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.aborted: str | None = None
@@ -147,6 +147,7 @@ class SweepRunner:
             self._interrupt_all()
             raise
         finally:
+            self.backend.close()
             self.guard.close()
         counts = count(self.study)
         self.progress.update(counts, *self._best())

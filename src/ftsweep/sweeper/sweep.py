@@ -191,8 +191,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
-    from ftsweep.sweeper.process import check_backend
-    from ftsweep.sweeper.runner import RunSettings, default_command, detect_gpus
+    from ftsweep.sweeper.process import check_backend, cold_only
+    from ftsweep.sweeper.runner import DEFAULT_COMMAND, RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size
     from ftsweep.sweeper.storage import flock
     from ftsweep.sweeper.study import open_study
@@ -250,7 +250,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         n_trials = size
 
     validate_trial_config(fixed, space)
+    command = default_command()
     check_backend(conf)
+    why_cold = cold_only(conf, custom_command=command != DEFAULT_COMMAND) if conf.warm_workers else None
+    if why_cold:
+        print(f"[sweep] hydra.sweeper.warm_workers: trials run cold ({why_cold})", file=sys.stderr)
+        conf = replace(conf, warm_workers=False)
     gpus = detect_gpus(conf.gpus)
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
     capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
@@ -281,7 +286,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     settings = RunSettings(
         conf=conf, sweep_dir=sweep_dir, storage_url=storage_url, study_name=study_name, n_trials=n_trials,
         directions=directions, metrics=metrics, pruner=pruner, n_workers=n_workers, gpus=gpus,
-        trial_timeout_s=timeout, trial_subdir=trial_subdir, command=default_command())
+        trial_timeout_s=timeout, trial_subdir=trial_subdir, command=command)
     logger = OmegaConf.select(cfg, "logger")
     return {"study": study, "space": space, "fixed": fixed, "settings": settings,
             "wandb": conf.wandb_summary and logger is not None and logger.name == "wandb",

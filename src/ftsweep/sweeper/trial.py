@@ -125,8 +125,11 @@ def run_info(ctx: dict[str, Any]) -> Any:
                            "study_name": ctx["study_name"]})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one trial (its overrides on the command line, its identity in FTSWEEP_* variables)."""
+def main(argv: list[str] | None = None, parts: Any = None) -> int:
+    """Run one trial (its overrides on the command line, its identity in FTSWEEP_* variables).
+
+    ``parts``: where the run gets its tokenizer, data and model (a warm worker passes
+    :class:`ftsweep.warm.WarmComponents`; default: built anew)."""
     import sys
 
     from ftsweep.config.compose import run_as_multirun_job
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = HydraConfig.get().runtime.output_dir
         rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
-        metrics = execute(cfg, run_dir, trial_callbacks(ctx), run_info(ctx))
+        metrics = execute(cfg, run_dir, trial_callbacks(ctx), run_info(ctx), parts)
         return metrics.get("objective")
 
     try:

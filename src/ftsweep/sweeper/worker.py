@@ -1,0 +1,85 @@
+"""A warm sweep worker (``hydra.sweeper.warm_workers=true``): one long-lived process per trial slot that
+runs trial after trial, keeping imports, tokenizer, tokenized data and base model between them
+(:class:`ftsweep.warm.WarmComponents`).
+
+    python -m ftsweep.sweeper.worker
+
+The sweep process (:class:`ftsweep.sweeper.process.WarmBackend`) writes one JSON line per trial to the
+worker's stdin::
+
+    {"args": [<the trial's overrides, hydra.sweep.dir=..., hydra.sweep.subdir=...>],
+     "env": {<the trial's FTSWEEP_* variables>}, "log": "<trial_dir>/trial.log"}
+
+The worker runs it exactly as ``python -m ftsweep.sweeper.trial`` would (same entry, same files: its
+output goes to the trial's ``trial.log``, its result to ``metrics.json`` / ``failure.json``) and answers
+``done <exit code>`` on its stdout. A trial that ends in anything but exit code 0 (an error, OOM, NaN, bad
+input) also ends the worker: the sweep starts a fresh one for the next trial, so nothing a failed trial
+left behind (a fragmented GPU, a half-built model) reaches another trial. End of input ends the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
+    """One trial in this process (its ``nth``), its output in its own ``trial.log``; the exit code the
+    trial command would have had."""
+    from ftsweep.sweeper import trial
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log_fd = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    print(f"# warm worker {os.getpid()}: trial {nth} of this worker", flush=True)
+    saved = {k: os.environ.get(k) for k in job["env"]}
+    os.environ.update(job["env"])
+    try:
+        code = trial.main(list(job["args"]), parts=parts)
+    except SystemExit as err:  # execute() exits 1 (failed run) or 2 (bad input)
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return int(code or 0)
+
+
+def main() -> int:
+    from ftsweep.warm import WarmComponents
+
+    # The answers go to the original stdout (a pipe to the sweep process); fds 1 and 2 then follow the
+    # current trial's log.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    parts = WarmComponents()
+    nth = 0
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        nth += 1
+        code = run_trial(json.loads(line), parts, nth)
+        answers.write(f"done {code}\n")
+        if code != 0:
+            return code  # a failed trial ends the worker; the sweep starts a fresh one
+        import gc
+
+        gc.collect()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

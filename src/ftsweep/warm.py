@@ -1,0 +1,146 @@
+"""Warm components: what a long-lived sweep worker keeps between trials (``hydra.sweeper.warm_workers``).
+
+A cold trial builds its tokenizer, datasets and base model from scratch in a new process. A warm worker
+keeps them and gives each trial:
+
+- a copy of the kept tokenizer (nothing a trial does to it reaches the next one);
+- the kept datasets (Arrow tables, never changed by training);
+- the kept base model with a **fresh adapter**: ``apply_lora`` seeds and creates it exactly as in a cold
+  run; after the trial ``release`` removes it again (peft ``unload``: the original layers go back, no
+  merge) and restores the base model's config and mode.
+
+Each item is kept under a key made of the settings it is built from (tokenizer: model + special tokens;
+data: model + data + batch size; base model: model + quantization + data tokens + precision +
+checkpointing + seed + lora.enabled). A trial with other settings rebuilds that item in the same
+process (imports stay warm). A full fine-tune (``lora=none``) trains the base weights, so its model is
+never kept; neither is a base model that had any non-adapter weight trainable during the trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ftsweep.train import Components
+
+# peft's adapter parameter names (LoRA / DoRA weights, trained copies of modules, trainable tokens)
+ADAPTER_MARKERS = ("lora_", "modules_to_save", "trainable_tokens", "original_module")
+
+
+def settings_key(cfg: Any, *paths: str) -> str:
+    """A stable text key of the config values at ``paths`` (resolved)."""
+    values = {p: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+              for p in paths for node in [OmegaConf.select(cfg, p)]}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+TOKENIZER_KEYS = ("model", "cache_dir", "data.special_tokens", "data.eos_token")
+DATA_KEYS = (*TOKENIZER_KEYS, "data", "trainer.per_device_train_batch_size")
+MODEL_KEYS = (*TOKENIZER_KEYS, "quantization", "data.packing", "data.format", "data.train_embeddings",
+              "trainer.precision", "trainer.gradient_checkpointing", "trainer.use_reentrant", "trainer.seed",
+              "lora.enabled")
+
+
+class WarmComponents(Components):
+    """Keeps the tokenizer, datasets and base model of the last trial for the next one (see the module)."""
+
+    def __init__(self) -> None:
+        self._tokenizer: tuple[str, Any] | None = None
+        self._data: tuple[str, Any] | None = None
+        self._base: tuple[str, Any, dict[str, Any], dict[Any, tuple]] | None = None  # key, model, config, hooks
+        self.reused: list[str] = []  # what the current trial got from an earlier one (for its log)
+
+    def tokenizer(self, cfg):
+        self.reused = []
+        key = settings_key(cfg, *TOKENIZER_KEYS)
+        if self._tokenizer is None or self._tokenizer[0] != key:
+            self._tokenizer = (key, super().tokenizer(cfg))
+        else:
+            self.reused.append("tokenizer")
+        return copy.deepcopy(self._tokenizer[1])
+
+    def datasets(self, cfg, tokenizer):
+        import dataclasses
+
+        key = settings_key(cfg, *DATA_KEYS)
+        if self._data is None or self._data[0] != key:
+            self._data = (key, super().datasets(cfg, tokenizer))
+        else:
+            self.reused.append("data")
+        bundle = self._data[1]
+        return dataclasses.replace(bundle, stats=dict(bundle.stats))
+
+    def model(self, cfg, tokenizer):
+        from ftsweep.console import say
+        from ftsweep.model import apply_lora, load_model
+
+        if not cfg.lora.enabled:  # a full fine-tune changes the base weights: never kept
+            self._drop_base()
+            return super().model(cfg, tokenizer)
+        key = settings_key(cfg, *MODEL_KEYS)
+        if self._base is None or self._base[0] != key:
+            self._drop_base()
+            model = load_model(cfg, tokenizer)
+            self._base = (key, model, dict(model.config.__dict__), _hooks(model))
+        else:
+            self.reused.append("base model")
+            model = self._base[1]
+        if self.reused:
+            say(f"warm worker: reusing {', '.join(self.reused)} from an earlier trial; fresh adapter")
+        return apply_lora(cfg, model)
+
+    def release(self, cfg, model) -> None:
+        """Take the trial's adapter off the kept base model (or drop the base when it cannot be kept)."""
+        if self._base is None:
+            return
+        _, base, config, hooks = self._base
+        if getattr(model, "base_model", None) is None or not hasattr(model, "unload"):
+            self._drop_base()
+            return
+        changed = [n for n, p in model.named_parameters() if p.requires_grad and not any(m in n for m in ADAPTER_MARKERS)]
+        restored = model.unload()  # the LoRA layers are replaced by the original ones; nothing merged
+        if changed or restored is not base:
+            self._drop_base()
+            return
+        for k, v in config.items():  # e.g. use_cache, which training turns off
+            setattr(base.config, k, v)
+        if hasattr(base, "peft_config"):
+            del base.peft_config
+        _remove_hooks_since(base, hooks)  # e.g. the input-embedding hook each trainer adds for checkpointing
+        base.train(False)
+
+    def _drop_base(self) -> None:
+        if self._base is None:
+            return
+        self._base = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _hooks(model) -> dict[Any, tuple]:
+    """The ids of every module's hooks, as loaded."""
+    return {m: tuple(frozenset(getattr(m, d, {})) for d in HOOK_DICTS) for m in model.modules()}
+
+
+def _remove_hooks_since(model, hooks: dict[Any, tuple]) -> None:
+    """Remove the hooks a trial registered on the base model's modules (the ones ``hooks`` does not list)."""
+    for m in model.modules():
+        before = hooks.get(m, tuple(frozenset() for _ in HOOK_DICTS))
+        for d, kept in zip(HOOK_DICTS, before):
+            table = getattr(m, d, None)
+            for hook_id in [h for h in (table or {}) if h not in kept]:
+                table.pop(hook_id, None)
+                for extra in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                              "_forward_pre_hooks_with_kwargs"):
+                    getattr(m, extra, {}).pop(hook_id, None)
