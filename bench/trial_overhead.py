@@ -7,8 +7,8 @@ compose, tokenizer, data, memory preflight, model, LoRA, tracker (W&B init), tra
 first optimizer step, training loop, in-loop evals, final eval, save, tracker finish (+ exit); then the
 share of a trial that is not training, and the whole sweep's wall-clock, cold vs warm.
 
-    python bench/trial_overhead.py                 # 3 pairs of quickstart sweeps (8 trials, 2 at a time)
-    python bench/trial_overhead.py --quick         # 1 pair of 3 trials of 10 steps, 1 at a time (smoke test)
+    python bench/trial_overhead.py                 # 3 repetitions: a probed and a plain pair of quickstart sweeps
+    python bench/trial_overhead.py --quick         # 1 probed pair of 3 trials of 10 steps, 1 at a time (smoke test)
     python bench/trial_overhead.py -- data=alpaca_en_demo   # extra overrides after --
 
 The probe (bench/_phase_probe/sitecustomize.py, put on PYTHONPATH) wraps a few ftsweep / transformers
@@ -141,8 +141,9 @@ def trial_result(run_dir: Path) -> dict[str, Any]:
     return {"status": m.get("status"), "eval_loss": m.get("eval_loss"), "initial_eval_loss": m.get("initial_eval_loss")}
 
 
-def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path) -> dict[str, Any]:
-    """One quickstart sweep (cold or warm) with the probe; its wall-clock and its trials' phases."""
+def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path, probe: bool = True) -> dict[str, Any]:
+    """One quickstart sweep (cold or warm), with the probe (its trials' phases) or without it (the sweep's
+    wall-clock alone, as a user runs it)."""
     phases_dir = tmp / "phases"
     phases_dir.mkdir()
     sweep_dir = tmp / "sweep"
@@ -150,8 +151,10 @@ def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path) -
     args = ["sweep=quickstart", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.warm_workers={mode == 'warm'}",
             *overrides]
     probe_env = dict(env)
-    probe_env["PYTHONPATH"] = str(ROOT / "bench" / "_phase_probe") + os.pathsep + env["PYTHONPATH"]
-    probe_env.update({"FTSWEEP_BENCH_PHASES": str(phases_dir), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp)})
+    probe_env.update({"WANDB_MODE": "offline", "WANDB_DIR": str(tmp)})
+    if probe:
+        probe_env["PYTHONPATH"] = str(ROOT / "bench" / "_phase_probe") + os.pathsep + env["PYTHONPATH"]
+        probe_env["FTSWEEP_BENCH_PHASES"] = str(phases_dir)
     # The sweeper splits the cores between parallel trials itself (OMP_NUM_THREADS per trial) only when
     # the variable is unset: leave that decision to it, as a user's sweep would.
     probe_env.pop("OMP_NUM_THREADS", None)
@@ -162,7 +165,7 @@ def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path) -
             trials.append({"trial": n, "params": params, "reused_worker": reused,
                            **trial_result(sweep_dir / f"trial_{n}"), **trial_phases(ev)})
     trials.sort(key=lambda t: t["trial"])
-    return {"mode": mode, "sweep_wall_s": proc.wall_s, "n_trials": len(trials),
+    return {"mode": mode, "probe": probe, "sweep_wall_s": proc.wall_s, "n_trials": len(trials),
             "n_pruned": sum(t["pruned"] for t in trials), "trials": trials,
             "command": "ftsweep train -m " + " ".join(a for a in args if "sweep.dir" not in a)}
 
@@ -193,22 +196,29 @@ def main(argv: list[str] | None = None) -> int:
         overrides += ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_workers=1", "trainer.max_steps=10",
                       "trainer.eval_steps=5"]
     sweeps: list[dict[str, Any]] = []
+    # Each repetition: a cold and a warm sweep with the probe (phases), then a pair without it (the sweep's
+    # wall-clock as a user sees it; the probe's import hook and file appends cost both modes a little).
     for rep in range(reps):
-        for mode in ("cold", "warm") if rep % 2 == 0 else ("warm", "cold"):  # alternate the order
-            with tempfile.TemporaryDirectory(prefix=f"ftsweep-bench-{mode}-") as d:
-                sweeps.append({"rep": rep, **run_sweep(mode, overrides, env, Path(d))})
-                print(f"rep {rep} {mode}: sweep {sweeps[-1]['sweep_wall_s']:.1f} s, {sweeps[-1]['n_trials']} trials timed",
-                      flush=True)
-    by = {m: [s for s in sweeps if s["mode"] == m] for m in ("cold", "warm")}
-    if not all(s["trials"] for s in sweeps):
+        for probe in (True,) if args.quick else (True, False):
+            for mode in ("cold", "warm") if rep % 2 == 0 else ("warm", "cold"):  # alternate the order
+                with tempfile.TemporaryDirectory(prefix=f"ftsweep-bench-{mode}-") as d:
+                    sweeps.append({"rep": rep, **run_sweep(mode, overrides, env, Path(d), probe)})
+                    print(f"rep {rep} {mode}{'' if probe else ' (no probe)'}: sweep {sweeps[-1]['sweep_wall_s']:.1f} s, "
+                          f"{sweeps[-1]['n_trials']} trials timed", flush=True)
+    probed = [s for s in sweeps if s["probe"]]
+    by = {m: [s for s in probed if s["mode"] == m] for m in ("cold", "warm")}
+    # --quick times the probed pair only
+    plain = {m: [s for s in sweeps if not s["probe"] and s["mode"] == m] or by[m] for m in ("cold", "warm")}
+    if not all(s["trials"] for s in probed):
         raise SystemExit("a sweep had no timed trial: the probe saw no trial process (see bench/_phase_probe)")
     groups = {"cold": [t for s in by["cold"] for t in s["trials"]],
               "warm: first in worker": [t for s in by["warm"] for t in s["trials"] if not t["reused_worker"]],
               "warm: reused worker": [t for s in by["warm"] for t in s["trials"] if t["reused_worker"]]}
     summary = {name: summarize(ts) for name, ts in groups.items()}
-    ratios = [c["sweep_wall_s"] / w["sweep_wall_s"] for c, w in zip(by["cold"], by["warm"])]
-    sweep = {m: median(s["sweep_wall_s"] for s in by[m]) for m in by}
-    same = all(_values(c) == _values(w) for c, w in zip(by["cold"], by["warm"]))
+    ratios = [c["sweep_wall_s"] / w["sweep_wall_s"] for c, w in zip(plain["cold"], plain["warm"])]
+    sweep = {m: median(s["sweep_wall_s"] for s in plain[m]) for m in plain}
+    probed_ratio = median(c["sweep_wall_s"] / w["sweep_wall_s"] for c, w in zip(by["cold"], by["warm"]))
+    same, n_matched = _same_results(sweeps)
 
     def col(name: str, key: str, ph: str | None = None) -> float | None:
         s = summary[name]
@@ -221,16 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["not training (share of trial)", *(col(n, "median_not_training_share") for n in names)])
     print(f"\nquickstart sweep, {reps} pair(s); medians per trial (seconds)\n")
     print(table(["phase", *(f"{n} ({summary[n]['n']})" for n in names)], rows))
-    print(f"\nwhole sweep: cold {sweep['cold']:.1f} s, warm {sweep['warm']:.1f} s: warm is "
-          f"**{median(ratios):.2f}x** faster (median of paired ratios {', '.join(f'{r:.2f}' for r in ratios)}); "
-          f"trial results identical cold and warm: {'yes' if same else 'NO'}")
+    print(f"\nwhole sweep (no probe): cold {sweep['cold']:.1f} s, warm {sweep['warm']:.1f} s: warm is "
+          f"**{median(ratios):.2f}x** faster (median of paired ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
+          f"with the probe {probed_ratio:.2f}x); "
+          f"complete trials with the same parameters cold and warm ({n_matched}) gave identical eval losses: {'yes' if same else 'NO'}")
     missing = sorted({m for ts in groups.values() for t in ts for m in t["missing_probes"]})
     if missing:
         print(f"probe targets not found (phases unknown): {', '.join(missing)}")
     write_result("trial_overhead", {
         "command": by["warm"][0]["command"], "reps": reps, "summary": summary,
         "sweep_wall_s": sweep, "sweep_cold_over_warm": median(ratios), "paired_ratios": ratios,
-        "results_identical": same, "missing_probes": missing, "sweeps": sweeps,
+        "sweep_cold_over_warm_with_probe": probed_ratio,
+        "results_identical": same, "n_trials_compared": n_matched, "missing_probes": missing, "sweeps": sweeps,
         "definitions": {"training": "Trainer.train() wall after the first optimizer step minus evaluations inside it",
                         "start + compose": "cold trial / first trial of a worker: process start (/proc) -> load_tokenizer "
                                            "called; reused worker: the trial's hand-over -> tokenizer asked for"},
@@ -238,8 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _values(sweep: dict[str, Any]) -> list[tuple[int, Any, Any]]:
-    return sorted((t["trial"], t.get("status"), t.get("eval_loss")) for t in sweep["trials"])
+def _same_results(sweeps: list[dict[str, Any]]) -> tuple[bool, int]:
+    """Do complete trials with the same parameters give the same eval loss cold and warm? (Two trials run at
+    once, so which trials have finished when TPE asks or the pruner decides depends on timing: the later
+    parameters and the pruning may differ, so only complete trials with equal parameters are compared.)
+    Returns (all equal, number of warm trials compared)."""
+    cold = {json.dumps(t["params"], sort_keys=True): (t.get("status"), t.get("eval_loss"))
+            for s in sweeps if s["mode"] == "cold" for t in s["trials"] if t.get("status") == "complete"}
+    pairs = [(cold[k], (t.get("status"), t.get("eval_loss"))) for s in sweeps if s["mode"] == "warm"
+             for t in s["trials"] if t.get("status") == "complete"
+             and (k := json.dumps(t["params"], sort_keys=True)) in cold]
+    return all(a == b for a, b in pairs), len(pairs)
 
 
 if __name__ == "__main__":

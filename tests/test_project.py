@@ -84,6 +84,31 @@ def test_hydra_sweep_dir_and_subdir_place_everything(tmp_path):
         assert (sd / f"job{n}" / "metrics.json").is_file()
 
 
+def test_subdir_from_the_job_overrides_is_resolved_per_trial(tmp_path):
+    """A subdir that depends on more than the job number (here Hydra's override_dirname) is resolved by
+    composing each job's config, as Hydra's launchers do."""
+    sd = tmp_path / "study"
+    out = ftsweep("train", "-m", "lora=choice(r8, r16)", "hydra.sweeper.sampler.name=grid", "logger=none",
+                  f"hydra.sweep.dir={sd}", "hydra.sweep.subdir=${hydra.job.override_dirname}-${hydra.job.num}",
+                  "hydra.sweeper.study_name=t", "hydra.sweeper.n_trials=2", "hydra.sweeper.progress=plain", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    dirs = {t.user_attrs["trial_dir"] for t in load(sd).trials}
+    assert {Path(d).name.split("-")[0].rsplit(",", 1)[-1] for d in dirs} == {"lora=r8", "lora=r16"}, dirs
+    assert {Path(d).name.rsplit("-", 1)[1] for d in dirs} == {"0", "1"}
+
+
+def test_subdir_of_the_job_number_alone_needs_no_compose():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ftsweep_sweeper.ftsweep_sweeper import _job_number_only
+
+    cfg = OmegaConf.create({"hydra": {"sweep": {"subdir": "trial_${hydra.job.num}"}}})
+    assert _job_number_only(cfg, ["optimizer.lr=0.1"], 7) == "trial_7"
+    assert _job_number_only(cfg, ["hydra.sweep.subdir=x"], 7) is None
+    cfg = OmegaConf.create({"hydra": {"sweep": {"subdir": "${hydra.job.override_dirname}"}}})
+    assert _job_number_only(cfg, [], 7) is None
+
+
 def test_a_sweep_overlay_sweeps_without_dash_m(tmp_path):
     init_project(tmp_path)
     out = ftsweep("train", "sweep=my_sweep", "hydra.sweeper.n_trials=2", "logger=none", "hydra.sweeper.progress=plain",

@@ -124,7 +124,7 @@ def test_warm_sweep_matches_cold_runs_and_replaces_a_failed_worker(tmp_path, cac
         assert warm["objective"] == t.value
         cold = train_run(rundir.load_config(trial_dir), tmp_path / f"cold{t.number}")
         assert _result(warm) == _result(cold)
-    assert not (sd / "warm_workers.log").read_text().strip()  # nothing went wrong outside a trial
+    assert not (sd / "warm_workers.log").exists()  # nothing went wrong outside a trial (an empty log is removed)
 
 
 def test_warm_workers_step_aside_for_a_wrapped_trial_command(tmp_path):

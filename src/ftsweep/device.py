@@ -201,23 +201,18 @@ def torch_dtype(name: str, precision: str = "auto"):
 
 
 def free_memory_mib() -> tuple[float, str]:
-    """Free memory of the device this process trains on: CUDA free bytes, else available RAM."""
+    """Memory a run in this process can use on its device: CUDA free bytes plus what this process's
+    caching allocator already holds (in a warm sweep worker, the kept base model, which the estimate
+    counts too), else available RAM."""
     if has_cuda():
         import torch
 
         device = int(os.environ.get("LOCAL_RANK", "0"))
         free, _total = torch.cuda.mem_get_info(device)
-        return free / MiB, f"cuda:{device}"
+        return (free + torch.cuda.memory_reserved(device)) / MiB, f"cuda:{device}"
     import psutil
 
     return psutil.virtual_memory().available / MiB, "cpu"
-
-
-def reset_peak_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
 
 
 def peak_memory_mib() -> dict[str, float]:

@@ -51,8 +51,14 @@ def user_config(config_dirs: list[str] | tuple[str, ...] = ()) -> Iterator[None]
             os.environ[paths.CONFIG_DIRS_ENV] = saved
 
 
+_REGISTERED: set[Any] = set()  # what this process stored in the ConfigStore already (schemas, sweep files)
+
+
 def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
-    """Register the schemas and every sweep definition (shipped first; the user's replace same names)."""
+    """Register the schemas and every sweep definition (shipped first; the user's replace same names).
+
+    Called by every compose; the work is done once per process and per set of sweep files (a file that
+    changes, or a new user folder, is stored again)."""
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
@@ -61,19 +67,25 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import FtsweepSearchPathPlugin
 
     Plugins.instance().register(FtsweepSearchPathPlugin)
-    register_configs()
-    register_sweeper_schema()
+    cs = ConfigStore.instance()
+    if "train_schema.yaml" not in cs.repo:  # first call, or the store was reset
+        _REGISTERED.clear()
+        register_configs()
+        register_sweeper_schema()
     if not OmegaConf.has_resolver("path_slug"):  # sweep=lr_after_baseline names its folder after the baseline
         OmegaConf.register_new_resolver("path_slug", paths.path_slug)
-    cs = ConfigStore.instance()
     sweep_dirs = [paths.shipped_sweep_dir(), *paths.user_sweep_dirs(paths.user_config_dirs(config_dirs))]
-    for folder in sweep_dirs:
-        for file in sorted(folder.glob("*.yaml")):
-            try:
-                node = OmegaConf.load(file)
-            except Exception as err:
-                raise ConfigFailure(f"{file}: not a valid YAML file: {_first_line(err)}") from err
-            cs.store(group="sweep", name=file.stem, node=node, package="_global_", provider=str(folder))
+    files = [(folder, file) for folder in sweep_dirs for file in sorted(folder.glob("*.yaml"))]
+    key = tuple((str(file), file.stat().st_mtime_ns) for _, file in files)
+    if key in _REGISTERED:
+        return
+    for folder, file in files:
+        try:
+            node = OmegaConf.load(file)
+        except Exception as err:
+            raise ConfigFailure(f"{file}: not a valid YAML file: {_first_line(err)}") from err
+        cs.store(group="sweep", name=file.stem, node=node, package="_global_", provider=str(folder))
+    _REGISTERED.add(key)
 
 
 @contextmanager

@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +58,8 @@ class Backend(Protocol):
     places_gpus: bool
 
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> TrialProcess: ...
+
+    def wait(self, seconds: float) -> None: ...  # until a trial may have ended (at most ``seconds``)
 
     def close(self) -> None: ...  # the sweep is over: stop what is still idle
 
@@ -121,6 +125,9 @@ class LocalBackend:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
                                 start_new_session=True, preexec_fn=_die_with_parent)
         return LocalProcess(proc, log, log_path)
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def close(self) -> None:
         pass
@@ -226,6 +233,7 @@ class WarmProcess:
             if code is None:
                 code = died  # killed, or exited without answering (os._exit, the OOM killer)
         self._exit = Exit(code)
+        self.backend.busy.discard(self.worker)
         if code == 0 and self.worker.alive():
             self.backend.idle.append(self.worker)
         else:
@@ -233,13 +241,14 @@ class WarmProcess:
         return self._exit
 
     def kill(self) -> None:
+        self.backend.busy.discard(self.worker)
         self.worker.stop()
 
 
 class WarmBackend:
     """Trials run in long-lived workers (``python -m ftsweep.sweeper.worker``), one per trial slot. A trial
     goes to an idle worker of its slot (its GPU, or its share of the CPU cores) or to a new one; the
-    worker's own output before its first trial goes to ``<sweep dir>/warm_workers.log``."""
+    worker's own output outside its trials goes to ``<sweep dir>/warm_workers.log`` (removed when empty)."""
 
     name = "local"
     places_gpus = True
@@ -248,6 +257,15 @@ class WarmBackend:
         self.sweep_dir = sweep_dir
         self.prefix_len = prefix_len  # the trial command's prefix: the worker is the entry point instead
         self.idle: list[WarmWorker] = []
+        self.busy: set[WarmWorker] = set()
+
+    def wait(self, seconds: float) -> None:
+        """Wake as soon as a busy worker answers (or exits), so the next trial starts at once."""
+        fds = [w.proc.stdout.fileno() for w in self.busy if not w.proc.stdout.closed]
+        if fds:
+            select.select(fds, [], [], seconds)
+        else:
+            time.sleep(seconds)
 
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> WarmProcess:
         slot = tuple(env.get(k) for k in SLOT_ENV)
@@ -261,6 +279,7 @@ class WarmBackend:
             worker = self._spawn(env, slot)
         log_path = trial_dir / "trial.log"
         worker.send({"args": cmd[self.prefix_len:], "env": env, "log": str(log_path)})
+        self.busy.add(worker)
         return WarmProcess(self, worker, log_path)
 
     def _spawn(self, env: dict[str, str], slot: tuple[str | None, ...]) -> WarmWorker:
@@ -270,8 +289,13 @@ class WarmBackend:
         return WarmWorker(proc, slot)
 
     def close(self) -> None:
-        while self.idle:
-            self.idle.pop().stop()
+        for w in [*self.idle, *self.busy]:
+            w.stop()
+        self.idle.clear()
+        self.busy.clear()
+        log = self.sweep_dir / "warm_workers.log"
+        if log.is_file() and not log.stat().st_size:
+            log.unlink()  # nothing went wrong outside a trial
 
 
 class SubmititProcess:
@@ -367,6 +391,9 @@ class SubmititBackend:
         with open(log_path, "a") as log:
             log.write(f"# submitit {self.cluster} job {job.job_id}\n")
         return SubmititProcess(job, log_path)
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def close(self) -> None:
         pass

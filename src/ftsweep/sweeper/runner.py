@@ -142,7 +142,7 @@ class SweepRunner:
                 self._check_stale()  # throttled; frees budget held by trials of dead processes
                 if not self.jobs and self._study_done():
                     break
-                time.sleep(POLL_S)
+                self.backend.wait(POLL_S)
         except BaseException:
             self._interrupt_all()
             raise

@@ -75,10 +75,19 @@ def main() -> int:
         answers.write(f"done {code}\n")
         if code != 0:
             return code  # a failed trial ends the worker; the sweep starts a fresh one
-        import gc
-
-        gc.collect()
+        _free_trial_memory()
     return 0
+
+
+def _free_trial_memory() -> None:
+    """After a trial: its trainer, optimizer and activations are garbage; give cached CUDA blocks back so
+    the next trial's reserved-memory peak is its own."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
