@@ -81,8 +81,9 @@ def test_changed_model_settings_rebuild_the_base(compose, tmp_path):
 
 
 def _worker_pid(trial_dir) -> int:
-    m = re.search(r"^# warm worker (\d+): trial (\d+) of this worker", (trial_dir / "trial.log").read_text(), re.M)
-    assert m, (trial_dir / "trial.log").read_text()[-2000:]
+    text = (trial_dir / "trial.log").read_text()
+    m = re.search(r"^# warm worker (\d+): trial (\d+) of this worker", text, re.MULTILINE)
+    assert m, text[-2000:]
     return int(m.group(1))
 
 

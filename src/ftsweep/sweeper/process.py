@@ -278,7 +278,13 @@ class WarmBackend:
                 other.stop()
             worker = self._spawn(env, slot)
         log_path = trial_dir / "trial.log"
-        worker.send({"args": cmd[self.prefix_len:], "env": env, "log": str(log_path)})
+        job = {"args": cmd[self.prefix_len:], "env": env, "log": str(log_path)}
+        try:
+            worker.send(job)
+        except OSError:  # it died while idle: a fresh one takes the trial
+            worker.stop()
+            worker = self._spawn(env, slot)
+            worker.send(job)
         self.busy.add(worker)
         return WarmProcess(self, worker, log_path)
 

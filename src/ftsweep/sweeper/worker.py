@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Any
 
+
 def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
     """One trial in this process (its ``nth``), its output in its own ``trial.log``; the exit code the
     trial command would have had."""
@@ -31,6 +32,7 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
 
     sys.stdout.flush()
     sys.stderr.flush()
+    outside = os.dup(1), os.dup(2)  # the worker's own log, back after the trial
     log_fd = os.open(job["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -50,6 +52,9 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        for fd, kept in zip((1, 2), outside):
+            os.dup2(kept, fd)
+            os.close(kept)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -61,8 +66,8 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
 def main() -> int:
     from ftsweep.warm import WarmComponents
 
-    # The answers go to the original stdout (a pipe to the sweep process); fds 1 and 2 then follow the
-    # current trial's log.
+    # The answers go to the original stdout (a pipe to the sweep process); fds 1 and 2 go to the worker's
+    # log (stderr as started), and to the current trial's log while it runs.
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     parts = WarmComponents()
