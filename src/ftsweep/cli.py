@@ -4,6 +4,7 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep init DIR                                                          a starter project (conf/, sweep/, data)
     ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
+    ftsweep lr-find [overrides] [--min-lr A --max-lr B --steps N --out DIR]    learning-rate range test, suggested lr
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
     ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
     ftsweep merge RUN_DIR [--out DIR] [--dtype bf16|fp16|fp32]                merge the adapter into the base
@@ -28,6 +29,7 @@ COMMANDS = {
     "init": "ftsweep.init:main",
     "train": "ftsweep.cli:train_main",
     "inspect": "ftsweep.inspect:main",
+    "lr-find": "ftsweep.lr_find:main",
     "report": "ftsweep.report:main",
     "generate": "ftsweep.generate:main",
     "merge": "ftsweep.merge:main",
