@@ -26,6 +26,7 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
+from ftsweep.numerics import intra_op_share
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
 from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
@@ -233,9 +234,11 @@ class SweepRunner:
         })
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        elif self.s.conf.backend == "local" and self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # K CPU trials at once: split the cores instead of oversubscribing them K times.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.s.n_workers))
+        threads = intra_op_share(self.s.n_workers) if self.s.conf.backend == "local" else None
+        if threads is not None:
+            # K trials at once (K = 1 too): split the cores instead of oversubscribing them. The trial records
+            # its count (manifest.json) and best.yaml pins it, so a re-run computes the same numbers.
+            env["OMP_NUM_THREADS"] = threads
         return env
 
     # ------------------------------------------------------------------ finishing
