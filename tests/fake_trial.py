@@ -41,6 +41,10 @@ def main() -> int:
 
     rundir.mask_hydra_files(run_dir)  # as the real trial entry does once Hydra has written .hydra/
     number = os.environ.get("FTSWEEP_TRIAL_NUMBER", "-1")
+    if os.environ.get("FAKE_NOTICE"):  # a one-time step that takes a while (ftsweep.notices)
+        from ftsweep.notices import notice
+
+        notice(os.environ["FAKE_NOTICE"])
     mode = json.loads(os.environ.get("FAKE_PLAN") or "{}").get(number, "ok")
     if mode == "oom_once" and batch < 8:
         mode = "ok"

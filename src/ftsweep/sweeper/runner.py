@@ -26,6 +26,7 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
+from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
@@ -48,6 +49,7 @@ from ftsweep.tracking import mask_url_passwords
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
 DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
+NOTICE_FILE = ".notices"  # a trial's one-time-step notices, printed on the sweep's console (ftsweep.notices)
 
 
 def ask_within_budget(study: Any, space: SearchSpace, n_trials: int, guard: BudgetGuard) -> Any | None:
@@ -198,7 +200,8 @@ class SweepRunner:
         cmd = [*self._command(), *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
                f"hydra.sweep.subdir={format_value(subdir)}"]
         (trial_dir / "trial.log").write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
-        proc = self.backend.start(cmd, self._env(trial, gpu), trial_dir, trial.number)
+        env = {**self._env(trial, gpu), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
+        proc = self.backend.start(cmd, env, trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
@@ -246,6 +249,7 @@ class SweepRunner:
         for number in list(self.jobs):
             job = self.jobs[number]
             ended = job.proc.poll()
+            self.progress.relay_notices(number, job.trial_dir / NOTICE_FILE)
             timeout = self.s.trial_timeout_s
             if ended is None and timeout and time.monotonic() - job.started > timeout:
                 job.proc.kill()

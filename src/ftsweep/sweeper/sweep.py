@@ -171,8 +171,13 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
 def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
               trial_subdir: Callable[[int, list[str]], str]) -> int:
     """Run the sweep; returns 0, or exits 2 on bad input (before any trial) and 1 when aborted."""
+    from ftsweep.sweeper.finished import StudyFinished
+
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
+    except StudyFinished as done:
+        print(f"ftsweep: {done}")
+        return 0
     except SweepInputError as err:
         from ftsweep.tracking import mask_url_passwords
 
@@ -249,6 +254,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if size is not None and size < n_trials:
         n_trials = size
 
+    from ftsweep.sweeper.finished import check_finished
+
+    # Re-running a finished sweep: one line, none of the set-up below (composing, report, W&B).
+    sweep_dir = sweep_dir_of(conf, cfg)
+    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
     command = default_command()
     check_backend(conf)
@@ -260,7 +270,6 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
     capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
 
-    sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
