@@ -31,7 +31,7 @@ PLANTED = {"HF_TOKEN": "hf_planted_token_4815162342", "WANDB_API_KEY": "planted-
            "PGPASSWORD": "planted-pg-password-77"}
 
 
-def make_study(sweep_dir: Path, kind: str = "sqlite", name: str = "s") -> tuple[str, object]:
+def make_study(sweep_dir: Path, kind: str = "sqlite", name: str = "s", url: str | None = None) -> tuple[str, object]:
     """A study as the sweeper writes it: one COMPLETE trial, one PRUNED (with intermediate values)."""
     import optuna
     from optuna.distributions import FloatDistribution
@@ -41,7 +41,7 @@ def make_study(sweep_dir: Path, kind: str = "sqlite", name: str = "s") -> tuple[
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{sweep_dir / 'study.db'}" if kind == "sqlite" else f"journal:{sweep_dir / 'study.journal'}"
+    url = url or (f"sqlite:///{sweep_dir / 'study.db'}" if kind == "sqlite" else f"journal:{sweep_dir / 'study.journal'}")
     study = optuna.create_study(storage=open_storage(url), study_name=name)
     study.set_user_attr("ftsweep:sweep_dir", str(sweep_dir))
     for state in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -176,6 +176,34 @@ def test_serves_study_read_only(tmp_path, kind):
             s.storage.set_study_user_attr(studies[0]["study_id"], "x", 1)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert [p.name for p in (tmp_path / "sw").iterdir()] == [path.name]  # no lock or journal file left
+
+
+@pytest.mark.slow  # starts a PostgreSQL server (tests/pg_server.py)
+def test_postgres_read_only(tmp_path, monkeypatch):
+    """PostgreSQL: the password comes from PGPASSWORD; the dashboard's connection is read-only."""
+    pytest.importorskip("psycopg")
+    import pg_server
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        server = pg_server.start()
+    except pg_server.NoServer as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {err}")
+        pytest.skip(f"no PostgreSQL server could be started: {err}")
+    try:
+        with_password = server.createdb("dash")
+        make_study(tmp_path, url=with_password)
+        url = with_password.replace(f":{pg_server.PASSWORD}@", "@")
+        monkeypatch.setenv("PGPASSWORD", pg_server.PASSWORD)
+        with Served(url) as s:
+            doc = s.json("/api/studies/1?after=0")
+            assert [t["state"] for t in doc["trials"]] == ["Complete", "Pruned"]
+            with pytest.raises(StorageInternalError):
+                s.storage.set_study_user_attr(1, "x", 1)
+            s.storage.engine.dispose()
+    finally:
+        server.stop()
 
 
 def test_cli_prints_url_binds_loopback_and_stops(sweep, capsys, monkeypatch):
