@@ -245,8 +245,12 @@ def test_trial_attributes():
            "train_tokens": 12345, "pruned_at_step": 40}
     assert watch.trial_attributes(doc, "pruned", None, oom_retried=True) == {
         "wandb_url": "https://wandb.ai/me/p/runs/abc", "memory_estimate_mib": 2000.0, "memory_peak_mib": 1500.0,
-        "memory_peak_vs_estimate": 0.75, "trained_tokens": 12345,
+        "memory_peak_measure": "cuda: max allocated", "memory_peak_vs_estimate": 0.75, "trained_tokens": 12345,
         "status_reason": "pruned at step 40 (after an OOM re-run with half the micro-batch)"}
+    cpu = {"memory_estimate_mib": 180.0, "peak_memory_mb": 676.4, "peak_rss_mb": 676.4, "rss_before_model_mb": 617.8}
+    assert watch.trial_attributes(cpu, "complete", None, False) == {  # a CPU run: RSS growth from the model on
+        "memory_estimate_mib": 180.0, "memory_peak_mib": 58.6, "memory_peak_measure": "cpu: growth of peak RSS",
+        "memory_peak_vs_estimate": 0.326, "status_reason": "complete"}
     assert watch.trial_attributes({}, "failed", "oom: CUDA out of memory", False) == {
         "status_reason": "failed: oom: CUDA out of memory"}
     assert watch.trial_attributes({}, "complete", None, False) == {"status_reason": "complete"}
@@ -381,7 +385,10 @@ def test_browser_shows_the_study(browser, tmp_path):
         wait_text(browser, r"2 Trials")
         text = wait_text(browser, r"Trial 1\s+Pruned").string
         assert re.search(r"Trial 0\s+Complete", text) and "t (id=1)" in text
-        assert "status_reason" in text and "metrics.json" in text  # ftsweep's attributes and files, trial 0
+        # ftsweep's attributes and files of trial 0 (fake_trial.py reports 4096 tokens, 1000 of 1200 MiB)
+        for shown in ("status_reason complete", "trained_tokens 4096", "memory_estimate_mib 1200",
+                      "memory_peak_mib 1000", "memory_peak_vs_estimate 0.833", "metrics.json", "learning_curve.png"):
+            assert shown in text, shown
         time.sleep(1)  # let the intermediate-values plot draw
         shot = tmp_path / "dashboard.png"
         browser.save_screenshot(str(shot))

@@ -78,7 +78,8 @@ def redacted(url: str) -> str:
 def resolve_target(target: str | None) -> tuple[str, Path | None]:
     """(storage URL, sweep dir or None) for a sweep folder, a storage URL, or nothing (the default sweep)."""
     if target is None:
-        return study_url(default_sweep_dir()), default_sweep_dir()
+        found = default_sweep_dir()
+        return study_url(found), found
     if "://" in target or target.startswith("journal:"):
         from ftsweep.sweeper.storage import password_of
 

@@ -91,6 +91,14 @@ def trial_attributes(doc: dict[str, Any], state: str, reason: str | None, oom_re
     if doc.get("wandb_run_url"):
         out["wandb_url"] = doc["wandb_run_url"]
     estimate, peak = _mib(doc.get("memory_estimate_mib")), _mib(doc.get("peak_memory_mb"))
+    rss, before = _mib(doc.get("peak_rss_mb")), _mib(doc.get("rss_before_model_mb"))
+    if peak is not None and peak == rss and before is not None:
+        # On CPU the peak is the process's RSS: what the estimate covers is its growth from loading the
+        # model on (docs/memory.md). On CUDA it is torch's peak allocated memory.
+        peak = round(rss - before, 1)
+        out["memory_peak_measure"] = "cpu: growth of peak RSS"
+    elif peak is not None:
+        out["memory_peak_measure"] = "cuda: max allocated"
     if estimate is not None:
         out["memory_estimate_mib"] = estimate
     if peak is not None:
