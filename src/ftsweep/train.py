@@ -148,7 +148,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     trainable, total = count_parameters(model)
 
     tracker.start()
-    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
+    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
     exit_code = 1
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])

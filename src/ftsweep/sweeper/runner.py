@@ -28,6 +28,7 @@ from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
 from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
+from ftsweep.sweeper import watch
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
 from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
@@ -43,7 +44,7 @@ from ftsweep.sweeper.study import (
     fail_stale_trials,
     rerun,
 )
-from ftsweep.tracking import mask_url_passwords
+from ftsweep.tracking import mask_url_passwords, scrub
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
@@ -310,7 +311,10 @@ class SweepRunner:
             trial.set_user_attr("pruned_at_step", out.doc["pruned_at_step"])
         trial.set_user_attr("runtime_s", round(time.monotonic() - job.started, 2))
         if out.reason:
-            trial.set_user_attr("reason", out.reason[:1000])
+            trial.set_user_attr("reason", scrub(out.reason)[:1000])  # shown by the dashboard: no secrets
+        for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
+            trial.set_user_attr(key, value)
+        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":

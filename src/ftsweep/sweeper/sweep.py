@@ -314,20 +314,22 @@ def execute(plan: dict[str, Any]) -> int:
     s = plan["settings"]
     progress = Progress(s.study_name, s.n_trials, mode=s.conf.progress)
     progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
-    aborted = None
-    with progress:
-        try:
-            SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
-        except SweepAborted as err:
-            aborted = str(err)
-    report_dir = None
-    if s.conf.report:
-        from ftsweep.report import write_report
+    from ftsweep.sweeper import watch
 
-        try:
-            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
-        except Exception as err:
-            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+    watch.label_study(plan["study"], s.metrics)
+    dashboard, line = (watch.start_dashboard(s.sweep_dir, s.storage_url, s.study_name, s.conf.dashboard_port)
+                       if s.conf.dashboard else (None, watch.watch_line(s.sweep_dir, s.storage_url, s.study_name)))
+    progress.log(line)
+    aborted = None
+    try:
+        with progress:
+            try:
+                SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
+            except SweepAborted as err:
+                aborted = str(err)
+        report_dir = _report(plan, s)
+    finally:
+        watch.stop_dashboard(dashboard)
     if plan["wandb"]:
         from ftsweep.sweeper.wandb_summary import log_summary
 
@@ -337,6 +339,22 @@ def execute(plan: dict[str, Any]) -> int:
         print(f"ftsweep: error: {aborted}", file=sys.stderr)
         sys.exit(1)
     return 0
+
+
+def _report(plan: dict[str, Any], s: Any) -> Path | None:
+    """The end-of-sweep report, also stored as the study's files for the dashboard."""
+    report_dir = None
+    if s.conf.report:
+        from ftsweep.report import write_report
+        from ftsweep.sweeper.watch import upload_study_files
+
+        try:
+            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
+        except Exception as err:
+            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+        else:
+            upload_study_files(plan["study"], report_dir, s.sweep_dir)
+    return report_dir
 
 
 def print_best(study: Any, report_dir: Path | None) -> None:
