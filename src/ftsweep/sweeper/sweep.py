@@ -193,6 +193,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
+    from ftsweep.config.objective import GENERATION_METRICS
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -232,9 +233,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(DIRECTIONS)} per metric")
+    generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
     for m in metrics:
-        if m not in KNOWN_METRICS:
-            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(KNOWN_METRICS)}")
+        if m in GENERATION_METRICS and m not in generated:
+            raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
+                                  f"set objective={m} (or add it to objective.extra_metrics)")
+        if m not in KNOWN_METRICS and m not in GENERATION_METRICS:
+            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
+                                  f"{', '.join((*KNOWN_METRICS, *GENERATION_METRICS))}")
 
     pruner = conf.pruner
     if len(directions) > 1:
