@@ -232,6 +232,22 @@ def test_cli_prints_url_binds_loopback_and_stops(sweep, capsys, monkeypatch):
     assert "warning: --host 0.0.0.0" in err and "no authentication" in err and "ssh -N -L" in err
 
 
+def test_stops_when_the_sweep_process_is_gone(sweep):
+    """The sweeper's dashboard exits by itself when the sweep process dies (kill -9 included)."""
+    parent = subprocess.Popen(["sleep", "60"])
+    proc = subprocess.Popen([sys.executable, "-m", "ftsweep", "dashboard", str(sweep), "--port", "0"],
+                            env={**os.environ, dash.PARENT_ENV: str(parent.pid)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ftsweep dashboard: study s")
+        parent.kill()
+        parent.wait()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        parent.kill()
+        proc.kill()
+    assert proc.stdout.read().strip().endswith("ftsweep dashboard: stopped")
+
+
 def test_metric_names(tmp_path):
     _, study = make_study(tmp_path / "sw")
     watch.label_study(study, ["eval_loss"])

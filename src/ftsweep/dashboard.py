@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ftsweep.config.errors import UsageError
 
 DEFAULT_PORT = 8080
+# Set by the sweeper (hydra.sweeper.dashboard=true) for its dashboard: stop when that process is gone, even
+# if it was killed before it could stop us.
+PARENT_ENV = "FTSWEEP_DASHBOARD_PARENT"
 STUDY_FILES = ("study.db", "study.journal")
 INSTALL_HINT = "optuna-dashboard is not installed: pip install optuna-dashboard"
 
@@ -253,12 +259,23 @@ def make_server(storage: Any, host: str, port: int | None, artifacts: Path | Non
     raise AssertionError("unreachable")
 
 
+def _stop_without(pid: int) -> None:
+    from ftsweep.sweeper.study import pid_alive
+
+    while pid_alive(pid):
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(server: Any) -> None:
     """Serve until Ctrl-C or SIGTERM (the sweeper stops its dashboard with SIGTERM), then close the port."""
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    if parent:
+        threading.Thread(target=_stop_without, args=(parent,), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
