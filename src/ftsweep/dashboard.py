@@ -62,8 +62,8 @@ def main(argv: list[str]) -> int:
     server = make_server(storage, args.host, args.port, artifact_dir(sweep_dir))
     host, port = args.host, server.server_port
     if not is_loopback(host):
-        print(f"ftsweep dashboard: warning: --host {host} lets every machine that reaches port {port} read and "
-              "change this study: the dashboard has no authentication. Prefer an SSH tunnel "
+        print(f"ftsweep dashboard: warning: --host {host} lets every machine that reaches port {port} read this "
+              "study, its trials and their files: the dashboard has no authentication. Prefer an SSH tunnel "
               f"(ssh -N -L {port}:127.0.0.1:{port} <this machine>, README \"Watch a sweep\").", file=sys.stderr)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     page = f"http://{shown}:{port}/dashboard" + (f"/studies/{study_id}" if study_id is not None else "")
