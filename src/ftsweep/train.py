@@ -71,7 +71,7 @@ def failure_reason(err: BaseException) -> str:
 class Components:
     """Where a run gets its tokenizer, datasets and model: built anew for every run (a cold run).
 
-    A warm sweep worker passes :class:`ftsweep.warm.WarmComponents` instead, which keeps them between
+    A warm sweep worker passes :class:`ftsweep.sweeper.warm.WarmComponents` instead, which keeps them between
     trials whose settings match and hands every trial a fresh adapter.
     """
 

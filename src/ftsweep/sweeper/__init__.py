@@ -8,6 +8,8 @@
     sweep.py        one sweep: validate -> open study -> run -> report -> W&B summary -> best trial
     baseline.py     sweep=lr_after_baseline
     trial.py        the trial process's entry point: FTSWEEP_* context, pruning/heartbeat TrainerCallback
+    worker.py       a warm worker process: runs trial after trial in one process
+    warm.py         what a warm worker keeps between trials (tokenizer, datasets, base model)
     progress.py     rich live display / plain lines
     wandb_summary.py  the sweep's W&B summary run
 

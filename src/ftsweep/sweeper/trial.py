@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
     """Run one trial (its overrides on the command line, its identity in FTSWEEP_* variables).
 
     ``parts``: where the run gets its tokenizer, data and model (a warm worker passes
-    :class:`ftsweep.warm.WarmComponents`; default: built anew)."""
+    :class:`ftsweep.sweeper.warm.WarmComponents`; default: built anew)."""
     import sys
 
     from ftsweep.config.compose import run_as_multirun_job

@@ -1,6 +1,6 @@
 """A warm sweep worker (``hydra.sweeper.warm_workers=true``): one long-lived process per trial slot that
 runs trial after trial, keeping imports, tokenizer, tokenized data and base model between them
-(:class:`ftsweep.warm.WarmComponents`).
+(:class:`ftsweep.sweeper.warm.WarmComponents`).
 
     python -m ftsweep.sweeper.worker
 
@@ -64,7 +64,7 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
 
 
 def main() -> int:
-    from ftsweep.warm import WarmComponents
+    from ftsweep.sweeper.warm import WarmComponents
 
     # The answers go to the original stdout (a pipe to the sweep process); fds 1 and 2 go to the worker's
     # log (stderr as started), and to the current trial's log while it runs.
