@@ -144,6 +144,7 @@ class LoggerConfig:
 
 
 # Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
+# The ``*_mb`` names are kept for existing studies and reports; their values are MiB (2**20 bytes).
 KNOWN_METRICS = (
     "eval_loss",
     "eval_mean_token_accuracy",

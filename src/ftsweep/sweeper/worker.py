@@ -41,14 +41,11 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
     saved = {k: os.environ.get(k) for k in job["env"]}
     os.environ.update(job["env"])
     try:
-        code = trial.main(list(job["args"]), parts=parts)
-    except SystemExit as err:  # execute() exits 1 (failed run) or 2 (bad input)
-        code = err.code if isinstance(err.code, int) else 1
-    except BaseException:
-        import traceback
+        code = trial.main(list(job["args"]), parts=parts)  # maps the trial's own errors to its exit code
+    except BaseException as err:  # anything trial.main lets through (SystemExit from a library, Ctrl-C)
+        from ftsweep.errors import report
 
-        traceback.print_exc()
-        code = 1
+        code = report(err)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
