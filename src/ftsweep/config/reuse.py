@@ -73,7 +73,7 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
                                               "eval_steps", "save_steps", "logging_steps", "group_by_length",
                                               "load_best_model_at_end", "early_stopping_patience",
                                               "dataloader_num_workers", "fail_on_nan", "timeout_s",
-                                              "generate_after"))),
+                                              "generate_after", "num_threads"))),
 }
 
 INCLUDED: dict[str, tuple[str, ...]] = {

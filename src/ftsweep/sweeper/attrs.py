@@ -25,6 +25,7 @@ ENQUEUED = "enqueued"  # a point given in hydra.sweeper.enqueue
 RETRY_OF = "retry_of"  # the original trial whose parameters a re-run repeats
 REPLACES = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget
 ATTEMPT = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this is
+CHARGED = "ftsweep:charged"  # False: a re-run after the owner process was lost (spends no retry budget)
 OWNER = "ftsweep:owner"  # {host, pid} of the sweep process that started it
 HEARTBEAT = "ftsweep:heartbeat"  # written by storage.record_heartbeat
 

@@ -27,8 +27,10 @@ from typing import Any
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
 from ftsweep.errors import SweepAborted
+from ftsweep.notices import ENV as NOTICE_ENV
+from ftsweep.numerics import intra_op_share
 from ftsweep.sweepdir import SweepDir
-from ftsweep.sweeper import attrs
+from ftsweep.sweeper import attrs, watch
 from ftsweep.sweeper.grammar import SearchSpace, merge_overrides
 from ftsweep.sweeper.launch import TrialLaunch
 from ftsweep.sweeper.outcome import Outcome, oom_retry, read_outcome
@@ -47,12 +49,13 @@ from ftsweep.sweeper.study import (
     rerun,
 )
 from ftsweep.sweeper.submitit_backend import make_backend
-from ftsweep.tracking import mask_url_passwords
+from ftsweep.tracking import mask_url_passwords, scrub
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
 DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
+NOTICE_FILE = ".notices"  # a trial's one-time-step notices, printed on the sweep's console (ftsweep.notices)
 
 
 def ask_within_budget(study: Any, space: SearchSpace, n_trials: int, guard: BudgetGuard) -> Any | None:
@@ -187,11 +190,12 @@ class SweepRunner:
             attrs.set_attrs(trial, gpu=gpu)
         cmd = TrialLaunch.argv(self._command(), overrides, str(self.s.sweep_dir), subdir)
         rundir.RunDir(trial_dir).trial_log.write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
-        proc = self.backend.start(cmd, self._env(trial, gpu), trial_dir, trial.number)
+        env = {**self._env(trial, gpu), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
+        proc = self.backend.start(cmd, env, trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
-            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of stale trial {trial.user_attrs[RETRY_OF]}, "
+            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
                     "same parameters)")
         self.progress.started_trial(trial.number, dict(trial.params), note)
 
@@ -215,9 +219,11 @@ class SweepRunner:
             parent_pid=os.getpid() if same_host else 0, heartbeat_s=self.s.conf.heartbeat_interval_s).env()
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        elif self.s.conf.backend == "local" and self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # K CPU trials at once: split the cores instead of oversubscribing them K times.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.s.n_workers))
+        threads = intra_op_share(self.s.n_workers) if self.s.conf.backend == "local" else None
+        if threads is not None:
+            # K trials at once (K = 1 too): split the cores instead of oversubscribing them. The trial records
+            # its count (manifest.json) and best.yaml pins it, so a re-run computes the same numbers.
+            env["OMP_NUM_THREADS"] = threads
         return env
 
     # ------------------------------------------------------------------ finishing
@@ -225,6 +231,7 @@ class SweepRunner:
         for number in list(self.jobs):
             job = self.jobs[number]
             ended = job.proc.poll()
+            self.progress.relay_notices(number, job.trial_dir / NOTICE_FILE)
             timeout = self.s.trial_timeout_s
             if ended is None and timeout and time.monotonic() - job.started > timeout:
                 job.proc.kill()
@@ -250,16 +257,18 @@ class SweepRunner:
         if out.doc.get("pruned_at_step") is not None:
             attrs.set_attrs(trial, pruned_at_step=out.doc["pruned_at_step"])
         if out.reason:
-            attrs.set_attrs(trial, reason=out.reason[:1000])
+            attrs.set_attrs(trial, reason=scrub(out.reason)[:1000])  # shown by the dashboard: no secrets
+        for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
+            trial.set_user_attr(key, value)
+        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-            if out.retry:  # the scheduler ended the job: re-run like a stale trial (same budget, same limit)
-                note = rerun(self.study, trial, self.s.conf.retry_stale)
-                self.progress.log(f"trial {trial.number}: {out.reason}; {note}")
+            if out.retry:  # the scheduler ended the job: maybe the trial's doing, so it spends retry budget
+                self.progress.log(f"trial {trial.number}: {rerun(self.study, trial, self.s.conf.retry_stale)}")
                 self._budget_full_until = 0.0
         counts = count(self.study)
         value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
@@ -333,7 +342,7 @@ class SweepRunner:
             try:
                 attrs.set_attrs(job.trial, reason="interrupted: the sweep process was stopped", status="failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
-                rerun(self.study, job.trial, self.s.conf.retry_stale)
+                rerun(self.study, job.trial, self.s.conf.retry_stale, charged=False)  # not its fault
             except Exception as err:  # storage gone while stopping: the stale check re-runs it on resume
                 print(f"[sweep] trial {job.trial.number} not recorded as interrupted: {type(err).__name__}: {err}",
                       file=sys.stderr)

@@ -183,7 +183,14 @@ def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str], trial_subdir: C
     """Run the sweep; returns 0. Raises :class:`SweepInputError` on bad input (before any trial) and
     :class:`SweepAborted` when the sweep stopped early (after its report). ``on_end``: the report hook
     (:func:`ftsweep.report.sweep_end`), called once the trials are done; returns the report's folder."""
-    return execute(plan_sweep(conf, cfg, arguments, trial_subdir), on_end)
+    from ftsweep.sweeper.finished import StudyFinished
+
+    try:
+        plan = plan_sweep(conf, cfg, arguments, trial_subdir)
+    except StudyFinished as done:  # not an error: the study is complete; one line says so
+        print(f"ftsweep: {done}")
+        return 0
+    return execute(plan, on_end)
 
 
 def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
@@ -193,6 +200,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
+    from ftsweep.config.objective import GENERATION_METRICS
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -232,9 +240,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in options.DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(options.DIRECTIONS)} per metric")
+    generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
     for m in metrics:
-        if m not in KNOWN_METRICS:
-            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(KNOWN_METRICS)}")
+        if m in GENERATION_METRICS and m not in generated:
+            raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
+                                  f"set objective={m} (or add it to objective.extra_metrics)")
+        if m not in KNOWN_METRICS and m not in GENERATION_METRICS:
+            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
+                                  f"{', '.join((*KNOWN_METRICS, *GENERATION_METRICS))}")
 
     pruner = conf.pruner
     if len(directions) > 1:
@@ -254,6 +267,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if size is not None and size < n_trials:
         n_trials = size
 
+    from ftsweep.sweeper.finished import check_finished
+
+    # Re-running a finished sweep: one line, none of the set-up below (composing, report, W&B).
+    sweep_dir = sweep_dir_of(conf, cfg)
+    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
     command = default_command()
     check_backend(conf)
@@ -265,7 +283,6 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
     capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
 
-    sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
@@ -311,13 +328,22 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     s = plan.settings
     progress = Progress(s.study_name, s.n_trials, mode=s.conf.progress)
     progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
+    from ftsweep.sweeper import watch
+
+    watch.label_study(plan.study, s.metrics)
+    dashboard, line = (watch.start_dashboard(s.sweep_dir, s.storage_url, s.study_name, s.conf.dashboard_port)
+                       if s.conf.dashboard else (None, watch.watch_line(s.sweep_dir, s.storage_url, s.study_name)))
+    progress.log(line)
     aborted = None
-    with progress:
-        try:
-            SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
-        except SweepAborted as err:
-            aborted = str(err)
-    report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
+    try:
+        with progress:
+            try:
+                SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
+            except SweepAborted as err:
+                aborted = str(err)
+        report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
+    finally:
+        watch.stop_dashboard(dashboard)
     print_best(plan.study, report_dir)
     if aborted:
         raise SweepAborted(aborted)

@@ -31,14 +31,14 @@ def _cell(v: Any) -> Any:
 def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path, summary: dict[str, Any]) -> str | None:
     """Log the summary run (``summary``: the report's :func:`ftsweep.report.summarize`); returns its id
     (None if W&B failed: the sweep result does not depend on it)."""
-    from ftsweep.tracking import wandb_dir, wandb_mode
+    from ftsweep.tracking import wandb_dir, wandb_init, wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")  # no run summary dump in the sweep's output
     try:
         import wandb
 
         mode = wandb_mode(logger)
-        run = wandb.init(project=logger.get("project") or "ftsweep", entity=logger.get("entity"),
+        run = wandb_init(project=logger.get("project") or "ftsweep", entity=logger.get("entity"),
                          group=study.study_name, name=f"{study.study_name}-summary", job_type="sweep-summary",
                          config={"study_name": study.study_name, "n_trials": summary["n_trials"],
                                  "directions": summary["directions"], "metrics": summary["metrics"]},
