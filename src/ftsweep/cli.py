@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ftsweep.config.errors import UsageError
+from ftsweep.errors import Failure, UsageError, one_line, report
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -39,10 +39,8 @@ COMMANDS = {
 
 
 def fail(message: str, code: int = 2) -> int:
-    from ftsweep.tracking import mask_url_passwords
-
-    message = " ".join(str(message).split())  # one line, whatever the message held
-    print(f"ftsweep: error: {mask_url_passwords(message)}", file=sys.stderr)
+    """Print ``message`` as one ``ftsweep: error:`` line (secrets masked); return ``code``."""
+    print(f"ftsweep: error: {one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -59,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with one_line_usage_errors():
             return int(func(rest) or 0)
-    except UsageError as err:
-        return fail(str(err))
-    except KeyboardInterrupt:
-        return fail("interrupted", 130)
+    except (UsageError, Failure, KeyboardInterrupt) as err:  # the one place a command's error becomes a code
+        return report(err)
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
@@ -232,7 +228,7 @@ def train_task(cfg: Any) -> float | None:
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     metrics = execute(cfg, run_dir)
     # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
-    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and (run_dir / "adapter").is_dir():
+    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and rundir.RunDir(run_dir).adapter.is_dir():
         from ftsweep.generate import generate_run
 
         generate_run(run_dir)

@@ -26,13 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftsweep.config.errors import UsageError
+from ftsweep.errors import UsageError
+from ftsweep.sweepdir import SweepDir
 
 DEFAULT_PORT = 8080
 # Set by the sweeper (hydra.sweeper.dashboard=true) for its dashboard: stop when that process is gone, even
 # if it was killed before it could stop us.
 PARENT_ENV = "FTSWEEP_DASHBOARD_PARENT"
-STUDY_FILES = ("study.db", "study.journal")
+STUDY_FILES = (SweepDir.STUDY_DB, SweepDir.STUDY_JOURNAL)
 INSTALL_HINT = "optuna-dashboard is not installed: pip install optuna-dashboard"
 
 

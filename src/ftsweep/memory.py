@@ -25,7 +25,7 @@ LoRA adapts and the vocabulary are exact. What trl 1.16 / transformers 5 / peft 
                  layer (4 x hidden + 3 x intermediate per token) + one LM-head tile. It runs between
                  training steps, so the peak is static + max(training, evaluation) dynamic memory.
     runtime      CUDA: cuBLAS workspace, bitsandbytes / attention kernels and allocator slack (600 MiB);
-                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 100 MiB)
+                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 160 MiB)
 
 Known error: on CPU it is within 30% of the growth of peak RSS of tiny-model runs (tests/test_memory.py).
 On CUDA it has not been compared with a measured peak yet (no GPU in this project so far); expect
@@ -38,6 +38,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from ftsweep.config.options import DTYPE_BYTES, OPTIMIZERS, PRECISION_DTYPES
+from ftsweep.errors import MemoryInfeasible
 
 MiB = 2**20
 GiB = 2**30
@@ -85,10 +88,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
         "max_position_embeddings": 32768},
 }
-
-
-class MemoryInfeasible(RuntimeError):
-    """The estimate of a run exceeds the free memory of its device: the trial fails without loading."""
 
 
 @dataclass
@@ -205,8 +204,8 @@ def _compute_bytes(cfg, on_cuda: bool) -> int:
         precision = cfg.trainer.precision
         if precision == "auto":
             precision = "bf16" if on_cuda else "fp32"
-        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
-    return {"bfloat16": 2, "float16": 2, "float32": 4}[name]
+        name = PRECISION_DTYPES[precision]
+    return DTYPE_BYTES[name]
 
 
 def _trainable_tensors(cfg, shapes: Shapes, c: int) -> list[tuple[int, int]]:
@@ -256,7 +255,7 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     trainable = sum(n for n, _ in tensors)
     adapter = sum(n * b for n, b in tensors) if lc.enabled else 0  # the base's own weights are in `weights`
     grads = sum(n * b for n, b in tensors)
-    if cfg.optimizer.name in ("adamw_8bit", "paged_adamw_8bit"):
+    if OPTIMIZERS[cfg.optimizer.name].eight_bit:
         optim = sum(2 * n if n >= BNB_MIN_8BIT_SIZE else 8 * n for n, _ in tensors)
     else:
         optim = sum(2 * n * b for n, b in tensors)

@@ -22,17 +22,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import paths
-from ftsweep.config.errors import ConfigError, UsageError
 from ftsweep.config.schema import TrainConfig, register_configs
 from ftsweep.config.sweeper import register_sweeper_schema
 from ftsweep.config.validate import validate
+from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError
 
 CONFIG_NAME = "train"
 VERSION_BASE = "1.3"
-
-
-class ConfigFailure(UsageError):
-    """Composition or validation failed; ``str()`` is one line naming the key."""
 
 
 # ------------------------------------------------------------------------------------ search path
@@ -288,12 +284,25 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
     def _main(cfg: DictConfig) -> Any:
         return task(cfg)
 
-    saved = sys.argv
+    saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv]
+    # Hydra would print an error raised by the task or the sweeper its own way and exit 1; with this it
+    # reaches the caller, whose entry point prints it (ftsweep.errors.report) and picks the exit code.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _main()
+    except Exception as err:
+        from hydra.errors import CompactHydraException
+
+        if isinstance(err, CompactHydraException):  # Hydra's own one-line errors stay one line (exit 1)
+            raise Failure(str(err)) from err
+        raise
     finally:
-        sys.argv = saved
+        sys.argv = saved[0]
+        if saved[1] is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved[1]
 
 
 def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[DictConfig], Any],
