@@ -193,10 +193,12 @@ def trials_table(study: Any) -> str:
     """All trials as a Markdown table (re-run failures included, marked)."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
+    # what the trial ran with beyond its samples (lora.alpha, accumulation, effective batch: ftsweep.sweeper.derived)
+    derived = sorted({k for t in trials for k in t.user_attrs.get("derived") or {}}, key=lambda k: (k == "effective_batch", k))
     from ftsweep.sweeper.study import replaced_numbers
 
     rerun = replaced_numbers(trials)
-    head = ["trial", "state", "value", *params, "steps", "runtime_s", "learned", "reason", "dir"]
+    head = ["trial", "state", "value", *params, *derived, "steps", "runtime_s", "learned", "reason", "dir"]
     rows = []
     for t in trials:
         state = t.state.name + (" (re-run)" if t.number in rerun else "")
@@ -205,7 +207,8 @@ def trials_table(study: Any) -> str:
         d = t.user_attrs.get("trial_dir")
         flat = did_not_learn(t) if t.state.is_finished() and t.state.name != "FAIL" else None
         learned = None if flat is None else ("NO: loss never fell below its initial value" if flat else "yes")
-        rows.append([t.number, state, value, *(t.params.get(p) for p in params), steps,
+        shown = t.user_attrs.get("derived") or {}
+        rows.append([t.number, state, value, *(t.params.get(p) for p in params), *(shown.get(k) for k in derived), steps,
                      t.user_attrs.get("runtime_s"), learned, t.user_attrs.get("reason"), Path(d).name if d else None])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]

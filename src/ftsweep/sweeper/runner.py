@@ -28,6 +28,7 @@ from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
 from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
+from ftsweep.sweeper.derived import derived_settings
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
 from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
@@ -207,7 +208,9 @@ class SweepRunner:
         if trial.user_attrs.get(RETRY_OF) is not None:
             note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of stale trial {trial.user_attrs[RETRY_OF]}, "
                     "same parameters)")
-        self.progress.started_trial(trial.number, dict(trial.params), note)
+        shown = derived_settings(overrides, self.space.derived)  # lora.alpha, accumulation, effective batch
+        trial.set_user_attr("derived", shown)
+        self.progress.started_trial(trial.number, {**dict(trial.params), **shown}, note)
 
     def _command(self) -> list[str]:
         """The trial command; k GPUs per trial = the same entry point under torchrun (one rank per GPU)."""
