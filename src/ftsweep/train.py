@@ -148,10 +148,14 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     trainable, total = count_parameters(model)
 
     tracker.start()
-    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
+    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
     exit_code = 1
+    # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
+    from ftsweep.objectives.evaluator import build_evaluator
+
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval)
     try:
-        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])
+        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         initial = trainer.evaluate() if bundle.eval is not None else {}
         started = time.perf_counter()
         result = trainer.train()
@@ -163,6 +167,9 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
         )
+        if evaluator is not None:  # after training: every validation row, predictions.jsonl, the cost
+            metrics.update(evaluator.finish(trainer.model, run_dir, pruned=pruner is not None,
+                                            step=trainer.state.global_step))
         metrics["memory_estimate_mib"] = estimate.get("total_mib") if estimate else None
         metrics["status"] = "complete" if pruner is None else "pruned"
         if pruner is not None:
@@ -186,7 +193,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     return metrics
 
 
-def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list):
+def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list,
+                  evaluator=None):
     """SFTTrainer from the model, the datasets, the trainer/optimizer/scheduler groups and the callbacks."""
     from trl import SFTTrainer
 
@@ -201,7 +209,9 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         train_dataset=bundle.train,
         eval_dataset=bundle.eval,
         processing_class=tokenizer,
-        callbacks=[*build_callbacks(cfg.trainer, cfg.objective, has_eval), *extra_callbacks],
+        # the generation objective first: early stopping and pruning read the values it adds
+        callbacks=[*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
+                   *extra_callbacks],
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from ftsweep.config.data import DataConfig
+from ftsweep.config.objective import KNOWN_METRICS, ObjectiveConfig  # noqa: F401 -- re-exported
 
 
 @dataclass
@@ -146,27 +147,6 @@ class LoggerConfig:
     mode: str | None = None
 
 
-# Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
-KNOWN_METRICS = (
-    "eval_loss",
-    "eval_mean_token_accuracy",
-    "eval_entropy",
-    "eval_perplexity",
-    "train_loss",
-    "train_runtime",
-    "train_tokens_per_s",
-    "peak_memory_mb",
-    "peak_memory_reserved_mb",
-)
-
-
-@dataclass
-class ObjectiveConfig:
-    metric: str = "eval_loss"
-    # minimize | maximize
-    direction: str = "minimize"
-
-
 @dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
@@ -198,6 +178,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "scheduler": SchedulerConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
+    "objective": ObjectiveConfig,
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config.errors import ConfigError
-from ftsweep.config.schema import KNOWN_METRICS
+from ftsweep.config.objective import check_objective
 from ftsweep.device import cuda_available
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
@@ -161,8 +161,6 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
     _choice(cfg, "objective.direction", DIRECTIONS)
-    if cfg.objective.metric not in KNOWN_METRICS:
-        raise ConfigError("objective.metric", f"unknown metric {cfg.objective.metric!r}; available: {', '.join(KNOWN_METRICS)}")
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
@@ -182,6 +180,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
     _validate_encoding(cfg)
     _validate_eval_data(cfg)
+    check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
+                    has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path))
     _validate_device(cfg)
 
 

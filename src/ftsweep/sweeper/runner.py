@@ -28,6 +28,7 @@ from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
 from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
+from ftsweep.sweeper import watch
 from ftsweep.sweeper.derived import derived_settings
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
@@ -44,7 +45,7 @@ from ftsweep.sweeper.study import (
     fail_stale_trials,
     rerun,
 )
-from ftsweep.tracking import mask_url_passwords
+from ftsweep.tracking import mask_url_passwords, scrub
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
@@ -206,7 +207,7 @@ class SweepRunner:
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
-            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of stale trial {trial.user_attrs[RETRY_OF]}, "
+            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
                     "same parameters)")
         shown = derived_settings(overrides, self.space.derived)  # lora.alpha, accumulation, effective batch
         trial.set_user_attr("derived", shown)
@@ -313,15 +314,18 @@ class SweepRunner:
             trial.set_user_attr("pruned_at_step", out.doc["pruned_at_step"])
         trial.set_user_attr("runtime_s", round(time.monotonic() - job.started, 2))
         if out.reason:
-            trial.set_user_attr("reason", out.reason[:1000])
+            trial.set_user_attr("reason", scrub(out.reason)[:1000])  # shown by the dashboard: no secrets
+        for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
+            trial.set_user_attr(key, value)
+        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-            if out.retry and self.s.conf.retry_stale and trial.user_attrs.get("retry_of") is None:
-                self.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+            if out.retry:  # the scheduler ended the job: maybe the trial's doing, so it spends retry budget
+                self.progress.log(f"trial {trial.number}: {rerun(self.study, trial, self.s.conf.retry_stale)}")
                 self._budget_full_until = 0.0
         counts = count(self.study)
         value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
@@ -404,7 +408,7 @@ class SweepRunner:
                 job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
                 job.trial.set_user_attr("status", "failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
-                rerun(self.study, job.trial, self.s.conf.retry_stale)
+                rerun(self.study, job.trial, self.s.conf.retry_stale, charged=False)  # not its fault
             except Exception:
                 pass
         self.jobs.clear()
