@@ -15,7 +15,9 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -243,10 +245,14 @@ def train_help(overrides: list[str], config_dirs: list[str]) -> int:
 
     print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
     print("Config groups (group=option; experiment is added with +experiment=NAME, a sweep with sweep=NAME):")
+    width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
     for group in config.list_groups(config_dirs):
         print(f"\n  {group}:")
         for option in config.group_options(group, config_dirs) or []:
-            print(f"    {option:<32} {config.option_summary(group, option, config_dirs)}")
+            # whole descriptions, wrapped under their column (never cut)
+            print(textwrap.fill(config.option_summary(group, option, config_dirs), width=width,
+                                initial_indent=f"    {option:<32} ", subsequent_indent=" " * 37, break_on_hyphens=False,
+                                break_long_words=False) or f"    {option}")
     try:
         cfg = config.compose(config.fixed_overrides(overrides), check=False, config_dirs=config_dirs)
     except UsageError as err:

@@ -377,6 +377,7 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
 
     shapes = shapes_for(cfg)
     here_cuda = has_cuda()
+    print(assumed_settings(cfg, shapes) + "\n")
     est = estimate(cfg, shapes=shapes, on_cuda=here_cuda)
     if here_cuda or cfg.model.tiny is not None:  # no point in a CPU figure for a real model on a CPU machine
         est["free_mib"], _ = free_memory_mib()
@@ -391,6 +392,38 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
         alt = estimate(cfg, shapes=shapes, on_cuda=True, gradient_checkpointing=True)
         print(f"with trainer.gradient_checkpointing=true on a GPU: {alt['total_mib']:,.1f} MiB")
         print("\n".join(gpu_verdicts(alt["total_mib"], gpu_memory_gib)))
+
+
+def assumed_settings(cfg, shapes: Shapes) -> str:
+    """What the estimate assumed, each with the key that changes it (printed above the totals)."""
+    from ftsweep.device import use_checkpointing
+
+    t, d, lc, q = cfg.trainer, cfg.data, cfg.lora, cfg.quantization
+    bits = {on: 8 * _compute_bytes(cfg, on) for on in (True, False)}
+    ckpt = {on: "on" if use_checkpointing(t.gradient_checkpointing, on) else "off" for on in (True, False)}
+    if lc.enabled:
+        targets = ", ".join(sorted({lin.name for lin in lora_targets(cfg, shapes)}))
+        lora = f"lora.r={lc.r}, lora.alpha={lc.alpha}, lora.dropout={lc.dropout:g}, targets {targets}"
+    else:
+        lora = "lora=none: full fine-tune, every weight trained"
+    quant = (f"quantization={q.method} (compute {q.bnb_4bit_compute_dtype})" if q.method in ("nf4", "fp4")
+             else f"quantization={q.method}")
+    rows = [
+        ("batch", f"trainer.per_device_train_batch_size={t.per_device_train_batch_size} "
+                  f"(eval batch {t.per_device_eval_batch_size}), data.cutoff_len={d.cutoff_len}, "
+                  f"data.packing={str(bool(d.packing)).lower()}"),
+        ("adapter", lora),
+        ("checkpointing", f"trainer.gradient_checkpointing={_yaml(t.gradient_checkpointing)}: {ckpt[True]} with a GPU, "
+                          f"{ckpt[False]} on CPU"),
+        ("dtype", f"model.dtype={cfg.model.dtype}, trainer.precision={t.precision}: {bits[True]}-bit compute on a "
+                  f"GPU, {bits[False]}-bit on CPU; {quant}"),
+        ("optimizer", f"optimizer={cfg.optimizer.name}"),
+    ]
+    return "assumed (change any with key=value):\n" + "\n".join(f"  {k:<14} {v}" for k, v in rows)
+
+
+def _yaml(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _precision_note(cfg) -> str:

@@ -135,8 +135,29 @@ def option_summary(group: str, option: str, config_dirs: list[str] | tuple[str, 
         file = next((d / f"{option}.yaml" for d in dirs if (d / f"{option}.yaml").is_file()), None)
         if file is None:
             return ""
-    comments = [x[1:].strip() for x in file.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
-    return next((c for c in comments if "@package" not in c and not c.startswith("Run:")), "")
+    return _description(file.read_text(encoding="utf-8").splitlines())
+
+
+def _description(lines: list[str]) -> str:
+    """The file's description: its first comment sentence(s) after ``@package`` / ``Run:``, joined over the
+    comment lines it spans (up to the line that ends a sentence, an empty comment line or the first YAML)."""
+    parts: list[str] = []
+    for line in lines:
+        if not line.startswith("#"):
+            if parts or line.strip():
+                break
+            continue
+        text = line[1:].strip()
+        if not parts and ("@package" in text or text.startswith("Run:")):
+            continue
+        if not text:
+            if parts:
+                break
+            continue
+        parts.append(text)
+        if text.endswith((".", ":")):
+            break
+    return " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ errors
