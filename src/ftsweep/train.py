@@ -148,7 +148,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     trainable, total = count_parameters(model)
 
     tracker.start()
-    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
+    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
     exit_code = 1
     # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
     from ftsweep.objectives.evaluator import build_evaluator

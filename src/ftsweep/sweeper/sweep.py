@@ -171,8 +171,13 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
 def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
               trial_subdir: Callable[[int, list[str]], str]) -> int:
     """Run the sweep; returns 0, or exits 2 on bad input (before any trial) and 1 when aborted."""
+    from ftsweep.sweeper.finished import StudyFinished
+
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
+    except StudyFinished as done:
+        print(f"ftsweep: {done}")
+        return 0
     except SweepInputError as err:
         from ftsweep.tracking import mask_url_passwords
 
@@ -255,6 +260,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if size is not None and size < n_trials:
         n_trials = size
 
+    from ftsweep.sweeper.finished import check_finished
+
+    # Re-running a finished sweep: one line, none of the set-up below (composing, report, W&B).
+    sweep_dir = sweep_dir_of(conf, cfg)
+    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
     command = default_command()
     check_backend(conf)
@@ -266,7 +276,6 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
     capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
 
-    sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
@@ -311,20 +320,22 @@ def execute(plan: dict[str, Any]) -> int:
     s = plan["settings"]
     progress = Progress(s.study_name, s.n_trials, mode=s.conf.progress)
     progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
-    aborted = None
-    with progress:
-        try:
-            SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
-        except SweepAborted as err:
-            aborted = str(err)
-    report_dir = None
-    if s.conf.report:
-        from ftsweep.report import write_report
+    from ftsweep.sweeper import watch
 
-        try:
-            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
-        except Exception as err:
-            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+    watch.label_study(plan["study"], s.metrics)
+    dashboard, line = (watch.start_dashboard(s.sweep_dir, s.storage_url, s.study_name, s.conf.dashboard_port)
+                       if s.conf.dashboard else (None, watch.watch_line(s.sweep_dir, s.storage_url, s.study_name)))
+    progress.log(line)
+    aborted = None
+    try:
+        with progress:
+            try:
+                SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
+            except SweepAborted as err:
+                aborted = str(err)
+        report_dir = _report(plan, s)
+    finally:
+        watch.stop_dashboard(dashboard)
     if plan["wandb"]:
         from ftsweep.sweeper.wandb_summary import log_summary
 
@@ -334,6 +345,22 @@ def execute(plan: dict[str, Any]) -> int:
         print(f"ftsweep: error: {aborted}", file=sys.stderr)
         sys.exit(1)
     return 0
+
+
+def _report(plan: dict[str, Any], s: Any) -> Path | None:
+    """The end-of-sweep report, also stored as the study's files for the dashboard."""
+    report_dir = None
+    if s.conf.report:
+        from ftsweep.report import write_report
+        from ftsweep.sweeper.watch import upload_study_files
+
+        try:
+            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
+        except Exception as err:
+            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+        else:
+            upload_study_files(plan["study"], report_dir, s.sweep_dir)
+    return report_dir
 
 
 def print_best(study: Any, report_dir: Path | None) -> None:
