@@ -24,6 +24,10 @@ LoRA adapts and the vocabulary are exact. What trl 1.16 / transformers 5 / peft 
     eval         evaluation computes the loss only, without gradients: the eval micro-batch's widest
                  layer (4 x hidden + 3 x intermediate per token) + one LM-head tile. It runs between
                  training steps, so the peak is static + max(training, evaluation) dynamic memory.
+    generation   a generation objective (objective=exact_match, ...): the KV cache of the generation batch
+                 (objective.batch_size, else the most rows, up to 64, that fit in max(training, evaluation))
+                 (2 x layers x kv_heads x head_dim x batch x (cutoff_len + new tokens) in c), the prefill's
+                 widest layer and the last position's logits; like evaluation, between training steps.
     runtime      CUDA: cuBLAS workspace, bitsandbytes / attention kernels and allocator slack (600 MiB);
                  CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 160 MiB)
 
@@ -285,6 +289,11 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     if not on_cuda or attn == "eager":
         evaluation += t.per_device_eval_batch_size * shapes.heads * seq * seq * c
     training = activations + lm_head
+    # A generation objective's batch: as many rows as fit in the memory training already needs (at most 64).
+    gen_row = _generation_bytes(cfg, shapes, c, on_cuda, attn, batch=1)
+    gen_batch = cfg.objective.batch_size or (
+        max(1, min(MAX_GENERATION_BATCH, int(max(training, evaluation) // gen_row))) if gen_row else 0)
+    generation = gen_row * gen_batch
     runtime = (CUDA_RUNTIME_MIB if on_cuda else CPU_RUNTIME_MIB) * MiB
     parts = {
         "weights": weights,
@@ -307,9 +316,45 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     out.update({f"{k}_mib": v / MiB for k, v in parts.items()})
     # Evaluation replaces the training activations between steps: only its excess over them adds.
     has_eval = d.val_size > 0 or d.validation_path is not None
-    out["eval_extra_mib"] = max(0.0, evaluation - training) / MiB if has_eval else 0.0
+    out["eval_extra_mib"] = max(0.0, max(evaluation, generation) - training) / MiB if has_eval else 0.0
+    out["generation_mib"] = generation / MiB
+    out["generation_batch"] = gen_batch
     out["total_mib"] = sum(parts.values()) / MiB + out["eval_extra_mib"]
     return out
+
+
+MAX_GENERATION_BATCH = 64
+
+
+def generation_batch_size(cfg, model_config: Any = None) -> int:
+    """Rows a generation objective generates together: ``objective.batch_size``, else the largest batch
+    (at most 64) whose generation memory stays within what training already needs, so generating never
+    raises the peak. From the model's own config when given (the loaded model), else its known shapes."""
+    if cfg.objective.batch_size:
+        return int(cfg.objective.batch_size)
+    try:
+        shapes = shapes_from_config(model_config) if model_config is not None else None
+        return int(estimate(cfg, shapes=shapes)["generation_batch"]) or 1
+    except Exception:  # noqa: BLE001 -- an architecture the estimate cannot read: a safe small batch
+        return min(MAX_GENERATION_BATCH, cfg.trainer.per_device_eval_batch_size)
+
+
+def _generation_bytes(cfg, shapes: Shapes, c: int, on_cuda: bool, attn: str, batch: int) -> float:
+    """A generation objective's eval batch (between training steps, like evaluation): the KV cache of
+    ``batch`` rows of at most cutoff_len prompt + answer tokens plus the new-token margin (keys and values,
+    every layer, kv_heads x head_dim), the prefill's widest layer, and the last position's logits (fp32)."""
+    from ftsweep.config.objective import generates
+
+    o = cfg.objective
+    if not generates(o):
+        return 0.0
+    seq = cfg.data.cutoff_len + (o.max_new_tokens or o.new_tokens_margin)
+    head_dim = shapes.hidden // max(shapes.heads, 1)
+    kv_cache = 2 * shapes.layers * shapes.kv_heads * head_dim * batch * seq * c
+    prefill = batch * cfg.data.cutoff_len * (4 * shapes.hidden + 3 * shapes.intermediate) * c
+    if not on_cuda or attn == "eager":
+        prefill += batch * shapes.heads * cfg.data.cutoff_len ** 2 * c
+    return kv_cache + prefill + 2 * batch * shapes.vocab * 4
 
 
 # ------------------------------------------------------------------------------------------- preflight

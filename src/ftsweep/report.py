@@ -108,7 +108,8 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     best = best_trial(study)
     if best is not None:
         folder.best.write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
-    folder.report.write_text(mask_url_passwords(report_markdown(summary, table, plots, best is not None)))
+    text = report_markdown(summary, table, plots, best is not None) + generation_section(study)
+    folder.report.write_text(mask_url_passwords(text))
     return out_dir
 
 
@@ -299,6 +300,45 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
         else:
             lines.append(f"- {name}: {state}")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ generation
+def generation_section(study: Any, n_examples: int = 5) -> str:
+    """For a generation objective: its cost per trial and the best trial's first answers next to the worst
+    complete trial's (from each trial's predictions.jsonl); "" when no trial generated anything."""
+    from ftsweep import rundir
+    from ftsweep.sweeper.study import best_trial
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.user_attrs.get(attrs.TRIAL_DIR)]
+    metrics = {t.number: rundir.read_metrics(Path(t.user_attrs[attrs.TRIAL_DIR])) or {} for t in done}
+    costs = [(n, m["generation_eval_s"], m.get("generation_s_per_100_rows"), m.get("train_runtime"))
+             for n, m in metrics.items() if "generation_eval_s" in m]
+    if not costs:
+        return ""
+    lines = ["", "## Generation objective", "", "| trial | generation evals (s) | s per 100 rows | training (s) |",
+             "|---|---|---|---|"]
+    lines += [f"| {n} | {_fmt(s)} | {_fmt(per)} | {_fmt(train)} |" for n, s, per, train in sorted(costs)]
+    best = best_trial(study)
+    if best is None or len(study.directions) > 1:
+        return "\n".join(lines) + "\n"
+    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    others = [t for t in done if t.number != best.number] or done
+    worst = min(others, key=lambda t: sign * t.value)
+    pairs = []
+    for label, trial in (("best", best), ("worst", worst)):
+        pairs.append((label, trial, rundir.read_predictions(Path(trial.user_attrs[attrs.TRIAL_DIR]))[:n_examples]))
+    lines += ["", f"First {n_examples} validation answers of the best trial ({best.number}, value {_fmt(best.value)}) "
+              f"and the worst complete trial ({worst.number}, value {_fmt(worst.value)}):", "",
+              "| reference | best: prediction | worst: prediction |", "|---|---|---|"]
+    for i in range(max(len(p[2]) for p in pairs)):
+        cells = [pairs[0][2][i]["reference"] if i < len(pairs[0][2]) else ""]
+        cells += [p[2][i]["prediction"] if i < len(p[2]) else "" for p in pairs]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return "`" + " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")[:80] + "`"
 
 
 # ------------------------------------------------------------------------------------------ best.yaml

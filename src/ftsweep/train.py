@@ -152,7 +152,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
     from ftsweep.objectives.evaluator import build_evaluator
 
-    evaluator = build_evaluator(cfg, tokenizer, bundle.eval)
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         initial = trainer.evaluate() if bundle.eval is not None else {}
