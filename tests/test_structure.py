@@ -23,6 +23,7 @@ LAYERS = {  # module prefix -> the groups it must not import
     "ftsweep.train": ("tools and cli", "sweeper and report"),
     "ftsweep.callbacks": ("tools and cli", "sweeper and report"),
     "ftsweep.data": ("tools and cli", "sweeper and report", "recipe"),
+    "ftsweep.objectives": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.model": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.memory": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.config": ("tools and cli", "sweeper and report", "recipe", "data and model"),

@@ -5,6 +5,7 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
+    ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
     ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
     ftsweep merge RUN_DIR [--out DIR] [--dtype bf16|fp16|fp32]                merge the adapter into the base
     ftsweep export SWEEP_DIR [--out DIR]                                      merge the best trial of a sweep
@@ -29,6 +30,7 @@ COMMANDS = {
     "train": "ftsweep.cli:train_main",
     "inspect": "ftsweep.inspect:main",
     "report": "ftsweep.report:main",
+    "dashboard": "ftsweep.dashboard:main",
     "generate": "ftsweep.generate:main",
     "merge": "ftsweep.merge:main",
     "export": "ftsweep.merge:export_main",

@@ -7,6 +7,8 @@
     failure.json           only for a failed run: its reason (``oom: ...``, ``nan_loss: ...``), type, phase
     manifest.json          seed, versions, data fingerprint, config hash
     log_history.json       every logged step
+    predictions.jsonl      a generation objective's answers at the last evaluation (prompt, reference, prediction,
+                           scores), one row per generated sample
 
 Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
 """
@@ -21,6 +23,7 @@ from ftsweep.config.errors import UsageError
 from ftsweep.tracking import scrub
 
 METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manifest.json", "log_history.json"
+PREDICTIONS = "predictions.jsonl"
 FINISHED_MARKERS = (METRICS, FAILURE)
 
 
@@ -62,8 +65,28 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json(Path(run_dir) / MANIFEST, manifest)
 
 
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    return read_json(Path(run_dir) / MANIFEST)
+
+
 def write_log_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     write_json(Path(run_dir) / LOG_HISTORY, history)  # type: ignore[arg-type]
+
+
+def write_predictions(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, written atomically like the JSON files."""
+    path = Path(run_dir) / PREDICTIONS
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(scrub(r), ensure_ascii=False, default=str) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``predictions.jsonl`` ([] when the run wrote none)."""
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -73,7 +96,7 @@ def is_finished(run_dir: Path) -> bool:
 
 def clear_finished(run_dir: Path) -> None:
     """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays."""
-    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY):
+    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY, PREDICTIONS):
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 

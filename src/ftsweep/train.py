@@ -97,6 +97,15 @@ class Components:
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
         info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
+    """One fine-tuning run (see :func:`_run`) with ``trainer.num_threads`` applied around it."""
+    from ftsweep.numerics import apply_threads
+
+    with apply_threads(cfg.trainer.num_threads):  # CPU numerics depend on it (ftsweep.numerics)
+        return _run(cfg, run_dir, callbacks, info, parts)
+
+
+def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
+         info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
     """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``).
 
     Args:
@@ -139,10 +148,14 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     trainable, total = count_parameters(model)
 
     tracker.start()
-    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
+    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
     exit_code = 1
+    # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
+    from ftsweep.objectives.evaluator import build_evaluator
+
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval)
     try:
-        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])
+        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         initial = trainer.evaluate() if bundle.eval is not None else {}
         started = time.perf_counter()
         result = trainer.train()
@@ -154,6 +167,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
         )
+        if evaluator is not None:  # after training: every validation row, predictions.jsonl, the cost
+            metrics.update(evaluator.finish(trainer.model, run_dir, pruned=pruner is not None,
+                                            step=trainer.state.global_step))
         metrics["memory_estimate_mib"] = estimate.get("total_mib") if estimate else None
         metrics["status"] = "complete" if pruner is None else "pruned"
         if pruner is not None:
@@ -177,7 +193,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = No
     return metrics
 
 
-def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list):
+def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list,
+                  evaluator=None):
     """SFTTrainer from the model, the datasets, the trainer/optimizer/scheduler groups and the callbacks."""
     from trl import SFTTrainer
 
@@ -192,7 +209,9 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
         train_dataset=bundle.train,
         eval_dataset=bundle.eval,
         processing_class=tokenizer,
-        callbacks=[*build_callbacks(cfg.trainer, cfg.objective, has_eval), *extra_callbacks],
+        # the generation objective first: early stopping and pruning read the values it adds
+        callbacks=[*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
+                   *extra_callbacks],
     )
 
 
@@ -314,6 +333,9 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
     """What is needed to tell two runs apart or reproduce one."""
     import importlib.metadata as md
 
+    from ftsweep import numerics
+    from ftsweep.device import resolve_precision
+
     versions = {}
     for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna", "datasets", "accelerate", "hydra-core"):
         try:
@@ -327,6 +349,7 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "git_commit": _git_commit(),
         "data_fingerprint": bundle.fingerprint,
+        "numerics": numerics.record(resolve_precision(cfg.trainer.precision)),  # best.yaml pins num_threads
         "config_hash": hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "model": cfg.model.name_or_path,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -143,6 +143,10 @@ class SweeperConf:
     wandb_summary: bool = True
     # auto (rich on a TTY, plain lines otherwise) | rich | plain
     progress: str = "auto"
+    # Run `ftsweep dashboard` (optuna-dashboard, 127.0.0.1 only) beside the sweep, stopped when it ends; the
+    # sweep's first lines print its URL. dashboard_port 0 = a free port.
+    dashboard: bool = False
+    dashboard_port: int = 0
 
 
 def register_sweeper_schema() -> None:

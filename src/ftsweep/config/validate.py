@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config.errors import ConfigError
-from ftsweep.config.schema import KNOWN_METRICS
+from ftsweep.config.objective import check_objective
 from ftsweep.device import cuda_available
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
@@ -153,6 +153,7 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.save_steps", 0)
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
+    _at_least(cfg, "trainer.num_threads", 0)
     _choice(cfg, "trainer.precision", PRECISIONS)
     t = cfg.trainer
     if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:
@@ -162,8 +163,6 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
     _choice(cfg, "objective.direction", DIRECTIONS)
-    if cfg.objective.metric not in KNOWN_METRICS:
-        raise ConfigError("objective.metric", f"unknown metric {cfg.objective.metric!r}; available: {', '.join(KNOWN_METRICS)}")
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
@@ -185,6 +184,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
     _validate_encoding(cfg)
     _validate_eval_data(cfg)
+    check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
+                    has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path))
     _validate_device(cfg)
 
 

@@ -26,6 +26,9 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
+from ftsweep.notices import ENV as NOTICE_ENV
+from ftsweep.numerics import intra_op_share
+from ftsweep.sweeper import watch
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
 from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
@@ -41,12 +44,13 @@ from ftsweep.sweeper.study import (
     fail_stale_trials,
     rerun,
 )
-from ftsweep.tracking import mask_url_passwords
+from ftsweep.tracking import mask_url_passwords, scrub
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
 DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
+NOTICE_FILE = ".notices"  # a trial's one-time-step notices, printed on the sweep's console (ftsweep.notices)
 
 
 def ask_within_budget(study: Any, space: SearchSpace, n_trials: int, guard: BudgetGuard) -> Any | None:
@@ -197,7 +201,8 @@ class SweepRunner:
         cmd = [*self._command(), *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
                f"hydra.sweep.subdir={format_value(subdir)}"]
         (trial_dir / "trial.log").write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
-        proc = self.backend.start(cmd, self._env(trial, gpu), trial_dir, trial.number)
+        env = {**self._env(trial, gpu), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
+        proc = self.backend.start(cmd, env, trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
@@ -233,9 +238,11 @@ class SweepRunner:
         })
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        elif self.s.conf.backend == "local" and self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # K CPU trials at once: split the cores instead of oversubscribing them K times.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.s.n_workers))
+        threads = intra_op_share(self.s.n_workers) if self.s.conf.backend == "local" else None
+        if threads is not None:
+            # K trials at once (K = 1 too): split the cores instead of oversubscribing them. The trial records
+            # its count (manifest.json) and best.yaml pins it, so a re-run computes the same numbers.
+            env["OMP_NUM_THREADS"] = threads
         return env
 
     # ------------------------------------------------------------------ finishing
@@ -243,6 +250,7 @@ class SweepRunner:
         for number in list(self.jobs):
             job = self.jobs[number]
             ended = job.proc.poll()
+            self.progress.relay_notices(number, job.trial_dir / NOTICE_FILE)
             timeout = self.s.trial_timeout_s
             if ended is None and timeout and time.monotonic() - job.started > timeout:
                 job.proc.kill()
@@ -300,7 +308,10 @@ class SweepRunner:
             trial.set_user_attr("pruned_at_step", out.doc["pruned_at_step"])
         trial.set_user_attr("runtime_s", round(time.monotonic() - job.started, 2))
         if out.reason:
-            trial.set_user_attr("reason", out.reason[:1000])
+            trial.set_user_attr("reason", scrub(out.reason)[:1000])  # shown by the dashboard: no secrets
+        for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
+            trial.set_user_attr(key, value)
+        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":

@@ -171,8 +171,13 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
 def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
               trial_subdir: Callable[[int, list[str]], str]) -> int:
     """Run the sweep; returns 0, or exits 2 on bad input (before any trial) and 1 when aborted."""
+    from ftsweep.sweeper.finished import StudyFinished
+
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
+    except StudyFinished as done:
+        print(f"ftsweep: {done}")
+        return 0
     except SweepInputError as err:
         from ftsweep.tracking import mask_url_passwords
 
@@ -203,6 +208,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
+    from ftsweep.config.objective import GENERATION_METRICS
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -242,9 +248,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(DIRECTIONS)} per metric")
+    generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
     for m in metrics:
-        if m not in KNOWN_METRICS:
-            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(KNOWN_METRICS)}")
+        if m in GENERATION_METRICS and m not in generated:
+            raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
+                                  f"set objective={m} (or add it to objective.extra_metrics)")
+        if m not in KNOWN_METRICS and m not in GENERATION_METRICS:
+            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
+                                  f"{', '.join((*KNOWN_METRICS, *GENERATION_METRICS))}")
 
     pruner = conf.pruner
     if len(directions) > 1:
@@ -267,6 +278,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if size is not None and size < n_trials:
         n_trials = size
 
+    from ftsweep.sweeper.finished import check_finished
+
+    # Re-running a finished sweep: one line, none of the set-up below (composing, report, W&B).
+    sweep_dir = sweep_dir_of(conf, cfg)
+    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
     command = default_command()
     check_backend(conf)
@@ -280,7 +296,6 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if conf.backend == "local":
         check_gpus_exist(conf.gpus, gpus)
 
-    sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
@@ -328,20 +343,22 @@ def execute(plan: dict[str, Any]) -> int:
     s = plan["settings"]
     progress = Progress(s.study_name, s.n_trials, mode=s.conf.progress)
     progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
-    aborted = None
-    with progress:
-        try:
-            SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
-        except SweepAborted as err:
-            aborted = str(err)
-    report_dir = None
-    if s.conf.report:
-        from ftsweep.report import write_report
+    from ftsweep.sweeper import watch
 
-        try:
-            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
-        except Exception as err:
-            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+    watch.label_study(plan["study"], s.metrics)
+    dashboard, line = (watch.start_dashboard(s.sweep_dir, s.storage_url, s.study_name, s.conf.dashboard_port)
+                       if s.conf.dashboard else (None, watch.watch_line(s.sweep_dir, s.storage_url, s.study_name)))
+    progress.log(line)
+    aborted = None
+    try:
+        with progress:
+            try:
+                SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
+            except SweepAborted as err:
+                aborted = str(err)
+        report_dir = _report(plan, s)
+    finally:
+        watch.stop_dashboard(dashboard)
     if plan["wandb"]:
         from ftsweep.sweeper.wandb_summary import log_summary
 
@@ -351,6 +368,22 @@ def execute(plan: dict[str, Any]) -> int:
         print(f"ftsweep: error: {aborted}", file=sys.stderr)
         sys.exit(1)
     return 0
+
+
+def _report(plan: dict[str, Any], s: Any) -> Path | None:
+    """The end-of-sweep report, also stored as the study's files for the dashboard."""
+    report_dir = None
+    if s.conf.report:
+        from ftsweep.report import write_report
+        from ftsweep.sweeper.watch import upload_study_files
+
+        try:
+            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
+        except Exception as err:
+            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+        else:
+            upload_study_files(plan["study"], report_dir, s.sweep_dir)
+    return report_dir
 
 
 def print_best(study: Any, report_dir: Path | None) -> None:
