@@ -321,6 +321,10 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
     # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
     # (processing_class) beside the adapter.
     trainer.save_model(str(target))
+    if cfg.lora.enabled and trainer.is_world_process_zero():
+        from ftsweep.model import sort_adapter_config
+
+        sort_adapter_config(target)  # identical runs, identical adapter_config.json
 
 
 # ----------------------------------------------------------------------------------- run bookkeeping
