@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from ftsweep.config.data import DataConfig
+from ftsweep.config.objective import KNOWN_METRICS, ObjectiveConfig  # noqa: F401 -- re-exported
 
 
 @dataclass
@@ -122,6 +123,9 @@ class TrainerConfig:
     # 0 = off; else stop after this many evaluations without improvement of the objective metric
     early_stopping_patience: int = 0
     dataloader_num_workers: int = 0
+    # CPU intra-op threads (torch.set_num_threads); 0 = the process's own (OMP_NUM_THREADS or all cores).
+    # Losses on CPU depend on it: a sweep trial records its count and best.yaml pins it (ftsweep.numerics).
+    num_threads: int = 0
     # Fail the run (and so the trial) when the training loss becomes NaN or inf.
     fail_on_nan: bool = True
     # Kill the run after this many seconds (0 = no limit); used by sweeps to fail slow trials.
@@ -141,27 +145,6 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     # online | offline | null (offline automatically when no WANDB_API_KEY and WANDB_MODE is unset)
     mode: str | None = None
-
-
-# Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
-KNOWN_METRICS = (
-    "eval_loss",
-    "eval_mean_token_accuracy",
-    "eval_entropy",
-    "eval_perplexity",
-    "train_loss",
-    "train_runtime",
-    "train_tokens_per_s",
-    "peak_memory_mb",
-    "peak_memory_reserved_mb",
-)
-
-
-@dataclass
-class ObjectiveConfig:
-    metric: str = "eval_loss"
-    # minimize | maximize
-    direction: str = "minimize"
 
 
 @dataclass
@@ -195,6 +178,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "scheduler": SchedulerConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
+    "objective": ObjectiveConfig,
 }
 
 

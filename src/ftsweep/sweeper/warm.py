@@ -11,7 +11,8 @@ keeps them and gives each trial:
 
 Each item is kept under a key made of the settings it is built from (tokenizer: model + special tokens;
 data: model + data + batch size; base model: model + quantization + data tokens + precision +
-checkpointing + seed + lora.enabled). A trial with other settings rebuilds that item in the same
+checkpointing + seed + lora.enabled): every config key except those :mod:`ftsweep.config.reuse`
+excludes, so a new key rebuilds rather than reuses until it is excluded on purpose. A trial with other settings rebuilds that item in the same
 process (imports stay warm). A full fine-tune (``lora=none``) trains the base weights, so its model is
 never kept; neither is a base model that had any non-adapter weight trainable during the trial.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftsweep.config.reuse import reuse_keys
 from ftsweep.train import Components
 
 # peft's adapter parameter names (LoRA / DoRA weights, trained copies of modules, trainable tokens)
@@ -37,11 +39,11 @@ def settings_key(cfg: Any, *paths: str) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-TOKENIZER_KEYS = ("model", "cache_dir", "data.special_tokens", "data.eos_token")
-DATA_KEYS = (*TOKENIZER_KEYS, "data", "trainer.per_device_train_batch_size")
-MODEL_KEYS = (*TOKENIZER_KEYS, "quantization", "data.packing", "data.format", "data.train_embeddings",
-              "trainer.precision", "trainer.gradient_checkpointing", "trainer.use_reentrant", "trainer.seed",
-              "lora.enabled")
+# Derived from the schema minus an explicit exclude list (ftsweep.config.reuse): a new key is part of
+# every key unless it is listed there as unable to change the item.
+TOKENIZER_KEYS = reuse_keys("tokenizer")
+DATA_KEYS = reuse_keys("datasets")
+MODEL_KEYS = reuse_keys("base_model")
 
 
 # What the evaluation before the first step depends on once the adapter is the identity (see
@@ -106,8 +108,8 @@ class WarmComponents(Components):
         outputs (each LoRA layer adds an exact zero): the first evaluation of every trial on the same kept
         base model and eval rows is the same, bit for bit (tests/test_warm.py compares it with a cold
         trial's). A replayed evaluation is logged and passed to the callbacks (pruning report at step 0,
-        W&B) like a computed one. Not cached: DoRA, trained bias / module copies / embeddings, or any
-        adapter whose B is not all zero.
+        W&B) like a computed one. Not cached: DoRA, trained bias / module copies / embeddings, any
+        adapter whose B is not all zero, or a generation objective (its evaluator runs at each evaluation).
         """
         model = trainer.model
         if not ("base model" in self.reused and _adapter_is_identity(cfg, model)):
@@ -176,6 +178,10 @@ def _draw_like_an_evaluation(trainer: Any) -> None:
 def _adapter_is_identity(cfg: Any, model: Any) -> bool:
     """True when the fresh adapter leaves every output of the base model unchanged (all LoRA B = 0, nothing
     else trainable)."""
+    from ftsweep.objectives.evaluator import generation_metrics
+
+    if generation_metrics(cfg.objective):
+        return False
     lora = cfg.lora
     if not lora.enabled or lora.use_dora or lora.bias != "none" or lora.modules_to_save or cfg.data.train_embeddings:
         return False
