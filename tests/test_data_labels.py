@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.data import IGNORE_INDEX, build_datasets
+from ftsweep.data import IGNORE_INDEX, DataError, build_datasets
 from ftsweep.data.templates import ALPACA_EN, ALPACA_KO
 from ftsweep.model import load_tokenizer
 
@@ -251,13 +251,28 @@ def test_sharegpt_with_system(build):
 
 
 def test_chat_template_override_by_name(build):
-    bundle, tok = build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
+    bundle, tok = build([SINGLE], "data.format=chat", "data.chat_template=chatml", *CHATML_TOKENS, name="c.jsonl")
     got = bundle.train[0]
     assert (
         tok.decode(got["input_ids"])
         == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello there<|im_end|>\n"
     )
     assert trained_runs(tok, got) == ["hello there<|im_end|>\n"]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert got["input_ids"].count(im_end) == 2 and tok.eos_token == "<|im_end|>"  # one token each, the stop token
+
+
+CHATML_TOKENS = ("data.special_tokens=['<|im_start|>','<|im_end|>']", "data.eos_token='<|im_end|>'")
+
+
+def test_chatml_on_a_tokenizer_without_its_markers_is_refused_in_one_line(build):
+    with pytest.raises(DataError) as err:
+        build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
+    assert str(err.value) == (
+        "data.chat_template: chatml needs <|im_start|>, <|im_end|> as tokens, and this tokenizer has none: they "
+        "would be trained as ordinary text pieces with no stop token; add them (the embeddings are resized) with "
+        "\"data.special_tokens=['<|im_start|>','<|im_end|>']\" \"data.eos_token='<|im_end|>'\", or use the "
+        "tokenizer's own template (data.chat_template=null)")
 
 
 # --------------------------------------------------------------------------------------- lengths

@@ -138,7 +138,10 @@ def train_main(argv: list[str]) -> int:
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
-            cfg = config.compose(fixed, config_dirs=config_dirs)
+            # A swept key may have no value of its own (data=custom_json data.path=choice(a,b)): check with its
+            # first value; the sweeper checks the corners of the space and every searched data file.
+            cfg = config.compose([*fixed, *first_values(overrides, fixed)] if multirun else fixed,
+                                 config_dirs=config_dirs)
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
                 check_output_dir(with_hydra, multirun)
@@ -161,6 +164,25 @@ def train_main(argv: list[str]) -> int:
     register()  # -m: Hydra instantiates our sweeper
     config.run_hydra(argv, train_task, config_dirs)
     return 0
+
+
+def first_values(overrides: list[str], fixed: list[str]) -> list[str]:
+    """``key=<first value>`` for each sweep override of a list (choice / range; an interval is numeric
+    and has a default already), so that composing without the sweeps still gives every key a value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        if o in fixed:
+            continue
+        parsed = parser.parse_overrides([o])[0]
+        try:
+            first = next(iter(parsed.sweep_string_iterator()))
+        except Exception:  # noqa: BLE001, S112 -- interval(...) and tag(...) sweeps have no list of values
+            continue
+        out.append(f"{parsed.get_key_element()}={first}")
+    return out
 
 
 def check_secrets(overrides: list[str]) -> None:

@@ -46,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--plain", action="store_true", help="no colours: trained spans as [[...]] (default when piped)"
     )
     p.add_argument("--bins", type=int, default=10, help="length histogram bins")
+    p.add_argument("--dropped", action="store_true",
+                   help="list the rows the length policy dropped (file, line or row, and why)")
     p.add_argument("--config-dir", action="append", default=[], help="an extra config root (like ftsweep train)")
     return p.parse_args(argv)
 
@@ -73,6 +75,13 @@ def main(argv: list[str]) -> int:
         _print_row(out, row_spans(tokenizer, row["input_ids"], row["labels"]), plain)
     out(histogram([len(x) for x in ds["input_ids"]], cfg.data.cutoff_len, args.bins), None)
     out(stats_line(bundle.stats, bundle.fingerprint), None)
+    if args.dropped:
+        listed = bundle.stats.get("dropped_where") or []
+        out(f"dropped rows ({bundle.stats['n_dropped']}, train and eval):", None)
+        for where in listed:
+            out(f"  {where}", None)
+        if bundle.stats["n_dropped"] > len(listed):
+            out(f"  ... and {bundle.stats['n_dropped'] - len(listed)} more", None)
     if args.dump:
         n = dump_rows(args.dump, tokenizer, ds)
         out(f"wrote {n} rows to {args.dump}", None)
@@ -81,11 +90,18 @@ def main(argv: list[str]) -> int:
 
 def _build(overrides: list[str], usage_error: type[Exception], config_dirs: list[str] = ()):
     from ftsweep.config import ConfigError
-    from ftsweep.config.compose import compose
+    from ftsweep.config.compose import ConfigFailure, compose
     from ftsweep.data import DataError, build_datasets
     from ftsweep.model import load_tokenizer
 
-    cfg = compose(overrides, config_dirs=config_dirs)  # ConfigFailure is a UsageError: one line, exit 2
+    try:
+        cfg = compose(overrides, config_dirs=config_dirs)  # ConfigFailure is a UsageError: one line, exit 2
+    except ConfigFailure as err:
+        cause = err.__cause__
+        if not (isinstance(cause, ConfigError) and cause.key == "data.val_size" and "objective.metric" in str(cause)):
+            raise
+        # val_size=0 without a validation file only matters to an eval_* objective: inspect trains nothing
+        cfg = compose([*overrides, "objective.metric=train_loss"], config_dirs=config_dirs)
     try:
         tokenizer = load_tokenizer(cfg)
         return build_datasets(cfg, tokenizer), tokenizer, cfg
@@ -181,11 +197,14 @@ def histogram(lengths: list[int], cutoff: int, bins: int = 10) -> str:
 
 
 def stats_line(stats: dict[str, Any], fingerprint: str) -> str:
+    from ftsweep.data.pipeline import call_text_warning
+
     return (
         "data: {n_train} train / {n_eval} eval rows; {n_truncated} truncated, {n_dropped} dropped "
         "({n_dropped_overlong} over-long, {n_dropped_empty_answer} empty answer), {n_skipped_bad} bad rows skipped, "
         "{n_filtered} filtered out; padding {padding_fraction:.1%}; ".format(**stats)
         + f"cache {'hit' if stats.get('cache_hit') else 'miss'} ({fingerprint})"
+        + (f"\n{warning}" if (warning := call_text_warning(stats)) else "")
     )
 
 
