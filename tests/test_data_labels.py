@@ -423,3 +423,24 @@ def test_whole_prompt_lost_is_counted_per_policy(build):
     assert results == {"truncate_prompt": 1, "truncate_both": 0, "truncate_answer": 0}
     bundle, _ = build(rows, "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt")
     assert masked_prefix(bundle.train[0]) == [tok.bos_token_id]  # the instruction is gone
+
+
+# ---------------------------------------------------- LLaMA-Factory's system / history columns (issue 21 item 5)
+def test_a_system_column_of_chat_rows_is_the_system_turn(build):
+    """dataset_info.json's "system" column beside messages: rendered exactly as a system turn would be."""
+    turns = [{"role": "user", "content": "one?"}, {"role": "assistant", "content": "1"}]
+    col, _ = build([{"system": "be brief", "messages": turns}], "data.format=chat", name="col.jsonl")
+    turn, _ = build([{"messages": [{"role": "system", "content": "be brief"}, *turns]}], "data.format=chat",
+                    name="turn.jsonl")
+    assert (col.train[0]["input_ids"], col.train[0]["labels"]) == (turn.train[0]["input_ids"], turn.train[0]["labels"])
+
+
+@pytest.mark.parametrize(("row", "extra", "message"), [
+    ({"system": "be brief"}, (), "rows.json row 1: field 'system': a system prompt: the alpaca format has no place for it"),
+    ({"history": [["hi", "hello"]]}, (), "rows.json row 1: field 'history': earlier turns: the alpaca format has no place"),
+    ({"sys": "be brief"}, ("data.columns.system=sys",), "field \"system (column 'sys')\": a system prompt"),
+])
+def test_alpaca_system_or_history_columns_are_refused_not_dropped(build, row, extra, message):
+    with pytest.raises(DataError) as err:
+        build([{"instruction": "one?", "input": "", "output": "1", **row}], *extra)
+    assert message in str(err.value) and "data.format=chat" in str(err.value) and "\n" not in str(err.value)

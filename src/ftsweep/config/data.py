@@ -34,6 +34,7 @@ class Columns:
     conversations: str | None = None
     system: str | None = None
     tools: str | None = None
+    history: str | None = None  # LLaMA-Factory's alpaca history (refused: use the chat format)
 
 
 @dataclass

@@ -91,8 +91,8 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
             where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
         )
     conv = Conversation([], [], [])
-    offset = 0  # a ShareGPT system column comes before conversations[0]
-    if sharegpt and row.get("system"):
+    offset = 0  # a system column (LLaMA-Factory's dataset_info "system") comes before the first turn
+    if row.get("system"):
         offset = 1
         _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
     for i, turn in enumerate(turns):
