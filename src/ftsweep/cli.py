@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ftsweep.errors import Failure, UsageError, one_line, report
+from ftsweep.errors import Failure, UsageError, exit_code, one_line, report
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -256,9 +256,9 @@ def train_task(cfg: Any) -> float | None:
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     try:
         metrics = execute(cfg, run_dir)
-    except SystemExit as exc:
+    except UsageError as exc:
         created = _NEW_FOLDERS[0]
-        if exc.code == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
+        if exit_code(exc) == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
             import shutil
 
             shutil.rmtree(created, ignore_errors=True)  # bad input (data): the folders this run made go again
