@@ -119,7 +119,7 @@ def test_every_logger_field_reaches_the_wandb_run(compose, tmp_path, monkeypatch
         seen.update(kwargs)
         return types.SimpleNamespace(id="r1", summary={}, finish=lambda **_: None)
 
-    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init, Settings=lambda **kw: kw))
     values = {"name": "wandb", "project": "p2", "entity": "me", "group": "g2", "run_name": "n2", "tags": ["a", "b"],
               "mode": "disabled"}
     assert set(values) == {f.name for f in fields(LoggerConfig)}

@@ -192,3 +192,58 @@ def test_a_metric_that_raises_fails_the_run_with_the_reason(compose, tmp_path, m
                   "objective.function=boom_metric:score", "objective.max_samples=4")
     with pytest.raises(MetricError, match="metric: function raised on validation row"):
         run(cfg, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------- evaluator bookkeeping
+class _Tok:
+    eos_token_id, pad_token_id = 0, 0
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(str(i) for i in ids if not (skip_special_tokens and i == 0))
+
+
+def _dataset(n=10):
+    # row i: prompt [1, 2, i+10] (masked), answer [i+100] * (1 + i % 3) + eos (trained)
+    ids, labels = [], []
+    for i in range(n):
+        answer = [i + 100] * (1 + i % 3) + [0]
+        ids.append([1, 2, i + 10, *answer])
+        labels.append([-100, -100, -100, *answer])
+    return {"input_ids": ids, "labels": labels}
+
+
+def test_evaluator_subset_history_final_and_predictions(monkeypatch, tmp_path):
+    from ftsweep import rundir
+    from ftsweep.objectives import evaluator as ev
+
+    calls = []
+
+    def fake_generate(model, tokenizer, examples, *, batch_size, max_new_tokens):
+        calls.append((len(examples), batch_size, max_new_tokens))
+        refs = [tokenizer.decode(e.reference_ids, skip_special_tokens=True) for e in examples]
+        return [r if e.index % 2 == 0 else "wrong" for e, r in zip(examples, refs)]
+
+    monkeypatch.setattr(ev, "generate_answers", fake_generate)
+    obj = _objective(metric="exact_match", direction="maximize", max_samples=4, subset_seed=1, new_tokens_margin=5)
+    e = ev.GenerationEvaluator(obj, _Tok(), _dataset(), batch_size=3)
+    assert e.subset == ev.subset_indices(10, 4, 1) == ev.GenerationEvaluator(obj, _Tok(), _dataset(), 3).subset
+    assert len(e.subset) == 4 and e.subset != ev.subset_indices(10, 4, 2)
+    assert e.max_new_tokens == 4 + 5  # longest reference (3 answer tokens + eos) + margin
+    first = e.at_step(None, 0)
+    assert e.at_step(None, 0) == first and len(calls) == 1  # the same step is generated once
+    assert first["exact_match"] == sum(i % 2 == 0 for i in e.subset) / 4
+    out = e.finish(None, tmp_path, pruned=False, step=10)
+    assert out["exact_match"] == 0.5 and out["initial_exact_match"] == first["exact_match"]
+    assert calls == [(4, 3, 9), (10, 3, 9)] and out["generation_rows"] == 14 and out["generation_evals"] == 2
+    preds = rundir.read_predictions(tmp_path)
+    assert [p["index"] for p in preds] == list(range(10))
+    assert preds[2] == {"index": 2, "prompt": "1 2 12", "reference": "102 102 102", "prediction": "102 102 102",
+                        "scores": {"exact_match": 1.0}}
+    # final_all_rows=false: the subset's last value is the objective; write_predictions=false: no file
+    obj2 = _objective(metric="exact_match", max_samples=4, final_all_rows=False, write_predictions=False,
+                      max_new_tokens=2)
+    e2 = ev.GenerationEvaluator(obj2, _Tok(), _dataset(), batch_size=3)
+    e2.at_step(None, 5)
+    out2 = e2.finish(None, tmp_path / "b", pruned=False, step=5)
+    assert out2["exact_match"] == e2.history[-1]["exact_match"] and out2["generation_final_rows"] == 4
+    assert e2.max_new_tokens == 2 and not (tmp_path / "b").exists()

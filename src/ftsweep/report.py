@@ -108,7 +108,8 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     best = best_trial(study)
     if best is not None:
         folder.best.write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
-    folder.report.write_text(mask_url_passwords(report_markdown(summary, table, plots, best is not None)))
+    text = report_markdown(summary, table, plots, best is not None) + generation_section(study)
+    folder.report.write_text(mask_url_passwords(text))
     return out_dir
 
 
@@ -182,10 +183,12 @@ def trials_table(study: Any) -> str:
     """All trials as a Markdown table (re-run failures included, marked)."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
+    # what the trial ran with beyond its samples (lora.alpha, accumulation, effective batch: ftsweep.sweeper.derived)
+    derived = sorted({k for t in trials for k in t.user_attrs.get(attrs.DERIVED) or {}}, key=lambda k: (k == "effective_batch", k))
     from ftsweep.sweeper.study import replaced_numbers
 
     rerun = replaced_numbers(trials)
-    head = ["trial", "state", "value", *params, "steps", "runtime_s", "learned", "reason", "dir"]
+    head = ["trial", "state", "value", *params, *derived, "steps", "runtime_s", "learned", "reason", "dir"]
     rows = []
     for t in trials:
         state = t.state.name + (" (re-run)" if t.number in rerun else "")
@@ -194,7 +197,8 @@ def trials_table(study: Any) -> str:
         d = t.user_attrs.get(attrs.TRIAL_DIR)
         flat = did_not_learn(t) if t.state.is_finished() and t.state.name != "FAIL" else None
         learned = None if flat is None else ("NO: loss never fell below its initial value" if flat else "yes")
-        rows.append([t.number, state, value, *(t.params.get(p) for p in params), steps,
+        shown = t.user_attrs.get(attrs.DERIVED) or {}
+        rows.append([t.number, state, value, *(t.params.get(p) for p in params), *(shown.get(k) for k in derived), steps,
                      t.user_attrs.get(attrs.RUNTIME_S), learned, t.user_attrs.get(attrs.REASON), Path(d).name if d else None])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
@@ -213,7 +217,8 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
     plot_dir.mkdir(parents=True, exist_ok=True)
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
-    kwargs = {"target": target, "target_name": "objective 0"} if multi else {}
+    metric = str((study.user_attrs.get("ftsweep:metrics") or ["objective"])[0])  # the axes say what is optimised
+    kwargs = {"target": target, "target_name": metric} if multi else {"target_name": metric}
     status = {}
     for name in PLOTS:
         plot_kwargs = {} if name == "intermediate_values" else kwargs
@@ -224,18 +229,51 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
             warnings.simplefilter("ignore")
             try:
                 ax = getattr(vis_mpl, f"plot_{name}")(study, **plot_kwargs)
+                _label_mpl(name, ax, study, metric, multi)
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 fig.set_size_inches(9, 5.5)
                 fig.tight_layout()
                 fig.savefig(plot_dir / f"{name}.png", dpi=100)
                 plt.close(fig)
-                getattr(vis, f"plot_{name}")(study, **plot_kwargs).write_html(
-                    plot_dir / f"{name}.html", include_plotlyjs="directory")
+                figure = getattr(vis, f"plot_{name}")(study, **plot_kwargs)
+                _label_plotly(name, figure, study, metric, multi)
+                figure.write_html(plot_dir / f"{name}.html", include_plotlyjs="directory")
                 status[name] = "ok"
             except Exception as err:
                 plt.close("all")
                 status[name] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return status
+
+
+PRUNED_LABEL = "pruned (last reported value)"
+
+
+def _pruned_points(study: Any) -> tuple[list[int], list[float]]:
+    """Pruned trials as (trial number, last reported value): Optuna's history plot leaves them out."""
+    from optuna.trial import TrialState
+
+    points = [(t.number, t.intermediate_values[max(t.intermediate_values)])
+              for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
+    return [n for n, _ in points], [v for _, v in points]
+
+
+def _label_mpl(name: str, ax: Any, study: Any, metric: str, multi: bool) -> None:
+    if name == "intermediate_values":
+        ax.set_ylabel(f"{metric} at each evaluation")
+    elif name == "optimization_history" and not multi:
+        xs, ys = _pruned_points(study)
+        if xs:
+            ax.scatter(xs, ys, marker="x", color="grey", label=PRUNED_LABEL, zorder=3)
+            ax.legend()
+
+
+def _label_plotly(name: str, figure: Any, study: Any, metric: str, multi: bool) -> None:
+    if name == "intermediate_values":
+        figure.update_yaxes(title_text=f"{metric} at each evaluation")
+    elif name == "optimization_history" and not multi:
+        xs, ys = _pruned_points(study)
+        if xs:
+            figure.add_scatter(x=xs, y=ys, mode="markers", marker_symbol="x", marker_color="grey", name=PRUNED_LABEL)
 
 
 def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], has_best: bool) -> str:
@@ -262,6 +300,45 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
         else:
             lines.append(f"- {name}: {state}")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ generation
+def generation_section(study: Any, n_examples: int = 5) -> str:
+    """For a generation objective: its cost per trial and the best trial's first answers next to the worst
+    complete trial's (from each trial's predictions.jsonl); "" when no trial generated anything."""
+    from ftsweep import rundir
+    from ftsweep.sweeper.study import best_trial
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.user_attrs.get(attrs.TRIAL_DIR)]
+    metrics = {t.number: rundir.read_metrics(Path(t.user_attrs[attrs.TRIAL_DIR])) or {} for t in done}
+    costs = [(n, m["generation_eval_s"], m.get("generation_s_per_100_rows"), m.get("train_runtime"))
+             for n, m in metrics.items() if "generation_eval_s" in m]
+    if not costs:
+        return ""
+    lines = ["", "## Generation objective", "", "| trial | generation evals (s) | s per 100 rows | training (s) |",
+             "|---|---|---|---|"]
+    lines += [f"| {n} | {_fmt(s)} | {_fmt(per)} | {_fmt(train)} |" for n, s, per, train in sorted(costs)]
+    best = best_trial(study)
+    if best is None or len(study.directions) > 1:
+        return "\n".join(lines) + "\n"
+    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    others = [t for t in done if t.number != best.number] or done
+    worst = min(others, key=lambda t: sign * t.value)
+    pairs = []
+    for label, trial in (("best", best), ("worst", worst)):
+        pairs.append((label, trial, rundir.read_predictions(Path(trial.user_attrs[attrs.TRIAL_DIR]))[:n_examples]))
+    lines += ["", f"First {n_examples} validation answers of the best trial ({best.number}, value {_fmt(best.value)}) "
+              f"and the worst complete trial ({worst.number}, value {_fmt(worst.value)}):", "",
+              "| reference | best: prediction | worst: prediction |", "|---|---|---|"]
+    for i in range(max(len(p[2]) for p in pairs)):
+        cells = [pairs[0][2][i]["reference"] if i < len(pairs[0][2]) else ""]
+        cells += [p[2][i]["prediction"] if i < len(p[2]) else "" for p in pairs]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return "`" + " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")[:80] + "`"
 
 
 # ------------------------------------------------------------------------------------------ best.yaml

@@ -152,7 +152,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
     from ftsweep.objectives.evaluator import build_evaluator
 
-    evaluator = build_evaluator(cfg, tokenizer, bundle.eval)
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         initial = trainer.evaluate() if bundle.eval is not None else {}
@@ -321,6 +321,10 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
     # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
     # (processing_class) beside the adapter.
     trainer.save_model(str(target))
+    if cfg.lora.enabled and trainer.is_world_process_zero():
+        from ftsweep.model import sort_adapter_config
+
+        sort_adapter_config(target)  # identical runs, identical adapter_config.json
 
 
 # ----------------------------------------------------------------------------------- run bookkeeping

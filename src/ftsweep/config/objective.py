@@ -75,7 +75,8 @@ class ObjectiveConfig:
     # null: longest tokenized reference + new_tokens_margin.
     max_new_tokens: int | None = None
     new_tokens_margin: int = 8
-    # Rows generated together; null = from the memory model (eval batch x 4, at most 64).
+    # Rows generated together; null = from the memory model (the most rows, up to 64, whose KV cache and
+    # prefill fit in the memory training already needs).
     batch_size: int | None = None
     # Write predictions.jsonl (prompt, reference, prediction, score) for the rows of the last evaluation.
     write_predictions: bool = True
@@ -83,6 +84,11 @@ class ObjectiveConfig:
 
 def is_generation_metric(metric: str) -> bool:
     return metric in GENERATION_METRICS
+
+
+def generates(obj: Any) -> bool:
+    """Whether a run with this objective generates answers (the objective or an extra metric needs them)."""
+    return any(is_generation_metric(m) for m in (obj.metric, *obj.extra_metrics))
 
 
 def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool) -> None:

@@ -6,6 +6,8 @@ one line and exits non-zero.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -170,8 +172,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "data.cutoff_len", f"{cfg.data.cutoff_len} exceeds the model's context (model.max_context={cfg.model.max_context})"
         )
-    if cfg.data.val_size < 0:
-        raise ConfigError("data.val_size", f"must be >= 0 (got {cfg.data.val_size})")
+    val_size = cfg.data.val_size
+    if not (val_size >= 0 and math.isfinite(val_size)) or (val_size >= 1 and val_size != int(val_size)):
+        raise ConfigError("data.val_size", f"a fraction of the rows in [0, 1) or a whole number of rows >= 1 "
+                                           f"(got {val_size})")
     if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
     _validate_encoding(cfg)

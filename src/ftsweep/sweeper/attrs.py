@@ -21,6 +21,7 @@ PRUNED_AT_STEP = "pruned_at_step"
 RUNTIME_S = "runtime_s"
 REASON = "reason"  # why it failed (oom: ..., nan_loss: ..., timeout: ..., scheduler: ...)
 OOM_FIRST_ATTEMPT = "oom_first_attempt"  # {reason, per_device_train_batch_size, ...} before the smaller re-run
+DERIVED = "derived"  # {key: value} the trial got from hydra.sweeper.derived (+ effective batch)
 ENQUEUED = "enqueued"  # a point given in hydra.sweeper.enqueue
 RETRY_OF = "retry_of"  # the original trial whose parameters a re-run repeats
 REPLACES = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget

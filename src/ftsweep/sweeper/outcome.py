@@ -39,11 +39,8 @@ def read_outcome(trial_dir: Path, ended: Exit, metrics_names: list[str]) -> Outc
         return Outcome("failed", reason=str(failure.get("reason") or failure.get("error_type") or "failed"),
                        doc=failure)
     if code != 0 or metrics is None:
-        if code < 0:
-            why = f"killed by signal {signal.Signals(-code).name}"
-        else:
-            why = f"exit code {code}" if code else "no metrics.json written"
-        return Outcome("failed", reason=f"{why}: {_last_line(rundir.RunDir(trial_dir).trial_log)}", doc=metrics or {})
+        return Outcome("failed", reason=exit_reason(code, _last_line(rundir.RunDir(trial_dir).trial_log)),
+                       doc=metrics or {})
     status = str(metrics.get("status", "complete")).lower()
     if status == "pruned":
         return Outcome("pruned", doc=metrics)
@@ -55,6 +52,22 @@ def read_outcome(trial_dir: Path, ended: Exit, metrics_names: list[str]) -> Outc
     if bad:
         return Outcome("failed", reason=f"nan_loss: objective is {bad[0]}", doc=metrics)
     return Outcome("complete", values=values, doc=metrics)
+
+
+def exit_reason(code: int, last_line: str) -> str:
+    """Why a trial process that left no failure.json failed: its exit (a signal by name) and the last
+    line of its log, or what is known when the log is empty (a process killed at once says nothing)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        why = f"killed by signal {name}"
+        if name == "SIGKILL":
+            why += " (kill -9, or the kernel's out-of-memory killer: check the host's free memory)"
+    else:
+        why = f"exit code {code}" if code else "no metrics.json written"
+    return f"{why}: {last_line}" if last_line.strip() else f"{why}; the trial wrote nothing to trial.log"
 
 
 def _metric(doc: dict[str, Any], name: str, first: bool) -> float:

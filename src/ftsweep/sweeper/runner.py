@@ -31,6 +31,7 @@ from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs, watch
+from ftsweep.sweeper.derived import derived_settings
 from ftsweep.sweeper.grammar import SearchSpace, merge_overrides
 from ftsweep.sweeper.launch import TrialLaunch
 from ftsweep.sweeper.outcome import Outcome, oom_retry, read_outcome
@@ -197,7 +198,9 @@ class SweepRunner:
         if trial.user_attrs.get(RETRY_OF) is not None:
             note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
                     "same parameters)")
-        self.progress.started_trial(trial.number, dict(trial.params), note)
+        shown = derived_settings(overrides, self.space.derived)  # lora.alpha, accumulation, effective batch
+        trial.set_user_attr(attrs.DERIVED, shown)
+        self.progress.started_trial(trial.number, {**dict(trial.params), **shown}, note)
 
     def _command(self) -> list[str]:
         """The trial command; k GPUs per trial = the same entry point under torchrun (one rank per GPU)."""

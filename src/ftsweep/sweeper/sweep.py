@@ -193,6 +193,21 @@ def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str], trial_subdir: C
     return execute(plan, on_end)
 
 
+def check_gpus_exist(spec: Any, gpus: list[str] | None) -> None:
+    """Listed GPU indices (``hydra.sweeper.gpus=[0,1]``) must be GPUs this machine has: a missing one would
+    leave its trials on the CPU without a word. Device names (MIG or GPU UUIDs) are left to CUDA."""
+    if spec == "auto" or not gpus:
+        return
+    from ftsweep.device import list_devices
+
+    present = list_devices()
+    missing = [g for g in gpus if g.isdigit() and g not in present]
+    if missing:
+        has = f"its GPUs are {', '.join(present)}" if present else "it has no GPU (nvidia-smi, CUDA_VISIBLE_DEVICES)"
+        raise SweepInputError(f"hydra.sweeper.gpus: GPU {', '.join(missing)} is not on this machine: {has}; "
+                              "use gpus=auto, gpus=null (CPU) or the GPUs listed")
+
+
 def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                trial_subdir: Callable[[int, list[str]], str]) -> SweepPlan:
     """Everything checked and resolved, study opened or created; no trial started yet."""
@@ -259,6 +274,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         raise SweepInputError(f"hydra.sweeper.n_workers: must be >= 1 (got {conf.n_workers})")
     if conf.retry_stale < 0:
         raise SweepInputError(f"hydra.sweeper.retry_stale: must be >= 0 re-runs (got {conf.retry_stale})")
+    if not conf.trial_timeout_s >= 0:  # (NaN too)
+        raise SweepInputError(f"hydra.sweeper.trial_timeout_s: must be >= 0 seconds, 0 = no limit "
+                              f"(got {conf.trial_timeout_s})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     n_trials, n_workers = conf.n_trials, conf.n_workers
@@ -282,6 +300,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     gpus = detect_gpus(conf.gpus)
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
     capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
+    if conf.backend == "local":
+        check_gpus_exist(conf.gpus, gpus)
 
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
@@ -289,6 +309,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     # The lock (shared by the processes of one study) lives in the sweep folder: if the storage cannot be
     # opened, the folders created for it are removed again, so bad input leaves nothing behind.
     created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
+    lock_is_new = not (sweep_dir / ".ftsweep.lock").exists()
     try:
         with flock(SweepDir(sweep_dir).lock):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
@@ -297,6 +318,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     except SweepInputError:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        elif lock_is_new:  # an existing folder (e.g. a garbage study.db): only the lock file is ours
+            (sweep_dir / ".ftsweep.lock").unlink(missing_ok=True)
         raise
 
     if capacity and n_workers > capacity:

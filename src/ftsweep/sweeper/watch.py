@@ -226,7 +226,8 @@ def start_dashboard(sweep_dir: Path, storage_url: str, study_name: str, port: in
     log = open(Path(sweep_dir) / "dashboard.log", "ab")  # noqa: SIM115 (the child keeps it open)
     try:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "FTSWEEP_DASHBOARD_PARENT": str(os.getpid())},
+                                start_new_session=True)  # Ctrl-C goes to the sweep, which then stops it
     finally:
         log.close()
     return proc, f"dashboard: http://127.0.0.1:{port}/dashboard (live; log {Path(sweep_dir) / 'dashboard.log'})"
