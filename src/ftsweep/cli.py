@@ -2,7 +2,7 @@
 each subcommand imports its module only when it runs, so ``--help`` and ``--cfg job`` stay fast.
 
     ftsweep init DIR                                                          a starter project (conf/, sweep/, data)
-    ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
+    ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory] [-v]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
     ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
@@ -119,7 +119,11 @@ def train_main(argv: list[str]) -> int:
     from ftsweep.config import compose as config
 
     estimate = "--estimate-memory" in argv
-    argv = [a for a in argv if a != "--estimate-memory"]
+    if {"-v", "--verbose"} & set(argv):  # third-party warnings, bars and W&B output back (ftsweep.verbosity)
+        from ftsweep.verbosity import set_verbose
+
+        set_verbose()
+    argv = [a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")]
     overrides, flags, config_dirs = split_overrides(argv)
     check_secrets(overrides)
     argv = check_hydra_flags(argv, flags)
@@ -277,7 +281,8 @@ def train_help(overrides: list[str], config_dirs: list[str]) -> int:
 
     from ftsweep.config import compose as config
 
-    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
+    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory] [-v]\n")
+    print("  -v, --verbose  show third-party warnings, progress bars and W&B's own output (FTSWEEP_VERBOSE=1)\n")
     print("Config groups (group=option; experiment is added with +experiment=NAME, a sweep with sweep=NAME):")
     width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
     for group in config.list_groups(config_dirs):

@@ -394,8 +394,11 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
 
 
 def _quiet_libraries() -> None:
+    from ftsweep.verbosity import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    quiet_libraries()  # third-party noise filtered at its source unless -v / FTSWEEP_VERBOSE=1
     # bitsandbytes warns at every import on CPU that the optional `kernels` package is missing; its
     # built-in CPU path is what we use (and test), so the warning is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
