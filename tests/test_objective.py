@@ -257,3 +257,27 @@ def test_memory_model_counts_the_generation_kv_cache(compose):
     assert big["generation_batch"] == 64 and big["generation_mib"] > kv_mib
     assert big["total_mib"] > estimate(compose("model=llama3_8b", "quantization=nf4", "data.cutoff_len=1024"),
                                        on_cuda=True)["total_mib"] + kv_mib * 0.5
+
+
+def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
+    import optuna
+
+    from ftsweep import rundir
+    from ftsweep.report import generation_section
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate([0.25, 0.75, 0.5]):
+        d = tmp_path / f"trial_{number}"
+        d.mkdir()
+        rundir.write_metrics(d, {"generation_eval_s": 1.5 + number, "generation_s_per_100_rows": 0.5,
+                                 "train_runtime": 10.0})
+        rundir.write_predictions(d, [{"reference": "moon", "prediction": f"answer {number}|x"}])
+        trial = study.ask()
+        trial.set_user_attr("trial_dir", str(d))
+        study.tell(trial, value)
+    text = generation_section(study)
+    assert "| 0 | 1.5 | 0.5 | 10 |" in text and "| 2 | 3.5 | 0.5 | 10 |" in text
+    assert "best trial (1, value 0.75" in text and "worst complete trial (0, value 0.25" in text
+    assert "| `moon` | `answer 1\\|x` | `answer 0\\|x` |" in text
+    assert generation_section(optuna.create_study()) == ""
