@@ -11,7 +11,14 @@ from conftest import FAST
 from omegaconf import OmegaConf
 
 from ftsweep.config.objective import ObjectiveConfig
-from ftsweep.objectives.metrics import MetricError, Normalize, build_scorer, contains, exact_match, regex_match
+from ftsweep.objectives.metrics import (
+    MetricError,
+    Normalize,
+    build_scorer,
+    contains,
+    exact_match,
+    regex_match,
+)
 
 
 def _objective(**kw):

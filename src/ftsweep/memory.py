@@ -29,7 +29,7 @@ LoRA adapts and the vocabulary are exact. What trl 1.16 / transformers 5 / peft 
                  (2 x layers x kv_heads x head_dim x batch x (cutoff_len + new tokens) in c), the prefill's
                  widest layer and the last position's logits; like evaluation, between training steps.
     runtime      CUDA: cuBLAS workspace, bitsandbytes / attention kernels and allocator slack (600 MiB);
-                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 100 MiB)
+                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 160 MiB)
 
 Known error: on CPU it is within 30% of the growth of peak RSS of tiny-model runs (tests/test_memory.py).
 On CUDA it has not been compared with a measured peak yet (no GPU in this project so far); expect
@@ -42,6 +42,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from ftsweep.config.options import DTYPE_BYTES, OPTIMIZERS, PRECISION_DTYPES
+from ftsweep.errors import MemoryInfeasible
 
 MiB = 2**20
 GiB = 2**30
@@ -89,10 +92,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
         "max_position_embeddings": 32768},
 }
-
-
-class MemoryInfeasible(RuntimeError):
-    """The estimate of a run exceeds the free memory of its device: the trial fails without loading."""
 
 
 @dataclass
@@ -209,8 +208,8 @@ def _compute_bytes(cfg, on_cuda: bool) -> int:
         precision = cfg.trainer.precision
         if precision == "auto":
             precision = "bf16" if on_cuda else "fp32"
-        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
-    return {"bfloat16": 2, "float16": 2, "float32": 4}[name]
+        name = PRECISION_DTYPES[precision]
+    return DTYPE_BYTES[name]
 
 
 def _trainable_tensors(cfg, shapes: Shapes, c: int) -> list[tuple[int, int]]:
@@ -260,7 +259,7 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     trainable = sum(n for n, _ in tensors)
     adapter = sum(n * b for n, b in tensors) if lc.enabled else 0  # the base's own weights are in `weights`
     grads = sum(n * b for n, b in tensors)
-    if cfg.optimizer.name in ("adamw_8bit", "paged_adamw_8bit"):
+    if OPTIMIZERS[cfg.optimizer.name].eight_bit:
         optim = sum(2 * n if n >= BNB_MIN_8BIT_SIZE else 8 * n for n, _ in tensors)
     else:
         optim = sum(2 * n * b for n, b in tensors)
@@ -423,6 +422,7 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
 
     shapes = shapes_for(cfg)
     here_cuda = has_cuda()
+    print(assumed_settings(cfg, shapes) + "\n")
     est = estimate(cfg, shapes=shapes, on_cuda=here_cuda)
     if here_cuda or cfg.model.tiny is not None:  # no point in a CPU figure for a real model on a CPU machine
         est["free_mib"], _ = free_memory_mib()
@@ -437,6 +437,38 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
         alt = estimate(cfg, shapes=shapes, on_cuda=True, gradient_checkpointing=True)
         print(f"with trainer.gradient_checkpointing=true on a GPU: {alt['total_mib']:,.1f} MiB")
         print("\n".join(gpu_verdicts(alt["total_mib"], gpu_memory_gib)))
+
+
+def assumed_settings(cfg, shapes: Shapes) -> str:
+    """What the estimate assumed, each with the key that changes it (printed above the totals)."""
+    from ftsweep.device import use_checkpointing
+
+    t, d, lc, q = cfg.trainer, cfg.data, cfg.lora, cfg.quantization
+    bits = {on: 8 * _compute_bytes(cfg, on) for on in (True, False)}
+    ckpt = {on: "on" if use_checkpointing(t.gradient_checkpointing, on) else "off" for on in (True, False)}
+    if lc.enabled:
+        targets = ", ".join(sorted({lin.name for lin in lora_targets(cfg, shapes)}))
+        lora = f"lora.r={lc.r}, lora.alpha={lc.alpha}, lora.dropout={lc.dropout:g}, targets {targets}"
+    else:
+        lora = "lora=none: full fine-tune, every weight trained"
+    quant = (f"quantization={q.method} (compute {q.bnb_4bit_compute_dtype})" if q.method in ("nf4", "fp4")
+             else f"quantization={q.method}")
+    rows = [
+        ("batch", f"trainer.per_device_train_batch_size={t.per_device_train_batch_size} "
+                  f"(eval batch {t.per_device_eval_batch_size}), data.cutoff_len={d.cutoff_len}, "
+                  f"data.packing={str(bool(d.packing)).lower()}"),
+        ("adapter", lora),
+        ("checkpointing", f"trainer.gradient_checkpointing={_yaml(t.gradient_checkpointing)}: {ckpt[True]} with a GPU, "
+                          f"{ckpt[False]} on CPU"),
+        ("dtype", f"model.dtype={cfg.model.dtype}, trainer.precision={t.precision}: {bits[True]}-bit compute on a "
+                  f"GPU, {bits[False]}-bit on CPU; {quant}"),
+        ("optimizer", f"optimizer={cfg.optimizer.name}"),
+    ]
+    return "assumed (change any with key=value):\n" + "\n".join(f"  {k:<14} {v}" for k, v in rows)
+
+
+def _yaml(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _precision_note(cfg) -> str:

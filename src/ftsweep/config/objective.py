@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ftsweep.config.errors import ConfigError
+from ftsweep.config.options import DIRECTIONS
 
 # Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
+# The ``*_mb`` names are kept for existing studies and reports; their values are MiB (2**20 bytes).
 KNOWN_METRICS = (
     "eval_loss",
     "eval_mean_token_accuracy",
@@ -91,8 +93,8 @@ def generates(obj: Any) -> bool:
 
 def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool) -> None:
     """One-line :class:`ConfigError` for an objective that cannot run; imports the user function (cheap)."""
-    if obj.direction not in ("minimize", "maximize"):
-        raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: minimize, maximize")
+    if obj.direction not in DIRECTIONS:
+        raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: {', '.join(DIRECTIONS)}")
     allowed = (*KNOWN_METRICS, *GENERATION_METRICS)
     if obj.metric not in allowed:
         raise ConfigError("objective.metric", f"unknown metric {obj.metric!r}; available: {', '.join(allowed)}")
