@@ -153,6 +153,6 @@ def test_a_broken_sweep_file_does_not_break_other_commands(project, capsys):
     (1, "ValueError: x", "exit code 1: ValueError: x"),
 ])
 def test_a_trial_that_left_no_failure_file_has_a_reason_after_the_colon(code, last, reason):
-    from ftsweep.sweeper.runner import exit_reason
+    from ftsweep.sweeper.outcome import exit_reason
 
     assert exit_reason(code, last) == reason

@@ -232,6 +232,22 @@ def test_cli_prints_url_binds_loopback_and_stops(sweep, capsys, monkeypatch):
     assert "warning: --host 0.0.0.0" in err and "no authentication" in err and "ssh -N -L" in err
 
 
+def test_stops_when_the_sweep_process_is_gone(sweep):
+    """The sweeper's dashboard exits by itself when the sweep process dies (kill -9 included)."""
+    parent = subprocess.Popen(["sleep", "60"])
+    proc = subprocess.Popen([sys.executable, "-m", "ftsweep", "dashboard", str(sweep), "--port", "0"],
+                            env={**os.environ, dash.PARENT_ENV: str(parent.pid)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("ftsweep dashboard: study s")
+        parent.kill()
+        parent.wait()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        parent.kill()
+        proc.kill()
+    assert proc.stdout.read().strip().endswith("ftsweep dashboard: stopped")
+
+
 def test_metric_names(tmp_path):
     _, study = make_study(tmp_path / "sw")
     watch.label_study(study, ["eval_loss"])
@@ -447,3 +463,34 @@ def test_browser_watches_a_running_sweep(browser, tmp_path):
     assert proc.returncode == 0, "".join(lines) + rest
     with pytest.raises(ConnectionRefusedError):  # stopped with the sweep
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@pytest.mark.slow
+def test_live_on_a_journal_file(tmp_path):
+    """A journal-file study read while the sweep appends to it: trials appear and change state in what the
+    page polls, and the sweep runs to the end undisturbed."""
+    from sweep_helpers import env
+
+    sweep_dir = tmp_path / "sw"
+    proc = subprocess.Popen(fake_sweep_args(sweep_dir, 2, "hydra.sweeper.storage=journal", report=False),
+                            cwd=tmp_path, env=env(FAKE_STEP_S="1.0"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen: list[list[str]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (sweep_dir / "study.journal").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, "no journal file"
+            time.sleep(0.2)
+        with Served(f"journal:{sweep_dir / 'study.journal'}") as s:
+            while proc.poll() is None:
+                studies = s.json("/api/studies")["study_summaries"]  # a journal's first study has id 0
+                doc = s.json(f"/api/studies/{studies[0]['study_id']}?after=0") if studies else None
+                states = [t["state"] for t in doc["trials"]] if doc else []
+                if not seen or states != seen[-1]:
+                    seen.append(states)
+                time.sleep(0.3)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert ["Running"] in seen and ["Complete", "Running"] in seen, seen  # trial 0 ran, finished; trial 1 ran

@@ -11,7 +11,14 @@ from conftest import FAST
 from omegaconf import OmegaConf
 
 from ftsweep.config.objective import ObjectiveConfig
-from ftsweep.objectives.metrics import MetricError, Normalize, build_scorer, contains, exact_match, regex_match
+from ftsweep.objectives.metrics import (
+    MetricError,
+    Normalize,
+    build_scorer,
+    contains,
+    exact_match,
+    regex_match,
+)
 
 
 def _objective(**kw):
@@ -185,3 +192,99 @@ def test_a_metric_that_raises_fails_the_run_with_the_reason(compose, tmp_path, m
                   "objective.function=boom_metric:score", "objective.max_samples=4")
     with pytest.raises(MetricError, match="metric: function raised on validation row"):
         run(cfg, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------- evaluator bookkeeping
+class _Tok:
+    eos_token_id, pad_token_id = 0, 0
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(str(i) for i in ids if not (skip_special_tokens and i == 0))
+
+
+def _dataset(n=10):
+    # row i: prompt [1, 2, i+10] (masked), answer [i+100] * (1 + i % 3) + eos (trained)
+    ids, labels = [], []
+    for i in range(n):
+        answer = [i + 100] * (1 + i % 3) + [0]
+        ids.append([1, 2, i + 10, *answer])
+        labels.append([-100, -100, -100, *answer])
+    return {"input_ids": ids, "labels": labels}
+
+
+def test_evaluator_subset_history_final_and_predictions(monkeypatch, tmp_path):
+    from ftsweep import rundir
+    from ftsweep.objectives import evaluator as ev
+
+    calls = []
+
+    def fake_generate(model, tokenizer, examples, *, batch_size, max_new_tokens):
+        calls.append((len(examples), batch_size, max_new_tokens))
+        refs = [tokenizer.decode(e.reference_ids, skip_special_tokens=True) for e in examples]
+        return [r if e.index % 2 == 0 else "wrong" for e, r in zip(examples, refs)]
+
+    monkeypatch.setattr(ev, "generate_answers", fake_generate)
+    obj = _objective(metric="exact_match", direction="maximize", max_samples=4, subset_seed=1, new_tokens_margin=5)
+    e = ev.GenerationEvaluator(obj, _Tok(), _dataset(), batch_size=3)
+    assert e.subset == ev.subset_indices(10, 4, 1) == ev.GenerationEvaluator(obj, _Tok(), _dataset(), 3).subset
+    assert len(e.subset) == 4 and e.subset != ev.subset_indices(10, 4, 2)
+    assert e.max_new_tokens == 4 + 5  # longest reference (3 answer tokens + eos) + margin
+    first = e.at_step(None, 0)
+    assert e.at_step(None, 0) == first and len(calls) == 1  # the same step is generated once
+    assert first["exact_match"] == sum(i % 2 == 0 for i in e.subset) / 4
+    out = e.finish(None, tmp_path, pruned=False, step=10)
+    assert out["exact_match"] == 0.5 and out["initial_exact_match"] == first["exact_match"]
+    assert calls == [(4, 3, 9), (10, 3, 9)] and out["generation_rows"] == 14 and out["generation_evals"] == 2
+    preds = rundir.read_predictions(tmp_path)
+    assert [p["index"] for p in preds] == list(range(10))
+    assert preds[2] == {"index": 2, "prompt": "1 2 12", "reference": "102 102 102", "prediction": "102 102 102",
+                        "scores": {"exact_match": 1.0}}
+    # final_all_rows=false: the subset's last value is the objective; write_predictions=false: no file
+    obj2 = _objective(metric="exact_match", max_samples=4, final_all_rows=False, write_predictions=False,
+                      max_new_tokens=2)
+    e2 = ev.GenerationEvaluator(obj2, _Tok(), _dataset(), batch_size=3)
+    e2.at_step(None, 5)
+    out2 = e2.finish(None, tmp_path / "b", pruned=False, step=5)
+    assert out2["exact_match"] == e2.history[-1]["exact_match"] and out2["generation_final_rows"] == 4
+    assert e2.max_new_tokens == 2 and not (tmp_path / "b").exists()
+
+
+def test_memory_model_counts_the_generation_kv_cache(compose):
+    from ftsweep.memory import estimate
+
+    base = estimate(compose("model=llama3_8b", "quantization=nf4"), on_cuda=True)
+    auto = estimate(compose("model=llama3_8b", "quantization=nf4", "objective=exact_match"), on_cuda=True)
+    assert base["generation_mib"] == 0 and base["generation_batch"] == 0
+    # the automatic batch keeps generation within what training already needs: the peak does not change
+    assert 1 <= auto["generation_batch"] < 64 and auto["total_mib"] == base["total_mib"]
+    big = estimate(compose("model=llama3_8b", "quantization=nf4", "objective=exact_match", "objective.batch_size=64",
+                           "data.cutoff_len=1024"), on_cuda=True)
+    # Llama-3-8B KV cache: 2 x 32 layers x 8 kv heads x 128 x 64 rows x (1024 + 8) tokens x 2 bytes
+    kv_mib = 2 * 32 * 8 * 128 * 64 * 1032 * 2 / 2**20
+    assert big["generation_batch"] == 64 and big["generation_mib"] > kv_mib
+    assert big["total_mib"] > estimate(compose("model=llama3_8b", "quantization=nf4", "data.cutoff_len=1024"),
+                                       on_cuda=True)["total_mib"] + kv_mib * 0.5
+
+
+def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
+    import optuna
+
+    from ftsweep import rundir
+    from ftsweep.report import generation_section
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate([0.25, 0.75, 0.5]):
+        d = tmp_path / f"trial_{number}"
+        d.mkdir()
+        rundir.write_metrics(d, {"generation_eval_s": 1.5 + number, "generation_s_per_100_rows": 0.5,
+                                 "train_runtime": 10.0})
+        rundir.write_predictions(d, [{"reference": "moon", "prediction": f"answer {number}|x"}])
+        trial = study.ask()
+        trial.set_user_attr("trial_dir", str(d))
+        study.tell(trial, value)
+    text = generation_section(study)
+    assert "| 0 | 1.5 | 0.5 | 10 |" in text and "| 2 | 3.5 | 0.5 | 10 |" in text
+    assert "best trial (1, value 0.75" in text and "worst complete trial (0, value 0.25" in text
+    assert "| `moon` | `answer 1\\|x` | `answer 0\\|x` |" in text
+    assert generation_section(optuna.create_study()) == ""

@@ -2,7 +2,7 @@
 each subcommand imports its module only when it runs, so ``--help`` and ``--cfg job`` stay fast.
 
     ftsweep init DIR                                                          a starter project (conf/, sweep/, data)
-    ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
+    ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory] [-v]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
     ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
@@ -15,12 +15,14 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ftsweep.config.errors import UsageError
+from ftsweep.errors import Failure, UsageError, exit_code, one_line, report
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -39,10 +41,8 @@ COMMANDS = {
 
 
 def fail(message: str, code: int = 2) -> int:
-    from ftsweep.tracking import mask_url_passwords
-
-    message = " ".join(str(message).split())  # one line, whatever the message held
-    print(f"ftsweep: error: {mask_url_passwords(message)}", file=sys.stderr)
+    """Print ``message`` as one ``ftsweep: error:`` line (secrets masked); return ``code``."""
+    print(f"ftsweep: error: {one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -59,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with one_line_usage_errors():
             return int(func(rest) or 0)
-    except UsageError as err:
-        return fail(str(err))
-    except KeyboardInterrupt:
-        return fail("interrupted", 130)
+    except (UsageError, Failure, KeyboardInterrupt) as err:  # the one place a command's error becomes a code
+        return report(err)
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
@@ -121,7 +119,11 @@ def train_main(argv: list[str]) -> int:
     from ftsweep.config import compose as config
 
     estimate = "--estimate-memory" in argv
-    argv = [a for a in argv if a != "--estimate-memory"]
+    if {"-v", "--verbose"} & set(argv):  # third-party warnings, bars and W&B output back (ftsweep.verbosity)
+        from ftsweep.verbosity import set_verbose
+
+        set_verbose()
+    argv = [a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")]
     overrides, flags, config_dirs = split_overrides(argv)
     check_secrets(overrides)
     argv = check_hydra_flags(argv, flags)
@@ -280,15 +282,15 @@ def train_task(cfg: Any) -> float | None:
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     try:
         metrics = execute(cfg, run_dir)
-    except SystemExit as exc:
+    except UsageError as exc:
         created = _NEW_FOLDERS[0]
-        if exc.code == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
+        if exit_code(exc) == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
             import shutil
 
             shutil.rmtree(created, ignore_errors=True)  # bad input (data): the folders this run made go again
         raise
     # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
-    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and (run_dir / "adapter").is_dir():
+    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and rundir.RunDir(run_dir).adapter.is_dir():
         from ftsweep.generate import generate_run
 
         generate_run(run_dir)
@@ -301,12 +303,17 @@ def train_help(overrides: list[str], config_dirs: list[str]) -> int:
 
     from ftsweep.config import compose as config
 
-    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
+    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory] [-v]\n")
+    print("  -v, --verbose  show third-party warnings, progress bars and W&B's own output (FTSWEEP_VERBOSE=1)\n")
     print("Config groups (group=option; experiment is added with +experiment=NAME, a sweep with sweep=NAME):")
+    width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
     for group in config.list_groups(config_dirs):
         print(f"\n  {group}:")
         for option in config.group_options(group, config_dirs) or []:
-            print(f"    {option:<32} {config.option_summary(group, option, config_dirs)}")
+            # whole descriptions, wrapped under their column (never cut)
+            print(textwrap.fill(config.option_summary(group, option, config_dirs), width=width,
+                                initial_indent=f"    {option:<32} ", subsequent_indent=" " * 37, break_on_hyphens=False,
+                                break_long_words=False) or f"    {option}")
     try:
         cfg = config.compose(config.fixed_overrides(overrides), check=False, config_dirs=config_dirs)
     except UsageError as err:

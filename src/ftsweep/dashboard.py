@@ -17,16 +17,23 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from ftsweep.config.errors import UsageError
+from ftsweep.errors import UsageError
+from ftsweep.sweepdir import SweepDir
 
 DEFAULT_PORT = 8080
-STUDY_FILES = ("study.db", "study.journal")
+# Set by the sweeper (hydra.sweeper.dashboard=true) for its dashboard: stop when that process is gone, even
+# if it was killed before it could stop us.
+PARENT_ENV = "FTSWEEP_DASHBOARD_PARENT"
+STUDY_FILES = (SweepDir.STUDY_DB, SweepDir.STUDY_JOURNAL)
 INSTALL_HINT = "optuna-dashboard is not installed: pip install optuna-dashboard"
 
 
@@ -56,8 +63,8 @@ def main(argv: list[str]) -> int:
     server = make_server(storage, args.host, args.port, artifact_dir(sweep_dir))
     host, port = args.host, server.server_port
     if not is_loopback(host):
-        print(f"ftsweep dashboard: warning: --host {host} lets every machine that reaches port {port} read and "
-              "change this study: the dashboard has no authentication. Prefer an SSH tunnel "
+        print(f"ftsweep dashboard: warning: --host {host} lets every machine that reaches port {port} read this "
+              "study, its trials and their files: the dashboard has no authentication. Prefer an SSH tunnel "
               f"(ssh -N -L {port}:127.0.0.1:{port} <this machine>, README \"Watch a sweep\").", file=sys.stderr)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     page = f"http://{shown}:{port}/dashboard" + (f"/studies/{study_id}" if study_id is not None else "")
@@ -253,12 +260,23 @@ def make_server(storage: Any, host: str, port: int | None, artifacts: Path | Non
     raise AssertionError("unreachable")
 
 
+def _stop_without(pid: int) -> None:
+    from ftsweep.sweeper.study import pid_alive
+
+    while pid_alive(pid):
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def serve(server: Any) -> None:
     """Serve until Ctrl-C or SIGTERM (the sweeper stops its dashboard with SIGTERM), then close the port."""
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    if parent:
+        threading.Thread(target=_stop_without, args=(parent,), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

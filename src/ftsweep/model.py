@@ -24,9 +24,6 @@ from ftsweep.device import (  # noqa: F401
     use_checkpointing,
 )
 
-# Optimizer names in config -> transformers' OptimizerNames.
-OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
-
 
 def hf_token() -> str | None:
     """The Hub token, from the environment only (never from config or files we write)."""

@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftsweep import rundir
 from ftsweep.config import ConfigError, UsageError, validate
 from ftsweep.device import peak_memory_mib, peak_rss_mib, pin_single_gpu, reset_peak_memory
+from ftsweep.errors import RunFailed, exit_code
 from ftsweep.tracking import RunInfo, Tracker, scrub
 
 log = logging.getLogger("ftsweep")
@@ -31,23 +31,22 @@ log = logging.getLogger("ftsweep")
 
 def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
             info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
-    """A run as a process's job: train, print the result; on failure record ``failure.json`` and exit
-    (2 for bad input, with one line; 1 for a failed run, with the traceback)."""
-    from ftsweep.data.errors import DataError
-
+    """A run as a process's job: train, print the result; on failure record ``failure.json`` and raise
+    (bad input: the :class:`UsageError` itself; a failed run: :class:`RunFailed` from the error). The
+    entry point prints it and picks the exit code (:func:`ftsweep.errors.report`)."""
     run_dir = Path(run_dir)
     try:
         metrics = run(cfg, run_dir, callbacks, info, parts)
-    except (UsageError, DataError) as err:  # bad input: one line, exit 2 (the reason is kept for a sweep)
-        rundir.write_failure(run_dir, str(err), type(err).__name__)
-        print(f"ftsweep: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except UsageError as err:
+        if exit_code(err) == 2:  # bad input: one line, exit 2 (the reason is kept for a sweep)
+            rundir.write_failure(run_dir, str(err), type(err).__name__)
+            raise
+        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, "run")  # MemoryInfeasible
+        raise RunFailed(f"{failure_reason(err)} (see {run_dir})") from err
     except Exception as err:
         # phase "load": the weights did not fit (a smaller batch cannot help; the sweeper does not retry it)
         rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, getattr(err, "ftsweep_phase", "run"))
-        traceback.print_exc()
-        print(f"ftsweep: run failed: {failure_reason(err)} (see {run_dir})", file=sys.stderr)
-        sys.exit(1)
+        raise RunFailed(f"{failure_reason(err)} (see {run_dir})") from err
     print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
     return metrics
 
@@ -71,7 +70,7 @@ def failure_reason(err: BaseException) -> str:
 class Components:
     """Where a run gets its tokenizer, datasets and model: built anew for every run (a cold run).
 
-    A warm sweep worker passes :class:`ftsweep.warm.WarmComponents` instead, which keeps them between
+    A warm sweep worker passes :class:`ftsweep.sweeper.warm.WarmComponents` instead, which keeps them between
     trials whose settings match and hands every trial a fresh adapter.
     """
 
@@ -153,7 +152,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
     from ftsweep.objectives.evaluator import build_evaluator
 
-    evaluator = build_evaluator(cfg, tokenizer, bundle.eval)
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         initial = trainer.evaluate() if bundle.eval is not None else {}
@@ -215,54 +214,54 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     )
 
 
-def build_training_args(t, o, s, *, objective, data, has_eval: bool, output_dir: Path,
+def build_training_args(trainer, optimizer, scheduler, *, objective, data, has_eval: bool, output_dir: Path,
                         run_name: str, report_to: list[str]):
     """``trainer`` + ``optimizer`` + ``scheduler`` groups -> trl ``SFTConfig`` (every field is read here or
     by :func:`build_callbacks`; the data group adds cutoff and packing)."""
     from trl import SFTConfig
 
+    from ftsweep.config.options import OPTIMIZERS, SCHEDULERS
     from ftsweep.device import has_cuda, resolve_precision, use_checkpointing
-    from ftsweep.model import OPTIMIZER_NAMES
 
-    precision = resolve_precision(t.precision)
-    warmup = s.warmup_steps if s.warmup_steps > 0 else s.warmup_ratio  # a float < 1 is a ratio in transformers 5
+    precision = resolve_precision(trainer.precision)
+    warmup = scheduler.warmup_steps if scheduler.warmup_steps > 0 else scheduler.warmup_ratio  # a float < 1 is a ratio in transformers 5
     return SFTConfig(
         output_dir=str(output_dir),
         run_name=run_name,
         report_to=report_to,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_steps=t.max_steps,
-        num_train_epochs=t.num_train_epochs,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        adam_beta1=o.betas[0],
-        adam_beta2=o.betas[1],
-        adam_epsilon=o.eps,
-        max_grad_norm=o.max_grad_norm,
-        optim=OPTIMIZER_NAMES[o.name],
-        lr_scheduler_type=s.name,
+        per_device_train_batch_size=trainer.per_device_train_batch_size,
+        per_device_eval_batch_size=trainer.per_device_eval_batch_size,
+        gradient_accumulation_steps=trainer.gradient_accumulation_steps,
+        max_steps=trainer.max_steps,
+        num_train_epochs=trainer.num_train_epochs,
+        learning_rate=optimizer.lr,
+        weight_decay=optimizer.weight_decay,
+        adam_beta1=optimizer.betas[0],
+        adam_beta2=optimizer.betas[1],
+        adam_epsilon=optimizer.eps,
+        max_grad_norm=optimizer.max_grad_norm,
+        optim=OPTIMIZERS[optimizer.name].trl_name,
+        lr_scheduler_type=SCHEDULERS[scheduler.name],
         warmup_steps=warmup,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.eval_steps,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_steps=t.save_steps if t.save_steps > 0 else 500,
+        eval_steps=trainer.eval_steps,
+        save_strategy="steps" if trainer.save_steps > 0 else "no",
+        save_steps=trainer.save_steps if trainer.save_steps > 0 else 500,
         save_total_limit=2,
-        logging_steps=t.logging_steps,
-        seed=t.seed,
-        data_seed=t.seed,
+        logging_steps=trainer.logging_steps,
+        seed=trainer.seed,
+        data_seed=trainer.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=use_checkpointing(t.gradient_checkpointing),
-        activation_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        load_best_model_at_end=t.load_best_model_at_end and has_eval and t.save_steps > 0,
+        activation_checkpointing=use_checkpointing(trainer.gradient_checkpointing),
+        activation_checkpointing_kwargs={"use_reentrant": trainer.use_reentrant},
+        train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
+        load_best_model_at_end=trainer.load_best_model_at_end and has_eval and trainer.save_steps > 0,
         metric_for_best_model=objective.metric.removeprefix("eval_"),
         greater_is_better=objective.direction == "maximize",
         max_length=data.cutoff_len,
         packing=data.packing and data.format != "text",
-        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_num_workers=trainer.dataloader_num_workers,
         disable_tqdm=not sys.stderr.isatty(),
         use_cpu=not has_cuda(),
         dataset_num_proc=None,
@@ -318,7 +317,7 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
 
 def save_outputs(cfg, trainer, run_dir: Path) -> None:
     """Adapter (or full model) + tokenizer: everything ``ftsweep generate`` / ``merge`` need."""
-    target = run_dir / ("adapter" if cfg.lora.enabled else "model")
+    target = rundir.RunDir(run_dir).saved_model(lora=cfg.lora.enabled)
     # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
     # (processing_class) beside the adapter.
     trainer.save_model(str(target))
@@ -352,6 +351,7 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "numerics": numerics.record(resolve_precision(cfg.trainer.precision)),  # best.yaml pins num_threads
         "config_hash": hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "model": cfg.model.name_or_path,
+        "notes": scrub(cfg.notes),  # the run's free-form notes (also in the W&B config, with the whole config)
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -394,8 +394,11 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
 
 
 def _quiet_libraries() -> None:
+    from ftsweep.verbosity import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    quiet_libraries()  # third-party noise filtered at its source unless -v / FTSWEEP_VERBOSE=1
     # bitsandbytes warns at every import on CPU that the optional `kernels` package is missing; its
     # built-in CPU path is what we use (and test), so the warning is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

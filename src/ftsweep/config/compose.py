@@ -22,17 +22,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import paths
-from ftsweep.config.errors import ConfigError, UsageError
 from ftsweep.config.schema import TrainConfig, register_configs
 from ftsweep.config.sweeper import register_sweeper_schema
 from ftsweep.config.validate import validate
+from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError
 
 CONFIG_NAME = "train"
 VERSION_BASE = "1.3"
-
-
-class ConfigFailure(UsageError):
-    """Composition or validation failed; ``str()`` is one line naming the key."""
 
 
 # ------------------------------------------------------------------------------------ search path
@@ -150,8 +146,29 @@ def option_summary(group: str, option: str, config_dirs: list[str] | tuple[str, 
         file = next((d / f"{option}.yaml" for d in dirs if (d / f"{option}.yaml").is_file()), None)
         if file is None:
             return ""
-    comments = [x[1:].strip() for x in file.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
-    return next((c for c in comments if "@package" not in c and not c.startswith("Run:")), "")
+    return _description(file.read_text(encoding="utf-8").splitlines())
+
+
+def _description(lines: list[str]) -> str:
+    """The file's description: its first comment sentence(s) after ``@package`` / ``Run:``, joined over the
+    comment lines it spans (up to the line that ends a sentence, an empty comment line or the first YAML)."""
+    parts: list[str] = []
+    for line in lines:
+        if not line.startswith("#"):
+            if parts or line.strip():
+                break
+            continue
+        text = line[1:].strip()
+        if not parts and ("@package" in text or text.startswith("Run:")):
+            continue
+        if not text:
+            if parts:
+                break
+            continue
+        parts.append(text)
+        if text.endswith((".", ":")):
+            break
+    return " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -304,6 +321,14 @@ def export_config_dirs(config_dirs: list[str] | tuple[str, ...]) -> None:
         os.environ[paths.CONFIG_DIRS_ENV] = os.pathsep.join(str(d) for d in dirs)
 
 
+class _TaskError(BaseException):
+    """Carries an error of the task through Hydra's job wrapper (which handles only ``Exception``)."""
+
+    def __init__(self, err: Exception):
+        super().__init__(str(err))
+        self.err = err
+
+
 def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: list[str] | tuple[str, ...] = (),
               prog: str = "ftsweep train") -> None:
     """Run ``task`` as a Hydra application (run or multirun) with ``argv`` as its command line."""
@@ -315,14 +340,34 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
 
     @hydra.main(config_path=str(paths.shipped_conf_dir()), config_name=CONFIG_NAME, version_base=VERSION_BASE)
     def _main(cfg: DictConfig) -> Any:
-        return task(cfg)
+        try:
+            return task(cfg)
+        except Exception as err:
+            # Hydra's job wrapper prints "Error executing job with overrides: [...]" before re-raising an
+            # Exception; the error's own one line is what the user needs, so it passes the wrapper unprinted.
+            raise _TaskError(err) from err
 
-    saved = sys.argv
+    saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv]
+    # Hydra would print an error raised by the task or the sweeper its own way and exit 1; with this it
+    # reaches the caller, whose entry point prints it (ftsweep.errors.report) and picks the exit code.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _main()
+    except _TaskError as wrapped:
+        raise wrapped.err  # noqa: B904 (its own __cause__ is kept)
+    except Exception as err:
+        from hydra.errors import CompactHydraException
+
+        if isinstance(err, CompactHydraException):  # Hydra's own one-line errors stay one line (exit 1)
+            raise Failure(str(err)) from err
+        raise
     finally:
-        sys.argv = saved
+        sys.argv = saved[0]
+        if saved[1] is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved[1]
 
 
 def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[DictConfig], Any],

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ftsweep.config.errors import ConfigError
+from ftsweep.config.options import DIRECTIONS
 
 # Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
+# The ``*_mb`` names are kept for existing studies and reports; their values are MiB (2**20 bytes).
 KNOWN_METRICS = (
     "eval_loss",
     "eval_mean_token_accuracy",
@@ -73,7 +75,8 @@ class ObjectiveConfig:
     # null: longest tokenized reference + new_tokens_margin.
     max_new_tokens: int | None = None
     new_tokens_margin: int = 8
-    # Rows generated together; null = from the memory model (eval batch x 4, at most 64).
+    # Rows generated together; null = from the memory model (the most rows, up to 64, whose KV cache and
+    # prefill fit in the memory training already needs).
     batch_size: int | None = None
     # Write predictions.jsonl (prompt, reference, prediction, score) for the rows of the last evaluation.
     write_predictions: bool = True
@@ -83,10 +86,15 @@ def is_generation_metric(metric: str) -> bool:
     return metric in GENERATION_METRICS
 
 
+def generates(obj: Any) -> bool:
+    """Whether a run with this objective generates answers (the objective or an extra metric needs them)."""
+    return any(is_generation_metric(m) for m in (obj.metric, *obj.extra_metrics))
+
+
 def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool) -> None:
     """One-line :class:`ConfigError` for an objective that cannot run; imports the user function (cheap)."""
-    if obj.direction not in ("minimize", "maximize"):
-        raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: minimize, maximize")
+    if obj.direction not in DIRECTIONS:
+        raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: {', '.join(DIRECTIONS)}")
     allowed = (*KNOWN_METRICS, *GENERATION_METRICS)
     if obj.metric not in allowed:
         raise ConfigError("objective.metric", f"unknown metric {obj.metric!r}; available: {', '.join(allowed)}")

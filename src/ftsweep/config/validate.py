@@ -12,18 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.objective import check_objective
 from ftsweep.device import cuda_available
 
-OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
-SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 PAD_POLICIES = ("existing", "eos", "reserved", "new")
 LOGGERS = ("wandb", "tensorboard", "none")
-DIRECTIONS = ("minimize", "maximize")
 LORA_BIAS = ("none", "all", "lora_only")
 ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
@@ -97,7 +93,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
     _finite(cfg)
     # model
-    _choice(cfg, "model.dtype", DTYPES)
+    _choice(cfg, "model.dtype", options.DTYPES)
     _choice(cfg, "model.pad_policy", PAD_POLICIES)
     _choice(cfg, "model.padding_side", ("right", "left"))
     _choice(cfg, "model.attn_implementation", ATTN)
@@ -107,7 +103,7 @@ def validate(cfg: DictConfig) -> None:
     # quantization
     _choice(cfg, "quantization.method", QUANT_METHODS)
     _choice(cfg, "quantization.bnb_4bit_quant_type", ("nf4", "fp4"))
-    _choice(cfg, "quantization.bnb_4bit_compute_dtype", DTYPES)
+    _choice(cfg, "quantization.bnb_4bit_compute_dtype", options.DTYPES)
     q = cfg.quantization
     if q.method in ("nf4", "fp4") and q.bnb_4bit_quant_type != q.method:
         raise ConfigError("quantization.bnb_4bit_quant_type",
@@ -129,7 +125,7 @@ def validate(cfg: DictConfig) -> None:
             "use a LoRA option or quantization=none",
         )
     # optimizer
-    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _choice(cfg, "optimizer.name", tuple(options.OPTIMIZERS))
     _at_least(cfg, "optimizer.lr", 0, strict=True)
     _at_least(cfg, "optimizer.weight_decay", 0)
     _at_least(cfg, "optimizer.eps", 0, strict=True)
@@ -138,7 +134,7 @@ def validate(cfg: DictConfig) -> None:
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError("optimizer.betas", f"must be two numbers in [0, 1) (got {betas})")
     # scheduler
-    _choice(cfg, "scheduler.name", SCHEDULERS)
+    _choice(cfg, "scheduler.name", tuple(options.SCHEDULERS))
     _at_least(cfg, "scheduler.warmup_steps", 0)
     if not 0.0 <= cfg.scheduler.warmup_ratio < 1.0:
         raise ConfigError("scheduler.warmup_ratio", f"must be in [0, 1) (got {cfg.scheduler.warmup_ratio})")
@@ -154,7 +150,7 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
     _at_least(cfg, "trainer.num_threads", 0)
-    _choice(cfg, "trainer.precision", PRECISIONS)
+    _choice(cfg, "trainer.precision", options.PRECISIONS)
     t = cfg.trainer
     if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:
         raise ConfigError("trainer.save_steps", f"must be a multiple of trainer.eval_steps={t.eval_steps} with "
@@ -162,7 +158,7 @@ def validate(cfg: DictConfig) -> None:
     # logger / objective
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
-    _choice(cfg, "objective.direction", DIRECTIONS)
+    _choice(cfg, "objective.direction", options.DIRECTIONS)
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)

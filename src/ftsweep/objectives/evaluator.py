@@ -22,20 +22,20 @@ from ftsweep.config.objective import is_generation_metric
 from ftsweep.objectives.generation import Example, decode_reference, examples_from_dataset, generate_answers
 from ftsweep.objectives.metrics import build_scorer
 
-MAX_AUTO_BATCH = 64
-
-
 def generation_metrics(objective: Any) -> list[str]:
     """The generation metrics a run computes: the objective's, then ``extra_metrics`` (no duplicates)."""
     names = [objective.metric, *objective.extra_metrics]
     return [m for i, m in enumerate(names) if is_generation_metric(m) and m not in names[:i]]
 
 
-def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any) -> GenerationEvaluator | None:
+def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None) -> GenerationEvaluator | None:
     """None when the run computes no generation metric (the Trainer's metrics are the objective)."""
+    from ftsweep.memory import generation_batch_size
+
     if not generation_metrics(cfg.objective) or eval_dataset is None:
         return None
-    return GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, cfg.trainer.per_device_eval_batch_size)
+    batch = generation_batch_size(cfg, getattr(model, "config", None))
+    return GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, batch)
 
 
 def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
@@ -46,7 +46,7 @@ def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
 
 
 class GenerationEvaluator:
-    def __init__(self, objective: Any, tokenizer: Any, eval_dataset: Any, eval_batch_size: int):
+    def __init__(self, objective: Any, tokenizer: Any, eval_dataset: Any, batch_size: int):
         self.objective = objective
         self.tokenizer = tokenizer
         self.metrics = generation_metrics(objective)
@@ -56,9 +56,7 @@ class GenerationEvaluator:
         self.subset = subset_indices(len(self.examples), objective.max_samples, objective.subset_seed)
         longest = max((len(e.reference_ids) for e in self.examples), default=1)
         self.max_new_tokens = objective.max_new_tokens or longest + objective.new_tokens_margin
-        # Eval batch x 4: generation keeps no activations for backward, only the KV cache (counted by
-        # ftsweep.memory for this batch).
-        self.batch_size = objective.batch_size or min(MAX_AUTO_BATCH, eval_batch_size * 4)
+        self.batch_size = batch_size
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0
         self.rows_generated = 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ftsweep.sweepdir import SweepDir
+
 
 class StudyFinished(Exception):
     """Nothing left to run; the message is the line to print."""
@@ -40,7 +42,7 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
         return
     best = best_trial(study) if len(study.directions) == 1 else None
     best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
-    report = sweep_dir / "report.md"
+    report = SweepDir(sweep_dir).report
     where = f"; report: {report}" if report.is_file() else ""
     raise StudyFinished(
         f"sweep {study_name}: {c.finished} of n_trials={n_trials} trials done{best_text}; nothing to run. To continue "

@@ -28,10 +28,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ftsweep import rundir
+from ftsweep.sweepdir import SweepDir
+
 ARTIFACT_DIR = "artifacts"
 LEARNING_CURVE = "learning_curve.png"
-TRIAL_FILES = ("metrics.json", LEARNING_CURVE, "predictions.jsonl")
-REPORT_FILES = ("trials.md", "best.yaml", "summary.json")
+TRIAL_FILES = (rundir.METRICS, LEARNING_CURVE, rundir.PREDICTIONS)
+REPORT_FILES = (SweepDir.TRIALS, SweepDir.BEST, SweepDir.SUMMARY)
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".yaml", ".yml", ".txt", ".log", ".csv")
 
 
@@ -198,7 +201,7 @@ def dashboard_command(sweep_dir: Path, storage_url: str, study_name: str) -> lis
     """The ``ftsweep dashboard`` arguments for this sweep (its folder when the study lives there)."""
     from ftsweep.sweeper.storage import redact
 
-    default = {f"sqlite:///{Path(sweep_dir) / 'study.db'}", f"journal:{Path(sweep_dir) / 'study.journal'}"}
+    default = {SweepDir(sweep_dir).default_storage_url("sqlite"), SweepDir(sweep_dir).default_storage_url("journal")}
     if storage_url in default:
         return ["ftsweep", "dashboard", str(sweep_dir)]
     return ["ftsweep", "dashboard", redact(storage_url), "--study", study_name]
@@ -223,7 +226,8 @@ def start_dashboard(sweep_dir: Path, storage_url: str, study_name: str, port: in
     log = open(Path(sweep_dir) / "dashboard.log", "ab")  # noqa: SIM115 (the child keeps it open)
     try:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "FTSWEEP_DASHBOARD_PARENT": str(os.getpid())},
+                                start_new_session=True)  # Ctrl-C goes to the sweep, which then stops it
     finally:
         log.close()
     return proc, f"dashboard: http://127.0.0.1:{port}/dashboard (live; log {Path(sweep_dir) / 'dashboard.log'})"
