@@ -14,7 +14,7 @@ PACKAGES = ("ftsweep", "hydra_plugins")
 # Lower layers must not import these (cli -> tools / sweeper / report -> recipe -> data / model -> config, ...).
 UPPER = {
     "tools and cli": ("ftsweep.cli", "ftsweep.inspect", "ftsweep.generate", "ftsweep.merge", "ftsweep.publish",
-                      "ftsweep.init"),
+                      "ftsweep.init", "ftsweep.lr_find"),
     "sweeper and report": ("ftsweep.sweeper", "ftsweep.report", "hydra_plugins.ftsweep_sweeper.ftsweep_sweeper"),
     "recipe": ("ftsweep.train", "ftsweep.callbacks"),
     "data and model": ("ftsweep.data", "ftsweep.model", "ftsweep.tiny", "ftsweep.memory"),

@@ -4,6 +4,7 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep init DIR                                                          a starter project (conf/, sweep/, data)
     ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory] [-v]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
+    ftsweep lr-find [overrides] [--min-lr A --max-lr B --steps N --out DIR]    learning-rate range test, suggested lr
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
     ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
     ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
@@ -31,6 +32,7 @@ COMMANDS = {
     "init": "ftsweep.init:main",
     "train": "ftsweep.cli:train_main",
     "inspect": "ftsweep.inspect:main",
+    "lr-find": "ftsweep.lr_find:main",
     "report": "ftsweep.report:main",
     "dashboard": "ftsweep.dashboard:main",
     "generate": "ftsweep.generate:main",

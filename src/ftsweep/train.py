@@ -90,6 +90,10 @@ class Components:
 
         return apply_lora(cfg, load_model(cfg, tokenizer))
 
+    def initial_evaluation(self, cfg, trainer) -> dict[str, Any]:
+        """The evaluation before the first step (a warm worker may replay a cached, equal one)."""
+        return trainer.evaluate()
+
     def release(self, cfg, model) -> None:
         """After a finished run (the trainer is gone): nothing to keep in a cold run."""
 
@@ -155,7 +159,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
-        initial = trainer.evaluate() if bundle.eval is not None else {}
+        initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
         started = time.perf_counter()
         result = trainer.train()
         wall = time.perf_counter() - started

@@ -311,6 +311,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
     lock_is_new = not (sweep_dir / ".ftsweep.lock").exists()
     try:
+        if conf.lr_find:  # after every check above: the range test writes into the sweep folder
+            from ftsweep.sweeper.lr_find import seed_from_lr_find
+
+            params, first, _ = seed_from_lr_find(fixed, params, sweep_dir, conf.lr_find_factor)
+            space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
+            enqueue = [*first, *enqueue]
         with flock(SweepDir(sweep_dir).lock):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                                sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
