@@ -34,6 +34,10 @@ class Columns:
     conversations: str | None = None
     system: str | None = None
     tools: str | None = None
+    # Preference stages (stage=dpo / kto): the preferred and dispreferred answer, KTO's boolean tag.
+    chosen: str | None = None
+    rejected: str | None = None
+    label: str | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.schema import KNOWN_METRICS
 from ftsweep.device import cuda_available
+from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
 
 OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
 SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
@@ -160,8 +161,11 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
     _choice(cfg, "objective.direction", DIRECTIONS)
-    if cfg.objective.metric not in KNOWN_METRICS:
-        raise ConfigError("objective.metric", f"unknown metric {cfg.objective.metric!r}; available: {', '.join(KNOWN_METRICS)}")
+    _validate_stage(cfg)
+    known = (*KNOWN_METRICS, *stage_metrics(cfg.stage.name))
+    if cfg.objective.metric not in known:
+        raise ConfigError("objective.metric", f"unknown metric {cfg.objective.metric!r} for stage={cfg.stage.name}; "
+                          f"available: {', '.join(known)}")
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
@@ -236,3 +240,39 @@ def _validate_device(cfg: DictConfig) -> None:
     if attn == "flex_attention" and not cuda_available():
         raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
                           "use sdpa or leave it null")
+
+
+def _validate_stage(cfg: DictConfig) -> None:
+    """The stage's own keys; a stage other than sft needs a LoRA adapter (its reference is the adapter off)."""
+    from ftsweep.config.stage import STAGE_SCHEMAS
+
+    name = cfg.stage.name
+    if name not in STAGES:
+        raise ConfigError("stage.name", f"got {name!r}; allowed: {', '.join(STAGES)}")
+    schema = OmegaConf.get_type(cfg.stage)
+    if schema is not None and schema is not dict and schema is not STAGE_SCHEMAS[name]:
+        raise ConfigError("stage.name", f"{name!r} contradicts the {schema.__name__} keys; choose the stage with stage={name}")
+    if name == "sft":
+        if cfg.init_from:
+            raise ConfigError("init_from", "starts a preference stage (stage=dpo / kto) from an SFT run; "
+                              "to continue SFT use the run's config")
+        return
+    if not cfg.lora.enabled:
+        raise ConfigError("lora.enabled", f"stage={name} trains a LoRA adapter (the reference is the model with "
+                          "the adapter off); choose a LoRA option")
+    if cfg.data.format == "text":
+        raise ConfigError("data.format", f"stage={name} needs prompts and answers; 'text' has neither")
+    if cfg.data.packing:
+        raise ConfigError("data.packing", f"stage={name} does not pack rows; set data.packing=false")
+    s = cfg.stage
+    _at_least(cfg, "stage.beta", 0, strict=True)
+    if s.max_prompt_length is not None and not 1 <= s.max_prompt_length < cfg.data.cutoff_len:
+        raise ConfigError("stage.max_prompt_length", f"must be in [1, data.cutoff_len={cfg.data.cutoff_len}) or null "
+                          f"(got {s.max_prompt_length})")
+    if name == "dpo":
+        _choice(cfg, "stage.loss_type", stage_module("dpo").LOSS_TYPES)
+        if not 0.0 <= s.label_smoothing < 0.5:
+            raise ConfigError("stage.label_smoothing", f"must be in [0, 0.5) (got {s.label_smoothing})")
+    if name == "kto":
+        _at_least(cfg, "stage.desirable_weight", 0, strict=True)
+        _at_least(cfg, "stage.undesirable_weight", 0, strict=True)

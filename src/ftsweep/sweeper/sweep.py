@@ -150,6 +150,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
 
     from ftsweep.config.compose import ConfigFailure, compose
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
+    from ftsweep.stages.init_from import init_from_problem
 
     for corner in ("low", "high"):
         overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
@@ -161,6 +162,9 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             message = missing_data_file(key, OmegaConf.select(cfg, key))
             if message:
                 raise SweepInputError(message)
+        message = init_from_problem(cfg)
+        if message:
+            raise SweepInputError(message)
     for key in DATA_FILE_KEYS:
         for choice in getattr(space.distributions.get(key), "choices", ()):
             message = missing_data_file(key, choice)
