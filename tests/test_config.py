@@ -10,7 +10,7 @@ import pytest
 from ftsweep.config.compose import ConfigFailure
 from ftsweep.paths import shipped_conf_dir as conf_dir
 
-GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger"]
+GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger", "stage"]
 
 
 def _options(group: str) -> list[str]:

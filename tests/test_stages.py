@@ -59,7 +59,7 @@ def test_bad_stage_input_is_one_line_exit_2_nothing_written(tmp_path, monkeypatc
 def _tokenizer(compose, *overrides):
     from ftsweep.model import load_tokenizer
 
-    cfg = compose(*overrides)
+    cfg = compose(*overrides, "objective.metric=train_loss")  # some cases have no validation rows
     return cfg, load_tokenizer(cfg)
 
 
@@ -119,7 +119,8 @@ def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_tu
 
 
 def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):
-    cfg, tok = _tokenizer(compose, "stage=kto", "data=proxy_kto", "data.max_rows=40", "data.val_size=0")
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=proxy_kto", "data.max_rows=40", "data.val_size=0",
+                          "data.shuffle=false")
     ds = _build(cfg, tok, paired=False).train
     assert len(ds) == 40 and sum(ds["label"]) == 20
     # A pair file under stage=kto is unpaired as trl does: chosen -> true, rejected -> false.
@@ -245,3 +246,42 @@ def test_kto_trains(cache_dir, tmp_path):
     assert m["status"] == "complete" and m["train_steps"] == 16
     assert m["eval_loss"] < m["initial_eval_loss"]
     assert m["initial_eval_rewards/chosen"] == 0.0  # step 0: reference == policy
+
+
+def test_memory_model_counts_both_answers_and_the_reference_pass(compose):
+    from ftsweep.memory import estimate
+    from ftsweep.model import load_tokenizer  # noqa: F401  (shapes come from the shipped 1B config, offline)
+
+    common = ["model=llama3_2_1b", "quantization=nf4", "data.cutoff_len=512"]
+    sft = estimate(compose(*common, "data=proxy_tasks"), on_cuda=True)
+    dpo = estimate(compose(*common, "stage=dpo", "data=proxy_pairs"), on_cuda=True)
+    kto = estimate(compose(*common, "stage=kto", "data=proxy_kto"), on_cuda=True)
+    assert sft["reference_mib"] == 0 and dpo["reference_mib"] > 0 and kto["reference_mib"] > 0
+    assert dpo["activations_mib"] == pytest.approx(2 * sft["activations_mib"])  # chosen + rejected rows
+    assert kto["activations_mib"] == pytest.approx(sft["activations_mib"])
+    assert dpo["weights_mib"] == sft["weights_mib"] and dpo["total_mib"] > kto["total_mib"] > sft["total_mib"]
+
+
+@pytest.mark.slow
+def test_four_trial_dpo_sweep_from_sft_prunes_and_reports(cache_dir, sft_run, tmp_path):
+    import sys
+
+    from sweep_helpers import load, run
+
+    sd = tmp_path / "sweeps" / "dpo"
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=dpo_beta_lr", f"init_from={sft_run[0]}",
+            "logger=none", "data.max_rows=160", "data.val_size=16", "trainer.max_steps=12", "trainer.eval_steps=4",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2", "hydra.sweeper.pruner.n_startup_trials=1",
+            "hydra.sweeper.pruner.n_warmup_steps=0", f"hydra.sweep.dir={sd}", "hydra.sweeper.study_name=dpo",
+            "hydra.sweeper.progress=plain"]
+    r = run(args, tmp_path, timeout=900, fake=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = load(sd, name="dpo").trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    for t in trials:  # the objective (eval DPO loss) was reported at every evaluation, for the pruner
+        assert set(t.intermediate_values) <= {4, 8, 12} and 4 in t.intermediate_values
+        assert set(t.params) == {"stage.beta", "optimizer.lr"}
+    summary = json.loads((sd / "summary.json").read_text())
+    assert summary["n_trials"] == 4 and (sd / "report.md").is_file() and (sd / "best.yaml").is_file()
+    assert "stage.beta" in (sd / "best.yaml").read_text()

@@ -13,6 +13,8 @@ from typing import Any
 OBJECTIVE = ("eval_loss", "minimize")
 METRICS = ("eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected",
            "eval_logps/chosen", "eval_logps/rejected")
+# Memory model (ftsweep.memory): chosen + rejected trained together (2 rows per example), then the reference pass over both.
+MEMORY = (2, 2)
 WARM = False
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
               "apo_zero", "apo_down", "sigmoid_norm")

@@ -6,6 +6,8 @@ from typing import Any
 
 OBJECTIVE = ("eval_loss", "minimize")
 METRICS = ("eval_rewards/chosen", "eval_rewards/rejected", "eval_kl", "eval_logps/chosen", "eval_logps/rejected")
+# Memory model (ftsweep.memory): the completion is trained; the KL completion and the reference run without grad, one pass at a time.
+MEMORY = (1, 1)
 WARM = False
 
 
@@ -36,6 +38,9 @@ def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str,
             return _with_kl_completions(dataset, batch) if "KL_completion_ids" not in dataset.column_names else dataset
 
     s = cfg.stage
+    # trl's KL completions are rotated against the neighbours of a fixed-order batch: the rows were shuffled
+    # once (seeded) when they were built, and are read in that order.
+    common = {**common, "train_sampling_strategy": "sequential"}
     args = KTOConfig(**common, beta=s.beta, desirable_weight=s.desirable_weight,
                      undesirable_weight=s.undesirable_weight, max_length=cfg.data.cutoff_len)
     return PretokenizedKTOTrainer(model=model, ref_model=None, args=args, train_dataset=bundle.train,

@@ -7,6 +7,8 @@ from typing import Any
 OBJECTIVE = ("eval_loss", "minimize")
 METRICS: tuple[str, ...] = ()
 # A warm sweep worker may keep this stage's model and data between trials (ftsweep.warm).
+# Memory model (ftsweep.memory): one sequence per example, no reference pass.
+MEMORY = (1, 0)
 WARM = True
 
 

@@ -231,9 +231,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(DIRECTIONS)} per metric")
+    from ftsweep.stages.registry import stage_metrics
+
+    known = (*KNOWN_METRICS, *stage_metrics(str(OmegaConf.select(cfg, "stage.name", default="sft"))))
     for m in metrics:
-        if m not in KNOWN_METRICS:
-            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(KNOWN_METRICS)}")
+        if m not in known:
+            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(known)}")
 
     pruner = conf.pruner
     if len(directions) > 1:
@@ -254,9 +257,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         n_trials = size
 
     validate_trial_config(fixed, space)
+    from ftsweep.stages.registry import stage_module
+
     command = default_command()
     check_backend(conf)
     why_cold = cold_only(conf, custom_command=command != DEFAULT_COMMAND) if conf.warm_workers else None
+    stage = str(OmegaConf.select(cfg, "stage.name", default="sft"))
+    if conf.warm_workers and not why_cold and not stage_module(stage).WARM:
+        why_cold = f"stage={stage} is not supported by warm workers (its trainer keeps a reference adapter on the model)"
     if why_cold:
         print(f"[sweep] hydra.sweeper.warm_workers: trials run cold ({why_cold})", file=sys.stderr)
         conf = replace(conf, warm_workers=False)
