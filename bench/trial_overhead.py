@@ -155,8 +155,8 @@ def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path, p
     if probe:
         probe_env["PYTHONPATH"] = str(ROOT / "bench" / "_phase_probe") + os.pathsep + env["PYTHONPATH"]
         probe_env["FTSWEEP_BENCH_PHASES"] = str(phases_dir)
-    # The sweeper splits the cores between parallel trials itself (OMP_NUM_THREADS per trial) only when
-    # the variable is unset: leave that decision to it, as a user's sweep would.
+    # The sweeper splits the cores between its trials itself (OMP_NUM_THREADS per trial, any worker count)
+    # only when the variable is unset: leave that decision to it, as a user's sweep would.
     probe_env.pop("OMP_NUM_THREADS", None)
     proc = run_proc(ftsweep_cmd("train", "-m", *args), env=probe_env, timeout=1800)
     trials = []

@@ -28,7 +28,9 @@ def env(fake: bool = True, **extra: Any) -> dict[str, str]:
     e.pop("FTSWEEP_TRIAL_CMD", None)
     if fake:
         e["FTSWEEP_TRIAL_CMD"] = FAKE_CMD
-    e.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    e.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items() if v is not None})
+    for k in [k for k, v in extra.items() if v is None]:  # None: not in the environment at all
+        e.pop(k, None)
     return e
 
 

@@ -50,6 +50,8 @@ TRAINER = {
     "timeout_s": (9.0, lambda a, c: any(type(x).__name__ == "TimeLimit" and x.seconds == 9.0 for x in c)),
     # read by the `ftsweep train` task after the run (tests/test_train.py runs it end to end)
     "generate_after": (True, None),
+    # applied around the run by ftsweep.train.run (tests/test_numerics.py)
+    "num_threads": (1, None),
 }
 OPTIMIZER = {
     "name": ("adamw_8bit", lambda a, c: str(a.optim) in ("adamw_bnb_8bit", "OptimizerNames.ADAMW_BNB")),

@@ -104,3 +104,70 @@ def test_no_file_of_a_sweep_holds_a_planted_url_password(tmp_path):
     assert _grep(tmp_path, PLANTED) == []
     assert PLANTED not in r.stdout + r.stderr
     assert "alice:***@" in (sd / "best.yaml").read_text()
+
+
+@pytest.fixture
+def storage_url(request, tmp_path):
+    """(storage override or None, the password in it) for a sweep on SQLite or a real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield None, PLANTED
+        return
+    import os
+
+    import pg_server
+
+    pytest.importorskip("psycopg", reason="psycopg (ftsweep[postgres]) is not installed")
+    try:
+        server = pg_server.start()
+    except pg_server.NoServer as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {err}")
+        pytest.skip(f"no PostgreSQL server could be started: {err}")
+    try:
+        yield server.createdb("planted"), pg_server.PASSWORD
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow  # ~10 s each
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgresql"], indirect=True)
+def test_no_file_of_a_sweep_with_wandb_holds_a_planted_secret(tmp_path, storage_url):
+    """Every file the sweep writes, W&B's own (summary run, debug logs, its cache and config folders)
+    included: the storage URL's password, a URL password in a value and a token in the environment."""
+    url, password = storage_url
+    token = "hf_PLANTEDtok77"
+    sd = tmp_path / "s"
+    extra = [f"hydra.sweeper.storage={url}"] if url else []
+    args = sweep_args(sd, *extra, f"notes='{URL}'", "hydra.sweeper.report=true", n_trials=2)
+    args[args.index("logger=none")] = "logger=wandb"
+    r = run(args, tmp_path, WANDB_MODE="offline", HF_TOKEN=token, WANDB_DIR=str(tmp_path / "wandb_dir"),
+            WANDB_CACHE_DIR=str(tmp_path / "wandb_cache"), WANDB_CONFIG_DIR=str(tmp_path / "wandb_config"),
+            WANDB_DATA_DIR=str(tmp_path / "wandb_data"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    (summary_run,) = (tmp_path / "wandb_dir" / "wandb").glob("offline-run-*")
+    from wandb_offline import read_offline_run
+
+    assert read_offline_run(summary_run)["summary"]["n_complete"] == 2  # the summary run was written
+    log = next(summary_run.glob("run-*.wandb")).read_bytes()
+    assert b"hydra.sweeper.n_trials=2" in log  # W&B still records the (masked) program arguments ...
+    if url:
+        assert url.replace(f":{password}@", ":***@").encode() in log  # ... with the password masked
+    for secret in (password, PLANTED, token):
+        assert _grep(tmp_path, secret) == [], secret
+        assert secret not in r.stdout + r.stderr
+
+
+def test_wandb_init_records_masked_arguments_and_no_code_or_git(tmp_path, monkeypatch):
+    """The one W&B entry (training runs, generate, the sweep summary): the command line goes in masked."""
+    from ftsweep.tracking import wandb_init
+
+    monkeypatch.setenv("HF_TOKEN", "hf_PLANTEDtok77")
+    argv = ["ftsweep", "train", f"notes='{URL}'", "x=hf_PLANTEDtok77"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    run_ = wandb_init(project="p", dir=str(tmp_path), mode="offline", config={"a": 1})
+    run_.finish()
+    assert sys.argv == argv  # the process's own arguments are untouched
+    (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    assert b"alice:***@db.example.org" in log.read_bytes() and b"x=***" in log.read_bytes()
+    assert _grep(tmp_path, PLANTED) == [] and _grep(tmp_path, "PLANTEDtok77") == []
+    assert not list(tmp_path.glob("wandb/offline-run-*/files/code"))

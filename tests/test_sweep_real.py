@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 from sweep_helpers import load, run
 from wandb_offline import read_offline_run
 
+from ftsweep.numerics import intra_op_share
+
 pytestmark = pytest.mark.slow
 
 SMALL = ["data.max_rows=80", "data.cutoff_len=96", "trainer.max_steps=8", "trainer.eval_steps=4",
@@ -27,7 +29,7 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
     args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=quickstart", *SMALL, "logger=wandb",
             "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2", "hydra.sweeper.pruner.n_warmup_steps=0",
             f"hydra.sweep.dir={sd}", "hydra.sweeper.study_name=qs", "hydra.sweeper.progress=plain"]
-    r = run(args, tmp_path, timeout=900, fake=False)
+    r = run(args, tmp_path, timeout=900, fake=False, OMP_NUM_THREADS=None)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "best trial" in r.stdout
 
@@ -62,11 +64,21 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
         assert w["summary"]["state"] == t.state.name and w["run_id"] == t.user_attrs["wandb_run_id"]
     assert by_name["qs-summary"]["summary"]["best_value"] == best.value
 
-    # best.yaml: its header's command reproduces the best trial's objective exactly
+    # Each of the 2 parallel trials ran with half the usable cores and recorded it; best.yaml pins that count.
+    share = intra_op_share(2, {})
+    best_dir = sd / f"trial_{best.number}"
+    assert json.loads((best_dir / "manifest.json").read_text())["numerics"]["num_threads"] == int(share)
+    assert OmegaConf.load(sd / "best.yaml").trainer.num_threads == int(share)
+
+    # best.yaml: its header's command reproduces the best trial bitwise (objective and every evaluation), run
+    # as a user runs it: no OMP_NUM_THREADS in the environment, so torch starts with all cores.
     lines = (sd / "best.yaml").read_text().splitlines()
     assert lines[0] == "# @package _global_" and lines[1].startswith("# Run: ftsweep train ")
     command = shlex.split(lines[1].removeprefix("# Run: "))
     rerun = run([sys.executable, "-m", "ftsweep", *command[1:], f"hydra.run.dir={tmp_path / 'best'}"], tmp_path,
-                timeout=300, fake=False)
+                timeout=300, fake=False, OMP_NUM_THREADS=None)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["objective"] == best.value
+    again = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    trial_metrics = json.loads((best_dir / "metrics.json").read_text())
+    assert again["objective"] == best.value
+    assert again["eval_history"] == trial_metrics["eval_history"] and again["train_loss"] == trial_metrics["train_loss"]

@@ -165,3 +165,38 @@ def test_multi_objective(tmp_path):
     import json
 
     assert json.loads((sd / "summary.json").read_text())["pareto_trials"]
+
+
+def test_repeated_kill_9_spends_no_retry_budget(tmp_path):
+    """Three kill -9 of the sweep process, each with trials running (some of them re-runs of trials killed
+    before): every interrupted trial is re-run and the study ends with n_trials COMPLETE, no FAIL counted."""
+    sd = tmp_path / "s"
+    args = sweep_args(sd, "hydra.sweeper.pruner.name=none", "hydra.sweeper.grace_period_s=5",
+                      "hydra.sweeper.retry_stale=1", n_trials=4, workers=2)
+    killed = 0
+    for _ in range(3):
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env(FAKE_STEP_S="0.5"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        logs = len(list(sd.glob("trial_*/trial.log")))
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(sd.glob("trial_*/trial.log"))) < logs + 2:
+            time.sleep(0.2)
+        time.sleep(1.0)  # both new trials mid-way (each takes ~2.5 s)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed += sum(1 for t in load(sd).trials if t.state.name == "RUNNING")
+        time.sleep(0.5)
+    r = run(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "retry budget used" not in r.stdout + r.stderr
+    study = load(sd)
+    from ftsweep.sweeper.study import count
+
+    c = count(study)
+    assert (c.total, c.complete, c.failed, c.running) == (4, 4, 0, 0)
+    fails = [t for t in study.trials if t.state.name == "FAIL"]
+    assert killed >= 4 and len(fails) == killed  # each kill left running trials; each was failed once ...
+    assert all(t.user_attrs["reason"].startswith("stale:") for t in fails)
+    reruns = [t for t in study.trials if t.user_attrs.get("retry_of") is not None]
+    assert len(reruns) == killed and all(t.user_attrs["ftsweep:charged"] is False for t in reruns)  # ... and re-run
+    assert max(t.user_attrs["ftsweep:rerun"] for t in reruns) >= 2  # a re-run was killed too (retry_stale=1)

@@ -1,4 +1,5 @@
-"""Stale trials: re-run with the original parameters at most ``retry_stale`` times; owner recorded at creation.
+"""Stale trials: re-run with the original parameters (free when the owner process was lost; at most
+``retry_stale`` times for failures the trial may have caused); owner recorded at creation.
 
 In-process on a SQLite study (fast): trials are made stale by giving them a dead owner process.
 """
@@ -15,7 +16,15 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from ftsweep.sweeper.study import OWNER_ATTR, ask_with_owner, count, counted_trials, fail_stale_trials
+from ftsweep.sweeper.study import (
+    CHARGED_ATTR,
+    OWNER_ATTR,
+    ask_with_owner,
+    count,
+    counted_trials,
+    fail_stale_trials,
+    rerun,
+)
 
 DISTS = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)}
 
@@ -37,24 +46,43 @@ def _orphan(study, trial) -> None:
     study._storage.set_trial_user_attr(trial._trial_id, OWNER_ATTR, {"host": socket.gethostname(), "pid": _dead_pid()})
 
 
-def test_a_stale_trial_is_rerun_twice_with_its_original_parameters_then_not_again(study):
+def test_a_trial_whose_sweep_process_dies_again_and_again_is_rerun_each_time_for_free(study):
+    """Losing the owner process is not the trial's fault: 5 kills in a row spend none of retry_stale=2."""
     first = ask_with_owner(study, DISTS)
     original = dict(first.params)
     notes = []
-    for _ in range(3):  # the original and two re-runs all die
-        trial = study.trials[-1] if notes else first
+    trial = first
+    for _ in range(5):  # the original and four re-runs all lose their sweep process
         _orphan(study, trial)
         failed = fail_stale_trials(study, grace_s=3600, mine=set(), retry=2)
         assert [f[0] for f in failed] == [trial.number] and failed[0][1].startswith("stale: sweep process")
         notes.append(failed[0][2])
+        trial = ask_with_owner(study, DISTS)  # pops the enqueued re-run
+        assert trial.params == original and trial.user_attrs["retry_of"] == first.number
+        assert trial.user_attrs[CHARGED_ATTR] is False
+    assert notes == [f"re-run {k} with trial 0's parameters (its sweep process was lost: no retry budget spent)"
+                     for k in range(1, 6)]
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 5 + ["RUNNING"]
+    # the budget counts the original trial once: the running re-run, none of the replaced failures
+    assert [t.number for t in counted_trials(study)] == [5] and count(study).total == 1 and count(study).failed == 0
+
+
+def test_failures_the_trial_may_have_caused_spend_the_budget_and_owner_losses_do_not(study):
+    first = ask_with_owner(study, DISTS)
+    notes = []
+    trial = first
+    # scheduler-ended job (charged), owner lost (free), scheduler again (charged), then the budget is used
+    for charged in (True, False, True, True):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        notes.append(rerun(study, study.trials[trial.number], 2, charged=charged))
         if "not re-run" not in notes[-1]:
-            rerun = ask_with_owner(study, DISTS)  # pops the enqueued re-run
-            assert rerun.params == original and rerun.user_attrs["retry_of"] == first.number
-    assert notes == ["re-run 1 of 2 with trial 0's parameters", "re-run 2 of 2 with trial 0's parameters",
+            trial = ask_with_owner(study, DISTS)
+    assert notes == ["re-run 1 with trial 0's parameters (1 of 2 retries)",
+                     "re-run 2 with trial 0's parameters (its sweep process was lost: no retry budget spent)",
+                     "re-run 3 with trial 0's parameters (2 of 2 retries)",
                      "not re-run: retry budget used (2 of 2 re-runs of trial 0)"]
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "FAIL"]
-    # the budget counts the original trial once: the last failure, the two replaced ones not
-    assert [t.number for t in counted_trials(study)] == [2] and count(study).total == 1
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 4
+    assert [t.number for t in counted_trials(study)] == [3] and count(study).failed == 1  # the last one counts
 
 
 def test_retry_stale_zero_never_reruns(study):

@@ -239,10 +239,10 @@ def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: Generat
 
     import wandb
 
-    from ftsweep.tracking import wandb_dir, wandb_mode
+    from ftsweep.tracking import wandb_dir, wandb_init, wandb_mode
 
     mode = wandb_mode(cfg.logger)
-    run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
+    run = wandb_init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
                      name=f"generate-{run_dir.name}", job_type="generate", config=asdict(settings),
                      dir=wandb_dir(run_dir), mode=mode, reinit="finish_previous")
     try:

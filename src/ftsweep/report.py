@@ -287,6 +287,10 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
 
     overrides = list(best.user_attrs.get("overrides") or _overrides_file(best))
     groups, values, skipped = _split_for_yaml(overrides)
+    threads = _recorded_threads(best)
+    pinned = threads is not None and not any(k == "trainer.num_threads" for k, _ in values)
+    if pinned:
+        values.append(("trainer.num_threads", threads))  # CPU losses depend on it: same count, same numbers
     parent, group = out_dir.resolve().parent, out_dir.resolve().name
     value = best.values if len(study.directions) > 1 else best.value
     metrics = study.user_attrs.get("ftsweep:metrics") or ["objective"]
@@ -298,6 +302,9 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
         "# Or copy this file to conf/experiment/ and run: ftsweep train +experiment=<file name>",
         f"# Trial overrides: {' '.join(overrides)}",
     ]
+    if pinned:
+        header.append(f"# trainer.num_threads: {threads}: the trial's CPU intra-op threads (its manifest.json); "
+                      "CPU losses are bitwise equal only with the same count")
     header += [f"# not representable here, add on the command line: {o}" for o in skipped]
     body: dict[str, Any] = {}
     if groups:
@@ -309,6 +316,15 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     if any(g == "sweep" for g, _ in groups):  # a sweep file sets hydra.mode=MULTIRUN: this file is one run
         body["hydra"] = {"mode": "RUN"}
     return "\n".join(header) + "\n" + (OmegaConf.to_yaml(OmegaConf.create(body)) if body else "{}\n")
+
+
+def _recorded_threads(trial: Any) -> int | None:
+    """The intra-op thread count the trial ran with (its manifest.json), if it recorded one."""
+    from ftsweep import rundir
+    from ftsweep.numerics import recorded_threads
+
+    d = trial.user_attrs.get("trial_dir")
+    return recorded_threads(rundir.read_manifest(Path(d))) if d else None
 
 
 def _overrides_file(trial: Any) -> list[str]:

@@ -62,6 +62,10 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json(Path(run_dir) / MANIFEST, manifest)
 
 
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    return read_json(Path(run_dir) / MANIFEST)
+
+
 def write_log_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     write_json(Path(run_dir) / LOG_HISTORY, history)  # type: ignore[arg-type]
 

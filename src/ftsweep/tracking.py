@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +89,35 @@ def scrub(obj: Any, secrets: list[str] | None = None) -> Any:
     return obj
 
 
+def masked_argv(argv: list[str], secrets: list[str] | None = None) -> list[str]:
+    """``argv`` with URL passwords and secret environment values masked (``postgresql://u:***@h/db``)."""
+    return [scrub(a, secrets) for a in argv]
+
+
+@contextmanager
+def _argv_masked() -> Iterator[None]:
+    # W&B records sys.argv[1:] as the run's program arguments (wandb.Settings._args, computed from
+    # sys.argv when the settings are sent at init; no setting turns it off short of dropping all system
+    # metadata). A sweep's command line holds the storage URL: hand W&B the masked line.
+    real = sys.argv
+    sys.argv = masked_argv(real)
+    try:
+        yield
+    finally:
+        sys.argv = real
+
+
+def wandb_init(**kwargs: Any) -> Any:
+    """``wandb.init`` recording no secret: masked program arguments, no code, no git (its remote URL can
+    hold a token), no job artifact (it copies the arguments); the program is named ``ftsweep``."""
+    import wandb
+
+    settings = wandb.Settings(program="ftsweep", disable_code=True, save_code=False, disable_git=True,
+                              disable_job_creation=True)
+    with _argv_masked():
+        return wandb.init(settings=settings, **kwargs)
+
+
 def wandb_mode(logger_cfg: Any) -> str:
     """online | offline | disabled: ``logger.mode``, else ``WANDB_MODE``, else online only with an API key."""
     mode = logger_cfg.get("mode") if isinstance(logger_cfg, dict) else getattr(logger_cfg, "mode", None)
@@ -129,11 +161,9 @@ class Tracker:
         mode = wandb_mode(self.cfg)
         os.environ["WANDB_MODE"] = mode  # transformers' WandbCallback re-reads it
         os.environ.setdefault("WANDB_LOG_MODEL", "false")
-        import wandb
-
         config = {**self.config, **scrub(self.info.config)}
         group, name = self.cfg.group or self.info.group, self.cfg.run_name or self.info.name
-        self.run = wandb.init(
+        self.run = wandb_init(
             project=self.cfg.project,
             entity=self.cfg.entity,
             group=group,

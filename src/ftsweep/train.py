@@ -100,6 +100,15 @@ class Components:
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
         info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
+    """One fine-tuning run (see :func:`_run`) with ``trainer.num_threads`` applied around it."""
+    from ftsweep.numerics import apply_threads
+
+    with apply_threads(cfg.trainer.num_threads):  # CPU numerics depend on it (ftsweep.numerics)
+        return _run(cfg, run_dir, callbacks, info, parts)
+
+
+def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
+         info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
     """One fine-tuning run. Returns metrics (also written to ``run_dir/metrics.json``).
 
     Args:
@@ -323,6 +332,9 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
     """What is needed to tell two runs apart or reproduce one."""
     import importlib.metadata as md
 
+    from ftsweep import numerics
+    from ftsweep.device import resolve_precision
+
     versions = {}
     for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna", "datasets", "accelerate", "hydra-core"):
         try:
@@ -336,6 +348,7 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "git_commit": _git_commit(),
         "data_fingerprint": bundle.fingerprint,
+        "numerics": numerics.record(resolve_precision(cfg.trainer.precision)),  # best.yaml pins num_threads
         "config_hash": hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "model": cfg.model.name_or_path,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

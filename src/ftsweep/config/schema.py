@@ -123,6 +123,9 @@ class TrainerConfig:
     # 0 = off; else stop after this many evaluations without improvement of the objective metric
     early_stopping_patience: int = 0
     dataloader_num_workers: int = 0
+    # CPU intra-op threads (torch.set_num_threads); 0 = the process's own (OMP_NUM_THREADS or all cores).
+    # Losses on CPU depend on it: a sweep trial records its count and best.yaml pins it (ftsweep.numerics).
+    num_threads: int = 0
     # Fail the run (and so the trial) when the training loss becomes NaN or inf.
     fail_on_nan: bool = True
     # Kill the run after this many seconds (0 = no limit); used by sweeps to fail slow trials.

@@ -125,8 +125,9 @@ class SweeperConf:
     max_failure_rate: float = 0.5
     # On CUDA OOM, retry the trial once with half the micro-batch and twice the gradient accumulation.
     retry_oom: bool = True
-    # Trials left RUNNING by a dead process are failed and re-run with the original trial's parameters, at
-    # most this many times per original trial (a re-run of a re-run counts against the original); 0 = never.
+    # Trials left RUNNING by a dead sweep process are failed and re-run with the original trial's parameters
+    # (free: not the trial's fault). A job the scheduler ended is re-run at most this many times per original
+    # trial (a re-run of a re-run counts against the original). 0 = never re-run.
     retry_stale: int = 2
     # The sweep process records a heartbeat on each running trial this often; a RUNNING trial without
     # one for grace_period_s (or whose owner process on this host is gone) is stale.

@@ -152,6 +152,7 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.save_steps", 0)
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
+    _at_least(cfg, "trainer.num_threads", 0)
     _choice(cfg, "trainer.precision", PRECISIONS)
     t = cfg.trainer
     if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:

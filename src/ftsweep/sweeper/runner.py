@@ -26,6 +26,7 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
+from ftsweep.numerics import intra_op_share
 from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
 from ftsweep.sweeper.placement import GpuPool
 from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
@@ -201,7 +202,7 @@ class SweepRunner:
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
-            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of stale trial {trial.user_attrs[RETRY_OF]}, "
+            note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
                     "same parameters)")
         self.progress.started_trial(trial.number, dict(trial.params), note)
 
@@ -233,9 +234,11 @@ class SweepRunner:
         })
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        elif self.s.conf.backend == "local" and self.s.n_workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # K CPU trials at once: split the cores instead of oversubscribing them K times.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.s.n_workers))
+        threads = intra_op_share(self.s.n_workers) if self.s.conf.backend == "local" else None
+        if threads is not None:
+            # K trials at once (K = 1 too): split the cores instead of oversubscribing them. The trial records
+            # its count (manifest.json) and best.yaml pins it, so a re-run computes the same numbers.
+            env["OMP_NUM_THREADS"] = threads
         return env
 
     # ------------------------------------------------------------------ finishing
@@ -310,8 +313,8 @@ class SweepRunner:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-            if out.retry and self.s.conf.retry_stale and trial.user_attrs.get("retry_of") is None:
-                self.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+            if out.retry:  # the scheduler ended the job: maybe the trial's doing, so it spends retry budget
+                self.progress.log(f"trial {trial.number}: {rerun(self.study, trial, self.s.conf.retry_stale)}")
                 self._budget_full_until = 0.0
         counts = count(self.study)
         value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
@@ -394,7 +397,7 @@ class SweepRunner:
                 job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
                 job.trial.set_user_attr("status", "failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
-                rerun(self.study, job.trial, self.s.conf.retry_stale)
+                rerun(self.study, job.trial, self.s.conf.retry_stale, charged=False)  # not its fault
             except Exception:
                 pass
         self.jobs.clear()

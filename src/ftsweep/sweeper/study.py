@@ -1,10 +1,14 @@
 """The study: create or resume it, guard its search space, count the budget, fail stale trials.
 
 Budget rule: ``n_trials`` counts every trial of the study except failed trials that were re-run
-(a trial whose process died is failed as stale and re-enqueued with the original trial's parameters, at
-most ``retry_stale`` times per original trial; the re-run records ``retry_of`` = the original trial and
-``ftsweep:replaces`` = the failed trial whose place it takes in the count). WAITING (enqueued) trials
-count, so asking for one does not grow the study.
+(a trial whose sweep process died is failed as stale and re-enqueued with the original trial's parameters;
+the re-run records ``retry_of`` = the original trial and ``ftsweep:replaces`` = the failed trial whose place
+it takes in the count). WAITING (enqueued) trials count, so asking for one does not grow the study.
+
+Retry rule: only failures the trial may have caused (the scheduler ended its job: time limit, memory,
+node failure) spend its ``retry_stale`` budget. Losing its owner (the sweep process killed, stopped or gone
+silent) is not the trial's fault: such a re-run is marked ``ftsweep:charged`` = False and is free, however
+many times the sweep is killed. ``retry_stale=0`` still means no re-run at all.
 
 Owner rule: every trial this sweeper starts carries ``ftsweep:owner`` (host, pid of the sweep process)
 from the moment it exists (:func:`ask_with_owner`), so a trial left RUNNING by a dead process on this
@@ -32,6 +36,7 @@ OWNER_ATTR = "ftsweep:owner"
 RETRY_OF = "retry_of"  # the original trial whose parameters a stale re-run repeats
 REPLACES_ATTR = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget
 ATTEMPT_ATTR = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this is
+CHARGED_ATTR = "ftsweep:charged"  # False: a re-run after the owner process was lost (spends no retry budget)
 
 
 def open_study(*, storage_url: str, study_name: str, directions: list[str], space: SearchSpace,
@@ -237,21 +242,30 @@ def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: int)
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except Exception:
             continue
-        failed.append((t.number, reason, rerun(study, t, retry)))
+        failed.append((t.number, reason, rerun(study, t, retry, charged=False)))  # stale = owner lost
     return failed
 
 
-def rerun(study: Any, trial: Any, limit: int) -> str:
-    """Enqueue a re-run of a failed trial with its ORIGINAL trial's parameters, at most ``limit`` re-runs per
-    original trial (a re-run of a re-run counts against the original); returns what happened, for the log."""
+def rerun(study: Any, trial: Any, limit: int, *, charged: bool = True) -> str:
+    """Enqueue a re-run of a failed trial with its ORIGINAL trial's parameters; returns what happened, for the log.
+
+    ``charged``: the failure may be the trial's own (the scheduler ended its job): at most ``limit`` such
+    re-runs per original trial (a re-run of a re-run counts against the original). ``charged=False``: the
+    trial lost its owner process (kill -9, Ctrl-C, a host gone silent); the re-run spends no budget.
+    ``limit`` 0 re-runs nothing."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     root = int(trial.user_attrs.get(RETRY_OF, trial.number))
-    done = sum(1 for t in trials.values() if t.user_attrs.get(RETRY_OF) == root)
+    reruns = [t for t in trials.values() if t.user_attrs.get(RETRY_OF) == root]
+    spent = sum(1 for t in reruns if t.user_attrs.get(CHARGED_ATTR, True))  # older studies: every re-run
     if limit <= 0:
         return "not re-run: hydra.sweeper.retry_stale=0"
-    if done >= limit:
-        return f"not re-run: retry budget used ({done} of {limit} re-runs of trial {root})"
+    if charged and spent >= limit:
+        return f"not re-run: retry budget used ({spent} of {limit} re-runs of trial {root})"
     original = trials.get(root, trial)
     params = dict(original.params or trial.params)  # empty if it was killed inside ask(), before sampling
-    study.enqueue_trial(params, user_attrs={RETRY_OF: root, REPLACES_ATTR: trial.number, ATTEMPT_ATTR: done + 1})
-    return f"re-run {done + 1} of {limit} with trial {root}'s parameters"
+    study.enqueue_trial(params, user_attrs={RETRY_OF: root, REPLACES_ATTR: trial.number,
+                                            ATTEMPT_ATTR: len(reruns) + 1, CHARGED_ATTR: charged})
+    if not charged:
+        return (f"re-run {len(reruns) + 1} with trial {root}'s parameters (its sweep process was lost: "
+                f"no retry budget spent)")
+    return f"re-run {len(reruns) + 1} with trial {root}'s parameters ({spent + 1} of {limit} retries)"

@@ -29,7 +29,7 @@ def _cell(v: Any) -> Any:
 def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | None:
     """Log the summary run; returns its id (None if W&B failed: the sweep result does not depend on it)."""
     from ftsweep.report import summarize
-    from ftsweep.tracking import wandb_dir, wandb_mode
+    from ftsweep.tracking import wandb_dir, wandb_init, wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")  # no run summary dump in the sweep's output
     try:
@@ -37,7 +37,7 @@ def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | No
 
         mode = wandb_mode(logger)
         summary = summarize(study)
-        run = wandb.init(project=logger.get("project") or "ftsweep", entity=logger.get("entity"),
+        run = wandb_init(project=logger.get("project") or "ftsweep", entity=logger.get("entity"),
                          group=study.study_name, name=f"{study.study_name}-summary", job_type="sweep-summary",
                          config={"study_name": study.study_name, "n_trials": summary["n_trials"],
                                  "directions": summary["directions"], "metrics": summary["metrics"]},
