@@ -265,6 +265,11 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     # runs the reference (adapter off, no grad) over the same rows; KTO adds no-grad KL and reference passes.
     trained_seqs, forward_only_seqs = _stage_memory(cfg)
     batch, seq = t.per_device_train_batch_size * trained_seqs, d.cutoff_len
+    # GRPO: every row is a prompt plus a sampled completion, generated first with a KV cache over both.
+    completion = _completion_length(cfg)
+    seq += completion
+    generation = (batch * seq * 2 * shapes.layers * shapes.kv_heads * (shapes.hidden // max(shapes.heads, 1)) * c
+                  if completion else 0)
     tokens = batch * seq
     # Saved for backward per token and layer: norms, q/k/v, attention output, o-proj input, residuals
     # (~12 x hidden) and the MLP's gate, up, act(gate) and product (~5 x intermediate); LoRA dropout
@@ -298,6 +303,7 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
         "activations": activations,
         "lm_head": lm_head,
         "reference": reference,
+        "generation": generation,
         "runtime": runtime,
     }
     out: dict[str, Any] = {
@@ -327,13 +333,25 @@ def _forward_only(rows: int, seq: int, shapes: Shapes, c: int, tile_bytes: int, 
     return out
 
 
+def _completion_length(cfg) -> int:
+    """Tokens generated per row before the training step (GRPO's max_completion_length), else 0."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.select(cfg, "stage.max_completion_length", default=0) or 0) if \
+        OmegaConf.select(cfg, "stage.name", default="sft") == "grpo" else 0
+
+
 def _stage_memory(cfg) -> tuple[int, int]:
     """(sequences trained per example, sequences per example in no-grad forward passes) of the stage."""
     from omegaconf import OmegaConf
 
     from ftsweep.stages.registry import stage_module
 
-    return stage_module(str(OmegaConf.select(cfg, "stage.name", default="sft") or "sft")).MEMORY
+    name = str(OmegaConf.select(cfg, "stage.name", default="sft") or "sft")
+    trained, forward_only = stage_module(name).MEMORY
+    if name == "grpo" and cfg.stage.beta > 0:  # GRPO's KL term needs the reference's log-probs
+        forward_only = 1
+    return trained, forward_only
 
 
 # ------------------------------------------------------------------------------------------- preflight
@@ -410,7 +428,7 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
         print(f"on a CUDA GPU ({_precision_note(cfg)}): total {gpu['total_mib']:,.1f} MiB "
               f"(weights {gpu['weights_mib']:,.0f}, activations {gpu['activations_mib']:,.0f}, "
               f"lm_head {gpu['lm_head_mib']:,.0f}, optimizer {gpu['optimizer_mib']:,.0f}, "
-              f"reference pass {gpu['reference_mib']:,.0f} MiB)")
+              f"reference pass {gpu['reference_mib']:,.0f}, generation {gpu['generation_mib']:,.0f} MiB)")
     print("\n".join(gpu_verdicts(gpu["total_mib"], gpu_memory_gib)))
     if not use_checkpointing(cfg.trainer.gradient_checkpointing, on_cuda=True):
         alt = estimate(cfg, shapes=shapes, on_cuda=True, gradient_checkpointing=True)

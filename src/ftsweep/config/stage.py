@@ -7,7 +7,7 @@ default objective a stage uses is decided by its module under :mod:`ftsweep.stag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -45,7 +45,35 @@ class KtoStage:
     max_prompt_length: int | None = None
 
 
-STAGE_SCHEMAS: dict[str, type] = {"sft": SftStage, "dpo": DpoStage, "kto": KtoStage}
+@dataclass
+class RewardSpec:
+    """One GRPO reward: ``name`` chooses it, ``weight`` scales it in the sum (trl ``reward_weights``)."""
+
+    # exact_match | regex | length_penalty | function
+    name: str = "exact_match"
+    weight: float = 1.0
+    # regex: 1.0 when the stripped completion fully matches, else 0.0
+    pattern: str | None = None
+    # length_penalty: -(completion tokens above target) / target
+    target: int | None = None
+    # function: "my_pkg.rewards:score" with trl's reward-function signature (prompts, completions, **columns)
+    function: str | None = None
+
+
+@dataclass
+class GrpoStage:
+    """GRPO with verifiable rewards (trl GRPOTrainer): prompts from any SFT format, the answer as reference."""
+
+    name: str = "grpo"
+    num_generations: int = 4
+    max_completion_length: int = 16
+    # KL weight against the reference (0 = no reference pass, trl's default)
+    beta: float = 0.0
+    temperature: float = 1.0
+    rewards: list[RewardSpec] = field(default_factory=list)
+
+
+STAGE_SCHEMAS: dict[str, type] = {"sft": SftStage, "dpo": DpoStage, "kto": KtoStage, "grpo": GrpoStage}
 
 
 def register_stage_schemas() -> None:

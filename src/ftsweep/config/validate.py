@@ -266,6 +266,9 @@ def _validate_stage(cfg: DictConfig) -> None:
     if cfg.data.packing:
         raise ConfigError("data.packing", f"stage={name} does not pack rows; set data.packing=false")
     s = cfg.stage
+    if name == "grpo":
+        _validate_grpo(cfg)
+        return
     _at_least(cfg, "stage.beta", 0, strict=True)
     if s.max_prompt_length is not None and not 1 <= s.max_prompt_length < cfg.data.cutoff_len:
         raise ConfigError("stage.max_prompt_length", f"must be in [1, data.cutoff_len={cfg.data.cutoff_len}) or null "
@@ -277,3 +280,18 @@ def _validate_stage(cfg: DictConfig) -> None:
     if name == "kto":
         _at_least(cfg, "stage.desirable_weight", 0, strict=True)
         _at_least(cfg, "stage.undesirable_weight", 0, strict=True)
+
+
+def _validate_grpo(cfg: DictConfig) -> None:
+    from ftsweep.stages.rewards import build_rewards
+
+    s, t = cfg.stage, cfg.trainer
+    _at_least(cfg, "stage.num_generations", 2)
+    _at_least(cfg, "stage.max_completion_length", 1)
+    _at_least(cfg, "stage.beta", 0)
+    _at_least(cfg, "stage.temperature", 0, strict=True)
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if t[key] % s.num_generations:
+            raise ConfigError(f"trainer.{key}", f"must be a multiple of stage.num_generations={s.num_generations} "
+                              f"(each prompt's completions share a batch; got {t[key]})")
+    build_rewards(s.rewards)  # no reward, an unknown one, a function that cannot be imported: one line

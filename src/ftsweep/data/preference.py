@@ -260,3 +260,53 @@ def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_pro
     digest = hashlib.sha256(json.dumps([[e.prompt_ids, e.answers, e.label] for e in train + evals]).encode())
     return DataBundle(train=to_dataset(train, paired), eval=to_dataset(evals, paired), stats=stats,
                       fingerprint=digest.hexdigest()[:16])
+
+
+# ------------------------------------------------------------------------------------- GRPO prompts
+def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[str, str]:
+    """A row of any SFT format -> {"prompt": the prompt text exactly as SFT renders it, "answer": its answer}.
+
+    The prompt's leading bos text is left to the tokenizer (trl tokenizes the prompt with special tokens);
+    the answer is the trained text without its end-of-turn / eos token (the reference for the rewards).
+    """
+    segments = renderer(rec)
+    if not segments or segments[-1].kind != ANSWER:
+        raise DataError(rec.where, "the row has no answer", "output")
+    prompt = "".join(s.text for s in segments[:-1])
+    bos = tokenizer.bos_token or ""
+    if bos and prompt.startswith(bos):
+        prompt = prompt[len(bos):]
+    ids = tokenizer(segments[-1].text, add_special_tokens=False)["input_ids"]
+    return {"prompt": prompt, "answer": tokenizer.decode(ids, skip_special_tokens=True).strip()}
+
+
+def build_prompt_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
+    """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``."""
+    from datasets import Dataset
+
+    d = data_options(cfg.data)
+    bad = BadRows(d.bad_rows)
+    train_rec, val_rec, n_rows = load_split(cfg, bad)
+    renderer = Renderer(d, tokenizer)
+
+    def rows(records: list[Record]) -> list[dict[str, str]]:
+        out = []
+        for rec in records:
+            try:
+                out.append(prompt_and_answer(renderer, tokenizer, rec))
+            except TemplateError:
+                raise
+            except DataError as err:
+                bad.handle(err)
+        return out
+
+    train, evals = rows(train_rec), rows(val_rec)
+    if not train:
+        raise DataError(d.path, "no prompts left after bad rows")
+    stats = {"n_rows": n_rows, "n_skipped_bad": bad.skipped, "n_train": len(train), "n_eval": len(evals),
+             "n_truncated": 0, "n_dropped": 0}
+
+    def to_ds(items):
+        return Dataset.from_list(items) if items else None
+
+    return DataBundle(train=to_ds(train), eval=to_ds(evals), stats=stats, fingerprint="")

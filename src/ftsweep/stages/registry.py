@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-STAGES = ("sft", "dpo", "kto")
+STAGES = ("sft", "dpo", "kto", "grpo")
 
 
 def stage_module(name: str) -> ModuleType:

@@ -264,7 +264,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     why_cold = cold_only(conf, custom_command=command != DEFAULT_COMMAND) if conf.warm_workers else None
     stage = str(OmegaConf.select(cfg, "stage.name", default="sft"))
     if conf.warm_workers and not why_cold and not stage_module(stage).WARM:
-        why_cold = f"stage={stage} is not supported by warm workers (its trainer keeps a reference adapter on the model)"
+        why_cold = f"stage={stage} is not supported by warm workers (they keep what SFT trials share)"
     if why_cold:
         print(f"[sweep] hydra.sweeper.warm_workers: trials run cold ({why_cold})", file=sys.stderr)
         conf = replace(conf, warm_workers=False)
