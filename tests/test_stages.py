@@ -370,3 +370,14 @@ def test_grpo_trains_and_hands_each_row_answer_to_the_weighted_rewards(cache_dir
     for h in evals:
         assert h["eval_reward"] == pytest.approx(0.5 + h["eval_rewards/exact_match/mean"])
     assert m["objective"] == m["eval_reward"]
+
+
+def test_init_from_a_sweep_folder_uses_its_best_trial(tmp_path):
+    from ftsweep.stages.init_from import adapter_dir
+
+    best = tmp_path / "sweep" / "trial_3"
+    (best / "adapter").mkdir(parents=True)
+    (best / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "sweep" / "summary.json").write_text(json.dumps({"best_trial_dir": str(best)}))
+    assert adapter_dir(tmp_path / "sweep") == best / "adapter"
+    assert adapter_dir(best) == best / "adapter" and adapter_dir(tmp_path) is None

@@ -15,9 +15,26 @@ from typing import Any
 from ftsweep.config.errors import ConfigError
 
 
-def adapter_dir(path: str | Path) -> Path | None:
-    """The adapter folder of a run / trial directory (or the adapter folder itself), None if there is none."""
+def run_dir_of(path: str | Path) -> Path:
+    """A run or trial directory as given, or a sweep folder's best trial (its summary.json ``best_trial_dir``)."""
+    import json
+
     root = Path(path).expanduser()
+    summary = root / "summary.json"
+    if not (root / "adapter").is_dir() and summary.is_file():
+        try:
+            best = json.loads(summary.read_text()).get("best_trial_dir")
+        except (OSError, ValueError):
+            best = None
+        if best:
+            return Path(best)
+    return root
+
+
+def adapter_dir(path: str | Path) -> Path | None:
+    """The adapter folder of a run / trial directory (or the adapter folder itself, or a sweep folder's best
+    trial), None if there is none."""
+    root = run_dir_of(path)
     for candidate in (root / "adapter", root):
         if (candidate / "adapter_config.json").is_file():
             return candidate
@@ -30,6 +47,8 @@ def init_from_problem(cfg: Any) -> str | None:
     if not init:
         return None
     root = Path(str(init)).expanduser()
+    if root.is_dir():
+        root = run_dir_of(root)
     if not root.is_dir():
         return f"init_from: no such directory {str(init)!r}"
     if adapter_dir(root) is None:
