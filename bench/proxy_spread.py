@@ -5,6 +5,8 @@ lr (goal >= 20%) and whether the best lr is interior.
 
     python bench/proxy_spread.py            # 7 lr x 2 LoRA options, about 2-4 minutes on 2 CPU cores
     python bench/proxy_spread.py --quick    # 3 lr x r16, 10 steps (smoke test)
+    python bench/proxy_spread.py --exact-match   # objective=exact_match: exact match of greedy answers per lr
+                                                 # (all 80 validation rows), lora=r8 (bench/results/proxy_spread_em.json)
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from _common import bench_env, default_cache, ftsweep_cmd, run_proc, table, writ
 LRS = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
 
-def scan(lora: str, lrs: list[float], steps: int, eval_every: int, tmp: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+def scan(lora: str, lrs: list[float], steps: int, eval_every: int, tmp: Path, env: dict[str, str],
+         objective: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     sweep_dir = tmp / lora
-    run_proc(ftsweep_cmd("train", "-m", "hydra/sweeper=basic", "data=proxy_tasks", f"lora={lora}", "logger=none",
+    run_proc(ftsweep_cmd("train", "-m", "hydra/sweeper=basic", "data=proxy_tasks", f"lora={lora}", "logger=none", *objective,
                          "optimizer.lr=" + ",".join(repr(x) for x in lrs), f"trainer.max_steps={steps}",
                          f"trainer.eval_steps={eval_every}", f"trainer.logging_steps={eval_every}",
                          f"hydra.sweep.dir={sweep_dir}"), env=env)
@@ -36,7 +39,9 @@ def scan(lora: str, lrs: list[float], steps: int, eval_every: int, tmp: Path, en
         cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         out.append({"lora": lora, "lr": float(cfg["optimizer"]["lr"]), "initial_eval_loss": m["initial_eval_loss"],
                     "eval_loss": m["eval_loss"], "eval_mean_token_accuracy": m["eval_mean_token_accuracy"],
-                    "eval_history": m["eval_history"]})
+                    "eval_history": m["eval_history"],
+                    **{k: m[k] for k in ("exact_match", "initial_exact_match", "contains", "generation_s_per_100_rows")
+                       if k in m}})
     return sorted(out, key=lambda r: r["lr"])
 
 
@@ -53,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--exact-match", action="store_true")
     args = p.parse_args(argv)
     lrs, loras, steps = ([1e-4, 1e-2, 1e-1], ["r16"], 10) if args.quick else (LRS, ["r8", "r16"], 60)
+    if args.exact_match:
+        return exact_match_spread(lrs, steps, args.out)
     env = bench_env(default_cache())
     with tempfile.TemporaryDirectory(prefix="ftsweep-bench-spread-") as d:
         rows = {lora: scan(lora, lrs, steps, 10 if steps >= 20 else 5, Path(d), env) for lora in loras}
@@ -72,6 +80,27 @@ def main(argv: list[str] | None = None) -> int:
                    f"trainer.max_steps={steps} trainer.eval_steps=10",
         "steps": steps, "lrs": lrs, "spread": spreads, "overall": overall, "runs": allrows,
     }, args.out)
+    return 0
+
+
+def exact_match_spread(lrs: list[float], steps: int, out: str | None) -> int:
+    """Exact match of greedy answers on all validation rows after training, per lr (lora=r8)."""
+    env = bench_env(default_cache())
+    objective = ("objective=exact_match", "objective.max_samples=16")
+    with tempfile.TemporaryDirectory(prefix="ftsweep-bench-spread-em-") as d:
+        rows = scan("r8", lrs, steps, 10 if steps >= 20 else 5, Path(d), env, objective)
+    best = max(rows, key=lambda r: r["exact_match"])
+    worst = min(rows, key=lambda r: r["exact_match"])
+    print(f"\ndata=proxy_tasks, tiny model, lora=r8, {steps} steps: exact match on all validation rows (eval loss)\n")
+    print(table(["lr", "exact match", "eval loss"], [[f"{r['lr']:g}", f"{r['exact_match']:.3f}", f"{r['eval_loss']:.3f}"]
+                                                    for r in rows]))
+    print(f"best lr {best['lr']:g} -> {best['exact_match']:.3f}, worst lr {worst['lr']:g} -> {worst['exact_match']:.3f}")
+    write_result("proxy_spread_em", {
+        "command": f"ftsweep train -m data=proxy_tasks lora=r8 logger=none {' '.join(objective)} optimizer.lr=<lrs> "
+                   f"trainer.max_steps={steps} trainer.eval_steps=10",
+        "steps": steps, "lrs": lrs, "best_lr": best["lr"], "best_exact_match": best["exact_match"],
+        "worst_lr": worst["lr"], "worst_exact_match": worst["exact_match"], "runs": rows,
+    }, out)
     return 0
 
 

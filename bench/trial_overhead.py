@@ -8,7 +8,7 @@ first optimizer step, training loop, in-loop evals, final eval, save, tracker fi
 share of a trial that is not training, and the whole sweep's wall-clock, cold vs warm.
 
     python bench/trial_overhead.py                 # 3 repetitions: a probed and a plain pair of quickstart sweeps
-    python bench/trial_overhead.py --quick         # 1 probed pair of 3 trials of 10 steps, 1 at a time (smoke test)
+    python bench/trial_overhead.py --quick         # 1 probed pair of 2 trials of 4 steps, 1 at a time (smoke test)
     python bench/trial_overhead.py -- data=alpaca_en_demo   # extra overrides after --
 
 The probe (bench/_phase_probe/sitecustomize.py, put on PYTHONPATH) wraps a few ftsweep / transformers
@@ -193,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tiny_model(env)
     overrides = list(args.overrides)
     if args.quick:
-        overrides += ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_workers=1", "trainer.max_steps=10",
-                      "trainer.eval_steps=5"]
+        # the smallest sweep that still has a cold trial, a worker's first and a reused worker's trial
+        overrides += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_workers=1", "trainer.max_steps=4",
+                      "trainer.eval_steps=2", "data.max_rows=200"]
     sweeps: list[dict[str, Any]] = []
     # Each repetition: a cold and a warm sweep with the probe (phases), then a pair without it (the sweep's
     # wall-clock as a user sees it; the probe's import hook and file appends cost both modes a little).

@@ -41,6 +41,10 @@ def main() -> int:
 
     rundir.mask_hydra_files(run_dir)  # as the real trial entry does once Hydra has written .hydra/
     number = os.environ.get("FTSWEEP_TRIAL_NUMBER", "-1")
+    if os.environ.get("FAKE_NOTICE"):  # a one-time step that takes a while (ftsweep.notices)
+        from ftsweep.notices import notice
+
+        notice(os.environ["FAKE_NOTICE"])
     mode = json.loads(os.environ.get("FAKE_PLAN") or "{}").get(number, "ok")
     if mode == "oom_once" and batch < 8:
         mode = "ok"
@@ -67,9 +71,11 @@ def main() -> int:
     ctx = trial_context()
     reporter = TrialReporter(ctx) if ctx else None
     value = None
+    evals = []
     for step in (2, 4, 6, 8):
         time.sleep(step_s)
         value = final + 2.0 / step
+        evals.append({"step": step, "eval_loss": value})
         if mode == "nan" and step >= 4:
             return fail(f"nan_loss: training loss is nan at step {step}", "FloatingPointError")
         if reporter is not None and reporter.report(value, step):
@@ -79,6 +85,8 @@ def main() -> int:
             return 0
     metrics = {"status": "complete", "objective": value, "eval_loss": value, "train_loss": value + 0.1,
                "wandb_run_id": None, "trial_number": int(number),
+               # what the dashboard shows of a real trial (memory estimate vs peak, tokens, learning curve)
+               "train_tokens": 4096, "memory_estimate_mib": 1200.0, "peak_memory_mb": 1000.0, "eval_history": evals,
                # for placement tests: which GPUs the trial was given, and when it ran
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "t_start": t_start, "t_end": time.time()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))

@@ -69,6 +69,10 @@ SCHEDULER = {
 OBJECTIVE = {
     "metric": ("eval_mean_token_accuracy", lambda a, c: a.metric_for_best_model == "mean_token_accuracy"),
     "direction": ("maximize", lambda a, c: a.greater_is_better is True),
+    # generation objectives: read by ftsweep.objectives.evaluator / metrics (tests/test_objective.py)
+    **{k: (None, None) for k in ("extra_metrics", "normalize", "pattern", "function", "max_samples", "subset_seed",
+                                 "final_all_rows", "max_new_tokens", "new_tokens_margin", "batch_size",
+                                 "write_predictions")},
 }
 
 
@@ -115,7 +119,7 @@ def test_every_logger_field_reaches_the_wandb_run(compose, tmp_path, monkeypatch
         seen.update(kwargs)
         return types.SimpleNamespace(id="r1", summary={}, finish=lambda **_: None)
 
-    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init, Settings=lambda **kw: kw))
     values = {"name": "wandb", "project": "p2", "entity": "me", "group": "g2", "run_name": "n2", "tags": ["a", "b"],
               "mode": "disabled"}
     assert set(values) == {f.name for f in fields(LoggerConfig)}

@@ -178,8 +178,14 @@ def test_trial_orphan_check_follows_the_sweep_process_not_the_parent(monkeypatch
 
     sweep = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, not our parent
     try:
-        monkeypatch.setenv("FTSWEEP_PARENT_PID", str(sweep.pid))
-        reporter = trial_mod.TrialReporter({"storage": "sqlite://", "study_name": "s", "trial_id": 1})
+        from ftsweep.sweeper.launch import TrialLaunch
+
+        monkeypatch.setenv("FTSWEEP_PARENT_PID", str(sweep.pid))  # what the sweep process hands over ...
+        monkeypatch.setenv("FTSWEEP_TRIAL_ID", "1")
+        monkeypatch.setenv("FTSWEEP_STORAGE", "sqlite://")
+        ctx = TrialLaunch.from_env()  # ... read back on the trial side
+        assert ctx is not None and ctx.parent_pid == sweep.pid
+        reporter = trial_mod.TrialReporter(ctx)
         exits = []
         monkeypatch.setattr(trial_mod.os, "_exit", lambda code: exits.append(code))
         monkeypatch.setattr(reporter, "_connect", lambda: None)

@@ -192,3 +192,33 @@ def test_estimate_never_forces_remote_code(monkeypatch):
     config.auto_map = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
     shapes_from_config(config)
     assert seen["trust_remote_code"] is False
+
+
+def test_estimate_prints_the_settings_it_assumed(capsys, no_hub):
+    assert cli.main(["train", "--estimate-memory", *SEED_T4]) == 0
+    out = capsys.readouterr().out
+    head, rest = out.split("\n\n", 1)
+    assert head.splitlines() == [
+        "assumed (change any with key=value):",
+        "  batch          trainer.per_device_train_batch_size=2 (eval batch 8), data.cutoff_len=2048, data.packing=false",
+        "  adapter        lora.r=16, lora.alpha=16, lora.dropout=0.05, targets k_proj, o_proj, q_proj, v_proj",
+        "  checkpointing  trainer.gradient_checkpointing=null: on with a GPU, off on CPU",
+        "  dtype          model.dtype=auto, trainer.precision=auto: 16-bit compute on a GPU, 32-bit on CPU; "
+        "quantization=nf4 (compute auto)",
+        "  optimizer      optimizer=adamw_torch",
+    ]
+    assert "total" in rest  # the totals come after what they assume
+
+
+def test_readme_estimate_examples_print_what_readme_says(capsys, no_hub):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    flat = re.sub(r"\n\s*", " ", readme)  # commands and figures wrapped over lines
+    examples = re.findall(r"ftsweep train --estimate-memory ((?:[\w.]+=\S+ ?)+)[^0-9]{0,200}?(\d[\d,]*) MiB", flat)
+    assert len(examples) >= 2, examples  # the One run example and the GPU section
+    for overrides, figure in examples:
+        assert cli.main(["train", "--estimate-memory", *overrides.strip("` ").split()]) == 0
+        out = capsys.readouterr().out
+        assert f"total {figure}." in out, (overrides, figure, out)

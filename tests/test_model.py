@@ -200,3 +200,24 @@ def test_fp16_training_keeps_trainable_weights_in_fp32(compose, monkeypatch):
     assert any("embed_tokens" in n for n in trainable) and set(trainable.values()) == {torch.float32}, trainable
     frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad}
     assert frozen == {torch.float16}
+
+
+
+def test_adapter_config_lists_target_modules_sorted(tmp_path):
+    """peft writes target_modules in set order (it follows PYTHONHASHSEED, so two identical runs differ)."""
+    import json
+
+    from peft import LoraConfig
+
+    LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], modules_to_save=["lm_head", "embed_tokens"]
+               ).save_pretrained(str(tmp_path))
+    path = tmp_path / "adapter_config.json"
+    doc = json.loads(path.read_text())
+    doc["target_modules"] = ["v_proj", "q_proj", "down_proj"]  # an order a set may come out in
+    path.write_text(json.dumps(doc))
+    model_mod.sort_adapter_config(tmp_path)
+    again = json.loads(path.read_text())
+    assert again["target_modules"] == ["down_proj", "q_proj", "v_proj"]
+    assert again["modules_to_save"] == ["lm_head", "embed_tokens"]  # a list, in the user's order: unchanged
+    assert {k: v for k, v in again.items() if k != "target_modules"} == {
+        k: v for k, v in doc.items() if k != "target_modules"}

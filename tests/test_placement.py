@@ -76,14 +76,14 @@ def test_pool_random_churn_respects_the_limit():
 
 # ---------------------------------------------------------------------- through the runner
 def test_sweep_shares_gpus_up_to_trials_per_gpu(tmp_path):
-    """A sweep on 2 (fake) GPUs, 2 trials per GPU, 6 workers asked: 4 run at once, never 3 on one GPU."""
+    """A sweep on 2 (fake: CUDA_VISIBLE_DEVICES=0,1) GPUs, 2 trials per GPU, 6 workers asked: 4 run at once, never 3 on one GPU."""
     import json
 
     from sweep_helpers import run, sweep_args
 
     sd = tmp_path / "s"
     r = run(sweep_args(sd, "hydra.sweeper.gpus=[0,1]", "hydra.sweeper.trials_per_gpu=2", "hydra.sweeper.pruner.name=none",
-                       n_trials=6, workers=6), tmp_path, FAKE_STEP_S="0.6")
+                       n_trials=6, workers=6), tmp_path, FAKE_STEP_S="0.6", CUDA_VISIBLE_DEVICES="0,1")
     assert r.returncode == 0, r.stderr
     assert "n_workers=6 > 4 GPU place(s)" in r.stderr
     runs = [json.loads((sd / f"trial_{n}" / "metrics.json").read_text()) for n in range(6)]

@@ -51,6 +51,12 @@ def test_write_report(study):
         assert (sd / "plots" / f"{name}.png").stat().st_size > 1000
         assert (sd / "plots" / f"{name}.html").is_file()
     assert "![optimization_history]" in (sd / "report.md").read_text()
+    # the axes name the objective; the pruned trial (2) is in the history plot, marked with its last value
+    history = (sd / "plots" / "optimization_history.html").read_text()
+    assert '"text":"eval_loss"' in history.replace(": ", ":")
+    assert '"name":"pruned (last reported value)"' in history.replace(": ", ":")
+    assert '"x":[2]' in history.replace(": ", ":")
+    assert '"text":"eval_loss at each evaluation"' in (sd / "plots" / "intermediate_values.html").read_text().replace(": ", ":")
 
 
 def test_best_yaml_composes_to_the_best_trial(study, compose):

@@ -166,6 +166,9 @@ def test_wandb_init_records_masked_arguments_and_no_code_or_git(tmp_path, monkey
     monkeypatch.setattr(sys, "argv", list(argv))
     run_ = wandb_init(project="p", dir=str(tmp_path), mode="offline", config={"a": 1})
     run_.finish()
+    import wandb
+
+    wandb.teardown()  # the service flushes the run's transaction log (finish alone may leave it unwritten)
     assert sys.argv == argv  # the process's own arguments are untouched
     (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     assert b"alice:***@db.example.org" in log.read_bytes() and b"x=***" in log.read_bytes()

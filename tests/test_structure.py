@@ -24,12 +24,15 @@ LAYERS = {  # module prefix -> the groups it must not import
     "ftsweep.callbacks": ("tools and cli", "sweeper and report"),
     "ftsweep.stages": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.data": ("tools and cli", "sweeper and report", "recipe"),
+    "ftsweep.objectives": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.model": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.memory": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.config": ("tools and cli", "sweeper and report", "recipe", "data and model"),
     "ftsweep.rundir": ("tools and cli", "sweeper and report", "recipe", "data and model"),
     "ftsweep.tracking": ("tools and cli", "sweeper and report", "recipe", "data and model"),
     "ftsweep.paths": ("tools and cli", "sweeper and report", "recipe", "data and model"),
+    "ftsweep.sweepdir": ("tools and cli", "sweeper and report", "recipe", "data and model"),
+    "ftsweep.errors": ("tools and cli", "sweeper and report", "recipe", "data and model"),
 }
 
 
@@ -105,6 +108,26 @@ def test_lower_layers_never_import_upper_ones():
                 for group in forbidden_groups:
                     bad += [f"{module} imports {t} ({group})" for t in imports
                             if any(t == u or t.startswith(u + ".") for u in UPPER[group])]
+    assert not bad, bad
+
+
+# Sideways ties inside a layer: module prefix -> modules it must not import. The sweep calls the report
+# through one hook (sweeper.sweep.execute(plan, on_end)); the report and the tools read a sweep through
+# the sweeper's public study API (sweeper.study.load_study), never through each other.
+SIDEWAYS = {
+    "ftsweep.sweeper": ("ftsweep.report", "ftsweep.merge", "ftsweep.generate", "ftsweep.inspect", "ftsweep.publish"),
+    "ftsweep.merge": ("ftsweep.report",),
+    "ftsweep.generate": ("ftsweep.report",),
+    "ftsweep.report": ("ftsweep.sweeper.runner", "ftsweep.sweeper.process", "ftsweep.sweeper.sweep",
+                       "ftsweep.sweeper.trial", "ftsweep.sweeper.worker"),
+}
+
+
+def test_no_sideways_imports():
+    graph = import_graph()
+    bad = [f"{module} imports {t}" for module, imports in graph.items() for prefix, forbidden in SIDEWAYS.items()
+           if module == prefix or module.startswith(prefix + ".")
+           for t in imports if any(t == f or t.startswith(f + ".") for f in forbidden)]
     assert not bad, bad
 
 

@@ -63,7 +63,7 @@ def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch, gpus, exp
     (fake_bin / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     from ftsweep.config.sweeper import SubmititConf, SweeperConf
-    from ftsweep.sweeper.process import SubmititBackend
+    from ftsweep.sweeper.submitit_backend import SubmititBackend
 
     conf = SweeperConf(backend="submitit", gpus=gpus, gpus_per_trial=2, submitit=SubmititConf(
         cluster="slurm", partition="gpu", account="proj1", qos="high", timeout_min=90, cpus_per_task=8, mem_gb=64,

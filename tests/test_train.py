@@ -58,6 +58,8 @@ def test_twenty_steps_learn_and_change_every_lora_parameter(compose, tmp_path):
     assert set(manifest["versions"]) >= {"torch", "transformers", "peft", "trl", "bitsandbytes", "optuna"}
     assert manifest["data_fingerprint"] and manifest["config_hash"]
     assert (tmp_path / "adapter" / "tokenizer.json").is_file()
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]  # sorted, not set order
 
 
 def test_same_seed_same_metrics(compose, tmp_path):

@@ -29,8 +29,8 @@ def _embedding_hooks(model) -> int:
 @pytest.mark.parametrize("extra", [[], ["quantization=nf4", "trainer.gradient_checkpointing=true"]],
                          ids=["bf16-lora", "nf4-checkpointing"])
 def test_warm_trials_equal_cold_trials_and_leave_the_base_clean(compose, tmp_path, extra):
+    from ftsweep.sweeper.warm import WarmComponents
     from ftsweep.train import run as train_run
-    from ftsweep.warm import WarmComponents
 
     trials = [("1e-3", "r8"), ("5e-3", "r16"), ("1e-3", "r8")]
     cfgs = [compose(*FAST, "trainer.max_steps=6", "trainer.eval_steps=3", f"optimizer.lr={lr}", f"lora={r}", *extra)
@@ -56,8 +56,8 @@ def test_warm_trials_equal_cold_trials_and_leave_the_base_clean(compose, tmp_pat
 
 
 def test_full_fine_tune_never_reuses_its_base(compose, tmp_path):
+    from ftsweep.sweeper.warm import WarmComponents
     from ftsweep.train import run as train_run
-    from ftsweep.warm import WarmComponents
 
     parts = WarmComponents()
     cfg = compose(*FAST, "trainer.max_steps=2", "trainer.eval_steps=2", "lora=none")
@@ -69,8 +69,8 @@ def test_full_fine_tune_never_reuses_its_base(compose, tmp_path):
 
 
 def test_changed_model_settings_rebuild_the_base(compose, tmp_path):
+    from ftsweep.sweeper.warm import WarmComponents
     from ftsweep.train import run as train_run
-    from ftsweep.warm import WarmComponents
 
     parts = WarmComponents()
     train_run(compose(*FAST, "trainer.max_steps=2", "trainer.eval_steps=2"), tmp_path / "a", parts=parts)

@@ -52,9 +52,9 @@ if _DIR:
         ("transformers.trainer", "Trainer.evaluate", "evaluate"),
         ("transformers.trainer_callback", "CallbackHandler.on_step_end", "step_end"),
         ("ftsweep.sweeper.trial", "main", "warm_trial"),
-        ("ftsweep.warm", "WarmComponents.tokenizer", "warm_tokenizer"),
-        ("ftsweep.warm", "WarmComponents.datasets", "warm_data"),
-        ("ftsweep.warm", "WarmComponents.model", "warm_model"),
+        ("ftsweep.sweeper.warm", "WarmComponents.tokenizer", "warm_tokenizer"),
+        ("ftsweep.sweeper.warm", "WarmComponents.datasets", "warm_data"),
+        ("ftsweep.sweeper.warm", "WarmComponents.model", "warm_model"),
     ]
     HEAVY = ("torch", "transformers", "peft", "trl", "datasets", "optuna", "wandb", "bitsandbytes", "accelerate")
     _depth = [0]

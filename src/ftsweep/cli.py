@@ -5,6 +5,7 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
+    ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
     ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
     ftsweep merge RUN_DIR [--out DIR] [--dtype bf16|fp16|fp32]                merge the adapter into the base
     ftsweep export SWEEP_DIR [--out DIR]                                      merge the best trial of a sweep
@@ -14,12 +15,14 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ftsweep.config.errors import UsageError
+from ftsweep.errors import Failure, UsageError, one_line, report
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -29,6 +32,7 @@ COMMANDS = {
     "train": "ftsweep.cli:train_main",
     "inspect": "ftsweep.inspect:main",
     "report": "ftsweep.report:main",
+    "dashboard": "ftsweep.dashboard:main",
     "generate": "ftsweep.generate:main",
     "merge": "ftsweep.merge:main",
     "export": "ftsweep.merge:export_main",
@@ -37,10 +41,8 @@ COMMANDS = {
 
 
 def fail(message: str, code: int = 2) -> int:
-    from ftsweep.tracking import mask_url_passwords
-
-    message = " ".join(str(message).split())  # one line, whatever the message held
-    print(f"ftsweep: error: {mask_url_passwords(message)}", file=sys.stderr)
+    """Print ``message`` as one ``ftsweep: error:`` line (secrets masked); return ``code``."""
+    print(f"ftsweep: error: {one_line(message)}", file=sys.stderr)
     return code
 
 
@@ -57,10 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with one_line_usage_errors():
             return int(func(rest) or 0)
-    except UsageError as err:
-        return fail(str(err))
-    except KeyboardInterrupt:
-        return fail("interrupted", 130)
+    except (UsageError, Failure, KeyboardInterrupt) as err:  # the one place a command's error becomes a code
+        return report(err)
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
@@ -139,8 +139,10 @@ def train_main(argv: list[str]) -> int:
             cfg = config.compose(fixed, config_dirs=config_dirs)
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
+                check_output_dir(with_hydra, multirun)
                 if not multirun:
                     check_run_dir(with_hydra)
+                    _NEW_FOLDERS[:] = [first_missing(str(with_hydra.hydra.run.dir))]
         except UsageError as err:
             return fail(str(err))
         if estimate:
@@ -204,6 +206,30 @@ def check_data_files(cfg: Any) -> None:
         raise UsageError(message)
 
 
+def check_output_dir(cfg: Any, multirun: bool) -> None:
+    """The run (or sweep) folder can be made: not a file, writable, room on its disk (one line, exit 2)."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.outputs import check_output_dir as check
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    check(str(OmegaConf.select(cfg, key)), key)
+
+
+# The outermost folder a single run is about to create (None: its run folder exists already). Bad input
+# found once the run has started (bad data rows) removes it again: bad input leaves nothing behind.
+_NEW_FOLDERS: list[Any] = [None]
+
+
+def first_missing(path: str) -> Any:
+    """The outermost folder on the way to ``path`` that does not exist yet (None if ``path`` exists)."""
+    from pathlib import Path
+
+    target = Path(path).expanduser().absolute()
+    missing = [p for p in (target, *target.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
 def check_run_dir(cfg: Any) -> None:
     """A finished run is never overwritten without ``overwrite=true`` (then its result files are removed
     first, so the new run's outcome is the only one there)."""
@@ -233,9 +259,17 @@ def train_task(cfg: Any) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
-    metrics = execute(cfg, run_dir)
+    try:
+        metrics = execute(cfg, run_dir)
+    except SystemExit as exc:
+        created = _NEW_FOLDERS[0]
+        if exc.code == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
+            import shutil
+
+            shutil.rmtree(created, ignore_errors=True)  # bad input (data): the folders this run made go again
+        raise
     # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
-    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and (run_dir / "adapter").is_dir():
+    if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and rundir.RunDir(run_dir).adapter.is_dir():
         from ftsweep.generate import generate_run
 
         generate_run(run_dir)
@@ -250,10 +284,14 @@ def train_help(overrides: list[str], config_dirs: list[str]) -> int:
 
     print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
     print("Config groups (group=option; experiment is added with +experiment=NAME, a sweep with sweep=NAME):")
+    width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
     for group in config.list_groups(config_dirs):
         print(f"\n  {group}:")
         for option in config.group_options(group, config_dirs) or []:
-            print(f"    {option:<32} {config.option_summary(group, option, config_dirs)}")
+            # whole descriptions, wrapped under their column (never cut)
+            print(textwrap.fill(config.option_summary(group, option, config_dirs), width=width,
+                                initial_indent=f"    {option:<32} ", subsequent_indent=" " * 37, break_on_hyphens=False,
+                                break_long_words=False) or f"    {option}")
     try:
         cfg = config.compose(config.fixed_overrides(overrides), check=False, config_dirs=config_dirs)
     except UsageError as err:

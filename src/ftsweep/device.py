@@ -24,9 +24,10 @@ import shutil
 import subprocess
 from collections.abc import Mapping, MutableMapping, Sequence
 
+from ftsweep.config.options import PRECISION_DTYPES as DTYPE_NAMES
+from ftsweep.config.options import PRECISIONS
+
 MiB = 2**20
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 _GPU_LINE = re.compile(r"^GPU (\d+):")
 _MIG_LINE = re.compile(r"^\s+MIG .*?Device\s+(\d+):\s*\(UUID: (MIG-[^)]+)\)")
@@ -197,7 +198,7 @@ def torch_dtype(name: str, precision: str = "auto"):
     """A config dtype name (``auto`` follows ``precision``) -> torch.dtype."""
     import torch
 
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype_name(name, precision)]
+    return getattr(torch, dtype_name(name, precision))  # a name of config.options.DTYPE_BYTES
 
 
 def free_memory_mib() -> tuple[float, str]:

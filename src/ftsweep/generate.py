@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep import rundir
+from ftsweep.rundir import ADAPTER  # the kind of a fine-tuned model: an adapter (or a full model)
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ def load_models(run_dir: Path, cfg, *, quantized: bool = True):
     from transformers import AutoTokenizer
 
     from ftsweep.model import load_base_for_inference
+    from ftsweep.rundir import RunDir
 
-    adapter_dir, full_dir = run_dir / "adapter", run_dir / "model"
+    adapter_dir, full_dir = RunDir(run_dir).adapter, RunDir(run_dir).full_model
     source = adapter_dir if adapter_dir.is_dir() else full_dir
     if not source.is_dir():
         from ftsweep.config.errors import UsageError
@@ -146,7 +148,7 @@ def load_models(run_dir: Path, cfg, *, quantized: bool = True):
     if source == adapter_dir:
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer, "adapter"
+        return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer, ADAPTER
     from transformers import AutoModelForCausalLM
 
     tuned = AutoModelForCausalLM.from_pretrained(full_dir, dtype=base.dtype).eval()
@@ -195,7 +197,7 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
     for q in questions:
         prompt, bos = render_prompt(q, cfg.data, tokenizer)
         started = time.perf_counter()
-        if kind == "adapter":
+        if kind == ADAPTER:
             tuned = _answer(models, tokenizer, prompt, bos, settings)
             with models.disable_adapter():
                 base_answer = _answer(models, tokenizer, prompt, bos, settings) if base else None

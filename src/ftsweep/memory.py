@@ -24,8 +24,12 @@ LoRA adapts and the vocabulary are exact. What trl 1.16 / transformers 5 / peft 
     eval         evaluation computes the loss only, without gradients: the eval micro-batch's widest
                  layer (4 x hidden + 3 x intermediate per token) + one LM-head tile. It runs between
                  training steps, so the peak is static + max(training, evaluation) dynamic memory.
+    generation   a generation objective (objective=exact_match, ...): the KV cache of the generation batch
+                 (objective.batch_size, else the most rows, up to 64, that fit in max(training, evaluation))
+                 (2 x layers x kv_heads x head_dim x batch x (cutoff_len + new tokens) in c), the prefill's
+                 widest layer and the last position's logits; like evaluation, between training steps.
     runtime      CUDA: cuBLAS workspace, bitsandbytes / attention kernels and allocator slack (600 MiB);
-                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 100 MiB)
+                 CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 160 MiB)
 
 Known error: on CPU it is within 30% of the growth of peak RSS of tiny-model runs (tests/test_memory.py).
 On CUDA it has not been compared with a measured peak yet (no GPU in this project so far); expect
@@ -38,6 +42,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from ftsweep.config.options import DTYPE_BYTES, OPTIMIZERS, PRECISION_DTYPES
+from ftsweep.errors import MemoryInfeasible
 
 MiB = 2**20
 GiB = 2**30
@@ -85,10 +92,6 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
         "max_position_embeddings": 32768},
 }
-
-
-class MemoryInfeasible(RuntimeError):
-    """The estimate of a run exceeds the free memory of its device: the trial fails without loading."""
 
 
 @dataclass
@@ -205,8 +208,8 @@ def _compute_bytes(cfg, on_cuda: bool) -> int:
         precision = cfg.trainer.precision
         if precision == "auto":
             precision = "bf16" if on_cuda else "fp32"
-        name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
-    return {"bfloat16": 2, "float16": 2, "float32": 4}[name]
+        name = PRECISION_DTYPES[precision]
+    return DTYPE_BYTES[name]
 
 
 def _trainable_tensors(cfg, shapes: Shapes, c: int) -> list[tuple[int, int]]:
@@ -256,7 +259,7 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     trainable = sum(n for n, _ in tensors)
     adapter = sum(n * b for n, b in tensors) if lc.enabled else 0  # the base's own weights are in `weights`
     grads = sum(n * b for n, b in tensors)
-    if cfg.optimizer.name in ("adamw_8bit", "paged_adamw_8bit"):
+    if OPTIMIZERS[cfg.optimizer.name].eight_bit:
         optim = sum(2 * n if n >= BNB_MIN_8BIT_SIZE else 8 * n for n, _ in tensors)
     else:
         optim = sum(2 * n * b for n, b in tensors)
@@ -268,8 +271,8 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     # GRPO: every row is a prompt plus a sampled completion, generated first with a KV cache over both.
     completion = _completion_length(cfg)
     seq += completion
-    generation = (batch * seq * 2 * shapes.layers * shapes.kv_heads * (shapes.hidden // max(shapes.heads, 1)) * c
-                  if completion else 0)
+    rollout = (batch * seq * 2 * shapes.layers * shapes.kv_heads * (shapes.hidden // max(shapes.heads, 1)) * c
+               if completion else 0)
     tokens = batch * seq
     # Saved for backward per token and layer: norms, q/k/v, attention output, o-proj input, residuals
     # (~12 x hidden) and the MLP's gate, up, act(gate) and product (~5 x intermediate); LoRA dropout
@@ -294,6 +297,11 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     reference = _forward_only(t.per_device_train_batch_size * forward_only_seqs, seq, shapes, c, tile_bytes,
                               not on_cuda or attn == "eager") if forward_only_seqs else 0
     training = activations + lm_head + reference
+    # A generation objective's batch: as many rows as fit in the memory training already needs (at most 64).
+    gen_row = _generation_bytes(cfg, shapes, c, on_cuda, attn, batch=1)
+    gen_batch = cfg.objective.batch_size or (
+        max(1, min(MAX_GENERATION_BATCH, int(max(training, evaluation) // gen_row))) if gen_row else 0)
+    generation = gen_row * gen_batch
     runtime = (CUDA_RUNTIME_MIB if on_cuda else CPU_RUNTIME_MIB) * MiB
     parts = {
         "weights": weights,
@@ -303,7 +311,7 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
         "activations": activations,
         "lm_head": lm_head,
         "reference": reference,
-        "generation": generation,
+        "rollout": rollout,
         "runtime": runtime,
     }
     out: dict[str, Any] = {
@@ -318,7 +326,9 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     out.update({f"{k}_mib": v / MiB for k, v in parts.items()})
     # Evaluation replaces the training activations between steps: only its excess over them adds.
     has_eval = d.val_size > 0 or d.validation_path is not None
-    out["eval_extra_mib"] = max(0.0, evaluation - training) / MiB if has_eval else 0.0
+    out["eval_extra_mib"] = max(0.0, max(evaluation, generation) - training) / MiB if has_eval else 0.0
+    out["generation_mib"] = generation / MiB
+    out["generation_batch"] = gen_batch
     out["total_mib"] = sum(parts.values()) / MiB + out["eval_extra_mib"]
     return out
 
@@ -352,6 +362,40 @@ def _stage_memory(cfg) -> tuple[int, int]:
     if name == "grpo" and cfg.stage.beta > 0:  # GRPO's KL term needs the reference's log-probs
         forward_only = 1
     return trained, forward_only
+
+
+MAX_GENERATION_BATCH = 64
+
+
+def generation_batch_size(cfg, model_config: Any = None) -> int:
+    """Rows a generation objective generates together: ``objective.batch_size``, else the largest batch
+    (at most 64) whose generation memory stays within what training already needs, so generating never
+    raises the peak. From the model's own config when given (the loaded model), else its known shapes."""
+    if cfg.objective.batch_size:
+        return int(cfg.objective.batch_size)
+    try:
+        shapes = shapes_from_config(model_config) if model_config is not None else None
+        return int(estimate(cfg, shapes=shapes)["generation_batch"]) or 1
+    except Exception:  # noqa: BLE001 -- an architecture the estimate cannot read: a safe small batch
+        return min(MAX_GENERATION_BATCH, cfg.trainer.per_device_eval_batch_size)
+
+
+def _generation_bytes(cfg, shapes: Shapes, c: int, on_cuda: bool, attn: str, batch: int) -> float:
+    """A generation objective's eval batch (between training steps, like evaluation): the KV cache of
+    ``batch`` rows of at most cutoff_len prompt + answer tokens plus the new-token margin (keys and values,
+    every layer, kv_heads x head_dim), the prefill's widest layer, and the last position's logits (fp32)."""
+    from ftsweep.config.objective import generates
+
+    o = cfg.objective
+    if not generates(o):
+        return 0.0
+    seq = cfg.data.cutoff_len + (o.max_new_tokens or o.new_tokens_margin)
+    head_dim = shapes.hidden // max(shapes.heads, 1)
+    kv_cache = 2 * shapes.layers * shapes.kv_heads * head_dim * batch * seq * c
+    prefill = batch * cfg.data.cutoff_len * (4 * shapes.hidden + 3 * shapes.intermediate) * c
+    if not on_cuda or attn == "eager":
+        prefill += batch * shapes.heads * cfg.data.cutoff_len ** 2 * c
+    return kv_cache + prefill + 2 * batch * shapes.vocab * 4
 
 
 # ------------------------------------------------------------------------------------------- preflight
@@ -419,6 +463,7 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
 
     shapes = shapes_for(cfg)
     here_cuda = has_cuda()
+    print(assumed_settings(cfg, shapes) + "\n")
     est = estimate(cfg, shapes=shapes, on_cuda=here_cuda)
     if here_cuda or cfg.model.tiny is not None:  # no point in a CPU figure for a real model on a CPU machine
         est["free_mib"], _ = free_memory_mib()
@@ -428,12 +473,44 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
         print(f"on a CUDA GPU ({_precision_note(cfg)}): total {gpu['total_mib']:,.1f} MiB "
               f"(weights {gpu['weights_mib']:,.0f}, activations {gpu['activations_mib']:,.0f}, "
               f"lm_head {gpu['lm_head_mib']:,.0f}, optimizer {gpu['optimizer_mib']:,.0f}, "
-              f"reference pass {gpu['reference_mib']:,.0f}, generation {gpu['generation_mib']:,.0f} MiB)")
+              f"reference pass {gpu['reference_mib']:,.0f}, GRPO rollout {gpu['rollout_mib']:,.0f} MiB)")
     print("\n".join(gpu_verdicts(gpu["total_mib"], gpu_memory_gib)))
     if not use_checkpointing(cfg.trainer.gradient_checkpointing, on_cuda=True):
         alt = estimate(cfg, shapes=shapes, on_cuda=True, gradient_checkpointing=True)
         print(f"with trainer.gradient_checkpointing=true on a GPU: {alt['total_mib']:,.1f} MiB")
         print("\n".join(gpu_verdicts(alt["total_mib"], gpu_memory_gib)))
+
+
+def assumed_settings(cfg, shapes: Shapes) -> str:
+    """What the estimate assumed, each with the key that changes it (printed above the totals)."""
+    from ftsweep.device import use_checkpointing
+
+    t, d, lc, q = cfg.trainer, cfg.data, cfg.lora, cfg.quantization
+    bits = {on: 8 * _compute_bytes(cfg, on) for on in (True, False)}
+    ckpt = {on: "on" if use_checkpointing(t.gradient_checkpointing, on) else "off" for on in (True, False)}
+    if lc.enabled:
+        targets = ", ".join(sorted({lin.name for lin in lora_targets(cfg, shapes)}))
+        lora = f"lora.r={lc.r}, lora.alpha={lc.alpha}, lora.dropout={lc.dropout:g}, targets {targets}"
+    else:
+        lora = "lora=none: full fine-tune, every weight trained"
+    quant = (f"quantization={q.method} (compute {q.bnb_4bit_compute_dtype})" if q.method in ("nf4", "fp4")
+             else f"quantization={q.method}")
+    rows = [
+        ("batch", f"trainer.per_device_train_batch_size={t.per_device_train_batch_size} "
+                  f"(eval batch {t.per_device_eval_batch_size}), data.cutoff_len={d.cutoff_len}, "
+                  f"data.packing={str(bool(d.packing)).lower()}"),
+        ("adapter", lora),
+        ("checkpointing", f"trainer.gradient_checkpointing={_yaml(t.gradient_checkpointing)}: {ckpt[True]} with a GPU, "
+                          f"{ckpt[False]} on CPU"),
+        ("dtype", f"model.dtype={cfg.model.dtype}, trainer.precision={t.precision}: {bits[True]}-bit compute on a "
+                  f"GPU, {bits[False]}-bit on CPU; {quant}"),
+        ("optimizer", f"optimizer={cfg.optimizer.name}"),
+    ]
+    return "assumed (change any with key=value):\n" + "\n".join(f"  {k:<14} {v}" for k, v in rows)
+
+
+def _yaml(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _precision_note(cfg) -> str:

@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+from ftsweep.config.options import PRECISION_DTYPES as DTYPES  # --dtype bf16|fp16|fp32 -> torch dtype name
+from ftsweep.sweeper import attrs
 
 
 def _usage(message: str):
@@ -48,10 +49,10 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
 
     run_dir = Path(run_dir)
     cfg = rundir.load_config(run_dir)  # a wrong RUN_DIR fails before the heavy imports (and their warnings)
-    adapter = run_dir / "adapter"
+    adapter, full_model = rundir.RunDir(run_dir).adapter, rundir.RunDir(run_dir).full_model
     if not adapter.is_dir():
-        if (run_dir / "model").is_dir():
-            raise _usage(f"{run_dir} is a full fine-tune: {run_dir / 'model'} is already a standalone model")
+        if full_model.is_dir():
+            raise _usage(f"{run_dir} is a full fine-tune: {full_model} is already a standalone model")
         raise _usage(f"{run_dir} has no adapter/ (did the run finish?)")
     if dtype is not None and dtype not in DTYPES:
         raise _usage(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype}); 4-bit merges are not supported")
@@ -113,18 +114,17 @@ def _targets(cfg) -> str:
 def best_trial_dir(sweep_dir: str | Path) -> Path:
     """The best trial of a sweep, as the study itself judges it (its direction(s); see
     :func:`ftsweep.sweeper.study.best_trial`), read from the sweep's storage."""
-    from ftsweep.report import load
     from ftsweep.sweeper.grammar import SweepInputError
-    from ftsweep.sweeper.study import best_trial
+    from ftsweep.sweeper.study import best_trial, load_study
 
     try:
-        study, _, _ = load(str(sweep_dir), None)
+        study, _, _ = load_study(str(sweep_dir), None)
     except SweepInputError as err:
         raise _usage(str(err)) from err
     best = best_trial(study)
-    if best is None or not best.user_attrs.get("trial_dir"):
+    if best is None or not best.user_attrs.get(attrs.TRIAL_DIR):
         raise _usage(f"{sweep_dir}: no complete trial in study {study.study_name!r}")
-    return Path(best.user_attrs["trial_dir"])
+    return Path(best.user_attrs[attrs.TRIAL_DIR])
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -8,6 +8,7 @@ module stays cheap.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ftsweep.config import ConfigError
@@ -22,9 +23,6 @@ from ftsweep.device import (  # noqa: F401
     torch_dtype,
     use_checkpointing,
 )
-
-# Optimizer names in config -> transformers' OptimizerNames.
-OPTIMIZER_NAMES = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit"}
 
 
 def hf_token() -> str | None:
@@ -260,6 +258,28 @@ def linear_module_names(model) -> list[str]:
     names = {name.split(".")[-1] for name, mod in model.named_modules() if isinstance(mod, classes)}
     names.discard("lm_head")
     return sorted(names)
+
+
+def sort_adapter_config(adapter_dir: Path) -> None:
+    """Rewrite ``adapter_config.json`` with its set-valued fields (``target_modules``...) sorted.
+
+    peft keeps them as sets and writes ``list(set)``, whose order follows the process's string-hash seed:
+    identical runs would write different files."""
+    import json
+
+    from peft import PeftConfig
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        return
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    loaded = PeftConfig.from_pretrained(str(adapter_dir))  # the concrete class (LoraConfig...) of the file
+    sets = [k for k, v in vars(loaded).items() if isinstance(v, set) and isinstance(doc.get(k), list)]
+    if not sets:
+        return
+    for key in sets:
+        doc[key] = sorted(doc[key], key=str)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def build_lora(lc, model, *, train_embeddings: bool = False):

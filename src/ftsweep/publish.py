@@ -69,16 +69,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("repo", help="USER/NAME on the Hub")
     p.add_argument("--public", action="store_true", help="create the repo public (default private)")
     args = p.parse_args(argv)
-    folder = args.folder / "adapter" if (args.folder / "adapter").is_dir() else args.folder
+    from ftsweep.rundir import RunDir
+
+    adapter = RunDir(args.folder).adapter
+    folder = adapter if adapter.is_dir() else args.folder
     push_folder(folder, args.repo, private=not args.public)
     return 0
 
 
 if __name__ == "__main__":
-    from ftsweep.config.errors import UsageError
+    from ftsweep.cli import main as cli_main
 
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except UsageError as err:
-        print(f"ftsweep: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli_main(["publish", *sys.argv[1:]]))

@@ -19,10 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from ftsweep.sweepdir import SweepDir
+from ftsweep.sweeper import attrs
 from ftsweep.tracking import mask_url_passwords
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
@@ -46,80 +49,67 @@ def main(argv: list[str]) -> int:
         raise UsageError(str(err)) from err
     out = Path(args.out).resolve() if args.out else sweep_dir
     out_dir = write_report(study, out, storage_url=url)
-    summary = json.loads((out_dir / "summary.json").read_text())
+    folder = SweepDir(out_dir)
+    summary = folder.read_summary() or {}
     print(f"study {summary['study_name']}: {summary['n_trials']} trials ({summary['n_complete']} complete, "
           f"{summary['n_pruned']} pruned, {summary['n_failed']} failed, {summary['n_running']} running)")
     if summary["best_value"] is not None:
         print(f"best trial {summary['best_trial_number']}: value={summary['best_value']:.6g} "
               f"params={summary['best_params']} dir={summary['best_trial_dir']}")
-    print(f"report: {out_dir / 'report.md'}")
-    if (out_dir / "best.yaml").is_file():
-        print(f"best config: {out_dir / 'best.yaml'}")
+    print(f"report: {folder.report}")
+    if folder.best.is_file():
+        print(f"best config: {folder.best}")
     return 0
 
 
 def load(target: str, study_name: str | None) -> tuple[Any, Path, str]:
-    """(study, sweep dir, storage URL) for a sweep directory or a storage URL."""
-    import optuna
+    """(study, sweep dir, storage URL): :func:`ftsweep.sweeper.study.load_study`."""
+    from ftsweep.sweeper.study import load_study
 
-    from ftsweep.sweeper.grammar import SweepInputError
-    from ftsweep.sweeper.storage import open_storage, redact
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = Path(target).expanduser()
-    if "://" not in target and not target.startswith("journal:"):
-        if not path.is_dir():
-            raise SweepInputError(f"{target}: no such sweep directory (or give a storage URL)")
-        if (path / "study.db").is_file():
-            url = f"sqlite:///{(path / 'study.db').resolve()}"
-        elif (path / "study.journal").is_file():
-            url = f"journal:{(path / 'study.journal').resolve()}"
-        else:
-            raise SweepInputError(f"{target}: no study.db or study.journal here; pass the storage URL and --study")
-    else:
-        url = target
-    storage = open_storage(url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if study_name is None:
-        if len(names) != 1:
-            raise SweepInputError(f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                                  "choose one with --study")
-        study_name = names[0]
-    elif study_name not in names:
-        raise SweepInputError(f"no study {study_name!r} in {redact(url)}; studies: {', '.join(names) or 'none'}")
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    sweep_dir = path.resolve() if path.is_dir() else _sweep_dir_of(study)
-    return study, sweep_dir, url
-
-
-def _sweep_dir_of(study: Any) -> Path:
-    """The sweep directory recorded on the study when it was created (its ``hydra.sweep.dir``)."""
-    from ftsweep.sweeper.study import SWEEP_DIR_ATTR
-
-    recorded = study.user_attrs.get(SWEEP_DIR_ATTR)
-    if recorded:
-        return Path(recorded)
-    trial_dirs = [t.user_attrs.get("trial_dir") for t in study.get_trials(deepcopy=False)]
-    return next((Path(d).parent for d in trial_dirs if d), Path.cwd() / study.study_name)
+    return load_study(target, study_name)
 
 
 # ------------------------------------------------------------------------------------------ report
+def sweep_end(plan: Any) -> Path | None:
+    """The sweep's report hook (``sweeper.sweep.execute(plan, on_end=sweep_end)``): the report in the sweep
+    folder (``hydra.sweeper.report``) and the W&B summary run (``hydra.sweeper.wandb_summary``); returns
+    the report's folder. Neither can fail the sweep: its trials are in the storage already."""
+    s = plan.settings
+    report_dir = None
+    if s.conf.report:
+        from ftsweep.sweeper.watch import upload_study_files
+
+        try:
+            report_dir = write_report(plan.study, s.sweep_dir, storage_url=s.storage_url)
+        except Exception as err:  # noqa: BLE001 -- said on stderr; `ftsweep report SWEEP_DIR` can redo it
+            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+        else:  # also stored as the study's files, for the dashboard
+            upload_study_files(plan.study, report_dir, s.sweep_dir)
+    if plan.wandb_summary:
+        from ftsweep.sweeper.wandb_summary import log_summary
+
+        log_summary(plan.study, plan.logger, s.sweep_dir, summarize(plan.study))
+    return report_dir
+
+
 def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> Path:
     """Write summary.json, report.md, trials.md, plots/ and best.yaml for ``study`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    folder = SweepDir(out_dir)
     summary = summarize(study, storage_url)
     summary.update(learning_summary(study))
-    (out_dir / "summary.json").write_text(mask_url_passwords(json.dumps(summary, indent=2, default=str)))
+    folder.summary.write_text(mask_url_passwords(json.dumps(summary, indent=2, default=str)))
     table = mask_url_passwords(trials_table(study))
-    (out_dir / "trials.md").write_text(table + "\n")
-    plots = write_plots(study, out_dir / "plots")
+    folder.trials.write_text(table + "\n")
+    plots = write_plots(study, folder.plots)
     from ftsweep.sweeper.study import best_trial
 
     best = best_trial(study)
     if best is not None:
-        (out_dir / "best.yaml").write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
-    (out_dir / "report.md").write_text(mask_url_passwords(report_markdown(summary, table, plots, best is not None)))
+        folder.best.write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
+    text = report_markdown(summary, table, plots, best is not None) + generation_section(study)
+    folder.report.write_text(mask_url_passwords(text))
     return out_dir
 
 
@@ -141,12 +131,12 @@ def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
         "n_waiting": c.waiting,
         "n_rerun": len(study.get_trials(deepcopy=False)) - len(counted_trials(study)),
         "directions": [d.name.lower() for d in study.directions],
-        "metrics": study.user_attrs.get("ftsweep:metrics"),
+        "metrics": study.user_attrs.get(attrs.METRICS),
         "best_value": None if best is None else (best.values if multi else best.value),
         "best_params": None if best is None else best.params,
         "best_trial_number": None if best is None else best.number,
-        "best_trial_dir": None if best is None else best.user_attrs.get("trial_dir"),
-        "best_wandb_run_id": None if best is None else best.user_attrs.get("wandb_run_id"),
+        "best_trial_dir": None if best is None else best.user_attrs.get(attrs.TRIAL_DIR),
+        "best_wandb_run_id": None if best is None else best.user_attrs.get(attrs.WANDB_RUN_ID),
         "pareto_trials": [t.number for t in study.best_trials] if multi else None,
         "storage": redact(storage_url) if storage_url else None,
     }
@@ -157,7 +147,7 @@ def did_not_learn(trial: Any) -> bool | None:
     learn; its objective is not a result), False when it did, None when its metrics.json does not say."""
     from ftsweep import rundir
 
-    d = trial.user_attrs.get("trial_dir")
+    d = trial.user_attrs.get(attrs.TRIAL_DIR)
     metrics = rundir.read_metrics(Path(d)) if d else None
     initial = (metrics or {}).get("initial_eval_loss")
     if not isinstance(initial, (int, float)) or not math.isfinite(initial):
@@ -193,20 +183,23 @@ def trials_table(study: Any) -> str:
     """All trials as a Markdown table (re-run failures included, marked)."""
     trials = study.get_trials(deepcopy=False)
     params = sorted({k for t in trials for k in t.params})
+    # what the trial ran with beyond its samples (lora.alpha, accumulation, effective batch: ftsweep.sweeper.derived)
+    derived = sorted({k for t in trials for k in t.user_attrs.get(attrs.DERIVED) or {}}, key=lambda k: (k == "effective_batch", k))
     from ftsweep.sweeper.study import replaced_numbers
 
     rerun = replaced_numbers(trials)
-    head = ["trial", "state", "value", *params, "steps", "runtime_s", "learned", "reason", "dir"]
+    head = ["trial", "state", "value", *params, *derived, "steps", "runtime_s", "learned", "reason", "dir"]
     rows = []
     for t in trials:
         state = t.state.name + (" (re-run)" if t.number in rerun else "")
         value = t.values if t.values and len(t.values) > 1 else t.value
-        steps = t.user_attrs.get("pruned_at_step") or (max(t.intermediate_values) if t.intermediate_values else None)
-        d = t.user_attrs.get("trial_dir")
+        steps = t.user_attrs.get(attrs.PRUNED_AT_STEP) or (max(t.intermediate_values) if t.intermediate_values else None)
+        d = t.user_attrs.get(attrs.TRIAL_DIR)
         flat = did_not_learn(t) if t.state.is_finished() and t.state.name != "FAIL" else None
         learned = None if flat is None else ("NO: loss never fell below its initial value" if flat else "yes")
-        rows.append([t.number, state, value, *(t.params.get(p) for p in params), steps,
-                     t.user_attrs.get("runtime_s"), learned, t.user_attrs.get("reason"), Path(d).name if d else None])
+        shown = t.user_attrs.get(attrs.DERIVED) or {}
+        rows.append([t.number, state, value, *(t.params.get(p) for p in params), *(shown.get(k) for k in derived), steps,
+                     t.user_attrs.get(attrs.RUNTIME_S), learned, t.user_attrs.get(attrs.REASON), Path(d).name if d else None])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -224,7 +217,8 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
     plot_dir.mkdir(parents=True, exist_ok=True)
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
-    kwargs = {"target": target, "target_name": "objective 0"} if multi else {}
+    metric = str((study.user_attrs.get("ftsweep:metrics") or ["objective"])[0])  # the axes say what is optimised
+    kwargs = {"target": target, "target_name": metric} if multi else {"target_name": metric}
     status = {}
     for name in PLOTS:
         plot_kwargs = {} if name == "intermediate_values" else kwargs
@@ -235,18 +229,51 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
             warnings.simplefilter("ignore")
             try:
                 ax = getattr(vis_mpl, f"plot_{name}")(study, **plot_kwargs)
+                _label_mpl(name, ax, study, metric, multi)
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 fig.set_size_inches(9, 5.5)
                 fig.tight_layout()
                 fig.savefig(plot_dir / f"{name}.png", dpi=100)
                 plt.close(fig)
-                getattr(vis, f"plot_{name}")(study, **plot_kwargs).write_html(
-                    plot_dir / f"{name}.html", include_plotlyjs="directory")
+                figure = getattr(vis, f"plot_{name}")(study, **plot_kwargs)
+                _label_plotly(name, figure, study, metric, multi)
+                figure.write_html(plot_dir / f"{name}.html", include_plotlyjs="directory")
                 status[name] = "ok"
             except Exception as err:
                 plt.close("all")
                 status[name] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return status
+
+
+PRUNED_LABEL = "pruned (last reported value)"
+
+
+def _pruned_points(study: Any) -> tuple[list[int], list[float]]:
+    """Pruned trials as (trial number, last reported value): Optuna's history plot leaves them out."""
+    from optuna.trial import TrialState
+
+    points = [(t.number, t.intermediate_values[max(t.intermediate_values)])
+              for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
+    return [n for n, _ in points], [v for _, v in points]
+
+
+def _label_mpl(name: str, ax: Any, study: Any, metric: str, multi: bool) -> None:
+    if name == "intermediate_values":
+        ax.set_ylabel(f"{metric} at each evaluation")
+    elif name == "optimization_history" and not multi:
+        xs, ys = _pruned_points(study)
+        if xs:
+            ax.scatter(xs, ys, marker="x", color="grey", label=PRUNED_LABEL, zorder=3)
+            ax.legend()
+
+
+def _label_plotly(name: str, figure: Any, study: Any, metric: str, multi: bool) -> None:
+    if name == "intermediate_values":
+        figure.update_yaxes(title_text=f"{metric} at each evaluation")
+    elif name == "optimization_history" and not multi:
+        xs, ys = _pruned_points(study)
+        if xs:
+            figure.add_scatter(x=xs, y=ys, mode="markers", marker_symbol="x", marker_color="grey", name=PRUNED_LABEL)
 
 
 def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], has_best: bool) -> str:
@@ -275,6 +302,45 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------ generation
+def generation_section(study: Any, n_examples: int = 5) -> str:
+    """For a generation objective: its cost per trial and the best trial's first answers next to the worst
+    complete trial's (from each trial's predictions.jsonl); "" when no trial generated anything."""
+    from ftsweep import rundir
+    from ftsweep.sweeper.study import best_trial
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.user_attrs.get(attrs.TRIAL_DIR)]
+    metrics = {t.number: rundir.read_metrics(Path(t.user_attrs[attrs.TRIAL_DIR])) or {} for t in done}
+    costs = [(n, m["generation_eval_s"], m.get("generation_s_per_100_rows"), m.get("train_runtime"))
+             for n, m in metrics.items() if "generation_eval_s" in m]
+    if not costs:
+        return ""
+    lines = ["", "## Generation objective", "", "| trial | generation evals (s) | s per 100 rows | training (s) |",
+             "|---|---|---|---|"]
+    lines += [f"| {n} | {_fmt(s)} | {_fmt(per)} | {_fmt(train)} |" for n, s, per, train in sorted(costs)]
+    best = best_trial(study)
+    if best is None or len(study.directions) > 1:
+        return "\n".join(lines) + "\n"
+    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    others = [t for t in done if t.number != best.number] or done
+    worst = min(others, key=lambda t: sign * t.value)
+    pairs = []
+    for label, trial in (("best", best), ("worst", worst)):
+        pairs.append((label, trial, rundir.read_predictions(Path(trial.user_attrs[attrs.TRIAL_DIR]))[:n_examples]))
+    lines += ["", f"First {n_examples} validation answers of the best trial ({best.number}, value {_fmt(best.value)}) "
+              f"and the worst complete trial ({worst.number}, value {_fmt(worst.value)}):", "",
+              "| reference | best: prediction | worst: prediction |", "|---|---|---|"]
+    for i in range(max(len(p[2]) for p in pairs)):
+        cells = [pairs[0][2][i]["reference"] if i < len(pairs[0][2]) else ""]
+        cells += [p[2][i]["prediction"] if i < len(p[2]) else "" for p in pairs]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return "`" + " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")[:80] + "`"
+
+
 # ------------------------------------------------------------------------------------------ best.yaml
 def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     """An experiment file (``# @package _global_``) with the best trial's overrides.
@@ -285,7 +351,7 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     """
     from omegaconf import OmegaConf
 
-    overrides = list(best.user_attrs.get("overrides") or _overrides_file(best))
+    overrides = list(best.user_attrs.get(attrs.OVERRIDES) or _overrides_file(best))
     groups, values, skipped = _split_for_yaml(overrides)
     threads = _recorded_threads(best)
     pinned = threads is not None and not any(k == "trainer.num_threads" for k, _ in values)
@@ -293,12 +359,12 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
         values.append(("trainer.num_threads", threads))  # CPU losses depend on it: same count, same numbers
     parent, group = out_dir.resolve().parent, out_dir.resolve().name
     value = best.values if len(study.directions) > 1 else best.value
-    metrics = study.user_attrs.get("ftsweep:metrics") or ["objective"]
+    metrics = study.user_attrs.get(attrs.METRICS) or ["objective"]
     header = [
         "# @package _global_",
         f"# Run: ftsweep train --config-dir {parent} +{group}=best",
         f"# Best trial {best.number} of sweep {study.study_name}: {', '.join(metrics)} = {_fmt(value)} "
-        f"({', '.join(d.name.lower() for d in study.directions)}); trial dir {best.user_attrs.get('trial_dir')}",
+        f"({', '.join(d.name.lower() for d in study.directions)}); trial dir {best.user_attrs.get(attrs.TRIAL_DIR)}",
         "# Or copy this file to conf/experiment/ and run: ftsweep train +experiment=<file name>",
         f"# Trial overrides: {' '.join(overrides)}",
     ]
@@ -323,14 +389,14 @@ def _recorded_threads(trial: Any) -> int | None:
     from ftsweep import rundir
     from ftsweep.numerics import recorded_threads
 
-    d = trial.user_attrs.get("trial_dir")
+    d = trial.user_attrs.get(attrs.TRIAL_DIR)
     return recorded_threads(rundir.read_manifest(Path(d))) if d else None
 
 
 def _overrides_file(trial: Any) -> list[str]:
     from ftsweep import rundir
 
-    d = trial.user_attrs.get("trial_dir")
+    d = trial.user_attrs.get(attrs.TRIAL_DIR)
     return rundir.load_overrides(d) if d else []
 
 
@@ -348,7 +414,7 @@ def _split_for_yaml(overrides: list[str]) -> tuple[list[tuple[str, str]], list[t
             continue  # where this machine caches models, not part of the experiment
         try:
             o = parser.parse_override(text)
-        except Exception:
+        except Exception:  # not an override the best config can repeat: listed as skipped in the file
             skipped.append(text)
             continue
         name = o.get_key_element()

@@ -7,21 +7,78 @@
     failure.json           only for a failed run: its reason (``oom: ...``, ``nan_loss: ...``), type, phase
     manifest.json          seed, versions, data fingerprint, config hash
     log_history.json       every logged step
+    predictions.jsonl      a generation objective's answers at the last evaluation (prompt, reference, prediction,
+                           scores), one row per generated sample
+    adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model
+    trial.log              a sweep trial's output (command line first)
 
-Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
+:class:`RunDir` names them; the functions below read and write them. Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftsweep.config.errors import UsageError
+from ftsweep.errors import UsageError
 from ftsweep.tracking import scrub
 
 METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manifest.json", "log_history.json"
+PREDICTIONS = "predictions.jsonl"
+ADAPTER, FULL_MODEL, TRIAL_LOG = "adapter", "model", "trial.log"
 FINISHED_MARKERS = (METRICS, FAILURE)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory's paths (one run, or one sweep trial)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def failure(self) -> Path:
+        return self.path / FAILURE
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def log_history(self) -> Path:
+        return self.path / LOG_HISTORY
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER
+
+    @property
+    def full_model(self) -> Path:
+        return self.path / FULL_MODEL
+
+    @property
+    def trial_log(self) -> Path:
+        return self.path / TRIAL_LOG
+
+    @property
+    def config(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    def saved_model(self, lora: bool) -> Path:
+        """Where the trained weights go: ``adapter/`` with LoRA, ``model/`` for a full fine-tune."""
+        return self.adapter if lora else self.full_model
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -70,6 +127,22 @@ def write_log_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     write_json(Path(run_dir) / LOG_HISTORY, history)  # type: ignore[arg-type]
 
 
+def write_predictions(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, written atomically like the JSON files."""
+    path = Path(run_dir) / PREDICTIONS
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(scrub(r), ensure_ascii=False, default=str) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``predictions.jsonl`` ([] when the run wrote none)."""
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def is_finished(run_dir: Path) -> bool:
     """True when a run already finished (or failed) in ``run_dir``: its files must not be overwritten."""
     return any((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
@@ -77,7 +150,7 @@ def is_finished(run_dir: Path) -> bool:
 
 def clear_finished(run_dir: Path) -> None:
     """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays."""
-    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY):
+    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY, PREDICTIONS):
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
@@ -93,7 +166,7 @@ def mask_hydra_files(run_dir: Path) -> None:
 
 
 def config_path(run_dir: Path) -> Path:
-    return Path(run_dir) / ".hydra" / "config.yaml"
+    return RunDir(run_dir).config
 
 
 def load_config(run_dir: str | Path) -> Any:
@@ -110,5 +183,5 @@ def load_overrides(run_dir: str | Path) -> list[str]:
     """The run's task overrides (``.hydra/overrides.yaml``), [] when there are none."""
     from omegaconf import OmegaConf
 
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    path = RunDir(run_dir).overrides
     return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from ftsweep.config.schema import TinyModelSpec as TinySpec  # the model.tiny schema
 from ftsweep.data.templates import LLAMA3_CHAT_TEMPLATE
+from ftsweep.notices import Ticker, notice
 from ftsweep.paths import bundled_data_dir
 
 BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
@@ -148,13 +148,15 @@ def pretrain(model, tokenizer, spec: TinySpec, block: int = 128, batch: int = 16
     opt = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_lr)
     losses = []
     model.train()
-    for _ in range(spec.pretrain_steps):
+    ticker = Ticker("tiny model pre-training steps", spec.pretrain_steps)
+    for step in range(spec.pretrain_steps):
         idx = torch.randint(0, n, (batch,), generator=gen)
         out = model(input_ids=blocks[idx], labels=blocks[idx])
         out.loss.backward()
         opt.step()
         opt.zero_grad()
         losses.append(out.loss.item())
+        ticker.step(step + 1)
     model.eval()
     return losses
 
@@ -169,17 +171,25 @@ def ensure_tiny(spec: TinySpec, cache_dir: str | os.PathLike) -> Path:
     from filelock import FileLock
 
     # Parallel sweep trials starting on a fresh cache: one builds, the others wait and reuse it.
-    with FileLock(str(root / f"{spec_key(spec)}.lock")):
-        if (target / "ftsweep_tiny.json").is_file():
-            return target
-        _build_into(spec, root, target)
+    lock = FileLock(str(root / f"{spec_key(spec)}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except TimeoutError:  # filelock.Timeout
+        notice(f"waiting for another process that is building the tiny model into {target}")
+        lock.acquire()
+    try:
+        if not (target / "ftsweep_tiny.json").is_file():
+            _build_into(spec, root, target)
+    finally:
+        lock.release()
     return target
 
 
 def _build_into(spec: TinySpec, root: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        print(f"ftsweep: building the tiny model once into {target} (pretrain_steps={spec.pretrain_steps})", file=sys.stderr)
+        notice(f"building the tiny model once into {target} (pretrain_steps={spec.pretrain_steps}; about a minute "
+               "on 2 CPU cores, cached for every later run)")
         tokenizer = build_tokenizer(spec)
         model = build_model(spec, tokenizer)
         model.save_pretrained(tmp)

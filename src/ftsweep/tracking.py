@@ -179,6 +179,14 @@ class Tracker:
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
+    @property
+    def run_url(self) -> str | None:
+        """The W&B run's page (None offline or without W&B)."""
+        try:
+            return self.run.url if self.run is not None else None
+        except Exception:  # offline runs have no page
+            return None
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:
             for k, v in values.items():

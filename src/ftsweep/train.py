@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ftsweep import rundir
 from ftsweep.config import ConfigError, UsageError, validate
 from ftsweep.device import peak_memory_mib, peak_rss_mib, pin_single_gpu, reset_peak_memory
+from ftsweep.errors import RunFailed, exit_code
 from ftsweep.tracking import RunInfo, Tracker, scrub
 
 log = logging.getLogger("ftsweep")
@@ -31,23 +31,22 @@ log = logging.getLogger("ftsweep")
 
 def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = None,
             info: RunInfo | None = None, parts: Components | None = None) -> dict[str, Any]:
-    """A run as a process's job: train, print the result; on failure record ``failure.json`` and exit
-    (2 for bad input, with one line; 1 for a failed run, with the traceback)."""
-    from ftsweep.data.errors import DataError
-
+    """A run as a process's job: train, print the result; on failure record ``failure.json`` and raise
+    (bad input: the :class:`UsageError` itself; a failed run: :class:`RunFailed` from the error). The
+    entry point prints it and picks the exit code (:func:`ftsweep.errors.report`)."""
     run_dir = Path(run_dir)
     try:
         metrics = run(cfg, run_dir, callbacks, info, parts)
-    except (UsageError, DataError) as err:  # bad input: one line, exit 2 (the reason is kept for a sweep)
-        rundir.write_failure(run_dir, str(err), type(err).__name__)
-        print(f"ftsweep: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except UsageError as err:
+        if exit_code(err) == 2:  # bad input: one line, exit 2 (the reason is kept for a sweep)
+            rundir.write_failure(run_dir, str(err), type(err).__name__)
+            raise
+        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, "run")  # MemoryInfeasible
+        raise RunFailed(f"{failure_reason(err)} (see {run_dir})") from err
     except Exception as err:
         # phase "load": the weights did not fit (a smaller batch cannot help; the sweeper does not retry it)
         rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, getattr(err, "ftsweep_phase", "run"))
-        traceback.print_exc()
-        print(f"ftsweep: run failed: {failure_reason(err)} (see {run_dir})", file=sys.stderr)
-        sys.exit(1)
+        raise RunFailed(f"{failure_reason(err)} (see {run_dir})") from err
     print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
     return metrics
 
@@ -71,7 +70,7 @@ def failure_reason(err: BaseException) -> str:
 class Components:
     """Where a run gets its tokenizer, datasets and model: built anew for every run (a cold run).
 
-    A warm sweep worker passes :class:`ftsweep.warm.WarmComponents` instead, which keeps them between
+    A warm sweep worker passes :class:`ftsweep.sweeper.warm.WarmComponents` instead, which keeps them between
     trials whose settings match and hands every trial a fresh adapter.
     """
 
@@ -151,10 +150,14 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     trainable, total = count_parameters(model)
 
     tracker.start()
-    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id}
+    metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
     exit_code = 1
+    # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
+    from ftsweep.objectives.evaluator import build_evaluator
+
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
-        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [])
+        trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         initial = trainer.evaluate() if bundle.eval is not None else {}
         started = time.perf_counter()
         result = trainer.train()
@@ -166,6 +169,9 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
         )
+        if evaluator is not None:  # after training: every validation row, predictions.jsonl, the cost
+            metrics.update(evaluator.finish(trainer.model, run_dir, pruned=pruner is not None,
+                                            step=trainer.state.global_step))
         metrics["memory_estimate_mib"] = estimate.get("total_mib") if estimate else None
         metrics["status"] = "complete" if pruner is None else "pruned"
         if pruner is not None:
@@ -189,7 +195,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     return metrics
 
 
-def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list):
+def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list,
+                  evaluator=None):
     """The stage's trainer (SFTTrainer, DPOTrainer, ...) from the model, the datasets, the shared
     trainer/optimizer/scheduler arguments and the callbacks."""
     from ftsweep.stages.registry import stage_module
@@ -198,68 +205,70 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     common = training_kwargs(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, has_eval=has_eval,
                              output_dir=run_dir / "checkpoints", run_name=tracker.cfg.run_name or run_dir.name,
                              report_to=tracker.report_to)
-    callbacks = [*build_callbacks(cfg.trainer, cfg.objective, has_eval), *extra_callbacks]
+    # the generation objective first: early stopping and pruning read the values it adds
+    callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
+                 *extra_callbacks]
     stage = stage_module(cfg.stage.name)
-    trainer = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
-    trainer.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
-    return trainer
+    built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
+    built.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
+    return built
 
 
-def build_training_args(t, o, s, *, objective, data, has_eval: bool, output_dir: Path,
+def build_training_args(trainer, optimizer, scheduler, *, objective, data, has_eval: bool, output_dir: Path,
                         run_name: str, report_to: list[str]):
     """``trainer`` + ``optimizer`` + ``scheduler`` groups -> trl ``SFTConfig`` (the data group adds cutoff
     and packing)."""
     from trl import SFTConfig
 
-    common = training_kwargs(t, o, s, objective=objective, has_eval=has_eval, output_dir=output_dir,
-                             run_name=run_name, report_to=report_to)
+    common = training_kwargs(trainer, optimizer, scheduler, objective=objective, has_eval=has_eval,
+                             output_dir=output_dir, run_name=run_name, report_to=report_to)
     return SFTConfig(**common, max_length=data.cutoff_len, packing=data.packing and data.format != "text")
 
 
-def training_kwargs(t, o, s, *, objective, has_eval: bool, output_dir: Path, run_name: str,
+def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool, output_dir: Path, run_name: str,
                     report_to: list[str]) -> dict[str, Any]:
     """``trainer`` + ``optimizer`` + ``scheduler`` groups -> the arguments every stage's trl config takes
     (every field is read here or by :func:`build_callbacks`)."""
+    from ftsweep.config.options import OPTIMIZERS, SCHEDULERS
     from ftsweep.device import has_cuda, resolve_precision, use_checkpointing
-    from ftsweep.model import OPTIMIZER_NAMES
 
-    precision = resolve_precision(t.precision)
-    warmup = s.warmup_steps if s.warmup_steps > 0 else s.warmup_ratio  # a float < 1 is a ratio in transformers 5
+    precision = resolve_precision(trainer.precision)
+    warmup = scheduler.warmup_steps if scheduler.warmup_steps > 0 else scheduler.warmup_ratio  # a float < 1 is a ratio in transformers 5
     return dict(
         output_dir=str(output_dir),
         run_name=run_name,
         report_to=report_to,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_steps=t.max_steps,
-        num_train_epochs=t.num_train_epochs,
-        learning_rate=o.lr,
-        weight_decay=o.weight_decay,
-        adam_beta1=o.betas[0],
-        adam_beta2=o.betas[1],
-        adam_epsilon=o.eps,
-        max_grad_norm=o.max_grad_norm,
-        optim=OPTIMIZER_NAMES[o.name],
-        lr_scheduler_type=s.name,
+        per_device_train_batch_size=trainer.per_device_train_batch_size,
+        per_device_eval_batch_size=trainer.per_device_eval_batch_size,
+        gradient_accumulation_steps=trainer.gradient_accumulation_steps,
+        max_steps=trainer.max_steps,
+        num_train_epochs=trainer.num_train_epochs,
+        learning_rate=optimizer.lr,
+        weight_decay=optimizer.weight_decay,
+        adam_beta1=optimizer.betas[0],
+        adam_beta2=optimizer.betas[1],
+        adam_epsilon=optimizer.eps,
+        max_grad_norm=optimizer.max_grad_norm,
+        optim=OPTIMIZERS[optimizer.name].trl_name,
+        lr_scheduler_type=SCHEDULERS[scheduler.name],
         warmup_steps=warmup,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.eval_steps,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_steps=t.save_steps if t.save_steps > 0 else 500,
+        eval_steps=trainer.eval_steps,
+        save_strategy="steps" if trainer.save_steps > 0 else "no",
+        save_steps=trainer.save_steps if trainer.save_steps > 0 else 500,
         save_total_limit=2,
-        logging_steps=t.logging_steps,
-        seed=t.seed,
-        data_seed=t.seed,
+        logging_steps=trainer.logging_steps,
+        seed=trainer.seed,
+        data_seed=trainer.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=use_checkpointing(t.gradient_checkpointing),
-        activation_checkpointing_kwargs={"use_reentrant": t.use_reentrant},
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        load_best_model_at_end=t.load_best_model_at_end and has_eval and t.save_steps > 0,
+        activation_checkpointing=use_checkpointing(trainer.gradient_checkpointing),
+        activation_checkpointing_kwargs={"use_reentrant": trainer.use_reentrant},
+        train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
+        load_best_model_at_end=trainer.load_best_model_at_end and has_eval and trainer.save_steps > 0,
         metric_for_best_model=objective.metric.removeprefix("eval_"),
         greater_is_better=objective.direction == "maximize",
-        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_num_workers=trainer.dataloader_num_workers,
         disable_tqdm=not sys.stderr.isatty(),
         use_cpu=not has_cuda(),
         dataset_num_proc=None,
@@ -321,10 +330,14 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
 
 def save_outputs(cfg, trainer, run_dir: Path) -> None:
     """Adapter (or full model) + tokenizer: everything ``ftsweep generate`` / ``merge`` need."""
-    target = run_dir / ("adapter" if cfg.lora.enabled else "model")
+    target = rundir.RunDir(run_dir).saved_model(lora=cfg.lora.enabled)
     # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
     # (processing_class) beside the adapter.
     trainer.save_model(str(target))
+    if cfg.lora.enabled and trainer.is_world_process_zero():
+        from ftsweep.model import sort_adapter_config
+
+        sort_adapter_config(target)  # identical runs, identical adapter_config.json
 
 
 # ----------------------------------------------------------------------------------- run bookkeeping
@@ -351,6 +364,7 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "numerics": numerics.record(resolve_precision(cfg.trainer.precision)),  # best.yaml pins num_threads
         "config_hash": hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "model": cfg.model.name_or_path,
+        "notes": scrub(cfg.notes),  # the run's free-form notes (also in the W&B config, with the whole config)
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -22,17 +22,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import paths
-from ftsweep.config.errors import ConfigError, UsageError
 from ftsweep.config.schema import TrainConfig, register_configs
 from ftsweep.config.sweeper import register_sweeper_schema
 from ftsweep.config.validate import validate
+from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError
 
 CONFIG_NAME = "train"
 VERSION_BASE = "1.3"
-
-
-class ConfigFailure(UsageError):
-    """Composition or validation failed; ``str()`` is one line naming the key."""
 
 
 # ------------------------------------------------------------------------------------ search path
@@ -52,6 +48,9 @@ def user_config(config_dirs: list[str] | tuple[str, ...] = ()) -> Iterator[None]
 
 
 _REGISTERED: set[Any] = set()  # what this process stored in the ConfigStore already (schemas, sweep files)
+_BROKEN_SWEEPS: dict[str, str] = {}  # sweep name -> why its file was skipped (an error only when it is used)
+_BROKEN_BY_FILES: dict[Any, dict[str, str]] = {}  # the same, per set of sweep files registered
+_WARNED: set[str] = set()
 
 
 def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
@@ -78,14 +77,22 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     files = [(folder, file) for folder in sweep_dirs for file in sorted(folder.glob("*.yaml"))]
     key = tuple((str(file), file.stat().st_mtime_ns) for _, file in files)
     if key in _REGISTERED:
+        _BROKEN_SWEEPS.clear()
+        _BROKEN_SWEEPS.update(_BROKEN_BY_FILES.get(key, {}))
         return
+    _BROKEN_SWEEPS.clear()
+    # One broken sweep file must not break every command: it is skipped with a warning, and only a
+    # command that uses it (sweep=<its name>) fails, naming the file.
     for folder, file in files:
         try:
             node = OmegaConf.load(file)
         except Exception as err:
-            raise ConfigFailure(f"{file}: not a valid YAML file: {_first_line(err)}") from err
+            _BROKEN_SWEEPS[file.stem] = f"{file}: not a valid YAML file: {_first_line(err)}"
+            continue
+        _BROKEN_SWEEPS.pop(file.stem, None)
         cs.store(group="sweep", name=file.stem, node=node, package="_global_", provider=str(folder))
     _REGISTERED.add(key)
+    _BROKEN_BY_FILES[key] = dict(_BROKEN_SWEEPS)
 
 
 @contextmanager
@@ -139,8 +146,29 @@ def option_summary(group: str, option: str, config_dirs: list[str] | tuple[str, 
         file = next((d / f"{option}.yaml" for d in dirs if (d / f"{option}.yaml").is_file()), None)
         if file is None:
             return ""
-    comments = [x[1:].strip() for x in file.read_text(encoding="utf-8").splitlines() if x.startswith("#")]
-    return next((c for c in comments if "@package" not in c and not c.startswith("Run:")), "")
+    return _description(file.read_text(encoding="utf-8").splitlines())
+
+
+def _description(lines: list[str]) -> str:
+    """The file's description: its first comment sentence(s) after ``@package`` / ``Run:``, joined over the
+    comment lines it spans (up to the line that ends a sentence, an empty comment line or the first YAML)."""
+    parts: list[str] = []
+    for line in lines:
+        if not line.startswith("#"):
+            if parts or line.strip():
+                break
+            continue
+        text = line[1:].strip()
+        if not parts and ("@package" in text or text.startswith("Run:")):
+            continue
+        if not text:
+            if parts:
+                break
+            continue
+        parts.append(text)
+        if text.endswith((".", ":")):
+            break
+    return " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -219,6 +247,13 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
             raise ConfigFailure(override_error(o, err)) from err
         if not parsed.is_sweep_override():
             keep.append(o)
+        elif parsed.key_or_group.startswith("hydra.") or parsed.key_or_group == "hydra":
+            # Hydra's answer is two lines ("Sweeping over Hydra's configuration is not supported")
+            key, value = parsed.key_or_group, o.partition("=")[2]
+            target = key.removeprefix("hydra.sweeper.params.")
+            hint = (f"search the key itself: {target}={value}" if target != key
+                    else "sweep a training setting (key=choice(...)) instead")
+            raise ConfigFailure(f"{key}: Hydra's own settings cannot be swept; {hint}")
     return keep
 
 
@@ -233,6 +268,8 @@ def override_error(override: str, err: BaseException) -> str:
     if not sep:
         return f"{override}: not an override (key=value, +key=value or ~key); {reason}"
     hint = " (quote a value with spaces, braces or '=': key='...')" if re.search(r"[\s{}=]", value) else ""
+    if not value.isascii():
+        hint = f" (Hydra reads unquoted values as ASCII only: quote it, {key}='{value}')"
     return f"{key.lstrip('+~')}: cannot parse {value!r}: {reason}{hint}"
 
 
@@ -263,11 +300,20 @@ def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] 
 
 
 def _check_optional_groups(overrides: list[str], config_dirs: list[str] | tuple[str, ...]) -> None:
-    """``sweep`` is an optional group: Hydra silently ignores an unknown option of it (and would train once)."""
+    """``sweep`` is an optional group: Hydra silently ignores an unknown option of it (and would train once).
+    A broken sweep file is an error when used, else a warning (once per process) that it was skipped."""
+    register(config_dirs)
+    used = {o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == "sweep"}
+    for name, why in _BROKEN_SWEEPS.items():
+        if name not in used and why not in _WARNED:
+            _WARNED.add(why)
+            print(f"ftsweep: warning: {why} (sweep={name} skipped)", file=sys.stderr)
     for o in overrides:
         key, sep, value = o.partition("=")
         if sep and key.lstrip("+~") == "sweep" and value not in ("", "null"):
             options = group_options("sweep", config_dirs) or []
+            if value in _BROKEN_SWEEPS:  # (a broken user file of a shipped name would silently be the shipped one)
+                raise ConfigFailure(_BROKEN_SWEEPS[value])
             if value not in options:
                 raise ConfigFailure(f"sweep={value}: no such option; available: {', '.join(options) or 'none'}")
 
@@ -292,12 +338,25 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
     def _main(cfg: DictConfig) -> Any:
         return task(cfg)
 
-    saved = sys.argv
+    saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv]
+    # Hydra would print an error raised by the task or the sweeper its own way and exit 1; with this it
+    # reaches the caller, whose entry point prints it (ftsweep.errors.report) and picks the exit code.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _main()
+    except Exception as err:
+        from hydra.errors import CompactHydraException
+
+        if isinstance(err, CompactHydraException):  # Hydra's own one-line errors stay one line (exit 1)
+            raise Failure(str(err)) from err
+        raise
     finally:
-        sys.argv = saved
+        sys.argv = saved[0]
+        if saved[1] is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved[1]
 
 
 def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[DictConfig], Any],

@@ -1,15 +1,7 @@
-"""The errors a user can fix: printed by the CLI as one line (``ftsweep: error: ...``), exit code 2."""
+"""The config errors (defined in :mod:`ftsweep.errors`, the one error root; kept importable here)."""
 
 from __future__ import annotations
 
+from ftsweep.errors import ConfigError, UsageError
 
-class UsageError(Exception):
-    """Bad input on the command line, in config or in a file: one line, exit code 2, nothing written."""
-
-
-class ConfigError(UsageError, ValueError):
-    """A bad config value: ``key`` is the dotted path, the message says what is allowed."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}")
+__all__ = ["ConfigError", "UsageError"]

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from ftsweep.config.data import DataConfig
+from ftsweep.config.objective import KNOWN_METRICS, ObjectiveConfig  # noqa: F401 -- re-exported
 from ftsweep.config.stage import register_stage_schemas
 
 
@@ -147,27 +148,6 @@ class LoggerConfig:
     mode: str | None = None
 
 
-# Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
-KNOWN_METRICS = (
-    "eval_loss",
-    "eval_mean_token_accuracy",
-    "eval_entropy",
-    "eval_perplexity",
-    "train_loss",
-    "train_runtime",
-    "train_tokens_per_s",
-    "peak_memory_mb",
-    "peak_memory_reserved_mb",
-)
-
-
-@dataclass
-class ObjectiveConfig:
-    metric: str = "eval_loss"
-    # minimize | maximize
-    direction: str = "minimize"
-
-
 @dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
@@ -204,6 +184,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "scheduler": SchedulerConfig,
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
+    "objective": ObjectiveConfig,
 }
 
 
@@ -228,7 +209,7 @@ def _stage_objective(stage: str, part: str) -> str:
 
 
 def register_resolvers() -> None:
-    """The resolver ``train.yaml``'s objective uses (also needed to read a saved run config back)."""
+    """The resolver ``objective=stage_default`` uses (also needed to read a saved run config back)."""
     if not OmegaConf.has_resolver("stage_objective"):
         OmegaConf.register_new_resolver("stage_objective", _stage_objective)
 

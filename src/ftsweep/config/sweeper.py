@@ -84,7 +84,8 @@ class SweeperConf:
     # Any Optuna storage URL (sqlite:///..., postgresql://..., journal:<file>). Default:
     # sqlite:///<sweep_dir>/study.db. "journal" = an Optuna journal file <sweep_dir>/study.journal.
     storage: str | None = None
-    # Where trial_<n>/ directories, the report and best.yaml go; default outputs/sweeps/<study_name>.
+    # Deprecated alias of hydra.sweep.dir (where trial folders, the report and best.yaml go; default
+    # outputs/sweeps/<study_name>); it still wins when set, with a warning.
     sweep_dir: str | None = None
     # Total number of trials in the study (across resumes and all processes sharing the storage).
     n_trials: int = 20
@@ -143,6 +144,10 @@ class SweeperConf:
     wandb_summary: bool = True
     # auto (rich on a TTY, plain lines otherwise) | rich | plain
     progress: str = "auto"
+    # Run `ftsweep dashboard` (optuna-dashboard, 127.0.0.1 only) beside the sweep, stopped when it ends; the
+    # sweep's first lines print its URL. dashboard_port 0 = a free port.
+    dashboard: bool = False
+    dashboard_port: int = 0
 
 
 def register_sweeper_schema() -> None:

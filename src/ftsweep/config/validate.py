@@ -6,23 +6,21 @@ one line and exits non-zero.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
-from ftsweep.config.schema import KNOWN_METRICS
+from ftsweep.config.objective import check_objective, is_generation_metric
 from ftsweep.device import cuda_available
 from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
 
-OPTIMIZERS = ("adamw_torch", "adamw_8bit", "paged_adamw_8bit")
-SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 PAD_POLICIES = ("existing", "eos", "reserved", "new")
 LOGGERS = ("wandb", "tensorboard", "none")
-DIRECTIONS = ("minimize", "maximize")
 LORA_BIAS = ("none", "all", "lora_only")
 ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
@@ -96,7 +94,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
     _finite(cfg)
     # model
-    _choice(cfg, "model.dtype", DTYPES)
+    _choice(cfg, "model.dtype", options.DTYPES)
     _choice(cfg, "model.pad_policy", PAD_POLICIES)
     _choice(cfg, "model.padding_side", ("right", "left"))
     _choice(cfg, "model.attn_implementation", ATTN)
@@ -106,7 +104,7 @@ def validate(cfg: DictConfig) -> None:
     # quantization
     _choice(cfg, "quantization.method", QUANT_METHODS)
     _choice(cfg, "quantization.bnb_4bit_quant_type", ("nf4", "fp4"))
-    _choice(cfg, "quantization.bnb_4bit_compute_dtype", DTYPES)
+    _choice(cfg, "quantization.bnb_4bit_compute_dtype", options.DTYPES)
     q = cfg.quantization
     if q.method in ("nf4", "fp4") and q.bnb_4bit_quant_type != q.method:
         raise ConfigError("quantization.bnb_4bit_quant_type",
@@ -128,7 +126,7 @@ def validate(cfg: DictConfig) -> None:
             "use a LoRA option or quantization=none",
         )
     # optimizer
-    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _choice(cfg, "optimizer.name", tuple(options.OPTIMIZERS))
     _at_least(cfg, "optimizer.lr", 0, strict=True)
     _at_least(cfg, "optimizer.weight_decay", 0)
     _at_least(cfg, "optimizer.eps", 0, strict=True)
@@ -137,7 +135,7 @@ def validate(cfg: DictConfig) -> None:
     if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ConfigError("optimizer.betas", f"must be two numbers in [0, 1) (got {betas})")
     # scheduler
-    _choice(cfg, "scheduler.name", SCHEDULERS)
+    _choice(cfg, "scheduler.name", tuple(options.SCHEDULERS))
     _at_least(cfg, "scheduler.warmup_steps", 0)
     if not 0.0 <= cfg.scheduler.warmup_ratio < 1.0:
         raise ConfigError("scheduler.warmup_ratio", f"must be in [0, 1) (got {cfg.scheduler.warmup_ratio})")
@@ -153,7 +151,7 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
     _at_least(cfg, "trainer.num_threads", 0)
-    _choice(cfg, "trainer.precision", PRECISIONS)
+    _choice(cfg, "trainer.precision", options.PRECISIONS)
     t = cfg.trainer
     if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:
         raise ConfigError("trainer.save_steps", f"must be a multiple of trainer.eval_steps={t.eval_steps} with "
@@ -161,12 +159,8 @@ def validate(cfg: DictConfig) -> None:
     # logger / objective
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
-    _choice(cfg, "objective.direction", DIRECTIONS)
+    _choice(cfg, "objective.direction", options.DIRECTIONS)
     _validate_stage(cfg)
-    known = (*KNOWN_METRICS, *stage_metrics(cfg.stage.name))
-    if cfg.objective.metric not in known:
-        raise ConfigError("objective.metric", f"unknown metric {cfg.objective.metric!r} for stage={cfg.stage.name}; "
-                          f"available: {', '.join(known)}")
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
@@ -180,12 +174,17 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "data.cutoff_len", f"{cfg.data.cutoff_len} exceeds the model's context (model.max_context={cfg.model.max_context})"
         )
-    if cfg.data.val_size < 0:
-        raise ConfigError("data.val_size", f"must be >= 0 (got {cfg.data.val_size})")
+    val_size = cfg.data.val_size
+    if not (val_size >= 0 and math.isfinite(val_size)) or (val_size >= 1 and val_size != int(val_size)):
+        raise ConfigError("data.val_size", f"a fraction of the rows in [0, 1) or a whole number of rows >= 1 "
+                                           f"(got {val_size})")
     if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
     _validate_encoding(cfg)
     _validate_eval_data(cfg)
+    check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
+                    has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path),
+                    stage_metrics=stage_metrics(cfg.stage.name))
     _validate_device(cfg)
 
 
@@ -253,6 +252,9 @@ def _validate_stage(cfg: DictConfig) -> None:
     schema = OmegaConf.get_type(cfg.stage)
     if schema is not None and schema is not dict and schema is not STAGE_SCHEMAS[name]:
         raise ConfigError("stage.name", f"{name!r} contradicts the {schema.__name__} keys; choose the stage with stage={name}")
+    if name != "sft" and is_generation_metric(cfg.objective.metric):
+        raise ConfigError("objective.metric", f"{cfg.objective.metric} generates answers after SFT evaluations; "
+                          f"stage={name} uses its own metrics ({', '.join(stage_metrics(name))})")
     if name == "sft":
         if cfg.init_from:
             raise ConfigError("init_from", "starts a preference stage (stage=dpo / kto) from an SFT run; "

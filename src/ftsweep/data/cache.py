@@ -16,38 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ftsweep.config.reuse import data_cache_fields
+
 CACHE_VERSION = 2  # bump when the encoding changes, so old entries are not reused
 
-# DataConfig fields that change the tokens (everything except where the rows come from, which is
-# hashed by content instead).
-TOKEN_FIELDS = (
-    "loader",
-    "split",
-    "subset",
-    "revision",
-    "val_size",
-    "columns",
-    "only_empty_input",
-    "replacements",
-    "max_rows",
-    "shuffle",
-    "seed",
-    "format",
-    "template",
-    "custom_template",
-    "chat_template",
-    "special_tokens",
-    "eos_token",
-    "train_on_prompt",
-    "mask_history",
-    "add_eos",
-    "cutoff_len",
-    "overlong",
-    "packing",
-    "bad_rows",
-    "encoding",
-    "extra",
-)
+# DataConfig fields that change the tokens: all but an explicit exclude list (where the rows come
+# from, which is hashed by content instead), so a new data key is part of the fingerprint by default.
+TOKEN_FIELDS = data_cache_fields()
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

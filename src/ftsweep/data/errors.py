@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from ftsweep.errors import DataError  # the class lives in the one error root
+
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
-    """A bad row or file, as one line naming where and what.
-
-    ``str(err)`` reads like ``data/x.jsonl line 7: field 'output': expected a string, got int`` so
-    training and ``ftsweep inspect`` can print it as ``ftsweep: error: ...``.
-    """
-
-    def __init__(self, where: str, message: str, field: str | None = None):
-        self.where = where
-        self.field = field
-        self.message = message
-        text = f"{where}: field {field!r}: {message}" if field else f"{where}: {message}"
-        super().__init__(text)
 
 
 class BadRows:

@@ -47,6 +47,7 @@ from ftsweep.data.templates import (
     render_text,
     resolve_chat_template,
 )
+from ftsweep.notices import notice
 
 BATCH_ROWS = 1000  # rows rendered and tokenized together: fast batched tokenizer calls, bounded memory
 
@@ -99,7 +100,9 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     else:
         train, eval_, stats, lengths = _tokenize_all(d, tokenizer, loaded, bad, fp)
         path = cache.save(cfg.cache_dir, fp, train, eval_, stats, lengths)
-        say(f"data cache miss {fp}: tokenized in {time.perf_counter() - start:.1f}s, saved to {path}")
+        took = time.perf_counter() - start
+        # a first tokenization can take a while: the sweep's console shows it too (ftsweep.notices)
+        (notice if took > 2 else say)(f"data cache miss {fp}: tokenized in {took:.1f}s, saved to {path}")
     stats = {**stats, "cache_hit": hit is not None}
     # From the stored lengths: the batch size may differ between runs sharing one cache entry.
     bs = cfg.trainer.per_device_train_batch_size

@@ -97,6 +97,8 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "parquet": _read_parquet,
         "hub": _read_hub,
     }
+    if source.file is not None and source.file.is_file() and not source.file.read_bytes().strip():
+        raise DataError(source.name, "the file is empty (no rows)")
     yield from readers[source.loader](source, d)
 
 
@@ -176,8 +178,9 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     try:
         ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
     except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
+        what = "the local folder as a dataset" if Path(source.name).expanduser().is_dir() else "the Hub dataset"
         raise DataError(
-            source.name, f"cannot load the Hub dataset ({type(err).__name__}: {err})".splitlines()[0]
+            source.name, f"cannot load {what} ({type(err).__name__}: {err})".splitlines()[0]
         ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")

@@ -27,9 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class SweepInputError(ValueError):
-    """Bad sweep input (grammar, search space, storage); ``str()`` is one line."""
+from ftsweep.errors import SweepInputError
 
 
 @dataclass

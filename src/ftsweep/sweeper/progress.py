@@ -37,6 +37,7 @@ class Progress:
         self.running: dict[int, tuple[float, dict[str, Any]]] = {}
         self._live: Any = None
         self.started = time.monotonic()
+        self._notice_offsets: dict[str, int] = {}
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> Progress:
@@ -64,6 +65,22 @@ class Progress:
             self._live.console.print(message, markup=False, highlight=False)
         else:
             print(f"[sweep {self.study_name}] {message}", file=self.stream, flush=True)
+
+    def relay_notices(self, number: int, path: Any) -> None:
+        """Print the trial's new notices (``ftsweep.notices``: a one-time step that takes a while, such as
+        building the tiny model) on the sweep's console; they are in its trial.log too."""
+        key = str(path)
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._notice_offsets.get(key, 0))
+                chunk = f.read()
+        except OSError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._notice_offsets[key] = self._notice_offsets.get(key, 0) + len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                self.log(f"trial {number}: {line}")
 
     def started_trial(self, number: int, params: dict[str, Any], note: str = "") -> None:
         self.running[number] = (time.monotonic(), params)

@@ -1,7 +1,9 @@
 """Run a study: K trial processes at once, asynchronous ask/tell, failures isolated.
 
-Each trial is its own ``ftsweep train`` process (GPU memory is released when it exits, each gets its
-own W&B run), started by a backend (:mod:`ftsweep.sweeper.process`: a local subprocess or a submitit job).
+Each trial is its own process (``python -m ftsweep.sweeper.trial``, or a warm worker running that entry
+point; GPU memory is released when a cold trial exits, each gets its own W&B run), started by a backend
+(:mod:`ftsweep.sweeper.process`: a local subprocess, a warm worker or a submitit job). What a finished
+trial left behind is read by :mod:`ftsweep.sweeper.outcome` (which also decides an OOM re-run).
 A finished trial frees its slot at once; there is no batch barrier. The parent never imports torch: it
 reads the trial's ``metrics.json`` / ``failure.json`` and tells Optuna.
 
@@ -13,10 +15,8 @@ to a SQLite/journal file), so processes asking at the same instant never create 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,10 +26,17 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
+from ftsweep.errors import SweepAborted
+from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
-from ftsweep.sweeper.grammar import SearchSpace, format_value, merge_overrides
+from ftsweep.sweepdir import SweepDir
+from ftsweep.sweeper import attrs, watch
+from ftsweep.sweeper.derived import derived_settings
+from ftsweep.sweeper.grammar import SearchSpace, merge_overrides
+from ftsweep.sweeper.launch import TrialLaunch
+from ftsweep.sweeper.outcome import Outcome, oom_retry, read_outcome
 from ftsweep.sweeper.placement import GpuPool
-from ftsweep.sweeper.process import Exit, TrialProcess, make_backend
+from ftsweep.sweeper.process import Exit, TrialProcess
 from ftsweep.sweeper.progress import Progress
 from ftsweep.sweeper.samplers import pruner_to_json
 from ftsweep.sweeper.storage import BudgetGuard, record_heartbeat
@@ -42,12 +49,14 @@ from ftsweep.sweeper.study import (
     fail_stale_trials,
     rerun,
 )
-from ftsweep.tracking import mask_url_passwords
+from ftsweep.sweeper.submitit_backend import make_backend
+from ftsweep.tracking import mask_url_passwords, scrub
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
 DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
+NOTICE_FILE = ".notices"  # a trial's one-time-step notices, printed on the sweep's console (ftsweep.notices)
 
 
 def ask_within_budget(study: Any, space: SearchSpace, n_trials: int, guard: BudgetGuard) -> Any | None:
@@ -95,19 +104,6 @@ class Job:
     oom_retried: bool = False
 
 
-@dataclass
-class Outcome:
-    state: str  # complete | pruned | failed
-    values: list[float] | None = None
-    reason: str | None = None
-    doc: dict[str, Any] = field(default_factory=dict)
-    retry: bool = False  # the scheduler ended the job: re-run once, like a stale trial
-
-
-class SweepAborted(RuntimeError):
-    """Too many trials failed (max_failure_rate)."""
-
-
 class SweepRunner:
     """Drives one study until ``n_trials`` trials exist and none is running."""
 
@@ -119,7 +115,7 @@ class SweepRunner:
         self.s = settings
         self.progress = progress or Progress(settings.study_name, settings.n_trials, mode="plain")
         self.jobs: dict[int, Job] = {}
-        self.guard = BudgetGuard(settings.storage_url, settings.study_name, settings.sweep_dir / ".ftsweep.lock")
+        self.guard = BudgetGuard(settings.storage_url, settings.study_name, SweepDir(settings.sweep_dir).lock)
         self.backend = make_backend(settings.conf, settings.sweep_dir, settings.trial_timeout_s, settings.command)
         self.gpus = GpuPool(settings.gpus if self.backend.places_gpus else None,
                             settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
@@ -190,21 +186,21 @@ class SweepRunner:
             trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
         trial_dir.mkdir(parents=True)
         gpu = self.gpus.acquire()
-        trial.set_user_attr("trial_dir", str(trial_dir))
-        trial.set_user_attr("overrides", [mask_url_passwords(o) for o in overrides])
+        attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides])
         if gpu is not None:
-            trial.set_user_attr("gpu", gpu)
-        # The trial is job <trial number> of this multirun: Hydra puts it in hydra.sweep.dir/hydra.sweep.subdir.
-        cmd = [*self._command(), *overrides, f"hydra.sweep.dir={format_value(str(self.s.sweep_dir))}",
-               f"hydra.sweep.subdir={format_value(subdir)}"]
-        (trial_dir / "trial.log").write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
-        proc = self.backend.start(cmd, self._env(trial, gpu), trial_dir, trial.number)
+            attrs.set_attrs(trial, gpu=gpu)
+        cmd = TrialLaunch.argv(self._command(), overrides, str(self.s.sweep_dir), subdir)
+        rundir.RunDir(trial_dir).trial_log.write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
+        env = {**self._env(trial, gpu), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
+        proc = self.backend.start(cmd, env, trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
             note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
                     "same parameters)")
-        self.progress.started_trial(trial.number, dict(trial.params), note)
+        shown = derived_settings(overrides, self.space.derived)  # lora.alpha, accumulation, effective batch
+        trial.set_user_attr(attrs.DERIVED, shown)
+        self.progress.started_trial(trial.number, {**dict(trial.params), **shown}, note)
 
     def _command(self) -> list[str]:
         """The trial command; k GPUs per trial = the same entry point under torchrun (one rank per GPU)."""
@@ -219,19 +215,11 @@ class SweepRunner:
         # The trial exits when this process is gone (orphan check by pid): only meaningful on this host, so a
         # submitit job (maybe on another node) gets none and relies on the heartbeat/stale rules instead.
         same_host = self.s.conf.backend == "local"
-        env: dict[str, str] = {}
-        env.update({
-            "FTSWEEP_STORAGE": self.s.storage_url,
-            "FTSWEEP_STUDY_NAME": self.s.study_name,
-            "FTSWEEP_TRIAL_ID": str(trial._trial_id),
-            "FTSWEEP_TRIAL_NUMBER": str(trial.number),
-            "FTSWEEP_TRIAL_PARAMS": json.dumps(trial.params, default=str),
-            "FTSWEEP_PRUNER": pruner_to_json(self.s.pruner),
-            "FTSWEEP_OBJECTIVE_METRIC": self.s.metrics[0],
-            "FTSWEEP_MULTI_OBJECTIVE": "1" if len(self.s.directions) > 1 else "0",
-            "FTSWEEP_PARENT_PID": str(os.getpid()) if same_host else "0",
-            "FTSWEEP_HEARTBEAT_S": str(self.s.conf.heartbeat_interval_s),
-        })
+        env = TrialLaunch(
+            storage=self.s.storage_url, study_name=self.s.study_name, trial_id=trial._trial_id,
+            trial_number=trial.number, params=dict(trial.params), pruner=pruner_to_json(self.s.pruner),
+            objective_metric=self.s.metrics[0], multi_objective=len(self.s.directions) > 1,
+            parent_pid=os.getpid() if same_host else 0, heartbeat_s=self.s.conf.heartbeat_interval_s).env()
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         threads = intra_op_share(self.s.n_workers) if self.s.conf.backend == "local" else None
@@ -246,6 +234,7 @@ class SweepRunner:
         for number in list(self.jobs):
             job = self.jobs[number]
             ended = job.proc.poll()
+            self.progress.relay_notices(number, job.trial_dir / NOTICE_FILE)
             timeout = self.s.trial_timeout_s
             if ended is None and timeout and time.monotonic() - job.started > timeout:
                 job.proc.kill()
@@ -255,41 +244,7 @@ class SweepRunner:
 
     def _outcome(self, job: Job, ended: Exit) -> Outcome:
         """What the trial process left behind: metrics.json (complete/pruned) or failure.json."""
-        failure = rundir.read_failure(job.trial_dir)
-        metrics = rundir.read_metrics(job.trial_dir)
-        code = ended.code
-        if code is None and not failure and metrics is None:
-            # The scheduler ended the job before the trial wrote anything (time limit, preemption, node
-            # failure, scancel): like a stale trial, FAIL with its reason and re-run once.
-            return Outcome("failed", reason=ended.reason or "scheduler: job ended", retry=True)
-        code = 1 if code is None else code
-        if failure:
-            return Outcome("failed", reason=str(failure.get("reason") or failure.get("error_type") or "failed"),
-                           doc=failure)
-        if code != 0 or metrics is None:
-            if code < 0:
-                why = f"killed by signal {signal.Signals(-code).name}"
-            else:
-                why = f"exit code {code}" if code else "no metrics.json written"
-            return Outcome("failed", reason=f"{why}: {_last_line(job.trial_dir / 'trial.log')}", doc=metrics or {})
-        status = str(metrics.get("status", "complete")).lower()
-        if status == "pruned":
-            return Outcome("pruned", doc=metrics)
-        try:
-            values = [self._metric(metrics, m) for m in self.s.metrics]
-        except (KeyError, TypeError, ValueError) as err:
-            return Outcome("failed", reason=f"objective: {err}", doc=metrics)
-        bad = [v for v in values if not math.isfinite(v)]
-        if bad:
-            return Outcome("failed", reason=f"nan_loss: objective is {bad[0]}", doc=metrics)
-        return Outcome("complete", values=values, doc=metrics)
-
-    def _metric(self, doc: dict[str, Any], name: str) -> float:
-        if name == self.s.metrics[0] and isinstance(doc.get("objective"), (int, float)):
-            return float(doc["objective"])
-        if isinstance(doc.get(name), (int, float)):
-            return float(doc[name])
-        raise KeyError(f"metric {name!r} not in metrics.json")
+        return read_outcome(job.trial_dir, ended, self.s.metrics)
 
     def _finish(self, job: Job, out: Outcome) -> None:
         from optuna.trial import TrialState
@@ -300,13 +255,15 @@ class SweepRunner:
             return
         trial = job.trial
         if out.doc.get("wandb_run_id"):
-            trial.set_user_attr("wandb_run_id", out.doc["wandb_run_id"])
-        trial.set_user_attr("status", out.state)
+            attrs.set_attrs(trial, wandb_run_id=out.doc["wandb_run_id"])
+        attrs.set_attrs(trial, status=out.state, runtime_s=round(time.monotonic() - job.started, 2))
         if out.doc.get("pruned_at_step") is not None:
-            trial.set_user_attr("pruned_at_step", out.doc["pruned_at_step"])
-        trial.set_user_attr("runtime_s", round(time.monotonic() - job.started, 2))
+            attrs.set_attrs(trial, pruned_at_step=out.doc["pruned_at_step"])
         if out.reason:
-            trial.set_user_attr("reason", out.reason[:1000])
+            attrs.set_attrs(trial, reason=scrub(out.reason)[:1000])  # shown by the dashboard: no secrets
+        for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
+            trial.set_user_attr(key, value)
+        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":
@@ -329,26 +286,18 @@ class SweepRunner:
             self.progress.log(self.aborted)
 
     def _retry_oom(self, job: Job, out: Outcome) -> bool:
-        """On OOM, run the trial again once: half micro-batch, double accumulation (same effective batch),
-        and half the eval micro-batch (an OOM in evaluation would otherwise fail the same way). An OOM
-        while the weights load (failure.json ``phase: load``) is not retried: no batch size helps."""
-        if not (self.s.conf.retry_oom and not job.oom_retried and str(out.reason).startswith("oom")):
+        """On OOM, run the trial again once with half the micro-batch (:func:`oom_retry`)."""
+        if job.oom_retried or not self.s.conf.retry_oom:
             return False
-        if out.doc.get("phase") == "load":
+        retry = oom_retry(job.trial_dir, job.overrides, out)
+        if retry is None:
             return False
-        batch, accum, eval_batch = _batch_settings(job.trial_dir)
-        if batch is None or batch < 2 or batch % 2:
-            return False
-        job.trial.set_user_attr("oom_first_attempt", {"reason": str(out.reason)[:300], "per_device_train_batch_size": batch,
-                                                      "gradient_accumulation_steps": accum,
-                                                      "per_device_eval_batch_size": eval_batch})
+        overrides, first_attempt = retry
+        attrs.set_attrs(job.trial, oom_first_attempt=first_attempt)
         attempt_dir = job.trial_dir.with_name(f"{job.trial_dir.name}.oom")
         shutil.rmtree(attempt_dir, ignore_errors=True)
         job.trial_dir.rename(attempt_dir)
-        halved = [f"trainer.per_device_train_batch_size={batch // 2}", f"trainer.gradient_accumulation_steps={accum * 2}"]
-        if eval_batch and eval_batch > 1:
-            halved.append(f"trainer.per_device_eval_batch_size={eval_batch // 2}")
-        overrides = merge_overrides(job.overrides, halved)
+        batch = first_attempt["per_device_train_batch_size"]
         self.progress.finished_trial(job.trial.number, "OOM", None, f"{out.reason}; re-running with micro-batch {batch // 2}")
         self._start(job.trial, overrides, oom_retried=True)
         return True
@@ -371,8 +320,8 @@ class SweepRunner:
         for job in list(self.jobs.values()):
             try:
                 record_heartbeat(self.study._storage, job.trial._trial_id)
-            except Exception:
-                pass
+            except Exception as err:  # a missed beat is harmless (the next one comes in heartbeat_interval_s)
+                self.progress.log(f"trial {job.trial.number}: heartbeat not recorded ({type(err).__name__}: {err})")
 
     def _check_stale(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -394,38 +343,18 @@ class SweepRunner:
         for job in list(self.jobs.values()):
             job.proc.kill()
             try:
-                job.trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
-                job.trial.set_user_attr("status", "failed")
+                attrs.set_attrs(job.trial, reason="interrupted: the sweep process was stopped", status="failed")
                 self.study.tell(job.trial, state=TrialState.FAIL)
                 rerun(self.study, job.trial, self.s.conf.retry_stale, charged=False)  # not its fault
-            except Exception:
-                pass
+            except Exception as err:  # storage gone while stopping: the stale check re-runs it on resume
+                print(f"[sweep] trial {job.trial.number} not recorded as interrupted: {type(err).__name__}: {err}",
+                      file=sys.stderr)
         self.jobs.clear()
 
 
 # ---------------------------------------------------------------------- helpers
-def _last_line(path: Path) -> str:
-    try:
-        # skip the "# ..." lines the sweeper wrote itself (the command, the submitit job id)
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()
-                 if ln.strip() and not ln.startswith("# ")]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
-
-
-def _batch_settings(trial_dir: Path) -> tuple[int | None, int, int | None]:
-    """Micro-batch, accumulation and eval micro-batch the failed attempt used (its resolved Hydra config)."""
-    try:
-        t = rundir.load_config(trial_dir).trainer
-        eval_batch = t.get("per_device_eval_batch_size")  # a custom trial command may not write it
-        return int(t.per_device_train_batch_size), int(t.gradient_accumulation_steps), eval_batch and int(eval_batch)
-    except Exception:
-        return None, 1, None
-
-
 def default_command() -> list[str]:
-    """The trial command prefix (FTSWEEP_TRIAL_CMD, a JSON list, replaces ``python -m ftsweep train``)."""
+    """The trial command prefix (FTSWEEP_TRIAL_CMD, a JSON list, replaces ``python -m ftsweep.sweeper.trial``)."""
     raw = os.environ.get("FTSWEEP_TRIAL_CMD")
     return list(json.loads(raw)) if raw else list(DEFAULT_COMMAND)
 

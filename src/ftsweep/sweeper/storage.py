@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ftsweep.sweeper import attrs
 from ftsweep.sweeper.grammar import SweepInputError
 
-HEARTBEAT_ATTR = "ftsweep:heartbeat"
+HEARTBEAT_ATTR = attrs.HEARTBEAT
 FIELD = "hydra.sweeper.storage"
 # Drivers a URL scheme needs, and the pip name to suggest when it is missing.
 _DRIVER_HINTS = {"psycopg": "pip install 'ftsweep[postgres]'", "psycopg2": "pip install psycopg2-binary",

@@ -26,17 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.config.sweeper import PrunerConf, SamplerConf
+from ftsweep.sweeper import attrs
 from ftsweep.sweeper.grammar import SearchSpace, SweepInputError
 from ftsweep.sweeper.samplers import build_pruner, build_sampler
 from ftsweep.sweeper.storage import HEARTBEAT_ATTR, open_storage, redact
 
-SPACE_ATTR = "ftsweep:search_space"
-SWEEP_DIR_ATTR = "ftsweep:sweep_dir"
-OWNER_ATTR = "ftsweep:owner"
-RETRY_OF = "retry_of"  # the original trial whose parameters a stale re-run repeats
-REPLACES_ATTR = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget
-ATTEMPT_ATTR = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this is
-CHARGED_ATTR = "ftsweep:charged"  # False: a re-run after the owner process was lost (spends no retry budget)
+# the attribute names (one module spells them): ftsweep.sweeper.attrs
+SPACE_ATTR, SWEEP_DIR_ATTR, OWNER_ATTR = attrs.SEARCH_SPACE, attrs.SWEEP_DIR, attrs.OWNER
+RETRY_OF, REPLACES_ATTR, ATTEMPT_ATTR = attrs.RETRY_OF, attrs.REPLACES, attrs.ATTEMPT
+CHARGED_ATTR = attrs.CHARGED
 
 
 def open_study(*, storage_url: str, study_name: str, directions: list[str], space: SearchSpace,
@@ -57,12 +55,12 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
                                 study_name=study_name, directions=directions, load_if_exists=True)
     if existing is None:
         study.set_user_attr(SPACE_ATTR, space.to_json())
-        study.set_user_attr("ftsweep:metrics", metrics)
-        study.set_user_attr("ftsweep:fixed_overrides", [redact(o) for o in fixed_overrides])
+        study.set_user_attr(attrs.METRICS, metrics)
+        study.set_user_attr(attrs.FIXED_OVERRIDES, [redact(o) for o in fixed_overrides])
         study.set_user_attr(SWEEP_DIR_ATTR, str(sweep_dir))
-        study.set_user_attr("ftsweep:created", time.strftime("%Y-%m-%d %H:%M:%S"))
+        study.set_user_attr(attrs.CREATED, time.strftime("%Y-%m-%d %H:%M:%S"))
         for params in enqueue or []:
-            study.enqueue_trial(params, user_attrs={"enqueued": True}, skip_if_exists=True)
+            study.enqueue_trial(params, user_attrs={attrs.ENQUEUED: True}, skip_if_exists=True)
     return study
 
 
@@ -237,10 +235,9 @@ def fail_stale_trials(study: Any, *, grace_s: float, mine: set[int], retry: int)
         if reason is None:
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, "reason", reason)
-            storage.set_trial_user_attr(t._trial_id, "status", "failed")
+            attrs.set_attrs_in_storage(storage, t._trial_id, reason=reason, status="failed")
             storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        except Exception:
+        except Exception:  # another sweep process finished or failed it first (its state is no longer RUNNING)
             continue
         failed.append((t.number, reason, rerun(study, t, retry, charged=False)))  # stale = owner lost
     return failed
@@ -269,3 +266,44 @@ def rerun(study: Any, trial: Any, limit: int, *, charged: bool = True) -> str:
         return (f"re-run {len(reruns) + 1} with trial {root}'s parameters (its sweep process was lost: "
                 f"no retry budget spent)")
     return f"re-run {len(reruns) + 1} with trial {root}'s parameters ({spent + 1} of {limit} retries)"
+
+
+# ------------------------------------------------------------------------------------------ reading
+def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
+    """(study, sweep dir, storage URL) for a sweep directory or a storage URL, read-only: the public way
+    to read a sweep (``ftsweep report``, ``ftsweep merge`` / ``export``). Raises :class:`SweepInputError`."""
+    import optuna
+
+    from ftsweep.sweepdir import SweepDir
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = Path(target).expanduser()
+    if "://" not in target and not target.startswith("journal:"):
+        if not path.is_dir():
+            raise SweepInputError(f"{target}: no such sweep directory (or give a storage URL)")
+        url = SweepDir(path).existing_storage_url()
+        if url is None:
+            raise SweepInputError(f"{target}: no study.db or study.journal here; pass the storage URL and --study")
+    else:
+        url = target
+    storage = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if study_name is None:
+        if len(names) != 1:
+            raise SweepInputError(f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                                  "choose one with --study")
+        study_name = names[0]
+    elif study_name not in names:
+        raise SweepInputError(f"no study {study_name!r} in {redact(url)}; studies: {', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    sweep_dir = path.resolve() if path.is_dir() else _recorded_sweep_dir(study)
+    return study, sweep_dir, url
+
+
+def _recorded_sweep_dir(study: Any) -> Path:
+    """The sweep directory recorded on the study when it was created (its ``hydra.sweep.dir``)."""
+    recorded = study.user_attrs.get(SWEEP_DIR_ATTR)
+    if recorded:
+        return Path(recorded)
+    trial_dirs = [t.user_attrs.get(attrs.TRIAL_DIR) for t in study.get_trials(deepcopy=False)]
+    return next((Path(d).parent for d in trial_dirs if d), Path.cwd() / study.study_name)

@@ -10,15 +10,28 @@ import contextlib
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftsweep.config import options
 from ftsweep.config.sweeper import SweeperConf
+from ftsweep.sweepdir import SweepDir
+from ftsweep.sweeper import attrs
 from ftsweep.sweeper.grammar import SearchSpace, SweepInputError, merge_overrides, parse_space
 from ftsweep.sweeper.samplers import check_pruner
 
-DIRECTIONS = ("minimize", "maximize")
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep, ready to run: what :func:`plan_sweep` decided and :func:`execute` runs."""
+
+    study: Any  # the opened (created or resumed) optuna.Study
+    space: SearchSpace  # what a trial samples and derives
+    fixed: list[str]  # overrides every trial gets (command line over sweep file over baseline)
+    settings: Any  # runner.RunSettings: budget, workers, GPUs, storage, sweep dir, trial command
+    wandb_summary: bool  # log the sweep's W&B summary run at the end
+    logger: dict[str, Any] = field(default_factory=dict)  # the resolved logger group (for that summary run)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -78,10 +91,8 @@ def _study_name(conf: SweeperConf, cfg: Any) -> str:
 
 def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
     """Default storage: SQLite in the sweep dir; "journal" = a journal file; relative SQLite paths made absolute."""
-    if not storage or storage == "sqlite":
-        return f"sqlite:///{sweep_dir / 'study.db'}"
-    if storage == "journal":
-        return f"journal:{sweep_dir / 'study.journal'}"
+    if not storage or storage in ("sqlite", "journal"):
+        return SweepDir(sweep_dir).default_storage_url(storage or "sqlite")
     if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
         path = storage[len("sqlite:///"):]
         if path and path != ":memory:":
@@ -109,14 +120,15 @@ def studies_in(sweep_dir: Path) -> list[str]:
     import sqlite3
 
     names: list[str] = []
-    db = sweep_dir / "study.db"
+    folder = SweepDir(sweep_dir)
+    db = folder.study_db
     if db.is_file():
         try:
             with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
                 names += [r[0] for r in con.execute("SELECT study_name FROM studies")]
         except sqlite3.Error:
             pass
-    journal = sweep_dir / "study.journal"
+    journal = folder.study_journal
     if journal.is_file():
         for line in journal.read_text(errors="replace").splitlines():
             try:
@@ -125,11 +137,9 @@ def studies_in(sweep_dir: Path) -> list[str]:
                 continue
             if isinstance(op, dict) and op.get("op_code") == 0 and op.get("study_name"):
                 names.append(str(op["study_name"]))
-    if not names and (sweep_dir / "summary.json").is_file():
-        try:
-            names.append(str(json.loads((sweep_dir / "summary.json").read_text())["study_name"]))
-        except (ValueError, KeyError, TypeError):
-            pass
+    summary = folder.read_summary() if not names else None
+    if summary and summary.get("study_name"):
+        names.append(str(summary["study_name"]))
     return names
 
 
@@ -172,26 +182,44 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
                 raise SweepInputError(message)
 
 
-def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
-              trial_subdir: Callable[[int, list[str]], str]) -> int:
-    """Run the sweep; returns 0, or exits 2 on bad input (before any trial) and 1 when aborted."""
+def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str], trial_subdir: Callable[[int, list[str]], str],
+              on_end: Callable[[SweepPlan], Path | None] | None = None) -> int:
+    """Run the sweep; returns 0. Raises :class:`SweepInputError` on bad input (before any trial) and
+    :class:`SweepAborted` when the sweep stopped early (after its report). ``on_end``: the report hook
+    (:func:`ftsweep.report.sweep_end`), called once the trials are done; returns the report's folder."""
+    from ftsweep.sweeper.finished import StudyFinished
+
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
-    except SweepInputError as err:
-        from ftsweep.tracking import mask_url_passwords
+    except StudyFinished as done:  # not an error: the study is complete; one line says so
+        print(f"ftsweep: {done}")
+        return 0
+    return execute(plan, on_end)
 
-        print(f"ftsweep: error: {mask_url_passwords(' '.join(str(err).split()))}", file=sys.stderr)
-        sys.exit(2)
-    return execute(plan)
+
+def check_gpus_exist(spec: Any, gpus: list[str] | None) -> None:
+    """Listed GPU indices (``hydra.sweeper.gpus=[0,1]``) must be GPUs this machine has: a missing one would
+    leave its trials on the CPU without a word. Device names (MIG or GPU UUIDs) are left to CUDA."""
+    if spec == "auto" or not gpus:
+        return
+    from ftsweep.device import list_devices
+
+    present = list_devices()
+    missing = [g for g in gpus if g.isdigit() and g not in present]
+    if missing:
+        has = f"its GPUs are {', '.join(present)}" if present else "it has no GPU (nvidia-smi, CUDA_VISIBLE_DEVICES)"
+        raise SweepInputError(f"hydra.sweeper.gpus: GPU {', '.join(missing)} is not on this machine: {has}; "
+                              "use gpus=auto, gpus=null (CPU) or the GPUs listed")
 
 
 def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
-               trial_subdir: Callable[[int, list[str]], str]) -> dict[str, Any]:
+               trial_subdir: Callable[[int, list[str]], str]) -> SweepPlan:
     """Everything checked and resolved, study opened or created; no trial started yet."""
     import optuna
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
+    from ftsweep.config.objective import GENERATION_METRICS
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -228,15 +256,20 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               "to the same number of metrics")
     if len(directions) == 1 and len(metrics) > 1:
         directions = directions * len(metrics)
-    if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
+    if len(directions) != len(metrics) or any(d not in options.DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
-                              f"one of {', '.join(DIRECTIONS)} per metric")
+                              f"one of {', '.join(options.DIRECTIONS)} per metric")
     from ftsweep.stages.registry import stage_metrics
 
-    known = (*KNOWN_METRICS, *stage_metrics(str(OmegaConf.select(cfg, "stage.name", default="sft"))))
+    staged = stage_metrics(str(OmegaConf.select(cfg, "stage.name", default="sft")))
+    generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
     for m in metrics:
-        if m not in known:
-            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: {', '.join(known)}")
+        if m in GENERATION_METRICS and m not in generated:
+            raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
+                                  f"set objective={m} (or add it to objective.extra_metrics)")
+        if m not in KNOWN_METRICS and m not in GENERATION_METRICS and m not in staged:
+            raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
+                                  f"{', '.join((*KNOWN_METRICS, *staged, *GENERATION_METRICS))}")
 
     pruner = conf.pruner
     if len(directions) > 1:
@@ -248,6 +281,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         raise SweepInputError(f"hydra.sweeper.n_workers: must be >= 1 (got {conf.n_workers})")
     if conf.retry_stale < 0:
         raise SweepInputError(f"hydra.sweeper.retry_stale: must be >= 0 re-runs (got {conf.retry_stale})")
+    if not conf.trial_timeout_s >= 0:  # (NaN too)
+        raise SweepInputError(f"hydra.sweeper.trial_timeout_s: must be >= 0 seconds, 0 = no limit "
+                              f"(got {conf.trial_timeout_s})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     n_trials, n_workers = conf.n_trials, conf.n_workers
@@ -256,6 +292,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if size is not None and size < n_trials:
         n_trials = size
 
+    from ftsweep.sweeper.finished import check_finished
+
+    # Re-running a finished sweep: one line, none of the set-up below (composing, report, W&B).
+    sweep_dir = sweep_dir_of(conf, cfg)
+    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
     from ftsweep.stages.registry import stage_module
 
@@ -271,22 +312,26 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     gpus = detect_gpus(conf.gpus)
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
     capacity = GpuPool(gpus, conf.gpus_per_trial, conf.trials_per_gpu).capacity if conf.backend == "local" else 0
+    if conf.backend == "local":
+        check_gpus_exist(conf.gpus, gpus)
 
-    sweep_dir = sweep_dir_of(conf, cfg)
     storage_url = resolve_storage(conf.storage, sweep_dir)
     if not OmegaConf.select(cfg, "overwrite", default=False):
         check_sweep_dir(sweep_dir, study_name)
     # The lock (shared by the processes of one study) lives in the sweep folder: if the storage cannot be
     # opened, the folders created for it are removed again, so bad input leaves nothing behind.
     created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
+    lock_is_new = not (sweep_dir / ".ftsweep.lock").exists()
     try:
-        with flock(sweep_dir / ".ftsweep.lock"):
+        with flock(SweepDir(sweep_dir).lock):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                                sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
                                sweep_dir=sweep_dir, enqueue=enqueue)
     except SweepInputError:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        elif lock_is_new:  # an existing folder (e.g. a garbage study.db): only the lock file is ours
+            (sweep_dir / ".ftsweep.lock").unlink(missing_ok=True)
         raise
 
     if capacity and n_workers > capacity:
@@ -300,45 +345,43 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         directions=directions, metrics=metrics, pruner=pruner, n_workers=n_workers, gpus=gpus,
         trial_timeout_s=timeout, trial_subdir=trial_subdir, command=command)
     logger = OmegaConf.select(cfg, "logger")
-    return {"study": study, "space": space, "fixed": fixed, "settings": settings,
-            "wandb": conf.wandb_summary and logger is not None and logger.name == "wandb",
-            "logger": OmegaConf.to_container(logger, resolve=True) if logger is not None else {}}
+    return SweepPlan(study=study, space=space, fixed=fixed, settings=settings,
+                     wandb_summary=bool(conf.wandb_summary and logger is not None and logger.name == "wandb"),
+                     logger=OmegaConf.to_container(logger, resolve=True) if logger is not None else {})
 
 
-def execute(plan: dict[str, Any]) -> int:
-    """Run the planned study, write the report, log the W&B summary, print the best trial."""
+def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None = None) -> int:
+    """Run the planned study, call the report hook (report, W&B summary), print the best trial."""
     import optuna
 
+    from ftsweep.errors import SweepAborted
     from ftsweep.sweeper.progress import Progress
-    from ftsweep.sweeper.runner import SweepAborted, SweepRunner
+    from ftsweep.sweeper.runner import SweepRunner
     from ftsweep.sweeper.storage import redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = plan["settings"]
+    s = plan.settings
     progress = Progress(s.study_name, s.n_trials, mode=s.conf.progress)
     progress.log(f"study {s.study_name} in {redact(s.storage_url)}; trials in {s.sweep_dir}")
+    from ftsweep.sweeper import watch
+
+    watch.label_study(plan.study, s.metrics)
+    dashboard, line = (watch.start_dashboard(s.sweep_dir, s.storage_url, s.study_name, s.conf.dashboard_port)
+                       if s.conf.dashboard else (None, watch.watch_line(s.sweep_dir, s.storage_url, s.study_name)))
+    progress.log(line)
     aborted = None
-    with progress:
-        try:
-            SweepRunner(plan["study"], plan["space"], plan["fixed"], s, progress).run()
-        except SweepAborted as err:
-            aborted = str(err)
-    report_dir = None
-    if s.conf.report:
-        from ftsweep.report import write_report
-
-        try:
-            report_dir = write_report(plan["study"], s.sweep_dir, storage_url=s.storage_url)
-        except Exception as err:
-            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
-    if plan["wandb"]:
-        from ftsweep.sweeper.wandb_summary import log_summary
-
-        log_summary(plan["study"], plan["logger"], s.sweep_dir)
-    print_best(plan["study"], report_dir)
+    try:
+        with progress:
+            try:
+                SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
+            except SweepAborted as err:
+                aborted = str(err)
+        report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
+    finally:
+        watch.stop_dashboard(dashboard)
+    print_best(plan.study, report_dir)
     if aborted:
-        print(f"ftsweep: error: {aborted}", file=sys.stderr)
-        sys.exit(1)
+        raise SweepAborted(aborted)
     return 0
 
 
@@ -351,7 +394,7 @@ def print_best(study: Any, report_dir: Path | None) -> None:
           f"{c.failed} failed)")
     if len(study.directions) > 1:
         for t in study.best_trials:
-            print(f"  pareto trial {t.number}: values={t.values} params={t.params} dir={t.user_attrs.get('trial_dir')}")
+            print(f"  pareto trial {t.number}: values={t.values} params={t.params} dir={t.user_attrs.get(attrs.TRIAL_DIR)}")
     else:
         best = best_trial(study)
         if best is None:
@@ -359,6 +402,6 @@ def print_best(study: Any, report_dir: Path | None) -> None:
         else:
             print(f"best trial {best.number}: value={best.value:.6g}")
             print(f"  params: {best.params}")
-            print(f"  trial dir: {best.user_attrs.get('trial_dir')}")
+            print(f"  trial dir: {best.user_attrs.get(attrs.TRIAL_DIR)}")
     if report_dir is not None:
-        print(f"report: {report_dir / 'report.md'}  best config: {report_dir / 'best.yaml'}")
+        print(f"report: {SweepDir(report_dir).report}  best config: {SweepDir(report_dir).best}")

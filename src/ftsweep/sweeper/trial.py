@@ -6,64 +6,37 @@ runs the training recipe as job ``hydra.job.num = <trial number>`` of the sweep'
 ``.hydra/`` records ``mode: MULTIRUN`` and the job number), with the trial's own TrainerCallbacks (pruning
 report, heartbeat) and W&B naming (group = study, name = ``trial-<n>``).
 
-The sweep process tells the trial who it is through environment variables (set by
-:mod:`ftsweep.sweeper.runner`)::
-
-    FTSWEEP_STORAGE           Optuna storage URL
-    FTSWEEP_STUDY_NAME        study name
-    FTSWEEP_TRIAL_ID          Optuna trial id (storage-wide)
-    FTSWEEP_TRIAL_NUMBER      Optuna trial number (per study; names trial_<n>/ and the W&B run)
-    FTSWEEP_TRIAL_PARAMS      JSON of the sampled parameters
-    FTSWEEP_PRUNER            JSON spec of the pruner (Optuna does not store pruners)
-    FTSWEEP_OBJECTIVE_METRIC  the metric reported for pruning (default eval_loss)
-    FTSWEEP_MULTI_OBJECTIVE   "1" when the study has several objectives (no pruning then)
-    FTSWEEP_PARENT_PID        the sweep process; if it dies, the trial stops too
-    FTSWEEP_HEARTBEAT_S       how often to record a heartbeat
+The sweep process tells the trial who it is through environment variables, encoded and decoded by
+:class:`ftsweep.sweeper.launch.TrialLaunch`.
 
 Optuna and transformers are imported only inside a trial.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
 import time
 from typing import Any
 
+from ftsweep.sweeper.launch import TrialLaunch
 from ftsweep.sweeper.study import pid_alive
 
-ENV_PREFIX = "FTSWEEP_"
+log = logging.getLogger(__name__)
 
-
-def trial_context() -> dict[str, Any] | None:
-    """The sweep trial this process runs, or None outside a sweep.
-
-    Keys: storage, study_name, trial_id, trial_number, params (dict), pruner (dict), objective_metric,
-    multi_objective (bool).
-    """
-    env = os.environ
-    if not env.get("FTSWEEP_TRIAL_ID") or not env.get("FTSWEEP_STORAGE"):
-        return None
-    return {
-        "storage": env["FTSWEEP_STORAGE"],
-        "study_name": env.get("FTSWEEP_STUDY_NAME", ""),
-        "trial_id": int(env["FTSWEEP_TRIAL_ID"]),
-        "trial_number": int(env.get("FTSWEEP_TRIAL_NUMBER", "-1")),
-        "params": json.loads(env.get("FTSWEEP_TRIAL_PARAMS") or "{}"),
-        "pruner": env.get("FTSWEEP_PRUNER"),
-        "objective_metric": env.get("FTSWEEP_OBJECTIVE_METRIC") or "eval_loss",
-        "multi_objective": env.get("FTSWEEP_MULTI_OBJECTIVE") == "1",
-    }
+def trial_context() -> TrialLaunch | None:
+    """The sweep trial this process runs, or None outside a sweep."""
+    return TrialLaunch.from_env()
 
 
 class TrialReporter:
     """Reports intermediate objective values of one trial to its study; asks the pruner."""
 
-    def __init__(self, ctx: dict[str, Any]):
+    def __init__(self, ctx: TrialLaunch):
         self.ctx = ctx
-        self.heartbeat_s = float(os.environ.get("FTSWEEP_HEARTBEAT_S") or 10.0)
-        self.parent_pid = int(os.environ.get("FTSWEEP_PARENT_PID") or 0)
+        self.heartbeat_s = ctx.heartbeat_s
+        self.parent_pid = ctx.parent_pid
         self._last_beat = 0.0
         self._trial: Any = None
         self._storage: Any = None
@@ -77,17 +50,17 @@ class TrialReporter:
             from ftsweep.sweeper.storage import open_storage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self._storage = open_storage(self.ctx["storage"])
-            study = optuna.load_study(study_name=self.ctx["study_name"], storage=self._storage,
-                                      pruner=build_pruner(pruner_from_json(self.ctx["pruner"])))
-            self._trial = optuna.trial.Trial(study, self.ctx["trial_id"])
+            self._storage = open_storage(self.ctx.storage)
+            study = optuna.load_study(study_name=self.ctx.study_name, storage=self._storage,
+                                      pruner=build_pruner(pruner_from_json(self.ctx.pruner)))
+            self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
         return self._trial
 
     def report(self, value: float, step: int) -> bool:
         """Report ``value`` at ``step``; True when the pruner says this trial should stop now."""
         trial = self._connect()
         self.heartbeat(force=True)
-        if self.ctx["multi_objective"] or value is None or not math.isfinite(float(value)):
+        if self.ctx.multi_objective or value is None or not math.isfinite(float(value)):
             return False  # Optuna cannot prune multi-objective studies; NaN fails the run elsewhere
         trial.report(float(value), int(step))
         return bool(trial.should_prune())
@@ -106,41 +79,39 @@ class TrialReporter:
             from ftsweep.sweeper.storage import record_heartbeat
 
             self._connect()
-            record_heartbeat(self._storage, self.ctx["trial_id"])
-        except Exception:
-            pass
+            record_heartbeat(self._storage, self.ctx.trial_id)
+        except Exception as err:  # a missed beat is harmless: training goes on, the next beat retries
+            log.debug("heartbeat not recorded: %s: %s", type(err).__name__, err)
 
 
-def trial_callbacks(ctx: dict[str, Any]) -> list[Any]:
+def trial_callbacks(ctx: TrialLaunch) -> list[Any]:
     """TrainerCallbacks for a sweep trial: pruning report + heartbeat."""
-    return [_make_pruning_callback(TrialReporter(ctx), ctx["objective_metric"])]
+    return [_make_pruning_callback(TrialReporter(ctx), ctx.objective_metric)]
 
 
-def run_info(ctx: dict[str, Any]) -> Any:
+def run_info(ctx: TrialLaunch) -> Any:
     """How the trial's W&B run is named: group = study, name = trial-<n>, trial number and params in its config."""
     from ftsweep.tracking import RunInfo
 
-    return RunInfo(group=ctx["study_name"], name=f"trial-{ctx['trial_number']}",
-                   config={"trial_number": ctx["trial_number"], "trial_params": ctx["params"],
-                           "study_name": ctx["study_name"]})
+    return RunInfo(group=ctx.study_name, name=f"trial-{ctx.trial_number}",
+                   config={"trial_number": ctx.trial_number, "trial_params": ctx.params,
+                           "study_name": ctx.study_name})
 
 
 def main(argv: list[str] | None = None, parts: Any = None) -> int:
     """Run one trial (its overrides on the command line, its identity in FTSWEEP_* variables).
 
     ``parts``: where the run gets its tokenizer, data and model (a warm worker passes
-    :class:`ftsweep.warm.WarmComponents`; default: built anew)."""
+    :class:`ftsweep.sweeper.warm.WarmComponents`; default: built anew)."""
     import sys
 
     from ftsweep.config.compose import run_as_multirun_job
-    from ftsweep.config.errors import UsageError
+    from ftsweep.errors import UsageError, report
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ctx = trial_context()
     if ctx is None:
-        print("ftsweep: error: ftsweep.sweeper.trial runs only inside a sweep (FTSWEEP_TRIAL_ID is not set)",
-              file=sys.stderr)
-        return 2
+        return report(UsageError("ftsweep.sweeper.trial runs only inside a sweep (FTSWEEP_TRIAL_ID is not set)"))
 
     def task(cfg: Any) -> float | None:
         from hydra.core.hydra_config import HydraConfig
@@ -154,10 +125,9 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
         return metrics.get("objective")
 
     try:
-        run_as_multirun_job(argv, ctx["trial_number"], task)
-    except UsageError as err:
-        print(f"ftsweep: error: {err}", file=sys.stderr)
-        return 2
+        run_as_multirun_job(argv, ctx.trial_number, task)
+    except Exception as err:  # noqa: BLE001 -- the trial's entry point: every error becomes its line(s) and exit code here
+        return report(err)
     return 0
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ftsweep.sweeper import attrs
+
 
 def trial_rows(study: Any) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows of the trials table (params flattened into columns)."""
@@ -17,8 +19,8 @@ def trial_rows(study: Any) -> tuple[list[str], list[list[Any]]]:
     for t in trials:
         value = t.values[0] if t.values and len(t.values) == 1 else (list(t.values) if t.values else None)
         rows.append([t.number, t.state.name, value if not isinstance(value, list) else str(value),
-                     *(_cell(t.params.get(p)) for p in params), t.user_attrs.get("reason"),
-                     t.user_attrs.get("wandb_run_id"), t.user_attrs.get("trial_dir")])
+                     *(_cell(t.params.get(p)) for p in params), t.user_attrs.get(attrs.REASON),
+                     t.user_attrs.get(attrs.WANDB_RUN_ID), t.user_attrs.get(attrs.TRIAL_DIR)])
     return columns, rows
 
 
@@ -26,9 +28,9 @@ def _cell(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
-def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | None:
-    """Log the summary run; returns its id (None if W&B failed: the sweep result does not depend on it)."""
-    from ftsweep.report import summarize
+def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path, summary: dict[str, Any]) -> str | None:
+    """Log the summary run (``summary``: the report's :func:`ftsweep.report.summarize`); returns its id
+    (None if W&B failed: the sweep result does not depend on it)."""
     from ftsweep.tracking import wandb_dir, wandb_init, wandb_mode
 
     os.environ.setdefault("WANDB_SILENT", "true")  # no run summary dump in the sweep's output
@@ -36,7 +38,6 @@ def log_summary(study: Any, logger: dict[str, Any], sweep_dir: Path) -> str | No
         import wandb
 
         mode = wandb_mode(logger)
-        summary = summarize(study)
         run = wandb_init(project=logger.get("project") or "ftsweep", entity=logger.get("entity"),
                          group=study.study_name, name=f"{study.study_name}-summary", job_type="sweep-summary",
                          config={"study_name": study.study_name, "n_trials": summary["n_trials"],

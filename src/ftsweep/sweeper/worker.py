@@ -1,6 +1,6 @@
 """A warm sweep worker (``hydra.sweeper.warm_workers=true``): one long-lived process per trial slot that
 runs trial after trial, keeping imports, tokenizer, tokenized data and base model between them
-(:class:`ftsweep.warm.WarmComponents`).
+(:class:`ftsweep.sweeper.warm.WarmComponents`).
 
     python -m ftsweep.sweeper.worker
 
@@ -41,14 +41,11 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
     saved = {k: os.environ.get(k) for k in job["env"]}
     os.environ.update(job["env"])
     try:
-        code = trial.main(list(job["args"]), parts=parts)
-    except SystemExit as err:  # execute() exits 1 (failed run) or 2 (bad input)
-        code = err.code if isinstance(err.code, int) else 1
-    except BaseException:
-        import traceback
+        code = trial.main(list(job["args"]), parts=parts)  # maps the trial's own errors to its exit code
+    except BaseException as err:  # anything trial.main lets through (SystemExit from a library, Ctrl-C)
+        from ftsweep.errors import report
 
-        traceback.print_exc()
-        code = 1
+        code = report(err)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -64,7 +61,7 @@ def run_trial(job: dict[str, Any], parts: Any, nth: int) -> int:
 
 
 def main() -> int:
-    from ftsweep.warm import WarmComponents
+    from ftsweep.sweeper.warm import WarmComponents
 
     # The answers go to the original stdout (a pipe to the sweep process); fds 1 and 2 go to the worker's
     # log (stderr as started), and to the current trial's log while it runs.

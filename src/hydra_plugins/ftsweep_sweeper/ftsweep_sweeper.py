@@ -41,10 +41,11 @@ class FtsweepOptunaSweeper(Sweeper):
         self.config = config
 
     def sweep(self, arguments: list[str]) -> Any:
+        from ftsweep.report import sweep_end
         from ftsweep.sweeper.sweep import run_sweep, typed_conf
 
         assert self.config is not None
-        return run_sweep(typed_conf(self.conf), self.config, list(arguments), self.trial_subdir)
+        return run_sweep(typed_conf(self.conf), self.config, list(arguments), self.trial_subdir, on_end=sweep_end)
 
     def trial_subdir(self, number: int, overrides: list[str]) -> str:
         """``hydra.sweep.subdir`` of job ``number`` with these task overrides, resolved as Hydra's launchers

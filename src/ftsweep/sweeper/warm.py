@@ -11,7 +11,8 @@ keeps them and gives each trial:
 
 Each item is kept under a key made of the settings it is built from (tokenizer: model + special tokens;
 data: model + data + batch size; base model: model + quantization + data tokens + precision +
-checkpointing + seed + lora.enabled). A trial with other settings rebuilds that item in the same
+checkpointing + seed + lora.enabled): every config key except those :mod:`ftsweep.config.reuse`
+excludes, so a new key rebuilds rather than reuses until it is excluded on purpose. A trial with other settings rebuilds that item in the same
 process (imports stay warm). A full fine-tune (``lora=none``) trains the base weights, so its model is
 never kept; neither is a base model that had any non-adapter weight trainable during the trial.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftsweep.config.reuse import reuse_keys
 from ftsweep.train import Components
 
 # peft's adapter parameter names (LoRA / DoRA weights, trained copies of modules, trainable tokens)
@@ -37,11 +39,11 @@ def settings_key(cfg: Any, *paths: str) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-TOKENIZER_KEYS = ("model", "cache_dir", "data.special_tokens", "data.eos_token")
-DATA_KEYS = (*TOKENIZER_KEYS, "data", "trainer.per_device_train_batch_size")
-MODEL_KEYS = (*TOKENIZER_KEYS, "quantization", "data.packing", "data.format", "data.train_embeddings",
-              "trainer.precision", "trainer.gradient_checkpointing", "trainer.use_reentrant", "trainer.seed",
-              "lora.enabled")
+# Derived from the schema minus an explicit exclude list (ftsweep.config.reuse): a new key is part of
+# every key unless it is listed there as unable to change the item.
+TOKENIZER_KEYS = reuse_keys("tokenizer")
+DATA_KEYS = reuse_keys("datasets")
+MODEL_KEYS = reuse_keys("base_model")
 
 
 class WarmComponents(Components):

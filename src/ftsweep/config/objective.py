@@ -1,0 +1,184 @@
+"""The ``objective`` group: what a run (and a sweep) optimises.
+
+Two kinds of metric share one schema:
+
+- a number the Trainer logs (``eval_loss``, ``eval_mean_token_accuracy``, ...; :data:`KNOWN_METRICS`), as
+  before this group existed;
+- a generation metric (:data:`GENERATION_METRICS`): the model answers each validation row's prompt (the
+  exact prompt tokens it was trained on) and the answer is scored against the row's reference.
+
+The checks a type cannot express (metric names, a regex with a group, a user function's import path and
+signature) live here, run before any model loads, and raise :class:`ConfigError` naming the key.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ftsweep.config.errors import ConfigError
+from ftsweep.config.options import DIRECTIONS
+
+# Metric names a run writes to metrics.json (checked at config time so a typo fails before training).
+# The ``*_mb`` names are kept for existing studies and reports; their values are MiB (2**20 bytes).
+KNOWN_METRICS = (
+    "eval_loss",
+    "eval_mean_token_accuracy",
+    "eval_entropy",
+    "eval_perplexity",
+    "train_loss",
+    "train_runtime",
+    "train_tokens_per_s",
+    "peak_memory_mb",
+    "peak_memory_reserved_mb",
+)
+# Scored on generated answers (ftsweep.objectives.metrics); each is in [0, 1] except bleu / chrf (0-100).
+GENERATION_METRICS = ("exact_match", "contains", "regex", "rouge_l", "bleu", "chrf", "function")
+# The parameters a user metric function takes (``objective.function=my_pkg.metrics:score``).
+FUNCTION_PARAMS = ("prompt", "prediction", "reference", "row")
+
+
+@dataclass
+class NormalizeConfig:
+    """How a prediction and a reference are normalised before exact_match / contains / regex compare them."""
+
+    strip: bool = True
+    casefold: bool = False
+    collapse_whitespace: bool = True
+    remove_punctuation: bool = False
+
+
+@dataclass
+class ObjectiveConfig:
+    # A Trainer metric (eval_loss, ...) or a generation metric (exact_match, contains, regex, rouge_l, bleu,
+    # chrf, function).
+    metric: str = "eval_loss"
+    # minimize | maximize
+    direction: str = "minimize"
+    # --- generation metrics only (ignored for Trainer metrics) ---
+    # Other generation metrics computed from the same answers and written to metrics.json (no extra cost).
+    extra_metrics: list[str] = field(default_factory=list)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    # regex: extracts the answer from prediction and reference (group 1), e.g. GSM8K's "#### (\S+)".
+    pattern: str | None = None
+    # function: "module.path:callable" called as f(prompt=, prediction=, reference=, row=) -> float
+    function: str | None = None
+    # Rows scored at every evaluation (a fixed, seeded subset, the same in every trial); null = all rows.
+    max_samples: int | None = 64
+    subset_seed: int = 0
+    # Score every validation row after training (the objective); false = the subset's last value.
+    final_all_rows: bool = True
+    # null: longest tokenized reference + new_tokens_margin.
+    max_new_tokens: int | None = None
+    new_tokens_margin: int = 8
+    # Rows generated together; null = from the memory model (the most rows, up to 64, whose KV cache and
+    # prefill fit in the memory training already needs).
+    batch_size: int | None = None
+    # Write predictions.jsonl (prompt, reference, prediction, score) for the rows of the last evaluation.
+    write_predictions: bool = True
+
+
+def is_generation_metric(metric: str) -> bool:
+    return metric in GENERATION_METRICS
+
+
+def generates(obj: Any) -> bool:
+    """Whether a run with this objective generates answers (the objective or an extra metric needs them)."""
+    return any(is_generation_metric(m) for m in (obj.metric, *obj.extra_metrics))
+
+
+def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool,
+                    stage_metrics: tuple[str, ...] = ()) -> None:
+    """One-line :class:`ConfigError` for an objective that cannot run; imports the user function (cheap).
+    ``stage_metrics``: what the training stage logs besides the common metrics (dpo: eval_rewards/accuracies)."""
+    if obj.direction not in DIRECTIONS:
+        raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: {', '.join(DIRECTIONS)}")
+    allowed = (*KNOWN_METRICS, *stage_metrics, *GENERATION_METRICS)
+    if obj.metric not in allowed:
+        raise ConfigError("objective.metric", f"unknown metric {obj.metric!r}; available: {', '.join(allowed)}")
+    for name in obj.extra_metrics:
+        if name not in GENERATION_METRICS:
+            raise ConfigError("objective.extra_metrics", f"unknown generation metric {name!r}; available: "
+                              f"{', '.join(GENERATION_METRICS)}")
+    generation = [m for m in (obj.metric, *obj.extra_metrics) if is_generation_metric(m)]
+    if not generation:
+        return
+    key = "objective.metric" if is_generation_metric(obj.metric) else "objective.extra_metrics"
+    if data_format == "text":
+        raise ConfigError(key, f"{generation[0]} compares answers with references, but data.format=text rows have "
+                          "no reference answer; use a Trainer metric such as eval_loss")
+    if train_on_prompt:
+        raise ConfigError(key, f"{generation[0]} needs to know where the answer starts, but data.train_on_prompt=true "
+                          "trains the prompt too; set data.train_on_prompt=false")
+    if not has_validation:
+        raise ConfigError("data.val_size", f"0 and no data.validation_path leaves no validation rows to generate "
+                          f"for objective {generation[0]}; set data.val_size > 0 or data.validation_path")
+    if obj.max_samples is not None and obj.max_samples < 1:
+        raise ConfigError("objective.max_samples", f"must be >= 1 or null for all rows (got {obj.max_samples})")
+    if obj.max_new_tokens is not None and obj.max_new_tokens < 1:
+        raise ConfigError("objective.max_new_tokens", f"must be >= 1 or null (got {obj.max_new_tokens})")
+    if obj.new_tokens_margin < 0:
+        raise ConfigError("objective.new_tokens_margin", f"must be >= 0 (got {obj.new_tokens_margin})")
+    if obj.batch_size is not None and obj.batch_size < 1:
+        raise ConfigError("objective.batch_size", f"must be >= 1 or null (got {obj.batch_size})")
+    if "regex" in generation:
+        compile_pattern(obj.pattern)
+    if "function" in generation:
+        load_function(obj.function)
+    if "rouge_l" in generation or "bleu" in generation or "chrf" in generation:
+        _check_package(generation)
+
+
+def compile_pattern(pattern: str | None) -> re.Pattern:
+    """The regex metric's pattern: it must compile and have a group (the extracted answer)."""
+    if not pattern:
+        raise ConfigError("objective.pattern", "the regex metric needs a pattern with a group, e.g. '#### (\\S+)'")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise ConfigError("objective.pattern", f"does not compile: {err} (got {pattern!r})") from None
+    if compiled.groups < 1:
+        raise ConfigError("objective.pattern", f"needs a group that captures the answer, e.g. '#### (\\S+)' (got {pattern!r})")
+    return compiled
+
+
+def load_function(spec: str | None) -> Callable[..., Any]:
+    """``module.path:name`` -> the callable; it must accept prompt, prediction, reference and row."""
+    if not spec or ":" not in spec:
+        raise ConfigError("objective.function", f"must be 'module.path:function' (got {spec!r})")
+    module_name, _, attr = spec.partition(":")
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path:  # the user's own module, next to their data (like data.path)
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 -- any import failure is the user's module
+        raise ConfigError("objective.function", f"cannot import {module_name!r}: {type(err).__name__}: {err}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError("objective.function", f"{module_name!r} has no callable {attr!r}")
+    try:
+        inspect.signature(fn).bind(prompt="", prediction="", reference="", row={})
+    except TypeError:
+        raise ConfigError("objective.function", f"{spec} must accept ({', '.join(FUNCTION_PARAMS)}) as keyword "
+                          f"arguments (it has {inspect.signature(fn)})") from None
+    return fn
+
+
+_PACKAGES = {"rouge_l": ("rouge_score", "rouge-score"), "bleu": ("sacrebleu", "sacrebleu"),
+             "chrf": ("sacrebleu", "sacrebleu")}
+
+
+def _check_package(metrics: list[str]) -> None:
+    import importlib.util
+
+    for m in metrics:
+        if m in _PACKAGES and importlib.util.find_spec(_PACKAGES[m][0]) is None:
+            raise ConfigError("objective.metric", f"{m} needs the {_PACKAGES[m][1]} package, which is not installed "
+                              f"(pip install {_PACKAGES[m][1]})")

@@ -1,0 +1,39 @@
+"""Can the output folder be made? Checked before Hydra creates it, so a bad ``hydra.run.dir`` /
+``hydra.sweep.dir`` is one line (exit 2) with nothing written, not a traceback from Hydra's ``mkdir``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ftsweep.config.errors import UsageError
+
+# Less free space than this where the folder goes: .hydra/, the logs and the study cannot be written.
+MIN_FREE_BYTES = 16 << 20
+
+
+def check_output_dir(path: str | os.PathLike, key: str) -> None:
+    """Raise :class:`UsageError` naming ``key`` if ``path`` cannot be a writable folder with room in it.
+
+    The nearest existing folder on the way must be a folder (not a file), writable (a probe folder is
+    made and removed again: permissions, a read-only mount or an immutable folder all show), and hold
+    at least ``MIN_FREE_BYTES``."""
+    target = Path(path).expanduser().absolute()
+    existing = target
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file" if existing.is_file() else "not a folder"
+        where = "" if existing == target else f" (on the way to {target})"
+        raise UsageError(f"{key}: {existing} is {what}{where}; choose another {key}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".ftsweep-write-probe-", dir=existing)
+    except OSError as err:
+        raise UsageError(f"{key}: cannot write in {existing}: {err.strerror or err}; choose another {key}") from err
+    os.rmdir(probe)
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"{key}: the disk holding {existing} is full ({free / 2**20:.1f} MiB free, "
+                         f"{MIN_FREE_BYTES >> 20} MiB needed); free space or choose another {key}")

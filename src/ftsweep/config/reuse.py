@@ -1,0 +1,118 @@
+"""Which config keys a reused artefact depends on: the tokenized-data cache and a warm worker's kept
+tokenizer, datasets and base model.
+
+Each artefact's key is every schema key (:func:`schema_keys`) except an explicit exclude list of the keys
+that cannot change it, so a key added to the schema is part of every key by default (a stale reuse is
+impossible; at worst something is rebuilt). ``INCLUDED`` names the keys that do change each artefact:
+``tests/test_reuse_keys.py`` fails when a schema key is in neither list, so each new key is classified
+on purpose. An entry names a leaf (``data.packing``) or a whole group (``optimizer``: every key in it).
+Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from typing import Any
+
+from ftsweep.config.data import DataConfig
+from ftsweep.config.schema import TrainConfig
+
+
+def _leaves(schema: type, prefix: str) -> list[str]:
+    out: list[str] = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        kind = hints[f.name]
+        args = typing.get_args(kind) if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else ()
+        nested = next((a for a in (kind, *args) if dataclasses.is_dataclass(a)), None)
+        out += _leaves(nested, key + ".") if nested else [key]
+    return out
+
+
+@functools.cache
+def schema_keys() -> tuple[str, ...]:
+    """Every leaf key of the train config schema, dotted (``model.tiny.hidden_size``, ``data.packing``)."""
+    return tuple(_leaves(TrainConfig, ""))
+
+
+def _covers(entry: str, key: str) -> bool:
+    return key == entry or key.startswith(entry + ".")
+
+
+def derived_keys(exclude: tuple[str, ...]) -> tuple[str, ...]:
+    """Every schema key no ``exclude`` entry covers."""
+    return tuple(k for k in schema_keys() if not any(_covers(e, k) for e in exclude))
+
+
+# Groups that act only once a model and its data exist (the optimizer steps, the logger records, the
+# objective reads metrics) and top-level keys that are bookkeeping: none of them changes a tokenizer,
+# the tokenized rows or the loaded base model.
+AFTER_BUILD = ("optimizer", "scheduler", "logger", "objective", "baseline", "notes", "overwrite")
+# data keys that decide the rows but not the tokenizer (which only adds special / eos tokens)
+DATA_ROWS_ONLY = tuple(f"data.{f.name}" for f in dataclasses.fields(DataConfig)
+                       if f.name not in ("special_tokens", "eos_token"))
+
+EXCLUDED: dict[str, tuple[str, ...]] = {
+    # data/cache.py fingerprints the data group only (the tokenizer is hashed separately); the files
+    # are hashed by content, and which weights train changes no token.
+    "data_cache": ("data.path", "data.validation_path", "data.train_embeddings"),
+    "tokenizer": (*AFTER_BUILD, "quantization", "lora", "trainer", *DATA_ROWS_ONLY),
+    # the datasets depend on the tokenizer and the data; the batch size only on the length statistics
+    "datasets": (*AFTER_BUILD, "quantization", "lora",
+                 *(k for k in schema_keys() if k.startswith("trainer.") and k != "trainer.per_device_train_batch_size")),
+    # the base model (before its adapter): loading, quantizing, resizing embeddings and preparing it
+    "base_model": (*AFTER_BUILD,
+                   *(k for k in schema_keys() if k.startswith("lora.") and k != "lora.enabled"),
+                   *(k for k in DATA_ROWS_ONLY if k not in ("data.format", "data.packing", "data.train_embeddings")),
+                   *(f"trainer.{k}" for k in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                                              "gradient_accumulation_steps", "max_steps", "num_train_epochs",
+                                              "eval_steps", "save_steps", "logging_steps", "group_by_length",
+                                              "load_best_model_at_end", "early_stopping_patience",
+                                              "dataloader_num_workers", "fail_on_nan", "timeout_s",
+                                              "generate_after", "num_threads"))),
+}
+
+INCLUDED: dict[str, tuple[str, ...]] = {
+    "data_cache": tuple(f"data.{f.name}" for f in dataclasses.fields(DataConfig)
+                        if f"data.{f.name}" not in EXCLUDED["data_cache"]),
+    "tokenizer": ("model", "cache_dir", "data.special_tokens", "data.eos_token"),
+    "datasets": ("model", "cache_dir", "data", "trainer.per_device_train_batch_size"),
+    "base_model": ("model", "cache_dir", "quantization", "data.special_tokens", "data.eos_token", "data.format",
+                   "data.packing", "data.train_embeddings", "trainer.precision", "trainer.gradient_checkpointing",
+                   "trainer.use_reentrant", "trainer.seed", "lora.enabled"),
+}
+
+
+def reuse_keys(artefact: str) -> tuple[str, ...]:
+    """The config keys ``artefact`` (data_cache, tokenizer, datasets, base_model) is kept under."""
+    return derived_keys(EXCLUDED[artefact])
+
+
+# The data cache fingerprints the data group only: keys outside it are not its business.
+SCOPE: dict[str, str] = {"data_cache": "data"}
+
+
+def unclassified(artefact: str) -> list[str]:
+    """Schema keys neither included nor excluded for ``artefact`` (a test keeps this empty)."""
+    listed = (*INCLUDED[artefact], *EXCLUDED[artefact])
+    scope = SCOPE.get(artefact)
+    return [k for k in schema_keys() if (scope is None or _covers(scope, k))
+            and not any(_covers(e, k) for e in listed)]
+
+
+def data_cache_fields() -> tuple[str, ...]:
+    """The DataConfig field names (top level) the tokenized-data cache fingerprints."""
+    names = [k.split(".")[1] for k in reuse_keys("data_cache") if k.startswith("data.")]
+    return tuple(dict.fromkeys(names))
+
+
+def settings_of(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The resolved values of ``keys`` in ``cfg`` (missing keys: None)."""
+    from omegaconf import OmegaConf
+
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k in keys for v in [OmegaConf.select(cfg, k, default=None)]}

@@ -1,0 +1,123 @@
+"""ftsweep's errors, and the one place that turns them into an exit code and a printed line.
+
+Library code only raises. The entry points (``ftsweep.cli.main``, the Hydra task of ``ftsweep train``, the
+trial entry :mod:`ftsweep.sweeper.trial` and the warm worker) call :func:`report`, which prints one line
+with secrets masked and returns the exit code:
+
+    UsageError        2   bad input (config, data, command line, sweep file): one line, nothing written
+      ConfigError         a bad config value (``key``: the dotted path)
+      ConfigFailure       composition or validation failed
+      DataError           a bad row or file (``where``, ``field``)
+      SweepInputError     bad sweep input (grammar, search space, storage, sweeper settings)
+      MemoryInfeasible 1  the estimate exceeds free memory: the run fails (reason ``oom: ...``) unloaded
+    Failure           1   a run that failed (RunFailed, with the cause's traceback) or a sweep that stopped
+    KeyboardInterrupt 130
+
+Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import IO
+
+
+class UsageError(Exception):
+    """Bad input on the command line, in config or in a file: one line, exit code 2, nothing written."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError, ValueError):
+    """A bad config value: ``key`` is the dotted path, the message says what is allowed."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class ConfigFailure(UsageError):
+    """Composition or validation failed; ``str()`` is one line naming the key."""
+
+
+class DataError(UsageError, ValueError):
+    """A bad row or file, as one line naming where and what.
+
+    ``str(err)`` reads like ``data/x.jsonl line 7: field 'output': expected a string, got int``.
+    """
+
+    def __init__(self, where: str, message: str, field: str | None = None):
+        self.where = where
+        self.field = field
+        self.message = message
+        text = f"{where}: field {field!r}: {message}" if field else f"{where}: {message}"
+        super().__init__(text)
+
+
+class SweepInputError(UsageError, ValueError):
+    """Bad sweep input (grammar, search space, storage, sweeper settings); ``str()`` is one line."""
+
+
+class MemoryInfeasible(UsageError, RuntimeError):
+    """The estimate of a run exceeds the free memory of its device: the trial fails without loading.
+
+    The settings asked for it, but within a sweep it is one trial's outcome (reason ``oom: ...``, which
+    the sweeper classifies and may retry smaller), so the run fails with exit code 1 like any other."""
+
+    exit_code = 1
+
+
+class Failure(Exception):
+    """Not bad input: a run that failed, a sweep that stopped. Exit code 1."""
+
+    exit_code = 1
+    prefix = "error"
+
+
+class RunFailed(Failure):
+    """A run failed; its ``failure.json`` is written. ``__cause__`` is the original error (traceback shown)."""
+
+    prefix = "run failed"
+
+
+class SweepAborted(Failure, RuntimeError):
+    """The sweep stopped early (too many failed trials in a row, or a trial bad-input error)."""
+
+
+def exit_code(err: BaseException) -> int:
+    """The process exit code for ``err``: 2 bad input, 130 interrupted, 1 anything else."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    if isinstance(err, SystemExit):
+        return err.code if isinstance(err.code, int) else 1
+    return int(getattr(err, "exit_code", 1))
+
+
+def one_line(message: object) -> str:
+    """``message`` as one line with URL passwords and secret environment values masked."""
+    from ftsweep.tracking import scrub
+
+    return scrub(" ".join(str(message).split()))
+
+
+def report(err: BaseException, stream: IO[str] | None = None) -> int:
+    """Print ``err`` the way ftsweep prints errors and return its exit code.
+
+    Bad input is one line ``ftsweep: error: ...``; a failed run first shows the traceback of what failed,
+    then ``ftsweep: run failed: ...``; any other exception (a bug) its traceback and a last line."""
+    stream = stream or sys.stderr
+    code = exit_code(err)
+    if isinstance(err, SystemExit):
+        return code
+    if isinstance(err, KeyboardInterrupt):
+        print("ftsweep: error: interrupted", file=stream)
+        return code
+    if isinstance(err, RunFailed) and err.__cause__ is not None:
+        traceback.print_exception(type(err.__cause__), err.__cause__, err.__cause__.__traceback__, file=stream)
+    elif not isinstance(err, (UsageError, Failure)):
+        traceback.print_exception(type(err), err, err.__traceback__, file=stream)
+    prefix = getattr(err, "prefix", "error")
+    text = str(err) if isinstance(err, (UsageError, Failure)) else f"{type(err).__name__}: {err}"
+    print(f"ftsweep: {prefix}: {one_line(text)}", file=stream)
+    return code

@@ -1,0 +1,148 @@
+"""Scoring generated answers against references: pure functions, no model, no torch.
+
+Per-row metrics (exact_match, contains, regex, rouge_l, function) give a score per row and the mean over
+rows; corpus metrics (bleu, chrf) are computed over all rows at once by sacrebleu (0-100), with each row's
+sentence score kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
+exact-match reward) score answers the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ftsweep.config.objective import compile_pattern, load_function
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """Text normalisation before comparing (``objective.normalize``)."""
+
+    strip: bool = True
+    casefold: bool = False
+    collapse_whitespace: bool = True
+    remove_punctuation: bool = False
+
+    @classmethod
+    def from_config(cls, node: Any) -> Normalize:
+        return cls(strip=bool(node.strip), casefold=bool(node.casefold),
+                   collapse_whitespace=bool(node.collapse_whitespace), remove_punctuation=bool(node.remove_punctuation))
+
+    def __call__(self, text: str) -> str:
+        if self.remove_punctuation:
+            text = text.translate(_PUNCT)
+        if self.casefold:
+            text = text.casefold()
+        if self.collapse_whitespace:
+            text = _SPACE.sub(" ", text)
+        if self.strip:
+            text = text.strip()
+        return text
+
+
+def exact_match(prediction: str, reference: str, norm: Normalize = Normalize()) -> float:
+    return float(norm(prediction) == norm(reference))
+
+
+def contains(prediction: str, reference: str, norm: Normalize = Normalize()) -> float:
+    ref = norm(reference)
+    return float(bool(ref) and ref in norm(prediction))
+
+
+def regex_match(prediction: str, reference: str, pattern: re.Pattern, norm: Normalize = Normalize()) -> float:
+    """The pattern's first group, extracted from both, must match; no match in the prediction scores 0.
+    A reference without a match is compared whole (the reference may be the bare answer)."""
+    p, r = pattern.search(prediction), pattern.search(reference)
+    if p is None:
+        return 0.0
+    return float(norm(p.group(1)) == norm(r.group(1) if r else reference))
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 from Google's rouge-score (its default tokenizer: lower-cased ASCII words)."""
+    return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
+
+
+_ROUGE: Any = None
+
+
+def _rouge() -> Any:
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return _ROUGE
+
+
+class MetricError(RuntimeError):
+    """A metric raised on one row: the run (trial) fails with this reason, the sweep goes on."""
+
+
+@dataclass
+class Scores:
+    """Per-row scores and the aggregate (the objective value)."""
+
+    rows: list[float]
+    value: float
+
+
+def build_scorer(metric: str, objective: Any) -> Callable[[Sequence[dict[str, Any]]], Scores]:
+    """A function (rows of prompt / prediction / reference / row) -> :class:`Scores` for ``metric``."""
+    norm = Normalize.from_config(objective.normalize)
+    if metric in ("bleu", "chrf"):
+        return lambda rows: _corpus(metric, rows)
+    if metric == "exact_match":
+        def one(r):
+            return exact_match(r["prediction"], r["reference"], norm)
+    elif metric == "contains":
+        def one(r):
+            return contains(r["prediction"], r["reference"], norm)
+    elif metric == "regex":
+        pattern = compile_pattern(objective.pattern)
+
+        def one(r):
+            return regex_match(r["prediction"], r["reference"], pattern, norm)
+    elif metric == "rouge_l":
+        def one(r):
+            return rouge_l(r["prediction"], r["reference"])
+    elif metric == "function":
+        fn = load_function(objective.function)
+
+        def one(r):
+            return float(fn(prompt=r["prompt"], prediction=r["prediction"], reference=r["reference"],
+                             row=r.get("row") or {"index": r.get("index")}))
+    else:
+        raise ValueError(f"not a generation metric: {metric}")
+
+    def score(rows: Sequence[dict[str, Any]]) -> Scores:
+        values = []
+        for i, r in enumerate(rows):
+            try:
+                values.append(one(r))
+            except Exception as err:  # noqa: BLE001 -- a user metric may raise anything
+                raise MetricError(f"metric: {metric} raised on validation row {r.get('index', i)}: "
+                                  f"{type(err).__name__}: {err}") from err
+        return Scores(values, sum(values) / len(values) if values else 0.0)
+
+    return score
+
+
+def _corpus(metric: str, rows: Sequence[dict[str, Any]]) -> Scores:
+    import sacrebleu
+
+    preds = [r["prediction"] for r in rows]
+    refs = [r["reference"] for r in rows]
+    if metric == "bleu":
+        corpus = sacrebleu.corpus_bleu(preds, [refs]).score
+        per_row = [sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(preds, refs)]
+    else:
+        corpus = sacrebleu.corpus_chrf(preds, [refs]).score
+        per_row = [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(preds, refs)]
+    return Scores(per_row, float(corpus))

@@ -1,0 +1,49 @@
+"""A sweep whose study already holds ``n_trials`` finished trials: say so in one line, before any set-up
+(no trial config composed, no report rewritten, no W&B run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftsweep.sweepdir import SweepDir
+
+
+class StudyFinished(Exception):
+    """Nothing left to run; the message is the line to print."""
+
+
+def _existing_storage(url: str) -> bool:
+    """False for a SQLite / journal file that does not exist yet (opening it would create it)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        return path not in ("", ":memory:") and Path(path).is_file()
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):].removeprefix("//")).is_file()
+    return True
+
+
+def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: Path) -> None:
+    """Raise :class:`StudyFinished` when the study exists, holds ``n_trials`` counted trials, and none is
+    running or waiting (a re-run or another process's trial would still need this sweep)."""
+    if not _existing_storage(storage_url):
+        return
+    import optuna
+
+    from ftsweep.sweeper.storage import open_storage
+    from ftsweep.sweeper.study import best_trial, count
+
+    try:
+        study: Any = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except Exception:  # no such study in it, or the storage cannot be read: the normal path says why
+        return
+    c = count(study)
+    if c.total < n_trials or c.running or c.waiting:
+        return
+    best = best_trial(study) if len(study.directions) == 1 else None
+    best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
+    report = SweepDir(sweep_dir).report
+    where = f"; report: {report}" if report.is_file() else ""
+    raise StudyFinished(
+        f"sweep {study_name}: {c.finished} of n_trials={n_trials} trials done{best_text}; nothing to run. To continue "
+        f"the study, raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}){where}")

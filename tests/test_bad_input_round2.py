@@ -1,0 +1,158 @@
+"""Bad input, round 2 (issue 21 items 9-14), table-driven like test_bad_input.py: exit 2, exactly one stderr
+line naming the field / file / row, and nothing created or changed in the working directory.
+
+Output folders that cannot be made, values that were wrongly accepted, data files whose errors are found
+once the run has started (the real recipe runs up to the data: tiny tokenizer, no model), a broken sweep
+file, Hydra's own multi-line messages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import types
+from collections import namedtuple
+
+import pytest
+from sweep_helpers import FAKE_CMD
+
+from ftsweep.cli import main
+
+RUN = ["train", "model=tiny", "logger=none"]
+SWEEP = ["train", "-m", "hydra/sweeper=ftsweep_optuna", "model=tiny", "logger=none", "hydra.sweeper.report=false",
+         "hydra.sweeper.n_trials=1", "optimizer.lr=tag(log,interval(1e-4,1e-2))"]
+
+# (id, argv, texts the one error line must contain)
+CASES = [
+    # item 9: the output folder cannot be made
+    ("run_dir_is_a_file", [*RUN, "hydra.run.dir=afile"], ["hydra.run.dir", "afile is a file"]),
+    ("sweep_dir_under_a_file", [*SWEEP, "hydra.sweep.dir=afile/s"], ["hydra.sweep.dir", "afile is a file"]),
+    ("run_dir_read_only", [*RUN, "hydra.run.dir=ro/run"], ["hydra.run.dir", "cannot write in", "/ro"]),
+    ("sweep_dir_read_only", [*SWEEP, "hydra.sweep.dir=ro/s"], ["hydra.sweep.dir", "cannot write in", "/ro"]),
+    ("disk_full", [*RUN, "hydra.run.dir=full/run"], ["hydra.run.dir", "is full"]),
+    # item 10: wrongly accepted values
+    ("val_size_fraction_above_1", [*RUN, "data.val_size=1.5"], ["data.val_size", "1.5"]),
+    ("val_size_nan", [*RUN, "data.val_size=nan"], ["data.val_size"]),
+    ("gpu_not_on_this_machine", [*SWEEP, "hydra.sweeper.gpus=[7]"], ["hydra.sweeper.gpus", "GPU 7"]),
+    ("trial_timeout_negative", [*SWEEP, "hydra.sweeper.trial_timeout_s=-5"], ["hydra.sweeper.trial_timeout_s"]),
+    # item 11: data errors found once the run started (nothing may stay behind)
+    ("data_invalid_json_line", [*RUN, "data.path=bad.jsonl", "data.format=chat"], ["bad.jsonl line 2", "invalid JSON"]),
+    ("data_last_turn_user", [*RUN, "data.path=lastuser.jsonl", "data.format=chat"],
+     ["lastuser.jsonl line 1", "messages", "last turn"]),
+    ("data_empty_messages", [*RUN, "data.path=emptymsgs.jsonl", "data.format=chat"],
+     ["emptymsgs.jsonl line 1", "messages"]),
+    ("data_empty_jsonl", [*RUN, "data.path=empty.jsonl"], ["empty.jsonl", "the file is empty"]),
+    ("data_empty_json", [*RUN, "data.path=empty.json"], ["empty.json", "the file is empty"]),  # item 14
+    ("data_object_not_list", [*RUN, "data.path=obj.json"], ["obj.json", "JSON list"]),
+    ("data_csv_without_output", [*RUN, "data.path=noout.csv"], ["noout.csv line 2", "'output'", "missing"]),
+    ("data_txt_file", [*RUN, "data.path=t.txt"], ["t.txt", "data.loader"]),
+    ("data_directory", [*RUN, "data.path=adir"], ["adir", "local folder"]),  # item 14: not "Hub dataset"
+    # item 13: a broken sweep file is an error only where it is used, naming the file
+    ("broken_sweep_file_used", ["train", "sweep=broken", "model=tiny", "logger=none"],
+     ["sweep/broken.yaml", "not a valid YAML file"]),
+    # item 14: messages
+    ("sweep_over_hydra_settings", [*SWEEP, "+hydra.sweeper.params.optimizer.weight_decay=choice(0.0,0.1)"],
+     ["hydra.sweeper.params.optimizer.weight_decay", "optimizer.weight_decay=choice(0.0,0.1)"]),
+    ("non_ascii_unquoted_path", [*RUN, "data.path=données.json"], ["data.path", "quote it", "data.path='données.json'"]),
+    ("garbage_study_db", [*SWEEP, "hydra.sweep.dir=gs"], ["hydra.sweeper.storage", "not a database"]),
+]
+
+FILES = {
+    "bad.jsonl": '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{not json\n',
+    "lastuser.jsonl": '{"messages": [{"role": "user", "content": "hi"}]}\n',
+    "emptymsgs.jsonl": '{"messages": []}\n',
+    "empty.jsonl": "",
+    "empty.json": "\n",
+    "obj.json": '{"instruction": "hi", "output": "yo"}',
+    "noout.csv": "instruction,input\nhi,\n",
+    "t.txt": "hello\n",
+    "afile": "x",
+    "données.json": '[{"instruction": "hi", "input": "", "output": "hello"}]',
+    "gs/study.db": "garbage" * 100,
+}
+
+
+def tree(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
+
+
+def _make_read_only(path) -> bool:
+    """A folder nobody may write in, root included (chattr +i); False where that cannot be done."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return True
+    chattr = shutil.which("chattr")
+    return bool(chattr) and subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, request, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("FTSWEEP_TRIAL_CMD", FAKE_CMD)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one "GPU" (0), whatever the machine has
+    if "[data_" not in request.node.name:  # a case that wrongly passes must not train
+        stub = types.ModuleType("ftsweep.train")
+        stub.execute = lambda cfg, run_dir, *a, **k: {"status": "complete", "objective": 1.0}
+        monkeypatch.setitem(sys.modules, "ftsweep.train", stub)
+    for name, text in FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    if "broken" in request.node.name:  # (elsewhere its warning would be a second line)
+        (tmp_path / "sweep").mkdir()
+        (tmp_path / "sweep" / "broken.yaml").write_text("hydra: [unclosed\n  x: :\n")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "full").mkdir()
+    ro = tmp_path / "ro"
+    if not _make_read_only(ro):
+        pytest.skip("cannot make a read-only folder here (no chattr)")
+    import ftsweep.config.outputs as outputs
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(
+        10 << 30, 10 << 30, 4096) if str(p).endswith("/full") else real(p))
+    yield tmp_path
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(ro)], capture_output=True)
+    ro.chmod(0o755)
+
+
+@pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_nothing_written(project, capsys, argv, texts):
+    before = tree(project)
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # found inside Hydra (the sweeper, or the run's data)
+        code = exc.code
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, (code, err[-3000:])
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("ftsweep: error: "), lines[0]
+    for text in texts:
+        assert text in lines[0], (text, lines[0])
+    assert "Traceback" not in out + err
+    assert tree(project) == before
+
+
+def test_a_broken_sweep_file_does_not_break_other_commands(project, capsys):
+    assert main([*RUN, "--cfg", "job"]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("ftsweep: warning: ") and "sweep/broken.yaml" in err[0]
+    assert "sweep=broken skipped" in err[0]
+
+
+@pytest.mark.parametrize(("code", "last", "reason"), [
+    (-9, "", "killed by signal SIGKILL (kill -9, or the kernel's out-of-memory killer: check the host's free "
+             "memory); the trial wrote nothing to trial.log"),
+    (-15, "step 3", "killed by signal SIGTERM: step 3"),
+    (3, "", "exit code 3; the trial wrote nothing to trial.log"),
+    (1, "ValueError: x", "exit code 1: ValueError: x"),
+])
+def test_a_trial_that_left_no_failure_file_has_a_reason_after_the_colon(code, last, reason):
+    from ftsweep.sweeper.outcome import exit_reason
+
+    assert exit_reason(code, last) == reason

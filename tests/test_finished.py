@@ -1,0 +1,33 @@
+"""Re-running a finished sweep: one line (how many are done, how to continue), no set-up, nothing rewritten."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sweep_helpers import load, run, sweep_args
+
+pytestmark = pytest.mark.slow  # two sweeps (fake trials)
+
+
+def test_a_finished_study_says_so_in_one_line_and_touches_nothing(tmp_path):
+    sd = tmp_path / "s"
+    args = sweep_args(sd, "hydra.sweeper.report=true", n_trials=2)
+    first = run(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    best = load(sd).best_trial
+    files = {p: p.stat().st_mtime_ns for p in sd.rglob("*") if p.is_file()}
+
+    started = time.monotonic()
+    again = run(args, tmp_path)
+    took = time.monotonic() - started
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.splitlines() == [
+        f"ftsweep: sweep t: 2 of n_trials=2 trials done (best trial {best.number}: value={best.value:.6g}); nothing "
+        "to run. To continue the study, raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials=6); "
+        f"report: {sd / 'report.md'}"]
+    assert {p: p.stat().st_mtime_ns for p in sd.rglob("*") if p.is_file()} == files  # report not rewritten
+    assert len(load(sd).trials) == 2
+    print(f"finished-study re-run took {took:.1f} s")
+
+    # raising n_trials continues the study: tests/test_no_overwrite.py (same study resumes with n_trials=3)

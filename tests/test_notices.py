@@ -1,0 +1,65 @@
+"""A first run that speaks: one-time steps (building the tiny model) print progress on the console, in a
+sweep too (the trial's notices are relayed to the sweep's console, not only its trial.log)."""
+
+from __future__ import annotations
+
+import io
+
+from sweep_helpers import run, sweep_args
+
+from ftsweep import notices
+from ftsweep.sweeper.progress import Progress
+
+
+def test_notice_goes_to_stderr_and_the_trials_notice_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(notices.ENV, str(tmp_path / ".notices"))
+    notices.notice("building something\nslow")
+    assert capsys.readouterr().err == "ftsweep: building something\nslow\n"
+    assert (tmp_path / ".notices").read_text() == "building something slow\n"  # one line per notice
+    monkeypatch.delenv(notices.ENV)
+    notices.notice("outside a sweep")
+    assert (tmp_path / ".notices").read_text() == "building something slow\n"
+
+
+def test_ticker_reports_at_most_every_interval_and_at_the_end(monkeypatch, capsys):
+    now = [100.0]
+    monkeypatch.setattr(notices.time, "monotonic", lambda: now[0])
+    t = notices.Ticker("steps", 10, every_s=5.0)
+    for step in range(1, 11):
+        now[0] += 1.0
+        t.step(step)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["ftsweep: steps: 5/10 (5 s, about 5 s left)", "ftsweep: steps: 10/10 done in 10 s"]
+
+
+def test_progress_relays_only_complete_new_lines(tmp_path):
+    out = io.StringIO()
+    progress = Progress("s", 4, mode="plain", stream=out)
+    path = tmp_path / ".notices"
+    progress.relay_notices(0, path)  # no file yet: nothing
+    path.write_text("building the tiny model\nhalf a li")
+    progress.relay_notices(0, path)
+    progress.relay_notices(0, path)  # nothing new
+    with open(path, "a") as f:
+        f.write("ne\n")
+    progress.relay_notices(0, path)
+    assert out.getvalue().splitlines() == ["[sweep s] trial 0: building the tiny model", "[sweep s] trial 0: half a line"]
+
+
+def test_tiny_model_build_notices_reach_the_notice_file(tmp_path, monkeypatch):
+    from ftsweep.tiny import TinySpec, ensure_tiny
+
+    monkeypatch.setenv(notices.ENV, str(tmp_path / ".notices"))
+    ensure_tiny(TinySpec(pretrain_steps=3, num_hidden_layers=1), tmp_path / "cache")
+    lines = (tmp_path / ".notices").read_text().splitlines()
+    assert lines[0].startswith(f"building the tiny model once into {tmp_path / 'cache' / 'tiny'}")
+    assert lines[-1].startswith("tiny model pre-training steps: 3/3 done in ")
+    ensure_tiny(TinySpec(pretrain_steps=3, num_hidden_layers=1), tmp_path / "cache")  # cached: silent
+    assert (tmp_path / ".notices").read_text().splitlines() == lines
+
+
+def test_sweep_console_shows_a_trials_notice(tmp_path):
+    sd = tmp_path / "sd"
+    r = run(sweep_args(sd, n_trials=1), tmp_path, FAKE_NOTICE="building the tiny model once (fake)")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[sweep t] trial 0: building the tiny model once (fake)" in r.stdout

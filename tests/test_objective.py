@@ -1,0 +1,249 @@
+"""Generation objectives (objective group): metric values on hand-made answers, template parity with
+``ftsweep inspect``, batched left-padded generation, a run scored and pruned on exact match."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from conftest import FAST
+from omegaconf import OmegaConf
+
+from ftsweep.config.objective import ObjectiveConfig
+from ftsweep.objectives.metrics import (
+    MetricError,
+    Normalize,
+    build_scorer,
+    contains,
+    exact_match,
+    regex_match,
+)
+
+
+def _objective(**kw):
+    return OmegaConf.merge(OmegaConf.structured(ObjectiveConfig), kw)
+
+
+def _rows(pairs):
+    return [{"index": i, "prompt": "p", "prediction": p, "reference": r} for i, (p, r) in enumerate(pairs)]
+
+
+# ------------------------------------------------------------------------------------ metric values
+def test_exact_match_and_contains_with_and_without_normalisation():
+    assert exact_match("  Paris \n", "Paris") == 1.0  # default: strip + collapse whitespace
+    assert exact_match("the  big\tcat", "the big cat") == 1.0
+    assert exact_match("paris", "Paris") == 0.0
+    assert exact_match("paris", "Paris", Normalize(casefold=True)) == 1.0
+    assert exact_match("Paris.", "Paris", Normalize(remove_punctuation=True)) == 1.0
+    raw = Normalize(strip=False, collapse_whitespace=False)
+    assert exact_match(" Paris", "Paris", raw) == 0.0
+    assert contains("It is Paris, France", "Paris") == 1.0
+    assert contains("It is paris", "Paris") == 0.0
+    assert contains("anything", "   ") == 0.0  # an empty reference is contained nowhere
+    scores = build_scorer("exact_match", _objective(normalize={"casefold": True}))(
+        _rows([("A", "a"), ("b ", "b"), ("c", "d"), ("x y", "x  y")]))
+    assert scores.rows == [1.0, 1.0, 0.0, 1.0] and scores.value == 0.75
+
+
+def test_regex_extracts_group_from_prediction_and_reference():
+    import re
+
+    pattern = re.compile(r"#### (\S+)")
+    assert regex_match("so 3+4 = 7\n#### 7", "work...\n#### 7", pattern) == 1.0
+    assert regex_match("#### 8", "#### 7", pattern) == 0.0
+    assert regex_match("the answer is 7", "#### 7", pattern) == 0.0  # nothing extracted from the prediction
+    assert regex_match("#### 7", "7", pattern) == 1.0  # a bare reference is compared whole
+    value = build_scorer("regex", _objective(metric="regex", pattern=r"#### (\S+)"))(
+        _rows([("#### 7", "#### 7"), ("#### 1", "#### 2")])).value
+    assert value == 0.5
+
+
+def test_rouge_bleu_chrf_values():
+    import sacrebleu
+
+    assert build_scorer("rouge_l", _objective())(_rows([("a b c d", "a b c d")])).value == 1.0
+    # LCS "a c" (2) of 3 predicted and 4 reference words: P 2/3, R 1/2, F1 = 4/7
+    assert build_scorer("rouge_l", _objective())(_rows([("a x c", "a b c d")])).value == pytest.approx(4 / 7)
+    pairs = [("the cat sat on the mat", "the cat sat on the mat"), ("a dog ran", "the dog ran away")]
+    bleu = build_scorer("bleu", _objective())(_rows(pairs))
+    assert bleu.value == pytest.approx(sacrebleu.corpus_bleu([p for p, _ in pairs], [[r for _, r in pairs]]).score)
+    assert bleu.rows[0] == pytest.approx(100.0)
+    chrf = build_scorer("chrf", _objective())(_rows(pairs))
+    assert chrf.value == pytest.approx(sacrebleu.corpus_chrf([p for p, _ in pairs], [[r for _, r in pairs]]).score)
+    assert 0 < chrf.value < 100
+
+
+def test_user_function_gets_prompt_prediction_reference_row_and_a_raise_names_the_row(tmp_path, monkeypatch):
+    (tmp_path / "my_metrics.py").write_text(textwrap.dedent("""
+        def length_ratio(prompt, prediction, reference, row):
+            assert prompt == "p" and "index" in row
+            return len(prediction) / len(reference)
+
+        def fails(prompt, prediction, reference, row):
+            if row["index"] == 1:
+                raise ValueError("bad row")
+            return 1.0
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = _rows([("ab", "abcd"), ("abc", "abc")])
+    assert build_scorer("function", _objective(metric="function", function="my_metrics:length_ratio"))(rows).value == 0.75
+    with pytest.raises(MetricError, match="function raised on validation row 1: ValueError: bad row"):
+        build_scorer("function", _objective(metric="function", function="my_metrics:fails"))(rows)
+
+
+# ------------------------------------------------------------------------------ template parity
+@pytest.mark.parametrize("data", ["data=proxy_tasks", "data=chat_demo"])
+def test_generation_prompts_are_the_token_ids_inspect_shows(compose, cache_dir, tmp_path, data):
+    from ftsweep.cli import main as cli_main
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_tokenizer
+    from ftsweep.objectives.generation import examples_from_dataset
+
+    dump = tmp_path / "eval.jsonl"
+    assert cli_main(["inspect", data, f"cache_dir={cache_dir}", "--split", "eval", "--rows", "0", "--dump", str(dump)]) == 0
+    shown = [json.loads(line) for line in dump.read_text().splitlines()]
+    cfg = compose(data)
+    tokenizer = load_tokenizer(cfg)
+    examples = examples_from_dataset(build_datasets(cfg, tokenizer).eval)
+    assert len(examples) == len(shown) > 0
+    for ex, row in zip(examples, shown):
+        ids, labels = row["input_ids"], row["labels"]
+        last = max(i for i, lab in enumerate(labels) if lab != -100)
+        assert ids[: len(ex.prompt_ids)] == ex.prompt_ids  # the prompt is the inspected row's prefix
+        assert ex.prompt_ids + ex.reference_ids == ids[: last + 1]
+        assert all(lab == -100 for lab in labels[len(ex.prompt_ids) - 1 : len(ex.prompt_ids)])  # answer starts after
+        assert all(lab != -100 for lab in labels[len(ex.prompt_ids) : last + 1])
+    if data == "data=chat_demo":  # multi-turn rows: the reference is the last assistant turn, history in the prompt
+        multi = [ex for ex, row in zip(examples, shown) if row["text"].count("assistant<|end_header_id|>") > 1]
+        assert multi and all(tokenizer.decode(ex.prompt_ids).count("assistant<|end_header_id|>") > 1 for ex in multi)
+
+
+def test_batched_left_padded_generation_equals_one_row_at_a_time(compose):
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_model, load_tokenizer
+    from ftsweep.objectives.generation import examples_from_dataset, generate_answers
+
+    cfg = compose("data=proxy_tasks")
+    tokenizer = load_tokenizer(cfg)
+    model = load_model(cfg, tokenizer)
+    examples = examples_from_dataset(build_datasets(cfg, tokenizer).eval)[:6]
+    assert len({len(e.prompt_ids) for e in examples}) > 1  # different lengths: the batch is padded
+    batched = generate_answers(model, tokenizer, examples, batch_size=6, max_new_tokens=6)
+    single = [generate_answers(model, tokenizer, [e], batch_size=1, max_new_tokens=6)[0] for e in examples]
+    assert batched == single
+    assert tokenizer.padding_side == "right"  # training padding is untouched
+
+
+# ----------------------------------------------------------------------------------- runs
+@pytest.mark.slow
+def test_run_scored_on_exact_match_learns_and_writes_predictions(compose, tmp_path):
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    cfg = compose("data=proxy_tasks", "objective=exact_match", "objective.max_samples=16", "lora=r8",
+                  "optimizer.lr=1e-2", "trainer.max_steps=60", "trainer.eval_steps=30", "logger=none")
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "complete"
+    assert metrics["objective"] == metrics["exact_match"]
+    assert [h["step"] for h in metrics["objective_history"]] == [0, 30, 60]
+    assert all(h["rows"] == 16 for h in metrics["objective_history"])
+    # trained on the proxy task, the adapter answers more rows exactly than the untrained model
+    assert metrics["initial_exact_match"] == 0.0 and metrics["exact_match"] > 0.0
+    preds = rundir.read_predictions(tmp_path)
+    assert len(preds) == metrics["generation_final_rows"] == metrics["data_n_eval"]
+    assert sum(p["scores"]["exact_match"] for p in preds) / len(preds) == pytest.approx(metrics["exact_match"])
+    assert all(p["scores"]["exact_match"] == float(p["prediction"].strip() == p["reference"].strip()) for p in preds)
+    assert metrics["generation_evals"] == 4 and metrics["generation_rows"] == 3 * 16 + len(preds)
+    assert metrics["generation_eval_s"] > 0 and metrics["generation_s_per_100_rows"] > 0
+
+
+def test_pruning_sees_the_generation_metric(compose, tmp_path):
+    from ftsweep.sweeper.trial import _make_pruning_callback
+    from ftsweep.train import run
+
+    class Reporter:
+        def __init__(self):
+            self.seen = []
+
+        def report(self, value, step):
+            self.seen.append((step, value))
+            return step >= 6  # prune at the first evaluation after step 0
+
+        def heartbeat(self, force=False):
+            pass
+
+    reporter = Reporter()
+    cfg = compose(*FAST, "data=proxy_tasks", "objective=exact_match", "objective.max_samples=8")
+    metrics = run(cfg, tmp_path, [_make_pruning_callback(reporter, "exact_match")])
+    assert metrics["status"] == "pruned" and metrics["pruned_at_step"] == 6
+    history = metrics["objective_history"]
+    assert reporter.seen == [(h["step"], h["exact_match"]) for h in history] and [s for s, _ in reporter.seen] == [0, 6]
+    assert "objective" not in metrics and "exact_match_subset" in metrics
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 8
+
+
+def test_a_metric_that_raises_fails_the_run_with_the_reason(compose, tmp_path, monkeypatch):
+    from ftsweep.train import run
+
+    (tmp_path / "boom_metric.py").write_text("def score(prompt, prediction, reference, row):\n    raise KeyError('x')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose(*FAST, "data=proxy_tasks", "objective=exact_match", "objective.metric=function",
+                  "objective.function=boom_metric:score", "objective.max_samples=4")
+    with pytest.raises(MetricError, match="metric: function raised on validation row"):
+        run(cfg, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------- evaluator bookkeeping
+class _Tok:
+    eos_token_id, pad_token_id = 0, 0
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(str(i) for i in ids if not (skip_special_tokens and i == 0))
+
+
+def _dataset(n=10):
+    # row i: prompt [1, 2, i+10] (masked), answer [i+100] * (1 + i % 3) + eos (trained)
+    ids, labels = [], []
+    for i in range(n):
+        answer = [i + 100] * (1 + i % 3) + [0]
+        ids.append([1, 2, i + 10, *answer])
+        labels.append([-100, -100, -100, *answer])
+    return {"input_ids": ids, "labels": labels}
+
+
+def test_evaluator_subset_history_final_and_predictions(monkeypatch, tmp_path):
+    from ftsweep import rundir
+    from ftsweep.objectives import evaluator as ev
+
+    calls = []
+
+    def fake_generate(model, tokenizer, examples, *, batch_size, max_new_tokens):
+        calls.append((len(examples), batch_size, max_new_tokens))
+        refs = [tokenizer.decode(e.reference_ids, skip_special_tokens=True) for e in examples]
+        return [r if e.index % 2 == 0 else "wrong" for e, r in zip(examples, refs)]
+
+    monkeypatch.setattr(ev, "generate_answers", fake_generate)
+    obj = _objective(metric="exact_match", direction="maximize", max_samples=4, subset_seed=1, new_tokens_margin=5)
+    e = ev.GenerationEvaluator(obj, _Tok(), _dataset(), batch_size=3)
+    assert e.subset == ev.subset_indices(10, 4, 1) == ev.GenerationEvaluator(obj, _Tok(), _dataset(), 3).subset
+    assert len(e.subset) == 4 and e.subset != ev.subset_indices(10, 4, 2)
+    assert e.max_new_tokens == 4 + 5  # longest reference (3 answer tokens + eos) + margin
+    first = e.at_step(None, 0)
+    assert e.at_step(None, 0) == first and len(calls) == 1  # the same step is generated once
+    assert first["exact_match"] == sum(i % 2 == 0 for i in e.subset) / 4
+    out = e.finish(None, tmp_path, pruned=False, step=10)
+    assert out["exact_match"] == 0.5 and out["initial_exact_match"] == first["exact_match"]
+    assert calls == [(4, 3, 9), (10, 3, 9)] and out["generation_rows"] == 14 and out["generation_evals"] == 2
+    preds = rundir.read_predictions(tmp_path)
+    assert [p["index"] for p in preds] == list(range(10))
+    assert preds[2] == {"index": 2, "prompt": "1 2 12", "reference": "102 102 102", "prediction": "102 102 102",
+                        "scores": {"exact_match": 1.0}}
+    # final_all_rows=false: the subset's last value is the objective; write_predictions=false: no file
+    obj2 = _objective(metric="exact_match", max_samples=4, final_all_rows=False, write_predictions=False,
+                      max_new_tokens=2)
+    e2 = ev.GenerationEvaluator(obj2, _Tok(), _dataset(), batch_size=3)
+    e2.at_step(None, 5)
+    out2 = e2.finish(None, tmp_path / "b", pruned=False, step=5)
+    assert out2["exact_match"] == e2.history[-1]["exact_match"] and out2["generation_final_rows"] == 4
+    assert e2.max_new_tokens == 2 and not (tmp_path / "b").exists()
