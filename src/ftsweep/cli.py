@@ -223,10 +223,15 @@ def check_data_files(cfg: Any) -> None:
 
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
 
+    from ftsweep.stages.init_from import init_from_problem
+
     for key in DATA_FILE_KEYS:
         message = missing_data_file(key, OmegaConf.select(cfg, key))
         if message:
             raise UsageError(message)
+    message = init_from_problem(cfg)  # an SFT run to start from: an adapter for this base model
+    if message:
+        raise UsageError(message)
 
 
 def check_output_dir(cfg: Any, multirun: bool) -> None:

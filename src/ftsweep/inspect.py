@@ -69,6 +69,8 @@ def main(argv: list[str]) -> int:
         raise UsageError("there is no eval split (data.val_size=0 and no data.validation_path)")
     plain = args.plain or not sys.stdout.isatty()
     out = _printer(plain)
+    if "prompt_ids" in ds.column_names:  # a preference stage: show each pair / unpaired row
+        return _main_preference(args, ds, tokenizer, cfg, bundle, out, plain)
     for i in range(min(args.rows, len(ds))):
         row = ds[i]
         out(_header(i, args.split, row), None)
@@ -91,8 +93,9 @@ def main(argv: list[str]) -> int:
 def _build(overrides: list[str], usage_error: type[Exception], config_dirs: list[str] = ()):
     from ftsweep.config import ConfigError
     from ftsweep.config.compose import ConfigFailure, compose
-    from ftsweep.data import DataError, build_datasets
+    from ftsweep.data import DataError
     from ftsweep.model import load_tokenizer
+    from ftsweep.stages.registry import stage_module
 
     try:
         cfg = compose(overrides, config_dirs=config_dirs)  # ConfigFailure is a UsageError: one line, exit 2
@@ -104,7 +107,7 @@ def _build(overrides: list[str], usage_error: type[Exception], config_dirs: list
         cfg = compose([*overrides, "objective.metric=train_loss"], config_dirs=config_dirs)
     try:
         tokenizer = load_tokenizer(cfg)
-        return build_datasets(cfg, tokenizer), tokenizer, cfg
+        return stage_module(cfg.stage.name).datasets(cfg, tokenizer), tokenizer, cfg
     except (DataError, ConfigError) as err:
         raise usage_error(str(err)) from None
 
@@ -175,6 +178,43 @@ def _printer(plain: bool):
     legend = "[bold green]trained[/] [grey50]masked[/] [reverse]special[/]"
     console.print(legend)
     return lambda obj, _style: console.print(obj)
+
+
+# ------------------------------------------------------------------------------------ preference
+def preference_views(row: dict) -> list[tuple[str, list[int], list[int]]]:
+    """(name, input_ids, labels) per answer of a pair (chosen, rejected) or an unpaired KTO row."""
+    prompt = row["prompt_ids"]
+    if "chosen_ids" in row:
+        answers = [("chosen", row["chosen_ids"]), ("rejected", row["rejected_ids"])]
+    else:
+        answers = [("desirable" if row["label"] else "undesirable", row["completion_ids"])]
+    return [(name, prompt + ids, [IGNORE_INDEX] * len(prompt) + ids) for name, ids in answers]
+
+
+def _main_preference(args, ds, tokenizer, cfg, bundle, out, plain: bool) -> int:
+    for i in range(min(args.rows, len(ds))):
+        for name, ids, labels in preference_views(ds[i]):
+            out(f"--- {args.split} row {i} {name}: {len(ids)} tokens, {len(ids) - labels.count(IGNORE_INDEX)} trained ---",
+                None)
+            _print_row(out, row_spans(tokenizer, ids, labels), plain)
+    lengths = [len(v[1]) for row in ds for v in preference_views(row)]
+    out(histogram(lengths, cfg.data.cutoff_len, args.bins), None)
+    out(pair_stats_line(bundle.stats), None)
+    if args.dump:
+        args.dump.parent.mkdir(parents=True, exist_ok=True)
+        with args.dump.open("w", encoding="utf-8") as f:
+            for i, row in enumerate(ds):
+                views = {name: tokenizer.decode(ids[len(row["prompt_ids"]):]) for name, ids, _ in preference_views(row)}
+                f.write(json.dumps({"index": i, **row, "prompt": tokenizer.decode(row["prompt_ids"]), **views},
+                                   ensure_ascii=False) + "\n")
+        out(f"wrote {len(ds)} rows to {args.dump}", None)
+    return 0
+
+
+def pair_stats_line(stats: dict[str, Any]) -> str:
+    return ("data: {n_train} train / {n_eval} eval examples; {n_truncated} truncated, {n_dropped} dropped "
+            "({n_dropped_identical} chosen identical to rejected, {n_dropped_empty_answer} empty answer, "
+            "{n_dropped_prompt_too_long} prompt too long), {n_skipped_bad} bad rows skipped".format(**stats))
 
 
 # ----------------------------------------------------------------------------------- summary, dump

@@ -213,6 +213,10 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             allowed = _allowed_keys(parent)
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            if parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
+                from ftsweep.config.stage import stage_keys
+
+                hint = f" for this stage (keys by stage: {stage_keys()})"
             return f"{key}: unknown key{hint}"
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"
