@@ -22,6 +22,7 @@ UPPER = {
 LAYERS = {  # module prefix -> the groups it must not import
     "ftsweep.train": ("tools and cli", "sweeper and report"),
     "ftsweep.callbacks": ("tools and cli", "sweeper and report"),
+    "ftsweep.stages": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.data": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.objectives": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.model": ("tools and cli", "sweeper and report", "recipe"),
