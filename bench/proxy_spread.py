@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--exact-match", action="store_true")
+    p.add_argument("--lrs", default=None, help="comma-separated learning rates (default: the 7 of the table)")
     args = p.parse_args(argv)
     lrs, loras, steps = ([1e-4, 1e-2, 1e-1], ["r16"], 10) if args.quick else (LRS, ["r8", "r16"], 60)
+    if args.lrs:
+        lrs = [float(x) for x in args.lrs.split(",")]
     if args.exact_match:
         return exact_match_spread(lrs, steps, args.out)
     env = bench_env(default_cache())

@@ -90,13 +90,32 @@ def rows() -> list[list[str]]:
                         f"**{s['worst_over_best']:.2f}x**, optimum interior: {'yes' if s['optimum_interior'] else 'no'}",
                         "≥ 1.2x, interior", yes(s["worst_over_best"] >= 1.2 and s["optimum_interior"]),
                         "`python bench/proxy_spread.py`"])
-    if (e := load("sweep_efficiency")):
+    if (x := load("proxy_spread_em")):
+        out.append([f"proxy task, lora=r8, {x['steps']} steps: exact match (all 80 validation rows), worst / best lr",
+                    f"{f(x['worst_exact_match'], 3)} (lr {x['worst_lr']:g}) / {f(x['best_exact_match'], 3)} (lr {x['best_lr']:g})",
+                    "best > worst", yes(x["best_exact_match"] > x["worst_exact_match"]),
+                    "`python bench/proxy_spread.py --exact-match`"])
+    if (g := load("generation_cost")):
+        out.append(["generation eval (tiny model, CPU, greedy, batch from the memory model)",
+                    f"{f(g['generation_s_per_100_rows'])} s per 100 validation rows", "–", "–",
+                    "`python bench/generation_cost.py`"])
+        out.append(["quickstart trial, objective=exact_match vs eval_loss (cold process; wall / CPU)",
+                    f"**{f(g['wall_ratio'])}x** / {f(g['cpu_ratio'])}x ({g['pairs']} pair(s), load average "
+                    f"{g['load_average_before']:.0f})", "≤ 1.3x", yes(g["wall_ratio"] <= 1.3 and g["cpu_ratio"] <= 1.3),
+                    "`python bench/generation_cost.py`"])
+    if (e := load("sweep_efficiency_replay")):
         s = e["summary"]
         out.append([f"steps to within 2% of the best, replay, {len(e['seeds'])} seeds: grid / random / TPE / TPE+median / TPE+hyperband",
                     " / ".join(f(s[k]["steps_to_2pct_median"], 0) for k in s)
                     + f" (TPE+hyperband **{f(s['tpe+hyperband']['steps_vs_grid'])}x** grid)", "TPE+pruning ≤ 0.40x grid",
                     yes(min(s["tpe+median"]["steps_vs_grid"], s["tpe+hyperband"]["steps_vs_grid"]) <= 0.40),
-                    "`python bench/sweep_efficiency.py`"])
+                    "`python bench/sweep_efficiency_replay.py`"])
+    if (e := load("sweep_efficiency")) and e.get("summary"):
+        s, g = e["summary"], e["summary"].get("grid", {})
+        out.append([f"real sweeps: wall-clock to within 2% of the best vs grid, {len(e['seeds'])} seed(s), median",
+                    ", ".join(f"{k} {f(v.get('wall_vs_grid'))}x" for k, v in s.items() if k != "grid")
+                    + f" (grid {f(g.get('wall_to_2pct_median'), 0)} s)", "default ≤ 0.40x grid",
+                    yes((s.get("default", {}).get("wall_vs_grid") or 9) <= 0.40), "`python bench/sweep_efficiency.py`"])
     return out
 
 

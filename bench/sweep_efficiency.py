@@ -1,31 +1,33 @@
-"""Does searching pay? Grid vs random vs TPE vs TPE + pruning (median, hyperband) on the proxy task
-(data=proxy_tasks), over lr log 1e-5..1e-1 x LoRA r {4, 8, 16, 32} x alpha/r {1, 2}, 10 sampler seeds,
-equal budgets in total optimizer steps.
+"""Does searching pay? REAL ftsweep sweeps (warm workers, the shipped sweeper) on the proxy task, per method:
+grid, random, TPE, TPE + median, TPE + hyperband, TPE + successive halving, GP, and the shipped default
+(the sampler and pruner of ``sweep/quickstart.yaml``, read from that file, so the figure follows what ships).
 
-    python bench/sweep_efficiency.py             # replay on the measured table (measures it first if missing)
-    python bench/sweep_efficiency.py --seeds 0 1 2 --interp linear   # 3 seeds; linear interpolation
-    python bench/sweep_efficiency.py --measure   # re-measure the table: 13 lr x 8 (r, alpha) real runs, ~10 min
-    python bench/sweep_efficiency.py --quick     # tiny table (3 lr x 2 (r, alpha), 20 steps) in a temp dir
+    python bench/sweep_efficiency.py                                # full: 8 methods x 5 seeds x 40 trials
+    python bench/sweep_efficiency.py --seeds 0 1 --methods grid default tpe+hyperband   # a part of it
+    python bench/sweep_efficiency.py --resume                      # add what bench/results/... lacks
+    python bench/sweep_efficiency.py --quick                       # every method end to end, tiny (tests)
 
-**This is a replay over measured curves.** Real training on a 2-core CPU cannot afford 5 methods x 3 seeds
-x 40 trials, so the script first trains the proxy task once per point of a coarse grid (13 learning rates,
-3 per decade, x 4 r x 2 alpha ratios; 80 steps, eval loss every 10 steps; ``ftsweep train -m`` with
-Hydra's basic sweeper) and caches every eval-loss curve in ``bench/results/sweep_efficiency_table.json``.
-Then Optuna's real samplers and pruners run in-process against that table: a proposed lr that lies between
-two measured points gets the whole eval curve of the nearest measured lr in log10(lr) (same r and alpha;
-``--interp linear`` interpolates linearly in log10(lr) instead). Runs are deterministic (fixed seed), so a
-table point has no noise; the decade grid's lr values are table points.
+Space (chosen before any result was seen): lr log-uniform 1e-5..1e-1, LoRA r {4, 8, 16, 32}, alpha/r {1, 2}
+(``lora.alpha`` derived). The grid's learning rates are fixed beforehand at the centres of five equal bins
+of log10(lr) over the range (2.5e-5, 1.6e-4, 1e-3, 6.3e-3, 4e-2: one point per 0.8 decade), so the grid has
+the density of the common "one lr per decade" grid and none of its points is the continuous optimum.
+Grid = 5 x 4 x 2 = 40 trials; every other method gets the same 40 trials (pruned ones cost less).
+Trials: model=tiny data=proxy_tasks, 60 optimizer steps, eval every 10 (the quickstart's settings),
+2 warm workers, logger none, no report.
 
-Budget: the grid method's natural size, 5 lr (one per decade) x 4 r x 2 ratios = 40 trials x 80 steps =
-3,200 optimizer steps; every method gets the same 3,200 steps. A pruned trial costs the steps it ran.
-Reported: best eval loss vs steps used (median over seeds, plot in ``bench/results/sweep_efficiency.png``)
-and steps until a method is within 2% of the best eval loss any method found.
+Measured per sweep (from the study's own storage after the real run): for every trial its finish time since
+the sweep command started (imports, start-up and hand-overs included: what a user waits for) and the
+optimizer steps it ran (a pruned trial: its last reported step). Reported per method, median and range over
+seeds: wall-clock seconds and optimizer steps until a finished trial is within 2% of the best value any run
+of any method found, the best value at a fixed wall budget (40% of grid's median sweep time, the goal), and
+the whole sweep's time. A seed that never gets within 2% counts as its whole sweep (a lower bound, flagged).
+Results are written after every sweep, so ``--resume`` continues an interrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
+import datetime as dt
 import json
 import math
 import sys
@@ -37,331 +39,254 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULTS,
+    ROOT,
     bench_env,
     default_cache,
+    ensure_tiny_model,
     ftsweep_cmd,
+    machine,
     median,
     run_proc,
     table,
-    write_result,
+    versions,
 )
 
-TABLE = RESULTS / "sweep_efficiency_table.json"
-LR_LO, LR_HI = 1e-5, 1e-1
-METHODS = ("grid", "random", "tpe", "tpe+median", "tpe+hyperband")
+OUT = RESULTS / "sweep_efficiency.json"
+METHODS = ("grid", "random", "tpe", "tpe+median", "tpe+hyperband", "tpe+sh", "gp", "default")
+GRID_LRS = [float(f"{10 ** (-5 + 0.4 + 0.8 * i):.2g}") for i in range(5)]  # bin centres, fixed beforehand
+TARGET_RATIO = 0.40  # the goal: the default within 2% of the best in <= 40% of grid's wall-clock
 
 
-# ------------------------------------------------------------------------------------ measuring
-def lr_grid(per_decade: int) -> list[float]:
-    n = round(math.log10(LR_HI / LR_LO) * per_decade)
-    return [float(f"{LR_LO * 10 ** (i / per_decade):.3g}") for i in range(n + 1)]
+def method_settings(method: str, *, n_startup: int, eval_every: int, max_steps: int) -> dict[str, Any]:
+    """``hydra.sweeper.sampler`` / ``pruner`` of one method (the default: read from sweep/quickstart.yaml)."""
+    if method == "default":
+        import yaml
+
+        shipped = yaml.safe_load((ROOT / "sweep" / "quickstart.yaml").read_text())["hydra"]["sweeper"]
+        sampler = {k: v for k, v in shipped["sampler"].items() if k != "seed"}
+        return {"sampler": sampler, "pruner": dict(shipped.get("pruner") or {"name": "none"})}
+    sampler = {"grid": {"name": "grid"}, "random": {"name": "random"},
+               "gp": {"name": "gp", "n_startup_trials": n_startup}}.get(method, {"name": "tpe", "n_startup_trials": n_startup})
+    pruner: dict[str, Any] = {"name": "none"}
+    if method == "tpe+median":
+        pruner = {"name": "median", "n_startup_trials": n_startup, "n_warmup_steps": 2 * eval_every}
+    elif method == "tpe+hyperband":
+        pruner = {"name": "hyperband", "min_resource": eval_every, "max_resource": max_steps, "reduction_factor": 3}
+    elif method == "tpe+sh":
+        pruner = {"name": "successive_halving", "min_resource": eval_every, "reduction_factor": 3}
+    return {"sampler": sampler, "pruner": pruner}
 
 
-def measure_table(lrs: list[float], rs: list[int], ratios: list[int], steps: int, eval_every: int,
-                  out: Path, workdir: Path) -> dict[str, Any]:
-    """Train every (lr, r, alpha) point with ``ftsweep train -m`` (one process per (r, alpha))."""
-    env = bench_env(default_cache())
-    points = []
-    started = time.perf_counter()
-    for r in rs:
-        for ratio in ratios:
-            sweep_dir = workdir / f"r{r}_x{ratio}"
-            cmd = ftsweep_cmd(
-                "train", "-m", "hydra/sweeper=basic", "data=proxy_tasks", "logger=none", f"lora.r={r}", f"lora.alpha={r * ratio}",
-                "optimizer.lr=" + ",".join(repr(x) for x in lrs), f"trainer.max_steps={steps}",
-                f"trainer.eval_steps={eval_every}", f"trainer.logging_steps={eval_every}", "trainer.save_steps=0",
-                f"hydra.sweep.dir={sweep_dir}",
-            )
-            proc = run_proc(cmd, env=env)
-            for job in sorted(sweep_dir.iterdir()):
-                if not (job / "metrics.json").is_file():
-                    continue
-                m = json.loads((job / "metrics.json").read_text())
-                lr = _job_lr(job)
-                points.append({
-                    "lr": lr, "r": r, "alpha_ratio": ratio,
-                    "steps": [h["step"] for h in m["eval_history"]],
-                    "eval_loss": [h["eval_loss"] for h in m["eval_history"]],
-                    "train_runtime_s": m.get("train_runtime"),
-                })
-            print(f"  measured r={r} alpha={r * ratio}: {len(lrs)} runs in {proc.wall_s:.0f} s", flush=True)
+def sweep_yaml(method: str, seed: int, spec: dict[str, Any]) -> str:
+    """A sweep file (``sweep=<name>``) for one method and seed."""
+    s = method_settings(method, n_startup=spec["n_startup"], eval_every=spec["eval_every"], max_steps=spec["max_steps"])
+    lr = ("choice(" + ", ".join(repr(x) for x in spec["grid_lrs"]) + ")" if method == "grid"
+          else f"tag(log, interval({spec['lr'][0]!r}, {spec['lr'][1]!r}))")
     doc = {
-        "what": "eval-loss curves of real ftsweep runs on data=proxy_tasks (tiny model, CPU), one per grid point",
-        "command": "python -m ftsweep train -m data=proxy_tasks logger=none lora.r=R lora.alpha=R*ratio "
-                   f"optimizer.lr=<{len(lrs)} values> trainer.max_steps={steps} trainer.eval_steps={eval_every}",
-        "lrs": lrs, "rs": rs, "alpha_ratios": ratios, "max_steps": steps, "eval_every": eval_every,
-        "measure_wall_s": time.perf_counter() - started,
-        "points": points,
+        "defaults": [{"override /hydra/sweeper": "ftsweep_optuna"}, {"override /model": "tiny"},
+                     {"override /data": "proxy_tasks"}, {"override /logger": "none"}],
+        "trainer": {"max_steps": spec["max_steps"], "eval_steps": spec["eval_every"],
+                    "logging_steps": spec["eval_every"], "save_steps": 0},
+        "hydra": {"mode": "MULTIRUN", "sweeper": {
+            "study_name": f"{method.replace('+', '_')}-seed{seed}", "n_trials": spec["n_trials"],
+            "n_workers": spec["workers"], "warm_workers": True, "report": False, "progress": "plain",
+            "params": {"optimizer.lr": lr, "lora.r": "choice(" + ", ".join(map(str, spec["rs"])) + ")"},
+            "variables": {"alpha_ratio": "choice(" + ", ".join(map(str, spec["ratios"])) + ")"},
+            "derived": {"lora.alpha": "{lora.r} * {alpha_ratio}"},
+            "sampler": {**s["sampler"], "seed": seed}, "pruner": s["pruner"]}},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {out}")
-    return doc
-
-
-def _job_lr(job: Path) -> float:
     import yaml
 
-    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-    return float(cfg["optimizer"]["lr"])
+    return "# @package _global_\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
-# ------------------------------------------------------------------------------------- the table
-class Curves:
-    """Eval-loss curve for any (lr, r, alpha ratio): the measured curve at the nearest measured lr in
-    log10(lr) (default), or ``interp="linear"``: interpolated linearly in log10(lr) between the two
-    neighbours. Neither invents a loss below a measured one; linear turns every measured minimum into a
-    sharp V that only an lr very close to the grid point can match, which favours a grid that contains
-    that point, so nearest is the default."""
-
-    def __init__(self, doc: dict[str, Any], interp: str = "nearest"):
-        self.interp = interp
-        self.steps: list[int] = doc["points"][0]["steps"]
-        self.max_steps: int = doc["max_steps"]
-        self.rs = sorted({p["r"] for p in doc["points"]})
-        self.ratios = sorted({p["alpha_ratio"] for p in doc["points"]})
-        self.lo, self.hi = min(doc["lrs"]), max(doc["lrs"])
-        by: dict[tuple[int, int], list[tuple[float, list[float]]]] = {}
-        for p in doc["points"]:
-            by.setdefault((p["r"], p["alpha_ratio"]), []).append((math.log10(p["lr"]), p["eval_loss"]))
-        self.by = {k: sorted(v) for k, v in by.items()}
-
-    def curve(self, lr: float, r: int, ratio: int) -> list[float]:
-        pts = self.by[(r, ratio)]
-        x = min(max(math.log10(lr), pts[0][0]), pts[-1][0])
-        xs = [p[0] for p in pts]
-        i = bisect.bisect_left(xs, x)
-        if xs[i] == x:
-            return list(pts[i][1])
-        (x0, c0), (x1, c1) = pts[i - 1], pts[i]
-        if self.interp == "nearest":
-            return list(c0 if x - x0 <= x1 - x else c1)
-        w = (x - x0) / (x1 - x0)
-        return [(1 - w) * a + w * b for a, b in zip(c0, c1)]
-
-    def final(self, lr: float, r: int, ratio: int) -> float:
-        return self.curve(lr, r, ratio)[-1]
+def run_sweep(method: str, seed: int, spec: dict[str, Any], workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One real sweep (``ftsweep train sweep=...``); trial timings and steps from its study.db."""
+    name = f"bench_{method.replace('+', '_')}_s{seed}"
+    (workdir / "sweep").mkdir(parents=True, exist_ok=True)
+    (workdir / "conf").mkdir(exist_ok=True)
+    (workdir / "sweep" / f"{name}.yaml").write_text(sweep_yaml(method, seed, spec))
+    sweep_dir = workdir / "sweeps" / name
+    started = dt.datetime.now()
+    proc = run_proc(ftsweep_cmd("train", "--config-dir", str(workdir / "conf"), f"sweep={name}",
+                                f"hydra.sweep.dir={sweep_dir}"), env=env, timeout=3600)
+    trials = read_trials(sweep_dir / "study.db", started, spec["max_steps"])
+    return {"method": method, "seed": seed, "sweep_wall_s": proc.wall_s, "sweep_cpu_s": proc.cpu_s,
+            "settings": method_settings(method, n_startup=spec["n_startup"], eval_every=spec["eval_every"],
+                                        max_steps=spec["max_steps"]),
+            "trials": trials}
 
 
-# ------------------------------------------------------------------------------------- the replay
-def make_study(method: str, seed: int, curves: Curves, grid_lrs: list[float], eval_every: int):
-    import optuna
-
-    if method == "grid":
-        sampler = optuna.samplers.GridSampler(
-            {"lr": grid_lrs, "r": curves.rs, "alpha_ratio": curves.ratios}, seed=seed)
-    elif method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
-    if method == "tpe+median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * eval_every)
-    elif method == "tpe+hyperband":
-        pruner = optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=curves.max_steps,
-                                                reduction_factor=3)
-    else:
-        pruner = optuna.pruners.NopPruner()
-    # A fixed name: Hyperband assigns trials to brackets by a hash of the study name (random by default).
-    return optuna.create_study(study_name=f"{method}-seed{seed}", direction="minimize", sampler=sampler, pruner=pruner)
-
-
-def replay(method: str, seed: int, curves: Curves, budget: int, grid_lrs: list[float]) -> dict[str, Any]:
-    """One sweep against the table until ``budget`` optimizer steps are spent."""
-    import optuna
-
-    eval_every = curves.steps[1] - curves.steps[0]
-    study = make_study(method, seed, curves, grid_lrs, eval_every)
-    grid_size = len(grid_lrs) * len(curves.rs) * len(curves.ratios)
-    used, best, trace, n_pruned, n_complete = 0, math.inf, [], 0, 0
-    while used < budget and not (method == "grid" and n_complete >= grid_size):
-        t = study.ask()
-        lr = t.suggest_float("lr", curves.lo, curves.hi, log=True)
-        r = t.suggest_categorical("r", curves.rs)
-        ratio = t.suggest_categorical("alpha_ratio", curves.ratios)
-        curve = curves.curve(lr, r, ratio)
-        state, prev = "complete", 0
-        for step, loss in zip(curves.steps[1:], curve[1:]):  # steps[0] is the initial eval (step 0)
-            if used + (step - prev) > budget:
-                state = "budget"  # the budget ends inside this trial: no result from it
-                break
-            used += step - prev
-            prev = step
-            t.report(loss, step)
-            if t.should_prune():
-                state = "pruned"
-                break
-        if state == "complete":
-            _tell_complete(study, t, curve[-1])
-            n_complete += 1
-            best = min(best, curve[-1])
-        elif state == "pruned":
-            study.tell(t, state=optuna.trial.TrialState.PRUNED)
-            n_pruned += 1
-        else:
-            study.tell(t, state=optuna.trial.TrialState.FAIL)
-            break
-        trace.append([used, best if best < math.inf else None])
-    return {"method": method, "seed": seed, "steps_used": used, "best": best if best < math.inf else None,
-            "n_complete": n_complete, "n_pruned": n_pruned, "trace": trace}
-
-
-def _tell_complete(study, trial, value: float) -> None:
-    try:
-        study.tell(trial, value)
-    except RuntimeError as err:
-        # GridSampler calls study.stop() once the grid is exhausted, which raises outside optimize();
-        # the trial is stored before that (optuna's tell stores it in a finally block).
-        if "Study.stop" not in str(err):
-            raise
-
-
-def steps_to(trace: list[list[Any]], target: float) -> int | None:
-    return next((used for used, best in trace if best is not None and best <= target), None)
-
-
-def best_at(trace: list[list[Any]], steps: int) -> float | None:
-    vals = [b for u, b in trace if u <= steps and b is not None]
-    return min(vals) if vals else None
-
-
-# ------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny table in a temp dir, 1 seed (smoke test)")
-    p.add_argument("--measure", action="store_true", help="re-measure the table even if it is cached")
-    p.add_argument("--table", type=Path, default=None, help=f"table JSON (default {TABLE})")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
-                   help="sampler seeds (default 10: with 3, which method wins flips from seed set to seed set)")
-    p.add_argument("--interp", choices=("nearest", "linear"), default="nearest",
-                   help="an lr between measured points: the nearest point's curve, or linear in log10(lr)")
-    p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/sweep_efficiency.json)")
-    args = p.parse_args(argv)
+def read_trials(db: Path, started: dt.datetime, max_steps: int) -> list[dict[str, Any]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="ftsweep-bench-sweep-"))
-    if args.quick:
-        table_path = args.table or tmp / "table.json"
-        doc = measure_table([1e-4, 1e-2, 1e-1], [4, 8], [2], 20, 10, table_path, tmp)
-        seeds, grid_lrs = args.seeds[:1], [1e-4, 1e-2, 1e-1]
-        out = args.out or tmp / "sweep_efficiency.json"
-        plot = tmp / "sweep_efficiency.png"
-    else:
-        table_path = args.table or TABLE
-        if args.measure or not table_path.is_file():
-            print(f"measuring the table ({table_path}); about 10 minutes on 2 CPU cores", flush=True)
-            doc = measure_table(lr_grid(3), [4, 8, 16, 32], [1, 2], 80, 10, table_path, tmp)
-        else:
-            doc = json.loads(table_path.read_text())
-        seeds, grid_lrs = args.seeds, [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-        out = args.out
-        plot = Path(args.out).with_suffix(".png") if args.out else RESULTS / "sweep_efficiency.png"
-    curves = Curves(doc, args.interp)
-    budget = len(grid_lrs) * len(curves.rs) * len(curves.ratios) * curves.max_steps
-
-    runs = [replay(m, s, curves, budget, grid_lrs) for m in METHODS for s in seeds]
-    best_any = min(r["best"] for r in runs if r["best"] is not None)
-    target = best_any * 1.02
-    measured_best = min((pt["eval_loss"][-1], pt["lr"], pt["r"], pt["alpha_ratio"]) for pt in doc["points"])
-    summary = summarize(runs, target, budget)
-    print_report(doc, summary, budget, best_any, target, measured_best, len(seeds), args.interp)
-    spread = spread_figures(doc)
-    payload = {
-        "replay": True,
-        "how": ("replay over measured curves: Optuna samplers/pruners run in-process against a table of eval-loss "
-                "curves from real ftsweep runs; an lr between two measured grid points gets "
-                + ("the curve of the nearest measured lr in log10(lr)" if args.interp == "nearest" else
-                   "the curve interpolated linearly in log10(lr) between its neighbours")
-                + " (same r and alpha ratio)"),
-        "interp": args.interp,
-        "table": str(table_path), "table_command": doc["command"], "table_measure_wall_s": doc.get("measure_wall_s"),
-        "space": {"lr": [LR_LO, LR_HI, "log"], "r": curves.rs, "alpha_ratio": curves.ratios},
-        "grid_lrs": grid_lrs, "seeds": seeds, "budget_steps": budget, "max_steps_per_trial": curves.max_steps,
-        "eval_every": curves.steps[1] - curves.steps[0],
-        "best_any_method": best_any, "target_within_2pct": target,
-        "best_measured_grid_point": {"eval_loss": measured_best[0], "lr": measured_best[1], "r": measured_best[2],
-                                     "alpha_ratio": measured_best[3]},
-        "lr_spread": spread, "summary": summary, "runs": runs,
-    }
-    write_result("sweep_efficiency", payload, out)
-    plot_traces(runs, target, budget, plot)
-    return 0
+    storage = f"sqlite:///{db}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        end = t.datetime_complete
+        steps = max_steps if t.state.name == "COMPLETE" else max(t.intermediate_values, default=0)
+        out.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                    "steps": steps, "finished_s": (end - started).total_seconds() if end else None})
+    return sorted(out, key=lambda x: (x["finished_s"] is None, x["finished_s"] or 0))
 
 
-def summarize(runs: list[dict[str, Any]], target: float, budget: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for m in METHODS:
-        mine = [r for r in runs if r["method"] == m]
-        reached = [steps_to(r["trace"], target) for r in mine]
-        out[m] = {
-            "best_median": median(r["best"] for r in mine),
-            "best_per_seed": [r["best"] for r in mine],
-            "best_at_25pct_budget_median": median(best_at(r["trace"], budget // 4) for r in mine),
-            "steps_to_2pct_per_seed": reached,
-            # a seed that never got within 2% counts as the whole budget (a lower bound on its cost)
-            "steps_to_2pct_median": median(x if x is not None else budget for x in reached),
-            "seeds_reaching_2pct": sum(x is not None for x in reached),
-            "trials_median": median(r["n_complete"] + r["n_pruned"] for r in mine),
-            "pruned_median": median(r["n_pruned"] for r in mine),
-        }
-    grid = out["grid"]["steps_to_2pct_median"]
-    for m in METHODS:
-        s = out[m]["steps_to_2pct_median"]
-        out[m]["steps_vs_grid"] = s / grid if grid else None
+# ------------------------------------------------------------------------------------------ analysis
+def trace(run: dict[str, Any]) -> list[tuple[float, int, float | None]]:
+    """(seconds since start, optimizer steps of all finished trials, best value so far) after each trial."""
+    out, steps, best = [], 0, math.inf
+    for t in run["trials"]:
+        if t["finished_s"] is None:
+            continue
+        steps += t["steps"]
+        if t["state"] == "COMPLETE" and t["value"] is not None:
+            best = min(best, t["value"])
+        out.append((t["finished_s"], steps, best if best < math.inf else None))
     return out
 
 
-def spread_figures(doc: dict[str, Any]) -> dict[str, Any]:
-    """Best vs worst learning rate at the default LoRA (r 16, alpha 16 when measured)."""
-    pts = [p for p in doc["points"] if p["r"] == 16 and p["alpha_ratio"] == 1] or doc["points"]
-    best = min(pts, key=lambda p: p["eval_loss"][-1])
-    worst = max(pts, key=lambda p: p["eval_loss"][-1])
-    lrs = sorted(p["lr"] for p in pts)
-    return {"at": {"r": pts[0]["r"], "alpha_ratio": pts[0]["alpha_ratio"]},
-            "best_lr": best["lr"], "best_eval_loss": best["eval_loss"][-1],
-            "worst_lr": worst["lr"], "worst_eval_loss": worst["eval_loss"][-1],
-            "worst_over_best": worst["eval_loss"][-1] / best["eval_loss"][-1],
-            "optimum_interior": lrs[0] < best["lr"] < lrs[-1]}
+def reach(run: dict[str, Any], target: float) -> tuple[float, int] | None:
+    """(wall s, steps) when a finished trial first is within ``target``; None if never."""
+    return next(((s, n) for s, n, b in trace(run) if b is not None and b <= target), None)
 
 
-def print_report(doc, summary, budget, best_any, target, measured_best, n_seeds, interp) -> None:
-    how = ("takes the curve of the nearest measured lr (log10)" if interp == "nearest"
-           else "is interpolated linearly in log10(lr) between its neighbours")
-    print(f"\nREPLAY over measured curves ({len(doc['points'])} real runs, {doc['max_steps']} steps each; "
-          f"an lr between measured points {how})")
-    print(f"budget {budget:,} optimizer steps per sweep, {n_seeds} sampler seed(s); best any method found "
-          f"{best_any:.4f}, target (within 2%) {target:.4f}; best measured grid point {measured_best[0]:.4f} "
-          f"(lr {measured_best[1]:g}, r {measured_best[2]}, alpha/r {measured_best[3]})\n")
+def best_at(run: dict[str, Any], seconds: float) -> float | None:
+    vals = [b for s, _, b in trace(run) if s <= seconds and b is not None]
+    return min(vals) if vals else None
+
+
+def spread(xs: list[float | None]) -> list[float] | None:
+    vals = [x for x in xs if x is not None]
+    return [min(vals), max(vals)] if vals else None
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: wall / steps to within 2% of the best found by any run, best at the fixed budget."""
+    values = [t["value"] for r in runs for t in r["trials"] if t["state"] == "COMPLETE" and t["value"] is not None]
+    if not values:
+        return {}
+    best_any = min(values)
+    target = best_any * 1.02
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    grid_sweep = median(r["sweep_wall_s"] for r in runs if r["method"] == "grid")
+    budget = TARGET_RATIO * grid_sweep if grid_sweep else None
+    out: dict[str, Any] = {"_": {"best_any": best_any, "target": target, "budget_s": budget}}
+    for m in methods:
+        mine = [r for r in runs if r["method"] == m]
+        hit = [reach(r, target) for r in mine]
+        walls = [h[0] if h else r["sweep_wall_s"] for h, r in zip(hit, mine)]
+        steps = [h[1] if h else trace(r)[-1][1] if trace(r) else None for h, r in zip(hit, mine)]
+        out[m] = {
+            "seeds": [r["seed"] for r in mine],
+            "seeds_reaching_2pct": sum(h is not None for h in hit),
+            "wall_to_2pct_per_seed": walls, "wall_to_2pct_median": median(walls), "wall_to_2pct_range": spread(walls),
+            "steps_to_2pct_per_seed": steps, "steps_to_2pct_median": median(steps), "steps_to_2pct_range": spread(steps),
+            "best_median": median(best_at(r, math.inf) for r in mine),
+            "best_at_budget_median": median(best_at(r, budget) for r in mine) if budget else None,
+            "sweep_wall_median": median(r["sweep_wall_s"] for r in mine),
+            "trials_median": median(len(r["trials"]) for r in mine),
+            "pruned_median": median(sum(t["state"] == "PRUNED" for t in r["trials"]) for r in mine),
+        }
+    grid = out.get("grid", {}).get("wall_to_2pct_median")
+    grid_steps = out.get("grid", {}).get("steps_to_2pct_median")
+    for m in methods:
+        out[m]["wall_vs_grid"] = out[m]["wall_to_2pct_median"] / grid if grid else None
+        out[m]["steps_vs_grid"] = out[m]["steps_to_2pct_median"] / grid_steps if grid_steps else None
+    return out
+
+
+def print_report(summary: dict[str, Any], n_seeds: int) -> None:
+    head = summary["_"]
+    budget = f"{head['budget_s']:.0f} s" if head["budget_s"] else "-"
+    print(f"\nREAL SWEEPS: best value any run found {head['best_any']:.4f}; target (within 2%) {head['target']:.4f}; "
+          f"fixed budget {budget} (40% of grid's median sweep)\n")
     rows = []
     for m, s in summary.items():
-        rows.append([m, s["best_median"], s["best_at_25pct_budget_median"], s["steps_to_2pct_median"],
-                     f"{s['seeds_reaching_2pct']}/{n_seeds}", s["steps_vs_grid"], f"{s['trials_median']:g}", f"{s['pruned_median']:g}"])
-    print(table(["method", "best eval loss (median)", "best at 25% budget", "steps to within 2%",
-                 "seeds within 2%", "steps vs grid", "trials", "pruned"], rows))
+        if m == "_":
+            continue
+        rows.append([m, f"{s['seeds_reaching_2pct']}/{len(s['seeds'])}", s["wall_to_2pct_median"],
+                     "–".join(f"{x:.0f}" for x in s["wall_to_2pct_range"] or []), s["wall_vs_grid"],
+                     s["steps_to_2pct_median"], s["steps_vs_grid"], s["best_at_budget_median"], s["best_median"],
+                     s["sweep_wall_median"], f"{s['trials_median']:g}", f"{s['pruned_median']:g}"])
+    print(table(["method", "seeds within 2%", "wall s to 2% (median)", "range", "wall vs grid", "steps to 2%",
+                 "steps vs grid", "best at budget", "best", "sweep wall s", "trials", "pruned"], rows))
 
 
-def plot_traces(runs: list[dict[str, Any]], target: float, budget: int, path: Path) -> None:
+def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    xs = list(range(0, budget + 1, max(1, budget // 200)))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    end = max(r["sweep_wall_s"] for r in runs)
+    xs = [end * i / 200 for i in range(201)]
     for m in METHODS:
         mine = [r for r in runs if r["method"] == m]
-        ys = [median(best_at(r["trace"], x) for r in mine) for x in xs]
-        ax.step(xs, [y if y is not None else float("nan") for y in ys], where="post", label=m)
-    ax.axhline(target, color="grey", linestyle=":", label="within 2% of best found")
-    ax.set_xlabel("optimizer steps used (all trials of the sweep)")
+        if mine:
+            ys = [median(best_at(r, x) for r in mine) for x in xs]
+            ax.step(xs, [y if y is not None else float("nan") for y in ys], where="post", label=m)
+    ax.axhline(summary["_"]["target"], color="grey", linestyle=":", label="within 2% of best found")
+    ax.set_xlabel("wall-clock seconds since the sweep command started")
     ax.set_ylabel("best eval loss so far (median over seeds)")
-    ax.set_title("proxy task, tiny model: replay over measured curves")
-    ax.legend(fontsize=8)
+    ax.set_title("proxy task, tiny model, real ftsweep sweeps (2 warm workers)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="every method end to end: 4 trials of 10 steps, 1 seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--workers", type=int, default=2, help="trials at once (warm workers)")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in --out, run only missing ones")
+    p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {OUT})")
+    args = p.parse_args(argv)
+    if args.quick:
+        spec = {"lr": [1e-4, 1e-1], "rs": [4, 8], "ratios": [1], "grid_lrs": [1e-3, 3e-2], "n_trials": 4,
+                "max_steps": 10, "eval_every": 5, "n_startup": 2, "workers": args.workers}
+        seeds = args.seeds[:1]
+    else:
+        spec = {"lr": [1e-5, 1e-1], "rs": [4, 8, 16, 32], "ratios": [1, 2], "grid_lrs": GRID_LRS, "n_trials": 40,
+                "max_steps": 60, "eval_every": 10, "n_startup": 10, "workers": args.workers}
+        seeds = args.seeds
+    out = args.out or (Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-")) / "e.json" if args.quick else OUT)
+    workdir = Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-"))
+    env = bench_env(default_cache())
+    ensure_tiny_model(env)
+    runs: list[dict[str, Any]] = []
+    if args.resume and out.is_file():
+        runs = json.loads(out.read_text()).get("runs", [])
+    for seed in seeds:  # seed-major: a partial run has every method at the first seeds
+        for m in args.methods:
+            if any(r["method"] == m and r["seed"] == seed for r in runs):
+                continue
+            t0 = time.perf_counter()
+            runs.append(run_sweep(m, seed, spec, workdir, env))
+            print(f"  {m} seed {seed}: {len(runs[-1]['trials'])} trials in {time.perf_counter() - t0:.0f} s", flush=True)
+            write(out, spec, runs)
+    doc = write(out, spec, runs)
+    if doc["summary"]:
+        print_report(doc["summary"], len(seeds))
+        plot(runs, doc["summary"], out.with_suffix(".png"))
+    return 0
+
+
+def write(out: Path, spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    doc = {"benchmark": "sweep_efficiency", "replay": False, "machine": machine(), "versions": versions(),
+           "how": "real ftsweep sweeps (ftsweep train sweep=<generated file>), timings from each study's storage",
+           "spec": spec, "methods": sorted({r["method"] for r in runs}, key=METHODS.index),
+           "seeds": sorted({r["seed"] for r in runs}), "summary": summarize(runs), "runs": runs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return doc
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def _synthetic_table() -> dict:
 
 
 def test_curves_take_the_nearest_point_or_interpolate_in_log_lr():
-    se = _load("sweep_efficiency")
+    se = _load("sweep_efficiency_replay")
     nearest = se.Curves(_synthetic_table())
     linear = se.Curves(_synthetic_table(), "linear")
     for curves in (nearest, linear):  # measured points come back exactly
@@ -51,7 +51,7 @@ def test_curves_take_the_nearest_point_or_interpolate_in_log_lr():
 
 
 def test_replay_spends_exactly_the_budget_and_grid_finds_the_grid_optimum():
-    se = _load("sweep_efficiency")
+    se = _load("sweep_efficiency_replay")
     curves = se.Curves(_synthetic_table())
     grid = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
     budget = len(grid) * 2 * 40
@@ -68,7 +68,7 @@ def test_replay_spends_exactly_the_budget_and_grid_finds_the_grid_optimum():
 
 
 def test_lr_grid_has_three_points_per_decade_and_the_decade_points_exactly():
-    se = _load("sweep_efficiency")
+    se = _load("sweep_efficiency_replay")
     grid = se.lr_grid(3)
     assert len(grid) == 13 and grid[0] == 1e-5 and grid[-1] == 1e-1
     assert {1e-5, 1e-4, 1e-3, 1e-2, 1e-1} <= set(grid)
@@ -146,7 +146,7 @@ def test_trial_overhead_quick_times_every_phase_cold_and_warm(tmp_path, cache_di
 
 @pytest.mark.slow
 def test_sweep_efficiency_quick_equal_budgets(tmp_path, cache_dir):
-    doc = _run("sweep_efficiency.py", tmp_path / "e.json", cache_dir)
+    doc = _run("sweep_efficiency_replay.py", tmp_path / "e.json", cache_dir)
     assert doc["replay"] is True and doc["interp"] == "nearest" and "nearest measured lr" in doc["how"]
     assert {r["method"] for r in doc["runs"]} == {"grid", "random", "tpe", "tpe+median", "tpe+hyperband"}
     assert all(r["steps_used"] <= doc["budget_steps"] for r in doc["runs"])
@@ -160,3 +160,48 @@ def test_proxy_spread_quick_a_good_lr_learns_the_task(tmp_path, cache_dir):
     assert sorted(runs) == [1e-4, 1e-2, 1e-1]
     assert runs[1e-2]["eval_loss"] < runs[1e-2]["initial_eval_loss"] - 0.5  # answers are learnable
     assert doc["spread"]["r16"]["worst_over_best"] >= 1.0
+
+
+@pytest.mark.slow
+def test_sweep_efficiency_quick_runs_every_method_as_a_real_sweep(tmp_path, cache_dir):
+    doc = _run("sweep_efficiency.py", tmp_path / "real.json", cache_dir)
+    se = _load("sweep_efficiency")
+    assert doc["replay"] is False and doc["methods"] == list(se.METHODS) and doc["seeds"] == [0]
+    for r in doc["runs"]:
+        assert len(r["trials"]) == 4, r["method"]  # every method ran its 4 trials for real
+        assert all(t["state"] in ("COMPLETE", "PRUNED") for t in r["trials"])
+        assert all(t["finished_s"] is not None and 0 < t["finished_s"] <= r["sweep_wall_s"] + 1 for t in r["trials"])
+    grid = next(r for r in doc["runs"] if r["method"] == "grid")
+    assert sorted((t["params"]["optimizer.lr"], t["params"]["lora.r"]) for t in grid["trials"]) == [
+        (1e-3, 4), (1e-3, 8), (3e-2, 4), (3e-2, 8)]
+    s = doc["summary"]
+    assert s["_"]["best_any"] == min(t["value"] for r in doc["runs"] for t in r["trials"] if t["state"] == "COMPLETE")
+    assert s["grid"]["wall_vs_grid"] == 1.0 and set(s) == {"_", *se.METHODS}
+
+
+def test_sweep_efficiency_summary_counts_wall_and_steps_to_the_target():
+    se = _load("sweep_efficiency")
+
+    def trial(value, steps, end, state="COMPLETE"):
+        return {"state": state, "value": value, "steps": steps, "finished_s": end, "params": {}}
+
+    runs = [
+        {"method": "grid", "seed": 0, "sweep_wall_s": 100.0,
+         "trials": [trial(3.0, 60, 20.0), trial(2.0, 60, 40.0), trial(2.5, 60, 60.0)]},
+        {"method": "default", "seed": 0, "sweep_wall_s": 50.0,
+         "trials": [trial(None, 20, 5.0, "PRUNED"), trial(2.03, 60, 10.0), trial(4.0, 60, 30.0)]},
+    ]
+    s = se.summarize(runs)
+    assert s["_"]["best_any"] == 2.0 and s["_"]["target"] == 2.04 and s["_"]["budget_s"] == 40.0
+    assert s["grid"]["wall_to_2pct_median"] == 40.0 and s["grid"]["steps_to_2pct_median"] == 120
+    assert s["default"]["wall_to_2pct_median"] == 10.0 and s["default"]["steps_to_2pct_median"] == 80
+    assert s["default"]["wall_vs_grid"] == 0.25 and s["default"]["pruned_median"] == 1
+    assert s["default"]["best_at_budget_median"] == 2.03 and s["grid"]["best_at_budget_median"] == 2.0
+
+
+@pytest.mark.slow
+def test_parallel_scaling_quick_runs_one_and_two_workers(tmp_path, cache_dir):
+    doc = _run("parallel_scaling.py", tmp_path / "p.json", cache_dir)
+    assert [r["workers"] for r in doc["runs"]] == [1, 2]
+    assert all(r["n_trials"] == 2 and r["complete"] == 2 and r["trials_per_hour"] > 0 for r in doc["runs"])
+    assert doc["ratio_2_vs_1"] > 0

@@ -10,7 +10,8 @@ import pytest
 from ftsweep.config.compose import ConfigFailure
 from ftsweep.paths import shipped_conf_dir as conf_dir
 
-GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger", "objective"]
+GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger", "objective",
+          "stage"]
 
 
 def _options(group: str) -> list[str]:

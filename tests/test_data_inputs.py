@@ -166,8 +166,8 @@ def test_cli_bad_inputs_one_line_exit_2(cache_dir, tmp_path):
     cases = {
         f"data.path={latin}": f"{latin}: not valid utf-8 text at byte",
         "data.path=missing/rows.json": "missing/rows.json: file not found",
-        "data.val_size=0": "data.val_size: 0 and no data.validation_path leaves no validation data",
-        f"data.path={glaive} data.format=sharegpt data.chat_template=chatml": (
+        f"data.path={glaive} data.format=sharegpt data.chat_template=chatml "
+        "data.special_tokens=['<|im_start|>','<|im_end|>']": (
             "data.chat_template: the chat template 'chatml' has no tool support"
         ),
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.data import IGNORE_INDEX, build_datasets
+from ftsweep.data import IGNORE_INDEX, DataError, build_datasets
 from ftsweep.data.templates import ALPACA_EN, ALPACA_KO
 from ftsweep.model import load_tokenizer
 
@@ -251,13 +251,28 @@ def test_sharegpt_with_system(build):
 
 
 def test_chat_template_override_by_name(build):
-    bundle, tok = build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
+    bundle, tok = build([SINGLE], "data.format=chat", "data.chat_template=chatml", *CHATML_TOKENS, name="c.jsonl")
     got = bundle.train[0]
     assert (
         tok.decode(got["input_ids"])
         == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello there<|im_end|>\n"
     )
     assert trained_runs(tok, got) == ["hello there<|im_end|>\n"]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert got["input_ids"].count(im_end) == 2 and tok.eos_token == "<|im_end|>"  # one token each, the stop token
+
+
+CHATML_TOKENS = ("data.special_tokens=['<|im_start|>','<|im_end|>']", "data.eos_token='<|im_end|>'")
+
+
+def test_chatml_on_a_tokenizer_without_its_markers_is_refused_in_one_line(build):
+    with pytest.raises(DataError) as err:
+        build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
+    assert str(err.value) == (
+        "data.chat_template: chatml needs <|im_start|>, <|im_end|> as tokens, and this tokenizer has none: they "
+        "would be trained as ordinary text pieces with no stop token; add them (the embeddings are resized) with "
+        "\"data.special_tokens=['<|im_start|>','<|im_end|>']\" \"data.eos_token='<|im_end|>'\", or use the "
+        "tokenizer's own template (data.chat_template=null)")
 
 
 # --------------------------------------------------------------------------------------- lengths
@@ -408,3 +423,24 @@ def test_whole_prompt_lost_is_counted_per_policy(build):
     assert results == {"truncate_prompt": 1, "truncate_both": 0, "truncate_answer": 0}
     bundle, _ = build(rows, "data.format=prompt_completion", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt")
     assert masked_prefix(bundle.train[0]) == [tok.bos_token_id]  # the instruction is gone
+
+
+# ---------------------------------------------------- LLaMA-Factory's system / history columns (issue 21 item 5)
+def test_a_system_column_of_chat_rows_is_the_system_turn(build):
+    """dataset_info.json's "system" column beside messages: rendered exactly as a system turn would be."""
+    turns = [{"role": "user", "content": "one?"}, {"role": "assistant", "content": "1"}]
+    col, _ = build([{"system": "be brief", "messages": turns}], "data.format=chat", name="col.jsonl")
+    turn, _ = build([{"messages": [{"role": "system", "content": "be brief"}, *turns]}], "data.format=chat",
+                    name="turn.jsonl")
+    assert (col.train[0]["input_ids"], col.train[0]["labels"]) == (turn.train[0]["input_ids"], turn.train[0]["labels"])
+
+
+@pytest.mark.parametrize(("row", "extra", "message"), [
+    ({"system": "be brief"}, (), "rows.json row 1: field 'system': a system prompt: the alpaca format has no place for it"),
+    ({"history": [["hi", "hello"]]}, (), "rows.json row 1: field 'history': earlier turns: the alpaca format has no place"),
+    ({"sys": "be brief"}, ("data.columns.system=sys",), "field \"system (column 'sys')\": a system prompt"),
+])
+def test_alpaca_system_or_history_columns_are_refused_not_dropped(build, row, extra, message):
+    with pytest.raises(DataError) as err:
+        build([{"instruction": "one?", "input": "", "output": "1", **row}], *extra)
+    assert message in str(err.value) and "data.format=chat" in str(err.value) and "\n" not in str(err.value)

@@ -164,7 +164,8 @@ def test_openai_layout_in_messages_gives_the_same_tokens(build, tmp_path):
 @pytest.mark.parametrize("policy", ["fail", "skip"])
 def test_template_without_tool_support_is_refused(build, policy):
     with pytest.raises(DataError) as err:
-        build(GLAIVE, "data.format=sharegpt", "data.chat_template=chatml", f"data.bad_rows={policy}")
+        build(GLAIVE, "data.format=sharegpt", "data.chat_template=chatml", f"data.bad_rows={policy}",
+              "data.special_tokens=['<|im_start|>','<|im_end|>']")  # chatml's markers: its tools are the issue
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith("data.chat_template: the chat template 'chatml' has no tool support")
@@ -215,6 +216,30 @@ def test_content_parts_and_loss_weight(build):
         ],
     )
     assert (second["input_ids"], second["labels"]) == (ids, labels)
+
+
+def test_llamafactory_v1_content_parts_with_value_read_as_text_parts(build, tmp_path):
+    """LLaMA-Factory v1 writes a text part as {"type": "text", "value": ...}: the same rows, the same tokens."""
+    v1 = tmp_path / "content_parts_v1.jsonl"
+    v1.write_text(PARTS.read_text().replace('"text": "', '"value": "'))
+    assert v1.read_text().count('"value": "') == 6 and '"text": "' not in v1.read_text()
+    (a, _), (b, _) = build(PARTS, "data.format=chat"), build(v1, "data.format=chat")
+    assert [(r["input_ids"], r["labels"]) for r in a.train] == [(r["input_ids"], r["labels"]) for r in b.train]
+
+
+def test_assistant_text_beside_a_tool_call_that_the_template_drops_is_counted_and_shown(build, capsys):
+    """Llama 3's template renders only the call of an assistant turn with text and tool_calls: warn, with the
+    count and the rows (the second row has no such text)."""
+    path = DATA / "toolcall_text_openai.jsonl"
+    bundle, tok = build(path, "data.format=chat")
+    assert "Sure, sending it now." not in tok.decode(bundle.train[0]["input_ids"])  # what the template does
+    assert bundle.stats["n_call_text_dropped"] == 1
+    assert bundle.stats["call_text_dropped_where"] == [f"{path} line 1"]
+    from ftsweep.inspect import stats_line
+
+    line = stats_line(bundle.stats, "fp").splitlines()[-1]
+    assert line.startswith("data: warning: 1 assistant turn(s) have text beside their tool call that the chat "
+                           "template does not render") and f"{path} line 1" in line
 
 
 BAD_TURNS = {

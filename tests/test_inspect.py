@@ -114,3 +114,36 @@ def test_help_does_not_import_torch():
 def test_inspect_help(flag, capsys):
     assert cli_main(["inspect", flag]) == 0
     assert "--dump" in capsys.readouterr().out
+
+
+def test_inspect_without_validation_rows_and_its_dropped_rows(cache_dir, tmp_path, capsys):
+    """val_size=0 is fine for a command that trains nothing (issue 21 item 8), and --dropped names each row
+    the length policy dropped, with the reason."""
+    rows = [{"instruction": "hi", "input": "", "output": "hello"},
+            {"instruction": "word " * 200, "input": "", "output": "long"},
+            {"instruction": "bye", "input": "", "output": "see you"}]
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    code = cli_main(["inspect", f"data.path={path}", "data.val_size=0", "data.cutoff_len=400", "data.overlong=drop",
+                     NO_PRETRAIN, "--rows", "1", "--plain", "--dropped"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "data: 2 train / 0 eval rows; 0 truncated, 1 dropped (1 over-long" in out
+    listing = out[out.index("dropped rows (1, train and eval):"):].splitlines()
+    assert listing[1].startswith(f"  {path} row 2: over-long (") and "> 400 tokens, data.overlong=drop)" in listing[1]
+    assert cli_main(["inspect", f"data.path={path}", "data.val_size=0", NO_PRETRAIN, "--split", "eval"]) == 2
+
+
+def test_rows_listed_from_a_cache_entry_carry_this_runs_file_names():
+    """A cache entry is shared by files with the same bytes: its listed rows take the current names."""
+    from types import SimpleNamespace
+
+    from ftsweep.data.pipeline import _rename_rows
+
+    stats = {"dropped_where": ["old/a.json row 2: over-long (9 > 8 tokens, data.overlong=drop)", "old/v.json row 1: x"],
+             "call_text_dropped_where": ["old/a.json row 3"], "where_names": ["old/a.json", "old/v.json"]}
+    got = _rename_rows(stats, SimpleNamespace(path="new/a.json", validation_path="new/v.json"))
+    assert got["dropped_where"] == ["new/a.json row 2: over-long (9 > 8 tokens, data.overlong=drop)",
+                                    "new/v.json row 1: x"]
+    assert got["call_text_dropped_where"] == ["new/a.json row 3"]
+    assert _rename_rows(stats, SimpleNamespace(path="old/a.json", validation_path="old/v.json")) == stats

@@ -247,3 +247,44 @@ def test_evaluator_subset_history_final_and_predictions(monkeypatch, tmp_path):
     out2 = e2.finish(None, tmp_path / "b", pruned=False, step=5)
     assert out2["exact_match"] == e2.history[-1]["exact_match"] and out2["generation_final_rows"] == 4
     assert e2.max_new_tokens == 2 and not (tmp_path / "b").exists()
+
+
+def test_memory_model_counts_the_generation_kv_cache(compose):
+    from ftsweep.memory import estimate
+
+    base = estimate(compose("model=llama3_8b", "quantization=nf4"), on_cuda=True)
+    auto = estimate(compose("model=llama3_8b", "quantization=nf4", "objective=exact_match"), on_cuda=True)
+    assert base["generation_mib"] == 0 and base["generation_batch"] == 0
+    # the automatic batch keeps generation within what training already needs: the peak does not change
+    assert 1 <= auto["generation_batch"] < 64 and auto["total_mib"] == base["total_mib"]
+    big = estimate(compose("model=llama3_8b", "quantization=nf4", "objective=exact_match", "objective.batch_size=64",
+                           "data.cutoff_len=1024"), on_cuda=True)
+    # Llama-3-8B KV cache: 2 x 32 layers x 8 kv heads x 128 x 64 rows x (1024 + 8) tokens x 2 bytes
+    kv_mib = 2 * 32 * 8 * 128 * 64 * 1032 * 2 / 2**20
+    assert big["generation_batch"] == 64 and big["generation_mib"] > kv_mib
+    assert big["total_mib"] > estimate(compose("model=llama3_8b", "quantization=nf4", "data.cutoff_len=1024"),
+                                       on_cuda=True)["total_mib"] + kv_mib * 0.5
+
+
+def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
+    import optuna
+
+    from ftsweep import rundir
+    from ftsweep.report import generation_section
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate([0.25, 0.75, 0.5]):
+        d = tmp_path / f"trial_{number}"
+        d.mkdir()
+        rundir.write_metrics(d, {"generation_eval_s": 1.5 + number, "generation_s_per_100_rows": 0.5,
+                                 "train_runtime": 10.0})
+        rundir.write_predictions(d, [{"reference": "moon", "prediction": f"answer {number}|x"}])
+        trial = study.ask()
+        trial.set_user_attr("trial_dir", str(d))
+        study.tell(trial, value)
+    text = generation_section(study)
+    assert "| 0 | 1.5 | 0.5 | 10 |" in text and "| 2 | 3.5 | 0.5 | 10 |" in text
+    assert "best trial (1, value 0.75" in text and "worst complete trial (0, value 0.25" in text
+    assert "| `moon` | `answer 1\\|x` | `answer 0\\|x` |" in text
+    assert generation_section(optuna.create_study()) == ""

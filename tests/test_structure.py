@@ -14,7 +14,7 @@ PACKAGES = ("ftsweep", "hydra_plugins")
 # Lower layers must not import these (cli -> tools / sweeper / report -> recipe -> data / model -> config, ...).
 UPPER = {
     "tools and cli": ("ftsweep.cli", "ftsweep.inspect", "ftsweep.generate", "ftsweep.merge", "ftsweep.publish",
-                      "ftsweep.init"),
+                      "ftsweep.init", "ftsweep.lr_find"),
     "sweeper and report": ("ftsweep.sweeper", "ftsweep.report", "hydra_plugins.ftsweep_sweeper.ftsweep_sweeper"),
     "recipe": ("ftsweep.train", "ftsweep.callbacks"),
     "data and model": ("ftsweep.data", "ftsweep.model", "ftsweep.tiny", "ftsweep.memory"),
@@ -22,6 +22,7 @@ UPPER = {
 LAYERS = {  # module prefix -> the groups it must not import
     "ftsweep.train": ("tools and cli", "sweeper and report"),
     "ftsweep.callbacks": ("tools and cli", "sweeper and report"),
+    "ftsweep.stages": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.data": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.objectives": ("tools and cli", "sweeper and report", "recipe"),
     "ftsweep.model": ("tools and cli", "sweeper and report", "recipe"),

@@ -2,8 +2,9 @@
 each subcommand imports its module only when it runs, so ``--help`` and ``--cfg job`` stay fast.
 
     ftsweep init DIR                                                          a starter project (conf/, sweep/, data)
-    ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory]   one run or a sweep (Hydra)
+    ftsweep train [overrides] [-m] [--cfg job] [--help] [--estimate-memory] [-v]   one run or a sweep (Hydra)
     ftsweep inspect [overrides] [--rows N] [--dump FILE.jsonl] [--plain]      show exactly what is trained
+    ftsweep lr-find [overrides] [--min-lr A --max-lr B --steps N --out DIR]    learning-rate range test, suggested lr
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
     ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
     ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ftsweep.errors import Failure, UsageError, one_line, report
+from ftsweep.errors import Failure, UsageError, exit_code, one_line, report
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "init": "ftsweep.init:main",
     "train": "ftsweep.cli:train_main",
     "inspect": "ftsweep.inspect:main",
+    "lr-find": "ftsweep.lr_find:main",
     "report": "ftsweep.report:main",
     "dashboard": "ftsweep.dashboard:main",
     "generate": "ftsweep.generate:main",
@@ -119,7 +121,11 @@ def train_main(argv: list[str]) -> int:
     from ftsweep.config import compose as config
 
     estimate = "--estimate-memory" in argv
-    argv = [a for a in argv if a != "--estimate-memory"]
+    if {"-v", "--verbose"} & set(argv):  # third-party warnings, bars and W&B output back (ftsweep.verbosity)
+        from ftsweep.verbosity import set_verbose
+
+        set_verbose()
+    argv = [a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")]
     overrides, flags, config_dirs = split_overrides(argv)
     check_secrets(overrides)
     argv = check_hydra_flags(argv, flags)
@@ -136,7 +142,10 @@ def train_main(argv: list[str]) -> int:
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
-            cfg = config.compose(fixed, config_dirs=config_dirs)
+            # A swept key may have no value of its own (data=custom_json data.path=choice(a,b)): check with its
+            # first value; the sweeper checks the corners of the space and every searched data file.
+            cfg = config.compose([*fixed, *first_values(overrides, fixed)] if multirun else fixed,
+                                 config_dirs=config_dirs)
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
                 check_output_dir(with_hydra, multirun)
@@ -159,6 +168,25 @@ def train_main(argv: list[str]) -> int:
     register()  # -m: Hydra instantiates our sweeper
     config.run_hydra(argv, train_task, config_dirs)
     return 0
+
+
+def first_values(overrides: list[str], fixed: list[str]) -> list[str]:
+    """``key=<first value>`` for each sweep override of a list (choice / range; an interval is numeric
+    and has a default already), so that composing without the sweeps still gives every key a value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        if o in fixed:
+            continue
+        parsed = parser.parse_overrides([o])[0]
+        try:
+            first = next(iter(parsed.sweep_string_iterator()))
+        except Exception:  # noqa: BLE001, S112 -- interval(...) and tag(...) sweeps have no list of values
+            continue
+        out.append(f"{parsed.get_key_element()}={first}")
+    return out
 
 
 def check_secrets(overrides: list[str]) -> None:
@@ -194,11 +222,15 @@ def check_data_files(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
+    from ftsweep.stages.init_from import init_from_problem
 
     for key in DATA_FILE_KEYS:
         message = missing_data_file(key, OmegaConf.select(cfg, key))
         if message:
             raise UsageError(message)
+    message = init_from_problem(cfg)  # an SFT run to start from: an adapter for this base model
+    if message:
+        raise UsageError(message)
 
 
 def check_output_dir(cfg: Any, multirun: bool) -> None:
@@ -256,9 +288,9 @@ def train_task(cfg: Any) -> float | None:
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     try:
         metrics = execute(cfg, run_dir)
-    except SystemExit as exc:
+    except UsageError as exc:
         created = _NEW_FOLDERS[0]
-        if exc.code == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
+        if exit_code(exc) == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
             import shutil
 
             shutil.rmtree(created, ignore_errors=True)  # bad input (data): the folders this run made go again
@@ -277,7 +309,8 @@ def train_help(overrides: list[str], config_dirs: list[str]) -> int:
 
     from ftsweep.config import compose as config
 
-    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory]\n")
+    print("usage: ftsweep train [group=option ...] [key=value ...] [-m] [--cfg job] [--estimate-memory] [-v]\n")
+    print("  -v, --verbose  show third-party warnings, progress bars and W&B's own output (FTSWEEP_VERBOSE=1)\n")
     print("Config groups (group=option; experiment is added with +experiment=NAME, a sweep with sweep=NAME):")
     width = max(60, shutil.get_terminal_size((100, 24)).columns - 1)
     for group in config.list_groups(config_dirs):

@@ -46,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--plain", action="store_true", help="no colours: trained spans as [[...]] (default when piped)"
     )
     p.add_argument("--bins", type=int, default=10, help="length histogram bins")
+    p.add_argument("--dropped", action="store_true",
+                   help="list the rows the length policy dropped (file, line or row, and why)")
     p.add_argument("--config-dir", action="append", default=[], help="an extra config root (like ftsweep train)")
     return p.parse_args(argv)
 
@@ -67,12 +69,21 @@ def main(argv: list[str]) -> int:
         raise UsageError("there is no eval split (data.val_size=0 and no data.validation_path)")
     plain = args.plain or not sys.stdout.isatty()
     out = _printer(plain)
+    if "prompt_ids" in ds.column_names:  # a preference stage: show each pair / unpaired row
+        return _main_preference(args, ds, tokenizer, cfg, bundle, out, plain)
     for i in range(min(args.rows, len(ds))):
         row = ds[i]
         out(_header(i, args.split, row), None)
         _print_row(out, row_spans(tokenizer, row["input_ids"], row["labels"]), plain)
     out(histogram([len(x) for x in ds["input_ids"]], cfg.data.cutoff_len, args.bins), None)
     out(stats_line(bundle.stats, bundle.fingerprint), None)
+    if args.dropped:
+        listed = bundle.stats.get("dropped_where") or []
+        out(f"dropped rows ({bundle.stats['n_dropped']}, train and eval):", None)
+        for where in listed:
+            out(f"  {where}", None)
+        if bundle.stats["n_dropped"] > len(listed):
+            out(f"  ... and {bundle.stats['n_dropped'] - len(listed)} more", None)
     if args.dump:
         n = dump_rows(args.dump, tokenizer, ds)
         out(f"wrote {n} rows to {args.dump}", None)
@@ -81,14 +92,22 @@ def main(argv: list[str]) -> int:
 
 def _build(overrides: list[str], usage_error: type[Exception], config_dirs: list[str] = ()):
     from ftsweep.config import ConfigError
-    from ftsweep.config.compose import compose
-    from ftsweep.data import DataError, build_datasets
+    from ftsweep.config.compose import ConfigFailure, compose
+    from ftsweep.data import DataError
     from ftsweep.model import load_tokenizer
+    from ftsweep.stages.registry import stage_module
 
-    cfg = compose(overrides, config_dirs=config_dirs)  # ConfigFailure is a UsageError: one line, exit 2
+    try:
+        cfg = compose(overrides, config_dirs=config_dirs)  # ConfigFailure is a UsageError: one line, exit 2
+    except ConfigFailure as err:
+        cause = err.__cause__
+        if not (isinstance(cause, ConfigError) and cause.key == "data.val_size" and "objective.metric" in str(cause)):
+            raise
+        # val_size=0 without a validation file only matters to an eval_* objective: inspect trains nothing
+        cfg = compose([*overrides, "objective.metric=train_loss"], config_dirs=config_dirs)
     try:
         tokenizer = load_tokenizer(cfg)
-        return build_datasets(cfg, tokenizer), tokenizer, cfg
+        return stage_module(cfg.stage.name).datasets(cfg, tokenizer), tokenizer, cfg
     except (DataError, ConfigError) as err:
         raise usage_error(str(err)) from None
 
@@ -161,6 +180,43 @@ def _printer(plain: bool):
     return lambda obj, _style: console.print(obj)
 
 
+# ------------------------------------------------------------------------------------ preference
+def preference_views(row: dict) -> list[tuple[str, list[int], list[int]]]:
+    """(name, input_ids, labels) per answer of a pair (chosen, rejected) or an unpaired KTO row."""
+    prompt = row["prompt_ids"]
+    if "chosen_ids" in row:
+        answers = [("chosen", row["chosen_ids"]), ("rejected", row["rejected_ids"])]
+    else:
+        answers = [("desirable" if row["label"] else "undesirable", row["completion_ids"])]
+    return [(name, prompt + ids, [IGNORE_INDEX] * len(prompt) + ids) for name, ids in answers]
+
+
+def _main_preference(args, ds, tokenizer, cfg, bundle, out, plain: bool) -> int:
+    for i in range(min(args.rows, len(ds))):
+        for name, ids, labels in preference_views(ds[i]):
+            out(f"--- {args.split} row {i} {name}: {len(ids)} tokens, {len(ids) - labels.count(IGNORE_INDEX)} trained ---",
+                None)
+            _print_row(out, row_spans(tokenizer, ids, labels), plain)
+    lengths = [len(v[1]) for row in ds for v in preference_views(row)]
+    out(histogram(lengths, cfg.data.cutoff_len, args.bins), None)
+    out(pair_stats_line(bundle.stats), None)
+    if args.dump:
+        args.dump.parent.mkdir(parents=True, exist_ok=True)
+        with args.dump.open("w", encoding="utf-8") as f:
+            for i, row in enumerate(ds):
+                views = {name: tokenizer.decode(ids[len(row["prompt_ids"]):]) for name, ids, _ in preference_views(row)}
+                f.write(json.dumps({"index": i, **row, "prompt": tokenizer.decode(row["prompt_ids"]), **views},
+                                   ensure_ascii=False) + "\n")
+        out(f"wrote {len(ds)} rows to {args.dump}", None)
+    return 0
+
+
+def pair_stats_line(stats: dict[str, Any]) -> str:
+    return ("data: {n_train} train / {n_eval} eval examples; {n_truncated} truncated, {n_dropped} dropped "
+            "({n_dropped_identical} chosen identical to rejected, {n_dropped_empty_answer} empty answer, "
+            "{n_dropped_prompt_too_long} prompt too long), {n_skipped_bad} bad rows skipped".format(**stats))
+
+
 # ----------------------------------------------------------------------------------- summary, dump
 def histogram(lengths: list[int], cutoff: int, bins: int = 10) -> str:
     """A text histogram of row lengths in ``bins`` equal bins over [0, cutoff]."""
@@ -181,11 +237,14 @@ def histogram(lengths: list[int], cutoff: int, bins: int = 10) -> str:
 
 
 def stats_line(stats: dict[str, Any], fingerprint: str) -> str:
+    from ftsweep.data.pipeline import call_text_warning
+
     return (
         "data: {n_train} train / {n_eval} eval rows; {n_truncated} truncated, {n_dropped} dropped "
         "({n_dropped_overlong} over-long, {n_dropped_empty_answer} empty answer), {n_skipped_bad} bad rows skipped, "
         "{n_filtered} filtered out; padding {padding_fraction:.1%}; ".format(**stats)
         + f"cache {'hit' if stats.get('cache_hit') else 'miss'} ({fingerprint})"
+        + (f"\n{warning}" if (warning := call_text_warning(stats)) else "")
     )
 
 

@@ -264,7 +264,15 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     else:
         optim = sum(2 * n * b for n, b in tensors)
 
-    batch, seq = t.per_device_train_batch_size, d.cutoff_len
+    # The stage's sequences per example: DPO trains chosen and rejected in one batch of 2 x batch rows and then
+    # runs the reference (adapter off, no grad) over the same rows; KTO adds no-grad KL and reference passes.
+    trained_seqs, forward_only_seqs = _stage_memory(cfg)
+    batch, seq = t.per_device_train_batch_size * trained_seqs, d.cutoff_len
+    # GRPO: every row is a prompt plus a sampled completion, generated first with a KV cache over both.
+    completion = _completion_length(cfg)
+    seq += completion
+    rollout = (batch * seq * 2 * shapes.layers * shapes.kv_heads * (shapes.hidden // max(shapes.heads, 1)) * c
+               if completion else 0)
     tokens = batch * seq
     # Saved for backward per token and layer: norms, q/k/v, attention output, o-proj input, residuals
     # (~12 x hidden) and the MLP's gate, up, act(gate) and product (~5 x intermediate); LoRA dropout
@@ -286,12 +294,12 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
         activations = shapes.layers * layer_bytes
     tile_bytes = c if on_cuda else 4
     lm_head = LM_TILE_COPIES * min(tokens, LM_TILE_TOKENS) * min(shapes.vocab, LM_TILE_VOCAB) * tile_bytes
-    eval_tokens = t.per_device_eval_batch_size * seq
-    evaluation = eval_tokens * (4 * shapes.hidden + 3 * shapes.intermediate) * c
-    evaluation += min(eval_tokens, LM_TILE_TOKENS) * min(shapes.vocab, LM_TILE_VOCAB) * tile_bytes
-    if not on_cuda or attn == "eager":
-        evaluation += t.per_device_eval_batch_size * shapes.heads * seq * seq * c
-    training = activations + lm_head
+    eval_rows = t.per_device_eval_batch_size * trained_seqs
+    evaluation = _forward_only(eval_rows, seq, shapes, c, tile_bytes, not on_cuda or attn == "eager")
+    # A no-grad forward pass (the reference) while the policy's activations are still held for backward.
+    reference = _forward_only(t.per_device_train_batch_size * forward_only_seqs, seq, shapes, c, tile_bytes,
+                              not on_cuda or attn == "eager") if forward_only_seqs else 0
+    training = activations + lm_head + reference
     # A generation objective's batch: as many rows as fit in the memory training already needs (at most 64).
     gen_row = _generation_bytes(cfg, shapes, c, on_cuda, attn, batch=1)
     gen_batch = cfg.objective.batch_size or (
@@ -305,6 +313,8 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
         "optimizer": optim,
         "activations": activations,
         "lm_head": lm_head,
+        "reference": reference,
+        "rollout": rollout,
         "runtime": runtime,
     }
     out: dict[str, Any] = {
@@ -324,6 +334,37 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
     out["generation_batch"] = gen_batch
     out["total_mib"] = sum(parts.values()) / MiB + out["eval_extra_mib"]
     return out
+
+
+def _forward_only(rows: int, seq: int, shapes: Shapes, c: int, tile_bytes: int, attn_probs: bool) -> float:
+    """Transient memory of a no-grad forward pass over ``rows`` x ``seq`` tokens (evaluation, reference)."""
+    tokens = rows * seq
+    out = tokens * (4 * shapes.hidden + 3 * shapes.intermediate) * c
+    out += min(tokens, LM_TILE_TOKENS) * min(shapes.vocab, LM_TILE_VOCAB) * tile_bytes
+    if attn_probs:
+        out += rows * shapes.heads * seq * seq * c
+    return out
+
+
+def _completion_length(cfg) -> int:
+    """Tokens generated per row before the training step (GRPO's max_completion_length), else 0."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.select(cfg, "stage.max_completion_length", default=0) or 0) if \
+        OmegaConf.select(cfg, "stage.name", default="sft") == "grpo" else 0
+
+
+def _stage_memory(cfg) -> tuple[int, int]:
+    """(sequences trained per example, sequences per example in no-grad forward passes) of the stage."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.stages.registry import stage_module
+
+    name = str(OmegaConf.select(cfg, "stage.name", default="sft") or "sft")
+    trained, forward_only = stage_module(name).MEMORY
+    if name == "grpo" and cfg.stage.beta > 0:  # GRPO's KL term needs the reference's log-probs
+        forward_only = 1
+    return trained, forward_only
 
 
 MAX_GENERATION_BATCH = 64
@@ -434,7 +475,8 @@ def print_estimate(cfg, gpu_memory_gib: float | None = None) -> None:
     if not here_cuda:
         print(f"on a CUDA GPU ({_precision_note(cfg)}): total {gpu['total_mib']:,.1f} MiB "
               f"(weights {gpu['weights_mib']:,.0f}, activations {gpu['activations_mib']:,.0f}, "
-              f"lm_head {gpu['lm_head_mib']:,.0f}, optimizer {gpu['optimizer_mib']:,.0f} MiB)")
+              f"lm_head {gpu['lm_head_mib']:,.0f}, optimizer {gpu['optimizer_mib']:,.0f}, "
+              f"reference pass {gpu['reference_mib']:,.0f}, GRPO rollout {gpu['rollout_mib']:,.0f} MiB)")
     print("\n".join(gpu_verdicts(gpu["total_mib"], gpu_memory_gib)))
     if not use_checkpointing(cfg.trainer.gradient_checkpointing, on_cuda=True):
         alt = estimate(cfg, shapes=shapes, on_cuda=True, gradient_checkpointing=True)

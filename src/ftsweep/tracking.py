@@ -110,6 +110,9 @@ def _argv_masked() -> Iterator[None]:
 def wandb_init(**kwargs: Any) -> Any:
     """``wandb.init`` recording no secret: masked program arguments, no code, no git (its remote URL can
     hold a token), no job artifact (it copies the arguments); the program is named ``ftsweep``."""
+    from ftsweep.verbosity import quiet_wandb
+
+    quiet_wandb()  # W&B's console chatter off unless -v; the caller says where the run is
     import wandb
 
     settings = wandb.Settings(program="ftsweep", disable_code=True, save_code=False, disable_git=True,
@@ -174,6 +177,18 @@ class Tracker:
             mode=mode,
             reinit="finish_previous",
         )
+        from ftsweep.console import say
+
+        say(self.where())
+
+    def where(self) -> str:
+        """One line: the W&B run's URL, or its offline folder and how to upload it."""
+        if self.run is None:
+            return "W&B: no run"
+        if self.run_url:
+            return f"W&B run: {self.run_url}"
+        folder = getattr(getattr(self.run, "settings", None), "sync_dir", None) or wandb_dir(self.run_dir)
+        return f"W&B offline run: {folder} (upload later: wandb sync {folder})"
 
     @property
     def run_id(self) -> str | None:
@@ -182,9 +197,11 @@ class Tracker:
     @property
     def run_url(self) -> str | None:
         """The W&B run's page (None offline or without W&B)."""
+        if self.run is None or wandb_mode(self.cfg) != "online":
+            return None  # offline runs have no page (asking W&B for one prints a warning)
         try:
-            return self.run.url if self.run is not None else None
-        except Exception:  # offline runs have no page
+            return self.run.url
+        except Exception:
             return None
 
     def summary(self, values: dict[str, Any]) -> None:

@@ -80,15 +80,22 @@ class Components:
         return load_tokenizer(cfg)
 
     def datasets(self, cfg, tokenizer):
-        from ftsweep.data import build_datasets
+        """The stage decides the data columns (SFT: input_ids + labels; DPO: prompt / chosen / rejected ids)."""
+        from ftsweep.stages.registry import stage_module
 
-        return build_datasets(cfg, tokenizer)
+        return stage_module(cfg.stage.name).datasets(cfg, tokenizer)
 
     def model(self, cfg, tokenizer):
-        """The base model, then the adapter (seeded inside ``apply_lora``)."""
+        """The base model (with an ``init_from`` run's adapter merged in), then the adapter (seeded inside
+        ``apply_lora``)."""
         from ftsweep.model import apply_lora, load_model
+        from ftsweep.stages.init_from import merge_init_adapter
 
-        return apply_lora(cfg, load_model(cfg, tokenizer))
+        return apply_lora(cfg, merge_init_adapter(cfg, load_model(cfg, tokenizer)))
+
+    def initial_evaluation(self, cfg, trainer) -> dict[str, Any]:
+        """The evaluation before the first step (a warm worker may replay a cached, equal one)."""
+        return trainer.evaluate()
 
     def release(self, cfg, model) -> None:
         """After a finished run (the trainer is gone): nothing to keep in a cold run."""
@@ -155,7 +162,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
-        initial = trainer.evaluate() if bundle.eval is not None else {}
+        initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
         started = time.perf_counter()
         result = trainer.train()
         wall = time.perf_counter() - started
@@ -194,38 +201,44 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
 
 def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker, extra_callbacks: list,
                   evaluator=None):
-    """SFTTrainer from the model, the datasets, the trainer/optimizer/scheduler groups and the callbacks."""
-    from trl import SFTTrainer
+    """The stage's trainer (SFTTrainer, DPOTrainer, ...) from the model, the datasets, the shared
+    trainer/optimizer/scheduler arguments and the callbacks."""
+    from ftsweep.stages.registry import stage_module
 
     has_eval = bundle.eval is not None
-    args = build_training_args(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, data=cfg.data,
-                               has_eval=has_eval,
-                               output_dir=run_dir / "checkpoints", run_name=tracker.cfg.run_name or run_dir.name,
-                               report_to=tracker.report_to)
-    return SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=bundle.train,
-        eval_dataset=bundle.eval,
-        processing_class=tokenizer,
-        # the generation objective first: early stopping and pruning read the values it adds
-        callbacks=[*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
-                   *extra_callbacks],
-    )
+    common = training_kwargs(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, has_eval=has_eval,
+                             output_dir=run_dir / "checkpoints", run_name=tracker.cfg.run_name or run_dir.name,
+                             report_to=tracker.report_to)
+    # the generation objective first: early stopping and pruning read the values it adds
+    callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
+                 *extra_callbacks]
+    stage = stage_module(cfg.stage.name)
+    built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
+    built.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
+    return built
 
 
 def build_training_args(trainer, optimizer, scheduler, *, objective, data, has_eval: bool, output_dir: Path,
                         run_name: str, report_to: list[str]):
-    """``trainer`` + ``optimizer`` + ``scheduler`` groups -> trl ``SFTConfig`` (every field is read here or
-    by :func:`build_callbacks`; the data group adds cutoff and packing)."""
+    """``trainer`` + ``optimizer`` + ``scheduler`` groups -> trl ``SFTConfig`` (the data group adds cutoff
+    and packing)."""
     from trl import SFTConfig
 
+    common = training_kwargs(trainer, optimizer, scheduler, objective=objective, has_eval=has_eval,
+                             output_dir=output_dir, run_name=run_name, report_to=report_to)
+    return SFTConfig(**common, max_length=data.cutoff_len, packing=data.packing and data.format != "text")
+
+
+def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool, output_dir: Path, run_name: str,
+                    report_to: list[str]) -> dict[str, Any]:
+    """``trainer`` + ``optimizer`` + ``scheduler`` groups -> the arguments every stage's trl config takes
+    (every field is read here or by :func:`build_callbacks`)."""
     from ftsweep.config.options import OPTIMIZERS, SCHEDULERS
     from ftsweep.device import has_cuda, resolve_precision, use_checkpointing
 
     precision = resolve_precision(trainer.precision)
     warmup = scheduler.warmup_steps if scheduler.warmup_steps > 0 else scheduler.warmup_ratio  # a float < 1 is a ratio in transformers 5
-    return SFTConfig(
+    return dict(
         output_dir=str(output_dir),
         run_name=run_name,
         report_to=report_to,
@@ -259,8 +272,6 @@ def build_training_args(trainer, optimizer, scheduler, *, objective, data, has_e
         load_best_model_at_end=trainer.load_best_model_at_end and has_eval and trainer.save_steps > 0,
         metric_for_best_model=objective.metric.removeprefix("eval_"),
         greater_is_better=objective.direction == "maximize",
-        max_length=data.cutoff_len,
-        packing=data.packing and data.format != "text",
         dataloader_num_workers=trainer.dataloader_num_workers,
         disable_tqdm=not sys.stderr.isatty(),
         use_cpu=not has_cuda(),
@@ -306,6 +317,12 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
     for key in ("eval_loss", "eval_mean_token_accuracy", "eval_entropy"):
         if key in last_eval:
             out[key] = float(last_eval[key])
+    # A stage's own eval metrics (dpo: eval_rewards/accuracies, eval_logps/chosen, ...), at the end and at step 0.
+    for key in getattr(trainer, "ftsweep_stage_metrics", ()):
+        if key in last_eval:
+            out[key] = float(last_eval[key])
+        if key in initial:
+            out[f"initial_{key}"] = float(initial[key])
     if "eval_loss" in out:
         out["eval_perplexity"] = math.exp(min(out["eval_loss"], 50.0))
     evals = {0: initial.get("eval_loss")} if initial else {}
@@ -394,8 +411,11 @@ def _memory_preflight(cfg) -> dict[str, Any] | None:
 
 
 def _quiet_libraries() -> None:
+    from ftsweep.verbosity import quiet_libraries
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    quiet_libraries()  # third-party noise filtered at its source unless -v / FTSWEEP_VERBOSE=1
     # bitsandbytes warns at every import on CPU that the optional `kernels` package is missing; its
     # built-in CPU path is what we use (and test), so the warning is noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

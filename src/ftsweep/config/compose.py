@@ -213,6 +213,10 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             allowed = _allowed_keys(parent)
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            if parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
+                from ftsweep.config.stage import stage_keys
+
+                hint = f" for this stage (keys by stage: {stage_keys()})"
             return f"{key}: unknown key{hint}"
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"
@@ -321,6 +325,14 @@ def export_config_dirs(config_dirs: list[str] | tuple[str, ...]) -> None:
         os.environ[paths.CONFIG_DIRS_ENV] = os.pathsep.join(str(d) for d in dirs)
 
 
+class _TaskError(BaseException):
+    """Carries an error of the task through Hydra's job wrapper (which handles only ``Exception``)."""
+
+    def __init__(self, err: Exception):
+        super().__init__(str(err))
+        self.err = err
+
+
 def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: list[str] | tuple[str, ...] = (),
               prog: str = "ftsweep train") -> None:
     """Run ``task`` as a Hydra application (run or multirun) with ``argv`` as its command line."""
@@ -332,7 +344,12 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
 
     @hydra.main(config_path=str(paths.shipped_conf_dir()), config_name=CONFIG_NAME, version_base=VERSION_BASE)
     def _main(cfg: DictConfig) -> Any:
-        return task(cfg)
+        try:
+            return task(cfg)
+        except Exception as err:
+            # Hydra's job wrapper prints "Error executing job with overrides: [...]" before re-raising an
+            # Exception; the error's own one line is what the user needs, so it passes the wrapper unprinted.
+            raise _TaskError(err) from err
 
     saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv]
@@ -341,6 +358,8 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _main()
+    except _TaskError as wrapped:
+        raise wrapped.err  # noqa: B904 (its own __cause__ is kept)
     except Exception as err:
         from hydra.errors import CompactHydraException
 

@@ -34,6 +34,11 @@ class Columns:
     conversations: str | None = None
     system: str | None = None
     tools: str | None = None
+    history: str | None = None  # LLaMA-Factory's alpaca history (refused: use the chat format)
+    # Preference stages (stage=dpo / kto): the preferred and dispreferred answer, KTO's boolean tag.
+    chosen: str | None = None
+    rejected: str | None = None
+    label: str | None = None
 
 
 @dataclass

@@ -91,11 +91,13 @@ def generates(obj: Any) -> bool:
     return any(is_generation_metric(m) for m in (obj.metric, *obj.extra_metrics))
 
 
-def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool) -> None:
-    """One-line :class:`ConfigError` for an objective that cannot run; imports the user function (cheap)."""
+def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool,
+                    stage_metrics: tuple[str, ...] = ()) -> None:
+    """One-line :class:`ConfigError` for an objective that cannot run; imports the user function (cheap).
+    ``stage_metrics``: what the training stage logs besides the common metrics (dpo: eval_rewards/accuracies)."""
     if obj.direction not in DIRECTIONS:
         raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: {', '.join(DIRECTIONS)}")
-    allowed = (*KNOWN_METRICS, *GENERATION_METRICS)
+    allowed = (*KNOWN_METRICS, *stage_metrics, *GENERATION_METRICS)
     if obj.metric not in allowed:
         raise ConfigError("objective.metric", f"unknown metric {obj.metric!r}; available: {', '.join(allowed)}")
     for name in obj.extra_metrics:

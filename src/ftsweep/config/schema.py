@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from ftsweep.config.data import DataConfig
 from ftsweep.config.objective import KNOWN_METRICS, ObjectiveConfig  # noqa: F401 -- re-exported
+from ftsweep.config.stage import register_stage_schemas
 
 
 @dataclass
@@ -158,6 +159,11 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # The training stage (conf/stage/: sft | dpo | kto), each with its own keys (ftsweep.config.stage).
+    stage: Any = MISSING
+    # A finished SFT run or trial directory whose adapter this run starts from (dpo / kto); the
+    # reference is the same weights with the new adapter disabled.
+    init_from: str | None = None
     # Where built tiny models and tokenized datasets are cached.
     cache_dir: str = "~/.cache/ftsweep"
     # A finished run directory whose config a sweep starts from (sweep=lr_after_baseline).
@@ -190,3 +196,22 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"{group}_schema", node=schema)
+    register_stage_schemas()
+    register_resolvers()
+
+
+def _stage_objective(stage: str, part: str) -> str:
+    """``${stage_objective:<stage>,metric|direction}``: the default objective the stage's module declares."""
+    from ftsweep.stages.registry import default_objective
+
+    metric, direction = default_objective(stage)
+    return metric if part == "metric" else direction
+
+
+def register_resolvers() -> None:
+    """The resolver ``objective=stage_default`` uses (also needed to read a saved run config back)."""
+    if not OmegaConf.has_resolver("stage_objective"):
+        OmegaConf.register_new_resolver("stage_objective", _stage_objective)
+
+
+register_resolvers()  # at import: every reader of a saved config imports the schemas first

@@ -134,6 +134,11 @@ class SweeperConf:
     # one for grace_period_s (or whose owner process on this host is gone) is stale.
     heartbeat_interval_s: float = 10.0
     grace_period_s: float = 60.0
+    # Run the learning-rate range test (ftsweep lr-find) over the sweep's lr range before the first trial: its
+    # suggestion is enqueued as trial 0 and the lr range narrows to [suggestion / lr_find_factor,
+    # suggestion * lr_find_factor] (log), clipped to the sweep's own range (see sweep/README.md).
+    lr_find: bool = False
+    lr_find_factor: float = 10.0
     # sweep=lr_after_baseline: search optimizer.lr in [lr / factor, lr * factor] (log) around the baseline.
     baseline_lr_factor: float = 4.0
     # Fail at once (one line) when baseline=<run dir> is not given (set by sweep=lr_after_baseline).

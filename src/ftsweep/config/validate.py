@@ -13,8 +13,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
-from ftsweep.config.objective import check_objective
+from ftsweep.config.objective import check_objective, is_generation_metric
 from ftsweep.device import cuda_available
+from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
 
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
 PAD_POLICIES = ("existing", "eos", "reserved", "new")
@@ -158,6 +159,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", (None, "online", "offline", "disabled"))
     _choice(cfg, "objective.direction", options.DIRECTIONS)
+    _validate_stage(cfg)
     # data
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
@@ -180,7 +182,8 @@ def validate(cfg: DictConfig) -> None:
     _validate_encoding(cfg)
     _validate_eval_data(cfg)
     check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
-                    has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path))
+                    has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path),
+                    stage_metrics=stage_metrics(cfg.stage.name))
     _validate_device(cfg)
 
 
@@ -236,3 +239,60 @@ def _validate_device(cfg: DictConfig) -> None:
     if attn == "flex_attention" and not cuda_available():
         raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
                           "use sdpa or leave it null")
+
+
+def _validate_stage(cfg: DictConfig) -> None:
+    """The stage's own keys; a stage other than sft needs a LoRA adapter (its reference is the adapter off)."""
+    from ftsweep.config.stage import STAGE_SCHEMAS
+
+    name = cfg.stage.name
+    if name not in STAGES:
+        raise ConfigError("stage.name", f"got {name!r}; allowed: {', '.join(STAGES)}")
+    schema = OmegaConf.get_type(cfg.stage)
+    if schema is not None and schema is not dict and schema is not STAGE_SCHEMAS[name]:
+        raise ConfigError("stage.name", f"{name!r} contradicts the {schema.__name__} keys; choose the stage with stage={name}")
+    if name != "sft" and is_generation_metric(cfg.objective.metric):
+        raise ConfigError("objective.metric", f"{cfg.objective.metric} generates answers after SFT evaluations; "
+                          f"stage={name} uses its own metrics ({', '.join(stage_metrics(name))})")
+    if name == "sft":
+        if cfg.init_from:
+            raise ConfigError("init_from", "starts a preference stage (stage=dpo / kto) from an SFT run; "
+                              "to continue SFT use the run's config")
+        return
+    if not cfg.lora.enabled:
+        raise ConfigError("lora.enabled", f"stage={name} trains a LoRA adapter (the reference is the model with "
+                          "the adapter off); choose a LoRA option")
+    if cfg.data.format == "text":
+        raise ConfigError("data.format", f"stage={name} needs prompts and answers; 'text' has neither")
+    if cfg.data.packing:
+        raise ConfigError("data.packing", f"stage={name} does not pack rows; set data.packing=false")
+    s = cfg.stage
+    if name == "grpo":
+        _validate_grpo(cfg)
+        return
+    _at_least(cfg, "stage.beta", 0, strict=True)
+    if s.max_prompt_length is not None and not 1 <= s.max_prompt_length < cfg.data.cutoff_len:
+        raise ConfigError("stage.max_prompt_length", f"must be in [1, data.cutoff_len={cfg.data.cutoff_len}) or null "
+                          f"(got {s.max_prompt_length})")
+    if name == "dpo":
+        _choice(cfg, "stage.loss_type", stage_module("dpo").LOSS_TYPES)
+        if not 0.0 <= s.label_smoothing < 0.5:
+            raise ConfigError("stage.label_smoothing", f"must be in [0, 0.5) (got {s.label_smoothing})")
+    if name == "kto":
+        _at_least(cfg, "stage.desirable_weight", 0, strict=True)
+        _at_least(cfg, "stage.undesirable_weight", 0, strict=True)
+
+
+def _validate_grpo(cfg: DictConfig) -> None:
+    from ftsweep.stages.rewards import build_rewards
+
+    s, t = cfg.stage, cfg.trainer
+    _at_least(cfg, "stage.num_generations", 2)
+    _at_least(cfg, "stage.max_completion_length", 1)
+    _at_least(cfg, "stage.beta", 0)
+    _at_least(cfg, "stage.temperature", 0, strict=True)
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if t[key] % s.num_generations:
+            raise ConfigError(f"trainer.{key}", f"must be a multiple of stage.num_generations={s.num_generations} "
+                              f"(each prompt's completions share a batch; got {t[key]})")
+    build_rewards(s.rewards)  # no reward, an unknown one, a function that cannot be imported: one line

@@ -91,8 +91,8 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
             where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
         )
     conv = Conversation([], [], [])
-    offset = 0  # a ShareGPT system column comes before conversations[0]
-    if sharegpt and row.get("system"):
+    offset = 0  # a system column (LLaMA-Factory's dataset_info "system") comes before the first turn
+    if row.get("system"):
         offset = 1
         _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
     for i, turn in enumerate(turns):
@@ -153,18 +153,24 @@ def _loss_weight(turn: dict, role: str, where: str, name: str) -> bool:
 
 
 def content_text(content: Any, where: str, name: str) -> str:
-    """A string, or a list of content parts whose text parts are joined (as chat templates join them)."""
+    """A string, or a list of content parts whose text parts are joined (as chat templates join them).
+
+    A text part holds its text in ``text`` (OpenAI / transformers) or ``value`` (LLaMA-Factory v1)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         texts = []
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind != "text" or not isinstance(part.get("text"), str):
+            if kind != "text":
                 raise DataError(
                     where, f"content part of type {kind!r} is not supported (text parts only)", f"{name}[{j}]"
                 )
-            texts.append(part["text"])
+            text = part.get("text", part.get("value"))
+            if not isinstance(text, str):
+                raise DataError(where, f"a text part needs its text as a string in 'text' or 'value' "
+                                       f"(got keys {sorted(part)})", f"{name}[{j}]")
+            texts.append(text)
         return "".join(texts)
     raise DataError(where, f"expected a string or a list of text parts, got {type(content).__name__}", name)
 
@@ -259,6 +265,9 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         self.template = chat_template
         self.tools_ok: bool | None = None
+        # rows (where) whose assistant text beside a tool call the template does not render (Llama 3's
+        # template renders only the call): counted and reported, since that text is not trained
+        self.call_text_dropped: list[str] = []
 
     @property
     def template_name(self) -> str:
@@ -293,6 +302,9 @@ class ChatRenderer:
                     "(a later render does not extend the earlier one)",
                     "messages",
                 )
+            text = str(msgs[k].get("content") or "").strip()
+            if role == "tool_call" and text and text not in full[len(prompt):]:
+                self.call_text_dropped.append(where)
             masked = not conv.trained[k] or (self.d.mask_history and k != last)
             segments += [
                 Segment(prompt[len(done) :], PROMPT),

@@ -37,6 +37,9 @@ class LengthCounts:
     prompt_lost: int = 0
     prompt_lost_if: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROMPT_CUTTING, 0))
     dropped_where: list[str] = field(default_factory=list)
+    # assistant turns whose text beside a tool call the chat template does not render (not trained)
+    call_text_dropped: int = 0
+    call_text_dropped_where: list[str] = field(default_factory=list)
 
 
 def tokenize_segments(rows: list[tuple[list[Segment], str]], tokenizer: Any, add_eos: bool) -> list[Encoded]:
@@ -107,7 +110,7 @@ def fit_length(
         _count_prompt_lost_if(counts, n_prompt, n_answer, cutoff - head)
         if policy == "drop":
             counts.dropped_overlong += 1
-            counts.dropped_where.append(e.where)
+            counts.dropped_where.append(f"{e.where}: over-long ({len(e.ids)} > {cutoff} tokens, data.overlong=drop)")
             return None
         counts.truncated += 1
         keep_prompt = n_prompt  # truncate_answer
@@ -123,7 +126,7 @@ def fit_length(
         e = Encoded(ids[:cutoff], kinds[:cutoff], e.where)
     if ANSWER not in e.kinds:
         counts.dropped_empty += 1
-        counts.dropped_where.append(e.where)
+        counts.dropped_where.append(f"{e.where}: no answer token left within data.cutoff_len={cutoff}")
         return None
     return e
 

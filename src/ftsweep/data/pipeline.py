@@ -49,6 +49,7 @@ from ftsweep.data.templates import (
 )
 from ftsweep.notices import notice
 
+MAX_LISTED_DROPPED = 1000  # dropped rows named in the stats (the count is always exact)
 BATCH_ROWS = 1000  # rows rendered and tokenized together: fast batched tokenizer calls, bounded memory
 
 
@@ -96,6 +97,7 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     hit = cache.load(cfg.cache_dir, fp)
     if hit is not None:
         train, eval_, stats, lengths = hit
+        stats = _rename_rows(stats, d)
         say(f"data cache hit {fp}: tokenization skipped ({cache.entry_dir(cfg.cache_dir, fp)})")
     else:
         train, eval_, stats, lengths = _tokenize_all(d, tokenizer, loaded, bad, fp)
@@ -121,8 +123,29 @@ def _check_tokenizer(d: Any, tokenizer: Any) -> None:
                 "data.template",
                 f"special_tokens needs {missing} in the tokenizer; add them to data.special_tokens",
             )
+    _check_chat_markers(d, tokenizer)
     if tokenizer.eos_token_id is None and (d.add_eos or d.format == "text"):
         raise DataError("data.add_eos", "the tokenizer has no eos token; set data.eos_token")
+
+
+# Turn markers a bundled chat template needs as single tokens: without them the end-of-turn marker is trained
+# as several ordinary pieces and never acts as a stop token.
+CHAT_TEMPLATE_MARKERS = {"chatml": ("<|im_start|>", "<|im_end|>")}
+
+
+def _check_chat_markers(d: Any, tokenizer: Any) -> None:
+    markers = CHAT_TEMPLATE_MARKERS.get(d.chat_template or "", ())
+    vocab = tokenizer.get_vocab()
+    missing = [m for m in markers if m not in vocab]
+    if d.format in ("chat", "sharegpt") and missing:
+        listed = ",".join(f"'{m}'" for m in markers)
+        raise DataError(
+            "data.chat_template",
+            f"{d.chat_template} needs {', '.join(missing)} as tokens, and this tokenizer has none: they would "
+            f"be trained as ordinary text pieces with no stop token; add them (the embeddings are resized) with "
+            f"\"data.special_tokens=[{listed}]\" \"data.eos_token='{markers[-1]}'\", or use the tokenizer's own "
+            f"template (data.chat_template=null)",
+        )
 
 
 def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: BadRows, fp: str):
@@ -164,6 +187,10 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "n_dropped": counts.dropped_overlong + counts.dropped_empty,
         "n_dropped_overlong": counts.dropped_overlong,
         "n_dropped_empty_answer": counts.dropped_empty,
+        "dropped_where": counts.dropped_where[:MAX_LISTED_DROPPED],  # ftsweep inspect --dropped
+        "where_names": [d.path, d.validation_path],  # the names the rows above were listed under
+        "n_call_text_dropped": counts.call_text_dropped,
+        "call_text_dropped_where": counts.call_text_dropped_where,
         "n_train": len(train),
         "n_eval": len(eval_) if eval_ is not None else 0,
         "n_train_tokens": n_tokens,
@@ -254,6 +281,10 @@ def encode_batches(
                 raise
             except DataError as err:
                 bad.handle(err)
+        if render_row.chat is not None and render_row.chat.call_text_dropped:
+            counts.call_text_dropped += len(render_row.chat.call_text_dropped)
+            counts.call_text_dropped_where += render_row.chat.call_text_dropped[: max(0, 5 - len(counts.call_text_dropped_where))]
+            render_row.chat.call_text_dropped = []
         encoded = tokenize_segments(rendered, tokenizer, add_eos)
         if pack:
             for e in encoded:
@@ -283,7 +314,41 @@ def encode_records(
     return out
 
 
+def _rename_rows(stats: dict[str, Any], d: Any) -> dict[str, Any]:
+    """A cache entry is shared by files of the same bytes under other names: list its rows under this
+    run's names (``data.path`` / ``data.validation_path``)."""
+    old_names = stats.get("where_names") or []
+    pairs = [(o, n) for o, n in zip(old_names, [d.path, d.validation_path]) if o and n and o != n]
+
+    def rename(where: str) -> str:
+        for o, n in pairs:
+            if where.startswith(f"{o} "):
+                return n + where[len(o):]
+        if not old_names and not d.validation_path:  # an entry from before where_names: one source
+            for sep in (" line ", " row "):
+                name, found, rest = where.partition(sep)
+                if found and name != d.path:
+                    return f"{d.path}{sep}{rest}"
+        return where
+
+    return {**stats, **{k: [rename(w) for w in stats.get(k) or []] for k in ("dropped_where", "call_text_dropped_where")},
+            "where_names": [d.path, d.validation_path]}
+
+
+def call_text_warning(stats: dict[str, Any]) -> str | None:
+    """The line that says how many assistant texts beside a tool call the chat template dropped."""
+    n = stats.get("n_call_text_dropped") or 0
+    if not n:
+        return None
+    where = ", ".join(stats.get("call_text_dropped_where") or [])
+    return (f"data: warning: {n} assistant turn(s) have text beside their tool call that the chat template does "
+            f"not render: that text is not trained (e.g. {where}); put it in a turn of its own to train it")
+
+
 def _log_counts(stats: dict[str, Any]) -> None:
+    warning = call_text_warning(stats)
+    if warning:
+        notice(warning)
     say(
         "data: {n_train} train / {n_eval} eval rows, {n_truncated} truncated ({n_prompt_lost} lost their whole "
         "prompt), {n_dropped} dropped, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(

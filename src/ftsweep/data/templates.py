@@ -148,6 +148,13 @@ def fill(template: str, **fields: str) -> str:
 
 # --------------------------------------------------------------------------------------- renderers
 def render_alpaca(row: dict, where: str, d: Any, template: dict[str, str]) -> list[Segment]:
+    # LLaMA-Factory's alpaca rows may carry a system prompt and earlier turns: the alpaca templates have no
+    # place for them, and dropping them would change the data without a word.
+    for column, what in (("system", "a system prompt"), ("history", "earlier turns")):
+        if row.get(column):
+            raise DataError(where, f"{what}: the alpaca format has no place for it; "
+                                   f"write the rows in the chat format (data.format=chat, messages with a "
+                                   f"system turn / the earlier turns)", _label(column, d))
     instruction = get_text(row, "instruction", where, d)
     inp = get_text(row, "input", where, d, required=False, nonempty=False)
     output = get_text(row, "output", where, d)

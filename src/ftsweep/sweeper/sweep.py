@@ -160,6 +160,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
 
     from ftsweep.config.compose import ConfigFailure, compose
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
+    from ftsweep.stages.init_from import init_from_problem
 
     for corner in ("low", "high"):
         overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
@@ -171,6 +172,9 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             message = missing_data_file(key, OmegaConf.select(cfg, key))
             if message:
                 raise SweepInputError(message)
+        message = init_from_problem(cfg)
+        if message:
+            raise SweepInputError(message)
     for key in DATA_FILE_KEYS:
         for choice in getattr(space.distributions.get(key), "choices", ()):
             message = missing_data_file(key, choice)
@@ -255,14 +259,17 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in options.DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(options.DIRECTIONS)} per metric")
+    from ftsweep.stages.registry import stage_metrics
+
+    staged = stage_metrics(str(OmegaConf.select(cfg, "stage.name", default="sft")))
     generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
     for m in metrics:
         if m in GENERATION_METRICS and m not in generated:
             raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
                                   f"set objective={m} (or add it to objective.extra_metrics)")
-        if m not in KNOWN_METRICS and m not in GENERATION_METRICS:
+        if m not in KNOWN_METRICS and m not in GENERATION_METRICS and m not in staged:
             raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
-                                  f"{', '.join((*KNOWN_METRICS, *GENERATION_METRICS))}")
+                                  f"{', '.join((*KNOWN_METRICS, *staged, *GENERATION_METRICS))}")
 
     pruner = conf.pruner
     if len(directions) > 1:
@@ -291,9 +298,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     sweep_dir = sweep_dir_of(conf, cfg)
     check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
+    from ftsweep.stages.registry import stage_module
+
     command = default_command()
     check_backend(conf)
     why_cold = cold_only(conf, custom_command=command != DEFAULT_COMMAND) if conf.warm_workers else None
+    stage = str(OmegaConf.select(cfg, "stage.name", default="sft"))
+    if conf.warm_workers and not why_cold and not stage_module(stage).WARM:
+        why_cold = f"stage={stage} is not supported by warm workers (they keep what SFT trials share)"
     if why_cold:
         print(f"[sweep] hydra.sweeper.warm_workers: trials run cold ({why_cold})", file=sys.stderr)
         conf = replace(conf, warm_workers=False)
@@ -312,6 +324,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     lock = SweepDir(sweep_dir).lock
     lock_is_new = not lock.exists()
     try:
+        if conf.lr_find:  # after every check above: the range test writes into the sweep folder
+            from ftsweep.sweeper.lr_find import seed_from_lr_find
+
+            params, first, _ = seed_from_lr_find(fixed, params, sweep_dir, conf.lr_find_factor)
+            space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
+            enqueue = [*first, *enqueue]
         with flock(lock):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                                sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,

@@ -46,6 +46,12 @@ DATA_KEYS = reuse_keys("datasets")
 MODEL_KEYS = reuse_keys("base_model")
 
 
+# What the evaluation before the first step depends on once the adapter is the identity (see
+# initial_evaluation): the base model, the eval rows and how they are batched.
+INITIAL_EVAL_KEYS = (*MODEL_KEYS, *DATA_KEYS, "trainer.per_device_eval_batch_size", "trainer.dataloader_num_workers",
+                     "objective")
+
+
 class WarmComponents(Components):
     """Keeps the tokenizer, datasets and base model of the last trial for the next one (see the module)."""
 
@@ -53,6 +59,7 @@ class WarmComponents(Components):
         self._tokenizer: tuple[str, Any] | None = None
         self._data: tuple[str, Any] | None = None
         self._base: tuple[str, Any, dict[str, Any], dict[Any, tuple]] | None = None  # key, model, config, hooks
+        self._initial: tuple[str, dict[str, Any]] | None = None  # key, the first evaluation's metrics
         self.reused: list[str] = []  # what the current trial got from an earlier one (for its log)
 
     def tokenizer(self, cfg):
@@ -94,6 +101,35 @@ class WarmComponents(Components):
             say(f"warm worker: reusing {', '.join(self.reused)} from an earlier trial; fresh adapter")
         return apply_lora(cfg, model)
 
+    def initial_evaluation(self, cfg, trainer) -> dict[str, Any]:
+        """The evaluation before the first step, computed once per worker and base model / data / eval set.
+
+        A fresh LoRA adapter starts with B = 0, so the adapted model computes exactly the base model's
+        outputs (each LoRA layer adds an exact zero): the first evaluation of every trial on the same kept
+        base model and eval rows is the same, bit for bit (tests/test_warm.py compares it with a cold
+        trial's). A replayed evaluation is logged and passed to the callbacks (pruning report at step 0,
+        W&B) like a computed one. Not cached: DoRA, trained bias / module copies / embeddings, any
+        adapter whose B is not all zero, or a generation objective (its evaluator runs at each evaluation).
+        """
+        model = trainer.model
+        if not ("base model" in self.reused and _adapter_is_identity(cfg, model)):
+            self._initial = None
+            metrics = super().initial_evaluation(cfg, trainer)
+            if _adapter_is_identity(cfg, model) and self._base is not None:
+                self._initial = (settings_key(cfg, *INITIAL_EVAL_KEYS), dict(metrics))
+            return metrics
+        key = settings_key(cfg, *INITIAL_EVAL_KEYS)
+        if self._initial is None or self._initial[0] != key:
+            metrics = super().initial_evaluation(cfg, trainer)
+            self._initial = (key, dict(metrics))
+            return metrics
+        metrics = dict(self._initial[1])
+        _draw_like_an_evaluation(trainer)
+        trainer.log(dict(metrics))
+        trainer.control = trainer.callback_handler.on_evaluate(trainer.args, trainer.state, trainer.control, metrics)
+        self.reused.append("initial evaluation")
+        return metrics
+
     def release(self, cfg, model) -> None:
         """Take the trial's adapter off the kept base model (or drop the base when it cannot be kept)."""
         if self._base is None:
@@ -115,6 +151,7 @@ class WarmComponents(Components):
         base.train(False)
 
     def _drop_base(self) -> None:
+        self._initial = None
         if self._base is None:
             return
         self._base = None
@@ -125,6 +162,35 @@ class WarmComponents(Components):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _draw_like_an_evaluation(trainer: Any) -> None:
+    """Start the eval data loader as an evaluation does, without the model. Starting a torch DataLoader
+    draws its base seed from the global RNG; training after a replayed evaluation must continue from the
+    same random state as after a computed one (dropout, data order), or warm and cold trials part ways."""
+    iterator = iter(trainer.get_eval_dataloader())
+    next(iterator, None)
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def _adapter_is_identity(cfg: Any, model: Any) -> bool:
+    """True when the fresh adapter leaves every output of the base model unchanged (all LoRA B = 0, nothing
+    else trainable)."""
+    from ftsweep.objectives.evaluator import generation_metrics
+
+    if generation_metrics(cfg.objective):
+        return False
+    lora = cfg.lora
+    if not lora.enabled or lora.use_dora or lora.bias != "none" or lora.modules_to_save or cfg.data.train_embeddings:
+        return False
+    named = list(model.named_parameters())
+    if not any("lora_B" in n for n, _ in named):
+        return False
+    if any(p.requires_grad and "lora_" not in n for n, p in named):
+        return False
+    return all(not p.detach().any() for n, p in named if "lora_B" in n)
 
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")

@@ -1,0 +1,312 @@
+"""Preference data for ``stage=dpo`` (pairs) and ``stage=kto`` (unpaired rows) -> token ids.
+
+Layouts (``data.format`` says how the prompt is written; ``data.columns`` maps column names):
+
+* ``alpaca``: LLaMA-Factory's Alpaca-style ranking rows, ``instruction`` / ``input`` + ``chosen`` /
+  ``rejected`` strings; the prompt is rendered with the data group's Alpaca template, as in SFT.
+* ``sharegpt``: LLaMA-Factory's ShareGPT ranking rows, ``conversations`` + ``chosen`` / ``rejected``
+  messages (``{"from": "gpt", "value": ...}``).
+* ``chat``: TRL's conversational preference format, ``prompt`` (messages) + ``chosen`` / ``rejected``
+  (messages), or ``messages`` + ``chosen`` / ``rejected``, or the implicit prompt (``chosen`` and
+  ``rejected`` are whole conversations; the prompt is their common leading messages).
+* ``prompt_completion``: TRL's plain format, ``prompt`` / ``chosen`` / ``rejected`` strings (no template).
+
+KTO rows are unpaired: ``prompt`` + ``completion`` + boolean ``label`` (plain or conversational), or
+``messages`` whose last assistant turn is the completion + ``label``; a paired file is unpaired (chosen
+-> true, rejected -> false), as trl does. Chat layouts are rendered with the chat template through the
+SFT renderer, so an answer ends exactly as inference ends it (``<|eot_id|>``); other layouts end with eos.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftsweep.data.chat import TemplateError
+from ftsweep.data.encode import tokenize_segments
+from ftsweep.data.errors import BadRows, DataError
+from ftsweep.data.options import data_options
+from ftsweep.data.pipeline import DataBundle, Renderer
+from ftsweep.data.sources import Record, load_records, select, split_validation
+from ftsweep.data.templates import ANSWER, _label, missing
+
+
+@dataclass
+class PairCounts:
+    """What the pair builder dropped or cut (shown by ``ftsweep inspect`` and in metrics.json)."""
+
+    rows: int = 0
+    truncated: int = 0
+    identical: int = 0
+    empty_answer: int = 0
+    prompt_too_long: int = 0
+    dropped_where: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Example:
+    """One tokenized preference example: the prompt and its answers (chosen first; KTO: one answer)."""
+
+    prompt_ids: list[int]
+    answers: list[list[int]]
+    label: bool | None = None
+    where: str = ""
+
+
+# ------------------------------------------------------------------------------------------- rows
+def _answer_message(value: Any, sharegpt: bool) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return {"from": "gpt", "value": value} if sharegpt else {"role": "assistant", "content": value}
+
+
+def _as_messages(value: Any, sharegpt: bool) -> list[dict[str, Any]]:
+    return value if isinstance(value, list) else [_answer_message(value, sharegpt)]
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, dict):
+        text = value.get("value", value.get("content"))
+        return isinstance(text, str) and not text.strip()
+    if isinstance(value, list):
+        return not value or all(_is_empty(v) for v in value[-1:])
+    return False
+
+
+def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One SFT-style row per answer (chosen, rejected / completion), in the layout of ``d.format``."""
+    fmt = d.format
+    for key in answer_keys:
+        if key not in row or row[key] is None:
+            raise missing(row, key, where, d)
+    if fmt == "alpaca":
+        return [{**row, "output": row[k]} for k in answer_keys]
+    if fmt == "prompt_completion":
+        if "prompt" not in row:
+            raise missing(row, "prompt", where, d)
+        return [{"prompt": row["prompt"], "completion": row[k]} for k in answer_keys]
+    if fmt == "sharegpt":
+        turns = row.get("conversations")
+        if not isinstance(turns, list):
+            raise missing(row, "conversations", where, d)
+        return [{**row, "conversations": turns + [_answer_message(row[k], True)]} for k in answer_keys]
+    # chat: prompt + answers, messages + answers, or the implicit prompt (whole conversations)
+    prefix = row.get("prompt", row.get("messages"))
+    if prefix is None:
+        answers = [_as_messages(row[k], False) for k in answer_keys]
+        return [{**row, "messages": a} for a in answers]
+    if isinstance(prefix, str):
+        prefix = [{"role": "user", "content": prefix}]
+    return [{**row, "messages": list(prefix) + _as_messages(row[k], False)} for k in answer_keys]
+
+
+def _kto_label(row: dict, where: str, d: Any) -> bool:
+    if "label" not in row:
+        raise missing(row, "label", where, d)
+    value = row["label"]
+    if not isinstance(value, bool):
+        raise DataError(where, f"must be true or false, got {value!r}", _label("label", d))
+    return value
+
+
+# --------------------------------------------------------------------------------------- encoding
+class PairEncoder:
+    """Rows -> :class:`Example` (prompt ids + answer ids), with the length policy applied."""
+
+    def __init__(self, d: Any, tokenizer: Any, paired: bool, max_prompt_length: int | None):
+        self.d = d
+        self.tokenizer = tokenizer
+        self.paired = paired
+        self.renderer = Renderer(d, tokenizer)
+        self.max_prompt = max_prompt_length if max_prompt_length is not None else d.cutoff_len - 1
+        # Chat templates close the turn themselves (<|eot_id|>); other layouts end the answer with eos.
+        self.add_eos = d.add_eos and d.format not in ("chat", "sharegpt")
+
+    def rows(self, rec: Record) -> list[tuple[dict, bool | None]]:
+        """(SFT-style row, KTO label) per answer of the record."""
+        row, d = rec.row, self.d
+        if self.paired:
+            return [(r, None) for r in sft_rows(row, rec.where, d, ("chosen", "rejected"))]
+        if "chosen" in row and "rejected" in row and "completion" not in row:  # a pair, unpaired as trl does
+            chosen, rejected = sft_rows(row, rec.where, d, ("chosen", "rejected"))
+            return [(chosen, True), (rejected, False)]
+        label = _kto_label(row, rec.where, d)
+        if "completion" in row:
+            return [(sft_rows(row, rec.where, d, ("completion",))[0], label)]
+        if d.format == "chat" and "messages" in row:  # the last assistant turn is the completion
+            return [(row, label)]
+        raise missing(row, "completion", rec.where, d)
+
+    def empty(self, rec: Record) -> bool:
+        keys = ("chosen", "rejected") if self.paired else ("completion", "chosen", "rejected")
+        return any(_is_empty(rec.row.get(k)) for k in keys if k in rec.row)
+
+    def encode(self, rec: Record, counts: PairCounts) -> list[Example]:
+        """The examples of one record ([] when the length policy or a duplicate drops it)."""
+        counts.rows += 1
+        if self.empty(rec):
+            counts.empty_answer += 1
+            counts.dropped_where.append(f"{rec.where}: empty answer")
+            return []
+        parts = []
+        for row, label in self.rows(rec):
+            segments = self.renderer(Record(row, rec.where))
+            if not segments or segments[-1].kind != ANSWER:
+                raise DataError(rec.where, "the row has no answer to train", "chosen" if self.paired else "completion")
+            enc = tokenize_segments([(segments[:-1], rec.where), (segments[-1:], rec.where)], self.tokenizer, False)
+            answer = enc[1].ids + ([self.tokenizer.eos_token_id] if self.add_eos else [])
+            parts.append((enc[0].ids, answer, label))
+        prompt = parts[0][0]
+        if any(p != prompt for p, _, _ in parts):
+            raise DataError(rec.where, "chosen and rejected render different prompts with this template", "prompt")
+        if len(prompt) > self.max_prompt:
+            counts.prompt_too_long += 1
+            counts.dropped_where.append(f"{rec.where}: prompt of {len(prompt)} tokens > {self.max_prompt}")
+            return []
+        if self.paired and parts[0][1] == parts[1][1]:
+            counts.identical += 1
+            counts.dropped_where.append(f"{rec.where}: chosen identical to rejected")
+            return []
+        budget = self.d.cutoff_len - len(prompt)
+        answers = [a[:budget] for _, a, _ in parts]
+        if any(len(a) > budget for _, a, _ in parts):
+            counts.truncated += 1
+        if self.paired:
+            return [Example(prompt, answers, None, rec.where)]
+        return [Example(prompt, [a], label, rec.where) for a, (_, _, label) in zip(answers, parts)]
+
+
+def encode_examples(records: list[Record], encoder: PairEncoder, bad: BadRows, counts: PairCounts) -> list[Example]:
+    out: list[Example] = []
+    for rec in records:
+        try:
+            out += encoder.encode(rec, counts)
+        except TemplateError:
+            raise
+        except DataError as err:
+            bad.handle(err)
+    return out
+
+
+def to_dataset(examples: list[Example], paired: bool) -> Any:
+    """Examples -> the pre-tokenized columns trl's DPO / KTO collators read."""
+    from datasets import Dataset
+
+    if not examples:
+        return None
+    if paired:
+        return Dataset.from_dict({"prompt_ids": [e.prompt_ids for e in examples],
+                                  "chosen_ids": [e.answers[0] for e in examples],
+                                  "rejected_ids": [e.answers[1] for e in examples]})
+    return Dataset.from_dict({"prompt_ids": [e.prompt_ids for e in examples],
+                              "completion_ids": [e.answers[0] for e in examples],
+                              "label": [bool(e.label) for e in examples]})
+
+
+# ------------------------------------------------------------------------------------- entry point
+def load_split(cfg: Any, bad: BadRows) -> tuple[list[Record], list[Record], int]:
+    """(train records, validation records, rows read) as the SFT pipeline splits them."""
+    d = data_options(cfg.data)
+    records, _ = load_records(d.path, d, bad)
+    n_rows = len(records)
+    records = select(records, shuffle=d.shuffle, seed=d.seed, max_rows=d.max_rows)
+    if d.validation_path:
+        val, _ = load_records(d.validation_path, d, bad)
+        return records, val, n_rows
+    train, val = split_validation(records, d.val_size, d.seed)
+    return train, val, n_rows
+
+
+def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_prompt_length: int | None) -> DataBundle:
+    """Tokenized train / eval preference datasets for ``cfg.data`` and their counts.
+
+    Raises:
+        DataError: a bad row (under ``data.bad_rows=fail``), a KTO label that is not boolean, chosen
+            identical to rejected in every row, or nothing left to train on.
+    """
+    import hashlib
+    import json
+
+    d = data_options(cfg.data)
+    bad = BadRows(d.bad_rows)
+    train_rec, val_rec, n_rows = load_split(cfg, bad)
+    encoder = PairEncoder(d, tokenizer, paired, max_prompt_length)
+    counts = PairCounts()
+    train = encode_examples(train_rec, encoder, bad, counts)
+    evals = encode_examples(val_rec, encoder, bad, counts)
+    if paired and counts.identical and counts.identical == counts.rows - counts.empty_answer - counts.prompt_too_long:
+        raise DataError(d.path, f"chosen is identical to rejected in every row ({counts.identical}): nothing to prefer",
+                        "rejected")
+    if not train:
+        raise DataError(d.path, "no training pairs left after bad rows, duplicates and the length policy")
+    if not paired:
+        # trl's KTO batches estimate the KL term from mismatched (prompt, completion) pairs in the batch:
+        # a seeded shuffle keeps desirable and undesirable rows of one source row apart.
+        random.Random(d.seed).shuffle(train)
+    stats = {
+        "n_rows": n_rows,
+        "n_skipped_bad": bad.skipped,
+        "n_truncated": counts.truncated,
+        "n_dropped": counts.identical + counts.empty_answer + counts.prompt_too_long,
+        "n_dropped_identical": counts.identical,
+        "n_dropped_empty_answer": counts.empty_answer,
+        "n_dropped_prompt_too_long": counts.prompt_too_long,
+        "n_train": len(train),
+        "n_eval": len(evals),
+    }
+    digest = hashlib.sha256(json.dumps([[e.prompt_ids, e.answers, e.label] for e in train + evals]).encode())
+    return DataBundle(train=to_dataset(train, paired), eval=to_dataset(evals, paired), stats=stats,
+                      fingerprint=digest.hexdigest()[:16])
+
+
+# ------------------------------------------------------------------------------------- GRPO prompts
+def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[str, str]:
+    """A row of any SFT format -> {"prompt": the prompt text exactly as SFT renders it, "answer": its answer}.
+
+    The prompt's leading bos text is left to the tokenizer (trl tokenizes the prompt with special tokens);
+    the answer is the trained text without its end-of-turn / eos token (the reference for the rewards).
+    """
+    segments = renderer(rec)
+    if not segments or segments[-1].kind != ANSWER:
+        raise DataError(rec.where, "the row has no answer", "output")
+    prompt = "".join(s.text for s in segments[:-1])
+    bos = tokenizer.bos_token or ""
+    if bos and prompt.startswith(bos):
+        prompt = prompt[len(bos):]
+    ids = tokenizer(segments[-1].text, add_special_tokens=False)["input_ids"]
+    return {"prompt": prompt, "answer": tokenizer.decode(ids, skip_special_tokens=True).strip()}
+
+
+def build_prompt_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
+    """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``."""
+    from datasets import Dataset
+
+    d = data_options(cfg.data)
+    bad = BadRows(d.bad_rows)
+    train_rec, val_rec, n_rows = load_split(cfg, bad)
+    renderer = Renderer(d, tokenizer)
+
+    def rows(records: list[Record]) -> list[dict[str, str]]:
+        out = []
+        for rec in records:
+            try:
+                out.append(prompt_and_answer(renderer, tokenizer, rec))
+            except TemplateError:
+                raise
+            except DataError as err:
+                bad.handle(err)
+        return out
+
+    train, evals = rows(train_rec), rows(val_rec)
+    if not train:
+        raise DataError(d.path, "no prompts left after bad rows")
+    stats = {"n_rows": n_rows, "n_skipped_bad": bad.skipped, "n_train": len(train), "n_eval": len(evals),
+             "n_truncated": 0, "n_dropped": 0}
+
+    def to_ds(items):
+        return Dataset.from_list(items) if items else None
+
+    return DataBundle(train=to_ds(train), eval=to_ds(evals), stats=stats, fingerprint="")

@@ -1,0 +1,230 @@
+"""``ftsweep lr-find [overrides]``: the learning-rate range test (Smith 2015; PyTorch Lightning's
+``Tuner.lr_find``, fastai's ``lr_find``) on the composed training config.
+
+One short training run (the run's own model, LoRA adapter, data and optimizer; at most
+``trainer.max_steps`` steps, so it costs one trial or less) whose learning rate grows exponentially from
+``--min-lr`` to ``--max-lr``: step k (1-based) trains at ``min_lr * (max_lr / min_lr) ** ((k - 1) / (n - 1))``.
+The training loss of every step is smoothed like Lightning does (exponential moving average, ``beta``,
+bias-corrected); the run stops early once the smoothed loss exceeds ``4 x`` its minimum (divergence) or
+turns non-finite.
+
+Suggestion (Lightning's rule, printed with the figures): the learning rate where the smoothed loss falls
+fastest, i.e. the minimum of ``numpy.gradient`` of the smoothed loss over the points (equally spaced in
+log lr), skipping the first ``skip_begin`` and the last ``skip_end`` points.
+
+Writes ``<out>/lr_find.json`` (lrs, losses, smoothed losses, suggestion, rule, settings) and
+``<out>/lr_find.png`` (smoothed loss vs lr, log x, the suggestion marked); ``--out`` defaults to
+``outputs/lr_find/<date>_<time>``. A sweep with ``hydra.sweeper.lr_find=true`` runs this first (see
+sweep/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RULE = ("steepest descent of the smoothed loss: lr at the minimum of numpy.gradient(smoothed loss) "
+        "(points equally spaced in log lr), first {skip_begin} and last {skip_end} points skipped")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ftsweep lr-find", description=__doc__.split("\n\n")[0])
+    p.add_argument("overrides", nargs="*", help="config overrides, as for ftsweep train (e.g. sweep=quickstart)")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    p.add_argument("--max-lr", type=float, default=1.0, help="last learning rate (default 1)")
+    p.add_argument("--steps", type=int, default=0, help="steps of the range test (default: trainer.max_steps)")
+    p.add_argument("--beta", type=float, default=0.98, help="smoothing of the loss (Lightning's 0.98)")
+    p.add_argument("--diverge", type=float, default=4.0, help="stop when smoothed loss > this x its minimum")
+    p.add_argument("--skip-begin", type=int, default=10, help="points ignored at the start (Lightning: 10)")
+    p.add_argument("--skip-end", type=int, default=1, help="points ignored at the end (Lightning: 1)")
+    p.add_argument("--out", default=None, help="folder for lr_find.json / lr_find.png")
+    p.add_argument("--config-dir", "-cd", action="append", default=[], help="an extra config root (as for train)")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``ftsweep lr-find``: bad input is a one-line UsageError (exit 2), nothing written."""
+    from ftsweep.config.compose import compose, export_config_dirs, fixed_overrides
+    from ftsweep.config.errors import UsageError
+
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # --help (0)
+        return int(exc.code or 0)
+    if not 0 < args.min_lr < args.max_lr:
+        raise UsageError(f"--min-lr/--max-lr: need 0 < min < max (got {args.min_lr:g}, {args.max_lr:g})")
+    if args.steps < 0 or not 0 <= args.beta < 1 or args.diverge <= 1:
+        raise UsageError("--steps must be >= 0, --beta in [0, 1), --diverge > 1")
+    if fixed_overrides(args.overrides) != args.overrides:
+        bad = next(o for o in args.overrides if o not in fixed_overrides(args.overrides))
+        raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep; lr-find takes fixed values only")
+    export_config_dirs(args.config_dir)
+    cfg = compose(args.overrides, config_dirs=args.config_dir)
+    if not cfg.lora.enabled:
+        raise UsageError("lora: lr-find trains a LoRA adapter; pick a lora option (e.g. lora=r16)")
+    out = Path(args.out or f"outputs/lr_find/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    result = find_lr(cfg, out, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps or int(cfg.trainer.max_steps),
+                     beta=args.beta, diverge=args.diverge, skip_begin=args.skip_begin, skip_end=args.skip_end)
+    print(f"lr-find: {len(result['lrs'])} steps from {args.min_lr:g} to {result['lrs'][-1]:.3g}"
+          + (f" (stopped: {result['stopped']})" if result["stopped"] else ""))
+    print(f"suggested lr: {result['suggestion']:.3g}  [{result['rule']}]")
+    print(f"curve: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
+    return 0
+
+
+def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: int, beta: float = 0.98,
+            diverge: float = 4.0, skip_begin: int = 10, skip_end: int = 1) -> dict[str, Any]:
+    """Run the range test on ``cfg`` (a composed train config); write and return the curve and suggestion."""
+    from omegaconf import OmegaConf
+    from transformers import set_seed
+
+    from ftsweep.config import UsageError
+    from ftsweep.tracking import Tracker
+    from ftsweep.train import Components, _quiet_libraries, build_trainer
+
+    if steps < 3:
+        raise UsageError(f"lr-find: needs at least 3 steps (got {steps})")
+    out = Path(out)
+    _quiet_libraries()
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    cfg.optimizer.lr = min_lr
+    cfg.trainer.max_steps = steps
+    cfg.trainer.logging_steps = 1
+    cfg.trainer.save_steps = 0
+    cfg.trainer.fail_on_nan = False  # divergence is the point of the test: the curve stops there
+    cfg.trainer.early_stopping_patience = 0
+    cfg.scheduler.warmup_steps = 0
+    cfg.scheduler.warmup_ratio = 0.0
+    parts = Components()
+    set_seed(cfg.trainer.seed)
+    tokenizer = parts.tokenizer(cfg)
+    bundle = parts.datasets(cfg, tokenizer)
+    import dataclasses
+
+    bundle = dataclasses.replace(bundle, eval=None)  # training loss only: no evaluation
+    set_seed(cfg.trainer.seed)
+    model = parts.model(cfg, tokenizer)
+    logger = cfg.logger.copy()
+    logger.name = "none"  # the range test is no run to track
+    recorder = _recorder(min_lr, max_lr, steps, beta, diverge)
+    work = out / "run"
+    trainer = build_trainer(cfg, model, tokenizer, bundle, work, Tracker(logger, work, {}), [recorder])
+    _exponential_schedule(trainer, min_lr, max_lr, steps)
+    trainer.train()
+    lrs, losses, smoothed = recorder.lrs, recorder.losses, recorder.smoothed
+    suggestion = suggest(lrs, smoothed, skip_begin, skip_end)
+    result = {
+        "suggestion": suggestion, "rule": RULE.format(skip_begin=skip_begin, skip_end=skip_end),
+        "min_lr": min_lr, "max_lr": max_lr, "steps": steps, "beta": beta, "diverge": diverge,
+        "skip_begin": skip_begin, "skip_end": skip_end, "stopped": recorder.stopped, "seed": int(cfg.trainer.seed),
+        "lrs": lrs, "losses": losses, "smoothed": smoothed,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lr_find.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, out / "lr_find.png")
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # nothing of the range test's model is worth keeping
+    return result
+
+
+def lr_at(step: int, min_lr: float, max_lr: float, steps: int) -> float:
+    """The learning rate of (1-based) optimizer step ``step``."""
+    return min_lr * (max_lr / min_lr) ** ((step - 1) / max(1, steps - 1))
+
+
+def _exponential_schedule(trainer: Any, min_lr: float, max_lr: float, steps: int) -> None:
+    """Replace the trainer's scheduler by the exponential ramp (the optimizer's base lr is ``min_lr``)."""
+    import torch
+
+    ratio = max_lr / min_lr
+
+    def create_scheduler(num_training_steps: int, optimizer: Any = None) -> Any:
+        if trainer.lr_scheduler is None:
+            trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or trainer.optimizer, lambda s: ratio ** (s / max(1, steps - 1)))
+        return trainer.lr_scheduler
+
+    trainer.create_scheduler = create_scheduler
+
+
+def _recorder(min_lr: float, max_lr: float, steps: int, beta: float, diverge: float) -> Any:
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        """The training loss of every step with its learning rate; stops on divergence."""
+
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+            self.losses: list[float] = []
+            self.smoothed: list[float] = []
+            self.stopped: str | None = None
+            self._avg = 0.0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return control
+            loss = float(logs["loss"])
+            if not math.isfinite(loss):
+                self.stopped = f"loss {loss} at step {state.global_step}"
+                control.should_training_stop = True
+                return control
+            self._avg = beta * self._avg + (1 - beta) * loss
+            smooth = self._avg / (1 - beta ** (len(self.losses) + 1))
+            self.lrs.append(lr_at(state.global_step, min_lr, max_lr, steps))
+            self.losses.append(loss)
+            self.smoothed.append(smooth)
+            if smooth > diverge * min(self.smoothed):
+                self.stopped = f"smoothed loss {smooth:.4g} > {diverge:g} x its minimum at lr {self.lrs[-1]:.3g}"
+                control.should_training_stop = True
+            return control
+
+    return Recorder()
+
+
+def suggest(lrs: list[float], smoothed: list[float], skip_begin: int = 10, skip_end: int = 1) -> float:
+    """Lightning's rule: the lr at the steepest descent of the smoothed loss (first/last points skipped).
+
+    With too few points to skip that many, fewer are skipped (at least 2 points are kept)."""
+    import numpy as np
+
+    n = len(smoothed)
+    if n < 2:
+        raise ValueError(f"lr-find: only {n} finite loss point(s); use more --steps or a smaller --min-lr")
+    begin, end = min(skip_begin, max(0, n - 2)), skip_end
+    while n - begin - end < 2 and end > 0:
+        end -= 1
+    ys = np.asarray(smoothed[begin:n - end], dtype=float)
+    return float(lrs[begin + int(np.gradient(ys).argmin())])
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot(result["lrs"], result["losses"], color="lightgrey", linewidth=1, label="training loss")
+    ax.plot(result["lrs"], result["smoothed"], label=f"smoothed (beta {result['beta']:g})")
+    ax.axvline(result["suggestion"], color="red", linestyle="--", label=f"suggested lr {result['suggestion']:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    from ftsweep.cli import main as cli_main
+
+    sys.exit(cli_main(["lr-find", *sys.argv[1:]]))

@@ -1,0 +1,47 @@
+"""KTO: trl's KTOTrainer on pre-tokenized unpaired rows (``prompt_ids`` / ``completion_ids`` / ``label``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+OBJECTIVE = ("eval_loss", "minimize")
+METRICS = ("eval_rewards/chosen", "eval_rewards/rejected", "eval_kl", "eval_logps/chosen", "eval_logps/rejected")
+# Memory model (ftsweep.memory): the completion is trained; the KL completion and the reference run without grad, one pass at a time.
+MEMORY = (1, 1)
+WARM = False
+
+
+def datasets(cfg: Any, tokenizer: Any) -> Any:
+    from ftsweep.data.preference import build_preference_datasets
+
+    return build_preference_datasets(cfg, tokenizer, paired=False, max_prompt_length=cfg.stage.max_prompt_length)
+
+
+def _with_kl_completions(dataset: Any, batch_size: int) -> Any:
+    """trl's KL estimate: completions rotated by one within each batch (as its own preprocessing does)."""
+    def rotate(batch):
+        batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
+        return batch
+
+    return dataset.map(rotate, batched=True, batch_size=batch_size)
+
+
+def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str, Any], callbacks: list) -> Any:
+    from trl import KTOConfig, KTOTrainer
+
+    batch = cfg.trainer.per_device_train_batch_size
+
+    class PretokenizedKTOTrainer(KTOTrainer):
+        """The rows are tokenized by ftsweep; only trl's KL completions are added here."""
+
+        def _prepare_dataset(self, dataset, *args, **kwargs):
+            return _with_kl_completions(dataset, batch) if "KL_completion_ids" not in dataset.column_names else dataset
+
+    s = cfg.stage
+    # trl's KL completions are rotated against the neighbours of a fixed-order batch: the rows were shuffled
+    # once (seeded) when they were built, and are read in that order.
+    common = {**common, "train_sampling_strategy": "sequential"}
+    args = KTOConfig(**common, beta=s.beta, desirable_weight=s.desirable_weight,
+                     undesirable_weight=s.undesirable_weight, max_length=cfg.data.cutoff_len)
+    return PretokenizedKTOTrainer(model=model, ref_model=None, args=args, train_dataset=bundle.train,
+                                  eval_dataset=bundle.eval, processing_class=tokenizer, callbacks=callbacks)

@@ -1,0 +1,98 @@
+"""GRPO reward functions from config (``stage.rewards``), each with trl's reward-function signature
+``f(prompts, completions, **columns) -> list[float]``; the data's answer arrives as ``answer``."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ftsweep.config.errors import ConfigError
+
+REWARDS = ("exact_match", "regex", "length_penalty", "function")
+
+
+def normalize(text: str) -> str:
+    """Case, surrounding whitespace and inner runs of whitespace do not count."""
+    return " ".join(str(text).split()).lower()
+
+
+def exact_match(prompts, completions, answer=None, **_: Any) -> list[float]:
+    return [float(normalize(c) == normalize(a)) for c, a in zip(completions, answer or [""] * len(completions))]
+
+
+def _regex(pattern: str) -> Callable:
+    compiled = re.compile(pattern)
+
+    def regex_format(prompts, completions, **_: Any) -> list[float]:
+        return [float(compiled.fullmatch(c.strip()) is not None) for c in completions]
+
+    return regex_format
+
+
+def _length_penalty(target: int) -> Callable:
+    def length_penalty(prompts, completions, completion_ids=None, **_: Any) -> list[float]:
+        lengths = [len(ids) for ids in completion_ids] if completion_ids is not None else [len(c) for c in completions]
+        return [-max(0, n - target) / target for n in lengths]
+
+    return length_penalty
+
+
+def import_function(path: str, key: str) -> Callable:
+    """``package.module:function`` -> the function (ConfigError naming ``key`` when it cannot be imported)."""
+    module, sep, name = path.partition(":")
+    if not sep or not module or not name:
+        raise ConfigError(key, f"{path!r} is not an import path 'package.module:function'")
+    try:
+        func = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(key, f"cannot import {path!r}: {err}") from None
+    if not callable(func):
+        raise ConfigError(key, f"{path!r} is not callable")
+    return func
+
+
+def _checked(func: Callable, key: str) -> Callable:
+    """A user reward that returns the wrong number of rewards fails as bad input, naming the reward."""
+    def reward(prompts, completions, **kwargs: Any) -> list[float]:
+        out = func(prompts=prompts, completions=completions, **kwargs)
+        if not isinstance(out, (list, tuple)) or len(out) != len(completions):
+            got = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+            raise ConfigError(key, f"returned {got} rewards for {len(completions)} completions (one per completion)")
+        return list(out)
+
+    reward.__name__ = getattr(func, "__name__", "function")
+    return reward
+
+
+def build_rewards(specs: Any) -> tuple[list[Callable], list[float]]:
+    """``stage.rewards`` -> (reward functions, weights); ConfigError for a bad entry, naming it."""
+    if not specs:
+        raise ConfigError("stage.rewards", "stage=grpo needs at least one reward (e.g. [{name: exact_match}]); "
+                          f"available: {', '.join(REWARDS)}")
+    funcs, weights = [], []
+    for i, spec in enumerate(specs):
+        key = f"stage.rewards.{i}"
+        if spec.name == "exact_match":
+            func = exact_match
+        elif spec.name == "regex":
+            if not spec.pattern:
+                raise ConfigError(f"{key}.pattern", "the regex reward needs a pattern")
+            try:
+                func = _regex(spec.pattern)
+            except re.error as err:
+                raise ConfigError(f"{key}.pattern", f"not a regular expression: {err}") from None
+        elif spec.name == "length_penalty":
+            if not spec.target or spec.target < 1:
+                raise ConfigError(f"{key}.target", "the length penalty needs a target length >= 1 (tokens)")
+            func = _length_penalty(spec.target)
+        elif spec.name == "function":
+            if not spec.function:
+                raise ConfigError(f"{key}.function", "the function reward needs an import path 'pkg.module:func'")
+            func = _checked(import_function(spec.function, f"{key}.function"), f"{key}.function")
+        else:
+            raise ConfigError(f"{key}.name", f"unknown reward {spec.name!r}; available: {', '.join(REWARDS)}")
+        funcs.append(func)
+        weights.append(float(spec.weight))
+    return funcs, weights

@@ -1,0 +1,27 @@
+"""SFT: trl's SFTTrainer on rows tokenized by :mod:`ftsweep.data` (input_ids + labels)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+OBJECTIVE = ("eval_loss", "minimize")
+METRICS: tuple[str, ...] = ()
+# A warm sweep worker may keep this stage's model and data between trials (ftsweep.warm).
+# Memory model (ftsweep.memory): one sequence per example, no reference pass.
+MEMORY = (1, 0)
+WARM = True
+
+
+def datasets(cfg: Any, tokenizer: Any) -> Any:
+    from ftsweep.data import build_datasets
+
+    return build_datasets(cfg, tokenizer)
+
+
+def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str, Any], callbacks: list) -> Any:
+    """SFTTrainer; ``common`` holds the trainer/optimizer/scheduler arguments every stage shares."""
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(**common, max_length=cfg.data.cutoff_len, packing=cfg.data.packing and cfg.data.format != "text")
+    return SFTTrainer(model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.eval,
+                      processing_class=tokenizer, callbacks=callbacks)

@@ -1,0 +1,76 @@
+"""``hydra.sweeper.lr_find=true``: seed a sweep with the learning-rate range test (``ftsweep lr-find``).
+
+Before the first trial, the sweep runs ``python -m ftsweep lr-find <the sweep's fixed overrides>`` over the
+sweep's own ``optimizer.lr`` range (its interval bounds; 1e-6..1 when lr is not searched), in a child
+process (the sweep process stays free of torch), writing ``<sweep dir>/lr_find/``. Then:
+
+- trial 0 is enqueued with ``optimizer.lr = suggestion`` (the other parameters sampled as usual);
+- the lr range narrows to ``[suggestion / lr_find_factor, suggestion * lr_find_factor]`` (log), clipped to
+  the sweep's own range; an lr that was not searched becomes searched over that bracket. A ``choice`` of
+  learning rates (a grid) is kept as it is and trial 0 gets the choice nearest to the suggestion (log).
+
+A resumed sweep reuses ``lr_find/lr_find.json`` instead of running the test again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ftsweep.sweeper.grammar import SweepInputError, parse_space
+
+LR_KEY = "optimizer.lr"
+DEFAULT_RANGE = (1e-6, 1.0)
+
+
+def lr_range(params: dict[str, str]) -> tuple[float, float, list[float] | None]:
+    """(low, high, choices or None) of the searched learning rate (the default range when not searched)."""
+    if LR_KEY not in params:
+        return (*DEFAULT_RANGE, None)
+    dist = parse_space({LR_KEY: params[LR_KEY]}, None, None).distributions[LR_KEY]
+    if hasattr(dist, "choices"):
+        choices = [float(c) for c in dist.choices]
+        return min(choices), max(choices), choices
+    return float(dist.low), float(dist.high), None
+
+
+def run_range_test(fixed: list[str], low: float, high: float, out: Path) -> dict[str, Any]:
+    """``ftsweep lr-find`` in a child process; its result (``lr_find.json``)."""
+    overrides = [o for o in fixed if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    cmd = [sys.executable, "-m", "ftsweep", "lr-find", *overrides, "--min-lr", repr(low), "--max-lr", repr(high),
+           "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or [f"exit code {proc.returncode}"]
+        raise SweepInputError(f"hydra.sweeper.lr_find: the learning-rate range test failed: {lines[-1]}")
+    print(proc.stdout.strip(), file=sys.stderr)
+    return json.loads((out / "lr_find.json").read_text())
+
+
+def seed_from_lr_find(fixed: list[str], params: dict[str, str], sweep_dir: Path, factor: float,
+                      run: Callable[[list[str], float, float, Path], dict[str, Any]] = run_range_test,
+                      ) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, Any]]:
+    """(params with the narrowed lr, [trial 0's params], the range test's result)."""
+    if factor <= 1:
+        raise SweepInputError(f"hydra.sweeper.lr_find_factor: must be > 1 (got {factor})")
+    low, high, choices = lr_range(params)
+    out = sweep_dir / "lr_find"
+    saved = out / "lr_find.json"
+    result = json.loads(saved.read_text()) if saved.is_file() else run(fixed, low, high, out)
+    s = float(result["suggestion"])
+    params = dict(params)
+    if choices is not None:
+        nearest = min(choices, key=lambda c: abs(math.log(c) - math.log(s)))
+        return params, [{LR_KEY: nearest}], result
+    lo, hi = max(low, s / factor), min(high, s * factor)
+    if not lo < hi:  # the suggestion sits at the edge of the range: keep a bracket inside it
+        lo, hi = low, high
+    params[LR_KEY] = f"tag(log, interval({lo:.4g}, {hi:.4g}))"
+    first = min(max(s, float(f"{lo:.4g}")), float(f"{hi:.4g}"))
+    return params, [{LR_KEY: first}], result

@@ -1,0 +1,61 @@
+"""Quiet by default: third-party output a user cannot act on is filtered at its source, by category and
+module (never a blanket filter), and W&B says only where its run is. ``ftsweep train -v`` or
+``FTSWEEP_VERBOSE=1`` (inherited by sweep trials) brings everything back.
+
+Filtered (each one measured on a default run):
+
+- transformers ``FutureWarning: `is_gradient_checkpointing` is deprecated`` (raised inside transformers by
+  its own Trainer/peft calls; nothing in ftsweep's config changes it);
+- bitsandbytes' ``Failed to load CPU gemm_4bit_forward from kernels-community`` log line (the optional
+  ``kernels`` package; the built-in CPU path is what ftsweep uses and tests);
+- the "Loading weights" bar of transformers and the sub-second ``datasets`` map bars trl shows while it
+  checks already-tokenized rows;
+- transformers' ``[INFO] Running in WANDB offline mode`` print at import and W&B's ~40 lines of console
+  chatter (``WANDB_SILENT``): ftsweep prints one line with the run's URL or offline folder instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+ENV = "FTSWEEP_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def set_verbose() -> None:
+    """``-v``: everything back, in this process and the sweep trials it starts."""
+    os.environ[ENV] = "1"
+
+
+def quiet_wandb() -> None:
+    """Before ``wandb.init``: W&B's own console output off (ftsweep says where the run is)."""
+    if not verbose():
+        os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def quiet_libraries() -> None:
+    """At the start of a run, before the model and the trainer are built (idempotent)."""
+    if verbose():
+        return
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                            module=r"transformers\.")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    quiet_wandb()
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    # transformers prints "[INFO] Running in WANDB offline mode" when this module is first imported with
+    # WANDB_MODE=offline: import it with the variable unset (the mode is read again when a run starts).
+    mode = os.environ.pop("WANDB_MODE", None)
+    try:
+        import transformers.integrations.integration_utils  # noqa: F401
+    finally:
+        if mode is not None:
+            os.environ["WANDB_MODE"] = mode

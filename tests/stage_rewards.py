@@ -1,0 +1,14 @@
+"""User reward functions for the GRPO tests (imported by path: stage.rewards=[{name: function, function: ...}])."""
+
+
+def first_word_is_answer(prompts, completions, answer=None, **kwargs):
+    return [float(c.split()[:1] == a.split()[:1]) for c, a in zip(completions, answer)]
+
+
+def one_too_few(prompts, completions, **kwargs):
+    return [0.0] * (len(completions) - 1)
+
+
+def answer_is_the_row_answer(prompts, completions, answer=None, **kwargs):
+    """1.0 when the reward got the row's answer (the proxy task's answers are one or more lowercase words)."""
+    return [float(isinstance(a, str) and a != "" and a == a.strip().lower()) for a in answer]

@@ -1,0 +1,89 @@
+"""The learning-rate range test (``ftsweep lr-find``) and ``hydra.sweeper.lr_find=true``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import FAST
+from sweep_helpers import load, run, sweep_args
+
+from ftsweep.lr_find import find_lr, lr_at, suggest
+from ftsweep.sweeper.lr_find import seed_from_lr_find
+
+
+def test_lr_ramp_is_exponential_from_min_to_max():
+    assert lr_at(1, 1e-5, 1e-1, 5) == 1e-5
+    assert math.isclose(lr_at(3, 1e-5, 1e-1, 5), 1e-3)
+    assert math.isclose(lr_at(5, 1e-5, 1e-1, 5), 1e-1)
+
+
+def test_suggestion_is_the_steepest_descent_after_the_skipped_points():
+    lrs = [10 ** (-6 + i / 4) for i in range(20)]
+    # flat, then a steep fall, then a slower fall
+    smoothed = [5.0] * 12 + [4.0, 2.0, 1.8, 1.7, 1.65, 1.6, 1.58, 1.57]
+    # numpy.gradient at i is (y[i+1] - y[i-1]) / 2: -1.5 at point 12 (5.0 -> 2.0), -1.1 at 13
+    assert suggest(lrs, smoothed, skip_begin=10, skip_end=1) == lrs[12]
+    # skipping 13 points: one-sided -0.2 at 13, then -0.15 at 14
+    assert suggest(lrs, smoothed, skip_begin=13, skip_end=1) == lrs[13]
+
+
+def test_range_test_on_the_tiny_model_is_reproducible_and_inside_the_range(compose, tmp_path):
+    cfg = compose(*FAST, "trainer.max_steps=12")
+    a = find_lr(cfg, tmp_path / "a", min_lr=1e-5, max_lr=1e-1, steps=12, skip_begin=2)
+    b = find_lr(cfg, tmp_path / "b", min_lr=1e-5, max_lr=1e-1, steps=12, skip_begin=2)
+    assert (tmp_path / "a" / "lr_find.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "a" / "lr_find.json").read_text())
+    assert saved["suggestion"] == a["suggestion"] and saved["losses"] == a["losses"]
+    assert len(a["lrs"]) == 12 and a["lrs"][0] == 1e-5 and math.isclose(a["lrs"][-1], 1e-1)
+    assert 1e-5 <= a["suggestion"] <= 1e-1 and a["suggestion"] in a["lrs"]
+    assert a["losses"] == b["losses"] and a["suggestion"] == b["suggestion"]  # same seed, same curve
+    assert not (tmp_path / "a" / "run").exists()
+
+
+def test_lr_find_rejects_bad_ranges_in_one_line(capsys):
+    from ftsweep.cli import main
+
+    assert main(["lr-find", "--min-lr", "1e-2", "--max-lr", "1e-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--min-lr/--max-lr" in err
+
+
+def test_sweep_seed_narrows_the_lr_range_and_enqueues_the_suggestion(tmp_path):
+    calls = []
+
+    def fake(fixed, low, high, out):
+        calls.append((fixed, low, high))
+        out.mkdir(parents=True)
+        doc = {"suggestion": 3e-3}
+        (out / "lr_find.json").write_text(json.dumps(doc))
+        return doc
+
+    params = {"optimizer.lr": "tag(log, interval(1e-5, 1e-1))", "lora": "choice(r8, r16)"}
+    new, first, _ = seed_from_lr_find(["model=tiny"], params, tmp_path, 10.0, run=fake)
+    assert calls == [(["model=tiny"], 1e-5, 1e-1)]
+    assert new == {"optimizer.lr": "tag(log, interval(0.0003, 0.03))", "lora": "choice(r8, r16)"}
+    assert first == [{"optimizer.lr": 3e-3}]
+    # clipped to the sweep's own range; a resume reuses the saved result (no second range test)
+    new, first, _ = seed_from_lr_find([], {"optimizer.lr": "tag(log, interval(1e-3, 1e-1))"}, tmp_path, 10.0, run=fake)
+    assert len(calls) == 1 and new["optimizer.lr"] == "tag(log, interval(0.001, 0.03))"
+    # a grid of learning rates stays a grid; trial 0 gets the nearest choice
+    new, first, _ = seed_from_lr_find([], {"optimizer.lr": "choice(1e-4, 1e-3, 1e-2)"}, tmp_path, 10.0, run=fake)
+    assert new == {"optimizer.lr": "choice(1e-4, 1e-3, 1e-2)"} and first == [{"optimizer.lr": 1e-3}]
+
+
+@pytest.mark.slow
+def test_sweep_with_lr_find_runs_the_suggestion_as_trial_0(tmp_path, cache_dir):
+    sweep_dir = tmp_path / "sw"
+    args = sweep_args(sweep_dir, *FAST, f"cache_dir={cache_dir}", "hydra.sweeper.lr_find=true", n_trials=2)
+    proc = run(args, tmp_path, fake=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((sweep_dir / "lr_find" / "lr_find.json").read_text())
+    assert result["min_lr"] == 1e-4 and result["max_lr"] == 1e-2 and result["steps"] == 12
+    trials = load(sweep_dir).get_trials(deepcopy=False)
+    assert trials[0].user_attrs.get("enqueued") is True
+    assert trials[0].params["optimizer.lr"] == pytest.approx(result["suggestion"])
+    dist = trials[1].distributions["optimizer.lr"]
+    assert dist.log and dist.low >= 1e-4 and dist.high <= 1e-2
+    assert dist.low == pytest.approx(max(1e-4, result["suggestion"] / 10), rel=1e-3)

@@ -1,0 +1,383 @@
+"""Stages beyond SFT (stage=dpo / kto): config, preference data layouts, init_from, training behaviour.
+
+One SFT run and one DPO run from it are shared by the module (tiny model, CPU, a few seconds each).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+
+from ftsweep.cli import main
+from ftsweep.data import DataError
+
+PAIRS = ["data=proxy_pairs", "data.max_rows=200", "data.val_size=40", "data.cutoff_len=64"]
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_every_stage_composes_with_its_own_keys_and_default_objective(compose):
+    assert dict(compose().stage) == {"name": "sft"}
+    assert compose().objective.metric == "eval_loss"
+    dpo = compose("stage=dpo", "data=proxy_pairs")
+    assert (dpo.stage.beta, dpo.stage.loss_type, dpo.objective.metric, dpo.objective.direction) == (
+        0.1, "sigmoid", "eval_loss", "minimize")
+    kto = compose("stage=kto", "data=proxy_kto", "stage.desirable_weight=1.5")
+    assert kto.stage.desirable_weight == 1.5
+    # the default objective comes from the stage module; an explicit one wins and may be a stage metric
+    chosen = compose("stage=dpo", "data=proxy_pairs", "objective.metric=eval_rewards/accuracies",
+                     "objective.direction=maximize")
+    assert chosen.objective.metric == "eval_rewards/accuracies"
+
+
+@pytest.mark.parametrize(("argv", "names"), [
+    (["stage=sft", "stage.beta=0.1"], "stage.beta: unknown key for this stage"),
+    (["stage=kto", "data=proxy_kto", "stage.loss_type=ipo"], "stage.loss_type: unknown key"),
+    (["stage=dpo", "data=proxy_pairs", "stage.loss_type=magic"], "stage.loss_type"),
+    (["stage=dpo", "data=proxy_pairs", "stage.beta=0"], "stage.beta"),
+    (["stage=dpo", "data=proxy_pairs", "lora=none"], "lora.enabled"),
+    (["stage=dpo", "data=proxy_pairs", "objective.metric=eval_kl"], "objective.metric"),
+    (["stage=ppo"], "stage=ppo: no such option"),
+    (["stage=dpo", "data=proxy_pairs", "init_from=./nowhere"], "init_from: no such directory"),
+    (["stage=dpo", "data=proxy_pairs", "init_from=./empty"], "init_from: './empty' holds no adapter"),
+    (["init_from=./empty"], "init_from"),
+])
+def test_bad_stage_input_is_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, argv, names):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code = main(["train", "model=tiny", "logger=none", *argv])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("ftsweep: error: ") and names in err[0], err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+# ------------------------------------------------------------------------------------- data layouts
+def _tokenizer(compose, *overrides):
+    from ftsweep.model import load_tokenizer
+
+    cfg = compose(*overrides, "objective.metric=train_loss")  # some cases have no validation rows
+    return cfg, load_tokenizer(cfg)
+
+
+def _build(cfg, tok, paired=True):
+    from ftsweep.data.preference import build_preference_datasets
+
+    return build_preference_datasets(cfg, tok, paired=paired, max_prompt_length=None)
+
+
+def _write(tmp_path, rows, name="p.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_alpaca_pairs_are_the_exact_answers_plus_eos_after_the_sft_prompt(compose):
+    cfg, tok = _tokenizer(compose, "stage=dpo", *PAIRS, "data.shuffle=false", "data.val_size=0")
+    bundle = _build(cfg, tok)
+    rows = [json.loads(x) for x in Path("data/proxy_pairs.jsonl").read_text().splitlines()][:200]
+    first = bundle.train[0]
+    row = next(r for r in rows if tok.decode(first["prompt_ids"]).endswith(r["input"] + "\n### Response:\n"))
+    prompt = f"### Instruction:\n{row['instruction']}\n### Input:\n{row['input']}\n### Response:\n"
+    # The prompt is the SFT template's text with bos; the answers are exactly the answer tokens + eos.
+    assert first["prompt_ids"] == tok(prompt)["input_ids"]
+    assert first["chosen_ids"] == tok(row["chosen"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert first["rejected_ids"] == tok(row["rejected"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert bundle.stats["n_train"] == 200 and bundle.stats["n_dropped"] == 0
+
+
+def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_turn(compose, tmp_path):
+    user, good, bad = "Give the last word.\nred cat", "cat", "red"
+    layouts = {
+        "sharegpt": ("sharegpt", {"conversations": [{"from": "human", "value": user}],
+                                  "chosen": {"from": "gpt", "value": good}, "rejected": {"from": "gpt", "value": bad}}),
+        "trl_conversational": ("chat", {"prompt": [{"role": "user", "content": user}],
+                                        "chosen": [{"role": "assistant", "content": good}],
+                                        "rejected": [{"role": "assistant", "content": bad}]}),
+        "trl_implicit": ("chat", {"chosen": [{"role": "user", "content": user}, {"role": "assistant", "content": good}],
+                                  "rejected": [{"role": "user", "content": user}, {"role": "assistant", "content": bad}]}),
+        "content_parts": ("chat", {"prompt": [{"role": "user", "content": [{"type": "text", "text": user}]}],
+                                   "chosen": [{"role": "assistant", "content": good}],
+                                   "rejected": [{"role": "assistant", "content": bad}]}),
+    }
+    seen = {}
+    for name, (fmt, row) in layouts.items():
+        path = _write(tmp_path, [row] * 2, f"{name}.jsonl")
+        cfg, tok = _tokenizer(compose, "stage=dpo", f"data.path={path}", f"data.format={fmt}", "data.val_size=0")
+        ex = _build(cfg, tok).train[0]
+        seen[name] = (ex["prompt_ids"], ex["chosen_ids"], ex["rejected_ids"])
+    prompt = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    for name, (p, c, r) in seen.items():
+        assert tok.decode(p) == prompt, name
+        assert c == tok(good, add_special_tokens=False)["input_ids"] + [eot], name
+        assert r == tok(bad, add_special_tokens=False)["input_ids"] + [eot], name
+    assert len(set(map(str, seen.values()))) == 1
+
+
+def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=proxy_kto", "data.max_rows=40", "data.val_size=0",
+                          "data.shuffle=false")
+    ds = _build(cfg, tok, paired=False).train
+    assert len(ds) == 40 and sum(ds["label"]) == 20
+    # A pair file under stage=kto is unpaired as trl does: chosen -> true, rejected -> false.
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=proxy_pairs", "data.max_rows=30", "data.val_size=0")
+    ds = _build(cfg, tok, paired=False).train
+    assert len(ds) == 60 and sum(ds["label"]) == 30
+    # messages + a boolean tag: the last assistant turn is the completion
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "label": False}
+    path = _write(tmp_path, [row, {**row, "label": True}])
+    cfg, tok = _tokenizer(compose, "stage=kto", f"data.path={path}", "data.format=chat", "data.val_size=0")
+    ds = _build(cfg, tok, paired=False).train
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    assert sorted(ds["label"]) == [False, True]
+    assert ds[0]["completion_ids"] == tok("hello", add_special_tokens=False)["input_ids"] + [eot]
+
+
+def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
+    rows = [{"prompt": "a b", "chosen": "c", "rejected": "d"},
+            {"prompt": "a b", "chosen": "same", "rejected": "same"},
+            {"prompt": "a b", "chosen": "  ", "rejected": "d"},
+            {"prompt": "x " * 40, "chosen": "c", "rejected": "d"},
+            {"prompt": "a", "chosen": "long " * 30, "rejected": "d"}]
+    path = _write(tmp_path, rows)
+    cfg, tok = _tokenizer(compose, "stage=dpo", f"data.path={path}", "data.format=prompt_completion",
+                          "data.val_size=0", "data.cutoff_len=24", "data.shuffle=false", "stage.max_prompt_length=16")
+    bundle = _build(cfg, tok)
+    s = bundle.stats
+    assert (s["n_train"], s["n_dropped_identical"], s["n_dropped_empty_answer"], s["n_dropped_prompt_too_long"],
+            s["n_truncated"]) == (2, 1, 1, 1, 1)
+    assert max(len(e["prompt_ids"]) + len(e["chosen_ids"]) for e in bundle.train) == 24
+
+
+@pytest.mark.parametrize(("rows", "fmt", "stage", "text"), [
+    ([{"instruction": "i", "input": "", "chosen": "a"}], "alpaca", "dpo", "line 1: field 'rejected': missing"),
+    ([{"prompt": "p", "chosen": "a", "rejected": "a"}] * 3, "prompt_completion", "dpo",
+     "chosen is identical to rejected in every row (3)"),
+    ([{"prompt": "p", "completion": "a", "label": "yes"}], "prompt_completion", "kto",
+     "line 1: field 'label': must be true or false, got 'yes'"),
+    ([{"prompt": "p", "completion": "a"}], "prompt_completion", "kto", "line 1: field 'label': missing"),
+])
+def test_bad_preference_rows_name_file_row_and_field(compose, tmp_path, rows, fmt, stage, text):
+    path = _write(tmp_path, rows)
+    cfg, tok = _tokenizer(compose, f"stage={stage}", f"data.path={path}", f"data.format={fmt}", "data.val_size=0")
+    with pytest.raises(DataError) as err:
+        _build(cfg, tok, paired=stage == "dpo")
+    assert text in str(err.value) and "p.jsonl" in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def sft_run(cache_dir, tmp_path_factory):
+    """A short SFT run on the proxy task, with its .hydra/config.yaml as ftsweep train writes it."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.compose import compose
+    from ftsweep.train import run
+
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "data=proxy_tasks", "data.max_rows=120", "data.val_size=16",
+                   "data.cutoff_len=64", "trainer.max_steps=8", "trainer.eval_steps=8", "optimizer.lr=3e-3"])
+    run_dir = tmp_path_factory.mktemp("sft")
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    return run_dir, run(cfg, run_dir)
+
+
+@pytest.fixture(scope="module")
+def dpo_run(cache_dir, sft_run, tmp_path_factory):
+    """DPO from the SFT run on 48 bundled pairs, evaluated on the same pairs (the tiny model learns them but
+    does not generalise to held-out pairs in a few steps: measured 0.45 / 0.375 held-out accuracy)."""
+    from ftsweep.config.compose import compose
+    from ftsweep.train import run
+
+    run_dir = tmp_path_factory.mktemp("dpo")
+    rows = Path("data/proxy_pairs.jsonl").read_text().splitlines()[:48]
+    (run_dir / "pairs.jsonl").write_text("\n".join(rows) + "\n")
+    pairs = str(run_dir / "pairs.jsonl")
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", "data=proxy_pairs", f"data.path={pairs}",
+                   f"data.validation_path={pairs}", "data.cutoff_len=64", f"init_from={sft_run[0]}",
+                   "trainer.max_steps=24", "trainer.eval_steps=12", "optimizer.lr=1e-2", "stage.beta=0.5",
+                   "scheduler=constant_with_warmup"])
+    return run_dir, run(cfg, run_dir / "run")
+
+
+def test_dpo_reference_equals_policy_at_step_zero(dpo_run):
+    m = dpo_run[1]
+    # Step 0: the new adapter is zero and the reference is the same weights with it off: margins are exactly
+    # zero, accuracy is 0 (no pair has a positive margin) and the sigmoid loss is exactly ln 2.
+    assert m["initial_eval_rewards/margins"] == 0.0
+    assert m["initial_eval_rewards/accuracies"] == 0.0
+    assert m["initial_eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_dpo_raises_reward_accuracy_and_puts_chosen_above_rejected(dpo_run):
+    m = dpo_run[1]
+    assert m["status"] == "complete" and m["data_n_eval"] == 48
+    assert m["eval_rewards/accuracies"] > 0.75  # chance is 0.5
+    assert m["eval_rewards/margins"] > 0
+    assert m["eval_logps/chosen"] > m["eval_logps/rejected"]
+    assert m["eval_loss"] < math.log(2)
+    assert (dpo_run[0] / "run" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_init_from_loads_exactly_the_sft_adapter(cache_dir, sft_run):
+    import torch
+    from peft import PeftModel
+
+    from ftsweep.config.compose import compose
+    from ftsweep.model import load_model, load_tokenizer
+    from ftsweep.stages.init_from import merge_init_adapter
+
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", *PAIRS, f"init_from={sft_run[0]}"])
+    tok = load_tokenizer(cfg)
+    merged = merge_init_adapter(cfg, load_model(cfg, tok)).eval()
+    sft = PeftModel.from_pretrained(load_model(cfg, tok), str(sft_run[0] / "adapter")).eval()
+    base = load_model(cfg, tok).eval()
+    ids = torch.tensor([tok("### Instruction:\nGive the last word.\n### Input:\nred cat\n### Response:\ncat")["input_ids"]])
+    with torch.no_grad():
+        a, b, c = merged(ids).logits, sft(ids).logits, base(ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-3)  # the SFT adapter did change the model
+
+
+def test_kto_trains(cache_dir, tmp_path):
+    from ftsweep.config.compose import compose
+    from ftsweep.train import run
+
+    rows = Path("data/proxy_kto.jsonl").read_text().splitlines()[:48]
+    (tmp_path / "kto.jsonl").write_text("\n".join(rows) + "\n")
+    data = str(tmp_path / "kto.jsonl")
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=kto", "data=proxy_kto", f"data.path={data}",
+                   f"data.validation_path={data}", "data.cutoff_len=64", "trainer.max_steps=12",
+                   "trainer.eval_steps=12", "optimizer.lr=1e-2", "scheduler=constant_with_warmup"])
+    m = run(cfg, tmp_path / "run")
+    assert m["status"] == "complete" and m["train_steps"] == 12
+    assert m["eval_loss"] < m["initial_eval_loss"]
+    assert m["initial_eval_rewards/chosen"] == 0.0  # step 0: reference == policy
+
+
+def test_memory_model_counts_both_answers_and_the_reference_pass(compose):
+    from ftsweep.memory import estimate
+    from ftsweep.model import load_tokenizer  # noqa: F401  (shapes come from the shipped 1B config, offline)
+
+    common = ["model=llama3_2_1b", "quantization=nf4", "data.cutoff_len=512"]
+    sft = estimate(compose(*common, "data=proxy_tasks"), on_cuda=True)
+    dpo = estimate(compose(*common, "stage=dpo", "data=proxy_pairs"), on_cuda=True)
+    kto = estimate(compose(*common, "stage=kto", "data=proxy_kto"), on_cuda=True)
+    assert sft["reference_mib"] == 0 and dpo["reference_mib"] > 0 and kto["reference_mib"] > 0
+    assert dpo["activations_mib"] == pytest.approx(2 * sft["activations_mib"])  # chosen + rejected rows
+    assert kto["activations_mib"] == pytest.approx(sft["activations_mib"])
+    assert dpo["weights_mib"] == sft["weights_mib"] and dpo["total_mib"] > kto["total_mib"] > sft["total_mib"]
+
+
+@pytest.mark.slow
+def test_four_trial_dpo_sweep_from_sft_prunes_and_reports(cache_dir, sft_run, tmp_path):
+    import sys
+
+    from sweep_helpers import load, run
+
+    sd = tmp_path / "sweeps" / "dpo"
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=dpo_beta_lr", f"init_from={sft_run[0]}",
+            "logger=none", "data.max_rows=160", "data.val_size=16", "trainer.max_steps=12", "trainer.eval_steps=4",
+            "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2", "hydra.sweeper.pruner.n_startup_trials=1",
+            "hydra.sweeper.pruner.n_warmup_steps=0", f"hydra.sweep.dir={sd}", "hydra.sweeper.study_name=dpo",
+            "hydra.sweeper.progress=plain"]
+    r = run(args, tmp_path, timeout=900, fake=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = load(sd, name="dpo").trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    for t in trials:  # the objective (eval DPO loss) was reported at every evaluation, for the pruner
+        assert set(t.intermediate_values) <= {0, 4, 8, 12} and 4 in t.intermediate_values
+        assert set(t.params) == {"stage.beta", "optimizer.lr"}
+    summary = json.loads((sd / "summary.json").read_text())
+    assert summary["n_trials"] == 4 and (sd / "report.md").is_file() and (sd / "best.yaml").is_file()
+    assert "stage.beta" in (sd / "best.yaml").read_text()
+
+
+# --------------------------------------------------------------------------------------------- GRPO
+def test_grpo_rewards_from_config():
+    from omegaconf import OmegaConf
+
+    from ftsweep.config import ConfigError
+    from ftsweep.config.stage import GrpoStage
+    from ftsweep.stages.rewards import build_rewards
+
+    def specs(*items):
+        return OmegaConf.merge(OmegaConf.structured(GrpoStage), {"rewards": list(items)}).rewards
+
+    funcs, weights = build_rewards(specs({"name": "exact_match", "weight": 2.0},
+                                         {"name": "regex", "pattern": "[a-z]+( [a-z]+)*"},
+                                         {"name": "length_penalty", "target": 2},
+                                         {"name": "function", "function": "stage_rewards:first_word_is_answer"}))
+    assert weights == [2.0, 1.0, 1.0, 1.0]
+    completions, answers = ["  Book  Fish ", "fish book", "x1"], ["book fish"] * 3
+    assert funcs[0](None, completions, answer=answers) == [1.0, 0.0, 0.0]  # case and spaces normalised
+    assert funcs[1](None, completions) == [0.0, 1.0, 0.0]
+    assert funcs[2](None, completions, completion_ids=[[1, 2], [1, 2, 3], [1, 2, 3, 4]]) == [0.0, -0.5, -1.0]
+    assert funcs[3](None, completions, answer=answers) == [0.0, 0.0, 0.0]  # "Book" != "book": user's own rule
+    wrong = build_rewards(specs({"name": "function", "function": "stage_rewards:one_too_few"}))[0][0]
+    with pytest.raises(ConfigError, match="stage.rewards.0.function: returned 2 rewards for 3 completions"):
+        wrong(None, completions)
+
+
+@pytest.mark.parametrize(("argv", "names"), [
+    (["stage.rewards=[]"], "stage.rewards: stage=grpo needs at least one reward"),
+    (["stage.rewards=[{name: bleu}]"], "stage.rewards.0.name: unknown reward 'bleu'"),
+    (["stage.rewards=[{name: function, function: 'no_such_pkg.mod:f'}]"], "stage.rewards.0.function: cannot import"),
+    (["stage.rewards=[{name: regex}]"], "stage.rewards.0.pattern"),
+    (["stage.num_generations=3"], "trainer.per_device_train_batch_size: must be a multiple"),
+])
+def test_bad_grpo_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, argv, names):
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "logger=none", "stage=grpo", "data=proxy_tasks", *argv])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and names in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grpo_prompts_are_the_sft_prompts_and_the_answer_is_the_reference(compose):
+    from ftsweep.data.preference import build_prompt_datasets
+
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=proxy_tasks", "data.max_rows=8", "data.val_size=0",
+                          "data.shuffle=false")
+    ds = build_prompt_datasets(cfg, tok).train
+    rows = [json.loads(x) for x in Path("data/proxy_tasks.jsonl").read_text().splitlines()[:8]]
+    assert ds[0]["prompt"] == f"### Instruction:\n{rows[0]['instruction']}\n### Input:\n{rows[0]['input']}\n### Response:\n"
+    assert ds["answer"] == [r["output"] for r in rows]
+    # trl tokenizes the prompt with the tokenizer's special tokens: exactly the SFT prompt ids (bos first)
+    assert tok(ds[0]["prompt"])["input_ids"][0] == tok.bos_token_id
+
+
+def test_grpo_trains_and_hands_each_row_answer_to_the_weighted_rewards(cache_dir, tmp_path):
+    from ftsweep.config.compose import compose
+    from ftsweep.train import run
+
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=grpo", "data=proxy_tasks", "data.max_rows=24",
+                   "data.val_size=4", "trainer.max_steps=2", "trainer.eval_steps=2", "trainer.logging_steps=1",
+                   "trainer.per_device_eval_batch_size=4", "stage.num_generations=4", "stage.max_completion_length=4",
+                   "stage.rewards=[{name: function, function: 'stage_rewards:answer_is_the_row_answer', weight: 0.5},"
+                   "{name: exact_match, weight: 1.0}]"])
+    m = run(cfg, tmp_path)
+    assert m["status"] == "complete" and m["train_steps"] == 2 and cfg.objective.metric == "eval_reward"
+    # every completion got the row's answer (the user reward is 1.0 for all) and the weights apply: 0.5 x 1.0
+    # plus 1.0 x the exact-match mean
+    evals = [h for h in json.loads((tmp_path / "log_history.json").read_text()) if "eval_reward" in h]
+    assert evals and all(h["eval_rewards/answer_is_the_row_answer/mean"] == 1.0 for h in evals)
+    for h in evals:
+        assert h["eval_reward"] == pytest.approx(0.5 + h["eval_rewards/exact_match/mean"])
+    assert m["objective"] == m["eval_reward"]
+
+
+def test_init_from_a_sweep_folder_uses_its_best_trial(tmp_path):
+    from ftsweep.stages.init_from import adapter_dir
+
+    best = tmp_path / "sweep" / "trial_3"
+    (best / "adapter").mkdir(parents=True)
+    (best / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "sweep" / "summary.json").write_text(json.dumps({"best_trial_dir": str(best)}))
+    assert adapter_dir(tmp_path / "sweep") == best / "adapter"
+    assert adapter_dir(best) == best / "adapter" and adapter_dir(tmp_path) is None
