@@ -64,7 +64,8 @@ def test_a_failed_run_shows_its_cause_then_one_line():
 
 
 # Only these entry points turn an error into an exit code; library code raises.
-ENTRY_POINTS = {"ftsweep.cli", "ftsweep.__main__", "ftsweep.publish", "ftsweep.sweeper.trial", "ftsweep.sweeper.worker"}
+ENTRY_POINTS = {"ftsweep.cli", "ftsweep.__main__", "ftsweep.publish", "ftsweep.lr_find", "ftsweep.sweeper.trial",
+                "ftsweep.sweeper.worker"}
 
 
 def test_library_code_never_exits_or_prints_errors_itself():

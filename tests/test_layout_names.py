@@ -11,8 +11,9 @@ from ftsweep.rundir import RunDir
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
 
+# ("adapter" is also an ordinary word in printed tables, so it is not scanned for; RunDir.adapter names it.)
 FILE_NAMES = {"trial.log", "study.db", "study.journal", ".ftsweep.lock", "summary.json", "best.yaml", "metrics.json",
-              "failure.json", "manifest.json", "log_history.json", "adapter", "report.md", "trials.md"}
+              "failure.json", "manifest.json", "log_history.json", "report.md", "trials.md"}
 OWNERS = {"ftsweep.rundir", "ftsweep.sweepdir"}
 
 

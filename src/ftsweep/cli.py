@@ -222,7 +222,6 @@ def check_data_files(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
-
     from ftsweep.stages.init_from import init_from_problem
 
     for key in DATA_FILE_KEYS:

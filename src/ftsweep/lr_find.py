@@ -84,8 +84,8 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     from transformers import set_seed
 
     from ftsweep.config import UsageError
-    from ftsweep.train import Components, _quiet_libraries, build_trainer
     from ftsweep.tracking import Tracker
+    from ftsweep.train import Components, _quiet_libraries, build_trainer
 
     if steps < 3:
         raise UsageError(f"lr-find: needs at least 3 steps (got {steps})")

@@ -79,11 +79,13 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
 INCLUDED: dict[str, tuple[str, ...]] = {
     "data_cache": tuple(f"data.{f.name}" for f in dataclasses.fields(DataConfig)
                         if f"data.{f.name}" not in EXCLUDED["data_cache"]),
-    "tokenizer": ("model", "cache_dir", "data.special_tokens", "data.eos_token"),
-    "datasets": ("model", "cache_dir", "data", "trainer.per_device_train_batch_size"),
+    # the stage (sft / dpo / kto: how rows are encoded, what is loaded) and init_from (a run whose adapter
+    # and tokenizer a run starts from): kept in every key, so any change rebuilds
+    "tokenizer": ("model", "cache_dir", "data.special_tokens", "data.eos_token", "stage", "init_from"),
+    "datasets": ("model", "cache_dir", "data", "trainer.per_device_train_batch_size", "stage", "init_from"),
     "base_model": ("model", "cache_dir", "quantization", "data.special_tokens", "data.eos_token", "data.format",
                    "data.packing", "data.train_embeddings", "trainer.precision", "trainer.gradient_checkpointing",
-                   "trainer.use_reentrant", "trainer.seed", "lora.enabled"),
+                   "trainer.use_reentrant", "trainer.seed", "lora.enabled", "stage", "init_from"),
 }
 
 

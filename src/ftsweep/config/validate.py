@@ -7,7 +7,6 @@ one line and exits non-zero.
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf

@@ -22,6 +22,7 @@ from ftsweep.config.objective import is_generation_metric
 from ftsweep.objectives.generation import Example, decode_reference, examples_from_dataset, generate_answers
 from ftsweep.objectives.metrics import build_scorer
 
+
 def generation_metrics(objective: Any) -> list[str]:
     """The generation metrics a run computes: the objective's, then ``extra_metrics`` (no duplicates)."""
     names = [objective.metric, *objective.extra_metrics]

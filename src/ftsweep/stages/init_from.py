@@ -19,9 +19,12 @@ def run_dir_of(path: str | Path) -> Path:
     """A run or trial directory as given, or a sweep folder's best trial (its summary.json ``best_trial_dir``)."""
     import json
 
+    from ftsweep.rundir import RunDir
+    from ftsweep.sweepdir import SweepDir
+
     root = Path(path).expanduser()
-    summary = root / "summary.json"
-    if not (root / "adapter").is_dir() and summary.is_file():
+    summary = SweepDir(root).summary
+    if not RunDir(root).adapter.is_dir() and summary.is_file():
         try:
             best = json.loads(summary.read_text()).get("best_trial_dir")
         except (OSError, ValueError):

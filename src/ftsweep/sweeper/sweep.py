@@ -321,7 +321,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     # The lock (shared by the processes of one study) lives in the sweep folder: if the storage cannot be
     # opened, the folders created for it are removed again, so bad input leaves nothing behind.
     created = next((d for d in reversed([sweep_dir, *sweep_dir.parents]) if not d.exists()), None)
-    lock_is_new = not (sweep_dir / ".ftsweep.lock").exists()
+    lock = SweepDir(sweep_dir).lock
+    lock_is_new = not lock.exists()
     try:
         if conf.lr_find:  # after every check above: the range test writes into the sweep folder
             from ftsweep.sweeper.lr_find import seed_from_lr_find
@@ -329,7 +330,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
             params, first, _ = seed_from_lr_find(fixed, params, sweep_dir, conf.lr_find_factor)
             space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
             enqueue = [*first, *enqueue]
-        with flock(SweepDir(sweep_dir).lock):
+        with flock(lock):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                                sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
                                sweep_dir=sweep_dir, enqueue=enqueue)
@@ -337,7 +338,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         elif lock_is_new:  # an existing folder (e.g. a garbage study.db): only the lock file is ours
-            (sweep_dir / ".ftsweep.lock").unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
         raise
 
     if capacity and n_workers > capacity:
