@@ -444,3 +444,94 @@ def test_alpaca_system_or_history_columns_are_refused_not_dropped(build, row, ex
     with pytest.raises(DataError) as err:
         build([{"instruction": "one?", "input": "", "output": "1", **row}], *extra)
     assert message in str(err.value) and "data.format=chat" in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------ over-long chat rows: history cut first, system / tool block kept (issue 21 items 2, 3)
+WEATHER_TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+SYSTEM = "You are a helpful assistant."
+OLD_Q = "Tell me a long story about " + "a very long road and " * 5 + "the end."
+OLD_A = "Once upon a time " + "there was a very long road and " * 4 + "that was all."
+ASK = "Please tell me, in a few words, what the weather is like in Paris today and whether I need an umbrella."
+CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
+# LLaMA-Factory's ShareGPT layout (its glaive_toolcall demo): system and tools columns, function_call turns.
+GLAIVE = {
+    "conversations": [
+        {"from": "human", "value": OLD_Q},
+        {"from": "gpt", "value": OLD_A},
+        {"from": "human", "value": ASK},
+        {"from": "function_call", "value": json.dumps(CALL)},
+    ],
+    "system": SYSTEM,
+    "tools": json.dumps(WEATHER_TOOLS),
+}
+
+
+def _chat_parts(tok, messages, tools, k):
+    """Token ids of the chat row's system / tool block, of the prompt before message k after what
+    precedes it (message k-1), and of message k's answer: each tokenized alone, as the pipeline does."""
+    kw = {"tools": tools, "tokenize": False}
+    pre = tok.apply_chat_template(messages[:1], **kw)
+    before = tok.apply_chat_template(messages[:k - 1], **kw) if k > 1 else pre
+    prompt = tok.apply_chat_template(messages[:k], add_generation_prompt=True, **kw)
+    full = tok.apply_chat_template(messages[: k + 1], **kw)
+    return enc(tok, pre), enc(tok, prompt[len(before):]), enc(tok, full[len(prompt):]), full
+
+
+def test_mask_history_keeps_the_trained_last_turn_and_cuts_history_first(build):
+    tools = [{"type": "function", "function": t} for t in WEATHER_TOOLS]
+    call_msg = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": CALL}]}
+    kept = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ASK}, call_msg]
+    p, u, a, text = _chat_parts(tok := build([GLAIVE], "data.format=sharegpt", name="g.jsonl")[1], kept, tools, 2)
+    whole, _ = build([GLAIVE], "data.format=sharegpt", "data.mask_history=true", "data.cutoff_len=1024", name="g.jsonl")
+    n_whole = len(whole.train[0]["input_ids"])
+    assert len(p + u + a) + 100 < n_whole < 1024  # the history is long, the row fits the model
+    # One token over: the whole first exchange goes (not the end of the row, which holds the only trained
+    # turn: that row used to be dropped as "empty answer"); the system / tool block stays.
+    for cutoff in (n_whole - 1, len(p + u + a)):
+        bundle, _ = build([GLAIVE], "data.format=sharegpt", "data.mask_history=true", f"data.cutoff_len={cutoff}",
+                          name="g.jsonl")
+        got = bundle.train[0]
+        assert got["input_ids"] == p + u + a
+        assert got["labels"] == [IGNORE_INDEX] * len(p + u) + a
+        assert tok.decode(got["input_ids"]) == text  # exactly the conversation without its first exchange
+        assert trained_runs(tok, got) == ['{"name": "get_weather", "parameters": {"city": "Paris"}}' + EOT]
+        s = bundle.stats
+        assert (s["n_truncated"], s["n_history_cut"], s["n_dropped"]) == (1, 1, 0)
+    # Still two tokens over once the history is gone: the prompt after the system / tool block is cut
+    # (from the left, truncate_both), the schema and the trained call are kept whole.
+    cutoff = len(p + u + a) - 2
+    assert 2 * len(a) < cutoff - len(p)  # a short answer is kept whole
+    bundle, _ = build([GLAIVE], "data.format=sharegpt", "data.mask_history=true", f"data.cutoff_len={cutoff}",
+                      name="g.jsonl")
+    got = bundle.train[0]
+    assert got["input_ids"] == p + u[2:] + a
+    assert got["labels"] == [IGNORE_INDEX] * (len(p + u) - 2) + a
+    assert tok.decode(p).endswith(SYSTEM + EOT) and '"get_weather"' in tok.decode(p)  # the whole block
+
+
+def test_truncation_keeps_the_system_and_tool_block_openai_layout(build):
+    """OpenAI layout (messages with a system turn, tool_calls, a tool turn, a tools column): the first
+    prompt is cut after the system / tool block, never from the row's start."""
+    tools = [{"type": "function", "function": t} for t in WEATHER_TOOLS]
+    msgs = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": OLD_Q},
+        {"role": "assistant", "content": "Sunny."},
+    ]
+    row = {"messages": msgs, "tools": tools}
+    bundle, tok = build([row], "data.format=chat", "data.cutoff_len=1024", name="o.jsonl")
+    p, u, a, _ = _chat_parts(tok, msgs, tools, 2)
+    assert bundle.train[0]["input_ids"] == p + u + a
+    cutoff = len(p + u + a) - 10
+    bundle, _ = build([row], "data.format=chat", f"data.cutoff_len={cutoff}", name="o.jsonl")
+    got = bundle.train[0]
+    assert got["input_ids"] == p + u[10:] + a  # before: bos + (p + u)[11:] + a, the schema cut first
+    assert got["labels"] == [IGNORE_INDEX] * (len(p + u) - 10) + a
+    assert '"name": "get_weather"' in tok.decode(got["input_ids"]) and SYSTEM in tok.decode(got["input_ids"])
+    assert (bundle.stats["n_truncated"], bundle.stats["n_history_cut"], bundle.stats["n_dropped"]) == (1, 0, 0)

@@ -88,7 +88,9 @@ class DataConfig:
     cutoff_len: int = 512
     # Rows longer than cutoff_len: truncate_answer (keep the whole prompt, cut the answer's end) |
     # truncate_both (split the budget between prompt and answer as LLaMA-Factory does; the prompt is
-    # cut from the left after bos, the answer from the right) | truncate_prompt (from the left) | drop
+    # cut from the left after bos, the answer from the right) | truncate_prompt (from the left) | drop.
+    # Before any cut: untrained history turns go first, oldest first (mask_history keeps the trained last
+    # turn), and a chat row's system / tool block is kept whole (cuts start after it).
     # Default truncate_both: on the bundled Alpaca rows at cutoff 128 it keeps 899 training rows and loses no
     # whole prompt; truncate_answer keeps 599 (341 are left without an answer token), truncate_prompt loses 591 prompts.
     overlong: str = "truncate_both"

@@ -311,7 +311,20 @@ class ChatRenderer:
                 Segment(full[len(prompt) :], HISTORY if masked else ANSWER),
             ]
             done = full
-        return [s for s in segments if s.text]
+        segments = [s for s in segments if s.text]
+        if segments and (conv.tools or conv.roles[0] == "system"):
+            segments[0].keep = self.preamble_chars(conv, segments[0].text, where)
+        return segments
+
+    def preamble_chars(self, conv: Conversation, first_prompt: str, where: str) -> int:
+        """Length of the system / tool block at the start of the first prompt (what the template renders
+        for the system turn and the tools alone), 0 when that render is not a prefix of the prompt."""
+        n_sys = 1 if conv.roles[0] == "system" else 0
+        try:
+            pre = self.render(conv.messages[:n_sys], False, conv.tools, where)
+        except DataError:
+            return 0
+        return len(pre) if pre and first_prompt.startswith(pre) else 0
 
     def render(self, messages: list[dict], generation: bool, tools: list | None, where: str) -> str:
         kwargs = {"tools": tools} if tools else {}

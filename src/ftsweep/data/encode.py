@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftsweep.data.templates import ANSWER, PROMPT, Segment
+from ftsweep.data.templates import ANSWER, HISTORY, PROMPT, Segment
 
 IGNORE_INDEX = -100
 # Policies that cut the prompt, whose "rows left without any prompt token" are counted for comparison.
@@ -24,6 +24,8 @@ class Encoded:
     ids: list[int]
     kinds: list[int]
     where: str = ""
+    # leading tokens truncation keeps: a chat row's system / tool block (with its bos)
+    protect: int = 0
 
 
 @dataclass
@@ -37,6 +39,8 @@ class LengthCounts:
     prompt_lost: int = 0
     prompt_lost_if: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROMPT_CUTTING, 0))
     dropped_where: list[str] = field(default_factory=list)
+    # over-long rows whose untrained history turns (mask_history, loss_weight 0) were removed to fit
+    history_cut: int = 0
     # assistant turns whose text beside a tool call the chat template does not render (not trained)
     call_text_dropped: int = 0
     call_text_dropped_where: list[str] = field(default_factory=list)
@@ -51,19 +55,22 @@ def tokenize_segments(rows: list[tuple[list[Segment], str]], tokenizer: Any, add
         add_eos: append ``tokenizer.eos_token_id`` to the row as an answer token (trained).
     """
     flat = [(i, s) for i, (segs, _) in enumerate(rows) for s in segs]
-    ids_per_segment: list[list[int]] = [[] for _ in flat]
+    # a row's protected block (Segment.keep) is tokenized alone too: its tokens are the common prefix
+    kept = [(i, Segment(s.text[: s.keep], s.kind, s.bos)) for i, (segs, _) in enumerate(rows) for s in segs[:1] if s.keep]
+    ids_per_segment: list[list[int]] = [[] for _ in flat + kept]
     for with_bos in (True, False):
-        picked = [j for j, (_, s) in enumerate(flat) if s.bos == with_bos]
+        picked = [j for j, (_, s) in enumerate(flat + kept) if s.bos == with_bos]
         if picked:
-            enc = tokenizer([flat[j][1].text for j in picked], add_special_tokens=with_bos, verbose=False)[
-                "input_ids"
-            ]
+            texts = [(flat + kept)[j][1].text for j in picked]
+            enc = tokenizer(texts, add_special_tokens=with_bos, verbose=False)["input_ids"]
             for j, ids in zip(picked, enc):
                 ids_per_segment[j] = ids
     out = [Encoded([], [], where) for _, where in rows]
     for (i, seg), ids in zip(flat, ids_per_segment):
         out[i].ids += ids
         out[i].kinds += [seg.kind] * len(ids)
+    for (i, _), ids in zip(kept, ids_per_segment[len(flat) :]):
+        out[i].protect = next((n for n, (a, b) in enumerate(zip(ids, out[i].ids)) if a != b), min(len(ids), len(out[i].ids)))
     if add_eos:
         for e in out:
             e.ids.append(tokenizer.eos_token_id)
@@ -85,10 +92,18 @@ def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int
     return new_source_len, new_target_len
 
 
-def _parts(e: Encoded, bos_id: int | None) -> tuple[int, int]:
-    """(head, first_answer): head = 1 when the row starts with a prompt bos (always kept); the prompt
+def _head(e: Encoded, bos_id: int | None, cutoff: int) -> int:
+    """Leading tokens always kept: the chat row's system / tool block when it leaves room for more
+    (``Encoded.protect``), else a prompt bos."""
+    if 0 < e.protect < cutoff - 1 and all(k == PROMPT for k in e.kinds[: e.protect]):
+        return e.protect
+    return 1 if e.ids and e.ids[0] == bos_id and e.kinds[0] == PROMPT else 0
+
+
+def _parts(e: Encoded, bos_id: int | None, cutoff: int) -> tuple[int, int]:
+    """(head, first_answer): head = the leading tokens always kept (:func:`_head`); the prompt
     to cut is ids[head:first_answer], the answer part is everything after it."""
-    head = 1 if e.ids and e.ids[0] == bos_id and e.kinds[0] == PROMPT else 0
+    head = _head(e, bos_id, cutoff)
     first_answer = next((i for i, k in enumerate(e.kinds) if k != PROMPT), len(e.kinds))
     return head, max(first_answer, head)
 
@@ -98,14 +113,22 @@ def fit_length(
 ) -> Encoded | None:
     """Apply ``data.overlong`` to a row longer than ``cutoff``; None when the row is dropped.
 
+    First, an over-long row with untrained history turns (``mask_history``, ``loss_weight`` 0) loses whole
+    history turns, oldest first, until it fits (:func:`cut_history`): the trained turn is kept, as
+    LLaMA-Factory's ``mask_history`` keeps the last turn. Cuts never touch a chat row's system / tool
+    block (kept whole when it leaves room for more). Then, if still over-long,
     ``truncate_both`` splits the budget with :func:`infer_seqlen`, cutting the prompt from the left
     (after bos; the end of the prompt is what leads into the answer) and the answer from the right;
     ``truncate_answer`` cuts the end; ``truncate_prompt`` removes prompt tokens from the left (after
     bos) and cuts the end only if that is not enough; ``drop`` drops the row. A row with no answer
     token left is dropped: it would train on zero target tokens.
     """
+    if len(e.ids) > cutoff and policy != "drop":
+        e = cut_history(e, cutoff, bos_id, counts)
+        if len(e.ids) <= cutoff:  # fits once history is cut: truncated, nothing trained lost
+            counts.truncated += 1
     if len(e.ids) > cutoff:
-        head, first = _parts(e, bos_id)
+        head, first = _parts(e, bos_id, cutoff)
         n_prompt, n_answer = first - head, len(e.ids) - first
         _count_prompt_lost_if(counts, n_prompt, n_answer, cutoff - head)
         if policy == "drop":
@@ -129,6 +152,31 @@ def fit_length(
         counts.dropped_where.append(f"{e.where}: no answer token left within data.cutoff_len={cutoff}")
         return None
     return e
+
+
+def cut_history(e: Encoded, cutoff: int, bos_id: int | None, counts: LengthCounts) -> Encoded:
+    """Remove whole untrained turns (a prompt and the HISTORY answer after it), oldest first, until the
+    row fits; turns with a trained answer token are never removed here."""
+    head = _head(e, bos_id, cutoff)
+    turns: list[tuple[int, int]] = []  # (start, end) of prompt + answer runs after the head
+    for i in range(head, len(e.kinds)):
+        if i == head or (e.kinds[i] == PROMPT and e.kinds[i - 1] != PROMPT):
+            turns.append((i, len(e.kinds)))
+            if len(turns) > 1:
+                turns[-2] = (turns[-2][0], i)
+    drop: set[int] = set()
+    length = len(e.ids)
+    for t, (a, b) in enumerate(turns):
+        if length <= cutoff:
+            break
+        if HISTORY in e.kinds[a:b] and ANSWER not in e.kinds[a:b]:
+            drop.add(t)
+            length -= b - a
+    if not drop:
+        return e
+    counts.history_cut += 1
+    keep = list(range(head)) + [i for t, (a, b) in enumerate(turns) if t not in drop for i in range(a, b)]
+    return Encoded([e.ids[i] for i in keep], [e.kinds[i] for i in keep], e.where, head if head == e.protect else 0)
 
 
 def _count_prompt_lost_if(counts: LengthCounts, n_prompt: int, n_answer: int, budget: int) -> None:

@@ -182,6 +182,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "n_filtered": n_filtered,
         "n_skipped_bad": bad.skipped,
         "n_truncated": counts.truncated,
+        "n_history_cut": counts.history_cut,
         "n_prompt_lost": counts.prompt_lost,
         **{f"n_prompt_lost_if_{p}": counts.prompt_lost_if[p] for p in PROMPT_CUTTING},
         "n_dropped": counts.dropped_overlong + counts.dropped_empty,

@@ -99,6 +99,8 @@ class Segment:
     text: str
     kind: int
     bos: bool = False
+    # characters at the start of ``text`` that truncation keeps (a chat row's system / tool block)
+    keep: int = 0
 
 
 # ------------------------------------------------------------------------------------ field checks
