@@ -53,6 +53,15 @@ def test_inspect_alpaca_demo_plain_and_dump(cache_dir, tmp_path, capsys):
         assert labels[:k] == [-100] * k  # -100 exactly on prompt tokens ...
         assert labels[k:] == ids[k:]  # ... and equal to the input ids on answer tokens
         assert row["trained_text"] == row["text"][len(prompt) :]
+    # Each dumped row names its source (the split is shuffled): file and row (from 1), whose instruction it shows.
+    from importlib.resources import files
+
+    source = json.loads(files("ftsweep.demo_data").joinpath("alpaca_en_demo.json").read_text())
+    assert len({r["source"] for r in rows}) == 360
+    for row in rows:
+        name, _, i = row["source"].rpartition(" row ")
+        assert name == "pkg://ftsweep.demo_data/alpaca_en_demo.json"
+        assert "### Instruction:\n" + source[int(i) - 1]["instruction"]  # rows count from 1 in row["text"]
     untruncated = [r for r in rows if len(r["input_ids"]) < 1024]
     assert untruncated and all(r["trained_text"].endswith("<|end_of_text|>") for r in untruncated)
 

@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=3, help="rows to render (default 3)")
     p.add_argument("--split", choices=("train", "eval"), default="train")
     p.add_argument(
-        "--dump", type=Path, help="write every row of the split as JSON lines (input_ids, labels, text)"
+        "--dump", type=Path, help="write every row of the split as JSON lines (source file and row, input_ids, labels, text)"
     )
     p.add_argument(
         "--plain", action="store_true", help="no colours: trained spans as [[...]] (default when piped)"
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
         if bundle.stats["n_dropped"] > len(listed):
             out(f"  ... and {bundle.stats['n_dropped'] - len(listed)} more", None)
     if args.dump:
-        n = dump_rows(args.dump, tokenizer, ds)
+        n = dump_rows(args.dump, tokenizer, ds, bundle.where(args.split) if hasattr(bundle, "where") else None)
         out(f"wrote {n} rows to {args.dump}", None)
     return 0
 
@@ -248,14 +248,16 @@ def stats_line(stats: dict[str, Any], fingerprint: str) -> str:
     )
 
 
-def dump_rows(path: Path, tokenizer: Any, ds: Any) -> int:
-    """Write each row as JSON: input_ids, labels, decoded text, decoded trained text and spans."""
+def dump_rows(path: Path, tokenizer: Any, ds: Any, where: list[str] | None = None) -> int:
+    """Write each row as JSON: its source (file and row / line), input_ids, labels, decoded text,
+    decoded trained text and spans."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for i, row in enumerate(ds):
             spans = row_spans(tokenizer, row["input_ids"], row["labels"])
             record = {
                 "index": i,
+                "source": where[i] if where else None,
                 "input_ids": row["input_ids"],
                 "labels": row["labels"],
                 "text": "".join(s.text for s in spans),

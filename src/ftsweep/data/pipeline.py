@@ -61,6 +61,17 @@ class DataBundle:
     eval: Any
     stats: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    # the splits as stored, with each kept row's source in a "where" column, and the renaming of a shared
+    # cache entry's file names (read only on demand: see :meth:`where`)
+    stored: dict[str, Any] = field(default_factory=dict)
+    rename: Any = str
+
+    def where(self, split: str) -> list[str] | None:
+        """The source (file and row / line) of each row of ``split`` ("train" / "eval"), in order."""
+        ds = self.stored.get(split)
+        if ds is None or "where" not in ds.column_names:
+            return None
+        return [self.rename(w) for w in ds["where"]]
 
 
 def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
@@ -97,11 +108,13 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     hit = cache.load(cfg.cache_dir, fp)
     if hit is not None:
         train, eval_, stats, lengths = hit
+        rename = _renamer(stats, d)
         stats = _rename_rows(stats, d)
         say(f"data cache hit {fp}: tokenization skipped ({cache.entry_dir(cfg.cache_dir, fp)})")
     else:
         train, eval_, stats, lengths = _tokenize_all(d, tokenizer, loaded, bad, fp)
         path = cache.save(cfg.cache_dir, fp, train, eval_, stats, lengths)
+        rename = str
         took = time.perf_counter() - start
         # a first tokenization can take a while: the sweep's console shows it too (ftsweep.notices)
         (notice if took > 2 else say)(f"data cache miss {fp}: tokenized in {took:.1f}s, saved to {path}")
@@ -110,7 +123,13 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     bs = cfg.trainer.per_device_train_batch_size
     stats["padding_fraction"] = 0.0 if d.packing else round(padding_fraction(lengths, bs), 4)
     _log_counts(stats)
-    return DataBundle(train=train, eval=eval_, stats=stats, fingerprint=fp)
+    # each row's source is kept in the cache but is no training column (bundle.where reads it on demand)
+    stored = {"train": train, "eval": eval_}
+    if "where" in train.column_names:
+        train = train.remove_columns("where")
+    if eval_ is not None and "where" in eval_.column_names:
+        eval_ = eval_.remove_columns("where")
+    return DataBundle(train=train, eval=eval_, stats=stats, fingerprint=fp, stored=stored, rename=rename)
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -217,11 +236,10 @@ def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[A
             continue
         lengths += [len(x) for x in b["input_ids"]]
         n_trained += sum(len(x) - x.count(IGNORE_INDEX) for x in b["labels"])
-        tables.append(
-            pa.table(
-                {"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)}
-            )
-        )
+        columns = {"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)}
+        if "where" in b:
+            columns["where"] = pa.array(b["where"], pa.string())
+        tables.append(pa.table(columns))
     if not tables:
         return None, [], 0, 0
     table = pa.concat_tables(tables)
@@ -301,6 +319,7 @@ def encode_batches(
         yield {
             "input_ids": [e.ids for e in kept],
             "labels": [make_labels(e, d.train_on_prompt) for e in kept],
+            "where": [e.where for e in kept],
         }
 
 
@@ -318,6 +337,13 @@ def encode_records(
 def _rename_rows(stats: dict[str, Any], d: Any) -> dict[str, Any]:
     """A cache entry is shared by files of the same bytes under other names: list its rows under this
     run's names (``data.path`` / ``data.validation_path``)."""
+    rename = _renamer(stats, d)
+    return {**stats, **{k: [rename(w) for w in stats.get(k) or []] for k in ("dropped_where", "call_text_dropped_where")},
+            "where_names": [d.path, d.validation_path]}
+
+
+def _renamer(stats: dict[str, Any], d: Any):
+    """where (under the names the cache entry was made with) -> where under this run's names."""
     old_names = stats.get("where_names") or []
     pairs = [(o, n) for o, n in zip(old_names, [d.path, d.validation_path]) if o and n and o != n]
 
@@ -332,8 +358,7 @@ def _rename_rows(stats: dict[str, Any], d: Any) -> dict[str, Any]:
                     return f"{d.path}{sep}{rest}"
         return where
 
-    return {**stats, **{k: [rename(w) for w in stats.get(k) or []] for k in ("dropped_where", "call_text_dropped_where")},
-            "where_names": [d.path, d.validation_path]}
+    return rename
 
 
 def call_text_warning(stats: dict[str, Any]) -> str | None:
