@@ -16,6 +16,12 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
 
+# The test process is an entry point like `ftsweep`: it registers ftsweep's Hydra plugins itself (an
+# editable install hides them from Hydra's discovery; ftsweep.config never registers them).
+from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import register as _register_hydra_plugins
+
+_register_hydra_plugins()
+
 # Small, fast settings shared by tests that train.
 FAST = [
     "data.max_rows=120",

@@ -113,8 +113,10 @@ def test_lower_layers_never_import_upper_ones():
 
 # Sideways ties inside a layer: module prefix -> modules it must not import. The sweep calls the report
 # through one hook (sweeper.sweep.execute(plan, on_end)); the report and the tools read a sweep through
-# the sweeper's public study API (sweeper.study.load_study), never through each other.
+# the sweeper's public study API (sweeper.study.load_study), never through each other. The config composes
+# over Hydra's search path; the search-path plugin registers itself (hydra_plugins.ftsweep_sweeper).
 SIDEWAYS = {
+    "ftsweep.config": ("hydra_plugins",),
     "ftsweep.sweeper": ("ftsweep.report", "ftsweep.merge", "ftsweep.generate", "ftsweep.inspect", "ftsweep.publish"),
     "ftsweep.merge": ("ftsweep.report",),
     "ftsweep.generate": ("ftsweep.report",),

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
     module_name, func_name = COMMANDS[command].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
+    from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import register
+
+    register()  # the user's config roots (--config-dir, ./conf) and the sweeper, in an editable install too
     try:
         with one_line_usage_errors():
             return int(func(rest) or 0)
@@ -163,9 +166,6 @@ def train_main(argv: list[str]) -> int:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise UsageError(f"model.name_or_path: cannot read the config of {cfg.model.name_or_path!r}: {first}") from err
             return 0
-    from hydra_plugins.ftsweep_sweeper.ftsweep_sweeper import register
-
-    register()  # -m: Hydra instantiates our sweeper
     config.run_hydra(argv, train_task, config_dirs)
     return 0
 

@@ -1,7 +1,7 @@
 """Compose the config with Hydra, list a group's options, and run a Hydra entry point.
 
 The config search path, highest priority first: the user's config roots (``--config-dir``, ``./conf``;
-put in front by the ``ftsweep_searchpath`` Hydra plugin), then the shipped root (``ftsweep.conf``, Hydra's
+put in front by the ``ftsweep_searchpath`` Hydra plugin, which Hydra discovers or the entry point registers), then the shipped root (``ftsweep.conf``, Hydra's
 main config dir), then the schemas in Hydra's ConfigStore. Sweep definitions
 (``sweep=<name>``) come from ``sweep/`` folders (the shipped ones and the user's project) and are
 registered in the ConfigStore as group ``sweep``, package ``_global_``. Hydra / OmegaConf errors become
@@ -59,13 +59,9 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     Called by every compose; the work is done once per process and per set of sweep files (a file that
     changes, or a new user folder, is stored again)."""
     from hydra.core.config_store import ConfigStore
-    from hydra.core.plugins import Plugins
 
-    # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install's import hook
-    # hides from it: register the search-path plugin by hand (the sweeper: ftsweep_sweeper.register()).
-    from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import FtsweepSearchPathPlugin
-
-    Plugins.instance().register(FtsweepSearchPathPlugin)
+    # (The user's roots come first through the search-path plugin, which registers itself:
+    # hydra_plugins.ftsweep_sweeper.ftsweep_searchpath.register(), called by the entry points.)
     cs = ConfigStore.instance()
     if "train_schema.yaml" not in cs.repo:  # first call, or the store was reset
         _REGISTERED.clear()

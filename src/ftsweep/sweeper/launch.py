@@ -4,15 +4,17 @@ The sweep (:mod:`ftsweep.sweeper.runner`) builds a :class:`TrialLaunch` and give
 
 - its command line (:meth:`TrialLaunch.argv`): the trial command, the trial's overrides (fixed ones, then
   the sampled parameters as ``key=value``: what Hydra composes the run from) and
-  ``hydra.sweep.dir`` / ``hydra.sweep.subdir`` (where the run directory goes);
+  ``hydra.sweep.dir`` / ``hydra.sweep.subdir`` (where the run directory goes). The sampled values travel
+  here only, once: the trial reads them back from its overrides (:meth:`TrialLaunch.params`) for its
+  W&B run config;
 - its identity (:meth:`TrialLaunch.env`), as environment variables::
 
     FTSWEEP_STORAGE           Optuna storage URL
     FTSWEEP_STUDY_NAME        study name
     FTSWEEP_TRIAL_ID          Optuna trial id (storage-wide)
     FTSWEEP_TRIAL_NUMBER      Optuna trial number (per study; names trial_<n>/ and the W&B run)
-    FTSWEEP_TRIAL_PARAMS      JSON of the sampled parameters (the W&B run's config; the values the run
-                              trains with come from the overrides)
+    FTSWEEP_TRIAL_PARAM_KEYS  JSON list of the sampled parameters' names (which of the overrides are
+                              the trial's parameters; their values are in the command line only)
     FTSWEEP_PRUNER            JSON spec of the pruner (Optuna does not store pruners)
     FTSWEEP_OBJECTIVE_METRIC  the metric reported for pruning (default eval_loss)
     FTSWEEP_MULTI_OBJECTIVE   "1" when the study has several objectives (no pruning then)
@@ -28,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ENV_PREFIX = "FTSWEEP_"
@@ -40,7 +42,7 @@ class TrialLaunch:
     study_name: str
     trial_id: int
     trial_number: int = -1
-    params: dict[str, Any] = field(default_factory=dict)
+    param_keys: tuple[str, ...] = ()  # names of the sampled parameters (their values: the argv overrides)
     pruner: str | None = None  # ftsweep.sweeper.samplers.pruner_to_json
     objective_metric: str = "eval_loss"
     multi_objective: bool = False
@@ -54,7 +56,7 @@ class TrialLaunch:
             "FTSWEEP_STUDY_NAME": self.study_name,
             "FTSWEEP_TRIAL_ID": str(self.trial_id),
             "FTSWEEP_TRIAL_NUMBER": str(self.trial_number),
-            "FTSWEEP_TRIAL_PARAMS": json.dumps(self.params, default=str),
+            "FTSWEEP_TRIAL_PARAM_KEYS": json.dumps(list(self.param_keys)),
             "FTSWEEP_PRUNER": self.pruner or "",
             "FTSWEEP_OBJECTIVE_METRIC": self.objective_metric,
             "FTSWEEP_MULTI_OBJECTIVE": "1" if self.multi_objective else "0",
@@ -73,7 +75,7 @@ class TrialLaunch:
             study_name=env.get("FTSWEEP_STUDY_NAME", ""),
             trial_id=int(env["FTSWEEP_TRIAL_ID"]),
             trial_number=int(env.get("FTSWEEP_TRIAL_NUMBER") or -1),
-            params=json.loads(env.get("FTSWEEP_TRIAL_PARAMS") or "{}"),
+            param_keys=tuple(json.loads(env.get("FTSWEEP_TRIAL_PARAM_KEYS") or "[]")),
             pruner=env.get("FTSWEEP_PRUNER") or None,
             objective_metric=env.get("FTSWEEP_OBJECTIVE_METRIC") or "eval_loss",
             multi_objective=env.get("FTSWEEP_MULTI_OBJECTIVE") == "1",
@@ -89,3 +91,19 @@ class TrialLaunch:
 
         return [*command, *overrides, f"hydra.sweep.dir={format_value(sweep_dir)}",
                 f"hydra.sweep.subdir={format_value(subdir)}"]
+
+    def params(self, argv: list[str]) -> dict[str, Any]:
+        """The sampled parameters, decoded from the trial's command line (its ``key=value`` overrides, parsed
+        the way Hydra parses them, so a float comes back exactly: :func:`~ftsweep.sweeper.grammar.format_value` writes its
+        shortest round-trip repr). A parameter with no override of its own (a sweep ``variable``, the input
+        of a derived key only) is not in the result. Hydra's override parser only (no Optuna)."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        wanted = set(self.param_keys)
+        found: dict[str, Any] = {}
+        parser = OverridesParser.create()
+        for arg in argv:
+            key = arg.partition("=")[0]
+            if key in wanted:
+                found[key] = parser.parse_overrides([arg])[0].value()  # the last one wins, as in Hydra
+        return {k: found[k] for k in self.param_keys if k in found}

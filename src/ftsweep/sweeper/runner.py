@@ -217,7 +217,7 @@ class SweepRunner:
         same_host = self.s.conf.backend == "local"
         env = TrialLaunch(
             storage=self.s.storage_url, study_name=self.s.study_name, trial_id=trial._trial_id,
-            trial_number=trial.number, params=dict(trial.params), pruner=pruner_to_json(self.s.pruner),
+            trial_number=trial.number, param_keys=tuple(trial.params), pruner=pruner_to_json(self.s.pruner),
             objective_metric=self.s.metrics[0], multi_objective=len(self.s.directions) > 1,
             parent_pid=os.getpid() if same_host else 0, heartbeat_s=self.s.conf.heartbeat_interval_s).env()
         if gpu is not None:

@@ -89,12 +89,13 @@ def trial_callbacks(ctx: TrialLaunch) -> list[Any]:
     return [_make_pruning_callback(TrialReporter(ctx), ctx.objective_metric)]
 
 
-def run_info(ctx: TrialLaunch) -> Any:
-    """How the trial's W&B run is named: group = study, name = trial-<n>, trial number and params in its config."""
+def run_info(ctx: TrialLaunch, argv: list[str]) -> Any:
+    """How the trial's W&B run is named: group = study, name = trial-<n>, trial number and params in its config
+    (the params read back from the trial's overrides ``argv``)."""
     from ftsweep.tracking import RunInfo
 
     return RunInfo(group=ctx.study_name, name=f"trial-{ctx.trial_number}",
-                   config={"trial_number": ctx.trial_number, "trial_params": ctx.params,
+                   config={"trial_number": ctx.trial_number, "trial_params": ctx.params(argv),
                            "study_name": ctx.study_name})
 
 
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
 
     from ftsweep.config.compose import run_as_multirun_job
     from ftsweep.errors import UsageError, report
+    from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import register
+
+    register()  # the user's config roots, handed down in FTSWEEP_CONFIG_DIRS (editable installs too)
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ctx = trial_context()
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
 
         run_dir = HydraConfig.get().runtime.output_dir
         rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
-        metrics = execute(cfg, run_dir, trial_callbacks(ctx), run_info(ctx), parts)
+        metrics = execute(cfg, run_dir, trial_callbacks(ctx), run_info(ctx, argv), parts)
         return metrics.get("objective")
 
     try:

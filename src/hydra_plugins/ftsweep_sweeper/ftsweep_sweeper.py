@@ -20,14 +20,6 @@ from ftsweep.config.sweeper import register_sweeper_schema
 register_sweeper_schema()
 
 
-def register() -> None:
-    """Register this sweeper with Hydra by hand: Hydra finds plugins by walking the hydra_plugins
-    namespace, which an editable install's import hook hides from it."""
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance().register(FtsweepOptunaSweeper)
-
-
 class FtsweepOptunaSweeper(Sweeper):
     """Asks Optuna for trials and runs each as a subprocess; see ftsweep.config.sweeper.SweeperConf."""
 

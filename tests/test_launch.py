@@ -1,0 +1,88 @@
+"""A trial's hand-over (sweeper.launch.TrialLaunch): the sampled parameters travel once, as overrides on the
+trial's command line; the environment names them, and the trial reads their values back from its argv."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ftsweep.sweeper.grammar import SearchSpace, merge_overrides
+from ftsweep.sweeper.launch import TrialLaunch
+
+SAMPLED = {"optimizer.lr": 0.00042321987654321, "lora": "r16", "lora.r": 8, "data.path": "my data/a b.json",
+           "trainer.gradient_checkpointing": True, "ratio": 2.5}  # ratio: a variable (input of a derived key)
+
+
+def _handover():
+    """What the runner builds for one trial (runner._start / runner._env)."""
+    space = SearchSpace(variables={"ratio"}, derived={"lora.alpha": "{lora.r} * {ratio}"})
+    fixed = ["logger=none", "optimizer.lr=0.1"]  # a fixed value of a sampled key: the sampled one wins
+    overrides = merge_overrides(fixed, space.fixed, space.overrides(SAMPLED))
+    argv = TrialLaunch.argv([sys.executable, "-m", "ftsweep.sweeper.trial"], overrides, "/tmp/sweep dir", "trial_3")
+    env = TrialLaunch(storage="sqlite:///x.db", study_name="s", trial_id=7, trial_number=3,
+                      param_keys=tuple(SAMPLED)).env()
+    return argv, env
+
+
+def test_the_trial_reads_its_parameters_back_from_its_overrides_exactly():
+    argv, env = _handover()
+    ctx = TrialLaunch.from_env(env)
+    assert ctx is not None and ctx.trial_id == 7 and ctx.trial_number == 3
+    params = ctx.params(argv[3:])  # the trial's own argv (sys.argv[1:])
+    expected = {k: v for k, v in SAMPLED.items() if k != "ratio"}  # a variable has no override of its own
+    assert params == expected
+    assert list(params) == list(expected)  # in the order they were sampled
+    assert type(params["lora.r"]) is int and type(params["trainer.gradient_checkpointing"]) is bool
+    assert params["optimizer.lr"] == 0.00042321987654321  # exact float, not the fixed 0.1
+
+
+def test_the_values_travel_once_in_the_command_line_not_the_environment():
+    argv, env = _handover()
+    assert "optimizer.lr=0.00042321987654321" in argv
+    assert json.loads(env["FTSWEEP_TRIAL_PARAM_KEYS"]) == list(SAMPLED)
+    assert not any("0.00042321987654321" in v or "r16" in v for v in env.values())
+    assert "FTSWEEP_TRIAL_PARAMS" not in env
+
+
+def test_outside_a_sweep_there_is_no_trial_and_no_keys_mean_no_params():
+    assert TrialLaunch.from_env({}) is None
+    ctx = TrialLaunch.from_env({"FTSWEEP_TRIAL_ID": "1", "FTSWEEP_STORAGE": "sqlite://"})
+    assert ctx is not None and ctx.param_keys == () and ctx.params(["optimizer.lr=0.1"]) == {}
+
+
+def test_decoding_the_parameters_imports_no_optuna():
+    import subprocess
+
+    code = ("import sys; from ftsweep.sweeper.launch import TrialLaunch; "
+            "ctx = TrialLaunch.from_env({'FTSWEEP_TRIAL_ID': '1', 'FTSWEEP_STORAGE': 'sqlite://', "
+            "'FTSWEEP_TRIAL_PARAM_KEYS': '[\"optimizer.lr\"]'}); "
+            "print(ctx.params(['optimizer.lr=0.001']), 'optuna' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["{'optimizer.lr':", "0.001}", "False"]
+
+
+def test_a_trial_gives_its_wandb_run_the_parameters_of_its_command_line(tmp_path, monkeypatch):
+    """trial.main end to end (the recipe stubbed): the W&B run config holds the values of the overrides."""
+    import types
+
+    from ftsweep.sweeper import trial
+
+    seen: list = []
+    stub = types.ModuleType("ftsweep.train")
+
+    def execute(cfg, run_dir, callbacks, info, parts):
+        seen.append((cfg.optimizer.lr, info.name, info.group, info.config))
+        return {"status": "complete", "objective": 1.0}
+
+    stub.execute = execute
+    monkeypatch.setitem(sys.modules, "ftsweep.train", stub)
+    monkeypatch.setattr(trial, "trial_callbacks", lambda ctx: [])
+    env = TrialLaunch(storage="sqlite://", study_name="st", trial_id=1, trial_number=2,
+                      param_keys=("optimizer.lr", "lora")).env()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code = trial.main(["model=tiny", "logger=none", "lora=r16", "optimizer.lr=0.00042321987654321",
+                       f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=trial_2"])
+    assert code == 0
+    assert seen == [(0.00042321987654321, "trial-2", "st", {
+        "trial_number": 2, "trial_params": {"optimizer.lr": 0.00042321987654321, "lora": "r16"}, "study_name": "st"})]
