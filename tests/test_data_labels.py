@@ -535,3 +535,32 @@ def test_truncation_keeps_the_system_and_tool_block_openai_layout(build):
     assert got["labels"] == [IGNORE_INDEX] * (len(p + u) - 10) + a
     assert '"name": "get_weather"' in tok.decode(got["input_ids"]) and SYSTEM in tok.decode(got["input_ids"])
     assert (bundle.stats["n_truncated"], bundle.stats["n_history_cut"], bundle.stats["n_dropped"]) == (1, 0, 0)
+
+
+def test_history_is_cut_oldest_first_and_only_as_far_as_needed_openai_layout(build):
+    """OpenAI layout, multi-turn with a system turn and tools, mask_history: one token over removes only
+    the oldest exchange; the newer history turn stays (masked) and the trained call is whole."""
+    tools = [{"type": "function", "function": t} for t in WEATHER_TOOLS]
+    call_msg = {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": CALL}]}
+    msgs = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": OLD_Q},
+        {"role": "assistant", "content": OLD_A},
+        {"role": "user", "content": "And briefly?"},
+        {"role": "assistant", "content": "A road."},
+        {"role": "user", "content": ASK},
+        call_msg,
+    ]
+    row = {"messages": msgs, "tools": tools}
+    whole, tok = build([row], "data.format=chat", "data.mask_history=true", "data.cutoff_len=1024", name="m.jsonl")
+    n_whole = len(whole.train[0]["input_ids"])
+    kept = msgs[:1] + msgs[3:]
+    p, u1, h1, _ = _chat_parts(tok, kept, tools, 2)
+    _, u2, a, text = _chat_parts(tok, kept, tools, 4)
+    bundle, _ = build([row], "data.format=chat", "data.mask_history=true", f"data.cutoff_len={n_whole - 1}",
+                      name="m.jsonl")
+    got = bundle.train[0]
+    assert got["input_ids"] == p + u1 + h1 + u2 + a
+    assert got["labels"] == [IGNORE_INDEX] * len(p + u1 + h1 + u2) + a  # "A road." stays masked history
+    assert tok.decode(got["input_ids"]) == text
+    assert (bundle.stats["n_history_cut"], bundle.stats["n_dropped"]) == (1, 0)
