@@ -21,5 +21,11 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   "${pip[@]}" install "torch==2.13.0"
 fi
 echo "[setup] installing ftsweep and its dependencies into .venv (first time: ~2 minutes)" >&2
-"${pip[@]}" install -e ".[dev]"
+# pip's and setuptools' own chatter (e.g. the boxed editable-install notice) goes to a log, shown on failure
+log="$venv/setup.log"
+if ! "${pip[@]}" install -e ".[dev]" >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "[setup] pip install failed: full log in $log" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"

@@ -25,12 +25,7 @@ pytest.importorskip("psycopg", reason="psycopg (ftsweep[postgres]) is not instal
 
 @pytest.fixture(scope="module")
 def pg():
-    try:
-        server = pg_server.start()
-    except pg_server.NoServer as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {err}")
-        pytest.skip(f"no PostgreSQL server could be started: {err}")
+    server = pg_server.start_or_skip()
     yield server
     server.stop()
 
