@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     ROOT,
@@ -111,14 +113,14 @@ def trial_phases(events: list[dict[str, Any]]) -> dict[str, Any]:
             "pruned": not save, "missing_probes": [e["target"] for e in events if e["ev"] == "probe_missing"]}
 
 
-def trial_segments(events: list[dict[str, Any]]) -> list[tuple[int, Any, bool, list[dict[str, Any]]]]:
-    """One process's events -> (trial number, params, reused worker, events) per trial it ran. A cold trial
+def trial_segments(events: list[dict[str, Any]]) -> list[tuple[int, bool, list[dict[str, Any]]]]:
+    """One process's events -> (trial number, reused worker, events) per trial it ran. A cold trial
     process is one trial; a warm worker runs one trial per ``warm_trial`` span, the first from the process
     start (imports included), the others from their hand-over."""
     marks = [i for i, e in enumerate(events) if e["ev"] == "warm_trial:start"]
     if not marks:
         if events and events[0].get("trial") is not None and any(e["ev"] == "train:start" for e in events):
-            return [(int(events[0]["trial"]), json.loads(events[0].get("params") or "null"), False, events)]
+            return [(int(events[0]["trial"]), False, events)]
         return []
     out = []
     for k, i in enumerate(marks):
@@ -128,17 +130,19 @@ def trial_segments(events: list[dict[str, Any]]) -> list[tuple[int, Any, bool, l
         end = next((e["t"] for e in seg if e["ev"] == "warm_trial:end"), seg[-1]["t"])
         body = [{"ev": "trial_start", "t": t0, "t0": t0}, *(e for e in seg if e["t"] <= end), {"ev": "exit", "t": end}]
         if any(e["ev"] == "train:start" for e in body):
-            out.append((int(events[i]["trial"]), json.loads(events[i].get("params") or "null"), k > 0, body))
+            out.append((int(events[i]["trial"]), k > 0, body))
     return out
 
 
 def trial_result(run_dir: Path) -> dict[str, Any]:
-    """The trial's status and eval loss from its metrics.json (empty if the layout changed)."""
+    """The trial's parameters (its Hydra overrides, sampled values included: ``.hydra/overrides.yaml``),
+    status and eval loss (``metrics.json``); None for what is missing."""
+    overrides = run_dir / ".hydra" / "overrides.yaml"
+    params = sorted(yaml.safe_load(overrides.read_text())) if overrides.is_file() else None
     path = run_dir / "metrics.json"
-    if not path.is_file():
-        return {}
-    m = json.loads(path.read_text())
-    return {"status": m.get("status"), "eval_loss": m.get("eval_loss"), "initial_eval_loss": m.get("initial_eval_loss")}
+    m = json.loads(path.read_text()) if path.is_file() else {}
+    return {"params": params, "status": m.get("status"), "eval_loss": m.get("eval_loss"),
+            "initial_eval_loss": m.get("initial_eval_loss")}
 
 
 def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path, probe: bool = True) -> dict[str, Any]:
@@ -161,8 +165,8 @@ def run_sweep(mode: str, overrides: list[str], env: dict[str, str], tmp: Path, p
     proc = run_proc(ftsweep_cmd("train", "-m", *args), env=probe_env, timeout=1800)
     trials = []
     for f in sorted(phases_dir.glob("*.jsonl")):
-        for n, params, reused, ev in trial_segments(load_events(f)):
-            trials.append({"trial": n, "params": params, "reused_worker": reused,
+        for n, reused, ev in trial_segments(load_events(f)):
+            trials.append({"trial": n, "reused_worker": reused,
                            **trial_result(sweep_dir / f"trial_{n}"), **trial_phases(ev)})
     trials.sort(key=lambda t: t["trial"])
     return {"mode": mode, "probe": probe, "sweep_wall_s": proc.wall_s, "n_trials": len(trials),
@@ -258,6 +262,8 @@ def _same_results(sweeps: list[dict[str, Any]]) -> tuple[bool, int]:
     Returns (all equal, number of warm trials compared)."""
     cold = {json.dumps(t["params"], sort_keys=True): (t.get("status"), t.get("eval_loss"))
             for s in sweeps if s["mode"] == "cold" for t in s["trials"] if t.get("status") == "complete"}
+    if any(t["params"] is None for s in sweeps for t in s["trials"]):
+        raise SystemExit("a trial folder has no .hydra/overrides.yaml: its parameters are unknown")
     pairs = [(cold[k], (t.get("status"), t.get("eval_loss"))) for s in sweeps if s["mode"] == "warm"
              for t in s["trials"] if t.get("status") == "complete"
              and (k := json.dumps(t["params"], sort_keys=True)) in cold]

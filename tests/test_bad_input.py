@@ -67,6 +67,7 @@ CASES = [
     ("val_size_nan", [*RUN, "data.val_size=nan"], "data.val_size"),
     ("max_rows_zero", [*RUN, "data.max_rows=0"], "data.max_rows"),
     ("overlong", [*RUN, "data.overlong=cut"], "data.overlong"),
+    ("prompt_cut", [*RUN, "data.prompt_cut=middle"], "data.prompt_cut"),
     ("metric", [*RUN, "objective.metric=accuracy"], "objective.metric"),
     ("direction", [*RUN, "objective.direction=up"], "objective.direction"),
     ("logger_name", [*RUN, "logger.name=mlflow"], "logger.name"),

@@ -132,6 +132,8 @@ def test_trial_overhead_quick_times_every_phase_cold_and_warm(tmp_path, cache_di
     doc = _run("trial_overhead.py", tmp_path / "t.json", cache_dir)
     assert doc["missing_probes"] == [] and doc["results_identical"] is True and doc["n_trials_compared"] == 2
     assert [(s["mode"], s["probe"], s["n_trials"]) for s in doc["sweeps"]] == [("cold", True, 2), ("warm", True, 2)]
+    # the pairs compared are matched on each trial's own overrides (a sampled learning rate among them)
+    assert all(any(p.startswith("optimizer.lr=") for p in t["params"]) for s in doc["sweeps"] for t in s["trials"])
     assert {n: doc["summary"][n]["n"] for n in doc["summary"]} == {
         "cold": 2, "warm: first in worker": 1, "warm: reused worker": 1}
     for s in doc["sweeps"]:

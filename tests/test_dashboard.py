@@ -468,7 +468,7 @@ def test_live_on_a_journal_file(tmp_path):
 
     sweep_dir = tmp_path / "sw"
     proc = subprocess.Popen(fake_sweep_args(sweep_dir, 2, "hydra.sweeper.storage=journal", report=False),
-                            cwd=tmp_path, env=env(FAKE_STEP_S="1.0"), stdout=subprocess.PIPE,
+                            cwd=tmp_path, env=env(FAKE_STEP_S="2.5"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen: list[list[str]] = []
     try:

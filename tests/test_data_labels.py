@@ -537,6 +537,34 @@ def test_truncation_keeps_the_system_and_tool_block_openai_layout(build):
     assert (bundle.stats["n_truncated"], bundle.stats["n_history_cut"], bundle.stats["n_dropped"]) == (1, 0, 0)
 
 
+def test_prompt_cut_keep_start_is_llamafactorys_rule(build):
+    """data.prompt_cut=keep_start: the prompt loses its end (LLaMA-Factory's source_ids[:source_len]), so its
+    start is kept, for a plain prompt (truncate_both's split unchanged) and for a chat row with a tool block."""
+    _, tok = build([LONG], "data.format=prompt_completion")
+    p, a = enc(tok, LONG["prompt"], bos=True), enc(tok, LONG["completion"]) + [tok.eos_token_id]
+    n_p, n_a = len(p) - 1, len(a)
+    cutoff = (n_p + n_a) * 3 // 4 + 1
+    keep_a = int((cutoff - 1) * n_a / (n_p + n_a))
+    keep_p = cutoff - 1 - keep_a
+    bundle, _ = build([LONG], "data.format=prompt_completion", f"data.cutoff_len={cutoff}",
+                      "data.prompt_cut=keep_start")
+    got = bundle.train[0]
+    assert got["input_ids"] == p[: 1 + keep_p] + a[:keep_a]
+    assert got["labels"] == [IGNORE_INDEX] * (1 + keep_p) + a[:keep_a]
+    tools = [{"type": "function", "function": t} for t in WEATHER_TOOLS]
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": OLD_Q},
+            {"role": "assistant", "content": "Sunny."}]
+    row = {"messages": msgs, "tools": tools}
+    _, tok = build([row], "data.format=chat", "data.cutoff_len=1024", name="o.jsonl")
+    p, u, a, _ = _chat_parts(tok, msgs, tools, 2)
+    cutoff = len(p + u + a) - 10
+    bundle, _ = build([row], "data.format=chat", f"data.cutoff_len={cutoff}", "data.overlong=truncate_prompt",
+                      "data.prompt_cut=keep_start", name="o.jsonl")
+    got = bundle.train[0]
+    assert got["input_ids"] == p + u[:-10] + a  # the user turn's end (its assistant header too) is cut
+    assert got["labels"] == [IGNORE_INDEX] * (len(p + u) - 10) + a
+
+
 def test_history_is_cut_oldest_first_and_only_as_far_as_needed_openai_layout(build):
     """OpenAI layout, multi-turn with a system turn and tools, mask_history: one token over removes only
     the oldest exchange; the newer history turn stays (masked) and the trained call is whole."""

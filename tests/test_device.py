@@ -107,7 +107,7 @@ def test_one_visible_gpu_per_process_without_a_launcher(fake_nvidia_smi):
 
 
 def test_validation_probe_sees_mig_only_machines(fake_nvidia_smi):
-    from ftsweep.config.validate import cuda_available
+    from ftsweep.device import cuda_available  # what validation asks
 
     fake_nvidia_smi("")
     assert not cuda_available()

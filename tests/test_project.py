@@ -59,6 +59,26 @@ def test_a_users_conf_extends_groups_and_replaces_shipped_options(tmp_path, monk
         compose(["lora=bad"])
 
 
+def test_sweeps_of_another_folder_do_not_linger_in_process(tmp_path, monkeypatch):
+    """One process composing from two working directories: each sees its own sweep files only, and a
+    user file that replaced a shipped sweep gives the shipped one back when it is no longer on the path."""
+    from ftsweep.config.compose import compose, group_options
+
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        (root / "sweep").mkdir(parents=True)  # a project's sweeps live in ./sweep
+    own = "# @package _global_\nhydra:\n  sweeper:\n    n_trials: 3\n"
+    (a / "sweep" / "only_in_a.yaml").write_text(own)
+    (a / "sweep" / "quickstart.yaml").write_text(own)  # replaces the shipped quickstart
+    monkeypatch.chdir(a)
+    assert "only_in_a" in group_options("sweep")
+    assert compose(["sweep=quickstart"], check=False, hydra=True).hydra.sweeper.n_trials == 3
+    monkeypatch.chdir(b)
+    assert "only_in_a" not in group_options("sweep") and "quickstart" in group_options("sweep")
+    assert compose(["sweep=quickstart"], check=False, hydra=True).hydra.sweeper.n_trials != 3
+
+
 def test_config_dir_flag_adds_a_root_from_anywhere(tmp_path):
     init_project(tmp_path / "proj")
     elsewhere = tmp_path / "elsewhere"

@@ -34,7 +34,7 @@ if _DIR:
             return None
 
     _emit("process_start", t0=_process_start(), argv=sys.argv,
-          trial=os.environ.get("FTSWEEP_TRIAL_NUMBER"), params=os.environ.get("FTSWEEP_TRIAL_PARAMS"),
+          trial=os.environ.get("FTSWEEP_TRIAL_NUMBER"),
           parent=os.environ.get("FTSWEEP_PARENT_PID"))
     atexit.register(lambda: _emit("exit"))
 
@@ -67,7 +67,7 @@ if _DIR:
                 return fn(*a, **k)
             info = {}
             if phase == "warm_trial":  # a trial in a warm worker (imported there, not run as __main__)
-                info = {"trial": os.environ.get("FTSWEEP_TRIAL_NUMBER"), "params": os.environ.get("FTSWEEP_TRIAL_PARAMS")}
+                info = {"trial": os.environ.get("FTSWEEP_TRIAL_NUMBER")}
             _emit(phase + ":start", **info)
             if phase == "train":
                 _await_first_step[0] = True

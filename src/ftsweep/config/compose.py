@@ -47,24 +47,26 @@ def user_config(config_dirs: list[str] | tuple[str, ...] = ()) -> Iterator[None]
             os.environ[paths.CONFIG_DIRS_ENV] = saved
 
 
-_REGISTERED: set[Any] = set()  # what this process stored in the ConfigStore already (schemas, sweep files)
+_STORED_KEY: list[Any] = [None]  # the set of sweep files (path, mtime) the ConfigStore's group "sweep" holds now
+_LOADED: dict[tuple[str, int], Any] = {}  # (sweep file, mtime) -> its parsed node, or the error text
 _BROKEN_SWEEPS: dict[str, str] = {}  # sweep name -> why its file was skipped (an error only when it is used)
-_BROKEN_BY_FILES: dict[Any, dict[str, str]] = {}  # the same, per set of sweep files registered
 _WARNED: set[str] = set()
 
 
 def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     """Register the schemas and every sweep definition (shipped first; the user's replace same names).
 
-    Called by every compose; the work is done once per process and per set of sweep files (a file that
-    changes, or a new user folder, is stored again)."""
+    Called by every compose. The store's group ``sweep`` holds exactly the sweep files of the current
+    search path: a changed file, a new user folder, or another working directory (an in-process caller
+    composing from elsewhere) stores the group anew, and sweeps of an earlier folder do not linger. Each
+    file is parsed once per process and mtime."""
     from hydra.core.config_store import ConfigStore
 
     # (The user's roots come first through the search-path plugin, which registers itself:
     # hydra_plugins.ftsweep_sweeper.ftsweep_searchpath.register(), called by the entry points.)
     cs = ConfigStore.instance()
     if "train_schema.yaml" not in cs.repo:  # first call, or the store was reset
-        _REGISTERED.clear()
+        _STORED_KEY[0] = None
         register_configs()
         register_sweeper_schema()
     if not OmegaConf.has_resolver("path_slug"):  # sweep=lr_after_baseline names its folder after the baseline
@@ -72,23 +74,25 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     sweep_dirs = [paths.shipped_sweep_dir(), *paths.user_sweep_dirs(paths.user_config_dirs(config_dirs))]
     files = [(folder, file) for folder in sweep_dirs for file in sorted(folder.glob("*.yaml"))]
     key = tuple((str(file), file.stat().st_mtime_ns) for _, file in files)
-    if key in _REGISTERED:
-        _BROKEN_SWEEPS.clear()
-        _BROKEN_SWEEPS.update(_BROKEN_BY_FILES.get(key, {}))
+    if key == _STORED_KEY[0] and "sweep" in cs.repo:
         return
+    cs.repo.pop("sweep", None)  # only sweep files live in this group (no schema)
     _BROKEN_SWEEPS.clear()
     # One broken sweep file must not break every command: it is skipped with a warning, and only a
     # command that uses it (sweep=<its name>) fails, naming the file.
-    for folder, file in files:
-        try:
-            node = OmegaConf.load(file)
-        except Exception as err:
-            _BROKEN_SWEEPS[file.stem] = f"{file}: not a valid YAML file: {_first_line(err)}"
+    for (folder, file), file_key in zip(files, key, strict=True):
+        if file_key not in _LOADED:
+            try:
+                _LOADED[file_key] = OmegaConf.load(file)
+            except Exception as err:
+                _LOADED[file_key] = f"{file}: not a valid YAML file: {_first_line(err)}"
+        node = _LOADED[file_key]
+        if isinstance(node, str):
+            _BROKEN_SWEEPS[file.stem] = node
             continue
         _BROKEN_SWEEPS.pop(file.stem, None)
         cs.store(group="sweep", name=file.stem, node=node, package="_global_", provider=str(folder))
-    _REGISTERED.add(key)
-    _BROKEN_BY_FILES[key] = dict(_BROKEN_SWEEPS)
+    _STORED_KEY[0] = key
 
 
 @contextmanager

@@ -94,6 +94,11 @@ class DataConfig:
     # Default truncate_both: on the bundled Alpaca rows at cutoff 128 it keeps 899 training rows and loses no
     # whole prompt; truncate_answer keeps 599 (341 are left without an answer token), truncate_prompt loses 591 prompts.
     overlong: str = "truncate_both"
+    # Which end of the prompt truncate_both / truncate_prompt cut: keep_end (default: cut from the left, after
+    # the system / tool block; the end of the prompt is the turn header that leads into the trained answer) |
+    # keep_start (LLaMA-Factory's rule: cut the prompt's end, keeping its start; the answer may then follow a
+    # cut prompt without its assistant header).
+    prompt_cut: str = "keep_end"
     # SFT packing without attention across examples (trl bfd / padding-free); text: concatenate + cut.
     packing: bool = False
     # fail | skip (count and report skipped rows)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.objective import check_objective, is_generation_metric
-from ftsweep.device import cuda_available
+from ftsweep import device  # a module reference: ftsweep.device imports ftsweep.config.options
 from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
 
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
@@ -25,6 +25,7 @@ ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_a
 DATA_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
 DATA_LOADERS = ("auto", "json", "jsonl", "csv", "parquet", "hub")
 OVERLONG = ("truncate_both", "truncate_answer", "truncate_prompt", "drop")
+PROMPT_CUTS = ("keep_end", "keep_start")
 DATA_TEMPLATES = ("alpaca_en", "alpaca_ko", "special_tokens", "custom")
 CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templates.CHAT_TEMPLATES)
 BAD_ROWS = ("fail", "skip")
@@ -164,6 +165,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "data.format", DATA_FORMATS)
     _choice(cfg, "data.loader", DATA_LOADERS)
     _choice(cfg, "data.overlong", OVERLONG)
+    _choice(cfg, "data.prompt_cut", PROMPT_CUTS)
     _choice(cfg, "data.bad_rows", BAD_ROWS)
     _choice(cfg, "data.template", DATA_TEMPLATES)
     _choice(cfg, "data.chat_template", CHAT_TEMPLATES)
@@ -221,7 +223,7 @@ def _validate_eval_data(cfg: DictConfig) -> None:
 def _validate_device(cfg: DictConfig) -> None:
     """Combinations the machine or the libraries cannot do."""
     precision = cfg.trainer.precision
-    if precision in ("bf16", "fp16") and not cuda_available():
+    if precision in ("bf16", "fp16") and not device.cuda_available():
         raise ConfigError("trainer.precision", f"{precision} mixed precision needs a CUDA GPU; use auto or fp32 on CPU")
     import importlib.util
 
@@ -234,9 +236,9 @@ def _validate_device(cfg: DictConfig) -> None:
         if importlib.util.find_spec(package) is None:
             raise ConfigError("model.attn_implementation", f"{attn} needs the {package} package, which is not installed; "
                               "use flex_attention (packing without cross-example attention, no extra package) or sdpa")
-        if not cuda_available():
+        if not device.cuda_available():
             raise ConfigError("model.attn_implementation", f"{attn} needs a CUDA GPU; use sdpa on CPU")
-    if attn == "flex_attention" and not cuda_available():
+    if attn == "flex_attention" and not device.cuda_available():
         raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
                           "use sdpa or leave it null")
 

@@ -109,7 +109,7 @@ def _parts(e: Encoded, bos_id: int | None, cutoff: int) -> tuple[int, int]:
 
 
 def fit_length(
-    e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts: LengthCounts
+    e: Encoded, cutoff: int, policy: str, bos_id: int | None, counts: LengthCounts, keep_start: bool = False
 ) -> Encoded | None:
     """Apply ``data.overlong`` to a row longer than ``cutoff``; None when the row is dropped.
 
@@ -120,8 +120,9 @@ def fit_length(
     ``truncate_both`` splits the budget with :func:`infer_seqlen`, cutting the prompt from the left
     (after bos; the end of the prompt is what leads into the answer) and the answer from the right;
     ``truncate_answer`` cuts the end; ``truncate_prompt`` removes prompt tokens from the left (after
-    bos) and cuts the end only if that is not enough; ``drop`` drops the row. A row with no answer
-    token left is dropped: it would train on zero target tokens.
+    bos) and cuts the end only if that is not enough; ``drop`` drops the row. With ``keep_start``
+    (``data.prompt_cut=keep_start``, LLaMA-Factory's rule) the prompt loses its end instead of its start.
+    A row with no answer token left is dropped: it would train on zero target tokens.
     """
     if len(e.ids) > cutoff and policy != "drop":
         e = cut_history(e, cutoff, bos_id, counts)
@@ -143,9 +144,10 @@ def fit_length(
             keep_prompt, _ = infer_seqlen(n_prompt, n_answer, cutoff - head)
         if n_prompt and not keep_prompt:
             counts.prompt_lost += 1
-        cut = slice(first - keep_prompt, None)
-        ids = e.ids[:head] + e.ids[cut]
-        kinds = e.kinds[:head] + e.kinds[cut]
+        kept = range(head, head + keep_prompt) if keep_start else range(first - keep_prompt, first)
+        keep = [*range(head), *kept, *range(first, len(e.ids))]
+        ids = [e.ids[i] for i in keep]
+        kinds = [e.kinds[i] for i in keep]
         e = Encoded(ids[:cutoff], kinds[:cutoff], e.where)
     if ANSWER not in e.kinds:
         counts.dropped_empty += 1

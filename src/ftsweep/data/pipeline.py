@@ -314,7 +314,8 @@ def encode_batches(
         kept = [
             f
             for e in encoded
-            if (f := fit_length(e, d.cutoff_len, d.overlong, tokenizer.bos_token_id, counts))
+            if (f := fit_length(e, d.cutoff_len, d.overlong, tokenizer.bos_token_id, counts,
+                                keep_start=d.prompt_cut == "keep_start"))
         ]
         yield {
             "input_ids": [e.ids for e in kept],
