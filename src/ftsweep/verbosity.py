@@ -45,6 +45,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
                             module=r"transformers\.")
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # bitsandbytes loads its CPU kernels through `kernels`, which warns on every load that an offline Hub
+    # (HF_HUB_OFFLINE, the user's own choice) skips its publisher trust check
+    logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
     quiet_wandb()
     import datasets
     from transformers.utils import logging as hf_logging
