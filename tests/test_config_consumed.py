@@ -73,6 +73,8 @@ OBJECTIVE = {
     **{k: (None, None) for k in ("extra_metrics", "normalize", "pattern", "function", "max_samples", "subset_seed",
                                  "final_all_rows", "max_new_tokens", "new_tokens_margin", "batch_size",
                                  "write_predictions")},
+    # objective=lm_eval: read by ftsweep.objectives.harness (tests/test_lm_eval.py)
+    **{k: (None, None) for k in ("tasks", "task_metric", "include_path", "limit", "num_fewshot", "lm_eval_at_evals")},
 }
 
 

@@ -270,7 +270,9 @@ def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool,
         activation_checkpointing_kwargs={"use_reentrant": trainer.use_reentrant},
         train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
         load_best_model_at_end=trainer.load_best_model_at_end and has_eval and trainer.save_steps > 0,
-        metric_for_best_model=objective.metric.removeprefix("eval_"),
+        # objective=lm_eval without lm_eval_at_evals has no value at evaluations (transformers looks it up at each)
+        metric_for_best_model=(None if objective.metric == "lm_eval" and not objective.lm_eval_at_evals
+                               else objective.metric.removeprefix("eval_")),
         greater_is_better=objective.direction == "maximize",
         dataloader_num_workers=trainer.dataloader_num_workers,
         disable_tqdm=not sys.stderr.isatty(),

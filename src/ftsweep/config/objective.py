@@ -5,7 +5,10 @@ Two kinds of metric share one schema:
 - a number the Trainer logs (``eval_loss``, ``eval_mean_token_accuracy``, ...; :data:`KNOWN_METRICS`), as
   before this group existed;
 - a generation metric (:data:`GENERATION_METRICS`): the model answers each validation row's prompt (the
-  exact prompt tokens it was trained on) and the answer is scored against the row's reference.
+  exact prompt tokens it was trained on) and the answer is scored against the row's reference;
+- ``lm_eval`` (:data:`LM_EVAL`): lm-evaluation-harness tasks (``objective.tasks``) run on the in-memory model
+  with its adapter; the first task's ``objective.task_metric`` is the value (checked by
+  :mod:`ftsweep.config.harness`, which imports lm_eval only for this objective).
 
 The checks a type cannot express (metric names, a regex with a group, a user function's import path and
 signature) live here, run before any model loads, and raise :class:`ConfigError` naming the key.
@@ -38,6 +41,8 @@ KNOWN_METRICS = (
 )
 # Scored on generated answers (ftsweep.objectives.metrics); each is in [0, 1] except bleu / chrf (0-100).
 GENERATION_METRICS = ("exact_match", "contains", "regex", "rouge_l", "bleu", "chrf", "function")
+# lm-evaluation-harness tasks (objective=lm_eval; the optional extra ftsweep[eval]).
+LM_EVAL = "lm_eval"
 # The parameters a user metric function takes (``objective.function=my_pkg.metrics:score``).
 FUNCTION_PARAMS = ("prompt", "prediction", "reference", "row")
 
@@ -76,10 +81,26 @@ class ObjectiveConfig:
     max_new_tokens: int | None = None
     new_tokens_margin: int = 8
     # Rows generated together; null = from the memory model (the most rows, up to 64, whose KV cache and
-    # prefill fit in the memory training already needs).
+    # prefill fit in the memory training already needs). objective=lm_eval: the harness's batch; null =
+    # min(8, trainer.per_device_eval_batch_size) (its loglikelihood requests hold full-sequence logits).
     batch_size: int | None = None
     # Write predictions.jsonl (prompt, reference, prediction, score) for the rows of the last evaluation.
     write_predictions: bool = True
+    # --- objective=lm_eval only (lm-evaluation-harness, pip install ftsweep[eval]) ---
+    # Task, group or tag names; the first one's task_metric is the objective, all are in metrics.json.
+    tasks: list[str] = field(default_factory=list)
+    # The metric of the first task (acc, acc_norm, exact_match, ...; "name,filter" picks a filter);
+    # null = the first metric the task reports.
+    task_metric: str | None = None
+    # A folder of the user's own task YAMLs (or one YAML file); its tasks win over lm_eval's own of the same name.
+    include_path: str | None = None
+    # Documents per task: >= 1 a count, < 1 a fraction; null = all (also at evaluations).
+    limit: float | None = None
+    # Few-shot examples per task; null = each task's own default.
+    num_fewshot: int | None = None
+    # Also run the tasks at every evaluation (intermediate values: pruning, early stopping, best model);
+    # false = once, after training.
+    lm_eval_at_evals: bool = False
 
 
 def is_generation_metric(metric: str) -> bool:
@@ -97,13 +118,17 @@ def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_va
     ``stage_metrics``: what the training stage logs besides the common metrics (dpo: eval_rewards/accuracies)."""
     if obj.direction not in DIRECTIONS:
         raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: {', '.join(DIRECTIONS)}")
-    allowed = (*KNOWN_METRICS, *stage_metrics, *GENERATION_METRICS)
+    allowed = (*KNOWN_METRICS, *stage_metrics, *GENERATION_METRICS, LM_EVAL)
     if obj.metric not in allowed:
         raise ConfigError("objective.metric", f"unknown metric {obj.metric!r}; available: {', '.join(allowed)}")
     for name in obj.extra_metrics:
         if name not in GENERATION_METRICS:
             raise ConfigError("objective.extra_metrics", f"unknown generation metric {name!r}; available: "
                               f"{', '.join(GENERATION_METRICS)}")
+    if obj.metric == LM_EVAL:
+        from ftsweep.config.harness import check_lm_eval
+
+        check_lm_eval(obj)
     generation = [m for m in (obj.metric, *obj.extra_metrics) if is_generation_metric(m)]
     if not generation:
         return

@@ -186,7 +186,20 @@ def validate(cfg: DictConfig) -> None:
     check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
                     has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path),
                     stage_metrics=stage_metrics(cfg.stage.name))
+    _validate_lm_eval_at_evals(cfg)
     _validate_device(cfg)
+
+
+def _validate_lm_eval_at_evals(cfg: DictConfig) -> None:
+    """objective=lm_eval has values at evaluations only with objective.lm_eval_at_evals=true."""
+    if cfg.objective.metric != "lm_eval" or cfg.objective.lm_eval_at_evals:
+        return
+    t = cfg.trainer
+    for key, on in (("trainer.load_best_model_at_end", t.load_best_model_at_end and t.save_steps > 0),
+                    ("trainer.early_stopping_patience", t.early_stopping_patience > 0)):
+        if on:
+            raise ConfigError(key, "needs the objective at every evaluation, but objective=lm_eval runs its tasks only "
+                              "after training; set objective.lm_eval_at_evals=true")
 
 
 def _validate_custom_template(cfg: DictConfig) -> None:

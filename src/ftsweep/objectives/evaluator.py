@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep import rundir
-from ftsweep.config.objective import is_generation_metric
+from ftsweep.config.objective import LM_EVAL, is_generation_metric
 from ftsweep.objectives.generation import Example, decode_reference, examples_from_dataset, generate_answers
 from ftsweep.objectives.metrics import build_scorer
 
@@ -29,10 +29,15 @@ def generation_metrics(objective: Any) -> list[str]:
     return [m for i, m in enumerate(names) if is_generation_metric(m) and m not in names[:i]]
 
 
-def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None) -> GenerationEvaluator | None:
-    """None when the run computes no generation metric (the Trainer's metrics are the objective)."""
+def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None) -> Any:
+    """None when the run computes no generation metric (the Trainer's metrics are the objective);
+    objective=lm_eval: the lm-evaluation-harness evaluator (:mod:`ftsweep.objectives.harness`)."""
     from ftsweep.memory import generation_batch_size
 
+    if cfg.objective.metric == LM_EVAL:
+        from ftsweep.objectives.harness import HarnessEvaluator
+
+        return HarnessEvaluator(cfg, tokenizer)
     if not generation_metrics(cfg.objective) or eval_dataset is None:
         return None
     batch = generation_batch_size(cfg, getattr(model, "config", None))

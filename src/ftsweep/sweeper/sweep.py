@@ -219,7 +219,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
-    from ftsweep.config.objective import GENERATION_METRICS
+    from ftsweep.config.objective import GENERATION_METRICS, LM_EVAL
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -267,7 +267,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         if m in GENERATION_METRICS and m not in generated:
             raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
                                   f"set objective={m} (or add it to objective.extra_metrics)")
-        if m not in KNOWN_METRICS and m not in GENERATION_METRICS and m not in staged:
+        if m == LM_EVAL and m not in generated:
+            raise SweepInputError(f"hydra.sweeper.metric: {m} is computed only with objective=lm_eval")
+        if m not in KNOWN_METRICS and m not in GENERATION_METRICS and m not in staged and m != LM_EVAL:
             raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
                                   f"{', '.join((*KNOWN_METRICS, *staged, *GENERATION_METRICS))}")
 
