@@ -116,6 +116,14 @@ def rows() -> list[list[str]]:
                     ", ".join(f"{k} {f(v.get('wall_vs_grid'))}x" for k, v in s.items() if k not in ("grid", "_"))
                     + f" (grid {f(g.get('wall_to_2pct_median'), 0)} s)", "default ≤ 0.40x grid",
                     yes((s.get("default", {}).get("wall_vs_grid") or 9) <= 0.40), "`python bench/sweep_efficiency.py`"])
+    if (e := load("sweep_efficiency_exact_match")) and e.get("summary"):  # --objective exact_match (maximize)
+        s, g = e["summary"], e["summary"].get("grid", {})
+        out.append([f"real sweeps ranked on exact match: wall-clock to >= 0.98 x the best vs grid, "
+                    f"{len(e['seeds'])} seed(s), median",
+                    ", ".join(f"{k} {f(v.get('wall_vs_grid'))}x" for k, v in s.items() if k not in ("grid", "_"))
+                    + f" (grid {f(g.get('wall_to_2pct_median'), 0)} s; best exact match {f(s['_']['best_any'])})",
+                    "default ≤ 0.40x grid", yes((s.get("default", {}).get("wall_vs_grid") or 9) <= 0.40),
+                    "`python bench/sweep_efficiency.py --objective exact_match`"])
     return out
 
 

@@ -6,6 +6,7 @@ grid, random, TPE, TPE + median, TPE + hyperband, TPE + successive halving, GP, 
     python bench/sweep_efficiency.py --seeds 0 1 --methods grid default tpe+hyperband   # a part of it
     python bench/sweep_efficiency.py --resume                      # add what bench/results/... lacks
     python bench/sweep_efficiency.py --quick                       # every method end to end, tiny (tests)
+    python bench/sweep_efficiency.py --objective exact_match       # rank on exact match (maximize), not eval loss
 
 Space (chosen before any result was seen): lr log-uniform 1e-5..1e-1, LoRA r {4, 8, 16, 32}, alpha/r {1, 2}
 (``lora.alpha`` derived). The grid's learning rates are fixed beforehand at the centres of five equal bins
@@ -22,6 +23,12 @@ seeds: wall-clock seconds and optimizer steps until a finished trial is within 2
 of any method found, the best value at a fixed wall budget (40% of grid's median sweep time, the goal), and
 the whole sweep's time. A seed that never gets within 2% counts as its whole sweep (a lower bound, flagged).
 Results are written after every sweep, so ``--resume`` continues an interrupted run.
+
+``--objective exact_match`` runs the same sweeps with ``objective=exact_match`` (greedy answers on the
+validation rows scored at every evaluation, the pruners see it; its direction, maximize, is read from
+``conf/objective/exact_match.yaml``) and ranks on it; results go to ``results/sweep_efficiency_exact_match.json``.
+"Within 2% of the best" follows the direction: for minimize a value <= best * 1.02, for maximize a value
+>= best * 0.98 (2% of the best value, relative: with a best exact match of 0.80 the target is 0.784).
 """
 
 from __future__ import annotations
@@ -52,9 +59,37 @@ from _common import (  # noqa: E402
 )
 
 OUT = RESULTS / "sweep_efficiency.json"
+OBJECTIVES = ("eval_loss", "exact_match")  # conf/objective/<name>.yaml: the metric and its direction
 METHODS = ("grid", "random", "tpe", "tpe+median", "tpe+hyperband", "tpe+sh", "gp", "default")
 GRID_LRS = [float(f"{10 ** (-5 + 0.4 + 0.8 * i):.2g}") for i in range(5)]  # bin centres, fixed beforehand
 TARGET_RATIO = 0.40  # the goal: the default within 2% of the best in <= 40% of grid's wall-clock
+WITHIN = 0.02  # "within 2% of the best"
+
+
+def out_path(objective: str) -> Path:
+    """Results file of an objective (eval loss keeps the historical name the summary table reads)."""
+    return OUT if objective == "eval_loss" else RESULTS / f"sweep_efficiency_{objective}.json"
+
+
+def objective_direction(objective: str) -> str:
+    """minimize | maximize, as the shipped objective option says."""
+    import yaml
+
+    return str(yaml.safe_load((ROOT / "conf" / "objective" / f"{objective}.yaml").read_text())["direction"])
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    """a is strictly better than b."""
+    return a > b if direction == "maximize" else a < b
+
+
+def target_of(best: float, direction: str) -> float:
+    """The value a trial must reach to be "within 2% of the best" (minimize: <= this; maximize: >= this)."""
+    return best * (1 - WITHIN) if direction == "maximize" else best * (1 + WITHIN)
+
+
+def reaches(value: float, target: float, direction: str) -> bool:
+    return value >= target if direction == "maximize" else value <= target
 
 
 def method_settings(method: str, *, n_startup: int, eval_every: int, max_steps: int) -> dict[str, Any]:
@@ -84,7 +119,10 @@ def sweep_yaml(method: str, seed: int, spec: dict[str, Any]) -> str:
           else f"tag(log, interval({spec['lr'][0]!r}, {spec['lr'][1]!r}))")
     doc = {
         "defaults": [{"override /hydra/sweeper": "ftsweep_optuna"}, {"override /model": "tiny"},
-                     {"override /data": "proxy_tasks"}, {"override /logger": "none"}],
+                     {"override /data": "proxy_tasks"}, {"override /logger": "none"},
+                     # eval loss: the config's own objective, as in the runs measured before --objective existed
+                     *([{"override /objective": spec["objective"]}] if spec.get("objective", "eval_loss") != "eval_loss"
+                       else [])],
         "trainer": {"max_steps": spec["max_steps"], "eval_steps": spec["eval_every"],
                     "logging_steps": spec["eval_every"], "save_steps": 0},
         "hydra": {"mode": "MULTIRUN", "sweeper": {
@@ -95,6 +133,8 @@ def sweep_yaml(method: str, seed: int, spec: dict[str, Any]) -> str:
             "derived": {"lora.alpha": "{lora.r} * {alpha_ratio}"},
             "sampler": {**s["sampler"], "seed": seed}, "pruner": s["pruner"]}},
     }
+    if spec.get("objective_max_samples"):  # --quick: fewer rows scored at each evaluation
+        doc["objective"] = {"max_samples": spec["objective_max_samples"]}
     import yaml
 
     return "# @package _global_\n" + yaml.safe_dump(doc, sort_keys=False)
@@ -134,27 +174,27 @@ def read_trials(db: Path, started: dt.datetime, max_steps: int) -> list[dict[str
 
 
 # ------------------------------------------------------------------------------------------ analysis
-def trace(run: dict[str, Any]) -> list[tuple[float, int, float | None]]:
+def trace(run: dict[str, Any], direction: str = "minimize") -> list[tuple[float, int, float | None]]:
     """(seconds since start, optimizer steps of all finished trials, best value so far) after each trial."""
-    out, steps, best = [], 0, math.inf
+    out, steps, best = [], 0, None
     for t in run["trials"]:
         if t["finished_s"] is None:
             continue
         steps += t["steps"]
-        if t["state"] == "COMPLETE" and t["value"] is not None:
-            best = min(best, t["value"])
-        out.append((t["finished_s"], steps, best if best < math.inf else None))
+        if t["state"] == "COMPLETE" and t["value"] is not None and (best is None or better(t["value"], best, direction)):
+            best = t["value"]
+        out.append((t["finished_s"], steps, best))
     return out
 
 
-def reach(run: dict[str, Any], target: float) -> tuple[float, int] | None:
+def reach(run: dict[str, Any], target: float, direction: str = "minimize") -> tuple[float, int] | None:
     """(wall s, steps) when a finished trial first is within ``target``; None if never."""
-    return next(((s, n) for s, n, b in trace(run) if b is not None and b <= target), None)
+    return next(((s, n) for s, n, b in trace(run, direction) if b is not None and reaches(b, target, direction)), None)
 
 
-def best_at(run: dict[str, Any], seconds: float) -> float | None:
-    vals = [b for s, _, b in trace(run) if s <= seconds and b is not None]
-    return min(vals) if vals else None
+def best_at(run: dict[str, Any], seconds: float, direction: str = "minimize") -> float | None:
+    vals = [b for s, _, b in trace(run, direction) if s <= seconds and b is not None]
+    return (max if direction == "maximize" else min)(vals) if vals else None
 
 
 def spread(xs: list[float | None]) -> list[float] | None:
@@ -162,20 +202,20 @@ def spread(xs: list[float | None]) -> list[float] | None:
     return [min(vals), max(vals)] if vals else None
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(runs: list[dict[str, Any]], direction: str = "minimize") -> dict[str, Any]:
     """Per method: wall / steps to within 2% of the best found by any run, best at the fixed budget."""
     values = [t["value"] for r in runs for t in r["trials"] if t["state"] == "COMPLETE" and t["value"] is not None]
     if not values:
         return {}
-    best_any = min(values)
-    target = best_any * 1.02
+    best_any = max(values) if direction == "maximize" else min(values)
+    target = target_of(best_any, direction)
     methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
     grid_sweep = median(r["sweep_wall_s"] for r in runs if r["method"] == "grid")
     budget = TARGET_RATIO * grid_sweep if grid_sweep else None
-    out: dict[str, Any] = {"_": {"best_any": best_any, "target": target, "budget_s": budget}}
+    out: dict[str, Any] = {"_": {"best_any": best_any, "target": target, "budget_s": budget, "direction": direction}}
     for m in methods:
         mine = [r for r in runs if r["method"] == m]
-        hit = [reach(r, target) for r in mine]
+        hit = [reach(r, target, direction) for r in mine]
         walls = [h[0] if h else r["sweep_wall_s"] for h, r in zip(hit, mine)]
         steps = [h[1] if h else trace(r)[-1][1] if trace(r) else None for h, r in zip(hit, mine)]
         out[m] = {
@@ -183,8 +223,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "seeds_reaching_2pct": sum(h is not None for h in hit),
             "wall_to_2pct_per_seed": walls, "wall_to_2pct_median": median(walls), "wall_to_2pct_range": spread(walls),
             "steps_to_2pct_per_seed": steps, "steps_to_2pct_median": median(steps), "steps_to_2pct_range": spread(steps),
-            "best_median": median(best_at(r, math.inf) for r in mine),
-            "best_at_budget_median": median(best_at(r, budget) for r in mine) if budget else None,
+            "best_median": median(best_at(r, math.inf, direction) for r in mine),
+            "best_at_budget_median": median(best_at(r, budget, direction) for r in mine) if budget else None,
             "sweep_wall_median": median(r["sweep_wall_s"] for r in mine),
             "trials_median": median(len(r["trials"]) for r in mine),
             "pruned_median": median(sum(t["state"] == "PRUNED" for t in r["trials"]) for r in mine),
@@ -197,10 +237,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def print_report(summary: dict[str, Any], n_seeds: int) -> None:
+def print_report(summary: dict[str, Any], n_seeds: int, objective: str = "eval_loss") -> None:
     head = summary["_"]
     budget = f"{head['budget_s']:.0f} s" if head["budget_s"] else "-"
-    print(f"\nREAL SWEEPS: best value any run found {head['best_any']:.4f}; target (within 2%) {head['target']:.4f}; "
+    sign = ">=" if head.get("direction") == "maximize" else "<="
+    print(f"\nREAL SWEEPS ({objective}, {head.get('direction', 'minimize')}): best value any run found "
+          f"{head['best_any']:.4f}; target (within 2%) {sign} {head['target']:.4f}; "
           f"fixed budget {budget} (40% of grid's median sweep)\n")
     rows = []
     for m, s in summary.items():
@@ -214,7 +256,7 @@ def print_report(summary: dict[str, Any], n_seeds: int) -> None:
                  "steps vs grid", "best at budget", "best", "sweep wall s", "trials", "pruned"], rows))
 
 
-def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> None:
+def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path, objective: str = "eval_loss") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,11 +268,11 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> Non
     for m in METHODS:
         mine = [r for r in runs if r["method"] == m]
         if mine:
-            ys = [median(best_at(r, x) for r in mine) for x in xs]
+            ys = [median(best_at(r, x, summary["_"].get("direction", "minimize")) for r in mine) for x in xs]
             ax.step(xs, [y if y is not None else float("nan") for y in ys], where="post", label=m)
     ax.axhline(summary["_"]["target"], color="grey", linestyle=":", label="within 2% of best found")
     ax.set_xlabel("wall-clock seconds since the sweep command started")
-    ax.set_ylabel("best eval loss so far (median over seeds)")
+    ax.set_ylabel(f"best {objective.replace('_', ' ')} so far (median over seeds)")
     ax.set_title("proxy task, tiny model, real ftsweep sweeps (2 warm workers)")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -247,23 +289,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--workers", type=int, default=2, help="trials at once (warm workers)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out, run only missing ones")
-    p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {OUT})")
+    p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {OUT}; "
+                   "results/sweep_efficiency_<objective>.json for another objective)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="eval_loss",
+                   help="what the sweeps optimise and the methods are ranked on (exact_match: maximize)")
     args = p.parse_args(argv)
     if args.quick:
         spec = {"lr": [1e-4, 1e-1], "rs": [4, 8], "ratios": [1], "grid_lrs": [1e-3, 3e-2], "n_trials": 4,
                 "max_steps": 10, "eval_every": 5, "n_startup": 2, "workers": args.workers}
+        if args.objective != "eval_loss":
+            spec["objective_max_samples"] = 8
         seeds = args.seeds[:1]
     else:
         spec = {"lr": [1e-5, 1e-1], "rs": [4, 8, 16, 32], "ratios": [1, 2], "grid_lrs": GRID_LRS, "n_trials": 40,
                 "max_steps": 60, "eval_every": 10, "n_startup": 10, "workers": args.workers}
         seeds = args.seeds
-    out = args.out or (Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-")) / "e.json" if args.quick else OUT)
+    spec.update(objective=args.objective, direction=objective_direction(args.objective))
+    out = args.out or (Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-")) / "e.json" if args.quick
+                       else out_path(args.objective))
     workdir = Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-"))
     env = bench_env(default_cache())
     ensure_tiny_model(env)
     runs: list[dict[str, Any]] = []
     if args.resume and out.is_file():
-        runs = json.loads(out.read_text()).get("runs", [])
+        before = json.loads(out.read_text())
+        if before.get("spec", {}).get("objective", "eval_loss") != args.objective:
+            raise SystemExit(f"{out} holds {before['spec'].get('objective', 'eval_loss')} sweeps, not {args.objective}")
+        runs = before.get("runs", [])
     for seed in seeds:  # seed-major: a partial run has every method at the first seeds
         for m in args.methods:
             if any(r["method"] == m and r["seed"] == seed for r in runs):
@@ -274,16 +326,18 @@ def main(argv: list[str] | None = None) -> int:
             write(out, spec, runs)
     doc = write(out, spec, runs)
     if doc["summary"]:
-        print_report(doc["summary"], len(seeds))
-        plot(runs, doc["summary"], out.with_suffix(".png"))
+        print_report(doc["summary"], len(seeds), args.objective)
+        plot(runs, doc["summary"], out.with_suffix(".png"), args.objective)
     return 0
 
 
 def write(out: Path, spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     doc = {"benchmark": "sweep_efficiency", "replay": False, "machine": machine(), "versions": versions(),
            "how": "real ftsweep sweeps (ftsweep train sweep=<generated file>), timings from each study's storage",
+           "objective": spec.get("objective", "eval_loss"), "direction": spec.get("direction", "minimize"),
            "spec": spec, "methods": sorted({r["method"] for r in runs}, key=METHODS.index),
-           "seeds": sorted({r["seed"] for r in runs}), "summary": summarize(runs), "runs": runs}
+           "seeds": sorted({r["seed"] for r in runs}), "summary": summarize(runs, spec.get("direction", "minimize")),
+           "runs": runs}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return doc

@@ -5,6 +5,9 @@ ftsweep.sweeper.trial (so pruning is real), writes metrics.json / failure.json l
 The objective is a smooth function of optimizer.lr (best at lr=1e-3, plus a little per-step decay).
 FAKE_PLAN (JSON {trial_number: mode}) picks a failure mode per trial: raise | nan | oom | oom_once |
 hang | bad (a curve so bad the pruner must stop it); FAKE_STEP_S slows each step.
+With ``objective=exact_match`` it also writes ``exact_match``, which rises with lr up to 1 at lr=1e-2 (so it
+conflicts with eval_loss above lr=1e-3: a multi-objective sweep has a Pareto front of several trials), and the
+objective is exact_match, as in a real run.
 """
 
 from __future__ import annotations
@@ -83,7 +86,11 @@ def main() -> int:
                        "trial_number": int(number)}
             (run_dir / "metrics.json").write_text(json.dumps(metrics))
             return 0
-    metrics = {"status": "complete", "objective": value, "eval_loss": value, "train_loss": value + 0.1,
+    generation = {}
+    if args.get("objective") == "exact_match":
+        generation = {"exact_match": round(min(1.0, max(0.0, (math.log10(lr) + 4.0) / 2.0)), 6)}
+    metrics = {"status": "complete", "objective": generation.get("exact_match", value), "eval_loss": value,
+               "train_loss": value + 0.1, **generation,
                "wandb_run_id": None, "trial_number": int(number),
                # what the dashboard shows of a real trial (memory estimate vs peak, tokens, learning curve)
                "train_tokens": 4096, "memory_estimate_mib": 1200.0, "peak_memory_mb": 1000.0, "eval_history": evals,

@@ -148,6 +148,8 @@ CASES = [
     ("objective_max_new_tokens_zero", [*RUN, "objective=exact_match", "objective.max_new_tokens=0"],
      "objective.max_new_tokens"),
     ("objective_sweep_metric_not_generated", [*SWEEP, LR, "hydra.sweeper.metric=exact_match"], "hydra.sweeper.metric"),
+    ("objective_sweep_metrics_without_directions", [*SWEEP, LR, "objective=exact_match",
+                                                    "hydra.sweeper.metric=[exact_match,eval_loss]"], "hydra.sweeper.direction"),
     # ---- command line usage, every subcommand
     ("unknown_command", ["fly"], "fly"),
     ("inspect_rows_negative", ["inspect", "--rows", "-1"], "--rows"),

@@ -201,6 +201,42 @@ def test_sweep_efficiency_summary_counts_wall_and_steps_to_the_target():
     assert s["default"]["best_at_budget_median"] == 2.03 and s["grid"]["best_at_budget_median"] == 2.0
 
 
+def test_sweep_efficiency_summary_ranks_exact_match_by_maximizing():
+    """--objective exact_match: the best is the highest value, "within 2%" means >= best * 0.98, and a sweep
+    whose best stays below that counts as its whole sweep (never as reaching the target)."""
+    se = _load("sweep_efficiency")
+    assert se.objective_direction("exact_match") == "maximize" and se.objective_direction("eval_loss") == "minimize"
+    assert se.out_path("eval_loss") == se.OUT and se.out_path("exact_match").name == "sweep_efficiency_exact_match.json"
+
+    def trial(value, steps, end, state="COMPLETE"):
+        return {"state": state, "value": value, "steps": steps, "finished_s": end, "params": {}}
+
+    runs = [
+        {"method": "grid", "seed": 0, "sweep_wall_s": 100.0,
+         "trials": [trial(0.5, 60, 20.0), trial(0.8, 60, 40.0), trial(0.6, 60, 60.0)]},
+        {"method": "default", "seed": 0, "sweep_wall_s": 50.0,  # 0.785 >= 0.784: within 2%; 0.9 > 0.8 was never seen
+         "trials": [trial(None, 20, 5.0, "PRUNED"), trial(0.785, 60, 10.0), trial(0.1, 60, 30.0)]},
+        {"method": "random", "seed": 0, "sweep_wall_s": 70.0,  # 0.78 < 0.784: never within 2%
+         "trials": [trial(0.78, 60, 15.0), trial(0.2, 60, 35.0)]},
+    ]
+    s = se.summarize(runs, "maximize")
+    assert s["_"]["best_any"] == 0.8 and s["_"]["target"] == pytest.approx(0.784) and s["_"]["direction"] == "maximize"
+    assert s["grid"]["wall_to_2pct_median"] == 40.0 and s["grid"]["steps_to_2pct_median"] == 120
+    assert s["default"]["wall_to_2pct_median"] == 10.0 and s["default"]["steps_to_2pct_median"] == 80
+    assert s["default"]["wall_vs_grid"] == 0.25 and s["default"]["seeds_reaching_2pct"] == 1
+    assert s["random"]["seeds_reaching_2pct"] == 0 and s["random"]["wall_to_2pct_median"] == 70.0  # its whole sweep
+    assert s["grid"]["best_median"] == 0.8 and s["default"]["best_median"] == 0.785 and s["random"]["best_median"] == 0.78
+    assert s["default"]["best_at_budget_median"] == 0.785 and s["grid"]["best_at_budget_median"] == 0.8  # budget 40 s
+    # the same values read as losses (minimize) rank the other way round
+    low = se.summarize(runs)
+    assert low["_"]["best_any"] == 0.1 and low["default"]["seeds_reaching_2pct"] == 1 and low["grid"]["seeds_reaching_2pct"] == 0
+    # the generated sweep file makes exact match the trials' objective; eval loss keeps the config's own
+    spec = {"lr": [1e-4, 1e-1], "rs": [4], "ratios": [1], "grid_lrs": [1e-3], "n_trials": 2, "max_steps": 10,
+            "eval_every": 5, "n_startup": 2, "workers": 1}
+    assert "override /objective: exact_match" in se.sweep_yaml("tpe", 0, {**spec, "objective": "exact_match"})
+    assert "/objective" not in se.sweep_yaml("tpe", 0, {**spec, "objective": "eval_loss"})
+
+
 @pytest.mark.slow
 def test_parallel_scaling_quick_runs_one_and_two_workers(tmp_path, cache_dir):
     doc = _run("parallel_scaling.py", tmp_path / "p.json", cache_dir)

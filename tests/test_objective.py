@@ -183,6 +183,55 @@ def test_pruning_sees_the_generation_metric(compose, tmp_path):
     assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 8
 
 
+def test_wandb_run_holds_the_predictions_table_with_secrets_masked(compose, tmp_path, wandb_dir, monkeypatch):
+    """logger=wandb: the run's answers are the W&B table ``predictions`` (prompt, reference, prediction,
+    score), row for row what predictions.jsonl holds. The planted "secret" is a word of every prompt, so
+    masking is exercised: it must not reach the table."""
+    import time
+
+    from wandb_offline import read_offline_table
+
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "Instruction")  # every proxy-task prompt starts "### Instruction:"
+    cfg = compose(*[o for o in FAST if o != "logger=none"], "logger=wandb", "data=proxy_tasks",
+                  "objective=exact_match", "objective.max_samples=4", "trainer.max_steps=2", "trainer.eval_steps=2")
+    metrics = run(cfg, tmp_path / "run")
+    preds = rundir.read_predictions(tmp_path / "run")
+    assert metrics["status"] == "complete" and len(preds) == metrics["generation_final_rows"] > 4
+    (offline,) = (wandb_dir / "wandb").glob("offline-run-*")
+    import wandb
+
+    wandb.teardown()  # the service flushes the run's transaction log
+    deadline = time.monotonic() + 60
+    while (table := read_offline_table(offline, "predictions")) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert table is not None, "no predictions table in the offline run"
+    assert table["columns"] == ["prompt", "reference", "prediction", "score", "contains"]
+    assert table["data"] == [[p["prompt"], p["reference"], p["prediction"], p["scores"]["exact_match"],
+                              p["scores"]["contains"]] for p in preds]
+    assert all("### ***:" in p["prompt"] for p in preds)
+    text = next((offline / "files" / "media" / "table").glob("predictions_*.table.json")).read_text()
+    assert "Instruction" not in text
+
+
+def test_predictions_table_masks_secrets_and_puts_the_objective_first(monkeypatch):
+    from ftsweep.tracking import predictions_table
+
+    monkeypatch.setenv("HF_TOKEN", "hf_PLANTEDtok77")
+    rows = [{"index": 0, "prompt": "key hf_PLANTEDtok77?", "reference": "a", "prediction": "a",
+             "scores": {"contains": 1.0, "exact_match": 1.0}},
+            {"index": 1, "prompt": "q", "reference": "b", "prediction": "postgresql://u:pw@h/db",
+             "scores": {"contains": 0.0, "exact_match": 0.0}}]
+    columns, data = predictions_table(rows, "exact_match")
+    assert columns == ["prompt", "reference", "prediction", "score", "contains"]
+    assert data == [["key ***?", "a", "a", 1.0, 1.0], ["q", "b", "postgresql://u:***@h/db", 0.0, 0.0]]
+    # a Trainer objective (eval_loss) with extra generation metrics: the first metric scored is "score"
+    assert predictions_table(rows, "eval_loss")[0] == ["prompt", "reference", "prediction", "score", "exact_match"]
+
+
 def test_a_metric_that_raises_fails_the_run_with_the_reason(compose, tmp_path, monkeypatch):
     from ftsweep.train import run
 

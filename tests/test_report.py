@@ -112,3 +112,55 @@ def test_report_marks_trials_that_did_not_learn(study):
     assert "| yes |" in rows[0] and "NO: loss never fell below its initial value" in rows[1]
     assert "NO:" in rows[2] and "NO:" not in rows[3] and "yes" not in rows[4]  # trial 4: no metrics.json
     assert "2 trial(s) never got an eval loss below their initial value" in (sd / "report.md").read_text()
+
+
+def _dominates(a, b, signs):
+    """a dominates b: at least as good on every metric, better on one (signs: +1 maximize, -1 minimize)."""
+    return all(s * x >= s * y for s, x, y in zip(signs, a, b)) and any(s * x > s * y for s, x, y in zip(signs, a, b))
+
+
+def test_multi_objective_sweep_on_exact_match_and_eval_loss_reports_the_pareto_front(tmp_path):
+    """A sweep on two objectives, a generation metric among them (fake trials: exact_match rises with lr up to
+    1e-2, eval_loss is best at 1e-3, so they conflict): two directions, both values per trial taken from each
+    trial's metrics.json in the listed order, and the report's Pareto section is the non-dominated trials."""
+    import re
+
+    from sweep_helpers import load, run, sweep_args
+
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, "objective=exact_match", "hydra.sweeper.metric=[exact_match,eval_loss]",
+                       "hydra.sweeper.direction=[maximize,minimize]", "hydra.sweeper.sampler.name=random",
+                       "hydra.sweeper.sampler.seed=3", "hydra.sweeper.report=true", n_trials=6), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(sd)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.user_attrs["ftsweep:metrics"] == ["exact_match", "eval_loss"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 6
+    for t in done:
+        metrics = json.loads((sd / f"trial_{t.number}" / "metrics.json").read_text())
+        assert t.values == [metrics["exact_match"], metrics["eval_loss"]]
+    expected = sorted(t.number for t in done
+                      if not any(_dominates(o.values, t.values, (1, -1)) for o in done if o is not t))
+    assert 1 < len(expected) < len(done)  # the objectives conflict: a real front, not one best trial
+    summary = json.loads((sd / "summary.json").read_text())
+    assert summary["pareto_trials"] == expected and summary["directions"] == ["maximize", "minimize"]
+    report = (sd / "report.md").read_text()
+    section = report.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    assert f"{len(expected)} trial(s) that no other complete trial beats on every metric" in section
+    assert "| trial | exact_match (maximize) | eval_loss (minimize) |" in section
+    rows = {int(m[1]): m[0] for m in re.finditer(r"^\| (\d+) \|.*$", section, re.M)}
+    assert sorted(rows) == expected
+    for n in expected:
+        em, loss = study.trials[n].values
+        assert rows[n].startswith(f"| {n} | {em:.6g} | {loss:.6g} |")
+    assert "![pareto_front](plots/pareto_front.png)" in report and (sd / "plots" / "pareto_front.png").is_file()
+    from ftsweep.report import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([str(sd), "--out", str(tmp_path / "again")]) == 0
+    assert f"pareto front (exact_match, eval_loss): trial(s) {', '.join(map(str, expected))}" in out.getvalue()

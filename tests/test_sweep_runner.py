@@ -6,6 +6,7 @@ Real tiny-model trials are in test_sweep_real.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -162,8 +163,6 @@ def test_multi_objective(tmp_path):
     assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
     assert all(len(t.values) == 2 and not t.intermediate_values for t in study.trials)
     assert "pareto trial" in r.stdout
-    import json
-
     assert json.loads((sd / "summary.json").read_text())["pareto_trials"]
 
 
@@ -200,3 +199,17 @@ def test_repeated_kill_9_spends_no_retry_budget(tmp_path):
     reruns = [t for t in study.trials if t.user_attrs.get("retry_of") is not None]
     assert len(reruns) == killed and all(t.user_attrs["ftsweep:charged"] is False for t in reruns)  # ... and re-run
     assert max(t.user_attrs["ftsweep:rerun"] for t in reruns) >= 2  # a re-run was killed too (retry_stale=1)
+
+
+def test_outcome_values_follow_the_listed_metrics_not_the_objective(tmp_path):
+    """hydra.sweeper.metric=[eval_loss,exact_match] with objective=exact_match: the first value is eval_loss
+    (the run's objective only stands in when the run did not write the first metric: a custom trial command)."""
+    from ftsweep.sweeper.outcome import read_outcome
+    from ftsweep.sweeper.process import Exit
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "objective": 0.75, "exact_match": 0.75,
+                                                       "eval_loss": 1.5}))
+    assert read_outcome(tmp_path, Exit(0), ["eval_loss", "exact_match"]).values == [1.5, 0.75]
+    assert read_outcome(tmp_path, Exit(0), ["exact_match", "eval_loss"]).values == [0.75, 1.5]
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "objective": 2.0}))
+    assert read_outcome(tmp_path, Exit(0), ["eval_loss"]).values == [2.0]

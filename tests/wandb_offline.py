@@ -51,3 +51,15 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
         elif kind == "summary":
             out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
     return out
+
+
+def read_offline_table(run_path: str | os.PathLike, key: str) -> dict[str, Any] | None:
+    """The last ``wandb.Table`` logged under ``key`` in an offline run: its JSON file (``columns``, ``data``)
+    from ``files/``, found through the history row that points at it; None when none was logged (yet)."""
+    import json
+
+    rows = [r for r in read_offline_run(run_path)["history"] if r.get(f"{key}/_type") == "table-file"]
+    if not rows:
+        return None
+    path = Path(run_path) / "files" / rows[-1][f"{key}/path"]
+    return json.loads(path.read_text()) if path.is_file() else None

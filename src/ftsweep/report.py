@@ -7,7 +7,9 @@
 Written to the output directory:
     summary.json   study_name, n_trials, n_complete, n_pruned, n_failed, best_value, best_params, best_trial_dir,
                    n_did_not_learn / did_not_learn (trials whose eval loss never fell below its initial value), ...
-    report.md      the summary, a table of all trials (state, value, params, learned, reason) and the plots
+    report.md      the summary, a table of all trials (state, value, params, learned, reason) and the plots;
+                   a multi-objective sweep (hydra.sweeper.metric=[exact_match,eval_loss]) lists its Pareto front
+                   (the COMPLETE trials no other trial beats on every metric) and plots it
     trials.md      the table alone
     plots/         optimization_history, param_importances, parallel_coordinate, intermediate_values
                    (.png via matplotlib, .html via plotly; a plot that needs more trials is skipped)
@@ -29,6 +31,7 @@ from ftsweep.sweeper import attrs
 from ftsweep.tracking import mask_url_passwords
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
+MULTI_PLOTS = ("pareto_front",)  # multi-objective studies only
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -53,7 +56,10 @@ def main(argv: list[str]) -> int:
     summary = folder.read_summary() or {}
     print(f"study {summary['study_name']}: {summary['n_trials']} trials ({summary['n_complete']} complete, "
           f"{summary['n_pruned']} pruned, {summary['n_failed']} failed, {summary['n_running']} running)")
-    if summary["best_value"] is not None:
+    if summary.get("pareto_trials") is not None:
+        print(f"pareto front ({', '.join(summary['metrics'] or [])}): trial(s) "
+              f"{', '.join(map(str, summary['pareto_trials'])) or 'none'}")
+    elif summary["best_value"] is not None:
         print(f"best trial {summary['best_trial_number']}: value={summary['best_value']:.6g} "
               f"params={summary['best_params']} dir={summary['best_trial_dir']}")
     print(f"report: {folder.report}")
@@ -108,7 +114,7 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     best = best_trial(study)
     if best is not None:
         folder.best.write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
-    text = report_markdown(summary, table, plots, best is not None) + generation_section(study)
+    text = report_markdown(summary, table, plots, best is not None, pareto_section(study)) + generation_section(study)
     folder.report.write_text(mask_url_passwords(text))
     return out_dir
 
@@ -220,8 +226,11 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
     metric = str((study.user_attrs.get("ftsweep:metrics") or ["objective"])[0])  # the axes say what is optimised
     kwargs = {"target": target, "target_name": metric} if multi else {"target_name": metric}
     status = {}
-    for name in PLOTS:
+    names = study.user_attrs.get(attrs.METRICS) or []
+    for name in (*PLOTS, *(MULTI_PLOTS if multi else ())):
         plot_kwargs = {} if name == "intermediate_values" else kwargs
+        if name == "pareto_front":  # every objective on its own axis, the front highlighted
+            plot_kwargs = {"target_names": [str(m) for m in names]} if len(names) == len(study.directions) else {}
         if name == "intermediate_values" and multi:
             status[name] = "skipped: multi-objective studies have no intermediate values"
             continue
@@ -276,12 +285,15 @@ def _label_plotly(name: str, figure: Any, study: Any, metric: str, multi: bool) 
             figure.add_scatter(x=xs, y=ys, mode="markers", marker_symbol="x", marker_color="grey", name=PRUNED_LABEL)
 
 
-def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], has_best: bool) -> str:
+def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], has_best: bool,
+                    pareto: str = "") -> str:
     lines = [f"# Sweep {summary['study_name']}", ""]
     lines.append(f"{summary['n_trials']} trials: {summary['n_complete']} complete, {summary['n_pruned']} pruned, "
                  f"{summary['n_failed']} failed, {summary['n_running']} running "
                  f"({', '.join(summary['directions'])} {summary.get('metrics') or ''}).")
-    if summary["best_value"] is not None:
+    if pareto:
+        lines += ["", pareto]
+    elif summary["best_value"] is not None:
         lines += ["", f"**Best trial {summary['best_trial_number']}**: value {_fmt(summary['best_value'])}, "
                       f"params `{summary['best_params']}`, dir `{summary['best_trial_dir']}`."]
     if summary.get("n_did_not_learn"):
@@ -291,7 +303,8 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
         if summary.get("best_trial_number") in summary["did_not_learn"]:
             lines += ["", "**The best trial did not learn either**: widen or move the search space."]
     if has_best:
-        lines += ["", "Reproduce it: see the command at the top of [best.yaml](best.yaml)."]
+        which = "the front's first trial" if pareto else "it"
+        lines += ["", f"Reproduce {which}: see the command at the top of [best.yaml](best.yaml)."]
     lines += ["", "## Trials", "", table, "", "## Plots", ""]
     for name, state in plots.items():
         if state == "ok":
@@ -300,6 +313,39 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
         else:
             lines.append(f"- {name}: {state}")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ multi-objective
+def pareto_trials(study: Any) -> list[Any]:
+    """The COMPLETE trials no other COMPLETE trial dominates (as good on every metric, better on one), by
+    number; [] for a single-objective study."""
+    if len(study.directions) < 2:
+        return []
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def pareto_section(study: Any) -> str:
+    """``## Pareto front``: one row per non-dominated trial (its value on each metric, params, folder); ""
+    for a single-objective study."""
+    if len(study.directions) < 2:
+        return ""
+    front = pareto_trials(study)
+    metrics = [str(m) for m in study.user_attrs.get(attrs.METRICS) or []]
+    if len(metrics) != len(study.directions):
+        metrics = [f"value {i}" for i in range(len(study.directions))]
+    heads = [f"{m} ({d.name.lower()})" for m, d in zip(metrics, study.directions)]
+    lines = ["## Pareto front", "",
+             f"{len(front)} trial(s) that no other complete trial beats on every metric "
+             f"({', '.join(heads)}); a better value on one metric costs a worse one on another."]
+    if front:
+        params = sorted({k for t in front for k in t.params})
+        head = ["trial", *heads, *params, "dir"]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in front:
+            d = t.user_attrs.get(attrs.TRIAL_DIR)
+            row = [t.number, *t.values, *(t.params.get(p) for p in params), Path(d).name if d else None]
+            lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ generation

@@ -132,6 +132,24 @@ def wandb_dir(default: Path) -> str:
     return os.environ.get("WANDB_DIR") or str(default)
 
 
+# The W&B table of a generation objective's answers (one per run: a sweep trial's run holds its trial's).
+PREDICTIONS_TABLE = "predictions"
+
+
+def predictions_table(rows: list[dict[str, Any]], metric: str | None = None) -> tuple[list[str], list[list[Any]]]:
+    """(columns, data) of the predictions table: prompt, reference, prediction, score (the row's score on
+    ``metric``, else on the first metric it was scored on), then one column per other metric scored."""
+    rows = scrub(rows)
+    names: list[str] = []
+    for r in rows:
+        names += [m for m in r.get("scores") or {} if m not in names]
+    first = metric if metric in names else (names[0] if names else None)
+    others = [m for m in names if m != first]
+    data = [[r.get("prompt"), r.get("reference"), r.get("prediction"), (r.get("scores") or {}).get(first),
+             *((r.get("scores") or {}).get(m) for m in others)] for r in rows]
+    return ["prompt", "reference", "prediction", "score", *others], data
+
+
 @dataclass
 class RunInfo:
     """How the caller names this run's W&B run (a sweep trial: group = study, name = trial-<n>)."""
@@ -208,6 +226,16 @@ class Tracker:
         if self.run is not None:
             for k, v in values.items():
                 self.run.summary[k] = v
+
+    def log_predictions(self, rows: list[dict[str, Any]], metric: str | None = None) -> None:
+        """A generation objective's ``predictions.jsonl`` rows as the W&B table ``predictions`` (no-op
+        without a W&B run or rows); secrets masked as in every other thing ftsweep writes."""
+        if self.run is None or not rows:
+            return
+        import wandb
+
+        columns, data = predictions_table(rows, metric)
+        self.run.log({PREDICTIONS_TABLE: wandb.Table(columns=columns, data=data)})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:

@@ -187,6 +187,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
             rundir.write_metrics(run_dir, metrics)
             rundir.write_log_history(run_dir, trainer.state.log_history)
             rundir.write_manifest(run_dir, manifest(cfg, bundle))
+            if evaluator is not None:  # the answers as a W&B table (logger=wandb only)
+                tracker.log_predictions(rundir.read_predictions(run_dir), cfg.objective.metric)
         tracker.summary({"objective": metrics.get("objective"), "state": metrics["status"].upper(),
                          **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         exit_code = 0

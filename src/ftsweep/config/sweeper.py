@@ -108,7 +108,8 @@ class SweeperConf:
     # quantization / data settings and gives each trial a fresh, identically seeded adapter. A failed
     # trial ends its worker; the next trial gets a fresh one. Results are the same as cold trials'.
     warm_workers: bool = False
-    # minimize | maximize, or a list for multi-objective; default: the config's objective.direction.
+    # minimize | maximize, or a list for multi-objective (one per metric, or one for all; required when metric
+    # is a list). Default: the config's objective.direction.
     direction: Any = None
     # Metric(s) optimised; default: the config's objective.metric. A list = multi-objective.
     metric: Any = None

@@ -71,10 +71,13 @@ def exit_reason(code: int, last_line: str) -> str:
 
 
 def _metric(doc: dict[str, Any], name: str, first: bool) -> float:
-    if first and isinstance(doc.get("objective"), (int, float)):
-        return float(doc["objective"])
+    """The value of ``name``; the run's ``objective`` only stands in for the first metric when the run did not
+    write ``name`` (a custom trial command). Never the other way round: with ``objective=exact_match`` and
+    ``hydra.sweeper.metric=[eval_loss,exact_match]`` the first value is eval_loss, not the objective."""
     if isinstance(doc.get(name), (int, float)):
         return float(doc[name])
+    if first and isinstance(doc.get("objective"), (int, float)):
+        return float(doc["objective"])
     raise KeyError(f"metric {name!r} not in metrics.json")
 
 

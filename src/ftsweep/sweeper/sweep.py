@@ -249,6 +249,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
 
     metrics = [str(m) for m in _as_list(conf.metric)] or [str(OmegaConf.select(cfg, "objective.metric"))]
+    if len(metrics) > 1 and not _as_list(conf.direction):
+        # objective.direction is one metric's: [exact_match, eval_loss] would maximize the loss too
+        raise SweepInputError(f"hydra.sweeper.metric lists {len(metrics)} metrics ({', '.join(metrics)}): set "
+                              "hydra.sweeper.direction to one direction per metric, e.g. metric=[exact_match,eval_loss] "
+                              "direction=[maximize,minimize]")
     directions = [str(d).lower() for d in _as_list(conf.direction)] or [
         str(OmegaConf.select(cfg, "objective.direction"))] * len(metrics)
     if len(metrics) == 1 and len(directions) > 1:
