@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite (sets up .venv first). Extra arguments go to pytest, e.g. `-m "not slow"`.
+# Two pytest-xdist workers by default (one test module per worker: module fixtures stay shared);
+# PYTEST_WORKERS=0 runs everything in this process, PYTEST_WORKERS=auto one worker per core.
 # GPU-marked tests skip themselves without CUDA. pytest's "no tests collected" (exit 5) is a failure.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -7,7 +9,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 set +e
-"$root/.venv/bin/python" -m pytest "$@"
+workers="${PYTEST_WORKERS:-2}"
+"$root/.venv/bin/python" -m pytest -n "$workers" --dist loadscope "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -35,10 +35,26 @@ FAST = [
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One cache (tiny model, tokenized data) for the whole session, shared with subprocesses."""
-    path = Path(os.environ.get("FTSWEEP_TEST_CACHE") or tmp_path_factory.mktemp("ftsweep-cache"))
+    """One cache (tiny model, tokenized data) for the whole session, shared with subprocesses and, under
+    pytest-xdist, with the other workers (its entries are written atomically under a lock)."""
+    if os.environ.get("FTSWEEP_TEST_CACHE"):
+        path = Path(os.environ["FTSWEEP_TEST_CACHE"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "ftsweep-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("ftsweep-cache")
     os.environ["FTSWEEP_CACHE_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(cache_dir) -> Path:
+    """The tiny model built into the session cache (for tests whose output must not show its one-off build)."""
+    from ftsweep.config.compose import compose
+    from ftsweep.tiny import ensure_tiny, spec_from_cfg
+
+    return ensure_tiny(spec_from_cfg(compose([f"cache_dir={cache_dir}", "model=tiny"]).model.tiny), cache_dir)
 
 
 @pytest.fixture

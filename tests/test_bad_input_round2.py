@@ -89,7 +89,7 @@ def _make_read_only(path) -> bool:
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, request, cache_dir):
+def project(tmp_path, monkeypatch, request, tiny_model):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
     monkeypatch.setenv("FTSWEEP_TRIAL_CMD", FAKE_CMD)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ftsweep.config.compose import ConfigFailure
 from ftsweep.paths import shipped_conf_dir as conf_dir
 
+LM_EVAL_TASKS = Path(__file__).parent / "data" / "lm_eval"
 GROUPS = ["model", "quantization", "lora", "data", "optimizer", "scheduler", "trainer", "logger", "objective",
           "stage"]
 
@@ -20,7 +22,13 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_composes(compose, group, option):
-    extra = ["data.path=data/alpaca_en_demo.json"] if (group, option) == ("data", "custom_json") else []
+    # Options with a value the user must set (validation refuses them without it).
+    extra = {
+        ("data", "custom_json"): ["data.path=data/alpaca_en_demo.json"],
+        ("objective", "lm_eval"): ["objective.tasks=[ftsweep_tiny_mc]", f"objective.include_path={LM_EVAL_TASKS}"],
+    }.get((group, option), [])
+    if (group, option) == ("objective", "lm_eval"):
+        pytest.importorskip("lm_eval")
     cfg = compose(f"{group}={option}", *extra)
     assert cfg[group] is not None
 

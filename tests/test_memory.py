@@ -13,7 +13,7 @@ from conftest import FAST
 from ftsweep import cli
 from ftsweep.memory import MemoryInfeasible, estimate, preflight
 
-# Each run in its own process: ru_maxrss is a per-process high-water mark, so runs sharing a process
+# Each run in its own process: the peak RSS is a per-process high-water mark, so runs sharing a process
 # (or following other tests) would hide each other's peaks.
 MEASURE = """
 import json, sys
@@ -61,6 +61,16 @@ def test_estimate_within_30_percent_of_measured_peak_rss(cache_dir, tmp_path):
     print(json.dumps(results, indent=1))
     for name, r in results.items():
         assert 0.7 <= r["estimate"] / r["measured"] <= 1.3, (name, r)
+
+
+def test_a_child_of_a_large_process_measures_its_own_peak():
+    """A trial spawned by a big sweep (or test) process reports its own peak: Linux folds the parent's
+    high-water mark into ``ru_maxrss`` at exec, which once made a 290 MiB run read as 590 MiB."""
+    child = "from ftsweep.device import peak_rss_mib, reset_peak_memory; b = reset_peak_memory(); print(peak_rss_mib() - b)"
+    parent = (f"import subprocess, sys; ballast = bytearray(400 * 2**20); ballast[::4096] = b'x' * len(ballast[::4096]); "
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert 0 <= float(out.strip()) < 50, out
 
 
 def test_infeasible_trial_fails_before_the_model_loads(compose, monkeypatch):

@@ -21,6 +21,7 @@ import os
 import re
 import resource
 import shutil
+import sys
 import subprocess
 from collections.abc import Mapping, MutableMapping, Sequence
 
@@ -228,7 +229,21 @@ def peak_memory_mib() -> dict[str, float]:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak RSS in MiB since :func:`reset_peak_memory`: Linux's ``VmHWM``.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux folds the *parent's* high-water mark into it at exec (a
+    trial spawned by a large sweep or test process would report the parent's peak), and
+    ``clear_refs`` does not reset it. ``ru_maxrss`` only where ``/proc`` is missing (macOS: bytes).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / MiB if sys.platform == "darwin" else maxrss / 1024
 
 
 def reset_peak_memory() -> float:
