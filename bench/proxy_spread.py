@@ -6,7 +6,9 @@ lr (goal >= 20%) and whether the best lr is interior.
     python bench/proxy_spread.py            # 7 lr x 2 LoRA options, about 2-4 minutes on 2 CPU cores
     python bench/proxy_spread.py --quick    # 3 lr x r16, 10 steps (smoke test)
     python bench/proxy_spread.py --exact-match   # objective=exact_match: exact match of greedy answers per lr
-                                                 # (all 80 validation rows), lora=r8 (bench/results/proxy_spread_em.json)
+                                                 # (all 80 validation rows), lora=r8, 400 steps as in
+                                                 # sweep=quickstart_em (bench/results/proxy_spread_em.json)
+    python bench/proxy_spread.py --steps 120     # any other trial length
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def scan(lora: str, lrs: list[float], steps: int, eval_every: int, tmp: Path, en
     return sorted(out, key=lambda r: r["lr"])
 
 
+def eval_interval(steps: int) -> int:
+    """Steps between evaluations: 5 for smoke runs, 10 up to 80 steps (as sweep=quickstart), else 8 evaluations."""
+    return 5 if steps < 20 else 10 if steps <= 80 else steps // 8
+
+
 def spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
     best = min(rows, key=lambda r: r["eval_loss"])
     worst = max(rows, key=lambda r: r["eval_loss"])
@@ -60,15 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--exact-match", action="store_true")
     p.add_argument("--lrs", default=None, help="comma-separated learning rates (default: the 7 of the table)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps per run (default 60; 400 with --exact-match, as sweep=quickstart_em; 10 with --quick)")
     args = p.parse_args(argv)
     lrs, loras, steps = ([1e-4, 1e-2, 1e-1], ["r16"], 10) if args.quick else (LRS, ["r8", "r16"], 60)
     if args.lrs:
         lrs = [float(x) for x in args.lrs.split(",")]
     if args.exact_match:
-        return exact_match_spread(lrs, steps, args.out)
+        return exact_match_spread(lrs, args.steps or (steps if args.quick else 400), args.out)
+    steps = args.steps or steps
     env = bench_env(default_cache())
     with tempfile.TemporaryDirectory(prefix="ftsweep-bench-spread-") as d:
-        rows = {lora: scan(lora, lrs, steps, 10 if steps >= 20 else 5, Path(d), env) for lora in loras}
+        rows = {lora: scan(lora, lrs, steps, eval_interval(steps), Path(d), env) for lora in loras}
     spreads = {lora: spread(r) for lora, r in rows.items()}
     allrows = [r for rs in rows.values() for r in rs]
     overall = spread(allrows)
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['worst_eval_loss']:.3f}: worst/best {s['worst_over_best']:.2f}, optimum interior: {s['optimum_interior']}")
     write_result("proxy_spread", {
         "command": f"ftsweep train -m data=proxy_tasks lora=<r8|r16> logger=none optimizer.lr=<lrs> "
-                   f"trainer.max_steps={steps} trainer.eval_steps=10",
+                   f"trainer.max_steps={steps} trainer.eval_steps={eval_interval(steps)}",
         "steps": steps, "lrs": lrs, "spread": spreads, "overall": overall, "runs": allrows,
     }, args.out)
     return 0
@@ -91,7 +101,7 @@ def exact_match_spread(lrs: list[float], steps: int, out: str | None) -> int:
     env = bench_env(default_cache())
     objective = ("objective=exact_match", "objective.max_samples=16")
     with tempfile.TemporaryDirectory(prefix="ftsweep-bench-spread-em-") as d:
-        rows = scan("r8", lrs, steps, 10 if steps >= 20 else 5, Path(d), env, objective)
+        rows = scan("r8", lrs, steps, eval_interval(steps), Path(d), env, objective)
     best = max(rows, key=lambda r: r["exact_match"])
     worst = min(rows, key=lambda r: r["exact_match"])
     print(f"\ndata=proxy_tasks, tiny model, lora=r8, {steps} steps: exact match on all validation rows (eval loss)\n")
@@ -100,7 +110,7 @@ def exact_match_spread(lrs: list[float], steps: int, out: str | None) -> int:
     print(f"best lr {best['lr']:g} -> {best['exact_match']:.3f}, worst lr {worst['lr']:g} -> {worst['exact_match']:.3f}")
     write_result("proxy_spread_em", {
         "command": f"ftsweep train -m data=proxy_tasks lora=r8 logger=none {' '.join(objective)} optimizer.lr=<lrs> "
-                   f"trainer.max_steps={steps} trainer.eval_steps=10",
+                   f"trainer.max_steps={steps} trainer.eval_steps={eval_interval(steps)}",
         "steps": steps, "lrs": lrs, "best_lr": best["lr"], "best_exact_match": best["exact_match"],
         "worst_lr": worst["lr"], "worst_exact_match": worst["exact_match"], "runs": rows,
     }, out)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite (sets up .venv first). Extra arguments go to pytest, e.g. `-m "not slow"`.
-# Two pytest-xdist workers by default (one test module per worker: module fixtures stay shared);
+# Two pytest-xdist workers by default, tests dealt out one by one; a module with module-scoped fixtures
+# marks itself pytest.mark.xdist_group(...) and runs on one worker, so its fixtures are built once;
 # PYTEST_WORKERS=0 runs everything in this process, PYTEST_WORKERS=auto one worker per core.
 # GPU-marked tests skip themselves without CUDA. pytest's "no tests collected" (exit 5) is a failure.
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$root"
 export WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 set +e
 workers="${PYTEST_WORKERS:-2}"
-"$root/.venv/bin/python" -m pytest -n "$workers" --dist loadscope "$@"
+"$root/.venv/bin/python" -m pytest -n "$workers" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

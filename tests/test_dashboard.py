@@ -26,6 +26,9 @@ from ftsweep import cli
 from ftsweep import dashboard as dash
 from ftsweep.sweeper import watch
 
+# one worker runs this module: its module-scoped fixtures are built once (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("dashboard")
+
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = {"HF_TOKEN": "hf_planted_token_4815162342", "WANDB_API_KEY": "planted-wandb-key-0123456789abcdef",
            "PGPASSWORD": "planted-pg-password-77"}

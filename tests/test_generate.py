@@ -10,6 +10,9 @@ from test_merge import PLANTED, make_run
 from ftsweep import cli
 from ftsweep.generate import GenerationSettings, default_questions, generate_run, render_prompt
 
+# one worker runs this module: its module-scoped fixtures are built once (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("generate")
+
 SEED002 = [
     "Parameter-Efficient Fine Tuning에 대해 알려줘",
     "LLM에서 가장 유명한 LLM에는 뭐가 있어?",

@@ -15,6 +15,9 @@ from omegaconf import OmegaConf
 from ftsweep import cli
 from ftsweep.train import run
 
+# one worker runs this module: its module-scoped fixtures are built once (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("merge")
+
 PLANTED = "hf_PLANTEDtokenMERGE1234567890"
 
 

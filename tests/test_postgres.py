@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pg_server  # noqa: E402
 from sweep_helpers import env, load, run, sweep_args  # noqa: E402
 
+# one worker runs this module: its module-scoped fixtures are built once (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("postgres")
+
 pytest.importorskip("psycopg", reason="psycopg (ftsweep[postgres]) is not installed")
 
 

@@ -114,6 +114,37 @@ def test_report_marks_trials_that_did_not_learn(study):
     assert "2 trial(s) never got an eval loss below their initial value" in (sd / "report.md").read_text()
 
 
+def test_a_sweep_whose_complete_trials_all_tie_says_so(tmp_path, capsys):
+    """Exact match 0 for every trial (a model that answers nothing yet): the report, summary.json and the
+    sweep's end lines say that the objective told no trial apart; a study with one different value does not."""
+    from ftsweep.sweeper.sweep import print_best
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    for name, values in (("tied", [0.0, 0.0, 0.0]), ("apart", [0.0, 0.0, 0.05])):
+        sd = tmp_path / name
+        sd.mkdir()
+        s = optuna.create_study(study_name=name, storage=f"sqlite:///{sd / 'study.db'}", direction="maximize")
+        s.set_user_attr("ftsweep:metrics", ["exact_match"])
+        for v in values:
+            t = s.ask(dists)
+            t.set_user_attr("trial_dir", str(sd / f"trial_{t.number}"))
+            s.tell(t, v)
+        pruned = s.ask(dists)  # a pruned trial's value does not count
+        s.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+        write_report(s, sd)
+        print_best(s, sd)
+        summary = json.loads((sd / "summary.json").read_text())
+        report = (sd / "report.md").read_text()
+        out = capsys.readouterr().out
+        if name == "tied":
+            assert summary["all_tied_value"] == 0.0
+            assert "**Warning**: all 3 complete trials scored 0: the objective told no trial apart" in report
+            assert "warning: all 3 complete trials scored 0: the objective told no trial apart" in out
+        else:
+            assert summary["all_tied_value"] is None and "told no trial apart" not in report + out
+
+
 def _dominates(a, b, signs):
     """a dominates b: at least as good on every metric, better on one (signs: +1 maximize, -1 minimize)."""
     return all(s * x >= s * y for s, x, y in zip(signs, a, b)) and any(s * x > s * y for s, x, y in zip(signs, a, b))

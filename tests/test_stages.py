@@ -15,6 +15,9 @@ from conftest import FAST
 from ftsweep.cli import main
 from ftsweep.data import DataError
 
+# one worker runs this module: its module-scoped fixtures are built once (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("stages")
+
 PAIRS = ["data=proxy_pairs", "data.max_rows=200", "data.val_size=40", "data.cutoff_len=64"]
 
 

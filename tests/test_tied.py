@@ -10,6 +10,9 @@ from omegaconf import OmegaConf
 
 from ftsweep import model as model_mod
 
+# one worker runs this module: its module-scoped fixtures are built once (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tied")
+
 
 @pytest.fixture(scope="module")
 def tied_checkpoint(tmp_path_factory):

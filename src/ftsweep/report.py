@@ -6,7 +6,8 @@
 
 Written to the output directory:
     summary.json   study_name, n_trials, n_complete, n_pruned, n_failed, best_value, best_params, best_trial_dir,
-                   n_did_not_learn / did_not_learn (trials whose eval loss never fell below its initial value), ...
+                   n_did_not_learn / did_not_learn (trials whose eval loss never fell below its initial value),
+                   all_tied_value (the value every complete trial scored, when they all tie; else null), ...
     report.md      the summary, a table of all trials (state, value, params, learned, reason) and the plots;
                    a multi-objective sweep (hydra.sweeper.metric=[exact_match,eval_loss]) lists its Pareto front
                    (the COMPLETE trials no other trial beats on every metric) and plots it
@@ -122,7 +123,7 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
 def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     """The numbers of ``summary.json``."""
     from ftsweep.sweeper.storage import redact
-    from ftsweep.sweeper.study import best_trial, count, counted_trials
+    from ftsweep.sweeper.study import best_trial, count, counted_trials, tied_value
 
     c = count(study)
     best = best_trial(study)
@@ -144,6 +145,7 @@ def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
         "best_trial_dir": None if best is None else best.user_attrs.get(attrs.TRIAL_DIR),
         "best_wandb_run_id": None if best is None else best.user_attrs.get(attrs.WANDB_RUN_ID),
         "pareto_trials": [t.number for t in study.best_trials] if multi else None,
+        "all_tied_value": tied_value(study),
         "storage": redact(storage_url) if storage_url else None,
     }
 
@@ -296,6 +298,11 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
     elif summary["best_value"] is not None:
         lines += ["", f"**Best trial {summary['best_trial_number']}**: value {_fmt(summary['best_value'])}, "
                       f"params `{summary['best_params']}`, dir `{summary['best_trial_dir']}`."]
+    if summary.get("all_tied_value") is not None:
+        from ftsweep.sweeper.study import TIED_HINT
+
+        lines += ["", f"**Warning**: all {summary['n_complete']} complete trials scored "
+                      f"{_fmt(summary['all_tied_value'])}: {TIED_HINT}."]
     if summary.get("n_did_not_learn"):
         numbers = ", ".join(str(n) for n in summary["did_not_learn"])
         lines += ["", f"**Warning**: {summary['n_did_not_learn']} trial(s) never got an eval loss below their initial "

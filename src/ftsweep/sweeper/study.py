@@ -154,6 +154,21 @@ def best_trial(study: Any) -> Any:
         return None
 
 
+def tied_value(study: Any) -> float | None:
+    """The one value every COMPLETE trial of a single-objective study scored, when there are two or more of
+    them and they all tie (the objective told no trial apart, so the "best" is just the first); else None."""
+    from optuna.trial import TrialState
+
+    if len(study.directions) != 1:
+        return None
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return values[0] if len(values) >= 2 and len(set(values)) == 1 else None
+
+
+TIED_HINT = ("the objective told no trial apart, so the best trial is only the first: train longer "
+             "(trainer.max_steps), widen the search space or pick another objective")
+
+
 def owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 

@@ -401,7 +401,7 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
 
 def print_best(study: Any, report_dir: Path | None) -> None:
     """The end-of-sweep lines: best trial (value, params, trial dir) and where the report is."""
-    from ftsweep.sweeper.study import best_trial, count
+    from ftsweep.sweeper.study import TIED_HINT, best_trial, count, tied_value
 
     c = count(study)
     print(f"sweep {study.study_name}: {c.finished} trials ({c.complete} complete, {c.pruned} pruned, "
@@ -417,5 +417,8 @@ def print_best(study: Any, report_dir: Path | None) -> None:
             print(f"best trial {best.number}: value={best.value:.6g}")
             print(f"  params: {best.params}")
             print(f"  trial dir: {best.user_attrs.get(attrs.TRIAL_DIR)}")
+            tied = tied_value(study)
+            if tied is not None:
+                print(f"  warning: all {c.complete} complete trials scored {tied:.6g}: {TIED_HINT}")
     if report_dir is not None:
         print(f"report: {SweepDir(report_dir).report}  best config: {SweepDir(report_dir).best}")
