@@ -221,3 +221,27 @@ def test_adapter_config_lists_target_modules_sorted(tmp_path):
     assert again["modules_to_save"] == ["lm_head", "embed_tokens"]  # a list, in the user's order: unchanged
     assert {k: v for k, v in again.items() if k != "target_modules"} == {
         k: v for k, v in doc.items() if k != "target_modules"}
+
+
+def test_the_tiny_model_is_the_same_whatever_thread_count_builds_it(compose):
+    """The cache key names the spec, not the builder's threads: a 2-worker sweep's trial (1 thread each), a
+    one-off run (all cores) and another machine must build bitwise the same weights. Pre-training on
+    2 threads instead of 1 changed them (the sweep and a one-off run on fresh caches reported different losses)."""
+    import dataclasses
+
+    import torch
+
+    from ftsweep.tiny import build_model, build_tokenizer, spec_from_cfg
+
+    spec = dataclasses.replace(spec_from_cfg(compose("model=tiny").model.tiny), pretrain_steps=6)
+    tokenizer = build_tokenizer(spec)
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            weights.append([p.detach().clone() for p in build_model(spec, tokenizer).parameters()])
+            assert torch.get_num_threads() == threads  # the caller's count comes back
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*weights))

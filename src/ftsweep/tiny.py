@@ -22,9 +22,10 @@ from typing import Any
 from ftsweep.config.schema import TinyModelSpec as TinySpec  # the model.tiny schema
 from ftsweep.data.templates import LLAMA3_CHAT_TEMPLATE
 from ftsweep.notices import Ticker, notice
+from ftsweep.numerics import apply_threads
 from ftsweep.paths import bundled_data_dir
 
-BUILDER_VERSION = 2  # bump when the recipe changes so old caches are not reused
+BUILDER_VERSION = 3  # bump when the recipe changes so old caches are not reused (3: pre-trained on one thread)
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 HEADER_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 N_RESERVED = 251  # <|reserved_special_token_0|> .. <|reserved_special_token_250|>, as in Llama 3
@@ -149,14 +150,17 @@ def pretrain(model, tokenizer, spec: TinySpec, block: int = 128, batch: int = 16
     losses = []
     model.train()
     ticker = Ticker("tiny model pre-training steps", spec.pretrain_steps)
-    for step in range(spec.pretrain_steps):
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        out = model(input_ids=blocks[idx], labels=blocks[idx])
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(out.loss.item())
-        ticker.step(step + 1)
+    # One intra-op thread: on CPU the weights depend on the thread count, and the same spec (cache key) must
+    # give the same model whether a 2-worker sweep's trial, a one-off run or a 64-core machine builds it.
+    with apply_threads(1):
+        for step in range(spec.pretrain_steps):
+            idx = torch.randint(0, n, (batch,), generator=gen)
+            out = model(input_ids=blocks[idx], labels=blocks[idx])
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(out.loss.item())
+            ticker.step(step + 1)
     model.eval()
     return losses
 
