@@ -109,9 +109,41 @@ def test_report_marks_trials_that_did_not_learn(study):
     summary = json.loads((sd / "summary.json").read_text())
     assert summary["n_did_not_learn"] == 2 and summary["did_not_learn"] == [1, 2]
     rows = {int(r.split("|")[1]): r for r in (sd / "trials.md").read_text().splitlines()[2:]}
-    assert "| yes |" in rows[0] and "NO: loss never fell below its initial value" in rows[1]
+    assert "| yes |" in rows[0] and "NO: eval_loss never beat its value before training" in rows[1]
     assert "NO:" in rows[2] and "NO:" not in rows[3] and "yes" not in rows[4]  # trial 4: no metrics.json
-    assert "2 trial(s) never got an eval loss below their initial value" in (sd / "report.md").read_text()
+    assert "2 trial(s) never beat their value before training on eval_loss" in (sd / "report.md").read_text()
+    assert summary["learning_metric"] == "eval_loss"
+
+
+def test_learning_is_judged_by_the_objective_in_its_direction(tmp_path):
+    """GRPO's eval loss is no learning curve: a reward-maximising study judges each trial by its reward against
+    the reward before training (the pruner's intermediate values count), and a metric with no value before
+    training (an lm_eval score) falls back to the eval loss."""
+    from ftsweep.report import did_not_learn, learning_summary
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = optuna.create_study(study_name="grpo", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
+    s.set_user_attr("ftsweep:metrics", ["eval_reward"])
+    dists = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    # (initial reward, reward at steps 25 / 50, final reward): eval loss rises in all of them, as GRPO's does
+    cases = {0: (0.14, [0.15, 0.2], 0.26), 1: (0.14, [0.1, 0.14], 0.12), 2: (0.14, [0.2], None)}
+    for number, (initial, steps, final) in cases.items():
+        d = tmp_path / f"trial_{number}"
+        d.mkdir()
+        metrics = {"status": "complete", "initial_eval_loss": -0.01, "eval_history": [{"step": 25, "eval_loss": 0.01}],
+                   "initial_eval_reward": initial, **({"eval_reward": final} if final is not None else {})}
+        (d / "metrics.json").write_text(json.dumps(metrics))
+        t = s.ask(dists)
+        t.set_user_attr("trial_dir", str(d))
+        for i, v in enumerate(steps):
+            t.report(v, 25 * (i + 1))
+        if final is None:
+            s.tell(t, state=optuna.trial.TrialState.PRUNED)  # learned: 0.2 > 0.14 at step 25
+        else:
+            s.tell(t, final)
+    assert learning_summary(s) == {"n_did_not_learn": 1, "did_not_learn": [1], "learning_metric": "eval_reward"}
+    # the same trial judged by a metric it has no value before training for: its eval loss, which never fell
+    assert did_not_learn(s.trials[0], "lm_eval_acc", True) == (True, "eval_loss")
 
 
 def test_a_sweep_whose_complete_trials_all_tie_says_so(tmp_path, capsys):

@@ -6,7 +6,8 @@
 
 Written to the output directory:
     summary.json   study_name, n_trials, n_complete, n_pruned, n_failed, best_value, best_params, best_trial_dir,
-                   n_did_not_learn / did_not_learn (trials whose eval loss never fell below its initial value),
+                   n_did_not_learn / did_not_learn (trials whose objective never beat its value before training,
+                   judged by learning_metric: the objective, or the eval loss when it has no value before training),
                    all_tied_value (the value every complete trial scored, when they all tie; else null), ...
     report.md      the summary, a table of all trials (state, value, params, learned, reason) and the plots;
                    a multi-objective sweep (hydra.sweeper.metric=[exact_match,eval_loss]) lists its Pareto front
@@ -150,31 +151,56 @@ def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     }
 
 
-def did_not_learn(trial: Any) -> bool | None:
-    """True when a finished trial's eval loss never fell below its initial value (it diverged or did not
-    learn; its objective is not a result), False when it did, None when its metrics.json does not say."""
+def objective_of(study: Any) -> tuple[str, bool]:
+    """(metric, maximize) of the study's first objective, as the sweep recorded it (eval_loss if unrecorded)."""
+    metrics = study.user_attrs.get(attrs.METRICS) or ["eval_loss"]
+    return metrics[0], study.directions[0].name == "MAXIMIZE"
+
+
+def did_not_learn(trial: Any, metric: str = "eval_loss", maximize: bool = False) -> tuple[bool | None, str]:
+    """(flag, judged metric): flag is True when a finished trial's objective never beat its value before
+    training (``initial_<metric>`` in metrics.json; it diverged or did not learn, so its value is not a
+    result), False when it did, None when metrics.json does not say. A metric without an initial value
+    (e.g. an lm_eval score) is judged by the eval loss instead, as is every trial of a study that records none."""
     from ftsweep import rundir
 
     d = trial.user_attrs.get(attrs.TRIAL_DIR)
     metrics = rundir.read_metrics(Path(d)) if d else None
-    initial = (metrics or {}).get("initial_eval_loss")
-    if not isinstance(initial, (int, float)) or not math.isfinite(initial):
-        return None
-    losses = [h.get("eval_loss") for h in metrics.get("eval_history") or [] if isinstance(h, dict)]
-    losses.append(metrics.get("eval_loss"))
-    losses = [v for v in losses if isinstance(v, (int, float))]
-    if not losses:
-        return None
-    return not any(math.isfinite(v) and v < initial for v in losses)
+    if not metrics:
+        return None, metric
+    initial = metrics.get(f"initial_{metric}")
+    seen = list(trial.intermediate_values.values())  # what the pruner saw: this metric at each evaluation
+    if not _finite(initial):
+        metric, maximize, initial, seen = "eval_loss", False, metrics.get("initial_eval_loss"), []
+        if not _finite(initial):
+            return None, metric
+    seen += [h.get(metric) for h in metrics.get("eval_history") or [] if isinstance(h, dict)]
+    seen += [h.get(metric) for h in metrics.get("objective_history") or [] if isinstance(h, dict) and h.get("step")]
+    seen.append(metrics.get(metric))
+    seen = [v for v in seen if _finite(v)]
+    if not seen:
+        return None, metric
+    return not any((v > initial) if maximize else (v < initial) for v in seen), metric
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def learning_summary(study: Any) -> dict[str, Any]:
-    """``n_did_not_learn`` and ``did_not_learn`` (trial numbers) of the COMPLETE and PRUNED trials."""
+    """``n_did_not_learn`` and ``did_not_learn`` (trial numbers) of the COMPLETE and PRUNED trials, and the
+    metric they were judged by (``learning_metric``)."""
     from optuna.trial import TrialState
 
-    bad = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-           if did_not_learn(t)]
-    return {"n_did_not_learn": len(bad), "did_not_learn": bad}
+    metric, maximize = objective_of(study)
+    bad, judged = [], set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        flag, used = did_not_learn(t, metric, maximize)
+        if flag is not None:
+            judged.add(used)
+        if flag:
+            bad.append(t.number)
+    return {"n_did_not_learn": len(bad), "did_not_learn": bad, "learning_metric": ", ".join(sorted(judged)) or metric}
 
 
 def _fmt(v: Any) -> str:
@@ -197,14 +223,15 @@ def trials_table(study: Any) -> str:
 
     rerun = replaced_numbers(trials)
     head = ["trial", "state", "value", *params, *derived, "steps", "runtime_s", "learned", "reason", "dir"]
+    objective = objective_of(study)
     rows = []
     for t in trials:
         state = t.state.name + (" (re-run)" if t.number in rerun else "")
         value = t.values if t.values and len(t.values) > 1 else t.value
         steps = t.user_attrs.get(attrs.PRUNED_AT_STEP) or (max(t.intermediate_values) if t.intermediate_values else None)
         d = t.user_attrs.get(attrs.TRIAL_DIR)
-        flat = did_not_learn(t) if t.state.is_finished() and t.state.name != "FAIL" else None
-        learned = None if flat is None else ("NO: loss never fell below its initial value" if flat else "yes")
+        flat, judged = did_not_learn(t, *objective) if t.state.is_finished() and t.state.name != "FAIL" else (None, "")
+        learned = None if flat is None else (f"NO: {judged} never beat its value before training" if flat else "yes")
         shown = t.user_attrs.get(attrs.DERIVED) or {}
         rows.append([t.number, state, value, *(t.params.get(p) for p in params), *(shown.get(k) for k in derived), steps,
                      t.user_attrs.get(attrs.RUNTIME_S), learned, t.user_attrs.get(attrs.REASON), Path(d).name if d else None])
@@ -305,8 +332,9 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
                       f"{_fmt(summary['all_tied_value'])}: {TIED_HINT}."]
     if summary.get("n_did_not_learn"):
         numbers = ", ".join(str(n) for n in summary["did_not_learn"])
-        lines += ["", f"**Warning**: {summary['n_did_not_learn']} trial(s) never got an eval loss below their initial "
-                      f"value (diverged or did not learn; their values are not results): trial(s) {numbers}."]
+        lines += ["", f"**Warning**: {summary['n_did_not_learn']} trial(s) never beat their value before training on "
+                      f"{summary.get('learning_metric') or 'eval_loss'} (diverged or did not learn; their values are not "
+                      f"results): trial(s) {numbers}."]
         if summary.get("best_trial_number") in summary["did_not_learn"]:
             lines += ["", "**The best trial did not learn either**: widen or move the search space."]
     if has_best:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from ftsweep.config.errors import ConfigError
 
-REWARDS = ("exact_match", "regex", "length_penalty", "function")
+REWARDS = ("exact_match", "token_f1", "regex", "length_penalty", "function")
 
 
 def normalize(text: str) -> str:
@@ -20,6 +21,18 @@ def normalize(text: str) -> str:
 
 def exact_match(prompts, completions, answer=None, **_: Any) -> list[float]:
     return [float(normalize(c) == normalize(a)) for c, a in zip(completions, answer or [""] * len(completions))]
+
+
+def token_f1(prompts, completions, answer=None, **_: Any) -> list[float]:
+    """Word-level F1 of completion vs answer (SQuAD's partial credit, words compared after :func:`normalize`):
+    a dense reward where exact match is sparse, e.g. for a policy that gets most of an answer's words right."""
+    out = []
+    for c, a in zip(completions, answer or [""] * len(completions)):
+        pred, ref = normalize(c).split(), normalize(a).split()
+        common = sum((Counter(pred) & Counter(ref)).values())
+        out.append(float(pred == ref) if not pred or not ref else
+                   0.0 if common == 0 else 2 * common / (len(pred) + len(ref)))
+    return out
 
 
 def _regex(pattern: str) -> Callable:
@@ -76,6 +89,8 @@ def build_rewards(specs: Any) -> tuple[list[Callable], list[float]]:
         key = f"stage.rewards.{i}"
         if spec.name == "exact_match":
             func = exact_match
+        elif spec.name == "token_f1":
+            func = token_f1
         elif spec.name == "regex":
             if not spec.pattern:
                 raise ConfigError(f"{key}.pattern", "the regex reward needs a pattern")
