@@ -103,6 +103,11 @@ def rows() -> list[list[str]]:
                     f"**{f(g['wall_ratio'])}x** / {f(g['cpu_ratio'])}x ({g['pairs']} pair(s), load average "
                     f"{g['load_average_before']:.0f})", "≤ 1.3x", yes(g["wall_ratio"] <= 1.3 and g["cpu_ratio"] <= 1.3),
                     "`python bench/generation_cost.py`"])
+    if (p := load("parallel_scaling")) and not p.get("gpu"):
+        out.append([f"trials per hour, 2 trials at once vs 1 (CPU, 2 cores, {p['trials']} trials of {p['steps']} steps, "
+                    "warm workers): over the whole sweep / steady state",
+                    f"{f(p['ratio_2_vs_1'])}x / **{f(p['steady_ratio_2_vs_1'])}x**", "≥ 1.8x",
+                    yes(p["steady_ratio_2_vs_1"] >= 1.8), "`python bench/parallel_scaling.py`"])
     if (e := load("sweep_efficiency_replay")):
         s = e["summary"]
         out.append([f"steps to within 2% of the best, replay, {len(e['seeds'])} seeds: grid / random / TPE / TPE+median / TPE+hyperband",
