@@ -21,8 +21,8 @@ import os
 import re
 import resource
 import shutil
-import sys
 import subprocess
+import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 
 from ftsweep.config.options import PRECISION_DTYPES as DTYPE_NAMES
