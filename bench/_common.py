@@ -111,6 +111,12 @@ def ensure_tiny_model(env: dict[str, str]) -> None:
                              "data.val_size=0", "objective.metric=train_loss", f"hydra.run.dir={d}/run"), env=env)
 
 
+def eval_interval(steps: int) -> int:
+    """Steps between evaluations of a proxy-task run: 5 for smoke runs, 10 up to 80 steps (as sweep=quickstart),
+    else 8 evaluations (as sweep=quickstart_em's 400 steps, every 50)."""
+    return 5 if steps < 20 else 10 if steps <= 80 else steps // 8
+
+
 def median(xs: Iterable[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
     return statistics.median(vals) if vals else None

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, default_cache, ftsweep_cmd, run_proc, table, write_result  # noqa: E402
+from _common import bench_env, default_cache, eval_interval, ftsweep_cmd, run_proc, table, write_result  # noqa: E402
 
 LRS = [1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
@@ -45,11 +45,6 @@ def scan(lora: str, lrs: list[float], steps: int, eval_every: int, tmp: Path, en
                     **{k: m[k] for k in ("exact_match", "initial_exact_match", "contains", "generation_s_per_100_rows")
                        if k in m}})
     return sorted(out, key=lambda r: r["lr"])
-
-
-def eval_interval(steps: int) -> int:
-    """Steps between evaluations: 5 for smoke runs, 10 up to 80 steps (as sweep=quickstart), else 8 evaluations."""
-    return 5 if steps < 20 else 10 if steps <= 80 else steps // 8
 
 
 def spread(rows: list[dict[str, Any]]) -> dict[str, Any]:

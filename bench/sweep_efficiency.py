@@ -52,6 +52,7 @@ from _common import (  # noqa: E402
     bench_env,
     default_cache,
     ensure_tiny_model,
+    eval_interval,
     ftsweep_cmd,
     machine,
     median,
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         steps = args.steps or (60 if args.objective == "eval_loss" else 400)
         spec = {"lr": [1e-5, 1e-1], "rs": [4, 8, 16, 32], "ratios": [1, 2], "grid_lrs": GRID_LRS, "n_trials": 40,
-                "max_steps": steps, "eval_every": 10 if steps <= 80 else steps // 8, "n_startup": 10,
+                "max_steps": steps, "eval_every": eval_interval(steps), "n_startup": 10,
                 "workers": args.workers}
         seeds = args.seeds
     spec.update(objective=args.objective, direction=objective_direction(args.objective))
