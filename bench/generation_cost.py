@@ -1,7 +1,7 @@
 """What a generation objective costs: the quickstart trial (data=proxy_tasks, tiny model, lora=r8, 60 steps,
 eval every 10) with objective=exact_match (32 seeded rows per evaluation as in sweep=quickstart_em, all 80
-at the end; more evaluations per training step than quickstart_em's 400-step trials, so a harder case) vs objective=eval_loss, as paired cold ``ftsweep train`` processes; and seconds of
-generation per 100 validation rows (tiny model, CPU). Target: exact_match trial <= 1.3x the eval_loss one.
+at the end; more evaluations per training step than quickstart_em's 400-step trials, so a harder case) vs
+objective=eval_loss, as paired cold ``ftsweep train`` processes; and seconds of generation per 100 validation rows (tiny model, CPU). Target: exact_match trial <= 1.3x the eval_loss one.
 
     python bench/generation_cost.py             # 2 pairs, about 1-2 minutes on 2 quiet CPU cores
     python bench/generation_cost.py --pairs 1   # smoke

@@ -19,8 +19,11 @@ os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
 # Under pytest-xdist the workers share the machine's cores: each worker's torch (and the processes its tests
 # start) gets its share of intra-op threads, as the sweeper gives its trials, so that the workers' OpenMP
 # threads do not oversubscribe the cores. An OMP_NUM_THREADS already set wins; tests that need it unset unset it.
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and not os.environ.get("OMP_NUM_THREADS"):
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    from ftsweep.numerics import ENV, intra_op_share  # torch-free
+
+    if share := intra_op_share(int(os.environ["PYTEST_XDIST_WORKER_COUNT"])):
+        os.environ[ENV] = share
 
 # The test process is an entry point like `ftsweep`: it registers ftsweep's Hydra plugins itself (an
 # editable install hides them from Hydra's discovery; ftsweep.config never registers them).
