@@ -97,17 +97,17 @@ def reaches(value: float, target: float, direction: str) -> bool:
 
 def method_settings(method: str, *, n_startup: int, eval_every: int, max_steps: int,
                     objective: str = "eval_loss") -> dict[str, Any]:
-    """``hydra.sweeper.sampler`` / ``pruner`` of one method (the default: read from sweep/quickstart.yaml, with
-    sweep/quickstart_em.yaml's pruner settings on top for exact match)."""
+    """``hydra.sweeper.sampler`` / ``pruner`` of one method (the default: what ``sweep=quickstart
+    objective=<objective>`` composes to, so sweep/by_objective/quickstart_exact_match.yaml's pruner for exact match)."""
     if method == "default":
-        import yaml
+        from omegaconf import OmegaConf
 
-        shipped = yaml.safe_load((ROOT / "sweep" / "quickstart.yaml").read_text())["hydra"]["sweeper"]
-        sampler = {k: v for k, v in shipped["sampler"].items() if k != "seed"}
-        pruner = dict(shipped.get("pruner") or {"name": "none"})
-        if objective == "exact_match":
-            em = yaml.safe_load((ROOT / "sweep" / "quickstart_em.yaml").read_text())["hydra"]["sweeper"]
-            pruner.update(em.get("pruner") or {})
+        from ftsweep.config.compose import compose
+
+        cfg = compose(["sweep=quickstart", f"objective={objective}"], check=False, hydra=True)
+        shipped = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+        sampler = {k: v for k, v in shipped["sampler"].items() if k != "seed" and v is not None}
+        pruner = {k: v for k, v in (shipped.get("pruner") or {"name": "none"}).items() if v is not None}
         return {"sampler": sampler, "pruner": pruner}
     sampler = {"grid": {"name": "grid"}, "random": {"name": "random"},
                "gp": {"name": "gp", "n_startup_trials": n_startup}}.get(method, {"name": "tpe", "n_startup_trials": n_startup})

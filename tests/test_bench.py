@@ -235,15 +235,14 @@ def test_sweep_efficiency_summary_ranks_exact_match_by_maximizing():
             "eval_every": 5, "n_startup": 2, "workers": 1}
     assert "override /objective: exact_match" in se.sweep_yaml("tpe", 0, {**spec, "objective": "exact_match"})
     assert "/objective" not in se.sweep_yaml("tpe", 0, {**spec, "objective": "eval_loss"})
-    # "default" is what ships for each objective: sweep=quickstart_em's pruner warm-up on quickstart's settings
-    import yaml
+    # "default" is what ships for each objective: sweep=quickstart objective=<it> (exact match: its by_objective file)
+    from ftsweep.config.compose import compose
 
-    shipped = {name: yaml.safe_load((ROOT / "sweep" / f"{name}.yaml").read_text())["hydra"]["sweeper"]
-               for name in ("quickstart", "quickstart_em")}
     em = se.method_settings("default", n_startup=2, eval_every=50, max_steps=400, objective="exact_match")
     loss = se.method_settings("default", n_startup=2, eval_every=10, max_steps=60)
-    assert em["pruner"]["n_warmup_steps"] == shipped["quickstart_em"]["pruner"]["n_warmup_steps"] == 200
-    assert loss["pruner"] == shipped["quickstart"]["pruner"] and em["sampler"] == loss["sampler"]
+    assert em["pruner"]["n_warmup_steps"] == 200 and loss["pruner"]["n_warmup_steps"] == 20
+    assert loss["pruner"]["name"] == compose(["sweep=quickstart"], hydra=True).hydra.sweeper.pruner.name == "median"
+    assert em["sampler"] == loss["sampler"] and em["sampler"]["name"] == "tpe"
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from sweep_helpers import FAKE_CMD, load, run
 
 from ftsweep.config.errors import UsageError
@@ -77,6 +78,34 @@ def test_sweeps_of_another_folder_do_not_linger_in_process(tmp_path, monkeypatch
     monkeypatch.chdir(b)
     assert "only_in_a" not in group_options("sweep") and "quickstart" in group_options("sweep")
     assert compose(["sweep=quickstart"], check=False, hydra=True).hydra.sweeper.n_trials != 3
+
+
+def test_a_sweep_specialised_for_an_objective_loads_on_top_and_the_command_line_wins(tmp_path, monkeypatch):
+    """sweep/by_objective/<sweep>_<objective>.yaml applies only when both are chosen (shipped and the user's)."""
+    from ftsweep.config.compose import compose, group_options
+
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    plain = compose(["sweep=quickstart"], hydra=True)
+    assert plain.trainer.max_steps == 60 and plain.hydra.sweeper.study_name == "quickstart"
+    em = compose(["sweep=quickstart", "objective=exact_match"], hydra=True)
+    assert em.trainer.max_steps == 400 and em.objective.max_samples == 32
+    assert em.hydra.sweeper.pruner.n_warmup_steps == 200 and em.hydra.sweeper.study_name == "quickstart_em"
+    assert compose(["sweep=quickstart", "objective=rouge_l"]).trainer.max_steps == 60  # none shipped for rouge_l
+    assert compose(["sweep=quickstart", "objective=exact_match", "trainer.max_steps=80"]).trainer.max_steps == 80
+    assert compose(["objective=exact_match"]).trainer.max_steps == 40  # no sweep: nothing specialised
+    # sweep=quickstart_em is the same sweep
+    em2 = compose(["sweep=quickstart_em"], hydra=True)
+    for key in ("trainer", "objective", "hydra.sweeper", "hydra.sweep.dir"):
+        assert OmegaConf.select(em2, key) == OmegaConf.select(em, key), key
+    assert "by_objective" not in " ".join(group_options("sweep"))  # not a sweep of its own
+    # the user's sweep folder: a sweep and its exact-match settings
+    (tmp_path / "sweep" / "by_objective").mkdir(parents=True)
+    (tmp_path / "sweep" / "mine.yaml").write_text("# @package _global_\ntrainer:\n  max_steps: 7\n")
+    (tmp_path / "sweep" / "by_objective" / "mine_exact_match.yaml").write_text(
+        "# @package _global_\ntrainer:\n  max_steps: 70\n")
+    assert compose(["sweep=mine"]).trainer.max_steps == 7
+    assert compose(["sweep=mine", "objective=exact_match"]).trainer.max_steps == 70
 
 
 def test_config_dir_flag_adds_a_root_from_anywhere(tmp_path):

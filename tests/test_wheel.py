@@ -57,6 +57,10 @@ def test_the_wheel_carries_config_sweeps_and_data(wheel_site, tmp_path, cache_di
     conf = Path(out[1])
     assert (conf / "train.yaml").is_file() and (conf / "model" / "tiny.yaml").is_file()
     assert (Path(out[2]) / "quickstart.yaml").is_file() and (Path(out[3]) / "alpaca_en_demo.json").is_file()
+    # and the sweeps' per-objective settings (sweep/by_objective/), which train.yaml loads on top
+    shown = _ftsweep(wheel_site, cache_dir, tmp_path, "train", "sweep=quickstart", "objective=exact_match", "--cfg",
+                     "job").stdout
+    assert OmegaConf.create(shown).trainer.max_steps == 400
 
 
 def test_init_and_a_user_sweep_from_an_empty_folder(wheel_site, tmp_path, cache_dir):

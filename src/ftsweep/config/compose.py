@@ -28,6 +28,7 @@ from ftsweep.config.validate import validate
 from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError
 
 CONFIG_NAME = "train"
+BY_OBJECTIVE = "by_objective"  # sweep/by_objective/<sweep>_<objective>.yaml (see conf/train.yaml)
 VERSION_BASE = "1.3"
 
 
@@ -72,7 +73,10 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     if not OmegaConf.has_resolver("path_slug"):  # sweep=lr_after_baseline names its folder after the baseline
         OmegaConf.register_new_resolver("path_slug", paths.path_slug)
     sweep_dirs = [paths.shipped_sweep_dir(), *paths.user_sweep_dirs(paths.user_config_dirs(config_dirs))]
-    files = [(folder, file) for folder in sweep_dirs for file in sorted(folder.glob("*.yaml"))]
+    # <folder>/*.yaml are the sweeps; <folder>/by_objective/<sweep>_<objective>.yaml specialise a sweep for an
+    # objective (train.yaml loads it on top when both are chosen: Hydra's "specializing configuration" pattern).
+    files = [(folder, file) for folder in sweep_dirs
+             for file in [*sorted(folder.glob("*.yaml")), *sorted(folder.glob(f"{BY_OBJECTIVE}/*.yaml"))]]
     key = tuple((str(file), file.stat().st_mtime_ns) for _, file in files)
     if key == _STORED_KEY[0] and "sweep" in cs.repo:
         return
@@ -87,11 +91,14 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
             except Exception as err:
                 _LOADED[file_key] = f"{file}: not a valid YAML file: {_first_line(err)}"
         node = _LOADED[file_key]
+        sub = file.parent.relative_to(folder).as_posix()
+        name = file.stem if sub == "." else f"{sub}/{file.stem}"
         if isinstance(node, str):
-            _BROKEN_SWEEPS[file.stem] = node
+            _BROKEN_SWEEPS[name] = node
             continue
-        _BROKEN_SWEEPS.pop(file.stem, None)
-        cs.store(group="sweep", name=file.stem, node=node, package="_global_", provider=str(folder))
+        _BROKEN_SWEEPS.pop(name, None)
+        group = "sweep" if sub == "." else f"sweep/{sub}"
+        cs.store(group=group, name=file.stem, node=node, package="_global_", provider=str(folder))
     _STORED_KEY[0] = key
 
 
