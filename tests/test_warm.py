@@ -29,7 +29,10 @@ def _embedding_hooks(model) -> int:
 @pytest.mark.parametrize("extra", [[], ["quantization=nf4", "trainer.gradient_checkpointing=true"]],
                          ids=["bf16-lora", "nf4-checkpointing"])
 def test_warm_trials_equal_cold_trials_and_leave_the_base_clean(compose, tmp_path, extra):
+    import gc
+
     from ftsweep.sweeper.warm import WarmComponents
+    from ftsweep.sweeper.worker import _free_trial_memory
     from ftsweep.train import run as train_run
 
     trials = [("1e-3", "r8"), ("5e-3", "r16"), ("1e-3", "r8")]
@@ -49,6 +52,9 @@ def test_warm_trials_equal_cold_trials_and_leave_the_base_clean(compose, tmp_pat
         assert not any(p.requires_grad for p in base.parameters())
         assert not base.training
         hooks.append(_embedding_hooks(base))
+        del base
+        _free_trial_memory()  # as the worker does between trials (frozen survivors change no result)
+    gc.unfreeze()
     assert hooks[0] == hooks[1] == hooks[2]  # no hook piles up from trial to trial
     cold = [_result(train_run(cfg, tmp_path / f"cold{i}")) for i, cfg in enumerate(cfgs[:2])]
     assert warm[0] == cold[0]
@@ -80,6 +86,34 @@ def test_changed_model_settings_rebuild_the_base(compose, tmp_path):
     train_run(compose(*FAST, "trainer.max_steps=2", "trainer.eval_steps=2", "quantization=nf4"), tmp_path / "b",
               parts=parts)
     assert parts.reused == ["tokenizer", "data"] and parts._base[1] is not first
+
+
+def test_the_worker_freezes_what_survives_a_trial_and_a_dropped_base_is_still_collected(compose, tmp_path):
+    """Between trials the worker freezes the survivors out of the cyclic GC (so Trainer.train's gc.collect
+    scans only the new trial's objects); a kept base model dropped later is unfrozen and collected, even when
+    it sits in a reference cycle."""
+    import gc
+    import weakref
+
+    from ftsweep.sweeper.warm import WarmComponents
+    from ftsweep.sweeper.worker import _free_trial_memory
+    from ftsweep.train import run as train_run
+
+    parts = WarmComponents()
+    try:
+        train_run(compose(*FAST, "trainer.max_steps=2", "trainer.eval_steps=2"), tmp_path / "a", parts=parts)
+        first = parts._base[1]
+        first._test_cycle = [first]  # only the cyclic collector can free it now
+        gone = weakref.ref(first)
+        del first
+        _free_trial_memory()
+        assert gc.get_freeze_count() > 0 and gone() is not None  # kept, frozen
+        train_run(compose(*FAST, "trainer.max_steps=2", "trainer.eval_steps=2", "quantization=nf4"),
+                  tmp_path / "b", parts=parts)  # another base model: the first one is dropped
+        _free_trial_memory()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
 
 
 def _worker_pid(trial_dir) -> int:

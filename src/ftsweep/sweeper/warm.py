@@ -159,6 +159,7 @@ class WarmComponents(Components):
 
         import torch
 
+        gc.unfreeze()  # the worker froze the kept model between trials (worker._free_trial_memory)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
