@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -141,6 +143,31 @@ def test_samplers_build(name):
         trial = study.ask(s.distributions)
         assert trial.params["lora.r"] in (8, 16) and trial.params["trainer.max_steps"] in (10, 20, 30)
         study.tell(trial, float(trial.params["lora.r"]))
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "gp"])
+def test_neighbouring_seeds_give_independent_proposals_and_a_seed_repeats(name):
+    """Per-trial seeds mix (seed, trial number): seed 1 must not replay seed 0's proposals one trial later
+    (with seed + n it did: seed 1's trial n drew seed 0's trial n + 1)."""
+    import optuna
+
+    from ftsweep.sweeper.samplers import build_sampler
+
+    s = space({"optimizer.lr": "tag(log, interval(1e-5, 1e-1))"})
+
+    def proposals(seed: int) -> list[float]:
+        study = optuna.create_study(sampler=build_sampler(SamplerConf(name=name, seed=seed, n_startup_trials=4),
+                                                          s.distributions))
+        out = []
+        for _ in range(6):
+            trial = study.ask(s.distributions)
+            out.append(trial.params["optimizer.lr"])
+            study.tell(trial, abs(math.log10(trial.params["optimizer.lr"]) + 2))
+        return out
+
+    a, b = proposals(0), proposals(1)
+    assert not set(a) & set(b)
+    assert proposals(0) == a
 
 
 @pytest.mark.parametrize("name", ["none", "median", "percentile", "successive_halving", "hyperband"])

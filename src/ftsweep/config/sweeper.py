@@ -14,8 +14,9 @@ from typing import Any
 class SamplerConf:
     # tpe (default) | random | grid | cmaes | gp | qmc
     name: str = "tpe"
-    # None = random. Set: trial n is sampled with seed + n (grid, qmc: one seed), so a rerun in a fresh
-    # folder proposes the same parameters while a resume or a second process sharing the study does not.
+    # None = random. Set: trial n is sampled with a seed mixed from (seed, n) (grid, qmc: one seed), so a rerun
+    # in a fresh folder proposes the same parameters while a resume, a second process sharing the study or
+    # another seed does not.
     seed: int | None = None
     # Random trials before the model-based samplers (tpe, gp, cmaes) start modelling.
     n_startup_trials: int = 10

@@ -80,15 +80,25 @@ def _sampler_class() -> type:
     return type("SweepSampler", (SweepSampler, optuna.samplers.BaseSampler), {})
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``'s sampler in a study seeded with ``seed``: numpy's ``SeedSequence`` mixes
+    the pair, so no two (seed, trial) pairs share a random stream (unlike ``seed + number``)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**32, number]).generate_state(1)[0])
+
+
 class SweepSampler:
     """The configured Optuna sampler, seeded per trial and safe to use with ask/tell.
 
-    * Seed: with ``sampler.seed`` set, trial ``n`` is sampled by a sampler seeded with ``seed + n``. Trial
-      numbers are unique in a study, so processes sharing one study never replay each other's proposals
-      (two processes both seeding with ``seed`` proposed the same start-up points), a resumed study does
-      not replay its first trials, and one process with a fixed seed proposes the same parameters on a
-      rerun in a fresh folder. Optuna's samplers keep their state in the storage, not in the object, so a
-      fresh sampler per trial is how many workers use them anyway. (Grid and QMC keep one seed: their
+    * Seed: with ``sampler.seed`` set, trial ``n`` is sampled by a sampler seeded from the pair
+      ``(seed, n)`` (:func:`trial_seed`). Trial numbers are unique in a study, so processes sharing one
+      study never replay each other's proposals (two processes both seeding with ``seed`` proposed the same
+      start-up points), a resumed study does not replay its first trials, one process with a fixed seed
+      proposes the same parameters on a rerun in a fresh folder, and studies with neighbouring seeds are
+      independent (``seed + n`` gave seed 1's trial ``n`` the random stream of seed 0's trial ``n + 1``).
+      Optuna's samplers keep their state in the storage, not in the object, so a fresh sampler per trial is
+      how many workers use them anyway. (Grid and QMC keep one seed: their
       points come from one shuffled grid / scrambled sequence indexed through the storage.)
     * End of a grid: GridSampler calls ``study.stop()`` once the grid is exhausted, which raises outside
       ``study.optimize()``; the sweep stops by counting trials instead, so that call is ignored here.
@@ -101,7 +111,7 @@ class SweepSampler:
         self.inner = factory(seed)
 
     def _for(self, number: int) -> Any:
-        return self._factory(self._seed + number) if self._per_trial and number >= 0 else self.inner
+        return self._factory(trial_seed(self._seed, number)) if self._per_trial and number >= 0 else self.inner
 
     def __str__(self) -> str:
         return str(self.inner)
