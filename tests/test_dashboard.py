@@ -230,6 +230,29 @@ def test_cli_prints_url_binds_loopback_and_stops(sweep, capsys, monkeypatch):
     assert "warning: --host 0.0.0.0" in err and "no authentication" in err and "ssh -N -L" in err
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _block_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize("inherited", [_ignore_sigint, _block_sigint], ids=["ignored", "blocked"])
+def test_ctrl_c_stops_it_when_the_parent_ignored_or_blocked_sigint(sweep, inherited):
+    """Both are inherited across exec (a background job of a non-interactive shell ignores SIGINT); the
+    dashboard still stops on Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "ftsweep", "dashboard", str(sweep), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=inherited)
+    try:
+        proc.stdout.readline(), proc.stdout.readline()  # serving
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "ftsweep dashboard: stopped", err
+
+
 def test_stops_when_the_sweep_process_is_gone(sweep):
     """The sweeper's dashboard exits by itself when the sweep process dies (kill -9 included)."""
     parent = subprocess.Popen(["sleep", "60"])

@@ -274,6 +274,10 @@ def serve(server: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C stops it even when the parent started it with SIGINT ignored or blocked (both are inherited across
+    # exec: a background job of a non-interactive shell ignores SIGINT; a test runner's worker may block it).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     parent = int(os.environ.get(PARENT_ENV) or 0)
     if parent:
         threading.Thread(target=_stop_without, args=(parent,), daemon=True).start()
@@ -283,4 +287,5 @@ def serve(server: Any) -> None:
         print("ftsweep dashboard: stopped", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         server.server_close()
