@@ -245,7 +245,10 @@ def test_ctrl_c_stops_it_when_the_parent_ignored_or_blocked_sigint(sweep, inheri
     proc = subprocess.Popen([sys.executable, "-m", "ftsweep", "dashboard", str(sweep), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=inherited)
     try:
-        proc.stdout.readline(), proc.stdout.readline()  # serving
+        _, second = proc.stdout.readline(), proc.stdout.readline()
+        port = re.search(r"http://127\.0\.0\.1:(\d+)/", second).group(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=30):
+            pass  # answered: it is serving, with its Ctrl-C handler in place
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
