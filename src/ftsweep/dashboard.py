@@ -279,9 +279,9 @@ def serve(server: Any) -> None:
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     parent = int(os.environ.get(PARENT_ENV) or 0)
-    if parent:
-        threading.Thread(target=_stop_without, args=(parent,), daemon=True).start()
     try:
+        if parent:  # inside the try: a parent already gone stops it at once, cleanly
+            threading.Thread(target=_stop_without, args=(parent,), daemon=True).start()
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         print("ftsweep dashboard: stopped", flush=True)
