@@ -177,3 +177,31 @@ def test_wandb_init_records_masked_arguments_and_no_code_or_git(tmp_path, monkey
     assert b"alice:***@db.example.org" in data and b"x=***" in data
     assert _grep(tmp_path, PLANTED) == [] and _grep(tmp_path, "PLANTEDtok77") == []
     assert not list(tmp_path.glob("wandb/offline-run-*/files/code"))
+
+
+def test_wandb_runs_list_the_installed_packages_read_once_per_process(tmp_path):
+    """Every W&B run gets requirements.txt (name==version of each installed package, as W&B's own listing
+    writes it) and asks W&B to upload it; a warm worker's second run reuses the first run's reading."""
+    from importlib.metadata import version
+
+    import wandb
+
+    from ftsweep.tracking import installed_packages, wandb_init
+    from wandb_offline import read_offline_run
+
+    installed_packages.cache_clear()
+    wandb_init(project="p", dir=str(tmp_path / "off"), mode="disabled").finish()  # nothing to list, no error
+    for n in range(2):
+        run_ = wandb_init(project="p", dir=str(tmp_path / str(n)), mode="offline")
+        run_.finish()
+    assert installed_packages.cache_info().misses == 1 and installed_packages.cache_info().hits == 1
+    wandb.teardown()
+    for n in range(2):
+        (folder,) = (tmp_path / str(n)).glob("wandb/offline-run-*")
+        lines = (folder / "files" / "requirements.txt").read_text().splitlines()
+        assert f"torch=={version('torch')}" in lines and f"wandb=={version('wandb')}" in lines
+        assert all(line.count("==") == 1 for line in lines)
+        deadline = time.monotonic() + 60  # the service may still be writing the run's log under load
+        while "requirements.txt" not in read_offline_run(folder)["files"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "requirements.txt" in read_offline_run(folder)["files"]

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
-    """Config, summary, history rows, group and name of an offline W&B run (``.../offline-run-*``).
+    """Config, summary, history rows, group, name and saved files of an offline W&B run (``.../offline-run-*``).
 
     wandb >= 0.2x writes an offline run's config and summary only into its ``run-<id>.wandb``
     transaction log (a LevelDB-style log of protobuf records), not into ``files/``; this reads them
@@ -36,7 +36,8 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
             pending += chunk
         if kind in (1, 4):
             records.append(pending)
-    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "group": None, "name": None, "run_id": None}
+    out: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "group": None, "name": None, "run_id": None,
+                           "files": []}
     for data in records:
         record = pb.Record()
         record.ParseFromString(data)
@@ -50,6 +51,8 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
             out["history"].append({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in record.history.item})
         elif kind == "summary":
             out["summary"].update({u.key: json.loads(u.value_json) for u in record.summary.update if u.key})
+        elif kind == "files":  # files the run asked W&B to upload (wandb sync uploads them)
+            out["files"] += [f.path for f in record.files.files]
     return out
 
 

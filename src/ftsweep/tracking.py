@@ -9,6 +9,7 @@ a W&B run.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -109,16 +110,44 @@ def _argv_masked() -> Iterator[None]:
 
 def wandb_init(**kwargs: Any) -> Any:
     """``wandb.init`` recording no secret: masked program arguments, no code, no git (its remote URL can
-    hold a token), no job artifact (it copies the arguments); the program is named ``ftsweep``."""
+    hold a token), no job artifact (it copies the arguments); the program is named ``ftsweep``.
+
+    The run's ``requirements.txt`` (the installed packages, which W&B lists in every run) is written from
+    :func:`installed_packages`, read once per process: W&B's own listing re-reads every package's metadata
+    at each ``init``, about 0.2 s of every trial in a warm sweep worker."""
     from ftsweep.verbosity import quiet_wandb
 
     quiet_wandb()  # W&B's console chatter off unless -v; the caller says where the run is
     import wandb
 
-    settings = wandb.Settings(program="ftsweep", disable_code=True, save_code=False, disable_git=True,
-                              disable_job_creation=True)
+    options: dict[str, Any] = {"program": "ftsweep", "disable_code": True, "save_code": False, "disable_git": True,
+                               "disable_job_creation": True}
+    own_requirements = "x_save_requirements" in getattr(wandb.Settings, "model_fields", {})
+    if own_requirements:
+        options["x_save_requirements"] = False
     with _argv_masked():
-        return wandb.init(settings=settings, **kwargs)
+        run = wandb.init(settings=wandb.Settings(**options), **kwargs)
+    files = Path(getattr(run, "dir", None) or "")
+    if own_requirements and run is not None and files.is_absolute() and files.is_dir():  # not mode=disabled
+        path = files / "requirements.txt"
+        path.write_text(installed_packages())
+        run.save(str(path), base_path=run.dir, policy="now")
+    return run
+
+
+@functools.cache
+def installed_packages() -> str:
+    """``requirements.txt`` of this environment as W&B writes it (``name==version``, one per line), read once
+    per process (a warm sweep worker's trials share it)."""
+    from importlib.metadata import distributions
+
+    lines = []
+    for dist in distributions():
+        try:
+            lines.append(f"{dist.metadata['Name']}=={dist.version}")
+        except (KeyError, UnicodeDecodeError, TypeError):  # a distribution with broken metadata, as W&B skips it
+            continue
+    return "".join(line + "\n" for line in lines)
 
 
 def wandb_mode(logger_cfg: Any) -> str:
