@@ -82,3 +82,25 @@ def wandb_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")
     return tmp_path
+
+
+@pytest.fixture
+def nan_loss_from(monkeypatch):
+    """``nan_loss_from(k)``: trl's training loss is NaN from its k-th step on (a diverged step, as bf16
+    gives on a GPU at a learning rate far too high); the step still runs its backward pass."""
+
+    def start(k: int) -> None:
+        from trl import SFTTrainer
+
+        real, calls = SFTTrainer.compute_loss, []
+
+        def poisoned(self, *args, **kwargs):
+            out = real(self, *args, **kwargs)
+            calls.append(1)
+            if len(calls) < k:
+                return out
+            return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
+
+        monkeypatch.setattr(SFTTrainer, "compute_loss", poisoned)
+
+    return start

@@ -27,6 +27,7 @@ from ftsweep.config.schema import (
     SchedulerConfig,
     TrainerConfig,
 )
+from ftsweep.train import checkpointing_field
 
 # field -> (override value, check(args, callbacks) -> bool)
 TRAINER = {
@@ -40,8 +41,8 @@ TRAINER = {
     "logging_steps": (3, lambda a, c: a.logging_steps == 3),
     "seed": (7, lambda a, c: a.seed == 7 and a.data_seed == 7),
     "precision": ("bf16", lambda a, c: a.bf16 and not a.fp16),
-    "gradient_checkpointing": (True, lambda a, c: a.activation_checkpointing),
-    "use_reentrant": (True, lambda a, c: a.activation_checkpointing_kwargs == {"use_reentrant": True}),
+    "gradient_checkpointing": (True, lambda a, c: getattr(a, checkpointing_field())),
+    "use_reentrant": (True, lambda a, c: getattr(a, checkpointing_field() + "_kwargs") == {"use_reentrant": True}),
     "group_by_length": (True, lambda a, c: a.train_sampling_strategy == "group_by_length"),
     "load_best_model_at_end": (True, None),  # needs save_steps > 0: checked below
     "early_stopping_patience": (2, lambda a, c: any(type(x).__name__ == "EarlyStopping" and x.patience == 2 for x in c)),

@@ -42,6 +42,16 @@ def test_range_test_on_the_tiny_model_is_reproducible_and_inside_the_range(compo
     assert not (tmp_path / "a" / "run").exists()
 
 
+def test_range_test_stops_at_a_nan_loss_and_suggests_from_the_finite_points(compose, tmp_path, nan_loss_from):
+    """Where the loss turns NaN the curve ends (on an H200 the 1B shape diverged at lr 0.5 and, logged as 0.0,
+    the "steepest descent" was the divergence itself)."""
+    nan_loss_from(9)
+    result = find_lr(compose(*FAST), tmp_path / "lf", min_lr=1e-5, max_lr=1e-1, steps=12, skip_begin=2)
+    assert result["stopped"] == "loss nan at step 9"
+    assert len(result["lrs"]) == len(result["losses"]) == 8 and all(math.isfinite(x) for x in result["losses"])
+    assert result["suggestion"] in result["lrs"]
+
+
 def test_lr_find_rejects_bad_ranges_in_one_line(capsys):
     from ftsweep.cli import main
 

@@ -139,3 +139,18 @@ def test_best_yaml_keeps_an_explicit_num_threads_and_needs_no_manifest(tmp_path,
     assert compose(["+demo=best"], config_dirs=[str(sd.parent)]).trainer.num_threads == 2
     s2, sd2 = _study_with_manifest(tmp_path / "b", ["optimizer.lr=0.001"], threads=None)
     assert "num_threads" not in _write_best(s2, sd2)
+
+
+def test_a_nan_training_loss_fails_the_run_as_nan_loss(compose, tmp_path, nan_loss_from):
+    """A step whose loss is NaN (as bf16 on a GPU gives at a learning rate too high) must reach the NaN
+    guard: transformers' default ``logging_nan_inf_filter`` logs such a step's loss as 0.0, and the run
+    would complete with a poisoned adapter (seen on an H200 in lr-find: loss 0.0 from lr 0.5 on)."""
+    from ftsweep.errors import RunFailed
+    from ftsweep.train import execute
+
+    nan_loss_from(3)
+    cfg = compose("data.max_rows=40", "data.cutoff_len=64", "data.val_size=0", "objective.metric=train_loss",
+                  "trainer.max_steps=6", "trainer.logging_steps=1", "logger=none")
+    with pytest.raises(RunFailed, match=r"^nan_loss: training loss is nan at step 3"):
+        execute(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "failure.json").read_text())["reason"].startswith("nan_loss:")

@@ -8,6 +8,7 @@ adapter/ (the LoRA adapter + tokenizer; model/ for a full fine-tune), failure.js
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -239,6 +240,7 @@ def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool,
     from ftsweep.device import has_cuda, resolve_precision, use_checkpointing
 
     precision = resolve_precision(trainer.precision)
+    checkpointing = checkpointing_field()
     warmup = scheduler.warmup_steps if scheduler.warmup_steps > 0 else scheduler.warmup_ratio  # a float < 1 is a ratio in transformers 5
     return dict(
         output_dir=str(output_dir),
@@ -264,12 +266,15 @@ def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool,
         save_steps=trainer.save_steps if trainer.save_steps > 0 else 500,
         save_total_limit=2,
         logging_steps=trainer.logging_steps,
+        # a NaN/inf step loss is logged as such, so the NaN guard and lr-find see it (transformers' default
+        # filter logs it as the running average: 0.0 with logging_steps=1, and a diverged run "completes")
+        logging_nan_inf_filter=False,
         seed=trainer.seed,
         data_seed=trainer.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=use_checkpointing(trainer.gradient_checkpointing),
-        activation_checkpointing_kwargs={"use_reentrant": trainer.use_reentrant},
+        **{checkpointing: use_checkpointing(trainer.gradient_checkpointing),
+           f"{checkpointing}_kwargs": {"use_reentrant": trainer.use_reentrant}},
         train_sampling_strategy="group_by_length" if trainer.group_by_length else "random",
         load_best_model_at_end=trainer.load_best_model_at_end and has_eval and trainer.save_steps > 0,
         # objective=lm_eval without lm_eval_at_evals has no value at evaluations (transformers looks it up at each)
@@ -281,6 +286,19 @@ def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool,
         use_cpu=not has_cuda(),
         dataset_num_proc=None,
     )
+
+
+@functools.cache
+def checkpointing_field() -> str:
+    """``TrainingArguments``' name for gradient checkpointing: ``activation_checkpointing`` from about
+    transformers 5.2x on (``gradient_checkpointing`` kept as a deprecated alias), ``gradient_checkpointing``
+    before (5.17, e.g., has no other: passing the new name there is a TypeError)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def build_callbacks(t, objective, has_eval: bool) -> list:
