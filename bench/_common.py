@@ -131,11 +131,14 @@ def machine() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "load_average_1_5_15min_at_write": list(os.getloadavg()),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1 (bench default)"),
-        "note": BUSY_NOTE,
+        "note": BUSY_NOTE if (os.cpu_count() or 1) <= 2 else "ratios come from paired runs in the same invocation",
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
     }
+    torch = sys.modules.get("torch")  # named only where the benchmark itself imported torch
+    if torch is not None and torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
     try:
         import psutil
 

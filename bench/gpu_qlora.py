@@ -9,8 +9,10 @@ Both sides do identical work on identical rows: the same tokenized rows (ftsweep
 bundled Alpaca file, with- and no-input rows), the same tokenizer, LoRA r16 on all linear layers,
 adamw_8bit, constant LR, gradient checkpointing (use_reentrant=True), the same attention, no evaluation,
 N steps. Rows: every model x cutoff x packing on/off x quantization (nf4; ``--with-bf16-lora`` adds bf16
-LoRA without quantization). Between rows: ``gc.collect()`` (trl's bound forward makes a reference cycle,
-so a previous model would otherwise still hold memory) + ``torch.cuda.empty_cache()`` + a peak reset.
+LoRA without quantization). Before a model's first row each side trains 3 untimed steps of it (CUDA
+context, kernels); the side that runs first alternates from row to row. Between rows: ``gc.collect()``
+(trl's bound forward makes a reference cycle, so a previous model would otherwise still hold memory),
+bitsandbytes' optimizer overrides cleared, ``torch.cuda.empty_cache()`` and a peak reset.
 Reported per side: tokens/s (non-padding), peak ``max_memory_allocated`` and ``max_memory_reserved``;
 for ftsweep also the pre-trial estimate. Writes ``bench/results/gpu_qlora.json`` (or ``--out``).
 
@@ -68,9 +70,15 @@ def build_checkpoint(name: str, root: Path) -> Path:
 
 
 def _release() -> None:
-    """Free the previous row's model: break trl's reference cycle, return cached blocks, reset peaks."""
+    """Free the previous row's model: break trl's reference cycle, drop bitsandbytes' optimizer overrides
+    (transformers registers each run's embeddings there for an 8-bit optimizer and nothing removes them:
+    the plain script would keep every run's embedding alive, +502 MiB allocated on the 1B shape), return
+    cached blocks, reset peaks."""
     import torch
 
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is not None:
+        bnb.optim.GlobalOptimManager.get_instance().module_weight_config_triple.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -156,6 +164,19 @@ def run_plain(cfg, args) -> dict:
     return out
 
 
+def warm_up(cfg, args, paths: list[str], shapes) -> None:
+    """Untimed: each side trains 3 steps of the model's first row before any measured one, so CUDA's
+    context, cuBLAS' and bitsandbytes' kernels for these shapes are loaded (on an H200 a warm-up on a tiny
+    shape left the first measured run of the 1B shape at half the speed of the next)."""
+    quick = argparse.Namespace(**{**vars(args), "steps": 3})
+    started = time.perf_counter()
+    for path in paths:
+        _release()
+        run_ftsweep(cfg, quick, shapes) if path == "ftsweep" else run_plain(cfg, quick)
+    _release()
+    print(f"warm-up ({', '.join(paths)}, 3 steps): {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
 def environment() -> dict:
     import importlib.metadata as md
 
@@ -203,17 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     from ftsweep.memory import shapes_from_config
 
     quants = ["nf4", "none"] if args.with_bf16_lora else ["nf4"]
+    paths = args.paths.split(",")
+    cutoffs = [int(c) for c in args.cutoffs.split(",")]
     results = []
     for name in args.models.split(","):
         ckpt = build_checkpoint(name, args.cache)
         shapes = shapes_from_config(AutoConfig.from_pretrained(ckpt))
+        warm_up(compose(_overrides(ckpt, cutoffs[0], False, quants[0], args)), args, paths, shapes)
         for quant in quants:
-            for cutoff in [int(c) for c in args.cutoffs.split(",")]:
+            for cutoff in cutoffs:
                 for packing in (False, True):
                     cfg = compose(_overrides(ckpt, cutoff, packing, quant, args))
+                    order = paths if len(results) % 2 == 0 else paths[::-1]  # alternate which side runs first
                     row = {"model": name, "quantization": quant, "cutoff": cutoff, "packing": packing, "batch": args.batch,
-                           "steps": args.steps}
-                    for path in args.paths.split(","):
+                           "steps": args.steps, "order": order}
+                    for path in order:
                         _release()
                         try:
                             row[path] = run_ftsweep(cfg, args, shapes) if path == "ftsweep" else run_plain(cfg, args)

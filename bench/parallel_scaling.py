@@ -10,7 +10,8 @@ no pruning, warm workers, logger none. Intra-op threads: the sweeper's own choic
 worker count so trials never oversubscribe the cores; ``OMP_NUM_THREADS`` is removed from the environment
 here unless ``--threads N`` is given, which a user's explicit setting would also be respected as).
 Reported per setting: the whole sweep's wall time, trials per hour over the sweep (start-up included) and
-in steady state (trials finished between the first and the last finish, from the study's timestamps),
+in steady state (from the study's timestamps: the trials finished after every worker's first one, over
+the time from that first round to the last finish; each worker's first trial carries its start-up),
 and the ratio 2 vs 1. On a GPU (``--gpu``) the two settings are ``trials_per_gpu`` 1 and 2 on one GPU
 (``n_workers`` = trials at once), on ``model=llama3_2_1b`` with random weights (bench/gpu_qlora.py's builder).
 """
@@ -54,10 +55,19 @@ def sweep(workers: int, args: argparse.Namespace, workdir: Path, env: dict[str, 
     trials = study.get_trials(deepcopy=False)
     ends = sorted((t.datetime_complete - started).total_seconds() for t in trials if t.datetime_complete)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
-    steady = (len(ends) - 1) / (ends[-1] - ends[0]) * 3600 if len(ends) > 1 and ends[-1] > ends[0] else None
+    steady = steady_rate(ends, workers)
     return {"workers": workers, "sweep_wall_s": proc.wall_s, "sweep_cpu_s": proc.cpu_s, "n_trials": len(trials),
             "complete": complete, "finish_s": ends, "trials_per_hour": len(ends) / proc.wall_s * 3600,
             "steady_trials_per_hour": steady}
+
+
+def steady_rate(ends: list[float], workers: int) -> float | None:
+    """Trials per hour once every worker has finished its first trial (its start-up): the finishes after
+    the first ``workers`` ones over the time since the last of those. Counting from the very first finish
+    instead would count the partner's first trial too (finished moments later), overstating 2 workers."""
+    if len(ends) <= workers or ends[-1] <= ends[workers - 1]:
+        return None
+    return (len(ends) - workers) / (ends[-1] - ends[workers - 1]) * 3600
 
 
 def main(argv: list[str] | None = None) -> int:

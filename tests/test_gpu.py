@@ -36,13 +36,18 @@ def test_nf4_qlora_on_gpu_uses_bf16_and_measures_cuda_memory(compose, tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_bench_1b_estimate_within_30_percent_of_measured(tmp_path):
+    """Packed rows fill batch x cutoff tokens in every step: the estimate is within 30% of the peak. Unpacked
+    rows are padded to the longest of the batch, and the estimate (full-length rows) is their bound: on the
+    bundled Alpaca rows (about 370 tokens) it may exceed the peak up to 2x, never fall 30% below it. 20 steps:
+    in 5 a packed run's peak depended on which batches came first (H200, 2026-12-04: 1,566 vs 2,570 MiB)."""
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_qlora.py"), "--models", "1b", "--cutoffs", "1024",
-                    "--steps", "5", "--paths", "ftsweep", "--out", str(out)], check=True, timeout=1800)
+                    "--steps", "20", "--paths", "ftsweep", "--out", str(out)], check=True, timeout=1800)
     for row in json.loads(out.read_text())["results"]:
         r = row["ftsweep"]
         assert "error" not in r, r
-        assert 0.7 <= r["estimate_mib"] / r["peak_allocated_mib"] <= 1.3, row
+        ratio = r["estimate_mib"] / r["peak_allocated_mib"]
+        assert 0.7 <= ratio <= (1.3 if row["packing"] else 2.0), row
 
 
 @pytest.mark.slow

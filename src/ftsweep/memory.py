@@ -32,10 +32,15 @@ LoRA adapts and the vocabulary are exact. What trl 1.16 / transformers 5 / peft 
                  CPU: allocator arenas, autograd and libraries imported after the model (calibrated, 160 MiB)
 
 Known error: on CPU it is within 30% of the growth of peak RSS of tiny-model runs (tests/test_memory.py).
-On CUDA it has not been compared with a measured peak yet (no GPU in this project so far); expect
-``max_memory_reserved`` to exceed the estimate by the caching allocator's fragmentation (typically 5-15%)
-and the activation term to be off by up to ~30% for architectures whose layers keep other tensors
-(biases, q/k norms). docs/memory.md shows the arithmetic for Llama-3-8B.
+On CUDA (one H200, 2026-12-04, nf4, LoRA r16 all linear, batch 2, gradient checkpointing; bench/gpu_qlora.py)
+the estimate vs ``max_memory_allocated``: 1B shape, packed rows (batch x cutoff tokens in every step):
+cutoff 1024 2,919 vs 2,570 MiB (1.14x), 2048 5,175 vs 5,056 (1.02x); 8B shape, cutoff 1024: packed 8,342
+vs 6,854 (1.22x; 7,856 measured, less the previous run's 1,002 MiB embedding that bitsandbytes then kept
+alive: :func:`ftsweep.train.forget_optimizer_overrides`), unpacked 7,830 vs 6,752 (1.16x). Unpacked rows are padded to the longest in the batch,
+so the estimate (batch x cutoff tokens) is the bound for the longest rows: on the bundled Alpaca rows
+(about 370 tokens on average) the 1B shape measured 1,527 MiB at cutoff 1024 (estimate 2,407, 1.58x) and
+3,534 at 2048 (3,127, 0.88x). ``max_memory_reserved`` adds the allocator's slack (2-15% there).
+docs/memory.md shows the arithmetic for Llama-3-8B.
 """
 
 from __future__ import annotations
@@ -292,6 +297,14 @@ def estimate(cfg, *, shapes: Shapes | None = None, on_cuda: bool | None = None,
         activations = shapes.layers * tokens * shapes.hidden * c + layer_bytes
     else:
         activations = shapes.layers * layer_bytes
+    # trl's packing ("bfd") flattens the batch into one padding-free sequence of T = batch x cutoff tokens. On an
+    # H200 (1B shape, nf4, batch 2, packed, flex_attention: ftsweep's default for packing on a GPU) the peak
+    # grew as heads x T x T scores twice over (probabilities and their gradient; per layer without
+    # checkpointing): cutoff 1024 2,570 MiB, 2048 5,056 MiB, where the estimate without this term said 2,407
+    # and 3,127. Flash attention keeps no scores; it has not been measured here.
+    if on_cuda and not attn.startswith("flash") and d.packing and d.format != "text" and cfg.stage.name == "sft":
+        flat_scores = shapes.heads * tokens * tokens * c
+        activations += (2 if ckpt else shapes.layers + 1) * flat_scores
     tile_bytes = c if on_cuda else 4
     lm_head = LM_TILE_COPIES * min(tokens, LM_TILE_TOKENS) * min(shapes.vocab, LM_TILE_VOCAB) * tile_bytes
     eval_rows = t.per_device_eval_batch_size * trained_seqs
