@@ -284,9 +284,10 @@ def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool,
         save_steps=trainer.save_steps if trainer.save_steps > 0 else 500,
         save_total_limit=2,
         logging_steps=trainer.logging_steps,
-        # a NaN/inf step loss is logged as such, so the NaN guard and lr-find see it (transformers' default
-        # filter logs it as the running average: 0.0 with logging_steps=1, and a diverged run "completes")
-        logging_nan_inf_filter=False,
+        # A NaN/inf step loss is logged as such, so the NaN guard and lr-find see it (transformers' filter logs
+        # it as the running average: 0.0 with logging_steps=1, and a diverged bf16/fp32 run "completed" with
+        # NaN weights). fp16 keeps the filter: its grad scaler skips such a step and the weights stay sound.
+        logging_nan_inf_filter=precision == "fp16",
         seed=trainer.seed,
         data_seed=trainer.seed,
         bf16=precision == "bf16",
