@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["trials at once", "sweep wall s", "trials/h (sweep)", "trials/h (steady)"],
                 [[r["workers"], r["sweep_wall_s"], r["trials_per_hour"], r["steady_trials_per_hour"]] for r in runs]))
     print(f"2 vs 1: {ratio:.2f}x trials per hour over the sweep" + (f", {steady:.2f}x in steady state" if steady else ""))
-    write_result("parallel_scaling", {"gpu": args.gpu, "trials": args.trials, "steps": args.steps,
+    write_result("parallel_scaling_gpu" if args.gpu else "parallel_scaling", {"gpu": args.gpu, "trials": args.trials, "steps": args.steps,
                                       "threads": args.threads, "runs": runs, "ratio_2_vs_1": ratio,
                                       "steady_ratio_2_vs_1": steady}, args.out)
     return 0

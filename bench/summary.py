@@ -115,6 +115,11 @@ def rows() -> list[list[str]]:
                     "warm workers): over the whole sweep / steady state",
                     f"{f(p['ratio_2_vs_1'])}x / **{f(p['steady_ratio_2_vs_1'])}x**", "≥ 1.8x",
                     yes(p["steady_ratio_2_vs_1"] >= 1.8), "`python bench/parallel_scaling.py`"])
+    if (p := load("parallel_scaling_gpu")):
+        out.append([f"trials per hour, trials_per_gpu 2 vs 1 ({p['machine'].get('gpu', 'GPU')}, 1B shape, bf16 LoRA, "
+                    f"{p['trials']} trials of {p['steps']} steps, warm workers): over the whole sweep / steady state",
+                    f"{f(p['ratio_2_vs_1'])}x / **{f(p['steady_ratio_2_vs_1'])}x**", "–", "–",
+                    "`python bench/parallel_scaling.py --gpu`"])
     if (e := load("sweep_efficiency_replay")):
         s = e["summary"]
         out.append([f"steps to within 2% of the best, replay, {len(e['seeds'])} seeds: grid / random / TPE / TPE+median / TPE+hyperband",

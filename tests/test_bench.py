@@ -251,3 +251,12 @@ def test_parallel_scaling_quick_runs_one_and_two_workers(tmp_path, cache_dir):
     assert [r["workers"] for r in doc["runs"]] == [1, 2]
     assert all(r["n_trials"] == 2 and r["complete"] == 2 and r["trials_per_hour"] > 0 for r in doc["runs"])
     assert doc["ratio_2_vs_1"] > 0
+
+
+def test_parallel_scaling_steady_rate_leaves_out_every_workers_first_trial():
+    """Two workers finish their first trials together: counting from the very first finish would credit the
+    partner's first trial to the steady state (the H200 run: 2.89x by that count, 1.97x by this one)."""
+    steady_rate = _load("parallel_scaling").steady_rate
+    assert steady_rate([10.0, 20.0, 30.0, 40.0], 1) == pytest.approx(3 / 30 * 3600)
+    assert steady_rate([10.0, 10.5, 20.0, 20.5], 2) == pytest.approx(2 / 10 * 3600)
+    assert steady_rate([10.0, 10.5], 2) is None
