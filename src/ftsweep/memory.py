@@ -36,10 +36,10 @@ On CUDA (one H200, 2026-12-04, nf4, LoRA r16 all linear, batch 2, gradient check
 the estimate vs ``max_memory_allocated``: 1B shape, packed rows (batch x cutoff tokens in every step):
 cutoff 1024 2,919 vs 2,570 MiB (1.14x), 2048 5,175 vs 5,056 (1.02x); 8B shape, cutoff 1024: packed 8,342
 vs 6,854 (1.22x; 7,856 measured, less the previous run's 1,002 MiB embedding that bitsandbytes then kept
-alive: :func:`ftsweep.train.forget_optimizer_overrides`), unpacked 7,830 vs 6,752 (1.16x). Unpacked rows are padded to the longest in the batch,
-so the estimate (batch x cutoff tokens) is the bound for the longest rows: on the bundled Alpaca rows
-(about 370 tokens on average) the 1B shape measured 1,527 MiB at cutoff 1024 (estimate 2,407, 1.58x) and
-3,534 at 2048 (3,127, 0.88x). ``max_memory_reserved`` adds the allocator's slack (2-15% there).
+alive: :func:`ftsweep.train.forget_optimizer_overrides`), unpacked 7,830 vs 6,752 (1.16x). Unpacked rows
+are padded to the longest in the batch, so the estimate (batch x cutoff tokens) is the bound for the
+longest rows: on the bundled Alpaca rows (about 370 tokens on average) the 1B shape measured 1,527 MiB at
+cutoff 1024 (estimate 2,407, 1.58x) and 3,534 at 2048 (3,127, 0.88x). ``max_memory_reserved`` adds the allocator's slack (2-15% there).
 docs/memory.md shows the arithmetic for Llama-3-8B.
 """
 
