@@ -210,13 +210,11 @@ def forget_optimizer_overrides(model) -> None:
     (32-bit state for embeddings) and nothing ever removes them: each run left its embedding alive for the
     life of the process (one ``vocab x hidden`` matrix per trial in a warm worker: 0.5 GiB on a 1B model,
     1 GiB on an 8B one; seen on an H200 as +502 MiB of allocated memory in the next run)."""
-    bnb = sys.modules.get("bitsandbytes")
-    manager = getattr(getattr(getattr(bnb, "optim", None), "GlobalOptimManager", None), "get_instance", None)
-    if manager is None or model is None:
+    bnb = sys.modules.get("bitsandbytes")  # not imported: no 8-bit optimizer ran in this process
+    if bnb is None or model is None:
         return
-    manager = manager()
     mine = {id(m) for m in model.modules()}
-    triples = getattr(manager, "module_weight_config_triple", [])
+    triples = bnb.optim.GlobalOptimManager.get_instance().module_weight_config_triple
     triples[:] = [t for t in triples if id(t[0]) not in mine]
 
 
