@@ -86,3 +86,28 @@ def test_a_trial_gives_its_wandb_run_the_parameters_of_its_command_line(tmp_path
     assert code == 0
     assert seen == [(0.00042321987654321, "trial-2", "st", {
         "trial_number": 2, "trial_params": {"optimizer.lr": 0.00042321987654321, "lora": "r16"}, "study_name": "st"})]
+
+
+def test_a_warm_workers_trials_share_one_opened_storage_and_both_reports_land(tmp_path, monkeypatch):
+    """Opening an RDBStorage checks its schema (tens of ms a trial): a warm worker's later trials reuse the
+    storage its first trial opened, and every trial's intermediate values still reach the study."""
+    import optuna
+
+    from ftsweep.config.sweeper import PrunerConf
+    from ftsweep.sweeper import storage as storage_mod
+    from ftsweep.sweeper import trial as trial_mod
+    from ftsweep.sweeper.samplers import pruner_to_json
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.create_study(study_name="s", storage=storage_mod.open_storage(url))
+    first, second = study.ask(), study.ask()
+    opened = []
+    monkeypatch.setattr(trial_mod, "_STORAGES", {})
+    monkeypatch.setattr(storage_mod, "open_storage", lambda u: opened.append(u) or optuna.storages.RDBStorage(u))
+    for t, value in ((first, 3.0), (second, 2.0)):  # one trial after the other, as in a warm worker
+        ctx = TrialLaunch(storage=url, study_name="s", trial_id=t._trial_id, trial_number=t.number,
+                          pruner=pruner_to_json(PrunerConf(name="none")))
+        assert trial_mod.TrialReporter(ctx).report(value, 10) is False
+    assert opened == [url]
+    reread = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+    assert [tr.intermediate_values for tr in reread] == [{10: 3.0}, {10: 2.0}]

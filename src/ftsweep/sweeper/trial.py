@@ -25,6 +25,11 @@ from ftsweep.sweeper.study import pid_alive
 
 log = logging.getLogger(__name__)
 
+# The storages this process opened, by URL: a warm worker's later trials reuse the first one's (opening an
+# RDBStorage checks its schema, tens of milliseconds on SQLite; a journal storage re-reads its whole log).
+_STORAGES: dict[str, Any] = {}
+
+
 def trial_context() -> TrialLaunch | None:
     """The sweep trial this process runs, or None outside a sweep."""
     return TrialLaunch.from_env()
@@ -50,7 +55,9 @@ class TrialReporter:
             from ftsweep.sweeper.storage import open_storage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self._storage = open_storage(self.ctx.storage)
+            if self.ctx.storage not in _STORAGES:
+                _STORAGES[self.ctx.storage] = open_storage(self.ctx.storage)
+            self._storage = _STORAGES[self.ctx.storage]
             study = optuna.load_study(study_name=self.ctx.study_name, storage=self._storage,
                                       pruner=build_pruner(pruner_from_json(self.ctx.pruner)))
             self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
