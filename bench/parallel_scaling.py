@@ -8,7 +8,9 @@
 Every trial does the same work: random sampler (the same seed, so both settings train the same trials),
 no pruning, warm workers, logger none. Intra-op threads: the sweeper's own choice (it sets them for every
 worker count so trials never oversubscribe the cores; ``OMP_NUM_THREADS`` is removed from the environment
-here unless ``--threads N`` is given, which a user's explicit setting would also be respected as).
+here unless ``--threads N`` is given, which a user's explicit setting would also be respected as). Without
+``--threads``, on CPU, one worker also runs on one thread (``OMP_NUM_THREADS=1``): the sweeper gives a
+lone worker every core, and that run shows what the extra threads buy.
 Reported per setting: the whole sweep's wall time, trials per hour over the sweep (start-up included) and
 in steady state (from the study's timestamps: the trials finished after every worker's first one, over
 the time from that first round to the last finish; each worker's first trial carries its start-up),
@@ -37,10 +39,11 @@ from _common import (  # noqa: E402
 )
 
 
-def sweep(workers: int, args: argparse.Namespace, workdir: Path, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+def sweep(workers: int, args: argparse.Namespace, workdir: Path, env: dict[str, str], extra: list[str],
+          label: str = "") -> dict[str, Any]:
     import optuna
 
-    sweep_dir = workdir / f"w{workers}"
+    sweep_dir = workdir / f"w{workers}{label}"
     per_gpu = [f"hydra.sweeper.trials_per_gpu={workers}"] if args.gpu else ["hydra.sweeper.gpus=null"]
     cmd = ftsweep_cmd("train", "sweep=quickstart", f"hydra.sweep.dir={sweep_dir}", "logger=none",
                       f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_workers={workers}",
@@ -56,7 +59,7 @@ def sweep(workers: int, args: argparse.Namespace, workdir: Path, env: dict[str, 
     ends = sorted((t.datetime_complete - started).total_seconds() for t in trials if t.datetime_complete)
     complete = sum(t.state.name == "COMPLETE" for t in trials)
     steady = steady_rate(ends, workers)
-    return {"workers": workers, "sweep_wall_s": proc.wall_s, "sweep_cpu_s": proc.cpu_s, "n_trials": len(trials),
+    return {"workers": workers, "omp_num_threads": env.get("OMP_NUM_THREADS"), "sweep_wall_s": proc.wall_s, "sweep_cpu_s": proc.cpu_s, "n_trials": len(trials),
             "complete": complete, "finish_s": ends, "trials_per_hour": len(ends) / proc.wall_s * 3600,
             "steady_trials_per_hour": steady}
 
@@ -95,18 +98,34 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["model=llama3_2_1b", f"model.name_or_path={ckpt}", "data=alpaca_demo", "trainer.precision=bf16"]
     else:
         ensure_tiny_model(env)
-    runs = [sweep(w, args, workdir, env, extra) for w in (1, 2)]
-    one, two = runs
-    ratio = two["trials_per_hour"] / one["trials_per_hour"]
+    one = sweep(1, args, workdir, env, extra)
+    # On CPU the sweeper gives a lone worker every core; the same worker on one thread says what those
+    # extra threads bought (on the tiny model: nothing but CPU time) and is the baseline that 2 workers
+    # of one thread each double at best.
+    one_thread = (sweep(1, args, workdir, {**env, "OMP_NUM_THREADS": "1"}, extra, "_t1")
+                  if not args.gpu and args.threads is None else None)
+    two = sweep(2, args, workdir, env, extra)
+    runs = [r for r in (one, one_thread, two) if r is not None]
+    ratio, steady = ratios(one, two)
+    print(table(["trials at once", "OMP_NUM_THREADS", "sweep wall s", "sweep CPU s", "trials/h (sweep)", "trials/h (steady)"],
+                [[r["workers"], r["omp_num_threads"] or "sweeper's choice", r["sweep_wall_s"], r["sweep_cpu_s"],
+                  r["trials_per_hour"], r["steady_trials_per_hour"]] for r in runs]))
+    print(f"2 vs 1: {ratio:.2f}x trials per hour over the sweep" + (f", {steady:.2f}x in steady state" if steady else ""))
+    doc = {"gpu": args.gpu, "trials": args.trials, "steps": args.steps, "threads": args.threads, "runs": runs,
+           "ratio_2_vs_1": ratio, "steady_ratio_2_vs_1": steady}
+    if one_thread is not None:
+        r1, s1 = ratios(one_thread, two)
+        print(f"2 vs 1 on one thread: {r1:.2f}x over the sweep" + (f", {s1:.2f}x in steady state" if s1 else ""))
+        doc.update(ratio_2_vs_1_thread=r1, steady_ratio_2_vs_1_thread=s1)
+    write_result("parallel_scaling_gpu" if args.gpu else "parallel_scaling", doc, args.out)
+    return 0
+
+
+def ratios(one: dict[str, Any], two: dict[str, Any]) -> tuple[float, float | None]:
+    """Trials per hour of ``two`` over ``one``: over the whole sweep, and in steady state (None if unknown)."""
     steady = (two["steady_trials_per_hour"] / one["steady_trials_per_hour"]
               if one["steady_trials_per_hour"] and two["steady_trials_per_hour"] else None)
-    print(table(["trials at once", "sweep wall s", "trials/h (sweep)", "trials/h (steady)"],
-                [[r["workers"], r["sweep_wall_s"], r["trials_per_hour"], r["steady_trials_per_hour"]] for r in runs]))
-    print(f"2 vs 1: {ratio:.2f}x trials per hour over the sweep" + (f", {steady:.2f}x in steady state" if steady else ""))
-    write_result("parallel_scaling_gpu" if args.gpu else "parallel_scaling", {"gpu": args.gpu, "trials": args.trials, "steps": args.steps,
-                                      "threads": args.threads, "runs": runs, "ratio_2_vs_1": ratio,
-                                      "steady_ratio_2_vs_1": steady}, args.out)
-    return 0
+    return two["trials_per_hour"] / one["trials_per_hour"], steady
 
 
 if __name__ == "__main__":

@@ -248,9 +248,10 @@ def test_sweep_efficiency_summary_ranks_exact_match_by_maximizing():
 @pytest.mark.slow
 def test_parallel_scaling_quick_runs_one_and_two_workers(tmp_path, cache_dir):
     doc = _run("parallel_scaling.py", tmp_path / "p.json", cache_dir)
-    assert [r["workers"] for r in doc["runs"]] == [1, 2]
+    # one worker with the sweeper's threads, the same on one thread, two workers
+    assert [(r["workers"], r["omp_num_threads"]) for r in doc["runs"]] == [(1, None), (1, "1"), (2, None)]
     assert all(r["n_trials"] == 2 and r["complete"] == 2 and r["trials_per_hour"] > 0 for r in doc["runs"])
-    assert doc["ratio_2_vs_1"] > 0
+    assert doc["ratio_2_vs_1"] > 0 and doc["ratio_2_vs_1_thread"] > 0
 
 
 def test_parallel_scaling_steady_rate_leaves_out_every_workers_first_trial():
