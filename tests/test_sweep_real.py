@@ -14,7 +14,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 from sweep_helpers import load, run
-from wandb_offline import read_offline_run
+from wandb_offline import wait_offline_run
 
 from ftsweep.numerics import intra_op_share
 
@@ -54,7 +54,8 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
     assert (sd / "plots" / "intermediate_values.html").is_file()
 
     # W&B: one offline run per trial, grouped by study, named trial-<n>, with params and state; one summary run
-    runs = [read_offline_run(d) for d in (wandb_dir / "wandb").glob("offline-run-*")]
+    runs = [wait_offline_run(d, lambda w: "state" in w["summary"] or "best_value" in w["summary"])
+            for d in (wandb_dir / "wandb").glob("offline-run-*")]
     by_name = {w["name"]: w for w in runs}
     assert set(by_name) == {"trial-0", "trial-1", "trial-2", "trial-3", "qs-summary"}
     assert {w["group"] for w in runs} == {"qs"}

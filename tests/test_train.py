@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import FAST
 from safetensors.torch import load_file
-from wandb_offline import read_offline_run
+from wandb_offline import wait_offline_run
 
 from ftsweep.train import run
 
@@ -86,12 +85,8 @@ def test_wandb_offline_run_holds_config_and_final_eval_loss(compose, tmp_path, w
     metrics = run(cfg, tmp_path / "run")
     runs = list((wandb_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and metrics["wandb_run_id"] in runs[0].name
-    logged = read_offline_run(runs[0])
-    for _ in range(60):  # W&B's service process may still be flushing the offline file after finish()
-        if logged["run_id"] and logged["summary"].get("eval_loss") is not None:
-            break
-        time.sleep(0.5)
-        logged = read_offline_run(runs[0])
+    done = {"state", "objective", "eval_loss"}
+    logged = wait_offline_run(runs[0], lambda w: w["run_id"] and done <= set(w["summary"]))
     assert logged["run_id"] == metrics["wandb_run_id"]
     assert logged["config"]["optimizer"]["lr"] == 0.0002 and logged["config"]["lora"]["r"] == 16
     summary = logged["summary"]

@@ -16,6 +16,7 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
     """
     import json
     import struct
+    import zlib
 
     from wandb.proto import wandb_internal_pb2 as pb
 
@@ -26,10 +27,12 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        crc, length, kind = struct.unpack("<IHB", raw[pos : pos + 7])
         chunk, pos = raw[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0:  # zero padding (preallocated space), not a record
             continue
+        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
+            break  # a torn tail: W&B's service is still writing it (callers poll until what they need is there)
         if kind in (1, 2):  # full record / first chunk
             pending = chunk
         else:  # middle / last chunk
@@ -54,6 +57,21 @@ def read_offline_run(run_path: str | os.PathLike) -> dict[str, Any]:
         elif kind == "files":  # files the run asked W&B to upload (wandb sync uploads them)
             out["files"] += [f.path for f in record.files.files]
     return out
+
+
+def wait_offline_run(run_path: str | os.PathLike, ready, timeout: float = 60.0) -> dict[str, Any]:
+    """``read_offline_run`` again until ``ready(logged)`` holds or ``timeout`` seconds pass; returns the last read.
+
+    W&B's service process may still be writing a run's log after ``finish()`` (or after the process that logged
+    it exited), so a test reads what is there and waits for what it needs instead of reading once."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    logged = read_offline_run(run_path)
+    while not ready(logged) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        logged = read_offline_run(run_path)
+    return logged
 
 
 def read_offline_table(run_path: str | os.PathLike, key: str) -> dict[str, Any] | None:
