@@ -104,6 +104,14 @@ def test_separate_validation_file_and_no_eval(tmp_path, cfg_for, tok):
     assert build_datasets(cfg_for(train, "data.val_size=0"), tok).eval is None
 
 
+def test_a_positive_fraction_keeps_one_validation_row_on_a_small_file(tmp_path, cfg_for, tok):
+    # 0.1 of 4 rows rounds to 0: the run would train without any validation and an eval objective would
+    # find no eval_loss only after the whole run; at least one row is held out instead
+    small = build_datasets(cfg_for(write_json(tmp_path / "four.json", ROWS[:4]), "data.val_size=0.1"), tok)
+    assert (len(small.train), len(small.eval), small.stats["n_eval"]) == (3, 1, 1)
+    with pytest.raises(DataError, match=r"^data.val_size: 0.1 leaves no training rows out of 1$"):
+        build_datasets(cfg_for(write_json(tmp_path / "one.json", ROWS[:1]), "data.val_size=0.1"), tok)
+
 def test_stats_are_numbers(tmp_path, cfg_for, tok):
     bundle = build_datasets(cfg_for(write_json(tmp_path / "rows.json", ROWS)), tok)
     listed = {"dropped_where", "call_text_dropped_where", "where_names"}  # the rows behind two counts (inspect)

@@ -259,8 +259,11 @@ def select(records: list[Record], *, shuffle: bool, seed: int, max_rows: int | N
 
 
 def split_validation(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:
-    """Seeded train/validation split: ``val_size`` < 1 is a fraction, >= 1 a number of rows."""
-    n_val = round(val_size * len(records)) if val_size < 1 else int(val_size)
+    """Seeded train/validation split: ``val_size`` < 1 is a fraction, >= 1 a number of rows.
+
+    A positive fraction keeps at least one validation row: on a small file (or ``max_rows``) 0.1 must not round
+    to no validation at all, which would leave an eval objective nothing to measure after the whole run."""
+    n_val = max(1, round(val_size * len(records))) if 0 < val_size < 1 else int(val_size)
     if n_val == 0:
         return records, []
     if n_val >= len(records):
