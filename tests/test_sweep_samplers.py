@@ -16,7 +16,8 @@ from ftsweep.sweeper.samplers import SAMPLERS
 
 pytestmark = pytest.mark.slow
 
-SPACE = ["optimizer.lr=choice(1e-3,2e-3)", "lora=choice(r8,r16)"]
+# 6 points for 4 trials: a space no larger than n_trials would run as a grid whatever the sampler
+SPACE = ["optimizer.lr=choice(1e-3,2e-3,3e-3)", "lora=choice(r8,r16)"]
 
 
 def _args(sd, *extra, n_trials=4, workers=1):
@@ -35,11 +36,25 @@ def test_every_sampler_finishes_with_a_report(tmp_path, name):
     study = load(sd)
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     for t in study.trials:
-        assert t.params["optimizer.lr"] in (1e-3, 2e-3) and t.params["lora"] in ("r8", "r16")
+        assert t.params["optimizer.lr"] in (1e-3, 2e-3, 3e-3) and t.params["lora"] in ("r8", "r16")
     if name == "grid":  # every grid point exactly once
         assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
     assert (sd / "summary.json").is_file() and (sd / "report.md").is_file() and (sd / "best.yaml").is_file()
     assert "best trial" in r.stdout
+
+
+def test_a_space_that_fits_in_n_trials_runs_each_point_once(tmp_path):
+    # `-m optimizer.lr=1e-3,2e-3 lora=r8,r16` with the default TPE and 20 trials ran 20 trials of 4 distinct
+    # (identical, seeded) runs; as with Hydra's basic sweeper, each point now runs once
+    sd = tmp_path / "s"
+    r = run([*_args(sd, n_trials=20, workers=2), "optimizer.lr=1e-3,2e-3", "lora=r8,r16"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert ("the search space has 4 point(s) (choices and ranges only), no more than hydra.sweeper.n_trials=20: "
+            "running each once (sampler grid instead of tpe)") in r.stderr
+    study = load(sd)
+    assert sorted((t.params["optimizer.lr"], t.params["lora"]) for t in study.trials) == [
+        (1e-3, "r16"), (1e-3, "r8"), (2e-3, "r16"), (2e-3, "r8")]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
 
 
 def test_batch_size_grid_sweep_finishes(tmp_path):

@@ -147,6 +147,20 @@ def _grid_points(dist: Any) -> list[Any]:
             for i in range(n)]
 
 
+def space_points(distributions: Mapping[str, Any]) -> int | None:
+    """How many distinct points a search space has: the product of its choices and ranges (None when any
+    parameter is an interval, i.e. continuous)."""
+    size = 1
+    for dist in distributions.values():
+        if hasattr(dist, "choices"):
+            size *= len(dist.choices)
+        elif getattr(dist, "step", None) is not None:
+            size *= len(_grid_points(dist))
+        else:
+            return None
+    return size
+
+
 def grid_size(sampler: Any) -> int | None:
     """Number of grid points of a GridSampler (None for other samplers)."""
     sampler = getattr(sampler, "inner", sampler)

@@ -225,7 +225,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.placement import GpuPool
     from ftsweep.sweeper.process import check_backend, cold_only
     from ftsweep.sweeper.runner import DEFAULT_COMMAND, RunSettings, default_command, detect_gpus
-    from ftsweep.sweeper.samplers import build_sampler, grid_size
+    from ftsweep.sweeper.samplers import build_sampler, grid_size, space_points
     from ftsweep.sweeper.storage import flock
     from ftsweep.sweeper.study import open_study
 
@@ -293,6 +293,15 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               f"(got {conf.trial_timeout_s})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
+    points = space_points(space.distributions)
+    if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue
+            and not conf.lr_find):
+        # Every point fits in the budget: any other sampler would repeat points (identical runs: the seed is
+        # fixed) before it covered them all. As Hydra's basic sweeper does, `-m a=1,2` runs each value once.
+        print(f"[sweep {study_name}] the search space has {points} point(s) (choices and ranges only), no more than "
+              f"hydra.sweeper.n_trials={conf.n_trials}: running each once (sampler grid instead of "
+              f"{conf.sampler.name})", file=sys.stderr)
+        conf = replace(conf, sampler=replace(conf.sampler, name="grid"))
     n_trials, n_workers = conf.n_trials, conf.n_workers
     # Builds the sampler once (grid size, unknown name, missing package) before anything is created.
     size = grid_size(build_sampler(conf.sampler, space.distributions, multi_objective=len(directions) > 1))
