@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,9 @@ def test_failure_leaves_nothing_in_the_cache(tmp_path, compose, tok):
 def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
     with pytest.raises(DataError, match=r"nope\.json: file not found"):
         build_datasets(cfg_for(tmp_path / "nope.json", "data.loader=json"), tok)
+    with pytest.raises(DataError, match=r"file not found .*; a pattern is not expanded: for several files give "
+                                        f"their folder, data.path={re.escape(str(tmp_path / 'shards'))}$"):
+        build_datasets(cfg_for(tmp_path / "shards" / "*.jsonl"), tok)
     odd = tmp_path / "rows.txt"
     odd.write_text("x")
     with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.txt'"):

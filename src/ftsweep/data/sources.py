@@ -48,7 +48,9 @@ def resolve_source(name: str, loader: str) -> Source:
     """Decide how to read ``name``: ``auto`` picks by file extension, and a non-file is a Hub dataset."""
     file = resolve_data_path(name)
     if file is None and loader != "hub" and looks_like_local_path(name):
-        raise DataError(name, f"file not found (looked for it relative to {Path.cwd()})")
+        hint = ("; a pattern is not expanded: for several files give their folder, "
+                f"data.path={Path(name).parent}" if any(c in name for c in "*?[") else "")
+        raise DataError(name, f"file not found (looked for it relative to {Path.cwd()}){hint}")
     if loader == "auto":
         if file is None or file.is_dir():
             return Source(name, "hub", None)
