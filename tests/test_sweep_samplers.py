@@ -6,6 +6,7 @@ outside ``study.optimize()``); two processes sharing a new study used to propose
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -55,6 +56,33 @@ def test_a_space_that_fits_in_n_trials_runs_each_point_once(tmp_path):
     assert sorted((t.params["optimizer.lr"], t.params["lora"]) for t in study.trials) == [
         (1e-3, "r16"), (1e-3, "r8"), (2e-3, "r16"), (2e-3, "r8")]
     assert all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def test_a_point_proposed_again_gets_its_value_without_training(tmp_path):
+    # 12 points, 10 trials: TPE proposes some points again; each repeat copies the COMPLETE trial's value
+    sd = tmp_path / "s"
+    r = run([*_args(sd, "hydra.sweeper.sampler.seed=0", "hydra.sweeper.sampler.n_startup_trials=4", n_trials=10),
+             "optimizer.lr=choice(1e-4,1e-3,1e-2)", "lora.r=choice(4,8,16,32)"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    trials = load(sd).trials
+    assert len(trials) == 10 and all(t.state.name == "COMPLETE" for t in trials)
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    assert repeats, "seed 0 proposes at least one point twice"
+    trained = [t for t in trials if "repeat_of" not in t.user_attrs]
+    assert len({tuple(sorted(t.params.items())) for t in trained}) == len(trained)  # every run a new point
+    for t in repeats:
+        first = trials[t.user_attrs["repeat_of"]]
+        assert "repeat_of" not in first.user_attrs and first.number < t.number
+        assert (t.params, t.value, t.user_attrs["runtime_s"]) == (first.params, first.value, 0.0)
+        folder = sd / f"trial_{t.number}"
+        assert t.user_attrs["trial_dir"] == str(folder) and not (folder / ".hydra").exists()  # no process ran
+        assert json.loads((folder / "metrics.json").read_text())["repeat_of"] == first.number
+        assert f"trial {t.number} repeats trial {first.number}: " in r.stdout + r.stderr
+        assert f"trial {t.number} started" not in r.stdout + r.stderr
+    from ftsweep.report import trials_table
+
+    table = trials_table(load(sd))
+    assert all(f"| {t.number} | COMPLETE (repeat of {t.user_attrs['repeat_of']}) |" in table for t in repeats)
 
 
 def test_batch_size_grid_sweep_finishes(tmp_path):

@@ -227,6 +227,8 @@ def trials_table(study: Any) -> str:
     rows = []
     for t in trials:
         state = t.state.name + (" (re-run)" if t.number in rerun else "")
+        if t.user_attrs.get(attrs.REPEAT_OF) is not None:  # proposed again: the earlier trial's value, not trained
+            state += f" (repeat of {t.user_attrs[attrs.REPEAT_OF]})"
         value = t.values if t.values and len(t.values) > 1 else t.value
         steps = t.user_attrs.get(attrs.PRUNED_AT_STEP) or (max(t.intermediate_values) if t.intermediate_values else None)
         d = t.user_attrs.get(attrs.TRIAL_DIR)

@@ -24,6 +24,7 @@ OOM_FIRST_ATTEMPT = "oom_first_attempt"  # {reason, per_device_train_batch_size,
 DERIVED = "derived"  # {key: value} the trial got from hydra.sweeper.derived (+ effective batch)
 ENQUEUED = "enqueued"  # a point given in hydra.sweeper.enqueue
 RETRY_OF = "retry_of"  # the original trial whose parameters a re-run repeats
+REPEAT_OF = "repeat_of"  # the COMPLETE trial whose parameters a sampler proposed again: its value, not trained
 REPLACES = "ftsweep:replaces"  # the failed trial a re-run takes the place of in the budget
 ATTEMPT = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this is
 CHARGED = "ftsweep:charged"  # False: a re-run after the owner process was lost (spends no retry budget)
@@ -83,4 +84,4 @@ def set_attrs_in_storage(storage: Any, trial_id: int, **values: Any) -> None:
 
 KEYS = {"trial_dir": TRIAL_DIR, "overrides": OVERRIDES, "gpu": GPU, "wandb_run_id": WANDB_RUN_ID, "status": STATUS,
         "pruned_at_step": PRUNED_AT_STEP, "runtime_s": RUNTIME_S, "reason": REASON,
-        "oom_first_attempt": OOM_FIRST_ATTEMPT}
+        "oom_first_attempt": OOM_FIRST_ATTEMPT, "repeat_of": REPEAT_OF}

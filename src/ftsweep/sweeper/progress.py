@@ -96,6 +96,11 @@ class Progress:
         self.log(f"trial {number} {state} in {took:.1f} s {detail}".rstrip())
         self.refresh()
 
+    def repeated_trial(self, number: int, of: int, params: dict[str, Any], values: Any) -> None:
+        value = values[0] if len(values) == 1 else values
+        self.log(f"trial {number} repeats trial {of}: {_params(params)}: value={_fmt(value)} copied, not trained again")
+        self.refresh()
+
     def update(self, counts: Counts, best: Any = None, best_number: int | None = None) -> None:
         self.counts = counts
         self.best, self.best_number = best, best_number

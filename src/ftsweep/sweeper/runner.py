@@ -175,7 +175,42 @@ class SweepRunner:
             self._budget_full_until = time.monotonic() + 2.0
             return False
         overrides = merge_overrides(self.fixed, self.space.fixed, self.space.overrides(trial.params))
-        self._start(trial, overrides)
+        if not self._repeat(trial, overrides):
+            self._start(trial, overrides)
+        return True
+
+    def _repeat(self, trial: Any, overrides: list[str]) -> bool:
+        """A sampler may propose a point of a discrete space again (TPE does, often: 2-4 of 10 trials over
+        4 r x 3 lr). Its run would repeat a COMPLETE trial's (same overrides, same seed), so it is not trained:
+        the trial gets that trial's value(s) and attributes, ``repeat_of``, and a folder holding a copy of its
+        metrics.json. It counts towards n_trials like any trial. Re-runs of lost trials always run."""
+        from optuna.trial import TrialState
+
+        if trial.user_attrs.get(RETRY_OF) is not None:
+            return False
+        params = dict(trial.params)
+        same = next((t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if t.params == params and t.number != trial.number), None)
+        if same is None:
+            return False
+        trial_dir = self.s.sweep_dir / self.s.trial_subdir(trial.number, overrides)
+        if trial_dir.exists() and any(trial_dir.iterdir()):
+            trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        original = attrs.TrialAttrs.of(same).trial_dir
+        doc = rundir.read_metrics(original) if original is not None else None
+        if doc is not None:
+            rundir.write_metrics(trial_dir, {**doc, attrs.REPEAT_OF: same.number})
+        keep = {attrs.OWNER, attrs.HEARTBEAT, attrs.RETRY_OF, attrs.REPLACES, attrs.ATTEMPT, attrs.CHARGED,
+                attrs.ENQUEUED, attrs.TRIAL_DIR, attrs.RUNTIME_S, attrs.GPU}
+        for key, value in same.user_attrs.items():
+            if key not in keep:
+                trial.set_user_attr(key, value)
+        attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides],
+                        runtime_s=0.0, repeat_of=same.number)
+        self.study.tell(trial, same.values if len(same.values) > 1 else same.values[0])
+        self.progress.repeated_trial(trial.number, same.number, params, same.values)
+        self.progress.update(count(self.study), *self._best())
         return True
 
     def _start(self, trial: Any, overrides: list[str], *, oom_retried: bool = False) -> None:
