@@ -180,8 +180,8 @@ class SweepRunner:
         return True
 
     def _repeat(self, trial: Any, overrides: list[str]) -> bool:
-        """A sampler may propose a point of a discrete space again (TPE does, often: 2-4 of 10 trials over
-        4 r x 3 lr). Its run would repeat a COMPLETE trial's (same overrides, same seed), so it is not trained:
+        """A sampler may propose a point of a discrete space again (TPE does, often: 1 to 4, median 2, of 10
+        trials over 4 r x 3 lr). Its run would repeat a COMPLETE trial's (same overrides, same seed), so it is not trained:
         the trial gets that trial's value(s) and attributes, ``repeat_of``, and a folder holding a copy of its
         metrics.json. It counts towards n_trials like any trial. Re-runs of lost trials always run."""
         from optuna.trial import TrialState
