@@ -67,6 +67,16 @@ def test_replay_spends_exactly_the_budget_and_grid_finds_the_grid_optimum():
     assert se.steps_to(trace, 1.02) == 120 and se.steps_to(trace, 1.3) == 80 and se.steps_to(trace, 0.5) is None
 
 
+def test_sampler_repeats_counts_points_seen_before(tmp_path):
+    sr = _load("sampler_repeats")
+    one_point = {"lora.r": [8], "optimizer.lr": [1e-3]}
+    assert sr.repeats("random", one_point, 5, 0) == 4 and sr.repeats("tpe", one_point, 5, 0) == 4
+    assert sr.main(["--quick", "--out", str(tmp_path / "r.json")]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["sampler"], r["n_trials"], len(r["repeats"])) for r in doc["results"]] == [("tpe", 10, 2), ("random", 10, 2)]
+    assert all(0 <= n < 10 for r in doc["results"] for n in r["repeats"])
+
+
 def test_lr_grid_has_three_points_per_decade_and_the_decade_points_exactly():
     se = _load("sweep_efficiency_replay")
     grid = se.lr_grid(3)
