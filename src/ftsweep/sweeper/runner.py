@@ -38,7 +38,7 @@ from ftsweep.sweeper.outcome import Outcome, oom_retry, read_outcome
 from ftsweep.sweeper.placement import GpuPool
 from ftsweep.sweeper.process import Exit, TrialProcess
 from ftsweep.sweeper.progress import Progress
-from ftsweep.sweeper.samplers import pruner_to_json
+from ftsweep.sweeper.samplers import pruner_to_json, space_points
 from ftsweep.sweeper.storage import BudgetGuard, record_heartbeat
 from ftsweep.sweeper.study import (
     ATTEMPT_ATTR,
@@ -123,6 +123,7 @@ class SweepRunner:
         self._last_beat = 0.0
         self._last_stale_check = 0.0
         self._budget_full_until = 0.0
+        self._discrete = space_points(space.distributions) is not None  # only such a space repeats points
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> Counts:
@@ -181,30 +182,28 @@ class SweepRunner:
 
     def _repeat(self, trial: Any, overrides: list[str]) -> bool:
         """A sampler may propose a point of a discrete space again (TPE does, often: 1 to 4, median 2, of 10
-        trials over 4 r x 3 lr). Its run would repeat a COMPLETE trial's (same overrides, same seed), so it is not trained:
-        the trial gets that trial's value(s) and attributes, ``repeat_of``, and a folder holding a copy of its
-        metrics.json. It counts towards n_trials like any trial. Re-runs of lost trials always run."""
+        trials over 4 r x 3 lr, bench/sampler_repeats.py). Its run would repeat a COMPLETE trial's (same
+        overrides, same seed), so it is not trained: the trial gets that trial's value(s) and attributes,
+        ``repeat_of``, and a folder holding a copy of its metrics.json. It counts towards n_trials like any
+        trial. Re-runs of lost trials always run; a space with an interval never repeats a point exactly."""
         from optuna.trial import TrialState
 
-        if trial.user_attrs.get(RETRY_OF) is not None:
+        if not self._discrete or trial.user_attrs.get(RETRY_OF) is not None:
             return False
         params = dict(trial.params)
         same = next((t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                      if t.params == params and t.number != trial.number), None)
         if same is None:
             return False
-        trial_dir = self.s.sweep_dir / self.s.trial_subdir(trial.number, overrides)
-        if trial_dir.exists() and any(trial_dir.iterdir()):
-            trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
-        trial_dir.mkdir(parents=True, exist_ok=True)
+        trial_dir = self._new_trial_dir(self.s.trial_subdir(trial.number, overrides))
         original = attrs.TrialAttrs.of(same).trial_dir
         doc = rundir.read_metrics(original) if original is not None else None
         if doc is not None:
             rundir.write_metrics(trial_dir, {**doc, attrs.REPEAT_OF: same.number})
-        keep = {attrs.OWNER, attrs.HEARTBEAT, attrs.RETRY_OF, attrs.REPLACES, attrs.ATTEMPT, attrs.CHARGED,
-                attrs.ENQUEUED, attrs.TRIAL_DIR, attrs.RUNTIME_S, attrs.GPU}
+        own = {attrs.OWNER, attrs.HEARTBEAT, attrs.RETRY_OF, attrs.REPLACES, attrs.ATTEMPT, attrs.CHARGED,
+               attrs.ENQUEUED, attrs.TRIAL_DIR, attrs.RUNTIME_S, attrs.GPU}  # this trial's, not copied
         for key, value in same.user_attrs.items():
-            if key not in keep:
+            if key not in own:
                 trial.set_user_attr(key, value)
         attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides],
                         runtime_s=0.0, repeat_of=same.number)
@@ -213,13 +212,18 @@ class SweepRunner:
         self.progress.update(count(self.study), *self._best())
         return True
 
-    def _start(self, trial: Any, overrides: list[str], *, oom_retried: bool = False) -> None:
-        subdir = self.s.trial_subdir(trial.number, overrides)
+    def _new_trial_dir(self, subdir: str) -> Path:
+        """The trial's folder (``hydra.sweep.subdir``), created empty."""
         trial_dir = self.s.sweep_dir / subdir
         if trial_dir.exists() and any(trial_dir.iterdir()):
             # A directory from an older study of the same name: keep it, never overwrite.
             trial_dir.rename(trial_dir.with_name(f"{trial_dir.name}.old-{int(time.time())}"))
-        trial_dir.mkdir(parents=True)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        return trial_dir
+
+    def _start(self, trial: Any, overrides: list[str], *, oom_retried: bool = False) -> None:
+        subdir = self.s.trial_subdir(trial.number, overrides)
+        trial_dir = self._new_trial_dir(subdir)
         gpu = self.gpus.acquire()
         attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides])
         if gpu is not None:
