@@ -112,6 +112,10 @@ def test_a_positive_fraction_keeps_one_validation_row_on_a_small_file(tmp_path, 
     assert (len(small.train), len(small.eval), small.stats["n_eval"]) == (3, 1, 1)
     with pytest.raises(DataError, match=r"^data.val_size: 0.1 leaves no training rows out of 1$"):
         build_datasets(cfg_for(write_json(tmp_path / "one.json", ROWS[:1]), "data.val_size=0.1"), tok)
+    # the row is checked first: a bad row is the error named, not the split
+    bad_row = write_json(tmp_path / "bad.json", [{"instruction": "Q", "output": 3}])
+    with pytest.raises(DataError, match=r"bad.json row 1: field 'output'"):
+        build_datasets(cfg_for(bad_row, "data.val_size=0.1"), tok)
 
 def test_stats_are_numbers(tmp_path, cfg_for, tok):
     bundle = build_datasets(cfg_for(write_json(tmp_path / "rows.json", ROWS)), tok)

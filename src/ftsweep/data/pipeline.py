@@ -36,6 +36,7 @@ from ftsweep.data.sources import (
     load_records,
     resolve_source,
     select,
+    no_training_rows,
     split_validation,
 )
 from ftsweep.data.templates import (
@@ -194,6 +195,8 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     eval_ = None
     if val_records:
         eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts), fp + "-eval")[0]
+    if train is None and not train_records and not d.validation_path:
+        raise no_training_rows(d.val_size, len(val_records))
     if train is None:
         raise DataError(d.path, "no training rows left after filtering, bad rows and the length policy")
     stats = {

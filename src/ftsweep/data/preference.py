@@ -28,7 +28,7 @@ from ftsweep.data.encode import tokenize_segments
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
 from ftsweep.data.pipeline import DataBundle, Renderer
-from ftsweep.data.sources import Record, load_records, select, split_validation
+from ftsweep.data.sources import Record, load_records, no_training_rows, select, split_validation
 from ftsweep.data.templates import ANSWER, _label, missing
 
 
@@ -240,6 +240,8 @@ def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_pro
     if paired and counts.identical and counts.identical == counts.rows - counts.empty_answer - counts.prompt_too_long:
         raise DataError(d.path, f"chosen is identical to rejected in every row ({counts.identical}): nothing to prefer",
                         "rejected")
+    if not train and not train_rec and not d.validation_path:
+        raise no_training_rows(d.val_size, len(val_rec))
     if not train:
         raise DataError(d.path, "no training pairs left after bad rows, duplicates and the length policy")
     if not paired:
@@ -301,6 +303,8 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
         return out
 
     train, evals = rows(train_rec), rows(val_rec)
+    if not train and not train_rec and not d.validation_path:
+        raise no_training_rows(d.val_size, len(val_rec))
     if not train:
         raise DataError(d.path, "no prompts left after bad rows")
     stats = {"n_rows": n_rows, "n_skipped_bad": bad.skipped, "n_train": len(train), "n_eval": len(evals),

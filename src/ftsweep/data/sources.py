@@ -260,16 +260,23 @@ def select(records: list[Record], *, shuffle: bool, seed: int, max_rows: int | N
     return records[:max_rows] if max_rows else records
 
 
+def no_training_rows(val_size: float, n_rows: int) -> DataError:
+    """The error for a split that left nothing to train on (see ``split_validation``)."""
+    return DataError("data.val_size", f"{val_size} leaves no training rows out of {n_rows}")
+
+
 def split_validation(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Seeded train/validation split: ``val_size`` < 1 is a fraction, >= 1 a number of rows.
 
     A positive fraction keeps at least one validation row: on a small file (or ``max_rows``) 0.1 must not round
-    to no validation at all, which would leave an eval objective nothing to measure after the whole run."""
+    to no validation at all, which would leave an eval objective nothing to measure after the whole run.
+    A ``val_size`` that leaves no training rows returns every row as validation: the caller checks the rows
+    first (a bad row is the error to name) and then raises ``no_training_rows``."""
     n_val = max(1, round(val_size * len(records))) if 0 < val_size < 1 else int(val_size)
     if n_val == 0:
         return records, []
     if n_val >= len(records):
-        raise DataError("data.val_size", f"{val_size} leaves no training rows out of {len(records)}")
+        return [], records
     order = list(range(len(records)))
     random.Random(seed + 1).shuffle(order)  # independent of the shuffle so max_rows does not bias the split
     val_idx = set(order[:n_val])

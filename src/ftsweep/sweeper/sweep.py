@@ -293,14 +293,15 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               f"(got {conf.trial_timeout_s})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
+    notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)
     points = space_points(space.distributions)
     if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue
             and not conf.lr_find):
         # Every point fits in the budget: any other sampler would repeat points (identical runs: the seed is
         # fixed) before it covered them all. As Hydra's basic sweeper does, `-m a=1,2` runs each value once.
-        print(f"[sweep {study_name}] the search space has {points} point(s) (choices and ranges only), no more than "
-              f"hydra.sweeper.n_trials={conf.n_trials}: running each once (sampler grid instead of "
-              f"{conf.sampler.name})", file=sys.stderr)
+        notes.append(f"[sweep {study_name}] the search space has {points} point(s) (choices and ranges only), no "
+                     f"more than hydra.sweeper.n_trials={conf.n_trials}: running each once (sampler grid instead of "
+                     f"{conf.sampler.name})")
         conf = replace(conf, sampler=replace(conf.sampler, name="grid"))
     n_trials, n_workers = conf.n_trials, conf.n_workers
     # Builds the sampler once (grid size, unknown name, missing package) before anything is created.
@@ -323,7 +324,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if conf.warm_workers and not why_cold and not stage_module(stage).WARM:
         why_cold = f"stage={stage} is not supported by warm workers (they keep what SFT trials share)"
     if why_cold:
-        print(f"[sweep] hydra.sweeper.warm_workers: trials run cold ({why_cold})", file=sys.stderr)
+        notes.append(f"[sweep] hydra.sweeper.warm_workers: trials run cold ({why_cold})")
         conf = replace(conf, warm_workers=False)
     gpus = detect_gpus(conf.gpus)
     # Trials that fit on the GPUs at once (gpus_per_trial per trial, trials_per_gpu per GPU); one-line errors.
@@ -357,6 +358,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
             lock.unlink(missing_ok=True)
         raise
 
+    for note in notes:
+        print(note, file=sys.stderr)
     if capacity and n_workers > capacity:
         print(f"[sweep {study_name}] n_workers={n_workers} > {capacity} GPU place(s) ({len(gpus or [])} GPU(s), "
               f"gpus_per_trial={conf.gpus_per_trial}, trials_per_gpu={conf.trials_per_gpu}): running {capacity} at once",
