@@ -109,7 +109,9 @@ def test_kill_9_mid_trial_then_rerun(tmp_path, db):
         t = study.trials[n]
         assert t.state.name == "FAIL" and t.user_attrs["reason"].startswith("stale:")
         reruns = [u for u in study.trials if u.user_attrs.get("retry_of") == n]
-        assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE" and reruns[0].params == t.params
+        assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE"
+        if t.params:  # (empty if it was killed inside ask(), before sampling: the re-run samples anew)
+            assert reruns[0].params == t.params
     assert "RUNNING" not in {t.state.name for t in study.trials}
 
 
