@@ -110,7 +110,8 @@ def test_a_positive_fraction_keeps_one_validation_row_on_a_small_file(tmp_path, 
     # find no eval_loss only after the whole run; at least one row is held out instead
     small = build_datasets(cfg_for(write_json(tmp_path / "four.json", ROWS[:4]), "data.val_size=0.1"), tok)
     assert (len(small.train), len(small.eval), small.stats["n_eval"]) == (3, 1, 1)
-    with pytest.raises(DataError, match=r"^data.val_size: 0.1 leaves no training rows out of 1$"):
+    one_row = r"^data.val_size: 0.1 leaves no training rows out of 1 \(data.val_size=0 trains on every row, "
+    with pytest.raises(DataError, match=one_row + r"without validation\)$"):
         build_datasets(cfg_for(write_json(tmp_path / "one.json", ROWS[:1]), "data.val_size=0.1"), tok)
     # the row is checked first: a bad row is the error named, not the split
     bad_row = write_json(tmp_path / "bad.json", [{"instruction": "Q", "output": 3}])

@@ -34,9 +34,9 @@ from ftsweep.data.sources import (
     content_hash,
     filter_empty_input,
     load_records,
+    no_training_rows,
     resolve_source,
     select,
-    no_training_rows,
     split_validation,
 )
 from ftsweep.data.templates import (

@@ -262,7 +262,8 @@ def select(records: list[Record], *, shuffle: bool, seed: int, max_rows: int | N
 
 def no_training_rows(val_size: float, n_rows: int) -> DataError:
     """The error for a split that left nothing to train on (see ``split_validation``)."""
-    return DataError("data.val_size", f"{val_size} leaves no training rows out of {n_rows}")
+    return DataError("data.val_size", f"{val_size} leaves no training rows out of {n_rows} "
+                                       f"(data.val_size=0 trains on every row, without validation)")
 
 
 def split_validation(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:
