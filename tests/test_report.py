@@ -227,3 +227,33 @@ def test_multi_objective_sweep_on_exact_match_and_eval_loss_reports_the_pareto_f
     with contextlib.redirect_stdout(out):
         assert main([str(sd), "--out", str(tmp_path / "again")]) == 0
     assert f"pareto front (exact_match, eval_loss): trial(s) {', '.join(map(str, expected))}" in out.getvalue()
+
+
+def test_a_repeat_is_never_the_best_trial_a_tie_or_on_the_front(tmp_path):
+    """A repeat (a point proposed again, given its trial's value without training: ``repeat_of``) has no
+    adapter of its own: the best trial is the trained one even where storage returns the repeat first, a
+    trial and its repeat are not "all trials tied", and the Pareto front lists the trained trial once."""
+    from ftsweep.sweeper.study import best_trial, pareto_front, tied_value
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dist = {"optimizer.lr": CategoricalDistribution([1e-4, 1e-3])}
+
+    def trial(number, values, repeat_of=None, state=optuna.trial.TrialState.COMPLETE):
+        attrs = {"trial_dir": str(tmp_path / f"trial_{number}")}
+        if repeat_of is not None:
+            attrs["repeat_of"] = repeat_of
+        return optuna.trial.create_trial(params={"optimizer.lr": 1e-3}, distributions=dist, user_attrs=attrs,
+                                         state=state, **({"values": values} if values else {}))
+
+    single = optuna.create_study(direction="maximize")
+    # the repeat (0) is added before its trial (1), so storage's choice among the tie is the repeat
+    for t in (trial(0, [0.5], repeat_of=1), trial(1, [0.5]), trial(2, None, state=optuna.trial.TrialState.PRUNED)):
+        single.add_trial(t)
+    assert single.best_trial.number == 0 and best_trial(single).number == 1
+    assert tied_value(single) is None  # one trained trial: nothing tied
+
+    multi = optuna.create_study(directions=["maximize", "minimize"])
+    for t in (trial(0, [0.5, 2.0]), trial(1, [0.1, 1.0]), trial(2, [0.5, 2.0], repeat_of=0)):
+        multi.add_trial(t)
+    assert sorted(t.number for t in multi.best_trials) == [0, 1, 2]
+    assert [t.number for t in pareto_front(multi)] == [0, 1] and best_trial(multi).number == 0

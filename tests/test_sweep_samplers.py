@@ -76,9 +76,15 @@ def test_a_point_proposed_again_gets_its_value_without_training(tmp_path):
         assert (t.params, t.value, t.user_attrs["runtime_s"]) == (first.params, first.value, 0.0)
         folder = sd / f"trial_{t.number}"
         assert t.user_attrs["trial_dir"] == str(folder) and not (folder / ".hydra").exists()  # no process ran
-        assert json.loads((folder / "metrics.json").read_text())["repeat_of"] == first.number
+        copied = json.loads((folder / "metrics.json").read_text())
+        assert (copied["repeat_of"], copied["repeat_of_dir"]) == (first.number, str(sd / f"trial_{first.number}"))
         assert f"trial {t.number} repeats trial {first.number}: " in r.stdout + r.stderr
         assert f"trial {t.number} started" not in r.stdout + r.stderr
+    # tools given the repeat's folder name the trained one (merge, generate, export read a run folder)
+    repeat, of = repeats[0].number, repeats[0].user_attrs["repeat_of"]
+    m = run([sys.executable, "-m", "ftsweep", "merge", str(sd / f"trial_{repeat}")], tmp_path)
+    assert m.returncode == 2 and m.stderr.strip().endswith(
+        f"a repeat of the trial in {sd / f'trial_{of}'} (the same point, not trained again): use that folder")
     from ftsweep.report import trials_table
 
     table = trials_table(load(sd))

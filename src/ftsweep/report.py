@@ -124,7 +124,7 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
 def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     """The numbers of ``summary.json``."""
     from ftsweep.sweeper.storage import redact
-    from ftsweep.sweeper.study import best_trial, count, counted_trials, tied_value
+    from ftsweep.sweeper.study import best_trial, count, counted_trials, pareto_front, tied_value
 
     c = count(study)
     best = best_trial(study)
@@ -145,7 +145,7 @@ def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
         "best_trial_number": None if best is None else best.number,
         "best_trial_dir": None if best is None else best.user_attrs.get(attrs.TRIAL_DIR),
         "best_wandb_run_id": None if best is None else best.user_attrs.get(attrs.WANDB_RUN_ID),
-        "pareto_trials": [t.number for t in study.best_trials] if multi else None,
+        "pareto_trials": [t.number for t in pareto_front(study)] if multi else None,
         "all_tied_value": tied_value(study),
         "storage": redact(storage_url) if storage_url else None,
     }
@@ -195,6 +195,8 @@ def learning_summary(study: Any) -> dict[str, Any]:
     metric, maximize = objective_of(study)
     bad, judged = [], set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.user_attrs.get(attrs.REPEAT_OF) is not None:  # not trained: its trial is judged
+            continue
         flag, used = did_not_learn(t, metric, maximize)
         if flag is not None:
             judged.add(used)
@@ -353,20 +355,14 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
 
 
 # ------------------------------------------------------------------------------------ multi-objective
-def pareto_trials(study: Any) -> list[Any]:
-    """The COMPLETE trials no other COMPLETE trial dominates (as good on every metric, better on one), by
-    number; [] for a single-objective study."""
-    if len(study.directions) < 2:
-        return []
-    return sorted(study.best_trials, key=lambda t: t.number)
-
-
 def pareto_section(study: Any) -> str:
     """``## Pareto front``: one row per non-dominated trial (its value on each metric, params, folder); ""
     for a single-objective study."""
     if len(study.directions) < 2:
         return ""
-    front = pareto_trials(study)
+    from ftsweep.sweeper.study import pareto_front
+
+    front = pareto_front(study)
     metrics = [str(m) for m in study.user_attrs.get(attrs.METRICS) or []]
     if len(metrics) != len(study.directions):
         metrics = [f"value {i}" for i in range(len(study.directions))]

@@ -29,6 +29,7 @@ METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manif
 PREDICTIONS = "predictions.jsonl"
 ADAPTER, FULL_MODEL, TRIAL_LOG = "adapter", "model", "trial.log"
 FINISHED_MARKERS = (METRICS, FAILURE)
+REPEAT_DIR = "repeat_of_dir"  # metrics.json of a sweep's repeat trial (no run of its own): the trained trial's folder
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,10 @@ def load_config(run_dir: str | Path) -> Any:
 
     path = config_path(Path(run_dir))
     if not path.is_file():
+        repeat = (read_metrics(Path(run_dir)) or {}).get(REPEAT_DIR)  # a sweep's repeat trial: no run of its own
+        if repeat:
+            raise UsageError(f"{run_dir}: a repeat of the trial in {repeat} (the same point, not trained again): "
+                             f"use that folder")
         raise UsageError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
     return OmegaConf.load(path)
 

@@ -45,6 +45,7 @@ from ftsweep.sweeper.study import (
     RETRY_OF,
     Counts,
     ask_with_owner,
+    best_trial,
     count,
     fail_stale_trials,
     rerun,
@@ -199,7 +200,7 @@ class SweepRunner:
         original = attrs.TrialAttrs.of(same).trial_dir
         doc = rundir.read_metrics(original) if original is not None else None
         if doc is not None:
-            rundir.write_metrics(trial_dir, {**doc, attrs.REPEAT_OF: same.number})
+            rundir.write_metrics(trial_dir, {**doc, attrs.REPEAT_OF: same.number, rundir.REPEAT_DIR: str(original)})
         own = {attrs.OWNER, attrs.HEARTBEAT, attrs.RETRY_OF, attrs.REPLACES, attrs.ATTEMPT, attrs.CHARGED,
                attrs.ENQUEUED, attrs.TRIAL_DIR, attrs.RUNTIME_S, attrs.GPU}  # this trial's, not copied
         for key, value in same.user_attrs.items():
@@ -344,11 +345,8 @@ class SweepRunner:
     def _best(self) -> tuple[Any, int | None]:
         if len(self.s.directions) > 1:
             return None, None
-        try:
-            best = self.study.best_trial
-        except ValueError:
-            return None, None
-        return best.value, best.number
+        best = best_trial(self.study)
+        return (None, None) if best is None else (best.value, best.number)
 
     # ------------------------------------------------------------------ liveness
     def _heartbeat(self) -> None:

@@ -147,11 +147,27 @@ def count(study: Any) -> Counts:
 
 def best_trial(study: Any) -> Any:
     """The best COMPLETE trial in the study's own direction(s) (multi-objective: the first Pareto-optimal
-    one); None when no trial completed. The one definition used by the sweep, the report and export."""
+    one); None when no trial completed. The one definition used by the sweep, the report and export.
+
+    A repeat (a point the sampler proposed again, given the earlier trial's value without training:
+    ``attrs.REPEAT_OF``) ties with the trial it repeats, and storage orders ties arbitrarily: the trained
+    trial, whose folder holds the adapter, is the one returned."""
+    if len(study.directions) > 1:
+        return (pareto_front(study) or [None])[0]
     try:
-        return study.best_trial if len(study.directions) == 1 else (study.best_trials or [None])[0]
+        best = study.best_trial
     except ValueError:
         return None
+    of = best.user_attrs.get(attrs.REPEAT_OF)
+    return best if of is None else next((t for t in study.get_trials(deepcopy=False) if t.number == of), best)
+
+
+def pareto_front(study: Any) -> list[Any]:
+    """The COMPLETE trials no other COMPLETE trial dominates (as good on every metric, better on one), by
+    number, repeats left out (their trial is there); [] for a single-objective study."""
+    if len(study.directions) < 2:
+        return []
+    return sorted((t for t in study.best_trials if t.user_attrs.get(attrs.REPEAT_OF) is None), key=lambda t: t.number)
 
 
 def tied_value(study: Any) -> float | None:
@@ -161,7 +177,8 @@ def tied_value(study: Any) -> float | None:
 
     if len(study.directions) != 1:
         return None
-    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.user_attrs.get(attrs.REPEAT_OF) is None]  # a repeat ties with its trial by construction
     return values[0] if len(values) >= 2 and len(set(values)) == 1 else None
 
 

@@ -413,13 +413,13 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
 
 def print_best(study: Any, report_dir: Path | None) -> None:
     """The end-of-sweep lines: best trial (value, params, trial dir) and where the report is."""
-    from ftsweep.sweeper.study import TIED_HINT, best_trial, count, tied_value
+    from ftsweep.sweeper.study import TIED_HINT, best_trial, count, pareto_front, tied_value
 
     c = count(study)
     print(f"sweep {study.study_name}: {c.finished} trials ({c.complete} complete, {c.pruned} pruned, "
           f"{c.failed} failed)")
     if len(study.directions) > 1:
-        for t in study.best_trials:
+        for t in pareto_front(study):
             print(f"  pareto trial {t.number}: values={t.values} params={t.params} dir={t.user_attrs.get(attrs.TRIAL_DIR)}")
     else:
         best = best_trial(study)
