@@ -75,6 +75,20 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("override,suggestion", [
+    ("seed=1", "; did you mean model.tiny.seed or data.seed or trainer.seed?"),  # the same name in a group
+    ("lora.lr=1e-4", "; did you mean optimizer.lr?"),
+    ("trainer.max_step=5", "; did you mean trainer.max_steps?"),  # a close spelling in the same group
+    ("data.columns.instrution=q", "; did you mean data.columns.instruction?"),
+    ("lora.rr=3", "allowed keys: enabled, r, alpha, dropout, target_modules, bias, modules_to_save, use_rslora, "
+                  "use_dora"),  # nothing close: no guess
+])
+def test_an_unknown_key_names_the_key_meant(compose, override, suggestion):
+    with pytest.raises(ConfigFailure) as info:
+        compose(override)
+    assert str(info.value).endswith(suggestion), str(info.value)
+
+
 @pytest.mark.parametrize("override,message", BAD)
 def test_bad_override_message(compose, override, message):
     with pytest.raises(ConfigFailure) as info:

@@ -10,6 +10,7 @@ one line naming the key (:class:`ConfigFailure`). Imports Hydra and OmegaConf on
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -195,6 +196,20 @@ def _allowed_keys(path: str) -> list[str] | None:
     return [f.name for f in fields(node)]
 
 
+def _keys_named(name: str, node: Any = None, prefix: str = "") -> list[str]:
+    """Dotted schema keys whose last part is ``name`` (``seed`` -> model.tiny.seed, data.seed, trainer.seed)."""
+    found = []
+    for f in fields(node or TrainConfig):
+        path = f"{prefix}{f.name}"
+        if f.name == name:
+            found.append(path)
+        hint = typing.get_type_hints(node or TrainConfig).get(f.name)
+        child = next((c for c in [hint, *typing.get_args(hint)] if is_dataclass(c)), None)
+        if child is not None:
+            found += _keys_named(name, child, f"{path}.")
+    return found
+
+
 def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -> str:
     """One line for a Hydra / OmegaConf composition error."""
     from omegaconf.errors import (
@@ -224,6 +239,10 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -
                 from ftsweep.config.stage import stage_keys
 
                 hint = f" for this stage (keys by stage: {stage_keys()})"
+            elif elsewhere := [k for k in _keys_named(key.rsplit(".", 1)[-1]) if k != key]:
+                hint += f"; did you mean {' or '.join(elsewhere)}?"
+            elif close := difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed or [], n=1, cutoff=0.8):
+                hint += f"; did you mean {f'{parent}.' if parent else ''}{close[0]}?"
             return f"{key}: unknown key{hint}"
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"
