@@ -22,6 +22,10 @@ def _error_line(r) -> str:
     ("hydra.sweeper.storage=sqlite:////proc/no/such/study.db", "hydra.sweeper.storage: cannot open sqlite:////proc/no/such/study.db"),
     ("hydra.sweeper.sampler.name=nope", "sampler.name: got 'nope'"),
     ("hydra.sweeper.pruner.name=nope", "pruner.name: got 'nope'"),
+    ("hydra.sweeper.n_trial=3", "hydra.sweeper.n_trial: unknown key; allowed keys: study_name, storage, sweep_dir, "
+                                "n_trials,"),
+    ("hydra.sweeper.n_trial=3", "; did you mean hydra.sweeper.n_trials?"),
+    ("hydra.sweeper.seed=3", "; did you mean hydra.sweeper.sampler.seed?"),  # the sweeper's keys, not the run's
 ])
 def test_bad_input_is_one_line_before_any_trial(tmp_path, override, message):
     sd = tmp_path / "s"

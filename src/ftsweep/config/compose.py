@@ -184,34 +184,46 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _allowed_keys(path: str) -> list[str] | None:
+def _schema_of(key: str) -> tuple[Any, str]:
+    """(schema, its key prefix) that a dotted key belongs to: hydra.sweeper.* -> SweeperConf, other hydra.*
+    keys are Hydra's own (no schema of ours), the rest -> TrainConfig."""
+    from ftsweep.config.sweeper import SweeperConf
+
+    if key.startswith("hydra.sweeper."):
+        return SweeperConf, "hydra.sweeper."
+    return (None, "") if key.startswith("hydra.") else (TrainConfig, "")
+
+
+def _allowed_keys(path: str, root: Any = TrainConfig) -> list[str] | None:
     """Field names of the schema node at dotted ``path`` (e.g. 'lora' -> LoraConfig's fields)."""
-    node: Any = TrainConfig
+    node: Any = root
     for part in [p for p in path.split(".") if p]:
         hint = typing.get_type_hints(node).get(part)
         candidates = [hint, *typing.get_args(hint)]  # unwrap Optional[...] / X | None
         node = next((c for c in candidates if is_dataclass(c)), None)
         if node is None:
             return None
-    return [f.name for f in fields(node)]
+    return [f.name for f in fields(node) if not f.name.startswith("_")]
 
 
-def _keys_named(name: str, node: Any = None, prefix: str = "") -> list[str]:
-    """Dotted schema keys whose last part is ``name`` (``seed`` -> model.tiny.seed, data.seed, trainer.seed)."""
+def _keys_named(name: str, node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of schema ``node`` whose last part is ``name`` (``seed`` -> model.tiny.seed, data.seed, ...)."""
     found = []
-    for f in fields(node or TrainConfig):
+    hints = typing.get_type_hints(node)
+    for f in fields(node):
         path = f"{prefix}{f.name}"
         if f.name == name:
             found.append(path)
-        hint = typing.get_type_hints(node or TrainConfig).get(f.name)
+        hint = hints.get(f.name)
         child = next((c for c in [hint, *typing.get_args(hint)] if is_dataclass(c)), None)
         if child is not None:
             found += _keys_named(name, child, f"{path}.")
     return found
 
 
-def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -> str:
-    """One line for a Hydra / OmegaConf composition error."""
+def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), prefix: str = "") -> str:
+    """One line for a Hydra / OmegaConf composition error; ``prefix``: where the failing config sits
+    (``hydra.sweeper.`` for the sweeper's own merge)."""
     from omegaconf.errors import (
         ConfigAttributeError,
         ConfigKeyError,
@@ -227,22 +239,23 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = ()) -
         cause = cause.__cause__ or cause.__context__
     text = str(err).strip()
     if isinstance(cause, OmegaConfBaseException):
-        key = getattr(cause, "full_key", None) or ""
+        key = prefix + (getattr(cause, "full_key", None) or "")
         msg = str(getattr(cause, "msg", "") or cause).splitlines()[0]
         if isinstance(cause, MissingMandatoryValue):
             return f"{key}: a value is required (set {key}=...)"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            parent = key.rsplit(".", 1)[0] if "." in key else ""
-            allowed = _allowed_keys(parent)
+            root, at = _schema_of(key)
+            parent, _, name = key[len(at):].rpartition(".")
+            allowed = _allowed_keys(parent, root) if root is not None else None
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            if parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
+            if root is TrainConfig and parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
                 from ftsweep.config.stage import stage_keys
 
                 hint = f" for this stage (keys by stage: {stage_keys()})"
-            elif elsewhere := [k for k in _keys_named(key.rsplit(".", 1)[-1]) if k != key]:
+            elif root is not None and (elsewhere := [at + k for k in _keys_named(name, root) if at + k != key]):
                 hint += f"; did you mean {' or '.join(elsewhere)}?"
-            elif close := difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed or [], n=1, cutoff=0.8):
-                hint += f"; did you mean {f'{parent}.' if parent else ''}{close[0]}?"
+            elif close := difflib.get_close_matches(name, allowed or [], n=1, cutoff=0.8):
+                hint += f"; did you mean {at}{f'{parent}.' if parent else ''}{close[0]}?"
             return f"{key}: unknown key{hint}"
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"

@@ -54,7 +54,8 @@ def typed_conf(conf: Mapping[str, Any]) -> SweeperConf:
     except Exception as err:
         from ftsweep.config.compose import explain
 
-        raise SweepInputError(f"hydra.sweeper.{explain(err)}") from err
+        text = explain(err, prefix="hydra.sweeper.")
+        raise SweepInputError(text if text.startswith("hydra.sweeper.") else f"hydra.sweeper.{text}") from err
 
 
 def group_options(key: str) -> list[str] | None:
