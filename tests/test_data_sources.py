@@ -192,6 +192,33 @@ def test_bad_alpaca_rows_fail_with_one_line(tmp_path, cfg_for, tok, case):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("fmt", ["alpaca", "grpo"])
+def test_the_first_bad_row_of_the_file_is_named_whatever_order_rows_are_encoded_in(tmp_path, cfg_for, tok, fmt):
+    # rows are shuffled and split before they are encoded; a user fixes the file from the top
+    bad = {4, 7, 10, 13, 16, 19, 22, 25, 28}
+    rows = [{"instruction": f"q{n}", "input": "", "output": 5 if n in bad else f"a{n}"} for n in range(30)]
+    path = write_json(tmp_path / "bad.json", rows)
+    stage = ["stage=grpo"] if fmt == "grpo" else []
+    cfg = cfg_for(path, "data.val_size=0.2", *stage)
+    with pytest.raises(DataError, match=r"bad.json row 5: field 'output': expected a string, got int$"):
+        if fmt == "grpo":
+            from ftsweep.data.preference import build_prompt_datasets
+
+            build_prompt_datasets(cfg, tok)
+        else:
+            build_datasets(cfg, tok)
+    # only rows the run uses count: with max_rows the first bad row among the selected ones is named
+    cfg = cfg_for(path, "data.val_size=0.2", "data.max_rows=10", *stage)
+    from ftsweep.data.sources import select
+
+    picked = sorted(int(r["instruction"][1:]) for r in select(rows, shuffle=True, seed=cfg.data.seed, max_rows=10))
+    first = min(n for n in picked if n in bad)
+    assert first != 4
+    with pytest.raises(DataError, match=rf"bad.json row {first + 1}: field 'output'"):
+        build_datasets(cfg, tok)
+    assert build_datasets(cfg_for(path, "data.val_size=0.2", "data.bad_rows=skip"), tok).stats["n_skipped_bad"] == len(bad)
+
+
 def test_mapped_column_is_named(tmp_path, cfg_for, tok):
     path = write_json(tmp_path / "bad.json", [{"instruction": "x", "answer": 5}])
     with pytest.raises(

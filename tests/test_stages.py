@@ -164,10 +164,19 @@ def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     ([{"prompt": "p", "completion": "a", "label": "yes"}], "prompt_completion", "kto",
      "line 1: field 'label': must be true or false, got 'yes'"),
     ([{"prompt": "p", "completion": "a"}], "prompt_completion", "kto", "line 1: field 'label': missing"),
+    # checked against the row as read: its own answer column and its own columns, not the SFT row built from it
+    ([{"instruction": "i", "input": "", "chosen": 3, "rejected": "b"}], "alpaca", "dpo",
+     "line 1: field 'chosen': expected a string, got int"),
+    ([{"prompt": "p", "chosen": "a", "rejected": "b"}], "alpaca", "dpo",
+     "line 1: field 'instruction': missing (the row has columns: prompt, chosen, rejected)"),
+    # rows are encoded shuffled and split, but the error names the first bad row of the file
+    ([{"instruction": f"i{n}", "input": "", "chosen": "a", "rejected": 1 if n in (6, 17) else "b"} for n in range(30)],
+     "alpaca", "dpo", "line 7: field 'rejected': expected a string, got int"),
 ])
 def test_bad_preference_rows_name_file_row_and_field(compose, tmp_path, rows, fmt, stage, text):
     path = _write(tmp_path, rows)
-    cfg, tok = _tokenizer(compose, f"stage={stage}", f"data.path={path}", f"data.format={fmt}", "data.val_size=0")
+    cfg, tok = _tokenizer(compose, f"stage={stage}", f"data.path={path}", f"data.format={fmt}",
+                          "data.val_size=0" if len(rows) < 10 else "data.val_size=0.2")
     with pytest.raises(DataError) as err:
         _build(cfg, tok, paired=stage == "dpo")
     assert text in str(err.value) and "p.jsonl" in str(err.value)

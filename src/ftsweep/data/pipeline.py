@@ -173,6 +173,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     if records is None:
         records, _ = load_records(d.path, d, bad)
     n_rows = len(records)
+    read = records
     n_filtered = 0
     if d.only_empty_input and d.format == "alpaca":
         records, n_filtered = filter_empty_input(records)
@@ -181,12 +182,15 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         val_records = loaded.get(d.validation_path)
         if val_records is None:
             val_records, _ = load_records(d.validation_path, d, bad)
+        read = [*read, *val_records]
         if d.only_empty_input and d.format == "alpaca":
             val_records, _ = filter_empty_input(val_records)
         train_records = records
     else:
         train_records, val_records = split_validation(records, d.val_size, d.seed)
     del records, loaded
+    bad.encoding(read, [*train_records, *val_records])
+    del read
 
     counts = LengthCounts()
     train, lengths, n_tokens, n_trained = _to_dataset(
@@ -302,7 +306,7 @@ def encode_batches(
             except TemplateError:
                 raise
             except DataError as err:
-                bad.handle(err)
+                bad.handle(err, rec, render_row)
         if render_row.chat is not None and render_row.chat.call_text_dropped:
             counts.call_text_dropped += len(render_row.chat.call_text_dropped)
             counts.call_text_dropped_where += render_row.chat.call_text_dropped[: max(0, 5 - len(counts.call_text_dropped_where))]

@@ -29,7 +29,7 @@ from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
 from ftsweep.data.pipeline import DataBundle, Renderer
 from ftsweep.data.sources import Record, load_records, no_training_rows, select, split_validation
-from ftsweep.data.templates import ANSWER, _label, missing
+from ftsweep.data.templates import ANSWER, _label, get_text, missing
 
 
 @dataclass
@@ -83,11 +83,14 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
         if key not in row or row[key] is None:
             raise missing(row, key, where, d)
     if fmt == "alpaca":
-        return [{**row, "output": row[k]} for k in answer_keys]
+        # checked against the row as read (its own columns, 'chosen' not 'output'), not the SFT rows built from it
+        get_text(row, "instruction", where, d)
+        return [{**row, "output": get_text(row, k, where, d, nonempty=False)} for k in answer_keys]
     if fmt == "prompt_completion":
         if "prompt" not in row:
             raise missing(row, "prompt", where, d)
-        return [{"prompt": row["prompt"], "completion": row[k]} for k in answer_keys]
+        return [{"prompt": row["prompt"], "completion": get_text(row, k, where, d, nonempty=False)}
+                for k in answer_keys]
     if fmt == "sharegpt":
         turns = row.get("conversations")
         if not isinstance(turns, list):
@@ -187,7 +190,7 @@ def encode_examples(records: list[Record], encoder: PairEncoder, bad: BadRows, c
         except TemplateError:
             raise
         except DataError as err:
-            bad.handle(err)
+            bad.handle(err, rec, lambda r: encoder.encode(r, PairCounts()))
     return out
 
 
@@ -210,13 +213,15 @@ def to_dataset(examples: list[Example], paired: bool) -> Any:
 def load_split(cfg: Any, bad: BadRows) -> tuple[list[Record], list[Record], int]:
     """(train records, validation records, rows read) as the SFT pipeline splits them."""
     d = data_options(cfg.data)
-    records, _ = load_records(d.path, d, bad)
-    n_rows = len(records)
-    records = select(records, shuffle=d.shuffle, seed=d.seed, max_rows=d.max_rows)
+    read, _ = load_records(d.path, d, bad)
+    n_rows = len(read)
+    records = select(read, shuffle=d.shuffle, seed=d.seed, max_rows=d.max_rows)
     if d.validation_path:
         val, _ = load_records(d.validation_path, d, bad)
-        return records, val, n_rows
-    train, val = split_validation(records, d.val_size, d.seed)
+        train, read = records, [*read, *val]
+    else:
+        train, val = split_validation(records, d.val_size, d.seed)
+    bad.encoding(read, [*train, *val])
     return train, val, n_rows
 
 
@@ -299,7 +304,7 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
             except TemplateError:
                 raise
             except DataError as err:
-                bad.handle(err)
+                bad.handle(err, rec, lambda r: prompt_and_answer(renderer, tokenizer, r))
         return out
 
     train, evals = rows(train_rec), rows(val_rec)
