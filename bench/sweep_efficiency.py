@@ -7,7 +7,7 @@ GP + median and GP + hyperband on request (``--methods``; ``--quick`` runs every
     python bench/sweep_efficiency.py --seeds 0 1 --methods grid default tpe+hyperband   # a part of it
     python bench/sweep_efficiency.py --resume                      # add what bench/results/... lacks
     python bench/sweep_efficiency.py --resume --methods gp+median gp+hyperband   # candidates, measured apart
-    python bench/sweep_efficiency.py --quick                       # every method end to end, tiny (tests)
+    python bench/sweep_efficiency.py --quick                       # every method end to end, tiny, 1 worker (tests)
     python bench/sweep_efficiency.py --objective exact_match       # rank on exact match (maximize), not eval loss
 
 Space (chosen before any result was seen): lr log-uniform 1e-5..1e-1, LoRA r {4, 8, 16, 32}, alpha/r {1, 2}
@@ -303,11 +303,12 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path, object
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="every method end to end: 4 trials of 10 steps, 1 seed")
+    p.add_argument("--quick", action="store_true",
+                   help="every method end to end: 4 trials of 10 steps, 1 seed, 1 worker (a smoke test: half the CPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                    help=f"default: all but {', '.join(EXTRA_METHODS)} (--quick: all)")
-    p.add_argument("--workers", type=int, default=2, help="trials at once (warm workers)")
+    p.add_argument("--workers", type=int, default=None, help="trials at once (warm workers; default 2, --quick 1)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out, run only missing ones")
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {OUT}; "
                    "results/sweep_efficiency_<objective>.json for another objective)")
@@ -320,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.methods is None:
         args.methods = list(METHODS) if args.quick else [m for m in METHODS if m not in EXTRA_METHODS]
+    if args.workers is None:
+        args.workers = 1 if args.quick else 2
     if args.quick:
         spec = {"lr": [1e-4, 1e-1], "rs": [4, 8], "ratios": [1], "grid_lrs": [1e-3, 3e-2], "n_trials": 4,
                 "max_steps": args.steps or 10, "eval_every": 5, "n_startup": 2, "workers": args.workers}
