@@ -25,6 +25,7 @@ def test_every_option_composes(compose, group, option):
     # Options with a value the user must set (validation refuses them without it).
     extra = {
         ("data", "custom_json"): ["data.path=data/alpaca_en_demo.json"],
+        ("model", "hub"): ["model.name_or_path=Qwen/Qwen2.5-1.5B"],
         ("objective", "lm_eval"): ["objective.tasks=[ftsweep_tiny_mc]", f"objective.include_path={LM_EVAL_TASKS}"],
     }.get((group, option), [])
     if (group, option) == ("objective", "lm_eval"):
@@ -66,7 +67,17 @@ BAD = [
     ("trainer.max_steps=0", "trainer.max_steps: must be >= 1, or -1"),
     ("trainer.save_steps=15 trainer.load_best_model_at_end=true", "trainer.save_steps: must be a multiple of trainer.eval_steps=10"),
     ("trainer.precision=bf16", "trainer.precision: bf16 mixed precision needs a CUDA GPU"),
-    ("model.pad_policy=zero", "model.pad_policy: got 'zero'; allowed: existing, eos, reserved, new"),
+    ("model.pad_policy=zero", "model.pad_policy: got 'zero'; allowed: existing, eos, reserved, new, auto"),
+    # the default model=tiny builds the tiny model: another name would have been ignored (it trained tiny)
+    ("model.name_or_path=meta-llama/Llama-3.2-1B", "model.name_or_path: 'meta-llama/Llama-3.2-1B' would be ignored: "
+     "model=tiny builds the tiny model from model.tiny; for another model choose its option (model=llama3_2_1b, ...) "
+     "or any model with model=hub model.name_or_path=meta-llama/Llama-3.2-1B"),
+    ("model=meta-llama/Llama-3.2-1B", "model=meta-llama/Llama-3.2-1B: no such option; available: "
+     "exaone3_5_2_4b_instruct, hub, llama3_1_8b_instruct, llama3_2_1b, llama3_8b, llama3_open_ko_8b, "
+     "qwen2_5_0_5b_instruct, tiny; for a Hub model or a local folder: model=hub model.name_or_path=meta-llama/Llama-3.2-1B"),
+    ("model=tinyy", "model=tinyy: no such option; available: exaone3_5_2_4b_instruct, hub, llama3_1_8b_instruct, "
+     "llama3_2_1b, llama3_8b, llama3_open_ko_8b, qwen2_5_0_5b_instruct, tiny; did you mean model=tiny?"),
+    ("model=hub", "model.name_or_path: a value is required (set model.name_or_path=...)"),
     ("data.cutoff_len=5000", "data.cutoff_len: 5000 exceeds the model's context"),
     ("data=custom_json", "data.path: a value is required"),
     ("objective.direction=up", "objective.direction: got 'up'; allowed: minimize, maximize"),

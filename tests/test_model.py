@@ -144,7 +144,7 @@ def test_model_builders_read_every_field(compose, monkeypatch, tmp_path):
         raise RuntimeError("stop")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
-    cfg = compose("model=qwen2_5_0_5b_instruct", "model.name_or_path=/some/dir", "model.revision=abc123",
+    cfg = compose("model=qwen2_5_0_5b_instruct", f"model.name_or_path={tmp_path}", "model.revision=abc123",
                   "model.dtype=float16", "model.attn_implementation=eager", "model.trust_remote_code=true")
     with pytest.raises(RuntimeError, match="stop"):
         model_mod._from_pretrained(cfg, None)
@@ -152,7 +152,7 @@ def test_model_builders_read_every_field(compose, monkeypatch, tmp_path):
     tok = model_mod.load_tokenizer(tiny)
     eos_tok = model_mod.load_tokenizer(compose("model.pad_policy=eos"))
     checks = {
-        "name_or_path": seen["path"] == "/some/dir",
+        "name_or_path": seen["path"] == str(tmp_path),
         "revision": seen["revision"] == "abc123",
         "dtype": seen["dtype"] == torch.float16,
         "attn_implementation": seen["attn_implementation"] == "eager",
@@ -245,3 +245,22 @@ def test_the_tiny_model_is_the_same_whatever_thread_count_builds_it(compose):
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
+def test_model_hub_loads_any_folder_with_its_own_pad_token_else_eos(compose, cache_dir, tmp_path):
+    """model=hub: any model by name or folder; pad_policy=auto keeps the tokenizer's pad token, else eos."""
+    import shutil
+
+    from ftsweep.config import ConfigError
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}")), folder)
+    cfg = compose("model=hub", f"model.name_or_path={folder}")
+    assert model_mod.resolve_model_path(cfg) == str(folder)
+    tok = model_mod.load_tokenizer(cfg)
+    assert tok.pad_token is not None and tok.pad_token == tok.eos_token  # the tiny tokenizer has no pad token
+    tok.pad_token = "<|reserved_special_token_3|>"
+    tok.save_pretrained(folder)
+    assert model_mod.load_tokenizer(cfg).pad_token == "<|reserved_special_token_3|>"  # its own, kept
+    with pytest.raises(ConfigError, match=r"^model.name_or_path: no such folder '\./nope' \(relative paths are read from "):
+        model_mod.resolve_model_path(compose("model=hub", "model.name_or_path=./nope"))

@@ -148,9 +148,10 @@ def model_config(cfg):
         return known
     from transformers import AutoConfig
 
-    from ftsweep.model import hf_token
+    from ftsweep.model import hf_token, resolve_model_path
 
-    return AutoConfig.from_pretrained(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, token=hf_token())
+    return AutoConfig.from_pretrained(resolve_model_path(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code,
+                                      token=hf_token())
 
 
 def shapes_from_config(hf_config, *, trust_remote_code: bool = False) -> Shapes:

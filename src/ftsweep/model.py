@@ -37,7 +37,11 @@ def resolve_model_path(cfg) -> str:
         from ftsweep.tiny import ensure_tiny, spec_from_cfg
 
         return str(ensure_tiny(spec_from_cfg(cfg.model.tiny), cfg.cache_dir))
-    return cfg.model.name_or_path
+    name = cfg.model.name_or_path
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+        # a path, never a Hub id: say so instead of the Hub client's "Repo id must be in the form ..."
+        raise ConfigError("model.name_or_path", f"no such folder {name!r} (relative paths are read from {Path.cwd()})")
+    return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
 def load_tokenizer(cfg):
@@ -46,7 +50,8 @@ def load_tokenizer(cfg):
     Pad policies (seed 002's discussion): ``reserved`` uses an existing special token such as
     ``<|reserved_special_token_250|>`` (no resize); ``new`` adds ``pad_token`` (embeddings resized);
     ``eos`` pads with eos (the data pipeline still trains the final eos: labels, not the pad id, mark
-    what is trained); ``existing`` keeps the tokenizer's own pad token.
+    what is trained); ``existing`` keeps the tokenizer's own pad token; ``auto`` keeps it when there is one,
+    else pads with eos (as trl's SFTTrainer does): ``model=hub``, for any model.
     """
     from transformers import AutoTokenizer
 
@@ -68,6 +73,8 @@ def load_tokenizer(cfg):
 
 
 def _apply_pad_policy(tok, policy: str, pad_token: str | None) -> None:
+    if policy == "auto":
+        policy = "existing" if tok.pad_token is not None else "eos"
     if policy == "existing":
         if tok.pad_token is None:
             raise ConfigError("model.pad_policy", "the tokenizer has no pad token; use eos, reserved or new")

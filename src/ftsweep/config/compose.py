@@ -261,11 +261,18 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
             return f"{key}: {msg}"
         return f"{key}: {msg}" if key else msg
     # Hydra's own messages, e.g. "In 'train': Could not find 'lora/r99'"
-    m = re.search(r"Could not find '([\w/]+)/([\w.-]+)'", text)
-    if m:
-        group, option = m.group(1), m.group(2)
+    m = re.search(r"Could not find '([^']+)'", text)
+    listed = re.search(r"Available options in '([\w/]+)'", text)
+    if m and (listed or "/" in m.group(1)):
+        # the group from Hydra's list: an option may hold "/" (model=meta-llama/Llama-3.2-1B, a Hub name)
+        group = listed.group(1) if listed and m.group(1).startswith(listed.group(1) + "/") else m.group(1).rsplit("/", 1)[0]
+        option = m.group(1)[len(group) + 1:]
         options = group_options(group, config_dirs) or []
-        return f"{group}={option}: no such option; available: {', '.join(options) or 'none'}"
+        if group == "model" and "/" in option:
+            hint = f"; for a Hub model or a local folder: model=hub model.name_or_path={option}"
+        else:
+            hint = "".join(f"; did you mean {group}={c}?" for c in difflib.get_close_matches(option, options, 1, 0.75))
+        return f"{group}={option}: no such option; available: {', '.join(options) or 'none'}{hint}"
     m = re.search(r"Could not override '([\w.]+)'", text)
     if m:
         return f"{m.group(1)}: unknown key (to add a new key use +{m.group(1)}=...)"

@@ -46,14 +46,18 @@ class ModelConfig:
     trust_remote_code: bool = False
     # Pad-token policy: existing (keep the tokenizer's, fail if none) | eos (pad = eos; the final eos is
     # still trained) | reserved (use ``pad_token`` text, an existing special token) | new (add ``pad_token``
-    # as a new token and resize the embeddings)
+    # as a new token and resize the embeddings) | auto (the tokenizer's own if it has one, else eos)
     pad_policy: str = "reserved"
     pad_token: str | None = "<|reserved_special_token_250|>"
     padding_side: str = "right"
     # Context window of the model; data.cutoff_len must not exceed it.
     max_context: int = 8192
-    # When set, the model is built locally from this spec instead of being loaded by name.
+    # When set, the model is built locally from this spec instead of being loaded by name (name_or_path must
+    # then stay TINY_NAME: another name would be silently ignored, so validation refuses it).
     tiny: TinyModelSpec | None = None
+
+
+TINY_NAME = "ftsweep-tiny-llama"  # model=tiny's name_or_path: the tiny model is built, not loaded by name
 
 
 @dataclass

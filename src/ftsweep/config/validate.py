@@ -13,12 +13,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
+from ftsweep.config.schema import TINY_NAME
 from ftsweep.config.objective import check_objective, is_generation_metric
 from ftsweep import device  # a module reference: ftsweep.device imports ftsweep.config.options
 from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
 
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
-PAD_POLICIES = ("existing", "eos", "reserved", "new")
+PAD_POLICIES = ("existing", "eos", "reserved", "new", "auto")
 LOGGERS = ("wandb", "tensorboard", "none")
 LORA_BIAS = ("none", "all", "lora_only")
 ATTN = (None, "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -99,6 +100,11 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "model.padding_side", ("right", "left"))
     _choice(cfg, "model.attn_implementation", ATTN)
     _at_least(cfg, "model.max_context", 1)
+    if cfg.model.tiny is not None and cfg.model.name_or_path != TINY_NAME:
+        name = cfg.model.name_or_path
+        raise ConfigError("model.name_or_path", f"{name!r} would be ignored: model=tiny builds the tiny model from "
+                                                f"model.tiny; for another model choose its option (model=llama3_2_1b, "
+                                                f"...) or any model with model=hub model.name_or_path={name}")
     if cfg.model.pad_policy in ("reserved", "new") and not cfg.model.pad_token:
         raise ConfigError("model.pad_token", f"required with pad_policy={cfg.model.pad_policy}")
     # quantization
