@@ -48,9 +48,22 @@ def outputs(tok, ds) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- sources
-@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "parquet", "save_to_disk", "save_to_disk_dict"])
 def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
     path = tmp_path / f"rows.{kind}"
+    if kind.startswith("save_to_disk"):  # a folder of datasets' own save_to_disk (a Dataset or a DatasetDict's split)
+        from datasets import Dataset, DatasetDict
+
+        ds = Dataset.from_list(ROWS)
+        (DatasetDict(train=Dataset.from_list(ROWS[:2]), mine=ds) if kind.endswith("dict") else ds).save_to_disk(path)
+        split = ["data.split=mine"] if kind.endswith("dict") else []
+        bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false", *split), tok)
+        assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+        if split:
+            with pytest.raises(DataError, match=r"rows.save_to_disk_dict: saved dataset has no split 'test' "
+                                                r"\(data.split; its splits: train, mine\)$"):
+                build_datasets(cfg_for(path, "data.split=test"), tok)
+        return
     if kind == "json":
         write_json(path, ROWS)
     elif kind == "jsonl":

@@ -177,6 +177,12 @@ def _read_parquet(source: Source, d: Any) -> Iterator[Record | DataError]:
 def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     from datasets import load_dataset
 
+    folder = Path(source.name).expanduser()
+    if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
+        ds = _from_disk(source.name, folder, d.split)
+        for i, row in enumerate(ds, start=1):
+            yield Record(dict(row), f"{source.name} row {i}")
+        return
     try:
         ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
     except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
@@ -186,6 +192,22 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
         ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
+
+
+def _from_disk(name: str, folder: Path, split: str) -> Any:
+    """A folder written by ``Dataset.save_to_disk`` (``state.json``), or a ``DatasetDict``'s (``dataset_dict.json``:
+    its ``data.split``), as ``datasets.load_from_disk`` reads it."""
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(folder))
+    except Exception as err:  # noqa: BLE001 -- a damaged folder is one line naming it
+        raise DataError(name, f"cannot load the saved dataset ({type(err).__name__}: {err})".splitlines()[0]) from None
+    if isinstance(ds, DatasetDict):
+        if split not in ds:
+            raise DataError(name, f"saved dataset has no split {split!r} (data.split; its splits: {', '.join(ds)})")
+        ds = ds[split]
+    return ds
 
 
 def rows_hash(records: list[Record]) -> str:
