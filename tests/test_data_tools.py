@@ -218,6 +218,17 @@ def test_content_parts_and_loss_weight(build):
     assert (second["input_ids"], second["labels"]) == (ids, labels)
 
 
+def test_openai_weight_is_loss_weight(build, tmp_path):
+    """OpenAI's fine-tuning format marks an assistant message untrained with "weight": 0: the same labels as
+    loss_weight (it was trained before: the key was not read)."""
+    oai = tmp_path / "openai_weight.jsonl"
+    oai.write_text(PARTS.read_text().replace('"loss_weight"', '"weight"'))
+    assert oai.read_text().count('"weight"') == 2 and '"loss_weight"' not in oai.read_text()
+    theirs, mine = build(oai, "data.format=chat")[0].train, build(PARTS, "data.format=chat")[0].train
+    assert theirs["labels"] == mine["labels"] and theirs["input_ids"] == mine["input_ids"]
+    assert theirs["labels"][1] != theirs["input_ids"][1]  # the first answer of row 2 is masked
+
+
 def test_llamafactory_v1_content_parts_with_value_read_as_text_parts(build, tmp_path):
     """LLaMA-Factory v1 writes a text part as {"type": "text", "value": ...}: the same rows, the same tokens."""
     v1 = tmp_path / "content_parts_v1.jsonl"
@@ -299,6 +310,14 @@ BAD_TURNS = {
     "loss weight": (
         [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c", "loss_weight": 0.5}],
         "field 'messages[1].loss_weight': must be 0 (masked) or 1 (trained), got 0.5",
+    ),
+    "weight": (
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c", "weight": 2}],
+        "field 'messages[1].weight': must be 0 (masked) or 1 (trained), got 2",
+    ),
+    "weights disagree": (
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c", "loss_weight": 1, "weight": 0}],
+        "field 'messages[1].loss_weight': 1 but weight is 0 (give one of them)",
     ),
     "bad call JSON": (
         [{"role": "user", "content": "a"}, {"role": "function_call", "content": "{oops"}],

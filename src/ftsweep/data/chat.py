@@ -103,6 +103,9 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
     return conv
 
 
+WEIGHT_KEYS = ("loss_weight", "weight")  # a message's trained flag: LLaMA-Factory's name, OpenAI fine-tuning's
+
+
 def _add(conv: Conversation, role: str, message: dict[str, Any], trained: bool) -> None:
     conv.messages.append(message)
     conv.roles.append(role)
@@ -139,15 +142,19 @@ def _is_parts(content: Any) -> bool:
 
 
 def _loss_weight(turn: dict, role: str, where: str, name: str) -> bool:
-    """``loss_weight`` 0 masks an assistant turn; labels can only say trained or not, so 0 or 1."""
-    w = turn.get("loss_weight")
-    if w is None:
+    """``loss_weight`` (LLaMA-Factory) or ``weight`` (OpenAI's fine-tuning format) 0 masks an assistant turn;
+    labels can only say trained or not, so 0 or 1."""
+    given = [k for k in WEIGHT_KEYS if turn.get(k) is not None]
+    if not given:
         return True
+    key, w = given[0], turn[given[0]]
+    if len(given) == 2 and turn["weight"] != w:
+        raise DataError(where, f"{w!r} but weight is {turn['weight']!r} (give one of them)", f"{name}.{key}")
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w not in (0, 1):
-        raise DataError(where, f"must be 0 (masked) or 1 (trained), got {w!r}", f"{name}.loss_weight")
+        raise DataError(where, f"must be 0 (masked) or 1 (trained), got {w!r}", f"{name}.{key}")
     if w == 1 and role not in TRAINABLE:
         raise DataError(
-            where, f"only assistant turns can be trained (this turn is {role!r})", f"{name}.loss_weight"
+            where, f"only assistant turns can be trained (this turn is {role!r})", f"{name}.{key}"
         )
     return w == 1
 
