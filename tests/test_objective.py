@@ -65,6 +65,18 @@ def test_rouge_bleu_chrf_values():
     assert build_scorer("rouge_l", _objective())(_rows([("a b c d", "a b c d")])).value == 1.0
     # LCS "a c" (2) of 3 predicted and 4 reference words: P 2/3, R 1/2, F1 = 4/7
     assert build_scorer("rouge_l", _objective())(_rows([("a x c", "a b c d")])).value == pytest.approx(4 / 7)
+    # any script: a Korean / accented answer equal to its reference scores 1 (rouge-score's default tokenizer
+    # keeps [a-z0-9] only: these scored 0), Chinese / Japanese are scored per character
+    same = [("답변은 서울입니다", "답변은 서울입니다"), ("Café crème", "café crème"), ("東京は首都", "東京は首都")]
+    assert build_scorer("rouge_l", _objective())(_rows(same)).rows == [1.0, 1.0, 1.0]
+    # LCS 東京 (2) of 2 predicted and 5 reference characters: P 1, R 2/5, F1 = 4/7
+    assert build_scorer("rouge_l", _objective())(_rows([("東京", "東京は首都")])).value == pytest.approx(4 / 7)
+    from rouge_score import tokenize
+
+    from ftsweep.objectives.metrics import UnicodeWords
+
+    ascii_text = "Don't stop_now: 3.5x faster, (a-b) & C++ -- 'quoted' text\tTAB"
+    assert UnicodeWords().tokenize(ascii_text) == tokenize.tokenize(ascii_text, None)  # ASCII: the default's tokens
     pairs = [("the cat sat on the mat", "the cat sat on the mat"), ("a dog ran", "the dog ran away")]
     bleu = build_scorer("bleu", _objective())(_rows(pairs))
     assert bleu.value == pytest.approx(sacrebleu.corpus_bleu([p for p, _ in pairs], [[r for _, r in pairs]]).score)

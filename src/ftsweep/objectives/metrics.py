@@ -65,8 +65,23 @@ def regex_match(prediction: str, reference: str, pattern: re.Pattern, norm: Norm
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 from Google's rouge-score (its default tokenizer: lower-cased ASCII words)."""
+    """ROUGE-L F1 from Google's rouge-score over lower-cased Unicode words (:class:`UnicodeWords`)."""
     return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
+
+
+# Scripts written without spaces between words: each character is a token (as ROUGE is usually run on them).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORDS = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+
+
+class UnicodeWords:
+    """rouge-score's tokenizer interface: lower-cased runs of letters and digits in any script, and each
+    Chinese / Japanese character alone. rouge-score's own default keeps only [a-z0-9]: a Korean, Chinese or
+    accented answer had no tokens and scored 0 even when it equalled the reference. On ASCII text the tokens
+    are the same as the default's."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORDS.findall(text.lower())
 
 
 _ROUGE: Any = None
@@ -77,7 +92,7 @@ def _rouge() -> Any:
     if _ROUGE is None:
         from rouge_score import rouge_scorer
 
-        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=UnicodeWords())
     return _ROUGE
 
 
