@@ -36,6 +36,10 @@ def test_exact_match_and_contains_with_and_without_normalisation():
     assert exact_match("paris", "Paris") == 0.0
     assert exact_match("paris", "Paris", Normalize(casefold=True)) == 1.0
     assert exact_match("Paris.", "Paris", Normalize(remove_punctuation=True)) == 1.0
+    # punctuation of any script: a full stop 。, commas ，、, quotes “” 「」 (string.punctuation is ASCII only)
+    for answer, ref in (("서울입니다。", "서울입니다"), ("「東京」、です", "東京です"), ("“Paris”…", "Paris")):
+        assert exact_match(answer, ref, Normalize(remove_punctuation=True)) == 1.0, answer
+    assert exact_match("a+b=c", "abc", Normalize(remove_punctuation=True)) == 1.0  # ASCII symbols as before
     raw = Normalize(strip=False, collapse_whitespace=False)
     assert exact_match(" Paris", "Paris", raw) == 0.0
     assert contains("It is Paris, France", "Paris") == 1.0

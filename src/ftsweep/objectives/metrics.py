@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,8 @@ class Normalize:
                    collapse_whitespace=bool(node.collapse_whitespace), remove_punctuation=bool(node.remove_punctuation))
 
     def __call__(self, text: str) -> str:
-        if self.remove_punctuation:
-            text = text.translate(_PUNCT)
+        if self.remove_punctuation:  # ASCII punctuation and symbols, and punctuation of any script (。，「」“”…)
+            text = "".join(c for c in text.translate(_PUNCT) if not unicodedata.category(c).startswith("P"))
         if self.casefold:
             text = text.casefold()
         if self.collapse_whitespace:
