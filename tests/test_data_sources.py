@@ -82,6 +82,19 @@ def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
     assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
 
 
+def test_a_txt_file_is_a_row_per_line_for_continual_pretraining(tmp_path, cfg_for, tok):
+    path = tmp_path / "docs.txt"
+    path.write_text("first document line\r\n\n  \nsecond document line\n")  # blank lines skipped, CRLF ok
+    bundle = build_datasets(cfg_for(path, "data.format=text", "data.val_size=0", "data.shuffle=false",
+                                    "data.packing=false"), tok)
+    text = [tok.decode(ids, skip_special_tokens=True) for ids in bundle.train["input_ids"]]
+    assert text == ["first document line", "second document line"]
+    assert bundle.stats["n_rows"] == 2
+    with pytest.raises(DataError, match=r"docs.txt line 1: field 'instruction': missing \(the row has columns: text; "
+                                        r"they look like data.format=text\)$"):
+        build_datasets(cfg_for(path, "data.val_size=0"), tok)
+
+
 def test_column_mapping_replacements_and_empty_input_filter(tmp_path, cfg_for, tok):
     rows = [{"q": f"Q{i} NAME", "ctx": "" if i < 3 else "x", "a": f"I am NAME {i}"} for i in range(5)]
     path = write_json(tmp_path / "mapped.json", rows)
@@ -259,7 +272,10 @@ CHAT_BAD = {
         {"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
         "line 2: field 'messages[0].content[0]': content part of type 'str' is not supported (text parts only)",
     ),
-    "missing messages": ({"text": "x"}, "line 2: field 'messages': missing (the row has columns: text)"),
+    "missing messages": ({"text": "x"}, "line 2: field 'messages': missing (the row has columns: text; "
+                                        "they look like data.format=text)"),
+    "another format": ({"prompt": "p", "completion": "c"}, "line 2: field 'messages': missing (the row has columns: "
+                                                           "prompt, completion; they look like data.format=prompt_completion)"),
 }
 GOOD_CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
@@ -310,9 +326,9 @@ def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
     with pytest.raises(DataError, match=r"file not found .*; a pattern is not expanded: for several files give "
                                         f"their folder, data.path={re.escape(str(tmp_path / 'shards'))}$"):
         build_datasets(cfg_for(tmp_path / "shards" / "*.jsonl"), tok)
-    odd = tmp_path / "rows.txt"
+    odd = tmp_path / "rows.tsv"
     odd.write_text("x")
-    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.txt'"):
+    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.tsv'"):
         build_datasets(cfg_for(odd), tok)
 
 

@@ -43,10 +43,10 @@ class Columns:
 
 @dataclass
 class DataConfig:
-    # A file (json, jsonl, csv, parquet; relative paths are resolved against the project root, then
-    # the working directory) or a Hugging Face dataset name.
+    # A file (json, jsonl, csv, parquet, txt: a row {"text": line} per non-blank line; relative paths are
+    # resolved against the project root, then the working directory) or a Hugging Face dataset name.
     path: str = MISSING
-    # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | parquet | hub
+    # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | parquet | text | hub
     loader: str = "auto"
     split: str = "train"
     subset: str | None = None

@@ -22,7 +22,7 @@ from ftsweep.data.errors import BadRows, DataError
 from ftsweep.paths import resolve_data_path
 
 FILE_LOADERS = ("json", "jsonl", "csv", "parquet")
-SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 # Extensions that say "a file", never a Hub dataset name (Hub names are "owner/name").
 DATA_SUFFIXES = (*SUFFIX_LOADERS, ".txt", ".tsv", ".arrow", ".gz", ".zip", ".xz", ".zst")
 
@@ -97,6 +97,7 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "jsonl": _read_jsonl,
         "csv": _read_csv,
         "parquet": _read_parquet,
+        "text": _read_lines,
         "hub": _read_hub,
     }
     if source.file is not None and source.file.is_file() and not source.file.read_bytes().strip():
@@ -165,6 +166,14 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""))
     for row in reader:
         yield Record(dict(row), f"{source.name} line {reader.line_num}")
+
+
+def _read_lines(source: Source, d: Any) -> Iterator[Record | DataError]:
+    """Plain text (``.txt``), as ``datasets``' text loader reads it: one row ``{"text": line}`` per line (for
+    ``data.format=text``: continual pre-training); blank lines are skipped."""
+    for lineno, line in enumerate(io.StringIO(read_text(source, d)), start=1):
+        if line.strip():
+            yield Record({"text": line.rstrip("\r\n")}, f"{source.name} line {lineno}")
 
 
 def _read_parquet(source: Source, d: Any) -> Iterator[Record | DataError]:

@@ -109,10 +109,18 @@ def _label(field: str, d: Any) -> str:
     return f"{field} (column {column!r})" if column and column != field else field
 
 
+# The column that marks a row of each format: a row of another format than data.format names the format it has.
+FORMAT_COLUMNS = {"messages": "chat", "conversations": "sharegpt", "completion": "prompt_completion", "text": "text",
+                  "instruction": "alpaca"}
+
+
 def missing(row: dict, field: str, where: str, d: Any) -> DataError:
-    """'missing' naming the columns the row does have (a mapping or header problem shows at once)."""
+    """'missing' naming the columns the row does have (a mapping or header problem shows at once), and the
+    data.format its columns look like when that is not the one set."""
     have = ", ".join(str(k) for k in row) or "none"
-    return DataError(where, f"missing (the row has columns: {have})", _label(field, d))
+    looks = next((f for col, f in FORMAT_COLUMNS.items() if col in row and f != getattr(d, "format", f)), None)
+    hint = f"; they look like data.format={looks}" if looks else ""
+    return DataError(where, f"missing (the row has columns: {have}{hint})", _label(field, d))
 
 
 def get_text(
