@@ -69,14 +69,17 @@ BAD = [
     ("trainer.precision=bf16", "trainer.precision: bf16 mixed precision needs a CUDA GPU"),
     ("model.pad_policy=zero", "model.pad_policy: got 'zero'; allowed: existing, eos, reserved, new, auto"),
     # the default model=tiny builds the tiny model: another name would have been ignored (it trained tiny)
-    ("model.name_or_path=meta-llama/Llama-3.2-1B", "model.name_or_path: 'meta-llama/Llama-3.2-1B' would be ignored: "
-     "model=tiny builds the tiny model from model.tiny; for another model choose its option (model=llama3_2_1b, ...) "
-     "or any model with model=hub model.name_or_path=meta-llama/Llama-3.2-1B"),
-    ("model=meta-llama/Llama-3.2-1B", "model=meta-llama/Llama-3.2-1B: no such option; available: "
-     "exaone3_5_2_4b_instruct, hub, llama3_1_8b_instruct, llama3_2_1b, llama3_8b, llama3_open_ko_8b, "
-     "qwen2_5_0_5b_instruct, tiny; for a Hub model or a local folder: model=hub model.name_or_path=meta-llama/Llama-3.2-1B"),
-    ("model=tinyy", "model=tinyy: no such option; available: exaone3_5_2_4b_instruct, hub, llama3_1_8b_instruct, "
-     "llama3_2_1b, llama3_8b, llama3_open_ko_8b, qwen2_5_0_5b_instruct, tiny; did you mean model=tiny?"),
+    ("model.name_or_path=meta-llama/Llama-3.2-1B", (
+        "model.name_or_path: 'meta-llama/Llama-3.2-1B' would be ignored: model=tiny builds the tiny model from "
+        "model.tiny; for another model choose its option (model=llama3_2_1b, ...) or any model with model=hub "
+        "model.name_or_path=meta-llama/Llama-3.2-1B")),
+    ("model=meta-llama/Llama-3.2-1B", (
+        "model=meta-llama/Llama-3.2-1B: no such option; available: exaone3_5_2_4b_instruct, hub, "
+        "llama3_1_8b_instruct, llama3_2_1b, llama3_8b, llama3_open_ko_8b, qwen2_5_0_5b_instruct, tiny; for a Hub "
+        "model or a local folder: model=hub model.name_or_path=meta-llama/Llama-3.2-1B")),
+    ("model=tinyy", (
+        "model=tinyy: no such option; available: exaone3_5_2_4b_instruct, hub, llama3_1_8b_instruct, llama3_2_1b, "
+        "llama3_8b, llama3_open_ko_8b, qwen2_5_0_5b_instruct, tiny; did you mean model=tiny?")),
     ("model=hub", "model.name_or_path: a value is required (set model.name_or_path=...)"),
     ("data.cutoff_len=5000", "data.cutoff_len: 5000 exceeds the model's context"),
     ("data=custom_json", "data.path: a value is required"),

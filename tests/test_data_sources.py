@@ -272,10 +272,11 @@ CHAT_BAD = {
         {"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
         "line 2: field 'messages[0].content[0]': content part of type 'str' is not supported (text parts only)",
     ),
-    "missing messages": ({"text": "x"}, "line 2: field 'messages': missing (the row has columns: text; "
-                                        "they look like data.format=text)"),
-    "another format": ({"prompt": "p", "completion": "c"}, "line 2: field 'messages': missing (the row has columns: "
-                                                           "prompt, completion; they look like data.format=prompt_completion)"),
+    "missing messages": (
+        {"text": "x"}, "line 2: field 'messages': missing (the row has columns: text; they look like data.format=text)"),
+    "another format": ({"prompt": "p", "completion": "c"}, (
+        "line 2: field 'messages': missing (the row has columns: prompt, completion; they look like "
+        "data.format=prompt_completion)")),
 }
 GOOD_CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

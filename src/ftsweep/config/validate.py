@@ -13,8 +13,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
-from ftsweep.config.schema import TINY_NAME
 from ftsweep.config.objective import check_objective, is_generation_metric
+from ftsweep.config.schema import TINY_NAME
 from ftsweep import device  # a module reference: ftsweep.device imports ftsweep.config.options
 from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
 

@@ -21,10 +21,9 @@ from typing import Any
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.paths import resolve_data_path
 
-FILE_LOADERS = ("json", "jsonl", "csv", "parquet")
 SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 # Extensions that say "a file", never a Hub dataset name (Hub names are "owner/name").
-DATA_SUFFIXES = (*SUFFIX_LOADERS, ".txt", ".tsv", ".arrow", ".gz", ".zip", ".xz", ".zst")
+DATA_SUFFIXES = (*SUFFIX_LOADERS, ".tsv", ".arrow", ".gz", ".zip", ".xz", ".zst")
 
 
 @dataclass
@@ -189,16 +188,14 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     folder = Path(source.name).expanduser()
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
         ds = _from_disk(source.name, folder, d.split)
-        for i, row in enumerate(ds, start=1):
-            yield Record(dict(row), f"{source.name} row {i}")
-        return
-    try:
-        ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
-    except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
-        what = "the local folder as a dataset" if Path(source.name).expanduser().is_dir() else "the Hub dataset"
-        raise DataError(
-            source.name, f"cannot load {what} ({type(err).__name__}: {err})".splitlines()[0]
-        ) from None
+    else:
+        try:
+            ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
+        except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
+            what = "the local folder as a dataset" if folder.is_dir() else "the Hub dataset"
+            raise DataError(
+                source.name, f"cannot load {what} ({type(err).__name__}: {err})".splitlines()[0]
+            ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
 
