@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from conftest import FAST
@@ -58,6 +59,16 @@ def test_lr_find_rejects_bad_ranges_in_one_line(capsys):
     assert main(["lr-find", "--min-lr", "1e-2", "--max-lr", "1e-3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--min-lr/--max-lr" in err
+    # too short to compare 10 points: the "suggestion" would be the schedule's lr at a fixed step (12 steps
+    # with 10 + 1 skipped: one point), whatever the loss did; refused before anything is built or written
+    assert main(["lr-find", "--steps", "12", "--skip-begin", "10", "--out", "nope"]) == 2
+    assert capsys.readouterr().err == ("ftsweep: error: --steps: 12 steps leave 1 point(s) after --skip-begin 10 and "
+                                       "--skip-end 1; the rule compares at least 10 (give --steps 21 or more; "
+                                       "Lightning runs 100)\n")
+    assert main(["lr-find", "trainer.max_steps=8", "--out", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("ftsweep: error: trainer.max_steps (the test's length without --steps): "
+                                              "8 steps leave 7 point(s) after --skip-begin 0")
+    assert not Path("nope").exists()
 
 
 def test_sweep_seed_narrows_the_lr_range_and_enqueues_the_suggestion(tmp_path):

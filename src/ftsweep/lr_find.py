@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+DEFAULT_STEPS = 100  # Lightning's num_training, for a config counted in epochs
+MIN_POINTS = 10  # loss points the rule compares after the skipped ones (fewer: the lr is the schedule's, not the loss's)
 RULE = ("steepest descent of the smoothed loss: lr at the minimum of numpy.gradient(smoothed loss) "
         "(points equally spaced in log lr), first {skip_begin} and last {skip_end} points skipped")
 
@@ -37,10 +39,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="config overrides, as for ftsweep train (e.g. sweep=quickstart)")
     p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default 1e-6)")
     p.add_argument("--max-lr", type=float, default=1.0, help="last learning rate (default 1)")
-    p.add_argument("--steps", type=int, default=0, help="steps of the range test (default: trainer.max_steps)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="steps of the range test (default: trainer.max_steps, or 100 when it is -1)")
     p.add_argument("--beta", type=float, default=0.98, help="smoothing of the loss (Lightning's 0.98)")
     p.add_argument("--diverge", type=float, default=4.0, help="stop when smoothed loss > this x its minimum")
-    p.add_argument("--skip-begin", type=int, default=10, help="points ignored at the start (Lightning: 10)")
+    p.add_argument("--skip-begin", type=int, default=None,
+                   help=f"points ignored at the start (Lightning's 10; fewer in a test shorter than "
+                        f"{10 + 1 + MIN_POINTS} steps, so that {MIN_POINTS} points are compared)")
     p.add_argument("--skip-end", type=int, default=1, help="points ignored at the end (Lightning: 1)")
     p.add_argument("--out", default=None, help="folder for lr_find.json / lr_find.png")
     p.add_argument("--config-dir", "-cd", action="append", default=[], help="an extra config root (as for train)")
@@ -67,9 +72,18 @@ def main(argv: list[str]) -> int:
     cfg = compose(args.overrides, config_dirs=args.config_dir)
     if not cfg.lora.enabled:
         raise UsageError("lora: lr-find trains a LoRA adapter; pick a lora option (e.g. lora=r16)")
+    # the run's own length, or Lightning's 100 steps for a run counted in epochs (max_steps -1)
+    steps = args.steps or (int(cfg.trainer.max_steps) if cfg.trainer.max_steps > 0 else DEFAULT_STEPS)
+    skip_begin = args.skip_begin if args.skip_begin is not None else max(0, min(10, steps - args.skip_end - MIN_POINTS))
+    if steps - skip_begin - args.skip_end < MIN_POINTS:
+        given = "--steps" if args.steps else "trainer.max_steps (the test's length without --steps)"
+        raise UsageError(f"{given}: {steps} steps leave {max(0, steps - skip_begin - args.skip_end)} point(s) "
+                         f"after --skip-begin {skip_begin} and --skip-end {args.skip_end}; the rule compares at "
+                         f"least {MIN_POINTS} (give --steps {skip_begin + args.skip_end + MIN_POINTS} or more; "
+                         f"Lightning runs {DEFAULT_STEPS})")
     out = Path(args.out or f"outputs/lr_find/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-    result = find_lr(cfg, out, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps or int(cfg.trainer.max_steps),
-                     beta=args.beta, diverge=args.diverge, skip_begin=args.skip_begin, skip_end=args.skip_end)
+    result = find_lr(cfg, out, min_lr=args.min_lr, max_lr=args.max_lr, steps=steps,
+                     beta=args.beta, diverge=args.diverge, skip_begin=skip_begin, skip_end=args.skip_end)
     print(f"lr-find: {len(result['lrs'])} steps from {args.min_lr:g} to {result['lrs'][-1]:.3g}"
           + (f" (stopped: {result['stopped']})" if result["stopped"] else ""))
     print(f"suggested lr: {result['suggestion']:.3g}  [{result['rule']}]")
@@ -119,8 +133,9 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     trainer.train()
     lrs, losses, smoothed = recorder.lrs, recorder.losses, recorder.smoothed
     suggestion = suggest(lrs, smoothed, skip_begin, skip_end)
+    begin, end = skipped(len(smoothed), skip_begin, skip_end)  # the rule as applied (a diverged test has fewer points)
     result = {
-        "suggestion": suggestion, "rule": RULE.format(skip_begin=skip_begin, skip_end=skip_end),
+        "suggestion": suggestion, "rule": RULE.format(skip_begin=begin, skip_end=end),
         "min_lr": min_lr, "max_lr": max_lr, "steps": steps, "beta": beta, "diverge": diverge,
         "skip_begin": skip_begin, "skip_end": skip_end, "stopped": recorder.stopped, "seed": int(cfg.trainer.seed),
         "lrs": lrs, "losses": losses, "smoothed": smoothed,
@@ -197,11 +212,18 @@ def suggest(lrs: list[float], smoothed: list[float], skip_begin: int = 10, skip_
     n = len(smoothed)
     if n < 2:
         raise ValueError(f"lr-find: only {n} finite loss point(s); use more --steps or a smaller --min-lr")
+    begin, end = skipped(n, skip_begin, skip_end)
+    ys = np.asarray(smoothed[begin:n - end], dtype=float)
+    return float(lrs[begin + int(np.gradient(ys).argmin())])
+
+
+def skipped(n: int, skip_begin: int, skip_end: int) -> tuple[int, int]:
+    """The points skipped at the start and the end of ``n``: fewer than asked when the test stopped early
+    (diverged), so that at least 2 points are compared."""
     begin, end = min(skip_begin, max(0, n - 2)), skip_end
     while n - begin - end < 2 and end > 0:
         end -= 1
-    ys = np.asarray(smoothed[begin:n - end], dtype=float)
-    return float(lrs[begin + int(np.gradient(ys).argmin())])
+    return begin, end
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
