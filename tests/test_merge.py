@@ -108,6 +108,22 @@ def test_export_merges_the_best_trial_in_the_study_direction(tiny_run, tmp_path)
     assert cli.main(["export", str(sweep), "--dtype", "fp32"]) == 0
     assert (sweep / "best_merged" / "model.safetensors").is_file()
     assert "trial_0" in (sweep / "best_merged" / "README.md").read_text()
+    # merge (and generate) given the sweep folder take its best trial, and say so
+    from ftsweep.merge import run_or_best_trial
+
+    assert run_or_best_trial(sweep) == sweep / "trial_0" and run_or_best_trial(sweep / "trial_1") == sweep / "trial_1"
+    assert cli.main(["merge", str(sweep), "--out", str(tmp_path / "m"), "--dtype", "fp32"]) == 0
+    assert "trial_0" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_merge_never_writes_into_an_existing_folder(tiny_run, tmp_path, capsys):
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    assert cli.main(["merge", str(tiny_run), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"ftsweep: error: {out}: exists and is not empty; a merge writes a new folder "
+                                       "(remove it, or give another --out)\n")
+    assert [p.name for p in out.iterdir()] == ["README.md"] and (out / "README.md").read_text() == "my notes"
 
 
 def test_export_without_complete_trials_is_a_usage_error(tmp_path, capsys):
@@ -173,7 +189,7 @@ def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monke
     leak.mkdir()
     (leak / "notes.txt").write_text(f"token={PLANTED}")
     FakeApi.calls = []
-    assert cli.main(["merge", str(tiny_run), "--out", str(leak), "--push-to-hub", "me/x"]) == 2
+    assert cli.main(["publish", str(leak), "me/x"]) == 2
     assert not [c for c in FakeApi.calls if c[0] == "upload_folder"]
 
 

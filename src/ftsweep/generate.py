@@ -192,6 +192,9 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
     cfg = rundir.load_config(run_dir)
     questions = questions or default_questions()
     settings = settings or GenerationSettings()
+    from ftsweep.verbosity import quiet_warnings
+
+    quiet_warnings()
     models, tokenizer, kind = load_models(run_dir, cfg, quantized=quantized)
     rows = []
     for q in questions:
@@ -282,5 +285,8 @@ def main(argv: list[str]) -> int:
         repetition_penalty=args.repetition_penalty, do_sample=not args.greedy, seed=args.seed,
     )
     questions = read_questions(args.questions) if args.questions else None
-    generate_run(args.run_dir, questions, settings, args.out, base=not args.no_base, quantized=not args.full_precision)
+    from ftsweep.merge import run_or_best_trial
+
+    generate_run(run_or_best_trial(args.run_dir), questions, settings, args.out, base=not args.no_base,
+                 quantized=not args.full_precision)
     return 0

@@ -58,6 +58,11 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
         raise _usage(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype}); 4-bit merges are not supported")
     _check_base_not_quantized(cfg)
     out = Path(out) if out else run_dir / "merged"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # an earlier export, or anything else: kept
+        raise _usage(f"{out}: exists and is not empty; a merge writes a new folder (remove it, or give another --out)")
+    from ftsweep.verbosity import quiet_warnings
+
+    quiet_warnings()
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -127,6 +132,19 @@ def best_trial_dir(sweep_dir: str | Path) -> Path:
     return Path(best.user_attrs[attrs.TRIAL_DIR])
 
 
+def run_or_best_trial(path: str | Path) -> Path:
+    """``path`` itself, or, when it is a sweep folder (a study file, no run config), its best trial (said on
+    the console): ``ftsweep merge`` / ``generate`` take either."""
+    from ftsweep.sweepdir import SweepDir
+
+    path = Path(path)
+    if (path / ".hydra" / "config.yaml").is_file() or SweepDir(path).existing_storage_url() is None:
+        return path
+    best = best_trial_dir(path)
+    print(f"ftsweep: {path} is a sweep: its best trial {best}")
+    return best
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output directory")
@@ -140,7 +158,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("run_dir", type=Path)
     _add_common(p)
     args = p.parse_args(argv)
-    out = merge_run(args.run_dir, args.out, args.dtype)
+    out = merge_run(run_or_best_trial(args.run_dir), args.out, args.dtype)
     _maybe_push(out, args)
     return 0
 

@@ -42,12 +42,7 @@ def quiet_libraries() -> None:
     """At the start of a run, before the model and the trainer are built (idempotent)."""
     if verbose():
         return
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
-                            module=r"transformers\.")
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    # bitsandbytes loads its CPU kernels through `kernels`, which warns on every load that an offline Hub
-    # (HF_HUB_OFFLINE, the user's own choice) skips its publisher trust check
-    logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
+    quiet_warnings()
     quiet_wandb()
     import datasets
     from transformers.utils import logging as hf_logging
@@ -62,3 +57,16 @@ def quiet_libraries() -> None:
     finally:
         if mode is not None:
             os.environ["WANDB_MODE"] = mode
+
+
+def quiet_warnings() -> None:
+    """The warnings and log lines above (not the progress bars: ``merge`` / ``generate`` keep the loading bar
+    of a large model)."""
+    if verbose():
+        return
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+                            module=r"transformers\.")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # bitsandbytes loads its CPU kernels through `kernels`, which warns on every load that an offline Hub
+    # (HF_HUB_OFFLINE, the user's own choice) skips its publisher trust check
+    logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
