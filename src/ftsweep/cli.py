@@ -7,8 +7,8 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep lr-find [overrides] [--min-lr A --max-lr B --steps N --out DIR]    learning-rate range test, suggested lr
     ftsweep report SWEEP_DIR | STORAGE_URL [--study NAME]                     tables, plots, best.yaml
     ftsweep dashboard [SWEEP_DIR | STORAGE_URL] [--study NAME] [--port N]     watch a sweep live (optuna-dashboard)
-    ftsweep generate RUN_DIR [--questions FILE] [generation options]        base vs fine-tuned answers
-    ftsweep merge RUN_DIR [--out DIR] [--dtype bf16|fp16|fp32]                merge the adapter into the base
+    ftsweep generate RUN_DIR|SWEEP_DIR [--questions FILE] [generation options]   base vs fine-tuned answers
+    ftsweep merge RUN_DIR|SWEEP_DIR [--out DIR] [--dtype bf16|fp16|fp32]    merge the adapter into the base
     ftsweep export SWEEP_DIR [--out DIR]                                      merge the best trial of a sweep
     ftsweep publish FOLDER REPO [--public]                                    push an adapter or merged model
 """

@@ -262,7 +262,7 @@ def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: Generat
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftsweep generate", description="Base vs fine-tuned answers to a list of questions.")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder (its best trial)")
     p.add_argument("--questions", help="file: one question per line, a JSON list, or JSONL rows (default: seed 002's six)")
     p.add_argument("--out", type=Path, help="output directory (default RUN_DIR/generations)")
     d = GenerationSettings()

@@ -155,7 +155,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ftsweep merge", description="Merge a run's LoRA adapter into its base model.")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder (its best trial)")
     _add_common(p)
     args = p.parse_args(argv)
     out = merge_run(run_or_best_trial(args.run_dir), args.out, args.dtype)
