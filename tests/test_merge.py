@@ -96,7 +96,7 @@ def _study(sweep: Path, direction: str, values: dict[int, float | None]):
 
 
 def test_export_merges_the_best_trial_in_the_study_direction(tiny_run, tmp_path):
-    from ftsweep.merge import best_trial_dir
+    from ftsweep.sweeper.study import best_trial_dir
 
     sweep = tmp_path / "study"
     sweep.mkdir()
@@ -109,7 +109,7 @@ def test_export_merges_the_best_trial_in_the_study_direction(tiny_run, tmp_path)
     assert (sweep / "best_merged" / "model.safetensors").is_file()
     assert "trial_0" in (sweep / "best_merged" / "README.md").read_text()
     # merge (and generate) given the sweep folder take its best trial, and say so
-    from ftsweep.merge import run_or_best_trial
+    from ftsweep.sweeper.study import run_or_best_trial
 
     assert run_or_best_trial(sweep) == sweep / "trial_0" and run_or_best_trial(sweep / "trial_1") == sweep / "trial_1"
     assert cli.main(["merge", str(sweep), "--out", str(tmp_path / "m"), "--dtype", "fp32"]) == 0

@@ -285,7 +285,7 @@ def main(argv: list[str]) -> int:
         repetition_penalty=args.repetition_penalty, do_sample=not args.greedy, seed=args.seed,
     )
     questions = read_questions(args.questions) if args.questions else None
-    from ftsweep.merge import run_or_best_trial
+    from ftsweep.sweeper.study import run_or_best_trial
 
     generate_run(run_or_best_trial(args.run_dir), questions, settings, args.out, base=not args.no_base,
                  quantized=not args.full_precision)

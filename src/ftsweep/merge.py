@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from ftsweep.config.options import PRECISION_DTYPES as DTYPES  # --dtype bf16|fp16|fp32 -> torch dtype name
-from ftsweep.sweeper import attrs
 
 
 def _usage(message: str):
@@ -116,35 +115,6 @@ def _targets(cfg) -> str:
     return tm if isinstance(tm, str) else ", ".join(tm)
 
 
-def best_trial_dir(sweep_dir: str | Path) -> Path:
-    """The best trial of a sweep, as the study itself judges it (its direction(s); see
-    :func:`ftsweep.sweeper.study.best_trial`), read from the sweep's storage."""
-    from ftsweep.sweeper.grammar import SweepInputError
-    from ftsweep.sweeper.study import best_trial, load_study
-
-    try:
-        study, _, _ = load_study(str(sweep_dir), None)
-    except SweepInputError as err:
-        raise _usage(str(err)) from err
-    best = best_trial(study)
-    if best is None or not best.user_attrs.get(attrs.TRIAL_DIR):
-        raise _usage(f"{sweep_dir}: no complete trial in study {study.study_name!r}")
-    return Path(best.user_attrs[attrs.TRIAL_DIR])
-
-
-def run_or_best_trial(path: str | Path) -> Path:
-    """``path`` itself, or, when it is a sweep folder (a study file, no run config), its best trial (said on
-    the console): ``ftsweep merge`` / ``generate`` take either."""
-    from ftsweep.sweepdir import SweepDir
-
-    path = Path(path)
-    if (path / ".hydra" / "config.yaml").is_file() or SweepDir(path).existing_storage_url() is None:
-        return path
-    best = best_trial_dir(path)
-    print(f"ftsweep: {path} is a sweep: its best trial {best}")
-    return best
-
-
 # ---------------------------------------------------------------------------------------------- CLI
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output directory")
@@ -158,6 +128,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder (its best trial)")
     _add_common(p)
     args = p.parse_args(argv)
+    from ftsweep.sweeper.study import run_or_best_trial
+
     out = merge_run(run_or_best_trial(args.run_dir), args.out, args.dtype)
     _maybe_push(out, args)
     return 0
@@ -168,6 +140,8 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("sweep_dir", type=Path)
     _add_common(p)
     args = p.parse_args(argv)
+    from ftsweep.sweeper.study import best_trial_dir
+
     best = best_trial_dir(args.sweep_dir)
     print(f"ftsweep: best trial: {best}")
     out = merge_run(best, args.out or args.sweep_dir / "best_merged", args.dtype)

@@ -301,6 +301,29 @@ def rerun(study: Any, trial: Any, limit: int, *, charged: bool = True) -> str:
 
 
 # ------------------------------------------------------------------------------------------ reading
+def best_trial_dir(sweep_dir: str | Path) -> Path:
+    """The folder of a sweep's best trial, as the study itself judges it (its direction(s); see
+    :func:`best_trial`), read from the sweep's storage (``ftsweep export``, ``merge`` / ``generate`` SWEEP_DIR)."""
+    study, _, _ = load_study(str(sweep_dir), None)
+    best = best_trial(study)
+    if best is None or not best.user_attrs.get(attrs.TRIAL_DIR):
+        raise SweepInputError(f"{sweep_dir}: no complete trial in study {study.study_name!r}")
+    return Path(best.user_attrs[attrs.TRIAL_DIR])
+
+
+def run_or_best_trial(path: str | Path) -> Path:
+    """``path`` itself, or, when it is a sweep folder (a study file, no run config), its best trial (said on
+    the console): ``ftsweep merge`` / ``generate`` take either."""
+    from ftsweep.sweepdir import SweepDir
+
+    path = Path(path)
+    if (path / ".hydra" / "config.yaml").is_file() or SweepDir(path).existing_storage_url() is None:
+        return path
+    best = best_trial_dir(path)
+    print(f"ftsweep: {path} is a sweep: its best trial {best}")
+    return best
+
+
 def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     """(study, sweep dir, storage URL) for a sweep directory or a storage URL, read-only: the public way
     to read a sweep (``ftsweep report``, ``ftsweep merge`` / ``export``). Raises :class:`SweepInputError`."""
