@@ -164,6 +164,9 @@ def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     ([{"prompt": "p", "completion": "a", "label": "yes"}], "prompt_completion", "kto",
      "line 1: field 'label': must be true or false, got 'yes'"),
     ([{"prompt": "p", "completion": "a"}], "prompt_completion", "kto", "line 1: field 'label': missing"),
+    # a KTO row in Alpaca layout has a completion column: no format guess for its missing label
+    ([{"instruction": "i", "input": "", "completion": "a"}], "alpaca", "kto",
+     "line 1: field 'label': missing (the row has columns: instruction, input, completion)"),
     # checked against the row as read: its own answer column and its own columns, not the SFT row built from it
     ([{"instruction": "i", "input": "", "chosen": 3, "rejected": "b"}], "alpaca", "dpo",
      "line 1: field 'chosen': expected a string, got int"),

@@ -119,6 +119,8 @@ def missing(row: dict, field: str, where: str, d: Any) -> DataError:
     data.format its columns look like when that is not the one set."""
     have = ", ".join(str(k) for k in row) or "none"
     looks = next((f for col, f in FORMAT_COLUMNS.items() if col in row and f != getattr(d, "format", f)), None)
+    if field not in (*FORMAT_COLUMNS, "prompt", "output"):  # a pair's or a KTO row's own column: no format guess
+        looks = None
     hint = f"; they look like data.format={looks}" if looks else ""
     return DataError(where, f"missing (the row has columns: {have}{hint})", _label(field, d))
 
