@@ -47,7 +47,8 @@ CASES = [
     ("data_empty_json", [*RUN, "data.path=empty.json"], ["empty.json", "the file is empty"]),  # item 14
     ("data_object_not_list", [*RUN, "data.path=obj.json"], ["obj.json", "JSON list"]),
     ("data_csv_without_output", [*RUN, "data.path=noout.csv"], ["noout.csv line 2", "'output'", "missing"]),
-    ("data_txt_file", [*RUN, "data.path=t.txt"], ["t.txt", "data.loader"]),
+    ("data_txt_file", [*RUN, "data.path=t.txt"], ["t.txt line 1", "'instruction'", "data.format=text"]),  # a .txt is text rows
+    ("data_unknown_extension", [*RUN, "data.path=t.xml"], ["t.xml", "'.xml'", "data.loader"]),
     ("data_directory", [*RUN, "data.path=adir"], ["adir", "local folder"]),  # item 14: not "Hub dataset"
     # item 13: a broken sweep file is an error only where it is used, naming the file
     ("broken_sweep_file_used", ["train", "sweep=broken", "model=tiny", "logger=none"],
@@ -68,6 +69,7 @@ FILES = {
     "obj.json": '{"instruction": "hi", "output": "yo"}',
     "noout.csv": "instruction,input\nhi,\n",
     "t.txt": "hello\n",
+    "t.xml": "<rows/>\n",
     "afile": "x",
     "données.json": '[{"instruction": "hi", "input": "", "output": "hello"}]',
     "gs/study.db": "garbage" * 100,
