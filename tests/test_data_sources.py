@@ -82,6 +82,28 @@ def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
     assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
 
 
+@pytest.mark.parametrize("name", ["rows.jsonl.gz", "rows.json.bz2", "rows.csv.xz", "rows.JSONL.GZ"])
+def test_compressed_files_are_read_through(tmp_path, cfg_for, tok, name):
+    import bz2
+    import gzip
+    import lzma
+
+    if ".csv" in name:
+        text = "instruction,input,output\n" + "".join(f"{r['instruction']},{r['input']},{r['output']}\n" for r in ROWS)
+    elif ".jsonl" in name.lower():
+        text = "".join(json.dumps(r) + "\n" for r in ROWS)
+    else:
+        text = json.dumps(ROWS)
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[Path(name).suffix.lower()]
+    path = tmp_path / name
+    path.write_bytes(compress(text.encode()))
+    bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false"), tok)
+    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+    path.write_bytes(text.encode())  # named compressed, but it is not: one line naming the file
+    with pytest.raises(DataError, match=rf"{re.escape(name)}: not a valid (gzip|bzip2|xz) file \("):
+        build_datasets(cfg_for(path, "data.val_size=0"), tok)
+
+
 def test_a_txt_file_is_a_row_per_line_for_continual_pretraining(tmp_path, cfg_for, tok):
     path = tmp_path / "docs.txt"
     path.write_text("first document line\r\n\n  \nsecond document line\n")  # blank lines skipped, CRLF ok
@@ -330,6 +352,10 @@ def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
     odd = tmp_path / "rows.tsv"
     odd.write_text("x")
     with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.tsv'"):
+        build_datasets(cfg_for(odd), tok)
+    odd = tmp_path / "rows.parquet.gz"  # parquet compresses inside; a compressed parquet file is not read
+    odd.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.parquet\.gz'; set data.loader$"):
         build_datasets(cfg_for(odd), tok)
 
 

@@ -17,6 +17,10 @@ from pathlib import Path
 # Set by ``ftsweep train`` for its child processes (sweep trials), so they see the same user config.
 CONFIG_DIRS_ENV = "FTSWEEP_CONFIG_DIRS"
 PKG_SCHEME = "pkg://"
+# Compressed data files are read through (``rows.jsonl.gz``), as ``datasets`` reads them.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+# Extensions that say "a local data file", never a Hub dataset name (Hub names are "owner/name").
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".tsv", ".arrow", *COMPRESSED_SUFFIXES, ".zip", ".zst")
 
 
 def package_dir(name: str) -> Path:

@@ -70,7 +70,6 @@ def _finite(node: Any, path: str = "") -> None:
         raise ConfigError(key, f"must be a finite number (got {node})")
 
 
-DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 DATA_FILE_KEYS = ("data.path", "data.validation_path")
 
 
@@ -81,7 +80,7 @@ def missing_data_file(key: str, path: Any) -> str | None:
     call it before anything is written."""
     from pathlib import Path
 
-    from ftsweep.paths import PKG_SCHEME, resolve_data_path
+    from ftsweep.paths import DATA_FILE_SUFFIXES, PKG_SCHEME, resolve_data_path
 
     if not path or not isinstance(path, str):
         return None

@@ -1,4 +1,4 @@
-"""Read rows from files (json, jsonl, csv, parquet) or the Hub, map columns, filter, shuffle, split.
+"""Read rows from files (json, jsonl, csv, parquet, txt; json/jsonl/csv/txt also gzip, bz2 or xz compressed) or the Hub, map columns, filter, shuffle, split.
 
 Each row travels with its location (``data/x.jsonl line 7``) so that later stages can name it in a
 :class:`~ftsweep.data.errors.DataError`. Rows are plain dicts: the datasets we fine-tune on are small
@@ -7,11 +7,14 @@ enough that a list is simpler and faster than ``datasets.map`` for the checks do
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.data.errors import BadRows, DataError
-from ftsweep.paths import resolve_data_path
+from ftsweep.paths import DATA_FILE_SUFFIXES, resolve_data_path
 
 SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
-# Extensions that say "a file", never a Hub dataset name (Hub names are "owner/name").
-DATA_SUFFIXES = (*SUFFIX_LOADERS, ".tsv", ".arrow", ".gz", ".zip", ".xz", ".zst")
+DECOMPRESS = {".gz": (gzip.decompress, "gzip"), ".bz2": (bz2.decompress, "bzip2"), ".xz": (lzma.decompress, "xz")}
 
 
 @dataclass
@@ -53,10 +55,12 @@ def resolve_source(name: str, loader: str) -> Source:
     if loader == "auto":
         if file is None or file.is_dir():
             return Source(name, "hub", None)
-        kind = SUFFIX_LOADERS.get(file.suffix.lower())
-        if kind is None:
+        suffixes = [x.lower() for x in file.suffixes]
+        inner = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in DECOMPRESS else suffixes[-1] if suffixes else ""
+        kind = SUFFIX_LOADERS.get(inner)
+        if kind is None or (kind == "parquet" and inner != suffixes[-1]):
             raise DataError(
-                name, f"cannot tell the format from the extension {file.suffix!r}; set data.loader"
+                name, f"cannot tell the format from the extension {''.join(file.suffixes[-2:])!r}; set data.loader"
             )
         return Source(name, kind, file)
     if loader == "hub":
@@ -72,7 +76,7 @@ def looks_like_local_path(name: str) -> bool:
     p = Path(name).expanduser()
     if name.startswith(("/", "./", "../", "~", ".\\")) or "\\" in name or p.is_absolute():
         return True
-    if p.suffix.lower() in DATA_SUFFIXES or len(p.parts) > 2:
+    if p.suffix.lower() in DATA_FILE_SUFFIXES or len(p.parts) > 2:
         return True
     return len(p.parts) == 2 and p.parent.is_dir()
 
@@ -99,7 +103,7 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "text": _read_lines,
         "hub": _read_hub,
     }
-    if source.file is not None and source.file.is_file() and not source.file.read_bytes().strip():
+    if source.file is not None and source.file.is_file() and not file_bytes(source).strip():
         raise DataError(source.name, "the file is empty (no rows)")
     yield from readers[source.loader](source, d)
 
@@ -110,10 +114,22 @@ def _check_object(row: Any, where: str) -> Record | DataError:
     return Record(row, where)
 
 
+def file_bytes(source: Source) -> bytes:
+    """The file's bytes, decompressed when its extension says gzip, bzip2 or xz (a damaged file is one line)."""
+    raw = source.file.read_bytes()
+    if source.loader == "parquet" or source.file.suffix.lower() not in DECOMPRESS:
+        return raw
+    decompress, what = DECOMPRESS[source.file.suffix.lower()]
+    try:
+        return decompress(raw)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
+        raise DataError(source.name, f"not a valid {what} file ({err})") from None
+
+
 def read_text(source: Source, d: Any) -> str:
     """The file's text in ``data.encoding``; a UTF-8 byte-order mark is skipped, and a decoding error
     is one line with the byte offset (and line) where it happened."""
-    raw = source.file.read_bytes()
+    raw = file_bytes(source)
     encoding = "utf-8-sig" if codecs.lookup(d.encoding).name == "utf-8" else d.encoding
     try:
         return raw.decode(encoding)
