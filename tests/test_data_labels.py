@@ -289,6 +289,32 @@ def test_prompt_completion_exact(build):
     assert bundle.train[0]["labels"] == [IGNORE_INDEX] * len(p) + a
 
 
+def test_conversational_prompt_completion_trains_the_completion_only(build):
+    # TRL's conversational prompt-completion: prompt and completion are message lists, rendered by the chat
+    # template exactly as the same conversation in messages; only the completion is trained (never the
+    # prompt's assistant turns), and no eos is added after the template's own end of turn.
+    msgs = MULTI["messages"]
+    conv = {"prompt": msgs[:-1], "completion": msgs[-1:]}
+    bundle, tok = build([conv], "data.format=prompt_completion", name="pc.jsonl")
+    chat, _ = build([MULTI], "data.format=chat", "data.mask_history=true", name="c.jsonl")
+    got = bundle.train[0]
+    assert got["input_ids"] == chat.train[0]["input_ids"]
+    assert got["labels"] == chat.train[0]["labels"]
+    assert trained_runs(tok, got) == ["2" + EOT]
+    # a plain-string completion after a conversational prompt is the assistant's answer
+    plain, _ = build([{"prompt": msgs[:-1], "completion": "2"}], "data.format=prompt_completion", name="p2.jsonl")
+    assert plain.train[0]["labels"] == got["labels"]
+    # plain prompt_completion rows keep their own layout (no template, eos added)
+    p, a = _pc_parts(tok)
+    mixed, _ = build([PC, conv], "data.format=prompt_completion", name="mixed.jsonl")
+    assert mixed.train[0]["labels"] == [IGNORE_INDEX] * len(p) + a
+    assert mixed.train[1]["labels"] == got["labels"]
+    bad = {"prompt": msgs[:2], "completion": [{"role": "user", "content": "again?"}]}
+    with pytest.raises(DataError, match=r"bad.jsonl line 1: field 'completion\[0\].role': a 'user' turn must be "
+                                        r"followed by 'assistant' or 'tool_call', got 'user'$"):
+        build([bad], "data.format=prompt_completion", name="bad.jsonl")
+
+
 def test_truncate_answer(build):
     _, tok = build([PC], "data.format=prompt_completion")
     p, a = _pc_parts(tok)

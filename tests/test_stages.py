@@ -103,6 +103,10 @@ def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_tu
                                         "rejected": [{"role": "assistant", "content": bad}]}),
         "trl_implicit": ("chat", {"chosen": [{"role": "user", "content": user}, {"role": "assistant", "content": good}],
                                   "rejected": [{"role": "user", "content": user}, {"role": "assistant", "content": bad}]}),
+        # TRL's conversational layout read with data.format=prompt_completion: the prompt decides
+        "trl_conversational_pc": ("prompt_completion", {"prompt": [{"role": "user", "content": user}],
+                                                        "chosen": [{"role": "assistant", "content": good}],
+                                                        "rejected": [{"role": "assistant", "content": bad}]}),
         "content_parts": ("chat", {"prompt": [{"role": "user", "content": [{"type": "text", "text": user}]}],
                                    "chosen": [{"role": "assistant", "content": good}],
                                    "rejected": [{"role": "assistant", "content": bad}]}),

@@ -79,27 +79,37 @@ class Conversation:
 
 # ---------------------------------------------------------------------------------------- parsing
 def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
-    """``messages`` (role/content) or ShareGPT ``conversations`` (from/value, optional ``system`` and
-    ``tools`` columns) -> a :class:`Conversation` whose role order has been checked."""
+    """``messages`` (role/content), ShareGPT ``conversations`` (from/value, optional ``system`` and
+    ``tools`` columns), or TRL's conversational prompt-completion (``prompt`` messages, untrained, then
+    ``completion`` messages) -> a :class:`Conversation` whose role order has been checked."""
     sharegpt = d.format == "sharegpt"
-    name = "conversations" if sharegpt else "messages"
-    turns = row.get(name)
-    if turns is None:
-        raise missing(row, name, where, d)
-    if not isinstance(turns, list) or not turns:
-        raise DataError(
-            where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
-        )
+    if d.format == "prompt_completion":
+        parts = [("prompt", False), ("completion", True)]
+    else:
+        parts = [("conversations" if sharegpt else "messages", True)]
     conv = Conversation([], [], [])
     offset = 0  # a system column (LLaMA-Factory's dataset_info "system") comes before the first turn
     if row.get("system"):
         offset = 1
         _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
-    for i, turn in enumerate(turns):
-        _parse_turn(conv, turn, f"{name}[{i}]", where, sharegpt)
+    names: list[str] = []  # each turn's name in the row (prompt[0], completion[0], messages[3] ...)
+    for name, trainable in parts:
+        turns = row.get(name)
+        if turns is None:
+            raise missing(row, name, where, d)
+        if name == "completion" and isinstance(turns, str):  # a plain answer after a conversational prompt
+            turns = [{"role": "assistant", "content": turns}]
+        if not isinstance(turns, list) or not turns:
+            raise DataError(
+                where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
+            )
+        for i, turn in enumerate(turns):
+            _parse_turn(conv, turn, f"{name}[{i}]", where, sharegpt)
+            conv.trained[-1] = conv.trained[-1] and trainable  # a prompt's turns are never trained
+            names.append(f"{name}[{i}]")
     conv.tools = parse_tools(row.get("tools"), where, d)
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
-    check_order(conv.roles, where, name, "from" if sharegpt else "role", offset)
+    check_order(conv.roles, where, names, "from" if sharegpt else "role", offset)
     return conv
 
 
@@ -236,12 +246,14 @@ def parse_tools(value: Any, where: str, d: Any) -> list[dict[str, Any]] | None:
     return tools or None
 
 
-def check_order(roles: list[str], where: str, name: str, key: str, offset: int = 0) -> None:
+def check_order(roles: list[str], where: str, name: str | list[str], key: str, offset: int = 0) -> None:
     """system?, then user / assistant alternating; a tool call is followed by its result(s); the
-    conversation ends with an assistant turn (a reply or a call). ``offset``: turns before ``name[0]``."""
+    conversation ends with an assistant turn (a reply or a call). ``offset``: turns before ``name[0]``;
+    ``name``: the list's column, or each turn's own name (``prompt[0]``, ``completion[0]``)."""
+    names = name if isinstance(name, list) else [f"{name}[{i}]" for i in range(len(roles) - offset)]
     prev = None
     for i, role in enumerate(roles):
-        at = f"{name}[{i - offset}].{key}" if i >= offset else "system"
+        at = f"{names[i - offset]}.{key}" if i >= offset else "system"
         if role == "system":
             if i == 0:
                 continue
@@ -260,7 +272,8 @@ def check_order(roles: list[str], where: str, name: str, key: str, offset: int =
             )
         prev = role
     if prev not in TRAINABLE:
-        raise DataError(where, "the last turn must be the assistant's (nothing to train after it)", name)
+        raise DataError(where, "the last turn must be the assistant's (nothing to train after it)",
+                        names[-1].split("[")[0] if names else "messages")
 
 
 # -------------------------------------------------------------------------------------- rendering

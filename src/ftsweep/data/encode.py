@@ -46,13 +46,15 @@ class LengthCounts:
     call_text_dropped_where: list[str] = field(default_factory=list)
 
 
-def tokenize_segments(rows: list[tuple[list[Segment], str]], tokenizer: Any, add_eos: bool) -> list[Encoded]:
+def tokenize_segments(
+    rows: list[tuple[list[Segment], str]], tokenizer: Any, add_eos: bool | list[bool]
+) -> list[Encoded]:
     """Tokenize every segment on its own (batched for speed) and join them per row.
 
     Args:
         rows: (segments, where) per row.
         tokenizer: the prepared tokenizer; segments marked ``bos`` get its special tokens (bos).
-        add_eos: append ``tokenizer.eos_token_id`` to the row as an answer token (trained).
+        add_eos: append ``tokenizer.eos_token_id`` to the row as an answer token (trained); one flag, or one per row.
     """
     flat = [(i, s) for i, (segs, _) in enumerate(rows) for s in segs]
     # a row's protected block (Segment.keep) is tokenized alone too: its tokens are the common prefix
@@ -71,8 +73,8 @@ def tokenize_segments(rows: list[tuple[list[Segment], str]], tokenizer: Any, add
         out[i].kinds += [seg.kind] * len(ids)
     for (i, _), ids in zip(kept, ids_per_segment[len(flat) :]):
         out[i].protect = next((n for n, (a, b) in enumerate(zip(ids, out[i].ids)) if a != b), min(len(ids), len(out[i].ids)))
-    if add_eos:
-        for e in out:
+    for e, eos in zip(out, add_eos if isinstance(add_eos, list) else [add_eos] * len(out)):
+        if eos:
             e.ids.append(tokenizer.eos_token_id)
             e.kinds.append(ANSWER)
     return out

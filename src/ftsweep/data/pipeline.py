@@ -259,21 +259,35 @@ class Renderer:
 
     def __init__(self, d: Any, tokenizer: Any, chat_template: str | None = None):
         self.d = d = data_options(d)
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
         self.alpaca = alpaca_template(d) if d.format == "alpaca" else None
-        self.chat = None
+        self.chat: ChatRenderer | None = None
         if d.format in ("chat", "sharegpt"):
-            template = chat_template if chat_template is not None else resolve_chat_template(d, tokenizer)
-            self.chat = ChatRenderer(d, tokenizer, template)
+            self.chat_renderer()
+
+    def chat_renderer(self) -> ChatRenderer:
+        """The chat template's renderer, resolved when first needed (a plain prompt_completion file needs none)."""
+        if self.chat is None:
+            template = self.chat_template if self.chat_template is not None else resolve_chat_template(self.d, self.tokenizer)
+            self.chat = ChatRenderer(self.d, self.tokenizer, template)
+        return self.chat
+
+    def uses_chat(self, row: dict) -> bool:
+        """Rendered by the chat template: chat / sharegpt rows, and TRL's conversational prompt-completion
+        (``prompt`` a list of messages). The template closes each turn itself (e.g. ``<|eot_id|>``)."""
+        fmt = self.d.format
+        return fmt in ("chat", "sharegpt") or (fmt == "prompt_completion" and isinstance(row.get("prompt"), list))
 
     def __call__(self, record: Record) -> list[Segment]:
         d, row, where = self.d, record.row, record.where
+        if self.uses_chat(row):
+            return self.chat_renderer().segments(row, where)
         if d.format == "alpaca":
             return render_alpaca(row, where, d, self.alpaca)
         if d.format == "prompt_completion":
             return render_prompt_completion(row, where, d)
-        if d.format == "text":
-            return render_text(row, where, d)
-        return self.chat.segments(row, where)
+        return render_text(row, where, d)
 
 
 def render(record: Record, d: Any, tokenizer: Any, chat_template: str | None) -> list[Segment]:
@@ -293,16 +307,16 @@ def encode_batches(
     for text: documents joined with eos and cut into cutoff_len blocks, carried across batches)."""
     d = data_options(d)
     render_row = Renderer(d, tokenizer)
-    # Chat templates close each assistant turn themselves (e.g. <|eot_id|>): the rendered text is
-    # trained exactly as inference will see it, so no extra eos is added there.
-    add_eos = d.add_eos and d.format not in ("chat", "sharegpt")
     pack = d.format == "text" and d.packing
     stream: list[int] = []
     for i in range(0, len(records), batch_rows):
-        rendered = []
+        rendered, add_eos = [], []
         for rec in records[i : i + batch_rows]:
             try:
                 rendered.append((render_row(rec), rec.where))
+                # Chat templates close each assistant turn themselves (e.g. <|eot_id|>): the rendered text is
+                # trained exactly as inference will see it, so no extra eos is added there.
+                add_eos.append(d.add_eos and not render_row.uses_chat(rec.row))
             except TemplateError:
                 raise
             except DataError as err:

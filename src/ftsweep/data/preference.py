@@ -89,6 +89,8 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
     if fmt == "prompt_completion":
         if "prompt" not in row:
             raise missing(row, "prompt", where, d)
+        if isinstance(row["prompt"], list):  # TRL's conversational layout: messages, rendered by the chat template
+            return [{**row, "completion": row[k]} for k in answer_keys]
         return [{"prompt": row["prompt"], "completion": get_text(row, k, where, d, nonempty=False)}
                 for k in answer_keys]
     if fmt == "sharegpt":
@@ -125,8 +127,7 @@ class PairEncoder:
         self.paired = paired
         self.renderer = Renderer(d, tokenizer)
         self.max_prompt = max_prompt_length if max_prompt_length is not None else d.cutoff_len - 1
-        # Chat templates close the turn themselves (<|eot_id|>); other layouts end the answer with eos.
-        self.add_eos = d.add_eos and d.format not in ("chat", "sharegpt")
+        self.add_eos = d.add_eos
 
     def rows(self, rec: Record) -> list[tuple[dict, bool | None]]:
         """(SFT-style row, KTO label) per answer of the record."""
@@ -160,7 +161,9 @@ class PairEncoder:
             if not segments or segments[-1].kind != ANSWER:
                 raise DataError(rec.where, "the row has no answer to train", "chosen" if self.paired else "completion")
             enc = tokenize_segments([(segments[:-1], rec.where), (segments[-1:], rec.where)], self.tokenizer, False)
-            answer = enc[1].ids + ([self.tokenizer.eos_token_id] if self.add_eos else [])
+            # Chat templates close the turn themselves (<|eot_id|>); other layouts end the answer with eos.
+            eos = self.add_eos and not self.renderer.uses_chat(row)
+            answer = enc[1].ids + ([self.tokenizer.eos_token_id] if eos else [])
             parts.append((enc[0].ids, answer, label))
         prompt = parts[0][0]
         if any(p != prompt for p, _, _ in parts):
