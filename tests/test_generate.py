@@ -87,6 +87,22 @@ def test_chat_prompt_uses_the_chat_template(tiny_run):
     assert bos is False  # the template writes bos itself
 
 
+def test_a_conversational_prompt_completion_question_is_its_chat_prompt(tiny_run):
+    from transformers import AutoTokenizer
+
+    from ftsweep.generate import question_text
+    from ftsweep.rundir import load_config as load_run_config
+
+    cfg = load_run_config(tiny_run)
+    cfg.data.format = "prompt_completion"
+    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    q = {"prompt": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "메모리가 뭐야?"}]}
+    prompt, bos = render_prompt(q, cfg.data, tok)
+    assert prompt == tok.apply_chat_template(q["prompt"], tokenize=False, add_generation_prompt=True)
+    assert bos is False
+    assert question_text(q) == "메모리가 뭐야?"  # the heading in answers.md, not the list
+
+
 def test_cli_with_a_questions_file(tiny_run, tmp_path):
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is LoRA?\n\nName a color.\n", encoding="utf-8")

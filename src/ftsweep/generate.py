@@ -75,8 +75,9 @@ def question_text(q: Any) -> str:
         return q
     if "instruction" in q:
         return q["instruction"] + (f"\n{q['input']}" if q.get("input") else "")
-    if "messages" in q:
-        return q["messages"][-1]["content"]
+    turns = q.get("messages") or q.get("prompt")
+    if isinstance(turns, list) and turns and isinstance(turns[-1], dict):  # a conversation: its last message
+        return str(turns[-1].get("content", ""))
     return q.get("prompt") or q.get("text") or json.dumps(q, ensure_ascii=False)
 
 
