@@ -48,7 +48,7 @@ def outputs(tok, ds) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- sources
-@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "parquet", "save_to_disk", "save_to_disk_dict"])
+@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "tsv", "parquet", "save_to_disk", "save_to_disk_dict"])
 def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
     path = tmp_path / f"rows.{kind}"
     if kind.startswith("save_to_disk"):  # a folder of datasets' own save_to_disk (a Dataset or a DatasetDict's split)
@@ -68,18 +68,20 @@ def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
         write_json(path, ROWS)
     elif kind == "jsonl":
         write_jsonl(path, ROWS)
-    elif kind == "csv":
+    elif kind in ("csv", "tsv"):  # a tsv cell may hold commas: "Answer 1, then 2."
+        rows = [{**r, "output": r["output"].replace(".", ", then 2.")} for r in ROWS] if kind == "tsv" else ROWS
         with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["instruction", "input", "output"])
+            w = csv.DictWriter(f, fieldnames=["instruction", "input", "output"], delimiter="," if kind == "csv" else "\t")
             w.writeheader()
-            w.writerows(ROWS)
+            w.writerows(rows)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(ROWS), path)
     bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false"), tok)
-    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+    want = [r["output"].replace(".", ", then 2.") if kind == "tsv" else r["output"] for r in ROWS]
+    assert outputs(tok, bundle.train) == want
 
 
 @pytest.mark.parametrize("name", ["rows.jsonl.gz", "rows.json.bz2", "rows.csv.xz", "rows.JSONL.GZ"])
@@ -349,9 +351,9 @@ def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
     with pytest.raises(DataError, match=r"file not found .*; a pattern is not expanded: for several files give "
                                         f"their folder, data.path={re.escape(str(tmp_path / 'shards'))}$"):
         build_datasets(cfg_for(tmp_path / "shards" / "*.jsonl"), tok)
-    odd = tmp_path / "rows.tsv"
+    odd = tmp_path / "rows.xml"
     odd.write_text("x")
-    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.tsv'"):
+    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.xml'"):
         build_datasets(cfg_for(odd), tok)
     odd = tmp_path / "rows.parquet.gz"  # parquet compresses inside; a compressed parquet file is not read
     odd.write_bytes(b"x")

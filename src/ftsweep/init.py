@@ -21,7 +21,7 @@ from ftsweep.config.errors import UsageError
 
 DATA_YAML = """\
 # My data: data/my_data.jsonl in Alpaca layout (instruction / input / output); completion-only loss.
-# Point path at your own file (json, jsonl, csv, parquet or a Hub dataset name) and set format to match.
+# Point path at your own file (json, jsonl, csv, tsv, parquet, txt, .gz, or a Hub dataset name) and set format to match.
 defaults: [data_schema, _self_]
 path: data/my_data.jsonl
 format: alpaca

@@ -1,4 +1,4 @@
-"""Read rows from files (json, jsonl, csv, parquet, txt; json/jsonl/csv/txt also gzip, bz2 or xz compressed) or the Hub, map columns, filter, shuffle, split.
+"""Read rows from files (json, jsonl, csv, tsv, parquet, txt; all but parquet also gzip, bz2 or xz compressed) or the Hub, map columns, filter, shuffle, split.
 
 Each row travels with its location (``data/x.jsonl line 7``) so that later stages can name it in a
 :class:`~ftsweep.data.errors.DataError`. Rows are plain dicts: the datasets we fine-tune on are small
@@ -24,7 +24,8 @@ from typing import Any
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.paths import DATA_FILE_SUFFIXES, resolve_data_path
 
-SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+                  ".txt": "text"}
 DECOMPRESS = {".gz": (gzip.decompress, "gzip"), ".bz2": (bz2.decompress, "bzip2"), ".xz": (lzma.decompress, "xz")}
 
 
@@ -41,7 +42,7 @@ class Source:
     """A resolved data source: a local file (``file`` set) or a Hub dataset name."""
 
     name: str  # as written in config, used in messages
-    loader: str  # json | jsonl | csv | parquet | hub
+    loader: str  # json | jsonl | csv | tsv | parquet | text | hub
     file: Path | None
 
 
@@ -99,6 +100,7 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "json": _read_json,
         "jsonl": _read_jsonl,
         "csv": _read_csv,
+        "tsv": _read_csv,
         "parquet": _read_parquet,
         "text": _read_lines,
         "hub": _read_hub,
@@ -178,7 +180,7 @@ def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
 
 def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     # csv cells are strings already; keep empty cells as "" (pandas would turn them into NaN floats).
-    reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""), delimiter="\t" if source.loader == "tsv" else ",")
     for row in reader:
         yield Record(dict(row), f"{source.name} line {reader.line_num}")
 
