@@ -213,6 +213,32 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
     assert build_datasets(cfg_for(path, "data.cutoff_len=500", fresh), tok).fingerprint != first.fingerprint
 
 
+@pytest.mark.parametrize(("name", "text", "hint"), [
+    ("semi.csv", "instruction;input;output\nhi;;yo\n", r"separated by ';', not ',' \(save it comma-separated\)"),
+    ("tabs.csv", "instruction\tinput\toutput\nhi\t\tyo\n", r"separated by '\\t', not ',' \(data.loader=tsv\)"),
+    ("commas.tsv", "instruction,input,output\nhi,,yo\n", r"separated by ',', not '\\t' \(data.loader=csv\)"),
+])
+def test_a_csv_with_another_separator_is_named_at_its_header(tmp_path, cfg_for, tok, name, text, hint):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"{name} line 1: the header is one column .*: the file is {hint}$"):
+        build_datasets(cfg_for(path), tok)
+
+
+def test_the_same_bytes_read_by_another_loader_are_not_a_cache_hit(tmp_path, cfg_for, tok):
+    # rows.jsonl and a copy named rows.txt: the jsonl rows' text vs each whole JSON line as text
+    docs = [{"text": f"document number {i}"} for i in range(6)]
+    jsonl = write_jsonl(tmp_path / "rows.jsonl", docs)
+    txt = tmp_path / "rows.txt"
+    txt.write_bytes(jsonl.read_bytes())
+    opts = ("data.format=text", "data.packing=false", "data.val_size=0", "data.shuffle=false", f"cache_dir={tmp_path / 'c'}")
+    a = build_datasets(cfg_for(jsonl, *opts), tok)
+    b = build_datasets(cfg_for(txt, *opts), tok)
+    assert b.stats["cache_hit"] is False and b.fingerprint != a.fingerprint
+    assert tok.decode(a.train[0]["input_ids"], skip_special_tokens=True) == "document number 0"
+    assert tok.decode(b.train[0]["input_ids"], skip_special_tokens=True) == json.dumps(docs[0])
+
+
 # --------------------------------------------------------------------------------------- bad data
 BAD_CASES = {
     "missing column": (

@@ -103,7 +103,7 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
         digest = content_hash(s)
         if digest is None:
             loaded[s.name], digest = load_records(s.name, d, bad)
-        hashes.append(digest)
+        hashes.append(f"{s.loader}:{digest}")  # the same bytes read by another loader are other rows
     fp = cache.fingerprint(dataclasses.asdict(d), hashes, tokenizer)
 
     hit = cache.load(cfg.cache_dir, fp)

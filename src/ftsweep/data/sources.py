@@ -180,7 +180,14 @@ def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
 
 def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     # csv cells are strings already; keep empty cells as "" (pandas would turn them into NaN floats).
-    reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""), delimiter="\t" if source.loader == "tsv" else ",")
+    sep = "\t" if source.loader == "tsv" else ","
+    reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""), delimiter=sep)
+    header = reader.fieldnames or []
+    other = next((c for c in ";\t|," if c != sep and len(header) == 1 and c in header[0]), None)
+    if other:  # e.g. a spreadsheet's ';'-separated export: every row would be "missing" its columns
+        fix = "data.loader=tsv" if other == "\t" else "data.loader=csv" if other == "," else "save it comma-separated"
+        raise DataError(f"{source.name} line 1", f"the header is one column {header[0]!r}: the file is separated by "
+                                                 f"{other!r}, not {sep!r} ({fix})")
     for row in reader:
         yield Record(dict(row), f"{source.name} line {reader.line_num}")
 
