@@ -44,8 +44,8 @@ class Columns:
 @dataclass
 class DataConfig:
     # A file (json, jsonl, csv, tsv, parquet, txt: a row {"text": line} per non-blank line; .gz/.bz2/.xz read
-    # through; relative paths are
-    # resolved against the project root, then the working directory) or a Hugging Face dataset name.
+    # through; relative paths are resolved against the project root, then the working directory) or a Hugging
+    # Face dataset name.
     path: str = MISSING
     # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | tsv | parquet | text | hub
     loader: str = "auto"

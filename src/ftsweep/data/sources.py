@@ -1,4 +1,5 @@
-"""Read rows from files (json, jsonl, csv, tsv, parquet, txt; all but parquet also gzip, bz2 or xz compressed) or the Hub, map columns, filter, shuffle, split.
+"""Read rows from files (json, jsonl, csv, tsv, parquet, txt; all but parquet also gzip, bzip2 or xz
+compressed) or the Hub, map columns, filter, shuffle, split.
 
 Each row travels with its location (``data/x.jsonl line 7``) so that later stages can name it in a
 :class:`~ftsweep.data.errors.DataError`. Rows are plain dicts: the datasets we fine-tune on are small
