@@ -108,6 +108,13 @@ def test_a_sweep_specialised_for_an_objective_loads_on_top_and_the_command_line_
     assert compose(["sweep=mine", "objective=exact_match"]).trainer.max_steps == 70
 
 
+def test_flags_go_before_the_overrides_with_their_values():
+    from ftsweep.cli import flags_first
+
+    argv = ["a=1", "-m", "b=2", "--config-dir", "conf", "c=3", "--cfg=job", "+d=-1", "~e"]
+    assert flags_first(argv) == ["-m", "--config-dir", "conf", "--cfg=job", "a=1", "b=2", "c=3", "+d=-1", "~e"]
+
+
 def test_config_dir_flag_adds_a_root_from_anywhere(tmp_path):
     init_project(tmp_path / "proj")
     elsewhere = tmp_path / "elsewhere"
@@ -189,6 +196,9 @@ def test_deprecated_sweeper_sweep_dir_still_works_and_says_so(tmp_path):
     (["--resolve", "--cfg", "job"], "cache_dir: /"),
     (["-p", "lora", "--cfg", "job"], "# @package lora"),
     (["sweep=quickstart", "--cfg", "job"], "proxy_tasks.jsonl"),
+    # flags after and between overrides, as git takes them (Hydra's own parser stops at the first flag)
+    (["lora.r=4", "-m", "--cfg", "job", "trainer.max_steps=3"], "max_steps: 3"),
+    (["lora.r=4", "--cfg", "job", "optimizer.lr=0.5"], "lr: 0.5"),
 ])
 def test_hydra_flags_work(tmp_path, flags, expect_out):
     (tmp_path / "conf").mkdir()  # a user root, so --info searchpath lists it

@@ -97,6 +97,22 @@ HYDRA_BARE_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "--version"
                     "--shell-completion", "-sc"}
 
 
+def flags_first(argv: list[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides: Hydra's argparse takes the overrides as one
+    positional list, so ``a=1 -m b=2`` would fail on ``b=2``; ftsweep accepts flags anywhere, as git does."""
+    flags, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in HYDRA_VALUE_FLAGS:
+            flags += argv[i : i + 2]
+            i += 2
+            continue
+        (flags if arg.startswith("-") else overrides).append(arg)
+        i += 1
+    return flags + overrides
+
+
 def split_overrides(argv: list[str]) -> tuple[list[str], set[str], list[str]]:
     """Separate Hydra flags from overrides; returns (overrides, flags seen, --config-dir values)."""
     overrides, flags, config_dirs = [], set(), []
@@ -128,7 +144,7 @@ def train_main(argv: list[str]) -> int:
         from ftsweep.verbosity import set_verbose
 
         set_verbose()
-    argv = [a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")]
+    argv = flags_first([a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")])
     overrides, flags, config_dirs = split_overrides(argv)
     check_secrets(overrides)
     argv = check_hydra_flags(argv, flags)
