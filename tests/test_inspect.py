@@ -71,13 +71,13 @@ def test_inspect_chat_marks_each_assistant_turn(cache_dir, capsys):
         [
             "inspect",
             "data=chat_demo",
+            "--rows",  # options between the overrides, as ftsweep train and lr-find take them
+            "3",
             NO_PRETRAIN,
             "data.shuffle=false",
+            "--plain",
             "data.val_size=0",
             "objective.metric=train_loss",
-            "--rows",
-            "3",
-            "--plain",
         ]
     )
     out = capsys.readouterr().out
