@@ -163,3 +163,22 @@ def test_train_help_lists_every_option_with_its_description():
     assert "r16_all_linear                   LoRA r=16, alpha=16 on every linear layer" in out.stdout
     assert "quickstart                       Tiny model on CPU" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_version_names_ftsweep_and_its_stack_without_importing_it():
+    import ftsweep
+
+    code = (
+        "import sys; from ftsweep.cli import main; rc = main(['--version']); "
+        "heavy = [m for m in ('torch', 'peft', 'trl', 'transformers', 'optuna') if m in sys.modules]; "
+        "print('HEAVY', heavy); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line, heavy = out.stdout.strip().splitlines()
+    assert line.startswith(f"ftsweep {ftsweep.__version__} (torch ")
+    from importlib.metadata import version
+
+    for name in ("transformers", "peft", "trl", "optuna", "hydra-core"):
+        assert f"{name} {version(name)}" in line
+    assert heavy == "HEAVY []"

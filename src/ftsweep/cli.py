@@ -11,6 +11,7 @@ each subcommand imports its module only when it runs, so ``--help`` and ``--cfg 
     ftsweep merge RUN_DIR|SWEEP_DIR [--out DIR] [--dtype bf16|fp16|fp32]    merge the adapter into the base
     ftsweep export SWEEP_DIR [--out DIR]                                      merge the best trial of a sweep
     ftsweep publish FOLDER REPO [--public]                                    push an adapter or merged model
+    ftsweep --version                                                         ftsweep's and its stack's versions
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("usage: ftsweep COMMAND [ARGS]\n\n" + USAGE)
         return 0
+    if argv[0] in ("--version", "-V"):
+        print(version_line())
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return fail(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
@@ -69,6 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
+
+
+VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna", "hydra-core", "datasets")
+
+
+def version_line() -> str:
+    """``ftsweep 0.1.0 (torch 2.13.0, transformers ...)``: the stack a bug report needs, read from the installed
+    packages' metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ftsweep import __version__
+
+    def one(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    return f"ftsweep {__version__} ({', '.join(one(n) for n in VERSION_PACKAGES)})"
 
 
 @contextmanager
