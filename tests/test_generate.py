@@ -103,7 +103,7 @@ def test_a_conversational_prompt_completion_question_is_its_chat_prompt(tiny_run
     assert question_text(q) == "메모리가 뭐야?"  # the heading in answers.md, not the list
 
 
-def test_cli_with_a_questions_file(tiny_run, tmp_path):
+def test_cli_with_a_questions_file(tiny_run, tmp_path, capsys):
     qfile = tmp_path / "q.txt"
     qfile.write_text("What is LoRA?\n\nName a color.\n", encoding="utf-8")
     argv = ["generate", str(tiny_run), "--questions", str(qfile), "--out", str(tmp_path / "o"),
@@ -112,4 +112,7 @@ def test_cli_with_a_questions_file(tiny_run, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "o" / "answers.jsonl").read_text().splitlines()]
     assert [r["question"] for r in rows] == ["What is LoRA?", "Name a color."]
     assert all(r["base"] is None for r in rows) and rows[0]["settings"]["top_k"] == 5
-    assert cli.main(["generate", str(tmp_path)]) == 2  # not a run directory
+    assert cli.main(["generate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("not a run directory (no .hydra/config.yaml)")
+    assert cli.main(["merge", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"ftsweep: error: {tmp_path / 'nope'}: no such folder (give a run or sweep folder)"

@@ -180,6 +180,8 @@ def load_config(run_dir: str | Path) -> Any:
         if repeat:
             raise UsageError(f"{run_dir}: a repeat of the trial in {repeat} (the same point, not trained again): "
                              f"use that folder")
+        if not Path(run_dir).exists():
+            raise UsageError(f"{run_dir}: no such folder (give a run or sweep folder)")
         raise UsageError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
     return OmegaConf.load(path)
 
