@@ -110,8 +110,9 @@ def _label(field: str, d: Any) -> str:
 
 
 # The column that marks a row of each format: a row of another format than data.format names the format it has.
+# (``prompt`` last: TRL's preference rows carry one beside chosen / rejected, and chat rows may too.)
 FORMAT_COLUMNS = {"messages": "chat", "conversations": "sharegpt", "completion": "prompt_completion", "text": "text",
-                  "instruction": "alpaca"}
+                  "instruction": "alpaca", "prompt": "prompt_completion"}
 
 
 def missing(row: dict, field: str, where: str, d: Any) -> DataError:
@@ -122,7 +123,12 @@ def missing(row: dict, field: str, where: str, d: Any) -> DataError:
     if field not in (*FORMAT_COLUMNS, "prompt", "output"):  # a pair's or a KTO row's own column: no format guess
         looks = None
     hint = f"; they look like data.format={looks}" if looks else ""
-    return DataError(where, f"missing (the row has columns: {have}{hint})", _label(field, d))
+    columns = getattr(d, "columns", None)
+    mapping = ""
+    if not looks and row and columns is not None and hasattr(columns, field) and not getattr(columns, field):
+        # the field under another name (Dolly's 'response' for 'output'): the mapping that reads it
+        mapping = f"; if one of them is the {field}, map it: data.columns.{field}=<column>"
+    return DataError(where, f"missing (the row has columns: {have}{hint}){mapping}", _label(field, d))
 
 
 def get_text(
