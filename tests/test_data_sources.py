@@ -106,6 +106,19 @@ def test_compressed_files_are_read_through(tmp_path, cfg_for, tok, name):
         build_datasets(cfg_for(path, "data.val_size=0"), tok)
 
 
+def test_json_rows_under_a_key_are_read_with_data_extra_field(tmp_path, cfg_for, tok):
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"version": "1", "data": ROWS}))  # SQuAD-style: the rows under one key
+    with pytest.raises(DataError, match=r"wrapped.json: expected a JSON list of objects, got dict; the rows may be "
+                                        r"under 'data': \+data.extra.field=data$"):
+        build_datasets(cfg_for(path), tok)
+    bundle = build_datasets(cfg_for(path, "+data.extra.field=data", "data.val_size=0", "data.shuffle=false"), tok)
+    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+    with pytest.raises(DataError, match=r"wrapped.json: data.extra.field: no key 'rows' at the top of the file "
+                                        r"\(it has: version, data\)$"):
+        build_datasets(cfg_for(path, "+data.extra.field=rows"), tok)
+
+
 def test_a_txt_file_is_a_row_per_line_for_continual_pretraining(tmp_path, cfg_for, tok):
     path = tmp_path / "docs.txt"
     path.write_text("first document line\r\n\n  \nsecond document line\n")  # blank lines skipped, CRLF ok

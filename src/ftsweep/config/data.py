@@ -104,5 +104,6 @@ class DataConfig:
     packing: bool = False
     # fail | skip (count and report skipped rows)
     bad_rows: str = "fail"
-    # Extra loader options passed through (e.g. data_files for Hub datasets).
+    # Extra loader options passed through (e.g. data_files for Hub datasets); ``field``: the key that holds a JSON
+    # file's rows ({"data": [...]}), as datasets' json loader (+data.extra.field=data).
     extra: dict[str, Any] = field(default_factory=dict)

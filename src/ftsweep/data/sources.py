@@ -156,8 +156,16 @@ def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
         raise DataError(
             f"{source.name} line {err.lineno}", f"invalid JSON ({err.msg}, column {err.colno})"
         ) from None
+    field = dict(d.extra).get("field")  # the key holding the rows ({"data": [...]}), as datasets' json loader
+    if field is not None:
+        if not isinstance(data, dict) or field not in data:
+            keys = ", ".join(map(str, data)) if isinstance(data, dict) else f"a {type(data).__name__}"
+            raise DataError(source.name, f"data.extra.field: no key {field!r} at the top of the file (it has: {keys})")
+        data = data[field]
     if not isinstance(data, list):
-        raise DataError(source.name, f"expected a JSON list of objects, got {type(data).__name__}")
+        lists = [k for k, v in data.items() if isinstance(v, list)] if isinstance(data, dict) else []
+        hint = f"; the rows may be under {lists[0]!r}: +data.extra.field={lists[0]}" if lists else ""
+        raise DataError(source.name, f"expected a JSON list of objects, got {type(data).__name__}{hint}")
     for i, row in enumerate(data, start=1):
         yield _check_object(row, f"{source.name} row {i}")
 
