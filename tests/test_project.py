@@ -113,6 +113,7 @@ def test_flags_go_before_the_overrides_with_their_values():
 
     argv = ["a=1", "-m", "b=2", "--config-dir", "conf", "c=3", "--cfg=job", "+d=-1", "~e"]
     assert flags_first(argv) == ["-m", "--config-dir", "conf", "--cfg=job", "a=1", "b=2", "c=3", "+d=-1", "~e"]
+    assert flags_first(["--info", "a=1", "-i", "plugins", "b=2"]) == ["-i", "plugins", "a=1", "b=2", "--info"]
 
 
 def test_config_dir_flag_adds_a_root_from_anywhere(tmp_path):
@@ -199,6 +200,8 @@ def test_deprecated_sweeper_sweep_dir_still_works_and_says_so(tmp_path):
     # flags after and between overrides, as git takes them (Hydra's own parser stops at the first flag)
     (["lora.r=4", "-m", "--cfg", "job", "trainer.max_steps=3"], "max_steps: 3"),
     (["lora.r=4", "--cfg", "job", "optimizer.lr=0.5"], "lr: 0.5"),
+    (["lora.r=4", "--info"], "Config search path"),  # --info's value is optional: lora.r=4 is not it
+    (["lora.r=4", "--info", "defaults", "trainer.max_steps=3"], "Defaults List"),
 ])
 def test_hydra_flags_work(tmp_path, flags, expect_out):
     (tmp_path / "conf").mkdir()  # a user root, so --info searchpath lists it

@@ -116,6 +116,7 @@ def one_line_usage_errors() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------- train
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+HYDRA_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info's optional value
 HYDRA_BARE_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "--version", "-h", "--help",
                     "--shell-completion", "-sc"}
 
@@ -123,17 +124,19 @@ HYDRA_BARE_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "--version"
 def flags_first(argv: list[str]) -> list[str]:
     """Hydra's flags (with their values) before the overrides: Hydra's argparse takes the overrides as one
     positional list, so ``a=1 -m b=2`` would fail on ``b=2``; ftsweep accepts flags anywhere, as git does."""
-    flags, overrides = [], []
+    flags, overrides, last = [], [], []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in HYDRA_VALUE_FLAGS:
+        if arg in ("--info", "-i") and (i + 1 == len(argv) or argv[i + 1] not in HYDRA_INFO_CHOICES):
+            last.append(arg)  # --info without its optional value: after the overrides, or it would take one
+        elif arg in HYDRA_VALUE_FLAGS:
             flags += argv[i : i + 2]
-            i += 2
-            continue
-        (flags if arg.startswith("-") else overrides).append(arg)
+            i += 1
+        else:
+            (flags if arg.startswith("-") else overrides).append(arg)
         i += 1
-    return flags + overrides
+    return flags + overrides + last
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], set[str], list[str]]:
