@@ -256,8 +256,8 @@ def test_the_same_bytes_read_by_another_loader_are_not_a_cache_hit(tmp_path, cfg
 BAD_CASES = {
     "missing column": (
         [{"instruction": "x", "input": ""}],
-        "row 1: field 'output': missing (the row has columns: instruction, input); if one of them is the output, "
-        "map it: data.columns.output=<column>",
+        ("row 1: field 'output': missing (the row has columns: instruction, input); if one of them is the output, "
+         "map it: data.columns.output=<column>"),
     ),
     "non-string": (
         [{"instruction": "x", "input": "", "output": 3}],

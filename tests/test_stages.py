@@ -170,14 +170,14 @@ def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     ([{"prompt": "p", "completion": "a"}], "prompt_completion", "kto", "line 1: field 'label': missing"),
     # a KTO row in Alpaca layout has a completion column: no format guess for its missing label
     ([{"instruction": "i", "input": "", "completion": "a"}], "alpaca", "kto",
-     "line 1: field 'label': missing (the row has columns: instruction, input, completion); if one of them is the "
-     "label, map it: data.columns.label=<column>"),
+     ("line 1: field 'label': missing (the row has columns: instruction, input, completion); if one of them is the "
+      "label, map it: data.columns.label=<column>")),
     # checked against the row as read: its own answer column and its own columns, not the SFT row built from it
     ([{"instruction": "i", "input": "", "chosen": 3, "rejected": "b"}], "alpaca", "dpo",
      "line 1: field 'chosen': expected a string, got int"),
     ([{"prompt": "p", "chosen": "a", "rejected": "b"}], "alpaca", "dpo",
-     "line 1: field 'instruction': missing (the row has columns: prompt, chosen, rejected; they look like "
-     "data.format=prompt_completion)"),
+     ("line 1: field 'instruction': missing (the row has columns: prompt, chosen, rejected; they look like "
+      "data.format=prompt_completion)")),
     # rows are encoded shuffled and split, but the error names the first bad row of the file
     ([{"instruction": f"i{n}", "input": "", "chosen": "a", "rejected": 1 if n in (6, 17) else "b"} for n in range(30)],
      "alpaca", "dpo", "line 7: field 'rejected': expected a string, got int"),
