@@ -134,6 +134,20 @@ def test_resume_after_kill_9(tmp_path):
     assert len(set(dirs)) == len(dirs) and len(dirs) >= 6
 
 
+def test_a_study_resumed_with_other_fixed_settings_says_which(tmp_path):
+    sd = tmp_path / "s"
+    note = "continuing a study started with other settings"
+    first = run(sweep_args(sd, "trainer.max_steps=5", "data.cutoff_len=64", n_trials=1), tmp_path)
+    assert first.returncode == 0, first.stderr
+    same = run(sweep_args(sd, "data.cutoff_len=64", "trainer.max_steps=5", "logger=tensorboard", n_trials=2), tmp_path)
+    assert same.returncode == 0 and note not in same.stderr  # same settings in another order; the logger aside
+    other = run(sweep_args(sd, "trainer.max_steps=7", n_trials=3), tmp_path)
+    assert other.returncode == 0, other.stderr
+    assert ("continuing a study started with other settings: data.cutoff_len unset (was data.cutoff_len=64); "
+            "trainer.max_steps=7 (was trainer.max_steps=5); its earlier trials' values may not compare") in other.stderr
+    assert len(load(sd).trials) == 3  # a note, not a refusal: the study continues
+
+
 def test_lr_after_baseline_enqueues_the_baseline_lr(tmp_path, compose):
     from omegaconf import OmegaConf
 

@@ -88,6 +88,26 @@ def _check_compatible(study: Any, name: str, url: str, directions: list[str], sp
                               f"{', '.join(diff)}); use another hydra.sweeper.study_name or delete the study")
 
 
+# Settings that do not change a trial's value: a resumed study may differ in them without a word.
+VALUE_NEUTRAL = ("logger", "cache_dir", "hydra.")
+
+
+def changed_settings(study: Any, fixed_overrides: list[str]) -> list[str]:
+    """The fixed overrides of this command that differ from those the study was started with (``key=new (was
+    key=old)``, ``unset`` for a missing one), logger and hydra settings aside: a study resumed with another
+    ``trainer.max_steps`` ranks values that do not compare."""
+    stored = study.user_attrs.get(attrs.FIXED_OVERRIDES)
+    if stored is None:
+        return []
+
+    def keyed(items: list[str]) -> dict[str, str]:
+        return {o.split("=", 1)[0].lstrip("+~"): o for o in items}
+
+    old, new = keyed(stored), keyed([redact(o) for o in fixed_overrides])
+    return [f"{new.get(k, k + ' unset')} (was {old.get(k, 'unset')})" for k in sorted(old.keys() | new.keys())
+            if not k.startswith(VALUE_NEUTRAL) and old.get(k) != new.get(k)]
+
+
 @dataclass
 class Counts:
     """Trials of the study by state, after the budget rule (re-run failures excluded)."""

@@ -228,7 +228,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.runner import DEFAULT_COMMAND, RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size, space_points
     from ftsweep.sweeper.storage import flock
-    from ftsweep.sweeper.study import open_study
+    from ftsweep.sweeper.study import changed_settings, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fixed, cli_params = split_arguments(arguments)
@@ -359,6 +359,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
             lock.unlink(missing_ok=True)
         raise
 
+    changed = changed_settings(study, fixed)
+    if changed:
+        notes.append(f"[sweep {study_name}] continuing a study started with other settings: {'; '.join(changed)}; "
+                     "its earlier trials' values may not compare with the new ones (a new study: another "
+                     "hydra.sweeper.study_name or hydra.sweep.dir)")
     for note in notes:
         print(note, file=sys.stderr)
     if capacity and n_workers > capacity:
