@@ -123,14 +123,17 @@ def test_cli_bad_override_one_line_nonzero_exit(tmp_path):
     assert not run_dir.exists()
 
 
-def test_cfg_job_prints_config_without_heavy_imports():
-    code = (
-        "import sys; from ftsweep.cli import main; rc = main(['train', '--cfg', 'job']); "
-        "heavy = [m for m in ('torch', 'peft', 'trl', 'transformers', 'optuna') if m in sys.modules]; "
-        "print('HEAVY', heavy); sys.exit(rc)"
-    )
+def cli_in_fresh_python(argv: list[str], heavy=("torch", "peft", "trl", "transformers", "optuna")):
+    """Run ``ftsweep <argv>`` in a new interpreter; its stdout ends with ``HEAVY [...]``: the heavy modules imported."""
+    code = (f"import sys; from ftsweep.cli import main; rc = main({argv!r}); "
+            f"print('HEAVY', [m for m in {heavy!r} if m in sys.modules]); sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_cfg_job_prints_config_without_heavy_imports():
+    out = cli_in_fresh_python(["train", "--cfg", "job"])
     assert "lora:" in out.stdout and "optimizer:" in out.stdout
     assert "HEAVY []" in out.stdout
 
@@ -150,12 +153,7 @@ def test_unreachable_model_is_one_line_error(monkeypatch, capsys, cache_dir):
 
 
 def test_train_help_lists_every_option_with_its_description():
-    code = (
-        "import sys; from ftsweep.cli import main; rc = main(['train', '--help']); "
-        "print('HEAVY', [m for m in ('torch', 'peft', 'trl', 'optuna') if m in sys.modules]); sys.exit(rc)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = cli_in_fresh_python(["train", "--help"], heavy=("torch", "peft", "trl", "optuna"))
     for group in GROUPS:
         for option in _options(group):
             assert f"    {option:<32} " in out.stdout, (group, option)
@@ -168,13 +166,7 @@ def test_train_help_lists_every_option_with_its_description():
 def test_version_names_ftsweep_and_its_stack_without_importing_it():
     import ftsweep
 
-    code = (
-        "import sys; from ftsweep.cli import main; rc = main(['--version']); "
-        "heavy = [m for m in ('torch', 'peft', 'trl', 'transformers', 'optuna') if m in sys.modules]; "
-        "print('HEAVY', heavy); sys.exit(rc)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    out = cli_in_fresh_python(["--version"])
     line, heavy = out.stdout.strip().splitlines()
     assert line.startswith(f"ftsweep {ftsweep.__version__} (torch ")
     from importlib.metadata import version
