@@ -11,7 +11,13 @@ cd "$root"
 export WANDB_MODE="${WANDB_MODE:-offline}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 set +e
 workers="${PYTEST_WORKERS:-2}"
-"$root/.venv/bin/python" -m pytest -n "$workers" --dist loadgroup "$@"
+# The largest benchmark smoke runs (marker bench) are left out unless a -m expression is given: they take about
+# a third of the suite's CPU time; `bash scripts/test.sh -m bench` runs them alone, `-m ""` runs everything.
+marker=(-m "not bench")
+for a in "$@"; do
+  case "$a" in -m|-m*) marker=() ;; esac
+done
+"$root/.venv/bin/python" -m pytest -n "$workers" --dist loadgroup "${marker[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

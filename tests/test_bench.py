@@ -108,6 +108,7 @@ def test_startup_quick_help_imports_nothing_heavy(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_overhead_quick_same_rows_give_identical_losses(tmp_path, cache_dir):
     doc = _run("overhead.py", tmp_path / "o.json", cache_dir)
     s = doc["results"][0]["summary"]
@@ -118,6 +119,7 @@ def test_overhead_quick_same_rows_give_identical_losses(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_padding_quick_packing_has_no_padding(tmp_path, cache_dir):
     doc = _run("padding.py", tmp_path / "p.json", cache_dir)
     st = doc["batch_stats"]
@@ -138,6 +140,7 @@ def test_data_cache_quick_second_build_is_a_hit(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_trial_overhead_quick_times_every_phase_cold_and_warm(tmp_path, cache_dir):
     doc = _run("trial_overhead.py", tmp_path / "t.json", cache_dir)
     assert doc["missing_probes"] == [] and doc["results_identical"] is True and doc["n_trials_compared"] == 2
@@ -175,6 +178,7 @@ def test_proxy_spread_quick_a_good_lr_learns_the_task(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_sweep_efficiency_quick_runs_every_method_as_a_real_sweep(tmp_path, cache_dir):
     doc = _run("sweep_efficiency.py", tmp_path / "real.json", cache_dir)
     se = _load("sweep_efficiency")
@@ -256,6 +260,7 @@ def test_sweep_efficiency_summary_ranks_exact_match_by_maximizing():
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_parallel_scaling_quick_runs_one_and_two_workers(tmp_path, cache_dir):
     doc = _run("parallel_scaling.py", tmp_path / "p.json", cache_dir)
     # one worker with the sweeper's threads, the same on one thread, two workers
