@@ -18,7 +18,7 @@ import json
 import lzma
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Source:
     name: str  # as written in config, used in messages
     loader: str  # json | jsonl | csv | tsv | parquet | text | hub
     file: Path | None
+    data: bytes | None = field(default=None, repr=False)  # the file's bytes, decompressed, once read
 
 
 def resolve_source(name: str, loader: str) -> Source:
@@ -118,15 +119,18 @@ def _check_object(row: Any, where: str) -> Record | DataError:
 
 
 def file_bytes(source: Source) -> bytes:
-    """The file's bytes, decompressed when its extension says gzip, bzip2 or xz (a damaged file is one line)."""
-    raw = source.file.read_bytes()
-    if source.loader == "parquet" or source.file.suffix.lower() not in DECOMPRESS:
-        return raw
-    decompress, what = DECOMPRESS[source.file.suffix.lower()]
-    try:
-        return decompress(raw)
-    except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
-        raise DataError(source.name, f"not a valid {what} file ({err})") from None
+    """The file's bytes, decompressed when its extension says gzip, bzip2 or xz (a damaged file is one line);
+    read once per source (the empty-file check and the reader share them)."""
+    if source.data is None:
+        raw = source.file.read_bytes()
+        if source.loader != "parquet" and source.file.suffix.lower() in DECOMPRESS:
+            decompress, what = DECOMPRESS[source.file.suffix.lower()]
+            try:
+                raw = decompress(raw)
+            except (OSError, EOFError, ValueError, lzma.LZMAError) as err:
+                raise DataError(source.name, f"not a valid {what} file ({err})") from None
+        source.data = raw
+    return source.data
 
 
 def read_text(source: Source, d: Any) -> str:
