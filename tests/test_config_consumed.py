@@ -37,6 +37,8 @@ TRAINER = {
     "max_steps": (7, lambda a, c: a.max_steps == 7),
     "num_train_epochs": (2.5, lambda a, c: a.num_train_epochs == 2.5),
     "eval_steps": (4, lambda a, c: a.eval_steps == 4),
+    # installed over the built trainer's evaluate by ftsweep.train.build_trainer (tests/test_intermediate_eval.py)
+    "intermediate_eval_rows": (5, None),
     "save_steps": (6, lambda a, c: a.save_steps == 6 and a.save_strategy == "steps"),
     "logging_steps": (3, lambda a, c: a.logging_steps == 3),
     "seed": (7, lambda a, c: a.seed == 7 and a.data_seed == 7),

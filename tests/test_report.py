@@ -257,3 +257,35 @@ def test_a_repeat_is_never_the_best_trial_a_tie_or_on_the_front(tmp_path):
         multi.add_trial(t)
     assert sorted(t.number for t in multi.best_trials) == [0, 1, 2]
     assert [t.number for t in pareto_front(multi)] == [0, 1] and best_trial(multi).number == 0
+
+
+def test_subset_evaluations_are_not_judged_against_the_every_row_value_before_training(tmp_path):
+    """trainer.intermediate_eval_rows: evaluations before the last step score a subset of the rows, whose loss
+    does not compare with the initial loss of every row. Only every-row values judge a trial; a pruned trial
+    with subset values only is not judged."""
+    from ftsweep.report import did_not_learn
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = optuna.create_study(study_name="subset", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    dists = {"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)}
+    # (subset values at steps 10 / 20, final every-row value or None when pruned at step 20)
+    cases = {0: ([6.6, 6.5], None), 1: ([6.0, 5.0], 6.5), 2: ([6.6, 6.5], 6.0)}
+    for number, (steps, final) in cases.items():
+        d = tmp_path / f"trial_{number}"
+        d.mkdir()
+        history = [{"step": 0, "eval_loss": 6.4}, *({"step": 10 * (i + 1), "eval_loss": v, "rows": 16}
+                                                     for i, v in enumerate(steps))]
+        if final is not None:
+            history.append({"step": 30, "eval_loss": final})
+        (d / "metrics.json").write_text(json.dumps({
+            "status": "pruned" if final is None else "complete", "initial_eval_loss": 6.4,
+            "eval_loss": steps[-1] if final is None else final, "eval_history": history}))
+        t = s.ask(dists)
+        t.set_user_attr("trial_dir", str(d))
+        for i, v in enumerate(steps):
+            t.report(v, 10 * (i + 1))
+        if final is None:
+            s.tell(t, state=optuna.trial.TrialState.PRUNED)
+        else:
+            s.tell(t, final)
+    assert [did_not_learn(t)[0] for t in s.trials] == [None, True, False]

@@ -63,3 +63,34 @@ class EarlyStopping(TrainerCallback):
             if self.bad >= self.patience:
                 control.should_training_stop = True
                 self.stopped_at = state.global_step
+
+
+class IntermediateEvaluations(TrainerCallback):
+    """Evaluations before the last step score a fixed subset of the validation rows
+    (``trainer.intermediate_eval_rows``); the last one, and any evaluation outside training, every row.
+
+    The pruner and early stopping compare values of the same rows (the subset is the same at every step and
+    in every trial); the objective is still the whole validation split. Installed by
+    :func:`ftsweep.train.build_trainer` over the trainer's own ``evaluate`` (every stage's trainer)."""
+
+    def __init__(self, trainer, indices: list[int]):
+        self.subset = trainer.eval_dataset.select(indices)
+        self.rows = len(indices)
+        self.subset_steps: set[int] = set()  # steps whose evaluation scored the subset
+        self.training = False
+        self._state = lambda: trainer.state
+        self._evaluate = trainer.evaluate
+        trainer.evaluate = self.evaluate
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        state = self._state()
+        if eval_dataset is None and self.training and state.global_step < state.max_steps:
+            self.subset_steps.add(state.global_step)
+            eval_dataset = self.subset
+        return self._evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False

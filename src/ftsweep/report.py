@@ -169,14 +169,20 @@ def did_not_learn(trial: Any, metric: str = "eval_loss", maximize: bool = False)
     if not metrics:
         return None, metric
     initial = metrics.get(f"initial_{metric}")
-    seen = list(trial.intermediate_values.values())  # what the pruner saw: this metric at each evaluation
+    seen = dict(trial.intermediate_values)  # what the pruner saw: this metric at each evaluation
     if not _finite(initial):
-        metric, maximize, initial, seen = "eval_loss", False, metrics.get("initial_eval_loss"), []
+        metric, maximize, initial, seen = "eval_loss", False, metrics.get("initial_eval_loss"), {}
         if not _finite(initial):
             return None, metric
-    seen += [h.get(metric) for h in metrics.get("eval_history") or [] if isinstance(h, dict)]
+    history = [h for h in metrics.get("eval_history") or [] if isinstance(h, dict)]
+    # Evaluations of a subset of the rows (trainer.intermediate_eval_rows) do not compare with the value before
+    # training, which scored every row: a Trainer metric (eval_*) is judged by its every-row values only.
+    subset = {h.get("step") for h in history if h.get("rows")} if metric.startswith("eval_") else set()
+    seen = [v for step, v in seen.items() if step not in subset]
+    seen += [h.get(metric) for h in history if h.get("step") and h.get("step") not in subset]  # step 0: the initial
     seen += [h.get(metric) for h in metrics.get("objective_history") or [] if isinstance(h, dict) and h.get("step")]
-    seen.append(metrics.get(metric))
+    if not (history and history[-1].get("step") in subset):  # a pruned trial's value: its last evaluation's
+        seen.append(metrics.get(metric))
     seen = [v for v in seen if _finite(v)]
     if not seen:
         return None, metric

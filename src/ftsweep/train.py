@@ -168,8 +168,12 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         result = trainer.train()
         wall = time.perf_counter() - started
         pruner = next((cb for cb in trainer.callback_handler.callbacks if getattr(cb, "pruned", False)), None)
-        # The last evaluation is the final one when training ended on an eval step: do not pay for it twice.
-        evaluated_last = any(h.get("step") == trainer.state.global_step and "eval_loss" in h for h in trainer.state.log_history)
+        # The last evaluation is the final one when training ended on an eval step: do not pay for it twice
+        # (unless it scored the intermediate subset: training stopped early on it).
+        limited = intermediate_evaluations(trainer)
+        step = trainer.state.global_step
+        evaluated_last = (any(h.get("step") == step and "eval_loss" in h for h in trainer.state.log_history)
+                          and not (limited and step in limited.subset_steps))
         final = trainer.evaluate() if bundle.eval is not None and pruner is None and not evaluated_last else {}
         metrics.update(
             collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
@@ -234,7 +238,28 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     stage = stage_module(cfg.stage.name)
     built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
     built.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
+    limit_intermediate_evaluations(built, cfg.trainer.intermediate_eval_rows, cfg.objective.subset_seed)
     return built
+
+
+def limit_intermediate_evaluations(trainer, rows: int | None, seed: int) -> None:
+    """``trainer.intermediate_eval_rows``: evaluations before the last step score a fixed, seeded subset of
+    that many validation rows (:class:`ftsweep.callbacks.IntermediateEvaluations`); nothing to do when it is
+    null or not smaller than the validation split."""
+    from datasets import Dataset
+
+    from ftsweep.callbacks import IntermediateEvaluations
+    from ftsweep.objectives.evaluator import subset_indices
+
+    data = trainer.eval_dataset
+    if rows is None or not isinstance(data, Dataset) or rows >= len(data):
+        return
+    trainer.add_callback(IntermediateEvaluations(trainer, subset_indices(len(data), rows, seed)))
+
+
+def intermediate_evaluations(trainer):
+    """The trainer's :class:`ftsweep.callbacks.IntermediateEvaluations`, if evaluations use a subset."""
+    return next((cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "subset_steps")), None)
 
 
 def build_training_args(trainer, optimizer, scheduler, *, objective, data, has_eval: bool, output_dir: Path,
@@ -366,7 +391,14 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
         out["eval_perplexity"] = math.exp(min(out["eval_loss"], 50.0))
     evals = {0: initial.get("eval_loss")} if initial else {}
     evals.update({h["step"]: h["eval_loss"] for h in history if "eval_loss" in h})
-    out["eval_history"] = [{"step": step, "eval_loss": loss} for step, loss in sorted(evals.items())]
+    limited = intermediate_evaluations(trainer)
+    subset = limited.subset_steps if limited else set()
+    if final:  # logged after the loop's evaluation at the same step (training stopped early): every row
+        subset = subset - {trainer.state.global_step}
+    out["eval_history"] = [{"step": step, "eval_loss": loss, **({"rows": limited.rows} if step in subset else {})}
+                           for step, loss in sorted(evals.items())]
+    if limited:
+        out["intermediate_eval_rows"] = limited.rows
     out.update({f"data_{k}": v for k, v in bundle.stats.items() if isinstance(v, (int, float, bool))})
     return out
 

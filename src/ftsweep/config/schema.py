@@ -115,6 +115,11 @@ class TrainerConfig:
     max_steps: int = -1
     num_train_epochs: float = 1.0
     eval_steps: int = 10
+    # Evaluations before the last step score only this many validation rows: a fixed, seeded subset
+    # (objective.subset_seed), the same in every run and trial, so the pruner and early stopping compare like
+    # with like at a fraction of the cost. The last evaluation, metrics.json's eval_loss and the objective use
+    # every row. null = every row at every evaluation.
+    intermediate_eval_rows: int | None = None
     save_steps: int = 0
     logging_steps: int = 5
     seed: int = 42

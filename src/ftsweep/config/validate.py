@@ -158,6 +158,14 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.num_threads", 0)
     _choice(cfg, "trainer.precision", options.PRECISIONS)
     t = cfg.trainer
+    if t.intermediate_eval_rows is not None:
+        if t.intermediate_eval_rows < 1:
+            raise ConfigError("trainer.intermediate_eval_rows", f"must be >= 1, or null for every row "
+                                                                f"(got {t.intermediate_eval_rows})")
+        if t.load_best_model_at_end and t.save_steps > 0:
+            raise ConfigError("trainer.intermediate_eval_rows", "load_best_model_at_end would rank checkpoints "
+                              "evaluated on a subset against the last one evaluated on every row; set "
+                              "trainer.intermediate_eval_rows=null or trainer.load_best_model_at_end=false")
     if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:
         raise ConfigError("trainer.save_steps", f"must be a multiple of trainer.eval_steps={t.eval_steps} with "
                           f"load_best_model_at_end (got {t.save_steps})")

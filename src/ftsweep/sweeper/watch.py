@@ -135,9 +135,12 @@ def write_learning_curve(trial_dir: Path, doc: dict[str, Any]) -> Path | None:
         rows = []
     rows = rows if isinstance(rows, list) else []
     train = [(h["step"], h["loss"]) for h in rows if isinstance(h, dict) and "loss" in h and "step" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in doc.get("eval_history") or []
-             if isinstance(h, dict) and isinstance(h.get("eval_loss"), (int, float))]
-    if not train and not evals:
+    history = [h for h in doc.get("eval_history") or [] if isinstance(h, dict) and isinstance(h.get("eval_loss"), (int, float))]
+    evals = [(h["step"], h["eval_loss"]) for h in history if not h.get("rows")]
+    # trainer.intermediate_eval_rows: the evaluations before the last step scored a subset of the rows
+    subset = [(h["step"], h["eval_loss"]) for h in history if h.get("rows")]
+    n_rows = next((h["rows"] for h in history if h.get("rows")), None)
+    if not train and not history:
         return None
     import matplotlib
 
@@ -145,10 +148,10 @@ def write_learning_curve(trial_dir: Path, doc: dict[str, Any]) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for points, label in ((train, "train loss"), (evals, "eval loss")):
+    for points, label, marker in ((train, "train loss", None), (evals, "eval loss", "o"),
+                                  (subset, f"eval loss, {n_rows} rows", "x")):
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if label == "eval loss" else None,
-                    label=label)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
