@@ -88,6 +88,58 @@ def test_utf8_bom_is_skipped(build, tmp_path, kind):
     assert answers(tok, bundle.train) == ["Un café au lait.", "Hello."]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-be"])
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "tsv"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read_as_such(build, tmp_path, kind, encoding):
+    """Excel's "Unicode Text" export is UTF-16 with a byte-order mark: the default utf-8 reads it by the mark."""
+    sep = "\t" if kind == "tsv" else ","
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["instruction", "input", "output"], delimiter=sep)
+    w.writeheader()
+    w.writerows(ROWS)
+    text = jsonl(ROWS) if kind == "jsonl" else buf.getvalue()
+    bom = {"utf-16": b"\xff\xfe", "utf-16-be": b"\xfe\xff", "utf-32": b"\xff\xfe\x00\x00", "utf-32-be": b"\x00\x00\xfe\xff"}
+    path = tmp_path / f"unicode.{kind}"
+    path.write_bytes(bom[encoding] + text.encode(encoding if encoding.endswith("-be") else encoding + "-le"))
+    bundle, tok = build(path)
+    assert answers(tok, bundle.train) == ["Un café au lait.", "Hello."]
+
+
+def test_a_korean_legacy_encoding_is_named_in_the_error(build, tmp_path):
+    rows = [{"instruction": "서울은 어느 나라의 수도입니까?", "input": "", "output": "대한민국입니다."},
+            {"instruction": "안녕?", "input": "", "output": "안녕하세요."}]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["instruction", "input", "output"])
+    w.writeheader()
+    w.writerows(rows)
+    path = tmp_path / "ko.csv"
+    raw = buf.getvalue().encode("cp949")
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as err:
+        build(path)
+    assert str(err.value).startswith(f"{path}: not valid utf-8 text at byte {raw.index('서'.encode('cp949'))} (line 2): ")
+    assert str(err.value).endswith("; the bytes look like Korean text in cp949: set data.encoding=cp949")
+    bundle, tok = build(path, "data.encoding=cp949")
+    assert answers(tok, bundle.train) == ["대한민국입니다.", "안녕하세요."]
+
+
+def test_a_txt_file_with_a_tab_separated_header_says_to_read_it_as_tsv(build, tmp_path):
+    path = tmp_path / "export.txt"
+    path.write_text("instruction\tinput\toutput\n" + "".join(f"{r['instruction']}\t\t{r['output']}\n" for r in ROWS),
+                    encoding="utf-16")
+    with pytest.raises(DataError) as err:
+        build(path)
+    assert str(err.value) == (f"{path} line 1: a .txt file is one text row per line (data.format=text), but its "
+                              "first line looks like a header of tab-separated columns (instruction, input, output): "
+                              "read it with data.loader=tsv")
+    bundle, tok = build(path, "data.loader=tsv")
+    assert answers(tok, bundle.train) == ["Un café au lait.", "Hello."]
+    prose = tmp_path / "prose.txt"  # commas in plain text lines are no header
+    prose.write_text("Hello, world\nAnother line, here\n")
+    with pytest.raises(DataError, match="field 'instruction': missing"):
+        build(prose)
+
+
 # ---------------------------------------------------------------------------------- local vs Hub
 @pytest.mark.parametrize(
     "name", ["nope.json", "data/nope.jsonl", "{tmp}/nope", "./nope", "{tmp}/sub/dir/file"]

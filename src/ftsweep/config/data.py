@@ -58,7 +58,8 @@ class DataConfig:
     val_size: float = 0.1
     # Canonical field -> source column, e.g. data.columns={instruction: question, output: answer}.
     columns: Columns = field(default_factory=Columns)
-    # Text encoding of json / jsonl / csv files (a UTF-8 byte-order mark is skipped), e.g. latin-1.
+    # Text encoding of json / jsonl / csv / tsv / txt files, e.g. latin-1, cp949. Under utf-8 a byte-order mark is
+    # honoured: UTF-8's is skipped, a UTF-16 / UTF-32 one reads the file in that encoding.
     encoding: str = "utf-8"
     # Keep only rows whose ``input`` is empty (seeds 000 and 002).
     only_empty_input: bool = False

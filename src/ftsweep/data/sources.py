@@ -134,19 +134,50 @@ def file_bytes(source: Source) -> bytes:
 
 
 def read_text(source: Source, d: Any) -> str:
-    """The file's text in ``data.encoding``; a UTF-8 byte-order mark is skipped, and a decoding error
-    is one line with the byte offset (and line) where it happened."""
+    """The file's text in ``data.encoding``. Under the default UTF-8, a byte-order mark is honoured: UTF-8's
+    is skipped, and a UTF-16 or UTF-32 one (Excel's "Unicode Text" export) reads the file in that encoding. A
+    decoding error is one line with the byte offset (and line) where it happened and the encoding the bytes
+    look like (charset-normalizer's guess), as the override to set."""
     raw = file_bytes(source)
-    encoding = "utf-8-sig" if codecs.lookup(d.encoding).name == "utf-8" else d.encoding
+    encoding = d.encoding
+    if codecs.lookup(d.encoding).name == "utf-8":
+        encoding = next((name for bom, name in UNICODE_BOMS if raw.startswith(bom)), "utf-8-sig")
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         raise DataError(
             source.name,
-            f"not valid {d.encoding} text at byte {err.start} (line {line}): {err.reason} "
-            f"(byte 0x{raw[err.start]:02x}); set data.encoding to the file's encoding, e.g. data.encoding=latin-1",
+            f"not valid {encoding.removesuffix('-sig')} text at byte {err.start} (line {line}): {err.reason} "
+            f"(byte 0x{raw[err.start]:02x}); {_encoding_hint(raw)}",
         ) from None
+
+
+# (byte-order mark, codec that reads it): UTF-32's before UTF-16's, whose little-endian mark it starts with
+UNICODE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+# Multi-byte East Asian encodings: charset-normalizer tells them apart reliably (a single-byte code page is a
+# guess between look-alikes: latin-1, cp1250 and cp1252 decode the same bytes to different letters).
+EAST_ASIAN = frozenset(codecs.lookup(n).name for n in (
+    "cp949", "euc_kr", "johab", "iso2022_kr", "cp932", "shift_jis", "euc_jp", "iso2022_jp", "gb18030", "gbk",
+    "gb2312", "hz", "big5", "big5hkscs", "cp950"))
+
+
+def _encoding_hint(raw: bytes) -> str:
+    """What to set: for a Korean, Japanese or Chinese legacy encoding (e.g. cp949 from a Korean spreadsheet) the
+    one the bytes are in (charset-normalizer's guess), else an example."""
+    try:
+        from charset_normalizer import from_bytes
+
+        guess = from_bytes(raw[:200_000]).best()
+    except Exception:  # noqa: BLE001 -- only a hint
+        guess = None
+    if guess is None or codecs.lookup(guess.encoding).name not in EAST_ASIAN:
+        return "set data.encoding to the file's encoding, e.g. data.encoding=latin-1"
+    language = f"{guess.language} text in " if guess.language and guess.language != "Unknown" else ""
+    return f"the bytes look like {language}{guess.encoding}: set data.encoding={guess.encoding}"
 
 
 def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
@@ -208,9 +239,36 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
 def _read_lines(source: Source, d: Any) -> Iterator[Record | DataError]:
     """Plain text (``.txt``), as ``datasets``' text loader reads it: one row ``{"text": line}`` per line (for
     ``data.format=text``: continual pre-training); blank lines are skipped."""
-    for lineno, line in enumerate(io.StringIO(read_text(source, d)), start=1):
+    lines = io.StringIO(read_text(source, d))
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if getattr(d, "format", "text") != "text":  # a header of separated columns (Excel's "Unicode Text": tabs)
+            sep = next((c for c in "\t," if _is_header(line.split(c), d)), None)
+            if sep:
+                cells = ", ".join(c.strip() for c in line.split(sep))
+                raise DataError(f"{source.name} line {lineno}", f"a .txt file is one text row per line (data.format="
+                                f"text), but its first line looks like a header of {'tab' if sep == chr(9) else 'comma'}"
+                                f"-separated columns ({cells[:120]}): read it with data.loader="
+                                f"{'tsv' if sep == chr(9) else 'csv'}")
+        yield Record({"text": line.rstrip("\r\n")}, f"{source.name} line {lineno}")
+        break
+    for lineno, line in enumerate(lines, start=lineno + 1):
         if line.strip():
             yield Record({"text": line.rstrip("\r\n")}, f"{source.name} line {lineno}")
+
+
+def _is_header(cells: list[str], d: Any) -> bool:
+    """Separated cells that name a column the data group reads (``instruction``, a mapped ``data.columns``)."""
+    import dataclasses
+
+    from ftsweep.config.data import Columns
+    from ftsweep.data.templates import FORMAT_COLUMNS
+
+    columns = getattr(d, "columns", None)
+    mapped = (getattr(columns, f.name, None) for f in dataclasses.fields(Columns))
+    known = {*FORMAT_COLUMNS, *(f.name for f in dataclasses.fields(Columns)), *(c for c in mapped if isinstance(c, str))}
+    return len(cells) > 1 and any(c.strip() in known for c in cells)
 
 
 def _read_parquet(source: Source, d: Any) -> Iterator[Record | DataError]:
