@@ -282,6 +282,7 @@ def test_subset_evaluations_are_not_judged_against_the_every_row_value_before_tr
             "eval_loss": steps[-1] if final is None else final, "eval_history": history}))
         t = s.ask(dists)
         t.set_user_attr("trial_dir", str(d))
+        t.report(6.4, 0)  # the evaluation before training is reported too (every row)
         for i, v in enumerate(steps):
             t.report(v, 10 * (i + 1))
         if final is None:

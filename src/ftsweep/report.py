@@ -178,8 +178,8 @@ def did_not_learn(trial: Any, metric: str = "eval_loss", maximize: bool = False)
     # Evaluations of a subset of the rows (trainer.intermediate_eval_rows) do not compare with the value before
     # training, which scored every row: a Trainer metric (eval_*) is judged by its every-row values only.
     subset = {h.get("step") for h in history if h.get("rows")} if metric.startswith("eval_") else set()
-    seen = [v for step, v in seen.items() if step not in subset]
-    seen += [h.get(metric) for h in history if h.get("step") and h.get("step") not in subset]  # step 0: the initial
+    seen = [v for step, v in seen.items() if step and step not in subset]  # step 0: the initial value itself
+    seen += [h.get(metric) for h in history if h.get("step") and h.get("step") not in subset]
     seen += [h.get(metric) for h in metrics.get("objective_history") or [] if isinstance(h, dict) and h.get("step")]
     if not (history and history[-1].get("step") in subset):  # a pruned trial's value: its last evaluation's
         seen.append(metrics.get(metric))

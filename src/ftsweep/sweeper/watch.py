@@ -148,10 +148,13 @@ def write_learning_curve(trial_dir: Path, doc: dict[str, Any]) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for points, label, marker in ((train, "train loss", None), (evals, "eval loss", "o"),
-                                  (subset, f"eval loss, {n_rows} rows", "x")):
+    # beside subset evaluations, the every-row ones (before training, the last) are points, not a line through them
+    for points, label, marker, line in ((train, "train loss", None, "-"),
+                                        (evals, "eval loss, every row" if subset else "eval loss", "o",
+                                         "none" if subset else "-"),
+                                        (subset, f"eval loss, {n_rows} rows", "x", "-")):
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, linestyle=line, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
