@@ -57,6 +57,9 @@ trainer:
   max_steps: 30
   eval_steps: 10
   logging_steps: 10
+  # With a large validation split: the evaluations before the last step (what the pruner compares) score a
+  # fixed subset of this many rows, the last one (the objective) every row.
+  # intermediate_eval_rows: 256
 
 hydra:
   mode: MULTIRUN
