@@ -239,23 +239,20 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
 def _read_lines(source: Source, d: Any) -> Iterator[Record | DataError]:
     """Plain text (``.txt``), as ``datasets``' text loader reads it: one row ``{"text": line}`` per line (for
     ``data.format=text``: continual pre-training); blank lines are skipped."""
-    lines = io.StringIO(read_text(source, d))
-    for lineno, line in enumerate(lines, start=1):
+    header_checked = getattr(d, "format", "text") == "text"
+    for lineno, line in enumerate(io.StringIO(read_text(source, d)), start=1):
         if not line.strip():
             continue
-        if getattr(d, "format", "text") != "text":  # a header of separated columns (Excel's "Unicode Text": tabs)
+        if not header_checked:  # a header of separated columns (Excel's "Unicode Text": tabs) is not text
+            header_checked = True
             sep = next((c for c in "\t," if _is_header(line.split(c), d)), None)
             if sep:
-                cells = ", ".join(c.strip() for c in line.split(sep))
+                cells = ", ".join(c.strip() for c in line.split(sep))[:120]
+                kind, loader = ("tab", "tsv") if sep == "\t" else ("comma", "csv")
                 raise DataError(f"{source.name} line {lineno}", f"a .txt file is one text row per line (data.format="
-                                f"text), but its first line looks like a header of {'tab' if sep == chr(9) else 'comma'}"
-                                f"-separated columns ({cells[:120]}): read it with data.loader="
-                                f"{'tsv' if sep == chr(9) else 'csv'}")
+                                f"text), but its first line looks like a header of {kind}-separated columns ({cells}): "
+                                f"read it with data.loader={loader}")
         yield Record({"text": line.rstrip("\r\n")}, f"{source.name} line {lineno}")
-        break
-    for lineno, line in enumerate(lines, start=lineno + 1):
-        if line.strip():
-            yield Record({"text": line.rstrip("\r\n")}, f"{source.name} line {lineno}")
 
 
 def _is_header(cells: list[str], d: Any) -> bool:
