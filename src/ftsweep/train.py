@@ -259,7 +259,9 @@ def limit_intermediate_evaluations(trainer, rows: int | None, seed: int) -> None
 
 def intermediate_evaluations(trainer):
     """The trainer's :class:`ftsweep.callbacks.IntermediateEvaluations`, if evaluations use a subset."""
-    return next((cb for cb in trainer.callback_handler.callbacks if hasattr(cb, "subset_steps")), None)
+    from ftsweep.callbacks import IntermediateEvaluations
+
+    return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, IntermediateEvaluations)), None)
 
 
 def build_training_args(trainer, optimizer, scheduler, *, objective, data, has_eval: bool, output_dir: Path,
