@@ -16,7 +16,9 @@ of log10(lr) over the range (2.5e-5, 1.6e-4, 1e-3, 6.3e-3, 4e-2: one point per 0
 the density of the common "one lr per decade" grid and none of its points is the continuous optimum.
 Grid = 5 x 4 x 2 = 40 trials; every other method gets the same 40 trials (pruned ones cost less).
 Trials: model=tiny data=proxy_tasks, 60 optimizer steps, eval every 10 (the quickstart's settings; exact
-match: 400 steps, eval every 50, as sweep=quickstart_em), 2 warm workers, logger none, no report.
+match: 400 steps, eval every 50, as sweep=quickstart_em), 2 warm workers, logger none, no report; every method's
+evaluations before the last step score the quickstart's ``trainer.intermediate_eval_rows`` (read from
+sweep/quickstart.yaml; ``--intermediate-eval-rows`` to change, 0 = every row), the last one every row.
 
 Measured per sweep (from the study's own storage after the real run): for every trial its finish time since
 the sweep command started (imports, start-up and hand-overs included: what a user waits for) and the
@@ -127,6 +129,13 @@ def method_settings(method: str, *, n_startup: int, eval_every: int, max_steps: 
     return {"sampler": sampler, "pruner": pruner}
 
 
+def shipped_intermediate_eval_rows() -> int | None:
+    """``trainer.intermediate_eval_rows`` of ``sweep=quickstart``, as it ships."""
+    from ftsweep.config.compose import compose
+
+    return compose(["sweep=quickstart"], check=False).trainer.intermediate_eval_rows
+
+
 def spec_settings(method: str, spec: dict[str, Any]) -> dict[str, Any]:
     return method_settings(method, n_startup=spec["n_startup"], eval_every=spec["eval_every"],
                            max_steps=spec["max_steps"], objective=spec.get("objective", "eval_loss"))
@@ -144,7 +153,8 @@ def sweep_yaml(method: str, seed: int, spec: dict[str, Any]) -> str:
                      *([{"override /objective": spec["objective"]}] if spec.get("objective", "eval_loss") != "eval_loss"
                        else [])],
         "trainer": {"max_steps": spec["max_steps"], "eval_steps": spec["eval_every"],
-                    "logging_steps": spec["eval_every"], "save_steps": 0},
+                    "logging_steps": spec["eval_every"], "save_steps": 0,
+                    "intermediate_eval_rows": spec.get("intermediate_eval_rows")},
         "hydra": {"mode": "MULTIRUN", "sweeper": {
             "study_name": f"{method.replace('+', '_')}-seed{seed}", "n_trials": spec["n_trials"],
             "n_workers": spec["workers"], "warm_workers": True, "report": False, "progress": "plain",
@@ -318,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="optimizer steps per trial, evaluated 6-8 times (default: 60 as sweep=quickstart; 400 with "
                         "--objective exact_match, as sweep=quickstart_em, since the tiny model answers almost nothing "
                         "exactly after 60; 10 with --quick)")
+    p.add_argument("--intermediate-eval-rows", type=int, default=None,
+                   help="rows scored by the evaluations before the last step, in every method (default: "
+                        "sweep/quickstart.yaml's trainer.intermediate_eval_rows; 0 = every row)")
     args = p.parse_args(argv)
     if args.methods is None:
         args.methods = list(METHODS) if args.quick else [m for m in METHODS if m not in EXTRA_METHODS]
@@ -335,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                 "max_steps": steps, "eval_every": eval_interval(steps), "n_startup": 10,
                 "workers": args.workers}
         seeds = args.seeds
-    spec.update(objective=args.objective, direction=objective_direction(args.objective))
+    spec.update(objective=args.objective, direction=objective_direction(args.objective),
+                intermediate_eval_rows=(shipped_intermediate_eval_rows() if args.intermediate_eval_rows is None
+                                        else args.intermediate_eval_rows or None))
     out = args.out or (Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-")) / "e.json" if args.quick
                        else out_path(args.objective))
     workdir = Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-"))
@@ -346,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         before = json.loads(out.read_text())
         if before.get("spec", {}).get("objective", "eval_loss") != args.objective:
             raise SystemExit(f"{out} holds {before['spec'].get('objective', 'eval_loss')} sweeps, not {args.objective}")
+        if before.get("spec", {}).get("intermediate_eval_rows") != spec["intermediate_eval_rows"]:
+            raise SystemExit(f"{out} holds sweeps with intermediate_eval_rows="
+                             f"{before['spec'].get('intermediate_eval_rows')}, not {spec['intermediate_eval_rows']}")
         runs = before.get("runs", [])
     for seed in seeds:  # seed-major: a partial run has every method at the first seeds
         for m in args.methods:
