@@ -140,6 +140,51 @@ def test_a_txt_file_with_a_tab_separated_header_says_to_read_it_as_tsv(build, tm
         build(prose)
 
 
+# --------------------------------------------------------------------------------- numbers as text
+def test_numbers_where_text_is_read_are_their_text_as_in_the_same_file_saved_as_csv(build, tmp_path):
+    # a math set's JSON with numeric answers, and the same rows as CSV (where everything is text)
+    rows = [{"instruction": "2 + 40?", "input": 7, "output": 42}, {"instruction": "Half of 1?", "output": 0.5}]
+    as_json = tmp_path / "math.jsonl"
+    as_json.write_text(jsonl(rows))
+    as_csv = tmp_path / "math.csv"
+    as_csv.write_text("instruction,input,output\n2 + 40?,7,42\nHalf of 1?,,0.5\n")
+    from_json, tok = build(as_json)
+    from_csv, _ = build(as_csv)
+    assert answers(tok, from_json.train) == ["42", "0.5"]
+    assert from_json.train["input_ids"] == from_csv.train["input_ids"]
+    assert from_json.train["labels"] == from_csv.train["labels"]
+    # a parquet integer column, and a chat message whose content is a number
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"instruction": "2 + 40?", "input": "7", "output": 42}]), tmp_path / "m.parquet")
+    assert build(tmp_path / "m.parquet")[0].train["labels"] == from_csv.train["labels"][:1]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(jsonl([{"messages": [{"role": "user", "content": "2 + 40?"}, {"role": "assistant", "content": 42}]}]))
+    assert answers(tok, build(chat, "data.format=chat")[0].train) == ["42"]
+
+
+@pytest.mark.parametrize("value, kind", [(True, "bool"), (float("nan"), "float"), (float("inf"), "float")])
+def test_booleans_and_non_finite_numbers_are_still_refused(build, tmp_path, value, kind):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(jsonl([{"instruction": "x", "output": value}]))  # json writes NaN / Infinity, Python reads them
+    with pytest.raises(DataError, match=rf"bad.jsonl line 1: field 'output': expected a string, got {kind}$"):
+        build(path)
+
+
+def test_a_developer_turn_is_the_system_turn(build, tmp_path):
+    def conversation(role):
+        return {"messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+                             {"role": "assistant", "content": "Hello."}]}
+
+    (tmp_path / "dev.jsonl").write_text(jsonl([conversation("developer")]))
+    (tmp_path / "sys.jsonl").write_text(jsonl([conversation("system")]))
+    dev, tok = build(tmp_path / "dev.jsonl", "data.format=chat")
+    sys_, _ = build(tmp_path / "sys.jsonl", "data.format=chat")
+    assert dev.train["input_ids"] == sys_.train["input_ids"] and dev.train["labels"] == sys_.train["labels"]
+    assert "Be brief." in tok.decode(dev.train["input_ids"][0])
+
+
 # ---------------------------------------------------------------------------------- local vs Hub
 @pytest.mark.parametrize(
     "name", ["nope.json", "data/nope.jsonl", "{tmp}/nope", "./nope", "{tmp}/sub/dir/file"]

@@ -177,7 +177,7 @@ def test_a_positive_fraction_keeps_one_validation_row_on_a_small_file(tmp_path, 
     with pytest.raises(DataError, match=one_row + r"without validation\)$"):
         build_datasets(cfg_for(write_json(tmp_path / "one.json", ROWS[:1]), "data.val_size=0.1"), tok)
     # the row is checked first: a bad row is the error named, not the split
-    bad_row = write_json(tmp_path / "bad.json", [{"instruction": "Q", "output": 3}])
+    bad_row = write_json(tmp_path / "bad.json", [{"instruction": "Q", "output": True}])
     with pytest.raises(DataError, match=r"bad.json row 1: field 'output'"):
         build_datasets(cfg_for(bad_row, "data.val_size=0.1"), tok)
 
@@ -260,8 +260,8 @@ BAD_CASES = {
          "map it: data.columns.output=<column>"),
     ),
     "non-string": (
-        [{"instruction": "x", "input": "", "output": 3}],
-        "row 1: field 'output': expected a string, got int",
+        [{"instruction": "x", "input": "", "output": True}],
+        "row 1: field 'output': expected a string, got bool",
     ),
     "empty instruction": (
         [{"instruction": " ", "input": "", "output": "y"}],
@@ -286,11 +286,11 @@ def test_bad_alpaca_rows_fail_with_one_line(tmp_path, cfg_for, tok, case):
 def test_the_first_bad_row_of_the_file_is_named_whatever_order_rows_are_encoded_in(tmp_path, cfg_for, tok, fmt):
     # rows are shuffled and split before they are encoded; a user fixes the file from the top
     bad = {4, 7, 10, 13, 16, 19, 22, 25, 28}
-    rows = [{"instruction": f"q{n}", "input": "", "output": 5 if n in bad else f"a{n}"} for n in range(30)]
+    rows = [{"instruction": f"q{n}", "input": "", "output": True if n in bad else f"a{n}"} for n in range(30)]
     path = write_json(tmp_path / "bad.json", rows)
     stage = ["stage=grpo"] if fmt == "grpo" else []
     cfg = cfg_for(path, "data.val_size=0.2", *stage)
-    with pytest.raises(DataError, match=r"bad.json row 5: field 'output': expected a string, got int$"):
+    with pytest.raises(DataError, match=r"bad.json row 5: field 'output': expected a string, got bool$"):
         if fmt == "grpo":
             from ftsweep.data.preference import build_prompt_datasets
 
@@ -310,9 +310,9 @@ def test_the_first_bad_row_of_the_file_is_named_whatever_order_rows_are_encoded_
 
 
 def test_mapped_column_is_named(tmp_path, cfg_for, tok):
-    path = write_json(tmp_path / "bad.json", [{"instruction": "x", "answer": 5}])
+    path = write_json(tmp_path / "bad.json", [{"instruction": "x", "answer": False}])
     with pytest.raises(
-        DataError, match=r"row 1: field \"output \(column 'answer'\)\": expected a string, got int"
+        DataError, match=r"row 1: field \"output \(column 'answer'\)\": expected a string, got bool"
     ):
         build_datasets(cfg_for(path, "data.val_size=0", "+data.columns={output: answer}"), tok)
 
@@ -328,7 +328,7 @@ CHAT_BAD = {
     "unknown role": (
         {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
         (
-            "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, user, human, assistant, gpt, "
+            "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, developer, user, human, assistant, gpt, "
             "function_call, tool_call, observation, tool)"
         ),
     ),
@@ -368,7 +368,7 @@ def test_chat_template_that_cannot_render(tmp_path, cfg_for, tok):
 
 
 def test_skip_policy_counts_bad_rows(tmp_path, cfg_for, tok):
-    rows = [ROWS[0], '{"broken', json.dumps({"instruction": "x", "output": 1}), ROWS[1]]
+    rows = [ROWS[0], '{"broken', json.dumps({"instruction": "x", "output": True}), ROWS[1]]
     path = write_jsonl(tmp_path / "mixed.jsonl", rows)
     bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false", "data.bad_rows=skip"), tok)
     assert outputs(tok, bundle.train) == ["Answer 0.", "Answer 1."]
@@ -376,7 +376,7 @@ def test_skip_policy_counts_bad_rows(tmp_path, cfg_for, tok):
 
 
 def test_failure_leaves_nothing_in_the_cache(tmp_path, compose, tok):
-    path = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"instruction": "x", "output": 1}])
+    path = write_jsonl(tmp_path / "bad.jsonl", [ROWS[0], {"instruction": "x", "output": True}])
     cache = tmp_path / "cache"
     cfg = compose(f"data.path={path}", f"cache_dir={cache}", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
     with pytest.raises(DataError):

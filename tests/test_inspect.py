@@ -90,11 +90,11 @@ def test_inspect_chat_marks_each_assistant_turn(cache_dir, capsys):
 
 def test_inspect_bad_data_is_one_line_exit_2(cache_dir, tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"instruction": "x", "input": "", "output": 7}]))
+    bad.write_text(json.dumps([{"instruction": "x", "input": "", "output": True}]))
     code = cli_main(["inspect", f"data.path={bad}", NO_PRETRAIN, "--plain"])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"ftsweep: error: {bad} row 1: field 'output': expected a string, got int\n" in err
+    assert f"ftsweep: error: {bad} row 1: field 'output': expected a string, got bool\n" in err
     assert cli_main(["inspect", "data.nope=1"]) == 2
 
 

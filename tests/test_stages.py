@@ -173,14 +173,14 @@ def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
      ("line 1: field 'label': missing (the row has columns: instruction, input, completion); if one of them is the "
       "label, map it: data.columns.label=<column>")),
     # checked against the row as read: its own answer column and its own columns, not the SFT row built from it
-    ([{"instruction": "i", "input": "", "chosen": 3, "rejected": "b"}], "alpaca", "dpo",
-     "line 1: field 'chosen': expected a string, got int"),
+    ([{"instruction": "i", "input": "", "chosen": True, "rejected": "b"}], "alpaca", "dpo",
+     "line 1: field 'chosen': expected a string, got bool"),
     ([{"prompt": "p", "chosen": "a", "rejected": "b"}], "alpaca", "dpo",
      ("line 1: field 'instruction': missing (the row has columns: prompt, chosen, rejected; they look like "
       "data.format=prompt_completion)")),
     # rows are encoded shuffled and split, but the error names the first bad row of the file
-    ([{"instruction": f"i{n}", "input": "", "chosen": "a", "rejected": 1 if n in (6, 17) else "b"} for n in range(30)],
-     "alpaca", "dpo", "line 7: field 'rejected': expected a string, got int"),
+    ([{"instruction": f"i{n}", "input": "", "chosen": "a", "rejected": True if n in (6, 17) else "b"} for n in range(30)],
+     "alpaca", "dpo", "line 7: field 'rejected': expected a string, got bool"),
 ])
 def test_bad_preference_rows_name_file_row_and_field(compose, tmp_path, rows, fmt, stage, text):
     path = _write(tmp_path, rows)

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftsweep.data.errors import DataError
-from ftsweep.data.templates import ANSWER, HISTORY, PROMPT, Segment, _label, get_text, missing
+from ftsweep.data.templates import ANSWER, HISTORY, PROMPT, Segment, _label, get_text, missing, number_text
 
 # Role names found in the wild -> our role. "tool_call" is an assistant turn whose content is a call.
 ROLE_ALIASES = {
     "system": "system",
+    "developer": "system",  # OpenAI's name for the system turn of its newer models
     "user": "user",
     "human": "user",
     "assistant": "assistant",
@@ -170,9 +171,11 @@ def _loss_weight(turn: dict, role: str, where: str, name: str) -> bool:
 
 
 def content_text(content: Any, where: str, name: str) -> str:
-    """A string, or a list of content parts whose text parts are joined (as chat templates join them).
+    """A string (a number as its text), or a list of content parts whose text parts are joined (as chat
+    templates join them).
 
     A text part holds its text in ``text`` (OpenAI / transformers) or ``value`` (LLaMA-Factory v1)."""
+    content = number_text(content)
     if isinstance(content, str):
         return content
     if isinstance(content, list):

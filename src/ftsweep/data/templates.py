@@ -131,6 +131,19 @@ def missing(row: dict, field: str, where: str, d: Any) -> DataError:
     return DataError(where, f"missing (the row has columns: {have}{hint}){mapping}", _label(field, d))
 
 
+def number_text(value: Any) -> Any:
+    """A number in a text field as the text it stands for (``"output": 42`` in a math set's JSON, an integer
+    column of a parquet file: a CSV gives the same answer as the string "42"); anything else unchanged.
+    Booleans and NaN / infinity stay as they are (refused as not text)."""
+    import math
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return value
+
+
 def get_text(
     row: dict, field: str, where: str, d: Any, *, required: bool = True, nonempty: bool = True
 ) -> str:
@@ -139,7 +152,7 @@ def get_text(
         if not required:
             return ""
         raise missing(row, field, where, d)
-    value = row[field]
+    value = number_text(row[field])
     if not isinstance(value, str):
         raise DataError(where, f"expected a string, got {type(value).__name__}", _label(field, d))
     if nonempty and not value.strip():
