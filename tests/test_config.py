@@ -96,11 +96,54 @@ BAD = [
     ("data.columns.instrution=q", "; did you mean data.columns.instruction?"),
     ("lora.rr=3", "allowed keys: enabled, r, alpha, dropout, target_modules, bias, modules_to_save, use_rslora, "
                   "use_dora"),  # nothing close: no guess
+    # the names transformers' TrainingArguments / trl / peft give the same settings
+    ("trainer.learning_rate=1e-4", "; did you mean optimizer.lr? (ftsweep's name for learning_rate)"),
+    ("lora.lora_alpha=32", "; did you mean lora.alpha? (ftsweep's name for lora_alpha)"),
+    ("max_seq_length=256", "; did you mean data.cutoff_len? (ftsweep's name for max_seq_length)"),
+    ("trainer.bf16=true", "; did you mean trainer.precision? (ftsweep's name for bf16)"),
+    ("load_in_4bit=true", "; did you mean quantization=nf4? (ftsweep's name for load_in_4bit)"),
+    # a column mapping written the other way round (column: field)
+    ("data.columns.question=q", "; a key here is the field, the value your column: data.columns.instruction=question"),
 ])
 def test_an_unknown_key_names_the_key_meant(compose, override, suggestion):
     with pytest.raises(ConfigFailure) as info:
         compose(override)
     assert str(info.value).endswith(suggestion), str(info.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+trainer.learning_rate=1e-3", "trainer.learning_rate: unknown key; allowed keys: per_device_train_batch_size, "),
+    ("+foo=1", "foo: unknown key; allowed keys: model, quantization, "),
+    ("+model.tiny.bar=3", "model.tiny.bar: unknown key; allowed keys: vocab_size, "),
+    ("+stage.beta=0.1", "stage.beta: unknown key for this stage (keys by stage: sft: (none); dpo: beta, "),
+    ("+data.columns.question=q", "data.columns.question: unknown key; allowed keys: instruction, "),
+])
+def test_a_key_added_with_plus_that_nothing_reads_is_refused(compose, override, message):
+    # Hydra lets +key=value add any key; it would be ignored (a run at the default learning rate)
+    with pytest.raises(ConfigFailure) as info:
+        compose(override)
+    text = str(info.value)
+    assert text.startswith(message) and text.endswith("(a key added with + is read by nothing)"), text
+    if "learning_rate" in override:
+        assert "did you mean optimizer.lr?" in text
+
+
+def test_free_form_keys_added_with_plus_are_kept(compose):
+    cfg = compose("+data.extra.field=rows", "+data.replacements.NAME=ftsweep", "+data.columns.instruction=q")
+    assert (cfg.data.extra.field, cfg.data.replacements.NAME, cfg.data.columns.instruction) == ("rows", "ftsweep", "q")
+
+
+def test_every_foreign_name_points_at_a_key_or_option_that_exists():
+    from ftsweep.config.compose import group_options
+    from ftsweep.config.keys import FOREIGN_NAMES, allowed_keys
+
+    for name, target in FOREIGN_NAMES.items():
+        if "=" in target:
+            group, option = target.split("=")
+            assert option in group_options(group), (name, target)
+        elif not target.startswith("hydra."):
+            parent, _, leaf = target.rpartition(".")
+            assert leaf in allowed_keys(parent), (name, target)
 
 
 @pytest.mark.parametrize("override,message", BAD)

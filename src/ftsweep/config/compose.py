@@ -14,16 +14,15 @@ import difflib
 import os
 import re
 import sys
-import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import paths
-from ftsweep.config.schema import TrainConfig, register_configs
+from ftsweep.config.keys import unknown_key
+from ftsweep.config.schema import register_configs
 from ftsweep.config.sweeper import register_sweeper_schema
 from ftsweep.config.validate import validate
 from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError
@@ -184,43 +183,6 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _schema_of(key: str) -> tuple[Any, str]:
-    """(schema, its key prefix) that a dotted key belongs to: hydra.sweeper.* -> SweeperConf, other hydra.*
-    keys are Hydra's own (no schema of ours), the rest -> TrainConfig."""
-    from ftsweep.config.sweeper import SweeperConf
-
-    if key.startswith("hydra.sweeper."):
-        return SweeperConf, "hydra.sweeper."
-    return (None, "") if key.startswith("hydra.") else (TrainConfig, "")
-
-
-def _allowed_keys(path: str, root: Any = TrainConfig) -> list[str] | None:
-    """Field names of the schema node at dotted ``path`` (e.g. 'lora' -> LoraConfig's fields)."""
-    node: Any = root
-    for part in [p for p in path.split(".") if p]:
-        hint = typing.get_type_hints(node).get(part)
-        candidates = [hint, *typing.get_args(hint)]  # unwrap Optional[...] / X | None
-        node = next((c for c in candidates if is_dataclass(c)), None)
-        if node is None:
-            return None
-    return [f.name for f in fields(node) if not f.name.startswith("_")]
-
-
-def _keys_named(name: str, node: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of schema ``node`` whose last part is ``name`` (``seed`` -> model.tiny.seed, data.seed, ...)."""
-    found = []
-    hints = typing.get_type_hints(node)
-    for f in fields(node):
-        path = f"{prefix}{f.name}"
-        if f.name == name:
-            found.append(path)
-        hint = hints.get(f.name)
-        child = next((c for c in [hint, *typing.get_args(hint)] if is_dataclass(c)), None)
-        if child is not None:
-            found += _keys_named(name, child, f"{path}.")
-    return found
-
-
 def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), prefix: str = "") -> str:
     """One line for a Hydra / OmegaConf composition error; ``prefix``: where the failing config sits
     (``hydra.sweeper.`` for the sweeper's own merge)."""
@@ -244,19 +206,7 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
         if isinstance(cause, MissingMandatoryValue):
             return f"{key}: a value is required (set {key}=...)"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            root, at = _schema_of(key)
-            parent, _, name = key[len(at):].rpartition(".")
-            allowed = _allowed_keys(parent, root) if root is not None else None
-            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            if root is TrainConfig and parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
-                from ftsweep.config.stage import stage_keys
-
-                hint = f" for this stage (keys by stage: {stage_keys()})"
-            elif root is not None and (elsewhere := [at + k for k in _keys_named(name, root) if at + k != key]):
-                hint += f"; did you mean {' or '.join(elsewhere)}?"
-            elif close := difflib.get_close_matches(name, allowed or [], n=1, cutoff=0.8):
-                hint += f"; did you mean {at}{f'{parent}.' if parent else ''}{close[0]}?"
-            return f"{key}: unknown key{hint}"
+            return f"{key}: {unknown_key(key)}"
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"
         return f"{key}: {msg}" if key else msg

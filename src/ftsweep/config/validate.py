@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config import options
 from ftsweep.config.errors import ConfigError
+from ftsweep.config.keys import added_keys, unknown_key
 from ftsweep.config.objective import check_objective, is_generation_metric
 from ftsweep.config.schema import TINY_NAME
 from ftsweep import device  # a module reference: ftsweep.device imports ftsweep.config.options
@@ -92,6 +93,8 @@ def missing_data_file(key: str, path: Any) -> str | None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
+    for key in added_keys(cfg):  # +trainer.learning_rate=1e-4 would train at the default lr, silently
+        raise ConfigError(key, f"{unknown_key(key)} (a key added with + is read by nothing)")
     _finite(cfg)
     # model
     _choice(cfg, "model.dtype", options.DTYPES)

@@ -1,0 +1,132 @@
+"""Which config keys exist: the schema a dotted key belongs to, the keys allowed at a node, where else a
+name lives, and the one line for a key that is none of them (an override of an unknown key, or one added
+with ``+`` that nothing would read).
+
+Imports OmegaConf and the schemas only (fast).
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ftsweep.config.schema import TrainConfig
+
+# Names from transformers' TrainingArguments, trl's and peft's configs and their example scripts that are
+# spelled differently here: where a user who knows those tools finds the setting.
+FOREIGN_NAMES = {
+    "learning_rate": "optimizer.lr",
+    "optim": "optimizer.name",
+    "adam_beta1": "optimizer.betas",
+    "adam_beta2": "optimizer.betas",
+    "adam_epsilon": "optimizer.eps",
+    "lr_scheduler_type": "scheduler.name",
+    "lora_r": "lora.r",
+    "rank": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "lora_target_modules": "lora.target_modules",
+    "use_peft": "lora.enabled",
+    "max_seq_length": "data.cutoff_len",
+    "max_length": "data.cutoff_len",
+    "model_name_or_path": "model.name_or_path",
+    "torch_dtype": "model.dtype",
+    "dataset_name": "data.path",
+    "dataset_text_field": "data.columns.text",
+    "bf16": "trainer.precision",
+    "fp16": "trainer.precision",
+    "num_epochs": "trainer.num_train_epochs",
+    "epochs": "trainer.num_train_epochs",
+    "batch_size": "trainer.per_device_train_batch_size",
+    "eval_batch_size": "trainer.per_device_eval_batch_size",
+    "report_to": "logger.name",
+    "run_name": "logger.run_name",
+    "load_in_4bit": "quantization=nf4",
+    "load_in_8bit": "quantization=int8",
+    "output_dir": "hydra.run.dir",
+}
+
+
+def schema_of(key: str) -> tuple[Any, str]:
+    """(schema, its key prefix) that a dotted key belongs to: hydra.sweeper.* -> SweeperConf, other hydra.*
+    keys are Hydra's own (no schema of ours), the rest -> TrainConfig."""
+    from ftsweep.config.sweeper import SweeperConf
+
+    if key.startswith("hydra.sweeper."):
+        return SweeperConf, "hydra.sweeper."
+    return (None, "") if key.startswith("hydra.") else (TrainConfig, "")
+
+
+def allowed_keys(path: str, root: Any = TrainConfig) -> list[str] | None:
+    """Field names of the schema node at dotted ``path`` (e.g. 'lora' -> LoraConfig's fields)."""
+    node: Any = root
+    for part in [p for p in path.split(".") if p]:
+        hint = typing.get_type_hints(node).get(part)
+        candidates = [hint, *typing.get_args(hint)]  # unwrap Optional[...] / X | None
+        node = next((c for c in candidates if is_dataclass(c)), None)
+        if node is None:
+            return None
+    return [f.name for f in fields(node) if not f.name.startswith("_")]
+
+
+def keys_named(name: str, node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of schema ``node`` whose last part is ``name`` (``seed`` -> model.tiny.seed, data.seed, ...)."""
+    found = []
+    hints = typing.get_type_hints(node)
+    for f in fields(node):
+        path = f"{prefix}{f.name}"
+        if f.name == name:
+            found.append(path)
+        hint = hints.get(f.name)
+        child = next((c for c in [hint, *typing.get_args(hint)] if is_dataclass(c)), None)
+        if child is not None:
+            found += keys_named(name, child, f"{path}.")
+    return found
+
+
+def unknown_key(key: str) -> str:
+    """What to say of ``key``, which is not a key of the config: the keys allowed beside it, and the key
+    (or option) meant when its name lives elsewhere or is another tool's name for one of ours."""
+    root, at = schema_of(key)
+    parent, _, name = key[len(at):].rpartition(".")
+    allowed = allowed_keys(parent, root) if root is not None else None
+    hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+    if root is TrainConfig and parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
+        from ftsweep.config.stage import stage_keys
+
+        hint = f" for this stage (keys by stage: {stage_keys()})"
+    elif root is not None and (elsewhere := [at + k for k in keys_named(name, root) if at + k != key]):
+        hint += f"; did you mean {' or '.join(elsewhere)}?"
+    elif root is TrainConfig and name in FOREIGN_NAMES and FOREIGN_NAMES[name] != key:
+        hint += f"; did you mean {FOREIGN_NAMES[name]}? (ftsweep's name for {name})"
+    elif close := difflib.get_close_matches(name, allowed or [], n=1, cutoff=0.8):
+        hint += f"; did you mean {at}{f'{parent}.' if parent else ''}{close[0]}?"
+    elif root is TrainConfig and parent == "data.columns":  # the mapping written the other way round
+        field = allowed[0] if allowed else "instruction"
+        hint += f"; a key here is the field, the value your column: data.columns.{field}={name}"
+    return f"unknown key{hint}"
+
+
+def added_keys(cfg: DictConfig) -> list[str]:
+    """Dotted keys of ``cfg`` that its schema nodes do not declare: what ``+key=value`` added to a
+    structured node (Hydra allows it; nothing here would read it). Free-form dicts (``data.extra``,
+    ``data.replacements``) take any key."""
+    found: list[str] = []
+
+    def walk(node: DictConfig, path: str) -> None:
+        kind = OmegaConf.get_type(node)
+        declared = {f.name for f in fields(kind)} if is_dataclass(kind) else None
+        for k in node:
+            if declared is not None and k not in declared:
+                found.append(f"{path}{k}")
+                continue
+            child = node._get_node(k)
+            if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+                walk(child, f"{path}{k}.")
+
+    walk(cfg, "")
+    return found
