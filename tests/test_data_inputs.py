@@ -172,6 +172,27 @@ def test_booleans_and_non_finite_numbers_are_still_refused(build, tmp_path, valu
         build(path)
 
 
+@pytest.mark.parametrize("fmt, turns", [
+    ("chat", [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": " "}]),
+    ("sharegpt", [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": ""}]),
+])
+def test_an_empty_trained_answer_is_refused_as_an_empty_alpaca_output_is(build, tmp_path, fmt, turns):
+    column, text = ("messages", "content") if fmt == "chat" else ("conversations", "value")
+    good = {column: [dict(turns[0]), {**turns[1], text: "Hello."}]}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(jsonl([good, {column: turns}]))
+    with pytest.raises(DataError) as err:
+        build(path, f"data.format={fmt}")
+    assert str(err.value) == (f"{path} line 2: field '{column}[1].{text}': empty (an answer that is trained needs "
+                              "text; loss_weight: 0 masks a turn)")
+    bundle, tok = build(path, f"data.format={fmt}", "data.bad_rows=skip")
+    assert answers(tok, bundle.train) == ["Hello."] and bundle.stats["n_skipped_bad"] == 1
+    # masked, it is only context: kept
+    masked = {column: [*good[column], dict(turns[0]), {**turns[1], "loss_weight": 0}]}
+    path.write_text(jsonl([masked]))
+    assert answers(tok, build(path, f"data.format={fmt}")[0].train) == ["Hello."]
+
+
 def test_a_developer_turn_is_the_system_turn(build, tmp_path):
     def conversation(role):
         return {"messages": [{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi?"},

@@ -107,6 +107,11 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
         for i, turn in enumerate(turns):
             _parse_turn(conv, turn, f"{name}[{i}]", where, sharegpt)
             conv.trained[-1] = conv.trained[-1] and trainable  # a prompt's turns are never trained
+            if conv.trained[-1] and conv.roles[-1] == "assistant" and not conv.messages[-1]["content"].strip():
+                # as an empty Alpaca output: it would train the model to answer with nothing but end-of-turn
+                text_key = "value" if sharegpt and "from" in turn else "content"
+                raise DataError(where, "empty (an answer that is trained needs text; loss_weight: 0 masks a turn)",
+                                f"{name}[{i}].{text_key}")
             names.append(f"{name}[{i}]")
     conv.tools = parse_tools(row.get("tools"), where, d)
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
