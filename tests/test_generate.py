@@ -116,3 +116,42 @@ def test_cli_with_a_questions_file(tiny_run, tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("not a run directory (no .hydra/config.yaml)")
     assert cli.main(["merge", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip() == f"ftsweep: error: {tmp_path / 'nope'}: no such folder (give a run or sweep folder)"
+
+
+def test_questions_in_the_layout_of_the_training_data_and_a_qa_sets_question_column(tiny_run, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ftsweep.generate import read_questions
+    from ftsweep.rundir import load_config as load_run_config
+
+    cfg = load_run_config(tiny_run)
+    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"instruction": "Name a color."}\n\n{"question": "Name a color."}\n'
+                     '{"q": "Name a color.", "a": "Red"}\n', encoding="utf-8")
+    questions = read_questions(qfile)
+    assert [q.where for q in questions] == [f"{qfile} line 1", f"{qfile} line 3", f"{qfile} line 4"]
+    expected = render_prompt("Name a color.", cfg.data, tok)
+    assert render_prompt(questions[0], cfg.data, tok) == expected
+    assert render_prompt(questions[1], cfg.data, tok) == expected  # a QA set's question column
+    cfg.data.columns.instruction = "q"  # a run trained on {"q": ..., "a": ...} with data.columns.instruction=q
+    assert render_prompt(questions[2], cfg.data, tok) == expected
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("q.jsonl", '"What is LoRA?"\n{oops\n', "{path} line 2: invalid JSON (Expecting property name enclosed in double quotes)"),
+    ("q.json", '{"q": "x"}', "{path}: expected a JSON list of questions, got dict"),
+    ("q.json", '["What is LoRA?", 3]', "{path} item 2: a question is a non-empty string or an object, got 3"),
+    ("q.txt", "\n \n", "{path}: no questions in it"),
+    ("q.jsonl", '{"instruction": "ok"}\n{"instruction": " "}\n', "{path} line 2: field 'instruction': empty"),
+])
+def test_a_bad_questions_file_is_one_line_before_any_model_loads(tiny_run, tmp_path, capsys, monkeypatch, name, text,
+                                                                 message):
+    import ftsweep.generate as gen
+
+    qfile = tmp_path / name
+    qfile.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(gen, "load_models", lambda *a, **k: pytest.fail("the model loaded before the questions were checked"))
+    assert cli.main(["generate", str(tiny_run), "--questions", str(qfile), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == "ftsweep: error: " + message.format(path=qfile)
+    assert not (tmp_path / "o").exists()

@@ -54,23 +54,56 @@ def default_questions() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def read_questions(path: str | Path) -> list[Any]:
+@dataclass
+class Question:
+    """A question as read from a ``--questions`` file: a string or a row, and where it is (for errors)."""
+
+    value: Any
+    where: str
+
+
+def read_questions(path: str | Path) -> list[Question]:
     """One question per line (.txt), a JSON list, or JSONL rows (strings, or objects such as
-    ``{"instruction": ..., "input": ...}`` / ``{"messages": [...]}`` in the run's data format)."""
+    ``{"instruction": ..., "input": ...}`` / ``{"messages": [...]}`` in the run's data format, its
+    ``data.columns`` mapping included). A bad file is one line naming it and the line or item."""
+    from ftsweep.config.errors import UsageError
+
     path = Path(path)
     if not path.is_file():
-        from ftsweep.config.errors import UsageError
-
         raise UsageError(f"--questions: no such file: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        return list(json.loads(text))
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return [line for line in text.splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not UTF-8 text at byte {err.start}") from err
+    if path.suffix.lower() == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{path} line {err.lineno}: invalid JSON ({err.msg})") from err
+        if not isinstance(items, list):
+            raise UsageError(f"{path}: expected a JSON list of questions, got {type(items).__name__}")
+        questions = [Question(q, f"{path} item {i + 1}") for i, q in enumerate(items)]
+    elif path.suffix.lower() == ".jsonl":
+        questions = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    questions.append(Question(json.loads(line), f"{path} line {n}"))
+                except json.JSONDecodeError as err:
+                    raise UsageError(f"{path} line {n}: invalid JSON ({err.msg})") from err
+    else:
+        questions = [Question(line, f"{path} line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    for q in questions:
+        if not (isinstance(q.value, dict) or (isinstance(q.value, str) and q.value.strip())):
+            raise UsageError(f"{q.where}: a question is a non-empty string or an object, got {q.value!r}")
+    if not questions:
+        raise UsageError(f"{path}: no questions in it")
+    return questions
 
 
 def question_text(q: Any) -> str:
+    if isinstance(q, Question):
+        q = q.value
     if isinstance(q, str):
         return q
     if "instruction" in q:
@@ -78,7 +111,14 @@ def question_text(q: Any) -> str:
     turns = q.get("messages") or q.get("prompt")
     if isinstance(turns, list) and turns and isinstance(turns[-1], dict):  # a conversation: its last message
         return str(turns[-1].get("content", ""))
-    return q.get("prompt") or q.get("text") or json.dumps(q, ensure_ascii=False)
+    return q.get("prompt") or q.get("text") or q.get("question") or json.dumps(q, ensure_ascii=False)
+
+
+# The fields a row of each format is read from: a row with none of them (after the run's column mapping) is
+# taken as a plain question from its first field of these (a QA set's {"question": ...}).
+FORMAT_FIELDS = {"alpaca": ("instruction",), "prompt_completion": ("prompt",), "chat": ("messages",),
+                 "sharegpt": ("conversations", "messages"), "text": ("text",)}
+PLAIN_FIELDS = ("question", "prompt", "instruction", "input", "text", "query")
 
 
 # -------------------------------------------------------------------------------------------- prompts
@@ -87,12 +127,22 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
 
     Reuses the data package's renderer on a row with a placeholder answer and keeps the segments
     before the first answer, so template, chat template and bos handling are the training ones.
+    ``question``: a string, a row in the run's data format (its ``data.columns`` mapping applied), or a
+    :class:`Question` (errors name its file and line).
     """
     from ftsweep.data import render
-    from ftsweep.data.sources import Record
+    from ftsweep.data.sources import Record, column_map, map_columns
     from ftsweep.data.templates import ANSWER, HISTORY, resolve_chat_template
 
     d = data_cfg
+    where = "question"
+    if isinstance(question, Question):
+        question, where = question.value, question.where
+    if isinstance(question, dict):
+        question = map_columns(question, column_map(d))
+        if not any(k in question for k in FORMAT_FIELDS.get(d.format, ())):
+            plain = next((question[k] for k in PLAIN_FIELDS if isinstance(question.get(k), str)), None)
+            question = plain if plain is not None else question
     placeholder = "x"
     if d.format == "text":
         return question_text(question), True
@@ -116,7 +166,7 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
         row = {"conversations": [{"from": m["role"].replace("user", "human").replace("assistant", "gpt"),
                                   "value": m["content"]} for m in row["messages"]]}
     chat_template = resolve_chat_template(d, tokenizer) if d.format in ("chat", "sharegpt") else None
-    segments = render(Record(row, "question"), d, tokenizer, chat_template)
+    segments = render(Record(row, where), d, tokenizer, chat_template)
     last_answer = max(i for i, s in enumerate(segments) if s.kind in (ANSWER, HISTORY))
     prompt_segments = segments[:last_answer]
     return "".join(s.text for s in prompt_segments), bool(prompt_segments and prompt_segments[0].bos)
@@ -130,12 +180,10 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------- models
-def load_models(run_dir: Path, cfg, *, quantized: bool = True):
-    """(model, tokenizer, kind): a PeftModel whose adapter can be disabled for the base answers, or
-    for a full fine-tune a pair (base, fine-tuned)."""
+def load_tokenizer(run_dir: Path):
+    """The tokenizer the run saved beside its adapter (or full model)."""
     from transformers import AutoTokenizer
 
-    from ftsweep.model import load_base_for_inference
     from ftsweep.rundir import RunDir
 
     adapter_dir, full_dir = RunDir(run_dir).adapter, RunDir(run_dir).full_model
@@ -144,16 +192,25 @@ def load_models(run_dir: Path, cfg, *, quantized: bool = True):
         from ftsweep.config.errors import UsageError
 
         raise UsageError(f"{run_dir} has no adapter/ or model/ (did the run finish?)")
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source)
+
+
+def load_models(run_dir: Path, cfg, tokenizer, *, quantized: bool = True):
+    """(model, kind): a PeftModel whose adapter can be disabled for the base answers, or for a full
+    fine-tune a pair (base, fine-tuned)."""
+    from ftsweep.model import load_base_for_inference
+    from ftsweep.rundir import RunDir
+
+    adapter_dir, full_dir = RunDir(run_dir).adapter, RunDir(run_dir).full_model
     base = load_base_for_inference(cfg, tokenizer, quantized=quantized)
-    if source == adapter_dir:
+    if adapter_dir.is_dir():
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, adapter_dir).eval(), tokenizer, ADAPTER
+        return PeftModel.from_pretrained(base, adapter_dir).eval(), ADAPTER
     from transformers import AutoModelForCausalLM
 
     tuned = AutoModelForCausalLM.from_pretrained(full_dir, dtype=base.dtype).eval()
-    return (base, tuned), tokenizer, "full"
+    return (base, tuned), "full"
 
 
 def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettings) -> str:
@@ -180,7 +237,7 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
 
     Args:
         run_dir: a finished run directory (``.hydra/config.yaml`` and ``adapter/`` or ``model/``).
-        questions: strings or rows in the run's data format.
+        questions: strings, rows in the run's data format, or :class:`Question` s read from a file.
         settings: sampling settings.
         out_dir: where answers.md / answers.jsonl go (default ``RUN_DIR/generations``).
         base: also answer with the base model.
@@ -196,10 +253,11 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
     from ftsweep.verbosity import quiet_warnings
 
     quiet_warnings()
-    models, tokenizer, kind = load_models(run_dir, cfg, quantized=quantized)
+    tokenizer = load_tokenizer(run_dir)
+    prompts = [render_prompt(q, cfg.data, tokenizer) for q in questions]  # a bad question fails before the model loads
+    models, kind = load_models(run_dir, cfg, tokenizer, quantized=quantized)
     rows = []
-    for q in questions:
-        prompt, bos = render_prompt(q, cfg.data, tokenizer)
+    for q, (prompt, bos) in zip(questions, prompts):
         started = time.perf_counter()
         if kind == ADAPTER:
             tuned = _answer(models, tokenizer, prompt, bos, settings)
