@@ -140,6 +140,51 @@ def test_a_txt_file_with_a_tab_separated_header_says_to_read_it_as_tsv(build, tm
         build(prose)
 
 
+# ------------------------------------------------------------------------------- tables by column
+@pytest.mark.parametrize("layout", ["lists", "pandas_columns", "pandas_index"])
+def test_a_json_table_by_column_is_read_as_its_rows(build, tmp_path, layout):
+    rows = [*ROWS, {"instruction": "Bye?", "input": "", "output": "Goodbye."}]
+    cols = list(rows[0])
+    data = {
+        "lists": {c: [r[c] for r in rows] for c in cols},  # Dataset.to_dict(), df.to_dict("list")
+        "pandas_columns": {c: {str(i): r[c] for i, r in enumerate(rows)} for c in cols},  # df.to_json()
+        "pandas_index": {str(i): r for i, r in enumerate(rows)},  # df.to_json(orient="index")
+    }[layout]
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(data))
+    bundle, tok = build(path)
+    assert answers(tok, bundle.train) == ["Un café au lait.", "Hello.", "Goodbye."]
+
+
+def test_rows_under_one_key_are_not_taken_for_a_column(build, tmp_path):
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"data": ROWS}))
+    with pytest.raises(DataError, match=r"expected a JSON list of objects, got dict; the rows may be under 'data': "
+                                        r"\+data.extra.field=data$"):
+        build(path)
+    uneven = tmp_path / "uneven.json"
+    uneven.write_text(json.dumps({"instruction": ["a", "b"], "output": ["c"]}))
+    with pytest.raises(DataError, match=r"expected a JSON list of objects, got dict"):
+        build(uneven)
+
+
+@pytest.mark.parametrize("column, turns", [
+    ("messages", [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]),
+    ("conversations", [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]),
+])
+def test_turns_stored_as_json_text_in_a_csv_cell_are_read(build, tmp_path, column, turns):
+    path = tmp_path / "chat.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([[column], [json.dumps(turns)], ["not json"]])
+    fmt = "chat" if column == "messages" else "sharegpt"
+    with pytest.raises(DataError) as err:
+        build(path, f"data.format={fmt}")
+    assert str(err.value) == (f"{path} line 3: field '{column}': a list of turns is not valid JSON "
+                              "(Expecting value, column 1)")
+    bundle, tok = build(path, f"data.format={fmt}", "data.bad_rows=skip")
+    assert answers(tok, bundle.train) == ["Hello."]
+
+
 # --------------------------------------------------------------------------------- numbers as text
 def test_numbers_where_text_is_read_are_their_text_as_in_the_same_file_saved_as_csv(build, tmp_path):
     # a math set's JSON with numeric answers, and the same rows as CSV (where everything is text)

@@ -100,6 +100,9 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
             raise missing(row, name, where, d)
         if name == "completion" and isinstance(turns, str):  # a plain answer after a conversational prompt
             turns = [{"role": "assistant", "content": turns}]
+        elif name in ("messages", "conversations") and isinstance(turns, str):
+            # the turns as JSON text: a CSV / TSV cell, or a string column of a parquet file
+            turns = _json(turns, where, _label(name, d), "a list of turns")
         if not isinstance(turns, list) or not turns:
             raise DataError(
                 where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)

@@ -197,12 +197,37 @@ def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
             keys = ", ".join(map(str, data)) if isinstance(data, dict) else f"a {type(data).__name__}"
             raise DataError(source.name, f"data.extra.field: no key {field!r} at the top of the file (it has: {keys})")
         data = data[field]
+    if isinstance(data, dict) and field is None and (rows := _columnar_rows(data)) is not None:
+        data = rows
     if not isinstance(data, list):
         lists = [k for k, v in data.items() if isinstance(v, list)] if isinstance(data, dict) else []
         hint = f"; the rows may be under {lists[0]!r}: +data.extra.field={lists[0]}" if lists else ""
         raise DataError(source.name, f"expected a JSON list of objects, got {type(data).__name__}{hint}")
     for i, row in enumerate(data, start=1):
         yield _check_object(row, f"{source.name} row {i}")
+
+
+def _columnar_rows(data: dict) -> list[dict] | None:
+    """Rows of a JSON object that holds a table by column, or None: ``{"instruction": [...], "output": [...]}``
+    (``Dataset.to_dict()``, ``df.to_dict("list")``), pandas' default ``df.to_json()`` (``{"instruction": {"0":
+    ...}, "output": {"0": ...}}``) and its ``orient="index"`` (``{"0": {"instruction": ...}, "1": ...}``).
+    One key holding a list of objects is rows under a key (``{"data": [...]}``), not a column."""
+    values = list(data.values())
+    if not values:
+        return None
+    if all(isinstance(v, list) for v in values):
+        n = len(values[0])
+        if any(len(v) != n for v in values) or (len(values) == 1 and all(isinstance(x, dict) for x in values[0])):
+            return None
+        return [{k: data[k][i] for k in data} for i in range(n)]
+    if not all(isinstance(v, dict) for v in values):
+        return None
+    if all(str(k).isdigit() for k in data):  # orient="index": the rows, by index label
+        return [data[k] for k in sorted(data, key=int)]
+    index = list(values[0])
+    if any(list(v) != index for v in values):
+        return None
+    return [{k: data[k][i] for k in data} for i in index]
 
 
 def _read_jsonl(source: Source, d: Any) -> Iterator[Record | DataError]:
