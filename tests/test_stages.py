@@ -110,6 +110,11 @@ def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_tu
         "content_parts": ("chat", {"prompt": [{"role": "user", "content": [{"type": "text", "text": user}]}],
                                    "chosen": [{"role": "assistant", "content": good}],
                                    "rejected": [{"role": "assistant", "content": bad}]}),
+        # UltraFeedback binarized: the prompt as a string beside whole conversations that repeat it
+        "ultrafeedback": ("chat", {"prompt": user,
+                                   "chosen": [{"role": "user", "content": user}, {"role": "assistant", "content": good}],
+                                   "rejected": [{"role": "user", "content": user},
+                                                {"role": "assistant", "content": bad}]}),
     }
     seen = {}
     for name, (fmt, row) in layouts.items():
@@ -124,6 +129,28 @@ def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_tu
         assert c == tok(good, add_special_tokens=False)["input_ids"] + [eot], name
         assert r == tok(bad, add_special_tokens=False)["input_ids"] + [eot], name
     assert len(set(map(str, seen.values()))) == 1
+
+
+def test_a_pair_of_whole_texts_is_split_at_their_common_prompt_as_trl_does(compose, tmp_path):
+    # Anthropic HH: no prompt column, chosen and rejected each hold the whole dialogue
+    hh = {"chosen": "\n\nHuman: Name a pet.\n\nAssistant: A cat.", "rejected": "\n\nHuman: Name a pet.\n\nAssistant: No."}
+    path = _write(tmp_path, [hh] * 2, "hh.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=dpo", f"data.path={path}", "data.format=prompt_completion", "data.val_size=0")
+    ex = _build(cfg, tok).train[0]
+    assert tok.decode(ex["prompt_ids"], skip_special_tokens=True) == "\n\nHuman: Name a pet.\n\nAssistant:"
+    assert ex["chosen_ids"] == tok(" A cat.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert ex["rejected_ids"] == tok(" No.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    from ftsweep.data.preference import implicit_prompt
+
+    assert implicit_prompt("ab", "abc") == {"prompt": "ab", "chosen": "", "rejected": "c"}  # an empty answer: dropped
+    # whole conversations beside a plain-text prompt: the chat layout reads them
+    uf = {"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+          "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]}
+    cfg, tok = _tokenizer(compose, "stage=dpo", f"data.path={_write(tmp_path, [uf], 'uf.jsonl')}",
+                          "data.format=prompt_completion", "data.val_size=0")
+    with pytest.raises(DataError, match=r"uf.jsonl line 1: field 'chosen': a list of messages after a plain-text "
+                                        r"prompt: read this layout with data.format=chat$"):
+        _build(cfg, tok)
 
 
 def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):

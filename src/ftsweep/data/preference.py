@@ -87,10 +87,17 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
         get_text(row, "instruction", where, d)
         return [{**row, "output": get_text(row, k, where, d, nonempty=False)} for k in answer_keys]
     if fmt == "prompt_completion":
+        if "prompt" not in row and answer_keys == ("chosen", "rejected") and all(
+                isinstance(row[k], str) for k in answer_keys):
+            row = {**row, **implicit_prompt(row["chosen"], row["rejected"])}  # Anthropic HH's layout
         if "prompt" not in row:
             raise missing(row, "prompt", where, d)
         if isinstance(row["prompt"], list):  # TRL's conversational layout: messages, rendered by the chat template
             return [{**row, "completion": row[k]} for k in answer_keys]
+        for k in answer_keys:
+            if isinstance(row[k], list):
+                raise DataError(where, "a list of messages after a plain-text prompt: read this layout with "
+                                       "data.format=chat", _label(k, d))
         return [{"prompt": row["prompt"], "completion": get_text(row, k, where, d, nonempty=False)}
                 for k in answer_keys]
     if fmt == "sharegpt":
@@ -105,7 +112,33 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
         return [{**row, "messages": a} for a in answers]
     if isinstance(prefix, str):
         prefix = [{"role": "user", "content": prefix}]
-    return [{**row, "messages": list(prefix) + _as_messages(row[k], False)} for k in answer_keys]
+    answers = [_as_messages(row[k], False) for k in answer_keys]
+    if all(_repeats(a, prefix) for a in answers):  # whole conversations beside their prompt (UltraFeedback binarized)
+        return [{**row, "messages": a} for a in answers]
+    return [{**row, "messages": list(prefix) + a} for a in answers]
+
+
+def _repeats(turns: list, prefix: list) -> bool:
+    """True when ``turns`` start with the messages of ``prefix`` (same roles and contents) and go on."""
+    if not isinstance(prefix, list) or len(turns) <= len(prefix):
+        return False
+    return all(isinstance(t, dict) and isinstance(p, dict) and t.get("role") == p.get("role")
+               and t.get("content") == p.get("content") for t, p in zip(turns, prefix))
+
+
+def implicit_prompt(chosen: str, rejected: str) -> dict[str, str]:
+    """A pair written as two whole texts (Anthropic HH: ``"\n\nHuman: ...\n\nAssistant: ..."``) -> prompt =
+    their common beginning, answers = the rest; as trl's ``extract_prompt`` splits it (a space before the
+    first differing character goes with the answers)."""
+    idx = 0
+    for idx in range(min(len(chosen), len(rejected))):
+        if chosen[idx] != rejected[idx]:
+            if idx and chosen[idx - 1] == " ":
+                idx -= 1
+            break
+    else:
+        idx = min(len(chosen), len(rejected))
+    return {"prompt": chosen[:idx], "chosen": chosen[idx:], "rejected": rejected[idx:]}
 
 
 def _kto_label(row: dict, where: str, d: Any) -> bool:
