@@ -140,6 +140,22 @@ def test_a_txt_file_with_a_tab_separated_header_says_to_read_it_as_tsv(build, tm
         build(prose)
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("rows.csv", 'instruction,output\nQ1,A1\nName two fruits,apples, pears\n',
+     '3 cells for 2 columns: a value holding a comma must be quoted ("apples, pears")'),
+    ("rows.tsv", "instruction\toutput\nQ1\tA1\nQ2\tA\tB\n", "3 cells for 2 columns: a value holding a tab must be quoted"),
+])
+def test_a_row_with_more_cells_than_columns_is_refused_not_cut(build, tmp_path, name, text, message):
+    # csv.DictReader files the extra cells under None: "apples, pears" would have trained as "apples"
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        build(path)
+    assert str(err.value) == f"{path} line 3: {message}"
+    bundle, tok = build(path, "data.bad_rows=skip")
+    assert answers(tok, bundle.train) == ["A1"] and bundle.stats["n_skipped_bad"] == 1
+
+
 # ------------------------------------------------------------------------------- tables by column
 @pytest.mark.parametrize("layout", ["lists", "pandas_columns", "pandas_index"])
 def test_a_json_table_by_column_is_read_as_its_rows(build, tmp_path, layout):

@@ -258,7 +258,13 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
         raise DataError(f"{source.name} line 1", f"the header is one column {header[0]!r}: the file is separated by "
                                                  f"{other!r}, not {sep!r} ({fix})")
     for row in reader:
-        yield Record(dict(row), f"{source.name} line {reader.line_num}")
+        where = f"{source.name} line {reader.line_num}"
+        if None in row:  # more cells than the header has columns: an unquoted separator inside a value
+            cells = len(header) + len(row[None])
+            what = 'a comma must be quoted ("apples, pears")' if sep == "," else "a tab must be quoted"
+            yield DataError(where, f"{cells} cells for {len(header)} columns: a value holding {what}")
+            continue
+        yield Record(dict(row), where)
 
 
 def _read_lines(source: Source, d: Any) -> Iterator[Record | DataError]:
