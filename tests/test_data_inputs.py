@@ -156,6 +156,18 @@ def test_a_row_with_more_cells_than_columns_is_refused_not_cut(build, tmp_path, 
     assert answers(tok, bundle.train) == ["A1"] and bundle.stats["n_skipped_bad"] == 1
 
 
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_array_named_jsonl_is_read_as_json(build, tmp_path, indent):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(ROWS, indent=indent, ensure_ascii=False), encoding="utf-8")
+    bundle, tok = build(path)
+    assert answers(tok, bundle.train) == ["Un café au lait.", "Hello."]
+    lists = tmp_path / "lists.jsonl"  # JSON lines that are arrays: still a row each, refused as not an object
+    lists.write_text('["a", "b"]\n["c", "d"]\n')
+    with pytest.raises(DataError, match=r"lists.jsonl line 1: expected a JSON object, got list$"):
+        build(lists)
+
+
 # ------------------------------------------------------------------------------- tables by column
 @pytest.mark.parametrize("layout", ["lists", "pandas_columns", "pandas_index"])
 def test_a_json_table_by_column_is_read_as_its_rows(build, tmp_path, layout):

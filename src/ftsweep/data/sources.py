@@ -181,7 +181,10 @@ def _encoding_hint(raw: bytes) -> str:
 
 
 def _read_json(source: Source, d: Any) -> Iterator[Record | DataError]:
-    text = read_text(source, d)
+    yield from _json_rows(source, d, read_text(source, d))
+
+
+def _json_rows(source: Source, d: Any, text: str) -> Iterator[Record | DataError]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -231,7 +234,11 @@ def _columnar_rows(data: dict) -> list[dict] | None:
 
 
 def _read_jsonl(source: Source, d: Any) -> Iterator[Record | DataError]:
-    yield from _jsonl_rows(source, read_text(source, d))
+    text = read_text(source, d)
+    if text.lstrip().startswith("["):  # a JSON array under a .jsonl name (common in the wild), as datasets reads it
+        yield from _json_rows(source, d, text)
+        return
+    yield from _jsonl_rows(source, text)
 
 
 def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
