@@ -156,6 +156,13 @@ def test_a_row_with_more_cells_than_columns_is_refused_not_cut(build, tmp_path, 
     assert answers(tok, bundle.train) == ["A1"] and bundle.stats["n_skipped_bad"] == 1
 
 
+def test_a_spreadsheet_csv_with_spaced_header_names_and_empty_trailing_lines(build, tmp_path):
+    path = tmp_path / "sheet.csv"
+    path.write_text("instruction , output\nQ1,A1\nQ2,A2\n,\n , \n")
+    bundle, tok = build(path)
+    assert answers(tok, bundle.train) == ["A1", "A2"]
+
+
 @pytest.mark.parametrize("indent", [None, 2])
 def test_a_json_array_named_jsonl_is_read_as_json(build, tmp_path, indent):
     path = tmp_path / "rows.jsonl"

@@ -259,6 +259,7 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     sep = "\t" if source.loader == "tsv" else ","
     reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""), delimiter=sep)
     header = reader.fieldnames or []
+    reader.fieldnames = header = [c.strip() for c in header]  # "instruction, output": the column is 'output'
     other = next((c for c in ";\t|," if c != sep and len(header) == 1 and c in header[0]), None)
     if other:  # e.g. a spreadsheet's ';'-separated export: every row would be "missing" its columns
         fix = "data.loader=tsv" if other == "\t" else "data.loader=csv" if other == "," else "save it comma-separated"
@@ -270,6 +271,8 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
             cells = len(header) + len(row[None])
             what = 'a comma must be quoted ("apples, pears")' if sep == "," else "a tab must be quoted"
             yield DataError(where, f"{cells} cells for {len(header)} columns: a value holding {what}")
+            continue
+        if not any(v and v.strip() for v in row.values()):  # ",,," lines a spreadsheet leaves at the end: blank
             continue
         yield Record(dict(row), where)
 
