@@ -63,3 +63,28 @@ def test_sweep_console_shows_a_trials_notice(tmp_path):
     r = run(sweep_args(sd, n_trials=1), tmp_path, FAKE_NOTICE="building the tiny model once (fake)")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[sweep t] trial 0: building the tiny model once (fake)" in r.stdout
+
+
+def test_a_long_tokenization_says_how_far_it_is(compose, tmp_path, monkeypatch, capsys):
+    import functools
+    import json
+
+    from ftsweep.data import build_datasets, pipeline
+    from ftsweep.model import load_tokenizer
+
+    rows = [{"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(3000)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def build(cache):
+        cfg = compose(f"data.path={path}", f"cache_dir={tmp_path / cache}", "data.max_rows=null", "data.val_size=0.1",
+                      "model.tiny.pretrain_steps=0")
+        capsys.readouterr()
+        build_datasets(cfg, load_tokenizer(cfg))
+        return [x for x in capsys.readouterr().err.splitlines() if "tokenizing rows" in x]
+
+    assert build("quick") == []  # done within the first interval: no progress line
+    monkeypatch.setattr(pipeline, "Ticker", functools.partial(notices.Ticker, every_s=0.0))  # as if each batch were slow
+    lines = build("slow")
+    # batches of 1000 rows: 2,700 train rows, then the 300 eval rows; the end is the "tokenized in" line
+    assert [x.split(" (")[0] for x in lines] == [f"ftsweep: data: tokenizing rows: {n}/3000" for n in (1000, 2000, 2700)]

@@ -29,10 +29,11 @@ def notice(message: str) -> None:
 
 
 class Ticker:
-    """Progress of a loop of ``total`` steps as a notice every ``every_s`` seconds (and at the end)."""
+    """Progress of a loop of ``total`` steps as a notice every ``every_s`` seconds, and at the end unless
+    ``final_line`` is False (when the caller says how it went)."""
 
-    def __init__(self, what: str, total: int, every_s: float = 5.0):
-        self.what, self.total, self.every_s = what, total, every_s
+    def __init__(self, what: str, total: int, every_s: float = 5.0, final_line: bool = True):
+        self.what, self.total, self.every_s, self.final_line = what, total, every_s, final_line
         self.start = self._last = time.monotonic()
 
     def step(self, done: int) -> None:
@@ -42,7 +43,8 @@ class Ticker:
         self._last = now
         took = now - self.start
         if done >= self.total:
-            notice(f"{self.what}: {done}/{self.total} done in {took:.0f} s")
+            if self.final_line:
+                notice(f"{self.what}: {done}/{self.total} done in {took:.0f} s")
         else:
             left = took / max(done, 1) * (self.total - done)
             notice(f"{self.what}: {done}/{self.total} ({took:.0f} s, about {left:.0f} s left)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ from ftsweep.data.templates import (
     render_text,
     resolve_chat_template,
 )
-from ftsweep.notices import notice
+from ftsweep.notices import Ticker, notice
 
 MAX_LISTED_DROPPED = 1000  # dropped rows named in the stats (the count is always exact)
 BATCH_ROWS = 1000  # rows rendered and tokenized together: fast batched tokenizer calls, bounded memory
@@ -193,12 +193,19 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     del read
 
     counts = LengthCounts()
+    # a large file takes a while: a progress line every few seconds (none for a quick one; the end is said below)
+    ticker, done = Ticker("data: tokenizing rows", len(train_records) + len(val_records), final_line=False), [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        ticker.step(done[0])
+
     train, lengths, n_tokens, n_trained = _to_dataset(
-        encode_batches(train_records, d, tokenizer, bad, counts), fp + "-train"
+        encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train"
     )
     eval_ = None
     if val_records:
-        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts), fp + "-eval")[0]
+        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance), fp + "-eval")[0]
     if train is None and not train_records and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_records))
     if train is None:
@@ -302,9 +309,11 @@ def encode_batches(
     bad: BadRows,
     counts: LengthCounts,
     batch_rows: int = BATCH_ROWS,
+    advance: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, list]]:
     """Records -> {"input_ids": [...], "labels": [...]} per batch, after the length policy (or packing
-    for text: documents joined with eos and cut into cutoff_len blocks, carried across batches)."""
+    for text: documents joined with eos and cut into cutoff_len blocks, carried across batches).
+    ``advance(n)`` is called after each batch of ``n`` records (progress)."""
     d = data_options(d)
     render_row = Renderer(d, tokenizer)
     pack = d.format == "text" and d.packing
@@ -326,6 +335,8 @@ def encode_batches(
             counts.call_text_dropped_where += render_row.chat.call_text_dropped[: max(0, 5 - len(counts.call_text_dropped_where))]
             render_row.chat.call_text_dropped = []
         encoded = tokenize_segments(rendered, tokenizer, add_eos)
+        if advance is not None:
+            advance(len(records[i : i + batch_rows]))
         if pack:
             for e in encoded:
                 stream += e.ids
