@@ -136,6 +136,9 @@ def test_questions_in_the_layout_of_the_training_data_and_a_qa_sets_question_col
     assert render_prompt(questions[1], cfg.data, tok) == expected  # a QA set's question column
     cfg.data.columns.instruction = "q"  # a run trained on {"q": ..., "a": ...} with data.columns.instruction=q
     assert render_prompt(questions[2], cfg.data, tok) == expected
+    from ftsweep.generate import as_row, question_text
+
+    assert [question_text(as_row(q, cfg.data)) for q in questions] == ["Name a color."] * 3  # answers.md headings
 
 
 @pytest.mark.parametrize("name, text, message", [

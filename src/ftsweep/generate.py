@@ -75,7 +75,7 @@ def read_questions(path: str | Path) -> list[Question]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UsageError(f"{path}: not UTF-8 text at byte {err.start}") from err
-    if path.suffix.lower() == ".json":
+    if path.suffix.lower() == ".json" or (path.suffix.lower() == ".jsonl" and text.lstrip().startswith("[")):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
@@ -102,6 +102,8 @@ def read_questions(path: str | Path) -> list[Question]:
 
 
 def question_text(q: Any) -> str:
+    """The question as the heading of its answers (a conversation's last message, an Alpaca row's
+    instruction and input)."""
     if isinstance(q, Question):
         q = q.value
     if isinstance(q, str):
@@ -121,6 +123,21 @@ FORMAT_FIELDS = {"alpaca": ("instruction",), "prompt_completion": ("prompt",), "
 PLAIN_FIELDS = ("question", "prompt", "instruction", "input", "text", "query")
 
 
+def as_row(question: Any, d: Any) -> Any:
+    """A question as the run reads it: a row with the run's ``data.columns`` mapping applied, or the text of a
+    row that has none of the format's fields (:data:`PLAIN_FIELDS`)."""
+    from ftsweep.data.sources import column_map, map_columns
+
+    if isinstance(question, Question):
+        question = question.value
+    if not isinstance(question, dict):
+        return question
+    row = map_columns(question, column_map(d))
+    if any(k in row for k in FORMAT_FIELDS.get(d.format, ())):
+        return row
+    return next((row[k] for k in PLAIN_FIELDS if isinstance(row.get(k), str)), row)
+
+
 # -------------------------------------------------------------------------------------------- prompts
 def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     """The prompt text the model saw in training for this question, and whether bos is added.
@@ -131,18 +148,12 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     :class:`Question` (errors name its file and line).
     """
     from ftsweep.data import render
-    from ftsweep.data.sources import Record, column_map, map_columns
+    from ftsweep.data.sources import Record
     from ftsweep.data.templates import ANSWER, HISTORY, resolve_chat_template
 
     d = data_cfg
-    where = "question"
-    if isinstance(question, Question):
-        question, where = question.value, question.where
-    if isinstance(question, dict):
-        question = map_columns(question, column_map(d))
-        if not any(k in question for k in FORMAT_FIELDS.get(d.format, ())):
-            plain = next((question[k] for k in PLAIN_FIELDS if isinstance(question.get(k), str)), None)
-            question = plain if plain is not None else question
+    where = question.where if isinstance(question, Question) else "question"
+    question = as_row(question, d)
     placeholder = "x"
     if d.format == "text":
         return question_text(question), True
@@ -266,7 +277,7 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
         else:
             tuned = _answer(models[1], tokenizer, prompt, bos, settings)
             base_answer = _answer(models[0], tokenizer, prompt, bos, settings) if base else None
-        rows.append({"question": question_text(q), "prompt": prompt, "base": base_answer, "finetuned": tuned,
+        rows.append({"question": question_text(as_row(q, cfg.data)), "prompt": prompt, "base": base_answer, "finetuned": tuned,
                      "seconds": round(time.perf_counter() - started, 3)})
     out_dir = Path(out_dir) if out_dir else run_dir / "generations"
     write_outputs(out_dir, rows, settings, run_dir)
