@@ -153,6 +153,20 @@ def test_a_pair_of_whole_texts_is_split_at_their_common_prompt_as_trl_does(compo
         _build(cfg, tok)
 
 
+def test_kto_labels_written_as_text_or_0_1_as_csv_and_spreadsheets_hold_them(compose, tmp_path):
+    path = tmp_path / "kto.csv"
+    path.write_text("prompt,completion,label\nQ1,good,true\nQ2,bad,False\nQ3,good,1\nQ4,bad,0\n")
+    cfg, tok = _tokenizer(compose, "stage=kto", f"data.path={path}", "data.format=prompt_completion", "data.val_size=0",
+                          "data.shuffle=false")
+    labels = {tok.decode(ex["prompt_ids"], skip_special_tokens=True): ex["label"] for ex in _build(cfg, tok, paired=False).train}
+    assert labels == {"Q1": True, "Q2": False, "Q3": True, "Q4": False}
+    rows = [{"prompt": f"Q{i}", "completion": "a", "label": v} for i, v in enumerate((1, 0, True))]
+    cfg, tok = _tokenizer(compose, "stage=kto", f"data.path={_write(tmp_path, rows)}", "data.format=prompt_completion",
+                          "data.val_size=0", "data.shuffle=false")
+    labels = {tok.decode(ex["prompt_ids"], skip_special_tokens=True): ex["label"] for ex in _build(cfg, tok, paired=False).train}
+    assert labels == {"Q0": True, "Q1": False, "Q2": True}
+
+
 def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):
     cfg, tok = _tokenizer(compose, "stage=kto", "data=proxy_kto", "data.max_rows=40", "data.val_size=0",
                           "data.shuffle=false")

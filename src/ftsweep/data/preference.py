@@ -141,10 +141,18 @@ def implicit_prompt(chosen: str, rejected: str) -> dict[str, str]:
     return {"prompt": chosen[:idx], "chosen": chosen[idx:], "rejected": rejected[idx:]}
 
 
+LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+
 def _kto_label(row: dict, where: str, d: Any) -> bool:
     if "label" not in row:
         raise missing(row, "label", where, d)
     value = row["label"]
+    # a CSV / TSV cell is text ("true", "False", "1"); a spreadsheet's or parquet file's column may hold 0 / 1
+    if isinstance(value, str) and value.strip().lower() in LABEL_TEXT:
+        return LABEL_TEXT[value.strip().lower()]
+    if type(value) is int and value in (0, 1):
+        return bool(value)
     if not isinstance(value, bool):
         raise DataError(where, f"must be true or false, got {value!r}", _label("label", d))
     return value
