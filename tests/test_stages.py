@@ -420,6 +420,50 @@ def test_grpo_prompts_are_the_sft_prompts_and_the_answer_is_the_reference(compos
     assert tok(ds[0]["prompt"])["input_ids"][0] == tok.bos_token_id
 
 
+@pytest.mark.parametrize("fmt, full, prompt_only", [
+    ("prompt_completion", {"prompt": "Name a pet.", "completion": "A cat."}, {"prompt": "Name a pet."}),
+    ("prompt_completion", {"prompt": [{"role": "user", "content": "Name a pet."}], "completion": "A cat."},
+     {"prompt": [{"role": "user", "content": "Name a pet."}]}),  # trl's conversational prompt-only layout
+    ("alpaca", {"instruction": "Name a pet.", "output": "A cat."}, {"instruction": "Name a pet."}),
+    ("chat", {"messages": [{"role": "user", "content": "Name a pet."}, {"role": "assistant", "content": "A cat."}]},
+     {"messages": [{"role": "user", "content": "Name a pet."}]}),
+    ("sharegpt", {"conversations": [{"from": "human", "value": "Name a pet."}, {"from": "gpt", "value": "A cat."}]},
+     {"conversations": [{"from": "human", "value": "Name a pet."}]}),
+])
+def test_grpo_reads_prompt_only_rows_when_no_reward_needs_an_answer(compose, tmp_path, fmt, full, prompt_only):
+    from ftsweep.stages import grpo
+
+    def build(rows, *overrides):
+        path = _write(tmp_path, rows, f"{fmt}.jsonl")
+        cfg, tok = _tokenizer(compose, "stage=grpo", f"data.path={path}", f"data.format={fmt}", "data.val_size=0",
+                              "data.shuffle=false", *overrides)
+        return grpo.datasets(cfg, tok).train, path
+
+    length_only = "stage.rewards=[{name: length_penalty, target: 8}]"
+    with_answer, _ = build([full], length_only)
+    only, _ = build([prompt_only], length_only)
+    assert only["prompt"] == with_answer["prompt"] and with_answer["answer"] == ["A cat."] and only["answer"] == [None]
+    # the default reward (exact_match) compares with the answer: the first prompt-only row of the file is named
+    with pytest.raises(DataError) as err:
+        build([full, prompt_only, prompt_only])
+    path = tmp_path / f"{fmt}.jsonl"
+    field = {"prompt_completion": "completion", "alpaca": "output"}.get(fmt, "conversations" if fmt == "sharegpt" else "messages")
+    assert str(err.value) == (f"{path} line 2: field '{field}': a prompt without an answer: the exact_match reward "
+                              "compares each completion with the row's answer (rewards that need none: regex, "
+                              "length_penalty, function)")
+
+
+def test_inspect_shows_grpo_prompts_and_their_reference_answers(tmp_path, capsys):
+    path = _write(tmp_path, [{"prompt": "Name a pet.", "completion": "A cat."}, {"prompt": "Name a color."}] * 3)
+    assert main(["inspect", "stage=grpo", f"data.path={path}", "data.format=prompt_completion", "data.val_size=0",
+                 "data.shuffle=false", "stage.rewards=[{name: length_penalty, target: 8}]", "model.tiny.pretrain_steps=0",
+                 "--plain", "--rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "<|begin_of_text|>Name a pet.\nanswer (the rewards' reference): 'A cat.'" in out
+    assert "<|begin_of_text|>Name a color.\nanswer: none (a prompt-only row)" in out
+    assert "data: 6 train / 0 eval prompts, 0 bad rows skipped" in out
+
+
 def test_grpo_trains_and_hands_each_row_answer_to_the_weighted_rewards(cache_dir, tmp_path):
     from ftsweep.config.compose import compose
     from ftsweep.train import run

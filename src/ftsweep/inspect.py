@@ -71,6 +71,8 @@ def main(argv: list[str]) -> int:
     out = _printer(plain)
     if "prompt_ids" in ds.column_names:  # a preference stage: show each pair / unpaired row
         return _main_preference(args, ds, tokenizer, cfg, bundle, out, plain)
+    if "input_ids" not in ds.column_names:  # stage=grpo: prompts (text) and the answers the rewards compare with
+        return _main_prompts(args, ds, tokenizer, cfg, bundle, out)
     for i in range(min(args.rows, len(ds))):
         row = ds[i]
         out(_header(i, args.split, row), None)
@@ -207,6 +209,28 @@ def _main_preference(args, ds, tokenizer, cfg, bundle, out, plain: bool) -> int:
                 views = {name: tokenizer.decode(ids[len(row["prompt_ids"]):]) for name, ids, _ in preference_views(row)}
                 f.write(json.dumps({"index": i, **row, "prompt": tokenizer.decode(row["prompt_ids"]), **views},
                                    ensure_ascii=False) + "\n")
+        out(f"wrote {len(ds)} rows to {args.dump}", None)
+    return 0
+
+
+def _main_prompts(args, ds, tokenizer, cfg, bundle, out) -> int:
+    """stage=grpo trains on the policy's own completions, not on the data's tokens: each prompt as the policy
+    reads it (tokenized with special tokens, as trl does) and the answer the rewards compare with."""
+    for i in range(min(args.rows, len(ds))):
+        row = ds[i]
+        ids = tokenizer(row["prompt"])["input_ids"]
+        out(f"--- {args.split} row {i}: prompt of {len(ids)} tokens (the policy writes the answer) ---", None)
+        out(tokenizer.decode(ids), None)
+        answer = row.get("answer")
+        out(f"answer (the rewards' reference): {answer!r}" if answer is not None else "answer: none (a prompt-only row)",
+            None)
+    out(histogram([len(tokenizer(p)["input_ids"]) for p in ds["prompt"]], cfg.data.cutoff_len, args.bins), None)
+    out("data: {n_train} train / {n_eval} eval prompts, {n_skipped_bad} bad rows skipped".format(**bundle.stats), None)
+    if args.dump:
+        args.dump.parent.mkdir(parents=True, exist_ok=True)
+        with args.dump.open("w", encoding="utf-8") as f:
+            for i, row in enumerate(ds):
+                f.write(json.dumps({"index": i, **row}, ensure_ascii=False) + "\n")
         out(f"wrote {len(ds)} rows to {args.dump}", None)
     return 0
 

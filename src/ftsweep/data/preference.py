@@ -314,25 +314,57 @@ def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_pro
 
 
 # ------------------------------------------------------------------------------------- GRPO prompts
-def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[str, str]:
+PLACEHOLDER = "x"  # the answer a prompt-only row is rendered with (only the prompt before it is kept)
+
+
+def with_placeholder_answer(row: dict, fmt: str) -> dict | None:
+    """A prompt-only row (trl's GRPO layout: ``prompt`` alone, an Alpaca row without ``output``, a conversation
+    that ends with the user's turn) with a placeholder answer, so it renders as SFT renders its prompt; None
+    for a row that has its answer."""
+    if fmt == "alpaca" and row.get("output") is None:
+        return {**row, "output": PLACEHOLDER}
+    if fmt == "prompt_completion" and row.get("completion") is None:
+        return {**row, "completion": PLACEHOLDER}
+    if fmt in ("chat", "sharegpt"):
+        key = "conversations" if "conversations" in row else "messages"
+        turns = row.get(key)
+        if isinstance(turns, list) and turns and isinstance(turns[-1], dict):
+            last = turns[-1]
+            if last.get("role", last.get("from")) in ("user", "human"):
+                answer = {"from": "gpt", "value": PLACEHOLDER} if "from" in last else {"role": "assistant",
+                                                                                       "content": PLACEHOLDER}
+                return {**row, key: [*turns, answer]}
+    return None
+
+
+def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[str, str | None]:
     """A row of any SFT format -> {"prompt": the prompt text exactly as SFT renders it, "answer": its answer}.
 
     The prompt's leading bos text is left to the tokenizer (trl tokenizes the prompt with special tokens);
-    the answer is the trained text without its end-of-turn / eos token (the reference for the rewards).
+    the answer is the trained text without its end-of-turn / eos token (the reference for the rewards), None
+    for a prompt-only row.
     """
-    segments = renderer(rec)
+    filled = with_placeholder_answer(rec.row, renderer.d.format)
+    segments = renderer(Record(filled, rec.where) if filled is not None else rec)
     if not segments or segments[-1].kind != ANSWER:
         raise DataError(rec.where, "the row has no answer", "output")
     prompt = "".join(s.text for s in segments[:-1])
     bos = tokenizer.bos_token or ""
     if bos and prompt.startswith(bos):
         prompt = prompt[len(bos):]
+    if filled is not None:
+        return {"prompt": prompt, "answer": None}
     ids = tokenizer(segments[-1].text, add_special_tokens=False)["input_ids"]
     return {"prompt": prompt, "answer": tokenizer.decode(ids, skip_special_tokens=True).strip()}
 
 
-def build_prompt_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
-    """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``."""
+def _answer_field(d: Any) -> str:
+    return {"alpaca": "output", "prompt_completion": "completion", "sharegpt": "conversations"}.get(d.format, "messages")
+
+
+def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...] = ()) -> DataBundle:
+    """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``; prompt-only rows
+    (answer None) are refused while ``needs_answer`` names a reward that compares with the answer."""
     from datasets import Dataset
 
     d = data_options(cfg.data)
@@ -340,15 +372,23 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     train_rec, val_rec, n_rows = load_split(cfg, bad)
     renderer = Renderer(d, tokenizer)
 
-    def rows(records: list[Record]) -> list[dict[str, str]]:
+    def one(rec: Record) -> dict[str, str | None]:
+        row = prompt_and_answer(renderer, tokenizer, rec)
+        if row["answer"] is None and needs_answer:
+            raise DataError(rec.where, f"a prompt without an answer: the {needs_answer[0]} reward compares each "
+                                       "completion with the row's answer (rewards that need none: regex, "
+                                       "length_penalty, function)", _answer_field(d))
+        return row
+
+    def rows(records: list[Record]) -> list[dict[str, str | None]]:
         out = []
         for rec in records:
             try:
-                out.append(prompt_and_answer(renderer, tokenizer, rec))
+                out.append(one(rec))
             except TemplateError:
                 raise
             except DataError as err:
-                bad.handle(err, rec, lambda r: prompt_and_answer(renderer, tokenizer, r))
+                bad.handle(err, rec, one)
         return out
 
     train, evals = rows(train_rec), rows(val_rec)

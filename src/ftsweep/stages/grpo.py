@@ -1,5 +1,6 @@
 """GRPO: trl's GRPOTrainer on prompts rendered exactly as SFT renders them; the data's answer column
-(``output`` / ``completion`` / the last assistant turn) is handed to the rewards as ``answer``."""
+(``output`` / ``completion`` / the last assistant turn) is handed to the rewards as ``answer`` (None for
+trl's prompt-only rows)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ WARM = False
 
 def datasets(cfg: Any, tokenizer: Any) -> Any:
     from ftsweep.data.preference import build_prompt_datasets
+    from ftsweep.stages.rewards import NEEDS_ANSWER
 
-    return build_prompt_datasets(cfg, tokenizer)
+    # trl's prompt-only rows are read too, unless a reward compares completions with the answer
+    return build_prompt_datasets(cfg, tokenizer, tuple(r.name for r in cfg.stage.rewards if r.name in NEEDS_ANSWER))
 
 
 def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str, Any], callbacks: list) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 from ftsweep.config.errors import ConfigError
 
 REWARDS = ("exact_match", "token_f1", "regex", "length_penalty", "function")
+NEEDS_ANSWER = ("exact_match", "token_f1")  # compare each completion with the row's answer
 
 
 def normalize(text: str) -> str:
