@@ -128,6 +128,19 @@ def test_a_key_added_with_plus_that_nothing_reads_is_refused(compose, override, 
         assert "did you mean optimizer.lr?" in text
 
 
+@pytest.mark.parametrize("override, message", [
+    ("data.path=데이터.csv", "data.path: cannot parse '데이터.csv': LexerNoViableAltException: data.path=데이터.csv "
+                            "(Hydra reads unquoted values as ASCII only: quote it, data.path='데이터.csv')"),
+    ("data.path={x", "data.path: cannot parse '{x': no viable alternative at input '{x' (quote a value with spaces, "
+                     "braces or '=': key='...')"),
+])
+def test_an_override_hydra_cannot_parse_is_named_by_compose_too(compose, override, message):
+    # ftsweep inspect / lr-find / merge compose directly (ftsweep train parses its overrides first)
+    with pytest.raises(ConfigFailure) as info:
+        compose(override)
+    assert str(info.value) == message
+
+
 def test_free_form_keys_added_with_plus_are_kept(compose):
     cfg = compose("+data.extra.field=rows", "+data.replacements.NAME=ftsweep", "+data.columns.instruction=q")
     assert (cfg.data.extra.field, cfg.data.replacements.NAME, cfg.data.columns.instruction) == ("rows", "ftsweep", "q")

@@ -291,8 +291,21 @@ def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] 
                 raise ConfigError(missing[0], f"a value is required (set {missing[0]}=...)")
             validate(task)
     except Exception as err:
-        raise ConfigFailure(explain(err, config_dirs)) from err
+        raise ConfigFailure(_unparsable(overrides) or explain(err, config_dirs)) from err
     return cfg
+
+
+def _unparsable(overrides: list[str]) -> str | None:
+    """The one line for the first override Hydra cannot parse (named by its key), or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except Exception as err:  # noqa: BLE001 -- Hydra's parse errors have no common base we can rely on
+            return override_error(o, err)
+    return None
 
 
 def _check_optional_groups(overrides: list[str], config_dirs: list[str] | tuple[str, ...]) -> None:
