@@ -159,6 +159,12 @@ def test_port_in_use(sweep, capsys):
     assert f"--port: cannot listen on 127.0.0.1:{port}: Address already in use" in line
 
 
+@pytest.mark.parametrize("port", ["-1", "99999"])
+def test_a_port_out_of_range_is_one_line(tmp_path, capsys, port):
+    assert one_line_error(*run_cli([str(tmp_path), "--port", port], capsys)) == (
+        f"ftsweep: error: --port: must be 1 to 65535, or 0 for a free port (got {port})")
+
+
 # ------------------------------------------------------------------------------------------ serving
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_serves_study_read_only(tmp_path, kind):

@@ -158,3 +158,15 @@ def test_a_bad_questions_file_is_one_line_before_any_model_loads(tiny_run, tmp_p
     assert cli.main(["generate", str(tiny_run), "--questions", str(qfile), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == "ftsweep: error: " + message.format(path=qfile)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-new-tokens", "0", "--max-new-tokens: must be >= 1 (got 0)"),
+    ("--temperature", "-1", "--temperature: must be >= 0 (0: greedy) (got -1.0)"),
+    ("--top-p", "2", "--top-p: must be in (0, 1] (got 2.0)"),
+    ("--top-k", "-5", "--top-k: must be >= 0 (got -5)"),
+    ("--repetition-penalty", "0", "--repetition-penalty: must be > 0 (1: none) (got 0.0)"),
+])
+def test_bad_generation_settings_are_one_line_exit_2(tmp_path, capsys, flag, value, message):
+    assert cli.main(["generate", str(tmp_path), flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"ftsweep: error: {message}"

@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT} when free, else a free one)")
     args = parser.parse_args(argv)
+    if args.port is not None and not 0 <= args.port < 65536:
+        raise UsageError(f"--port: must be 1 to 65535, or 0 for a free port (got {args.port})")
 
     url, sweep_dir = resolve_target(args.target)
     try:

@@ -350,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from ftsweep.config.errors import UsageError
+
+    for flag, ok, want in (("--max-new-tokens", args.max_new_tokens >= 1, ">= 1"),
+                           ("--temperature", args.temperature >= 0, ">= 0 (0: greedy)"),
+                           ("--top-p", 0 < args.top_p <= 1, "in (0, 1]"), ("--top-k", args.top_k >= 0, ">= 0"),
+                           ("--repetition-penalty", args.repetition_penalty > 0, "> 0 (1: none)")):
+        if not ok:  # (NaN fails every check too)
+            value = getattr(args, flag[2:].replace("-", "_"))
+            raise UsageError(f"{flag}: must be {want} (got {value})")
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, do_sample=not args.greedy, seed=args.seed,

@@ -292,6 +292,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if not conf.trial_timeout_s >= 0:  # (NaN too)
         raise SweepInputError(f"hydra.sweeper.trial_timeout_s: must be >= 0 seconds, 0 = no limit "
                               f"(got {conf.trial_timeout_s})")
+    if not 0 <= conf.dashboard_port < 65536:
+        raise SweepInputError(f"hydra.sweeper.dashboard_port: must be 1 to 65535, or 0 for a free port "
+                              f"(got {conf.dashboard_port})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)
