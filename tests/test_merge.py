@@ -205,3 +205,24 @@ def test_push_without_a_token_says_how_to_log_in(tiny_run, monkeypatch, tmp_path
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     with pytest.raises(UsageError, match="set HF_TOKEN or run `hf auth login`"):
         push_folder(tiny_run / "adapter", "me/x")
+
+
+def test_a_relative_base_model_folder_is_read_from_where_the_run_started(tmp_path, monkeypatch):
+    """merge / generate / export from another folder find ./my_model (Hydra records the run's cwd)."""
+    from omegaconf import OmegaConf
+
+    from ftsweep import rundir
+
+    started, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (started / "my_model").mkdir(parents=True)
+    elsewhere.mkdir()
+    run = started / "outputs" / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"model": {"name_or_path": "./my_model", "tiny": None}}), run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(started)}}}), run / ".hydra" / "hydra.yaml")
+    before = (run / ".hydra" / "config.yaml").read_bytes()
+    monkeypatch.chdir(elsewhere)
+    assert rundir.load_config(run).model.name_or_path == str(started / "my_model")
+    assert (run / ".hydra" / "config.yaml").read_bytes() == before  # the run's files are never changed
+    (started / "my_model").rmdir()  # gone: the path stays as written (and fails as "no such folder")
+    assert rundir.load_config(run).model.name_or_path == "./my_model"

@@ -183,7 +183,27 @@ def load_config(run_dir: str | Path) -> Any:
         if not Path(run_dir).exists():
             raise UsageError(f"{run_dir}: no such folder (give a run or sweep folder)")
         raise UsageError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    _anchor_model_path(cfg, Path(run_dir))
+    return cfg
+
+
+def _anchor_model_path(cfg: Any, run_dir: Path) -> None:
+    """A base model given as a relative folder (``model.name_or_path=./my_model``) is read from where the run
+    was started (Hydra records it: ``hydra.runtime.cwd``), so merge / generate / init_from find it from any
+    folder. Changes the loaded config only, never the run's files."""
+    from omegaconf import OmegaConf
+
+    name = OmegaConf.select(cfg, "model.name_or_path")
+    if not isinstance(name, str) or not name.startswith(("./", "../")) or OmegaConf.select(cfg, "model.tiny"):
+        return
+    hydra_file = RunDir(run_dir).path / ".hydra" / "hydra.yaml"
+    try:
+        cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
+    except Exception:  # noqa: BLE001 -- no hydra.yaml / unreadable: the path stays as written
+        return
+    if isinstance(cwd, str) and (Path(cwd) / name).is_dir():
+        cfg.model.name_or_path = str((Path(cwd) / name).resolve())
 
 
 def load_overrides(run_dir: str | Path) -> list[str]:
