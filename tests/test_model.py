@@ -264,3 +264,30 @@ def test_model_hub_loads_any_folder_with_its_own_pad_token_else_eos(compose, cac
     assert model_mod.load_tokenizer(cfg).pad_token == "<|reserved_special_token_3|>"  # its own, kept
     with pytest.raises(ConfigError, match=r"^model.name_or_path: no such folder '\./nope' \(relative paths are read from "):
         model_mod.resolve_model_path(compose("model=hub", "model.name_or_path=./nope"))
+
+
+def test_a_folder_that_is_no_model_or_a_model_that_cannot_load_is_one_line(compose, tmp_path, monkeypatch, capsys):
+    from ftsweep.cli import main
+    from ftsweep.config import ConfigError
+
+    empty, adapter = tmp_path / "empty", tmp_path / "run" / "adapter"
+    empty.mkdir()
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=rf"^model.name_or_path: '{empty}' is not a model folder \(no config.json in it\)$"):
+        model_mod.load_tokenizer(compose("model=hub", f"model.name_or_path={empty}"))
+    with pytest.raises(ConfigError, match=r"is not a model folder \(it holds a LoRA adapter: merge it into its base "
+                                          r"first \(ftsweep merge RUN_DIR\), or train on from it with init_from=RUN_DIR\)$"):
+        model_mod.load_tokenizer(compose("model=hub", f"model.name_or_path={adapter}"))
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    # ftsweep inspect (not only train) says it in one line, exit 2
+    assert main(["inspect", "model=hub", "model.name_or_path=nobody/nothing", "--plain"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ftsweep: error: model.name_or_path: cannot load 'nobody/nothing': We couldn't connect to "
+        "'https://huggingface.co' to load the files.")

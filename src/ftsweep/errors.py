@@ -94,6 +94,11 @@ def exit_code(err: BaseException) -> int:
     return int(getattr(err, "exit_code", 1))
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (its type's name when it has none)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def one_line(message: object) -> str:
     """``message`` as one line with URL passwords and secret environment values masked."""
     from ftsweep.tracking import scrub

@@ -23,6 +23,7 @@ from ftsweep.device import (  # noqa: F401
     torch_dtype,
     use_checkpointing,
 )
+from ftsweep.errors import first_line
 
 
 def hf_token() -> str | None:
@@ -41,6 +42,11 @@ def resolve_model_path(cfg) -> str:
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
         # a path, never a Hub id: say so instead of the Hub client's "Repo id must be in the form ..."
         raise ConfigError("model.name_or_path", f"no such folder {name!r} (relative paths are read from {Path.cwd()})")
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():  # transformers would fail far from the cause
+        what = ("it holds a LoRA adapter: merge it into its base first (ftsweep merge RUN_DIR), or train on from it "
+                "with init_from=RUN_DIR" if (folder / "adapter_config.json").is_file() else "no config.json in it")
+        raise ConfigError("model.name_or_path", f"{name!r} is not a model folder ({what})")
     return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
@@ -56,9 +62,12 @@ def load_tokenizer(cfg):
     from transformers import AutoTokenizer
 
     m = cfg.model
-    tok = AutoTokenizer.from_pretrained(
-        resolve_model_path(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code, token=hf_token()
-    )
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            resolve_model_path(cfg), revision=m.revision, trust_remote_code=m.trust_remote_code, token=hf_token()
+        )
+    except OSError as err:  # unknown name, no Hub access, gated model without HF_TOKEN: bad input, one line
+        raise ConfigError("model.name_or_path", f"cannot load {m.name_or_path!r}: {first_line(err)}") from err
     new_tokens = [t for t in cfg.data.special_tokens if t not in tok.get_vocab()]
     if new_tokens:
         tok.add_special_tokens({"additional_special_tokens": new_tokens}, replace_extra_special_tokens=False)

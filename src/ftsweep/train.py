@@ -52,9 +52,6 @@ def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None 
     return metrics
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
 
 def failure_reason(err: BaseException) -> str:
     """A one-line reason for a failed run; the prefix classifies it (oom, nan_loss, timeout, error)."""
@@ -137,10 +134,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     tracker = Tracker(cfg.logger, run_dir, container, info)
     # The seed is set before anything random is created (model init for the tiny model, LoRA A, data order).
     set_seed(cfg.trainer.seed)
-    try:
-        tokenizer = parts.tokenizer(cfg)
-    except OSError as err:  # unknown name, no Hub access, gated model without HF_TOKEN
-        raise ConfigError("model.name_or_path", f"cannot load {cfg.model.name_or_path!r}: {_first_line(err)}") from err
+    tokenizer = parts.tokenizer(cfg)
     bundle = parts.datasets(cfg, tokenizer)
     # Fail an infeasible run (trial) now, from the shapes alone, instead of after loading the weights.
     estimate = _memory_preflight(cfg)

@@ -25,7 +25,7 @@ from ftsweep.config.keys import unknown_key
 from ftsweep.config.schema import register_configs
 from ftsweep.config.sweeper import register_sweeper_schema
 from ftsweep.config.validate import validate
-from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError
+from ftsweep.errors import ConfigError, ConfigFailure, Failure, UsageError, first_line
 
 CONFIG_NAME = "train"
 BY_OBJECTIVE = "by_objective"  # sweep/by_objective/<sweep>_<objective>.yaml (see conf/train.yaml)
@@ -89,7 +89,7 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
             try:
                 _LOADED[file_key] = OmegaConf.load(file)
             except Exception as err:
-                _LOADED[file_key] = f"{file}: not a valid YAML file: {_first_line(err)}"
+                _LOADED[file_key] = f"{file}: not a valid YAML file: {first_line(err)}"
         node = _LOADED[file_key]
         sub = file.parent.relative_to(folder).as_posix()
         name = file.stem if sub == "." else f"{sub}/{file.stem}"
@@ -179,9 +179,6 @@ def _description(lines: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ errors
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
 
 def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), prefix: str = "") -> str:
     """One line for a Hydra / OmegaConf composition error; ``prefix``: where the failing config sits

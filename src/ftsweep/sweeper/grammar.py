@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftsweep.errors import SweepInputError
+from ftsweep.errors import SweepInputError, first_line
 
 
 @dataclass
@@ -73,11 +73,6 @@ class SearchSpace:
         return out
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def parse_space(
     params: Mapping[str, Any] | None,
     variables: Mapping[str, Any] | None = None,
@@ -100,7 +95,7 @@ def parse_space(
             try:
                 override = parser.parse_override(text)
             except Exception as err:
-                raise SweepInputError(f"hydra.sweeper.{kind}.{key}: cannot parse {spec!r}: {_first_line(err)}") from err
+                raise SweepInputError(f"hydra.sweeper.{kind}.{key}: cannot parse {spec!r}: {first_line(err)}") from err
             if not override.is_sweep_override():
                 if kind == "variables":
                     raise SweepInputError(f"hydra.sweeper.variables.{key}: must be a sweep (choice, range, interval)")
@@ -255,7 +250,7 @@ def evaluate(expr: str, values: Mapping[str, Any], key: str = "derived") -> Any:
     except SweepInputError:
         raise
     except Exception as err:
-        raise SweepInputError(f"hydra.sweeper.derived.{key}: cannot evaluate {expr!r}: {_first_line(err)}") from err
+        raise SweepInputError(f"hydra.sweeper.derived.{key}: cannot evaluate {expr!r}: {first_line(err)}") from err
 
 
 def _eval_node(node: ast.AST, names: Mapping[str, Any]) -> Any:
