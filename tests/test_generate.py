@@ -134,6 +134,10 @@ def test_questions_in_the_layout_of_the_training_data_and_a_qa_sets_question_col
     expected = render_prompt("Name a color.", cfg.data, tok)
     assert render_prompt(questions[0], cfg.data, tok) == expected
     assert render_prompt(questions[1], cfg.data, tok) == expected  # a QA set's question column
+    chat = {"messages": [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "Red."}]}
+    cfg.data.format = "chat"  # a validation row with its answer: the prompt is what comes before that answer
+    assert render_prompt(chat, cfg.data, tok) == render_prompt("Name a color.", cfg.data, tok)
+    cfg.data.format = "alpaca"
     cfg.data.columns.instruction = "q"  # a run trained on {"q": ..., "a": ...} with data.columns.instruction=q
     assert render_prompt(questions[2], cfg.data, tok) == expected
     from ftsweep.generate import as_row, question_text

@@ -160,7 +160,10 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     if isinstance(question, dict):
         row = dict(question)
         if d.format in ("chat", "sharegpt") and "messages" in row:
-            row = {"messages": [*row["messages"], {"role": "assistant", "content": placeholder}]}
+            turns = list(row["messages"])
+            if turns and isinstance(turns[-1], dict) and turns[-1].get("role") == "assistant":
+                turns = turns[:-1]  # a row with its answer (a validation file's): the model writes that answer
+            row = {"messages": [*turns, {"role": "assistant", "content": placeholder}]}
     elif d.format == "alpaca":
         row = {"instruction": question, "input": ""}
     elif d.format == "prompt_completion":
