@@ -141,6 +141,14 @@ def test_an_override_hydra_cannot_parse_is_named_by_compose_too(compose, overrid
     assert str(info.value) == message
 
 
+def test_an_unknown_key_inside_a_list_entry_names_its_override_and_the_keys_an_entry_takes(compose):
+    # OmegaConf names the key without its path ("patern: unknown key; allowed keys: model, quantization, ...")
+    with pytest.raises(ConfigFailure) as info:
+        compose("stage=grpo", "stage.rewards=[{name: regex, patern: x}]")
+    assert str(info.value) == ("stage.rewards: unknown key 'patern' in [{name: regex, patern: x}]; an entry takes: "
+                               "name, weight, pattern, target, function; did you mean pattern?")
+
+
 def test_free_form_keys_added_with_plus_are_kept(compose):
     cfg = compose("+data.extra.field=rows", "+data.replacements.NAME=ftsweep", "+data.columns.instruction=q")
     assert (cfg.data.extra.field, cfg.data.replacements.NAME, cfg.data.columns.instruction) == ("rows", "ftsweep", "q")

@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ftsweep import paths
-from ftsweep.config.keys import unknown_key
+from ftsweep.config.keys import ITEM_FIELDS, allowed_keys, unknown_key
 from ftsweep.config.schema import register_configs
 from ftsweep.config.sweeper import register_sweeper_schema
 from ftsweep.config.validate import validate
@@ -288,8 +288,31 @@ def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] 
                 raise ConfigError(missing[0], f"a value is required (set {missing[0]}=...)")
             validate(task)
     except Exception as err:
-        raise ConfigFailure(_unparsable(overrides) or explain(err, config_dirs)) from err
+        raise ConfigFailure(_unparsable(overrides) or _unknown_in_value(overrides, err) or explain(err, config_dirs)) from err
     return cfg
+
+
+def _unknown_in_value(overrides: list[str], err: BaseException) -> str | None:
+    """An unknown key inside an override's value (an entry of a list of settings: ``stage.rewards=[{name: regex,
+    patern: x}]``): OmegaConf names it without its path, so name the override it is in, and the keys an entry
+    takes (the fields of the list's item schema) when known."""
+    import difflib
+
+    from omegaconf.errors import ConfigKeyError
+
+    cause = err if isinstance(err, ConfigKeyError) else err.__cause__ or err.__context__
+    name = getattr(cause, "full_key", None) if isinstance(cause, ConfigKeyError) else None
+    if not name or "." in name or name in allowed_keys(""):
+        return None
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if re.search(rf"(^|[{{,\s]){re.escape(name)}\s*:", value):
+            fields = ITEM_FIELDS.get(key.lstrip("+~"), ())
+            close = difflib.get_close_matches(name, fields, n=1, cutoff=0.7)
+            hint = (f"; an entry takes: {', '.join(fields)}" if fields else "") + (
+                f"; did you mean {close[0]}?" if close else "")
+            return f"{key.lstrip('+~')}: unknown key {name!r} in {value}{hint}"
+    return None
 
 
 def _unparsable(overrides: list[str]) -> str | None:

@@ -51,6 +51,16 @@ FOREIGN_NAMES = {
 }
 
 
+def _item_fields() -> dict[str, tuple[str, ...]]:
+    from ftsweep.config.stage import RewardSpec
+
+    return {"stage.rewards": tuple(f.name for f in fields(RewardSpec))}
+
+
+# Settings that are lists of entries with a schema: the keys an entry takes
+ITEM_FIELDS = _item_fields()
+
+
 def schema_of(key: str) -> tuple[Any, str]:
     """(schema, its key prefix) that a dotted key belongs to: hydra.sweeper.* -> SweeperConf, other hydra.*
     keys are Hydra's own (no schema of ours), the rest -> TrainConfig."""
