@@ -144,6 +144,7 @@ def test_model_builders_read_every_field(compose, monkeypatch, tmp_path):
         raise RuntimeError("stop")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    (tmp_path / "config.json").write_text("{}")  # a model folder (an empty one is refused before loading)
     cfg = compose("model=qwen2_5_0_5b_instruct", f"model.name_or_path={tmp_path}", "model.revision=abc123",
                   "model.dtype=float16", "model.attn_implementation=eager", "model.trust_remote_code=true")
     with pytest.raises(RuntimeError, match="stop"):
