@@ -296,8 +296,6 @@ def _unknown_in_value(overrides: list[str], err: BaseException) -> str | None:
     """An unknown key inside an override's value (an entry of a list of settings: ``stage.rewards=[{name: regex,
     patern: x}]``): OmegaConf names it without its path, so name the override it is in, and the keys an entry
     takes (the fields of the list's item schema) when known."""
-    import difflib
-
     from omegaconf.errors import ConfigKeyError
 
     cause = err if isinstance(err, ConfigKeyError) else err.__cause__ or err.__context__

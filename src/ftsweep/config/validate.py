@@ -93,8 +93,8 @@ def missing_data_file(key: str, path: Any) -> str | None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
-    for key in added_keys(cfg):  # +trainer.learning_rate=1e-4 would train at the default lr, silently
-        raise ConfigError(key, f"{unknown_key(key)} (a key added with + is read by nothing)")
+    if added := added_keys(cfg):  # +trainer.learning_rate=1e-4 would train at the default lr, silently
+        raise ConfigError(added[0], f"{unknown_key(added[0])} (a key added with + is read by nothing)")
     _finite(cfg)
     # model
     _choice(cfg, "model.dtype", options.DTYPES)
