@@ -40,7 +40,7 @@ def test_range_test_on_the_tiny_model_is_reproducible_and_inside_the_range(compo
     assert len(a["lrs"]) == 12 and a["lrs"][0] == 1e-5 and math.isclose(a["lrs"][-1], 1e-1)
     assert 1e-5 <= a["suggestion"] <= 1e-1 and a["suggestion"] in a["lrs"]
     assert a["losses"] == b["losses"] and a["suggestion"] == b["suggestion"]  # same seed, same curve
-    assert not (tmp_path / "a" / "run").exists()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["lr_find.json", "lr_find.png"]  # work folder gone
 
 
 def test_range_test_stops_at_a_nan_loss_and_suggests_from_the_finite_points(compose, tmp_path, nan_loss_from):
@@ -51,6 +51,37 @@ def test_range_test_stops_at_a_nan_loss_and_suggests_from_the_finite_points(comp
     assert result["stopped"] == "loss nan at step 9"
     assert len(result["lrs"]) == len(result["losses"]) == 8 and all(math.isfinite(x) for x in result["losses"])
     assert result["suggestion"] in result["lrs"]
+
+
+def test_lr_find_never_overwrites_an_earlier_result_nor_a_folder_of_the_users(tmp_path, capsys, monkeypatch):
+    """``--out`` holding an earlier test's result is refused before any training (exit 2, the file unchanged);
+    the test's own work folder is a new one inside ``--out``, so a user's ``run/`` there is left alone; the
+    default folder never reuses one that exists."""
+    from ftsweep.cli import main
+    from ftsweep.lr_find import find_lr as real_find_lr
+    from ftsweep.lr_find import output_folder
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "lr_find.json").write_text('{"suggestion": 0.001}')
+    monkeypatch.setattr("ftsweep.lr_find.find_lr", lambda *a, **k: pytest.fail("trained before refusing"))
+    assert main(["lr-find", *FAST, "--out", str(earlier)]) == 2
+    assert capsys.readouterr().err == (f"ftsweep: error: --out {earlier}: already holds lr_find.json of an earlier "
+                                       "range test (nothing is overwritten): give a new folder\n")
+    assert (earlier / "lr_find.json").read_text() == '{"suggestion": 0.001}'
+
+    mine = tmp_path / "mine"
+    (mine / "run").mkdir(parents=True)
+    (mine / "run" / "keep.txt").write_text("mine")
+    monkeypatch.setattr("ftsweep.lr_find.find_lr", real_find_lr)
+    assert main(["lr-find", *FAST, "trainer.max_steps=12", "--skip-begin", "1", "--out", str(mine)]) == 0
+    assert (mine / "run" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in mine.iterdir()) == ["lr_find.json", "lr_find.png", "run"]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("ftsweep.lr_find.time.strftime", lambda fmt: "2026-12-06_01-02-03")
+    (tmp_path / "outputs/lr_find/2026-12-06_01-02-03").mkdir(parents=True)
+    assert output_folder(None) == Path("outputs/lr_find/2026-12-06_01-02-03_2")
 
 
 def test_lr_find_rejects_bad_ranges_in_one_line(capsys):

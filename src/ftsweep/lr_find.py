@@ -14,7 +14,7 @@ log lr), skipping the first ``skip_begin`` and the last ``skip_end`` points.
 
 Writes ``<out>/lr_find.json`` (lrs, losses, smoothed losses, suggestion, rule, settings) and
 ``<out>/lr_find.png`` (smoothed loss vs lr, log x, the suggestion marked); ``--out`` defaults to
-``outputs/lr_find/<date>_<time>``. A sweep with ``hydra.sweeper.lr_find=true`` runs this first (see
+``outputs/lr_find/<date>_<time>``; a folder holding an earlier test's result is refused. A sweep with ``hydra.sweeper.lr_find=true`` runs this first (see
 sweep/README.md).
 """
 
@@ -23,12 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 DEFAULT_STEPS = 100  # Lightning's num_training, for a config counted in epochs
+RESULT_FILES = ("lr_find.json", "lr_find.png")
 MIN_POINTS = 10  # loss points the rule compares after the skipped ones (fewer: the lr is the schedule's, not the loss's)
 RULE = ("steepest descent of the smoothed loss: lr at the minimum of numpy.gradient(smoothed loss) "
         "(points equally spaced in log lr), first {skip_begin} and last {skip_end} points skipped")
@@ -81,7 +84,7 @@ def main(argv: list[str]) -> int:
                          f"after --skip-begin {skip_begin} and --skip-end {args.skip_end}; the rule compares at "
                          f"least {MIN_POINTS} (give --steps {skip_begin + args.skip_end + MIN_POINTS} or more; "
                          f"Lightning runs {DEFAULT_STEPS})")
-    out = Path(args.out or f"outputs/lr_find/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    out = output_folder(args.out)
     result = find_lr(cfg, out, min_lr=args.min_lr, max_lr=args.max_lr, steps=steps,
                      beta=args.beta, diverge=args.diverge, skip_begin=skip_begin, skip_end=args.skip_end)
     print(f"lr-find: {len(result['lrs'])} steps from {args.min_lr:g} to {result['lrs'][-1]:.3g}"
@@ -89,6 +92,28 @@ def main(argv: list[str]) -> int:
     print(f"suggested lr: {result['suggestion']:.3g}  [{result['rule']}]")
     print(f"curve: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
     return 0
+
+
+def output_folder(given: str | None) -> Path:
+    """Where the test writes: ``--out`` (refused when it holds an earlier test's result: nothing is
+    overwritten), else a new ``outputs/lr_find/<date>_<time>`` folder (``_2``, ... when that second is taken)."""
+    from ftsweep.config.errors import UsageError
+
+    if given is not None:
+        out = Path(given)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {given}: is a file, not a folder")
+        held = [name for name in RESULT_FILES if (out / name).exists()]
+        if held:
+            raise UsageError(f"--out {given}: already holds {' and '.join(held)} of an earlier range test "
+                             "(nothing is overwritten): give a new folder")
+        return out
+    base = Path("outputs/lr_find") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}_{n}")
+    return out
 
 
 def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: int, beta: float = 0.98,
@@ -127,10 +152,14 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     logger = cfg.logger.copy()
     logger.name = "none"  # the range test is no run to track
     recorder = _recorder(min_lr, max_lr, steps, beta, diverge)
-    work = out / "run"
-    trainer = build_trainer(cfg, model, tokenizer, bundle, work, Tracker(logger, work, {}), [recorder])
-    _exponential_schedule(trainer, min_lr, max_lr, steps)
-    trainer.train()
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".range_test_", dir=out))  # the test's own: no folder of the user's
+    try:
+        trainer = build_trainer(cfg, model, tokenizer, bundle, work, Tracker(logger, work, {}), [recorder])
+        _exponential_schedule(trainer, min_lr, max_lr, steps)
+        trainer.train()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # nothing of the range test's model is worth keeping
     lrs, losses, smoothed = recorder.lrs, recorder.losses, recorder.smoothed
     suggestion = suggest(lrs, smoothed, skip_begin, skip_end)
     begin, end = skipped(len(smoothed), skip_begin, skip_end)  # the rule as applied (a diverged test has fewer points)
@@ -140,12 +169,8 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
         "skip_begin": skip_begin, "skip_end": skip_end, "stopped": recorder.stopped, "seed": int(cfg.trainer.seed),
         "lrs": lrs, "losses": losses, "smoothed": smoothed,
     }
-    out.mkdir(parents=True, exist_ok=True)
     (out / "lr_find.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out / "lr_find.png")
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)  # nothing of the range test's model is worth keeping
     return result
 
 
