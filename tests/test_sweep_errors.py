@@ -45,3 +45,14 @@ def test_changed_search_space_leaves_the_study_untouched(tmp_path):
     assert "has a different search space (differs in: lora.r)" in _error_line(r)
     assert [(t.number, t.state, t.params, t.value) for t in load(sd).trials] == before
     assert (sd / "study.db").read_bytes() == db
+
+
+def test_a_multirun_with_nothing_to_search_says_how_to_train_one_config(tmp_path):
+    """``ftsweep train -m trainer.max_steps=5`` (no override lists values, no sweep= chosen): one line that says
+    how to search and how to train the one config instead."""
+    sd = tmp_path / "s"
+    args = [a for a in sweep_args(sd) if not a.startswith("optimizer.lr=")]
+    line = _error_line(run([*args, "trainer.max_steps=5"], tmp_path))
+    assert line == ("ftsweep: error: nothing to search: no override lists values (e.g. optimizer.lr=1e-4,1e-3) and "
+                    "hydra.sweeper.params is empty: use sweep=<name> (see sweep/), or drop -m to train this one config")
+    assert not sd.exists() or not list(sd.glob("trial_*"))

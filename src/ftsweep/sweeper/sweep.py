@@ -246,7 +246,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         raise SweepInputError("this sweep needs baseline=<run dir> (a finished ftsweep train run directory)")
     params.update(cli_params)  # a sweep on the command line replaces the file's definition
     if not params and not conf.variables:
-        raise SweepInputError("nothing to search: set hydra.sweeper.params (or use sweep=<name>, see sweep/)")
+        raise SweepInputError("nothing to search: no override lists values (e.g. optimizer.lr=1e-4,1e-3) and "
+                              "hydra.sweeper.params is empty: use sweep=<name> (see sweep/), or drop -m to train "
+                              "this one config")
     space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
 
     metrics = [str(m) for m in _as_list(conf.metric)] or [str(OmegaConf.select(cfg, "objective.metric"))]
