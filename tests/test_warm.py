@@ -126,14 +126,14 @@ def _worker_pid(trial_dir) -> int:
 @pytest.mark.slow
 def test_warm_sweep_matches_cold_runs_and_replaces_a_failed_worker(tmp_path, cache_dir, compose):
     """A real sweep with one warm worker: trials that time out (a raise inside training) fail with their
-    reason and end the worker; the next trial runs in a fresh one; every complete trial's metrics equal a
-    cold run of its saved config."""
+    reason and end the worker; the next trial runs in a fresh one, a reused worker builds the next config
+    from the last; every complete trial's metrics equal a cold run of its saved config."""
     from ftsweep.train import run as train_run
 
     sd = tmp_path / "sweep"
     args = [sys.executable, "-m", "ftsweep", "train", "-m", "hydra/sweeper=ftsweep_optuna", *FAST,
             "trainer.max_steps=6", "trainer.eval_steps=3", f"cache_dir={cache_dir}",
-            "optimizer.lr=choice(1e-3, 4e-3)", "trainer.timeout_s=choice(0, 1e-9)",
+            "optimizer.lr=choice(1e-3, 4e-3)", "trainer.timeout_s=choice(0.0, 1e-9)",
             "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=1",
             "hydra.sweeper.warm_workers=true", "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.report=false",
             "hydra.sweeper.progress=plain", f"hydra.sweep.dir={sd}", "hydra.sweeper.study_name=w"]
@@ -153,6 +153,9 @@ def test_warm_sweep_matches_cold_runs_and_replaces_a_failed_worker(tmp_path, cac
         after_failure = trials[i - 1].state.name == "FAIL"
         assert (pids[i] != pids[i - 1]) == after_failure, (pids, [t.state.name for t in trials])
     assert len(set(pids)) == 1 + sum(t.state.name == "FAIL" for t in trials[:-1])
+    for i in range(1, 4):  # a reused worker builds the trial config from the previous one (only values differ)
+        said = "reusing trial config, tokenizer" in (sd / f"trial_{trials[i].number}" / "trial.log").read_text()
+        assert said == (pids[i] == pids[i - 1]), i
     for t in trials:
         if t.state.name != "COMPLETE":
             continue

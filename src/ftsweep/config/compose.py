@@ -402,17 +402,22 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
 
 
 def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[DictConfig], Any],
-                        config_dirs: list[str] | tuple[str, ...] = ()) -> Any:
+                        config_dirs: list[str] | tuple[str, ...] = (), memo: Any = None) -> Any:
     """Run ``task`` as job ``job_num`` of a Hydra multirun, the way Hydra's own launchers do: the job dir
     is ``hydra.sweep.dir/hydra.sweep.subdir``, and ``.hydra/`` records ``mode: MULTIRUN`` and the job
-    number. Used by sweep trials, which the sweeper starts as processes of their own."""
+    number. Used by sweep trials, which the sweeper starts as processes of their own. ``memo``: a warm
+    worker's :class:`ftsweep.config.memo.ComposeMemo` (the config built from the previous trial's when only
+    sampled values changed)."""
     from hydra._internal.callbacks import Callbacks
     from hydra.core.utils import run_job
     from hydra.types import HydraContext, RunMode
 
+    def load(loader: Any, given: list[str]) -> DictConfig:
+        return loader.load_configuration(config_name=CONFIG_NAME, overrides=list(given), run_mode=RunMode.MULTIRUN)
+
     with hydra_session(config_dirs) as loader:
         try:
-            cfg = loader.load_configuration(config_name=CONFIG_NAME, overrides=list(overrides), run_mode=RunMode.MULTIRUN)
+            cfg = memo.load(loader, overrides, load) if memo is not None else load(loader, overrides)
         except Exception as err:
             raise ConfigFailure(explain(err, config_dirs)) from err
         with open_hydra(cfg):

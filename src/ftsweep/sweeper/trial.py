@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
         return metrics.get("objective")
 
     try:
-        run_as_multirun_job(argv, ctx.trial_number, task)
+        run_as_multirun_job(argv, ctx.trial_number, task, memo=getattr(parts, "configs", None))
     except Exception as err:  # noqa: BLE001 -- the trial's entry point: every error becomes its line(s) and exit code here
         return report(err)
     return 0
