@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from ftsweep.config.options import PRECISION_DTYPES as DTYPES  # --dtype bf16|fp16|fp32 -> torch dtype name
 
@@ -95,7 +96,7 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
         "",
         "## Training",
         f"- base model: `{cfg.model.name_or_path}`" + (f" (revision {cfg.model.revision})" if cfg.model.revision else ""),
-        f"- data: `{cfg.data.path}` (format {cfg.data.format}, template {cfg.data.template}, cutoff {cfg.data.cutoff_len})",
+        _data_line(cfg),
         f"- quantization during training: {cfg.quantization.method}",
         f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={_targets(cfg)}",
         f"- optimizer: {cfg.optimizer.name}, lr={cfg.optimizer.lr}, weight decay={cfg.optimizer.weight_decay}",
@@ -108,6 +109,21 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
     found = [f"- {k}: {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"- {k}: {metrics[k]}" for k in shown if k in metrics]
     lines += found or ["- (no metrics.json)"]
     return scrub("\n".join(lines) + "\n")
+
+
+def _data_line(cfg: Any) -> str:
+    """The model card's data line: the file (or the dataset_info.json entry) and how it was read."""
+    from ftsweep.data.options import data_options
+    from ftsweep.errors import ConfigError
+
+    d = cfg.data
+    try:
+        d = data_options(d)
+    except ConfigError:  # the dataset_info.json entry is gone since: its name is still worth showing
+        pass
+    dataset = getattr(d, "dataset", None)  # (a config saved before data.dataset existed has no such key)
+    name = f"`{dataset}` (an entry of {d.dataset_dir}/dataset_info.json)" if dataset else f"`{d.path}`"
+    return f"- data: {name} (format {d.format}, template {d.template}, cutoff {d.cutoff_len})"
 
 
 def _targets(cfg) -> str:

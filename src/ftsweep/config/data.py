@@ -47,6 +47,12 @@ class DataConfig:
     # through; relative paths are resolved against the project root, then the working directory) or a Hugging
     # Face dataset name.
     path: str = MISSING
+    # LLaMA-Factory's dataset registry: a name defined in <dataset_dir>/dataset_info.json. Its entry (file_name or
+    # hf_hub_url, formatting, ranking, columns, tags, split, subset, num_samples) replaces path, loader, format and
+    # the columns it maps (ftsweep.data.dataset_info). dataset_dir: the folder holding dataset_info.json (or the
+    # file itself), relative to the working directory as in LLaMA-Factory.
+    dataset: str | None = None
+    dataset_dir: str = "data"
     # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | tsv | parquet | text | hub
     loader: str = "auto"
     split: str = "train"

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftsweep.config.schema import TrainConfig
 
-# Names from transformers' TrainingArguments, trl's and peft's configs and their example scripts that are
+# Names from transformers' TrainingArguments, trl's, peft's and LLaMA-Factory's configs and their example scripts that are
 # spelled differently here: where a user who knows those tools finds the setting.
 FOREIGN_NAMES = {
     "learning_rate": "optimizer.lr",
@@ -48,6 +48,12 @@ FOREIGN_NAMES = {
     "load_in_4bit": "quantization=nf4",
     "load_in_8bit": "quantization=int8",
     "output_dir": "hydra.run.dir",
+    # LLaMA-Factory's training arguments
+    "dataset": "data.dataset",
+    "dataset_dir": "data.dataset_dir",
+    "max_samples": "data.max_rows",
+    "lora_rank": "lora.r",
+    "lora_target": "lora.target_modules",
 }
 
 

@@ -161,6 +161,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
 
     from ftsweep.config.compose import ConfigFailure, compose
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
+    from ftsweep.data.dataset_info import dataset_problem
     from ftsweep.stages.init_from import init_from_problem
 
     for corner in ("low", "high"):
@@ -173,7 +174,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             message = missing_data_file(key, OmegaConf.select(cfg, key))
             if message:
                 raise SweepInputError(message)
-        message = init_from_problem(cfg)
+        message = init_from_problem(cfg) or dataset_problem(cfg)
         if message:
             raise SweepInputError(message)
     for key in DATA_FILE_KEYS:
@@ -181,6 +182,10 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             message = missing_data_file(key, choice)
             if message:
                 raise SweepInputError(message)
+    for choice in getattr(space.distributions.get("data.dataset"), "choices", ()):  # dataset_info.json entries
+        message = dataset_problem(cfg, str(choice))
+        if message:
+            raise SweepInputError(message)
 
 
 def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str], trial_subdir: Callable[[int, list[str]], str],

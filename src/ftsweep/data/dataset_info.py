@@ -1,0 +1,190 @@
+"""LLaMA-Factory's dataset registry: ``data.dataset=<name>`` reads the entry ``<name>`` of
+``<data.dataset_dir>/dataset_info.json`` (LLaMA-Factory's ``dataset`` / ``dataset_dir``, default ``data``),
+so a project set up for LLaMA-Factory trains here without rewriting its data description.
+
+What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format`` and the columns it maps):
+
+- ``file_name`` (a file or folder next to ``dataset_info.json``) or ``hf_hub_url`` (a Hub dataset, with
+  ``subset``, ``split``, ``revision`` and ``folder``: the repository folder, passed as ``data_dir``);
+- ``formatting``: ``alpaca`` (default) or ``sharegpt``; ``ranking: true`` marks preference pairs (``chosen`` /
+  ``rejected``: train them with ``stage=dpo``);
+- ``columns``: ``prompt`` / ``query`` / ``response`` / ``history`` (alpaca) or ``messages`` (sharegpt), and
+  ``system``, ``tools``, ``chosen``, ``rejected``, ``kto_tag`` (KTO's label), as LLaMA-Factory reads them
+  (the alpaca columns only for alpaca, ``messages`` only for sharegpt);
+- ``tags`` (sharegpt): the turn keys ``from`` / ``value`` or ``role`` / ``content`` and role names this
+  project reads (``human`` / ``user``, ``gpt`` / ``assistant``, ``observation`` / ``tool``, ``function_call``,
+  ``system``);
+- ``num_samples``: at most that many rows (the seeded ``data.max_rows`` selection; the smaller of the two).
+
+Refused in one line, naming the file and the entry: a missing file or entry (with the names it defines), a
+list of datasets (LLaMA-Factory mixes them; here: one, or ``data.dataset=choice(a,b)`` to search them),
+ModelScope / script / cloud sources, image / video / audio columns, other role names, unknown entry keys.
+Reads JSON only (no torch): the CLI and the sweeper check it before anything is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+from ftsweep.data.chat import ROLE_ALIASES
+from ftsweep.errors import ConfigError
+
+INFO_FILE = "dataset_info.json"
+# LLaMA-Factory's column name -> this project's canonical field, by formatting (then the common ones)
+COLUMNS = {
+    "alpaca": {"prompt": "instruction", "query": "input", "response": "output", "history": "history"},
+    "sharegpt": {"messages": "conversations"},
+}
+COMMON_COLUMNS = {"system": "system", "tools": "tools", "chosen": "chosen", "rejected": "rejected", "kto_tag": "label"}
+MEDIA_COLUMNS = ("images", "videos", "audios")
+# tag -> the role it names (chat.ROLE_ALIASES: the names this project reads for that role)
+ROLE_TAGS = {"user_tag": "user", "assistant_tag": "assistant", "observation_tag": "tool",
+             "function_tag": "tool_call", "system_tag": "system"}
+TURN_KEYS = (("from", "value"), ("role", "content"))
+SOURCES = ("file_name", "hf_hub_url")
+UNSUPPORTED_SOURCES = ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+ENTRY_KEYS = (*SOURCES, *UNSUPPORTED_SOURCES, "file_sha1", "formatting", "ranking", "subset", "split", "folder",
+              "num_samples", "revision", "columns", "tags")
+KEY = "data.dataset"
+
+
+def info_path(dataset_dir: str) -> Path:
+    """``dataset_dir/dataset_info.json`` (``dataset_dir`` may name the file itself), relative to the working
+    directory as in LLaMA-Factory."""
+    p = Path(dataset_dir).expanduser()
+    return p if p.suffix.lower() == ".json" else p / INFO_FILE
+
+
+def read_entry(dataset: str, dataset_dir: str) -> tuple[Path, dict[str, Any]]:
+    """(the registry file, the entry of ``dataset``), or one-line ConfigError."""
+    if "," in dataset:
+        raise ConfigError(KEY, f"one dataset at a time ({dataset!r} lists several, which LLaMA-Factory mixes): "
+                               "merge their files, or search them with data.dataset=choice(a,b)")
+    file = info_path(dataset_dir)
+    if not file.is_file():
+        raise ConfigError(KEY, f"no {file} to define {dataset!r} (data.dataset_dir={dataset_dir}: the folder that "
+                               f"holds LLaMA-Factory's {INFO_FILE}; relative to {Path.cwd()})")
+    try:
+        registry = json.loads(file.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ConfigError(KEY, f"{file}{where}: not valid JSON ({getattr(err, 'msg', err)})") from None
+    if not isinstance(registry, dict):
+        raise ConfigError(KEY, f"{file}: expected an object of dataset entries, got {type(registry).__name__}")
+    if dataset not in registry:
+        names = sorted(registry)
+        near = difflib.get_close_matches(dataset, names, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+        raise ConfigError(KEY, f"no dataset {dataset!r} in {file} (it defines: {shown or 'nothing'}){hint}")
+    entry = registry[dataset]
+    if not isinstance(entry, dict):
+        raise ConfigError(KEY, f"{dataset!r} in {file}: expected an object, got {type(entry).__name__}")
+    return file, entry
+
+
+def entry_settings(dataset: str, dataset_dir: str) -> dict[str, Any]:
+    """The data settings entry ``dataset`` gives: path, loader, format, columns (canonical field -> column),
+    split, subset, revision, data_dir, num_samples, ranking. One-line ConfigError for what cannot be read."""
+    file, entry = read_entry(dataset, dataset_dir)
+    where = f"{dataset!r} in {file}"
+
+    def bad(message: str) -> ConfigError:
+        return ConfigError(KEY, f"{where}: {message}")
+
+    for key in entry:
+        if key not in ENTRY_KEYS:
+            near = difflib.get_close_matches(key, ENTRY_KEYS, n=1)
+            raise bad(f"unknown key {key!r}" + (f"; did you mean {near[0]!r}?" if near else
+                                                f" (known: {', '.join(ENTRY_KEYS)})"))
+    if "hf_hub_url" in entry:
+        path, loader = entry["hf_hub_url"], "hub"
+    elif "file_name" in entry:
+        path, loader = str((file.parent / str(entry["file_name"])).resolve()), "auto"
+    else:
+        other = next((k for k in UNSUPPORTED_SOURCES if k in entry), None)
+        if other:
+            raise bad(f"{other} is not read here (local files: file_name; Hugging Face Hub datasets: hf_hub_url)")
+        raise bad("needs file_name (a file or folder next to the json) or hf_hub_url")
+    if not isinstance(path, str) or not path:
+        raise bad("file_name / hf_hub_url must be a non-empty string")
+    formatting = entry.get("formatting", "alpaca")
+    if formatting not in COLUMNS:
+        raise bad(f"formatting {formatting!r}: alpaca or sharegpt")
+    columns = entry.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise bad("columns must be an object (LLaMA-Factory's name -> the file's column)")
+    media = [c for c in MEDIA_COLUMNS if c in columns]
+    if media:
+        raise bad(f"columns.{media[0]}: multimodal rows are not supported (text only)")
+    names = {**COLUMNS[formatting], **COMMON_COLUMNS}  # as LLaMA-Factory: other formatting's columns are ignored
+    known = {c for cols in COLUMNS.values() for c in cols} | set(COMMON_COLUMNS)
+    for col, value in columns.items():
+        if col not in known:
+            raise bad(f"columns.{col}: unknown (known: {', '.join(sorted(known))})")
+        if value is not None and not isinstance(value, str):
+            raise bad(f"columns.{col} must be a column name (a string)")
+    mapped = {names[c]: v for c, v in columns.items() if c in names and v is not None}
+    _check_tags(entry.get("tags"), formatting, bad)
+    num = entry.get("num_samples")
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+        raise bad(f"num_samples must be a whole number >= 1 (got {num!r})")
+    return {"path": path, "loader": loader, "format": formatting, "columns": mapped,
+            "split": entry.get("split", "train"), "subset": entry.get("subset"), "revision": entry.get("revision"),
+            "data_dir": entry.get("folder"), "num_samples": num, "ranking": bool(entry.get("ranking", False))}
+
+
+def _check_tags(tags: Any, formatting: str, bad: Any) -> None:
+    """ShareGPT tags this project reads as they are (the turn keys and role names it knows), else refused."""
+    if not tags or formatting != "sharegpt":
+        return
+    if not isinstance(tags, dict):
+        raise bad("tags must be an object")
+    keys = (tags.get("role_tag", "from"), tags.get("content_tag", "value"))
+    if keys not in TURN_KEYS:
+        raise bad(f"tags role_tag={keys[0]!r}, content_tag={keys[1]!r}: turns are read with from/value or role/content")
+    for tag, role in ROLE_TAGS.items():
+        name = tags.get(tag)
+        if name is not None and ROLE_ALIASES.get(name) != role:
+            readable = sorted(k for k, v in ROLE_ALIASES.items() if v == role)
+            raise bad(f"tags.{tag}={name!r}: this role is read under the names {', '.join(readable)}")
+
+
+def apply(d: Any) -> Any:
+    """``d`` (a plain DataConfig) with its ``dataset`` entry's settings in place (``d`` itself when unset)."""
+    import dataclasses
+
+    if not d.dataset:
+        return d
+    got = entry_settings(d.dataset, d.dataset_dir)
+    columns = dataclasses.replace(d.columns, **got["columns"])
+    extra = {**d.extra, **({"data_dir": got["data_dir"]} if got["data_dir"] else {})}
+    limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
+    return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=got["format"], columns=columns,
+                               split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra,
+                               max_rows=min(limit) if limit else None)
+
+
+def dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
+    """One line when ``data.dataset`` names no readable entry, its local file is missing, or a preference
+    dataset (``ranking: true``) would be trained as SFT; None when all is well or no dataset is named.
+    Called by the CLI and the sweeper (``dataset``: one searched value) before anything is written."""
+    from omegaconf import OmegaConf
+
+    dataset = dataset if dataset is not None else OmegaConf.select(cfg, "data.dataset")
+    if not dataset:
+        return None
+    try:
+        got = entry_settings(str(dataset), str(OmegaConf.select(cfg, "data.dataset_dir")))
+    except ConfigError as err:
+        return str(err)
+    if got["loader"] != "hub" and not Path(got["path"]).exists():
+        return f"{KEY}: {dataset!r}: no such file {got['path']} (file_name, next to the dataset_info.json)"
+    stage = OmegaConf.select(cfg, "stage.name")
+    if got["ranking"] and stage in (None, "sft"):
+        return (f"{KEY}: {dataset!r} is a preference dataset (ranking: true, chosen / rejected answers): "
+                "train it with stage=dpo (or stage=kto)")
+    return None

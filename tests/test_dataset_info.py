@@ -1,0 +1,149 @@
+"""LLaMA-Factory's dataset registry: ``data.dataset=<name>`` reads ``<data.dataset_dir>/dataset_info.json``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftsweep.data import build_datasets
+from ftsweep.data.dataset_info import dataset_problem, entry_settings
+from ftsweep.data.options import data_options
+from ftsweep.model import load_tokenizer
+
+NO_PRETRAIN = "model.tiny.pretrain_steps=0"
+QA = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(12)]
+CHAT = [{"sys": "Be brief.", "dialog": [{"role": "user", "content": f"Say {i}"},
+                                        {"role": "assistant", "content": f"Number {i}"}]} for i in range(12)]
+PAIRS = [{"instruction": f"Say {i}", "input": "", "chosen": f"{i}", "rejected": "no"} for i in range(12)]
+REGISTRY = {
+    "qa": {"file_name": "qa.json", "columns": {"prompt": "question", "response": "answer"}, "num_samples": 8},
+    "talk": {"file_name": "sub/chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "dialog", "system": "sys"},
+             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
+    "pairs": {"file_name": "pairs.json", "ranking": True},
+    "hub": {"hf_hub_url": "someone/some_set", "subset": "en", "split": "test", "folder": "v2", "revision": "main"},
+}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A LLaMA-Factory-style project: ./data/dataset_info.json beside its files; the working directory."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "qa.json").write_text(json.dumps(QA))
+    (data / "sub" / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CHAT))
+    (data / "pairs.json").write_text(json.dumps(PAIRS))
+    (data / "dataset_info.json").write_text(json.dumps(REGISTRY, indent=2))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _answers(tok, ds) -> list[str]:
+    return sorted(tok.decode([t for t in r if t != -100], skip_special_tokens=True) for r in ds["labels"])
+
+
+def test_an_alpaca_entry_maps_its_columns_and_caps_the_rows(project, compose):
+    cfg = compose("data.dataset=qa", "data.val_size=0", "data.max_rows=null", "objective.metric=train_loss", NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert (d.path, d.loader, d.format, d.max_rows) == (str(project / "data" / "qa.json"), "auto", "alpaca", 8)
+    assert (d.columns.instruction, d.columns.output, d.columns.input) == ("question", "answer", None)
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    answers = _answers(tok, bundle.train)
+    assert len(answers) == 8 and set(answers) <= {r["answer"] for r in QA}  # num_samples rows, the answers trained
+    # an explicit, smaller data.max_rows wins over num_samples
+    assert data_options(compose("data.dataset=qa", "data.max_rows=3").data).max_rows == 3
+
+
+def test_a_sharegpt_entry_with_openai_tags_trains_the_assistant_turns(project, compose):
+    cfg = compose("data.dataset=talk", "data.val_size=0", "data.max_rows=null", "objective.metric=train_loss", NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert (d.format, d.columns.conversations, d.columns.system) == ("sharegpt", "dialog", "sys")
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    assert _answers(tok, bundle.train) == sorted(f"Number {i}" for i in range(12))
+    assert "Be brief." in tok.decode(bundle.train[0]["input_ids"])  # the system column is the system turn
+
+
+def test_a_hub_entry_gives_name_subset_split_revision_and_folder(project):
+    got = entry_settings("hub", "data")
+    assert {k: got[k] for k in ("path", "loader", "subset", "split", "revision", "data_dir")} == {
+        "path": "someone/some_set", "loader": "hub", "subset": "en", "split": "test", "revision": "main",
+        "data_dir": "v2"}
+    assert entry_settings("hub", "data/dataset_info.json")["path"] == "someone/some_set"  # the file itself
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"file_name": "qa.json", "formating": "sharegpt"}, "'x' in data/dataset_info.json: unknown key 'formating'; "
+                                                        "did you mean 'formatting'?"),
+    ({"ms_hub_url": "a/b"}, "ms_hub_url is not read here (local files: file_name; Hugging Face Hub datasets: "
+                            "hf_hub_url)"),
+    ({"file_name": "qa.json", "formatting": "openai"}, "formatting 'openai': alpaca or sharegpt"),
+    ({"file_name": "qa.json", "columns": {"images": "img"}}, "columns.images: multimodal rows are not supported"),
+    ({"file_name": "c.json", "formatting": "sharegpt", "tags": {"user_tag": "Q"}},
+     "tags.user_tag='Q': this role is read under the names human, user"),
+    ({"file_name": "c.json", "formatting": "sharegpt", "tags": {"role_tag": "speaker"}},
+     "tags role_tag='speaker', content_tag='value': turns are read with from/value or role/content"),
+    ({"file_name": "qa.json", "num_samples": 0}, "num_samples must be a whole number >= 1 (got 0)"),
+])
+def test_what_cannot_be_read_is_one_line_naming_the_file_and_entry(project, entry, message):
+    (project / "data" / "dataset_info.json").write_text(json.dumps({"x": entry}))
+    from ftsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        entry_settings("x", "data")
+    assert str(err.value).startswith("data.dataset: ") and message in str(err.value)
+
+
+def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
+    """Exit 2, one line, nothing written: an unknown name (with the names defined), a missing file, a preference
+    dataset trained as SFT, a missing registry."""
+    cases = [
+        (["data.dataset=qaa"], "data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: hub, pairs, "
+                               "qa, talk); did you mean 'qa'?"),
+        (["data.dataset=pairs"], "data.dataset: 'pairs' is a preference dataset (ranking: true, chosen / rejected "
+                                 "answers): train it with stage=dpo (or stage=kto)"),
+        (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
+        (["dataset=qa"], "did you mean data.dataset?"),
+    ]
+    (project / "data" / "qa.json").rename(project / "data" / "moved.json")
+    cases.append((["data.dataset=qa"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
+    for overrides, message in cases:
+        r = subprocess.run([sys.executable, "-m", "ftsweep", "train", *overrides, "model=tiny", "logger=none",
+                            f"hydra.run.dir={project / 'run'}"], capture_output=True, text=True, cwd=project)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (overrides, r.stderr)
+        assert not (project / "run").exists()
+
+
+def test_a_preference_entry_reads_as_pairs_under_dpo(project, compose):
+    cfg = compose("stage=dpo", "data.dataset=pairs", NO_PRETRAIN)
+    assert dataset_problem(cfg) is None
+    d = data_options(cfg.data)
+    assert (d.format, d.path) == ("alpaca", str(project / "data" / "pairs.json"))
+
+
+def test_the_merged_model_card_names_the_entry_even_when_the_registry_is_gone(project, compose):
+    from ftsweep.merge import _data_line
+
+    cfg = compose("data.dataset=talk", NO_PRETRAIN)
+    assert _data_line(cfg) == ("- data: `talk` (an entry of data/dataset_info.json) (format sharegpt, template "
+                               f"{cfg.data.template}, cutoff {cfg.data.cutoff_len})")
+    (project / "data" / "dataset_info.json").unlink()
+    assert _data_line(cfg).startswith("- data: `talk` (an entry of data/dataset_info.json) (format ")
+
+
+def test_a_sweep_over_entries_checks_every_one_before_the_first_trial(project):
+    from sweep_helpers import run, sweep_args
+
+    sd = project / "s"
+    r = run([*sweep_args(sd), "model=tiny", "data.dataset=choice(qa, nope, talk)"], project)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("ftsweep: error: data.dataset: no dataset 'nope' in data/dataset_info.json"), lines
+    assert not list(sd.glob("trial_*"))
+    r = run([*sweep_args(sd, n_trials=2), "model=tiny", "data.dataset=choice(qa, talk)"], project)
+    assert r.returncode == 0, r.stderr[-2000:]
