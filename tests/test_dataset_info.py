@@ -77,10 +77,10 @@ def test_a_hub_entry_gives_name_subset_split_revision_and_folder(project):
 
 
 @pytest.mark.parametrize(("entry", "message"), [
-    ({"file_name": "qa.json", "formating": "sharegpt"}, "'x' in data/dataset_info.json: unknown key 'formating'; "
-                                                        "did you mean 'formatting'?"),
-    ({"ms_hub_url": "a/b"}, "ms_hub_url is not read here (local files: file_name; Hugging Face Hub datasets: "
-                            "hf_hub_url)"),
+    ({"file_name": "qa.json", "formating": "sharegpt"}, ("'x' in data/dataset_info.json: unknown key 'formating'; "
+                                                        "did you mean 'formatting'?")),
+    ({"ms_hub_url": "a/b"}, ("ms_hub_url is not read here (local files: file_name; Hugging Face Hub datasets: "
+                            "hf_hub_url)")),
     ({"file_name": "qa.json", "formatting": "openai"}, "formatting 'openai': alpaca or sharegpt"),
     ({"file_name": "qa.json", "columns": {"images": "img"}}, "columns.images: multimodal rows are not supported"),
     ({"file_name": "c.json", "formatting": "sharegpt", "tags": {"user_tag": "Q"}},
@@ -102,10 +102,10 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
     """Exit 2, one line, nothing written: an unknown name (with the names defined), a missing file, a preference
     dataset trained as SFT, a missing registry."""
     cases = [
-        (["data.dataset=qaa"], "data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: hub, pairs, "
-                               "qa, talk); did you mean 'qa'?"),
-        (["data.dataset=pairs"], "data.dataset: 'pairs' is a preference dataset (ranking: true, chosen / rejected "
-                                 "answers): train it with stage=dpo (or stage=kto)"),
+        (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: hub, pairs, "
+                               "qa, talk); did you mean 'qa'?")),
+        (["data.dataset=pairs"], ("data.dataset: 'pairs' is a preference dataset (ranking: true, chosen / rejected "
+                                 "answers): train it with stage=dpo (or stage=kto)")),
         (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
         (["dataset=qa"], "did you mean data.dataset?"),
     ]
