@@ -113,7 +113,7 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
     cases.append((["data.dataset=qa"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
     for overrides, message in cases:
         r = subprocess.run([sys.executable, "-m", "ftsweep", "train", *overrides, "model=tiny", "logger=none",
-                            f"hydra.run.dir={project / 'run'}"], capture_output=True, text=True, cwd=project)
+                            f"hydra.run.dir={project / 'run'}"], capture_output=True, text=True, cwd=project, check=False)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (overrides, r.stderr)
         assert not (project / "run").exists()
