@@ -58,6 +58,9 @@ CASES = [
      ["hydra.sweeper.params.optimizer.weight_decay", "optimizer.weight_decay=choice(0.0,0.1)"]),
     ("non_ascii_unquoted_path", [*RUN, "data.path=données.json"], ["data.path", "quote it", "data.path='données.json'"]),
     ("garbage_study_db", [*SWEEP, "hydra.sweep.dir=gs"], ["hydra.sweeper.storage", "not a database"]),
+    # a config file given as LLaMA-Factory's CLI takes it: how to keep settings in a file here
+    ("config_file_as_argument", ["train", "my_lora_sft.yaml"],
+     ["my_lora_sft.yaml: a config file is not an override", "conf/experiment/<name>.yaml", "+experiment=<name>"]),
 ]
 
 FILES = {
@@ -73,6 +76,7 @@ FILES = {
     "afile": "x",
     "données.json": '[{"instruction": "hi", "input": "", "output": "hello"}]',
     "gs/study.db": "garbage" * 100,
+    "my_lora_sft.yaml": "model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct\nstage: sft\n",
 }
 
 

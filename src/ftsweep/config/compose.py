@@ -258,6 +258,11 @@ def override_error(override: str, err: BaseException) -> str:
     reason = next((ln for ln in lines if ln and not ln.startswith(("Error parsing override", "See https://"))),
                   lines[0] if lines else type(err).__name__)
     reason = re.sub(r"^\w+ while evaluating '.*?': ", "", reason)
+    if not sep and override.lower().endswith((".yaml", ".yml", ".json")):
+        # llamafactory-cli train x.yaml / accelerate launch x.py --config x.yaml habits
+        return (f"{override}: a config file is not an override: ftsweep composes its train.yaml from key=value "
+                "overrides; keep settings in conf/experiment/<name>.yaml (first line '# @package _global_', "
+                "ftsweep's keys) and run ftsweep train +experiment=<name>")
     if not sep:
         return f"{override}: not an override (key=value, +key=value or ~key); {reason}"
     hint = " (quote a value with spaces, braces or '=': key='...')" if re.search(r"[\s{}=]", value) else ""
