@@ -45,6 +45,7 @@ SEQUENCE = [  # (overrides, reused from the previous trial?)
     ([*TRIAL, "lora=r8", "optimizer.lr=0.004", "hydra.sweep.subdir=trial_0"], False),
     ([*TRIAL, "lora=r8", "optimizer.lr=0.0123", "hydra.sweep.subdir=trial_1"], True),  # values only
     ([*TRIAL, "lora=r16", "optimizer.lr=0.0123", "hydra.sweep.subdir=trial_2"], False),  # a group choice
+    ([*TRIAL, "lora=r8", "optimizer.lr=0.02", "hydra.sweep.subdir=trial_2b"], True),  # kept: r8's config
     ([*TRIAL, "lora=r16", "optimizer.lr=1e-5", "hydra.sweep.subdir=trial_3"], True),
     ([*TRIAL, "lora=r16", "optimizer.lr='1e-5'", "hydra.sweep.subdir=trial_4"], False),  # another value type
     ([*TRIAL, "lora=r16", "optimizer.lr='2e-5'", "hydra.sweep.subdir=trial_5"], True),
@@ -67,7 +68,7 @@ def test_a_config_built_from_the_previous_trials_equals_hydras_node_for_node():
         assert memo.reused == reused, overrides
         assert OmegaConf.to_yaml(via_memo) == OmegaConf.to_yaml(fresh), overrides
         assert _shape(via_memo) == _shape(fresh), overrides
-    assert reused == 5
+    assert reused == 6
 
 
 def test_a_config_file_changed_on_disk_is_read_again(tmp_path):

@@ -4,15 +4,16 @@ Hydra composes a trial's config from its overrides in about 0.13 s of CPU on a 2
 merging the config files of the defaults list): on the quickstart sweep that was as much as a sixth of a
 warm trial that is not training. Consecutive trials of one sweep differ in the values the sampler drew
 (``optimizer.lr=0.0041`` vs ``0.0123``, ``hydra.sweep.subdir=trial_3`` vs ``trial_4``); when nothing else
-differs the defaults list, and so every config file read, is the same. :class:`ComposeMemo` then builds the
-new config from the last one as Hydra would have finished it: the changed value overrides applied to a copy of
-the earlier config *before* its overrides were applied is what Hydra does, and applying a plain scalar
-``key=value`` again over an earlier plain scalar value of the same key gives the same node (the test checks
-the whole config, ``hydra`` node included, against a fresh compose). The override lists
-(``hydra.overrides``), ``hydra.job.override_dirname``, ``hydra.job.env_set`` (``env_copy``) and
-``hydra.runtime.cwd`` are set again exactly as Hydra sets them.
+differs the defaults list, and so every config file read, is the same. :class:`ComposeMemo` keeps one composed
+config per combination of everything else (group choices such as ``lora=r8`` / ``lora=r16`` included; the 16
+most recent) and builds the new config from a copy of the matching one: the changed values are applied as
+Hydra applies a command-line value (``_apply_overrides_to_config``), and setting a plain scalar again where an
+earlier plain scalar of the same type stood gives the node a fresh compose gives (the tests compare the whole
+config, ``hydra`` node included, node by node). The override lists (``hydra.overrides``),
+``hydra.job.override_dirname``, ``hydra.job.env_set`` (``env_copy``) and ``hydra.runtime.cwd`` are set again
+exactly as Hydra sets them.
 
-Composed anew (Hydra's own path) whenever a trial differs otherwise: a config group choice (``lora=r16``), an
+Composed anew (Hydra's own path) when no kept config matches: a new config group choice (``lora=r16``), an
 override of another form (``+key``, ``~key``, ``++key``, a package, a dict or list or null value), a value of
 another type, a key given twice, a new or removed override, or a config file of the search path (or a sweep
 file) changed on disk since (checked by size and mtime). Any error while reusing also composes anew, so a bad
@@ -33,11 +34,13 @@ SCALARS = (bool, int, float, str)
 
 
 class ComposeMemo:
-    """The last composed trial config of one process (see the module)."""
+    """The composed trial configs of one process, one per signature (see the module)."""
+
+    KEEP = 16  # signatures kept (a sweep over group choices has one per combination; the oldest goes first)
 
     def __init__(self) -> None:
-        self._last: tuple[tuple, list[Any], DictConfig, tuple] | None = None  # signature, overrides, config, files
-        self.reused = 0  # trials whose config was built from the previous one
+        self._kept: dict[tuple, tuple[list[Any], DictConfig, tuple]] = {}  # signature -> overrides, config, files
+        self.reused = 0  # trials whose config was built from an earlier one
         self.hit = False  # the last load was one of them (the warm worker's log line says so)
 
     def load(self, loader: Any, overrides: list[str], compose: Callable[[Any, list[str]], DictConfig]) -> DictConfig:
@@ -51,19 +54,22 @@ class ComposeMemo:
             signature = _signature(loader.repository, parsed)
         except Exception:  # noqa: BLE001 -- Hydra's own compose below reports a bad override its way
             parsed, signature = [], None
-        if signature is not None and self._last is not None and self._last[0] == signature:
-            files = config_files(self._last[2])
-            if files == self._last[3]:
-                try:
-                    cfg = _with_values(self._last[2], self._last[1], parsed)
-                except Exception:  # noqa: BLE001 -- composed anew: Hydra's own error for a bad value
-                    cfg = None
-                if cfg is not None:
-                    self.reused += 1
-                    self.hit = True
-                    return cfg
+        kept = self._kept.pop(signature, None) if signature is not None else None
+        if kept is not None and config_files(kept[1]) == kept[2]:
+            try:
+                cfg = _with_values(kept[1], kept[0], parsed)
+            except Exception:  # noqa: BLE001 -- composed anew: Hydra's own error for a bad value
+                cfg = None
+            if cfg is not None:
+                self._kept[signature] = kept  # the most recently used last
+                self.reused += 1
+                self.hit = True
+                return cfg
         cfg = compose(loader, overrides)
-        self._last = (signature, parsed, copy.deepcopy(cfg), config_files(cfg)) if signature is not None else None
+        if signature is not None:
+            self._kept[signature] = (parsed, copy.deepcopy(cfg), config_files(cfg))
+            while len(self._kept) > self.KEEP:
+                del self._kept[next(iter(self._kept))]
         return cfg
 
 
