@@ -462,14 +462,41 @@ def test_a_system_column_of_chat_rows_is_the_system_turn(build):
 
 
 @pytest.mark.parametrize(("row", "extra", "message"), [
-    ({"system": "be brief"}, (), "rows.json row 1: field 'system': a system prompt: the alpaca format has no place for it"),
-    ({"history": [["hi", "hello"]]}, (), "rows.json row 1: field 'history': earlier turns: the alpaca format has no place"),
+    ({"system": "be brief"}, (), "rows.json row 1: field 'system': a system prompt: the alpaca templates have no place for it"),
+    ({"history": [["hi", "hello"]]}, (), "rows.json row 1: field 'history': earlier turns: the alpaca templates have no place"),
     ({"sys": "be brief"}, ("data.columns.system=sys",), "field \"system (column 'sys')\": a system prompt"),
 ])
 def test_alpaca_system_or_history_columns_are_refused_not_dropped(build, row, extra, message):
     with pytest.raises(DataError) as err:
         build([{"instruction": "one?", "input": "", "output": "1", **row}], *extra)
     assert message in str(err.value) and "data.format=chat" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_alpaca_rows_under_the_chat_format_are_the_conversation_llama_factory_makes_of_them(build):
+    """instruction / input / output + system + history [[q, a], ...] under data.format=chat: exactly the tokens
+    and labels of the same conversation written as messages (history answers trained, input after a newline)."""
+    alpaca = {"system": "be brief", "history": [["one?", "1"], ["two?", "2"]], "instruction": "Add them.",
+              "input": "1 + 2", "output": "3"}
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one?"},
+                {"role": "assistant", "content": "1"}, {"role": "user", "content": "two?"},
+                {"role": "assistant", "content": "2"}, {"role": "user", "content": "Add them.\n1 + 2"},
+                {"role": "assistant", "content": "3"}]
+    a, _ = build([alpaca], "data.format=chat", name="alpaca.jsonl")
+    m, _ = build([{"messages": messages}], "data.format=chat", name="messages.jsonl")
+    assert (a.train[0]["input_ids"], a.train[0]["labels"]) == (m.train[0]["input_ids"], m.train[0]["labels"])
+    # no history, empty input: one user turn holding the instruction alone; mask_history as for messages
+    plain, _ = build([{"instruction": "one?", "input": "", "output": "1"}], "data.format=chat", name="plain.jsonl")
+    same, _ = build([{"messages": messages[1:3]}], "data.format=chat", name="same.jsonl")
+    assert plain.train[0]["labels"] == same.train[0]["labels"]
+    a, _ = build([alpaca], "data.format=chat", "data.mask_history=true", name="alpaca.jsonl")
+    m, _ = build([{"messages": messages}], "data.format=chat", "data.mask_history=true", name="messages.jsonl")
+    assert a.train[0]["labels"] == m.train[0]["labels"]
+
+
+def test_a_bad_history_under_the_chat_format_names_the_pair(build):
+    with pytest.raises(DataError) as err:
+        build([{"instruction": "x", "output": "y", "history": [["only one"]]}], "data.format=chat")
+    assert "field 'history[0]': expected a [query, response] pair, got ['only one']" in str(err.value)
 
 
 # ------------------------------------ over-long chat rows: history cut first, system / tool block kept (issue 21 items 2, 3)

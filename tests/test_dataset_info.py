@@ -19,11 +19,14 @@ QA = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i 
 CHAT = [{"sys": "Be brief.", "dialog": [{"role": "user", "content": f"Say {i}"},
                                         {"role": "assistant", "content": f"Number {i}"}]} for i in range(12)]
 PAIRS = [{"instruction": f"Say {i}", "input": "", "chosen": f"{i}", "rejected": "no"} for i in range(12)]
+HIST = [{"sys": "Be brief.", "past": [[f"Say {i}", f"Said {i}"]], "instruction": f"Again {i}", "input": "",
+         "output": f"Again said {i}"} for i in range(12)]
 REGISTRY = {
     "qa": {"file_name": "qa.json", "columns": {"prompt": "question", "response": "answer"}, "num_samples": 8},
     "talk": {"file_name": "sub/chat.jsonl", "formatting": "sharegpt", "columns": {"messages": "dialog", "system": "sys"},
              "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
     "pairs": {"file_name": "pairs.json", "ranking": True},
+    "hist": {"file_name": "hist.json", "columns": {"history": "past", "system": "sys"}},
     "hub": {"hf_hub_url": "someone/some_set", "subset": "en", "split": "test", "folder": "v2", "revision": "main"},
 }
 
@@ -36,6 +39,7 @@ def project(tmp_path, monkeypatch) -> Path:
     (data / "qa.json").write_text(json.dumps(QA))
     (data / "sub" / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CHAT))
     (data / "pairs.json").write_text(json.dumps(PAIRS))
+    (data / "hist.json").write_text(json.dumps(HIST))
     (data / "dataset_info.json").write_text(json.dumps(REGISTRY, indent=2))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -102,8 +106,8 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
     """Exit 2, one line, nothing written: an unknown name (with the names defined), a missing file, a preference
     dataset trained as SFT, a missing registry."""
     cases = [
-        (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: hub, pairs, "
-                               "qa, talk); did you mean 'qa'?")),
+        (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: hist, hub, "
+                               "pairs, qa, talk); did you mean 'qa'?")),
         (["data.dataset=pairs"], ("data.dataset: 'pairs' is a preference dataset (ranking: true, chosen / rejected "
                                  "answers): train it with stage=dpo (or stage=kto)")),
         (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
@@ -147,3 +151,22 @@ def test_a_sweep_over_entries_checks_every_one_before_the_first_trial(project):
     assert not list(sd.glob("trial_*"))
     r = run([*sweep_args(sd, n_trials=2), "model=tiny", "data.dataset=choice(qa, talk)"], project)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_an_alpaca_entry_with_history_trains_under_the_chat_format(project, compose):
+    """LLaMA-Factory renders alpaca rows with a chat template: data.format=chat keeps that (history and system
+    columns included); under the default alpaca format the same rows are refused in one line."""
+    cfg = compose("data.dataset=hist", "data.format=chat", "data.val_size=0", "data.max_rows=null",
+                  "objective.metric=train_loss", NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert (d.format, d.columns.history, d.columns.system) == ("chat", "past", "sys")
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    trained = _answers(tok, bundle.train)
+    assert len(trained) == 12 and all(t.startswith("Said ") and "Again said" in t for t in trained), trained[:2]
+    from ftsweep.data import DataError
+
+    alpaca = compose("data.dataset=hist", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
+    with pytest.raises(DataError, match="a system prompt: the alpaca templates have no place for it; read these "
+                                        "rows with data.format=chat"):
+        build_datasets(alpaca, tok)

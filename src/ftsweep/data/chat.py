@@ -81,8 +81,9 @@ class Conversation:
 # ---------------------------------------------------------------------------------------- parsing
 def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
     """``messages`` (role/content), ShareGPT ``conversations`` (from/value, optional ``system`` and
-    ``tools`` columns), or TRL's conversational prompt-completion (``prompt`` messages, untrained, then
-    ``completion`` messages) -> a :class:`Conversation` whose role order has been checked."""
+    ``tools`` columns), TRL's conversational prompt-completion (``prompt`` messages, untrained, then
+    ``completion`` messages), or under ``chat`` an Alpaca-layout row (:func:`alpaca_turns`) -> a
+    :class:`Conversation` whose role order has been checked."""
     sharegpt = d.format == "sharegpt"
     if d.format == "prompt_completion":
         parts = [("prompt", False), ("completion", True)]
@@ -94,6 +95,8 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
         offset = 1
         _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
     names: list[str] = []  # each turn's name in the row (prompt[0], completion[0], messages[3] ...)
+    if d.format == "chat" and row.get("messages") is None and row.get("instruction") is not None:
+        row = {**row, "messages": alpaca_turns(row, where, d)}  # LLaMA-Factory's alpaca layout, as chat
     for name, trainable in parts:
         turns = row.get(name)
         if turns is None:
@@ -120,6 +123,30 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
     check_order(conv.roles, where, names, "from" if sharegpt else "role", offset)
     return conv
+
+
+def alpaca_turns(row: dict, where: str, d: Any) -> list[dict[str, str]]:
+    """An Alpaca-layout row (``instruction``, ``input``, ``output``, LLaMA-Factory's ``history`` of
+    ``[query, response]`` pairs) as chat turns, as LLaMA-Factory converts it: each history pair is a user and an
+    assistant turn, then the user turn ``instruction`` + newline + ``input`` (when not empty) and the answer
+    ``output``. (A ``system`` column is the system turn, as for every chat row.)"""
+    history = row.get("history") or []
+    if isinstance(history, str):  # the pairs as JSON text: a CSV / TSV cell
+        history = _json(history, where, _label("history", d), "a list of [query, response] pairs")
+    turns: list[dict[str, str]] = []
+    if not isinstance(history, list):
+        raise DataError(where, f"expected a list of [query, response] pairs, got {type(history).__name__}",
+                        _label("history", d))
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise DataError(where, f"expected a [query, response] pair, got {pair!r}"[:200], f"{_label('history', d)}[{i}]")
+        for role, text in zip(("user", "assistant"), pair):
+            turns.append({"role": role, "content": text})
+    instruction = get_text(row, "instruction", where, d)
+    inp = get_text(row, "input", where, d, required=False, nonempty=False)
+    turns.append({"role": "user", "content": "\n".join(t for t in (instruction, inp) if t)})
+    turns.append({"role": "assistant", "content": get_text(row, "output", where, d)})
+    return turns
 
 
 WEIGHT_KEYS = ("loss_weight", "weight")  # a message's trained flag: LLaMA-Factory's name, OpenAI fine-tuning's

@@ -6,8 +6,10 @@ What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format``
 
 - ``file_name`` (a file or folder next to ``dataset_info.json``) or ``hf_hub_url`` (a Hub dataset, with
   ``subset``, ``split``, ``revision`` and ``folder``: the repository folder, passed as ``data_dir``);
-- ``formatting``: ``alpaca`` (default) or ``sharegpt``; ``ranking: true`` marks preference pairs (``chosen`` /
-  ``rejected``: train them with ``stage=dpo``);
+- ``formatting``: ``alpaca`` (default) or ``sharegpt``; an alpaca entry is rendered with the Alpaca templates
+  (``data.template``), or with the model's chat template when ``data.format=chat`` is given (as LLaMA-Factory
+  renders it: the way rows with ``system`` / ``history`` columns train); ``ranking: true`` marks preference
+  pairs (``chosen`` / ``rejected``: train them with ``stage=dpo``);
 - ``columns``: ``prompt`` / ``query`` / ``response`` / ``history`` (alpaca) or ``messages`` (sharegpt), and
   ``system``, ``tools``, ``chosen``, ``rejected``, ``kto_tag`` (KTO's label), as LLaMA-Factory reads them
   (the alpaca columns only for alpaca, ``messages`` only for sharegpt);
@@ -163,7 +165,10 @@ def apply(d: Any) -> Any:
     columns = dataclasses.replace(d.columns, **got["columns"])
     extra = {**d.extra, **({"data_dir": got["data_dir"]} if got["data_dir"] else {})}
     limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
-    return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=got["format"], columns=columns,
+    # an alpaca entry is rendered with the Alpaca templates, or with the chat template under data.format=chat
+    # (as LLaMA-Factory renders every layout: how rows with system / history columns train)
+    fmt = "chat" if got["format"] == "alpaca" and d.format == "chat" else got["format"]
+    return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=fmt, columns=columns,
                                split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra,
                                max_rows=min(limit) if limit else None)
 

@@ -183,9 +183,9 @@ def render_alpaca(row: dict, where: str, d: Any, template: dict[str, str]) -> li
     # place for them, and dropping them would change the data without a word.
     for column, what in (("system", "a system prompt"), ("history", "earlier turns")):
         if row.get(column):
-            raise DataError(where, f"{what}: the alpaca format has no place for it; "
-                                   f"write the rows in the chat format (data.format=chat, messages with a "
-                                   f"system turn / the earlier turns)", _label(column, d))
+            raise DataError(where, f"{what}: the alpaca templates have no place for it; read these rows with "
+                                   f"data.format=chat (the model's chat template renders the system prompt and "
+                                   f"the earlier turns, as LLaMA-Factory does)", _label(column, d))
     instruction = get_text(row, "instruction", where, d)
     inp = get_text(row, "input", where, d, required=False, nonempty=False)
     output = get_text(row, "output", where, d)
