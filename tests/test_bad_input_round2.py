@@ -58,6 +58,13 @@ CASES = [
      ["hydra.sweeper.params.optimizer.weight_decay", "optimizer.weight_decay=choice(0.0,0.1)"]),
     ("non_ascii_unquoted_path", [*RUN, "data.path=données.json"], ["data.path", "quote it", "data.path='données.json'"]),
     ("garbage_study_db", [*SWEEP, "hydra.sweep.dir=gs"], ["hydra.sweeper.storage", "not a database"]),
+    # a TRL / transformers script's arguments: the override to write instead
+    ("trl_style_flag_and_value", ["train", "--learning_rate", "1e-4", "model=tiny"],
+     ["--learning_rate: ftsweep train takes overrides (key=value), not --flags: write optimizer.lr=1e-4"]),
+    ("trl_style_flag_equals", ["train", "--per_device_train_batch_size=4"],
+     ["write trainer.per_device_train_batch_size=4"]),
+    ("trl_style_switch", ["train", "--bf16"], ["--bf16", "write trainer.precision=bf16"]),
+    ("unknown_flag", ["train", "--frobnicate", "3"], ["--frobnicate: ftsweep train takes overrides", "not --flags"]),
     # a config file given as LLaMA-Factory's CLI takes it: how to keep settings in a file here
     ("config_file_as_argument", ["train", "my_lora_sft.yaml"],
      ["my_lora_sft.yaml: a config file is not an override", "conf/experiment/<name>.yaml", "+experiment=<name>"]),

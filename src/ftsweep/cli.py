@@ -242,8 +242,39 @@ def check_secrets(overrides: list[str]) -> None:
             raise UsageError(message)
 
 
+def foreign_flag(argv: list[str]) -> str | None:
+    """One line for the first ``--name [value]`` / ``--name=value`` that is no flag of ftsweep's or Hydra's (a
+    TRL / transformers script's argument: ``--learning_rate 1e-4``), saying the override to write instead."""
+    from ftsweep.config.keys import FOREIGN_NAMES, unknown_key
+
+    known = HYDRA_VALUE_FLAGS | HYDRA_BARE_FLAGS | {"--estimate-memory", "-v", "--verbose"}
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if not arg.startswith("--") or name in known or (i and argv[i - 1] in HYDRA_VALUE_FLAGS):
+            continue
+        key = name[2:].replace("-", "_")
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-") and "=" not in argv[i + 1]:
+            value = argv[i + 1]
+        target = FOREIGN_NAMES.get(key)
+        if target is None:
+            hint = unknown_key(key)
+            target = hint.rsplit("did you mean ", 1)[1].rstrip("?") if "did you mean " in hint else None
+        if target is None:
+            return (f"{name}: ftsweep train takes overrides (key=value, e.g. optimizer.lr=1e-4), not --flags "
+                    "(see ftsweep train --help)")
+        if not value and key in ("bf16", "fp16"):  # a switch that names its value
+            value = key
+        write = target if "=" in target else f"{target}={value or '...'}"
+        return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {write} "
+                "(see ftsweep train --help)")
+    return None
+
+
 def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     """Hydra flags that would end in a traceback or a multi-line message: made to work, or one line."""
+    message = foreign_flag(argv)
+    if message:
+        raise UsageError(message)
     if flags & {"--config-name", "-cn", "--config-path", "-cp"}:
         raise UsageError("--config-name / --config-path: ftsweep train always composes its train.yaml; "
                          "add your own config roots with --config-dir DIR (or a conf/ folder here)")
