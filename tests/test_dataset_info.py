@@ -112,8 +112,8 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
                                  "answers): train it with stage=dpo (or stage=kto)")),
         (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
         (["dataset=qa"], "did you mean data.dataset?"),
-        (["data.dataset=qa", "data.path=other.json"], "data.path: given with data.dataset, whose dataset_info.json "
-                                                      "entry names the file; give one of them"),
+        (["data.dataset=qa", "data.path=other.json"], ("data.path: given with data.dataset, whose dataset_info.json "
+                                                      "entry names the file; give one of them")),
     ]
     (project / "data" / "qa.json").rename(project / "data" / "moved.json")
     cases.append((["data.dataset=qa"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
