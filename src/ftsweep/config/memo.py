@@ -44,8 +44,8 @@ class ComposeMemo:
         self.hit = False  # the last load was one of them (the warm worker's log line says so)
 
     def load(self, loader: Any, overrides: list[str], compose: Callable[[Any, list[str]], DictConfig]) -> DictConfig:
-        """The trial config of ``overrides``: from the last one when only sampled values changed, else
-        ``compose(loader, overrides)`` (Hydra's ``load_configuration``)."""
+        """The trial config of ``overrides``: built from a kept one when only sampled values differ, else
+        ``compose(loader, overrides)`` (Hydra's ``load_configuration``), then kept."""
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self.hit = False

@@ -139,7 +139,8 @@ def alpaca_turns(row: dict, where: str, d: Any) -> list[dict[str, str]]:
                         _label("history", d))
     for i, pair in enumerate(history):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-            raise DataError(where, f"expected a [query, response] pair, got {pair!r}"[:200], f"{_label('history', d)}[{i}]")
+            raise DataError(where, f"expected a [query, response] pair, got {pair!r}"[:200],
+                            f"{_label('history', d)}[{i}]")
         for role, text in zip(("user", "assistant"), pair):
             turns.append({"role": role, "content": text})
     instruction = get_text(row, "instruction", where, d)
