@@ -27,6 +27,7 @@ REGISTRY = {
              "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
     "pairs": {"file_name": "pairs.json", "ranking": True},
     "hist": {"file_name": "hist.json", "columns": {"history": "past", "system": "sys"}},
+    "c4": {"file_name": "docs.jsonl", "columns": {"prompt": "body"}},
     "hub": {"hf_hub_url": "someone/some_set", "subset": "en", "split": "test", "folder": "v2", "revision": "main"},
 }
 
@@ -40,6 +41,7 @@ def project(tmp_path, monkeypatch) -> Path:
     (data / "sub" / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CHAT))
     (data / "pairs.json").write_text(json.dumps(PAIRS))
     (data / "hist.json").write_text(json.dumps(HIST))
+    (data / "docs.jsonl").write_text("".join(json.dumps({"body": f"Document {i}. " * 20}) + "\n" for i in range(12)))
     (data / "dataset_info.json").write_text(json.dumps(REGISTRY, indent=2))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -106,8 +108,8 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
     """Exit 2, one line, nothing written: an unknown name (with the names defined), a missing file, a preference
     dataset trained as SFT, a missing registry."""
     cases = [
-        (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: hist, hub, "
-                               "pairs, qa, talk); did you mean 'qa'?")),
+        (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: c4, hist, "
+                               "hub, pairs, qa, talk); did you mean 'qa'?")),
         (["data.dataset=pairs"], ("data.dataset: 'pairs' is a preference dataset (ranking: true, chosen / rejected "
                                  "answers): train it with stage=dpo (or stage=kto)")),
         (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
@@ -172,3 +174,15 @@ def test_an_alpaca_entry_with_history_trains_under_the_chat_format(project, comp
     with pytest.raises(DataError, match="a system prompt: the alpaca templates have no place for it; read these "
                                         "rows with data.format=chat"):
         build_datasets(alpaca, tok)
+
+
+def test_a_pretraining_entry_is_read_as_documents_under_the_text_format(project, compose):
+    """LLaMA-Factory's pre-training entries (stage pt) keep the text in the column columns.prompt names."""
+    cfg = compose("data.dataset=c4", "data.format=text", "data.val_size=0", "data.max_rows=null",
+                  "objective.metric=train_loss", "data.cutoff_len=32", NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert (d.format, d.columns.text, d.columns.instruction) == ("text", "body", None)
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    text = tok.decode(bundle.train[0]["input_ids"])
+    assert "Document" in text and all(len(r) == 32 for r in bundle.train["input_ids"])  # blocks of cutoff_len

@@ -8,7 +8,8 @@ What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format``
   ``subset``, ``split``, ``revision`` and ``folder``: the repository folder, passed as ``data_dir``);
 - ``formatting``: ``alpaca`` (default) or ``sharegpt``; an alpaca entry is rendered with the Alpaca templates
   (``data.template``), or with the model's chat template when ``data.format=chat`` is given (as LLaMA-Factory
-  renders it: the way rows with ``system`` / ``history`` columns train); ``ranking: true`` marks preference
+  renders it: the way rows with ``system`` / ``history`` columns train), or as documents under ``data.format=text``
+  (LLaMA-Factory's pre-training entries: ``columns.prompt`` names the text column); ``ranking: true`` marks preference
   pairs (``chosen`` / ``rejected``: train them with ``stage=dpo``);
 - ``columns``: ``prompt`` / ``query`` / ``response`` / ``history`` (alpaca) or ``messages`` (sharegpt), and
   ``system``, ``tools``, ``chosen``, ``rejected``, ``kto_tag`` (KTO's label), as LLaMA-Factory reads them
@@ -162,12 +163,16 @@ def apply(d: Any) -> Any:
     if not d.dataset:
         return d
     got = entry_settings(d.dataset, d.dataset_dir)
-    columns = dataclasses.replace(d.columns, **got["columns"])
+    mapped = dict(got["columns"])
+    # an alpaca entry is rendered with the Alpaca templates, with the chat template under data.format=chat (as
+    # LLaMA-Factory renders every layout: how rows with system / history columns train), or read as documents
+    # under data.format=text (LLaMA-Factory's pre-training entries: the text in the prompt column)
+    fmt = d.format if got["format"] == "alpaca" and d.format in ("chat", "text") else got["format"]
+    if fmt == "text" and "instruction" in mapped:
+        mapped["text"] = mapped.pop("instruction")
+    columns = dataclasses.replace(d.columns, **mapped)
     extra = {**d.extra, **({"data_dir": got["data_dir"]} if got["data_dir"] else {})}
     limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
-    # an alpaca entry is rendered with the Alpaca templates, or with the chat template under data.format=chat
-    # (as LLaMA-Factory renders every layout: how rows with system / history columns train)
-    fmt = "chat" if got["format"] == "alpaca" and d.format == "chat" else got["format"]
     return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=fmt, columns=columns,
                                split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra,
                                max_rows=min(limit) if limit else None)
