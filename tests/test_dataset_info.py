@@ -28,6 +28,7 @@ REGISTRY = {
     "pairs": {"file_name": "pairs.json", "ranking": True},
     "hist": {"file_name": "hist.json", "columns": {"history": "past", "system": "sys"}},
     "c4": {"file_name": "docs.jsonl", "columns": {"prompt": "body"}},
+    "qa_eval": {"file_name": "qa_eval.json", "columns": {"prompt": "question", "response": "answer"}},
     "hub": {"hf_hub_url": "someone/some_set", "subset": "en", "split": "test", "folder": "v2", "revision": "main"},
 }
 
@@ -41,6 +42,8 @@ def project(tmp_path, monkeypatch) -> Path:
     (data / "sub" / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in CHAT))
     (data / "pairs.json").write_text(json.dumps(PAIRS))
     (data / "hist.json").write_text(json.dumps(HIST))
+    (data / "qa_eval.json").write_text(json.dumps([{"question": f"What is {i} times 3?", "answer": f"{3 * i}."}
+                                                    for i in range(5)]))
     (data / "docs.jsonl").write_text("".join(json.dumps({"body": f"Document {i}. " * 20}) + "\n" for i in range(12)))
     (data / "dataset_info.json").write_text(json.dumps(REGISTRY, indent=2))
     monkeypatch.chdir(tmp_path)
@@ -109,11 +112,14 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
     dataset trained as SFT, a missing registry."""
     cases = [
         (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: c4, hist, "
-                               "hub, pairs, qa, talk); did you mean 'qa'?")),
+                               "hub, pairs, qa, qa_eval, talk); did you mean 'qa'?")),
         (["data.dataset=pairs"], ("data.dataset: 'pairs' is a preference dataset (ranking: true, chosen / rejected "
                                  "answers): train it with stage=dpo (or stage=kto)")),
         (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
         (["dataset=qa"], "did you mean data.dataset?"),
+        (["data.dataset=talk", "data.eval_dataset=qa_eval"], ("data.eval_dataset: 'qa_eval' differs from 'talk' in its "
+                                                              "format (alpaca vs sharegpt)")),
+        (["data.eval_dataset=qa_eval"], "data.eval_dataset: needs data.dataset"),
         (["data.dataset=qa", "data.path=other.json"], ("data.path: given with data.dataset, whose dataset_info.json "
                                                       "entry names the file; give one of them")),
     ]
@@ -186,3 +192,16 @@ def test_a_pretraining_entry_is_read_as_documents_under_the_text_format(project,
     bundle = build_datasets(cfg, tok)
     text = tok.decode(bundle.train[0]["input_ids"])
     assert "Document" in text and all(len(r) == 32 for r in bundle.train["input_ids"])  # blocks of cutoff_len
+
+
+def test_an_eval_dataset_entry_is_the_validation_file(project, compose):
+    """LLaMA-Factory's eval_dataset: the entry's file is data.validation_path (no split of the training rows);
+    an eval_ objective with data.val_size=0 is then fine."""
+    cfg = compose("data.dataset=qa", "data.eval_dataset=qa_eval", "data.val_size=0", "data.max_rows=null",
+                  NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert d.validation_path == str(project / "data" / "qa_eval.json")
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    assert len(bundle.eval) == 5 and len(bundle.train) == 8  # every eval row; num_samples 8 training rows
+    assert _answers(tok, bundle.eval) == sorted(f"{3 * i}." for i in range(5))

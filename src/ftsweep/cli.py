@@ -192,9 +192,10 @@ def train_main(argv: list[str]) -> int:
             cfg = config.compose([*fixed, *first_values(overrides, fixed)] if multirun else fixed,
                                  config_dirs=config_dirs)
             given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-            if {"data.dataset", "data.path"} <= given:  # the entry's file would replace data.path silently
-                raise UsageError("data.path: given with data.dataset, whose dataset_info.json entry names the file; "
-                                 "give one of them")
+            for entry, path in (("data.dataset", "data.path"), ("data.eval_dataset", "data.validation_path")):
+                if {entry, path} <= given:  # the entry's file would replace the path silently
+                    raise UsageError(f"{path}: given with {entry}, whose dataset_info.json entry names the file; "
+                                     "give one of them")
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
                 check_output_dir(with_hydra, multirun)

@@ -51,6 +51,7 @@ FOREIGN_NAMES = {
     # LLaMA-Factory's training arguments
     "dataset": "data.dataset",
     "dataset_dir": "data.dataset_dir",
+    "eval_dataset": "data.eval_dataset",
     "max_samples": "data.max_rows",
     "lora_rank": "lora.r",
     "lora_target": "lora.target_modules",

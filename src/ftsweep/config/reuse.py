@@ -60,7 +60,8 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     # data/cache.py fingerprints the data group only (the tokenizer is hashed separately); the files
     # are hashed by content, and which weights train changes no token.
     # (data.dataset / dataset_dir name a dataset_info.json entry: what it gives is in the resolved options)
-    "data_cache": ("data.path", "data.validation_path", "data.dataset", "data.dataset_dir", "data.train_embeddings"),
+    "data_cache": ("data.path", "data.validation_path", "data.dataset", "data.dataset_dir", "data.eval_dataset",
+                   "data.train_embeddings"),
     "tokenizer": (*AFTER_BUILD, "quantization", "lora", "trainer", *DATA_ROWS_ONLY),
     # the datasets depend on the tokenizer and the data; the batch size only on the length statistics
     "datasets": (*AFTER_BUILD, "quantization", "lora",

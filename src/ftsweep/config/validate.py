@@ -200,7 +200,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_encoding(cfg)
     _validate_eval_data(cfg)
     check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
-                    has_validation=cfg.data.val_size > 0 or bool(cfg.data.validation_path),
+                    has_validation=_has_validation(cfg),
                     stage_metrics=stage_metrics(cfg.stage.name))
     _validate_lm_eval_at_evals(cfg)
     _validate_device(cfg)
@@ -238,10 +238,15 @@ def _validate_encoding(cfg: DictConfig) -> None:
         raise ConfigError("data.encoding", f"unknown text encoding {cfg.data.encoding!r} (e.g. utf-8, latin-1, cp949)") from None
 
 
+def _has_validation(cfg: DictConfig) -> bool:
+    """A split of the rows, a validation file, or a dataset_info.json entry for validation."""
+    return cfg.data.val_size > 0 or bool(cfg.data.validation_path) or bool(cfg.data.eval_dataset)
+
+
 def _validate_eval_data(cfg: DictConfig) -> None:
     """An eval_* objective needs validation rows: fail here, not after training all steps."""
     metric = cfg.objective.metric
-    if metric.startswith("eval_") and cfg.data.val_size == 0 and not cfg.data.validation_path:
+    if metric.startswith("eval_") and not _has_validation(cfg):
         raise ConfigError(
             "data.val_size",
             f"0 and no data.validation_path leaves no validation data, but objective.metric={metric} needs it; "

@@ -19,6 +19,9 @@ What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format``
   ``system``);
 - ``num_samples``: at most that many rows (the seeded ``data.max_rows`` selection; the smaller of the two).
 
+``data.eval_dataset=<name>`` (LLaMA-Factory's ``eval_dataset``): another entry of the same file whose file is
+``data.validation_path`` (read with the training entry's format and columns, which must match).
+
 Refused in one line, naming the file and the entry: a missing file or entry (with the names it defines), a
 list of datasets (LLaMA-Factory mixes them; here: one, or ``data.dataset=choice(a,b)`` to search them),
 ModelScope / script / cloud sources, image / video / audio columns, other role names, unknown entry keys.
@@ -156,13 +159,30 @@ def _check_tags(tags: Any, formatting: str, bad: Any) -> None:
             raise bad(f"tags.{tag}={name!r}: this role is read under the names {', '.join(readable)}")
 
 
+def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str) -> tuple[dict[str, Any], dict | None]:
+    """(the training entry's settings, the validation entry's or None); one-line ConfigError when the
+    validation entry has no training entry or is read otherwise (format, columns)."""
+    if not dataset:
+        raise ConfigError("data.eval_dataset", "needs data.dataset (the training entry whose format and columns "
+                                               "it is read with)")
+    got = entry_settings(dataset, dataset_dir)
+    ev = entry_settings(eval_dataset, dataset_dir) if eval_dataset else None
+    differ = [k for k in ("format", "columns") if ev is not None and ev[k] != got[k]]
+    if differ:
+        raise ConfigError("data.eval_dataset", f"{eval_dataset!r} differs from {dataset!r} in its {differ[0]} "
+                                               f"({ev[differ[0]]} vs {got[differ[0]]}): validation rows are read "
+                                               "like the training rows")
+    return got, ev
+
+
 def apply(d: Any) -> Any:
-    """``d`` (a plain DataConfig) with its ``dataset`` entry's settings in place (``d`` itself when unset)."""
+    """``d`` (a plain DataConfig) with its ``dataset`` / ``eval_dataset`` entries' settings in place (``d``
+    itself when neither is set)."""
     import dataclasses
 
-    if not d.dataset:
+    if not d.dataset and not d.eval_dataset:
         return d
-    got = entry_settings(d.dataset, d.dataset_dir)
+    got, ev = entries(d.dataset, d.eval_dataset, d.dataset_dir)
     mapped = dict(got["columns"])
     # an alpaca entry is rendered with the Alpaca templates, with the chat template under data.format=chat (as
     # LLaMA-Factory renders every layout: how rows with system / history columns train), or read as documents
@@ -175,26 +195,28 @@ def apply(d: Any) -> Any:
     limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
     return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=fmt, columns=columns,
                                split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra,
-                               max_rows=min(limit) if limit else None)
+                               max_rows=min(limit) if limit else None,
+                               validation_path=ev["path"] if ev else d.validation_path)
 
 
 def dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
-    """One line when ``data.dataset`` names no readable entry, its local file is missing, or a preference
-    dataset (``ranking: true``) would be trained as SFT; None when all is well or no dataset is named.
-    Called by the CLI and the sweeper (``dataset``: one searched value) before anything is written."""
+    """One line when ``data.dataset`` / ``data.eval_dataset`` name no readable entry, a local file is missing,
+    or a preference dataset (``ranking: true``) would be trained as SFT; None when all is well or no dataset is
+    named. Called by the CLI and the sweeper (``dataset``: one searched value) before anything is written."""
     from omegaconf import OmegaConf
 
     dataset = dataset if dataset is not None else OmegaConf.select(cfg, "data.dataset")
-    if not dataset:
+    eval_dataset = OmegaConf.select(cfg, "data.eval_dataset")
+    if not dataset and not eval_dataset:
         return None
     try:
-        got = entry_settings(str(dataset), str(OmegaConf.select(cfg, "data.dataset_dir")))
+        got, ev = entries(dataset, eval_dataset, str(OmegaConf.select(cfg, "data.dataset_dir")))
     except ConfigError as err:
         return str(err)
-    if got["loader"] != "hub" and not Path(got["path"]).exists():
-        return f"{KEY}: {dataset!r}: no such file {got['path']} (file_name, next to the dataset_info.json)"
-    stage = OmegaConf.select(cfg, "stage.name")
-    if got["ranking"] and stage in (None, "sft"):
+    for key, name, settings in ((KEY, dataset, got), ("data.eval_dataset", eval_dataset, ev)):
+        if settings and settings["loader"] != "hub" and not Path(settings["path"]).exists():
+            return f"{key}: {name!r}: no such file {settings['path']} (file_name, next to the dataset_info.json)"
+    if got["ranking"] and OmegaConf.select(cfg, "stage.name") in (None, "sft"):
         return (f"{KEY}: {dataset!r} is a preference dataset (ranking: true, chosen / rejected answers): "
                 "train it with stage=dpo (or stage=kto)")
     return None

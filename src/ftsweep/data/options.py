@@ -23,6 +23,6 @@ def data_options(d: Any) -> DataConfig:
     from ftsweep.data.dataset_info import apply
 
     merged = OmegaConf.merge(OmegaConf.structured(DataConfig), d)
-    if merged.dataset:  # LLaMA-Factory's dataset_info.json entry gives the path (data.path may be unset)
+    if merged.dataset or merged.eval_dataset:  # LLaMA-Factory's dataset_info.json entry gives the path
         merged.path = ""
     return apply(OmegaConf.to_object(merged))  # type: ignore[arg-type]
