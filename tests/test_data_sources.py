@@ -227,7 +227,7 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "text", "hint"), [
-    ("semi.csv", "instruction;input;output\nhi;;yo\n", r"separated by ';', not ',' \(save it comma-separated\)"),
+    ("semi.csv", "instruction;input;output\nhi;;yo\n", r"""separated by ';', not ',' \(read it with "\+data.extra.sep=';'"\)"""),
     ("tabs.csv", "instruction\tinput\toutput\nhi\t\tyo\n", r"separated by '\\t', not ',' \(data.loader=tsv\)"),
     ("commas.tsv", "instruction,input,output\nhi,,yo\n", r"separated by ',', not '\\t' \(data.loader=csv\)"),
 ])
@@ -236,6 +236,21 @@ def test_a_csv_with_another_separator_is_named_at_its_header(tmp_path, cfg_for, 
     path.write_text(text)
     with pytest.raises(DataError, match=rf"{name} line 1: the header is one column .*: the file is {hint}$"):
         build_datasets(cfg_for(path), tok)
+
+
+def test_a_spreadsheets_semicolon_export_reads_with_data_extra_sep(tmp_path, cfg_for, tok):
+    """``+data.extra.sep=';'`` (pandas' / datasets' name; ``delimiter`` too): the rows of the comma-separated file."""
+    semi = tmp_path / "semi.csv"
+    semi.write_text("instruction;input;output\r\nSay hi;;Hi, there.\r\nSay yo;;Yo\r\n")
+    commas = tmp_path / "commas.csv"
+    commas.write_text('instruction,input,output\nSay hi,,"Hi, there."\nSay yo,,Yo\n')
+    opts = ("data.val_size=0", "data.shuffle=false")
+    a = build_datasets(cfg_for(semi, *opts, "+data.extra.sep=';'"), tok)
+    b = build_datasets(cfg_for(commas, *opts), tok)
+    assert outputs(tok, a.train) == outputs(tok, b.train) == ["Hi, there.", "Yo"]
+    assert outputs(tok, build_datasets(cfg_for(semi, *opts, "+data.extra.delimiter=';'"), tok).train) == ["Hi, there.", "Yo"]
+    with pytest.raises(DataError, match=r"data.extra.sep: one character that separates the cells \(got ';;'\)"):
+        build_datasets(cfg_for(semi, *opts, "+data.extra.sep=';;'"), tok)
 
 
 def test_the_same_bytes_read_by_another_loader_are_not_a_cache_hit(tmp_path, cfg_for, tok):

@@ -115,5 +115,6 @@ class DataConfig:
     # fail | skip (count and report skipped rows)
     bad_rows: str = "fail"
     # Extra loader options passed through (e.g. data_files for Hub datasets); ``field``: the key that holds a JSON
-    # file's rows ({"data": [...]}), as datasets' json loader (+data.extra.field=data).
+    # file's rows ({"data": [...]}), as datasets' json loader (+data.extra.field=data); ``sep`` (or ``delimiter``):
+    # the cell separator of a csv / tsv file ("+data.extra.sep=';'").
     extra: dict[str, Any] = field(default_factory=dict)

@@ -256,13 +256,14 @@ def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
 
 def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     # csv cells are strings already; keep empty cells as "" (pandas would turn them into NaN floats).
-    sep = "\t" if source.loader == "tsv" else ","
+    sep = _separator(source, d)
     reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""), delimiter=sep)
     header = reader.fieldnames or []
     reader.fieldnames = header = [c.strip() for c in header]  # "instruction, output": the column is 'output'
     other = next((c for c in ";\t|," if c != sep and len(header) == 1 and c in header[0]), None)
     if other:  # e.g. a spreadsheet's ';'-separated export: every row would be "missing" its columns
-        fix = "data.loader=tsv" if other == "\t" else "data.loader=csv" if other == "," else "save it comma-separated"
+        fix = ("data.loader=tsv" if other == "\t" else "data.loader=csv" if other == ","
+               else f"read it with \"+data.extra.sep='{other}'\"")
         raise DataError(f"{source.name} line 1", f"the header is one column {header[0]!r}: the file is separated by "
                                                  f"{other!r}, not {sep!r} ({fix})")
     for row in reader:
@@ -275,6 +276,17 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
         if not any(v and v.strip() for v in row.values()):  # ",,," lines a spreadsheet leaves at the end: blank
             continue
         yield Record(dict(row), where)
+
+
+def _separator(source: Source, d: Any) -> str:
+    """The cell separator: ``data.extra.sep`` (or ``delimiter``, as pandas / datasets' csv loader name it: a
+    spreadsheet's ';' export), else tab for tsv and comma for csv."""
+    given = d.extra.get("sep", d.extra.get("delimiter")) if isinstance(d.extra, dict) else None
+    if given is None:
+        return "\t" if source.loader == "tsv" else ","
+    if not isinstance(given, str) or len(given) != 1 or given in "\"\r\n":
+        raise DataError(source.name, f"data.extra.sep: one character that separates the cells (got {given!r})")
+    return given
 
 
 def _read_lines(source: Source, d: Any) -> Iterator[Record | DataError]:
