@@ -50,6 +50,9 @@ CASES = [
     ("data_txt_file", [*RUN, "data.path=t.txt"], ["t.txt line 1", "'instruction'", "data.format=text"]),  # a .txt is text rows
     ("data_unknown_extension", [*RUN, "data.path=t.xml"], ["t.xml", "'.xml'", "data.loader"]),
     ("data_directory", [*RUN, "data.path=adir"], ["adir", "local folder"]),  # item 14: not "Hub dataset"
+    ("data_spreadsheet", [*RUN, "data.path=book.xlsx"], ["book.xlsx", "a spreadsheet workbook ('.xlsx') is not read",
+                                                        "save the sheet as CSV"]),
+    ("data_spreadsheet_missing", [*RUN, "data.path=gone.xlsx"], ["data.path: no such file 'gone.xlsx'"]),
     # item 13: a broken sweep file is an error only where it is used, naming the file
     ("broken_sweep_file_used", ["train", "sweep=broken", "model=tiny", "logger=none"],
      ["sweep/broken.yaml", "not a valid YAML file"]),
@@ -80,6 +83,7 @@ FILES = {
     "noout.csv": "instruction,input\nhi,\n",
     "t.txt": "hello\n",
     "t.xml": "<rows/>\n",
+    "book.xlsx": "PK\x03\x04",
     "afile": "x",
     "données.json": '[{"instruction": "hi", "input": "", "output": "hello"}]',
     "gs/study.db": "garbage" * 100,

@@ -20,7 +20,8 @@ PKG_SCHEME = "pkg://"
 # Compressed data files are read through (``rows.jsonl.gz``), as ``datasets`` reads them.
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
 # Extensions that say "a local data file", never a Hub dataset name (Hub names are "owner/name").
-DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".tsv", ".arrow", *COMPRESSED_SUFFIXES, ".zip", ".zst")
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".tsv", ".arrow", *COMPRESSED_SUFFIXES, ".zip", ".zst",
+                      ".xlsx", ".xls", ".xlsm", ".ods", ".numbers")  # (workbooks: refused, but a path)
 
 
 def package_dir(name: str) -> Path:

@@ -61,6 +61,9 @@ def resolve_source(name: str, loader: str) -> Source:
         suffixes = [x.lower() for x in file.suffixes]
         inner = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in DECOMPRESS else suffixes[-1] if suffixes else ""
         kind = SUFFIX_LOADERS.get(inner)
+        if inner in SPREADSHEETS:  # no loader reads a workbook: its sheet is one CSV away
+            raise DataError(name, f"a spreadsheet workbook ({inner!r}) is not read: save the sheet as CSV (UTF-8) "
+                                  "and give that file")
         if kind is None or (kind == "parquet" and inner != suffixes[-1]):
             raise DataError(
                 name, f"cannot tell the format from the extension {''.join(file.suffixes[-2:])!r}; set data.loader"
@@ -71,6 +74,9 @@ def resolve_source(name: str, loader: str) -> Source:
     if file is None or not file.is_file():
         raise DataError(name, "file not found")
     return Source(name, loader, file)
+
+
+SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
 
 
 def looks_like_local_path(name: str) -> bool:
