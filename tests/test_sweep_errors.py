@@ -22,6 +22,8 @@ def _error_line(r) -> str:
     ("hydra.sweeper.storage=sqlite:////proc/no/such/study.db", "hydra.sweeper.storage: cannot open sqlite:////proc/no/such/study.db"),
     ("hydra.sweeper.sampler.name=nope", "sampler.name: got 'nope'"),
     ("hydra.sweeper.pruner.name=nope", "pruner.name: got 'nope'"),
+    ("hydra.sweeper.sampler.n_startup_trials=-1", "hydra.sweeper.sampler.n_startup_trials: must be >= 0 (got -1)"),
+    ("hydra.sweeper.pruner.n_startup_trials=-2", "hydra.sweeper.pruner"),
     ("hydra.sweeper.dashboard_port=70000", "hydra.sweeper.dashboard_port: must be 1 to 65535, or 0 for a free port"),
     ("hydra.sweeper.n_trial=3", "hydra.sweeper.n_trial: unknown key; allowed keys: study_name, storage, sweep_dir, "
                                 "n_trials,"),

@@ -31,6 +31,8 @@ def build_sampler(conf: SamplerConf, distributions: Mapping[str, Any], *, multi_
     name = conf.name.lower()
     if name not in SAMPLERS:
         raise SweepInputError(f"hydra.sweeper.sampler.name: got {conf.name!r}; allowed: {', '.join(SAMPLERS)}")
+    if conf.n_startup_trials is not None and conf.n_startup_trials < 0:  # Optuna takes it and samples anyway
+        raise SweepInputError(f"hydra.sweeper.sampler.n_startup_trials: must be >= 0 (got {conf.n_startup_trials})")
 
     def factory(seed: int | None) -> Any:
         return _build(conf, distributions, seed, multi_objective)
