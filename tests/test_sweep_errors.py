@@ -24,9 +24,17 @@ def _error_line(r) -> str:
     ("hydra.sweeper.pruner.name=nope", "pruner.name: got 'nope'"),
     ("hydra.sweeper.sampler.n_startup_trials=-1", "hydra.sweeper.sampler.n_startup_trials: must be >= 0 (got -1)"),
     ("hydra.sweeper.pruner.n_startup_trials=-2", "hydra.sweeper.pruner"),
+    ("hydra.sweeper.grace_period_s=-1", ("hydra.sweeper.grace_period_s: must be at least heartbeat_interval_s (1 s), "
+                                        "or running trials look stale (got -1.0)")),
+    ("hydra.sweeper.heartbeat_interval_s=0", "hydra.sweeper.heartbeat_interval_s: must be > 0 (got 0.0)"),
+    ("hydra.sweeper.trials_per_gpu=0", "hydra.sweeper.trials_per_gpu: must be > 0 (got 0)"),
+    ("hydra.sweeper.gpus_per_trial=0", "hydra.sweeper.gpus_per_trial: must be > 0 (got 0)"),
+    ("hydra.sweeper.baseline_lr_factor=0.5", "hydra.sweeper.baseline_lr_factor: must be > 1"),
+    ("hydra.sweeper.lr_find_factor=1", "hydra.sweeper.lr_find_factor: must be > 1"),
+    ("hydra.sweeper.submitit.timeout_min=-1", "hydra.sweeper.submitit.timeout_min: must be >= 0 minutes"),
     ("hydra.sweeper.dashboard_port=70000", "hydra.sweeper.dashboard_port: must be 1 to 65535, or 0 for a free port"),
-    ("hydra.sweeper.n_trial=3", "hydra.sweeper.n_trial: unknown key; allowed keys: study_name, storage, sweep_dir, "
-                                "n_trials,"),
+    ("hydra.sweeper.n_trial=3", ("hydra.sweeper.n_trial: unknown key; allowed keys: study_name, storage, sweep_dir, "
+                                "n_trials,")),
     ("hydra.sweeper.n_trial=3", "; did you mean hydra.sweeper.n_trials?"),
     ("hydra.sweeper.seed=3", "; did you mean hydra.sweeper.sampler.seed?"),  # the sweeper's keys, not the run's
 ])

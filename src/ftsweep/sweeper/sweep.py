@@ -155,6 +155,28 @@ def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
                               "or replace its report with overwrite=true")
 
 
+def _check_limits(conf: Any) -> None:
+    """The sweeper's counts and durations that nothing else checks (a negative grace period would fail every
+    running trial as stale; a factor <= 1 would search an empty range). One line each."""
+    positive = {"heartbeat_interval_s": conf.heartbeat_interval_s, "gpus_per_trial": conf.gpus_per_trial,
+                "trials_per_gpu": conf.trials_per_gpu}
+    for key, value in positive.items():
+        if not value > 0:  # (NaN too)
+            raise SweepInputError(f"hydra.sweeper.{key}: must be > 0 (got {value})")
+    if not conf.grace_period_s >= conf.heartbeat_interval_s:
+        raise SweepInputError(f"hydra.sweeper.grace_period_s: must be at least heartbeat_interval_s "
+                              f"({conf.heartbeat_interval_s:g} s), or running trials look stale (got "
+                              f"{conf.grace_period_s})")
+    for key in ("lr_find_factor", "baseline_lr_factor"):
+        value = getattr(conf, key)
+        if not value > 1:
+            raise SweepInputError(f"hydra.sweeper.{key}: must be > 1, the lr range is [lr / factor, lr * factor] "
+                                  f"(got {value})")
+    if not conf.submitit.timeout_min >= 0:
+        raise SweepInputError(f"hydra.sweeper.submitit.timeout_min: must be >= 0 minutes, 0 = the cluster's "
+                              f"default (got {conf.submitit.timeout_min})")
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
     from omegaconf import OmegaConf
@@ -304,6 +326,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               f"(got {conf.dashboard_port})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
+    _check_limits(conf)
     notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)
     points = space_points(space.distributions)
     if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue
