@@ -34,6 +34,18 @@ def test_default_one_off_run_prints_only_ftsweep_lines_and_progress(tmp_path, ca
     assert out[-1] == f"ftsweep: complete: eval_loss={objective} -> {run_dir}"
 
 
+def test_lr_find_prints_only_ftsweep_lines_on_stderr(tmp_path, cache_dir):
+    """The range test quiets the libraries before importing them (bitsandbytes logged its CPU-kernel line at
+    import, before the filter was set)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", verbosity.ENV, "PYTHONWARNINGS")}
+    env.update({"FTSWEEP_CACHE_DIR": str(cache_dir)})
+    r = subprocess.run([sys.executable, "-m", "ftsweep", "lr-find", "data.max_rows=40", "trainer.max_steps=12",
+                        "--skip-begin", "1", "--out", str(tmp_path / "lr")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert all(line.startswith("ftsweep: ") for line in r.stderr.splitlines()), r.stderr
+
+
 def test_verbose_keeps_everything(monkeypatch):
     monkeypatch.setenv(verbosity.ENV, "1")
     monkeypatch.delenv("WANDB_SILENT", raising=False)

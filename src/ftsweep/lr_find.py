@@ -120,16 +120,19 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
             diverge: float = 4.0, skip_begin: int = 10, skip_end: int = 1) -> dict[str, Any]:
     """Run the range test on ``cfg`` (a composed train config); write and return the curve and suggestion."""
     from omegaconf import OmegaConf
-    from transformers import set_seed
 
     from ftsweep.config import UsageError
-    from ftsweep.tracking import Tracker
-    from ftsweep.train import Components, _quiet_libraries, build_trainer
+    from ftsweep.train import _quiet_libraries
 
     if steps < 3:
         raise UsageError(f"lr-find: needs at least 3 steps (got {steps})")
     out = Path(out)
-    _quiet_libraries()
+    _quiet_libraries()  # before transformers / bitsandbytes are imported: their import-time log lines too
+    from transformers import set_seed
+
+    from ftsweep.tracking import Tracker
+    from ftsweep.train import Components, build_trainer
+
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
     cfg.optimizer.lr = min_lr
