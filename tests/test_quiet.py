@@ -41,7 +41,7 @@ def test_lr_find_prints_only_ftsweep_lines_on_stderr(tmp_path, cache_dir):
     env.update({"FTSWEEP_CACHE_DIR": str(cache_dir)})
     r = subprocess.run([sys.executable, "-m", "ftsweep", "lr-find", "data.max_rows=40", "trainer.max_steps=12",
                         "--skip-begin", "1", "--out", str(tmp_path / "lr")], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert all(line.startswith("ftsweep: ") for line in r.stderr.splitlines()), r.stderr
 
