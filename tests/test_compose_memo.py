@@ -111,3 +111,15 @@ def test_a_bad_value_gets_hydras_own_error_with_or_without_the_memo(tmp_path):
         errors.append(str(err.value))
     assert errors[0] == errors[1] and "lora.r" in errors[0]
     assert memo.reused == 0
+
+
+def test_the_memo_keeps_the_most_recent_signatures_only(monkeypatch):
+    monkeypatch.setattr(ComposeMemo, "KEEP", 2)
+    memo = ComposeMemo()
+    for lora in ("r8", "r16", "r16_all_linear"):  # three signatures: r8's is dropped
+        _both(memo, [*TRIAL, f"lora={lora}", "optimizer.lr=0.001"])
+    _both(memo, [*TRIAL, "lora=r16_all_linear", "optimizer.lr=0.002"])
+    _both(memo, [*TRIAL, "lora=r16", "optimizer.lr=0.002"])
+    assert memo.reused == 2
+    via_memo, fresh = _both(memo, [*TRIAL, "lora=r8", "optimizer.lr=0.002"])
+    assert memo.reused == 2 and not memo.hit and _shape(via_memo) == _shape(fresh)
