@@ -184,6 +184,13 @@ def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
     assert sorted(ds["label"]) == [False, True]
     assert ds[0]["completion_ids"] == tok("hello", add_special_tokens=False)["input_ids"] + [eot]
+    # the same as ShareGPT turns (LLaMA-Factory's kto_en_demo through dataset_info.json): the same examples
+    sharegpt = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}], "label": v}
+                for v in (False, True)]
+    cfg, tok = _tokenizer(compose, "stage=kto", f"data.path={_write(tmp_path, sharegpt, 's.jsonl')}",
+                          "data.format=sharegpt", "data.val_size=0")
+    same = _build(cfg, tok, paired=False).train
+    assert [same[i] for i in range(2)] == [ds[i] for i in range(2)]
 
 
 def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):

@@ -12,7 +12,7 @@ Layouts (``data.format`` says how the prompt is written; ``data.columns`` maps c
 * ``prompt_completion``: TRL's plain format, ``prompt`` / ``chosen`` / ``rejected`` strings (no template).
 
 KTO rows are unpaired: ``prompt`` + ``completion`` + boolean ``label`` (plain or conversational), or
-``messages`` whose last assistant turn is the completion + ``label``; a paired file is unpaired (chosen
+``messages`` (ShareGPT: ``conversations``) whose last assistant turn is the completion + ``label``; a paired file is unpaired (chosen
 -> true, rejected -> false), as trl does. Chat layouts are rendered with the chat template through the
 SFT renderer, so an answer ends exactly as inference ends it (``<|eot_id|>``); other layouts end with eos.
 """
@@ -181,7 +181,8 @@ class PairEncoder:
         label = _kto_label(row, rec.where, d)
         if "completion" in row:
             return [(sft_rows(row, rec.where, d, ("completion",))[0], label)]
-        if d.format == "chat" and "messages" in row:  # the last assistant turn is the completion
+        turns = {"chat": "messages", "sharegpt": "conversations"}.get(d.format)
+        if turns in row:  # the last assistant turn is the completion (LLaMA-Factory's kto_en_demo, as ShareGPT)
             return [(row, label)]
         raise missing(row, "completion", rec.where, d)
 
