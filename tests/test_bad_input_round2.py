@@ -68,6 +68,7 @@ CASES = [
      ["write trainer.per_device_train_batch_size=4"]),
     ("trl_style_switch", ["train", "--bf16"], ["--bf16", "write trainer.precision=bf16"]),
     ("unknown_flag", ["train", "--frobnicate", "3"], ["--frobnicate: ftsweep train takes overrides", "not --flags"]),
+    ("run_and_multirun", ["train", "--run", "-m", "model=tiny"], ["--run / --multirun: give one of them"]),
     # a config file given as LLaMA-Factory's CLI takes it: how to keep settings in a file here
     ("config_file_as_argument", ["train", "my_lora_sft.yaml"],
      ["my_lora_sft.yaml: a config file is not an override", "conf/experiment/<name>.yaml", "+experiment=<name>"]),

@@ -202,6 +202,13 @@ def test_cfg_job_prints_config_without_heavy_imports():
     assert "HEAVY []" in out.stdout
 
 
+@pytest.mark.parametrize("mode", ["--run", "-r", "-m"])
+def test_cfg_job_with_a_run_or_sweep_flag_prints_the_config(mode):
+    """Hydra takes one of --run / --multirun / --cfg (a ValueError traceback otherwise): --cfg wins."""
+    out = cli_in_fresh_python(["train", mode, "--cfg", "job"])
+    assert "lora:" in out.stdout and "Traceback" not in out.stderr
+
+
 def test_unreachable_model_is_one_line_error(monkeypatch, capsys, cache_dir):
     from ftsweep.cli import main
 

@@ -117,7 +117,7 @@ def one_line_usage_errors() -> Iterator[None]:
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
 HYDRA_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info's optional value
-HYDRA_BARE_FLAGS = {"-m", "--multirun", "--resolve", "--hydra-help", "--version", "-h", "--help",
+HYDRA_BARE_FLAGS = {"-m", "--multirun", "-r", "--run", "--resolve", "--hydra-help", "--version", "-h", "--help",
                     "--shell-completion", "-sc"}
 
 
@@ -283,8 +283,11 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     if flags & {"--config-name", "-cn", "--config-path", "-cp"}:
         raise UsageError("--config-name / --config-path: ftsweep train always composes its train.yaml; "
                          "add your own config roots with --config-dir DIR (or a conf/ folder here)")
-    if flags & {"--cfg", "-c", "--info", "-i", "-sc", "--shell-completion"} and flags & {"-m", "--multirun"}:
-        argv = [a for a in argv if a not in ("-m", "--multirun")]  # show the config / info instead of sweeping
+    if flags & {"-r", "--run"} and flags & {"-m", "--multirun"}:
+        raise UsageError("--run / --multirun: give one of them (a single run, or a sweep)")
+    if flags & {"--cfg", "-c", "--info", "-i", "-sc", "--shell-completion"} and flags & {"-m", "--multirun", "-r", "--run"}:
+        # show the config / info instead of running or sweeping (Hydra takes only one of them)
+        argv = [a for a in argv if a not in ("-m", "--multirun", "-r", "--run")]
     if "--experimental-rerun" in flags:
         i = argv.index("--experimental-rerun")
         path = argv[i + 1] if i + 1 < len(argv) else ""
