@@ -123,3 +123,22 @@ def test_the_memo_keeps_the_most_recent_signatures_only(monkeypatch):
     assert memo.reused == 2
     via_memo, fresh = _both(memo, [*TRIAL, "lora=r8", "optimizer.lr=0.002"])
     assert memo.reused == 2 and not memo.hit and _shape(via_memo) == _shape(fresh)
+
+
+def test_run_folders_under_a_config_root_do_not_defeat_the_memo(tmp_path):
+    """--config-dir . in a project whose outputs/ gain .hydra/*.yaml at every trial: still reused; a config
+    group file at the depth Hydra reads is still watched."""
+    (tmp_path / "lora").mkdir()
+    option = tmp_path / "lora" / "mine.yaml"
+    option.write_text("defaults:\n  - r16\n  - _self_\nalpha: 7\n")
+    memo = ComposeMemo()
+    _both(memo, [*TRIAL, "lora=mine", "optimizer.lr=0.001"], [str(tmp_path)])
+    trial = tmp_path / "outputs" / "sweeps" / "s" / "trial_0" / ".hydra"
+    trial.mkdir(parents=True)
+    (trial / "config.yaml").write_text("a: 1\n")
+    (tmp_path / "outputs" / "sweeps" / "s" / "deep.yaml").write_text("a: 1\n")  # 3 levels down: not read
+    _both(memo, [*TRIAL, "lora=mine", "optimizer.lr=0.002"], [str(tmp_path)])
+    assert memo.reused == 1
+    option.write_text("defaults:\n  - r16\n  - _self_\nalpha: 9\n")
+    via_memo, _ = _both(memo, [*TRIAL, "lora=mine", "optimizer.lr=0.003"], [str(tmp_path)])
+    assert memo.reused == 1 and via_memo.lora.alpha == 9

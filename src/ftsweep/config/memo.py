@@ -16,7 +16,8 @@ exactly as Hydra sets them.
 Composed anew (Hydra's own path) when no kept config matches: a new config group choice (``lora=r16``), an
 override of another form (``+key``, ``~key``, ``++key``, a package, a dict or list or null value), a value of
 another type, a key given twice, a new or removed override, or a config file of the search path (or a sweep
-file) changed on disk since (checked by size and mtime). Any error while reusing also composes anew, so a bad
+file) changed on disk since (size and mtime of the YAML files up to ``root/group/sub/``; hidden folders such
+as a run's ``.hydra/`` skipped). Any error while reusing also composes anew, so a bad
 value gets Hydra's own error.
 """
 
@@ -116,16 +117,26 @@ def _with_values(base: DictConfig, old: list[Any], new: list[Any]) -> DictConfig
     return cfg
 
 
+DEPTH = 3  # folder levels read: the root, root/group, root/group/sub (root/group/sub/option.yaml)
+
+
 def config_files(cfg: DictConfig) -> tuple:
-    """(path, size, mtime) of every config file under the composed config's file sources, and the set of
-    sweep files registered in the ConfigStore: what a change on disk would show in."""
+    """(path, size, mtime) of every config file under the composed config's file sources (at most ``DEPTH``
+    levels down, hidden folders skipped: a ``--config-dir .`` project's ``outputs/.../.hydra/*.yaml``, which
+    grow with every trial, are no config), and the set of sweep files registered in the ConfigStore: what a
+    change on disk would show in."""
     from ftsweep.config import compose
 
     found = []
     for source in cfg.hydra.runtime.config_sources:
         if source.schema != "file":
             continue
-        for root, _dirs, names in os.walk(source.path):
+        top = Path(source.path)
+        for root, dirs, names in os.walk(top):
+            if len(Path(root).relative_to(top).parts) >= DEPTH:
+                dirs[:] = []
+                continue
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in names:
                 if name.endswith((".yaml", ".yml")):
                     st = (Path(root) / name).stat()
