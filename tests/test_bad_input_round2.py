@@ -67,6 +67,8 @@ CASES = [
     ("trl_style_flag_equals", ["train", "--per_device_train_batch_size=4"],
      ["write trainer.per_device_train_batch_size=4"]),
     ("trl_style_switch", ["train", "--bf16"], ["--bf16", "write trainer.precision=bf16"]),
+    ("trl_style_bool_switch", ["train", "--packing"], ["--packing", "write data.packing=true"]),
+    ("trl_style_seed", ["train", "--seed", "3"], ["write trainer.seed=3 (or model.tiny.seed / data.seed)"]),
     ("unknown_flag", ["train", "--frobnicate", "3"], ["--frobnicate: ftsweep train takes overrides", "not --flags"]),
     ("run_and_multirun", ["train", "--run", "-m", "model=tiny"], ["--run / --multirun: give one of them"]),
     # a config file given as LLaMA-Factory's CLI takes it: how to keep settings in a file here

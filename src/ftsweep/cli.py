@@ -267,9 +267,12 @@ def foreign_flag(argv: list[str]) -> str | None:
         if target is None:
             return (f"{name}: ftsweep train takes overrides (key=value, e.g. optimizer.lr=1e-4), not --flags "
                     "(see ftsweep train --help)")
-        if not value and key in ("bf16", "fp16"):  # a switch that names its value
-            value = key
-        write = target if "=" in target else f"{target}={value or '...'}"
+        if not value:  # a switch: HF's argument parsers read a bare boolean flag as true
+            value = key if key in ("bf16", "fp16") else "true"
+        keys = target.split(" or ")  # seed: model.tiny.seed or data.seed or trainer.seed
+        first = next((k for k in keys if k.startswith("trainer.")), keys[0])  # TrainingArguments' own first
+        others = [k for k in keys if k != first]
+        write = (first if "=" in first else f"{first}={value}") + (f" (or {' / '.join(others)})" if others else "")
         return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {write} "
                 "(see ftsweep train --help)")
     return None
