@@ -73,7 +73,9 @@ CASES = [
     ("run_and_multirun", ["train", "--run", "-m", "model=tiny"], ["--run / --multirun: give one of them"]),
     # a config file given as LLaMA-Factory's CLI takes it: how to keep settings in a file here
     ("config_file_as_argument", ["train", "my_lora_sft.yaml"],
-     ["my_lora_sft.yaml: a config file is not an override", "conf/experiment/<name>.yaml", "+experiment=<name>"]),
+     ["my_lora_sft.yaml: a config file is not an override", "conf/experiment/<name>.yaml", "+experiment=<name>",
+      ("; its settings as overrides: model=hub model.name_or_path=meta-llama/Meta-Llama-3-8B-Instruct stage=sft "
+       "(no key here for: do_train)")]),
 ]
 
 FILES = {
@@ -90,7 +92,7 @@ FILES = {
     "afile": "x",
     "données.json": '[{"instruction": "hi", "input": "", "output": "hello"}]',
     "gs/study.db": "garbage" * 100,
-    "my_lora_sft.yaml": "model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct\nstage: sft\n",
+    "my_lora_sft.yaml": "model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct\nstage: sft\ndo_train: true\n",
 }
 
 

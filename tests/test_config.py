@@ -167,6 +167,37 @@ def test_every_foreign_name_points_at_a_key_or_option_that_exists():
             assert leaf in allowed_keys(parent), (name, target)
 
 
+LLAMA_FACTORY_SFT = {  # the shape of LLaMA-Factory's examples/train_lora/llama3_lora_sft.yaml
+    "model_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct", "trust_remote_code": True, "stage": "sft",
+    "do_train": True, "finetuning_type": "lora", "lora_rank": 8, "lora_target": "all", "dataset": "identity",
+    "template": "llama3", "cutoff_len": 2048, "max_samples": 1000, "output_dir": "saves/llama3-8b/lora/sft",
+    "logging_steps": 10, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
+    "learning_rate": 1.0e-4, "num_train_epochs": 3.0, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
+    "bf16": True, "seed": 7}
+
+
+def test_another_tools_settings_become_overrides_that_compose():
+    """override_for: the foreign-name table, our own keys and exact last parts (trainer's first); switches
+    that are options; LLaMA-Factory's values (lora_target all / a comma list). Every override it writes for
+    LLaMA-Factory's SFT example composes and sets what the example sets."""
+    from ftsweep.config.compose import compose
+    from ftsweep.config.keys import override_for
+
+    got = {k: override_for(k, v) for k, v in LLAMA_FACTORY_SFT.items()}
+    assert [k for k, o in got.items() if o is None] == ["do_train", "finetuning_type", "template"]
+    assert got["model_name_or_path"] == "model=hub model.name_or_path=meta-llama/Meta-Llama-3-8B-Instruct"
+    assert (got["lora_target"], got["bf16"], got["seed"]) == ("lora.target_modules=all-linear",
+                                                             "trainer.precision=bf16", "trainer.seed=7")
+    assert override_for("lora_target", "q_proj, v_proj") == "lora.target_modules=[q_proj,v_proj]"
+    assert override_for("load_in_4bit", False) is None and override_for("load_in_4bit", True) == "quantization=nf4"
+    assert override_for("notes", "first try: r8") == "notes='first try: r8'"
+    overrides = [w for o in got.values() if o and not o.startswith(("data.dataset", "hydra.")) for w in o.split()]
+    cfg = compose(overrides, check=False)
+    assert (cfg.model.name_or_path, cfg.lora.r, cfg.lora.target_modules, cfg.data.cutoff_len, cfg.data.max_rows,
+            cfg.optimizer.lr, cfg.scheduler.name, cfg.trainer.precision, cfg.trainer.seed) == (
+        "meta-llama/Meta-Llama-3-8B-Instruct", 8, "all-linear", 2048, 1000, 1e-4, "cosine", "bf16", 7)
+
+
 @pytest.mark.parametrize("override,message", BAD)
 def test_bad_override_message(compose, override, message):
     with pytest.raises(ConfigFailure) as info:

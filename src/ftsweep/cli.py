@@ -250,7 +250,7 @@ def check_secrets(overrides: list[str]) -> None:
 def foreign_flag(argv: list[str]) -> str | None:
     """One line for the first ``--name [value]`` / ``--name=value`` that is no flag of ftsweep's or Hydra's (a
     TRL / transformers script's argument: ``--learning_rate 1e-4``), saying the override to write instead."""
-    from ftsweep.config.keys import FOREIGN_NAMES, unknown_key
+    from ftsweep.config.keys import ours, override_for
 
     known = HYDRA_VALUE_FLAGS | HYDRA_BARE_FLAGS | {"--estimate-memory", "-v", "--verbose"}
     for i, arg in enumerate(argv):
@@ -260,21 +260,13 @@ def foreign_flag(argv: list[str]) -> str | None:
         key = name[2:].replace("-", "_")
         if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-") and "=" not in argv[i + 1]:
             value = argv[i + 1]
-        target = FOREIGN_NAMES.get(key)
-        if target is None:
-            hint = unknown_key(key)
-            target = hint.rsplit("did you mean ", 1)[1].rstrip("?") if "did you mean " in hint else None
-        if target is None:
+        write = override_for(key, value or "true")  # a bare switch: HF's argument parsers read it as true
+        if write is None:
             return (f"{name}: ftsweep train takes overrides (key=value, e.g. optimizer.lr=1e-4), not --flags "
                     "(see ftsweep train --help)")
-        if not value:  # a switch: HF's argument parsers read a bare boolean flag as true
-            value = key if key in ("bf16", "fp16") else "true"
-        keys = target.split(" or ")  # seed: model.tiny.seed or data.seed or trainer.seed
-        first = next((k for k in keys if k.startswith("trainer.")), keys[0])  # TrainingArguments' own first
-        others = [k for k in keys if k != first]
-        write = (first if "=" in first else f"{first}={value}") + (f" (or {' / '.join(others)})" if others else "")
-        return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {write} "
-                "(see ftsweep train --help)")
+        others = ours(key)[1:]  # seed: trainer.seed (or model.tiny.seed / data.seed)
+        return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {write}"
+                + (f" (or {' / '.join(others)})" if others else "") + " (see ftsweep train --help)")
     return None
 
 

@@ -250,6 +250,29 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
     return keep
 
 
+def _as_overrides(path: str) -> str:
+    """``; its settings as overrides: a=1 b=2 (not ours: x, y)`` for a flat YAML / JSON config file of another
+    tool (LLaMA-Factory's ``llama3_lora_sft.yaml``); "" when the file cannot be read as one."""
+    import yaml
+
+    from ftsweep.config.keys import override_for
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ""
+    if not isinstance(doc, dict) or not doc:
+        return ""
+    pairs = [(str(k), override_for(str(k), v)) for k, v in doc.items() if not isinstance(v, dict)]
+    mapped = [o for _, o in pairs if o]
+    other = [k for k, o in pairs if not o]
+    if not mapped:
+        return ""
+    return (f"; its settings as overrides: {' '.join(mapped)}"
+            + (f" (no key here for: {', '.join(other)})" if other else ""))
+
+
 def override_error(override: str, err: BaseException) -> str:
     """One line naming the key of an override Hydra cannot parse (its own message spans three lines and
     may not name the key: ``no viable alternative at input '{x}'``)."""
@@ -262,7 +285,7 @@ def override_error(override: str, err: BaseException) -> str:
         # llamafactory-cli train x.yaml / accelerate launch x.py --config x.yaml habits
         return (f"{override}: a config file is not an override: ftsweep composes its train.yaml from key=value "
                 "overrides; keep settings in conf/experiment/<name>.yaml (first line '# @package _global_', "
-                "ftsweep's keys) and run ftsweep train +experiment=<name>")
+                "ftsweep's keys) and run ftsweep train +experiment=<name>" + _as_overrides(override))
     if not sep:
         return f"{override}: not an override (key=value, +key=value or ~key); {reason}"
     hint = " (quote a value with spaces, braces or '=': key='...')" if re.search(r"[\s{}=]", value) else ""

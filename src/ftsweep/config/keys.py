@@ -8,6 +8,7 @@ Imports OmegaConf and the schemas only (fast).
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -126,6 +127,64 @@ def unknown_key(key: str) -> str:
         field = allowed[0] if allowed else "instruction"
         hint += f"; a key here is the field, the value your column: data.columns.{field}={name}"
     return f"unknown key{hint}"
+
+
+# Other tools' values that are spelled differently here, by our key (LLaMA-Factory's lora_target: all)
+FOREIGN_VALUES = {("lora.target_modules", "all"): "all-linear"}
+# Other tools' names whose last part matches a key of ours that means something else (LLaMA-Factory's
+# template is a chat template; data.template an Alpaca one)
+NOT_OURS = ("template",)
+SWITCH_OFF = (False, None, "false", "False", "0", 0)
+
+
+def ours(name: str) -> list[str]:
+    """The ftsweep keys (or ``group=option``) another tool's setting ``name`` is, the trainer's first: the
+    foreign-name table, one of our own dotted keys, or the schema keys whose last part is ``name`` (exact names
+    only: a guess would write a wrong override)."""
+    if name in FOREIGN_NAMES:
+        return [FOREIGN_NAMES[name]]
+    if name in NOT_OURS:
+        return []
+    root, at = schema_of(name)
+    if root is None:
+        return []
+    parent, _, leaf = name[len(at):].rpartition(".")
+    if leaf in (allowed_keys(parent, root) or []):
+        return [name]
+    named = [at + k for k in keys_named(leaf, root)] if not parent else []
+    return sorted(named, key=lambda k: not k.startswith("trainer."))
+
+
+def override_for(name: str, value: Any) -> str | None:
+    """``name: value`` of another tool's config (or command line) as one ftsweep override; None when no key of
+    ours is that setting, or it is a switch that is off (``load_in_4bit: false``)."""
+    keys = ours(name)
+    if not keys:
+        return None
+    key = keys[0]
+    if "=" in key or (key == "trainer.precision" and name in ("bf16", "fp16")):  # a switch that names its value
+        return None if value in SWITCH_OFF else (key if "=" in key else f"{key}={name}")
+    if key == "model.name_or_path":  # any Hub model or folder is the model=hub option (the default builds tiny)
+        return f"model=hub model.name_or_path={override_value(value)}"
+    if key == "lora.target_modules" and isinstance(value, str) and "," in value:  # LLaMA-Factory: q_proj,v_proj
+        value = [v.strip() for v in value.split(",")]
+    return f"{key}={override_value(FOREIGN_VALUES.get((key, value), value) if isinstance(value, str) else value)}"
+
+
+def override_value(value: Any) -> str:
+    """A value as Hydra's override grammar reads it back (quoted where it would not)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    text = str(value)
+    if re.fullmatch(r"[\w./:@+-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def added_keys(cfg: DictConfig) -> list[str]:
