@@ -34,13 +34,40 @@ def test_quickstart_sweep_through_submitit_prunes_fails_and_retries_oom(tmp_path
 
 
 @pytest.mark.slow
+def _processes_naming(text: str) -> list[int]:
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 def test_job_ended_by_the_scheduler_fails_with_its_reason_and_is_rerun(tmp_path):
+    """... and its trial does not outlive it, also when the sweep was started with SIGINT ignored (a
+    background shell's ``nohup ... &``, which submitit's local executor's SIGINT then never reached)."""
+    import signal
+    import subprocess
+    import time
+
+    from sweep_helpers import env
+
     sd = tmp_path / "s"
     # trial 0 hangs; the job's time limit (0.1 min) ends it: submitit's local executor signals it as SLURM would
-    r = run(sweep_args(sd, *SUBMITIT, "hydra.sweeper.submitit.timeout_min=0.1", "hydra.sweeper.pruner.name=none",
-                       "hydra.sweeper.max_failure_rate=1.0", n_trials=2),
-            tmp_path, timeout=400, FAKE_PLAN={"0": "hang"})
+    r = subprocess.run(sweep_args(sd, *SUBMITIT, "hydra.sweeper.submitit.timeout_min=0.1",
+                                  "hydra.sweeper.pruner.name=none", "hydra.sweeper.max_failure_rate=1.0", n_trials=2),
+                       cwd=tmp_path, env=env(FAKE_PLAN={"0": "hang"}), capture_output=True, text=True, timeout=400,
+                       check=False, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 10
+    while _processes_naming(f"hydra.sweep.dir={sd}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(f"hydra.sweep.dir={sd}")  # no trial left running
     study = load(sd)
     t0 = study.trials[0]
     assert t0.state.name == "FAIL" and t0.user_attrs["reason"].startswith("scheduler: job "), t0.user_attrs

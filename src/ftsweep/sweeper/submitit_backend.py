@@ -29,6 +29,12 @@ def run_trial_command(cmd: list[str], env: dict[str, str], log_path: str) -> int
     """What a submitit job runs (pickled by submitit, called on the node): the trial command, output
     appended to ``trial.log``; returns its exit code. The node's environment (SLURM_*, CUDA_VISIBLE_DEVICES
     set by the scheduler) is kept; ``env`` adds the trial's FTSWEEP_* variables."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # a sweep started from a background shell (nohup ... &) inherits SIGINT ignored, and submitit's local
+        # executor ends a job with SIGINT, then SIGKILL: the trial (its own session) would outlive its job
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with open(log_path, "a") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
                                 start_new_session=True)
