@@ -251,7 +251,7 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
 
 
 def _as_overrides(path: str) -> str:
-    """``; its settings as overrides: a=1 b=2 (not ours: x, y)`` for a flat YAML / JSON config file of another
+    """``; its settings as overrides: a=1 b=2 (no key here for: x, y)`` for a flat YAML / JSON config file of another
     tool (LLaMA-Factory's ``llama3_lora_sft.yaml``); "" when the file cannot be read as one."""
     import yaml
 
@@ -434,8 +434,8 @@ def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[Dict
     """Run ``task`` as job ``job_num`` of a Hydra multirun, the way Hydra's own launchers do: the job dir
     is ``hydra.sweep.dir/hydra.sweep.subdir``, and ``.hydra/`` records ``mode: MULTIRUN`` and the job
     number. Used by sweep trials, which the sweeper starts as processes of their own. ``memo``: a warm
-    worker's :class:`ftsweep.config.memo.ComposeMemo` (the config built from the previous trial's when only
-    sampled values changed)."""
+    worker's :class:`ftsweep.config.memo.ComposeMemo` (the config built from an earlier trial's when only
+    sampled values differ)."""
     from hydra._internal.callbacks import Callbacks
     from hydra.core.utils import run_job
     from hydra.types import HydraContext, RunMode

@@ -3,9 +3,8 @@
 A cold trial builds its tokenizer, datasets and base model from scratch in a new process. A warm worker
 keeps them and gives each trial:
 
-- its config built from the previous trial's when only sampled values differ (no config file read again:
+- its config built from an earlier trial's when only sampled values differ (no config file read again:
   :class:`ftsweep.config.memo.ComposeMemo`, node for node what Hydra composes);
-
 - a copy of the kept tokenizer (nothing a trial does to it reaches the next one);
 - the kept datasets (Arrow tables, never changed by training);
 - the kept base model with a **fresh adapter**: ``apply_lora`` seeds and creates it exactly as in a cold
@@ -65,7 +64,7 @@ class WarmComponents(Components):
         self._base: tuple[str, Any, dict[str, Any], dict[Any, tuple]] | None = None  # key, model, config, hooks
         self._initial: tuple[str, dict[str, Any]] | None = None  # key, the first evaluation's metrics
         self.reused: list[str] = []  # what the current trial got from an earlier one (for its log)
-        self.configs = ComposeMemo()  # the trial config, from the previous one when only sampled values differ
+        self.configs = ComposeMemo()  # trial configs, built from an earlier one when only sampled values differ
 
     def tokenizer(self, cfg):
         self.reused = ["trial config"] if self.configs.hit else []
