@@ -31,9 +31,8 @@ def load_baseline(run_dir: str) -> tuple[list[str], float]:
 
 
 def lr_bracket(lr: float, factor: float) -> str:
-    """The log interval [lr / factor, lr * factor] in sweep grammar."""
-    if factor <= 1:
-        raise SweepInputError(f"hydra.sweeper.baseline_lr_factor: must be > 1 (got {factor})")
+    """The log interval [lr / factor, lr * factor] in sweep grammar (``factor`` > 1: checked with the sweeper's
+    other limits)."""
     return f"tag(log, interval({format_value(lr / factor)}, {format_value(lr * factor)}))"
 
 

@@ -57,8 +57,6 @@ def seed_from_lr_find(fixed: list[str], params: dict[str, str], sweep_dir: Path,
                       run: Callable[[list[str], float, float, Path], dict[str, Any]] = run_range_test,
                       ) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, Any]]:
     """(params with the narrowed lr, [trial 0's params], the range test's result)."""
-    if factor <= 1:
-        raise SweepInputError(f"hydra.sweeper.lr_find_factor: must be > 1 (got {factor})")
     low, high, choices = lr_range(params)
     out = sweep_dir / "lr_find"
     saved = out / "lr_find.json"

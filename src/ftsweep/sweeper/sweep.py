@@ -258,6 +258,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.study import changed_settings, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _check_limits(conf)  # (the baseline's lr bracket and the lr finder use the factors checked there)
     fixed, cli_params = split_arguments(arguments)
     params = {str(k): v for k, v in (conf.params or {}).items()}
     study_name = _study_name(conf, cfg)
@@ -326,7 +327,6 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               f"(got {conf.dashboard_port})")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
-    _check_limits(conf)
     notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)
     points = space_points(space.distributions)
     if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue
