@@ -298,16 +298,18 @@ def check_data_files(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
-    from ftsweep.data.dataset_info import dataset_problem
     from ftsweep.stages.init_from import init_from_problem
 
     for key in DATA_FILE_KEYS:
         message = missing_data_file(key, OmegaConf.select(cfg, key))
         if message:
             raise UsageError(message)
-    message = dataset_problem(cfg)  # LLaMA-Factory's dataset_info.json entry: readable, its file there
-    if message:
-        raise UsageError(message)
+    if OmegaConf.select(cfg, "data.dataset") or OmegaConf.select(cfg, "data.eval_dataset"):
+        from ftsweep.data.dataset_info import dataset_problem  # (the data package: only when it is needed)
+
+        message = dataset_problem(cfg)  # LLaMA-Factory's dataset_info.json entry: readable, its file there
+        if message:
+            raise UsageError(message)
     message = init_from_problem(cfg)  # an SFT run to start from: an adapter for this base model
     if message:
         raise UsageError(message)

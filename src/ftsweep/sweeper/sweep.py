@@ -177,13 +177,24 @@ def _check_limits(conf: Any) -> None:
                               f"default (got {conf.submitit.timeout_min})")
 
 
+def _dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
+    """:func:`ftsweep.data.dataset_info.dataset_problem`, importing the data package only when a
+    ``dataset_info.json`` entry is named (the sweep process needs it for nothing else)."""
+    from omegaconf import OmegaConf
+
+    if not (dataset or OmegaConf.select(cfg, "data.dataset") or OmegaConf.select(cfg, "data.eval_dataset")):
+        return None
+    from ftsweep.data.dataset_info import dataset_problem
+
+    return dataset_problem(cfg, dataset)
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
     from omegaconf import OmegaConf
 
     from ftsweep.config.compose import ConfigFailure, compose
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
-    from ftsweep.data.dataset_info import dataset_problem
     from ftsweep.stages.init_from import init_from_problem
 
     for corner in ("low", "high"):
@@ -196,7 +207,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             message = missing_data_file(key, OmegaConf.select(cfg, key))
             if message:
                 raise SweepInputError(message)
-        message = init_from_problem(cfg) or dataset_problem(cfg)
+        message = init_from_problem(cfg) or _dataset_problem(cfg)
         if message:
             raise SweepInputError(message)
     for key in DATA_FILE_KEYS:
@@ -205,7 +216,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             if message:
                 raise SweepInputError(message)
     for choice in getattr(space.distributions.get("data.dataset"), "choices", ()):  # dataset_info.json entries
-        message = dataset_problem(cfg, str(choice))
+        message = _dataset_problem(cfg, str(choice))
         if message:
             raise SweepInputError(message)
 
