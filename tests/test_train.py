@@ -61,6 +61,21 @@ def test_twenty_steps_learn_and_change_every_lora_parameter(compose, tmp_path):
     assert adapter_config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]  # sorted, not set order
 
 
+def test_manifest_versions_are_the_installed_ones_read_once_per_process(monkeypatch):
+    import importlib.metadata as md
+
+    from ftsweep.train import MANIFEST_PACKAGES, package_versions
+
+    package_versions.cache_clear()
+    reads = []
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda pkg: reads.append(pkg) or real(pkg))
+    first = package_versions()
+    assert first["torch"] == real("torch") and first["hydra-core"] == real("hydra-core")
+    assert package_versions() == first  # a warm worker's next trial
+    assert sorted(reads) == sorted(MANIFEST_PACKAGES)  # each package's metadata read once
+
+
 def test_same_seed_same_metrics(compose, tmp_path):
     cfg = compose(*FAST, "trainer.max_steps=6", "trainer.eval_steps=3")
     a = run(cfg, tmp_path / "a")

@@ -414,21 +414,13 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
 # ----------------------------------------------------------------------------------- run bookkeeping
 def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
     """What is needed to tell two runs apart or reproduce one."""
-    import importlib.metadata as md
-
     from ftsweep import numerics
     from ftsweep.device import resolve_precision
 
-    versions = {}
-    for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna", "datasets", "accelerate", "hydra-core"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
     return {
         "seed": cfg.trainer.seed,
-        "versions": versions,
+        "versions": dict(package_versions()),
         "python": sys.version.split()[0],
         "git_commit": _git_commit(),
         "data_fingerprint": bundle.fingerprint,
@@ -438,6 +430,26 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "notes": scrub(cfg.notes),  # the run's free-form notes (also in the W&B config, with the whole config)
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+MANIFEST_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna", "datasets", "accelerate",
+                     "hydra-core")
+
+
+@functools.cache
+def package_versions() -> dict[str, str | None]:
+    """The installed versions of the packages a run depends on (None: not installed), read once per process:
+    the code a process runs is the code it imported, and a warm sweep worker's trials would otherwise read the
+    same metadata files again in every trial."""
+    import importlib.metadata as md
+
+    versions: dict[str, str | None] = {}
+    for pkg in MANIFEST_PACKAGES:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
 
 
 def _git_commit() -> str | None:

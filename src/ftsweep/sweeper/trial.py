@@ -66,7 +66,7 @@ class TrialReporter:
     def report(self, value: float, step: int) -> bool:
         """Report ``value`` at ``step``; True when the pruner says this trial should stop now."""
         trial = self._connect()
-        self.heartbeat(force=True)
+        self.heartbeat()  # throttled like every step's: a beat within heartbeat_interval_s is fresh enough
         if self.ctx.multi_objective or value is None or not math.isfinite(float(value)):
             return False  # Optuna cannot prune multi-objective studies; NaN fails the run elsewhere
         trial.report(float(value), int(step))
