@@ -120,11 +120,17 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
         (["data.dataset=talk", "data.eval_dataset=qa_eval"], ("data.eval_dataset: 'qa_eval' differs from 'talk' in its "
                                                               "format (alpaca vs sharegpt)")),
         (["data.eval_dataset=qa_eval"], "data.eval_dataset: needs data.dataset"),
+        (["data.dataset=qa,talk"], ("is a sweep: add -m (or use sweep=<name>); several dataset_info.json entries as one "
+                                    "dataset (LLaMA-Factory's list): quote them, data.dataset='qa,talk'")),
+        (["data.dataset=[qa, talk]"], ("data.dataset: several dataset_info.json entries are one comma-separated "
+                                       "string, as LLaMA-Factory writes them: data.dataset='qa,talk'")),
+        (["data.dataset='qa,pairs'"], "data.dataset: 'pairs' holds preference pairs (ranking: true) and 'qa' does not"),
         (["data.dataset=qa", "data.path=other.json"], ("data.path: given with data.dataset, whose dataset_info.json "
                                                       "entry names the file; give one of them")),
     ]
     (project / "data" / "qa.json").rename(project / "data" / "moved.json")
     cases.append((["data.dataset=qa"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
+    cases.append((["data.dataset='talk,qa'"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
     for overrides, message in cases:
         r = subprocess.run([sys.executable, "-m", "ftsweep", "train", *overrides, "model=tiny", "logger=none",
                             f"hydra.run.dir={project / 'run'}"], capture_output=True, text=True, cwd=project, check=False)
@@ -205,3 +211,51 @@ def test_an_eval_dataset_entry_is_the_validation_file(project, compose):
     bundle = build_datasets(cfg, tok)
     assert len(bundle.eval) == 5 and len(bundle.train) == 8  # every eval row; num_samples 8 training rows
     assert _answers(tok, bundle.eval) == sorted(f"{3 * i}." for i in range(5))
+
+
+def test_a_list_of_entries_is_one_dataset_each_read_with_its_own_columns(project, compose):
+    """LLaMA-Factory's ``dataset: a,b``: the rows of every entry, each with its own file, columns and num_samples;
+    Alpaca entries listed with ShareGPT ones are chat turns (rendered by the chat template, as LLaMA-Factory)."""
+    cfg = compose("data.dataset='qa,talk'", "data.val_size=0", "data.max_rows=null", "objective.metric=train_loss",
+                  NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert (d.loader, d.format) == ("mix", "sharegpt")
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    answers = _answers(tok, bundle.train)
+    assert len(answers) == 8 + 12  # qa's num_samples, every row of talk
+    assert set(answers) - {r["answer"] for r in QA} == {f"Number {i}" for i in range(12)}
+    texts = [tok.decode(ids) for ids in bundle.train["input_ids"]]
+    qa_rows = [t for t in texts if "plus" in t]
+    assert len(qa_rows) == 8 and all("<|start_header_id|>user<|end_header_id|>" in t for t in qa_rows)
+
+    # two Alpaca entries stay Alpaca (the Alpaca templates), validation split from the whole list
+    cfg = compose("data.dataset='qa,qa_eval'", "data.val_size=3", "data.max_rows=null", NO_PRETRAIN)
+    assert data_options(cfg.data).format == "alpaca"
+    bundle = build_datasets(cfg, tok)
+    assert len(bundle.train) + len(bundle.eval) == 8 + 5 and len(bundle.eval) == 3
+    assert all("### Instruction" in tok.decode(ids) for ids in bundle.train["input_ids"])
+    # the same list, the other way round and as data.max_rows caps it: the seeded selection of the whole list
+    assert len(build_datasets(compose("data.dataset='qa_eval,qa'", "data.val_size=0", "data.max_rows=6",
+                                      "objective.metric=train_loss", NO_PRETRAIN), tok).train) == 6
+
+
+@pytest.mark.parametrize(("value", "extra", "message"), [
+    ("'qa,pairs'", [], "data.dataset: 'pairs' holds preference pairs (ranking: true) and 'qa' does not"),
+    ("'c4,talk'", ["data.format=text"], "data.dataset: 'c4' is read as text and 'talk' as sharegpt"),
+    ("'qa,,talk'", [], "data.dataset: 'qa,,talk': an empty name in the list of datasets"),
+    ("'qa,tlak'", [], "data.dataset: no dataset 'tlak' in data/dataset_info.json"),
+    ("'qa,talk'", ["data.eval_dataset=qa_eval", "data.format=alpaca"], None),
+])
+def test_a_list_of_entries_that_cannot_train_together_is_one_line(project, value, extra, message):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"data": {"dataset": value.strip("'"), "dataset_dir": "data", "format": "alpaca",
+                                     **{k.split(".")[1]: v for k, v in (e.split("=") for e in extra)}},
+                            "stage": {"name": "sft"}})
+    problem = dataset_problem(cfg)
+    if message is None:
+        assert problem == ("data.eval_dataset: 'qa_eval' is read as alpaca and 'qa,talk' as sharegpt: validation "
+                           "rows are read like the training rows")
+    else:
+        assert problem is not None and problem.startswith(message), problem

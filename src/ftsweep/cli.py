@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+DATASET_KEYS = ("data.dataset", "data.eval_dataset")  # LLaMA-Factory's dataset_info.json entries
 VERSION_PACKAGES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "optuna", "hydra-core", "datasets")
 
 
@@ -181,12 +182,21 @@ def train_main(argv: list[str]) -> int:
         # Fail before Hydra creates any directory. In a multirun (-m, or a sweep overlay that sets
         # hydra.mode=MULTIRUN), sweep syntax (a=1,2, interval(...)) is checked by the sweeper.
         try:
+            listed = next((o for o in overrides if o.split("=", 1)[0].lstrip("+") in DATASET_KEYS
+                           and o.split("=", 1)[-1].startswith("[")), None)
+            if listed:  # LLaMA-Factory's list of entries is one string
+                key, value = listed.split("=", 1)
+                raise UsageError(f"{key}: several dataset_info.json entries are one comma-separated string, as "
+                                 f"LLaMA-Factory writes them: {key}='{value.strip('[]').replace(' ', '')}'")
             fixed = config.fixed_overrides(overrides)
             with_hydra = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
             multirun = bool(flags & {"-m", "--multirun"}) or str(with_hydra.hydra.mode) == "RunMode.MULTIRUN"
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
-                raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep: add -m (or use sweep=<name>)")
+                key = bad.split("=", 1)[0]
+                mix = (f"; several dataset_info.json entries as one dataset (LLaMA-Factory's list): quote them, "
+                       f"{key}='{bad.split('=', 1)[1]}'" if key.lstrip("+") in DATASET_KEYS and "(" not in bad else "")
+                raise UsageError(f"{key}: {bad!r} is a sweep: add -m (or use sweep=<name>){mix}")
             # A swept key may have no value of its own (data=custom_json data.path=choice(a,b)): check with its
             # first value; the sweeper checks the corners of the space and every searched data file.
             cfg = config.compose([*fixed, *first_values(overrides, fixed)] if multirun else fixed,

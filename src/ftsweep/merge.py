@@ -122,7 +122,8 @@ def _data_line(cfg: Any) -> str:
     except ConfigError:  # the dataset_info.json entry is gone since: its name is still worth showing
         pass
     dataset = getattr(d, "dataset", None)  # (a config saved before data.dataset existed has no such key)
-    name = f"`{dataset}` (an entry of {d.dataset_dir}/dataset_info.json)" if dataset else f"`{d.path}`"
+    entries = "entries" if "," in str(dataset) else "an entry"
+    name = f"`{dataset}` ({entries} of {d.dataset_dir}/dataset_info.json)" if dataset else f"`{d.path}`"
     return f"- data: {name} (format {d.format}, template {d.template}, cutoff {d.cutoff_len})"
 
 

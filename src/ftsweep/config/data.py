@@ -50,7 +50,8 @@ class DataConfig:
     # LLaMA-Factory's dataset registry: a name defined in <dataset_dir>/dataset_info.json. Its entry (file_name or
     # hf_hub_url, formatting, ranking, columns, tags, split, subset, num_samples) replaces path, loader, format and
     # the columns it maps (ftsweep.data.dataset_info). dataset_dir: the folder holding dataset_info.json (or the
-    # file itself), relative to the working directory as in LLaMA-Factory.
+    # file itself), relative to the working directory as in LLaMA-Factory. Several names, 'identity,alpaca_en_demo',
+    # are one dataset of their rows (LLaMA-Factory's list).
     dataset: str | None = None
     dataset_dir: str = "data"
     # An entry of the same dataset_info.json for validation (LLaMA-Factory's eval_dataset): its file becomes

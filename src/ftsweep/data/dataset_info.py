@@ -22,9 +22,18 @@ What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format``
 ``data.eval_dataset=<name>`` (LLaMA-Factory's ``eval_dataset``): another entry of the same file whose file is
 ``data.validation_path`` (read with the training entry's format and columns, which must match).
 
-Refused in one line, naming the file and the entry: a missing file or entry (with the names it defines), a
-list of datasets (LLaMA-Factory mixes them; here: one, or ``data.dataset=choice(a,b)`` to search them),
-ModelScope / script / cloud sources, image / video / audio columns, other role names, unknown entry keys.
+A list, ``data.dataset='identity,alpaca_en_demo'`` (LLaMA-Factory's ``dataset: a,b``, its default ``concat``
+mix): one dataset of every entry's rows in the order listed, each entry read with its own file, columns and
+``num_samples``; ``data.max_rows``, the shuffle and the validation split then apply to the whole list. Entries
+read the same way stay so (two Alpaca entries: the Alpaca templates); Alpaca entries listed with ShareGPT ones
+become chat turns, as LLaMA-Factory aligns them, and the list is rendered by the chat template. Preference pairs
+are listed with preference pairs of the same formatting only; documents (``data.format=text``) with documents.
+``data.eval_dataset`` may list entries too; they must be read as the training list is. (``choice(a,b)`` in a
+sweep searches entries instead.)
+
+Refused in one line, naming the file and the entry: a missing file or entry (with the names it defines),
+entries that cannot be trained together, ModelScope / script / cloud sources, image / video / audio columns,
+other role names, unknown entry keys.
 Reads JSON only (no torch): the CLI and the sweeper check it before anything is written.
 """
 
@@ -55,6 +64,8 @@ UNSUPPORTED_SOURCES = ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_nam
 ENTRY_KEYS = (*SOURCES, *UNSUPPORTED_SOURCES, "file_sha1", "formatting", "ranking", "subset", "split", "folder",
               "num_samples", "revision", "columns", "tags")
 KEY = "data.dataset"
+# the data path of several entries read as one dataset: "dataset_info:<registry file>#<name>,<name>"
+MIX_PREFIX, MIX_SEP = "dataset_info:", "#"
 
 
 def info_path(dataset_dir: str) -> Path:
@@ -66,9 +77,6 @@ def info_path(dataset_dir: str) -> Path:
 
 def read_entry(dataset: str, dataset_dir: str) -> tuple[Path, dict[str, Any]]:
     """(the registry file, the entry of ``dataset``), or one-line ConfigError."""
-    if "," in dataset:
-        raise ConfigError(KEY, f"one dataset at a time ({dataset!r} lists several, which LLaMA-Factory mixes): "
-                               "merge their files, or search them with data.dataset=choice(a,b)")
     file = info_path(dataset_dir)
     if not file.is_file():
         raise ConfigError(KEY, f"no {file} to define {dataset!r} (data.dataset_dir={dataset_dir}: the folder that "
@@ -159,14 +167,84 @@ def _check_tags(tags: Any, formatting: str, bad: Any) -> None:
             raise bad(f"tags.{tag}={name!r}: this role is read under the names {', '.join(readable)}")
 
 
-def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str) -> tuple[dict[str, Any], dict | None]:
+def names_of(value: str, key: str = KEY) -> list[str]:
+    """The entry names of ``value``: one name, or several separated by commas (LLaMA-Factory's
+    ``dataset: identity,alpaca_en_demo``)."""
+    names = [n.strip() for n in str(value).split(",")]
+    if not all(names):
+        raise ConfigError(key, f"{value!r}: an empty name in the list of datasets")
+    return names
+
+
+def mix_path(file: Path, names: list[str]) -> str:
+    """The data path that stands for several entries of ``file`` read one after the other (:func:`mix_parts`)."""
+    return f"{MIX_PREFIX}{file}{MIX_SEP}{','.join(names)}"
+
+
+def is_mix(path: str | None) -> bool:
+    return bool(path) and str(path).startswith(MIX_PREFIX)
+
+
+def mix_format(parts: list[tuple[str, dict[str, Any]]], user_format: str, key: str = KEY) -> str:
+    """How a list of entries is rendered: their common format (as one entry of each would be read), or
+    ``sharegpt`` when ShareGPT entries are listed with Alpaca ones (these become chat turns, as LLaMA-Factory
+    aligns every dataset of a list); one-line ConfigError for entries that cannot be trained together."""
+    ranking = {name: got["ranking"] for name, got in parts}
+    if len(set(ranking.values())) > 1:
+        pairs = next(n for n, r in ranking.items() if r)
+        plain = next(n for n, r in ranking.items() if not r)
+        raise ConfigError(key, f"{pairs!r} holds preference pairs (ranking: true) and {plain!r} does not: "
+                               "list entries of one kind")
+    formats = {name: entry_format(got, user_format) for name, got in parts}
+    kinds = set(formats.values())
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds <= {"alpaca", "chat", "sharegpt"} and not any(r for r in ranking.values()):
+        return "sharegpt"
+    first = next(iter(formats.items()))
+    other = next((n, f) for n, f in formats.items() if f != first[1])
+    why = ("preference pairs listed together need one formatting" if any(ranking.values()) else
+           "entries listed together are trained as one dataset (Alpaca and ShareGPT entries mix, as chat turns)")
+    raise ConfigError(key, f"{first[0]!r} is read as {first[1]} and {other[0]!r} as {other[1]}: {why}")
+
+
+def entry_format(got: dict[str, Any], user_format: str) -> str:
+    """How one entry is read: an alpaca entry is rendered with the Alpaca templates, with the chat template under
+    ``data.format=chat`` (as LLaMA-Factory renders every layout: how rows with system / history columns train), or
+    read as documents under ``data.format=text`` (LLaMA-Factory's pre-training entries: the text in the prompt
+    column)."""
+    return user_format if got["format"] == "alpaca" and user_format in ("chat", "text") else got["format"]
+
+
+def mix_parts(path: str, d: Any) -> tuple[str, list[tuple[Any, str, int | None]]]:
+    """(the rendering format, [(an entry's data options, its own format, its num_samples)]) of a path made by
+    :func:`mix_path`; ``d``: the data options it was made from."""
+    file, _, names = str(path)[len(MIX_PREFIX):].rpartition(MIX_SEP)
+    parts = [(name, entry_settings(name, file)) for name in names.split(",")]
+    fmt = mix_format(parts, d.format)
+    return fmt, [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"]) for _, got in parts]
+
+
+def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
+            user_format: str = "alpaca") -> tuple[dict[str, Any], dict | None]:
     """(the training entry's settings, the validation entry's or None); one-line ConfigError when the
-    validation entry has no training entry or is read otherwise (format, columns)."""
+    validation entry has no training entry or is read otherwise (format, columns). For a list of entries,
+    the settings of the first (each is read, and the list checked as :func:`mix_format` reads it with
+    ``data.format=user_format``)."""
     if not dataset:
         raise ConfigError("data.eval_dataset", "needs data.dataset (the training entry whose format and columns "
                                                "it is read with)")
-    got = entry_settings(dataset, dataset_dir)
-    ev = entry_settings(eval_dataset, dataset_dir) if eval_dataset else None
+    train = [(n, entry_settings(n, dataset_dir)) for n in names_of(dataset)]
+    evals = [(n, entry_settings(n, dataset_dir)) for n in names_of(eval_dataset, "data.eval_dataset")] \
+        if eval_dataset else []
+    got, ev = train[0][1], evals[0][1] if evals else None
+    if len(train) > 1 or len(evals) > 1:
+        fmt = mix_format(train, user_format)
+        ev_fmt = mix_format(evals, user_format, "data.eval_dataset") if evals else fmt
+        if ev_fmt != fmt:
+            raise ConfigError("data.eval_dataset", f"{eval_dataset!r} is read as {ev_fmt} and {dataset!r} as {fmt}: "
+                                                   "validation rows are read like the training rows")
+        return got, ev
     differ = [k for k in ("format", "columns") if ev is not None and ev[k] != got[k]]
     if differ:
         raise ConfigError("data.eval_dataset", f"{eval_dataset!r} differs from {dataset!r} in its {differ[0]} "
@@ -182,21 +260,32 @@ def apply(d: Any) -> Any:
 
     if not d.dataset and not d.eval_dataset:
         return d
-    got, ev = entries(d.dataset, d.eval_dataset, d.dataset_dir)
+    got, ev = entries(d.dataset, d.eval_dataset, d.dataset_dir, d.format)
+    train, evals = names_of(d.dataset), names_of(d.eval_dataset, "data.eval_dataset") if d.eval_dataset else []
+    if len(train) == 1 and len(evals) <= 1:
+        out = _with_entry(d, got, d.format)
+        limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
+        return dataclasses.replace(out, max_rows=min(limit) if limit else None,
+                                   validation_path=ev["path"] if ev else d.validation_path)
+    # several entries: each is read with its own file, columns and num_samples (data.max_rows: of them all)
+    file = info_path(d.dataset_dir).resolve()
+    fmt, _ = mix_parts(mix_path(file, train), d)
+    return dataclasses.replace(d, path=mix_path(file, train), loader="mix", format=fmt,
+                               validation_path=mix_path(file, evals) if evals else d.validation_path)
+
+
+def _with_entry(d: Any, got: dict[str, Any], user_format: str) -> Any:
+    """``d`` reading one entry: its file or Hub dataset, format and columns."""
+    import dataclasses
+
     mapped = dict(got["columns"])
-    # an alpaca entry is rendered with the Alpaca templates, with the chat template under data.format=chat (as
-    # LLaMA-Factory renders every layout: how rows with system / history columns train), or read as documents
-    # under data.format=text (LLaMA-Factory's pre-training entries: the text in the prompt column)
-    fmt = d.format if got["format"] == "alpaca" and d.format in ("chat", "text") else got["format"]
+    fmt = entry_format(got, user_format)
     if fmt == "text" and "instruction" in mapped:
         mapped["text"] = mapped.pop("instruction")
     columns = dataclasses.replace(d.columns, **mapped)
     extra = {**d.extra, **({"data_dir": got["data_dir"]} if got["data_dir"] else {})}
-    limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
     return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=fmt, columns=columns,
-                               split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra,
-                               max_rows=min(limit) if limit else None,
-                               validation_path=ev["path"] if ev else d.validation_path)
+                               split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra)
 
 
 def dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
@@ -210,12 +299,16 @@ def dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
     if not dataset and not eval_dataset:
         return None
     try:
-        got, ev = entries(dataset, eval_dataset, str(OmegaConf.select(cfg, "data.dataset_dir")))
+        got, _ = entries(dataset, eval_dataset, str(OmegaConf.select(cfg, "data.dataset_dir")),
+                         str(OmegaConf.select(cfg, "data.format", default="alpaca")))
     except ConfigError as err:
         return str(err)
-    for key, name, settings in ((KEY, dataset, got), ("data.eval_dataset", eval_dataset, ev)):
-        if settings and settings["loader"] != "hub" and not Path(settings["path"]).exists():
-            return f"{key}: {name!r}: no such file {settings['path']} (file_name, next to the dataset_info.json)"
+    dataset_dir = str(OmegaConf.select(cfg, "data.dataset_dir"))
+    for key, value in ((KEY, dataset), ("data.eval_dataset", eval_dataset)):
+        for name in names_of(value, key) if value else []:
+            settings = entry_settings(name, dataset_dir)
+            if settings["loader"] != "hub" and not Path(settings["path"]).exists():
+                return f"{key}: {name!r}: no such file {settings['path']} (file_name, next to the dataset_info.json)"
     if got["ranking"] and OmegaConf.select(cfg, "stage.name") in (None, "sft"):
         return (f"{KEY}: {dataset!r} is a preference dataset (ranking: true, chosen / rejected answers): "
                 "train it with stage=dpo (or stage=kto)")

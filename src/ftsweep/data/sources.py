@@ -49,7 +49,12 @@ class Source:
 
 
 def resolve_source(name: str, loader: str) -> Source:
-    """Decide how to read ``name``: ``auto`` picks by file extension, and a non-file is a Hub dataset."""
+    """Decide how to read ``name``: ``auto`` picks by file extension, and a non-file is a Hub dataset; several
+    entries of LLaMA-Factory's dataset_info.json (``data.dataset=a,b``) are read one after the other."""
+    from ftsweep.data.dataset_info import is_mix
+
+    if is_mix(name):
+        return Source(name, "mix", None)
     file = resolve_data_path(name)
     if file is None and loader != "hub" and looks_like_local_path(name):
         hint = ("; a pattern is not expanded: for several files give their folder, "
@@ -112,10 +117,37 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "parquet": _read_parquet,
         "text": _read_lines,
         "hub": _read_hub,
+        "mix": _read_mix,
     }
     if source.file is not None and source.file.is_file() and not file_bytes(source).strip():
         raise DataError(source.name, "the file is empty (no rows)")
     yield from readers[source.loader](source, d)
+
+
+def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
+    """The rows of several dataset_info.json entries in the order listed, each read with its own file, columns and
+    ``num_samples`` (a seeded selection, as ``data.max_rows``); Alpaca rows listed with ShareGPT ones become chat
+    turns (:func:`ftsweep.data.chat.alpaca_turns`), as LLaMA-Factory aligns every dataset of a list."""
+    from ftsweep.data.chat import alpaca_turns
+    from ftsweep.data.dataset_info import mix_parts
+
+    fmt, parts = mix_parts(source.name, d)
+    for part, part_format, num_samples in parts:
+        columns, records = column_map(part), []
+        for item in read_records(resolve_source(part.path, part.loader), part):
+            if isinstance(item, DataError):
+                yield item
+                continue
+            row = map_columns(item.row, columns)
+            if fmt == "sharegpt" and part_format != "sharegpt":
+                try:
+                    turns = alpaca_turns(row, item.where, part)
+                except DataError as err:
+                    yield err
+                    continue
+                row = {"conversations": turns, **{k: row[k] for k in ("system", "tools") if k in row}}
+            records.append(Record(row, item.where))
+        yield from select(records, shuffle=d.shuffle, seed=d.seed, max_rows=num_samples)
 
 
 def _check_object(row: Any, where: str) -> Record | DataError:
@@ -415,7 +447,8 @@ def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
     """Read one source into records (columns mapped, replacements applied) and its content hash."""
     source = resolve_source(name, d.loader)
     records: list[Record] = []
-    columns, replacements = column_map(d), dict(d.replacements)
+    # several dataset_info.json entries: each maps its own columns
+    columns, replacements = {} if source.loader == "mix" else column_map(d), dict(d.replacements)
     for item in read_records(source, d):
         if isinstance(item, DataError):
             bad.handle(item)
