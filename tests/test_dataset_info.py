@@ -259,3 +259,21 @@ def test_a_list_of_entries_that_cannot_train_together_is_one_line(project, value
                            "rows are read like the training rows")
     else:
         assert problem is not None and problem.startswith(message), problem
+
+
+def test_a_run_read_back_from_another_folder_finds_its_registry(project, tmp_path, monkeypatch):
+    """merge / generate read a run's config from any folder: a relative data.dataset_dir is the one of the folder
+    the run was started from (hydra.runtime.cwd), as a relative model folder is; the run's files are unchanged."""
+    from ftsweep.rundir import load_config
+
+    run = project / "run" / ".hydra"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  dataset: qa,talk\n  dataset_dir: data\n")
+    (run / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {project}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(project / "run")
+    assert cfg.data.dataset_dir == str(project / "data")
+    assert data_options(cfg.data).format == "sharegpt"
+    assert "dataset_dir: data\n" in (run / "config.yaml").read_text()

@@ -174,3 +174,36 @@ def test_a_bad_questions_file_is_one_line_before_any_model_loads(tiny_run, tmp_p
 def test_bad_generation_settings_are_one_line_exit_2(tmp_path, capsys, flag, value, message):
     assert cli.main(["generate", str(tmp_path), flag, value]) == 2
     assert capsys.readouterr().err.strip() == f"ftsweep: error: {message}"
+
+
+def test_a_run_on_a_dataset_info_sharegpt_entry_renders_its_prompts_as_trained(tiny_run, tmp_path, monkeypatch):
+    """The run's data format is its dataset_info.json entry's (sharegpt here), not the config's own data.format:
+    plain questions and ShareGPT rows (a validation file's, with their answer) give the training prompt."""
+    from transformers import AutoTokenizer
+
+    from ftsweep.data import encode_records
+    from ftsweep.data.encode import LengthCounts
+    from ftsweep.data.errors import BadRows
+    from ftsweep.data.options import data_options
+    from ftsweep.data.sources import Record
+    from ftsweep.generate import as_row, question_text
+    from ftsweep.rundir import load_config as load_run_config
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps({"talk": {"file_name": "t.json",
+                                                                               "formatting": "sharegpt"}}))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_run_config(tiny_run)
+    cfg.data.dataset = "talk"
+    assert cfg.data.format == "alpaca" and data_options(cfg.data).format == "sharegpt"
+    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    row = {"system": "Be brief.", "conversations": [{"from": "human", "value": "Name a color."},
+                                                    {"from": "gpt", "value": "Red."}]}
+    enc = encode_records([Record(row, "t")], data_options(cfg.data), tok, BadRows("fail"), LengthCounts())
+    n_prompt = next(i for i, label in enumerate(enc["labels"][0]) if label != -100)
+    prompt, bos = render_prompt(row, cfg.data, tok)
+    assert tok(prompt, add_special_tokens=bos)["input_ids"] == enc["input_ids"][0][:n_prompt]
+    assert question_text(as_row(row, cfg.data)) == "Name a color."  # the heading: the question, not the answer
+    plain, _ = render_prompt("Name a color.", cfg.data, tok)
+    assert plain.endswith("<|start_header_id|>user<|end_header_id|>\n\nName a color.<|eot_id|>"
+                          "<|start_header_id|>assistant<|end_header_id|>\n\n")

@@ -110,9 +110,11 @@ def question_text(q: Any) -> str:
         return q
     if "instruction" in q:
         return q["instruction"] + (f"\n{q['input']}" if q.get("input") else "")
-    turns = q.get("messages") or q.get("prompt")
-    if isinstance(turns, list) and turns and isinstance(turns[-1], dict):  # a conversation: its last message
-        return str(turns[-1].get("content", ""))
+    turns = q.get("messages") or q.get("conversations") or q.get("prompt")
+    if isinstance(turns, list) and turns and isinstance(turns[-1], dict):  # a conversation: its last question
+        asked = [t for t in turns if isinstance(t, dict) and (t.get("role") or t.get("from")) not in ("assistant", "gpt")]
+        last = (asked or turns)[-1]
+        return str(last.get("content", last.get("value", "")))
     return q.get("prompt") or q.get("text") or q.get("question") or json.dumps(q, ensure_ascii=False)
 
 
@@ -126,8 +128,10 @@ PLAIN_FIELDS = ("question", "prompt", "instruction", "input", "text", "query")
 def as_row(question: Any, d: Any) -> Any:
     """A question as the run reads it: a row with the run's ``data.columns`` mapping applied, or the text of a
     row that has none of the format's fields (:data:`PLAIN_FIELDS`)."""
+    from ftsweep.data.options import data_options
     from ftsweep.data.sources import column_map, map_columns
 
+    d = data_options(d)  # a dataset_info.json entry gives the format and columns
     if isinstance(question, Question):
         question = question.value
     if not isinstance(question, dict):
@@ -148,10 +152,12 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     :class:`Question` (errors name its file and line).
     """
     from ftsweep.data import render
+    from ftsweep.data.chat import ROLE_ALIASES
+    from ftsweep.data.options import data_options
     from ftsweep.data.sources import Record
     from ftsweep.data.templates import ANSWER, HISTORY, resolve_chat_template
 
-    d = data_cfg
+    d = data_options(data_cfg)  # a dataset_info.json entry (or a list of them) gives the format and columns
     where = question.where if isinstance(question, Question) else "question"
     question = as_row(question, d)
     placeholder = "x"
@@ -159,11 +165,16 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
         return question_text(question), True
     if isinstance(question, dict):
         row = dict(question)
+        if d.format == "sharegpt" and "messages" not in row and isinstance(row.get("conversations"), list):
+            # ShareGPT turns (from / value) as messages; the renderer reads them back as the run's turns
+            row["messages"] = [{"role": ROLE_ALIASES.get(t.get("from"), t.get("from")), "content": t.get("value")}
+                               if isinstance(t, dict) and "from" in t else t for t in row.pop("conversations")]
         if d.format in ("chat", "sharegpt") and "messages" in row:
             turns = list(row["messages"])
             if turns and isinstance(turns[-1], dict) and turns[-1].get("role") == "assistant":
                 turns = turns[:-1]  # a row with its answer (a validation file's): the model writes that answer
-            row = {"messages": [*turns, {"role": "assistant", "content": placeholder}]}
+            kept = {k: row[k] for k in ("system", "tools") if row.get(k)}  # as the row's training prompt had them
+            row = {"messages": [*turns, {"role": "assistant", "content": placeholder}], **kept}
     elif d.format == "alpaca":
         row = {"instruction": question, "input": ""}
     elif d.format == "prompt_completion":
@@ -176,9 +187,8 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
         row.setdefault("completion", placeholder)
     elif "messages" in row and row["messages"][-1]["role"] != "assistant":
         row["messages"] = [*row["messages"], {"role": "assistant", "content": placeholder}]
-    if d.format == "sharegpt":  # the renderer reads ShareGPT turns
-        row = {"conversations": [{"from": m["role"].replace("user", "human").replace("assistant", "gpt"),
-                                  "value": m["content"]} for m in row["messages"]]}
+    if d.format == "sharegpt":  # the renderer reads ShareGPT rows (turns without "from" as role / content)
+        row = {"conversations": row.pop("messages"), **row}
     chat_template = resolve_chat_template(d, tokenizer) if d.format in ("chat", "sharegpt") else None
     segments = render(Record(row, where), d, tokenizer, chat_template)
     last_answer = max(i for i, s in enumerate(segments) if s.kind in (ANSWER, HISTORY))
@@ -268,7 +278,10 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
 
     quiet_warnings()
     tokenizer = load_tokenizer(run_dir)
-    prompts = [render_prompt(q, cfg.data, tokenizer) for q in questions]  # a bad question fails before the model loads
+    from ftsweep.data.options import data_options
+
+    d = data_options(cfg.data)
+    prompts = [render_prompt(q, d, tokenizer) for q in questions]  # a bad question fails before the model loads
     models, kind = load_models(run_dir, cfg, tokenizer, quantized=quantized)
     rows = []
     for q, (prompt, bos) in zip(questions, prompts):
@@ -280,7 +293,7 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
         else:
             tuned = _answer(models[1], tokenizer, prompt, bos, settings)
             base_answer = _answer(models[0], tokenizer, prompt, bos, settings) if base else None
-        rows.append({"question": question_text(as_row(q, cfg.data)), "prompt": prompt, "base": base_answer, "finetuned": tuned,
+        rows.append({"question": question_text(as_row(q, d)), "prompt": prompt, "base": base_answer, "finetuned": tuned,
                      "seconds": round(time.perf_counter() - started, 3)})
     out_dir = Path(out_dir) if out_dir else run_dir / "generations"
     write_outputs(out_dir, rows, settings, run_dir)
@@ -304,7 +317,7 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: Generatio
             md += ["**Base**", "", _quote(row["base"]), ""]
         md += ["**Fine-tuned**", "", _quote(row["finetuned"]), ""]
     (out_dir / "answers.md").write_text("\n".join(md), encoding="utf-8")
-    print(f"ftsweep: wrote {out_dir / 'answers.md'} and answers.jsonl ({len(rows)} questions)")
+    print(f"ftsweep: wrote {out_dir / 'answers.md'} and answers.jsonl ({len(rows)} question{'s' if len(rows) != 1 else ''})")
 
 
 def _quote(text: str) -> str:

@@ -184,26 +184,35 @@ def load_config(run_dir: str | Path) -> Any:
             raise UsageError(f"{run_dir}: no such folder (give a run or sweep folder)")
         raise UsageError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
     cfg = OmegaConf.load(path)
-    _anchor_model_path(cfg, Path(run_dir))
+    _anchor_relative_paths(cfg, Path(run_dir))
     return cfg
 
 
-def _anchor_model_path(cfg: Any, run_dir: Path) -> None:
-    """A base model given as a relative folder (``model.name_or_path=./my_model``) is read from where the run
-    was started (Hydra records it: ``hydra.runtime.cwd``), so merge / generate / init_from find it from any
-    folder. Changes the loaded config only, never the run's files."""
+def _anchor_relative_paths(cfg: Any, run_dir: Path) -> None:
+    """A base model given as a relative folder (``model.name_or_path=./my_model``) and LLaMA-Factory's
+    ``data.dataset_dir`` (the folder of ``dataset_info.json``, relative to the working directory) are read from
+    where the run was started (Hydra records it: ``hydra.runtime.cwd``), so merge / generate / init_from find
+    them from any folder. Changes the loaded config only, never the run's files."""
     from omegaconf import OmegaConf
 
     name = OmegaConf.select(cfg, "model.name_or_path")
-    if not isinstance(name, str) or not name.startswith(("./", "../")) or OmegaConf.select(cfg, "model.tiny"):
+    model = isinstance(name, str) and name.startswith(("./", "../")) and not OmegaConf.select(cfg, "model.tiny")
+    registry = OmegaConf.select(cfg, "data.dataset_dir")
+    registry = registry if isinstance(registry, str) and not Path(registry).expanduser().is_absolute() and (
+        OmegaConf.select(cfg, "data.dataset") or OmegaConf.select(cfg, "data.eval_dataset")) else None
+    if not model and not registry:
         return
     hydra_file = RunDir(run_dir).path / ".hydra" / "hydra.yaml"
     try:
         cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
-    except Exception:  # noqa: BLE001 -- no hydra.yaml / unreadable: the path stays as written
+    except Exception:  # noqa: BLE001 -- no hydra.yaml / unreadable: the paths stay as written
         return
-    if isinstance(cwd, str) and (Path(cwd) / name).is_dir():
+    if not isinstance(cwd, str):
+        return
+    if model and (Path(cwd) / name).is_dir():
         cfg.model.name_or_path = str((Path(cwd) / name).resolve())
+    if registry and (Path(cwd) / registry).exists():
+        cfg.data.dataset_dir = str((Path(cwd) / registry).resolve())
 
 
 def load_overrides(run_dir: str | Path) -> list[str]:
