@@ -283,6 +283,8 @@ BAD_CASES = {
         "row 1: field 'instruction': empty",
     ),
     "empty output": ([{"instruction": "x", "input": "", "output": ""}], "row 1: field 'output': empty"),
+    # the column is there with a JSON null (not "missing": the row does have it)
+    "null output": ([{"instruction": "x", "input": None, "output": None}], "row 1: field 'output': null (a text is needed here)"),
     "not an object": ([["x", "y"]], "row 1: expected a JSON object, got list"),
 }
 

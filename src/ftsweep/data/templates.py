@@ -151,6 +151,8 @@ def get_text(
     if field not in row or row[field] is None:
         if not required:
             return ""
+        if field in row:  # the column is there, its value null (a JSON null, an empty parquet cell)
+            raise DataError(where, "null (a text is needed here)", _label(field, d))
         raise missing(row, field, where, d)
     value = number_text(row[field])
     if not isinstance(value, str):
