@@ -277,3 +277,24 @@ def test_a_run_read_back_from_another_folder_finds_its_registry(project, tmp_pat
     assert cfg.data.dataset_dir == str(project / "data")
     assert data_options(cfg.data).format == "sharegpt"
     assert "dataset_dir: data\n" in (run / "config.yaml").read_text()
+
+
+def test_a_list_of_entries_is_cached_by_the_bytes_of_its_files_and_registry(project, compose, monkeypatch):
+    from ftsweep.data import sources
+
+    cfg = compose("data.dataset='qa,talk'", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
+    tok = load_tokenizer(cfg)
+    first = build_datasets(cfg, tok)
+    with monkeypatch.context() as m:  # a cache hit reads no row (the files are hashed by their bytes)
+        m.setattr(sources, "read_records", lambda *a: pytest.fail("rows read on a cache hit"))
+        again = build_datasets(cfg, tok)
+    assert (first.stats["cache_hit"], again.stats["cache_hit"]) == (False, True)
+    assert again.fingerprint == first.fingerprint
+    talk = project / "data" / "sub" / "chat.jsonl"
+    talk.write_text(talk.read_text().replace("Number 0", "Number zero"))  # an entry's file changed
+    changed = build_datasets(cfg, tok)
+    assert not changed.stats["cache_hit"] and "Number zero" in _answers(tok, changed.train)
+    info = project / "data" / "dataset_info.json"
+    info.write_text(json.dumps({**REGISTRY, "qa": {**REGISTRY["qa"], "num_samples": 3}}))  # the registry changed
+    fewer = build_datasets(cfg, tok)
+    assert not fewer.stats["cache_hit"] and len(fewer.train) == 3 + 12

@@ -225,6 +225,13 @@ def mix_parts(path: str, d: Any) -> tuple[str, list[tuple[Any, str, int | None]]
     return fmt, [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"]) for _, got in parts]
 
 
+def mix_files(path: str) -> list[tuple[str, str]]:
+    """(name, loader) of the registry file and of every entry's file or Hub dataset in a path made by
+    :func:`mix_path`: what the rows of the list are read from (the data cache hashes them)."""
+    file, _, names = str(path)[len(MIX_PREFIX):].rpartition(MIX_SEP)
+    return [(file, "json"), *((got["path"], got["loader"]) for got in (entry_settings(n, file) for n in names.split(",")))]
+
+
 def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
             user_format: str = "alpaca") -> tuple[dict[str, Any], dict | None]:
     """(the training entry's settings, the validation entry's or None); one-line ConfigError when the

@@ -96,7 +96,16 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def content_hash(source: Source) -> str | None:
-    """sha256 of a local file's bytes (None for Hub datasets, which are hashed after loading)."""
+    """sha256 of a local file's bytes (None for Hub datasets, which are hashed after loading); for a list of
+    dataset_info.json entries, of the registry's bytes and every entry's file (None when one is a Hub dataset)."""
+    if source.loader == "mix":
+        from ftsweep.data.dataset_info import mix_files
+
+        files = mix_files(source.name)
+        digests = [content_hash(resolve_source(*f)) for f in files]
+        if any(x is None for x in digests):
+            return None
+        return hashlib.sha256("\n".join(x for x in digests if x).encode()).hexdigest()
     if source.file is None:
         return None
     h = hashlib.sha256()
