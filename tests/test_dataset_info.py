@@ -117,8 +117,10 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
                                  "answers): train it with stage=dpo (or stage=kto)")),
         (["data.dataset=qa", "data.dataset_dir=elsewhere"], "data.dataset: no elsewhere/dataset_info.json to define"),
         (["dataset=qa"], "did you mean data.dataset?"),
-        (["data.dataset=talk", "data.eval_dataset=qa_eval"], ("data.eval_dataset: 'qa_eval' differs from 'talk' in its "
-                                                              "format (alpaca vs sharegpt)")),
+        (["data.dataset=qa", "data.eval_dataset=talk"], ("data.eval_dataset: 'talk' is read as sharegpt and 'qa' as "
+                                                         "alpaca: validation rows are rendered like the training rows")),
+        (["data.dataset=qa", "data.eval_dataset=pairs"], ("data.eval_dataset: 'pairs' and 'qa': one holds preference "
+                                                          "pairs (ranking: true), the other does not")),
         (["data.eval_dataset=qa_eval"], "data.eval_dataset: needs data.dataset"),
         (["data.dataset=qa,talk"], ("is a sweep: add -m (or use sweep=<name>); several dataset_info.json entries as one "
                                     "dataset (LLaMA-Factory's list): quote them, data.dataset='qa,talk'")),
@@ -213,6 +215,22 @@ def test_an_eval_dataset_entry_is_the_validation_file(project, compose):
     assert _answers(tok, bundle.eval) == sorted(f"{3 * i}." for i in range(5))
 
 
+def test_a_validation_entry_with_its_own_columns_or_layout_is_read_with_them(project, compose):
+    """As LLaMA-Factory aligns every dataset: a validation entry whose columns differ from the training entry's is
+    read with its own; Alpaca validation rows of a ShareGPT run are chat turns."""
+    info = project / "data" / "dataset_info.json"
+    info.write_text(json.dumps({**REGISTRY, "qa_plain": {"file_name": "plain.json"}}))
+    (project / "data" / "plain.json").write_text(json.dumps([{"instruction": "What is 7 plus 7?", "input": "",
+                                                              "output": "It is 14."}]))
+    tok = None
+    for dataset, expected in (("qa", "### Instruction"), ("talk", "<|start_header_id|>user<|end_header_id|>")):
+        cfg = compose(f"data.dataset={dataset}", "data.eval_dataset=qa_plain", "data.val_size=0", NO_PRETRAIN)
+        tok = tok or load_tokenizer(cfg)
+        bundle = build_datasets(cfg, tok)
+        assert _answers(tok, bundle.eval) == ["It is 14."]
+        assert expected in tok.decode(bundle.eval[0]["input_ids"]) and "7 plus 7" in tok.decode(bundle.eval[0]["input_ids"])
+
+
 def test_a_list_of_entries_is_one_dataset_each_read_with_its_own_columns(project, compose):
     """LLaMA-Factory's ``dataset: a,b``: the rows of every entry, each with its own file, columns and num_samples;
     Alpaca entries listed with ShareGPT ones are chat turns (rendered by the chat template, as LLaMA-Factory)."""
@@ -245,7 +263,7 @@ def test_a_list_of_entries_is_one_dataset_each_read_with_its_own_columns(project
     ("'c4,talk'", ["data.format=text"], "data.dataset: 'c4' is read as text and 'talk' as sharegpt"),
     ("'qa,,talk'", [], "data.dataset: 'qa,,talk': an empty name in the list of datasets"),
     ("'qa,tlak'", [], "data.dataset: no dataset 'tlak' in data/dataset_info.json"),
-    ("'qa,talk'", ["data.eval_dataset=qa_eval", "data.format=alpaca"], None),
+    ("'qa,qa_eval'", ["data.eval_dataset=talk", "data.format=alpaca"], None),
 ])
 def test_a_list_of_entries_that_cannot_train_together_is_one_line(project, value, extra, message):
     from omegaconf import OmegaConf
@@ -255,8 +273,8 @@ def test_a_list_of_entries_that_cannot_train_together_is_one_line(project, value
                             "stage": {"name": "sft"}})
     problem = dataset_problem(cfg)
     if message is None:
-        assert problem == ("data.eval_dataset: 'qa_eval' is read as alpaca and 'qa,talk' as sharegpt: validation "
-                           "rows are read like the training rows")
+        assert problem == ("data.eval_dataset: 'talk' is read as sharegpt and 'qa,qa_eval' as alpaca: validation "
+                           "rows are rendered like the training rows")
     else:
         assert problem is not None and problem.startswith(message), problem
 

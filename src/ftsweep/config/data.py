@@ -55,7 +55,7 @@ class DataConfig:
     dataset: str | None = None
     dataset_dir: str = "data"
     # An entry of the same dataset_info.json for validation (LLaMA-Factory's eval_dataset): its file becomes
-    # validation_path (read with the training entry's format and columns, which must match).
+    # validation rows (read with its own columns, rendered as the training rows; several names: every entry's rows).
     eval_dataset: str | None = None
     # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | tsv | parquet | text | hub
     loader: str = "auto"

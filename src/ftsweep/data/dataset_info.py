@@ -20,7 +20,8 @@ What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format``
 - ``num_samples``: at most that many rows (the seeded ``data.max_rows`` selection; the smaller of the two).
 
 ``data.eval_dataset=<name>`` (LLaMA-Factory's ``eval_dataset``): another entry of the same file whose file is
-``data.validation_path`` (read with the training entry's format and columns, which must match).
+``data.validation_path``, read with its own columns and rendered as the training rows (Alpaca validation rows of
+a ShareGPT run become chat turns; a layout the training format cannot render is refused).
 
 A list, ``data.dataset='identity,alpaca_en_demo'`` (LLaMA-Factory's ``dataset: a,b``, its default ``concat``
 mix): one dataset of every entry's rows in the order listed, each entry read with its own file, columns and
@@ -28,8 +29,7 @@ mix): one dataset of every entry's rows in the order listed, each entry read wit
 read the same way stay so (two Alpaca entries: the Alpaca templates); Alpaca entries listed with ShareGPT ones
 become chat turns, as LLaMA-Factory aligns them, and the list is rendered by the chat template. Preference pairs
 are listed with preference pairs of the same formatting only; documents (``data.format=text``) with documents.
-``data.eval_dataset`` may list entries too; they must be read as the training list is. (``choice(a,b)`` in a
-sweep searches entries instead.)
+``data.eval_dataset`` may list entries too. (``choice(a,b)`` in a sweep searches entries instead.)
 
 Refused in one line, naming the file and the entry: a missing file or entry (with the names it defines),
 entries that cannot be trained together, ModelScope / script / cloud sources, image / video / audio columns,
@@ -216,13 +216,12 @@ def entry_format(got: dict[str, Any], user_format: str) -> str:
     return user_format if got["format"] == "alpaca" and user_format in ("chat", "text") else got["format"]
 
 
-def mix_parts(path: str, d: Any) -> tuple[str, list[tuple[Any, str, int | None]]]:
-    """(the rendering format, [(an entry's data options, its own format, its num_samples)]) of a path made by
-    :func:`mix_path`; ``d``: the data options it was made from."""
+def mix_parts(path: str, d: Any) -> list[tuple[Any, str, int | None]]:
+    """[(an entry's data options, its own format, its num_samples)] of a path made by :func:`mix_path`; ``d``: the
+    run's data options (``d.format``: how the rows are rendered)."""
     file, _, names = str(path)[len(MIX_PREFIX):].rpartition(MIX_SEP)
-    parts = [(name, entry_settings(name, file)) for name in names.split(",")]
-    fmt = mix_format(parts, d.format)
-    return fmt, [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"]) for _, got in parts]
+    parts = [entry_settings(name, file) for name in names.split(",")]
+    return [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"]) for got in parts]
 
 
 def mix_files(path: str) -> list[tuple[str, str]]:
@@ -234,10 +233,9 @@ def mix_files(path: str) -> list[tuple[str, str]]:
 
 def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
             user_format: str = "alpaca") -> tuple[dict[str, Any], dict | None]:
-    """(the training entry's settings, the validation entry's or None); one-line ConfigError when the
-    validation entry has no training entry or is read otherwise (format, columns). For a list of entries,
-    the settings of the first (each is read, and the list checked as :func:`mix_format` reads it with
-    ``data.format=user_format``)."""
+    """(the training entry's settings, the validation entry's or None: the first of a list); one-line ConfigError
+    when the validation entry has no training entry, or when entries cannot be rendered together (each list as
+    :func:`mix_format` reads it with ``data.format=user_format``, and validation rows as the training rows)."""
     if not dataset:
         raise ConfigError("data.eval_dataset", "needs data.dataset (the training entry whose format and columns "
                                                "it is read with)")
@@ -245,40 +243,45 @@ def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
     evals = [(n, entry_settings(n, dataset_dir)) for n in names_of(eval_dataset, "data.eval_dataset")] \
         if eval_dataset else []
     got, ev = train[0][1], evals[0][1] if evals else None
-    if len(train) > 1 or len(evals) > 1:
-        fmt = mix_format(train, user_format)
-        ev_fmt = mix_format(evals, user_format, "data.eval_dataset") if evals else fmt
-        if ev_fmt != fmt:
+    fmt = mix_format(train, user_format)
+    if evals:
+        ev_fmt = mix_format(evals, user_format, "data.eval_dataset")
+        if got["ranking"] != ev["ranking"]:
+            raise ConfigError("data.eval_dataset", f"{eval_dataset!r} and {dataset!r}: one holds preference pairs "
+                                                   "(ranking: true), the other does not")
+        if ev_fmt != fmt and not (fmt == "sharegpt" and ev_fmt == "alpaca" and not got["ranking"]):
             raise ConfigError("data.eval_dataset", f"{eval_dataset!r} is read as {ev_fmt} and {dataset!r} as {fmt}: "
-                                                   "validation rows are read like the training rows")
-        return got, ev
-    differ = [k for k in ("format", "columns") if ev is not None and ev[k] != got[k]]
-    if differ:
-        raise ConfigError("data.eval_dataset", f"{eval_dataset!r} differs from {dataset!r} in its {differ[0]} "
-                                               f"({ev[differ[0]]} vs {got[differ[0]]}): validation rows are read "
-                                               "like the training rows")
+                                                   "validation rows are rendered like the training rows")
     return got, ev
+
+
+def _same_layout(got: dict[str, Any], ev: dict[str, Any] | None) -> bool:
+    """The validation entry is read with the training entry's own options (format and columns)."""
+    return ev is None or (ev["format"], ev["columns"]) == (got["format"], got["columns"])
 
 
 def apply(d: Any) -> Any:
     """``d`` (a plain DataConfig) with its ``dataset`` / ``eval_dataset`` entries' settings in place (``d``
-    itself when neither is set)."""
+    itself when neither is set). A list of entries (or a validation entry read otherwise than the training
+    one) is read through a :func:`mix_path`, each entry with its own file, columns and num_samples."""
     import dataclasses
 
     if not d.dataset and not d.eval_dataset:
         return d
     got, ev = entries(d.dataset, d.eval_dataset, d.dataset_dir, d.format)
     train, evals = names_of(d.dataset), names_of(d.eval_dataset, "data.eval_dataset") if d.eval_dataset else []
-    if len(train) == 1 and len(evals) <= 1:
+    file = info_path(d.dataset_dir).resolve()
+    if len(train) == 1:
         out = _with_entry(d, got, d.format)
         limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
-        return dataclasses.replace(out, max_rows=min(limit) if limit else None,
-                                   validation_path=ev["path"] if ev else d.validation_path)
-    # several entries: each is read with its own file, columns and num_samples (data.max_rows: of them all)
-    file = info_path(d.dataset_dir).resolve()
-    fmt, _ = mix_parts(mix_path(file, train), d)
-    return dataclasses.replace(d, path=mix_path(file, train), loader="mix", format=fmt,
-                               validation_path=mix_path(file, evals) if evals else d.validation_path)
+        out = dataclasses.replace(out, max_rows=min(limit) if limit else None)
+    else:  # data.max_rows, the shuffle and the split: over the whole list
+        out = dataclasses.replace(d, path=mix_path(file, train), loader="mix",
+                                  format=mix_format([(n, entry_settings(n, str(file))) for n in train], d.format))
+    if not evals:
+        return out
+    single = len(train) == 1 and len(evals) == 1 and _same_layout(got, ev)
+    return dataclasses.replace(out, validation_path=ev["path"] if single and ev else mix_path(file, evals))
 
 
 def _with_entry(d: Any, got: dict[str, Any], user_format: str) -> Any:

@@ -140,15 +140,14 @@ def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
     from ftsweep.data.chat import alpaca_turns
     from ftsweep.data.dataset_info import mix_parts
 
-    fmt, parts = mix_parts(source.name, d)
-    for part, part_format, num_samples in parts:
+    for part, part_format, num_samples in mix_parts(source.name, d):
         columns, records = column_map(part), []
         for item in read_records(resolve_source(part.path, part.loader), part):
             if isinstance(item, DataError):
                 yield item
                 continue
             row = map_columns(item.row, columns)
-            if fmt == "sharegpt" and part_format != "sharegpt":
+            if d.format == "sharegpt" and part_format != "sharegpt":  # the rows are rendered as ShareGPT turns
                 try:
                     turns = alpaca_turns(row, item.where, part)
                 except DataError as err:
