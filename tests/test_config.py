@@ -198,6 +198,22 @@ def test_another_tools_settings_become_overrides_that_compose():
         "meta-llama/Meta-Llama-3-8B-Instruct", 8, "all-linear", 2048, 1000, 1e-4, "cosine", "bf16", 7)
 
 
+def test_printed_overrides_reach_hydra_unchanged_through_a_shell():
+    """The overrides a hint prints (config-file settings, --flag hints) are pasted into a shell: the shell must hand
+    Hydra each one as written, its Hydra quotes included."""
+    from ftsweep.config.keys import override_for, shell_quoted
+
+    for name, value in [("dataset", "identity,alpaca_en_demo"), ("notes", 'say "hi" for $5 `x` \\n'),
+                        ("lora_target", "q_proj,v_proj"), ("learning_rate", 1e-4),
+                        ("model_name_or_path", "meta-llama/Meta-Llama-3-8B-Instruct")]:
+        written = override_for(name, value)
+        words = subprocess.run(["bash", "-c", f"printf '%s\\0' {shell_quoted(written)}"], capture_output=True,
+                               text=True, check=True).stdout.split("\0")[:-1]
+        assert words == (written.split(" ", 1) if written.startswith("model=hub ") else [written])
+    assert shell_quoted(override_for("dataset", "identity,alpaca_en_demo")) == "\"data.dataset='identity,alpaca_en_demo'\""
+    assert shell_quoted("optimizer.lr=0.0001") == "optimizer.lr=0.0001"
+
+
 @pytest.mark.parametrize("override,message", BAD)
 def test_bad_override_message(compose, override, message):
     with pytest.raises(ConfigFailure) as info:

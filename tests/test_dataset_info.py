@@ -123,9 +123,9 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
                                                           "pairs (ranking: true), the other does not")),
         (["data.eval_dataset=qa_eval"], "data.eval_dataset: needs data.dataset"),
         (["data.dataset=qa,talk"], ("is a sweep: add -m (or use sweep=<name>); several dataset_info.json entries as one "
-                                    "dataset (LLaMA-Factory's list): quote them, data.dataset='qa,talk'")),
+                                    "dataset (LLaMA-Factory's list): quote them, \"data.dataset='qa,talk'\"")),
         (["data.dataset=[qa, talk]"], ("data.dataset: several dataset_info.json entries are one comma-separated "
-                                       "string, as LLaMA-Factory writes them: data.dataset='qa,talk'")),
+                                       "string, as LLaMA-Factory writes them: \"data.dataset='qa,talk'\"")),
         (["data.dataset='qa,pairs'"], "data.dataset: 'pairs' holds preference pairs (ranking: true) and 'qa' does not"),
         (["data.dataset=qa", "data.path=other.json"], ("data.path: given with data.dataset, whose dataset_info.json "
                                                       "entry names the file; give one of them")),

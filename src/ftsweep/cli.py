@@ -187,7 +187,7 @@ def train_main(argv: list[str]) -> int:
             if listed:  # LLaMA-Factory's list of entries is one string
                 key, value = listed.split("=", 1)
                 raise UsageError(f"{key}: several dataset_info.json entries are one comma-separated string, as "
-                                 f"LLaMA-Factory writes them: {key}='{value.strip('[]').replace(' ', '')}'")
+                                 f"LLaMA-Factory writes them: \"{key}='{value.strip('[]').replace(' ', '')}'\"")
             fixed = config.fixed_overrides(overrides)
             with_hydra = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
             multirun = bool(flags & {"-m", "--multirun"}) or str(with_hydra.hydra.mode) == "RunMode.MULTIRUN"
@@ -195,7 +195,8 @@ def train_main(argv: list[str]) -> int:
                 bad = next(o for o in overrides if o not in fixed)
                 key = bad.split("=", 1)[0]
                 mix = (f"; several dataset_info.json entries as one dataset (LLaMA-Factory's list): quote them, "
-                       f"{key}='{bad.split('=', 1)[1]}'" if key.lstrip("+") in DATASET_KEYS and "(" not in bad else "")
+                       f"\"{key}='{bad.split('=', 1)[1]}'\"" if key.lstrip("+") in DATASET_KEYS and "(" not in bad
+                       else "")
                 raise UsageError(f"{key}: {bad!r} is a sweep: add -m (or use sweep=<name>){mix}")
             # A swept key may have no value of its own (data=custom_json data.path=choice(a,b)): check with its
             # first value; the sweeper checks the corners of the space and every searched data file.
@@ -260,7 +261,7 @@ def check_secrets(overrides: list[str]) -> None:
 def foreign_flag(argv: list[str]) -> str | None:
     """One line for the first ``--name [value]`` / ``--name=value`` that is no flag of ftsweep's or Hydra's (a
     TRL / transformers script's argument: ``--learning_rate 1e-4``), saying the override to write instead."""
-    from ftsweep.config.keys import ours, override_for
+    from ftsweep.config.keys import ours, override_for, shell_quoted
 
     known = HYDRA_VALUE_FLAGS | HYDRA_BARE_FLAGS | {"--estimate-memory", "-v", "--verbose"}
     for i, arg in enumerate(argv):
@@ -275,7 +276,7 @@ def foreign_flag(argv: list[str]) -> str | None:
             return (f"{name}: ftsweep train takes overrides (key=value, e.g. optimizer.lr=1e-4), not --flags "
                     "(see ftsweep train --help)")
         others = ours(key)[1:]  # seed: trainer.seed (or model.tiny.seed / data.seed)
-        return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {write}"
+        return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {shell_quoted(write)}"
                 + (f" (or {' / '.join(others)})" if others else "") + " (see ftsweep train --help)")
     return None
 

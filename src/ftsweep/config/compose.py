@@ -255,7 +255,7 @@ def _as_overrides(path: str) -> str:
     tool (LLaMA-Factory's ``llama3_lora_sft.yaml``); "" when the file cannot be read as one."""
     import yaml
 
-    from ftsweep.config.keys import override_for
+    from ftsweep.config.keys import override_for, shell_quoted
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -265,7 +265,7 @@ def _as_overrides(path: str) -> str:
     if not isinstance(doc, dict) or not doc:
         return ""
     pairs = [(str(k), override_for(str(k), v)) for k, v in doc.items() if not isinstance(v, dict)]
-    mapped = [o for _, o in pairs if o]
+    mapped = [shell_quoted(o) for _, o in pairs if o]  # to paste into a shell as they are
     other = [k for k, o in pairs if not o]
     if not mapped:
         return ""

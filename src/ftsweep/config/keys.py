@@ -171,6 +171,15 @@ def override_for(name: str, value: Any) -> str | None:
     return f"{key}={override_value(FOREIGN_VALUES.get((key, value), value) if isinstance(value, str) else value)}"
 
 
+def shell_quoted(overrides: str) -> str:
+    """``overrides`` (what :func:`override_for` writes) as words to paste into a shell: one whose value Hydra needs
+    quoted (``data.dataset='identity,alpaca_en_demo'``) or that holds a character the shell reads is put in double
+    quotes, so the shell keeps Hydra's quotes."""
+    words = overrides.split(" ", 1) if overrides.startswith("model=hub ") else [overrides]
+    return " ".join(w if re.fullmatch(r"[\w./:@+=,-]+", w) else '"' + re.sub(r'([\\"$`])', r"\\\1", w) + '"'
+                    for w in words)
+
+
 def override_value(value: Any) -> str:
     """A value as Hydra's override grammar reads it back (quoted where it would not)."""
     if isinstance(value, bool):
