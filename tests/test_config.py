@@ -130,9 +130,9 @@ def test_a_key_added_with_plus_that_nothing_reads_is_refused(compose, override, 
 
 @pytest.mark.parametrize("override, message", [
     ("data.path=데이터.csv", ("data.path: cannot parse '데이터.csv': LexerNoViableAltException: data.path=데이터.csv "
-                             "(Hydra reads unquoted values as ASCII only: quote it, data.path='데이터.csv')")),
+                             "(Hydra reads unquoted values as ASCII only: quote it, \"data.path='데이터.csv'\")")),
     ("data.path={x", ("data.path: cannot parse '{x': no viable alternative at input '{x' (quote a value with spaces, "
-                      "braces or '=': key='...')")),
+                      "braces or '=': \"key='...'\" in a shell)")),
 ])
 def test_an_override_hydra_cannot_parse_is_named_by_compose_too(compose, override, message):
     # ftsweep inspect / lr-find / merge compose directly (ftsweep train parses its overrides first)

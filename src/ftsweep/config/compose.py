@@ -288,9 +288,9 @@ def override_error(override: str, err: BaseException) -> str:
                 "ftsweep's keys) and run ftsweep train +experiment=<name>" + _as_overrides(override))
     if not sep:
         return f"{override}: not an override (key=value, +key=value or ~key); {reason}"
-    hint = " (quote a value with spaces, braces or '=': key='...')" if re.search(r"[\s{}=]", value) else ""
+    hint = " (quote a value with spaces, braces or '=': \"key='...'\" in a shell)" if re.search(r"[\s{}=]", value) else ""
     if not value.isascii():
-        hint = f" (Hydra reads unquoted values as ASCII only: quote it, {key}='{value}')"
+        hint = f" (Hydra reads unquoted values as ASCII only: quote it, \"{key}='{value}'\")"
     return f"{key.lstrip('+~')}: cannot parse {value!r}: {reason}{hint}"
 
 
