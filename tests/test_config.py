@@ -158,10 +158,14 @@ def test_every_foreign_name_points_at_a_key_or_option_that_exists():
     from ftsweep.config.compose import group_options
     from ftsweep.config.keys import FOREIGN_NAMES, allowed_keys
 
+    from ftsweep.config.stage import DpoStage
+
     for name, target in FOREIGN_NAMES.items():
         if "=" in target:
             group, option = target.split("=")
             assert option in group_options(group), (name, target)
+        elif target.startswith("stage."):  # a preference stage's setting (stage=dpo)
+            assert target.split(".", 1)[1] in allowed_keys("", DpoStage), (name, target)
         elif not target.startswith("hydra."):
             parent, _, leaf = target.rpartition(".")
             assert leaf in allowed_keys(parent), (name, target)
@@ -212,6 +216,24 @@ def test_printed_overrides_reach_hydra_unchanged_through_a_shell():
         assert words == (written.split(" ", 1) if written.startswith("model=hub ") else [written])
     assert shell_quoted(override_for("dataset", "identity,alpaca_en_demo")) == "\"data.dataset='identity,alpaca_en_demo'\""
     assert shell_quoted("optimizer.lr=0.0001") == "optimizer.lr=0.0001"
+
+
+def test_a_llama_factory_dpo_qlora_example_becomes_overrides_that_compose():
+    """LLaMA-Factory's DPO / QLoRA settings: quantization_bit, pref_beta, pref_loss, flash_attn."""
+    from ftsweep.config.compose import compose
+    from ftsweep.config.keys import override_for
+
+    example = {"stage": "dpo", "quantization_bit": 4, "pref_beta": 0.2, "pref_loss": "hinge", "flash_attn": "fa2",
+               "lora_rank": 16}
+    got = [override_for(k, v) for k, v in example.items()]
+    assert got == ["stage=dpo", "quantization=nf4", "stage.beta=0.2", "stage.loss_type=hinge",
+                   "model.attn_implementation=flash_attention_2", "lora.r=16"]
+    cfg = compose(got, check=False)
+    assert (cfg.quantization.method, cfg.stage.beta, cfg.stage.loss_type, cfg.model.attn_implementation) == (
+        "nf4", 0.2, "hinge", "flash_attention_2")
+    assert override_for("quantization_bit", 8) == "quantization=int8"
+    assert override_for("quantization_bit", 2) is None  # no 2-bit option here: named among the settings left out
+    assert override_for("flash_attn", "auto") == "model.attn_implementation=null"
 
 
 @pytest.mark.parametrize("override,message", BAD)

@@ -56,7 +56,13 @@ FOREIGN_NAMES = {
     "max_samples": "data.max_rows",
     "lora_rank": "lora.r",
     "lora_target": "lora.target_modules",
+    "quantization_bit": "quantization",  # 4 -> quantization=nf4, 8 -> int8 (QUANTIZATION_BITS)
+    "flash_attn": "model.attn_implementation",
+    "pref_beta": "stage.beta",
+    "pref_loss": "stage.loss_type",
 }
+# LLaMA-Factory's quantization_bit (bitsandbytes; its default quantization_type is nf4) -> our quantization option
+QUANTIZATION_BITS = {4: "nf4", 8: "int8"}
 
 
 def _item_fields() -> dict[str, tuple[str, ...]]:
@@ -130,7 +136,11 @@ def unknown_key(key: str) -> str:
 
 
 # Other tools' values that are spelled differently here, by our key (LLaMA-Factory's lora_target: all)
-FOREIGN_VALUES = {("lora.target_modules", "all"): "all-linear"}
+FOREIGN_VALUES = {("lora.target_modules", "all"): "all-linear",
+                  # LLaMA-Factory's flash_attn: fa2 / sdpa / disabled / auto
+                  ("model.attn_implementation", "fa2"): "flash_attention_2",
+                  ("model.attn_implementation", "disabled"): "eager",
+                  ("model.attn_implementation", "auto"): None}
 # Other tools' names whose last part matches a key of ours that means something else (LLaMA-Factory's
 # template is a chat template; data.template an Alpaca one)
 NOT_OURS = ("template",)
@@ -164,6 +174,9 @@ def override_for(name: str, value: Any) -> str | None:
     key = keys[0]
     if "=" in key or (key == "trainer.precision" and name in ("bf16", "fp16")):  # a switch that names its value
         return None if value in SWITCH_OFF else (key if "=" in key else f"{key}={name}")
+    if key == "quantization":  # a number of bits names the option (None: a width we have no option for)
+        bits = QUANTIZATION_BITS.get(int(value)) if isinstance(value, int | str) and str(value).isdigit() else None
+        return f"quantization={bits}" if bits else None
     if key == "model.name_or_path":  # any Hub model or folder is the model=hub option (the default builds tiny)
         return f"model=hub model.name_or_path={override_value(value)}"
     if key == "lora.target_modules" and isinstance(value, str) and "," in value:  # LLaMA-Factory: q_proj,v_proj
