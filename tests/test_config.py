@@ -188,7 +188,11 @@ def test_another_tools_settings_become_overrides_that_compose():
     from ftsweep.config.keys import override_for
 
     got = {k: override_for(k, v) for k, v in LLAMA_FACTORY_SFT.items()}
-    assert [k for k, o in got.items() if o is None] == ["do_train", "finetuning_type", "template"]
+    assert [k for k, o in got.items() if o is None] == ["do_train", "template"]
+    assert got["finetuning_type"] == "lora.enabled=true"
+    assert (override_for("finetuning_type", "full"), override_for("finetuning_type", "freeze")) == (
+        "lora.enabled=false", None)  # full fine-tuning; LLaMA-Factory's freeze tuning has no option here
+    assert override_for("use_peft", True) == "lora.enabled=true"
     assert got["model_name_or_path"] == "model=hub model.name_or_path=meta-llama/Meta-Llama-3-8B-Instruct"
     assert (got["lora_target"], got["bf16"], got["seed"]) == ("lora.target_modules=all-linear",
                                                              "trainer.precision=bf16", "trainer.seed=7")

@@ -57,12 +57,14 @@ FOREIGN_NAMES = {
     "lora_rank": "lora.r",
     "lora_target": "lora.target_modules",
     "quantization_bit": "quantization",  # 4 -> quantization=nf4, 8 -> int8 (QUANTIZATION_BITS)
+    "finetuning_type": "lora.enabled",  # lora -> true, full -> false (FINETUNING_TYPES); freeze / oft: none here
     "flash_attn": "model.attn_implementation",
     "pref_beta": "stage.beta",
     "pref_loss": "stage.loss_type",
 }
 # LLaMA-Factory's quantization_bit (bitsandbytes; its default quantization_type is nf4) -> our quantization option
 QUANTIZATION_BITS = {4: "nf4", 8: "int8"}
+FINETUNING_TYPES = {"lora": "true", "full": "false"}
 
 
 def _item_fields() -> dict[str, tuple[str, ...]]:
@@ -177,6 +179,10 @@ def override_for(name: str, value: Any) -> str | None:
     if key == "quantization":  # a number of bits names the option (None: a width we have no option for)
         bits = QUANTIZATION_BITS.get(int(value)) if isinstance(value, int | str) and str(value).isdigit() else None
         return f"quantization={bits}" if bits else None
+    if key == "lora.enabled":  # LLaMA-Factory's finetuning_type (a switch elsewhere: use_peft)
+        value = FINETUNING_TYPES.get(str(value), None if name == "finetuning_type" else value)
+        if value is None:
+            return None
     if key == "model.name_or_path":  # any Hub model or folder is the model=hub option (the default builds tiny)
         return f"model=hub model.name_or_path={override_value(value)}"
     if key == "lora.target_modules" and isinstance(value, str) and "," in value:  # LLaMA-Factory: q_proj,v_proj
