@@ -58,7 +58,10 @@ CASES = [
      ["sweep/broken.yaml", "not a valid YAML file"]),
     # item 14: messages
     ("sweep_over_hydra_settings", [*SWEEP, "+hydra.sweeper.params.optimizer.weight_decay=choice(0.0,0.1)"],
-     ["hydra.sweeper.params.optimizer.weight_decay", "optimizer.weight_decay=choice(0.0,0.1)"]),
+     ["hydra.sweeper.params.optimizer.weight_decay: on the command line a search space is given as the key itself: "
+      "\"optimizer.weight_decay=choice(0.0,0.1)\""]),
+    ("sweep_a_hydra_setting", [*SWEEP, "hydra.sweeper.n_trials=2,3"],
+     ["hydra.sweeper.n_trials: Hydra's own settings cannot be swept"]),
     ("non_ascii_unquoted_path", [*RUN, "data.path=données.json"], ["data.path", "quote it", "data.path='données.json'"]),
     ("garbage_study_db", [*SWEEP, "hydra.sweep.dir=gs"], ["hydra.sweeper.storage", "not a database"]),
     # a TRL / transformers script's arguments: the override to write instead

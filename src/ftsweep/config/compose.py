@@ -244,9 +244,11 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
             # Hydra's answer is two lines ("Sweeping over Hydra's configuration is not supported")
             key, value = parsed.key_or_group, o.partition("=")[2]
             target = key.removeprefix("hydra.sweeper.params.")
-            hint = (f"search the key itself: {target}={value}" if target != key
-                    else "sweep a training setting (key=choice(...)) instead")
-            raise ConfigFailure(f"{key}: Hydra's own settings cannot be swept; {hint}")
+            if target != key:  # a search space (what a sweep file writes under hydra.sweeper.params)
+                raise ConfigFailure(f"{key}: on the command line a search space is given as the key itself: "
+                                    f"\"{target}={value}\" (hydra.sweeper.params is where a sweep file writes it)")
+            raise ConfigFailure(f"{key}: Hydra's own settings cannot be swept; sweep a training setting "
+                                "(key=choice(...)) instead")
     return keep
 
 
