@@ -216,19 +216,24 @@ def entry_format(got: dict[str, Any], user_format: str) -> str:
     return user_format if got["format"] == "alpaca" and user_format in ("chat", "text") else got["format"]
 
 
+def _mix_entries(path: str) -> tuple[str, list[dict[str, Any]]]:
+    """(the registry file, the settings of every entry) of a path made by :func:`mix_path`."""
+    file, _, names = str(path)[len(MIX_PREFIX):].rpartition(MIX_SEP)
+    return file, [entry_settings(name, file) for name in names.split(",")]
+
+
 def mix_parts(path: str, d: Any) -> list[tuple[Any, str, int | None]]:
     """[(an entry's data options, its own format, its num_samples)] of a path made by :func:`mix_path`; ``d``: the
     run's data options (``d.format``: how the rows are rendered)."""
-    file, _, names = str(path)[len(MIX_PREFIX):].rpartition(MIX_SEP)
-    parts = [entry_settings(name, file) for name in names.split(",")]
-    return [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"]) for got in parts]
+    return [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"])
+            for got in _mix_entries(path)[1]]
 
 
 def mix_files(path: str) -> list[tuple[str, str]]:
     """(name, loader) of the registry file and of every entry's file or Hub dataset in a path made by
     :func:`mix_path`: what the rows of the list are read from (the data cache hashes them)."""
-    file, _, names = str(path)[len(MIX_PREFIX):].rpartition(MIX_SEP)
-    return [(file, "json"), *((got["path"], got["loader"]) for got in (entry_settings(n, file) for n in names.split(",")))]
+    file, parts = _mix_entries(path)
+    return [(file, "json"), *((got["path"], got["loader"]) for got in parts)]
 
 
 def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
@@ -249,7 +254,7 @@ def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
         if got["ranking"] != ev["ranking"]:
             raise ConfigError("data.eval_dataset", f"{eval_dataset!r} and {dataset!r}: one holds preference pairs "
                                                    "(ranking: true), the other does not")
-        if ev_fmt != fmt and not (fmt == "sharegpt" and ev_fmt == "alpaca" and not got["ranking"]):
+        if ev_fmt != fmt and not (fmt == "sharegpt" and ev_fmt in ("alpaca", "chat") and not got["ranking"]):
             raise ConfigError("data.eval_dataset", f"{eval_dataset!r} is read as {ev_fmt} and {dataset!r} as {fmt}: "
                                                    "validation rows are rendered like the training rows")
     return got, ev
