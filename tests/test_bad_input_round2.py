@@ -73,6 +73,12 @@ CASES = [
     ("trl_style_bool_switch", ["train", "--packing"], ["--packing", "write data.packing=true"]),
     ("trl_style_seed", ["train", "--seed", "3"], ["write trainer.seed=3 (or model.tiny.seed / data.seed)"]),
     ("unknown_flag", ["train", "--frobnicate", "3"], ["--frobnicate: ftsweep train takes overrides", "not --flags"]),
+    # a whole TRL command line: every flag's override in one line to paste, in the order given
+    ("trl_style_command_line", ["train", "--model_name_or_path", "Qwen/Qwen2.5-0.5B", "--learning_rate", "2e-5",
+                                "--seed", "3", "--frob", "2", "--bf16"],
+     ["--model_name_or_path: ftsweep train takes overrides (key=value), not --flags: write model=hub "
+      "model.name_or_path=Qwen/Qwen2.5-0.5B optimizer.lr=2e-5 trainer.seed=3 trainer.precision=bf16 (or "
+      "model.tiny.seed / data.seed for --seed) (no key here for: --frob)"]),
     ("run_and_multirun", ["train", "--run", "-m", "model=tiny"], ["--run / --multirun: give one of them"]),
     # a config file given as LLaMA-Factory's CLI takes it: how to keep settings in a file here
     ("config_file_as_argument", ["train", "my_lora_sft.yaml"],

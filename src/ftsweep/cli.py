@@ -171,9 +171,13 @@ def train_main(argv: list[str]) -> int:
         from ftsweep.verbosity import set_verbose
 
         set_verbose()
-    argv = flags_first([a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")])
+    given = [a for a in argv if a not in ("--estimate-memory", "-v", "--verbose")]
+    argv = flags_first(given)
     overrides, flags, config_dirs = split_overrides(argv)
     check_secrets(overrides)
+    message = foreign_flag(given)  # in the order given: each --flag with the value after it
+    if message:
+        raise UsageError(message)
     argv = check_hydra_flags(argv, flags)
     config.export_config_dirs(config_dirs)  # sweep trials (child processes) see the same user config
     if flags & {"-h", "--help"}:
@@ -259,11 +263,13 @@ def check_secrets(overrides: list[str]) -> None:
 
 
 def foreign_flag(argv: list[str]) -> str | None:
-    """One line for the first ``--name [value]`` / ``--name=value`` that is no flag of ftsweep's or Hydra's (a
-    TRL / transformers script's argument: ``--learning_rate 1e-4``), saying the override to write instead."""
+    """One line for the ``--name [value]`` / ``--name=value`` arguments that are no flags of ftsweep's or Hydra's (a
+    TRL / transformers script's: ``--learning_rate 1e-4``), saying the overrides to write instead (all of them:
+    ``trl sft --model_name_or_path ... --dataset_name ... --learning_rate ...`` is one line to paste)."""
     from ftsweep.config.keys import ours, override_for, shell_quoted
 
     known = HYDRA_VALUE_FLAGS | HYDRA_BARE_FLAGS | {"--estimate-memory", "-v", "--verbose"}
+    found: list[tuple[str, str | None, list[str]]] = []  # (flag, the override, the other keys it may be)
     for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
         if not arg.startswith("--") or name in known or (i and argv[i - 1] in HYDRA_VALUE_FLAGS):
@@ -272,20 +278,24 @@ def foreign_flag(argv: list[str]) -> str | None:
         if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-") and "=" not in argv[i + 1]:
             value = argv[i + 1]
         write = override_for(key, value or "true")  # a bare switch: HF's argument parsers read it as true
-        if write is None:
-            return (f"{name}: ftsweep train takes overrides (key=value, e.g. optimizer.lr=1e-4), not --flags "
-                    "(see ftsweep train --help)")
-        others = ours(key)[1:]  # seed: trainer.seed (or model.tiny.seed / data.seed)
-        return (f"{name}: ftsweep train takes overrides (key=value), not --flags: write {shell_quoted(write)}"
-                + (f" (or {' / '.join(others)})" if others else "") + " (see ftsweep train --help)")
-    return None
+        found.append((name, shell_quoted(write) if write else None, ours(key)[1:]))
+    if not found:
+        return None
+    first = found[0][0]
+    writes = [w for _, w, _ in found if w]
+    if not writes:
+        return (f"{first}: ftsweep train takes overrides (key=value, e.g. optimizer.lr=1e-4), not --flags "
+                "(see ftsweep train --help)")
+    # seed: trainer.seed (or model.tiny.seed / data.seed)
+    others = [f"or {' / '.join(o)}" + (f" for {name}" if len(found) > 1 else "") for name, w, o in found if w and o]
+    unknown = [name for name, w, _ in found if not w]
+    return (f"{first}: ftsweep train takes overrides (key=value), not --flags: write {' '.join(writes)}"
+            + (f" ({'; '.join(others)})" if others else "")
+            + (f" (no key here for: {', '.join(unknown)})" if unknown else "") + " (see ftsweep train --help)")
 
 
 def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     """Hydra flags that would end in a traceback or a multi-line message: made to work, or one line."""
-    message = foreign_flag(argv)
-    if message:
-        raise UsageError(message)
     if flags & {"--config-name", "-cn", "--config-path", "-cp"}:
         raise UsageError("--config-name / --config-path: ftsweep train always composes its train.yaml; "
                          "add your own config roots with --config-dir DIR (or a conf/ folder here)")
