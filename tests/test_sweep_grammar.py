@@ -178,3 +178,31 @@ def test_pruners_build(name):
     check_pruner(conf)
     assert pruner_from_json(pruner_to_json(conf)) == conf  # what a trial process rebuilds
     assert build_pruner(conf) is not None
+
+
+@pytest.mark.parametrize("name", ["successive_halving", "hyperband"])
+def test_a_reduction_factor_below_two_is_one_line_before_any_trial(name):
+    """Optuna's hyperband accepts 1, and then every trial failed dividing by log(1)."""
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.samplers import check_pruner
+
+    with pytest.raises(SweepInputError) as err:
+        check_pruner(PrunerConf(name=name, reduction_factor=1))
+    assert str(err.value) == ("hydra.sweeper.pruner.reduction_factor: must be >= 2 (each rung keeps 1 / factor of the "
+                              "trials; got 1)")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"min_resource": 0}, "hydra.sweeper.pruner.min_resource: must be >= 1 step or auto (got 0)"),
+    ({"max_resource": 0}, "hydra.sweeper.pruner.max_resource: must be >= 1 step or auto (got 0)"),
+    ({"min_resource": 10, "max_resource": 5}, "hydra.sweeper.pruner.min_resource: 10 is above max_resource (5)"),
+    ({"bootstrap_count": -1}, "hydra.sweeper.pruner.bootstrap_count: must be >= 0 (got -1)"),
+])
+def test_hyperband_settings_optuna_accepts_but_cannot_run_are_one_line(settings, message):
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.samplers import check_pruner
+
+    with pytest.raises(SweepInputError) as err:
+        check_pruner(PrunerConf(name="hyperband", **settings))
+    assert str(err.value) == message
+    check_pruner(PrunerConf(name="hyperband", min_resource=5, max_resource=60))  # a sound setting passes

@@ -179,6 +179,19 @@ def check_pruner(conf: PrunerConf) -> None:
     """Fail early (one line) for an unknown pruner name or bad settings."""
     if conf.name.lower() not in PRUNERS:
         raise SweepInputError(f"hydra.sweeper.pruner.name: got {conf.name!r}; allowed: {', '.join(PRUNERS)}")
+    if conf.name.lower() in ("successive_halving", "hyperband") and not conf.reduction_factor >= 2:
+        # Optuna's hyperband takes 1 and every trial then fails dividing by log(1)
+        raise SweepInputError(f"hydra.sweeper.pruner.reduction_factor: must be >= 2 (each rung keeps 1 / factor "
+                              f"of the trials; got {conf.reduction_factor})")
+    if conf.name.lower() == "hyperband":  # what Optuna's HyperbandPruner takes and then fails on in every trial
+        low, high = _resource(conf.min_resource), _resource(conf.max_resource)
+        for key, value in (("min_resource", low), ("max_resource", high)):
+            if value != "auto" and value < 1:
+                raise SweepInputError(f"hydra.sweeper.pruner.{key}: must be >= 1 step or auto (got {value})")
+        if "auto" not in (low, high) and low > high:
+            raise SweepInputError(f"hydra.sweeper.pruner.min_resource: {low} is above max_resource ({high})")
+        if conf.bootstrap_count < 0:
+            raise SweepInputError(f"hydra.sweeper.pruner.bootstrap_count: must be >= 0 (got {conf.bootstrap_count})")
     try:
         build_pruner(conf)
     except SweepInputError:
