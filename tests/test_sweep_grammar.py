@@ -206,3 +206,23 @@ def test_hyperband_settings_optuna_accepts_but_cannot_run_are_one_line(settings,
         check_pruner(PrunerConf(name="hyperband", **settings))
     assert str(err.value) == message
     check_pruner(PrunerConf(name="hyperband", min_resource=5, max_resource=60))  # a sound setting passes
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"seed": -1}, "hydra.sweeper.sampler.seed: must be in [0, 2**32 - 1] (got -1)"),
+    ({"options": {"frobnicate": 1}}, ("hydra.sweeper.sampler.options.frobnicate: not an option of the tpe sampler "
+                                      "(Optuna's TPESampler)")),
+    ({"name": "random", "options": {"n_startup_trials": 3}}, ("hydra.sweeper.sampler.options.n_startup_trials: not an "
+                                                              "option of the random sampler (Optuna's RandomSampler)")),
+])
+def test_sampler_settings_optuna_refuses_late_are_one_line_when_the_sampler_is_built(settings, message):
+    """A bad option or seed failed when the first trial was sampled, as a traceback; now when the sweep starts."""
+    from optuna.distributions import FloatDistribution
+
+    from ftsweep.config.sweeper import SamplerConf
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.samplers import build_sampler
+
+    with pytest.raises(SweepInputError) as err:
+        build_sampler(SamplerConf(**{"name": "tpe", **settings}), {"optimizer.lr": FloatDistribution(1e-5, 1e-2)})
+    assert str(err.value) == message

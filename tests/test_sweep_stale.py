@@ -118,3 +118,19 @@ def test_owner_is_in_the_first_write_of_a_new_trial(study, monkeypatch):
         ask_with_owner(study, DISTS)
     (trial,) = study.get_trials()
     assert json.dumps(trial.user_attrs[OWNER_ATTR]) == json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def test_a_sampler_that_cannot_propose_is_one_line_and_leaves_no_running_trial():
+    """An option Optuna takes and only fails on when it samples (TPE's n_ei_candidates=0): one line naming the
+    sampler setting, the trial it was proposing FAIL (not RUNNING, which a resume would take for a live one)."""
+    from ftsweep.config.sweeper import SamplerConf
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.samplers import build_sampler
+
+    sampler = build_sampler(SamplerConf(name="tpe", seed=0, n_startup_trials=0, options={"n_ei_candidates": 0}), DISTS)
+    study = optuna.create_study(sampler=sampler)
+    with pytest.raises(SweepInputError) as err:
+        ask_with_owner(study, DISTS)
+    assert str(err.value) == ("hydra.sweeper.sampler: could not propose trial 0: ValueError: The size of `samples` "
+                              "must be positive, but got 0.")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

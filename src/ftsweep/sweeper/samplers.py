@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -34,8 +35,22 @@ def build_sampler(conf: SamplerConf, distributions: Mapping[str, Any], *, multi_
     if conf.n_startup_trials is not None and conf.n_startup_trials < 0:  # Optuna takes it and samples anyway
         raise SweepInputError(f"hydra.sweeper.sampler.n_startup_trials: must be >= 0 (got {conf.n_startup_trials})")
 
+    if conf.seed is not None and not 0 <= conf.seed < 2**32:  # numpy's range: Optuna fails when it first samples
+        raise SweepInputError(f"hydra.sweeper.sampler.seed: must be in [0, 2**32 - 1] (got {conf.seed})")
+
     def factory(seed: int | None) -> Any:
         return _build(conf, distributions, seed, multi_objective)
+
+    try:  # built once now: a bad option fails here, not when the first trial is sampled
+        factory(conf.seed)
+    except SweepInputError:
+        raise
+    except (TypeError, ValueError) as err:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if unknown:
+            raise SweepInputError(f"hydra.sweeper.sampler.options.{unknown.group(1)}: not an option of the {name} "
+                                  "sampler (Optuna's " + str(err).split(".__init__")[0] + ")") from err
+        raise SweepInputError(f"hydra.sweeper.sampler: {str(err).splitlines()[0]}") from err
 
     # Grid and QMC must keep one seed: trial n takes point n of one grid order / one scrambled sequence
     # that every process shares (the storage says which points are taken).

@@ -242,8 +242,14 @@ def ask_with_owner(study: Any, distributions: dict[str, Any]) -> Any:
                                system_attrs={}, intermediate_values={}, trial_id=-1)
         trial_id = storage.create_new_trial(study._study_id, template_trial=template)
     trial = optuna.Trial(study, trial_id)  # the sampler's before_trial / relative sampling, as in study.ask()
-    for name, dist in distributions.items():
-        trial._suggest(name, dist)
+    try:
+        for name, dist in distributions.items():
+            trial._suggest(name, dist)
+    except Exception as err:  # e.g. a sampler option Optuna takes and then cannot sample with (n_ei_candidates=0)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)  # no RUNNING trial left behind
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise SweepInputError(f"hydra.sweeper.sampler: could not propose trial {trial.number}: "
+                              f"{type(err).__name__}: {first}") from err
     return trial
 
 
