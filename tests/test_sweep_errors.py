@@ -33,6 +33,8 @@ def _error_line(r) -> str:
     ("hydra.sweeper.lr_find_factor=1", "hydra.sweeper.lr_find_factor: must be > 1"),
     ("hydra.sweeper.submitit.timeout_min=-1", "hydra.sweeper.submitit.timeout_min: must be >= 0 minutes"),
     ("hydra.sweeper.dashboard_port=70000", "hydra.sweeper.dashboard_port: must be 1 to 65535, or 0 for a free port"),
+    ("hydra.sweeper.progress=fancy", "hydra.sweeper.progress: got 'fancy'; allowed: auto, rich, plain"),
+    ("+hydra.sweeper.sampler.options.frobnicate=1", "hydra.sweeper.sampler.options.frobnicate: not an option"),
     ("hydra.sweeper.n_trial=3", ("hydra.sweeper.n_trial: unknown key; allowed keys: study_name, storage, sweep_dir, "
                                 "n_trials,")),
     ("hydra.sweeper.n_trial=3", "; did you mean hydra.sweeper.n_trials?"),

@@ -155,6 +155,9 @@ def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
                               "or replace its report with overwrite=true")
 
 
+PROGRESS_MODES = ("auto", "rich", "plain")
+
+
 def _check_limits(conf: Any) -> None:
     """The sweeper's counts and durations that nothing else checks (a negative grace period would fail every
     running trial as stale; a factor <= 1 would search an empty range). One line each."""
@@ -172,6 +175,8 @@ def _check_limits(conf: Any) -> None:
         if not value > 1:
             raise SweepInputError(f"hydra.sweeper.{key}: must be > 1, the lr range is [lr / factor, lr * factor] "
                                   f"(got {value})")
+    if conf.progress not in PROGRESS_MODES:  # anything else was read as plain lines
+        raise SweepInputError(f"hydra.sweeper.progress: got {conf.progress!r}; allowed: {', '.join(PROGRESS_MODES)}")
     if not conf.submitit.timeout_min >= 0:
         raise SweepInputError(f"hydra.sweeper.submitit.timeout_min: must be >= 0 minutes, 0 = the cluster's "
                               f"default (got {conf.submitit.timeout_min})")
