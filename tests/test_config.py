@@ -55,6 +55,10 @@ def test_seed_experiments_match_the_posts(compose):
 
 BAD = [
     ("lora.r=0", "lora.r: must be >= 1"),
+    # LLaMA-Factory's template names a chat template; data.template is an Alpaca prompt template
+    ("data.template=llama3", ("data.template: got 'llama3'; allowed: alpaca_en, alpaca_ko, special_tokens, custom "
+                              "(Alpaca prompt templates); a chat model's template is its tokenizer's: data.format=chat "
+                              "(or data.chat_template=llama3 / chatml)")),
     ("lora.rr=3", "lora.rr: unknown key; allowed keys: enabled, r, alpha"),
     ("lora=r99", "lora=r99: no such option; available: none, r16, r16_all_linear, r8"),
     ("lora.dropout=1.0", "lora.dropout: must be in [0, 1)"),
@@ -188,7 +192,10 @@ def test_another_tools_settings_become_overrides_that_compose():
     from ftsweep.config.keys import override_for
 
     got = {k: override_for(k, v) for k, v in LLAMA_FACTORY_SFT.items()}
-    assert [k for k, o in got.items() if o is None] == ["do_train", "template"]
+    assert [k for k, o in got.items() if o is None] == ["do_train"]
+    assert got["template"] == "data.format=chat data.chat_template=llama3"  # LLaMA-Factory's llama3 chat format
+    assert (override_for("template", "qwen"), override_for("template", "alpaca"), override_for("template", "empty")) == (
+        "data.format=chat", "data.format=alpaca data.template=alpaca_en", None)
     assert got["finetuning_type"] == "lora.enabled=true"
     assert (override_for("finetuning_type", "full"), override_for("finetuning_type", "freeze")) == (
         "lora.enabled=false", None)  # full fine-tuning; LLaMA-Factory's freeze tuning has no option here
@@ -202,8 +209,9 @@ def test_another_tools_settings_become_overrides_that_compose():
     overrides = [w for o in got.values() if o and not o.startswith(("data.dataset", "hydra.")) for w in o.split()]
     cfg = compose(overrides, check=False)
     assert (cfg.model.name_or_path, cfg.lora.r, cfg.lora.target_modules, cfg.data.cutoff_len, cfg.data.max_rows,
-            cfg.optimizer.lr, cfg.scheduler.name, cfg.trainer.precision, cfg.trainer.seed) == (
-        "meta-llama/Meta-Llama-3-8B-Instruct", 8, "all-linear", 2048, 1000, 1e-4, "cosine", "bf16", 7)
+            cfg.optimizer.lr, cfg.scheduler.name, cfg.trainer.precision, cfg.trainer.seed, cfg.data.format,
+            cfg.data.chat_template) == (
+        "meta-llama/Meta-Llama-3-8B-Instruct", 8, "all-linear", 2048, 1000, 1e-4, "cosine", "bf16", 7, "chat", "llama3")
 
 
 def test_printed_overrides_reach_hydra_unchanged_through_a_shell():
@@ -218,6 +226,9 @@ def test_printed_overrides_reach_hydra_unchanged_through_a_shell():
         words = subprocess.run(["bash", "-c", f"printf '%s\\0' {shell_quoted(written)}"], capture_output=True,
                                text=True, check=True).stdout.split("\0")[:-1]
         assert words == (written.split(" ", 1) if written.startswith("model=hub ") else [written])
+    # several overrides in one: one shell word each
+    assert shell_quoted("data.format=chat data.chat_template=llama3 notes='a b'") == (
+        "data.format=chat data.chat_template=llama3 \"notes='a b'\"")
     assert shell_quoted(override_for("dataset", "identity,alpaca_en_demo")) == "\"data.dataset='identity,alpaca_en_demo'\""
     assert shell_quoted("optimizer.lr=0.0001") == "optimizer.lr=0.0001"
 

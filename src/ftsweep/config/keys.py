@@ -61,6 +61,7 @@ FOREIGN_NAMES = {
     "flash_attn": "model.attn_implementation",
     "pref_beta": "stage.beta",
     "pref_loss": "stage.loss_type",
+    "template": "data.format",  # LLAMA_FACTORY_TEMPLATES
 }
 # LLaMA-Factory's quantization_bit (bitsandbytes; its default quantization_type is nf4) -> our quantization option
 QUANTIZATION_BITS = {4: "nf4", 8: "int8"}
@@ -143,9 +144,12 @@ FOREIGN_VALUES = {("lora.target_modules", "all"): "all-linear",
                   ("model.attn_implementation", "fa2"): "flash_attention_2",
                   ("model.attn_implementation", "disabled"): "eager",
                   ("model.attn_implementation", "auto"): None}
-# Other tools' names whose last part matches a key of ours that means something else (LLaMA-Factory's
-# template is a chat template; data.template an Alpaca one)
-NOT_OURS = ("template",)
+# LLaMA-Factory's template (a chat template, not our data.template, an Alpaca one) -> how its rows render here:
+# llama3 / chatml are bundled chat templates, alpaca our Alpaca one, another model's is the tokenizer's own
+LLAMA_FACTORY_TEMPLATES = {"llama3": "data.format=chat data.chat_template=llama3",
+                           "chatml": "data.format=chat data.chat_template=chatml",
+                           "alpaca": "data.format=alpaca data.template=alpaca_en",
+                           "default": None, "empty": None}
 SWITCH_OFF = (False, None, "false", "False", "0", 0)
 
 
@@ -155,8 +159,6 @@ def ours(name: str) -> list[str]:
     only: a guess would write a wrong override)."""
     if name in FOREIGN_NAMES:
         return [FOREIGN_NAMES[name]]
-    if name in NOT_OURS:
-        return []
     root, at = schema_of(name)
     if root is None:
         return []
@@ -179,6 +181,8 @@ def override_for(name: str, value: Any) -> str | None:
     if key == "quantization":  # a number of bits names the option (None: a width we have no option for)
         bits = QUANTIZATION_BITS.get(int(value)) if isinstance(value, int | str) and str(value).isdigit() else None
         return f"quantization={bits}" if bits else None
+    if name == "template":  # LLaMA-Factory's chat template name
+        return LLAMA_FACTORY_TEMPLATES.get(str(value), "data.format=chat")
     if key == "lora.enabled":  # LLaMA-Factory's finetuning_type (a switch elsewhere: use_peft)
         value = FINETUNING_TYPES.get(str(value), None if name == "finetuning_type" else value)
         if value is None:
@@ -194,7 +198,7 @@ def shell_quoted(overrides: str) -> str:
     """``overrides`` (what :func:`override_for` writes) as words to paste into a shell: one whose value Hydra needs
     quoted (``data.dataset='identity,alpaca_en_demo'``) or that holds a character the shell reads is put in double
     quotes, so the shell keeps Hydra's quotes."""
-    words = overrides.split(" ", 1) if overrides.startswith("model=hub ") else [overrides]
+    words = re.findall(r"(?:[^\s']+|'(?:\\.|[^'\\])*')+", overrides)  # the overrides: spaces outside Hydra's quotes
     return " ".join(w if re.fullmatch(r"[\w./:@+=,-]+", w) else '"' + re.sub(r'([\\"$`])', r"\\\1", w) + '"'
                     for w in words)
 

@@ -186,7 +186,10 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "data.overlong", OVERLONG)
     _choice(cfg, "data.prompt_cut", PROMPT_CUTS)
     _choice(cfg, "data.bad_rows", BAD_ROWS)
-    _choice(cfg, "data.template", DATA_TEMPLATES)
+    if cfg.data.template not in DATA_TEMPLATES:  # LLaMA-Factory's template (llama3, qwen, ...) is a chat template
+        raise ConfigError("data.template", f"got {cfg.data.template!r}; allowed: {', '.join(DATA_TEMPLATES)} (Alpaca "
+                                           "prompt templates); a chat model's template is its tokenizer's: "
+                                           "data.format=chat (or data.chat_template=llama3 / chatml)")
     _choice(cfg, "data.chat_template", CHAT_TEMPLATES)
     _validate_custom_template(cfg)
     _at_least(cfg, "data.cutoff_len", 8)
