@@ -161,7 +161,6 @@ def test_free_form_keys_added_with_plus_are_kept(compose):
 def test_every_foreign_name_points_at_a_key_or_option_that_exists():
     from ftsweep.config.compose import group_options
     from ftsweep.config.keys import FOREIGN_NAMES, allowed_keys
-
     from ftsweep.config.stage import DpoStage
 
     for name, target in FOREIGN_NAMES.items():
