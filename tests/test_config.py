@@ -171,6 +171,8 @@ def test_every_foreign_name_points_at_a_key_or_option_that_exists():
             assert target.split(".", 1)[1] in allowed_keys("", DpoStage), (name, target)
         elif not target.startswith("hydra."):
             parent, _, leaf = target.rpartition(".")
+            if leaf.isdigit():  # an item of a list setting (optimizer.betas.1)
+                parent, _, leaf = parent.rpartition(".")
             assert leaf in allowed_keys(parent), (name, target)
 
 
@@ -203,6 +205,13 @@ def test_another_tools_settings_become_overrides_that_compose():
     assert (got["lora_target"], got["bf16"], got["seed"]) == ("lora.target_modules=all-linear",
                                                              "trainer.precision=bf16", "trainer.seed=7")
     assert override_for("lora_target", "q_proj, v_proj") == "lora.target_modules=[q_proj,v_proj]"
+    more = [override_for(k, v) for k, v in (("adam_beta2", 0.95), ("additional_target", "embed_tokens,lm_head"),
+                                             ("new_special_tokens", "<think>"), ("neat_packing", True))]
+    assert more == ["optimizer.betas.1=0.95", "lora.modules_to_save=[embed_tokens,lm_head]",
+                    "data.special_tokens=['<think>']", "data.packing=true"]
+    other = compose(more, check=False)
+    assert (list(other.optimizer.betas), list(other.lora.modules_to_save), list(other.data.special_tokens),
+            other.data.packing) == ([0.9, 0.95], ["embed_tokens", "lm_head"], ["<think>"], True)
     assert override_for("load_in_4bit", False) is None and override_for("load_in_4bit", True) == "quantization=nf4"
     assert override_for("notes", "first try: r8") == "notes='first try: r8'"
     overrides = [w for o in got.values() if o and not o.startswith(("data.dataset", "hydra.")) for w in o.split()]

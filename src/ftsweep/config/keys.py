@@ -22,8 +22,8 @@ from ftsweep.config.schema import TrainConfig
 FOREIGN_NAMES = {
     "learning_rate": "optimizer.lr",
     "optim": "optimizer.name",
-    "adam_beta1": "optimizer.betas",
-    "adam_beta2": "optimizer.betas",
+    "adam_beta1": "optimizer.betas.0",  # one item of the pair (the other keeps its value)
+    "adam_beta2": "optimizer.betas.1",
     "adam_epsilon": "optimizer.eps",
     "lr_scheduler_type": "scheduler.name",
     "lora_r": "lora.r",
@@ -62,6 +62,9 @@ FOREIGN_NAMES = {
     "pref_beta": "stage.beta",
     "pref_loss": "stage.loss_type",
     "template": "data.format",  # LLAMA_FACTORY_TEMPLATES
+    "neat_packing": "data.packing",  # packing without attention across examples: ours always is
+    "additional_target": "lora.modules_to_save",
+    "new_special_tokens": "data.special_tokens",
 }
 # LLaMA-Factory's quantization_bit (bitsandbytes; its default quantization_type is nf4) -> our quantization option
 QUANTIZATION_BITS = {4: "nf4", 8: "int8"}
@@ -151,6 +154,8 @@ LLAMA_FACTORY_TEMPLATES = {"llama3": "data.format=chat data.chat_template=llama3
                            "alpaca": "data.format=alpaca data.template=alpaca_en",
                            "default": None, "empty": None}
 SWITCH_OFF = (False, None, "false", "False", "0", 0)
+# Keys whose value is a list, which LLaMA-Factory writes as one comma-separated string (lora_target: all stays a word)
+LIST_KEYS = ("lora.target_modules", "lora.modules_to_save", "data.special_tokens")
 
 
 def ours(name: str) -> list[str]:
@@ -189,8 +194,8 @@ def override_for(name: str, value: Any) -> str | None:
             return None
     if key == "model.name_or_path":  # any Hub model or folder is the model=hub option (the default builds tiny)
         return f"model=hub model.name_or_path={override_value(value)}"
-    if key == "lora.target_modules" and isinstance(value, str) and "," in value:  # LLaMA-Factory: q_proj,v_proj
-        value = [v.strip() for v in value.split(",")]
+    if key in LIST_KEYS and isinstance(value, str) and ("," in value or key != "lora.target_modules"):
+        value = [v.strip() for v in value.split(",")]  # LLaMA-Factory's comma lists: q_proj,v_proj
     return f"{key}={override_value(FOREIGN_VALUES.get((key, value), value) if isinstance(value, str) else value)}"
 
 
