@@ -316,3 +316,22 @@ def test_a_list_of_entries_is_cached_by_the_bytes_of_its_files_and_registry(proj
     info.write_text(json.dumps({**REGISTRY, "qa": {**REGISTRY["qa"], "num_samples": 3}}))  # the registry changed
     fewer = build_datasets(cfg, tok)
     assert not fewer.stats["cache_hit"] and len(fewer.train) == 3 + 12
+
+
+def test_a_kto_list_of_alpaca_and_sharegpt_entries_keeps_every_rows_label(project, compose):
+    """An Alpaca KTO entry listed with a ShareGPT one: its rows become turns and keep their kto_tag (label)."""
+    from ftsweep.data.preference import build_preference_datasets
+
+    data = project / "data"
+    (data / "k1.json").write_text(json.dumps([{"instruction": f"Say {i}", "input": "", "output": f"{i}", "tag": i < 3}
+                                              for i in range(6)]))
+    (data / "k2.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": f"Name {i}"},
+                                                                 {"from": "gpt", "value": f"N{i}"}], "ok": i < 1}
+                                              for i in range(4)]))
+    (data / "dataset_info.json").write_text(json.dumps({
+        "k1": {"file_name": "k1.json", "columns": {"kto_tag": "tag"}},
+        "k2": {"file_name": "k2.json", "formatting": "sharegpt", "columns": {"kto_tag": "ok"}}}))
+    cfg = compose("stage=kto", "data.dataset='k1,k2'", "data.val_size=0", "data.shuffle=false",
+                  "objective.metric=train_loss", NO_PRETRAIN)
+    ds = build_preference_datasets(cfg, load_tokenizer(cfg), paired=False, max_prompt_length=None).train
+    assert len(ds) == 6 + 4 and sum(ds["label"]) == 3 + 1

@@ -133,6 +133,9 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
     yield from readers[source.loader](source, d)
 
 
+ALPACA_LAYOUT = ("instruction", "input", "output", "history")  # what chat.alpaca_turns reads
+
+
 def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
     """The rows of several dataset_info.json entries in the order listed, each read with its own file, columns and
     ``num_samples`` (a seeded selection, as ``data.max_rows``); Alpaca rows listed with ShareGPT ones become chat
@@ -153,7 +156,8 @@ def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
                 except DataError as err:
                     yield err
                     continue
-                row = {"conversations": turns, **{k: row[k] for k in ("system", "tools") if k in row}}
+                # the Alpaca layout's fields become the turns; the others stay (system, tools, KTO's label)
+                row = {"conversations": turns, **{k: v for k, v in row.items() if k not in ALPACA_LAYOUT}}
             records.append(Record(row, item.where))
         yield from select(records, shuffle=d.shuffle, seed=d.seed, max_rows=num_samples)
 
