@@ -33,11 +33,11 @@ CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templ
 BAD_ROWS = ("fail", "skip")
 
 
-def _choice(cfg: DictConfig, key: str, allowed: tuple) -> None:
+def _choice(cfg: DictConfig, key: str, allowed: tuple, hint: str = "") -> None:
     value = _get(cfg, key)
     if value not in allowed:
         shown = ", ".join("null" if a is None else str(a) for a in allowed)
-        raise ConfigError(key, f"got {value!r}; allowed: {shown}")
+        raise ConfigError(key, f"got {value!r}; allowed: {shown}{hint}")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -186,10 +186,9 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "data.overlong", OVERLONG)
     _choice(cfg, "data.prompt_cut", PROMPT_CUTS)
     _choice(cfg, "data.bad_rows", BAD_ROWS)
-    if cfg.data.template not in DATA_TEMPLATES:  # LLaMA-Factory's template (llama3, qwen, ...) is a chat template
-        raise ConfigError("data.template", f"got {cfg.data.template!r}; allowed: {', '.join(DATA_TEMPLATES)} (Alpaca "
-                                           "prompt templates); a chat model's template is its tokenizer's: "
-                                           "data.format=chat (or data.chat_template=llama3 / chatml)")
+    # LLaMA-Factory's template (llama3, qwen, ...) is a chat template
+    _choice(cfg, "data.template", DATA_TEMPLATES, " (Alpaca prompt templates); a chat model's template is its "
+            "tokenizer's: data.format=chat (or data.chat_template=llama3 / chatml)")
     _choice(cfg, "data.chat_template", CHAT_TEMPLATES)
     _validate_custom_template(cfg)
     _at_least(cfg, "data.cutoff_len", 8)

@@ -236,11 +236,15 @@ def mix_files(path: str) -> list[tuple[str, str]]:
     return [(file, "json"), *((got["path"], got["loader"]) for got in parts)]
 
 
+Entries = list[tuple[str, dict[str, Any]]]  # (name, its settings) of every entry named, in order
+
+
 def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
-            user_format: str = "alpaca") -> tuple[dict[str, Any], dict | None]:
-    """(the training entry's settings, the validation entry's or None: the first of a list); one-line ConfigError
-    when the validation entry has no training entry, or when entries cannot be rendered together (each list as
-    :func:`mix_format` reads it with ``data.format=user_format``, and validation rows as the training rows)."""
+            user_format: str = "alpaca") -> tuple[Entries, Entries, str]:
+    """(the training entries, the validation entries (none: []), how the training rows render); one-line
+    ConfigError when the validation entry has no training entry, or when entries cannot be rendered together
+    (each list as :func:`mix_format` reads it with ``data.format=user_format``, validation rows as the training
+    rows)."""
     if not dataset:
         raise ConfigError("data.eval_dataset", "needs data.dataset (the training entry whose format and columns "
                                                "it is read with)")
@@ -257,7 +261,7 @@ def entries(dataset: str | None, eval_dataset: str | None, dataset_dir: str,
         if ev_fmt != fmt and not (fmt == "sharegpt" and ev_fmt in ("alpaca", "chat") and not got["ranking"]):
             raise ConfigError("data.eval_dataset", f"{eval_dataset!r} is read as {ev_fmt} and {dataset!r} as {fmt}: "
                                                    "validation rows are rendered like the training rows")
-    return got, ev
+    return train, evals, fmt
 
 
 def _same_layout(got: dict[str, Any], ev: dict[str, Any] | None) -> bool:
@@ -273,20 +277,20 @@ def apply(d: Any) -> Any:
 
     if not d.dataset and not d.eval_dataset:
         return d
-    got, ev = entries(d.dataset, d.eval_dataset, d.dataset_dir, d.format)
-    train, evals = names_of(d.dataset), names_of(d.eval_dataset, "data.eval_dataset") if d.eval_dataset else []
+    train, evals, fmt = entries(d.dataset, d.eval_dataset, d.dataset_dir, d.format)
+    got, ev = train[0][1], evals[0][1] if evals else None
     file = info_path(d.dataset_dir).resolve()
     if len(train) == 1:
         out = _with_entry(d, got, d.format)
         limit = [n for n in (d.max_rows, got["num_samples"]) if n is not None]
         out = dataclasses.replace(out, max_rows=min(limit) if limit else None)
     else:  # data.max_rows, the shuffle and the split: over the whole list
-        out = dataclasses.replace(d, path=mix_path(file, train), loader="mix",
-                                  format=mix_format([(n, entry_settings(n, str(file))) for n in train], d.format))
+        out = dataclasses.replace(d, path=mix_path(file, [n for n, _ in train]), loader="mix", format=fmt)
     if not evals:
         return out
     single = len(train) == 1 and len(evals) == 1 and _same_layout(got, ev)
-    return dataclasses.replace(out, validation_path=ev["path"] if single and ev else mix_path(file, evals))
+    return dataclasses.replace(out, validation_path=ev["path"] if single and ev else
+                               mix_path(file, [n for n, _ in evals]))
 
 
 def _with_entry(d: Any, got: dict[str, Any], user_format: str) -> Any:
@@ -314,16 +318,15 @@ def dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
     if not dataset and not eval_dataset:
         return None
     try:
-        got, _ = entries(dataset, eval_dataset, str(OmegaConf.select(cfg, "data.dataset_dir")),
-                         str(OmegaConf.select(cfg, "data.format", default="alpaca")))
+        train, evals, _ = entries(dataset, eval_dataset, str(OmegaConf.select(cfg, "data.dataset_dir")),
+                                  str(OmegaConf.select(cfg, "data.format", default="alpaca")))
     except ConfigError as err:
         return str(err)
-    dataset_dir = str(OmegaConf.select(cfg, "data.dataset_dir"))
-    for key, value in ((KEY, dataset), ("data.eval_dataset", eval_dataset)):
-        for name in names_of(value, key) if value else []:
-            settings = entry_settings(name, dataset_dir)
+    for key, listed in ((KEY, train), ("data.eval_dataset", evals)):
+        for name, settings in listed:
             if settings["loader"] != "hub" and not Path(settings["path"]).exists():
                 return f"{key}: {name!r}: no such file {settings['path']} (file_name, next to the dataset_info.json)"
+    got = train[0][1]
     if got["ranking"] and OmegaConf.select(cfg, "stage.name") in (None, "sft"):
         return (f"{KEY}: {dataset!r} is a preference dataset (ranking: true, chosen / rejected answers): "
                 "train it with stage=dpo (or stage=kto)")
