@@ -220,6 +220,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
                   evaluator=None):
     """The stage's trainer (SFTTrainer, DPOTrainer, ...) from the model, the datasets, the shared
     trainer/optimizer/scheduler arguments and the callbacks."""
+    from ftsweep.stages.lm_head import score_labelled_positions_only
     from ftsweep.stages.registry import stage_module
 
     has_eval = bundle.eval is not None
@@ -230,6 +231,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
                  *extra_callbacks]
     stage = stage_module(cfg.stage.name)
+    score_labelled_positions_only()
     built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
     built.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
     limit_intermediate_evaluations(built, cfg.trainer.intermediate_eval_rows, cfg.objective.subset_seed)
