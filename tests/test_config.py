@@ -206,12 +206,15 @@ def test_another_tools_settings_become_overrides_that_compose():
                                                              "trainer.precision=bf16", "trainer.seed=7")
     assert override_for("lora_target", "q_proj, v_proj") == "lora.target_modules=[q_proj,v_proj]"
     more = [override_for(k, v) for k, v in (("adam_beta2", 0.95), ("additional_target", "embed_tokens,lm_head"),
-                                             ("new_special_tokens", "<think>"), ("neat_packing", True))]
+                                             ("new_special_tokens", "<think>"), ("neat_packing", True),
+                                             ("mix_strategy", "interleave_under"), ("interleave_probs", "0.7,0.3"))]
     assert more == ["optimizer.betas.1=0.95", "lora.modules_to_save=[embed_tokens,lm_head]",
-                    "data.special_tokens=['<think>']", "data.packing=true"]
+                    "data.special_tokens=['<think>']", "data.packing=true", "data.mix_strategy=interleave_under",
+                    "data.interleave_probs=[0.7,0.3]"]
     other = compose(more, check=False)
     assert (list(other.optimizer.betas), list(other.lora.modules_to_save), list(other.data.special_tokens),
-            other.data.packing) == ([0.9, 0.95], ["embed_tokens", "lm_head"], ["<think>"], True)
+            other.data.packing, other.data.mix_strategy, list(other.data.interleave_probs)) == (
+        [0.9, 0.95], ["embed_tokens", "lm_head"], ["<think>"], True, "interleave_under", [0.7, 0.3])
     assert override_for("load_in_4bit", False) is None and override_for("load_in_4bit", True) == "quantization=nf4"
     assert override_for("notes", "first try: r8") == "notes='first try: r8'"
     overrides = [w for o in got.values() if o and not o.startswith(("data.dataset", "hydra.")) for w in o.split()]

@@ -258,6 +258,69 @@ def test_a_list_of_entries_is_one_dataset_each_read_with_its_own_columns(project
                                       "objective.metric=train_loss", NO_PRETRAIN), tok).train) == 6
 
 
+def _sources(tok, ds) -> tuple[int, int]:
+    """(rows of qa, rows of qa_eval) among ``ds``'s trained answers."""
+    answers = _answers(tok, ds)
+    qa = sum(a.startswith("It is") for a in answers)
+    return qa, len(answers) - qa
+
+
+@pytest.mark.parametrize(("strategy", "probs", "expected"), [
+    ("concat", None, (8, 5)),
+    ("interleave_under", None, (5, 5)),  # one row of each in turn, until qa_eval's 5 rows are used
+    ("interleave_over", None, (8, 8)),  # until both ran out: qa_eval's rows again
+    ("interleave_under", "[0.9,0.1]", None),  # drawn at random: qa runs out first
+])
+def test_a_list_is_mixed_as_llama_factorys_mix_strategy(project, compose, strategy, probs, expected):
+    """LLaMA-Factory's mix_strategy (datasets' interleave_datasets): qa (num_samples 8) with qa_eval (5 rows)."""
+    cfg = compose("data.dataset='qa,qa_eval'", "data.val_size=0", "data.max_rows=null", "objective.metric=train_loss",
+                  f"data.mix_strategy={strategy}", *([f"data.interleave_probs={probs}"] if probs else []), NO_PRETRAIN)
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    got = _sources(tok, bundle.train)
+    if expected is not None:
+        assert got == expected
+    else:
+        assert got[0] == 8 and got[1] < 5
+        assert _sources(tok, build_datasets(cfg, tok).train) == got  # seeded: data.seed
+    if strategy == "interleave_over":  # repeated rows are the same rows
+        assert len(set(map(tuple, bundle.train["input_ids"]))) == 8 + 5
+    # a validation list keeps every row once, whatever the training list's strategy
+    cfg = compose("data.dataset='qa,qa_eval'", "data.eval_dataset='qa_eval,qa'", "data.max_rows=null",
+                  f"data.mix_strategy={strategy}", *([f"data.interleave_probs={probs}"] if probs else []), NO_PRETRAIN)
+    assert _sources(tok, build_datasets(cfg, tok).eval) == (8, 5)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.mix_strategy=interleave"], "data.mix_strategy: got 'interleave'; allowed: concat, interleave_under, "
+                                       "interleave_over"),
+    (["data.interleave_probs=[0.5,0.5]"], "data.interleave_probs: only with data.mix_strategy=interleave_under or "
+                                          "interleave_over"),
+    (["data.mix_strategy=interleave_over", "data.interleave_probs=[0.2,0.3,0.5]"],
+     "data.interleave_probs: one chance per entry of data.dataset: got 3 (data.dataset='qa,qa_eval' lists 2)"),
+    (["data.mix_strategy=interleave_over", "data.interleave_probs=[0.5,0.6]"],
+     "data.interleave_probs: chances >= 0 that sum to 1 (got [0.5, 0.6], sum 1.1)"),
+    (["data.mix_strategy=interleave_over", "data.interleave_probs=[1.5,-0.5]"],
+     "data.interleave_probs: chances >= 0 that sum to 1"),
+])
+def test_a_mix_the_list_cannot_have_is_one_line(project, compose, overrides, message):
+    from ftsweep.errors import UsageError
+
+    with pytest.raises(UsageError) as err:
+        compose("data.dataset='qa,qa_eval'", *overrides)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_interleaving_an_entry_left_without_rows_is_one_line():
+    from ftsweep.data.errors import DataError
+    from ftsweep.data.sources import Record, mix
+
+    rows = [Record({"text": "a"}, "a.json:1")]
+    assert mix([rows, []], "concat", None, 0) == rows
+    with pytest.raises(DataError, match="interleave_over needs rows in every entry of the list; entry 2 has none"):
+        mix([rows, []], "interleave_over", None, 0)
+
+
 @pytest.mark.parametrize(("value", "extra", "message"), [
     ("'qa,pairs'", [], "data.dataset: 'pairs' holds preference pairs (ranking: true) and 'qa' does not"),
     ("'c4,talk'", ["data.format=text"], "data.dataset: 'c4' is read as text and 'talk' as sharegpt"),

@@ -54,6 +54,14 @@ class DataConfig:
     # are one dataset of their rows (LLaMA-Factory's list).
     dataset: str | None = None
     dataset_dir: str = "data"
+    # How a list of entries is mixed (LLaMA-Factory's mix_strategy, with datasets' interleave_datasets): concat
+    # (every row of every entry) | interleave_under (a row of each entry in turn, or drawn with interleave_probs,
+    # until the first entry runs out) | interleave_over (until every entry has run out once; shorter ones repeat).
+    # data.max_rows, the shuffle and the validation split then apply to the mixed rows; a data.eval_dataset list
+    # keeps every row once.
+    mix_strategy: str = "concat"
+    # interleave_*: the chance of each entry (in the order listed) for every row, e.g. [0.7,0.3]; null: in turn.
+    interleave_probs: list[float] | None = None
     # An entry of the same dataset_info.json for validation (LLaMA-Factory's eval_dataset): its file becomes
     # validation rows (read with its own columns, rendered as the training rows; several names: every entry's rows).
     eval_dataset: str | None = None

@@ -54,6 +54,8 @@ FOREIGN_NAMES = {
     "dataset_dir": "data.dataset_dir",
     "eval_dataset": "data.eval_dataset",
     "max_samples": "data.max_rows",
+    "mix_strategy": "data.mix_strategy",
+    "interleave_probs": "data.interleave_probs",  # a comma list: 0.7,0.3
     "lora_rank": "lora.r",
     "lora_target": "lora.target_modules",
     "quantization_bit": "quantization",  # 4 -> quantization=nf4, 8 -> int8 (QUANTIZATION_BITS)
@@ -155,7 +157,7 @@ LLAMA_FACTORY_TEMPLATES = {"llama3": "data.format=chat data.chat_template=llama3
                            "default": None, "empty": None}
 SWITCH_OFF = (False, None, "false", "False", "0", 0)
 # Keys whose value is a list, which LLaMA-Factory writes as one comma-separated string (lora_target: all stays a word)
-LIST_KEYS = ("lora.target_modules", "lora.modules_to_save", "data.special_tokens")
+LIST_KEYS = ("lora.target_modules", "lora.modules_to_save", "data.special_tokens", "data.interleave_probs")
 
 
 def ours(name: str) -> list[str]:

@@ -31,6 +31,7 @@ PROMPT_CUTS = ("keep_end", "keep_start")
 DATA_TEMPLATES = ("alpaca_en", "alpaca_ko", "special_tokens", "custom")
 CHAT_TEMPLATES = (None, "llama3", "chatml")  # bundled names (ftsweep.data.templates.CHAT_TEMPLATES)
 BAD_ROWS = ("fail", "skip")
+MIX_STRATEGIES = ("concat", "interleave_under", "interleave_over")  # LLaMA-Factory's mix_strategy
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple, hint: str = "") -> None:
@@ -203,6 +204,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.max_rows is not None and cfg.data.max_rows < 1:
         raise ConfigError("data.max_rows", f"must be >= 1 or null (got {cfg.data.max_rows})")
     _validate_encoding(cfg)
+    _validate_mix(cfg)
     _validate_eval_data(cfg)
     check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
                     has_validation=_has_validation(cfg),
@@ -246,6 +248,27 @@ def _validate_encoding(cfg: DictConfig) -> None:
 def _has_validation(cfg: DictConfig) -> bool:
     """A split of the rows, a validation file, or a dataset_info.json entry for validation."""
     return cfg.data.val_size > 0 or bool(cfg.data.validation_path) or bool(cfg.data.eval_dataset)
+
+
+def _validate_mix(cfg: DictConfig) -> None:
+    """data.mix_strategy / data.interleave_probs: one chance per entry of data.dataset, none negative, summing to
+    1 (as LLaMA-Factory's interleave_probs, which datasets' interleave_datasets reads)."""
+    _choice(cfg, "data.mix_strategy", MIX_STRATEGIES)
+    d = cfg.data
+    probs = d.interleave_probs
+    if probs is None:
+        return
+    if d.mix_strategy == "concat":
+        raise ConfigError("data.interleave_probs", "only with data.mix_strategy=interleave_under or interleave_over "
+                                                   "(concat keeps every row of every entry)")
+    from ftsweep.data.dataset_info import names_of
+
+    names = names_of(d.dataset) if d.dataset else []
+    if len(probs) != len(names):
+        listed = f"data.dataset={d.dataset!r} lists {len(names)}" if names else "data.dataset names no entries"
+        raise ConfigError("data.interleave_probs", f"one chance per entry of data.dataset: got {len(probs)} ({listed})")
+    if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
+        raise ConfigError("data.interleave_probs", f"chances >= 0 that sum to 1 (got {list(probs)}, sum {sum(probs):g})")
 
 
 def _validate_eval_data(cfg: DictConfig) -> None:

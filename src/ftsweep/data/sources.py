@@ -143,6 +143,7 @@ def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
     from ftsweep.data.chat import alpaca_turns
     from ftsweep.data.dataset_info import mix_parts
 
+    parts: list[list[Record]] = []
     for part, part_format, num_samples in mix_parts(source.name, d):
         columns, records = column_map(part), []
         for item in read_records(resolve_source(part.path, part.loader), part):
@@ -159,7 +160,29 @@ def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
                 # the Alpaca layout's fields become the turns; the others stay (system, tools, KTO's label)
                 row = {"conversations": turns, **{k: v for k, v in row.items() if k not in ALPACA_LAYOUT}}
             records.append(Record(row, item.where))
-        yield from select(records, shuffle=d.shuffle, seed=d.seed, max_rows=num_samples)
+        parts.append(select(records, shuffle=d.shuffle, seed=d.seed, max_rows=num_samples))
+    # the training list is mixed as data.mix_strategy says; a validation list keeps every row once
+    training = source.name == str(d.path)
+    yield from mix(parts, d.mix_strategy if training else "concat", d.interleave_probs, d.seed)
+
+
+def mix(parts: list[list[Record]], strategy: str, probs: list[float] | None, seed: int) -> list[Record]:
+    """The rows of several entries as LLaMA-Factory's ``mix_strategy`` mixes them, with datasets'
+    ``interleave_datasets`` as it does: ``concat`` (every row, entry after entry), ``interleave_under`` (a row of
+    each entry in turn, or of an entry drawn with ``probs``, until the first entry runs out) or ``interleave_over``
+    (until every entry has run out once: shorter entries start again)."""
+    if strategy == "concat" or len(parts) < 2:
+        return [r for rows in parts for r in rows]
+    from datasets import Dataset, interleave_datasets
+
+    if not all(parts):  # an empty entry ends interleave_under at once, and interleave_over never
+        raise DataError("data.mix_strategy", f"{strategy} needs rows in every entry of the list; entry "
+                                             f"{[len(p) for p in parts].index(0) + 1} has none (concat keeps the others)")
+    index = [Dataset.from_dict({"part": [k] * len(rows), "row": list(range(len(rows)))}) for k, rows in enumerate(parts)]
+    total = sum(probs) if probs else 1.0
+    mixed = interleave_datasets(index, probabilities=[p / total for p in probs] if probs else None, seed=seed,
+                                stopping_strategy="first_exhausted" if strategy == "interleave_under" else "all_exhausted")
+    return [parts[k][i] for k, i in zip(mixed["part"], mixed["row"], strict=True)]
 
 
 def _check_object(row: Any, where: str) -> Record | DataError:
