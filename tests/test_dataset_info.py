@@ -292,10 +292,10 @@ def test_a_list_is_mixed_as_llama_factorys_mix_strategy(project, compose, strate
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["data.mix_strategy=interleave"], "data.mix_strategy: got 'interleave'; allowed: concat, interleave_under, "
-                                       "interleave_over"),
-    (["data.interleave_probs=[0.5,0.5]"], "data.interleave_probs: only with data.mix_strategy=interleave_under or "
-                                          "interleave_over"),
+    (["data.mix_strategy=interleave"],
+     "data.mix_strategy: got 'interleave'; allowed: concat, interleave_under, interleave_over"),
+    (["data.interleave_probs=[0.5,0.5]"],
+     "data.interleave_probs: only with data.mix_strategy=interleave_under or interleave_over"),
     (["data.mix_strategy=interleave_over", "data.interleave_probs=[0.2,0.3,0.5]"],
      "data.interleave_probs: one chance per entry of data.dataset: got 3 (data.dataset='qa,qa_eval' lists 2)"),
     (["data.mix_strategy=interleave_over", "data.interleave_probs=[0.5,0.6]"],
