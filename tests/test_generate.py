@@ -73,6 +73,30 @@ def test_prompt_tokens_equal_the_training_prompt_tokens(tiny_run):
     assert tok(prompt, add_special_tokens=bos)["input_ids"] == enc["input_ids"][0][:n_prompt]
 
 
+def test_an_alpaca_question_of_a_chat_run_is_its_training_prompt(tiny_run):
+    """LLaMA-Factory's Alpaca layout trained with the chat template (data.format=chat): a question row in that
+    layout (input and system included) is sent as the training row's prompt, token for token."""
+    from transformers import AutoTokenizer
+
+    from ftsweep.data import encode_records
+    from ftsweep.data.encode import LengthCounts
+    from ftsweep.data.errors import BadRows
+    from ftsweep.data.sources import Record
+    from ftsweep.rundir import load_config as load_run_config
+
+    cfg = load_run_config(tiny_run)
+    cfg.data.format = "chat"
+    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    row = {"system": "Be terse.", "instruction": "Name three colors.", "input": "Primary ones.", "output": "Red."}
+    enc = encode_records([Record(row, "t")], cfg.data, tok, BadRows("fail"), LengthCounts())
+    n_prompt = next(i for i, label in enumerate(enc["labels"][0]) if label != -100)
+    question = {k: v for k, v in row.items() if k != "output"}
+    for q in (question, row):  # without its answer, or with it (a validation row)
+        prompt, bos = render_prompt(q, cfg.data, tok)
+        assert tok(prompt, add_special_tokens=bos)["input_ids"] == enc["input_ids"][0][:n_prompt]
+    assert "Primary ones." in prompt and "Be terse." in prompt and "Red." not in prompt
+
+
 def test_chat_prompt_uses_the_chat_template(tiny_run):
     from transformers import AutoTokenizer
 

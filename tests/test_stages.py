@@ -432,6 +432,8 @@ def test_grpo_prompts_are_the_sft_prompts_and_the_answer_is_the_reference(compos
     ("prompt_completion", {"prompt": [{"role": "user", "content": "Name a pet."}], "completion": "A cat."},
      {"prompt": [{"role": "user", "content": "Name a pet."}]}),  # trl's conversational prompt-only layout
     ("alpaca", {"instruction": "Name a pet.", "output": "A cat."}, {"instruction": "Name a pet."}),
+    # LLaMA-Factory's Alpaca layout rendered with the chat template
+    ("chat", {"instruction": "Name a pet.", "output": "A cat."}, {"instruction": "Name a pet."}),
     ("chat", {"messages": [{"role": "user", "content": "Name a pet."}, {"role": "assistant", "content": "A cat."}]},
      {"messages": [{"role": "user", "content": "Name a pet."}]}),
     ("sharegpt", {"conversations": [{"from": "human", "value": "Name a pet."}, {"from": "gpt", "value": "A cat."}]},
@@ -455,6 +457,7 @@ def test_grpo_reads_prompt_only_rows_when_no_reward_needs_an_answer(compose, tmp
         build([full, prompt_only, prompt_only])
     path = tmp_path / f"{fmt}.jsonl"
     field = {"prompt_completion": "completion", "alpaca": "output"}.get(fmt, "conversations" if fmt == "sharegpt" else "messages")
+    field = "output" if "instruction" in full else field
     assert str(err.value) == (f"{path} line 2: field '{field}': a prompt without an answer: the exact_match reward "
                               "compares each completion with the row's answer (rewards that need none: regex, "
                               "length_penalty, function)")

@@ -118,9 +118,10 @@ def question_text(q: Any) -> str:
     return q.get("prompt") or q.get("text") or q.get("question") or json.dumps(q, ensure_ascii=False)
 
 
-# The fields a row of each format is read from: a row with none of them (after the run's column mapping) is
-# taken as a plain question from its first field of these (a QA set's {"question": ...}).
-FORMAT_FIELDS = {"alpaca": ("instruction",), "prompt_completion": ("prompt",), "chat": ("messages",),
+# The fields a row of each format is read from (chat reads LLaMA-Factory's Alpaca layout too): a row with none of
+# them (after the run's column mapping) is taken as a plain question from its first field of these (a QA set's
+# {"question": ...}).
+FORMAT_FIELDS = {"alpaca": ("instruction",), "prompt_completion": ("prompt",), "chat": ("messages", "instruction"),
                  "sharegpt": ("conversations", "messages"), "text": ("text",)}
 PLAIN_FIELDS = ("question", "prompt", "instruction", "input", "text", "query")
 
@@ -152,7 +153,7 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     :class:`Question` (errors name its file and line).
     """
     from ftsweep.data import render
-    from ftsweep.data.chat import ROLE_ALIASES
+    from ftsweep.data.chat import ROLE_ALIASES, alpaca_as_chat
     from ftsweep.data.options import data_options
     from ftsweep.data.sources import Record
     from ftsweep.data.templates import ANSWER, HISTORY, resolve_chat_template
@@ -181,7 +182,7 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
         row = {"prompt": question}
     else:
         row = {"messages": [{"role": "user", "content": question}]}
-    if d.format == "alpaca":
+    if d.format == "alpaca" or alpaca_as_chat(row, d.format):  # an Alpaca-layout question of a chat run too
         row.setdefault("output", placeholder)
     elif d.format == "prompt_completion":
         row.setdefault("completion", placeholder)

@@ -95,7 +95,7 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
         offset = 1
         _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
     names: list[str] = []  # each turn's name in the row (prompt[0], completion[0], messages[3] ...)
-    if d.format == "chat" and row.get("messages") is None and row.get("instruction") is not None:
+    if alpaca_as_chat(row, d.format):
         row = {**row, "messages": alpaca_turns(row, where, d)}  # LLaMA-Factory's alpaca layout, as chat
     for name, trainable in parts:
         turns = row.get(name)
@@ -123,6 +123,11 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
     check_order(conv.roles, where, names, "from" if sharegpt else "role", offset)
     return conv
+
+
+def alpaca_as_chat(row: dict, fmt: str) -> bool:
+    """An Alpaca-layout row under ``data.format=chat``: read as chat turns (:func:`alpaca_turns`)."""
+    return fmt == "chat" and row.get("messages") is None and row.get("instruction") is not None
 
 
 def alpaca_turns(row: dict, where: str, d: Any) -> list[dict[str, str]]:

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftsweep.data.chat import TemplateError
+from ftsweep.data.chat import TemplateError, alpaca_as_chat
 from ftsweep.data.encode import tokenize_segments
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
@@ -322,7 +322,7 @@ def with_placeholder_answer(row: dict, fmt: str) -> dict | None:
     """A prompt-only row (trl's GRPO layout: ``prompt`` alone, an Alpaca row without ``output``, a conversation
     that ends with the user's turn) with a placeholder answer, so it renders as SFT renders its prompt; None
     for a row that has its answer."""
-    if fmt == "alpaca" and row.get("output") is None:
+    if (fmt == "alpaca" or alpaca_as_chat(row, fmt)) and row.get("output") is None:
         return {**row, "output": PLACEHOLDER}
     if fmt == "prompt_completion" and row.get("completion") is None:
         return {**row, "completion": PLACEHOLDER}
@@ -359,7 +359,9 @@ def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[s
     return {"prompt": prompt, "answer": tokenizer.decode(ids, skip_special_tokens=True).strip()}
 
 
-def _answer_field(d: Any) -> str:
+def _answer_field(d: Any, row: dict) -> str:
+    if alpaca_as_chat(row, d.format):
+        return "output"
     return {"alpaca": "output", "prompt_completion": "completion", "sharegpt": "conversations"}.get(d.format, "messages")
 
 
@@ -378,7 +380,7 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
         if row["answer"] is None and needs_answer:
             raise DataError(rec.where, f"a prompt without an answer: the {needs_answer[0]} reward compares each "
                                        "completion with the row's answer (rewards that need none: regex, "
-                                       "length_penalty, function)", _answer_field(d))
+                                       "length_penalty, function)", _answer_field(d, rec.row))
         return row
 
     def rows(records: list[Record]) -> list[dict[str, str | None]]:
