@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from ftsweep.errors import ConfigError
+
 
 @dataclass
 class AlpacaTemplate:
@@ -127,3 +129,12 @@ class DataConfig:
     # file's rows ({"data": [...]}), as datasets' json loader (+data.extra.field=data); ``sep`` (or ``delimiter``):
     # the cell separator of a csv / tsv file ("+data.extra.sep=';'").
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def names_of(value: str, key: str = "data.dataset") -> list[str]:
+    """The dataset_info.json entry names of ``data.dataset`` / ``data.eval_dataset``: one name, or several
+    separated by commas (LLaMA-Factory's ``dataset: identity,alpaca_en_demo``)."""
+    names = [n.strip() for n in str(value).split(",")]
+    if not all(names):
+        raise ConfigError(key, f"{value!r}: an empty name in the list of datasets")
+    return names

@@ -261,7 +261,7 @@ def _validate_mix(cfg: DictConfig) -> None:
     if d.mix_strategy == "concat":
         raise ConfigError("data.interleave_probs", "only with data.mix_strategy=interleave_under or interleave_over "
                                                    "(concat keeps every row of every entry)")
-    from ftsweep.data.dataset_info import names_of
+    from ftsweep.config.data import names_of
 
     names = names_of(d.dataset) if d.dataset else []
     if len(probs) != len(names):

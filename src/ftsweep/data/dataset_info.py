@@ -44,6 +44,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ftsweep.config.data import names_of
 from ftsweep.data.chat import ROLE_ALIASES
 from ftsweep.errors import ConfigError
 
@@ -165,15 +166,6 @@ def _check_tags(tags: Any, formatting: str, bad: Any) -> None:
         if name is not None and ROLE_ALIASES.get(name) != role:
             readable = sorted(k for k, v in ROLE_ALIASES.items() if v == role)
             raise bad(f"tags.{tag}={name!r}: this role is read under the names {', '.join(readable)}")
-
-
-def names_of(value: str, key: str = KEY) -> list[str]:
-    """The entry names of ``value``: one name, or several separated by commas (LLaMA-Factory's
-    ``dataset: identity,alpaca_en_demo``)."""
-    names = [n.strip() for n in str(value).split(",")]
-    if not all(names):
-        raise ConfigError(key, f"{value!r}: an empty name in the list of datasets")
-    return names
 
 
 def mix_path(file: Path, names: list[str]) -> str:
