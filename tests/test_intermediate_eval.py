@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import FAST
 from transformers import TrainerCallback
+from trl import SFTTrainer
 
 from ftsweep.callbacks import IntermediateEvaluations
 from ftsweep.config.compose import ConfigFailure
@@ -24,9 +25,10 @@ class _Rows(list):
 
 
 class _FakeTrainer:
-    def __init__(self, n: int):
+    def __init__(self, n: int, persistent_workers: bool = False):
         self.eval_dataset = _Rows(range(n))
         self.state = SimpleNamespace(global_step=0, max_steps=0)
+        self.args = SimpleNamespace(dataloader_persistent_workers=persistent_workers)
         self.seen: list[tuple[int, list[int]]] = []
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
@@ -35,8 +37,9 @@ class _FakeTrainer:
         return {}
 
 
-def test_only_evaluations_inside_training_before_the_last_step_score_the_subset():
-    trainer = _FakeTrainer(20)
+@pytest.mark.parametrize("persistent_workers", [False, True])  # the subset as the trainer's split, or passed
+def test_only_evaluations_inside_training_before_the_last_step_score_the_subset(persistent_workers):
+    trainer = _FakeTrainer(20, persistent_workers)
     chosen = subset_indices(20, 5, 0)
     cb = IntermediateEvaluations(trainer, chosen)
     args = state = control = None
@@ -51,6 +54,7 @@ def test_only_evaluations_inside_training_before_the_last_step_score_the_subset(
     every = list(range(20))
     assert trainer.seen == [(0, every), (10, chosen), (20, chosen), (30, every), (30, every)]
     assert cb.subset_steps == {10, 20} and cb.rows == 5 and len(set(chosen)) == 5
+    assert trainer.eval_dataset == every  # the split is the trainer's again after each subset evaluation
 
 
 def test_stopped_early_inside_training_the_last_subset_evaluation_is_not_the_final_one():
@@ -68,7 +72,12 @@ def test_stopped_early_inside_training_the_last_subset_evaluation_is_not_the_fin
 def test_the_subset_changes_intermediate_values_only(compose, tmp_path):
     base = [*FAST, "trainer.max_steps=6", "trainer.eval_steps=2"]
     full = run(compose(*base), tmp_path / "full")
-    limited = run(compose(*base, "trainer.intermediate_eval_rows=3"), tmp_path / "limited")
+    prepared = []  # trl prepares the splits it is given at init; the subset is taken from the prepared split
+    prepare = SFTTrainer._prepare_dataset
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(SFTTrainer, "_prepare_dataset", lambda self, ds, *a: prepared.append(a[-1]) or prepare(self, ds, *a))
+        limited = run(compose(*base, "trainer.intermediate_eval_rows=3"), tmp_path / "limited")
+    assert prepared == ["train", "eval"]
     # training does not depend on which rows are evaluated: the last (every-row) evaluation is equal, bitwise
     for key in ("train_loss", "eval_loss", "eval_mean_token_accuracy", "initial_eval_loss", "objective"):
         assert limited[key] == full[key], key

@@ -78,15 +78,25 @@ class IntermediateEvaluations(TrainerCallback):
         self.rows = len(indices)
         self.subset_steps: set[int] = set()  # steps whose evaluation scored the subset
         self.training = False
-        self._state = lambda: trainer.state
+        self._trainer = trainer
         self._evaluate = trainer.evaluate
         trainer.evaluate = self.evaluate
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        state = self._state()
+        trainer = self._trainer
+        state = trainer.state
         if eval_dataset is None and self.training and state.global_step < state.max_steps:
             self.subset_steps.add(state.global_step)
-            eval_dataset = self.subset
+            if trainer.args.dataloader_persistent_workers:  # the trainer keeps its first dataloader per name
+                eval_dataset = self.subset
+            else:
+                # the subset of the already prepared split, as the trainer's own: a dataset passed to evaluate() is
+                # prepared again by trl at every call (SFT: a map and a filter, about a third of a 16-row evaluation)
+                full, trainer.eval_dataset = trainer.eval_dataset, self.subset
+                try:
+                    return self._evaluate(ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+                finally:
+                    trainer.eval_dataset = full
         return self._evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def on_train_begin(self, args, state, control, **kwargs):
