@@ -91,7 +91,7 @@ class IntermediateEvaluations(TrainerCallback):
                 eval_dataset = self.subset
             else:
                 # the subset of the already prepared split, as the trainer's own: a dataset passed to evaluate() is
-                # prepared again by trl at every call (SFT: a map and a filter, about a third of a 16-row evaluation)
+                # prepared again by trl at every call (SFT: a map and a filter; 2.3 of 11 ms per 16-row evaluation on the quickstart)
                 full, trainer.eval_dataset = trainer.eval_dataset, self.subset
                 try:
                     return self._evaluate(ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
