@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ftsweep.config import options
+from ftsweep.config.data import names_of
 from ftsweep.config.errors import ConfigError
 from ftsweep.config.keys import added_keys, unknown_key
 from ftsweep.config.objective import check_objective, is_generation_metric
@@ -261,8 +262,6 @@ def _validate_mix(cfg: DictConfig) -> None:
     if d.mix_strategy == "concat":
         raise ConfigError("data.interleave_probs", "only with data.mix_strategy=interleave_under or interleave_over "
                                                    "(concat keeps every row of every entry)")
-    from ftsweep.config.data import names_of
-
     names = names_of(d.dataset) if d.dataset else []
     if len(probs) != len(names):
         listed = f"data.dataset={d.dataset!r} lists {len(names)}" if names else "data.dataset names no entries"
