@@ -85,7 +85,7 @@ def test_a_run_projects_fewer_rows_and_gets_the_same_numbers(compose, tmp_path, 
         assert compact[key] == pytest.approx(every[key], rel=1e-6, abs=1e-7), key
 
 
-@pytest.mark.parametrize("device", ["meta"])
+@pytest.mark.parametrize("device", ["cuda", "meta"])
 def test_other_devices_keep_trls_own_decision(device, monkeypatch):
     monkeypatch.setattr(utils, "_use_triton", chunked_logprob._use_triton)
     before = utils._use_triton(torch.device(device))
