@@ -1,12 +1,14 @@
 """Does searching pay? REAL ftsweep sweeps (warm workers, the shipped sweeper) on the proxy task, per method:
 grid, random, TPE, TPE + median, TPE + hyperband, TPE + successive halving, GP, and the shipped default
 (the sampler and pruner of ``sweep/quickstart.yaml``, read from that file, so the figure follows what ships);
-GP + median and GP + hyperband on request (``--methods``; ``--quick`` runs every method).
+GP + median, GP + hyperband, and the default and GP seeded by the learning-rate range test (``default+lr_find``,
+``gp+lr_find``: ``hydra.sweeper.lr_find=true``) on request (``--methods``; ``--quick`` runs every method).
 
     python bench/sweep_efficiency.py                                # full: 8 methods x 5 seeds x 40 trials
     python bench/sweep_efficiency.py --seeds 0 1 --methods grid default tpe+hyperband   # a part of it
     python bench/sweep_efficiency.py --resume                      # add what bench/results/... lacks
     python bench/sweep_efficiency.py --resume --methods gp+median gp+hyperband   # candidates, measured apart
+    python bench/sweep_efficiency.py --resume --methods default+lr_find gp+lr_find   # lr-find-seeded candidates
     python bench/sweep_efficiency.py --quick                       # every method end to end, tiny, 1 worker (tests)
     python bench/sweep_efficiency.py --objective exact_match       # rank on exact match (maximize), not eval loss
 
@@ -68,9 +70,11 @@ from _common import (  # noqa: E402
 OUT = RESULTS / "sweep_efficiency.json"
 OBJECTIVES = ("eval_loss", "exact_match")  # conf/objective/<name>.yaml: the metric and its direction
 METHODS = ("grid", "random", "tpe", "tpe+median", "tpe+hyperband", "tpe+sh", "gp", "gp+median", "gp+hyperband",
-           "default")
+           "default", "default+lr_find", "gp+lr_find")
 # Run only when asked (--methods): candidates for the default, measured apart so the full run keeps to 45 min.
-EXTRA_METHODS = ("gp+median", "gp+hyperband")
+# "<method>+lr_find": the method with hydra.sweeper.lr_find=true (the range test first, its suggestion as trial 0, the
+# lr range narrowed around it); its wall-clock includes the test.
+EXTRA_METHODS = ("gp+median", "gp+hyperband", "default+lr_find", "gp+lr_find")
 GRID_LRS = [float(f"{10 ** (-5 + 0.4 + 0.8 * i):.2g}") for i in range(5)]  # bin centres, fixed beforehand
 TARGET_RATIO = 0.40  # the goal: the default within 2% of the best in <= 40% of grid's wall-clock
 WITHIN = 0.02  # "within 2% of the best"
@@ -106,6 +110,9 @@ def method_settings(method: str, *, n_startup: int, eval_every: int, max_steps: 
                     objective: str = "eval_loss") -> dict[str, Any]:
     """``hydra.sweeper.sampler`` / ``pruner`` of one method (the default: what ``sweep=quickstart
     objective=<objective>`` composes to, so sweep/by_objective/quickstart_exact_match.yaml's pruner for exact match)."""
+    if method.endswith("+lr_find"):  # the same sampler and pruner; the sweep file switches lr_find on
+        return method_settings(method.removesuffix("+lr_find"), n_startup=n_startup, eval_every=eval_every,
+                               max_steps=max_steps, objective=objective)
     if method == "default":
         from omegaconf import OmegaConf
 
@@ -161,7 +168,8 @@ def sweep_yaml(method: str, seed: int, spec: dict[str, Any]) -> str:
             "params": {"optimizer.lr": lr, "lora.r": "choice(" + ", ".join(map(str, spec["rs"])) + ")"},
             "variables": {"alpha_ratio": "choice(" + ", ".join(map(str, spec["ratios"])) + ")"},
             "derived": {"lora.alpha": "{lora.r} * {alpha_ratio}"},
-            "sampler": {**s["sampler"], "seed": seed}, "pruner": s["pruner"]}},
+            "sampler": {**s["sampler"], "seed": seed}, "pruner": s["pruner"],
+            **({"lr_find": True} if method.endswith("+lr_find") else {})}},
     }
     if spec.get("objective_max_samples"):  # --quick: fewer rows scored at each evaluation
         doc["objective"] = {"max_samples": spec["objective_max_samples"]}
@@ -314,7 +322,7 @@ def plot(runs: list[dict[str, Any]], summary: dict[str, Any], path: Path, object
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="every method end to end: 4 trials of 10 steps, 1 seed, 1 worker (a smoke test: half the CPU)")
+                   help="every method end to end: 4 trials of 12 steps, 1 seed, 1 worker (a smoke test: half the CPU)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                    help=f"default: all but {', '.join(EXTRA_METHODS)} (--quick: all)")
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None,
                    help="optimizer steps per trial, evaluated 6-8 times (default: 60 as sweep=quickstart; 400 with "
                         "--objective exact_match, as sweep=quickstart_em, since the tiny model answers almost nothing "
-                        "exactly after 60; 10 with --quick)")
+                        "exactly after 60; 12 with --quick)")
     p.add_argument("--intermediate-eval-rows", type=int, default=None,
                    help="rows scored by the evaluations before the last step, in every method (default: "
                         "sweep/quickstart.yaml's trainer.intermediate_eval_rows; 0 = every row)")
@@ -338,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         args.workers = 1 if args.quick else 2
     if args.quick:
         spec = {"lr": [1e-4, 1e-1], "rs": [4, 8], "ratios": [1], "grid_lrs": [1e-3, 3e-2], "n_trials": 4,
-                "max_steps": args.steps or 10, "eval_every": 5, "n_startup": 2, "workers": args.workers}
+                "max_steps": args.steps or 12,  # (lr-find refuses a test of under 11 steps)
+                "eval_every": 5, "n_startup": 2, "workers": args.workers}
         if args.objective != "eval_loss":
             spec["objective_max_samples"] = 8
         seeds = args.seeds[:1]
