@@ -334,6 +334,15 @@ def check_data_files(cfg: Any) -> None:
     message = init_from_problem(cfg)  # an SFT run to start from: an adapter for this base model
     if message:
         raise UsageError(message)
+    if OmegaConf.select(cfg, "data.format") == "auto":  # the file's format, and what the config allows with it
+        import copy
+
+        from ftsweep.config.validate import validate
+        from ftsweep.data.options import resolve_format
+
+        resolved = copy.deepcopy(cfg)
+        resolve_format(resolved)  # a DataError (file, line, columns): exit 2
+        validate(resolved)
 
 
 def check_output_dir(cfg: Any, multirun: bool) -> None:

@@ -21,10 +21,10 @@ from ftsweep.config.errors import UsageError
 
 DATA_YAML = """\
 # My data: data/my_data.jsonl in Alpaca layout (instruction / input / output); completion-only loss.
-# Point path at your own file (json, jsonl, csv, tsv, parquet, txt, .gz, or a Hub dataset name) and set format to match.
+# Point path at your own file (json, jsonl, csv, tsv, parquet, txt, .gz, or a Hub dataset name); its columns tell the format.
 defaults: [data_schema, _self_]
 path: data/my_data.jsonl
-format: alpaca
+format: auto  # told by the columns: instruction / input / output reads as alpaca, messages as chat, ... (README "Data")
 template: alpaca_en
 val_size: 0.2
 cutoff_len: 128

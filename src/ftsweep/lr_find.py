@@ -130,11 +130,13 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     _quiet_libraries()  # before transformers / bitsandbytes are imported: their import-time log lines too
     from transformers import set_seed
 
+    from ftsweep.data.options import resolve_format
     from ftsweep.tracking import Tracker
     from ftsweep.train import Components, build_trainer
 
     cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
+    resolve_format(cfg)  # data.format=auto: the packing rule below reads the format
     cfg.optimizer.lr = min_lr
     cfg.trainer.max_steps = steps
     cfg.trainer.logging_steps = 1

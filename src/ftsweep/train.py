@@ -119,7 +119,11 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         info: how to name the W&B run (group, name, extra config).
         parts: where the tokenizer, data and model come from (default: built anew, :class:`Components`).
     """
+    from ftsweep.data.options import resolve_format
+
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
+    if resolve_format(cfg):  # data.format=auto: the training file's own format, for every reader below
+        validate(cfg)  # what the config allows with that format (a stage that needs answers, ...)
     pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +430,7 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "git_commit": _git_commit(),
         "data_fingerprint": bundle.fingerprint,
+        "data_format": cfg.data.format,  # as read: data.format=auto resolved (rundir.load_config reads it back)
         "numerics": numerics.record(resolve_precision(cfg.trainer.precision)),  # best.yaml pins num_threads
         "config_hash": hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "model": cfg.model.name_or_path,

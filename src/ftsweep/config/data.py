@@ -88,7 +88,7 @@ class DataConfig:
     max_rows: int | None = None
     shuffle: bool = True
     seed: int = 42
-    # alpaca | chat | sharegpt | prompt_completion | text
+    # alpaca | chat | sharegpt | prompt_completion | text | auto (the training file's first row tells: its columns)
     format: str = "alpaca"
     # Alpaca templates: alpaca_en | alpaca_ko | special_tokens | custom (uses ``custom_template``)
     template: str = "alpaca_en"

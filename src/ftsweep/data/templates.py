@@ -115,6 +115,28 @@ FORMAT_COLUMNS = {"messages": "chat", "conversations": "sharegpt", "completion":
                   "instruction": "alpaca", "prompt": "prompt_completion"}
 
 
+def detect_format(row: dict) -> str | None:
+    """The ``data.format`` a row's columns (after ``data.columns`` mapping) are written in, as TRL's trainers tell
+    a dataset's type by its columns; None when none fits. In order: ``messages`` -> chat, ``conversations`` ->
+    sharegpt, ``instruction`` -> alpaca (before ``text``: Stanford Alpaca's Hub copy carries a rendered ``text``
+    column too), ``prompt`` / ``completion`` / ``chosen`` / ``rejected`` -> prompt_completion (TRL's plain and
+    conversational prompt-completion, prompt-only and KTO rows; pairs whose prompt or answers are lists of messages,
+    or an implicit prompt of two whole conversations, -> chat), ``text`` -> text."""
+    if "messages" in row:
+        return "chat"
+    if "conversations" in row:
+        return "sharegpt"
+    if "instruction" in row:
+        return "alpaca"
+    if any(k in row for k in ("prompt", "completion", "chosen", "rejected")):
+        pair = "chosen" in row or "rejected" in row
+        turns = any(isinstance(row.get(k), list) for k in ("prompt", "chosen", "rejected"))
+        return "chat" if pair and turns else "prompt_completion"
+    if "text" in row:
+        return "text"
+    return None
+
+
 def missing(row: dict, field: str, where: str, d: Any) -> DataError:
     """'missing' naming the columns the row does have (a mapping or header problem shows at once), and the
     data.format its columns look like when that is not the one set."""

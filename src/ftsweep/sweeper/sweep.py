@@ -194,6 +194,18 @@ def _dataset_problem(cfg: Any, dataset: str | None = None) -> str | None:
     return dataset_problem(cfg, dataset)
 
 
+def _format_problem(cfg: Any, path: str | None = None) -> str | None:
+    """:func:`ftsweep.data.options.format_problem` (``data.format=auto``: the training file's format can be told),
+    importing the data package only then."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, "data.format") != "auto":
+        return None
+    from ftsweep.data.options import format_problem
+
+    return format_problem(cfg, path)
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
     from omegaconf import OmegaConf
@@ -202,6 +214,7 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
     from ftsweep.stages.init_from import init_from_problem
 
+    corners = []
     for corner in ("low", "high"):
         overrides = merge_overrides(fixed, space.fixed, space.overrides(space.corner(corner)))
         try:
@@ -215,11 +228,18 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
         message = init_from_problem(cfg) or _dataset_problem(cfg)
         if message:
             raise SweepInputError(message)
+        corners.append(cfg)
     for key in DATA_FILE_KEYS:
         for choice in getattr(space.distributions.get(key), "choices", ()):
             message = missing_data_file(key, choice)
             if message:
                 raise SweepInputError(message)
+    # data.format=auto: every training file's format can be told (once every file is known to exist)
+    searched = getattr(space.distributions.get("data.path"), "choices", ())
+    for one, path in [*((c, None) for c in corners), *((cfg, str(c)) for c in searched)]:
+        message = _format_problem(one, path)
+        if message:
+            raise SweepInputError(message)
     for choice in getattr(space.distributions.get("data.dataset"), "choices", ()):  # dataset_info.json entries
         message = _dataset_problem(cfg, str(choice))
         if message:

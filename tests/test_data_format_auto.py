@@ -1,0 +1,133 @@
+"""``data.format=auto`` (``data=custom_json``'s default): the format is told by the training file's columns, as
+TRL's trainers tell a dataset's type; the rows are then read exactly as with the format set by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftsweep.data import build_datasets
+from ftsweep.data.templates import detect_format
+from ftsweep.model import load_tokenizer
+
+NO_PRETRAIN = "model.tiny.pretrain_steps=0"
+TURNS = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+
+
+def jsonl(rows) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+@pytest.mark.parametrize(("row", "fmt"), [
+    ({"messages": TURNS}, "chat"),
+    ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}, "sharegpt"),
+    ({"instruction": "Add.", "input": "2+2", "output": "4"}, "alpaca"),
+    ({"instruction": "Add.", "input": "", "output": "4", "text": "### Instruction: Add. ### Response: 4"}, "alpaca"),
+    ({"prompt": "2+2?", "completion": "4"}, "prompt_completion"),
+    ({"prompt": TURNS[:1], "completion": TURNS[1:]}, "prompt_completion"),  # TRL's conversational prompt-completion
+    ({"prompt": TURNS[:1]}, "prompt_completion"),  # GRPO's prompt-only rows
+    ({"prompt": "2+2?", "completion": "4", "label": True}, "prompt_completion"),  # KTO
+    ({"prompt": "2+2?", "chosen": "4", "rejected": "5"}, "prompt_completion"),
+    ({"chosen": "Human: hi Assistant: hello", "rejected": "Human: hi Assistant: go"}, "prompt_completion"),
+    ({"prompt": TURNS[:1], "chosen": TURNS[1:], "rejected": [{"role": "assistant", "content": "5"}]}, "chat"),
+    ({"chosen": TURNS, "rejected": [TURNS[0], {"role": "assistant", "content": "5"}]}, "chat"),  # implicit prompt
+    ({"text": "a document"}, "text"),
+    ({"question": "2+2?", "answer": "4"}, None),
+])
+def test_the_columns_tell_the_format(row, fmt):
+    assert detect_format(row) == fmt
+
+
+@pytest.fixture
+def build(compose):
+    def _b(path, *overrides: str):
+        cfg = compose(f"data.path={path}", "data.val_size=0", "objective.metric=train_loss", "data.shuffle=false",
+                      NO_PRETRAIN, *overrides)
+        tok = load_tokenizer(cfg)
+        return build_datasets(cfg, tok)
+
+    return _b
+
+
+def test_auto_reads_each_file_as_its_format_set_by_hand(build, tmp_path, capfd):
+    files = {
+        "chat": ("c.jsonl", jsonl([{"messages": TURNS}, {"messages": [{"role": "user", "content": "hi"},
+                                                                       {"role": "assistant", "content": "hello"}]}])),
+        "alpaca": ("a.csv", "instruction,input,output\nAdd.,2+2,4\nGreet.,,hello\n"),
+        "prompt_completion": ("p.json", json.dumps([{"prompt": "2+2?", "completion": "4"},
+                                                    {"prompt": TURNS[:1], "completion": TURNS[1:]}])),
+        "text": ("t.txt", "one document\nanother document\n"),
+    }
+    for fmt, (name, text) in files.items():
+        (tmp_path / name).write_text(text)
+        auto = build(tmp_path / name, "data.format=auto")
+        by_hand = build(tmp_path / name, f"data.format={fmt}")
+        assert auto.train["input_ids"] == by_hand.train["input_ids"], fmt
+        assert auto.train["labels"] == by_hand.train["labels"], fmt  # the same tokens trained
+        assert f"data.format=auto: {tmp_path / name} reads as {fmt}" in capfd.readouterr().err
+
+
+def test_auto_reads_mapped_columns_and_skips_an_unreadable_first_line(build, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("{not json\n" + jsonl([{"dialog": TURNS}]))
+    bundle = build(path, "data.format=auto", "data.columns.messages=dialog", "data.bad_rows=skip")
+    assert bundle.stats["n_skipped_bad"] == 1 and bundle.stats["n_train"] == 1
+    by_hand = build(path, "data.format=chat", "data.columns.messages=dialog", "data.bad_rows=skip")
+    assert bundle.train["labels"] == by_hand.train["labels"]
+
+
+def test_a_run_records_the_format_it_read_and_generate_reads_it_back(compose, tmp_path):
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text(jsonl([{"messages": [{"role": "user", "content": f"{i}+{i}?"},
+                                         {"role": "assistant", "content": str(2 * i)}]} for i in range(12)]))
+    cfg = compose("data=custom_json", f"data.path={data}", "data.val_size=2", "trainer.max_steps=2",
+                  "trainer.eval_steps=2", "logger=none", NO_PRETRAIN)
+    assert cfg.data.format == "auto"
+    run(cfg, tmp_path / "run")
+    assert rundir.read_manifest(tmp_path / "run")["data_format"] == "chat"
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("data:\n  format: auto\n  path: gone.jsonl\n")
+    assert rundir.load_config(tmp_path / "run").data.format == "chat"  # the file itself need not be there
+
+
+def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "ftsweep", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300, check=False)
+
+
+def test_cli_a_file_no_format_fits_is_one_line_and_nothing_is_written(cache_dir, tmp_path):
+    (tmp_path / "qa.jsonl").write_text(jsonl([{"question": "2+2?", "answer": "4"}]))
+    (tmp_path / "docs.txt").write_text("one document\n")
+    cases = {
+        ("data.path=qa.jsonl",): "ftsweep: error: qa.jsonl line 1: data.format=auto cannot tell the format from the "
+                                 "columns (question, answer): set data.format (alpaca, chat, sharegpt, "
+                                 "prompt_completion or text) and map the columns, e.g. data.columns.instruction=<column>",
+        ("data.path=docs.txt", "stage=dpo"): "ftsweep: error: data.format: stage=dpo needs prompts and answers; "
+                                             "'text' has neither",
+    }
+    for overrides, line in cases.items():
+        out = cli("train", "data=custom_json", *overrides, "logger=none", NO_PRETRAIN, cwd=tmp_path, cache_dir=cache_dir)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.strip().splitlines()[-1] == line
+        assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.txt", "qa.jsonl"]  # no outputs/ folder
+
+
+def test_a_searched_file_no_format_fits_stops_the_sweep_before_any_trial(cache_dir, tmp_path):
+    (tmp_path / "a.jsonl").write_text(jsonl([{"messages": TURNS}]))
+    (tmp_path / "qa.jsonl").write_text(jsonl([{"question": "2+2?", "answer": "4"}]))
+    out = cli("train", "-m", "data=custom_json", "data.path=choice(a.jsonl,qa.jsonl)", "logger=none",
+              f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path, cache_dir=cache_dir)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "ftsweep: error: qa.jsonl line 1: data.format=auto cannot tell the format from the columns (question, answer)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "qa.jsonl"]
