@@ -55,6 +55,8 @@ TRAINER = {
     "generate_after": (True, None),
     # applied around the run by ftsweep.train.run (tests/test_numerics.py)
     "num_threads": (1, None),
+    # passed to Trainer.train by ftsweep.train.run (tests/test_resume.py runs it end to end)
+    "resume_from_checkpoint": ("x", None),
 }
 OPTIMIZER = {
     "name": ("adamw_8bit", lambda a, c: str(a.optim) in ("adamw_bnb_8bit", "OptimizerNames.ADAMW_BNB")),

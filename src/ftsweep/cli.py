@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from ftsweep.errors import Failure, UsageError, exit_code, one_line, report
+from ftsweep.errors import Failure, RunFailed, UsageError, exit_code, one_line, report
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -213,6 +213,7 @@ def train_main(argv: list[str]) -> int:
                                      "give one of them")
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
+                check_resume(cfg, multirun)
                 check_output_dir(with_hydra, multirun)
                 if not multirun:
                     check_run_dir(with_hydra)
@@ -345,6 +346,23 @@ def check_data_files(cfg: Any) -> None:
         validate(resolved)
 
 
+def check_resume(cfg: Any, multirun: bool) -> None:
+    """``trainer.resume_from_checkpoint``: a checkpoint this run can continue from (one line, exit 2), in a single run."""
+    from omegaconf import OmegaConf
+
+    from ftsweep import rundir
+
+    given = OmegaConf.select(cfg, "trainer.resume_from_checkpoint")
+    if not given:
+        return
+    if multirun:
+        raise UsageError(f"{rundir.RESUME_KEY}: continues one run; a sweep's trials start fresh (a killed sweep "
+                         "resumes when its command is run again)")
+    problem = rundir.resume_problem(cfg, rundir.resume_point(given))
+    if problem:
+        raise UsageError(problem)
+
+
 def check_output_dir(cfg: Any, multirun: bool) -> None:
     """The run (or sweep) folder can be made: not a file, writable, room on its disk (one line, exit 2)."""
     from omegaconf import OmegaConf
@@ -406,6 +424,11 @@ def train_task(cfg: Any) -> float | None:
             import shutil
 
             shutil.rmtree(created, ignore_errors=True)  # bad input (data): the folders this run made go again
+        raise
+    except RunFailed as exc:  # a run that saved checkpoints can go on from the last one
+        hint = rundir.resume_hint(run_dir)
+        if hint:
+            raise RunFailed(f"{exc}; {hint}") from exc.__cause__
         raise
     # After the run's W&B run is closed: generation logs its answers as a W&B run of its own.
     if cfg.trainer.generate_after and metrics["status"] == "complete" and cfg.lora.enabled and rundir.RunDir(run_dir).adapter.is_dir():

@@ -10,6 +10,7 @@
     predictions.jsonl      a generation objective's answers at the last evaluation (prompt, reference, prediction,
                            scores), one row per generated sample
     adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model
+    checkpoints/checkpoint-<step>/   what trainer.save_steps saves (trainer.resume_from_checkpoint continues from one)
     trial.log              a sweep trial's output (command line first)
 
 :class:`RunDir` names them; the functions below read and write them. Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
@@ -28,6 +29,8 @@ from ftsweep.tracking import scrub
 METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manifest.json", "log_history.json"
 PREDICTIONS = "predictions.jsonl"
 ADAPTER, FULL_MODEL, TRIAL_LOG = "adapter", "model", "trial.log"
+CHECKPOINTS, TRAINER_STATE = "checkpoints", "trainer_state.json"  # transformers' checkpoint-<step>/ folders in it
+RESUME_KEY = "trainer.resume_from_checkpoint"
 FINISHED_MARKERS = (METRICS, FAILURE)
 REPEAT_DIR = "repeat_of_dir"  # metrics.json of a sweep's repeat trial (no run of its own): the trained trial's folder
 
@@ -64,6 +67,10 @@ class RunDir:
     @property
     def full_model(self) -> Path:
         return self.path / FULL_MODEL
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
 
     @property
     def trial_log(self) -> Path:
@@ -164,6 +171,60 @@ def mask_hydra_files(run_dir: Path) -> None:
         masked = mask_url_passwords(text)
         if masked != text:
             path.write_text(masked)
+
+
+def resume_point(given: str | Path) -> Path:
+    """The checkpoint a run resumes from (``trainer.resume_from_checkpoint``): ``given`` itself when it is a
+    checkpoint folder (``checkpoint-<step>`` with its ``trainer_state.json``, which transformers writes last), else
+    the latest such folder of a run folder (or of its ``checkpoints/``). One-line UsageError naming the key when
+    there is none."""
+    path = Path(given).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"{RESUME_KEY}: no such folder {given} (relative paths are read from {Path.cwd()})")
+    if (path / TRAINER_STATE).is_file():
+        return path
+    folder = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+    steps = {int(p.name.split("-", 1)[1]): p for p in folder.glob("checkpoint-*")
+             if p.name.split("-", 1)[1].isdigit() and (p / TRAINER_STATE).is_file()}
+    if not steps:
+        raise UsageError(f"{RESUME_KEY}: {given} holds no checkpoint (checkpoint-<step>/{TRAINER_STATE}; a run saves "
+                         "them every trainer.save_steps steps)")
+    return steps[max(steps)]
+
+
+def resume_problem(cfg: Any, point: Path) -> str | None:
+    """One line when the run ``cfg`` cannot continue from checkpoint ``point``: nothing left to train, or another
+    kind of model (a LoRA adapter vs a full model, another LoRA rank); None when it can."""
+    step = checkpoint_step(point)
+    max_steps = int(cfg.trainer.max_steps)
+    if max_steps > 0 and step >= max_steps:
+        return (f"{RESUME_KEY}: {point} is at step {step}: trainer.max_steps={max_steps} leaves nothing to train "
+                "(raise trainer.max_steps)")
+    adapter = read_json(point / "adapter_config.json")
+    lora = bool(cfg.lora.enabled)
+    if lora != (adapter is not None):
+        return (f"{RESUME_KEY}: {point} holds {'a LoRA adapter' if adapter else 'a full model'}, but this run "
+                f"{'trains a LoRA adapter' if lora else 'is a full fine-tune (lora=none)'}: resume with the settings "
+                "of the run that saved it")
+    if adapter is not None and adapter.get("r") != cfg.lora.r:
+        return (f"{RESUME_KEY}: {point} holds a LoRA adapter of r={adapter.get('r')}, but this run has lora.r="
+                f"{cfg.lora.r}: resume with the settings of the run that saved it")
+    return None
+
+
+def resume_hint(run_dir: Path) -> str | None:
+    """How a stopped run that saved a checkpoint goes on (for its failure line), or None."""
+    try:
+        point = resume_point(run_dir)
+    except UsageError:
+        return None
+    return (f"it saved step {checkpoint_step(point)}: run the same command with "
+            f"{RESUME_KEY}={run_dir} to continue from there")
+
+
+def checkpoint_step(point: Path) -> int:
+    """The optimizer step a checkpoint was saved at (its ``trainer_state.json``)."""
+    return int((read_json(Path(point) / TRAINER_STATE) or {}).get("global_step") or 0)
 
 
 def config_path(run_dir: Path) -> Path:

@@ -124,6 +124,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
     if resolve_format(cfg):  # data.format=auto: the training file's own format, for every reader below
         validate(cfg)  # what the config allows with that format (a stage that needs answers, ...)
+    resume = resume_checkpoint(cfg)
     pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,9 +162,15 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
+        # (resumed too: the fresh adapter's evaluation is the saving run's first; train() then restores the
+        # checkpoint's adapter, optimizer, scheduler, random state and data position)
         initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
+        if resume is not None:
+            from ftsweep.console import say
+
+            say(f"resuming from {resume} (step {rundir.checkpoint_step(resume)})")
         started = time.perf_counter()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         wall = time.perf_counter() - started
         pruner = next((cb for cb in trainer.callback_handler.callbacks if getattr(cb, "pruned", False)), None)
         # The last evaluation is the final one when training ended on an eval step: do not pay for it twice
@@ -205,6 +212,19 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     return metrics
 
 
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``trainer.resume_from_checkpoint`` names (a checkpoint or run folder: its latest), checked
+    against the run (one-line UsageError); None when the run starts fresh."""
+    given = cfg.trainer.resume_from_checkpoint
+    if not given:
+        return None
+    point = rundir.resume_point(given)
+    problem = rundir.resume_problem(cfg, point)
+    if problem:
+        raise UsageError(problem)
+    return point
+
+
 def forget_optimizer_overrides(model) -> None:
     """Drop ``model``'s entries from bitsandbytes' process-wide ``GlobalOptimManager``.
 
@@ -229,7 +249,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
 
     has_eval = bundle.eval is not None
     common = training_kwargs(cfg.trainer, cfg.optimizer, cfg.scheduler, objective=cfg.objective, has_eval=has_eval,
-                             output_dir=run_dir / "checkpoints", run_name=tracker.cfg.run_name or run_dir.name,
+                             output_dir=rundir.RunDir(run_dir).checkpoints, run_name=tracker.cfg.run_name or run_dir.name,
                              report_to=tracker.report_to)
     # the generation objective first: early stopping and pruning read the values it adds
     callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),

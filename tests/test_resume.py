@@ -1,0 +1,106 @@
+"""``trainer.resume_from_checkpoint``: a run that stopped continues from a checkpoint it saved, to the result the
+uninterrupted run has; bad resume points are one line, exit 2, before anything is written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftsweep import rundir
+from ftsweep.errors import UsageError
+from ftsweep.train import run
+
+RUN = ["trainer.max_steps=6", "trainer.save_steps=3", "trainer.eval_steps=3", "trainer.logging_steps=1",
+       "data.max_rows=60", "data.cutoff_len=64", "logger=none", "model.tiny.pretrain_steps=0"]
+
+
+def tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(path / "adapter" / "adapter_model.safetensors")
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(compose, tmp_path, capfd):
+    whole = run(compose(*RUN), tmp_path / "whole")
+    saved = tmp_path / "whole" / "checkpoints" / "checkpoint-3"
+    before = snapshot(tmp_path / "whole")
+    resumed = run(compose(*RUN, f"trainer.resume_from_checkpoint={saved}"), tmp_path / "resumed")
+    assert f"resuming from {saved} (step 3)" in capfd.readouterr().err
+    a, b = tensors(tmp_path / "whole"), tensors(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)  # bitwise, on CPU
+    for key in ("eval_loss", "initial_eval_loss", "eval_history", "train_steps", "last_train_loss"):
+        assert resumed[key] == whole[key], key
+    losses = [h["loss"] for h in rundir.read_json(tmp_path / "whole" / "checkpoints" / "checkpoint-6" /
+                                                  "trainer_state.json")["log_history"] if "loss" in h]
+    assert resumed["train_loss"] == pytest.approx(sum(losses[3:]) / 3, rel=1e-6)  # the steps this run trained
+    assert snapshot(tmp_path / "whole") == before  # the saving run's folder is not touched
+
+
+def test_a_run_folder_resumes_from_its_latest_checkpoint(tmp_path):
+    for step in (3, 12, 6):
+        (tmp_path / "r" / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "r" / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            f'{{"global_step": {step}}}')
+    (tmp_path / "r" / "checkpoints" / "checkpoint-20").mkdir()  # killed while saving: no trainer_state.json
+    latest = tmp_path / "r" / "checkpoints" / "checkpoint-12"
+    assert rundir.resume_point(tmp_path / "r") == latest
+    assert rundir.resume_point(tmp_path / "r" / "checkpoints") == latest
+    assert rundir.resume_point(latest) == latest
+    assert rundir.checkpoint_step(latest) == 12
+    # the failure line of a run that stopped says how to go on (ftsweep train's single runs)
+    assert rundir.resume_hint(tmp_path / "r") == (f"it saved step 12: run the same command with "
+                                                  f"trainer.resume_from_checkpoint={tmp_path / 'r'} to continue from there")
+    assert rundir.resume_hint(tmp_path) is None
+    with pytest.raises(UsageError, match=r"^trainer.resume_from_checkpoint: .* holds no checkpoint"):
+        rundir.resume_point(tmp_path / "r" / "checkpoints" / "checkpoint-20")
+    with pytest.raises(UsageError, match=r"^trainer.resume_from_checkpoint: no such folder nope"):
+        rundir.resume_point("nope")
+
+
+def test_a_checkpoint_the_run_cannot_continue_from_is_named(compose, tmp_path):
+    point = tmp_path / "checkpoint-6"
+    point.mkdir()
+    (point / "trainer_state.json").write_text('{"global_step": 6}')
+    (point / "adapter_config.json").write_text('{"r": 8}')
+    cfg = compose("lora=r8", "trainer.max_steps=10")
+    assert rundir.resume_problem(cfg, point) is None
+    assert rundir.resume_problem(compose("lora=r8", "trainer.max_steps=6"), point) == (
+        f"trainer.resume_from_checkpoint: {point} is at step 6: trainer.max_steps=6 leaves nothing to train "
+        "(raise trainer.max_steps)")
+    assert rundir.resume_problem(compose("lora=r16", "trainer.max_steps=10"), point) == (
+        f"trainer.resume_from_checkpoint: {point} holds a LoRA adapter of r=8, but this run has lora.r=16: "
+        "resume with the settings of the run that saved it")
+    assert "but this run is a full fine-tune (lora=none)" in rundir.resume_problem(
+        compose("lora=none", "trainer.max_steps=10"), point)
+
+
+def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "ftsweep", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300, check=False)
+
+
+def test_cli_bad_resume_points_are_one_line_and_nothing_is_written(cache_dir, tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    cases = {
+        ("trainer.resume_from_checkpoint=empty_run",):
+            "trainer.resume_from_checkpoint: empty_run holds no checkpoint (checkpoint-<step>/trainer_state.json; a run "
+            "saves them every trainer.save_steps steps)",
+        ("-m", "trainer.resume_from_checkpoint=empty_run", "optimizer.lr=1e-3,1e-2"):
+            "trainer.resume_from_checkpoint: continues one run; a sweep's trials start fresh (a killed sweep resumes "
+            "when its command is run again)",
+    }
+    for overrides, line in cases.items():
+        out = cli("train", *overrides, "logger=none", cwd=tmp_path, cache_dir=cache_dir)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.strip().splitlines() == [f"ftsweep: error: {line}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_run"]
