@@ -49,6 +49,7 @@ TRAINER = {
     "load_best_model_at_end": (True, None),  # needs save_steps > 0: checked below
     "early_stopping_patience": (2, lambda a, c: any(type(x).__name__ == "EarlyStopping" and x.patience == 2 for x in c)),
     "dataloader_num_workers": (1, lambda a, c: a.dataloader_num_workers == 1),
+    "neftune_noise_alpha": (5.0, lambda a, c: a.neftune_noise_alpha == 5.0),
     "fail_on_nan": (False, lambda a, c: any(type(x).__name__ == "NanGuard" and not x.enabled for x in c)),
     "timeout_s": (9.0, lambda a, c: any(type(x).__name__ == "TimeLimit" and x.seconds == 9.0 for x in c)),
     # read by the `ftsweep train` task after the run (tests/test_train.py runs it end to end)

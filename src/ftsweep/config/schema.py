@@ -142,6 +142,9 @@ class TrainerConfig:
     timeout_s: float = 0.0
     # After training, answer the generation questions with base and fine-tuned model (ftsweep generate).
     generate_after: bool = False
+    # NEFTune (Jain et al. 2023; trl / LLaMA-Factory's neftune_noise_alpha): uniform noise of this alpha (the paper
+    # uses 5) on the input embeddings while training, never at evaluation or generation; null = off.
+    neftune_noise_alpha: float | None = None
     # Continue a run that stopped (crash, kill, time limit) from a checkpoint it saved (trainer.save_steps > 0): a
     # checkpoint folder (<run>/checkpoints/checkpoint-<step>) or the run's folder (its latest checkpoint). Adapter,
     # optimizer, scheduler, random state and data order are restored; the new run writes into its own folder.

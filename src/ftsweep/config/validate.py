@@ -161,6 +161,8 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
     _at_least(cfg, "trainer.num_threads", 0)
+    if cfg.trainer.neftune_noise_alpha is not None:
+        _at_least(cfg, "trainer.neftune_noise_alpha", 0, strict=True)
     _at_least(cfg, "trainer.dataloader_num_workers", 0)  # (torch's DataLoader: a traceback after the model loaded)
     if not 0 <= cfg.trainer.seed < 2**32:  # numpy's seed range (transformers' set_seed seeds numpy too)
         raise ConfigError("trainer.seed", f"must be 0 to 2**32 - 1 (got {cfg.trainer.seed})")
