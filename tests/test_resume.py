@@ -96,8 +96,8 @@ def test_cli_bad_resume_points_are_one_line_and_nothing_is_written(cache_dir, tm
             "trainer.resume_from_checkpoint: empty_run holds no checkpoint (checkpoint-<step>/trainer_state.json; a run "
             "saves them every trainer.save_steps steps)",
         ("-m", "trainer.resume_from_checkpoint=empty_run", "optimizer.lr=1e-3,1e-2"):
-            "trainer.resume_from_checkpoint: continues one run; a sweep's trials start fresh (a killed sweep resumes "
-            "when its command is run again)",
+            "trainer.resume_from_checkpoint: continues one run; in a sweep, run its command again: a killed sweep "
+            "resumes, its lost trials from their last checkpoints",
     }
     for overrides, line in cases.items():
         out = cli("train", *overrides, "logger=none", cwd=tmp_path, cache_dir=cache_dir)

@@ -356,8 +356,8 @@ def check_resume(cfg: Any, multirun: bool) -> None:
     if not given:
         return
     if multirun:
-        raise UsageError(f"{rundir.RESUME_KEY}: continues one run; a sweep's trials start fresh (a killed sweep "
-                         "resumes when its command is run again)")
+        raise UsageError(f"{rundir.RESUME_KEY}: continues one run; in a sweep, run its command again: a killed "
+                         "sweep resumes, its lost trials from their last checkpoints")
     problem = rundir.resume_problem(cfg, rundir.resume_point(given))
     if problem:
         raise UsageError(problem)

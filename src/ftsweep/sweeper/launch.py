@@ -20,6 +20,7 @@ The sweep (:mod:`ftsweep.sweeper.runner`) builds a :class:`TrialLaunch` and give
     FTSWEEP_MULTI_OBJECTIVE   "1" when the study has several objectives (no pruning then)
     FTSWEEP_PARENT_PID        the sweep process; if it dies, the trial stops too (0: another host)
     FTSWEEP_HEARTBEAT_S       how often to record a heartbeat
+    FTSWEEP_RESUME_FROM       a re-run of a lost trial: the checkpoint that trial saved last (it goes on from there)
 
 The trial process (:mod:`ftsweep.sweeper.trial`, directly or in a warm worker) reads it back with
 :meth:`TrialLaunch.from_env`. Nothing heavy is imported here.
@@ -48,6 +49,7 @@ class TrialLaunch:
     multi_objective: bool = False
     parent_pid: int = 0  # 0: no orphan check by pid (the sweep runs on another host)
     heartbeat_s: float = 10.0
+    resume_from: str | None = None  # a lost trial's last checkpoint (a re-run with its parameters goes on from it)
 
     def env(self) -> dict[str, str]:
         """The trial's own variables (the backend adds them to the environment it runs in)."""
@@ -62,6 +64,7 @@ class TrialLaunch:
             "FTSWEEP_MULTI_OBJECTIVE": "1" if self.multi_objective else "0",
             "FTSWEEP_PARENT_PID": str(self.parent_pid),
             "FTSWEEP_HEARTBEAT_S": str(self.heartbeat_s),
+            "FTSWEEP_RESUME_FROM": self.resume_from or "",
         }
 
     @classmethod
@@ -81,6 +84,7 @@ class TrialLaunch:
             multi_objective=env.get("FTSWEEP_MULTI_OBJECTIVE") == "1",
             parent_pid=int(env.get("FTSWEEP_PARENT_PID") or 0),
             heartbeat_s=float(env.get("FTSWEEP_HEARTBEAT_S") or 10.0),
+            resume_from=env.get("FTSWEEP_RESUME_FROM") or None,
         )
 
     @staticmethod

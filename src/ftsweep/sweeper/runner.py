@@ -14,6 +14,7 @@ to a SQLite/journal file), so processes asking at the same instant never create 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
-from ftsweep.errors import SweepAborted
+from ftsweep.errors import SweepAborted, UsageError
 from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
 from ftsweep.sweepdir import SweepDir
@@ -229,18 +230,38 @@ class SweepRunner:
         attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides])
         if gpu is not None:
             attrs.set_attrs(trial, gpu=gpu)
+        resume = None if oom_retried else self._lost_checkpoint(trial)  # an OOM re-run changes the batch
         cmd = TrialLaunch.argv(self._command(), overrides, str(self.s.sweep_dir), subdir)
         rundir.RunDir(trial_dir).trial_log.write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
-        env = {**self._env(trial, gpu), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
+        env = {**self._env(trial, gpu, resume), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
         proc = self.backend.start(cmd, env, trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
             note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
-                    "same parameters)")
+                    "same parameters" + (f", from its checkpoint at step {rundir.checkpoint_step(resume)})"
+                                         if resume is not None else ")"))
         shown = derived_settings(overrides, self.space.derived)  # lora.alpha, accumulation, effective batch
         trial.set_user_attr(attrs.DERIVED, shown)
         self.progress.started_trial(trial.number, {**dict(trial.params), **shown}, note)
+
+    def _lost_checkpoint(self, trial: Any) -> Path | None:
+        """For a re-run of lost trials: the latest checkpoint any of them saved (``trainer.save_steps``), which
+        the re-run goes on from (the trial checks that it fits, else it starts afresh); None otherwise."""
+        if trial.user_attrs.get(RETRY_OF) is None:
+            return None
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        found: list[Path] = []
+        number, seen = trial.user_attrs.get(attrs.REPLACES), set()
+        while number is not None and int(number) in trials and int(number) not in seen:
+            seen.add(int(number))
+            lost = trials[int(number)]
+            folder = lost.user_attrs.get(attrs.TRIAL_DIR)
+            if folder:
+                with contextlib.suppress(UsageError):  # (it saved none)
+                    found.append(rundir.resume_point(folder))
+            number = lost.user_attrs.get(attrs.REPLACES)
+        return max(found, key=rundir.checkpoint_step, default=None)
 
     def _command(self) -> list[str]:
         """The trial command; k GPUs per trial = the same entry point under torchrun (one rank per GPU)."""
@@ -250,7 +271,7 @@ class SweepRunner:
                     *DEFAULT_COMMAND[1:]]
         return list(self.s.command)
 
-    def _env(self, trial: Any, gpu: str | None) -> dict[str, str]:
+    def _env(self, trial: Any, gpu: str | None, resume: Path | None = None) -> dict[str, str]:
         """The trial's own variables (the backend adds them to the environment it runs in)."""
         # The trial exits when this process is gone (orphan check by pid): only meaningful on this host, so a
         # submitit job (maybe on another node) gets none and relies on the heartbeat/stale rules instead.
@@ -259,7 +280,8 @@ class SweepRunner:
             storage=self.s.storage_url, study_name=self.s.study_name, trial_id=trial._trial_id,
             trial_number=trial.number, param_keys=tuple(trial.params), pruner=pruner_to_json(self.s.pruner),
             objective_metric=self.s.metrics[0], multi_objective=len(self.s.directions) > 1,
-            parent_pid=os.getpid() if same_host else 0, heartbeat_s=self.s.conf.heartbeat_interval_s).env()
+            parent_pid=os.getpid() if same_host else 0, heartbeat_s=self.s.conf.heartbeat_interval_s,
+            resume_from=str(resume) if resume is not None else None).env()
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         threads = intra_op_share(self.s.n_workers) if self.s.conf.backend == "local" else None

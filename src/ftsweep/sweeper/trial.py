@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
 
         run_dir = HydraConfig.get().runtime.output_dir
         rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
+        if ctx.resume_from:  # a re-run of a lost trial: on from its last checkpoint (not in .hydra/: same config)
+            resume_lost_trial(cfg, ctx.resume_from)
         metrics = execute(cfg, run_dir, trial_callbacks(ctx), run_info(ctx, argv), parts)
         return metrics.get("objective")
 
@@ -141,6 +143,22 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
         return report(err)
     return 0
 
+
+
+def resume_lost_trial(cfg: Any, checkpoint: str) -> None:
+    """Set ``trainer.resume_from_checkpoint`` to the lost trial's ``checkpoint`` when this run can go on from it
+    (same parameters, so the same config, unless the trial's config files changed since); else say why not and
+    start afresh."""
+    from pathlib import Path
+
+    from ftsweep import rundir
+    from ftsweep.console import say
+
+    problem = rundir.resume_problem(cfg, Path(checkpoint))
+    if problem:
+        say(f"not resuming the lost trial ({problem}): starting afresh")
+        return
+    cfg.trainer.resume_from_checkpoint = checkpoint
 
 
 def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:

@@ -1,0 +1,54 @@
+"""A lost trial (its sweep process killed) that saved checkpoints (``trainer.save_steps``) is re-run from its
+last checkpoint, not from step 0, and ends where the uninterrupted trial does. Real tiny-model trials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sweep_helpers import env, load, run
+
+pytestmark = pytest.mark.slow  # three sweeps of one real 120-step trial, ~30 s
+
+
+def sweep(sweep_dir) -> list[str]:
+    return [sys.executable, "-m", "ftsweep", "train", "-m", "hydra/sweeper=ftsweep_optuna", "logger=none",
+            "optimizer.lr=choice(0.003)", "trainer.max_steps=120", "trainer.save_steps=20", "trainer.eval_steps=60",
+            "trainer.logging_steps=20", "data.max_rows=100", "data.cutoff_len=64", f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweeper.study_name=t", "hydra.sweeper.n_trials=1", "hydra.sweeper.heartbeat_interval_s=1",
+            "hydra.sweeper.report=false", "hydra.sweeper.progress=plain"]
+
+
+def test_a_lost_trial_goes_on_from_its_last_checkpoint(tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(sweep(killed), cwd=tmp_path, env=env(False), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    saved = killed / "trial_0" / "checkpoints" / "checkpoint-20" / "trainer_state.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and not saved.is_file() and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the trial process sees its sweep gone at its next step and exits
+    proc.wait()
+    assert saved.is_file() and not (killed / "trial_0" / "metrics.json").exists()
+    time.sleep(1.0)
+
+    again = run(sweep(killed), tmp_path, timeout=300, fake=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = load(killed)
+    lost, rerun = study.trials
+    assert lost.state.name == "FAIL" and lost.user_attrs["reason"].startswith("stale:")
+    assert rerun.state.name == "COMPLETE" and rerun.user_attrs["retry_of"] == 0
+    assert "from its checkpoint at step" in again.stdout + again.stderr
+    log = (killed / "trial_1" / "trial.log").read_text()
+    assert f"resuming from {killed / 'trial_0' / 'checkpoints'}/checkpoint-" in log
+    assert "trainer.resume_from_checkpoint" not in (killed / "trial_1" / ".hydra" / "config.yaml").read_text() \
+        .replace("resume_from_checkpoint: null", "")  # the trial's config is the original's
+
+    whole = tmp_path / "whole"
+    r = run(sweep(whole), tmp_path, timeout=300, fake=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load(whole).trials[0].value == rerun.value  # the same result as the uninterrupted trial, bitwise
