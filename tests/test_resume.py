@@ -57,8 +57,12 @@ def test_a_run_folder_resumes_from_its_latest_checkpoint(tmp_path):
     assert rundir.resume_point(latest) == latest
     assert rundir.checkpoint_step(latest) == 12
     # the failure line of a run that stopped says how to go on (ftsweep train's single runs)
-    assert rundir.resume_hint(tmp_path / "r") == (f"it saved step 12: run the same command with "
-                                                  f"trainer.resume_from_checkpoint={tmp_path / 'r'} to continue from there")
+    (tmp_path / "r" / ".hydra").mkdir()
+    (tmp_path / "r" / ".hydra" / "overrides.yaml").write_text(  # a resumed run that stopped again
+        "- optimizer.lr=1e-3\n- data.path=my data.jsonl\n- trainer.resume_from_checkpoint=old\n")
+    assert rundir.resume_hint(tmp_path / "r") == (
+        "it saved step 12: continue from there with ftsweep train optimizer.lr=1e-3 'data.path=my data.jsonl' "
+        f"trainer.resume_from_checkpoint={tmp_path / 'r'}")
     assert rundir.resume_hint(tmp_path) is None
     with pytest.raises(UsageError, match=r"^trainer.resume_from_checkpoint: .* holds no checkpoint"):
         rundir.resume_point(tmp_path / "r" / "checkpoints" / "checkpoint-20")
@@ -104,3 +108,19 @@ def test_cli_bad_resume_points_are_one_line_and_nothing_is_written(cache_dir, tm
         assert out.returncode == 2, out.stderr
         assert out.stderr.strip().splitlines() == [f"ftsweep: error: {line}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_run"]
+
+
+def test_a_resume_with_other_settings_says_which(compose, tmp_path):
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "r"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose("optimizer.lr=1e-3", "data=custom_json", "data.path=a.jsonl"), run_dir / ".hydra" / "config.yaml")
+    point = run_dir / "checkpoints" / "checkpoint-3"
+    point.mkdir(parents=True)
+    same = compose("optimizer.lr=1e-3", "data=custom_json", "data.path=a.jsonl", "trainer.max_steps=90", "logger=none")
+    same.data.format = "chat"  # data.format=auto, resolved by the run: the same setting
+    assert rundir.resume_changes(same, point) == []  # longer, logged elsewhere: not what is trained
+    other = compose("optimizer.lr=2e-3", "data=custom_json", "data.path=b.jsonl")
+    assert rundir.resume_changes(other, point) == ["data.path=b.jsonl (was a.jsonl)", "optimizer.lr=0.002 (was 0.001)"]
+    assert rundir.resume_changes(other, tmp_path / "checkpoint-3") == []  # a checkpoint outside a run folder

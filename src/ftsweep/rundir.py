@@ -212,14 +212,52 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
     return None
 
 
+# What decides the training a checkpoint goes on with (the rest: how long, how often to evaluate or save, where to log)
+RESUME_COMPARED = ("model", "quantization", "lora", "data", "optimizer", "scheduler", "stage", "init_from",
+                   "trainer.per_device_train_batch_size", "trainer.gradient_accumulation_steps", "trainer.seed",
+                   "trainer.precision", "trainer.neftune_noise_alpha")
+
+
+def resume_changes(cfg: Any, point: Path) -> list[str]:
+    """The settings (``key=value (was old)``) in which run ``cfg`` differs from the run that saved checkpoint
+    ``point`` (its ``.hydra/config.yaml``, when the checkpoint is in a run's ``checkpoints/``): allowed (e.g. new
+    data), but said, as a resumed sweep names its changed overrides."""
+    from omegaconf import OmegaConf
+
+    folder = Path(point).parent
+    saved = RunDir(folder.parent).config if folder.name == CHECKPOINTS else None
+    if saved is None or not saved.is_file():
+        return []
+
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    old = flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    new = flat(OmegaConf.to_container(cfg, resolve=False))
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if not any(key == c or key.startswith(c + ".") for c in RESUME_COMPARED) or old.get(key) == new.get(key):
+            continue
+        if key == "data.format" and old.get(key) == "auto":  # read as what it detected (this run: resolved)
+            continue
+        changed.append(f"{key}={new.get(key)} (was {old.get(key)})")
+    return changed
+
+
 def resume_hint(run_dir: Path) -> str | None:
-    """How a stopped run that saved a checkpoint goes on (for its failure line), or None."""
+    """How a stopped run that saved a checkpoint goes on (for its failure line): the command with the run's own
+    overrides (``.hydra/overrides.yaml``) and the resume point; None when it saved none."""
+    import shlex
+
     try:
         point = resume_point(run_dir)
     except UsageError:
         return None
-    return (f"it saved step {checkpoint_step(point)}: run the same command with "
-            f"{RESUME_KEY}={run_dir} to continue from there")
+    given = [o for o in load_overrides(run_dir) if o.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
+    command = " ".join(["ftsweep", "train", *map(shlex.quote, [*given, f"{RESUME_KEY}={run_dir}"])])
+    return f"it saved step {checkpoint_step(point)}: continue from there with {command}"
 
 
 def checkpoint_step(point: Path) -> int:

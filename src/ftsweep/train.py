@@ -169,6 +169,9 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
             from ftsweep.console import say
 
             say(f"resuming from {resume} (step {rundir.checkpoint_step(resume)})")
+            changed = rundir.resume_changes(cfg, resume)
+            if changed:
+                say(f"resuming with other settings than the run that saved it: {', '.join(changed)}")
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         wall = time.perf_counter() - started
