@@ -72,6 +72,25 @@ def test_auto_reads_each_file_as_its_format_set_by_hand(build, tmp_path, capfd):
         assert f"data.format=auto: {tmp_path / name} reads as {fmt}" in capfd.readouterr().err
 
 
+@pytest.mark.parametrize(("stage", "rows", "fmt"), [
+    ("dpo", [{"prompt": TURNS[:1], "chosen": TURNS[1:], "rejected": [{"role": "assistant", "content": "5"}]}], "chat"),
+    ("dpo", [{"chosen": "Human: 2+2? Assistant: 4", "rejected": "Human: 2+2? Assistant: 5"}], "prompt_completion"),
+    ("kto", [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}],
+     "prompt_completion"),
+])
+def test_auto_reads_preference_rows_as_their_format_set_by_hand(compose, tmp_path, stage, rows, fmt):
+    from ftsweep.stages.registry import stage_module
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(jsonl(rows * 2))
+    built = []
+    for given in ("auto", fmt):
+        cfg = compose(f"stage={stage}", f"data.path={path}", f"data.format={given}", "data.val_size=0",
+                      "objective.metric=train_loss", "data.shuffle=false", NO_PRETRAIN)
+        built.append(stage_module(stage).datasets(cfg, load_tokenizer(cfg)).train.to_list())
+    assert built[0] == built[1]
+
+
 def test_auto_reads_mapped_columns_and_skips_an_unreadable_first_line(build, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("{not json\n" + jsonl([{"dialog": TURNS}]))
