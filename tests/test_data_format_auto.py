@@ -149,4 +149,10 @@ def test_a_searched_file_no_format_fits_stops_the_sweep_before_any_trial(cache_d
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(
         "ftsweep: error: qa.jsonl line 1: data.format=auto cannot tell the format from the columns (question, answer)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "qa.jsonl"]
+    (tmp_path / "docs.txt").write_text("one document\n")
+    out = cli("train", "-m", "data=custom_json", "data.path=choice(a.jsonl,docs.txt)", "stage=kto", "logger=none",
+              f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path, cache_dir=cache_dir)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == ("ftsweep: error: data.format: stage=kto needs prompts and answers; "
+                                                   "'text' has neither (the searched data.path=docs.txt reads as text)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "docs.txt", "qa.jsonl"]

@@ -336,14 +336,11 @@ def check_data_files(cfg: Any) -> None:
     if message:
         raise UsageError(message)
     if OmegaConf.select(cfg, "data.format") == "auto":  # the file's format, and what the config allows with it
-        import copy
+        from ftsweep.data.options import format_problem
 
-        from ftsweep.config.validate import validate
-        from ftsweep.data.options import resolve_format
-
-        resolved = copy.deepcopy(cfg)
-        resolve_format(resolved)  # a DataError (file, line, columns): exit 2
-        validate(resolved)
+        message = format_problem(cfg)
+        if message:
+            raise UsageError(message)
 
 
 def check_resume(cfg: Any, multirun: bool) -> None:

@@ -88,18 +88,27 @@ def resolve_format(cfg: Any) -> bool:
 
 
 def format_problem(cfg: Any, path: str | None = None) -> str | None:
-    """``data.format=auto``: None when the training file's format can be told (``path``: a searched file instead
-    of ``data.path``), else the one line that says why not. The CLI and the sweeper call it before anything is
-    written; other formats: None at once."""
+    """``data.format=auto``: None when the training file's format can be told and the config allows it (a stage
+    that needs answers is refused 'text'); else the one line that says why not. ``path``: a searched file instead
+    of ``data.path``. The CLI and the sweeper call it before anything is written; other formats: None at once."""
+    import copy
+
     from omegaconf import OmegaConf
 
+    from ftsweep.config.validate import validate
     from ftsweep.errors import UsageError
 
     if OmegaConf.select(cfg, "data.format") != AUTO:
         return None
-    d = OmegaConf.merge(cfg.data, {"path": path}) if path is not None else cfg.data
+    resolved = copy.deepcopy(cfg)
+    if path is not None:
+        resolved.data.path = path
     try:
-        data_options(d)
-    except UsageError as err:  # a DataError (the file, its line, its columns) or a bad dataset_info.json entry
-        return str(err)
+        resolve_format(resolved)
+        validate(resolved)
+    except UsageError as err:  # a DataError (the file, its line, its columns), a ConfigError, a dataset_info entry's
+        message = str(err)
+        if path is not None and path not in message:  # which of the searched files
+            message += f" (the searched data.path={path} reads as {resolved.data.format})"
+        return message
     return None

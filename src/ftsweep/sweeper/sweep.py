@@ -234,9 +234,10 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
             message = missing_data_file(key, choice)
             if message:
                 raise SweepInputError(message)
-    # data.format=auto: every training file's format can be told (once every file is known to exist)
+    # data.format=auto: every training file's format can be told and fits the config (each searched data.path, else
+    # the corners' file), once every file is known to exist
     searched = getattr(space.distributions.get("data.path"), "choices", ())
-    for one, path in [*((c, None) for c in corners), *((cfg, str(c)) for c in searched)]:
+    for one, path in [(cfg, str(c)) for c in searched] or [(c, None) for c in corners]:
         message = _format_problem(one, path)
         if message:
             raise SweepInputError(message)
