@@ -56,6 +56,9 @@ def test_a_run_folder_resumes_from_its_latest_checkpoint(tmp_path):
     assert rundir.resume_point(tmp_path / "r" / "checkpoints") == latest
     assert rundir.resume_point(latest) == latest
     assert rundir.checkpoint_step(latest) == 12
+    assert rundir.resume_point("true", tmp_path / "r") == latest  # transformers' word: the run's own folder
+    with pytest.raises(UsageError, match=r"^trainer.resume_from_checkpoint=true: this run's folder .* holds no "):
+        rundir.resume_point("True", tmp_path / "new_run")
     # the failure line of a run that stopped says how to go on (ftsweep train's single runs)
     (tmp_path / "r" / ".hydra").mkdir()
     (tmp_path / "r" / ".hydra" / "overrides.yaml").write_text(  # a resumed run that stopped again
@@ -108,6 +111,21 @@ def test_cli_bad_resume_points_are_one_line_and_nothing_is_written(cache_dir, tm
         assert out.returncode == 2, out.stderr
         assert out.stderr.strip().splitlines() == [f"ftsweep: error: {line}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_run"]
+
+
+def test_cli_a_failed_run_with_checkpoints_says_how_to_continue_it(cache_dir, tmp_path):
+    failed = tmp_path / "failed"
+    (failed / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (failed / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3}')
+    rundir.write_failure(failed, "timeout: training ran 5 s > trainer.timeout_s=4", "RunTimeout")
+    before = snapshot(tmp_path)
+    out = cli("train", "hydra.run.dir=failed", "trainer.max_steps=10", "logger=none", cwd=tmp_path, cache_dir=cache_dir)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [(
+        "ftsweep: error: hydra.run.dir: failed holds a failed run that saved checkpoints: continue it in a new folder "
+        "with trainer.resume_from_checkpoint=failed, or in this one with trainer.resume_from_checkpoint=true "
+        "overwrite=true")]
+    assert snapshot(tmp_path) == before
 
 
 def test_a_resume_with_other_settings_says_which(compose, tmp_path):

@@ -213,7 +213,7 @@ def train_main(argv: list[str]) -> int:
                                      "give one of them")
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
-                check_resume(cfg, multirun)
+                check_resume(cfg, multirun, str(with_hydra.hydra.run.dir))
                 check_output_dir(with_hydra, multirun)
                 if not multirun:
                     check_run_dir(with_hydra)
@@ -343,7 +343,7 @@ def check_data_files(cfg: Any) -> None:
             raise UsageError(message)
 
 
-def check_resume(cfg: Any, multirun: bool) -> None:
+def check_resume(cfg: Any, multirun: bool, run_dir: str) -> None:
     """``trainer.resume_from_checkpoint``: a checkpoint this run can continue from (one line, exit 2), in a single run."""
     from omegaconf import OmegaConf
 
@@ -355,7 +355,7 @@ def check_resume(cfg: Any, multirun: bool) -> None:
     if multirun:
         raise UsageError(f"{rundir.RESUME_KEY}: continues one run; in a sweep, run its command again: a killed "
                          "sweep resumes, its lost trials from their last checkpoints")
-    problem = rundir.resume_problem(cfg, rundir.resume_point(given))
+    problem = rundir.resume_problem(cfg, rundir.resume_point(given, run_dir))
     if problem:
         raise UsageError(problem)
 
@@ -397,6 +397,10 @@ def check_run_dir(cfg: Any) -> None:
     if not rundir.is_finished(run_dir):
         return
     if not cfg.overwrite:
+        if rundir.read_failure(run_dir) is not None and rundir.resume_hint(run_dir):  # it failed, with checkpoints
+            raise UsageError(f"hydra.run.dir: {run_dir} holds a failed run that saved checkpoints: continue it in a "
+                             f"new folder with {rundir.RESUME_KEY}={run_dir}, or in this one with "
+                             f"{rundir.RESUME_KEY}=true overwrite=true")
         raise UsageError(f"hydra.run.dir: {run_dir} holds a finished run; write to a new folder "
                          "(hydra.run.dir=<new>) or replace it with overwrite=true")
     rundir.clear_finished(run_dir)

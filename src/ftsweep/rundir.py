@@ -173,11 +173,17 @@ def mask_hydra_files(run_dir: Path) -> None:
             path.write_text(masked)
 
 
-def resume_point(given: str | Path) -> Path:
+def resume_point(given: str | Path, run_dir: str | Path | None = None) -> Path:
     """The checkpoint a run resumes from (``trainer.resume_from_checkpoint``): ``given`` itself when it is a
     checkpoint folder (``checkpoint-<step>`` with its ``trainer_state.json``, which transformers writes last), else
-    the latest such folder of a run folder (or of its ``checkpoints/``). One-line UsageError naming the key when
+    the latest such folder of a run folder (or of its ``checkpoints/``); ``true`` (transformers' word): the latest of
+    the run's own folder ``run_dir`` (``hydra.run.dir=<the stopped run>``). One-line UsageError naming the key when
     there is none."""
+    if str(given).lower() == "true":
+        if run_dir is None or not (Path(run_dir) / CHECKPOINTS).is_dir():
+            raise UsageError(f"{RESUME_KEY}=true: this run's folder {run_dir} holds no checkpoint; give the stopped "
+                             f"run's folder as hydra.run.dir, or as {RESUME_KEY}=<folder>")
+        given = run_dir
     path = Path(given).expanduser()
     if not path.is_dir():
         raise UsageError(f"{RESUME_KEY}: no such folder {given} (relative paths are read from {Path.cwd()})")

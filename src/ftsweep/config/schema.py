@@ -146,8 +146,9 @@ class TrainerConfig:
     # uses 5) on the input embeddings while training, never at evaluation or generation; null = off.
     neftune_noise_alpha: float | None = None
     # Continue a run that stopped (crash, kill, time limit) from a checkpoint it saved (trainer.save_steps > 0): a
-    # checkpoint folder (<run>/checkpoints/checkpoint-<step>) or the run's folder (its latest checkpoint). Adapter,
-    # optimizer, scheduler, random state and data order are restored; the new run writes into its own folder.
+    # checkpoint folder (<run>/checkpoints/checkpoint-<step>), the run's folder (its latest checkpoint), or true (the
+    # latest in this run's own folder, hydra.run.dir=<the stopped run>, as transformers' True). Adapter, optimizer,
+    # scheduler, random state and data order are restored.
     resume_from_checkpoint: str | None = None
 
 
