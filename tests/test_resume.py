@@ -142,3 +142,19 @@ def test_a_resume_with_other_settings_says_which(compose, tmp_path):
     other = compose("optimizer.lr=2e-3", "data=custom_json", "data.path=b.jsonl")
     assert rundir.resume_changes(other, point) == ["data.path=b.jsonl (was a.jsonl)", "optimizer.lr=0.002 (was 0.001)"]
     assert rundir.resume_changes(other, tmp_path / "checkpoint-3") == []  # a checkpoint outside a run folder
+
+
+def test_a_lost_trials_checkpoint_is_used_only_when_the_rerun_can_go_on_from_it(compose, tmp_path, capfd):
+    from ftsweep.sweeper.trial import resume_lost_trial
+
+    point = tmp_path / "trial_3" / "checkpoints" / "checkpoint-20"
+    point.mkdir(parents=True)
+    (point / "trainer_state.json").write_text('{"global_step": 20}')
+    (point / "adapter_config.json").write_text('{"r": 8}')
+    fits = compose("lora=r8", "trainer.max_steps=60")
+    resume_lost_trial(fits, str(point))
+    assert fits.trainer.resume_from_checkpoint == str(point)
+    changed = compose("lora=r16", "trainer.max_steps=60")  # e.g. the sweep's lora option file was edited meanwhile
+    resume_lost_trial(changed, str(point))
+    assert changed.trainer.resume_from_checkpoint is None
+    assert "not resuming the lost trial (trainer.resume_from_checkpoint: " in capfd.readouterr().err
