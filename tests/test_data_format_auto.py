@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.data import build_datasets
+from ftsweep.data import DataError, build_datasets
 from ftsweep.data.templates import detect_format
 from ftsweep.model import load_tokenizer
 
@@ -41,6 +41,32 @@ def jsonl(rows) -> str:
 ])
 def test_the_columns_tell_the_format(row, fmt):
     assert detect_format(row) == fmt
+
+
+def test_the_first_row_is_read_without_parsing_the_rest_where_the_format_allows(tmp_path):
+    import pandas as pd
+
+    from ftsweep.config.data import DataConfig
+    from ftsweep.data.sources import first_records, read_records, resolve_source
+
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]
+    files = {
+        "array.json": "\ufeff \n [ \n" + json.dumps(rows)[1:],  # BOM, blank space before and after the bracket
+        "lines.jsonl": jsonl(rows),
+        "by_column.json": json.dumps({k: [r[k] for r in rows] for k in rows[0]}),  # Dataset.to_dict(): read in full
+        "under_key.json": json.dumps({"data": rows}),
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
+    for name in [*files, "rows.parquet"]:
+        d = DataConfig(extra={"field": "data"} if name == "under_key.json" else {})
+        first = next(first_records(resolve_source(str(tmp_path / name), "auto"), d))
+        full = next(read_records(resolve_source(str(tmp_path / name), "auto"), d))
+        assert (first.row, first.where) == (full.row, full.where) == (rows[0], full.where), name
+    (tmp_path / "broken.json").write_text('[{"instruction": "q", "output": ')  # the full reading's own error
+    with pytest.raises(DataError, match="invalid JSON"):
+        next(first_records(resolve_source(str(tmp_path / "broken.json"), "auto"), DataConfig()))
 
 
 @pytest.fixture

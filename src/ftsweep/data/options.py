@@ -45,7 +45,7 @@ def detected_format(d: DataConfig) -> str:
 
     from ftsweep.console import say
     from ftsweep.data.errors import DataError
-    from ftsweep.data.sources import column_map, map_columns, read_records, resolve_source
+    from ftsweep.data.sources import column_map, first_records, map_columns, resolve_source
     from ftsweep.data.templates import detect_format
 
     source = resolve_source(d.path, d.loader)
@@ -58,7 +58,7 @@ def detected_format(d: DataConfig) -> str:
     if source.loader == "text":
         fmt, why = "text", "a .txt file: one document per line"
     else:
-        for item in read_records(source, d):
+        for item in first_records(source, d):
             if isinstance(item, DataError):  # an unreadable row: data.bad_rows decides when the rows are read
                 continue
             row = map_columns(item.row, columns)

@@ -133,6 +133,33 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
     yield from readers[source.loader](source, d)
 
 
+def first_records(source: Source, d: Any) -> Iterator[Record | DataError]:
+    """The source's rows from its start, as :func:`read_records` yields them, reading no more than needed where the
+    format allows: a parquet file's first batch, a JSON array's first object (the rest unparsed). For telling the
+    format by the first row (``data.format=auto``) without a second full parse of a large file."""
+    if source.loader == "parquet" and source.file is not None:
+        import pyarrow.parquet as pq
+
+        rows = next(pq.ParquetFile(source.file).iter_batches(batch_size=64), None)
+        if rows is not None and rows.num_rows:
+            for i, row in enumerate(rows.to_pylist(), start=1):
+                yield Record(row, f"{source.name} row {i}")
+            return
+    elif source.loader in ("json", "jsonl") and source.file is not None and "field" not in dict(d.extra):
+        text = read_text(source, d)
+        start = len(text) - len(text.lstrip())
+        if text.startswith("[", start):
+            rest = text[start + 1:]
+            try:
+                row, _ = json.JSONDecoder().raw_decode(rest, len(rest) - len(rest.lstrip()))
+            except ValueError:  # not what it seemed: the full reading says what is wrong
+                row = None
+            if isinstance(row, dict):
+                yield Record(row, f"{source.name} row 1")
+                return
+    yield from read_records(source, d)
+
+
 ALPACA_LAYOUT = ("instruction", "input", "output", "history")  # what chat.alpaca_turns reads
 
 
