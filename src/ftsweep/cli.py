@@ -349,15 +349,12 @@ def check_resume(cfg: Any, multirun: bool, run_dir: str) -> None:
 
     from ftsweep import rundir
 
-    given = OmegaConf.select(cfg, "trainer.resume_from_checkpoint")
-    if not given:
+    if not OmegaConf.select(cfg, "trainer.resume_from_checkpoint"):
         return
     if multirun:
         raise UsageError(f"{rundir.RESUME_KEY}: continues one run; in a sweep, run its command again: a killed "
                          "sweep resumes, its lost trials from their last checkpoints")
-    problem = rundir.resume_problem(cfg, rundir.resume_point(given, run_dir))
-    if problem:
-        raise UsageError(problem)
+    rundir.checked_resume_point(cfg, run_dir)
 
 
 def check_output_dir(cfg: Any, multirun: bool) -> None:

@@ -218,6 +218,19 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
     return None
 
 
+def checked_resume_point(cfg: Any, run_dir: str | Path | None) -> Path | None:
+    """The checkpoint ``trainer.resume_from_checkpoint`` names (:func:`resume_point`), checked against the run
+    ``cfg`` (:func:`resume_problem`; one-line UsageError); None when the run starts fresh."""
+    given = cfg.trainer.resume_from_checkpoint
+    if not given:
+        return None
+    point = resume_point(given, run_dir)
+    problem = resume_problem(cfg, point)
+    if problem:
+        raise UsageError(problem)
+    return point
+
+
 # What decides the training a checkpoint goes on with (the rest: how long, how often to evaluate or save, where to log)
 RESUME_COMPARED = ("model", "quantization", "lora", "data", "optimizer", "scheduler", "stage", "init_from",
                    "trainer.per_device_train_batch_size", "trainer.gradient_accumulation_steps", "trainer.seed",

@@ -124,7 +124,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
     if resolve_format(cfg):  # data.format=auto: the training file's own format, for every reader below
         validate(cfg)  # what the config allows with that format (a stage that needs answers, ...)
-    resume = resume_checkpoint(cfg, run_dir)
+    resume = rundir.checked_resume_point(cfg, run_dir)  # trainer.resume_from_checkpoint, or None
     pin_single_gpu()  # before CUDA starts: trl refuses several visible GPUs without a distributed launcher
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -213,19 +213,6 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     del trainer
     parts.release(cfg, model)
     return metrics
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint ``trainer.resume_from_checkpoint`` names (a checkpoint or run folder: its latest; ``true``:
-    the latest in ``run_dir``), checked against the run (one-line UsageError); None when the run starts fresh."""
-    given = cfg.trainer.resume_from_checkpoint
-    if not given:
-        return None
-    point = rundir.resume_point(given, run_dir)
-    problem = rundir.resume_problem(cfg, point)
-    if problem:
-        raise UsageError(problem)
-    return point
 
 
 def forget_optimizer_overrides(model) -> None:
