@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ftsweep.data import DataError, build_datasets
-from ftsweep.data.templates import detect_format
+from ftsweep.data.templates import detect_columns, detect_format
 from ftsweep.model import load_tokenizer
 
 NO_PRETRAIN = "model.tiny.pretrain_steps=0"
@@ -37,10 +37,42 @@ def jsonl(rows) -> str:
     ({"prompt": TURNS[:1], "chosen": TURNS[1:], "rejected": [{"role": "assistant", "content": "5"}]}, "chat"),
     ({"chosen": TURNS, "rejected": [TURNS[0], {"role": "assistant", "content": "5"}]}, "chat"),  # implicit prompt
     ({"text": "a document"}, "text"),
-    ({"question": "2+2?", "answer": "4"}, None),
+    ({"q": "2+2?", "a": "4"}, None),
 ])
 def test_the_columns_tell_the_format(row, fmt):
     assert detect_format(row) == fmt
+
+
+SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
+
+
+@pytest.mark.parametrize(("row", "fmt", "columns"), [
+    ({"question": "2+2?", "answer": "#### 4"}, "alpaca", {"instruction": "question", "output": "answer"}),  # GSM8K
+    ({"query": "2+2?", "response": "4", "type": "GSM_Rephrased"}, "alpaca",  # MetaMathQA
+     {"instruction": "query", "output": "response"}),
+    ({"problem": "2+2?", "solution": "4", "level": "Level 1"}, "alpaca",  # MATH
+     {"instruction": "problem", "output": "solution"}),
+    ({"instruction": "Add.", "context": "2+2", "response": "4", "category": "qa"}, "alpaca",  # Dolly
+     {"input": "context", "output": "response"}),
+    ({"input": "2+2?", "output": "4"}, "alpaca", {"instruction": "input"}),
+    ({"input": "2+2?", "context": "numbers", "output": "4"}, "alpaca", {"instruction": "input", "input": "context"}),
+    ({"question": "2+2?", "input": "", "answer": "4"}, "alpaca", {"instruction": "question", "output": "answer"}),
+    ({"id": "1", "system_prompt": "Be brief.", "question": "2+2?", "response": "4"}, "chat",  # OpenOrca
+     {"system": "system_prompt", "instruction": "question", "output": "response"}),
+    ({"instruction": "Add.", "output": "4", "history": [["hi", "hello"]]}, "chat", {}),  # LLaMA-Factory's history
+    ({"instruction": "Add.", "output": "4", "history": [], "system": ""}, "alpaca", {}),  # empty: alpaca holds them
+    ({"prompt": "2+2 =", "response": " 4"}, "prompt_completion", {"completion": "response"}),
+    ({"prompt": "2+2?", "answer": "4"}, "prompt_completion", {"completion": "answer"}),
+    ({"prompt": "2+2?", "chosen": "4", "rejected": "5", "response": "x"}, "prompt_completion", {}),  # a pair's own
+    ({"messages": SHAREGPT}, "sharegpt", {"conversations": "messages"}),
+    ({"messages": TURNS}, "chat", {}),
+    ({"conversations": [{"role": "user", "content": "2+2?"}]}, "sharegpt", {}),
+    ({"question": "2+2?"}, None, {}),  # no answer column: nothing fits
+    ({"answer": "4"}, None, {}),
+    ({"instruction": "Add.", "reply": "4"}, "alpaca", {}),  # an answer under an unknown name: the reading says so
+])
+def test_well_known_column_names_are_read_as_their_fields(row, fmt, columns):
+    assert detect_columns(row) == (fmt, columns)
 
 
 def test_the_first_row_is_read_without_parsing_the_rest_where_the_format_allows(tmp_path):
@@ -126,6 +158,44 @@ def test_auto_reads_mapped_columns_and_skips_an_unreadable_first_line(build, tmp
     assert bundle.train["labels"] == by_hand.train["labels"]
 
 
+@pytest.mark.parametrize(("rows", "by_hand", "said"), [
+    ([{"question": f"{i}+{i}?", "answer": f"#### {2 * i}"} for i in range(3)],
+     ["data.format=alpaca", "data.columns.instruction=question", "data.columns.output=answer"],
+     "alpaca (columns question as instruction, answer as output)"),
+    ([{"instruction": "Add.", "context": f"{i}+{i}", "response": str(2 * i), "category": "qa"} for i in range(3)],
+     ["data.format=alpaca", "data.columns.input=context", "data.columns.output=response"],
+     "alpaca (columns instruction, context as input, response as output, category)"),
+    ([{"system_prompt": "Be brief.", "question": f"{i}+{i}?", "response": str(2 * i)} for i in range(3)],
+     ["data.format=chat", "data.columns.system=system_prompt", "data.columns.instruction=question",
+      "data.columns.output=response"],
+     "chat (columns system_prompt as system, question as instruction, response as output)"),
+    ([{"messages": [{"from": "human", "value": f"{i}+{i}?"}, {"from": "gpt", "value": str(2 * i)}]} for i in range(3)],
+     ["data.format=sharegpt", "data.columns.conversations=messages"], "sharegpt (columns messages as conversations)"),
+    ([{"prompt": f"{i}+{i} =", "response": f" {2 * i}"} for i in range(3)],
+     ["data.format=prompt_completion", "data.columns.completion=response"],
+     "prompt_completion (columns prompt, response as completion)"),
+])
+def test_auto_reads_well_known_column_names_as_the_mapping_by_hand(build, tmp_path, capfd, rows, by_hand, said):
+    path = tmp_path / "d.jsonl"
+    path.write_text(jsonl(rows))
+    auto = build(path, "data.format=auto")
+    assert f"data.format=auto: {path} reads as {said}" in capfd.readouterr().err
+    hand = build(path, *by_hand)
+    assert auto.train["input_ids"] == hand.train["input_ids"]
+    assert auto.train["labels"] == hand.train["labels"]
+    assert all(any(x != -100 for x in labels) for labels in auto.train["labels"])  # each answer trained
+
+
+def test_auto_never_overrides_a_mapping_given(build, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(jsonl([{"question": "2+2?", "answer": "4", "final": "four"}]))
+    given = build(path, "data.format=auto", "data.columns.output=final")  # answer is not taken as the output
+    hand = build(path, "data.format=alpaca", "data.columns.instruction=question", "data.columns.output=final")
+    assert given.train["labels"] == hand.train["labels"]
+    with pytest.raises(DataError, match=r"field \"output \(column 'reply'\)\": missing"):
+        build(path, "data.format=auto", "data.columns.output=reply")  # a column the file lacks: said, not guessed
+
+
 def test_a_run_records_the_format_it_read_and_generate_reads_it_back(compose, tmp_path):
     from ftsweep import rundir
     from ftsweep.train import run
@@ -143,6 +213,28 @@ def test_a_run_records_the_format_it_read_and_generate_reads_it_back(compose, tm
     assert rundir.load_config(tmp_path / "run").data.format == "chat"  # the file itself need not be there
 
 
+def test_a_run_records_the_columns_auto_mapped_and_generate_reads_them_back(compose, tmp_path):
+    from omegaconf import OmegaConf
+
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    data = tmp_path / "gsm.jsonl"
+    data.write_text(jsonl([{"question": f"{i}+{i}?", "answer": f"#### {2 * i}"} for i in range(12)]))
+    cfg = compose("data=custom_json", f"data.path={data}", "data.val_size=2", "trainer.max_steps=2",
+                  "trainer.eval_steps=2", "logger=none", NO_PRETRAIN)
+    saved = OmegaConf.to_yaml(cfg)
+    run(cfg, tmp_path / "run")
+    manifest = rundir.read_manifest(tmp_path / "run")
+    assert (manifest["data_format"], manifest["data_columns"]) == ("alpaca", {"instruction": "question",
+                                                                              "output": "answer"})
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text(saved)  # as Hydra saves it: format auto, no columns
+    loaded = rundir.load_config(tmp_path / "run")
+    assert (loaded.data.format, loaded.data.columns.instruction, loaded.data.columns.output) == (
+        "alpaca", "question", "answer")
+
+
 def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "ftsweep", *args], capture_output=True, text=True, cwd=cwd, env=env,
@@ -150,11 +242,11 @@ def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_a_file_no_format_fits_is_one_line_and_nothing_is_written(cache_dir, tmp_path):
-    (tmp_path / "qa.jsonl").write_text(jsonl([{"question": "2+2?", "answer": "4"}]))
+    (tmp_path / "qa.jsonl").write_text(jsonl([{"q": "2+2?", "a": "4"}]))
     (tmp_path / "docs.txt").write_text("one document\n")
     cases = {
         ("data.path=qa.jsonl",): "ftsweep: error: qa.jsonl line 1: data.format=auto cannot tell the format from the "
-                                 "columns (question, answer): set data.format (alpaca, chat, sharegpt, "
+                                 "columns (q, a): set data.format (alpaca, chat, sharegpt, "
                                  "prompt_completion or text) and map the columns, e.g. data.columns.instruction=<column>",
         ("data.path=docs.txt", "stage=dpo"): "ftsweep: error: data.format: stage=dpo needs prompts and answers; "
                                              "'text' has neither",
@@ -169,12 +261,12 @@ def test_cli_a_file_no_format_fits_is_one_line_and_nothing_is_written(cache_dir,
 
 def test_a_searched_file_no_format_fits_stops_the_sweep_before_any_trial(cache_dir, tmp_path):
     (tmp_path / "a.jsonl").write_text(jsonl([{"messages": TURNS}]))
-    (tmp_path / "qa.jsonl").write_text(jsonl([{"question": "2+2?", "answer": "4"}]))
+    (tmp_path / "qa.jsonl").write_text(jsonl([{"q": "2+2?", "a": "4"}]))
     out = cli("train", "-m", "data=custom_json", "data.path=choice(a.jsonl,qa.jsonl)", "logger=none",
               f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path, cache_dir=cache_dir)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(
-        "ftsweep: error: qa.jsonl line 1: data.format=auto cannot tell the format from the columns (question, answer)")
+        "ftsweep: error: qa.jsonl line 1: data.format=auto cannot tell the format from the columns (q, a)")
     (tmp_path / "docs.txt").write_text("one document\n")
     out = cli("train", "-m", "data=custom_json", "data.path=choice(a.jsonl,docs.txt)", "stage=kto", "logger=none",
               f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path, cache_dir=cache_dir)

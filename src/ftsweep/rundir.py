@@ -303,10 +303,12 @@ def load_config(run_dir: str | Path) -> Any:
         raise UsageError(f"{run_dir}: not a run directory (no .hydra/config.yaml)")
     cfg = OmegaConf.load(path)
     _anchor_relative_paths(cfg, Path(run_dir))
-    if OmegaConf.select(cfg, "data.format") == "auto":  # the format the run read its data in (manifest.json)
-        found = (read_manifest(Path(run_dir)) or {}).get("data_format")
-        if found:
-            cfg.data.format = found
+    if OmegaConf.select(cfg, "data.format") == "auto":  # the format (and columns) the run read its data in
+        manifest = read_manifest(Path(run_dir)) or {}
+        if manifest.get("data_format"):
+            cfg.data.format = manifest["data_format"]
+            for field, column in (manifest.get("data_columns") or {}).items():
+                OmegaConf.update(cfg, f"data.columns.{field}", column, force_add=True)
     return cfg
 
 

@@ -432,6 +432,7 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
 def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
     """What is needed to tell two runs apart or reproduce one."""
     from ftsweep import numerics
+    from ftsweep.data.sources import column_map
     from ftsweep.device import resolve_precision
 
     resolved = scrub(OmegaConf.to_container(cfg, resolve=True))
@@ -442,6 +443,7 @@ def manifest(cfg: DictConfig, bundle) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "data_fingerprint": bundle.fingerprint,
         "data_format": cfg.data.format,  # as read: data.format=auto resolved (rundir.load_config reads it back)
+        "data_columns": column_map(cfg.data),  # as read: with the columns data.format=auto mapped
         "numerics": numerics.record(resolve_precision(cfg.trainer.precision)),  # best.yaml pins num_threads
         "config_hash": hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16],
         "model": cfg.model.name_or_path,

@@ -5,7 +5,7 @@ microseconds per access, so the node is converted once per build. A config saved
 (``.hydra/config.yaml``, read back by ``ftsweep generate``) is merged onto the schema first, so
 options it lacks take their defaults. ``data.dataset`` (LLaMA-Factory's ``dataset_info.json``) is applied
 here, so every reader of the data config sees the entry's path, format and columns, and so is
-``data.format=auto``: the format the training file's first row is written in (:func:`detected_format`).
+``data.format=auto``: the format the training file's first row is written in (:func:`detected`), and the fields it holds under well-known datasets' column names.
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ from ftsweep.config.data import DataConfig
 
 AUTO = "auto"
 FORMATS = "alpaca, chat, sharegpt, prompt_completion or text"
-_DETECTED: dict[tuple, str] = {}  # what this process found, by source (path, its size and mtime, loader, columns)
+# what this process found (the format, the columns it maps), by source (path, its size and mtime, loader, columns)
+_DETECTED: dict[tuple, tuple[str, dict[str, str]]] = {}
 
 
 def data_options(d: Any) -> DataConfig:
-    """``d`` (a DataConfig, a structured or plain OmegaConf node) as a plain DataConfig, its format resolved."""
-    import dataclasses
+    """``d`` (a DataConfig, a structured or plain OmegaConf node) as a plain DataConfig, its format resolved (and
+    with ``data.format=auto`` the fields read under well-known column names mapped)."""
+    out = d if isinstance(d, DataConfig) else _plain(d)
+    return _resolved(out) if out.format == AUTO else out
 
-    if isinstance(d, DataConfig):
-        return dataclasses.replace(d, format=detected_format(d)) if d.format == AUTO else d
+
+def _plain(d: Any) -> DataConfig:
+    """An OmegaConf ``data`` node as a DataConfig, ``data.dataset`` applied, its format as given."""
     from omegaconf import OmegaConf
 
     from ftsweep.data.dataset_info import apply
@@ -32,21 +36,29 @@ def data_options(d: Any) -> DataConfig:
     merged = OmegaConf.merge(OmegaConf.structured(DataConfig), d)
     if merged.dataset or merged.eval_dataset:  # LLaMA-Factory's dataset_info.json entry gives the path
         merged.path = ""
-    out = apply(OmegaConf.to_object(merged))  # type: ignore[arg-type]
-    return dataclasses.replace(out, format=detected_format(out)) if out.format == AUTO else out
+    return apply(OmegaConf.to_object(merged))  # type: ignore[arg-type]
 
 
-def detected_format(d: DataConfig) -> str:
+def _resolved(d: DataConfig) -> DataConfig:
+    """``data.format=auto`` resolved: the format found, the columns it maps added to ``data.columns``."""
+    import dataclasses
+
+    fmt, guessed = detected(d)
+    return dataclasses.replace(d, format=fmt, columns=dataclasses.replace(d.columns, **guessed))
+
+
+def detected(d: DataConfig) -> tuple[str, dict[str, str]]:
     """``data.format=auto``: the format of the training source's first readable row, its columns mapped by
-    ``data.columns`` (:func:`ftsweep.data.templates.detect_format`); a ``.txt`` file is text. Said once per
-    process and source; a row no format fits is a one-line DataError naming the file, line and columns. A file
-    without a readable row is left to the reading of its rows (the schema's default format) to report."""
+    ``data.columns``, and the fields it holds under well-known datasets' names ({field: column}, never one that
+    ``data.columns`` maps) (:func:`ftsweep.data.templates.detect_columns`); a ``.txt`` file is text. Said once
+    per process and source; a row no format fits is a one-line DataError naming the file, line and columns. A
+    file without a readable row is left to the reading of its rows (the schema's default format) to report."""
     import os
 
     from ftsweep.console import say
     from ftsweep.data.errors import DataError
     from ftsweep.data.sources import column_map, first_records, map_columns, resolve_source
-    from ftsweep.data.templates import detect_format
+    from ftsweep.data.templates import detect_columns
 
     source = resolve_source(d.path, d.loader)
     columns = column_map(d)
@@ -55,6 +67,7 @@ def detected_format(d: DataConfig) -> str:
            d.split, d.subset, d.revision, d.encoding, repr(sorted(dict(d.extra).items(), key=str)))
     if key in _DETECTED:
         return _DETECTED[key]
+    guessed: dict[str, str] = {}
     if source.loader == "text":
         fmt, why = "text", "a .txt file: one document per line"
     else:
@@ -62,19 +75,22 @@ def detected_format(d: DataConfig) -> str:
             if isinstance(item, DataError):  # an unreadable row: data.bad_rows decides when the rows are read
                 continue
             row = map_columns(item.row, columns)
-            fmt = detect_format(row)
+            found, guessed = detect_columns(row)
+            guessed = {k: v for k, v in guessed.items() if k not in columns}  # data.columns is never overridden
             have = ", ".join(map(str, row)) or "none"
-            if fmt is None:
+            if found is None:
                 raise DataError(item.where, f"data.format=auto cannot tell the format from the columns ({have}): "
                                             f"set data.format ({FORMATS}) and map the columns, e.g. "
                                             "data.columns.instruction=<column>")
-            why = f"columns {have}"
+            fmt = found
+            as_ = {v: k for k, v in guessed.items()}
+            why = "columns " + ", ".join(f"{c} as {as_[c]}" if c in as_ else str(c) for c in row)
             break
         else:  # no readable row: reading the rows says what is wrong (a bad row, no rows left)
-            return DataConfig.format
+            return DataConfig.format, {}
     say(f"data.format=auto: {d.path} reads as {fmt} ({why})")
-    _DETECTED[key] = fmt
-    return fmt
+    _DETECTED[key] = fmt, guessed
+    return fmt, dict(guessed)
 
 
 def resolve_format(cfg: Any) -> bool:
@@ -83,7 +99,11 @@ def resolve_format(cfg: Any) -> bool:
     when it was auto."""
     if cfg.data.format != AUTO:
         return False
-    cfg.data.format = data_options(cfg.data).format
+    d = _plain(cfg.data)
+    fmt, guessed = detected(d) if d.format == AUTO else (d.format, {})
+    cfg.data.format = fmt
+    for field, column in guessed.items():  # the fields it read under well-known datasets' column names
+        cfg.data.columns[field] = column
     return True
 
 

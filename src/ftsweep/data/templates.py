@@ -137,6 +137,56 @@ def detect_format(row: dict) -> str | None:
     return None
 
 
+# The names well-known datasets give the alpaca fields, which ``data.format=auto`` maps when a row has no column of
+# the field's own name: GSM8K (question / answer), MetaMathQA (query / response), MATH (problem / solution), Dolly
+# (instruction / context / response), OpenOrca (system_prompt / question / response), plain input / output rows.
+# In order of preference; ``input`` is the instruction only when no other column is.
+ALPACA_ALIASES = {
+    "instruction": ("question", "query", "problem", "input"),
+    "input": ("context",),
+    "output": ("answer", "response", "solution"),
+    "system": ("system_prompt",),
+}
+# A prompt's answer under another name ({"prompt", "response"} rows): the completion.
+COMPLETION_ALIASES = ("response", "answer", "output")
+_PAIR_COLUMNS = ("chosen", "rejected", "label")
+
+
+def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
+    """``data.format=auto`` for a row (its columns mapped by ``data.columns`` first): the format
+    (:func:`detect_format`) and the columns to read under another name, {field: the row's column}. Beyond the
+    formats' own columns: the alpaca fields under well-known datasets' names (:data:`ALPACA_ALIASES`; both an
+    instruction and an answer must be there; a system prompt or earlier turns in the row -> chat, which renders
+    alpaca rows with the model's chat template), a prompt's answer as ``response`` / ``answer`` / ``output``, and a
+    ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt. (None, {}) when nothing fits."""
+    fmt = detect_format(row)
+    if fmt == "chat" and _sharegpt_turns(row.get("messages")):
+        return "sharegpt", {"conversations": "messages"}
+    if fmt == "prompt_completion" and "completion" not in row and not any(k in row for k in _PAIR_COLUMNS):
+        answer = next((c for c in COMPLETION_ALIASES if c in row), None)
+        return fmt, ({"completion": answer} if answer else {})
+    if fmt not in (None, "alpaca"):
+        return fmt, {}
+    mapped: dict[str, str] = {}
+    for field, names in ALPACA_ALIASES.items():
+        if field in row and field not in mapped.values():  # its own column (not taken as another field)
+            continue
+        column = next((c for c in names if c in row and c not in mapped.values()), None)
+        if column is not None:
+            mapped[field] = column
+    if "instruction" not in row and "instruction" not in mapped or "output" not in row and "output" not in mapped:
+        return fmt, {}  # fmt None: nothing fits; alpaca without an answer column: its reading says what is missing
+    if any(row.get(mapped.get(f, f)) for f in ("system", "history")):
+        return "chat", mapped  # the alpaca templates have no place for these: the model's chat template renders them
+    return "alpaca", mapped
+
+
+def _sharegpt_turns(turns: Any) -> bool:
+    """``turns`` is a list of ShareGPT turns ({"from", "value"}), not chat messages ({"role", "content"})."""
+    first = turns[0] if isinstance(turns, list) and turns else None
+    return isinstance(first, dict) and "from" in first and "role" not in first
+
+
 def missing(row: dict, field: str, where: str, d: Any) -> DataError:
     """'missing' naming the columns the row does have (a mapping or header problem shows at once), and the
     data.format its columns look like when that is not the one set."""
