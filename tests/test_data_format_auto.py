@@ -63,6 +63,7 @@ SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
     ({"instruction": "Add.", "output": "4", "history": [], "system": ""}, "alpaca", {}),  # empty: alpaca holds them
     ({"prompt": "2+2 =", "response": " 4"}, "prompt_completion", {"completion": "response"}),
     ({"prompt": "2+2?", "answer": "4"}, "prompt_completion", {"completion": "answer"}),
+    ({"prompt": TURNS[:1], "solution": "4"}, "prompt_completion", {"completion": "solution"}),  # a GRPO set
     ({"prompt": "2+2?", "chosen": "4", "rejected": "5", "response": "x"}, "prompt_completion", {}),  # a pair's own
     ({"messages": SHAREGPT}, "sharegpt", {"conversations": "messages"}),
     ({"messages": TURNS}, "chat", {}),

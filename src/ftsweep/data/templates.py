@@ -147,8 +147,8 @@ ALPACA_ALIASES = {
     "output": ("answer", "response", "solution"),
     "system": ("system_prompt",),
 }
-# A prompt's answer under another name ({"prompt", "response"} rows): the completion.
-COMPLETION_ALIASES = ("response", "answer", "output")
+# A prompt's answer under another name ({"prompt", "response"} rows, GRPO sets' {"prompt", "solution"}): the completion.
+COMPLETION_ALIASES = ("response", "answer", "output", "solution")
 _PAIR_COLUMNS = ("chosen", "rejected", "label")
 
 
