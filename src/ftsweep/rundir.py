@@ -7,6 +7,7 @@
     failure.json           only for a failed run: its reason (``oom: ...``, ``nan_loss: ...``), type, phase
     manifest.json          seed, versions, data fingerprint, config hash
     log_history.json       every logged step
+    training_loss.png      trainer.plot_loss: the training loss (training_eval_loss.png: the eval loss) by step
     predictions.jsonl      a generation objective's answers at the last evaluation (prompt, reference, prediction,
                            scores), one row per generated sample
     adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model
@@ -59,6 +60,10 @@ class RunDir:
     @property
     def log_history(self) -> Path:
         return self.path / LOG_HISTORY
+
+    def loss_plot(self, key: str) -> Path:
+        """trainer.plot_loss's plot of the logged ``key`` (loss, eval_loss), LLaMA-Factory's file name."""
+        return self.path / f"training_{key}.png"
 
     @property
     def adapter(self) -> Path:

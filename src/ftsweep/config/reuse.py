@@ -75,7 +75,7 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
                                               "eval_steps", "intermediate_eval_rows", "save_steps", "logging_steps", "group_by_length",
                                               "load_best_model_at_end", "early_stopping_patience",
                                               "dataloader_num_workers", "fail_on_nan", "timeout_s",
-                                              "generate_after", "num_threads",
+                                              "generate_after", "num_threads", "plot_loss",
                                               # NEFTune's hook is off again after training; a checkpoint loads
                                               # into the adapter (a full fine-tune never keeps its base)
                                               "neftune_noise_alpha", "resume_from_checkpoint"))),

@@ -145,6 +145,9 @@ class TrainerConfig:
     # NEFTune (Jain et al. 2023; trl / LLaMA-Factory's neftune_noise_alpha): uniform noise of this alpha (the paper
     # uses 5) on the input embeddings while training, never at evaluation or generation; null = off.
     neftune_noise_alpha: float | None = None
+    # After training, plot the logged training loss (and eval loss) over the steps, raw and smoothed as
+    # LLaMA-Factory's plot_loss does: training_loss.png, training_eval_loss.png in the run folder.
+    plot_loss: bool = False
     # Continue a run that stopped (crash, kill, time limit) from a checkpoint it saved (trainer.save_steps > 0): a
     # checkpoint folder (<run>/checkpoints/checkpoint-<step>), the run's folder (its latest checkpoint), or true (the
     # latest in this run's own folder, hydra.run.dir=<the stopped run>, as transformers' True). Adapter, optimizer,
