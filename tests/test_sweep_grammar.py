@@ -75,6 +75,14 @@ def test_bad_specs(spec, message):
     assert "\n" not in str(e.value)
 
 
+def test_a_list_choice_is_one_line_that_says_how_to_search_lists():
+    with pytest.raises(SweepInputError) as e:
+        space({"lora.target_modules": "choice([q_proj,v_proj], all-linear)"})
+    assert str(e.value) == ("lora.target_modules: choice values must be numbers, strings, booleans or null (got "
+                            "['q_proj', 'v_proj']); to search lists, write each as an option file of its group "
+                            "(conf/lora/<name>.yaml) and search the group: lora=choice(<name>,<other>)")
+
+
 def test_plain_value_is_fixed():
     s = space({"optimizer.lr": "interval(1e-5, 1e-3)", "trainer.max_steps": "20"})
     assert s.fixed == ["trainer.max_steps=20"]

@@ -142,7 +142,11 @@ def distribution_from_override(override: Any) -> Any:
         choices = list(value.list) if isinstance(value, ChoiceSweep) else _range_values(key, value)
         for c in choices:
             if not isinstance(c, (str, int, float, bool, type(None))):
-                raise SweepInputError(f"{key}: choice values must be numbers, strings, booleans or null (got {c!r})")
+                group, dot, _ = str(key).partition(".")
+                hint = (f"; to search lists, write each as an option file of its group (conf/{group}/<name>.yaml) "
+                        f"and search the group: {group}=choice(<name>,<other>)") if dot else ""
+                raise SweepInputError(f"{key}: choice values must be numbers, strings, booleans or null (got {c!r})"
+                                      + hint)
         if not choices:
             raise SweepInputError(f"{key}: empty choice")
         if len(set(map(repr, choices))) != len(choices):
