@@ -60,7 +60,11 @@ SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
     ({"id": "1", "system_prompt": "Be brief.", "question": "2+2?", "response": "4"}, "chat",  # OpenOrca
      {"system": "system_prompt", "instruction": "question", "output": "response"}),
     ({"instruction": "Add.", "output": "4", "history": [["hi", "hello"]]}, "chat", {}),  # LLaMA-Factory's history
-    ({"instruction": "Add.", "output": "4", "history": [], "system": ""}, "alpaca", {}),  # empty: alpaca holds them
+    ({"instruction": "Add.", "output": "4", "system": ""}, "chat", {}),  # empty here, not in every row
+    ({"instruction": "Add.", "output": "4", "history": None}, "alpaca", {}),  # null: no column (parquet's empty cell)
+    ({"system": "", "question": "2+2?", "chosen": "4", "rejected": "5"}, "chat", {"instruction": "question"}),  # Orca DPO
+    ({"question": "2+2?", "chosen": "4", "rejected": "5", "response": "x"}, "alpaca", {"instruction": "question"}),
+    ({"chosen": "Human: 2+2? Assistant: 4", "rejected": "Human: 2+2? Assistant: 5"}, "prompt_completion", {}),  # HH
     ({"prompt": "2+2 =", "response": " 4"}, "prompt_completion", {"completion": "response"}),
     ({"prompt": "2+2?", "answer": "4"}, "prompt_completion", {"completion": "answer"}),
     ({"prompt": TURNS[:1], "solution": "4"}, "prompt_completion", {"completion": "solution"}),  # a GRPO set
@@ -148,6 +152,26 @@ def test_auto_reads_preference_rows_as_their_format_set_by_hand(compose, tmp_pat
                       "objective.metric=train_loss", "data.shuffle=false", NO_PRETRAIN)
         built.append(stage_module(stage).datasets(cfg, load_tokenizer(cfg)).train.to_list())
     assert built[0] == built[1]
+
+
+def test_alpaca_ranking_rows_with_a_system_prompt_are_chat_turns_and_auto_reads_them(compose, tmp_path):
+    from ftsweep.stages.registry import stage_module
+
+    path = tmp_path / "orca_dpo.jsonl"  # OpenOrca's DPO pairs: the first row's system prompt empty
+    path.write_text(jsonl([{"system": "" if i == 0 else "Be brief.", "question": f"{i}+{i}?", "chosen": str(2 * i),
+                            "rejected": str(2 * i + 1)} for i in range(3)]))
+    built = []
+    for given in (["data.format=auto"], ["data.format=chat", "data.columns.instruction=question"]):
+        cfg = compose("stage=dpo", f"data.path={path}", "data.val_size=0", "objective.metric=train_loss",
+                      "data.shuffle=false", NO_PRETRAIN, *given)
+        tok = load_tokenizer(cfg)
+        built.append(stage_module("dpo").datasets(cfg, tok).train.to_list())
+    assert built[0] == built[1]
+    prompts = [tok.decode(r["prompt_ids"]) for r in built[0]]
+    assert "system" not in prompts[0] and prompts[0].count("0+0?") == 1
+    assert "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" in prompts[1] and "1+1?" in prompts[1]
+    assert [tok.decode(r["chosen_ids"]) for r in built[0]][1].startswith("2")
+    assert [tok.decode(r["rejected_ids"]) for r in built[0]][1].startswith("3")
 
 
 def test_auto_reads_mapped_columns_and_skips_an_unreadable_first_line(build, tmp_path):

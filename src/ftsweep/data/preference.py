@@ -8,7 +8,8 @@ Layouts (``data.format`` says how the prompt is written; ``data.columns`` maps c
   messages (``{"from": "gpt", "value": ...}``).
 * ``chat``: TRL's conversational preference format, ``prompt`` (messages) + ``chosen`` / ``rejected``
   (messages), or ``messages`` + ``chosen`` / ``rejected``, or the implicit prompt (``chosen`` and
-  ``rejected`` are whole conversations; the prompt is their common leading messages).
+  ``rejected`` are whole conversations; the prompt is their common leading messages); Alpaca-style ranking rows
+  (with a ``system`` prompt or ``history``) rendered with the chat template, as for SFT.
 * ``prompt_completion``: TRL's plain format, ``prompt`` / ``chosen`` / ``rejected`` strings (no template).
 
 KTO rows are unpaired: ``prompt`` + ``completion`` + boolean ``label`` (plain or conversational), or
@@ -82,7 +83,7 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
     for key in answer_keys:
         if key not in row or row[key] is None:
             raise missing(row, key, where, d)
-    if fmt == "alpaca":
+    if fmt == "alpaca" or alpaca_as_chat(row, fmt):  # under chat: the Alpaca row as chat turns, system included
         # checked against the row as read (its own columns, 'chosen' not 'output'), not the SFT rows built from it
         get_text(row, "instruction", where, d)
         return [{**row, "output": get_text(row, k, where, d, nonempty=False)} for k in answer_keys]

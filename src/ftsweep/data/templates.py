@@ -156,28 +156,37 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
     """``data.format=auto`` for a row (its columns mapped by ``data.columns`` first): the format
     (:func:`detect_format`) and the columns to read under another name, {field: the row's column}. Beyond the
     formats' own columns: the alpaca fields under well-known datasets' names (:data:`ALPACA_ALIASES`; both an
-    instruction and an answer must be there; a system prompt or earlier turns in the row -> chat, which renders
-    alpaca rows with the model's chat template), a prompt's answer as ``response`` / ``answer`` / ``output``, and a
-    ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt. (None, {}) when nothing fits."""
+    instruction and an answer must be there; a system prompt or earlier turns column -> chat, which renders
+    alpaca rows with the model's chat template; preference pairs without a prompt but with an instruction under
+    such a name are LLaMA-Factory's Alpaca ranking rows), a prompt's answer as ``response`` / ``answer`` /
+    ``output`` / ``solution``, and a ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt.
+    (None, {}) when nothing fits."""
     fmt = detect_format(row)
     if fmt == "chat" and _sharegpt_turns(row.get("messages")):
         return "sharegpt", {"conversations": "messages"}
-    if fmt == "prompt_completion" and "completion" not in row and not any(k in row for k in _PAIR_COLUMNS):
+    pair = any(k in row for k in ("chosen", "rejected"))
+    if fmt == "prompt_completion" and "prompt" in row:
+        if "completion" in row or any(k in row for k in _PAIR_COLUMNS):
+            return fmt, {}
         answer = next((c for c in COMPLETION_ALIASES if c in row), None)
         return fmt, ({"completion": answer} if answer else {})
-    if fmt not in (None, "alpaca"):
+    if fmt not in (None, "alpaca") and not (fmt == "prompt_completion" and pair):
         return fmt, {}
+    # An alpaca row, one no format fits, or a pair without a prompt (OpenOrca's DPO pairs: system, question, chosen,
+    # rejected; without an instruction under any name, the pair is Anthropic HH's implicit prompt)
     mapped: dict[str, str] = {}
     for field, names in ALPACA_ALIASES.items():
-        if field in row and field not in mapped.values():  # its own column (not taken as another field)
+        if field in row and field not in mapped.values() or field == "output" and pair:  # own column / the pair's
             continue
         column = next((c for c in names if c in row and c not in mapped.values()), None)
         if column is not None:
             mapped[field] = column
-    if "instruction" not in row and "instruction" not in mapped or "output" not in row and "output" not in mapped:
-        return fmt, {}  # fmt None: nothing fits; alpaca without an answer column: its reading says what is missing
-    if any(row.get(mapped.get(f, f)) for f in ("system", "history")):
-        return "chat", mapped  # the alpaca templates have no place for these: the model's chat template renders them
+    if "instruction" not in row and "instruction" not in mapped or not (pair or "output" in row or "output" in mapped):
+        return fmt, {}  # nothing fits / an alpaca row without an answer column (its reading says so) / HH's pairs
+    if any(row.get(mapped.get(f, f)) is not None for f in ("system", "history")):
+        # the alpaca templates have no place for these (a later row's, when the first row's is empty): the model's
+        # chat template renders them, as LLaMA-Factory does
+        return "chat", mapped
     return "alpaca", mapped
 
 
