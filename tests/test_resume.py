@@ -90,6 +90,22 @@ def test_a_checkpoint_the_run_cannot_continue_from_is_named(compose, tmp_path):
         compose("lora=none", "trainer.max_steps=10"), point)
 
 
+def test_a_checkpoint_saved_with_or_without_lora_plus_resumes_only_the_same_way(compose, tmp_path):
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "r"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose("lora=r8", "lora.loraplus_lr_ratio=16"), run_dir / ".hydra" / "config.yaml")
+    point = run_dir / "checkpoints" / "checkpoint-6"
+    point.mkdir(parents=True)
+    (point / "trainer_state.json").write_text('{"global_step": 6}')
+    (point / "adapter_config.json").write_text('{"r": 8}')
+    assert rundir.resume_problem(compose("lora=r8", "lora.loraplus_lr_ratio=8", "trainer.max_steps=10"), point) is None
+    assert rundir.resume_problem(compose("lora=r8", "trainer.max_steps=10"), point) == (
+        f"trainer.resume_from_checkpoint: {point} was saved with LoRA+ (lora.loraplus_lr_ratio), whose optimizer "
+        "state has other parameter groups: resume with it")
+
+
 def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "ftsweep", *args], capture_output=True, text=True, cwd=cwd, env=env,
@@ -142,6 +158,9 @@ def test_a_resume_with_other_settings_says_which(compose, tmp_path):
     other = compose("optimizer.lr=2e-3", "data=custom_json", "data.path=b.jsonl")
     assert rundir.resume_changes(other, point) == ["data.path=b.jsonl (was a.jsonl)", "optimizer.lr=0.002 (was 0.001)"]
     assert rundir.resume_changes(other, tmp_path / "checkpoint-3") == []  # a checkpoint outside a run folder
+    mapped = compose("optimizer.lr=1e-3", "data=custom_json", "data.path=a.jsonl")
+    mapped.data.format, mapped.data.columns.instruction = "alpaca", "question"  # auto: GSM8K's columns, resolved
+    assert rundir.resume_changes(mapped, point) == []
 
 
 def test_a_lost_trials_checkpoint_is_used_only_when_the_rerun_can_go_on_from_it(compose, tmp_path, capfd):

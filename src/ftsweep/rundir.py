@@ -220,7 +220,26 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
     if adapter is not None and adapter.get("r") != cfg.lora.r:
         return (f"{RESUME_KEY}: {point} holds a LoRA adapter of r={adapter.get('r')}, but this run has lora.r="
                 f"{cfg.lora.r}: resume with the settings of the run that saved it")
+    saved = _saved_config(point)
+    if saved is not None and adapter is not None:
+        from omegaconf import OmegaConf
+
+        before = OmegaConf.select(saved, "lora.loraplus_lr_ratio") is not None
+        if before != (cfg.lora.loraplus_lr_ratio is not None):  # LoRA+ has 4 optimizer parameter groups, LoRA 2
+            return (f"{RESUME_KEY}: {point} was saved {'with' if before else 'without'} LoRA+ "
+                    f"(lora.loraplus_lr_ratio), whose optimizer state has other parameter groups: resume "
+                    f"{'with' if before else 'without'} it")
     return None
+
+
+def _saved_config(point: Path) -> Any:
+    """The config (``.hydra/config.yaml``) of the run that saved checkpoint ``point``, when the checkpoint is in a
+    run's ``checkpoints/``; else None."""
+    from omegaconf import OmegaConf
+
+    folder = Path(point).parent
+    saved = RunDir(folder.parent).config if folder.name == CHECKPOINTS else None
+    return OmegaConf.load(saved) if saved is not None and saved.is_file() else None
 
 
 def checked_resume_point(cfg: Any, run_dir: str | Path | None) -> Path | None:
@@ -248,9 +267,8 @@ def resume_changes(cfg: Any, point: Path) -> list[str]:
     data), but said, as a resumed sweep names its changed overrides."""
     from omegaconf import OmegaConf
 
-    folder = Path(point).parent
-    saved = RunDir(folder.parent).config if folder.name == CHECKPOINTS else None
-    if saved is None or not saved.is_file():
+    saved = _saved_config(point)
+    if saved is None:
         return []
 
     def flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -258,14 +276,15 @@ def resume_changes(cfg: Any, point: Path) -> list[str]:
             return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
         return {prefix[:-1]: node}
 
-    old = flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    old = flat(OmegaConf.to_container(saved, resolve=False))
     new = flat(OmegaConf.to_container(cfg, resolve=False))
     changed = []
     for key in sorted(set(old) | set(new)):
         if not any(key == c or key.startswith(c + ".") for c in RESUME_COMPARED) or old.get(key) == new.get(key):
             continue
-        if key == "data.format" and old.get(key) == "auto":  # read as what it detected (this run: resolved)
-            continue
+        if old.get("data.format") == "auto" and (key == "data.format" or key.startswith("data.columns.")
+                                                 and old.get(key) is None):
+            continue  # read as what it detected (this run: resolved), its columns mapped
         changed.append(f"{key}={new.get(key)} (was {old.get(key)})")
     return changed
 

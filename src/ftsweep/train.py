@@ -251,9 +251,26 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     stage = stage_module(cfg.stage.name)
     score_labelled_positions_only()
     built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
+    if cfg.lora.enabled and cfg.lora.loraplus_lr_ratio is not None:
+        built.optimizer = loraplus_optimizer(built, cfg.lora.loraplus_lr_ratio)
     built.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
     limit_intermediate_evaluations(built, cfg.trainer.intermediate_eval_rows, cfg.objective.subset_seed)
     return built
+
+
+def loraplus_optimizer(trainer, ratio: float):
+    """LoRA+ (``lora.loraplus_lr_ratio``): the optimizer the trainer's arguments name (transformers'
+    ``get_optimizer_cls_and_kwargs``: AdamW, 8-bit, paged), built by peft's ``create_loraplus_optimizer``: the B
+    matrices at lr x ``ratio``, the A matrices at lr, with the arguments' weight decay (peft's default would drop
+    it); the trainer keeps an optimizer it is given, and its scheduler scales every group alike."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    args = trainer.args
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, trainer.model)
+    kwargs = {k: v for k, v in kwargs.items() if k != "lr"}
+    return create_loraplus_optimizer(trainer.model, cls, lr=args.learning_rate, loraplus_lr_ratio=ratio,
+                                     loraplus_weight_decay=args.weight_decay, **kwargs)
 
 
 def limit_intermediate_evaluations(trainer, rows: int | None, seed: int) -> None:

@@ -85,6 +85,9 @@ class LoraConfig:
     modules_to_save: list[str] | None = None
     use_rslora: bool = False
     use_dora: bool = False
+    # LoRA+ (Hayou et al. 2024; LLaMA-Factory's / peft's loraplus_lr_ratio): the B matrices learn at optimizer.lr
+    # times this ratio (the paper suggests 16), the A matrices at optimizer.lr; null = off.
+    loraplus_lr_ratio: float | None = None
 
 
 @dataclass

@@ -129,6 +129,11 @@ def validate(cfg: DictConfig) -> None:
     tm = lora.target_modules
     if not (tm == "all-linear" or (isinstance(tm, (list, ListConfig)) and tm and all(isinstance(t, str) for t in tm))):
         raise ConfigError("lora.target_modules", f"must be 'all-linear' or a non-empty list of module names (got {tm!r})")
+    if lora.loraplus_lr_ratio is not None:
+        _at_least(cfg, "lora.loraplus_lr_ratio", 0, strict=True)
+        if not lora.enabled:
+            raise ConfigError("lora.loraplus_lr_ratio", "LoRA+ sets the learning rate of LoRA's B matrices; a full "
+                                                        "fine-tune (lora=none) has none: drop it or use a LoRA option")
     if not lora.enabled and cfg.quantization.method != "none":
         raise ConfigError(
             "lora.enabled",
