@@ -70,6 +70,9 @@ SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
     ({"prompt": TURNS[:1], "solution": "4"}, "prompt_completion", {"completion": "solution"}),  # a GRPO set
     ({"prompt": "2+2?", "chosen": "4", "rejected": "5", "response": "x"}, "prompt_completion", {}),  # a pair's own
     ({"messages": SHAREGPT}, "sharegpt", {"conversations": "messages"}),
+    ({"conversation_id": "x", "conversation": TURNS, "turn": 1}, "chat", {"messages": "conversation"}),  # LMSYS
+    ({"conversation": SHAREGPT}, "sharegpt", {"conversations": "conversation"}),
+    ({"conversation": "a text", "q": 1}, None, {}),
     ({"messages": TURNS}, "chat", {}),
     ({"conversations": [{"role": "user", "content": "2+2?"}]}, "sharegpt", {}),
     ({"question": "2+2?"}, None, {}),  # no answer column: nothing fits

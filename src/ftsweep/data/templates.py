@@ -159,11 +159,16 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
     instruction and an answer must be there; a system prompt or earlier turns column -> chat, which renders
     alpaca rows with the model's chat template; preference pairs without a prompt but with an instruction under
     such a name are LLaMA-Factory's Alpaca ranking rows), a prompt's answer as ``response`` / ``answer`` /
-    ``output`` / ``solution``, and a ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt.
+    ``output`` / ``solution``, a ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt, and
+    LMSYS-Chat-1M's / WildChat's ``conversation`` as the messages (or ShareGPT turns) it holds.
     (None, {}) when nothing fits."""
     fmt = detect_format(row)
     if fmt == "chat" and _sharegpt_turns(row.get("messages")):
         return "sharegpt", {"conversations": "messages"}
+    if fmt is None and isinstance(row.get("conversation"), list):  # LMSYS-Chat-1M's, WildChat's turns
+        if _sharegpt_turns(row["conversation"]):
+            return "sharegpt", {"conversations": "conversation"}
+        return "chat", {"messages": "conversation"}
     pair = any(k in row for k in ("chosen", "rejected"))
     if fmt == "prompt_completion" and "prompt" in row:
         if "completion" in row or any(k in row for k in _PAIR_COLUMNS):
