@@ -73,6 +73,8 @@ SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
     ({"conversation_id": "x", "conversation": TURNS, "turn": 1}, "chat", {"messages": "conversation"}),  # LMSYS
     ({"conversation": SHAREGPT}, "sharegpt", {"conversations": "conversation"}),
     ({"conversation": "a text", "q": 1}, None, {}),
+    ({"content": "def f(): pass", "path": "a.py", "size": 13}, "text", {"text": "content"}),  # The Stack
+    ({"content": "2+2?", "answer": "4"}, None, {}),  # not a document: a question's answer beside it
     ({"messages": TURNS}, "chat", {}),
     ({"conversations": [{"role": "user", "content": "2+2?"}]}, "sharegpt", {}),
     ({"question": "2+2?"}, None, {}),  # no answer column: nothing fits

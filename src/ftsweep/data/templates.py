@@ -160,7 +160,8 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
     alpaca rows with the model's chat template; preference pairs without a prompt but with an instruction under
     such a name are LLaMA-Factory's Alpaca ranking rows), a prompt's answer as ``response`` / ``answer`` /
     ``output`` / ``solution``, a ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt, and
-    LMSYS-Chat-1M's / WildChat's ``conversation`` as the messages (or ShareGPT turns) it holds.
+    LMSYS-Chat-1M's / WildChat's ``conversation`` as the messages (or ShareGPT turns) it holds, and documents
+    under ``content`` as text.
     (None, {}) when nothing fits."""
     fmt = detect_format(row)
     if fmt == "chat" and _sharegpt_turns(row.get("messages")):
@@ -169,6 +170,9 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
         if _sharegpt_turns(row["conversation"]):
             return "sharegpt", {"conversations": "conversation"}
         return "chat", {"messages": "conversation"}
+    if fmt is None and isinstance(row.get("content"), str) and not any(c in row for names in ALPACA_ALIASES.values()
+                                                                        for c in names):
+        return "text", {"text": "content"}  # a corpus of documents under 'content' (The Stack's source files)
     pair = any(k in row for k in ("chosen", "rejected"))
     if fmt == "prompt_completion" and "prompt" in row:
         if "completion" in row or any(k in row for k in _PAIR_COLUMNS):
