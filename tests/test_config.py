@@ -99,7 +99,7 @@ BAD = [
     ("trainer.max_step=5", "; did you mean trainer.max_steps?"),  # a close spelling in the same group
     ("data.columns.instrution=q", "; did you mean data.columns.instruction?"),
     ("lora.rr=3", "allowed keys: enabled, r, alpha, dropout, target_modules, bias, modules_to_save, use_rslora, "
-                  "use_dora"),  # nothing close: no guess
+                  "use_dora, loraplus_lr_ratio"),  # nothing close: no guess
     # the names transformers' TrainingArguments / trl / peft give the same settings
     ("trainer.learning_rate=1e-4", "; did you mean optimizer.lr? (ftsweep's name for learning_rate)"),
     ("lora.lora_alpha=32", "; did you mean lora.alpha? (ftsweep's name for lora_alpha)"),
