@@ -58,6 +58,8 @@ TRAINER = {
     "num_threads": (1, None),
     # passed to Trainer.train by ftsweep.train.run (tests/test_resume.py runs it end to end)
     "resume_from_checkpoint": ("x", None),
+    # read by ftsweep.train.run after training (tests/test_plot_loss.py runs it end to end)
+    "plot_loss": (True, None),
 }
 OPTIMIZER = {
     "name": ("adamw_8bit", lambda a, c: str(a.optim) in ("adamw_bnb_8bit", "OptimizerNames.ADAMW_BNB")),

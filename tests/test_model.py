@@ -121,6 +121,8 @@ def test_lora_builder_reads_every_field(compose):
         "use_rslora": lora.use_rslora is True,
         "use_dora": lora.use_dora is True,
         "enabled": model_mod.build_lora(compose("lora=none").lora, model) is None,
+        # the optimizer's, not the adapter's: read by ftsweep.train.build_trainer (tests/test_loraplus.py)
+        "loraplus_lr_ratio": True,
     }
     assert {f.name for f in dataclasses.fields(LoraSchema)} == set(checks), "a new field needs a check here"
     assert all(checks.values()), checks

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ftsweep.report import smoothed
+from ftsweep.loss_plot import smoothed
 
 NO_PRETRAIN = "model.tiny.pretrain_steps=0"
 
@@ -42,7 +42,7 @@ def test_a_run_plots_its_losses_only_when_asked(compose, tmp_path):
 
 
 def test_a_key_never_logged_is_not_plotted(tmp_path):
-    from ftsweep.report import plot_loss
+    from ftsweep.loss_plot import plot_loss
 
     history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"train_loss": 1.7, "step": 2}]
     assert plot_loss(history, tmp_path) == [tmp_path / "training_loss.png"]

@@ -16,8 +16,6 @@ Written to the output directory:
     plots/         optimization_history, param_importances, parallel_coordinate, intermediate_values
                    (.png via matplotlib, .html via plotly; a plot that needs more trials is skipped)
     best.yaml      an experiment file that reproduces the best trial; its header says the command
-
-Also a run's own loss plots (``trainer.plot_loss``, :func:`plot_loss`).
 """
 
 from __future__ import annotations
@@ -293,46 +291,6 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
                 plt.close("all")
                 status[name] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return status
-
-
-def smoothed(values: list[float]) -> list[float]:
-    """LLaMA-Factory's loss smoothing (``plot_loss``): an exponential moving average whose weight grows with the
-    number of points, 1.8 * (sigmoid(0.05 n) - 0.5)."""
-    weight = 1.8 * (1 / (1 + math.exp(-0.05 * len(values))) - 0.5)
-    out: list[float] = []
-    for v in values:
-        out.append(v if not out else out[-1] * weight + (1 - weight) * v)
-    return out
-
-
-def plot_loss(history: list[dict[str, Any]], run_dir: Path, keys: tuple[str, ...] = ("loss", "eval_loss")) -> list[Path]:
-    """``trainer.plot_loss``: each logged ``key`` of ``history`` (trainer.state.log_history) by step, raw and
-    :func:`smoothed`, as ``training_<key>.png`` in the run folder (LLaMA-Factory's names); keys never logged are
-    left out. The files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ftsweep.rundir import RunDir
-
-    written = []
-    for key in keys:
-        points = [(h["step"], h[key]) for h in history if "step" in h and isinstance(h.get(key), int | float)]
-        if not points:
-            continue
-        steps, values = zip(*points)
-        fig, ax = plt.subplots(figsize=(8, 5))
-        ax.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
-        ax.plot(steps, smoothed(list(values)), color="#1f77b4", label="smoothed")
-        ax.set(xlabel="step", ylabel=key, title=f"training {key} of {run_dir}")
-        ax.legend()
-        fig.tight_layout()
-        path = RunDir(run_dir).loss_plot(key)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
 
 
 PRUNED_LABEL = "pruned (last reported value)"

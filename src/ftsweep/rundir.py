@@ -8,6 +8,7 @@
     manifest.json          seed, versions, data fingerprint, config hash
     log_history.json       every logged step
     training_loss.png      trainer.plot_loss: the training loss (training_eval_loss.png: the eval loss) by step
+                           (ftsweep.loss_plot)
     predictions.jsonl      a generation objective's answers at the last evaluation (prompt, reference, prediction,
                            scores), one row per generated sample
     adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model

@@ -201,7 +201,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
             rundir.write_log_history(run_dir, trainer.state.log_history)
             rundir.write_manifest(run_dir, manifest(cfg, bundle))
             if cfg.trainer.plot_loss:
-                from ftsweep.report import plot_loss
+                from ftsweep.loss_plot import plot_loss
 
                 plot_loss(trainer.state.log_history, run_dir)
             if evaluator is not None:  # the answers as a W&B table (logger=wandb only)
