@@ -5,7 +5,8 @@ microseconds per access, so the node is converted once per build. A config saved
 (``.hydra/config.yaml``, read back by ``ftsweep generate``) is merged onto the schema first, so
 options it lacks take their defaults. ``data.dataset`` (LLaMA-Factory's ``dataset_info.json``) is applied
 here, so every reader of the data config sees the entry's path, format and columns, and so is
-``data.format=auto``: the format the training file's first row is written in (:func:`detected`), and the fields it holds under well-known datasets' column names.
+``data.format=auto``: the format the training file's first row is written in, and the fields it holds under
+well-known datasets' column names (:func:`detected`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def detected(d: DataConfig) -> tuple[str, dict[str, str]]:
     key = (d.path, d.loader, stat and (stat.st_size, stat.st_mtime_ns), repr(sorted(columns.items())),
            d.split, d.subset, d.revision, d.encoding, repr(sorted(dict(d.extra).items(), key=str)))
     if key in _DETECTED:
-        return _DETECTED[key]
+        fmt, guessed = _DETECTED[key]
+        return fmt, dict(guessed)
     guessed: dict[str, str] = {}
     if source.loader == "text":
         fmt, why = "text", "a .txt file: one document per line"

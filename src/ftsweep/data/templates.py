@@ -159,10 +159,9 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
     instruction and an answer must be there; a system prompt or earlier turns column -> chat, which renders
     alpaca rows with the model's chat template; preference pairs without a prompt but with an instruction under
     such a name are LLaMA-Factory's Alpaca ranking rows), a prompt's answer as ``response`` / ``answer`` /
-    ``output`` / ``solution``, a ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt, and
-    LMSYS-Chat-1M's / WildChat's ``conversation`` as the messages (or ShareGPT turns) it holds, and documents
-    under ``content`` as text.
-    (None, {}) when nothing fits."""
+    ``output`` / ``solution``, a ``messages`` column of ShareGPT turns (``from`` / ``value``) as sharegpt,
+    LMSYS-Chat-1M's / WildChat's ``conversation`` as the messages (or ShareGPT turns) it holds, and documents under
+    ``content`` as text. (None, {}) when nothing fits."""
     fmt = detect_format(row)
     if fmt == "chat" and _sharegpt_turns(row.get("messages")):
         return "sharegpt", {"conversations": "messages"}
