@@ -74,6 +74,9 @@ SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
     ({"conversation": SHAREGPT}, "sharegpt", {"conversations": "conversation"}),
     ({"conversation": "a text", "q": 1}, None, {}),
     ({"content": "def f(): pass", "path": "a.py", "size": 13}, "text", {"text": "content"}),  # The Stack
+    ({"question": "2+2?", "answer": "4", "text": "Q: 2+2? A: 4"}, "alpaca", {"instruction": "question",
+                                                                         "output": "answer"}),  # the fields win
+    ({"question": "2+2?", "text": "Q: 2+2?"}, "text", {}),  # no answer column: the document
     ({"content": "2+2?", "answer": "4"}, None, {}),  # not a document: a question's answer beside it
     ({"messages": TURNS}, "chat", {}),
     ({"conversations": [{"role": "user", "content": "2+2?"}]}, "sharegpt", {}),

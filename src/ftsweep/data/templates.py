@@ -178,10 +178,11 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
             return fmt, {}
         answer = next((c for c in COMPLETION_ALIASES if c in row), None)
         return fmt, ({"completion": answer} if answer else {})
-    if fmt not in (None, "alpaca") and not (fmt == "prompt_completion" and pair):
+    if fmt not in (None, "alpaca", "text") and not (fmt == "prompt_completion" and pair):
         return fmt, {}
-    # An alpaca row, one no format fits, or a pair without a prompt (OpenOrca's DPO pairs: system, question, chosen,
-    # rejected; without an instruction under any name, the pair is Anthropic HH's implicit prompt)
+    # An alpaca row, one no format fits, a pair without a prompt (OpenOrca's DPO pairs: system, question, chosen,
+    # rejected; without an instruction under any name, the pair is Anthropic HH's implicit prompt), or a question and
+    # answer beside a rendered `text` (as Stanford Alpaca's instruction beside its text: the fields win)
     mapped: dict[str, str] = {}
     for field, names in ALPACA_ALIASES.items():
         if field in row and field not in mapped.values() or field == "output" and pair:  # own column / the pair's
@@ -190,7 +191,7 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
         if column is not None:
             mapped[field] = column
     if "instruction" not in row and "instruction" not in mapped or not (pair or "output" in row or "output" in mapped):
-        return fmt, {}  # nothing fits / an alpaca row without an answer column (its reading says so) / HH's pairs
+        return fmt, {}  # nothing fits / an alpaca row without an answer (its reading says so) / HH's pairs / text
     if any(row.get(mapped.get(f, f)) is not None for f in ("system", "history")):
         # the alpaca templates have no place for these (a later row's, when the first row's is empty): the model's
         # chat template renders them, as LLaMA-Factory does
