@@ -313,6 +313,22 @@ def test_init_from_loads_exactly_the_sft_adapter(cache_dir, sft_run):
     assert not torch.allclose(a, c, atol=1e-3)  # the SFT adapter did change the model
 
 
+def test_a_warm_worker_starts_from_init_from_as_a_cold_run_does(cache_dir, sft_run, tmp_path):
+    # a warm sweep worker keeps the base model between trials: it must be the SFT run's merged weights too
+    from ftsweep.config.compose import compose
+    from ftsweep.sweeper.warm import WarmComponents
+    from ftsweep.train import run
+
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", *PAIRS, f"init_from={sft_run[0]}",
+                   "trainer.max_steps=2", "trainer.eval_steps=2", "optimizer.lr=1e-2"])
+    keys = ("initial_eval_logps/chosen", "initial_eval_logps/rejected", "eval_loss", "train_loss")
+    cold = run(cfg, tmp_path / "cold")
+    parts = WarmComponents()
+    warm = [run(cfg, tmp_path / f"warm{i}", parts=parts) for i in range(2)]
+    assert parts.reused[:3] == ["tokenizer", "data", "base model"]
+    assert [{k: m[k] for k in keys} for m in warm] == [{k: cold[k] for k in keys}] * 2
+
+
 def test_kto_trains(cache_dir, tmp_path):
     from ftsweep.config.compose import compose
     from ftsweep.train import run

@@ -84,12 +84,17 @@ class Components:
         return stage_module(cfg.stage.name).datasets(cfg, tokenizer)
 
     def model(self, cfg, tokenizer):
-        """The base model (with an ``init_from`` run's adapter merged in), then the adapter (seeded inside
-        ``apply_lora``)."""
-        from ftsweep.model import apply_lora, load_model
+        """The base model, then the adapter (seeded inside ``apply_lora``)."""
+        from ftsweep.model import apply_lora
+
+        return apply_lora(cfg, self.base_model(cfg, tokenizer))
+
+    def base_model(self, cfg, tokenizer):
+        """The base model, with an ``init_from`` run's adapter merged into its weights."""
+        from ftsweep.model import load_model
         from ftsweep.stages.init_from import merge_init_adapter
 
-        return apply_lora(cfg, merge_init_adapter(cfg, load_model(cfg, tokenizer)))
+        return merge_init_adapter(cfg, load_model(cfg, tokenizer))
 
     def initial_evaluation(self, cfg, trainer) -> dict[str, Any]:
         """The evaluation before the first step (a warm worker may replay a cached, equal one)."""

@@ -88,7 +88,7 @@ class WarmComponents(Components):
 
     def model(self, cfg, tokenizer):
         from ftsweep.console import say
-        from ftsweep.model import apply_lora, load_model
+        from ftsweep.model import apply_lora
 
         if not cfg.lora.enabled:  # a full fine-tune changes the base weights: never kept
             self._drop_base()
@@ -96,7 +96,7 @@ class WarmComponents(Components):
         key = settings_key(cfg, *MODEL_KEYS)
         if self._base is None or self._base[0] != key:
             self._drop_base()
-            model = load_model(cfg, tokenizer)
+            model = self.base_model(cfg, tokenizer)  # init_from's adapter merged in (its run is in the key)
             self._base = (key, model, dict(model.config.__dict__), _hooks(model))
         else:
             self.reused.append("base model")
