@@ -99,7 +99,7 @@ BAD = [
     ("trainer.max_step=5", "; did you mean trainer.max_steps?"),  # a close spelling in the same group
     ("data.columns.instrution=q", "; did you mean data.columns.instruction?"),
     ("lora.rr=3", "allowed keys: enabled, r, alpha, dropout, target_modules, bias, modules_to_save, use_rslora, "
-                  "use_dora, loraplus_lr_ratio"),  # nothing close: no guess
+                  "use_dora, loraplus_lr_ratio, init"),  # nothing close: no guess
     # the names transformers' TrainingArguments / trl / peft give the same settings
     ("trainer.learning_rate=1e-4", "; did you mean optimizer.lr? (ftsweep's name for learning_rate)"),
     ("lora.lora_alpha=32", "; did you mean lora.alpha? (ftsweep's name for lora_alpha)"),
@@ -164,7 +164,10 @@ def test_every_foreign_name_points_at_a_key_or_option_that_exists():
     from ftsweep.config.stage import DpoStage
 
     for name, target in FOREIGN_NAMES.items():
-        if "=" in target:
+        if "=" in target and "." in target.split("=")[0]:  # a switch that sets a key's value (pissa_init)
+            parent, _, leaf = target.split("=")[0].rpartition(".")
+            assert leaf in allowed_keys(parent), (name, target)
+        elif "=" in target:
             group, option = target.split("=")
             assert option in group_options(group), (name, target)
         elif target.startswith("stage."):  # a preference stage's setting (stage=dpo)

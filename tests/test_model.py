@@ -109,7 +109,7 @@ def test_lora_builder_reads_every_field(compose):
     with torch.device("meta"):
         model = LlamaForCausalLM(llama_config(TinySpec(), 1024))
     lc = compose("lora.r=4", "lora.alpha=32", "lora.dropout=0.1", "lora.target_modules=[q_proj,up_proj]", "lora.bias=all",
-                 "lora.modules_to_save=[lm_head]", "lora.use_rslora=true", "lora.use_dora=true").lora
+                 "lora.modules_to_save=[lm_head]", "lora.use_rslora=true", "lora.use_dora=true", "lora.init=gaussian").lora
     lora = model_mod.build_lora(lc, model)
     checks = {
         "r": lora.r == 4,
@@ -120,6 +120,7 @@ def test_lora_builder_reads_every_field(compose):
         "modules_to_save": list(lora.modules_to_save) == ["lm_head"],
         "use_rslora": lora.use_rslora is True,
         "use_dora": lora.use_dora is True,
+        "init": lora.init_lora_weights == "gaussian",
         "enabled": model_mod.build_lora(compose("lora=none").lora, model) is None,
         # the optimizer's, not the adapter's: read by ftsweep.train.build_trainer (tests/test_loraplus.py)
         "loraplus_lr_ratio": True,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.config import ConfigError
+from ftsweep.config.options import lora_init_changes_base, peft_lora_init
 from ftsweep.console import say
 
 # Device probes live in ftsweep.device; re-exported for callers that import them from here.
@@ -334,6 +335,7 @@ def build_lora(lc, model, *, train_embeddings: bool = False):
         modules_to_save=modules_to_save or None,
         use_rslora=lc.use_rslora,
         use_dora=lc.use_dora,
+        init_lora_weights=peft_lora_init(lc.init),
         ensure_weight_tying=tied,
         task_type="CAUSAL_LM",
     )
@@ -352,6 +354,10 @@ def apply_lora(cfg, model):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config)
+        if cfg.lora.init != "default":
+            say(f"LoRA init: {cfg.lora.init}" + (" (the base weights keep the residual; the saved adapter is "
+                                                 "converted to apply to the original model)"
+                                                 if lora_init_changes_base(cfg.lora) else ""))
         say(f"LoRA targets ({cfg.lora.target_modules if isinstance(cfg.lora.target_modules, str) else 'listed'}): "
              f"{', '.join(sorted(lora_config.target_modules))}")
     if resolve_precision(cfg.trainer.precision) == "fp16":
@@ -359,6 +365,29 @@ def apply_lora(cfg, model):
     trainable, total = count_parameters(model)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
     return model
+
+
+def save_initial_adapter(model, path: Path) -> None:
+    """The adapter as PiSSA / OLoRA start it (``lora.init``), saved before training: peft subtracts it from the
+    trained one to convert the trained adapter to the original, unchanged base weights (``save_pretrained``'s
+    ``path_initial_model_for_weight_conversion``; peft's and LLaMA-Factory's PiSSA conversion)."""
+    config = model.peft_config["default"]
+    init = config.init_lora_weights
+    config.init_lora_weights = True  # reloaded as a plain adapter for the conversion, not decomposed again
+    try:
+        model.save_pretrained(str(path))
+    finally:
+        config.init_lora_weights = init
+
+
+def save_converted_adapter(model, target: Path, initial: Path) -> None:
+    """Save the trained PiSSA / OLoRA adapter into ``target`` converted to apply to the original base model:
+    rank 2r, the starting adapter subtracted (what ``ftsweep merge`` / ``generate`` and any peft user load)."""
+    import warnings
+
+    with warnings.catch_warnings():  # peft warns on loading the starting adapter beside the trained one: intended
+        warnings.filterwarnings("ignore", message=r"(PiSSA|OLoRA|CorDA) changes the base weights")
+        model.save_pretrained(str(target), path_initial_model_for_weight_conversion=str(initial))
 
 
 def _upcast_trainable(model) -> None:

@@ -12,6 +12,7 @@
     predictions.jsonl      a generation objective's answers at the last evaluation (prompt, reference, prediction,
                            scores), one row per generated sample
     adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model
+    adapter_init/          lora.init=pissa / olora: the adapter as it started (adapter/ is converted with it)
     checkpoints/checkpoint-<step>/   what trainer.save_steps saves (trainer.resume_from_checkpoint continues from one)
     trial.log              a sweep trial's output (command line first)
 
@@ -31,6 +32,7 @@ from ftsweep.tracking import scrub
 METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manifest.json", "log_history.json"
 PREDICTIONS = "predictions.jsonl"
 ADAPTER, FULL_MODEL, TRIAL_LOG = "adapter", "model", "trial.log"
+INITIAL_ADAPTER = "adapter_init"
 CHECKPOINTS, TRAINER_STATE = "checkpoints", "trainer_state.json"  # transformers' checkpoint-<step>/ folders in it
 RESUME_KEY = "trainer.resume_from_checkpoint"
 FINISHED_MARKERS = (METRICS, FAILURE)
@@ -69,6 +71,11 @@ class RunDir:
     @property
     def adapter(self) -> Path:
         return self.path / ADAPTER
+
+    @property
+    def initial_adapter(self) -> Path:
+        """lora.init=pissa / olora: the adapter as it started (the saved adapter is converted with it)."""
+        return self.path / INITIAL_ADAPTER
 
     @property
     def full_model(self) -> Path:
@@ -221,6 +228,15 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
     if adapter is not None and adapter.get("r") != cfg.lora.r:
         return (f"{RESUME_KEY}: {point} holds a LoRA adapter of r={adapter.get('r')}, but this run has lora.r="
                 f"{cfg.lora.r}: resume with the settings of the run that saved it")
+    if adapter is not None:
+        from ftsweep.config.options import LORA_INITS, peft_lora_init
+
+        saved_init, init = adapter.get("init_lora_weights", True), peft_lora_init(cfg.lora.init)
+        if saved_init != init and any(str(i).startswith(("pissa", "olora")) for i in (saved_init, init)):
+            # PiSSA / OLoRA train against the residual of the base weights: another init, another base
+            name = next((k for k, v in LORA_INITS.items() if v == saved_init), saved_init)
+            return (f"{RESUME_KEY}: {point} was trained from lora.init={name}, but this run has "
+                    f"lora.init={cfg.lora.init}: resume with the settings of the run that saved it")
     saved = _saved_config(point)
     if saved is not None and adapter is not None:
         from omegaconf import OmegaConf

@@ -137,7 +137,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
 
     from transformers import set_seed
 
-    from ftsweep.model import count_parameters
+    from ftsweep.config.options import lora_init_changes_base
+    from ftsweep.model import count_parameters, save_initial_adapter
 
     parts = parts or Components()
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -157,6 +158,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         err.ftsweep_phase = "load"  # type: ignore[attr-defined]
         raise
     trainable, total = count_parameters(model)
+    if lora_init_changes_base(cfg.lora) and os.environ.get("RANK", "0") == "0":  # PiSSA / OLoRA (save_outputs)
+        save_initial_adapter(model, rundir.RunDir(run_dir).initial_adapter)
 
     tracker.start()
     metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
@@ -449,8 +452,12 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
     # (processing_class) beside the adapter.
     trainer.save_model(str(target))
     if cfg.lora.enabled and trainer.is_world_process_zero():
-        from ftsweep.model import sort_adapter_config
+        from ftsweep.config.options import lora_init_changes_base
+        from ftsweep.model import save_converted_adapter, sort_adapter_config
 
+        if lora_init_changes_base(cfg.lora):  # PiSSA / OLoRA: for the original base weights, as all else loads it
+            save_converted_adapter(trainer.accelerator.unwrap_model(trainer.model), target,
+                                   rundir.RunDir(run_dir).initial_adapter)
         sort_adapter_config(target)  # identical runs, identical adapter_config.json
 
 

@@ -31,6 +31,8 @@ FOREIGN_NAMES = {
     "lora_alpha": "lora.alpha",
     "lora_dropout": "lora.dropout",
     "lora_target_modules": "lora.target_modules",
+    "init_lora_weights": "lora.init",  # peft's (its True is our default)
+    "pissa_init": "lora.init=pissa",  # LLaMA-Factory's switch (its pissa_iter N: lora.init=pissa_niter_N)
     "use_peft": "lora.enabled",
     "max_seq_length": "data.cutoff_len",
     "max_length": "data.cutoff_len",

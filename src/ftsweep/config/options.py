@@ -43,3 +43,17 @@ PRECISIONS: tuple[str, ...] = ("auto", *PRECISION_DTYPES)
 
 # objective.direction (and a sweep's per-metric directions), Optuna's names
 DIRECTIONS: tuple[str, ...] = ("minimize", "maximize")
+
+# lora.init -> how peft starts the adapter (its init_lora_weights); pissa_niter_N is accepted besides these
+LORA_INITS: dict[str, object] = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+
+
+def peft_lora_init(init: str) -> object:
+    """``lora.init`` -> peft's ``init_lora_weights`` value."""
+    return LORA_INITS.get(init, init)
+
+
+def lora_init_changes_base(lora) -> bool:
+    """PiSSA and OLoRA move part of each adapted weight into the adapter: the base weights change, the starting
+    adapter is not zero (a warm worker cannot keep that base; the saved adapter is converted)."""
+    return bool(lora.enabled) and str(lora.init).startswith(("pissa", "olora"))

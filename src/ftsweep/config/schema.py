@@ -88,6 +88,12 @@ class LoraConfig:
     # LoRA+ (Hayou et al. 2024; LLaMA-Factory's / peft's loraplus_lr_ratio): the B matrices learn at optimizer.lr
     # times this ratio (the paper suggests 16), the A matrices at optimizer.lr; null = off.
     loraplus_lr_ratio: float | None = None
+    # how the adapter starts (peft's init_lora_weights): default (A random, B = 0: the base model's outputs),
+    # gaussian (A Gaussian, B = 0), pissa / pissa_niter_N (PiSSA, Meng et al. 2024: A and B from the top-r
+    # singular vectors of each weight, which keeps only the residual; _niter_N: a fast randomized SVD of N
+    # iterations, LLaMA-Factory's pissa_iter), olora (OLoRA: QR of each weight). pissa / olora change the base
+    # weights, so they need quantization=none; the saved adapter is converted to apply to the original model.
+    init: str = "default"
 
 
 @dataclass

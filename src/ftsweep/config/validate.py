@@ -7,6 +7,7 @@ one line and exits non-zero.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -134,6 +135,7 @@ def validate(cfg: DictConfig) -> None:
         if not lora.enabled:
             raise ConfigError("lora.loraplus_lr_ratio", "LoRA+ sets the learning rate of LoRA's B matrices; a full "
                                                         "fine-tune (lora=none) has none: drop it or use a LoRA option")
+    _validate_lora_init(cfg)
     if not lora.enabled and cfg.quantization.method != "none":
         raise ConfigError(
             "lora.enabled",
@@ -309,6 +311,22 @@ def _validate_device(cfg: DictConfig) -> None:
     if attn == "flex_attention" and not device.cuda_available():
         raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
                           "use sdpa or leave it null")
+
+
+def _validate_lora_init(cfg: DictConfig) -> None:
+    """``lora.init``: one of peft's initialisations that ftsweep can save and reload (see the schema)."""
+    init = cfg.lora.init
+    if init not in options.LORA_INITS and not re.fullmatch(r"pissa_niter_[1-9][0-9]*", str(init)):
+        raise ConfigError("lora.init", f"got {init!r}; allowed: {', '.join(options.LORA_INITS)}, pissa_niter_N (N >= 1)")
+    if not options.lora_init_changes_base(cfg.lora):
+        return
+    what = f"{init} changes the base weights (they keep what the adapter does not start with)"
+    if cfg.quantization.method != "none":
+        raise ConfigError("lora.init", f"{what}: it needs the weights unquantized (quantization=none), or use "
+                                       "lora.init=default with quantization")
+    if cfg.stage.name in ("dpo", "kto") or (cfg.stage.name == "grpo" and cfg.stage.get("beta", 0)):
+        raise ConfigError("lora.init", f"{what}: stage={cfg.stage.name}'s reference (the model with the adapter "
+                                       "off) would be the residual, not the starting model; use lora.init=default")
 
 
 def _validate_stage(cfg: DictConfig) -> None:

@@ -15,8 +15,8 @@ Each item is kept under a key made of the settings it is built from (tokenizer: 
 data: model + data + batch size; base model: model + quantization + data tokens + precision +
 checkpointing + seed + lora.enabled): every config key except those :mod:`ftsweep.config.reuse`
 excludes, so a new key rebuilds rather than reuses until it is excluded on purpose. A trial with other settings rebuilds that item in the same
-process (imports stay warm). A full fine-tune (``lora=none``) trains the base weights, so its model is
-never kept; neither is a base model that had any non-adapter weight trainable during the trial.
+process (imports stay warm). A full fine-tune (``lora=none``) trains the base weights and PiSSA / OLoRA
+(``lora.init``) change them, so their model is never kept; neither is a base model that had any non-adapter weight trainable during the trial.
 """
 
 from __future__ import annotations
@@ -87,10 +87,11 @@ class WarmComponents(Components):
         return dataclasses.replace(bundle, stats=dict(bundle.stats))
 
     def model(self, cfg, tokenizer):
+        from ftsweep.config.options import lora_init_changes_base
         from ftsweep.console import say
         from ftsweep.model import apply_lora
 
-        if not cfg.lora.enabled:  # a full fine-tune changes the base weights: never kept
+        if not cfg.lora.enabled or lora_init_changes_base(cfg.lora):  # both change the base weights: never kept
             self._drop_base()
             return super().model(cfg, tokenizer)
         key = settings_key(cfg, *MODEL_KEYS)
