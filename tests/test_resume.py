@@ -45,6 +45,21 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(compose, tmp_path, 
     assert snapshot(tmp_path / "whole") == before  # the saving run's folder is not touched
 
 
+def test_a_resumed_run_continues_the_w_and_b_run_that_saved_its_checkpoint(compose, tmp_path, wandb_dir, capfd,
+                                                                            monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    logged = [o if o != "logger=none" else "logger=wandb" for o in RUN]
+    first = run(compose(*logged, "trainer.max_steps=3"), tmp_path / "first")
+    point = tmp_path / "first" / "checkpoints" / "checkpoint-3"
+    assert rundir.checkpoint_tracker_run(point) == first["wandb_run_id"]
+    resumed = run(compose(*logged, f"trainer.resume_from_checkpoint={point}"), tmp_path / "resumed")
+    assert resumed["wandb_run_id"] == first["wandb_run_id"]
+    assert "(continued: the run that saved the checkpoint)" in capfd.readouterr().err
+    fresh = run(compose(*logged, "trainer.max_steps=3"), tmp_path / "fresh")
+    assert fresh["wandb_run_id"] != first["wandb_run_id"]
+    assert rundir.checkpoint_tracker_run(tmp_path / "fresh" / "checkpoints" / "checkpoint-3") == fresh["wandb_run_id"]
+
+
 def test_a_run_folder_resumes_from_its_latest_checkpoint(tmp_path):
     for step in (3, 12, 6):
         (tmp_path / "r" / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)

@@ -1,4 +1,5 @@
-"""Trainer callbacks ftsweep adds to every run: fail on NaN/inf loss, time limit, early stopping."""
+"""Trainer callbacks ftsweep adds to every run: fail on NaN/inf loss, time limit, early stopping, the W&B run
+recorded in each checkpoint."""
 
 from __future__ import annotations
 
@@ -104,3 +105,22 @@ class IntermediateEvaluations(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.training = False
+
+
+class RecordTrackerRun(TrainerCallback):
+    """Write the W&B run's id into each checkpoint as it is saved: a run resumed from the checkpoint (by hand or a
+    crashed sweep's lost trial) continues that W&B run instead of starting a second one (:mod:`ftsweep.tracking`)."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def on_save(self, args, state, control, **kwargs):
+        from pathlib import Path
+
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from ftsweep.rundir import write_checkpoint_tracker_run
+
+        point = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and point.is_dir():
+            write_checkpoint_tracker_run(point, self.run_id)

@@ -13,7 +13,8 @@
                            scores), one row per generated sample
     adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model
     adapter_init/          lora.init=pissa / olora: the adapter as it started (adapter/ is converted with it)
-    checkpoints/checkpoint-<step>/   what trainer.save_steps saves (trainer.resume_from_checkpoint continues from one)
+    checkpoints/checkpoint-<step>/   what trainer.save_steps saves (trainer.resume_from_checkpoint continues from one;
+                           its wandb_run.json names the W&B run that saved it, which a resumed run continues)
     trial.log              a sweep trial's output (command line first)
 
 :class:`RunDir` names them; the functions below read and write them. Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
@@ -33,6 +34,7 @@ METRICS, FAILURE, MANIFEST, LOG_HISTORY = "metrics.json", "failure.json", "manif
 PREDICTIONS = "predictions.jsonl"
 ADAPTER, FULL_MODEL, TRIAL_LOG = "adapter", "model", "trial.log"
 INITIAL_ADAPTER = "adapter_init"
+TRACKER_RUN = "wandb_run.json"  # in a checkpoint: the W&B run that saved it
 CHECKPOINTS, TRAINER_STATE = "checkpoints", "trainer_state.json"  # transformers' checkpoint-<step>/ folders in it
 RESUME_KEY = "trainer.resume_from_checkpoint"
 FINISHED_MARKERS = (METRICS, FAILURE)
@@ -323,6 +325,17 @@ def resume_hint(run_dir: Path) -> str | None:
 def checkpoint_step(point: Path) -> int:
     """The optimizer step a checkpoint was saved at (its ``trainer_state.json``)."""
     return int((read_json(Path(point) / TRAINER_STATE) or {}).get("global_step") or 0)
+
+
+def write_checkpoint_tracker_run(point: Path, run_id: str) -> None:
+    """Record in checkpoint ``point`` the W&B run that saved it (a run resumed from it continues that run)."""
+    write_json(Path(point) / TRACKER_RUN, {"wandb_run_id": run_id})
+
+
+def checkpoint_tracker_run(point: Path) -> str | None:
+    """The W&B run that saved checkpoint ``point`` (:func:`write_checkpoint_tracker_run`), None if unrecorded."""
+    run_id = (read_json(Path(point) / TRACKER_RUN) or {}).get("wandb_run_id")
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def config_path(run_dir: Path) -> Path:

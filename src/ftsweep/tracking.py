@@ -202,7 +202,9 @@ class Tracker:
     def report_to(self) -> list[str]:
         return {"wandb": ["wandb"], "tensorboard": ["tensorboard"]}.get(self.cfg.name, [])
 
-    def start(self) -> None:
+    def start(self, resume_run_id: str | None = None) -> None:
+        """Start the W&B run (W&B logger only); ``resume_run_id``: the run that saved the checkpoint this run
+        resumes from, continued (W&B's ``resume="allow"``: a new run with that id when it is not there)."""
         if self.cfg.name == "tensorboard":
             # transformers 5 dropped TrainingArguments.logging_dir; TensorBoardCallback reads this variable.
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.run_dir / "tensorboard")
@@ -223,10 +225,11 @@ class Tracker:
             dir=wandb_dir(self.run_dir),
             mode=mode,
             reinit="finish_previous",
+            **({"id": resume_run_id, "resume": "allow"} if resume_run_id else {}),
         )
         from ftsweep.console import say
 
-        say(self.where())
+        say(self.where() + (" (continued: the run that saved the checkpoint)" if resume_run_id else ""))
 
     def where(self) -> str:
         """One line: the W&B run's URL, or its offline folder and how to upload it."""

@@ -161,7 +161,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     if lora_init_changes_base(cfg.lora) and os.environ.get("RANK", "0") == "0":  # PiSSA / OLoRA (save_outputs)
         save_initial_adapter(model, rundir.RunDir(run_dir).initial_adapter)
 
-    tracker.start()
+    tracker.start(resume_run_id=rundir.checkpoint_tracker_run(resume) if resume is not None else None)
     metrics: dict[str, Any] = {"status": "failed", "wandb_run_id": tracker.run_id, "wandb_run_url": tracker.run_url}
     exit_code = 1
     # A generation objective (objective=exact_match, ...) scores generated answers at every evaluation.
@@ -254,8 +254,10 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
                              output_dir=rundir.RunDir(run_dir).checkpoints, run_name=tracker.cfg.run_name or run_dir.name,
                              report_to=tracker.report_to)
     # the generation objective first: early stopping and pruning read the values it adds
+    from ftsweep.callbacks import RecordTrackerRun
+
     callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
-                 *extra_callbacks]
+                 *([RecordTrackerRun(tracker.run_id)] if tracker.run_id else []), *extra_callbacks]
     stage = stage_module(cfg.stage.name)
     score_labelled_positions_only()
     built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
