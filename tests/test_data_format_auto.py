@@ -83,6 +83,12 @@ SHAREGPT = [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]
     ({"question": "2+2?"}, None, {}),  # no answer column: nothing fits
     ({"answer": "4"}, None, {}),
     ({"instruction": "Add.", "reply": "4"}, "alpaca", {}),  # an answer under an unknown name: the reading says so
+    ({"id": "1", "title": "T", "context": "Two and two.", "question": "2+2?",  # SQuAD: its first answer
+      "answers": {"text": ["4", "four"], "answer_start": [0, 0]}}, "alpaca",
+     {"instruction": "question", "input": "context", "output": "answers.text.0"}),
+    ({"question": "2+2?", "answers": {"text": [], "answer_start": []}}, None, {}),  # SQuAD 2's unanswerable first row
+    ({"question": "2+2?", "answer": {"value": "4", "aliases": ["four"]}}, "alpaca",  # TriviaQA
+     {"instruction": "question", "output": "answer.value"}),
 ])
 def test_well_known_column_names_are_read_as_their_fields(row, fmt, columns):
     assert detect_columns(row) == (fmt, columns)
@@ -207,6 +213,11 @@ def test_auto_reads_mapped_columns_and_skips_an_unreadable_first_line(build, tmp
     ([{"prompt": f"{i}+{i} =", "response": f" {2 * i}"} for i in range(3)],
      ["data.format=prompt_completion", "data.columns.completion=response"],
      "prompt_completion (columns prompt, response as completion)"),
+    ([{"id": str(i), "context": f"{i} and {i}.", "question": f"{i}+{i}?",
+       "answers": {"text": [str(2 * i), "x"], "answer_start": [0, 1]}} for i in range(3)],
+     ["data.format=alpaca", "data.columns.instruction=question", "data.columns.input=context",
+      "data.columns.output=answers.text.0"],
+     "alpaca (columns id, context as input, question as instruction, answers.text.0 as output)"),
 ])
 def test_auto_reads_well_known_column_names_as_the_mapping_by_hand(build, tmp_path, capfd, rows, by_hand, said):
     path = tmp_path / "d.jsonl"
@@ -307,3 +318,14 @@ def test_a_searched_file_no_format_fits_stops_the_sweep_before_any_trial(cache_d
     assert out.stderr.strip().splitlines()[-1] == ("ftsweep: error: data.format: stage=kto needs prompts and answers; "
                                                    "'text' has neither (the searched data.path=docs.txt reads as text)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "docs.txt", "qa.jsonl"]
+
+
+def test_a_column_path_reads_a_nested_value_and_a_missing_one_names_the_path(build, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(jsonl([{"q": f"{i}+{i}?", "a": {"texts": [str(2 * i), "x"]}} for i in range(3)]))
+    paths = build(path, "data.format=alpaca", "data.columns.instruction=q", "data.columns.output=a.texts.0")
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text(jsonl([{"instruction": f"{i}+{i}?", "output": str(2 * i)} for i in range(3)]))
+    assert paths.train["input_ids"] == build(flat, "data.format=alpaca").train["input_ids"]
+    with pytest.raises(DataError, match=r"d.jsonl line 1: field \"output \(column 'a.texts.2'\)\": missing"):
+        build(path, "data.format=alpaca", "data.columns.instruction=q", "data.columns.output=a.texts.2")

@@ -85,8 +85,7 @@ def detected(d: DataConfig) -> tuple[str, dict[str, str]]:
                                             f"set data.format ({FORMATS}) and map the columns, e.g. "
                                             "data.columns.instruction=<column>")
             fmt = found
-            as_ = {v: k for k, v in guessed.items()}
-            why = "columns " + ", ".join(f"{c} as {as_[c]}" if c in as_ else str(c) for c in row)
+            why = "columns " + ", ".join(_read_as(str(c), guessed) for c in row)
             break
         else:  # no readable row: reading the rows says what is wrong (a bad row, no rows left)
             return DataConfig.format, {}
@@ -107,6 +106,13 @@ def resolve_format(cfg: Any) -> bool:
     for field, column in guessed.items():  # the fields it read under well-known datasets' column names
         cfg.data.columns[field] = column
     return True
+
+
+def _read_as(column: str, guessed: dict[str, str]) -> str:
+    """``column`` as the detection line shows it: ``question as instruction``, ``answers.text.0 as output`` (a path
+    into it), or its name alone."""
+    return ", ".join(f"{source} as {field}" for field, source in guessed.items()
+                     if source == column or source.startswith(column + ".")) or column
 
 
 def format_problem(cfg: Any, path: str | None = None) -> str | None:

@@ -479,14 +479,18 @@ def column_map(d: Any) -> dict[str, str]:
 
 
 def map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
-    """Rename source columns to canonical fields (``columns`` is canonical -> source column)."""
+    """Rename source columns to canonical fields (``columns`` is canonical -> source column, or a dotted path into
+    a nested column: ``answers.text.0``)."""
     if not columns:
         return row
+    from ftsweep.data.templates import column_value
+
     sources = set(columns.values())
     out = {k: v for k, v in row.items() if k not in sources}  # renamed, so errors list what is there
     for canonical, column in columns.items():
-        if column in row:
-            out[canonical] = row[column]
+        found, value = column_value(row, column)  # a column, or a path into one (answers.text.0)
+        if found:
+            out[canonical] = value
     return out
 
 

@@ -141,15 +141,41 @@ def detect_format(row: dict) -> str | None:
 # the field's own name: GSM8K (question / answer), MetaMathQA (query / response), MATH (problem / solution), Dolly
 # (instruction / context / response), OpenOrca (system_prompt / question / response), plain input / output rows.
 # In order of preference; ``input`` is the instruction only when no other column is.
+# A nested answer is read through a path (see :func:`column_value`): SQuAD's answers {"text": [...], ...} (its first
+# answer), TriviaQA's answer {"value": ..., "aliases": [...]}.
 ALPACA_ALIASES = {
     "instruction": ("question", "query", "problem", "input"),
     "input": ("context",),
-    "output": ("answer", "response", "solution"),
+    "output": ("answer.value", "answer", "response", "solution", "answers.text.0"),
     "system": ("system_prompt",),
 }
 # A prompt's answer under another name ({"prompt", "response"} rows, GRPO sets' {"prompt", "solution"}): the completion.
 COMPLETION_ALIASES = ("response", "answer", "output", "solution")
 _PAIR_COLUMNS = ("chosen", "rejected", "label")
+
+
+def column_value(row: dict, column: str) -> tuple[bool, Any]:
+    """(found, value) of ``column`` in ``row``: the column itself, else a dotted path into nested objects and lists
+    (``answers.text.0``: the first of SQuAD's answers; ``data.columns.output=answers.text.0``)."""
+    if column in row:
+        return True, row[column]
+    if "." not in column:
+        return False, None
+    value: Any = row
+    for part in column.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+def _has(row: dict, column: str) -> bool:
+    """``column`` is a column of ``row``, or a path in it that ends at a string (an answer's text)."""
+    found, value = column_value(row, column)
+    return found and (column in row or isinstance(value, str))
 
 
 def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
@@ -187,7 +213,7 @@ def detect_columns(row: dict) -> tuple[str | None, dict[str, str]]:
     for field, names in ALPACA_ALIASES.items():
         if field in row and field not in mapped.values() or field == "output" and pair:  # own column / the pair's
             continue
-        column = next((c for c in names if c in row and c not in mapped.values()), None)
+        column = next((c for c in names if _has(row, c) and c not in mapped.values()), None)
         if column is not None:
             mapped[field] = column
     if "instruction" not in row and "instruction" not in mapped or not (pair or "output" in row or "output" in mapped):
