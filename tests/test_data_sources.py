@@ -414,8 +414,20 @@ def test_missing_file_and_unknown_extension(tmp_path, cfg_for, tok):
         build_datasets(cfg_for(odd), tok)
     odd = tmp_path / "rows.parquet.gz"  # parquet compresses inside; a compressed parquet file is not read
     odd.write_bytes(b"x")
-    with pytest.raises(DataError, match=r"cannot tell the format from the extension '\.parquet\.gz'; set data.loader$"):
+    with pytest.raises(DataError, match=r"rows\.parquet\.gz: a compressed parquet file \(\.gz\): parquet compresses "
+                                        r"inside the file; decompress it first$"):
         build_datasets(cfg_for(odd), tok)
+    with pytest.raises(DataError, match=r"rows\.parquet\.gz: a compressed parquet file"):  # read as parquet anyway
+        build_datasets(cfg_for(odd, "data.loader=parquet"), tok)
+    odd = tmp_path / "rows.jsonl.zst"
+    odd.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"rows\.jsonl\.zst: '\.zst' compression is not read \(gzip, bzip2 and xz are\)"):
+        build_datasets(cfg_for(odd), tok)
+    bad = tmp_path / "rows.parquet"  # not parquet inside (or truncated): one line, not pyarrow's traceback
+    bad.write_text('{"instruction": "q", "output": "a"}\n')
+    for overrides in ([], ["data.format=alpaca"]):
+        with pytest.raises(DataError, match=r"rows\.parquet: not a parquet file, or a truncated one \(ArrowInvalid: "):
+            build_datasets(cfg_for(bad, *overrides), tok)
 
 
 def test_cache_hit_padding_from_stored_lengths(tmp_path, cfg_for, tok, monkeypatch):

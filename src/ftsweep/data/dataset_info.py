@@ -217,7 +217,7 @@ def _mix_entries(path: str) -> tuple[str, list[dict[str, Any]]]:
 def mix_parts(path: str, d: Any) -> list[tuple[Any, str, int | None]]:
     """[(an entry's data options, its own format, its num_samples)] of a path made by :func:`mix_path`; ``d``: the
     run's data options (``d.format``: how the rows are rendered)."""
-    return [(_with_entry(d, got, d.format), entry_format(got, d.format), got["num_samples"])
+    return [(_with_entry(d, got, d.format, own_columns=True), entry_format(got, d.format), got["num_samples"])
             for got in _mix_entries(path)[1]]
 
 
@@ -285,15 +285,16 @@ def apply(d: Any) -> Any:
                                mix_path(file, [n for n, _ in evals]))
 
 
-def _with_entry(d: Any, got: dict[str, Any], user_format: str) -> Any:
-    """``d`` reading one entry: its file or Hub dataset, format and columns."""
+def _with_entry(d: Any, got: dict[str, Any], user_format: str, own_columns: bool = False) -> Any:
+    """``d`` reading one entry: its file or Hub dataset, format and columns (``own_columns``: only the entry's, as
+    each entry of a list is read; else over ``d``'s)."""
     import dataclasses
 
     mapped = dict(got["columns"])
     fmt = entry_format(got, user_format)
     if fmt == "text" and "instruction" in mapped:
         mapped["text"] = mapped.pop("instruction")
-    columns = dataclasses.replace(d.columns, **mapped)
+    columns = dataclasses.replace(type(d.columns)() if own_columns else d.columns, **mapped)
     extra = {**d.extra, **({"data_dir": got["data_dir"]} if got["data_dir"] else {})}
     return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=fmt, columns=columns,
                                split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra)

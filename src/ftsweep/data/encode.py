@@ -44,6 +44,8 @@ class LengthCounts:
     # assistant turns whose text beside a tool call the chat template does not render (not trained)
     call_text_dropped: int = 0
     call_text_dropped_where: list[str] = field(default_factory=list)
+    # answer (trained) tokens that truncation cut off (a text document longer than cutoff_len: all but its start)
+    answer_tokens_cut: int = 0
 
 
 def tokenize_segments(
@@ -150,6 +152,7 @@ def fit_length(
         keep = [*range(head), *kept, *range(first, len(e.ids))]
         ids = [e.ids[i] for i in keep]
         kinds = [e.kinds[i] for i in keep]
+        counts.answer_tokens_cut += e.kinds.count(ANSWER) - kinds[:cutoff].count(ANSWER)
         e = Encoded(ids[:cutoff], kinds[:cutoff], e.where)
     if ANSWER not in e.kinds:
         counts.dropped_empty += 1

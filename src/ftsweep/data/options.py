@@ -71,6 +71,7 @@ def detected(d: DataConfig) -> tuple[str, dict[str, str]]:
         return fmt, dict(guessed)
     guessed: dict[str, str] = {}
     if source.loader == "text":
+        next(iter(first_records(source, d)), None)  # a first line of tab / comma separated columns is refused here
         fmt, why = "text", "a .txt file: one document per line"
     else:
         for item in first_records(source, d):

@@ -107,6 +107,8 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     fp = cache.fingerprint(dataclasses.asdict(d), hashes, tokenizer)
 
     hit = cache.load(cfg.cache_dir, fp)
+    if hit is not None and hit[1] is None and (d.validation_path or d.val_size > 0):
+        hit = None  # saved without the validation rows asked for (an older ftsweep): read again, which says why
     if hit is not None:
         train, eval_, stats, lengths = hit
         rename = _renamer(stats, d)
@@ -123,7 +125,7 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     # From the stored lengths: the batch size may differ between runs sharing one cache entry.
     bs = cfg.trainer.per_device_train_batch_size
     stats["padding_fraction"] = 0.0 if d.packing else round(padding_fraction(lengths, bs), 4)
-    _log_counts(stats)
+    _log_counts(stats, d)
     # each row's source is kept in the cache but is no training column (bundle.where reads it on demand)
     stored = {"train": train, "eval": eval_}
     if "where" in train.column_names:
@@ -131,6 +133,12 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     if eval_ is not None and "where" in eval_.column_names:
         eval_ = eval_.remove_columns("where")
     return DataBundle(train=train, eval=eval_, stats=stats, fingerprint=fp, stored=stored, rename=rename)
+
+
+def _no_rows(path: str, bad: BadRows) -> DataError:
+    """A data file that holds no row (``[]``, a CSV header alone, a parquet table of none; or only bad rows)."""
+    return DataError(path, "the file has no rows" + (f" (its {bad.skipped} rows were bad and skipped)" if bad.skipped
+                                                       else ""))
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -173,6 +181,8 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     if records is None:
         records, _ = load_records(d.path, d, bad)
     n_rows = len(records)
+    if not n_rows:
+        raise _no_rows(d.path, bad)
     read = records
     n_filtered = 0
     if d.only_empty_input and d.format == "alpaca":
@@ -182,6 +192,8 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         val_records = loaded.get(d.validation_path)
         if val_records is None:
             val_records, _ = load_records(d.validation_path, d, bad)
+        if not val_records:
+            raise _no_rows(d.validation_path, bad)
         read = [*read, *val_records]
         if d.only_empty_input and d.format == "alpaca":
             val_records, _ = filter_empty_input(val_records)
@@ -206,6 +218,11 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     eval_ = None
     if val_records:
         eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance), fp + "-eval")[0]
+    if eval_ is None and val_records:  # an eval objective would find nothing to measure, after the whole run
+        raise DataError(d.validation_path or "data.val_size",
+                        f"no validation rows left: all {len(val_records)} were dropped (over-long under "
+                        f"data.overlong={d.overlong} at data.cutoff_len={d.cutoff_len}, or an empty answer; ftsweep "
+                        "inspect --dropped lists them)")
     if train is None and not train_records and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_records))
     if train is None:
@@ -215,6 +232,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "n_filtered": n_filtered,
         "n_skipped_bad": bad.skipped,
         "n_truncated": counts.truncated,
+        "n_answer_tokens_cut": counts.answer_tokens_cut,
         "n_history_cut": counts.history_cut,
         "n_prompt_lost": counts.prompt_lost,
         **{f"n_prompt_lost_if_{p}": counts.prompt_lost_if[p] for p in PROMPT_CUTTING},
@@ -394,6 +412,19 @@ def _renamer(stats: dict[str, Any], d: Any):
     return rename
 
 
+def truncation_warning(stats: dict[str, Any], d: Any) -> str | None:
+    """The line that says how much of the answers (a text document: all of it) truncation left untrained, when
+    it is more than a little: 5% of the answer tokens."""
+    cut = stats.get("n_answer_tokens_cut") or 0
+    share = cut / max(1, cut + (stats.get("n_trained_tokens") or 0))
+    if share < 0.05:
+        return None
+    fix = ("data.packing=true cuts the documents into data.cutoff_len blocks instead (nothing lost)"
+           if d.format == "text" and not d.packing else "raise data.cutoff_len or set data.overlong=drop")
+    return (f"data: warning: truncation to data.cutoff_len={d.cutoff_len} cut {cut:,} of the answer tokens "
+            f"({share:.0%}) from {stats['n_truncated']} rows: they are not trained; {fix}")
+
+
 def call_text_warning(stats: dict[str, Any]) -> str | None:
     """The line that says how many assistant texts beside a tool call the chat template dropped."""
     n = stats.get("n_call_text_dropped") or 0
@@ -404,17 +435,17 @@ def call_text_warning(stats: dict[str, Any]) -> str | None:
             f"not render: that text is not trained (e.g. {where}); put it in a turn of its own to train it")
 
 
-def _log_counts(stats: dict[str, Any]) -> None:
-    warning = call_text_warning(stats)
-    if warning:
-        notice(warning)
+def _log_counts(stats: dict[str, Any], d: Any) -> None:
+    for warning in (call_text_warning(stats), truncation_warning(stats, d)):
+        if warning:
+            notice(warning)
     say(
         "data: {n_train} train / {n_eval} eval rows, {n_truncated} truncated ({n_prompt_lost} lost their whole "
         "prompt), {n_dropped} dropped, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(
             **stats
         )
     )
-    if stats["n_truncated"] or stats["n_dropped_overlong"]:
+    if (stats["n_truncated"] or stats["n_dropped_overlong"]) and d.format != "text":  # a document has no prompt
         say(
             "data: over-long rows that would lose their whole prompt: {n_prompt_lost_if_truncate_prompt} with "
             "truncate_prompt, {n_prompt_lost_if_truncate_both} with truncate_both (data.overlong)".format(

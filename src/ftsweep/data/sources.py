@@ -17,6 +17,7 @@ import io
 import json
 import lzma
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,16 @@ def resolve_source(name: str, loader: str) -> Source:
         if inner in SPREADSHEETS:  # no loader reads a workbook: its sheet is one CSV away
             raise DataError(name, f"a spreadsheet workbook ({inner!r}) is not read: save the sheet as CSV (UTF-8) "
                                   "and give that file")
-        if kind is None or (kind == "parquet" and inner != suffixes[-1]):
+        if kind == "parquet" and inner != suffixes[-1]:
+            raise DataError(name, f"a compressed parquet file ({suffixes[-1]}): parquet compresses inside the file; "
+                                  "decompress it first")
+        if kind is None and len(suffixes) > 1 and SUFFIX_LOADERS.get(suffixes[-2]):  # .zst, .zip, .7z, ...
+            raise DataError(name, f"{suffixes[-1]!r} compression is not read (gzip, bzip2 and xz are): decompress "
+                                  "the file, or recompress it as .gz")
+        if kind is None:
             raise DataError(
-                name, f"cannot tell the format from the extension {''.join(file.suffixes[-2:])!r}; set data.loader"
+                name, f"cannot tell the format from the extension {''.join(file.suffixes[-2:])!r}; set data.loader "
+                      f"({', '.join(sorted(set(SUFFIX_LOADERS.values())))})"
             )
         return Source(name, kind, file)
     if loader == "hub":
@@ -138,9 +146,7 @@ def first_records(source: Source, d: Any) -> Iterator[Record | DataError]:
     format allows: a parquet file's first batch, a JSON array's first object (the rest unparsed). For telling the
     format by the first row (``data.format=auto``) without a second full parse of a large file."""
     if source.loader == "parquet" and source.file is not None:
-        import pyarrow.parquet as pq
-
-        rows = next(pq.ParquetFile(source.file).iter_batches(batch_size=64), None)
+        rows = next(_parquet_file(source).iter_batches(batch_size=64), None)
         if rows is not None and rows.num_rows:
             for i, row in enumerate(rows.to_pylist(), start=1):
                 yield Record(row, f"{source.name} row {i}")
@@ -304,7 +310,8 @@ def _json_rows(source: Source, d: Any, text: str) -> Iterator[Record | DataError
         data = rows
     if not isinstance(data, list):
         lists = [k for k, v in data.items() if isinstance(v, list)] if isinstance(data, dict) else []
-        hint = f"; the rows may be under {lists[0]!r}: +data.extra.field={lists[0]}" if lists else ""
+        also = f" (or {', '.join(map(repr, lists[1:]))})" if len(lists) > 1 else ""
+        hint = f"; the rows may be under {lists[0]!r}{also}: +data.extra.field={lists[0]}" if lists else ""
         raise DataError(source.name, f"expected a JSON list of objects, got {type(data).__name__}{hint}")
     for i, row in enumerate(data, start=1):
         yield _check_object(row, f"{source.name} row {i}")
@@ -314,14 +321,15 @@ def _columnar_rows(data: dict) -> list[dict] | None:
     """Rows of a JSON object that holds a table by column, or None: ``{"instruction": [...], "output": [...]}``
     (``Dataset.to_dict()``, ``df.to_dict("list")``), pandas' default ``df.to_json()`` (``{"instruction": {"0":
     ...}, "output": {"0": ...}}``) and its ``orient="index"`` (``{"0": {"instruction": ...}, "1": ...}``).
-    One key holding a list of objects is rows under a key (``{"data": [...]}``), not a column."""
+    Keys holding lists of objects are rows under keys (``{"data": [...]}``, ``{"train": [...], "test": [...]}``), not
+    columns."""
     values = list(data.values())
     if not values:
         return None
     if all(isinstance(v, list) for v in values):
         n = len(values[0])
-        if any(len(v) != n for v in values) or (len(values) == 1 and all(isinstance(x, dict) for x in values[0])):
-            return None
+        if any(len(v) != n for v in values) or all(isinstance(x, dict) for v in values for x in v):
+            return None  # lists of objects are rows under keys ({"train": [...], "test": [...]}), not columns
         return [{k: data[k][i] for k in data} for i in range(n)]
     if not all(isinstance(v, dict) for v in values):
         return None
@@ -357,7 +365,14 @@ def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
 def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
     # csv cells are strings already; keep empty cells as "" (pandas would turn them into NaN floats).
     sep = _separator(source, d)
-    reader = csv.DictReader(io.StringIO(read_text(source, d), newline=""), delimiter=sep)
+    text = read_text(source, d)
+    if text.count('"') % 2:  # a quote that never closes takes every later line into one value
+        opened = _unclosed_quote_line(text, sep)
+        if opened is not None:
+            raise DataError(f"{source.name} line {opened}", 'a quoted value opens on this line and never closes: every '
+                                                            'later line would be read into it (close the quote; a quote '
+                                                            'inside a quoted value is written "")')
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=sep)
     header = reader.fieldnames or []
     reader.fieldnames = header = [c.strip() for c in header]  # "instruction, output": the column is 'output'
     other = next((c for c in ";\t|," if c != sep and len(header) == 1 and c in header[0]), None)
@@ -366,8 +381,14 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
                else f"read it with \"+data.extra.sep='{other}'\"")
         raise DataError(f"{source.name} line 1", f"the header is one column {header[0]!r}: the file is separated by "
                                                  f"{other!r}, not {sep!r} ({fix})")
+    duplicated = sorted({c for c in header if header.count(c) > 1 and c})
+    if duplicated:  # csv would keep the last one's cells, silently
+        raise DataError(f"{source.name} line 1", f"the header names {', '.join(map(repr, duplicated))} more than once: "
+                                                 "rename the columns so each name is once")
+    start = reader.line_num + 1
     for row in reader:
-        where = f"{source.name} line {reader.line_num}"
+        where = f"{source.name} line {start}"  # where the row starts (a quoted value may span lines)
+        start = reader.line_num + 1
         if None in row:  # more cells than the header has columns: an unquoted separator inside a value
             cells = len(header) + len(row[None])
             what = 'a comma must be quoted ("apples, pears")' if sep == "," else "a tab must be quoted"
@@ -376,6 +397,19 @@ def _read_csv(source: Source, d: Any) -> Iterator[Record | DataError]:
         if not any(v and v.strip() for v in row.values()):  # ",,," lines a spreadsheet leaves at the end: blank
             continue
         yield Record(dict(row), where)
+
+
+def _unclosed_quote_line(text: str, sep: str) -> int | None:
+    """The line where a row with a quoted value that never closes starts (None when the file parses: an odd number
+    of quotes can also be a stray quote inside an unquoted value, which csv reads as it is)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as err:
+        return start if "end of data" in str(err) else None
+    return None
 
 
 def _separator(source: Source, d: Any) -> str:
@@ -422,10 +456,26 @@ def _is_header(cells: list[str], d: Any) -> bool:
 
 
 def _read_parquet(source: Source, d: Any) -> Iterator[Record | DataError]:
+    parquet = _parquet_file(source)
+    try:
+        table = parquet.read()
+    except Exception as err:  # noqa: BLE001 -- pyarrow's errors (ArrowInvalid, OSError, ...): one line naming the file
+        raise DataError(source.name, f"cannot read the parquet file ({type(err).__name__}: {err})".splitlines()[0]) from None
+    for i, row in enumerate(table.to_pylist(), start=1):
+        yield Record(row, f"{source.name} row {i}")
+
+
+def _parquet_file(source: Source) -> Any:
+    """pyarrow's ParquetFile of ``source``; a file that is not parquet (or a truncated one) is one line naming it."""
     import pyarrow.parquet as pq
 
-    for i, row in enumerate(pq.read_table(source.file).to_pylist(), start=1):
-        yield Record(row, f"{source.name} row {i}")
+    try:
+        return pq.ParquetFile(source.file)
+    except Exception as err:  # noqa: BLE001 -- ArrowInvalid (no parquet footer), OSError: one line naming the file
+        compressed = next((c for c in (*DECOMPRESS, ".zst") if str(source.file).lower().endswith(c)), None)
+        why = (f"a compressed parquet file ({compressed}): parquet compresses inside the file; decompress it first"
+               if compressed else f"not a parquet file, or a truncated one ({type(err).__name__}: {err})")
+        raise DataError(source.name, why.splitlines()[0]) from None
 
 
 def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
@@ -435,6 +485,8 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
         ds = _from_disk(source.name, folder, d.split)
     else:
+        if folder.is_dir():
+            _check_data_folder(source.name, folder, d)
         try:
             ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
         except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
@@ -444,6 +496,44 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
             ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
+
+
+# the split names datasets' folder loader gives files by name (train.jsonl, validation.jsonl, data/test-*.parquet)
+SPLIT_WORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "val", "dev", "eval"),
+               "test": ("test", "testing")}
+
+
+def _check_data_folder(name: str, folder: Path, d: Any) -> None:
+    """A folder of data files, as ``datasets`` reads it: one format only (it would read the most common and skip the
+    others, silently) and files of other splits than ``data.split`` named, since they are not trained on."""
+    from ftsweep.console import say
+
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    kinds: dict[str, list[str]] = {}
+    for p in files:
+        suffixes = [x.lower() for x in p.suffixes]
+        inner = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in DECOMPRESS else (suffixes[-1] if suffixes else "")
+        if inner in SUFFIX_LOADERS:
+            kinds.setdefault(SUFFIX_LOADERS[inner].replace("jsonl", "json"), []).append(str(p.relative_to(folder)))
+    if len(kinds) > 1:
+        listed = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}" for k, v in sorted(kinds.items()))
+        raise DataError(name, f"the folder holds data files of several formats ({listed}), of which only one would be "
+                              "read: keep one format in it, or give each file as data.path / a dataset_info.json list")
+    others = [f for fs in kinds.values() for f in fs if _split_of(f) not in (None, d.split)]
+    if others and any(_split_of(f) == d.split for fs in kinds.values() for f in fs) and name not in _FOLDERS_SAID:
+        _FOLDERS_SAID.add(name)
+        say(f"data: {name}: {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} is another split than "
+            f"data.split={d.split}, not trained on" + ("" if d.validation_path else
+                                                       f"; to validate on it: data.validation_path={folder / others[0]}"))
+
+
+_FOLDERS_SAID: set[str] = set()  # folders whose other splits were named (once: telling the format reads them too)
+
+
+def _split_of(path: str) -> str | None:
+    """The split ``datasets`` gives a file by its name (``validation.jsonl``, ``test-00000-of-00001.parquet``)."""
+    words = [w for w in re.split(r"[^a-z]+", Path(path).stem.lower()) if w]
+    return next((split for split, names in SPLIT_WORDS.items() if any(w in names for w in words)), None)
 
 
 def _from_disk(name: str, folder: Path, split: str) -> Any:
@@ -486,7 +576,9 @@ def map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
     from ftsweep.data.templates import column_value
 
     sources = set(columns.values())
-    out = {k: v for k, v in row.items() if k not in sources}  # renamed, so errors list what is there
+    # renamed, so errors list what is there; a field mapped to another column never falls back to its own name's
+    # column (a mistyped data.columns.instruction=questoin is "missing", not the row's own instruction)
+    out = {k: v for k, v in row.items() if k not in sources and k not in columns}
     for canonical, column in columns.items():
         found, value = column_value(row, column)  # a column, or a path into one (answers.text.0)
         if found:
