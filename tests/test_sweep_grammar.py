@@ -68,6 +68,11 @@ def test_group_choice_unknown_option_is_one_line_error():
     ("tag(log, interval(-1, 0.1))", "log interval needs bounds > 0"),
     ("range(5, 5)", "empty range"),
     ("choice(", "cannot parse"),
+    # a tag the sweep does not read would be ignored: a mistyped log searched linearly
+    ("tag(lgo, interval(1e-5, 1e-1))", r"optimizer.lr: tag 'lgo' means nothing to interval\(...\) \(its tags: log, "
+                                       r"int\); did you mean log\?"),
+    ("tag(log, choice(1e-3, 1e-2))", r"tag 'log' means nothing to choice\(...\) \(its tags: shuffle\)"),
+    ("tag(int, range(1, 5))", r"tag 'int' means nothing to range\(...\) \(its tags: log, shuffle\)$"),
 ])
 def test_bad_specs(spec, message):
     with pytest.raises(SweepInputError, match=message) as e:

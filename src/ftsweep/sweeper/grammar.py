@@ -138,6 +138,7 @@ def distribution_from_override(override: Any) -> Any:
     key = override.get_key_element()
     value = override.value()
     tags = set(getattr(value, "tags", None) or ())
+    _check_tags(key, tags, value)
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and (value.shuffle or "shuffle" in tags)):
         choices = list(value.list) if isinstance(value, ChoiceSweep) else _range_values(key, value)
         for c in choices:
@@ -178,6 +179,25 @@ def distribution_from_override(override: Any) -> Any:
             return IntDistribution(int(start), int(end), log=log)
         return FloatDistribution(float(start), float(end), log=log)
     raise SweepInputError(f"{key}: unsupported sweep {override.input_line!r}")
+
+
+# what each kind of sweep reads from tag(...): anything else would be ignored, silently changing the search
+TAGS = {"ChoiceSweep": ("shuffle",), "RangeSweep": ("log", "shuffle"), "IntervalSweep": ("log", "int")}
+
+
+def _check_tags(key: str, tags: set[str], value: Any) -> None:
+    """A tag the sweep does not read (a typo: ``tag(lgo, ...)`` would search linearly) is one line naming it."""
+    import difflib
+
+    kind = type(value).__name__
+    allowed = TAGS.get(kind, ())
+    for tag in sorted(tags - set(allowed)):
+        known = sorted({t for ts in TAGS.values() for t in ts})
+        close = difflib.get_close_matches(tag, known, n=1)
+        what = {"ChoiceSweep": "choice", "RangeSweep": "range", "IntervalSweep": "interval"}.get(kind, kind)
+        hint = f"; did you mean {close[0]}?" if close and close[0] in allowed else ""
+        raise SweepInputError(f"{key}: tag {tag!r} means nothing to {what}(...) (its tags: "
+                              f"{', '.join(allowed) or 'none'}){hint}")
 
 
 def _range_values(key: str, value: Any) -> list[Any]:
