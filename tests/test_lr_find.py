@@ -53,6 +53,16 @@ def test_range_test_stops_at_a_nan_loss_and_suggests_from_the_finite_points(comp
     assert result["suggestion"] in result["lrs"]
 
 
+def test_a_test_that_diverges_at_once_suggests_nothing_and_leaves_nothing(compose, tmp_path, nan_loss_from):
+    from ftsweep.errors import UsageError
+
+    nan_loss_from(4)  # 3 finite points: their "steepest descent" would be noise
+    with pytest.raises(UsageError, match=r"^lr-find: the loss diverged after 3 step\(s\) \(loss nan at step 4\), too "
+                                         r"few points for a suggestion \(at least 5\): lower the top of the range"):
+        find_lr(compose(*FAST), tmp_path / "lf" / "out", min_lr=1e-5, max_lr=1e-1, steps=12, skip_begin=2)
+    assert not (tmp_path / "lf").exists()
+
+
 def test_lr_find_never_overwrites_an_earlier_result_nor_a_folder_of_the_users(tmp_path, capsys, monkeypatch):
     """``--out`` holding an earlier test's result is refused before any training (exit 2, the file unchanged);
     the test's own work folder is a new one inside ``--out``, so a user's ``run/`` there is left alone; the
@@ -90,6 +100,8 @@ def test_lr_find_rejects_bad_ranges_in_one_line(capsys):
     assert main(["lr-find", "--min-lr", "1e-2", "--max-lr", "1e-3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--min-lr/--max-lr" in err
+    assert main(["lr-find", "--max-lr", "inf"]) == 2
+    assert capsys.readouterr().err == "ftsweep: error: --min-lr/--max-lr: need finite numbers (got 1e-06, inf)\n"
     # too short to compare 10 points: the "suggestion" would be the schedule's lr at a fixed step (12 steps
     # with 10 + 1 skipped: one point), whatever the loss did; refused before anything is built or written
     assert main(["lr-find", "--steps", "12", "--skip-begin", "10", "--out", "nope"]) == 2

@@ -32,6 +32,7 @@ from typing import Any
 
 DEFAULT_STEPS = 100  # Lightning's num_training, for a config counted in epochs
 RESULT_FILES = ("lr_find.json", "lr_find.png")
+MIN_DIVERGED_POINTS = 5  # finite loss points a test that diverged early must have to suggest anything
 MIN_POINTS = 10  # loss points the rule compares after the skipped ones (fewer: the lr is the schedule's, not the loss's)
 RULE = ("steepest descent of the smoothed loss: lr at the minimum of numpy.gradient(smoothed loss) "
         "(points equally spaced in log lr), first {skip_begin} and last {skip_end} points skipped")
@@ -64,6 +65,8 @@ def main(argv: list[str]) -> int:
         args = parse_args(argv)
     except SystemExit as exc:  # --help (0)
         return int(exc.code or 0)
+    if not (math.isfinite(args.min_lr) and math.isfinite(args.max_lr)):
+        raise UsageError(f"--min-lr/--max-lr: need finite numbers (got {args.min_lr:g}, {args.max_lr:g})")
     if not 0 < args.min_lr < args.max_lr:
         raise UsageError(f"--min-lr/--max-lr: need 0 < min < max (got {args.min_lr:g}, {args.max_lr:g})")
     if args.steps < 0 or not 0 <= args.beta < 1 or args.diverge <= 1:
@@ -157,6 +160,7 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     logger = cfg.logger.copy()
     logger.name = "none"  # the range test is no run to track
     recorder = _recorder(min_lr, max_lr, steps, beta, diverge)
+    created = next((p for p in (*reversed(out.parents), out) if not p.exists()), None)  # the outermost made here
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".range_test_", dir=out))  # the test's own: no folder of the user's
     try:
@@ -166,6 +170,15 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     finally:
         shutil.rmtree(work, ignore_errors=True)  # nothing of the range test's model is worth keeping
     lrs, losses, smoothed = recorder.lrs, recorder.losses, recorder.smoothed
+    if recorder.stopped and len(smoothed) < MIN_DIVERGED_POINTS:  # diverged at once: 2-3 points are no curve
+        from ftsweep.config.errors import UsageError
+
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)  # nothing of the failed test stays
+
+        raise UsageError(f"lr-find: the loss diverged after {len(smoothed)} step(s) ({recorder.stopped}), too few "
+                         f"points for a suggestion (at least {MIN_DIVERGED_POINTS}): lower the top of the range (--max-lr; in a sweep the "
+                         f"top of optimizer.lr's range; it had reached {lrs[-1] if lrs else min_lr:.3g})")
     suggestion = suggest(lrs, smoothed, skip_begin, skip_end)
     begin, end = skipped(len(smoothed), skip_begin, skip_end)  # the rule as applied (a diverged test has fewer points)
     result = {
