@@ -159,6 +159,37 @@ def test_cli_a_failed_run_with_checkpoints_says_how_to_continue_it(cache_dir, tm
     assert snapshot(tmp_path) == before
 
 
+def test_cli_a_stopped_run_with_checkpoints_is_not_started_over_by_a_rerun(cache_dir, tmp_path):
+    stopped = tmp_path / "stopped"  # killed (kill -9, a time limit): checkpoints, no metrics.json nor failure.json
+    (stopped / "checkpoints" / "checkpoint-3").mkdir(parents=True)
+    (stopped / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3}')
+    before = snapshot(tmp_path)
+    out = cli("train", "hydra.run.dir=stopped", "trainer.max_steps=10", "logger=none", cwd=tmp_path, cache_dir=cache_dir)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [(
+        "ftsweep: error: hydra.run.dir: stopped holds a stopped run that saved step 3: continue it with "
+        "trainer.resume_from_checkpoint=true, write to a new folder (hydra.run.dir=<new>), or start it over with "
+        "overwrite=true")]
+    assert snapshot(tmp_path) == before
+
+
+def test_a_resume_in_the_run_folder_compares_with_the_config_the_checkpoint_recorded(compose, tmp_path, capfd):
+    # a resume in the stopped run's own folder: Hydra has replaced .hydra/config.yaml with the new run's config
+    # before the run starts; the checkpoint's own record still says what it was trained with
+    from omegaconf import OmegaConf
+
+    run(compose(*RUN, "trainer.max_steps=3", "optimizer.lr=1e-3"), tmp_path / "r")
+    point = tmp_path / "r" / "checkpoints" / "checkpoint-3"
+    assert OmegaConf.load(point / "run_config.yaml").optimizer.lr == 1e-3
+    again = compose(*RUN, "optimizer.lr=5e-4", "trainer.resume_from_checkpoint=true")
+    (tmp_path / "r" / ".hydra").mkdir()
+    OmegaConf.save(again, tmp_path / "r" / ".hydra" / "config.yaml")
+    run(again, tmp_path / "r")
+    assert ("resuming with other settings than the run that saved it: optimizer.lr=0.0005 (was 0.001)"
+            in capfd.readouterr().err)
+    assert OmegaConf.load(tmp_path / "r" / "checkpoints" / "checkpoint-6" / "run_config.yaml").optimizer.lr == 5e-4
+
+
 def test_a_resume_with_other_settings_says_which(compose, tmp_path):
     from omegaconf import OmegaConf
 

@@ -1,5 +1,5 @@
-"""Trainer callbacks ftsweep adds to every run: fail on NaN/inf loss, time limit, early stopping, the W&B run
-recorded in each checkpoint."""
+"""Trainer callbacks ftsweep adds to every run: fail on NaN/inf loss, time limit, early stopping, the run's config
+and W&B run recorded in each checkpoint."""
 
 from __future__ import annotations
 
@@ -107,20 +107,21 @@ class IntermediateEvaluations(TrainerCallback):
         self.training = False
 
 
-class RecordTrackerRun(TrainerCallback):
-    """Write the W&B run's id into each checkpoint as it is saved: a run resumed from the checkpoint (by hand or a
-    crashed sweep's lost trial) continues that W&B run instead of starting a second one (:mod:`ftsweep.tracking`)."""
+class RecordCheckpoint(TrainerCallback):
+    """Write into each checkpoint as it is saved the run's config and W&B run id: a run resumed from it (by hand, in
+    its own folder too, or a crashed sweep's lost trial) compares its settings with the saving run's and continues
+    that W&B run instead of starting a second one (:func:`ftsweep.rundir.write_checkpoint_record`)."""
 
-    def __init__(self, run_id: str):
-        self.run_id = run_id
+    def __init__(self, config_yaml: str, run_id: str | None):
+        self.config_yaml, self.run_id = config_yaml, run_id
 
     def on_save(self, args, state, control, **kwargs):
         from pathlib import Path
 
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from ftsweep.rundir import write_checkpoint_tracker_run
+        from ftsweep.rundir import write_checkpoint_record
 
         point = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero and point.is_dir():
-            write_checkpoint_tracker_run(point, self.run_id)
+            write_checkpoint_record(point, self.config_yaml, self.run_id)

@@ -391,7 +391,15 @@ def check_run_dir(cfg: Any) -> None:
     from ftsweep import rundir
 
     run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).expanduser()
+    resuming = bool(OmegaConf.select(cfg, rundir.RESUME_KEY))
     if not rundir.is_finished(run_dir):
+        step = None if resuming else rundir.saved_step(run_dir)
+        if step is not None and not cfg.overwrite:  # a stopped run (killed, a time limit): its checkpoints stay
+            raise UsageError(f"hydra.run.dir: {run_dir} holds a stopped run that saved step {step}: continue it "
+                             f"with {rundir.RESUME_KEY}=true, write to a new folder (hydra.run.dir=<new>), or start "
+                             "it over with overwrite=true")
+        if step is not None:
+            rundir.clear_finished(run_dir, checkpoints=True)
         return
     if not cfg.overwrite:
         if rundir.read_failure(run_dir) is not None and rundir.resume_hint(run_dir):  # it failed, with checkpoints
@@ -400,7 +408,7 @@ def check_run_dir(cfg: Any) -> None:
                              f"{rundir.RESUME_KEY}=true overwrite=true")
         raise UsageError(f"hydra.run.dir: {run_dir} holds a finished run; write to a new folder "
                          "(hydra.run.dir=<new>) or replace it with overwrite=true")
-    rundir.clear_finished(run_dir)
+    rundir.clear_finished(run_dir, checkpoints=not resuming)
 
 
 def train_task(cfg: Any) -> float | None:

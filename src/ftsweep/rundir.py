@@ -14,7 +14,8 @@
     adapter/ | model/      the trained LoRA adapter (+ tokenizer) | a full fine-tune's model
     adapter_init/          lora.init=pissa / olora: the adapter as it started (adapter/ is converted with it)
     checkpoints/checkpoint-<step>/   what trainer.save_steps saves (trainer.resume_from_checkpoint continues from one;
-                           its wandb_run.json names the W&B run that saved it, which a resumed run continues)
+                           its run_config.yaml is the saving run's config, which a resume compares with, and its
+                           wandb_run.json names the saving W&B run, which a resumed run continues)
     trial.log              a sweep trial's output (command line first)
 
 :class:`RunDir` names them; the functions below read and write them. Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
@@ -35,6 +36,7 @@ PREDICTIONS = "predictions.jsonl"
 ADAPTER, FULL_MODEL, TRIAL_LOG = "adapter", "model", "trial.log"
 INITIAL_ADAPTER = "adapter_init"
 TRACKER_RUN = "wandb_run.json"  # in a checkpoint: the W&B run that saved it
+SAVED_CONFIG = "run_config.yaml"  # in a checkpoint: the config of the run that saved it
 CHECKPOINTS, TRAINER_STATE = "checkpoints", "trainer_state.json"  # transformers' checkpoint-<step>/ folders in it
 RESUME_KEY = "trainer.resume_from_checkpoint"
 FINISHED_MARKERS = (METRICS, FAILURE)
@@ -171,10 +173,23 @@ def is_finished(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
 
 
-def clear_finished(run_dir: Path) -> None:
-    """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays."""
+def clear_finished(run_dir: Path, checkpoints: bool = False) -> None:
+    """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays; with
+    ``checkpoints`` its checkpoints too (a new run, not a resume: a later resume must not find the old ones)."""
+    import shutil
+
     for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY, PREDICTIONS):
         (Path(run_dir) / name).unlink(missing_ok=True)
+    if checkpoints:
+        shutil.rmtree(RunDir(Path(run_dir)).checkpoints, ignore_errors=True)
+
+
+def saved_step(run_dir: Path) -> int | None:
+    """The step of the latest checkpoint in ``run_dir`` (None when it saved none)."""
+    try:
+        return checkpoint_step(resume_point(run_dir))
+    except UsageError:
+        return None
 
 
 def mask_hydra_files(run_dir: Path) -> None:
@@ -252,12 +267,14 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
 
 
 def _saved_config(point: Path) -> Any:
-    """The config (``.hydra/config.yaml``) of the run that saved checkpoint ``point``, when the checkpoint is in a
-    run's ``checkpoints/``; else None."""
+    """The config of the run that saved checkpoint ``point``: the one recorded in it (``run_config.yaml``), else
+    the run's ``.hydra/config.yaml`` when the checkpoint is in a run's ``checkpoints/``; else None."""
     from omegaconf import OmegaConf
 
     folder = Path(point).parent
-    saved = RunDir(folder.parent).config if folder.name == CHECKPOINTS else None
+    saved = Path(point) / SAVED_CONFIG
+    if not saved.is_file():
+        saved = RunDir(folder.parent).config if folder.name == CHECKPOINTS else None
     return OmegaConf.load(saved) if saved is not None and saved.is_file() else None
 
 
@@ -327,13 +344,20 @@ def checkpoint_step(point: Path) -> int:
     return int((read_json(Path(point) / TRAINER_STATE) or {}).get("global_step") or 0)
 
 
-def write_checkpoint_tracker_run(point: Path, run_id: str) -> None:
-    """Record in checkpoint ``point`` the W&B run that saved it (a run resumed from it continues that run)."""
-    write_json(Path(point) / TRACKER_RUN, {"wandb_run_id": run_id})
+def write_checkpoint_record(point: Path, config_yaml: str, run_id: str | None) -> None:
+    """Record in checkpoint ``point`` the config of the run that saved it (what a resume compares with, even after
+    a resume in the same folder has replaced ``.hydra/config.yaml``) and its W&B run (which a resume continues)."""
+    from ftsweep.tracking import mask_url_passwords
+
+    tmp = Path(point) / (SAVED_CONFIG + ".tmp")
+    tmp.write_text(mask_url_passwords(config_yaml))
+    tmp.replace(Path(point) / SAVED_CONFIG)
+    if run_id:
+        write_json(Path(point) / TRACKER_RUN, {"wandb_run_id": run_id})
 
 
 def checkpoint_tracker_run(point: Path) -> str | None:
-    """The W&B run that saved checkpoint ``point`` (:func:`write_checkpoint_tracker_run`), None if unrecorded."""
+    """The W&B run that saved checkpoint ``point`` (:func:`write_checkpoint_record`), None if unrecorded."""
     run_id = (read_json(Path(point) / TRACKER_RUN) or {}).get("wandb_run_id")
     return run_id if isinstance(run_id, str) and run_id else None
 

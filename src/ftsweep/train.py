@@ -254,10 +254,10 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
                              output_dir=rundir.RunDir(run_dir).checkpoints, run_name=tracker.cfg.run_name or run_dir.name,
                              report_to=tracker.report_to)
     # the generation objective first: early stopping and pruning read the values it adds
-    from ftsweep.callbacks import RecordTrackerRun
+    from ftsweep.callbacks import RecordCheckpoint
 
     callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
-                 *([RecordTrackerRun(tracker.run_id)] if tracker.run_id else []), *extra_callbacks]
+                 RecordCheckpoint(OmegaConf.to_yaml(cfg), tracker.run_id), *extra_callbacks]
     stage = stage_module(cfg.stage.name)
     score_labelled_positions_only()
     built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)
