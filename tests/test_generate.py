@@ -136,6 +136,12 @@ def test_cli_with_a_questions_file(tiny_run, tmp_path, capsys):
     rows = [json.loads(x) for x in (tmp_path / "o" / "answers.jsonl").read_text().splitlines()]
     assert [r["question"] for r in rows] == ["What is LoRA?", "Name a color."]
     assert all(r["base"] is None for r in rows) and rows[0]["settings"]["top_k"] == 5
+    before = (tmp_path / "o" / "answers.jsonl").read_bytes()
+    assert cli.main(argv) == 2  # earlier answers are never overwritten
+    assert capsys.readouterr().err.strip() == (f"ftsweep: error: --out {tmp_path / 'o'}: already holds answers.md and "
+                                               "answers.jsonl of an earlier generate (nothing is overwritten): give a "
+                                               "new folder")
+    assert (tmp_path / "o" / "answers.jsonl").read_bytes() == before
     assert cli.main(["generate", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().endswith("not a run directory (no .hydra/config.yaml)")
     assert cli.main(["merge", str(tmp_path / "nope")]) == 2
@@ -231,3 +237,13 @@ def test_a_run_on_a_dataset_info_sharegpt_entry_renders_its_prompts_as_trained(t
     plain, _ = render_prompt("Name a color.", cfg.data, tok)
     assert plain.endswith("<|start_header_id|>user<|end_header_id|>\n\nName a color.<|eot_id|>"
                           "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_the_default_answers_folder_never_reuses_one_with_answers(tmp_path):
+    from ftsweep.generate import answers_folder
+
+    assert answers_folder(tmp_path, None) == tmp_path / "generations"
+    (tmp_path / "generations").mkdir()
+    assert answers_folder(tmp_path, None) == tmp_path / "generations"  # empty: used
+    (tmp_path / "generations" / "answers.md").write_text("earlier")
+    assert answers_folder(tmp_path, None) == tmp_path / "generations_2"

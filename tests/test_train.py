@@ -94,6 +94,30 @@ def test_unknown_objective_metric_lists_available(compose):
         compose("objective.metric=eval_bleu")
 
 
+def test_a_w_and_b_server_out_of_reach_logs_the_run_offline(compose, tmp_path, wandb_dir, monkeypatch, capfd):
+    import wandb
+
+    real = wandb.init
+    tried = []
+
+    def init(*args, **kwargs):
+        tried.append(kwargs["mode"])
+        if kwargs["mode"] == "online":  # as wandb.init does without network, after its retries
+            raise wandb.errors.CommError("Timed out while retrying; api key sk-" + "x" * 8 + " not reached")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    cfg = compose(*[o for o in FAST if o != "logger=none"], "logger=wandb", "trainer.max_steps=2", "trainer.eval_steps=2")
+    metrics = run(cfg, tmp_path / "run")
+    assert tried == ["online", "offline"] and metrics["status"] == "complete"
+    assert metrics["wandb_run_url"] is None
+    assert list((wandb_dir / "wandb").glob(f"offline-run-*{metrics['wandb_run_id']}"))
+    err = capfd.readouterr().err
+    assert "W&B: cannot start the run online (CommError: Timed out while retrying" in err
+    assert "it logs offline instead (upload it later with wandb sync" in err
+
+
 def test_wandb_offline_run_holds_config_and_final_eval_loss(compose, tmp_path, wandb_dir, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose(*[o for o in FAST if o != "logger=none"], "logger=wandb", "trainer.max_steps=4", "trainer.eval_steps=2")

@@ -131,13 +131,15 @@ def as_row(question: Any, d: Any) -> Any:
     row that has none of the format's fields (:data:`PLAIN_FIELDS`)."""
     from ftsweep.data.options import data_options
     from ftsweep.data.sources import column_map, map_columns
+    from ftsweep.data.templates import column_value
 
     d = data_options(d)  # a dataset_info.json entry gives the format and columns
     if isinstance(question, Question):
         question = question.value
     if not isinstance(question, dict):
         return question
-    row = map_columns(question, column_map(d))
+    # a question may be in the run's layout or in the format's own: only the mappings whose column it has apply
+    row = map_columns(question, {k: v for k, v in column_map(d).items() if column_value(question, v)[0]})
     if any(k in row for k in FORMAT_FIELDS.get(d.format, ())):
         return row
     return next((row[k] for k in PLAIN_FIELDS if isinstance(row.get(k), str)), row)
@@ -383,6 +385,28 @@ def main(argv: list[str]) -> int:
     questions = read_questions(args.questions) if args.questions else None
     from ftsweep.sweeper.study import run_or_best_trial
 
-    generate_run(run_or_best_trial(args.run_dir), questions, settings, args.out, base=not args.no_base,
+    run_dir = run_or_best_trial(args.run_dir)
+    generate_run(run_dir, questions, settings, answers_folder(Path(run_dir), args.out), base=not args.no_base,
                  quantized=not args.full_precision)
     return 0
+
+
+ANSWER_FILES = ("answers.md", "answers.jsonl")
+
+
+def answers_folder(run_dir: Path, given: Path | None) -> Path:
+    """Where ``ftsweep generate`` writes: ``--out`` (refused when it holds earlier answers: nothing is overwritten),
+    else the run's ``generations/`` (``generations_2``, ... when earlier answers are there)."""
+    from ftsweep.config.errors import UsageError
+
+    if given is not None:
+        held = [name for name in ANSWER_FILES if (Path(given) / name).exists()]
+        if held:
+            raise UsageError(f"--out {given}: already holds {' and '.join(held)} of an earlier generate (nothing is "
+                             "overwritten): give a new folder")
+        return Path(given)
+    out, n = run_dir / "generations", 1
+    while any((out / name).exists() for name in ANSWER_FILES):
+        n += 1
+        out = run_dir / f"generations_{n}"
+    return out

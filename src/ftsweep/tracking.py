@@ -197,6 +197,7 @@ class Tracker:
         self.config = scrub(config)
         self.info = info or RunInfo()
         self.run = None
+        self.mode: str | None = None  # the W&B mode the run started in (offline when online could not start)
 
     @property
     def report_to(self) -> list[str]:
@@ -215,18 +216,23 @@ class Tracker:
         os.environ.setdefault("WANDB_LOG_MODEL", "false")
         config = {**self.config, **scrub(self.info.config)}
         group, name = self.cfg.group or self.info.group, self.cfg.run_name or self.info.name
-        self.run = wandb_init(
-            project=self.cfg.project,
-            entity=self.cfg.entity,
-            group=group,
-            name=name,
-            tags=list(self.cfg.tags) or None,
-            config=config,
-            dir=wandb_dir(self.run_dir),
-            mode=mode,
-            reinit="finish_previous",
-            **({"id": resume_run_id, "resume": "allow"} if resume_run_id else {}),
-        )
+        settings = dict(project=self.cfg.project, entity=self.cfg.entity, group=group, name=name,
+                        tags=list(self.cfg.tags) or None, config=config, dir=wandb_dir(self.run_dir),
+                        reinit="finish_previous",
+                        **({"id": resume_run_id, "resume": "allow"} if resume_run_id else {}))
+        try:
+            self.run = wandb_init(mode=mode, **settings)
+        except Exception as err:  # noqa: BLE001 -- no network, a bad key, W&B down: the run goes on, logged offline
+            if mode != "online":
+                raise
+            from ftsweep.errors import first_line, one_line
+            from ftsweep.notices import notice
+
+            notice(f"W&B: cannot start the run online ({one_line(type(err).__name__ + ': ' + first_line(err))}): it logs offline instead (upload it later "
+                   "with wandb sync; WANDB_MODE=offline or logger=none skip the wait)")
+            mode = os.environ["WANDB_MODE"] = "offline"
+            self.run = wandb_init(mode=mode, **settings)
+        self.mode = mode
         from ftsweep.console import say
 
         say(self.where() + (" (continued: the run that saved the checkpoint)" if resume_run_id else ""))
@@ -247,7 +253,7 @@ class Tracker:
     @property
     def run_url(self) -> str | None:
         """The W&B run's page (None offline or without W&B)."""
-        if self.run is None or wandb_mode(self.cfg) != "online":
+        if self.run is None or self.mode != "online":
             return None  # offline runs have no page (asking W&B for one prints a warning)
         try:
             return self.run.url
