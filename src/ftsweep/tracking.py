@@ -222,7 +222,7 @@ class Tracker:
                         **({"id": resume_run_id, "resume": "allow"} if resume_run_id else {}))
         try:
             self.run = wandb_init(mode=mode, **settings)
-        except Exception as err:  # noqa: BLE001 -- no network, a bad key, W&B down: the run goes on, logged offline
+        except Exception as err:  # no network, a bad key, W&B down: the run goes on, logged offline
             if mode != "online":
                 raise
             from ftsweep.errors import first_line, one_line
