@@ -190,6 +190,28 @@ def test_a_resume_in_the_run_folder_compares_with_the_config_the_checkpoint_reco
     assert OmegaConf.load(tmp_path / "r" / "checkpoints" / "checkpoint-6" / "run_config.yaml").optimizer.lr == 5e-4
 
 
+def test_cli_a_terminated_run_says_how_to_continue_from_its_checkpoint(cache_dir, tmp_path):
+    # SIGTERM: what a cluster's time limit (SLURM) or kill sends; before, the run died without a word (exit -15)
+    import signal
+    import time
+
+    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "ftsweep", "train", "logger=none", "hydra.run.dir=r",
+                             "trainer.max_steps=100000", "trainer.save_steps=2", "trainer.eval_steps=100000"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "r" / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint saved"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ftsweep: error: terminated (SIGTERM); it saved step "), last
+    assert last.endswith(f"trainer.resume_from_checkpoint={tmp_path / 'r'}"), last
+    assert "Traceback" not in err
+
+
 def test_a_resume_with_other_settings_says_which(compose, tmp_path):
     from omegaconf import OmegaConf
 

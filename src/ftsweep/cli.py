@@ -423,7 +423,11 @@ def train_task(cfg: Any) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     try:
-        metrics = execute(cfg, run_dir)
+        with _terminate_as_interrupt(HydraConfig.get().mode.name == "RUN"):
+            metrics = execute(cfg, run_dir)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a cluster's time limit (SIGTERM): how to go on, when it can
+        hint = rundir.resume_hint(run_dir)
+        raise KeyboardInterrupt(f"{exc or 'interrupted'}{'; ' + hint if hint else ''}") from None
     except UsageError as exc:
         created = _NEW_FOLDERS[0]
         if exit_code(exc) == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
@@ -442,6 +446,28 @@ def train_task(cfg: Any) -> float | None:
 
         generate_run(run_dir)
     return metrics.get("objective")
+
+
+@contextmanager
+def _terminate_as_interrupt(single_run: bool) -> Iterator[None]:
+    """In a single run, SIGTERM (what a cluster's time limit or ``kill`` sends) stops training as Ctrl-C does, so the
+    run says how to continue from its last checkpoint instead of dying silently. (A sweep trial keeps the default:
+    its sweeper reads the signal from the exit code.)"""
+    import signal
+    import threading
+
+    if not single_run or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_help(overrides: list[str], config_dirs: list[str]) -> int:

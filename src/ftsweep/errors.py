@@ -116,7 +116,7 @@ def report(err: BaseException, stream: IO[str] | None = None) -> int:
     if isinstance(err, SystemExit):
         return code
     if isinstance(err, KeyboardInterrupt):
-        print("ftsweep: error: interrupted", file=stream)
+        print(f"ftsweep: error: {one_line(str(err)) if str(err) else 'interrupted'}", file=stream)
         return code
     if isinstance(err, RunFailed) and err.__cause__ is not None:
         traceback.print_exception(type(err.__cause__), err.__cause__, err.__cause__.__traceback__, file=stream)
