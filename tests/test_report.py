@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import optuna
 import pytest
@@ -89,6 +90,9 @@ def test_report_cli_errors(study, tmp_path):
     from ftsweep.config.errors import UsageError
 
     _, sd = study
+    with pytest.raises(UsageError, match=f"^{re.escape(str(sd / 'study.db'))}: a file, not a sweep directory; give "
+                                         f"the sweep's folder: {re.escape(str(sd))}$"):
+        main([str(sd / "study.db")])
     with pytest.raises(UsageError, match="no study 'nope'"):
         main([str(sd), "--study", "nope"])
     with pytest.raises(UsageError, match="no study.db or study.journal"):
@@ -290,3 +294,26 @@ def test_subset_evaluations_are_not_judged_against_the_every_row_value_before_tr
         else:
             s.tell(t, final)
     assert [did_not_learn(t)[0] for t in s.trials] == [None, True, False]
+
+
+def test_a_killed_sweeps_running_trials_are_reported_lost_without_optunas_warnings(tmp_path, capfd):
+    import socket
+    import subprocess
+    import sys
+
+    from ftsweep.sweeper.attrs import OWNER
+
+    sd = tmp_path / "sweep"
+    sd.mkdir()
+    study = optuna.create_study(study_name="killed", storage=f"sqlite:///{sd / 'study.db'}")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for _ in range(2):  # a sweep killed before any trial finished
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study._storage.set_trial_user_attr(trial._trial_id, OWNER, {"host": socket.gethostname(), "pid": dead.pid})
+    assert main([str(sd)]) == 0
+    out, err = capfd.readouterr()
+    assert ("study killed: 2 trials (0 complete, 0 pruned, 0 failed, 2 running, of which 2 lost: their sweep process "
+            "is gone; run the sweep's command again to resume it)") in out
+    assert "no complete trials" not in err.lower() and "[W " not in err
+    assert json.loads((sd / "summary.json").read_text())["n_lost"] == 2

@@ -52,12 +52,21 @@ def main(argv: list[str]) -> int:
         study, sweep_dir, url = load(args.target, args.study)
     except SweepInputError as err:
         raise UsageError(str(err)) from err
+    from ftsweep.verbosity import verbose
+
+    if not verbose():  # "There are no complete trials." from each plot of a sweep with none yet: said below
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = Path(args.out).resolve() if args.out else sweep_dir
     out_dir = write_report(study, out, storage_url=url)
     folder = SweepDir(out_dir)
     summary = folder.read_summary() or {}
+    lost = summary.get("n_lost") or 0
     print(f"study {summary['study_name']}: {summary['n_trials']} trials ({summary['n_complete']} complete, "
-          f"{summary['n_pruned']} pruned, {summary['n_failed']} failed, {summary['n_running']} running)")
+          f"{summary['n_pruned']} pruned, {summary['n_failed']} failed, {summary['n_running']} running"
+          + (f", of which {lost} lost: their sweep process is gone; run the sweep's command again to resume it)"
+             if lost else ")"))
     if summary.get("pareto_trials") is not None:
         print(f"pareto front ({', '.join(summary['metrics'] or [])}): trial(s) "
               f"{', '.join(map(str, summary['pareto_trials'])) or 'none'}")
@@ -121,10 +130,15 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     return out_dir
 
 
+LOST_AFTER_S = 60.0  # a running trial without a heartbeat this long (the sweeper's default grace_period_s) is lost
+
+
 def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     """The numbers of ``summary.json``."""
     from ftsweep.sweeper.storage import redact
-    from ftsweep.sweeper.study import best_trial, count, counted_trials, pareto_front, tied_value
+    from optuna.trial import TrialState
+
+    from ftsweep.sweeper.study import best_trial, count, counted_trials, pareto_front, stale_reason, tied_value
 
     c = count(study)
     best = best_trial(study)
@@ -136,6 +150,9 @@ def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
         "n_pruned": c.pruned,
         "n_failed": c.failed,
         "n_running": c.running,
+        # running trials whose sweep process is gone (killed): the next run of the sweep fails and re-runs them
+        "n_lost": sum(stale_reason(t, LOST_AFTER_S) is not None
+                      for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))),
         "n_waiting": c.waiting,
         "n_rerun": len(study.get_trials(deepcopy=False)) - len(counted_trials(study)),
         "directions": [d.name.lower() for d in study.directions],
@@ -329,7 +346,9 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
     lines = [f"# Sweep {summary['study_name']}", ""]
     lines.append(f"{summary['n_trials']} trials: {summary['n_complete']} complete, {summary['n_pruned']} pruned, "
                  f"{summary['n_failed']} failed, {summary['n_running']} running "
-                 f"({', '.join(summary['directions'])} {summary.get('metrics') or ''}).")
+                 + (f"(of which {summary['n_lost']} lost: their sweep process is gone; run the sweep's command "
+                    "again to resume it) " if summary.get("n_lost") else "")
+                 + f"({', '.join(summary['directions'])} {summary.get('metrics') or ''}).")
     if pareto:
         lines += ["", pareto]
     elif summary["best_value"] is not None:

@@ -360,6 +360,10 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(target).expanduser()
     if "://" not in target and not target.startswith("journal:"):
+        if path.is_file():  # study.db, trials.md, ... of a sweep
+            inside = SweepDir(path.parent).existing_storage_url() is not None
+            raise SweepInputError(f"{target}: a file, not a sweep directory"
+                                  + (f"; give the sweep's folder: {path.parent}" if inside else ""))
         if not path.is_dir():
             raise SweepInputError(f"{target}: no such sweep directory (or give a storage URL)")
         url = SweepDir(path).existing_storage_url()
