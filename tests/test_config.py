@@ -307,6 +307,13 @@ def test_cfg_job_with_a_run_or_sweep_flag_prints_the_config(mode):
     assert "lora:" in out.stdout and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("swept", ["optimizer.lr=1e-4,1e-3", "optimizer.lr=tag(log,interval(1e-4,1e-3))"])
+def test_cfg_job_of_a_sweep_prints_the_config_without_its_swept_keys(swept):
+    out = cli_in_fresh_python(["train", "-m", swept, "trainer.max_steps=7", "--cfg", "job"])
+    assert "max_steps: 7" in out.stdout and "lr: 0.0002" in out.stdout  # the fixed override applied; lr: default
+    assert out.stderr.strip() == f"ftsweep: the config without the swept key(s) {swept}: each trial sets them"
+
+
 def test_unreachable_model_is_one_line_error(monkeypatch, capsys, cache_dir):
     from ftsweep.cli import main
 

@@ -305,6 +305,14 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     if flags & {"--cfg", "-c", "--info", "-i", "-sc", "--shell-completion"} and flags & {"-m", "--multirun", "-r", "--run"}:
         # show the config / info instead of running or sweeping (Hydra takes only one of them)
         argv = [a for a in argv if a not in ("-m", "--multirun", "-r", "--run")]
+    if flags & {"--cfg", "-c", "--info", "-i"}:  # a swept key has no one value to show: the config without it
+        from ftsweep.config.compose import fixed_overrides
+        from ftsweep.console import say
+
+        swept = [a for a in argv if "=" in a and not a.startswith("-") and not fixed_overrides([a])]
+        if swept:
+            say(f"the config without the swept key(s) {', '.join(swept)}: each trial sets them")
+            argv = [a for a in argv if a not in swept]
     if "--experimental-rerun" in flags:
         i = argv.index("--experimental-rerun")
         path = argv[i + 1] if i + 1 < len(argv) else ""
