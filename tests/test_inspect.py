@@ -141,6 +141,17 @@ def test_inspect_without_validation_rows_and_its_dropped_rows(cache_dir, tmp_pat
     listing = out[out.index("dropped rows (1, train and eval):"):].splitlines()
     assert listing[1].startswith(f"  {path} row 2: over-long (") and "> 400 tokens, data.overlong=drop)" in listing[1]
     assert cli_main(["inspect", f"data.path={path}", "data.val_size=0", NO_PRETRAIN, "--split", "eval"]) == 2
+    capsys.readouterr()
+    # every row dropped: no training rows to show, but --dropped still lists which and why, then the error
+    code = cli_main(["inspect", f"data.path={path}", "data.val_size=0", "data.cutoff_len=8", "data.overlong=drop",
+                     NO_PRETRAIN, "--dropped"])
+    captured = capsys.readouterr()
+    assert code == 2
+    listing = captured.out.splitlines()
+    assert listing[0] == "dropped rows (3 listed, train and eval):"
+    assert sorted(line.split(": ")[0] for line in listing[1:]) == [f"  {path} row {i}" for i in (1, 2, 3)]
+    assert captured.err.strip().endswith("no training rows left after filtering, bad rows and the length policy; "
+                                         "ftsweep inspect --dropped lists the dropped ones")
 
 
 def test_rows_listed_from_a_cache_entry_carry_this_runs_file_names():

@@ -63,7 +63,14 @@ def main(argv: list[str]) -> int:
     for flag, value in (("--rows", args.rows), ("--bins", args.bins)):
         if value < (0 if flag == "--rows" else 1):
             raise UsageError(f"{flag}: must be >= {0 if flag == '--rows' else 1} (got {value})")
-    bundle, tokenizer, cfg = _build(args.overrides, UsageError, args.config_dir)
+    try:
+        bundle, tokenizer, cfg = _build(args.overrides, UsageError, args.config_dir)
+    except UsageError as err:  # every row dropped: --dropped still says which and why
+        if args.dropped and getattr(err, "dropped_where", None):
+            print(f"dropped rows ({len(err.dropped_where)} listed, train and eval):")
+            for where in err.dropped_where:
+                print(f"  {where}")
+        raise
     ds = bundle.train if args.split == "train" else bundle.eval
     if ds is None:
         raise UsageError("there is no eval split (data.val_size=0 and no data.validation_path)")
@@ -111,7 +118,9 @@ def _build(overrides: list[str], usage_error: type[Exception], config_dirs: list
         tokenizer = load_tokenizer(cfg)
         return stage_module(cfg.stage.name).datasets(cfg, tokenizer), tokenizer, cfg
     except (DataError, ConfigError) as err:
-        raise usage_error(str(err)) from None
+        failure = usage_error(str(err))
+        failure.dropped_where = getattr(err, "dropped_where", None)  # every row dropped: which (--dropped)
+        raise failure from None
 
 
 # ------------------------------------------------------------------------------------------- spans

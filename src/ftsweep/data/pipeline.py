@@ -135,6 +135,12 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     return DataBundle(train=train, eval=eval_, stats=stats, fingerprint=fp, stored=stored, rename=rename)
 
 
+def _all_dropped(err: DataError, counts: LengthCounts) -> DataError:
+    """``err`` carrying the rows the length policy dropped (``ftsweep inspect --dropped`` lists them)."""
+    err.dropped_where = list(counts.dropped_where[:MAX_LISTED_DROPPED])  # type: ignore[attr-defined]
+    return err
+
+
 def _no_rows(path: str, bad: BadRows) -> DataError:
     """A data file that holds no row (``[]``, a CSV header alone, a parquet table of none; or only bad rows)."""
     return DataError(path, "the file has no rows" + (f" (its {bad.skipped} rows were bad and skipped)" if bad.skipped
@@ -219,14 +225,16 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     if val_records:
         eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance), fp + "-eval")[0]
     if eval_ is None and val_records:  # an eval objective would find nothing to measure, after the whole run
-        raise DataError(d.validation_path or "data.val_size",
-                        f"no validation rows left: all {len(val_records)} were dropped (over-long under "
-                        f"data.overlong={d.overlong} at data.cutoff_len={d.cutoff_len}, or an empty answer; ftsweep "
-                        "inspect --dropped lists them)")
+        raise _all_dropped(DataError(
+            d.validation_path or "data.val_size", f"no validation rows left: all {len(val_records)} were dropped "
+            f"(over-long under data.overlong={d.overlong} at data.cutoff_len={d.cutoff_len}, or an empty answer; "
+            "ftsweep inspect --dropped lists them)"), counts)
     if train is None and not train_records and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_records))
     if train is None:
-        raise DataError(d.path, "no training rows left after filtering, bad rows and the length policy")
+        raise _all_dropped(DataError(d.path, "no training rows left after filtering, bad rows and the length policy"
+                                             + ("; ftsweep inspect --dropped lists the dropped ones"
+                                                if counts.dropped_where else "")), counts)
     stats = {
         "n_rows": n_rows,
         "n_filtered": n_filtered,
