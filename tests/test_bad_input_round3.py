@@ -33,6 +33,8 @@ CASES = [
     ("data_txt_of_tab_columns", [*AUTO, "data.path=tabs.txt"], ["tabs.txt line 1", "data.loader=tsv"]),
     ("data_rows_under_split_keys", [*AUTO, "data.path=splits.json"],
      ["splits.json", "the rows may be under 'train' (or 'test'): +data.extra.field=train"]),
+    ("tilde_path_unquoted", [*RUN, "data.path=~/rows.jsonl"],
+     ["data.path: cannot parse '~/rows.jsonl'", "quote it, \"data.path='~/rows.jsonl'\""]),
     ("data_folder_of_two_formats", [*AUTO, "data.path=mixed"], ["mixed: the folder holds data files of several formats",
                                                                "csv: b.csv; json: a.jsonl"]),
 ]

@@ -293,6 +293,8 @@ def override_error(override: str, err: BaseException) -> str:
     hint = " (quote a value with spaces, braces or '=': \"key='...'\" in a shell)" if re.search(r"[\s{}=]", value) else ""
     if not value.isascii():
         hint = f" (Hydra reads unquoted values as ASCII only: quote it, \"{key}='{value}'\")"
+    elif not hint and "'" not in value and ("LexerNoViableAlt" in reason or "no viable alternative" in reason):
+        hint = f" (a character Hydra does not read unquoted: quote it, \"{key}='{value}'\")"  # ~/data.jsonl
     return f"{key.lstrip('+~')}: cannot parse {value!r}: {reason}{hint}"
 
 
