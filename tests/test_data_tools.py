@@ -374,3 +374,28 @@ def trained_runs(tok, row) -> list[str]:
     if cur:
         runs.append(cur)
     return [tok.decode(r) for r in runs]
+
+
+def test_openai_legacy_function_call_rows_read_as_their_tool_call_layout(build, tmp_path):
+    """OpenAI's legacy fine-tuning layout (``function_call`` on the assistant, role ``function`` for the result,
+    schemas under ``functions``) gives the same tokens and labels as its tools / tool_calls / tool layout."""
+    schema = {"name": "get_weather", "description": "Get weather",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    legacy = {"functions": [schema], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"role": "function", "name": "get_weather", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": "21 degrees."}]}
+    current = {"tools": [{"type": "function", "function": schema}], "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": "21 degrees."}]}
+    rows = {}
+    for name, row in (("legacy", legacy), ("current", current)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(row) + "\n")
+        rows[name] = build(path, "data.format=chat")[0].train[0]
+    assert rows["legacy"]["input_ids"] == rows["current"]["input_ids"]
+    assert rows["legacy"]["labels"] == rows["current"]["labels"]

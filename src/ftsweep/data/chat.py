@@ -29,6 +29,7 @@ ROLE_ALIASES = {
     "tool_call": "tool_call",
     "observation": "tool",
     "tool": "tool",
+    "function": "tool",  # OpenAI's legacy function result (role "function", with the function's name)
 }
 # After a turn of this role, which roles may come next (the first turn after an optional system is user).
 NEXT = {
@@ -119,7 +120,8 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
                 raise DataError(where, "empty (an answer that is trained needs text; loss_weight: 0 masks a turn)",
                                 f"{name}[{i}].{text_key}")
             names.append(f"{name}[{i}]")
-    conv.tools = parse_tools(row.get("tools"), where, d)
+    # OpenAI's legacy fine-tuning rows list their schemas under "functions" (bare schemas, as glaive's)
+    conv.tools = parse_tools(row["tools"] if row.get("tools") is not None else row.get("functions"), where, d)
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
     check_order(conv.roles, where, names, "from" if sharegpt else "role", offset)
     return conv
@@ -179,6 +181,8 @@ def _parse_turn(conv: Conversation, turn: Any, name: str, where: str, sharegpt: 
         calls = parse_calls(content, where, f"{name}.{text_key}")
         _add(conv, role, {"role": "assistant", "content": "", "tool_calls": calls}, trained)
         return
+    if role == "assistant" and not turn.get("tool_calls") and isinstance(turn.get("function_call"), dict):
+        turn = {**turn, "tool_calls": [{"type": "function", "function": turn["function_call"]}]}  # OpenAI's legacy
     if role == "assistant" and turn.get("tool_calls"):  # OpenAI / transformers layout
         calls = parse_calls(turn["tool_calls"], where, f"{name}.tool_calls")
         text = "" if content is None else content_text(content, where, f"{name}.{text_key}")
