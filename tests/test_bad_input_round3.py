@@ -35,6 +35,8 @@ CASES = [
      ["splits.json", "the rows may be under 'train' (or 'test'): +data.extra.field=train"]),
     ("tilde_path_unquoted", [*RUN, "data.path=~/rows.jsonl"],
      ["data.path: cannot parse '~/rows.jsonl'", "quote it, \"data.path='~/rows.jsonl'\""]),
+    ("data_gzip_under_a_plain_name", [*RUN, "data.path=packed.jsonl"],
+     ["packed.jsonl: the file is gzip-compressed but its name does not say so: name it packed.jsonl.gz"]),
     ("data_folder_of_two_formats", [*AUTO, "data.path=mixed"], ["mixed: the folder holds data files of several formats",
                                                                "csv: b.csv; json: a.jsonl"]),
 ]
@@ -52,15 +54,21 @@ FILES = {
     "splits.json": '{"train": [' + ", ".join(['{"instruction": "q", "output": "a"}'] * 4) + '], "test": [' +
                    ", ".join(['{"instruction": "q", "output": "a"}'] * 4) + "]}",
     "mixed/a.jsonl": ROWS,
+    "packed.jsonl": None,  # gzip bytes (written by the fixture)
     "mixed/b.csv": "instruction,input,output\nq,,a\n",
 }
 
 
 @pytest.fixture
 def files(project):  # noqa: F811 -- the shared fixture, extended
+    import gzip
+
     for name, text in FILES.items():
         (project / name).parent.mkdir(parents=True, exist_ok=True)
-        (project / name).write_text(text, encoding="utf-8")
+        if text is None:
+            (project / name).write_bytes(gzip.compress(ROWS.encode()))
+        else:
+            (project / name).write_text(text, encoding="utf-8")
     return project
 
 

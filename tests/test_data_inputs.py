@@ -176,7 +176,7 @@ def test_a_json_array_named_jsonl_is_read_as_json(build, tmp_path, indent):
 
 
 # ------------------------------------------------------------------------------- tables by column
-@pytest.mark.parametrize("layout", ["lists", "pandas_columns", "pandas_index"])
+@pytest.mark.parametrize("layout", ["lists", "pandas_columns", "pandas_index", "pandas_split"])
 def test_a_json_table_by_column_is_read_as_its_rows(build, tmp_path, layout):
     rows = [*ROWS, {"instruction": "Bye?", "input": "", "output": "Goodbye."}]
     cols = list(rows[0])
@@ -184,6 +184,8 @@ def test_a_json_table_by_column_is_read_as_its_rows(build, tmp_path, layout):
         "lists": {c: [r[c] for r in rows] for c in cols},  # Dataset.to_dict(), df.to_dict("list")
         "pandas_columns": {c: {str(i): r[c] for i, r in enumerate(rows)} for c in cols},  # df.to_json()
         "pandas_index": {str(i): r for i, r in enumerate(rows)},  # df.to_json(orient="index")
+        "pandas_split": {"columns": cols, "index": list(range(len(rows))),  # df.to_json(orient="split")
+                         "data": [[r[c] for c in cols] for r in rows]},
     }[layout]
     path = tmp_path / "table.json"
     path.write_text(json.dumps(data))
@@ -197,6 +199,10 @@ def test_rows_under_one_key_are_not_taken_for_a_column(build, tmp_path):
     with pytest.raises(DataError, match=r"expected a JSON list of objects, got dict; the rows may be under 'data': "
                                         r"\+data.extra.field=data$"):
         build(path)
+    splits = tmp_path / "splits.json"  # rows under split keys, as many in each: not columns either
+    splits.write_text(json.dumps({"train": ROWS, "test": ROWS}))
+    with pytest.raises(DataError, match=r"the rows may be under 'train' \(or 'test'\): \+data.extra.field=train$"):
+        build(splits)
     uneven = tmp_path / "uneven.json"
     uneven.write_text(json.dumps({"instruction": ["a", "b"], "output": ["c"]}))
     with pytest.raises(DataError, match=r"expected a JSON list of objects, got dict"):

@@ -346,7 +346,7 @@ CHAT_BAD = {
         {"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
         (
             "line 2: field 'messages[1].role': unknown role 'bot' (allowed: system, developer, user, human, assistant, gpt, "
-            "function_call, tool_call, observation, tool)"
+            "function_call, tool_call, observation, tool, function)"
         ),
     ),
     "non-string content": (

@@ -245,6 +245,15 @@ def read_text(source: Source, d: Any) -> str:
     decoding error is one line with the byte offset (and line) where it happened and the encoding the bytes
     look like (charset-normalizer's guess), as the override to set."""
     raw = file_bytes(source)
+    packed = next((what for magic, what in COMPRESSED_MAGIC if raw.startswith(magic)), None)
+    if packed == "zip":
+        raise DataError(source.name, "the file is a zip archive (an .xlsx workbook is one: save the sheet as CSV), "
+                                     "not text: unzip it and give the data file")
+    if packed:  # compressed bytes under a plain name: no encoding reads them
+        how = (f"name it {Path(source.name).name}{dict(COMPRESSED_SUFFIX)[packed]} (read by its extension), or "
+               if packed in ("gzip", "bzip2", "xz") else "")
+        raise DataError(source.name, f"the file is {packed}-compressed but its name does not say so: {how}"
+                                     "decompress it")
     encoding = d.encoding
     if codecs.lookup(d.encoding).name == "utf-8":
         encoding = next((name for bom, name in UNICODE_BOMS if raw.startswith(bom)), "utf-8-sig")
@@ -257,6 +266,12 @@ def read_text(source: Source, d: Any) -> str:
             f"not valid {encoding.removesuffix('-sig')} text at byte {err.start} (line {line}): {err.reason} "
             f"(byte 0x{raw[err.start]:02x}); {_encoding_hint(raw)}",
         ) from None
+
+
+# the first bytes of a compressed file (file_bytes decompresses .gz / .bz2 / .xz by name) -> what compressed it
+COMPRESSED_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+                    (b"PK\x03\x04", "zip"))
+COMPRESSED_SUFFIX = (("gzip", ".gz"), ("bzip2", ".bz2"), ("xz", ".xz"))
 
 
 # (byte-order mark, codec that reads it): UTF-32's before UTF-16's, whose little-endian mark it starts with
@@ -320,12 +335,17 @@ def _json_rows(source: Source, d: Any, text: str) -> Iterator[Record | DataError
 def _columnar_rows(data: dict) -> list[dict] | None:
     """Rows of a JSON object that holds a table by column, or None: ``{"instruction": [...], "output": [...]}``
     (``Dataset.to_dict()``, ``df.to_dict("list")``), pandas' default ``df.to_json()`` (``{"instruction": {"0":
-    ...}, "output": {"0": ...}}``) and its ``orient="index"`` (``{"0": {"instruction": ...}, "1": ...}``).
+    ...}, "output": {"0": ...}}``), its ``orient="index"`` (``{"0": {"instruction": ...}, "1": ...}``) and
+    ``orient="split"`` (``{"columns": [...], "index": [...], "data": [[...], ...]}``).
     Keys holding lists of objects are rows under keys (``{"data": [...]}``, ``{"train": [...], "test": [...]}``), not
     columns."""
     values = list(data.values())
     if not values:
         return None
+    split = data.get("columns"), data.get("data")  # pandas' orient="split": {"columns", "index", "data": [[...]]}
+    if set(data) <= {"columns", "index", "data"} and isinstance(split[0], list) and isinstance(split[1], list) \
+            and all(isinstance(r, list) and len(r) == len(split[0]) for r in split[1]):
+        return [dict(zip(split[0], r)) for r in split[1]]
     if all(isinstance(v, list) for v in values):
         n = len(values[0])
         if any(len(v) != n for v in values) or all(isinstance(x, dict) for v in values for x in v):
@@ -479,7 +499,13 @@ def _parquet_file(source: Source) -> Any:
 
 
 def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
+    import datasets
     from datasets import load_dataset
+
+    from ftsweep.verbosity import verbose
+
+    if not verbose():  # "Generating train split" bars of a local folder (ftsweep says what it read)
+        datasets.disable_progress_bars()
 
     folder = Path(source.name).expanduser()
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
