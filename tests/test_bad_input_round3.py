@@ -7,9 +7,7 @@ reading less: another split's file in a data folder, documents cut to data.cutof
 from __future__ import annotations
 
 import pytest
-from test_bad_input_round2 import RUN, project, tree  # noqa: F401 -- the fixture, shared
-
-from ftsweep.cli import main
+from test_bad_input_round2 import RUN, assert_one_line_exit_2, project  # noqa: F401 -- the fixture, shared
 
 AUTO = [*RUN, "data=custom_json"]
 ROWS = "".join(f'{{"instruction": "q{i}", "input": "", "output": "a{i}"}}\n' for i in range(12))
@@ -74,20 +72,7 @@ def files(project):  # noqa: F811 -- the shared fixture, extended
 
 @pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_data_is_one_line_exit_2_nothing_written(files, capsys, argv, texts):
-    before = tree(files)
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("ftsweep: data")]
-    assert code == 2, (code, err[-3000:])
-    assert len(lines) == 1, err[-3000:]
-    assert lines[0].startswith("ftsweep: error: "), lines[0]
-    for text in texts:
-        assert text in lines[0], (text, lines[0])
-    assert "Traceback" not in out + err
-    assert tree(files) == before
+    assert_one_line_exit_2(files, capsys, argv, texts, said=("ftsweep: data",))
 
 
 def test_a_multi_line_csv_row_is_named_by_the_line_it_starts_on(compose, tmp_path):
