@@ -112,16 +112,17 @@ class RecordCheckpoint(TrainerCallback):
     its own folder too, or a crashed sweep's lost trial) compares its settings with the saving run's and continues
     that W&B run instead of starting a second one (:func:`ftsweep.rundir.write_checkpoint_record`)."""
 
-    def __init__(self, config_yaml: str, run_id: str | None):
-        self.config_yaml, self.run_id = config_yaml, run_id
+    def __init__(self, cfg, run_id: str | None):
+        self.cfg, self.run_id = cfg, run_id
 
     def on_save(self, args, state, control, **kwargs):
         from pathlib import Path
 
+        from omegaconf import OmegaConf
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         from ftsweep.rundir import write_checkpoint_record
 
         point = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if state.is_world_process_zero and point.is_dir():
-            write_checkpoint_record(point, self.config_yaml, self.run_id)
+        if state.is_world_process_zero and point.is_dir():  # (the YAML only when saving: no cost to a trial without)
+            write_checkpoint_record(point, OmegaConf.to_yaml(self.cfg), self.run_id)

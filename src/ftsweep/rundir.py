@@ -246,10 +246,10 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
         return (f"{RESUME_KEY}: {point} holds a LoRA adapter of r={adapter.get('r')}, but this run has lora.r="
                 f"{cfg.lora.r}: resume with the settings of the run that saved it")
     if adapter is not None:
-        from ftsweep.config.options import LORA_INITS, peft_lora_init
+        from ftsweep.config.options import BASE_CHANGING_INITS, LORA_INITS, peft_lora_init
 
         saved_init, init = adapter.get("init_lora_weights", True), peft_lora_init(cfg.lora.init)
-        if saved_init != init and any(str(i).startswith(("pissa", "olora")) for i in (saved_init, init)):
+        if saved_init != init and any(str(i).startswith(BASE_CHANGING_INITS) for i in (saved_init, init)):
             # PiSSA / OLoRA train against the residual of the base weights: another init, another base
             name = next((k for k, v in LORA_INITS.items() if v == saved_init), saved_init)
             return (f"{RESUME_KEY}: {point} was trained from lora.init={name}, but this run has "

@@ -257,7 +257,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     from ftsweep.callbacks import RecordCheckpoint
 
     callbacks = [*([evaluator.callback()] if evaluator else []), *build_callbacks(cfg.trainer, cfg.objective, has_eval),
-                 RecordCheckpoint(OmegaConf.to_yaml(cfg), tracker.run_id), *extra_callbacks]
+                 RecordCheckpoint(cfg, tracker.run_id), *extra_callbacks]
     stage = stage_module(cfg.stage.name)
     score_labelled_positions_only()
     built = stage.trainer(cfg, model, tokenizer, bundle, common, callbacks)

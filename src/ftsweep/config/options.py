@@ -56,4 +56,7 @@ def peft_lora_init(init: str) -> object:
 def lora_init_changes_base(lora) -> bool:
     """PiSSA and OLoRA move part of each adapted weight into the adapter: the base weights change, the starting
     adapter is not zero (a warm worker cannot keep that base; the saved adapter is converted)."""
-    return bool(lora.enabled) and str(lora.init).startswith(("pissa", "olora"))
+    return bool(lora.enabled) and str(lora.init).startswith(BASE_CHANGING_INITS)
+
+
+BASE_CHANGING_INITS = ("pissa", "olora")  # lora.init values (and peft's init_lora_weights) that change the base
