@@ -93,6 +93,8 @@ def test_report_cli_errors(study, tmp_path):
     with pytest.raises(UsageError, match=f"^{re.escape(str(sd / 'study.db'))}: a file, not a sweep directory; give "
                                          f"the sweep's folder: {re.escape(str(sd))}$"):
         main([str(sd / "study.db")])
+    with pytest.raises(UsageError, match=r"^cannot open mysql://u:\*\*\*@127.0.0.1:1/db: "):  # named as given here
+        main(["mysql://u:pw@127.0.0.1:1/db"])
     with pytest.raises(UsageError, match="no study 'nope'"):
         main([str(sd), "--study", "nope"])
     with pytest.raises(UsageError, match="no study.db or study.journal"):
