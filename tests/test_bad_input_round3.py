@@ -7,7 +7,7 @@ reading less: another split's file in a data folder, documents cut to data.cutof
 from __future__ import annotations
 
 import pytest
-from test_bad_input_round2 import RUN, assert_one_line_exit_2, project  # noqa: F401 -- the fixture, shared
+from test_bad_input_round2 import RUN, SWEEP, assert_one_line_exit_2, project  # noqa: F401 -- the fixture, shared
 
 AUTO = [*RUN, "data=custom_json"]
 ROWS = "".join(f'{{"instruction": "q{i}", "input": "", "output": "a{i}"}}\n' for i in range(12))
@@ -35,6 +35,8 @@ CASES = [
      ["data.path: cannot parse '~/rows.jsonl'", "quote it, \"data.path='~/rows.jsonl'\""]),
     ("data_gzip_under_a_plain_name", [*RUN, "data.path=packed.jsonl"],
      ["packed.jsonl: the file is gzip-compressed but its name does not say so: name it packed.jsonl.gz"]),
+    ("sweep_into_a_single_runs_folder", [*SWEEP, "hydra.sweep.dir=single"],
+     ["hydra.sweep.dir:", "single holds a single run (its metrics and adapter); give the sweep a folder of its own"]),
     ("data_folder_of_two_formats", [*AUTO, "data.path=mixed"], ["mixed: the folder holds data files of several formats",
                                                                "csv: b.csv; json: a.jsonl"]),
 ]
@@ -52,7 +54,9 @@ FILES = {
     "splits.json": '{"train": [' + ", ".join(['{"instruction": "q", "output": "a"}'] * 4) + '], "test": [' +
                    ", ".join(['{"instruction": "q", "output": "a"}'] * 4) + "]}",
     "mixed/a.jsonl": ROWS,
-    "packed.jsonl": None,  # gzip bytes (written by the fixture)
+    "packed.jsonl": None,
+    "single/metrics.json": '{"status": "complete"}',
+    "single/adapter/adapter_config.json": "{}",  # gzip bytes (written by the fixture)
     "mixed/b.csv": "instruction,input,output\nq,,a\n",
 }
 

@@ -147,6 +147,11 @@ def studies_in(sweep_dir: Path) -> list[str]:
 def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
     """Refuse a sweep folder that holds another study (its report, best.yaml and trial folders would be
     overwritten); resuming the same study in its own folder is the normal path."""
+    from ftsweep import rundir
+
+    if rundir.is_finished(sweep_dir) or rundir.RunDir(sweep_dir).adapter.is_dir():  # a single run's folder
+        raise SweepInputError(f"hydra.sweep.dir: {sweep_dir} holds a single run (its metrics and adapter); give the "
+                              "sweep a folder of its own (hydra.sweep.dir=<new>)")
     names = studies_in(sweep_dir)
     if names and study_name not in names:
         other = names[0]
