@@ -225,10 +225,10 @@ class Tracker:
         except Exception as err:  # no network, a bad key, W&B down: the run goes on, logged offline
             if mode != "online":
                 raise
-            from ftsweep.errors import first_line, one_line
             from ftsweep.notices import notice
 
-            notice(f"W&B: cannot start the run online ({one_line(type(err).__name__ + ': ' + first_line(err))}): it logs offline instead (upload it later "
+            why = scrub(f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}")  # secrets masked
+            notice(f"W&B: cannot start the run online ({why}): it logs offline instead (upload it later "
                    "with wandb sync; WANDB_MODE=offline or logger=none skip the wait)")
             mode = os.environ["WANDB_MODE"] = "offline"
             self.run = wandb_init(mode=mode, **settings)
