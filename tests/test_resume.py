@@ -144,33 +144,36 @@ def test_cli_bad_resume_points_are_one_line_and_nothing_is_written(cache_dir, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_run"]
 
 
-def test_cli_a_failed_run_with_checkpoints_says_how_to_continue_it(cache_dir, tmp_path):
-    failed = tmp_path / "failed"
-    (failed / "checkpoints" / "checkpoint-3").mkdir(parents=True)
-    (failed / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3}')
-    rundir.write_failure(failed, "timeout: training ran 5 s > trainer.timeout_s=4", "RunTimeout")
+def saved_checkpoint(run_dir: Path, step: int = 3) -> None:
+    (run_dir / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    (run_dir / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+
+
+def assert_rerun_refused(tmp_path: Path, cache_dir: Path, folder: str, line: str) -> None:
+    """The same command again into ``folder`` exits 2 with ``line`` alone and changes nothing."""
     before = snapshot(tmp_path)
-    out = cli("train", "hydra.run.dir=failed", "trainer.max_steps=10", "logger=none", cwd=tmp_path, cache_dir=cache_dir)
+    out = cli("train", f"hydra.run.dir={folder}", "trainer.max_steps=10", "logger=none", cwd=tmp_path,
+              cache_dir=cache_dir)
     assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().splitlines() == [(
-        "ftsweep: error: hydra.run.dir: failed holds a failed run that saved checkpoints: continue it in a new folder "
-        "with trainer.resume_from_checkpoint=failed, or in this one with trainer.resume_from_checkpoint=true "
-        "overwrite=true")]
+    assert out.stderr.strip().splitlines() == [f"ftsweep: error: {line}"]
     assert snapshot(tmp_path) == before
+
+
+def test_cli_a_failed_run_with_checkpoints_says_how_to_continue_it(cache_dir, tmp_path):
+    saved_checkpoint(tmp_path / "failed")
+    rundir.write_failure(tmp_path / "failed", "timeout: training ran 5 s > trainer.timeout_s=4", "RunTimeout")
+    assert_rerun_refused(tmp_path, cache_dir, "failed", (
+        "hydra.run.dir: failed holds a failed run that saved checkpoints: continue it in a new folder "
+        "with trainer.resume_from_checkpoint=failed, or in this one with trainer.resume_from_checkpoint=true "
+        "overwrite=true"))
 
 
 def test_cli_a_stopped_run_with_checkpoints_is_not_started_over_by_a_rerun(cache_dir, tmp_path):
-    stopped = tmp_path / "stopped"  # killed (kill -9, a time limit): checkpoints, no metrics.json nor failure.json
-    (stopped / "checkpoints" / "checkpoint-3").mkdir(parents=True)
-    (stopped / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3}')
-    before = snapshot(tmp_path)
-    out = cli("train", "hydra.run.dir=stopped", "trainer.max_steps=10", "logger=none", cwd=tmp_path, cache_dir=cache_dir)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().splitlines() == [(
-        "ftsweep: error: hydra.run.dir: stopped holds a stopped run that saved step 3: continue it with "
+    saved_checkpoint(tmp_path / "stopped")  # killed (kill -9, a time limit): checkpoints, no metrics.json nor failure.json
+    assert_rerun_refused(tmp_path, cache_dir, "stopped", (
+        "hydra.run.dir: stopped holds a stopped run that saved step 3: continue it with "
         "trainer.resume_from_checkpoint=true, write to a new folder (hydra.run.dir=<new>), or start it over with "
-        "overwrite=true")]
-    assert snapshot(tmp_path) == before
+        "overwrite=true"))
 
 
 def test_a_resume_in_the_run_folder_compares_with_the_config_the_checkpoint_recorded(compose, tmp_path, capfd):
