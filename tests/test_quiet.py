@@ -32,6 +32,9 @@ def test_default_one_off_run_prints_only_ftsweep_lines_and_progress(tmp_path, ca
     assert all(line.startswith("{'") for line in out[:-1]) and any("'eval_loss'" in line for line in out), r.stdout
     objective = json.loads((run_dir / "metrics.json").read_text())["objective"]
     assert out[-1] == f"ftsweep: complete: eval_loss={objective} -> {run_dir}"
+    # Hydra's job log holds the run's console output too (it was empty: ftsweep prints, it does not log)
+    log = (run_dir / "train.log").read_text().splitlines()
+    assert log[-1] == out[-1] and set(err) <= set(log) and set(out) <= set(log), log
 
 
 def test_lr_find_prints_only_ftsweep_lines_on_stderr(tmp_path, cache_dir):

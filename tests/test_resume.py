@@ -213,6 +213,7 @@ def test_cli_a_terminated_run_says_how_to_continue_from_its_checkpoint(cache_dir
     assert last.startswith("ftsweep: error: terminated (SIGTERM); it saved step "), last
     assert last.endswith(f"trainer.resume_from_checkpoint={tmp_path / 'r'}"), last
     assert "Traceback" not in err
+    assert (tmp_path / "r" / "train.log").read_text().splitlines()[-1] == last  # the run's log ends with it too
 
 
 def test_a_resume_with_other_settings_says_which(compose, tmp_path):

@@ -22,7 +22,10 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from ftsweep.errors import Failure, RunFailed, UsageError, exit_code, one_line, report
 
@@ -426,12 +429,26 @@ def train_task(cfg: Any) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ftsweep import rundir
-    from ftsweep.train import execute
+    from ftsweep.console import copied_to
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
+    if HydraConfig.get().mode.name != "RUN":  # a sweep trial: its output goes to its trial.log
+        return _train_in(cfg, run_dir, single_run=False)
+    with copied_to(rundir.RunDir(run_dir).job_log(HydraConfig.get().job.name)) as log_only:
+        try:
+            return _train_in(cfg, run_dir, single_run=True)
+        except BaseException as err:  # what ends the run, in its log too (the console gets it from main)
+            report(err, stream=log_only)
+            raise
+
+
+def _train_in(cfg: Any, run_dir: Path, single_run: bool) -> float | None:
+    from ftsweep import rundir
+    from ftsweep.train import execute
+
     try:
-        with _terminate_as_interrupt(HydraConfig.get().mode.name == "RUN"):
+        with _terminate_as_interrupt(single_run):
             metrics = execute(cfg, run_dir)
     except KeyboardInterrupt as exc:  # Ctrl-C, or a cluster's time limit (SIGTERM): how to go on, when it can
         hint = rundir.resume_hint(run_dir)

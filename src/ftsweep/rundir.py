@@ -17,6 +17,7 @@
                            its run_config.yaml is the saving run's config, which a resume compares with, and its
                            wandb_run.json names the saving W&B run, which a resumed run continues)
     trial.log              a sweep trial's output (command line first)
+    train.log              a single run's: Hydra's job log (``<hydra.job.name>.log``) with the run's console output
 
 :class:`RunDir` names them; the functions below read and write them. Every JSON file is written atomically (temp file + rename) with secrets scrubbed. Nothing heavy imported.
 """
@@ -92,6 +93,10 @@ class RunDir:
     @property
     def trial_log(self) -> Path:
         return self.path / TRIAL_LOG
+
+    def job_log(self, job_name: str) -> Path:
+        """Hydra's job log (``hydra.job.name`` + ``.log``), where a single run's console output is copied."""
+        return self.path / f"{job_name}.log"
 
     @property
     def config(self) -> Path:

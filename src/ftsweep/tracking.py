@@ -241,6 +241,8 @@ class Tracker:
         """One line: the W&B run's URL, or its offline folder and how to upload it."""
         if self.run is None:
             return "W&B: no run"
+        if self.mode == "disabled":
+            return "W&B: disabled (logger.mode=disabled or WANDB_MODE=disabled): nothing is logged to W&B"
         if self.run_url:
             return f"W&B run: {self.run_url}"
         folder = getattr(getattr(self.run, "settings", None), "sync_dir", None) or wandb_dir(self.run_dir)
