@@ -118,6 +118,22 @@ def test_a_w_and_b_server_out_of_reach_logs_the_run_offline(compose, tmp_path, w
     assert "it logs offline instead (upload it later with wandb sync" in err
 
 
+def test_a_disabled_w_and_b_says_so_and_names_no_offline_folder(tmp_path, capfd):
+    from omegaconf import OmegaConf
+
+    from ftsweep.tracking import Tracker
+
+    tracker = Tracker(OmegaConf.create({"name": "wandb", "project": "p", "entity": None, "group": None,
+                                        "run_name": None, "tags": [], "mode": "disabled"}), tmp_path, {})
+    tracker.start()
+    try:
+        err = capfd.readouterr().err  # before: "W&B offline run: /tmp/wandb/run-... (upload later: wandb sync ...)"
+        assert err.strip() == "ftsweep: W&B: disabled (logger.mode=disabled or WANDB_MODE=disabled): nothing is " \
+                              "logged to W&B"
+    finally:
+        tracker.run.finish()
+
+
 def test_wandb_offline_run_holds_config_and_final_eval_loss(compose, tmp_path, wandb_dir, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose(*[o for o in FAST if o != "logger=none"], "logger=wandb", "trainer.max_steps=4", "trainer.eval_steps=2")
