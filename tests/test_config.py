@@ -96,6 +96,7 @@ BAD = [
 @pytest.mark.parametrize("override,suggestion", [
     ("seed=1", "; did you mean model.tiny.seed or data.seed or trainer.seed?"),  # the same name in a group
     ("lora.lr=1e-4", "; did you mean optimizer.lr?"),
+    ("model.path=/my/model", "; did you mean model.name_or_path?"),  # a longer name in the same group (not data.path)
     ("trainer.max_step=5", "; did you mean trainer.max_steps?"),  # a close spelling in the same group
     ("data.columns.instrution=q", "; did you mean data.columns.instruction?"),
     ("lora.rr=3", "allowed keys: enabled, r, alpha, dropout, target_modules, bias, modules_to_save, use_rslora, "

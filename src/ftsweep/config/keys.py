@@ -133,6 +133,9 @@ def unknown_key(key: str) -> str:
         from ftsweep.config.stage import stage_keys
 
         hint = f" for this stage (keys by stage: {stage_keys()})"
+    # a longer name in the same group (model.path: model.name_or_path, not data.path), the shortest first
+    elif len(name) >= 4 and (inside := sorted((f for f in allowed or [] if name in f and f != name), key=len)):
+        hint += f"; did you mean {' or '.join(at + (f'{parent}.' if parent else '') + f for f in inside[:3])}?"
     elif root is not None and (elsewhere := [at + k for k in keys_named(name, root) if at + k != key]):
         hint += f"; did you mean {' or '.join(elsewhere)}?"
     elif root is TrainConfig and name in FOREIGN_NAMES and FOREIGN_NAMES[name] != key:
