@@ -105,6 +105,25 @@ def test_a_data_folder_names_the_split_files_it_does_not_train_on(compose, tmp_p
             f"validate on it: data.validation_path={tmp_path / 'd' / 'validation.jsonl'}") in capfd.readouterr().err
 
 
+def test_a_data_folder_reads_its_files_as_data_path_does_and_names_a_bad_row_by_file_and_line(compose, tmp_path):
+    from ftsweep.data import DataError, build_datasets
+    from ftsweep.data.sources import Source, read_records
+    from ftsweep.model import load_tokenizer
+
+    shards = tmp_path / "d" / "data"
+    shards.mkdir(parents=True)
+    lines = ROWS.splitlines(keepends=True)
+    (shards / "train-00000-of-00002.jsonl").write_text("".join(lines[:6]))
+    (shards / "train-00001-of-00002.jsonl").write_text("".join(lines[6:]))
+    (shards / "test-00000-of-00001.jsonl").write_text(lines[0])
+    cfg = compose(f"data.path={tmp_path / 'd'}", "data.val_size=0", "objective.metric=train_loss", "data.format=alpaca")
+    rows = [r.row["instruction"] for r in read_records(Source(str(tmp_path / "d"), "hub", None), cfg.data)]
+    assert rows == [f"q{i}" for i in range(12)]  # datasets' split and file order: the train shards, not the test one
+    (shards / "train-00001-of-00002.jsonl").write_text("".join(lines[6:9]) + '{"instruction": "q9", \n')
+    with pytest.raises(DataError, match=r"train-00001-of-00002\.jsonl line 4: "):  # was: "<folder> row 10"
+        build_datasets(cfg, load_tokenizer(cfg))
+
+
 def test_documents_cut_to_the_cutoff_say_how_much_is_not_trained(compose, tmp_path, capfd):
     from ftsweep.data import build_datasets
     from ftsweep.model import load_tokenizer

@@ -513,6 +513,11 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     else:
         if folder.is_dir():
             _check_data_folder(source.name, folder, d)
+            files = _folder_files(folder, d)
+            if files is not None:  # each file read as data.path would read it: a bad row is named by file and line
+                for file in files:
+                    yield from read_records(resolve_source(str(file), "auto"), d)
+                return
         try:
             ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
         except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
@@ -522,6 +527,24 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
             ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
+
+
+def _folder_files(folder: Path, d: Any) -> list[Path] | None:
+    """The files of ``data.split`` that ``datasets``' folder loader would read, in its order (its split patterns:
+    ``train.jsonl``, ``data/train-*.parquet``, every file when none is named by split); None when only
+    ``load_dataset`` can say (a subset, a sliced split such as ``train[:10%]``, loader options besides ``field`` and
+    ``sep``)."""
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    if d.subset or set(dict(d.extra)) - {"field", "sep", "delimiter"}:
+        return None
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(str(folder)), str(folder))
+    except Exception:  # noqa: BLE001 -- no data files, a pattern datasets cannot resolve: load_dataset says why
+        return None
+    if d.split not in files:
+        return None
+    return [Path(f) for f in files[d.split]]
 
 
 # the split names datasets' folder loader gives files by name (train.jsonl, validation.jsonl, data/test-*.parquet)
