@@ -329,6 +329,54 @@ def test_a_warm_worker_starts_from_init_from_as_a_cold_run_does(cache_dir, sft_r
     assert [{k: m[k] for k in keys} for m in warm] == [{k: cold[k] for k in keys}] * 2
 
 
+def test_merge_and_generate_of_an_init_from_run_start_from_the_sft_model(cache_dir, sft_run, tmp_path, monkeypatch):
+    # before: merge and generate loaded the raw base plus the DPO adapter, dropping the SFT adapter it was trained on
+    import torch
+    from omegaconf import OmegaConf
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ftsweep.config.compose import compose
+    from ftsweep.generate import load_models, load_tokenizer
+    from ftsweep.merge import merge_run
+    from ftsweep.model import load_model
+    from ftsweep.rundir import load_config
+    from ftsweep.stages.init_from import init_adapters
+    from ftsweep.train import run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sft").symlink_to(sft_run[0])  # init_from given relative to where the run started
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", *PAIRS, "init_from=sft", "trainer.max_steps=2",
+                   "trainer.eval_steps=2", "optimizer.lr=1e-2"])
+    dpo = tmp_path / "dpo"
+    (dpo / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, dpo / ".hydra" / "config.yaml")
+    OmegaConf.save({"hydra": {"runtime": {"cwd": str(tmp_path)}}}, dpo / ".hydra" / "hydra.yaml")
+    assert run(cfg, dpo)["status"] == "complete"
+    # a run started from the DPO run stands for both adapters, the SFT one first
+    assert [p.resolve() for p in init_adapters(dpo)] == [sft_run[0] / "adapter", dpo / "adapter"]
+
+    tok = load_tokenizer(dpo)
+    expected = PeftModel.from_pretrained(load_model(cfg, tok), str(sft_run[0] / "adapter")).merge_and_unload()
+    expected = PeftModel.from_pretrained(expected, str(dpo / "adapter")).eval()
+    ids = torch.tensor([tok("### Instruction:\nGive the last word.\n### Input:\nred cat\n### Response:\ncat")["input_ids"]])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # merge / generate from another folder find the relative init_from
+    out = merge_run(dpo, out=tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    model, _ = load_models(dpo, load_config(dpo), tok, quantized=False)
+    with torch.no_grad():
+        want = expected(ids).logits
+        assert torch.allclose(merged(ids).logits, want, atol=1e-5)
+        assert torch.allclose(model(ids).logits, want, atol=1e-5)
+        with model.disable_adapter():  # generate's "base" answers: the model this run started from, the SFT one
+            sft = PeftModel.from_pretrained(load_model(cfg, tok), str(sft_run[0] / "adapter")).eval()
+            assert torch.allclose(model(ids).logits, sft(ids).logits, atol=1e-5)
+    card = (out / "README.md").read_text()
+    assert "- stage: dpo" in card and f"adapters merged before this run's: `{sft_run[0] / 'adapter'}`" in card, card
+
+
 def test_kto_trains(cache_dir, tmp_path):
     from ftsweep.config.compose import compose
     from ftsweep.train import run

@@ -67,9 +67,11 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     from transformers import AutoTokenizer
 
     from ftsweep.model import load_base_for_inference
+    from ftsweep.stages.init_from import merge_init_adapter
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     base = load_base_for_inference(cfg, tokenizer, quantized=False, dtype=DTYPES[dtype] if dtype else None)
+    base = merge_init_adapter(cfg, base)  # a run with init_from trained on the SFT model: merged first
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)  # tokenizer.json + chat_template.jinja
@@ -96,6 +98,7 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
         "",
         "## Training",
         f"- base model: `{cfg.model.name_or_path}`" + (f" (revision {cfg.model.revision})" if cfg.model.revision else ""),
+        *_start_lines(cfg),
         _data_line(cfg),
         f"- quantization during training: {cfg.quantization.method}",
         f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={_targets(cfg)}",
@@ -109,6 +112,20 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
     found = [f"- {k}: {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"- {k}: {metrics[k]}" for k in shown if k in metrics]
     lines += found or ["- (no metrics.json)"]
     return scrub("\n".join(lines) + "\n")
+
+
+def _start_lines(cfg: Any) -> list[str]:
+    """The stage, and the runs whose adapters were merged before this one's (``init_from``)."""
+    from omegaconf import OmegaConf
+
+    lines = [f"- stage: {OmegaConf.select(cfg, 'stage.name', default='sft')}"]
+    init = OmegaConf.select(cfg, "init_from", default=None)
+    if init:
+        from ftsweep.stages.init_from import init_adapters
+
+        chain = ", ".join(f"`{p}`" for p in init_adapters(init)) or f"`{init}` (not found now)"
+        lines.append(f"- started from (`init_from`): `{init}`; adapters merged before this run's: {chain}")
+    return lines
 
 
 def _data_line(cfg: Any) -> str:

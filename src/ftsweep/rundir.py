@@ -396,8 +396,8 @@ def load_config(run_dir: str | Path) -> Any:
 
 
 def _anchor_relative_paths(cfg: Any, run_dir: Path) -> None:
-    """A base model given as a relative folder (``model.name_or_path=./my_model``) and LLaMA-Factory's
-    ``data.dataset_dir`` (the folder of ``dataset_info.json``, relative to the working directory) are read from
+    """A base model given as a relative folder (``model.name_or_path=./my_model``), a relative ``init_from`` and
+    LLaMA-Factory's ``data.dataset_dir`` (the folder of ``dataset_info.json``, relative to the working directory) are read from
     where the run was started (Hydra records it: ``hydra.runtime.cwd``), so merge / generate / init_from find
     them from any folder. Changes the loaded config only, never the run's files."""
     from omegaconf import OmegaConf
@@ -407,19 +407,30 @@ def _anchor_relative_paths(cfg: Any, run_dir: Path) -> None:
     registry = OmegaConf.select(cfg, "data.dataset_dir")
     registry = registry if isinstance(registry, str) and not Path(registry).expanduser().is_absolute() and (
         OmegaConf.select(cfg, "data.dataset") or OmegaConf.select(cfg, "data.eval_dataset")) else None
-    if not model and not registry:
+    init = OmegaConf.select(cfg, "init_from", default=None)
+    init = init if isinstance(init, str) and not Path(init).expanduser().is_absolute() else None
+    if not model and not registry and not init:
         return
-    hydra_file = RunDir(run_dir).path / ".hydra" / "hydra.yaml"
+    cwd = started_in(run_dir)
+    if cwd is None:
+        return
+    if model and (cwd / name).is_dir():
+        cfg.model.name_or_path = str((cwd / name).resolve())
+    if registry and (cwd / registry).exists():
+        cfg.data.dataset_dir = str((cwd / registry).resolve())
+    if init and (cwd / init).is_dir():  # the run this one started from (ftsweep.stages.init_from)
+        cfg.init_from = str((cwd / init).resolve())
+
+
+def started_in(run_dir: str | Path) -> Path | None:
+    """The folder the run was started from (Hydra records it: ``hydra.runtime.cwd``), None when unknown."""
+    from omegaconf import OmegaConf
+
     try:
-        cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
+        cwd = OmegaConf.select(OmegaConf.load(RunDir(run_dir).path / ".hydra" / "hydra.yaml"), "hydra.runtime.cwd")
     except Exception:  # noqa: BLE001 -- no hydra.yaml / unreadable: the paths stay as written
-        return
-    if not isinstance(cwd, str):
-        return
-    if model and (Path(cwd) / name).is_dir():
-        cfg.model.name_or_path = str((Path(cwd) / name).resolve())
-    if registry and (Path(cwd) / registry).exists():
-        cfg.data.dataset_dir = str((Path(cwd) / registry).resolve())
+        return None
+    return Path(cwd) if isinstance(cwd, str) else None
 
 
 def load_overrides(run_dir: str | Path) -> list[str]:

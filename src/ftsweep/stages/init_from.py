@@ -73,8 +73,30 @@ def init_from_problem(cfg: Any) -> str | None:
     return None
 
 
+def init_adapters(init: str | Path) -> list[Path]:
+    """The adapters an ``init_from`` run stands for, oldest first: the run's own adapter after the adapters of the
+    runs it started from (a DPO run's adapter was trained on the SFT model: SFT's adapter comes first)."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.rundir import RunDir, started_in
+
+    chain: list[Path] = []
+    while init:
+        root, path = run_dir_of(init), adapter_dir(init)
+        if path is None or path in chain:
+            break
+        chain.insert(0, path)
+        config = RunDir(root).config
+        init = OmegaConf.select(OmegaConf.load(config), "init_from", default=None) if config.is_file() else None
+        if init and not Path(str(init)).expanduser().is_absolute():  # relative to where that run started
+            init = str((started_in(root) or Path.cwd()) / str(init))
+    return chain
+
+
 def merge_init_adapter(cfg: Any, model: Any) -> Any:
-    """``model`` with the ``init_from`` run's adapter merged into its weights (``model`` when unset)."""
+    """``model`` with the ``init_from`` run's adapter (after those of the runs it started from) merged into its
+    weights (``model`` when unset): the model a run with ``init_from`` trains on, and what merge / generate start
+    from for it."""
     if not cfg.init_from:
         return model
     problem = init_from_problem(cfg)
@@ -84,7 +106,7 @@ def merge_init_adapter(cfg: Any, model: Any) -> Any:
 
     from ftsweep.console import say
 
-    path = adapter_dir(cfg.init_from)
-    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
-    say(f"init_from: merged the adapter of {path} into the base weights")
-    return merged
+    for path in init_adapters(cfg.init_from):
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        say(f"init_from: merged the adapter of {path} into the base weights")
+    return model
