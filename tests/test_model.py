@@ -295,3 +295,39 @@ def test_a_folder_that_is_no_model_or_a_model_that_cannot_load_is_one_line(compo
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "ftsweep: error: model.name_or_path: cannot load 'nobody/nothing': We couldn't connect to "
         "'https://huggingface.co' to load the files.")
+
+
+def test_a_base_models_list_of_stop_ids_is_kept_and_generation_stops_at_each(compose, cache_dir, tmp_path):
+    # before: the tokenizer's eos replaced the list (Gemma-it's [<eos>, <end_of_turn>]) in every saved model, and
+    # ftsweep generate stopped only at a shorter list of end-of-turn tokens than the generation objective
+    import json
+    import shutil
+
+    from ftsweep.objectives.generation import stop_token_ids
+
+    folder = tmp_path / "gemma-like"
+    shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}")), folder)
+    cfg = compose("model=hub", f"model.name_or_path={folder}")
+    tok = model_mod.load_tokenizer(cfg)
+    turn_end = tok.convert_tokens_to_ids("<|reserved_special_token_5|>")
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [tok.eos_token_id, turn_end]}))
+    model = model_mod.load_base_for_inference(cfg, tok, quantized=False)
+    assert model.generation_config.eos_token_id == [tok.eos_token_id, turn_end]
+    assert stop_token_ids(tok, model)[:2] == [tok.eos_token_id, turn_end]
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "generation_config.json").read_text())["eos_token_id"] == \
+        [tok.eos_token_id, turn_end]
+    # a run's own eos (data.eos_token) comes first, the base model's ids stay
+    assert model_mod.with_eos([5, 9], 9) == [9, 5] and model_mod.with_eos(5, 5) == 5 and model_mod.with_eos(None, 3) == 3
+
+
+def test_stop_tokens_include_the_end_of_turn_tokens_of_common_templates():
+    from ftsweep.objectives.generation import stop_token_ids
+
+    class Tok:
+        eos_token_id = 0
+
+        def get_vocab(self):
+            return {"<eos>": 0, "<end_of_turn>": 7, "<|end|>": 8, "[|endofturn|]": 9, "<|eom_id|>": 10, "hello": 11}
+
+    assert stop_token_ids(Tok()) == [0, 10, 9, 7, 8]

@@ -22,10 +22,6 @@ from ftsweep.rundir import ADAPTER  # the kind of a fine-tuned model: an adapter
 
 log = logging.getLogger(__name__)
 
-# Stop tokens besides the tokenizer's eos: Llama 3 ends chat turns with <|eot_id|>.
-STOP_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|im_end|>")
-
-
 @dataclass
 class GenerationSettings:
     """Sampling settings (seed 002: temperature 0.05, top_p 0.95, 128 new tokens)."""
@@ -199,13 +195,6 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     return "".join(s.text for s in prompt_segments), bool(prompt_segments and prompt_segments[0].bos)
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[t] for t in STOP_TOKENS if t in vocab and vocab[t] not in ids]
-    return ids
-
-
 # ------------------------------------------------------------------------------------------- models
 def load_tokenizer(run_dir: Path):
     """The tokenizer the run saved beside its adapter (or full model)."""
@@ -227,9 +216,11 @@ def load_models(run_dir: Path, cfg, tokenizer, *, quantized: bool = True):
     fine-tune a pair (base, fine-tuned)."""
     from ftsweep.model import load_base_for_inference
     from ftsweep.rundir import RunDir
+    from ftsweep.stages.init_from import merge_init_adapter
 
     adapter_dir, full_dir = RunDir(run_dir).adapter, RunDir(run_dir).full_model
-    base = load_base_for_inference(cfg, tokenizer, quantized=quantized)
+    # a run with init_from trained on the SFT model: that is its base (the "base" answers are the SFT model's)
+    base = merge_init_adapter(cfg, load_base_for_inference(cfg, tokenizer, quantized=quantized))
     if adapter_dir.is_dir():
         from peft import PeftModel
 
@@ -244,6 +235,8 @@ def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettin
     import torch
     from transformers import set_seed
 
+    from ftsweep.objectives.generation import stop_token_ids
+
     set_seed(settings.seed)  # same seed for base and fine-tuned: differences come from the weights
     device = next(model.parameters()).device
     inputs = tokenizer(prompt, add_special_tokens=bos, return_tensors="pt").to(device)
@@ -251,7 +244,7 @@ def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettin
         out = model.generate(
             **inputs,
             **settings.generate_kwargs(),
-            eos_token_id=stop_token_ids(tokenizer),
+            eos_token_id=stop_token_ids(tokenizer, model),  # the same stops as the generation objective's
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             use_cache=True,
         )

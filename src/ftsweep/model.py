@@ -228,10 +228,18 @@ def _match_tokenizer(model, tokenizer, seed: int) -> None:
         # and merging give the same rows for tokens the run added (trained rows come from the adapter).
         set_seed(seed)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    for config in (model.config, model.generation_config):
+    for config in (model.config, getattr(model, "generation_config", None)):
         if config is not None:
             config.pad_token_id = tokenizer.pad_token_id
-            config.eos_token_id = tokenizer.eos_token_id
+            config.eos_token_id = with_eos(getattr(config, "eos_token_id", None), tokenizer.eos_token_id)
+
+
+def with_eos(ids: int | list[int] | None, eos: int | None) -> int | list[int] | None:
+    """The model's stop ids with the tokenizer's eos first: a base model's list (Gemma's ``<end_of_turn>``,
+    Llama 3.1's ``<|eom_id|>`` and ``<|eot_id|>``) is kept, so the saved model still stops where the base did."""
+    listed = [ids] if isinstance(ids, int) else list(ids or [])
+    merged = ([eos] if eos is not None else []) + [i for i in listed if i != eos]
+    return merged[0] if len(merged) == 1 else (merged or None)
 
 
 def ties_embeddings(model) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 
 IGNORE_INDEX = -100
 # End-of-turn tokens of the chat templates ftsweep ships or meets (Llama 3, ChatML, EXAONE, Gemma).
-STOP_TOKENS = ("<|eot_id|>", "<|im_end|>", "[|endofturn|]", "<end_of_turn>", "<|end_of_text|>")
+# end-of-turn tokens: Llama 3 (and its tool calls' <|eom_id|>), ChatML (Qwen), EXAONE, Gemma, Phi-3
+STOP_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "[|endofturn|]", "<end_of_turn>", "<|end|>", "<|end_of_text|>")
 
 
 @dataclass
@@ -46,8 +47,12 @@ def examples_from_dataset(dataset: Any) -> list[Example]:
     return out
 
 
-def stop_token_ids(tokenizer: Any) -> list[int]:
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """Where generation stops: the tokenizer's eos, the model's own stop ids (``generation_config.eos_token_id``:
+    a list on Gemma, Llama 3.x Instruct, Phi-3) and the end-of-turn tokens of the common chat templates."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [i for i in ([own] if isinstance(own, int) else list(own or [])) if i not in ids]
     vocab = tokenizer.get_vocab()
     ids += [vocab[t] for t in STOP_TOKENS if t in vocab and vocab[t] not in ids]
     return ids
@@ -65,7 +70,7 @@ def generate_answers(model: Any, tokenizer: Any, examples: list[Example], *, bat
     order. The model's train / eval mode is restored afterwards."""
     import torch
 
-    stop = stop_token_ids(tokenizer)
+    stop = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda k: len(examples[k].prompt_ids))
