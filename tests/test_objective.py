@@ -353,3 +353,17 @@ def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
     assert "best trial (1, value 0.75" in text and "worst complete trial (0, value 0.25" in text
     assert "| `moon` | `answer 1\\|x` | `answer 0\\|x` |" in text
     assert generation_section(optuna.create_study()) == ""
+
+
+@pytest.mark.parametrize("overrides, direction", [
+    (["objective.metric=exact_match"], "maximize"),  # before: minimize (the SFT stage's), the worst trial won
+    (["stage=dpo", "data=proxy_pairs", "objective.metric=eval_rewards/accuracies"], "maximize"),
+    (["stage=dpo", "data=proxy_pairs", "objective.metric=eval_rewards/margins"], "maximize"),
+    (["stage=grpo", "objective.metric=eval_loss"], "minimize"),  # before: maximize (GRPO's)
+    (["stage=dpo", "data=proxy_pairs"], "minimize"),  # the stage's own metric keeps the stage's direction
+    (["stage=grpo"], "maximize"),
+    (["objective.metric=exact_match", "objective.direction=minimize"], "minimize"),  # given: it wins
+    (["objective.metric=peak_memory_mb"], "minimize"),
+])
+def test_a_metric_set_alone_takes_the_direction_its_name_says(compose, overrides, direction):
+    assert compose(*overrides).objective.direction == direction

@@ -43,6 +43,22 @@ KNOWN_METRICS = (
 GENERATION_METRICS = ("exact_match", "contains", "regex", "rouge_l", "bleu", "chrf", "function")
 # lm-evaluation-harness tasks (objective=lm_eval; the optional extra ftsweep[eval]).
 LM_EVAL = "lm_eval"
+# Words in a metric's name that say which way is better (a DPO run's eval_rewards/margins: up; eval_loss: down).
+_LOWER_IS_BETTER = ("loss", "perplexity", "entropy", "runtime", "_mb", "rejected")
+_HIGHER_IS_BETTER = ("accurac", "reward", "margin", "chosen", "exact_match", "contains", "regex", "bleu", "rouge",
+                     "chrf", "tokens_per_s", LM_EVAL)
+
+
+def natural_direction(metric: str) -> str | None:
+    """The direction the metric is better in, by its name; None when the name does not say (a user function)."""
+    name = str(metric).lower()
+    if any(word in name for word in _LOWER_IS_BETTER):
+        return "minimize"
+    if any(word in name for word in _HIGHER_IS_BETTER):
+        return "maximize"
+    return None
+
+
 # The parameters a user metric function takes (``objective.function=my_pkg.metrics:score``).
 FUNCTION_PARAMS = ("prompt", "prediction", "reference", "row")
 

@@ -237,10 +237,24 @@ def _stage_objective(stage: str, part: str) -> str:
     return metric if part == "metric" else direction
 
 
+def _objective_direction(metric: str, stage: str) -> str:
+    """``${objective_direction:<metric>,<stage>}``: the stage's default direction for its default metric, else
+    the direction the metric's name says (``objective.metric=exact_match`` alone maximizes), else the stage's."""
+    from ftsweep.config.objective import natural_direction
+    from ftsweep.stages.registry import default_objective
+
+    default_metric, default_direction = default_objective(stage)
+    if metric == default_metric:
+        return default_direction
+    return natural_direction(metric) or default_direction
+
+
 def register_resolvers() -> None:
-    """The resolver ``objective=stage_default`` uses (also needed to read a saved run config back)."""
+    """The resolvers ``objective=stage_default`` uses (also needed to read a saved run config back)."""
     if not OmegaConf.has_resolver("stage_objective"):
         OmegaConf.register_new_resolver("stage_objective", _stage_objective)
+    if not OmegaConf.has_resolver("objective_direction"):
+        OmegaConf.register_new_resolver("objective_direction", _objective_direction)
 
 
 register_resolvers()  # at import: every reader of a saved config imports the schemas first
