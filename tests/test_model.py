@@ -331,3 +331,91 @@ def test_stop_tokens_include_the_end_of_turn_tokens_of_common_templates():
             return {"<eos>": 0, "<end_of_turn>": 7, "<|end|>": 8, "[|endofturn|]": 9, "<|eom_id|>": 10, "hello": 11}
 
     assert stop_token_ids(Tok()) == [0, 10, 9, 7, 8]
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=64))
+
+
+def test_gpt2s_conv1d_layers_are_lora_targets(compose):
+    # before: GPT-2's family (transformers' Conv1D) had no linear layers: every target "not found", all-linear a
+    # peft traceback
+    from peft import get_peft_model
+
+    model = _gpt2()
+    assert model_mod.linear_module_names(model) == ["c_attn", "c_fc", "c_proj"]
+    config = model_mod.build_lora(compose(*FAST, "lora.target_modules=all-linear").lora, model)
+    assert sorted(config.target_modules) == ["c_attn", "c_fc", "c_proj"]
+    assert model_mod.count_parameters(get_peft_model(model, config))[0] > 0
+    assert model_mod.build_lora(compose(*FAST, "lora.target_modules=[c_attn]").lora, _gpt2()).target_modules == {"c_attn"}
+
+
+def test_a_model_without_linear_layers_and_unknown_modules_to_save_are_one_line(compose):
+    import torch
+
+    from ftsweep.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^lora.target_modules: the model has no linear layers LoRA can adapt"):
+        model_mod.build_lora(compose(*FAST, "lora.target_modules=all-linear").lora, torch.nn.Sequential(torch.nn.ReLU()))
+    cfg = compose(*FAST, "lora.modules_to_save=[lm_hed]")  # before: accepted, nothing trained for it
+    with pytest.raises(ConfigError, match=r"^lora.modules_to_save: \['lm_hed'\] not found in the model; did you mean "
+                                          r"lm_head\?$"):
+        model_mod.build_lora(cfg.lora, _model(cfg))
+    assert model_mod.build_lora(compose(*FAST, "lora.modules_to_save=[lm_head]").lora, _model(cfg)).modules_to_save \
+        == ["lm_head"]
+
+
+def test_a_cutoff_beyond_the_models_own_context_window_is_one_line(compose, cache_dir, tmp_path):
+    # before: GPT-2 / OPT failed with an IndexError traceback, a RoPE model trained past its positions silently
+    import json
+    import shutil
+
+    from ftsweep.config import ConfigError
+
+    folder = tmp_path / "short"
+    shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}")), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    cfg = compose("model=hub", f"model.name_or_path={folder}", "data.cutoff_len=128")
+    with pytest.raises(ConfigError, match=r"^data.cutoff_len: 128 exceeds the model's context window "
+                                          r"\(max_position_embeddings=64 in its config.json\)$"):
+        model_mod.load_model(cfg, model_mod.load_tokenizer(cfg))
+    gpt2 = _gpt2().config
+    with pytest.raises(ConfigError, match=r"\(n_positions=64 in its config.json\)"):
+        model_mod.check_context(gpt2, 65)
+    model_mod.check_context(gpt2, 64)
+
+
+def test_the_saved_tokenizer_keeps_the_bases_context_length_and_padding_side(compose, cache_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "left"
+    shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}")), folder)
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tok_config, "model_max_length": 32768,
+                                                              "padding_side": "left"}))
+    tok = model_mod.load_tokenizer(compose("model=hub", f"model.name_or_path={folder}"))
+    assert (tok.model_max_length, tok.padding_side) == (8192, "right")  # training's (model.max_context, padding)
+    with model_mod.as_loaded(tok):
+        tok.save_pretrained(tmp_path / "saved")
+    assert (tok.model_max_length, tok.padding_side) == (8192, "right")
+    saved = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+    assert (saved["model_max_length"], saved["padding_side"]) == (32768, "left")  # before: 8192, right
+
+
+def test_llama3_template_on_a_tokenizer_without_its_markers_is_refused():
+    from types import SimpleNamespace
+
+    from ftsweep.data import DataError
+    from ftsweep.data.pipeline import _check_chat_markers
+
+    class Tok:
+        def get_vocab(self):
+            return {"<|endoftext|>": 0, "a": 1}
+
+    with pytest.raises(DataError, match=r"llama3 needs <\|start_header_id\|>, <\|end_header_id\|>, <\|eot_id\|> as "
+                                        r"tokens"):
+        _check_chat_markers(SimpleNamespace(chat_template="llama3", format="chat"), Tok())

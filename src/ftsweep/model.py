@@ -8,6 +8,8 @@ module stays cheap.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,21 @@ def load_tokenizer(cfg):
     return tok
 
 
+@contextmanager
+def as_loaded(tok) -> Iterator[None]:
+    """While inside, the tokenizer's own ``model_max_length`` and ``padding_side`` (training sets
+    ``model.max_context`` and ``model.padding_side``): a saved tokenizer is the base's, its pad token aside."""
+    kept = {k: getattr(tok, k) for k in ("model_max_length", "padding_side")}
+    for key in kept:
+        if key in getattr(tok, "init_kwargs", {}):
+            setattr(tok, key, tok.init_kwargs[key])
+    try:
+        yield
+    finally:
+        for key, value in kept.items():
+            setattr(tok, key, value)
+
+
 def _apply_pad_policy(tok, policy: str, pad_token: str | None) -> None:
     if policy == "auto":
         policy = "existing" if tok.pad_token is not None else "eos"
@@ -151,6 +168,7 @@ def load_model(cfg, tokenizer):
     """
     quant = build_quantization(cfg.quantization, cfg.trainer.precision)
     model = _from_pretrained(cfg, quant)
+    check_context(model.config, cfg.data.cutoff_len)
     _match_tokenizer(model, tokenizer, cfg.trainer.seed)
     if quant is not None:
         fix_bnb_cpu_repack(model)
@@ -161,6 +179,19 @@ def load_model(cfg, tokenizer):
         # layers would get no gradient to the adapters (peft only does it for use_reentrant=True).
         model.enable_input_require_grads()
     return model
+
+
+# config.json keys that hold a model's context window (GPT-2 first: its config maps the others to n_positions)
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "max_seq_len", "max_sequence_length", "seq_length")
+
+
+def check_context(config, cutoff_len: int) -> None:
+    """``data.cutoff_len`` within the model's own context window (its config.json): beyond it GPT-2's and OPT's
+    position embeddings fail with an IndexError, and RoPE models train on positions they never saw."""
+    key = next((k for k in CONTEXT_KEYS if isinstance(getattr(config, k, None), int)), None)
+    if key is not None and cutoff_len > getattr(config, key):
+        raise ConfigError("data.cutoff_len", f"{cutoff_len} exceeds the model's context window ({key}="
+                                             f"{getattr(config, key)} in its config.json)")
 
 
 def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: str | None = None):
@@ -270,10 +301,12 @@ def fix_bnb_cpu_repack(model) -> int:
 
 # ----------------------------------------------------------------------------------------------- LoRA
 def linear_module_names(model) -> list[str]:
-    """Names of the linear layers LoRA can target, without ``lm_head`` (seed 004's find_all_linear_names)."""
+    """Names of the linear layers LoRA can target, without ``lm_head`` (seed 004's find_all_linear_names); GPT-2's
+    family keeps them in transformers' ``Conv1D`` (``c_attn``, ``c_proj``, ``c_fc``), which peft adapts too."""
     import torch
+    from transformers.pytorch_utils import Conv1D
 
-    classes: tuple[type, ...] = (torch.nn.Linear,)
+    classes: tuple[type, ...] = (torch.nn.Linear, Conv1D)
     try:
         import bitsandbytes as bnb
 
@@ -329,7 +362,19 @@ def build_lora(lc, model, *, train_embeddings: bool = False):
     unknown = [t for t in targets if t not in present]
     if unknown:
         raise ConfigError("lora.target_modules", f"{unknown} not found in the model; its linear layers: {sorted(present)}")
+    if not targets:
+        raise ConfigError("lora.target_modules", "the model has no linear layers LoRA can adapt; name its modules "
+                                                 "(lora.target_modules=[...]) or train it whole with lora=none")
     modules_to_save = list(lc.modules_to_save or [])
+    names = {name for name, _ in model.named_modules() if name}
+    missing = [m for m in modules_to_save if not any(n == m or n.endswith(f".{m}") for n in names)]
+    if missing:  # peft would train nothing for them, silently
+        import difflib
+
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
+        close = sorted({c for m in missing for c in difflib.get_close_matches(m, leaves, n=2, cutoff=0.6)})
+        raise ConfigError("lora.modules_to_save", f"{missing} not found in the model"
+                          + (f"; did you mean {', '.join(close)}?" if close else f"; its modules: {', '.join(leaves)}"))
     tied = False
     if train_embeddings:
         modules_to_save += [m for m in ("embed_tokens", "lm_head") if m not in modules_to_save]

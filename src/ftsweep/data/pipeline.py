@@ -164,7 +164,8 @@ def _check_tokenizer(d: Any, tokenizer: Any) -> None:
 
 # Turn markers a bundled chat template needs as single tokens: without them the end-of-turn marker is trained
 # as several ordinary pieces and never acts as a stop token.
-CHAT_TEMPLATE_MARKERS = {"chatml": ("<|im_start|>", "<|im_end|>")}
+CHAT_TEMPLATE_MARKERS = {"chatml": ("<|im_start|>", "<|im_end|>"),
+                         "llama3": ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")}
 
 
 def _check_chat_markers(d: Any, tokenizer: Any) -> None:
