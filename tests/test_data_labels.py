@@ -645,3 +645,28 @@ def test_history_is_cut_oldest_first_and_only_as_far_as_needed_openai_layout(bui
     assert got["labels"] == [IGNORE_INDEX] * len(p + u1 + h1 + u2) + a  # "A road." stays masked history
     assert tok.decode(got["input_ids"]) == text
     assert (bundle.stats["n_history_cut"], bundle.stats["n_dropped"]) == (1, 0)
+
+
+def test_a_tokenizer_that_appends_eos_gets_one_eos_at_the_end_of_the_answer_only(compose, tmp_path):
+    # before: Llama-2's add_eos_token=True (a "$A </s>" post-processor) put an eos at the end of every prompt and
+    # two after every document
+    from tokenizers import processors
+
+    from ftsweep.data import build_datasets
+    from ftsweep.data.encode import appended_specials
+    from ftsweep.model import load_tokenizer
+
+    cfg = compose("data.max_rows=12", "data.val_size=0", "objective.metric=train_loss", "data.cutoff_len=512")
+    plain = load_tokenizer(cfg)
+    eos_after = load_tokenizer(cfg)
+    bos, eos = eos_after.bos_token, eos_after.eos_token
+    eos_after._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B", special_tokens=[(bos, eos_after.bos_token_id),
+                                                                         (eos, eos_after.eos_token_id)])
+    assert eos_after("a")["input_ids"][-1] == eos_after.eos_token_id and appended_specials(eos_after) == \
+        [eos_after.eos_token_id] and appended_specials(plain) == []
+    want = build_datasets(cfg, plain).train
+    got = build_datasets(cfg, eos_after).train
+    assert [r["input_ids"] for r in got] == [r["input_ids"] for r in want]
+    assert [r["labels"] for r in got] == [r["labels"] for r in want]
+    assert all(plain.eos_token_id not in r["input_ids"][:-1] for r in got)  # none inside a row (its end: one)

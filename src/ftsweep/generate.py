@@ -238,8 +238,13 @@ def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettin
     from ftsweep.objectives.generation import stop_token_ids
 
     set_seed(settings.seed)  # same seed for base and fine-tuned: differences come from the weights
+    from ftsweep.data.encode import appended_specials, without_suffix
+
     device = next(model.parameters()).device
-    inputs = tokenizer(prompt, add_special_tokens=bos, return_tensors="pt").to(device)
+    ids = tokenizer(prompt, add_special_tokens=bos)["input_ids"]  # (an eos the tokenizer appends: not after a prompt)
+    ids = without_suffix(ids, appended_specials(tokenizer) if bos else [])
+    inputs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones(1, len(ids), dtype=torch.long,
+                                                                                             device=device)}
     with torch.no_grad():
         out = model.generate(
             **inputs,

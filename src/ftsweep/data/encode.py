@@ -67,8 +67,9 @@ def tokenize_segments(
         if picked:
             texts = [(flat + kept)[j][1].text for j in picked]
             enc = tokenizer(texts, add_special_tokens=with_bos, verbose=False)["input_ids"]
+            suffix = appended_specials(tokenizer) if with_bos else []
             for j, ids in zip(picked, enc):
-                ids_per_segment[j] = ids
+                ids_per_segment[j] = without_suffix(ids, suffix)
     out = [Encoded([], [], where) for _, where in rows]
     for (i, seg), ids in zip(flat, ids_per_segment):
         out[i].ids += ids
@@ -80,6 +81,24 @@ def tokenize_segments(
             e.ids.append(tokenizer.eos_token_id)
             e.kinds.append(ANSWER)
     return out
+
+
+def appended_specials(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer appends after a text (an eos from ``add_eos_token=True`` or a post-processor
+    such as ``$A </s>``): dropped from the segments that get the bos, or a prompt would end with eos and a document
+    with two (``add_eos`` appends the row's one eos)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = next((k for k in range(len(full) - len(plain) + 1) if full[k:k + len(plain)] == plain), None)
+    if start is None:
+        return []
+    suffix = full[start + len(plain):]
+    return suffix if suffix and set(suffix) <= set(getattr(tokenizer, "all_special_ids", [])) else []
+
+
+def without_suffix(ids: list[int], suffix: list[int]) -> list[int]:
+    """``ids`` without ``suffix`` at their end (:func:`appended_specials`)."""
+    return ids[: len(ids) - len(suffix)] if suffix and ids[-len(suffix):] == suffix else ids
 
 
 def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int, int]:
