@@ -424,12 +424,28 @@ def test_four_trial_dpo_sweep_from_sft_prunes_and_reports(cache_dir, sft_run, tm
     trials = load(sd, name="dpo").trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
-    for t in trials:  # the objective (eval DPO loss) was reported at every evaluation, for the pruner
+    for t in trials:  # the objective (reward accuracy) was reported at every evaluation, for the pruner
         assert set(t.intermediate_values) <= {0, 4, 8, 12} and 4 in t.intermediate_values
         assert set(t.params) == {"stage.beta", "optimizer.lr"}
+        assert all(0 <= v <= 1 for v in t.intermediate_values.values())  # a share of pairs, not a loss
+    assert load(sd, name="dpo").direction.name == "MAXIMIZE"  # before: minimize the DPO loss, which beta scales
     summary = json.loads((sd / "summary.json").read_text())
     assert summary["n_trials"] == 4 and (sd / "report.md").is_file() and (sd / "best.yaml").is_file()
     assert "stage.beta" in (sd / "best.yaml").read_text()
+
+
+def test_a_sweep_of_beta_ranked_on_a_loss_that_beta_scales_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ftsweep", "train", "-m", "sweep=dpo_beta_lr", "objective.metric=eval_loss",
+                        f"hydra.sweep.dir={tmp_path / 's'}", "logger=none"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and not (tmp_path / "s").exists(), r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        "ftsweep: error: objective.metric: eval_loss changes scale with stage.beta in a dpo run, so trials that search "
+        "stage.beta are not comparable on it; rank them on objective.metric=eval_rewards/accuracies (the share of "
+        "pairs ranked right, which beta does not scale)")
 
 
 # --------------------------------------------------------------------------------------------- GRPO

@@ -15,6 +15,11 @@ METRICS = ("eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chos
            "eval_logps/chosen", "eval_logps/rejected")
 # Memory model (ftsweep.memory): chosen + rejected trained together (2 rows per example), then the reference pass over both.
 MEMORY = (2, 2)
+# Metrics whose scale a swept key changes: the loss is -log sigmoid(beta x log-ratio margin) (other loss types
+# other functions of it), so trials with another beta are not comparable on them (ftsweep.stages.registry)
+SCALED_BY = {"stage.beta": ("eval_loss", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected"),
+             "stage.loss_type": ("eval_loss",)}
+SCALE_FREE = "objective.metric=eval_rewards/accuracies (the share of pairs ranked right, which beta does not scale)"
 WARM = False
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
               "apo_zero", "apo_down", "sigmoid_norm")

@@ -8,6 +8,9 @@ OBJECTIVE = ("eval_loss", "minimize")
 METRICS = ("eval_rewards/chosen", "eval_rewards/rejected", "eval_kl", "eval_logps/chosen", "eval_logps/rejected")
 # Memory model (ftsweep.memory): the completion is trained; the KL completion and the reference run without grad, one pass at a time.
 MEMORY = (1, 1)
+# Metrics whose scale a swept key changes (see ftsweep.stages.dpo): KTO logs none that beta leaves alone
+SCALED_BY = {"stage.beta": ("eval_loss", "eval_rewards/chosen", "eval_rewards/rejected")}
+SCALE_FREE = "a fixed stage.beta (KTO logs no preference metric that beta does not scale)"
 WARM = False
 
 

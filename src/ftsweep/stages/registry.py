@@ -24,3 +24,14 @@ def default_objective(name: str) -> tuple[str, str]:
 def stage_metrics(name: str) -> tuple[str, ...]:
     """Metric names a run of this stage writes besides the common ones (usable as objective.metric)."""
     return stage_module(name).METRICS
+
+
+def sweep_problem(name: str, swept: set[str], metric: str) -> str | None:
+    """One line when a sweep ranks trials on a metric whose scale a swept key changes (a DPO sweep of
+    ``stage.beta`` on eval loss: a larger beta alone gives a lower loss), from the stage's ``SCALED_BY``."""
+    module = stage_module(name)
+    for key, metrics in getattr(module, "SCALED_BY", {}).items():
+        if key in swept and metric in metrics:
+            return (f"objective.metric: {metric} changes scale with {key} in a {name} run, so trials that search "
+                    f"{key} are not comparable on it; rank them on {module.SCALE_FREE}")
+    return None

@@ -234,6 +234,11 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
         if message:
             raise SweepInputError(message)
         corners.append(cfg)
+    from ftsweep.stages.registry import sweep_problem
+
+    message = sweep_problem(cfg.stage.name, set(space.distributions), cfg.objective.metric)
+    if message:
+        raise SweepInputError(message)
     for key in DATA_FILE_KEYS:
         for choice in getattr(space.distributions.get(key), "choices", ()):
             message = missing_data_file(key, choice)
