@@ -247,3 +247,23 @@ def test_the_default_answers_folder_never_reuses_one_with_answers(tmp_path):
     assert answers_folder(tmp_path, None) == tmp_path / "generations"  # empty: used
     (tmp_path / "generations" / "answers.md").write_text("earlier")
     assert answers_folder(tmp_path, None) == tmp_path / "generations_2"
+
+
+def test_questions_come_from_stdin_or_a_pipe_and_a_folder_is_one_line(tmp_path, monkeypatch):
+    import io
+    import os
+
+    from ftsweep.config.errors import UsageError
+    from ftsweep.generate import read_questions
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is 2+2?\n\nName a colour.\n"))
+    assert [q.value for q in read_questions("-")] == ["What is 2+2?", "Name a colour."]
+    read, write = os.pipe()  # what the shell's <(printf ...) gives: before, "no such file: /dev/fd/63"
+    os.write(write, b"Why?\n")
+    os.close(write)
+    try:
+        assert [q.value for q in read_questions(f"/dev/fd/{read}")] == ["Why?"]
+    finally:
+        os.close(read)
+    with pytest.raises(UsageError, match=r"is a folder; give a \.txt, \.json or \.jsonl file$"):
+        read_questions(tmp_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -65,10 +66,12 @@ def read_questions(path: str | Path) -> list[Question]:
     from ftsweep.config.errors import UsageError
 
     path = Path(path)
-    if not path.is_file():
+    if str(path) != "-" and not path.exists():  # (a pipe, <(...), is read like a file; "-" is stdin)
         raise UsageError(f"--questions: no such file: {path}")
+    if path.is_dir():
+        raise UsageError(f"--questions: {path} is a folder; give a .txt, .json or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UsageError(f"{path}: not UTF-8 text at byte {err.start}") from err
     if path.suffix.lower() == ".json" or (path.suffix.lower() == ".jsonl" and text.lstrip().startswith("[")):
@@ -350,7 +353,8 @@ def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: Generat
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftsweep generate", description="Base vs fine-tuned answers to a list of questions.")
     p.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder (its best trial)")
-    p.add_argument("--questions", help="file: one question per line, a JSON list, or JSONL rows (default: seed 002's six)")
+    p.add_argument("--questions", help="file (- for stdin): one question per line, a JSON list, or JSONL rows (default: "
+                   "seed 002's six)")
     p.add_argument("--out", type=Path, help="output directory (default RUN_DIR/generations)")
     d = GenerationSettings()
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
