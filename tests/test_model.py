@@ -419,3 +419,14 @@ def test_llama3_template_on_a_tokenizer_without_its_markers_is_refused():
     with pytest.raises(DataError, match=r"llama3 needs <\|start_header_id\|>, <\|end_header_id\|>, <\|eot_id\|> as "
                                         r"tokens"):
         _check_chat_markers(SimpleNamespace(chat_template="llama3", format="chat"), Tok())
+
+
+def test_packing_is_refused_where_the_attention_ignores_the_rows_position_ids():
+    from types import SimpleNamespace
+
+    from ftsweep.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data.packing: the attention of opt models ignores the position ids"):
+        model_mod.check_packing(SimpleNamespace(model_type="opt"), True)
+    model_mod.check_packing(SimpleNamespace(model_type="opt"), False)
+    model_mod.check_packing(SimpleNamespace(model_type="llama"), True)
