@@ -670,3 +670,19 @@ def test_a_tokenizer_that_appends_eos_gets_one_eos_at_the_end_of_the_answer_only
     assert [r["input_ids"] for r in got] == [r["input_ids"] for r in want]
     assert [r["labels"] for r in got] == [r["labels"] for r in want]
     assert all(plain.eos_token_id not in r["input_ids"][:-1] for r in got)  # none inside a row (its end: one)
+
+
+def test_a_custom_template_that_writes_the_bos_gets_one_bos(compose):
+    # before: "<s>[INST] ..." from a model card trained two bos tokens (the tokenizer adds its own)
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    common = ("data.max_rows=8", "data.val_size=0", "objective.metric=train_loss", "data.template=custom")
+    written = compose(*common, "data.custom_template.prompt_no_input='<|begin_of_text|>Q: {instruction}\\nA: '",
+                      "data.custom_template.prompt_with_input='<|begin_of_text|>Q: {instruction} {input}\\nA: '")
+    plain = compose(*common, "data.custom_template.prompt_no_input='Q: {instruction}\\nA: '",
+                    "data.custom_template.prompt_with_input='Q: {instruction} {input}\\nA: '")
+    tok = load_tokenizer(plain)
+    got, want = build_datasets(written, tok).train, build_datasets(plain, tok).train
+    assert [r["input_ids"] for r in got] == [r["input_ids"] for r in want]
+    assert all(r["input_ids"][:2] != [tok.bos_token_id] * 2 for r in got)

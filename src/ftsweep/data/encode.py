@@ -66,6 +66,8 @@ def tokenize_segments(
         picked = [j for j, (_, s) in enumerate(flat + kept) if s.bos == with_bos]
         if picked:
             texts = [(flat + kept)[j][1].text for j in picked]
+            if with_bos:  # a template that writes the bos itself ("<s>[INST] ..."): the tokenizer adds it already
+                texts = [without_written_bos(t, tokenizer) for t in texts]
             enc = tokenizer(texts, add_special_tokens=with_bos, verbose=False)["input_ids"]
             suffix = appended_specials(tokenizer) if with_bos else []
             for j, ids in zip(picked, enc):
@@ -94,6 +96,15 @@ def appended_specials(tokenizer: Any) -> list[int]:
         return []
     suffix = full[start + len(plain):]
     return suffix if suffix and set(suffix) <= set(getattr(tokenizer, "all_special_ids", [])) else []
+
+
+def without_written_bos(text: str, tokenizer: Any) -> str:
+    """``text`` without a leading bos token written as text when the tokenizer prepends its bos anyway (a custom
+    template copied from a model card, ``<s>[INST] {instruction} [/INST]``, would train two)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not text.startswith(bos):
+        return text
+    return text[len(bos):] if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id] else text
 
 
 def without_suffix(ids: list[int], suffix: list[int]) -> list[int]:
