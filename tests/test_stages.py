@@ -209,6 +209,21 @@ def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     assert max(len(e["prompt_ids"]) + len(e["chosen_ids"]) for e in bundle.train) == 24
 
 
+def test_whole_text_pairs_that_are_identical_or_have_an_empty_answer_are_dropped_and_counted(compose, tmp_path):
+    # Anthropic HH: the answers are what follows the common prompt, so these are dropped as explicit pairs are
+    def hh(q, chosen, rejected):
+        return {"chosen": f"\n\nHuman: {q}?\n\nAssistant:{chosen}", "rejected": f"\n\nHuman: {q}?\n\nAssistant:{rejected}"}
+
+    rows = [hh("Q1", " Same.", " Same."), hh("Q2", " A.", ""), hh("Q3", " A.", " "), hh("Q4", " Yes indeed.", " Yes"),
+            hh("Q5", " Good.", " Bad."), hh("Q6", " Fine.", " Poor.")]
+    path = _write(tmp_path, rows, "hh.jsonl")
+    for stage, counts in (("dpo", (2, 1, 3, 0)), ("kto", (4, 0, 4, 0))):
+        cfg, tok = _tokenizer(compose, f"stage={stage}", f"data.path={path}", "data.format=prompt_completion",
+                              "data.val_size=0", "data.bad_rows=skip")
+        s = _build(cfg, tok, paired=stage == "dpo").stats
+        assert (s["n_train"], s["n_dropped_identical"], s["n_dropped_empty_answer"], s["n_skipped_bad"]) == counts, stage
+
+
 @pytest.mark.parametrize(("rows", "fmt", "stage", "text"), [
     ([{"instruction": "i", "input": "", "chosen": "a"}], "alpaca", "dpo", "line 1: field 'rejected': missing"),
     ([{"prompt": "p", "chosen": "a", "rejected": "a"}] * 3, "prompt_completion", "dpo",

@@ -88,9 +88,7 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
         get_text(row, "instruction", where, d)
         return [{**row, "output": get_text(row, k, where, d, nonempty=False)} for k in answer_keys]
     if fmt == "prompt_completion":
-        if "prompt" not in row and answer_keys == ("chosen", "rejected") and all(
-                isinstance(row[k], str) for k in answer_keys):
-            row = {**row, **implicit_prompt(row["chosen"], row["rejected"])}  # Anthropic HH's layout
+        row = split_implicit(row, d)  # Anthropic HH's layout
         if "prompt" not in row:
             raise missing(row, "prompt", where, d)
         if isinstance(row["prompt"], list):  # TRL's conversational layout: messages, rendered by the chat template
@@ -125,6 +123,15 @@ def _repeats(turns: list, prefix: list) -> bool:
         return False
     return all(isinstance(t, dict) and isinstance(p, dict) and t.get("role") == p.get("role")
                and t.get("content") == p.get("content") for t, p in zip(turns, prefix))
+
+
+def split_implicit(row: dict, d: Any) -> dict:
+    """A plain-text pair without a prompt column (Anthropic HH) with its prompt split off (:func:`implicit_prompt`);
+    any other row as it is."""
+    if d.format != "prompt_completion" or "prompt" in row or not all(
+            isinstance(row.get(k), str) for k in ("chosen", "rejected")):
+        return row
+    return {**row, **implicit_prompt(row["chosen"], row["rejected"])}
 
 
 def implicit_prompt(chosen: str, rejected: str) -> dict[str, str]:
@@ -188,12 +195,18 @@ class PairEncoder:
         raise missing(row, "completion", rec.where, d)
 
     def empty(self, rec: Record) -> bool:
+        """An empty answer, as the answers are split (a whole-text pair's answers are what follows its prompt)."""
         keys = ("chosen", "rejected") if self.paired else ("completion", "chosen", "rejected")
-        return any(_is_empty(rec.row.get(k)) for k in keys if k in rec.row)
+        row = split_implicit(rec.row, self.d) if "completion" not in rec.row else rec.row
+        return any(_is_empty(row.get(k)) for k in keys if k in row)
 
     def encode(self, rec: Record, counts: PairCounts) -> list[Example]:
         """The examples of one record ([] when the length policy or a duplicate drops it)."""
         counts.rows += 1
+        if self.paired and split_implicit(rec.row, self.d) is not rec.row and rec.row["chosen"] == rec.row["rejected"]:
+            counts.identical += 1  # two equal whole texts: nothing after their common prompt
+            counts.dropped_where.append(f"{rec.where}: chosen identical to rejected")
+            return []
         if self.empty(rec):
             counts.empty_answer += 1
             counts.dropped_where.append(f"{rec.where}: empty answer")
