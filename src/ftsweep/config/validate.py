@@ -339,8 +339,10 @@ def _validate_stage(cfg: DictConfig) -> None:
     schema = OmegaConf.get_type(cfg.stage)
     if schema is not None and schema is not dict and schema is not STAGE_SCHEMAS[name]:
         raise ConfigError("stage.name", f"{name!r} contradicts the {schema.__name__} keys; choose the stage with stage={name}")
-    if name != "sft" and is_generation_metric(cfg.objective.metric):
-        raise ConfigError("objective.metric", f"{cfg.objective.metric} generates answers after SFT evaluations; "
+    generation = [m for m in (cfg.objective.metric, *cfg.objective.extra_metrics) if is_generation_metric(m)]
+    if name != "sft" and generation:
+        key = "objective.metric" if is_generation_metric(cfg.objective.metric) else "objective.extra_metrics"
+        raise ConfigError(key, f"{generation[0]} generates answers after SFT evaluations; "
                           f"stage={name} uses its own metrics ({', '.join(stage_metrics(name))})")
     if name == "sft":
         if cfg.init_from:
