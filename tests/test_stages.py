@@ -35,6 +35,10 @@ def test_every_stage_composes_with_its_own_keys_and_default_objective(compose):
     chosen = compose("stage=dpo", "data=proxy_pairs", "objective.metric=eval_rewards/accuracies",
                      "objective.direction=maximize")
     assert chosen.objective.metric == "eval_rewards/accuracies"
+    # the common metrics a stage logs stay selectable
+    assert compose("stage=dpo", "data=proxy_pairs", "objective.metric=eval_mean_token_accuracy").objective.metric == (
+        "eval_mean_token_accuracy")
+    assert compose("stage=grpo", "data=proxy_tasks", "objective.metric=eval_entropy").objective.metric == "eval_entropy"
 
 
 @pytest.mark.parametrize(("argv", "names"), [
@@ -48,6 +52,16 @@ def test_every_stage_composes_with_its_own_keys_and_default_objective(compose):
      "objective.extra_metrics: contains generates answers after SFT evaluations; stage=dpo uses its own metrics"),
     (["stage=kto", "data=proxy_kto", "objective.extra_metrics=[exact_match]"], "objective.extra_metrics: exact_match"),
     (["stage=grpo", "data=proxy_tasks", "objective.extra_metrics=[contains]"], "objective.extra_metrics: contains"),
+    # a common metric the stage never logs: refused with the stage's own list
+    (["stage=grpo", "data=proxy_tasks", "objective.metric=eval_loss"],
+     "objective.metric: stage=grpo does not log eval_loss; its metrics: eval_entropy, train_loss, "),
+    (["stage=grpo", "data=proxy_tasks", "objective.metric=eval_mean_token_accuracy"],
+     "stage=grpo does not log eval_mean_token_accuracy; its metrics: "),
+    (["stage=kto", "data=proxy_kto", "objective.metric=eval_mean_token_accuracy"],
+     "stage=kto does not log eval_mean_token_accuracy; its metrics: eval_loss, eval_entropy, "),
+    (["-m", "stage=grpo", "data=proxy_tasks", "hydra/sweeper=ftsweep_optuna", "optimizer.lr=1e-3,1e-2",
+      "hydra.sweeper.metric=eval_loss", "hydra.sweeper.direction=minimize"],
+     "hydra.sweeper.metric: stage=grpo does not log eval_loss; its metrics: eval_entropy, "),
     (["stage=ppo"], "stage=ppo: no such option"),
     (["stage=dpo", "data=proxy_pairs", "init_from=./nowhere"], "init_from: no such directory"),
     (["stage=dpo", "data=proxy_pairs", "init_from=./empty"], "init_from: './empty' holds no adapter"),

@@ -128,13 +128,25 @@ def generates(obj: Any) -> bool:
     return any(is_generation_metric(m) for m in (obj.metric, *obj.extra_metrics))
 
 
+def run_metrics(stage_metrics: tuple[str, ...] = (), common_eval: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The Trainer metrics a run writes: :data:`KNOWN_METRICS` (of their ``eval_*`` names only those in
+    ``common_eval``, the ones the stage logs; None: all) and the stage's own ``stage_metrics``."""
+    known = [m for m in KNOWN_METRICS if common_eval is None or not m.startswith("eval_") or m in common_eval]
+    return (*known, *stage_metrics)
+
+
 def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_validation: bool,
-                    stage_metrics: tuple[str, ...] = ()) -> None:
+                    stage_metrics: tuple[str, ...] = (), common_eval: tuple[str, ...] | None = None,
+                    stage: str = "sft") -> None:
     """One-line :class:`ConfigError` for an objective that cannot run; imports the user function (cheap).
-    ``stage_metrics``: what the training stage logs besides the common metrics (dpo: eval_rewards/accuracies)."""
+    ``stage_metrics``: what the training stage logs besides the common metrics (dpo: eval_rewards/accuracies);
+    ``common_eval``: the common ``eval_*`` metrics it logs (None: all of them)."""
     if obj.direction not in DIRECTIONS:
         raise ConfigError("objective.direction", f"got {obj.direction!r}; allowed: {', '.join(DIRECTIONS)}")
-    allowed = (*KNOWN_METRICS, *stage_metrics, *GENERATION_METRICS, LM_EVAL)
+    logged = run_metrics(stage_metrics, common_eval)
+    if obj.metric in KNOWN_METRICS and obj.metric not in logged:
+        raise ConfigError("objective.metric", f"stage={stage} does not log {obj.metric}; its metrics: {', '.join(logged)}")
+    allowed = (*logged, *GENERATION_METRICS, LM_EVAL)
     if obj.metric not in allowed:
         raise ConfigError("objective.metric", f"unknown metric {obj.metric!r}; available: {', '.join(allowed)}")
     for name in obj.extra_metrics:

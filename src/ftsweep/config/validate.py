@@ -19,7 +19,7 @@ from ftsweep.config.keys import added_keys, unknown_key
 from ftsweep.config.objective import check_objective, is_generation_metric
 from ftsweep.config.schema import TINY_NAME
 from ftsweep import device  # a module reference: ftsweep.device imports ftsweep.config.options
-from ftsweep.stages.registry import STAGES, stage_metrics, stage_module
+from ftsweep.stages.registry import STAGES, common_eval_metrics, stage_metrics, stage_module
 
 QUANT_METHODS = ("none", "nf4", "fp4", "int8")
 PAD_POLICIES = ("existing", "eos", "reserved", "new", "auto")
@@ -218,7 +218,8 @@ def validate(cfg: DictConfig) -> None:
     _validate_eval_data(cfg)
     check_objective(cfg.objective, data_format=cfg.data.format, train_on_prompt=cfg.data.train_on_prompt,
                     has_validation=_has_validation(cfg),
-                    stage_metrics=stage_metrics(cfg.stage.name))
+                    stage_metrics=stage_metrics(cfg.stage.name), common_eval=common_eval_metrics(cfg.stage.name),
+                    stage=cfg.stage.name)
     _validate_lm_eval_at_evals(cfg)
     _validate_device(cfg)
 

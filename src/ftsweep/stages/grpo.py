@@ -9,6 +9,9 @@ from typing import Any
 # Mean reward of the evaluation's sampled completions (trl logs it as eval_reward).
 OBJECTIVE = ("eval_reward", "maximize")
 METRICS = ("eval_reward", "eval_reward_std")
+# The common evaluation metrics that mean something here: the entropy of the sampled completions (trl's eval
+# "loss" is the policy loss on the evaluation's own samples, 0.0 without a reference: no objective).
+COMMON_EVAL_METRICS = ("eval_entropy",)
 # Memory model (ftsweep.memory): a batch row is one prompt + one of its num_generations completions (trl counts
 # completions in per_device_train_batch_size), generated first with a KV cache; beta > 0 adds a reference pass.
 MEMORY = (1, 0)

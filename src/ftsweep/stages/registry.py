@@ -26,6 +26,11 @@ def stage_metrics(name: str) -> tuple[str, ...]:
     return stage_module(name).METRICS
 
 
+def common_eval_metrics(name: str) -> tuple[str, ...]:
+    """The common ``eval_*`` metrics (eval_loss, eval_mean_token_accuracy, ...) a run of this stage writes."""
+    return stage_module(name).COMMON_EVAL_METRICS
+
+
 def sweep_problem(name: str, swept: set[str], metric: str) -> str | None:
     """One line when a sweep ranks trials on a metric whose scale a swept key changes (a DPO sweep of
     ``stage.beta`` on eval loss: a larger beta alone gives a lower loss), from the stage's ``SCALED_BY``."""

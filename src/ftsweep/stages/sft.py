@@ -6,6 +6,8 @@ from typing import Any
 
 OBJECTIVE = ("eval_loss", "minimize")
 METRICS: tuple[str, ...] = ()
+# The common evaluation metrics (ftsweep.config.objective.KNOWN_METRICS) a run of this stage writes.
+COMMON_EVAL_METRICS = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy", "eval_perplexity")
 # A warm sweep worker may keep this stage's model and data between trials (ftsweep.warm).
 # Memory model (ftsweep.memory): one sequence per example, no reference pass.
 MEMORY = (1, 0)

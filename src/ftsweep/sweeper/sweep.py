@@ -342,9 +342,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in options.DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(options.DIRECTIONS)} per metric")
-    from ftsweep.stages.registry import stage_metrics
+    from ftsweep.config.objective import run_metrics
+    from ftsweep.stages.registry import common_eval_metrics, stage_metrics
 
-    staged = stage_metrics(str(OmegaConf.select(cfg, "stage.name", default="sft")))
+    stage = str(OmegaConf.select(cfg, "stage.name", default="sft"))
+    logged = run_metrics(stage_metrics(stage), common_eval_metrics(stage))
     generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
     for m in metrics:
         if m in GENERATION_METRICS and m not in generated:
@@ -352,9 +354,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                                   f"set objective={m} (or add it to objective.extra_metrics)")
         if m == LM_EVAL and m not in generated:
             raise SweepInputError(f"hydra.sweeper.metric: {m} is computed only with objective=lm_eval")
-        if m not in KNOWN_METRICS and m not in GENERATION_METRICS and m not in staged and m != LM_EVAL:
+        if m in KNOWN_METRICS and m not in logged:
+            raise SweepInputError(f"hydra.sweeper.metric: stage={stage} does not log {m}; its metrics: "
+                                  f"{', '.join(logged)}")
+        if m not in logged and m not in GENERATION_METRICS and m != LM_EVAL:
             raise SweepInputError(f"hydra.sweeper.metric: unknown metric {m!r}; available: "
-                                  f"{', '.join((*KNOWN_METRICS, *staged, *GENERATION_METRICS))}")
+                                  f"{', '.join((*logged, *GENERATION_METRICS))}")
 
     pruner = conf.pruner
     if len(directions) > 1:
