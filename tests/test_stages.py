@@ -52,6 +52,11 @@ def test_every_stage_composes_with_its_own_keys_and_default_objective(compose):
      "objective.extra_metrics: contains generates answers after SFT evaluations; stage=dpo uses its own metrics"),
     (["stage=kto", "data=proxy_kto", "objective.extra_metrics=[exact_match]"], "objective.extra_metrics: exact_match"),
     (["stage=grpo", "data=proxy_tasks", "objective.extra_metrics=[contains]"], "objective.extra_metrics: contains"),
+    (["stage=kto", "data=proxy_kto", "trainer.per_device_train_batch_size=1"],
+     ("trainer.per_device_train_batch_size: must be >= 2 with stage=kto (its KL term pairs each completion with "
+      "another row's prompt in the same batch; got 1)")),
+    (["-m", "stage=kto", "data=proxy_kto", "hydra/sweeper=ftsweep_optuna", "trainer.per_device_train_batch_size=1,4"],
+     "trainer.per_device_train_batch_size: must be >= 2 with stage=kto"),
     # a common metric the stage never logs: refused with the stage's own list
     (["stage=grpo", "data=proxy_tasks", "objective.metric=eval_loss"],
      "objective.metric: stage=grpo does not log eval_loss; its metrics: eval_entropy, train_loss, "),

@@ -372,6 +372,10 @@ def _validate_stage(cfg: DictConfig) -> None:
     if name == "kto":
         _at_least(cfg, "stage.desirable_weight", 0, strict=True)
         _at_least(cfg, "stage.undesirable_weight", 0, strict=True)
+        if cfg.trainer.per_device_train_batch_size < 2:  # trl's KTOTrainer refuses it after the model loaded
+            raise ConfigError("trainer.per_device_train_batch_size", "must be >= 2 with stage=kto (its KL term pairs "
+                              "each completion with another row's prompt in the same batch; got "
+                              f"{cfg.trainer.per_device_train_batch_size})")
 
 
 def _validate_grpo(cfg: DictConfig) -> None:
