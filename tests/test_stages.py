@@ -517,6 +517,27 @@ def test_grpo_rewards_from_config():
         wrong(None, completions)
 
 
+def test_a_function_reward_is_imported_from_the_working_directory_as_objective_function_is(tmp_path, monkeypatch):
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.objective import load_function
+    from ftsweep.config.stage import GrpoStage
+    from ftsweep.stages.rewards import build_rewards
+
+    (tmp_path / "my_rewards_cwd.py").write_text(
+        "def gsm_reward(prompts, completions, answer=None, **kw):\n    return [float(c == a) for c, a in zip(completions, answer)]\n"
+        "def em(prompt, prediction, reference, row):\n    return float(prediction == reference)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    spec = OmegaConf.merge(OmegaConf.structured(GrpoStage),
+                           {"rewards": [{"name": "function", "function": "my_rewards_cwd:gsm_reward"}]}).rewards
+    reward = build_rewards(spec)[0][0]
+    assert reward(None, ["4", "5"], answer=["4", "4"]) == [1.0, 0.0]
+    assert load_function("my_rewards_cwd:em")(prompt="", prediction="a", reference="a", row={}) == 1.0
+
+
 @pytest.mark.parametrize(("argv", "names"), [
     (["stage.rewards=[]"], "stage.rewards: stage=grpo needs at least one reward"),
     (["stage.rewards=[{name: bleu}]"], "stage.rewards.0.name: unknown reward 'bleu'"),

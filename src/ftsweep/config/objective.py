@@ -17,7 +17,6 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -201,21 +200,9 @@ def compile_pattern(pattern: str | None) -> re.Pattern:
 
 def load_function(spec: str | None) -> Callable[..., Any]:
     """``module.path:name`` -> the callable; it must accept prompt, prediction, reference and row."""
-    if not spec or ":" not in spec:
-        raise ConfigError("objective.function", f"must be 'module.path:function' (got {spec!r})")
-    module_name, _, attr = spec.partition(":")
-    import os
-    import sys
+    from ftsweep.config.imports import import_callable
 
-    if os.getcwd() not in sys.path:  # the user's own module, next to their data (like data.path)
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # noqa: BLE001 -- any import failure is the user's module
-        raise ConfigError("objective.function", f"cannot import {module_name!r}: {type(err).__name__}: {err}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError("objective.function", f"{module_name!r} has no callable {attr!r}")
+    fn = import_callable(spec, "objective.function")  # the working directory too: the user's module
     try:
         inspect.signature(fn).bind(prompt="", prediction="", reference="", row={})
     except TypeError:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -54,17 +53,11 @@ def _length_penalty(target: int) -> Callable:
 
 
 def import_function(path: str, key: str) -> Callable:
-    """``package.module:function`` -> the function (ConfigError naming ``key`` when it cannot be imported)."""
-    module, sep, name = path.partition(":")
-    if not sep or not module or not name:
-        raise ConfigError(key, f"{path!r} is not an import path 'package.module:function'")
-    try:
-        func = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(key, f"cannot import {path!r}: {err}") from None
-    if not callable(func):
-        raise ConfigError(key, f"{path!r} is not callable")
-    return func
+    """``package.module:function`` -> the function (ConfigError naming ``key`` when it cannot be imported); from
+    the working directory too, as ``objective.function`` is imported."""
+    from ftsweep.config.imports import import_callable
+
+    return import_callable(path, key)
 
 
 def _checked(func: Callable, key: str) -> Callable:
