@@ -12,3 +12,17 @@ def one_too_few(prompts, completions, **kwargs):
 def answer_is_the_row_answer(prompts, completions, answer=None, **kwargs):
     """1.0 when the reward got the row's answer (the proxy task's answers are one or more lowercase words)."""
     return [float(isinstance(a, str) and a != "" and a == a.strip().lower()) for a in answer]
+
+
+def as_numpy(prompts, completions, **kwargs):
+    import numpy as np
+
+    return np.array([float(len(c)) for c in completions])
+
+
+def with_none(prompts, completions, **kwargs):
+    return tuple(None if c == "x1" else 1.0 for c in completions)
+
+
+def as_text(prompts, completions, **kwargs):
+    return ["high"] * len(completions)

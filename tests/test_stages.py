@@ -515,6 +515,14 @@ def test_grpo_rewards_from_config():
     wrong = build_rewards(specs({"name": "function", "function": "stage_rewards:one_too_few"}))[0][0]
     with pytest.raises(ConfigError, match="stage.rewards.0.function: returned 2 rewards for 3 completions"):
         wrong(None, completions)
+    # as trl takes them: a numpy array, a tuple with None for a completion the reward does not score
+    numpy = build_rewards(specs({"name": "function", "function": "stage_rewards:as_numpy"}))[0][0]
+    assert numpy(None, completions) == [13.0, 9.0, 2.0]
+    assert build_rewards(specs({"name": "function", "function": "stage_rewards:with_none"}))[0][0](
+        None, completions) == [1.0, 1.0, None]
+    text = build_rewards(specs({"name": "function", "function": "stage_rewards:as_text"}))[0][0]
+    with pytest.raises(ConfigError, match=r"stage.rewards.0.function: returned 'high' as a reward \(a number or None"):
+        text(None, completions)
 
 
 def test_a_function_reward_is_imported_from_the_working_directory_as_objective_function_is(tmp_path, monkeypatch):

@@ -61,16 +61,30 @@ def import_function(path: str, key: str) -> Callable:
 
 
 def _checked(func: Callable, key: str) -> Callable:
-    """A user reward that returns the wrong number of rewards fails as bad input, naming the reward."""
-    def reward(prompts, completions, **kwargs: Any) -> list[float]:
+    """A user reward that returns the wrong number of rewards fails as bad input, naming the reward. As trl
+    takes them: any sequence (list, tuple, numpy array, tensor) of numbers, None for a completion it does not score."""
+    def reward(prompts, completions, **kwargs: Any) -> list[float | None]:
         out = func(prompts=prompts, completions=completions, **kwargs)
-        if not isinstance(out, (list, tuple)) or len(out) != len(completions):
-            got = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+        sized = hasattr(out, "__len__") and hasattr(out, "__iter__") and not isinstance(out, (str, bytes, dict))
+        if not sized or len(out) != len(completions):
+            got = len(out) if sized else type(out).__name__
             raise ConfigError(key, f"returned {got} rewards for {len(completions)} completions (one per completion)")
-        return list(out)
+        try:
+            return [None if v is None else float(v) for v in out]
+        except (TypeError, ValueError):
+            bad = next(v for v in out if v is not None and not _is_number(v))
+            raise ConfigError(key, f"returned {bad!r} as a reward (a number or None per completion)") from None
 
     reward.__name__ = getattr(func, "__name__", "function")
     return reward
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def build_rewards(specs: Any) -> tuple[list[Callable], list[float]]:
