@@ -58,6 +58,8 @@ def test_every_stage_composes_with_its_own_keys_and_default_objective(compose):
     (["-m", "stage=kto", "data=proxy_kto", "hydra/sweeper=ftsweep_optuna", "trainer.per_device_train_batch_size=1,4"],
      "trainer.per_device_train_batch_size: must be >= 2 with stage=kto"),
     # a common metric the stage never logs: refused with the stage's own list
+    (["stage=dpo", "data=proxy_pairs", "objective.metric=eval_perplexity"],
+     "objective.metric: stage=dpo does not log eval_perplexity; its metrics: eval_loss, "),
     (["stage=grpo", "data=proxy_tasks", "objective.metric=eval_loss"],
      "objective.metric: stage=grpo does not log eval_loss; its metrics: eval_entropy, train_loss, "),
     (["stage=grpo", "data=proxy_tasks", "objective.metric=eval_mean_token_accuracy"],
@@ -321,8 +323,10 @@ def test_dpo_reference_equals_policy_at_step_zero(dpo_run):
     assert m["initial_eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
 
 
-def test_dpo_raises_reward_accuracy_and_puts_chosen_above_rejected(dpo_run):
+def test_dpo_raises_reward_accuracy_and_puts_chosen_above_rejected(dpo_run, sft_run):
     m = dpo_run[1]
+    # exp(eval_loss) is a perplexity of SFT's language-model loss only
+    assert "eval_perplexity" not in m and sft_run[1]["eval_perplexity"] == pytest.approx(math.exp(sft_run[1]["eval_loss"]))
     assert m["status"] == "complete" and m["data_n_eval"] == 48
     assert m["eval_rewards/accuracies"] > 0.75  # chance is 0.5
     assert m["eval_rewards/margins"] > 0
@@ -429,6 +433,7 @@ def test_kto_trains(cache_dir, tmp_path):
     assert m["status"] == "complete" and m["train_steps"] == 12
     assert m["eval_loss"] < m["initial_eval_loss"]
     assert m["initial_eval_rewards/chosen"] == 0.0  # step 0: reference == policy
+    assert "eval_perplexity" not in m  # not a language-model loss
 
 
 def test_memory_model_counts_both_answers_and_the_reference_pass(compose):

@@ -264,6 +264,7 @@ def build_trainer(cfg, model, tokenizer, bundle, run_dir: Path, tracker: Tracker
     if cfg.lora.enabled and cfg.lora.loraplus_lr_ratio is not None:
         built.optimizer = loraplus_optimizer(built, cfg.lora.loraplus_lr_ratio)
     built.ftsweep_stage_metrics = stage.METRICS  # what collect_metrics copies from the evaluations
+    built.ftsweep_common_eval = stage.COMMON_EVAL_METRICS  # eval_perplexity only where the loss is an LM loss
     limit_intermediate_evaluations(built, cfg.trainer.intermediate_eval_rows, cfg.objective.subset_seed)
     return built
 
@@ -431,7 +432,8 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
             out[key] = float(last_eval[key])
         if key in initial:
             out[f"initial_{key}"] = float(initial[key])
-    if "eval_loss" in out:
+    # exp(eval_loss) is a perplexity only for a language-model loss (SFT), not for DPO's / KTO's loss
+    if "eval_loss" in out and "eval_perplexity" in getattr(trainer, "ftsweep_common_eval", ("eval_perplexity",)):
         out["eval_perplexity"] = math.exp(min(out["eval_loss"], 50.0))
     evals = {0: initial.get("eval_loss")} if initial else {}
     evals.update({h["step"]: h["eval_loss"] for h in history if "eval_loss" in h})

@@ -13,8 +13,9 @@ from typing import Any
 OBJECTIVE = ("eval_loss", "minimize")
 METRICS = ("eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected",
            "eval_logps/chosen", "eval_logps/rejected")
-# The common evaluation metrics (ftsweep.config.objective.KNOWN_METRICS) trl's DPOTrainer logs.
-COMMON_EVAL_METRICS = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy", "eval_perplexity")
+# The common evaluation metrics (ftsweep.config.objective.KNOWN_METRICS) trl's DPOTrainer logs (no perplexity:
+# the DPO loss is not a language-model loss).
+COMMON_EVAL_METRICS = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy")
 # Memory model (ftsweep.memory): chosen + rejected trained together (2 rows per example), then the reference pass over both.
 MEMORY = (2, 2)
 # Metrics whose scale a swept key changes: the loss is -log sigmoid(beta x log-ratio margin) (other loss types

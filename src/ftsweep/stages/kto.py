@@ -6,8 +6,8 @@ from typing import Any
 
 OBJECTIVE = ("eval_loss", "minimize")
 METRICS = ("eval_rewards/chosen", "eval_rewards/rejected", "eval_kl", "eval_logps/chosen", "eval_logps/rejected")
-# The common evaluation metrics trl's KTOTrainer logs (no token accuracy).
-COMMON_EVAL_METRICS = ("eval_loss", "eval_entropy", "eval_perplexity")
+# The common evaluation metrics trl's KTOTrainer logs (no token accuracy; no perplexity: not a language-model loss).
+COMMON_EVAL_METRICS = ("eval_loss", "eval_entropy")
 # Memory model (ftsweep.memory): the completion is trained; the KL completion and the reference run without grad, one pass at a time.
 MEMORY = (1, 1)
 # Metrics whose scale a swept key changes (see ftsweep.stages.dpo): KTO logs none that beta leaves alone
