@@ -58,6 +58,13 @@ def test_regex_extracts_group_from_prediction_and_reference():
     assert regex_match("#### 8", "#### 7", pattern) == 0.0
     assert regex_match("the answer is 7", "#### 7", pattern) == 0.0  # nothing extracted from the prediction
     assert regex_match("#### 7", "7", pattern) == 1.0  # a bare reference is compared whole
+    # numbers as lm-eval's gsm8k strict-match compares them: ',', '$' and a trailing '.' ignored
+    assert regex_match("so #### 42.", "#### 42", pattern) == 1.0
+    assert regex_match("#### 1000", "#### 1,000", pattern) == 1.0
+    assert regex_match("#### $1,000.", "1000", pattern) == 1.0
+    assert regex_match("#### 1000", "#### 100", pattern) == 0.0
+    assert regex_match("#### 1.5", "#### 15", pattern) == 0.0 and regex_match("#### 4.0", "#### 4", pattern) == 0.0
+    assert regex_match("#### yes.", "#### yes", pattern) == 0.0  # not a number: compared as written
     value = build_scorer("regex", _objective(metric="regex", pattern=r"#### (\S+)"))(
         _rows([("#### 7", "#### 7"), ("#### 1", "#### 2")])).value
     assert value == 0.5

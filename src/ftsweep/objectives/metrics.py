@@ -56,13 +56,30 @@ def contains(prediction: str, reference: str, norm: Normalize = Normalize()) -> 
     return float(bool(ref) and ref in norm(prediction))
 
 
+# lm-evaluation-harness's gsm8k strict-match ignores these in the extracted answer (its regexes_to_ignore)
+_NUMBER_IGNORED = re.compile(r"[,$]|\.$")
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
+
+
+def _as_number(text: str) -> str | None:
+    """An extracted number as lm-eval's gsm8k strict-match compares it ("$1,000." -> "1000"); None for other text."""
+    stripped = _NUMBER_IGNORED.sub("", text.strip())
+    return stripped if _NUMBER.fullmatch(stripped) else None
+
+
 def regex_match(prediction: str, reference: str, pattern: re.Pattern, norm: Normalize = Normalize()) -> float:
     """The pattern's first group, extracted from both, must match; no match in the prediction scores 0.
-    A reference without a match is compared whole (the reference may be the bare answer)."""
+    A reference without a match is compared whole (the reference may be the bare answer). Numbers match as
+    lm-eval's gsm8k strict-match compares them: ``,``, ``$`` and a trailing ``.`` do not count ("#### 1,000."
+    matches "#### 1000")."""
     p, r = pattern.search(prediction), pattern.search(reference)
     if p is None:
         return 0.0
-    return float(norm(p.group(1)) == norm(r.group(1) if r else reference))
+    pred, ref = norm(p.group(1)), norm(r.group(1) if r else reference)
+    if pred == ref:
+        return 1.0
+    number = _as_number(pred)
+    return float(number is not None and number == _as_number(ref))
 
 
 def rouge_l(prediction: str, reference: str) -> float:
