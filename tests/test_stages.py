@@ -249,6 +249,36 @@ def test_whole_text_pairs_that_are_identical_or_have_an_empty_answer_are_dropped
         assert (s["n_train"], s["n_dropped_identical"], s["n_dropped_empty_answer"], s["n_skipped_bad"]) == counts, stage
 
 
+def test_every_validation_pair_dropped_is_refused_before_training(compose, tmp_path, monkeypatch, capsys):
+    train = _write(tmp_path, [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(4)], "train.jsonl")
+    long = "word " * 80  # over data.cutoff_len - 1 tokens: every validation row is dropped
+    pairs = _write(tmp_path, [{"prompt": long, "chosen": "a", "rejected": "b"}] * 4, "val.jsonl")
+    kto = _write(tmp_path, [{"prompt": long, "completion": "a", "label": i % 2 == 0} for i in range(4)], "val_kto.jsonl")
+    for stage, val, what in (("dpo", pairs, "pairs"), ("kto", kto, "rows")):
+        cfg, tok = _tokenizer(compose, f"stage={stage}", f"data.path={train}", f"data.validation_path={val}",
+                              "data.format=prompt_completion", "data.cutoff_len=32")
+        with pytest.raises(DataError) as err:
+            _build(cfg, tok, paired=stage == "dpo")
+        assert str(err.value).startswith(f"{val}: no validation {what} left: all 4 were dropped (a prompt longer than "
+                                         "stage.max_prompt_length = 31 tokens"), str(err.value)
+    # ftsweep inspect --split eval says the same (it said: no eval split, data.val_size=0 and no validation_path)
+    monkeypatch.chdir(tmp_path)
+    code = main(["inspect", "model=tiny", "stage=dpo", "data.path=train.jsonl", "data.validation_path=val.jsonl",
+                 "data.format=prompt_completion", "data.cutoff_len=32", "--split", "eval", "--dropped"])
+    captured = capsys.readouterr()
+    assert code == 2 and "val.jsonl line 4: prompt of " in captured.out
+    assert captured.err.splitlines()[-1].startswith("ftsweep: error: val.jsonl: no validation pairs left: all 4 were dropped")
+    # GRPO: every validation prompt skipped as a bad row (a prompt-only row where exact_match needs the answer)
+    qa = _write(tmp_path, [{"instruction": f"q{i}", "input": "", "output": "a"} for i in range(4)], "qa.jsonl")
+    prompts = _write(tmp_path, [{"instruction": f"q{i}", "input": ""} for i in range(4)], "prompts.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", f"data.path={qa}", f"data.validation_path={prompts}",
+                          "data.format=alpaca", "data.bad_rows=skip")
+    from ftsweep.data.preference import build_prompt_datasets
+
+    with pytest.raises(DataError, match=r"prompts.jsonl: no validation prompts left: all 4 were skipped as bad rows$"):
+        build_prompt_datasets(cfg, tok, ("exact_match",))
+
+
 @pytest.mark.parametrize(("rows", "fmt", "stage", "text"), [
     ([{"instruction": "i", "input": "", "chosen": "a"}], "alpaca", "dpo", "line 1: field 'rejected': missing"),
     ([{"prompt": "p", "chosen": "a", "rejected": "a"}] * 3, "prompt_completion", "dpo",

@@ -28,7 +28,7 @@ from ftsweep.data.chat import TemplateError, alpaca_as_chat
 from ftsweep.data.encode import tokenize_segments
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
-from ftsweep.data.pipeline import DataBundle, Renderer
+from ftsweep.data.pipeline import DataBundle, Renderer, _all_dropped
 from ftsweep.data.sources import Record, load_records, no_training_rows, select, split_validation
 from ftsweep.data.templates import ANSWER, _label, get_text, missing
 
@@ -304,6 +304,13 @@ def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_pro
     if paired and counts.identical and counts.identical == counts.rows - counts.empty_answer - counts.prompt_too_long:
         raise DataError(d.path, f"chosen is identical to rejected in every row ({counts.identical}): nothing to prefer",
                         "rejected")
+    if val_rec and not evals:  # an eval objective would find nothing to measure, after the whole run
+        why = [f"a prompt longer than stage.max_prompt_length = {encoder.max_prompt} tokens",
+               *(["chosen identical to rejected"] if paired else []), "an empty answer"]
+        raise _all_dropped(DataError(
+            d.validation_path or "data.val_size", f"no validation {'pairs' if paired else 'rows'} left: all "
+            f"{len(val_rec)} were dropped ({', '.join(why)}, or a bad row; ftsweep inspect --dropped lists them)"),
+            counts)
     if not train and not train_rec and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_rec))
     if not train:
@@ -409,6 +416,9 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
         return out
 
     train, evals = rows(train_rec), rows(val_rec)
+    if val_rec and not evals:  # the eval_reward objective would find nothing to measure, after the whole run
+        raise DataError(d.validation_path or "data.val_size", f"no validation prompts left: all {len(val_rec)} were "
+                        "skipped as bad rows")
     if not train and not train_rec and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_rec))
     if not train:
