@@ -26,3 +26,9 @@ def with_none(prompts, completions, **kwargs):
 
 def as_text(prompts, completions, **kwargs):
     return ["high"] * len(completions)
+
+
+def solution_reward(completions, solution, difficulty, **kwargs):
+    """open-r1 style: another column of the row (``solution``) by name; 1.0 when it is the row's own (the test's
+    rows have solution == "s" + output and an integer difficulty)."""
+    return [float(s == "s" + a and isinstance(n, int)) for s, a, n in zip(solution, kwargs["answer"], difficulty)]

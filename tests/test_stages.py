@@ -676,6 +676,32 @@ def test_grpo_trains_and_hands_each_row_answer_to_the_weighted_rewards(cache_dir
     assert m["objective"] == m["eval_reward"]
 
 
+def test_grpo_rewards_get_every_column_of_the_row_as_trl_hands_them(cache_dir, tmp_path):
+    from ftsweep.config.compose import compose
+    from ftsweep.data.preference import build_prompt_datasets
+    from ftsweep.model import load_tokenizer
+    from ftsweep.train import run
+
+    rows = [{"instruction": f"Add one to {i}.", "input": "", "output": str(i + 1), "solution": f"s{i + 1}",
+             "difficulty": i % 3} for i in range(12)]
+    path = _write(tmp_path, rows, "qa.jsonl")
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=grpo", f"data.path={path}", "data.format=alpaca",
+                   "data.val_size=4", "trainer.max_steps=1", "trainer.eval_steps=1", "trainer.logging_steps=1",
+                   "trainer.per_device_train_batch_size=4", "trainer.per_device_eval_batch_size=4",
+                   "stage.num_generations=4", "stage.max_completion_length=2",
+                   "stage.rewards=[{name: function, function: 'stage_rewards:solution_reward'}]"])
+    m = run(cfg, tmp_path / "run")
+    evals = [h for h in json.loads((tmp_path / "run" / "log_history.json").read_text()) if "eval_reward" in h]
+    assert m["status"] == "complete" and evals and all(h["eval_reward"] == 1.0 for h in evals)
+    # a column must hold one type (one list per column): the row that differs is named
+    rows[5]["difficulty"] = "hard"
+    cfg.data.path = _write(tmp_path, rows, "mixed.jsonl")
+    cfg.data.shuffle, cfg.data.val_size = False, 0
+    with pytest.raises(DataError, match=r"mixed.jsonl line 6: field 'difficulty': a str where \S*mixed.jsonl line 1 "
+                                        r"has a number: trl hands each column to the rewards as one list"):
+        build_prompt_datasets(cfg, load_tokenizer(cfg))
+
+
 @pytest.mark.slow
 def test_grpo_raises_the_mean_reward_from_an_sft_start(cache_dir, tmp_path):
     """sweep=grpo_lr's settings at one learning rate, from an SFT run that answers some proxy rows: the mean

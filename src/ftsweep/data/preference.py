@@ -386,9 +386,29 @@ def _answer_field(d: Any, row: dict) -> str:
     return {"alpaca": "output", "prompt_completion": "completion", "sharegpt": "conversations"}.get(d.format, "messages")
 
 
+# Columns trl's GRPOTrainer reads as images (a multimodal batch): not handed on from a text row.
+NOT_FORWARDED = ("image", "images")
+
+
+def _kind(value: Any) -> str:
+    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+
+
+def _one_kind_per_column(row: dict[str, Any], where: str, kinds: dict[str, tuple[str, str]]) -> None:
+    """A column handed to the rewards holds one kind of value in every row (a dataset column has one type)."""
+    for key, value in row.items():
+        if value is None:
+            continue
+        kind, first = kinds.setdefault(key, (_kind(value), where))
+        if _kind(value) != kind:
+            raise DataError(where, f"a {_kind(value)} where {first} has a {kind}: trl hands each column to the rewards "
+                                   "as one list, so its values must have one type", key)
+
+
 def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...] = ()) -> DataBundle:
     """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``; prompt-only rows
-    (answer None) are refused while ``needs_answer`` names a reward that compares with the answer."""
+    (answer None) are refused while ``needs_answer`` names a reward that compares with the answer. The row's
+    other columns (``solution``, ``difficulty``, ...) are kept: trl hands every column to the rewards."""
     from datasets import Dataset
 
     d = data_options(cfg.data)
@@ -396,16 +416,16 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
     train_rec, val_rec, n_rows = load_split(cfg, bad)
     renderer = Renderer(d, tokenizer)
 
-    def one(rec: Record) -> dict[str, str | None]:
+    def one(rec: Record) -> dict[str, Any]:
         row = prompt_and_answer(renderer, tokenizer, rec)
         if row["answer"] is None and needs_answer:
             raise DataError(rec.where, f"a prompt without an answer: the {needs_answer[0]} reward compares each "
                                        "completion with the row's answer (rewards that need none: regex, "
                                        "length_penalty, function)", _answer_field(d, rec.row))
-        return row
+        return {**{k: v for k, v in rec.row.items() if k not in NOT_FORWARDED}, **row}
 
-    def rows(records: list[Record]) -> list[dict[str, str | None]]:
-        out = []
+    def rows(records: list[Record]) -> list[dict[str, Any]]:
+        out, kinds = [], {}
         for rec in records:
             try:
                 out.append(one(rec))
@@ -413,6 +433,8 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
                 raise
             except DataError as err:
                 bad.handle(err, rec, one)
+                continue
+            _one_kind_per_column(out[-1], rec.where, kinds)
         return out
 
     train, evals = rows(train_rec), rows(val_rec)

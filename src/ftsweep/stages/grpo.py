@@ -1,6 +1,6 @@
 """GRPO: trl's GRPOTrainer on prompts rendered exactly as SFT renders them; the data's answer column
 (``output`` / ``completion`` / the last assistant turn) is handed to the rewards as ``answer`` (None for
-trl's prompt-only rows)."""
+trl's prompt-only rows), and the row's other columns by their names, as trl hands them."""
 
 from __future__ import annotations
 
