@@ -634,6 +634,9 @@ def test_grpo_reads_prompt_only_rows_when_no_reward_needs_an_answer(compose, tmp
     with_answer, _ = build([full], length_only)
     only, _ = build([prompt_only], length_only)
     assert only["prompt"] == with_answer["prompt"] and with_answer["answer"] == ["A cat."] and only["answer"] == [None]
+    # an answer column beside the prompt (trl's / GSM8K's layout: messages + answer) is the row's answer
+    answered, _ = build([{**prompt_only, "answer": " A cat."}, {**prompt_only, "answer": 7}])
+    assert answered["prompt"][0] == with_answer["prompt"][0] and answered["answer"] == ["A cat.", "7"]
     # the default reward (exact_match) compares with the answer: the first prompt-only row of the file is named
     with pytest.raises(DataError) as err:
         build([full, prompt_only, prompt_only])

@@ -30,7 +30,7 @@ from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
 from ftsweep.data.pipeline import DataBundle, Renderer, _all_dropped
 from ftsweep.data.sources import Record, load_records, no_training_rows, select, split_validation
-from ftsweep.data.templates import ANSWER, _label, get_text, missing
+from ftsweep.data.templates import ANSWER, _label, get_text, missing, number_text
 
 
 @dataclass
@@ -363,8 +363,8 @@ def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[s
     """A row of any SFT format -> {"prompt": the prompt text exactly as SFT renders it, "answer": its answer}.
 
     The prompt's leading bos text is left to the tokenizer (trl tokenizes the prompt with special tokens);
-    the answer is the trained text without its end-of-turn / eos token (the reference for the rewards), None
-    for a prompt-only row.
+    the answer is the trained text without its end-of-turn / eos token (the reference for the rewards); for a
+    prompt-only row its ``answer`` column (trl's and GSM8K's layout: ``messages`` + ``answer``), else None.
     """
     filled = with_placeholder_answer(rec.row, renderer.d.format)
     segments = renderer(Record(filled, rec.where) if filled is not None else rec)
@@ -375,7 +375,8 @@ def prompt_and_answer(renderer: Renderer, tokenizer: Any, rec: Record) -> dict[s
     if bos and prompt.startswith(bos):
         prompt = prompt[len(bos):]
     if filled is not None:
-        return {"prompt": prompt, "answer": None}
+        answer = number_text(rec.row.get("answer"))
+        return {"prompt": prompt, "answer": (answer.strip() or None) if isinstance(answer, str) else answer}
     ids = tokenizer(segments[-1].text, add_special_tokens=False)["input_ids"]
     return {"prompt": prompt, "answer": tokenizer.decode(ids, skip_special_tokens=True).strip()}
 
