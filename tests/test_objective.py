@@ -90,8 +90,12 @@ def test_rouge_bleu_chrf_values():
     assert UnicodeWords().tokenize(ascii_text) == tokenize.tokenize(ascii_text, None)  # ASCII: the default's tokens
     pairs = [("the cat sat on the mat", "the cat sat on the mat"), ("a dog ran", "the dog ran away")]
     bleu = build_scorer("bleu", _objective())(_rows(pairs))
-    assert bleu.value == pytest.approx(sacrebleu.corpus_bleu([p for p, _ in pairs], [[r for _, r in pairs]]).score)
-    assert bleu.rows[0] == pytest.approx(100.0)
+    # the mean of the rows' smoothed sentence BLEU (LLaMA-Factory's bleu-4 is such a mean), what predictions.jsonl shows
+    assert bleu.rows == [pytest.approx(sacrebleu.sentence_bleu(p, [r]).score) for p, r in pairs]
+    assert bleu.rows[0] == pytest.approx(100.0) and bleu.value == pytest.approx(sum(bleu.rows) / 2)
+    # references under 4 tokens: perfect answers score 100 (corpus BLEU has no 4-gram and scored 0)
+    short = build_scorer("bleu", _objective())(_rows([("42", "42"), ("Paris", "Paris"), ("a cat", "a cat")]))
+    assert short.value == pytest.approx(100.0) and short.rows == [pytest.approx(100.0)] * 3
     chrf = build_scorer("chrf", _objective())(_rows(pairs))
     assert chrf.value == pytest.approx(sacrebleu.corpus_chrf([p for p, _ in pairs], [[r for _, r in pairs]]).score)
     assert 0 < chrf.value < 100

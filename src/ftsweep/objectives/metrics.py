@@ -1,8 +1,9 @@
 """Scoring generated answers against references: pure functions, no model, no torch.
 
 Per-row metrics (exact_match, contains, regex, rouge_l, function) give a score per row and the mean over
-rows; corpus metrics (bleu, chrf) are computed over all rows at once by sacrebleu (0-100), with each row's
-sentence score kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
+rows; bleu is the mean of the rows' sentence BLEU (sacrebleu's ``sentence_bleu``: effective order, exp
+smoothing; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
+rows at once by sacrebleu (0-100). Each row's sentence score is kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
 exact-match reward) score answers the same way.
 """
 
@@ -173,8 +174,10 @@ def _corpus(metric: str, rows: Sequence[dict[str, Any]]) -> Scores:
     preds = [r["prediction"] for r in rows]
     refs = [r["reference"] for r in rows]
     if metric == "bleu":
-        corpus = sacrebleu.corpus_bleu(preds, [refs]).score
+        # the mean of the rows' sentence BLEU (effective order, exp smoothing), as LLaMA-Factory's bleu-4 is a
+        # mean of smoothed sentence BLEU: corpus BLEU is 0 whenever no reference has 4 tokens, however right
         per_row = [sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(preds, refs)]
+        corpus = sum(per_row) / len(per_row) if per_row else 0.0
     else:
         corpus = sacrebleu.corpus_chrf(preds, [refs]).score
         per_row = [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(preds, refs)]
