@@ -296,6 +296,11 @@ def test_every_validation_pair_dropped_is_refused_before_training(compose, tmp_p
     ([{"prompt": "p", "chosen": "a", "rejected": "b"}], "alpaca", "dpo",
      ("line 1: field 'instruction': missing (the row has columns: prompt, chosen, rejected; they look like "
       "data.format=prompt_completion)")),
+    # UltraFeedback-style: chosen is the whole conversation, rejected only the reply
+    ([{"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+       "rejected": [{"role": "assistant", "content": "Go"}]}], "chat", "dpo",
+     ("line 1: field 'rejected': chosen is the whole conversation (it repeats the prompt's messages) but rejected is "
+      "not: write both as whole conversations or both as the reply alone")),
     # rows are encoded shuffled and split, but the error names the first bad row of the file
     ([{"instruction": f"i{n}", "input": "", "chosen": "a", "rejected": True if n in (6, 17) else "b"} for n in range(30)],
      "alpaca", "dpo", "line 7: field 'rejected': expected a string, got bool"),

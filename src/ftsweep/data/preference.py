@@ -112,8 +112,13 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
     if isinstance(prefix, str):
         prefix = [{"role": "user", "content": prefix}]
     answers = [_as_messages(row[k], False) for k in answer_keys]
-    if all(_repeats(a, prefix) for a in answers):  # whole conversations beside their prompt (UltraFeedback binarized)
+    whole = [_repeats(a, prefix) for a in answers]
+    if all(whole):  # whole conversations beside their prompt (UltraFeedback binarized)
         return [{**row, "messages": a} for a in answers]
+    if any(whole):
+        full, reply = (answer_keys[whole.index(True)], answer_keys[whole.index(False)])
+        raise DataError(where, f"{full} is the whole conversation (it repeats the prompt's messages) but {reply} is "
+                               "not: write both as whole conversations or both as the reply alone", _label(reply, d))
     return [{**row, "messages": list(prefix) + a} for a in answers]
 
 
