@@ -279,6 +279,18 @@ def test_every_validation_pair_dropped_is_refused_before_training(compose, tmp_p
         build_prompt_datasets(cfg, tok, ("exact_match",))
 
 
+def test_inspect_dropped_lists_the_dropped_pairs(tmp_path, monkeypatch, capsys):
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "same", "rejected": "same"},
+            {"prompt": "p", "chosen": " ", "rejected": "b"}]
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, rows)
+    code = main(["inspect", "model=tiny", "stage=dpo", "data.path=p.jsonl", "data.format=prompt_completion",
+                 "data.val_size=0", "data.shuffle=false", "objective.metric=train_loss", "--rows", "0", "--dropped"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.split("dropped rows (2, train and eval):\n", 1)[1].splitlines() == [
+        "  p.jsonl line 2: chosen identical to rejected", "  p.jsonl line 3: empty answer"], out
+
+
 @pytest.mark.parametrize(("rows", "fmt", "stage", "text"), [
     ([{"instruction": "i", "input": "", "chosen": "a"}], "alpaca", "dpo", "line 1: field 'rejected': missing"),
     ([{"prompt": "p", "chosen": "a", "rejected": "a"}] * 3, "prompt_completion", "dpo",

@@ -87,12 +87,7 @@ def main(argv: list[str]) -> int:
     out(histogram([len(x) for x in ds["input_ids"]], cfg.data.cutoff_len, args.bins), None)
     out(stats_line(bundle.stats, bundle.fingerprint), None)
     if args.dropped:
-        listed = bundle.stats.get("dropped_where") or []
-        out(f"dropped rows ({bundle.stats['n_dropped']}, train and eval):", None)
-        for where in listed:
-            out(f"  {where}", None)
-        if bundle.stats["n_dropped"] > len(listed):
-            out(f"  ... and {bundle.stats['n_dropped'] - len(listed)} more", None)
+        _print_dropped(bundle.stats, out)
     if args.dump:
         n = dump_rows(args.dump, tokenizer, ds, bundle.where(args.split) if hasattr(bundle, "where") else None)
         out(f"wrote {n} rows to {args.dump}", None)
@@ -202,6 +197,16 @@ def preference_views(row: dict) -> list[tuple[str, list[int], list[int]]]:
     return [(name, prompt + ids, [IGNORE_INDEX] * len(prompt) + ids) for name, ids in answers]
 
 
+def _print_dropped(stats: dict, out) -> None:
+    """``--dropped``: the rows the length policy (or a pair's own check) dropped, and why."""
+    listed = stats.get("dropped_where") or []
+    out(f"dropped rows ({stats['n_dropped']}, train and eval):", None)
+    for where in listed:
+        out(f"  {where}", None)
+    if stats["n_dropped"] > len(listed):
+        out(f"  ... and {stats['n_dropped'] - len(listed)} more", None)
+
+
 def _main_preference(args, ds, tokenizer, cfg, bundle, out, plain: bool) -> int:
     for i in range(min(args.rows, len(ds))):
         for name, ids, labels in preference_views(ds[i]):
@@ -211,6 +216,8 @@ def _main_preference(args, ds, tokenizer, cfg, bundle, out, plain: bool) -> int:
     lengths = [len(v[1]) for row in ds for v in preference_views(row)]
     out(histogram(lengths, cfg.data.cutoff_len, args.bins), None)
     out(pair_stats_line(bundle.stats), None)
+    if args.dropped:
+        _print_dropped(bundle.stats, out)
     if args.dump:
         args.dump.parent.mkdir(parents=True, exist_ok=True)
         with args.dump.open("w", encoding="utf-8") as f:

@@ -28,7 +28,7 @@ from ftsweep.data.chat import TemplateError, alpaca_as_chat
 from ftsweep.data.encode import tokenize_segments
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
-from ftsweep.data.pipeline import DataBundle, Renderer, _all_dropped
+from ftsweep.data.pipeline import MAX_LISTED_DROPPED, DataBundle, Renderer, _all_dropped
 from ftsweep.data.sources import Record, load_records, no_training_rows, select, split_validation
 from ftsweep.data.templates import ANSWER, _label, get_text, missing, number_text
 
@@ -334,6 +334,7 @@ def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_pro
         "n_dropped_prompt_too_long": counts.prompt_too_long,
         "n_train": len(train),
         "n_eval": len(evals),
+        "dropped_where": counts.dropped_where[:MAX_LISTED_DROPPED],  # ftsweep inspect --dropped
     }
     digest = hashlib.sha256(json.dumps([[e.prompt_ids, e.answers, e.label] for e in train + evals]).encode())
     return DataBundle(train=to_dataset(train, paired), eval=to_dataset(evals, paired), stats=stats,
