@@ -370,7 +370,7 @@ def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
     (["objective.metric=exact_match"], "maximize"),  # before: minimize (the SFT stage's), the worst trial won
     (["stage=dpo", "data=proxy_pairs", "objective.metric=eval_rewards/accuracies"], "maximize"),
     (["stage=dpo", "data=proxy_pairs", "objective.metric=eval_rewards/margins"], "maximize"),
-    (["stage=grpo", "objective.metric=eval_loss"], "minimize"),  # before: maximize (GRPO's)
+    (["stage=grpo", "objective.metric=eval_entropy"], "minimize"),  # before: maximize (GRPO's)
     (["stage=dpo", "data=proxy_pairs"], "minimize"),  # the stage's own metric keeps the stage's direction
     (["stage=grpo"], "maximize"),
     (["objective.metric=exact_match", "objective.direction=minimize"], "minimize"),  # given: it wins
