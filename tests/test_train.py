@@ -208,3 +208,10 @@ def test_infeasible_run_fails_before_loading_the_model(compose, tmp_path, monkey
         run(compose(*FAST), tmp_path)
     assert failure_reason(info.value).startswith("oom: estimated ")
     assert "> free 1 MiB on cpu" in str(info.value)
+
+
+def test_trained_tokens_are_counted_when_no_step_was_logged(compose, tmp_path):
+    # before: train_tokens (and tokens/s) was 0 when trainer.logging_steps > trainer.max_steps
+    cfg = compose(*FAST, "trainer.max_steps=2", "trainer.logging_steps=10", "trainer.eval_steps=2")
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["train_tokens"] > 0 and metrics["train_tokens_per_s"] > 0

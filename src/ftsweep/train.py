@@ -404,7 +404,8 @@ def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_mo
     """The numbers a run reports: losses, accuracy, speed (non-padding tokens/s) and peak memory."""
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
-    tokens = max([h.get("num_tokens", 0) for h in history] or [0])
+    # trl's running count (SFT), also when no step was logged (logging_steps > max_steps: the logs held none)
+    tokens = max([h.get("num_tokens", 0) for h in history] + [getattr(trainer, "_total_train_tokens", 0) or 0])
     peak = peak_memory_mib()  # CUDA: max allocated and max reserved; CPU: peak RSS
     out: dict[str, Any] = {
         "train_loss": float(result.training_loss),
