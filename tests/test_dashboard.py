@@ -297,6 +297,8 @@ def test_trial_attributes():
     assert watch.trial_attributes(cpu, "complete", None, False) == {  # a CPU run: RSS growth from the model on
         "memory_estimate_mib": 180.0, "memory_peak_mib": 58.6, "memory_peak_measure": "cpu: growth of peak RSS",
         "memory_peak_vs_estimate": 0.326, "status_reason": "complete"}
+    warm = {**cpu, "peak_memory_mb": 778.23, "peak_rss_mb": 778.23, "rss_before_model_mb": 778.3}  # a reused worker
+    assert watch.trial_attributes(warm, "complete", None, False)["memory_peak_mib"] == 0.0  # was -0.1
     assert watch.trial_attributes({}, "failed", "oom: CUDA out of memory", False) == {
         "status_reason": "failed: oom: CUDA out of memory"}
     assert watch.trial_attributes({}, "complete", None, False) == {"status_reason": "complete"}

@@ -319,3 +319,23 @@ def test_a_killed_sweeps_running_trials_are_reported_lost_without_optunas_warnin
             "is gone; run the sweep's command again to resume it)") in out
     assert "no complete trials" not in err.lower() and "[W " not in err
     assert json.loads((sd / "summary.json").read_text())["n_lost"] == 2
+
+
+def test_a_sweep_whose_trials_all_failed_reports_without_optuna_warnings_or_a_missing_best_config(tmp_path, capfd):
+    # before: eight "[W ...] There are no complete trials." lines, and "best config: .../best.yaml" that was not there
+    import optuna
+
+    from ftsweep.report import write_report
+    from ftsweep.sweeper.sweep import print_best
+
+    study = optuna.create_study(study_name="failed")
+    for _ in range(2):
+        trial = study.ask({"optimizer.lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)})
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    capfd.readouterr()
+    write_report(study, tmp_path)
+    print_best(study, tmp_path)
+    out = capfd.readouterr()
+    assert "complete trials" not in out.err + out.out and "[W " not in out.err, out.err
+    assert out.out.splitlines()[-1] == f"report: {tmp_path / 'report.md'}" and not (tmp_path / "best.yaml").exists()
+    assert optuna.logging.get_verbosity() != optuna.logging.ERROR  # the level is back for the rest of the process

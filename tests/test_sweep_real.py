@@ -44,6 +44,8 @@ def test_quickstart_sweep_with_real_trials(tmp_path, cache_dir, wandb_dir):
         assert hydra_cfg.mode == "MULTIRUN" and hydra_cfg.job.num == t.number
         assert t.user_attrs["trial_dir"] == str(sd / f"trial_{t.number}")
         assert t.user_attrs["wandb_run_id"] == metrics["wandb_run_id"]
+        # no third-party log line in a trial's log (bitsandbytes' CPU-kernel warning was in each worker's first)
+        assert "][WARNING]" not in (sd / f"trial_{t.number}" / "trial.log").read_text()
 
     # report
     summary = json.loads((sd / "summary.json").read_text())

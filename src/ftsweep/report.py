@@ -52,12 +52,6 @@ def main(argv: list[str]) -> int:
         study, sweep_dir, url = load(args.target, args.study)
     except SweepInputError as err:
         raise UsageError(str(err)) from err
-    from ftsweep.verbosity import verbose
-
-    if not verbose():  # "There are no complete trials." from each plot of a sweep with none yet: said below
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
     out = Path(args.out).resolve() if args.out else sweep_dir
     out_dir = write_report(study, out, storage_url=url)
     folder = SweepDir(out_dir)
@@ -119,7 +113,17 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     folder.summary.write_text(mask_url_passwords(json.dumps(summary, indent=2, default=str)))
     table = mask_url_passwords(trials_table(study))
     folder.trials.write_text(table + "\n")
-    plots = write_plots(study, folder.plots)
+    import optuna
+
+    from ftsweep.verbosity import verbose
+
+    level = optuna.logging.get_verbosity()
+    if not verbose():  # "There are no complete trials." from each plot of a sweep with none: the report says so
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        plots = write_plots(study, folder.plots)
+    finally:
+        optuna.logging.set_verbosity(level)
     from ftsweep.sweeper.study import best_trial
 
     best = best_trial(study)

@@ -125,7 +125,9 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         parts: where the tokenizer, data and model come from (default: built anew, :class:`Components`).
     """
     from ftsweep.data.options import resolve_format
+    from ftsweep.verbosity import quiet_warnings
 
+    quiet_warnings()  # first: the checks below may import bitsandbytes, which logs a warning at import on CPU
     validate(cfg)  # again: a Python caller may pass a config the CLI never saw
     if resolve_format(cfg):  # data.format=auto: the training file's own format, for every reader below
         validate(cfg)  # what the config allows with that format (a stage that needs answers, ...)

@@ -524,4 +524,5 @@ def print_best(study: Any, report_dir: Path | None) -> None:
             if tied is not None:
                 print(f"  warning: all {c.complete} complete trials scored {tied:.6g}: {TIED_HINT}")
     if report_dir is not None:
-        print(f"report: {SweepDir(report_dir).report}  best config: {SweepDir(report_dir).best}")
+        best = SweepDir(report_dir).best  # (none when no trial completed)
+        print(f"report: {SweepDir(report_dir).report}" + (f"  best config: {best}" if best.is_file() else ""))

@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
 
         from ftsweep import rundir
         from ftsweep.train import execute
+        from ftsweep.verbosity import quiet_warnings
 
+        quiet_warnings()  # before the pruning callback imports transformers (and bitsandbytes, which warns on CPU)
         run_dir = HydraConfig.get().runtime.output_dir
         rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
         if ctx.resume_from:  # a re-run of a lost trial: on from its last checkpoint (not in .hydra/: same config)

@@ -98,7 +98,7 @@ def trial_attributes(doc: dict[str, Any], state: str, reason: str | None, oom_re
     if peak is not None and peak == rss and before is not None:
         # On CPU the peak is the process's RSS: what the estimate covers is its growth from loading the
         # model on (docs/memory.md). On CUDA it is torch's peak allocated memory.
-        peak = round(rss - before, 1)
+        peak = round(max(rss - before, 0.0), 1)  # (a warm worker can free memory it held at the reset)
         out["memory_peak_measure"] = "cpu: growth of peak RSS"
     elif peak is not None:
         out["memory_peak_measure"] = "cuda: max allocated"
