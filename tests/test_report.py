@@ -224,10 +224,10 @@ def test_multi_objective_sweep_on_exact_match_and_eval_loss_reports_the_pareto_f
         em, loss = study.trials[n].values
         assert rows[n].startswith(f"| {n} | {em:.6g} | {loss:.6g} |")
     assert "![pareto_front](plots/pareto_front.png)" in report and (sd / "plots" / "pareto_front.png").is_file()
-    from ftsweep.report import main
-
     import contextlib
     import io
+
+    from ftsweep.report import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

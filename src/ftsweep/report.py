@@ -139,10 +139,17 @@ LOST_AFTER_S = 60.0  # a running trial without a heartbeat this long (the sweepe
 
 def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     """The numbers of ``summary.json``."""
-    from ftsweep.sweeper.storage import redact
     from optuna.trial import TrialState
 
-    from ftsweep.sweeper.study import best_trial, count, counted_trials, pareto_front, stale_reason, tied_value
+    from ftsweep.sweeper.storage import redact
+    from ftsweep.sweeper.study import (
+        best_trial,
+        count,
+        counted_trials,
+        pareto_front,
+        stale_reason,
+        tied_value,
+    )
 
     c = count(study)
     best = best_trial(study)
