@@ -66,6 +66,13 @@ def tiny_model(cache_dir) -> Path:
     return ensure_tiny(spec_from_cfg(compose([f"cache_dir={cache_dir}", "model=tiny"]).model.tiny), cache_dir)
 
 
+@pytest.fixture(autouse=True)
+def _not_verbose(monkeypatch):
+    """Every test starts without FTSWEEP_VERBOSE (``-v`` sets it in the process, for the sweep trials it starts):
+    one test's -v never makes another's subprocesses verbose."""
+    monkeypatch.delenv("FTSWEEP_VERBOSE", raising=False)
+
+
 @pytest.fixture
 def compose(cache_dir):
     """compose(*overrides) -> validated DictConfig of conf/train.yaml."""

@@ -71,7 +71,8 @@ def test_quiet_filters_by_category_and_module_only(monkeypatch):
 def test_cli_v_sets_verbose_for_the_run_and_its_trials(monkeypatch, capsys):
     from ftsweep import cli
 
-    monkeypatch.delenv(verbosity.ENV, raising=False)
+    # setenv records "absent" as what to restore (a delenv after -v recorded "1", which leaked into later tests'
+    # sweeps: their trials were verbose)
+    monkeypatch.setenv(verbosity.ENV, "")
     assert cli.main(["train", "-v", "--cfg", "job"]) == 0
     assert os.environ[verbosity.ENV] == "1"  # inherited by sweep trials (child processes)
-    monkeypatch.delenv(verbosity.ENV)
