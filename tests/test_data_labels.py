@@ -656,7 +656,9 @@ def test_a_tokenizer_that_appends_eos_gets_one_eos_at_the_end_of_the_answer_only
     from ftsweep.data.encode import appended_specials
     from ftsweep.model import load_tokenizer
 
-    cfg = compose("data.max_rows=12", "data.val_size=0", "objective.metric=train_loss", "data.cutoff_len=512")
+    rows = [{"instruction": f"Name colour {i}.", "input": "x" if i % 2 else "", "output": f"Colour {i}."} for i in range(6)]
+    path = write(tmp_path / "r.jsonl", rows)
+    cfg = compose(f"data.path={path}", "data.format=alpaca", "data.val_size=0", "objective.metric=train_loss")
     plain = load_tokenizer(cfg)
     eos_after = load_tokenizer(cfg)
     bos, eos = eos_after.bos_token, eos_after.eos_token
