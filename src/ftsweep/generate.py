@@ -241,10 +241,10 @@ def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettin
     from ftsweep.objectives.generation import stop_token_ids
 
     set_seed(settings.seed)  # same seed for base and fine-tuned: differences come from the weights
-    from ftsweep.data.encode import appended_specials, without_suffix, without_written_bos
+    from ftsweep.data.encode import appended_specials, prepends_bos, without_suffix, without_written_bos
 
     device = next(model.parameters()).device
-    prompt = without_written_bos(prompt, tokenizer) if bos else prompt  # one bos, as trained
+    prompt = without_written_bos(prompt, tokenizer, prepends_bos(tokenizer)) if bos else prompt  # one bos, as trained
     ids = tokenizer(prompt, add_special_tokens=bos)["input_ids"]  # (an eos the tokenizer appends: not after a prompt)
     ids = without_suffix(ids, appended_specials(tokenizer) if bos else [])
     inputs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones(1, len(ids), dtype=torch.long,

@@ -67,7 +67,8 @@ def tokenize_segments(
         if picked:
             texts = [(flat + kept)[j][1].text for j in picked]
             if with_bos:  # a template that writes the bos itself ("<s>[INST] ..."): the tokenizer adds it already
-                texts = [without_written_bos(t, tokenizer) for t in texts]
+                prepends = prepends_bos(tokenizer)
+                texts = [without_written_bos(t, tokenizer, prepends) for t in texts]
             enc = tokenizer(texts, add_special_tokens=with_bos, verbose=False)["input_ids"]
             suffix = appended_specials(tokenizer) if with_bos else []
             for j, ids in zip(picked, enc):
@@ -98,13 +99,18 @@ def appended_specials(tokenizer: Any) -> list[int]:
     return suffix if suffix and set(suffix) <= set(getattr(tokenizer, "all_special_ids", [])) else []
 
 
-def without_written_bos(text: str, tokenizer: Any) -> str:
-    """``text`` without a leading bos token written as text when the tokenizer prepends its bos anyway (a custom
-    template copied from a model card, ``<s>[INST] {instruction} [/INST]``, would train two)."""
+def prepends_bos(tokenizer: Any) -> bool:
+    """The tokenizer puts its bos before a text (with special tokens)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+def without_written_bos(text: str, tokenizer: Any, prepends: bool) -> str:
+    """``text`` without a leading bos token written as text when the tokenizer prepends its bos anyway
+    (``prepends``: :func:`prepends_bos`; a custom template copied from a model card, ``<s>[INST] {instruction}
+    [/INST]``, would train two)."""
     bos = getattr(tokenizer, "bos_token", None)
-    if not bos or not text.startswith(bos):
-        return text
-    return text[len(bos):] if tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id] else text
+    return text[len(bos):] if prepends and bos and text.startswith(bos) else text
 
 
 def without_suffix(ids: list[int], suffix: list[int]) -> list[int]:
