@@ -24,6 +24,12 @@ def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str,
     """SFTTrainer; ``common`` holds the trainer/optimizer/scheduler arguments every stage shares."""
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**common, max_length=cfg.data.cutoff_len, packing=cfg.data.packing and cfg.data.format != "text")
-    return SFTTrainer(model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.eval,
-                      processing_class=tokenizer, callbacks=callbacks)
+    packing = cfg.data.packing and cfg.data.format != "text"  # (text rows are cut into blocks by ftsweep.data)
+    args = SFTConfig(**common, max_length=cfg.data.cutoff_len, packing=packing)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.eval,
+                         processing_class=tokenizer, callbacks=callbacks)
+    if packing:
+        from ftsweep.model import check_packed_attention
+
+        check_packed_attention(trainer.model)  # on its training device, with its attention implementation
+    return trainer
