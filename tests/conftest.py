@@ -31,6 +31,20 @@ from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import register as _regist
 
 _register_hydra_plugins()
 
+# absl's log handler (imported with rouge_score by objective=rouge_l) keeps the stderr of the moment it was
+# imported and closes it when Hydra reconfigures logging, unless that stream is sys.stderr then. In a test process
+# it was pytest's capture file, so a later in-process multirun under capsys closed it and every test after it on
+# that worker failed ("I/O operation on closed file"). Its handler writes to the real stderr here, which it never
+# closes.
+try:
+    import absl.logging as _absl_logging
+except ImportError:
+    pass
+else:
+    import sys as _sys
+
+    _absl_logging.get_absl_handler().python_handler.stream = _sys.__stderr__
+
 # Small, fast settings shared by tests that train.
 FAST = [
     "data.max_rows=120",

@@ -43,3 +43,20 @@ def test_the_copy_keeps_the_console_streams_tty_answer(tmp_path):
     with copied_to(tmp_path / "train.log"):
         assert sys.stderr.isatty() is sys.__stderr__.isatty() or not hasattr(sys.__stderr__, "isatty")
         assert sys.stdout.encoding
+
+
+def test_a_library_closing_the_stderr_it_took_during_a_run_leaves_the_console_open(tmp_path, monkeypatch):
+    # absl's log handler (rouge_score) closes the stream it took as stderr when logging is reconfigured, unless it
+    # is sys.stderr then; taken during a run, that stream is the copy's, whose close reached the console before
+    import io
+
+    console = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", console)
+    with copied_to(tmp_path / "train.log"):
+        taken = sys.stderr
+        print("during the run", file=taken)
+    taken.close()
+    assert not console.closed and console.getvalue() == "during the run\n"
+    print("after it", file=taken)  # still the console (the log file is closed: not copied)
+    assert console.getvalue().endswith("after it\n")
+    assert (tmp_path / "train.log").read_text() == "during the run\n"

@@ -66,6 +66,10 @@ class _Tee:
         if self._stream is not None:
             self._stream.flush()
 
+    def close(self) -> None:
+        """Not the tee's to close: the console stream stays open (a library closing what it took for stderr,
+        as absl's log handler does, must not close the console), the log file is closed by :func:`copied_to`."""
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
