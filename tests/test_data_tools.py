@@ -361,6 +361,26 @@ def test_sharegpt_field_names_in_errors(build, tmp_path):
     )
 
 
+
+@pytest.mark.parametrize("fmt", ["chat", "sharegpt"])
+def test_turn_errors_name_the_files_own_column_and_role_key(build, tmp_path, fmt):
+    # data.columns maps the file's 'dialog' column; its turns use role / content: the error names what the file has
+    key = "messages" if fmt == "chat" else "conversations"
+    rows = [{"dialog": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            {"dialog": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+            {"dialog": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "}]}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as err:
+        build(path, f"data.format={fmt}", f"+data.columns.{key}=dialog")
+    assert str(err.value) == (
+        f"{path} line 2: field 'dialog[1].role': a 'user' turn must be followed by 'assistant' or 'tool_call', got 'user'"
+    )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[::2]))
+    with pytest.raises(DataError) as err:
+        build(path, f"data.format={fmt}", f"+data.columns.{key}=dialog")
+    assert str(err.value).startswith(f"{path} line 2: field 'dialog[1].content': empty")
+
 # ------------------------------------------------------------------------------------------- helpers
 def trained_runs(tok, row) -> list[str]:
     runs, cur = [], []

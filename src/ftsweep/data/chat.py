@@ -91,11 +91,10 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
     else:
         parts = [("conversations" if sharegpt else "messages", True)]
     conv = Conversation([], [], [])
-    offset = 0  # a system column (LLaMA-Factory's dataset_info "system") comes before the first turn
-    if row.get("system"):
-        offset = 1
+    names: list[str] = []  # each turn's role field as the row names it (prompt[0].role, msgs[3].from ...)
+    if row.get("system"):  # a system column (LLaMA-Factory's dataset_info "system") comes before the first turn
         _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
-    names: list[str] = []  # each turn's name in the row (prompt[0], completion[0], messages[3] ...)
+        names.append(_label("system", d))
     if alpaca_as_chat(row, d.format):
         row = {**row, "messages": alpaca_turns(row, where, d)}  # LLaMA-Factory's alpaca layout, as chat
     for name, trainable in parts:
@@ -111,19 +110,20 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
             raise DataError(
                 where, f"expected a non-empty list of turns, got {type(turns).__name__}", _label(name, d)
             )
+        column = _column(name, d)  # errors name the turn as the file has it (data.columns / dataset_info)
         for i, turn in enumerate(turns):
-            _parse_turn(conv, turn, f"{name}[{i}]", where, sharegpt)
+            role_key = _parse_turn(conv, turn, f"{column}[{i}]", where, sharegpt)
             conv.trained[-1] = conv.trained[-1] and trainable  # a prompt's turns are never trained
             if conv.trained[-1] and conv.roles[-1] == "assistant" and not conv.messages[-1]["content"].strip():
                 # as an empty Alpaca output: it would train the model to answer with nothing but end-of-turn
-                text_key = "value" if sharegpt and "from" in turn else "content"
+                text_key = "value" if role_key == "from" else "content"
                 raise DataError(where, "empty (an answer that is trained needs text; loss_weight: 0 masks a turn)",
-                                f"{name}[{i}].{text_key}")
-            names.append(f"{name}[{i}]")
+                                f"{column}[{i}].{text_key}")
+            names.append(f"{column}[{i}].{role_key}")
     # OpenAI's legacy fine-tuning rows list their schemas under "functions" (bare schemas, as glaive's)
     conv.tools = parse_tools(row["tools"] if row.get("tools") is not None else row.get("functions"), where, d)
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
-    check_order(conv.roles, where, names, "from" if sharegpt else "role", offset)
+    check_order(conv.roles, where, names)
     return conv
 
 
@@ -166,7 +166,13 @@ def _add(conv: Conversation, role: str, message: dict[str, Any], trained: bool) 
     conv.trained.append(trained)
 
 
-def _parse_turn(conv: Conversation, turn: Any, name: str, where: str, sharegpt: bool) -> None:
+def _column(name: str, d: Any) -> str:
+    """The row's own column that holds the canonical field ``name`` (``data.columns.messages=msgs`` -> msgs)."""
+    return getattr(getattr(d, "columns", None), name, None) or name
+
+
+def _parse_turn(conv: Conversation, turn: Any, name: str, where: str, sharegpt: bool) -> str:
+    """Add ``turn`` to ``conv``; returns the key that holds its role (``from`` or ``role``)."""
     if not isinstance(turn, dict):
         raise DataError(where, f"expected an object, got {type(turn).__name__}", name)
     role_key, text_key = ("from", "value") if sharegpt and "from" in turn else ("role", "content")
@@ -180,17 +186,18 @@ def _parse_turn(conv: Conversation, turn: Any, name: str, where: str, sharegpt: 
     if role == "tool_call":
         calls = parse_calls(content, where, f"{name}.{text_key}")
         _add(conv, role, {"role": "assistant", "content": "", "tool_calls": calls}, trained)
-        return
+        return role_key
     if role == "assistant" and not turn.get("tool_calls") and isinstance(turn.get("function_call"), dict):
         turn = {**turn, "tool_calls": [{"type": "function", "function": turn["function_call"]}]}  # OpenAI's legacy
     if role == "assistant" and turn.get("tool_calls"):  # OpenAI / transformers layout
         calls = parse_calls(turn["tool_calls"], where, f"{name}.tool_calls")
         text = "" if content is None else content_text(content, where, f"{name}.{text_key}")
         _add(conv, "tool_call", {"role": "assistant", "content": text, "tool_calls": calls}, trained)
-        return
+        return role_key
     if role == "tool" and isinstance(content, (dict, list)) and not _is_parts(content):
         content = json.dumps(content, ensure_ascii=False)  # a structured tool result: shown as JSON
     _add(conv, role, {"role": role, "content": content_text(content, where, f"{name}.{text_key}")}, trained)
+    return role_key
 
 
 def _is_parts(content: Any) -> bool:
@@ -294,14 +301,13 @@ def parse_tools(value: Any, where: str, d: Any) -> list[dict[str, Any]] | None:
     return tools or None
 
 
-def check_order(roles: list[str], where: str, name: str | list[str], key: str, offset: int = 0) -> None:
+def check_order(roles: list[str], where: str, names: list[str]) -> None:
     """system?, then user / assistant alternating; a tool call is followed by its result(s); the
-    conversation ends with an assistant turn (a reply or a call). ``offset``: turns before ``name[0]``;
-    ``name``: the list's column, or each turn's own name (``prompt[0]``, ``completion[0]``)."""
-    names = name if isinstance(name, list) else [f"{name}[{i}]" for i in range(len(roles) - offset)]
+    conversation ends with an assistant turn (a reply or a call). ``names``: where each turn's role is
+    (``msgs[3].role``, ``prompt[0].role``; a system column's name)."""
     prev = None
     for i, role in enumerate(roles):
-        at = f"{names[i - offset]}.{key}" if i >= offset else "system"
+        at = names[i]
         if role == "system":
             if i == 0:
                 continue
