@@ -77,6 +77,25 @@ def test_a_sharegpt_entry_with_openai_tags_trains_the_assistant_turns(project, c
     assert "Be brief." in tok.decode(bundle.train[0]["input_ids"])  # the system column is the system turn
 
 
+
+def test_a_system_turn_first_wins_over_the_system_column_as_in_llamafactory(project, compose):
+    # LLaMA-Factory's converters take a first system turn as the system prompt and read the system column only
+    # without one; a file that carries the prompt in both places (an export of its own dataset) trains
+    rows = [{"sys": "Column prompt.", "dialog": [{"role": "system", "content": f"Turn prompt {i}."},
+                                                 *CHAT[i]["dialog"]]} for i in range(6)]
+    rows[5]["dialog"].pop(0)  # no system turn: the column is the system prompt
+    (project / "data" / "sys.json").write_text(json.dumps(rows))
+    registry = {**REGISTRY, "sys": {**REGISTRY["talk"], "file_name": "sys.json"}}
+    registry["sys"]["tags"] = {**registry["sys"]["tags"], "system_tag": "system"}
+    (project / "data" / "dataset_info.json").write_text(json.dumps(registry))
+    cfg = compose("data.dataset=sys", "data.val_size=0", "data.shuffle=false", "objective.metric=train_loss",
+                  NO_PRETRAIN)
+    tok = load_tokenizer(cfg)
+    texts = [tok.decode(ids) for ids in build_datasets(cfg, tok).train["input_ids"]]
+    assert [t.count("prompt") for t in texts] == [1] * 6
+    assert [f"Turn prompt {i}." in t for i, t in enumerate(texts)] == [True] * 5 + [False]
+    assert "Column prompt." in texts[5]
+
 def test_a_hub_entry_gives_name_subset_split_revision_and_folder(project):
     got = entry_settings("hub", "data")
     assert {k: got[k] for k in ("path", "loader", "subset", "split", "revision", "data_dir")} == {

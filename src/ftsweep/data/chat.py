@@ -92,9 +92,6 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
         parts = [("conversations" if sharegpt else "messages", True)]
     conv = Conversation([], [], [])
     names: list[str] = []  # each turn's role field as the row names it (prompt[0].role, msgs[3].from ...)
-    if row.get("system"):  # a system column (LLaMA-Factory's dataset_info "system") comes before the first turn
-        _add(conv, "system", {"role": "system", "content": get_text(row, "system", where, d)}, True)
-        names.append(_label("system", d))
     if alpaca_as_chat(row, d.format):
         row = {**row, "messages": alpaca_turns(row, where, d)}  # LLaMA-Factory's alpaca layout, as chat
     for name, trainable in parts:
@@ -120,6 +117,13 @@ def parse_conversation(row: dict, where: str, d: Any) -> Conversation:
                 raise DataError(where, "empty (an answer that is trained needs text; loss_weight: 0 masks a turn)",
                                 f"{column}[{i}].{text_key}")
             names.append(f"{column}[{i}].{role_key}")
+    # A system column (LLaMA-Factory's dataset_info "system") is the system turn, unless the turns open with their
+    # own: then that one is the system prompt and the column is not read, as LLaMA-Factory's converters do.
+    if row.get("system") and conv.roles[:1] != ["system"]:
+        conv.messages.insert(0, {"role": "system", "content": get_text(row, "system", where, d)})
+        conv.roles.insert(0, "system")
+        conv.trained.insert(0, True)
+        names.insert(0, _label("system", d))
     # OpenAI's legacy fine-tuning rows list their schemas under "functions" (bare schemas, as glaive's)
     conv.tools = parse_tools(row["tools"] if row.get("tools") is not None else row.get("functions"), where, d)
     conv.uses_tools = conv.tools is not None or any(r in ("tool_call", "tool") for r in conv.roles)
