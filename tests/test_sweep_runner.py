@@ -66,6 +66,18 @@ def test_max_failure_rate_stops_the_sweep(tmp_path):
     assert len(load(sd).trials) == 3
 
 
+
+def test_a_resumed_sweep_is_not_stopped_by_the_failures_of_the_run_before(tmp_path):
+    # every trial failed (bad data, say); the cause fixed, the same command resumes the study and finishes it
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=0.5", n_trials=6),
+            tmp_path, FAKE_PLAN={str(i): "raise" for i in range(6)})
+    assert r.returncode == 1 and states(load(sd)) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "FAIL"}
+    r = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=0.5", n_trials=6), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert states(load(sd)) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "FAIL", 4: "COMPLETE", 5: "COMPLETE"}
+    assert "max_failure_rate" not in r.stdout + r.stderr
+
 def test_two_workers_share_one_sqlite_file(tmp_path):
     sd = tmp_path / "s"
     r = run(sweep_args(sd, n_trials=6, workers=2), tmp_path, FAKE_STEP_S="0.2")

@@ -122,6 +122,7 @@ class SweepRunner:
         self.gpus = GpuPool(settings.gpus if self.backend.places_gpus else None,
                             settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.aborted: str | None = None
+        self._failed_before = 0  # trials of the study that had failed when this run began (set by run())
         self._last_beat = 0.0
         self._last_stale_check = 0.0
         self._budget_full_until = 0.0
@@ -132,6 +133,9 @@ class SweepRunner:
         """Run trials until the study is complete; raise :class:`SweepAborted` on too many failures."""
         self.s.sweep_dir.mkdir(parents=True, exist_ok=True)
         self._check_stale(force=True)
+        # max_failure_rate judges this run's trials: a resumed study's earlier failures (bad data since fixed, a
+        # broken install) would otherwise stop it at its first finished trial
+        self._failed_before = count(self.study).failed
         try:
             while True:
                 self._reap()
@@ -341,8 +345,10 @@ class SweepRunner:
         self.progress.update(counts, *self._best())
         rate = self.s.conf.max_failure_rate
         allowed = int(rate * self.s.n_trials)
-        if counts.failed > allowed and self.aborted is None:
-            self.aborted = (f"{counts.failed} of {self.s.n_trials} trials failed (max_failure_rate="
+        failed = counts.failed - self._failed_before
+        if out.state == "failed" and failed > allowed and self.aborted is None:
+            before = f" (and {self._failed_before} before this run)" if self._failed_before else ""
+            self.aborted = (f"{failed} of {self.s.n_trials} trials failed{before} (max_failure_rate="
                             f"{rate:g} allows {allowed}); no new trials started. "
                             f"Last reason: {out.reason}")
             self.progress.log(self.aborted)
