@@ -3,7 +3,7 @@
 Behaves like a trial process without torch: reads the overrides, reports an objective curve through
 ftsweep.sweeper.trial (so pruning is real), writes metrics.json / failure.json like train.py.
 The objective is a smooth function of optimizer.lr (best at lr=1e-3, plus a little per-step decay).
-FAKE_PLAN (JSON {trial_number: mode}) picks a failure mode per trial: raise | nan | oom | oom_once |
+FAKE_PLAN (JSON {trial_number: mode}) picks a failure mode per trial: raise | bad_data | nan | oom | oom_once |
 hang | bad (a curve so bad the pruner must stop it); FAKE_STEP_S slows each step.
 With ``objective=exact_match`` it also writes ``exact_match``, which rises with lr up to 1 at lr=1e-2 (so it
 conflicts with eval_loss above lr=1e-3: a multi-objective sweep has a Pareto front of several trials), and the
@@ -64,6 +64,8 @@ def main() -> int:
 
     if mode == "raise":
         return fail("ValueError: deliberate failure", "ValueError")
+    if mode == "bad_data":  # a bad row, as ftsweep.data refuses it
+        return fail("rows.jsonl line 4: field 'output': empty", "DataError")
     if mode in ("oom", "oom_once"):
         return fail("oom: CUDA out of memory. Tried to allocate 2.00 GiB (simulated)", "OutOfMemoryError")
     if mode == "hang":

@@ -78,6 +78,22 @@ def test_a_resumed_sweep_is_not_stopped_by_the_failures_of_the_run_before(tmp_pa
     assert states(load(sd)) == {0: "FAIL", 1: "FAIL", 2: "FAIL", 3: "FAIL", 4: "COMPLETE", 5: "COMPLETE"}
     assert "max_failure_rate" not in r.stdout + r.stderr
 
+
+def test_a_bad_data_row_stops_the_sweep_at_its_first_trial_as_bad_input(tmp_path):
+    # every trial reads the same rows: the first trial's data error ends the sweep in one line, exit 2
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, n_trials=6), tmp_path, FAKE_PLAN={str(i): "bad_data" for i in range(6)})
+    assert r.returncode == 2, r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("ftsweep: error:")]
+    assert len(err) == 1 and "trial 0: rows.jsonl line 4: field 'output': empty" in err[0], r.stderr
+    assert "Traceback" not in r.stderr and states(load(sd)) == {0: "FAIL"}
+    # a searched data setting: other trials read other rows, so the sweep goes on
+    sd = tmp_path / "searched"
+    r = run(sweep_args(sd, "data.max_rows=choice(8, 9)", "hydra.sweeper.max_failure_rate=1.0", n_trials=2),
+            tmp_path, FAKE_PLAN={"0": "bad_data"})
+    assert r.returncode == 0, r.stderr
+    assert states(load(sd)) == {0: "FAIL", 1: "COMPLETE"}
+
 def test_two_workers_share_one_sqlite_file(tmp_path):
     sd = tmp_path / "s"
     r = run(sweep_args(sd, n_trials=6, workers=2), tmp_path, FAKE_STEP_S="0.2")

@@ -85,6 +85,12 @@ class SweepAborted(Failure, RuntimeError):
     """The sweep stopped early (too many failed trials in a row, or a trial bad-input error)."""
 
 
+class SweepBadData(SweepAborted):
+    """The sweep stopped at a trial's bad data row, which every trial reads: bad input, exit code 2."""
+
+    exit_code = 2
+
+
 def exit_code(err: BaseException) -> int:
     """The process exit code for ``err``: 2 bad input, 130 interrupted, 1 anything else."""
     if isinstance(err, KeyboardInterrupt):

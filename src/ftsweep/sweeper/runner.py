@@ -27,7 +27,7 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
-from ftsweep.errors import SweepAborted, UsageError
+from ftsweep.errors import SweepAborted, SweepBadData, UsageError
 from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
 from ftsweep.sweepdir import SweepDir
@@ -58,6 +58,8 @@ from ftsweep.tracking import mask_url_passwords, scrub
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
 DEFAULT_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.trial"]
 POLL_S = 0.2
+# failure.json error types of bad data (ftsweep.data: a bad row, a chat template that cannot render the rows)
+DATA_ERRORS = ("DataError", "TemplateError")
 NOTICE_FILE = ".notices"  # a trial's one-time-step notices, printed on the sweep's console (ftsweep.notices)
 
 
@@ -123,6 +125,7 @@ class SweepRunner:
                             settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.aborted: str | None = None
         self._failed_before = 0  # trials of the study that had failed when this run began (set by run())
+        self.abort_error: type[SweepAborted] = SweepAborted  # SweepBadData: a bad row every trial would meet
         self._last_beat = 0.0
         self._last_stale_check = 0.0
         self._budget_full_until = 0.0
@@ -156,7 +159,7 @@ class SweepRunner:
         counts = count(self.study)
         self.progress.update(counts, *self._best())
         if self.aborted:
-            raise SweepAborted(self.aborted)
+            raise self.abort_error(self.aborted)
         return counts
 
     def _study_done(self) -> bool:
@@ -343,6 +346,12 @@ class SweepRunner:
         value = (out.values[0] if len(out.values) == 1 else out.values) if out.values else None
         self.progress.finished_trial(trial.number, out.state.upper(), value, out.reason)
         self.progress.update(counts, *self._best())
+        if out.state == "failed" and self.aborted is None and self._bad_data_for_all(out):
+            # a single run refuses the same rows in one line before training: every trial would fail on them
+            self.aborted = (f"trial {trial.number}: {out.reason}; every trial reads these rows, so no new trials "
+                            "started (fix the data and run the same command again: the study goes on)")
+            self.abort_error = SweepBadData
+            self.progress.log(self.aborted)
         rate = self.s.conf.max_failure_rate
         allowed = int(rate * self.s.n_trials)
         failed = counts.failed - self._failed_before
@@ -352,6 +361,14 @@ class SweepRunner:
                             f"{rate:g} allows {allowed}); no new trials started. "
                             f"Last reason: {out.reason}")
             self.progress.log(self.aborted)
+
+    def _bad_data_for_all(self, out: Outcome) -> bool:
+        """The trial failed on its data (a bad row, a template that cannot render it), and no trial reads other
+        data: no ``data`` / ``model`` / ``stage`` setting (or one derived from the samples) is searched."""
+        if (out.doc or {}).get("error_type") not in DATA_ERRORS:
+            return False
+        keys = [*self.space.distributions, *self.space.derived]
+        return not any(k.split(".")[0].lstrip("+~") in ("data", "model", "stage") for k in keys)
 
     def _retry_oom(self, job: Job, out: Outcome) -> bool:
         """On OOM, run the trial again once with half the micro-batch (:func:`oom_retry`)."""

@@ -486,19 +486,19 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     dashboard, line = (watch.start_dashboard(s.sweep_dir, s.storage_url, s.study_name, s.conf.dashboard_port)
                        if s.conf.dashboard else (None, watch.watch_line(s.sweep_dir, s.storage_url, s.study_name)))
     progress.log(line)
-    aborted = None
+    aborted: SweepAborted | None = None
     try:
         with progress:
             try:
                 SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
             except SweepAborted as err:
-                aborted = str(err)
+                aborted = err
         report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
     finally:
         watch.stop_dashboard(dashboard)
     print_best(plan.study, report_dir)
-    if aborted:
-        raise SweepAborted(aborted)
+    if aborted is not None:
+        raise aborted
     return 0
 
 
