@@ -119,6 +119,17 @@ def test_json_rows_under_a_key_are_read_with_data_extra_field(tmp_path, cfg_for,
         build_datasets(cfg_for(path, "+data.extra.field=rows"), tok)
 
 
+
+def test_json_rows_under_a_key_may_be_a_table_by_column(tmp_path, cfg_for, tok):
+    # {"data": {"instruction": [...], ...}}: datasets' json loader reads field=data as the table it holds
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"version": "1", "data": {k: [r.get(k) for r in ROWS] for k in ROWS[0]}}))
+    with pytest.raises(DataError, match=r"wrapped.json: expected a JSON list of objects, got dict; the rows may be "
+                                        r"under 'data': \+data.extra.field=data$"):
+        build_datasets(cfg_for(path), tok)
+    bundle = build_datasets(cfg_for(path, "+data.extra.field=data", "data.val_size=0", "data.shuffle=false"), tok)
+    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+
 def test_a_txt_file_is_a_row_per_line_for_continual_pretraining(tmp_path, cfg_for, tok):
     path = tmp_path / "docs.txt"
     path.write_text("first document line\r\n\n  \nsecond document line\n")  # blank lines skipped, CRLF ok

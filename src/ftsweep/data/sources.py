@@ -321,10 +321,12 @@ def _json_rows(source: Source, d: Any, text: str) -> Iterator[Record | DataError
             keys = ", ".join(map(str, data)) if isinstance(data, dict) else f"a {type(data).__name__}"
             raise DataError(source.name, f"data.extra.field: no key {field!r} at the top of the file (it has: {keys})")
         data = data[field]
-    if isinstance(data, dict) and field is None and (rows := _columnar_rows(data)) is not None:
+    # a table by column, at the top or under data.extra.field ({"data": {"instruction": [...]}}, as datasets reads it)
+    if isinstance(data, dict) and (rows := _columnar_rows(data)) is not None:
         data = rows
     if not isinstance(data, list):
-        lists = [k for k, v in data.items() if isinstance(v, list)] if isinstance(data, dict) else []
+        lists = [k for k, v in data.items() if isinstance(v, list) and all(isinstance(x, dict) for x in v)
+                 or isinstance(v, dict) and _columnar_rows(v) is not None] if isinstance(data, dict) else []
         also = f" (or {', '.join(map(repr, lists[1:]))})" if len(lists) > 1 else ""
         hint = f"; the rows may be under {lists[0]!r}{also}: +data.extra.field={lists[0]}" if lists else ""
         raise DataError(source.name, f"expected a JSON list of objects, got {type(data).__name__}{hint}")
