@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ftsweep.data import build_datasets
+from ftsweep.data import DataError, build_datasets
 from ftsweep.data.dataset_info import dataset_problem, entry_settings
 from ftsweep.data.options import data_options
 from ftsweep.model import load_tokenizer
@@ -95,6 +95,15 @@ def test_a_system_turn_first_wins_over_the_system_column_as_in_llamafactory(proj
     assert [t.count("prompt") for t in texts] == [1] * 6
     assert [f"Turn prompt {i}." in t for i, t in enumerate(texts)] == [True] * 5 + [False]
     assert "Column prompt." in texts[5]
+
+
+def test_a_bad_row_of_a_listed_entry_is_named_first_in_file_order(project, compose):
+    # every row of 'hist' has a system prompt the Alpaca templates cannot hold: the error names its first row,
+    # as for the entry alone, although each entry's rows are shuffled before they are mixed
+    cfg = compose("data.dataset='qa,hist'", "objective.metric=train_loss", NO_PRETRAIN)
+    with pytest.raises(DataError) as err:
+        build_datasets(cfg, load_tokenizer(cfg))
+    assert str(err.value).startswith(f"{project / 'data' / 'hist.json'} row 1: field ")
 
 def test_a_hub_entry_gives_name_subset_split_revision_and_folder(project):
     got = entry_settings("hub", "data")

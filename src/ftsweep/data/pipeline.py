@@ -32,6 +32,7 @@ from ftsweep.data.packing import padding_fraction, take_blocks
 from ftsweep.data.sources import (
     Record,
     content_hash,
+    file_order,
     filter_empty_input,
     load_records,
     no_training_rows,
@@ -190,7 +191,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     n_rows = len(records)
     if not n_rows:
         raise _no_rows(d.path, bad)
-    read = records
+    read = file_order(records)
     n_filtered = 0
     if d.only_empty_input and d.format == "alpaca":
         records, n_filtered = filter_empty_input(records)
@@ -201,7 +202,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
             val_records, _ = load_records(d.validation_path, d, bad)
         if not val_records:
             raise _no_rows(d.validation_path, bad)
-        read = [*read, *val_records]
+        read = [*read, *file_order(val_records)]
         if d.only_empty_input and d.format == "alpaca":
             val_records, _ = filter_empty_input(val_records)
         train_records = records

@@ -37,6 +37,8 @@ class Record:
 
     row: dict[str, Any]
     where: str
+    # (entry, row) of a dataset_info.json list, whose entries' rows are shuffled before they are mixed; () otherwise
+    order: tuple[int, ...] = ()
 
 
 @dataclass
@@ -177,9 +179,9 @@ def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
     from ftsweep.data.dataset_info import mix_parts
 
     parts: list[list[Record]] = []
-    for part, part_format, num_samples in mix_parts(source.name, d):
+    for k, (part, part_format, num_samples) in enumerate(mix_parts(source.name, d)):
         columns, records = column_map(part), []
-        for item in read_records(resolve_source(part.path, part.loader), part):
+        for i, item in enumerate(read_records(resolve_source(part.path, part.loader), part)):
             if isinstance(item, DataError):
                 yield item
                 continue
@@ -192,7 +194,7 @@ def _read_mix(source: Source, d: Any) -> Iterator[Record | DataError]:
                     continue
                 # the Alpaca layout's fields become the turns; the others stay (system, tools, KTO's label)
                 row = {"conversations": turns, **{k: v for k, v in row.items() if k not in ALPACA_LAYOUT}}
-            records.append(Record(row, item.where))
+            records.append(Record(row, item.where, (k, i)))
         parts.append(select(records, shuffle=d.shuffle, seed=d.seed, max_rows=num_samples))
     # the training list is mixed as data.mix_strategy says; a validation list keeps every row once
     training = source.name == str(d.path)
@@ -663,9 +665,14 @@ def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
             bad.handle(item)
             continue
         row = apply_replacements(map_columns(item.row, columns), replacements)
-        records.append(Record(row, item.where))
+        records.append(Record(row, item.where, item.order))
     digest = content_hash(source) or rows_hash(records)
     return records, digest
+
+
+def file_order(records: list[Record]) -> list[Record]:
+    """``records`` as their files hold them (a dataset_info.json list's rows come mixed: entry by entry, in order)."""
+    return sorted(records, key=lambda r: r.order) if records and records[0].order else records
 
 
 def filter_empty_input(records: list[Record]) -> tuple[list[Record], int]:
