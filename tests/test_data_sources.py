@@ -462,3 +462,20 @@ def test_cache_hit_padding_from_stored_lengths(tmp_path, cfg_for, tok, monkeypat
     assert hit.stats["cache_hit"] is True
     assert hit.stats["padding_fraction"] == round(padding_fraction(lengths, 2), 4)
     assert hit.stats["padding_fraction"] != cold.stats["padding_fraction"]
+
+
+def test_a_name_neither_local_nor_on_the_hub_says_no_local_file_or_folder_has_it(tmp_path, cfg_for, tok, monkeypatch):
+    # data.path=my_rows (a folder named without ./, a typo): read as a Hub name; offline, the error must not read as
+    # a network problem alone
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'my_rows' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as err:
+        build_datasets(cfg_for("my_rows"), tok)
+    assert str(err.value) == (f"my_rows: no local file or folder of that name (relative paths are read from {tmp_path}),"
+                              " and cannot load the Hub dataset (ConnectionError: Couldn't reach 'my_rows' on the Hub "
+                              "(LocalEntryNotFoundError))")

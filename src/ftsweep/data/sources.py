@@ -526,8 +526,12 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
             ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
         except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
             what = "the local folder as a dataset" if folder.is_dir() else "the Hub dataset"
+            # a local folder named without ./ (or mistyped) reads as a Hub name: say that no local file or folder has
+            # it, or the error reads as a network problem (an org/name is plainly a Hub name)
+            local = "" if folder.exists() or "/" in source.name else (
+                f"no local file or folder of that name (relative paths are read from {Path.cwd()}), and ")
             raise DataError(
-                source.name, f"cannot load {what} ({type(err).__name__}: {err})".splitlines()[0]
+                source.name, f"{local}cannot load {what} ({type(err).__name__}: {err})".splitlines()[0]
             ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
