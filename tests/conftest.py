@@ -125,3 +125,14 @@ def nan_loss_from(monkeypatch):
         monkeypatch.setattr(SFTTrainer, "compute_loss", poisoned)
 
     return start
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with slow tests or an xdist group run first, each module's tests together and in their order (so
+    module fixtures are built once): pytest-xdist deals tests out in this order, and long tests dealt out last
+    left one worker running them while the other had finished (the suite's wall time is the busier worker's)."""
+    slow: dict[str, bool] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, False) or any(item.iter_markers("slow")) or any(item.iter_markers("xdist_group"))
+    items.sort(key=lambda item: not slow[item.nodeid.split("::")[0]])  # stable: the rest keeps its order

@@ -130,6 +130,7 @@ def test_padding_quick_packing_has_no_padding(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_data_cache_quick_second_build_is_a_hit(tmp_path, cache_dir):
     doc = _run("data_cache.py", tmp_path / "d.json", cache_dir)
     pair = doc["pairs"][0]
@@ -160,6 +161,7 @@ def test_trial_overhead_quick_times_every_phase_cold_and_warm(tmp_path, cache_di
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_sweep_efficiency_quick_equal_budgets(tmp_path, cache_dir):
     doc = _run("sweep_efficiency_replay.py", tmp_path / "e.json", cache_dir)
     assert doc["replay"] is True and doc["interp"] == "nearest" and "nearest measured lr" in doc["how"]
