@@ -84,6 +84,23 @@ def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
     assert outputs(tok, bundle.train) == want
 
 
+def test_a_saved_dataset_dicts_other_splits_are_named_with_the_folder_to_validate_on(tmp_path, cfg_for, tok, capsys):
+    # before: a DatasetDict saved with train and validation splits trained on train and dropped validation silently
+    # (a folder of train / validation files said so)
+    from datasets import Dataset, DatasetDict
+
+    path = tmp_path / "saved"
+    DatasetDict(train=Dataset.from_list(ROWS), validation=Dataset.from_list(ROWS[:2])).save_to_disk(path)
+    build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false"), tok)
+    err = capsys.readouterr().err
+    assert (f"ftsweep: data: {path}: the saved dataset's split validation is not trained on (data.split=train); "
+            f"to validate on validation: data.validation_path={path / 'validation'}\n") in err
+    bundle = build_datasets(cfg_for(path, f"data.validation_path={path / 'validation'}", "data.shuffle=false"), tok)
+    assert outputs(tok, bundle.eval) == [r["output"] for r in ROWS[:2]]  # the line's setting reads that split
+    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+    assert "not trained on" not in capsys.readouterr().err  # said once per folder
+
+
 @pytest.mark.parametrize("name", ["rows.jsonl.gz", "rows.json.bz2", "rows.csv.xz", "rows.JSONL.GZ"])
 def test_compressed_files_are_read_through(tmp_path, cfg_for, tok, name):
     import bz2

@@ -513,7 +513,7 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
 
     folder = Path(source.name).expanduser()
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
-        ds = _from_disk(source.name, folder, d.split)
+        ds = _from_disk(source.name, folder, d)
     else:
         if folder.is_dir():
             _check_data_folder(source.name, folder, d)
@@ -593,10 +593,16 @@ def _split_of(path: str) -> str | None:
     return next((split for split, names in SPLIT_WORDS.items() if any(w in names for w in words)), None)
 
 
-def _from_disk(name: str, folder: Path, split: str) -> Any:
+def _from_disk(name: str, folder: Path, d: Any) -> Any:
     """A folder written by ``Dataset.save_to_disk`` (``state.json``), or a ``DatasetDict``'s (``dataset_dict.json``:
-    its ``data.split``), as ``datasets.load_from_disk`` reads it."""
+    its ``data.split``; its other splits are named once, as a folder's other files are, with the folder of one to
+    validate on: each split of a saved ``DatasetDict`` is a saved ``Dataset`` of its own), as
+    ``datasets.load_from_disk`` reads it."""
     from datasets import DatasetDict, load_from_disk
+
+    from ftsweep.console import say
+
+    split = d.split
 
     try:
         ds = load_from_disk(str(folder))
@@ -605,6 +611,13 @@ def _from_disk(name: str, folder: Path, split: str) -> Any:
     if isinstance(ds, DatasetDict):
         if split not in ds:
             raise DataError(name, f"saved dataset has no split {split!r} (data.split; its splits: {', '.join(ds)})")
+        others = [s for s in ds if s != split]
+        if others and name not in _FOLDERS_SAID:
+            _FOLDERS_SAID.add(name)
+            held_out = next((s for s in others if _split_of(s) == "validation"), others[0])
+            say(f"data: {name}: the saved dataset's split{'s' if len(others) > 1 else ''} {', '.join(others)} "
+                f"{'are' if len(others) > 1 else 'is'} not trained on (data.split={split})" + (
+                    "" if d.validation_path else f"; to validate on {held_out}: data.validation_path={folder / held_out}"))
         ds = ds[split]
     return ds
 
