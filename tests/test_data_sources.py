@@ -48,9 +48,32 @@ def outputs(tok, ds) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- sources
-@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "tsv", "parquet", "save_to_disk", "save_to_disk_dict"])
+@pytest.mark.parametrize("kind", ["json", "jsonl", "csv", "tsv", "parquet", "arrow", "arrow_ipc_file", "save_to_disk",
+                                  "save_to_disk_dict"])
 def test_file_formats_give_the_same_rows(tmp_path, cfg_for, tok, kind):
     path = tmp_path / f"rows.{kind}"
+    if kind.startswith("arrow"):  # before: "cannot tell the format from the extension '.arrow'"
+        import pyarrow as pa
+
+        path = tmp_path / "rows.arrow"
+        if kind == "arrow":  # the stream format datasets writes (its cache and save_to_disk files)
+            from datasets import Dataset
+
+            Dataset.from_list(ROWS).save_to_disk(tmp_path / "saved")
+            path.write_bytes(next((tmp_path / "saved").glob("*.arrow")).read_bytes())
+        else:
+            with pa.ipc.new_file(path, pa.Table.from_pylist(ROWS).schema) as w:
+                w.write_table(pa.Table.from_pylist(ROWS))
+        bundle = build_datasets(cfg_for(path, "data.val_size=0", "data.shuffle=false"), tok)
+        assert outputs(tok, bundle.train) == [r["output"] for r in ROWS]
+        (tmp_path / "folder").mkdir()
+        with pytest.raises(DataError, match=r"folder: a folder, not a file: data.loader=arrow reads one file "
+                                            r"\(data.loader=auto reads a folder"):  # before: "file not found"
+            build_datasets(cfg_for(tmp_path / "folder", "data.loader=arrow"), tok)
+        (tmp_path / "bad.arrow").write_bytes(b"not arrow at all")
+        with pytest.raises(DataError, match=r"bad.arrow: not an Arrow stream or file, or a truncated one \("):
+            build_datasets(cfg_for(tmp_path / "bad.arrow"), tok)
+        return
     if kind.startswith("save_to_disk"):  # a folder of datasets' own save_to_disk (a Dataset or a DatasetDict's split)
         from datasets import Dataset, DatasetDict
 

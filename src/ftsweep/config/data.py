@@ -67,7 +67,7 @@ class DataConfig:
     # An entry of the same dataset_info.json for validation (LLaMA-Factory's eval_dataset): its file becomes
     # validation rows (read with its own columns, rendered as the training rows; several names: every entry's rows).
     eval_dataset: str | None = None
-    # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | tsv | parquet | text | hub
+    # auto (by file extension; a non-file is a Hub dataset) | json | jsonl | csv | tsv | parquet | arrow | text | hub
     loader: str = "auto"
     split: str = "train"
     subset: str | None = None

@@ -1,4 +1,4 @@
-"""Read rows from files (json, jsonl, csv, tsv, parquet, txt; all but parquet also gzip, bzip2 or xz
+"""Read rows from files (json, jsonl, csv, tsv, parquet, arrow, txt; all but parquet and arrow also gzip, bzip2 or xz
 compressed) or the Hub, map columns, filter, shuffle, split.
 
 Each row travels with its location (``data/x.jsonl line 7``) so that later stages can name it in a
@@ -27,7 +27,8 @@ from ftsweep.data.errors import BadRows, DataError
 from ftsweep.paths import DATA_FILE_SUFFIXES, resolve_data_path
 
 SUFFIX_LOADERS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
-                  ".txt": "text"}
+                  ".arrow": "arrow", ".txt": "text"}
+BINARY_LOADERS = ("parquet", "arrow")  # formats that compress inside the file (never read through gzip & co)
 DECOMPRESS = {".gz": (gzip.decompress, "gzip"), ".bz2": (bz2.decompress, "bzip2"), ".xz": (lzma.decompress, "xz")}
 
 
@@ -72,8 +73,8 @@ def resolve_source(name: str, loader: str) -> Source:
         if inner in SPREADSHEETS:  # no loader reads a workbook: its sheet is one CSV away
             raise DataError(name, f"a spreadsheet workbook ({inner!r}) is not read: save the sheet as CSV (UTF-8) "
                                   "and give that file")
-        if kind == "parquet" and inner != suffixes[-1]:
-            raise DataError(name, f"a compressed parquet file ({suffixes[-1]}): parquet compresses inside the file; "
+        if kind in BINARY_LOADERS and inner != suffixes[-1]:
+            raise DataError(name, f"a compressed {kind} file ({suffixes[-1]}): {kind} compresses inside the file; "
                                   "decompress it first")
         if kind is None and len(suffixes) > 1 and SUFFIX_LOADERS.get(suffixes[-2]):  # .zst, .zip, .7z, ...
             raise DataError(name, f"{suffixes[-1]!r} compression is not read (gzip, bzip2 and xz are): decompress "
@@ -86,6 +87,9 @@ def resolve_source(name: str, loader: str) -> Source:
         return Source(name, kind, file)
     if loader == "hub":
         return Source(name, "hub", None)
+    if file is not None and file.is_dir():
+        raise DataError(name, f"a folder, not a file: data.loader={loader} reads one file (data.loader=auto reads a "
+                              "folder of data files, or one written by save_to_disk)")
     if file is None or not file.is_file():
         raise DataError(name, "file not found")
     return Source(name, loader, file)
@@ -134,6 +138,7 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "csv": _read_csv,
         "tsv": _read_csv,
         "parquet": _read_parquet,
+        "arrow": _read_arrow,
         "text": _read_lines,
         "hub": _read_hub,
         "mix": _read_mix,
@@ -231,7 +236,7 @@ def file_bytes(source: Source) -> bytes:
     read once per source (the empty-file check and the reader share them)."""
     if source.data is None:
         raw = source.file.read_bytes()
-        if source.loader != "parquet" and source.file.suffix.lower() in DECOMPRESS:
+        if source.loader not in BINARY_LOADERS and source.file.suffix.lower() in DECOMPRESS:
             decompress, what = DECOMPRESS[source.file.suffix.lower()]
             try:
                 raw = decompress(raw)
@@ -485,6 +490,24 @@ def _read_parquet(source: Source, d: Any) -> Iterator[Record | DataError]:
         table = parquet.read()
     except Exception as err:  # noqa: BLE001 -- pyarrow's errors (ArrowInvalid, OSError, ...): one line naming the file
         raise DataError(source.name, f"cannot read the parquet file ({type(err).__name__}: {err})".splitlines()[0]) from None
+    for i, row in enumerate(table.to_pylist(), start=1):
+        yield Record(row, f"{source.name} row {i}")
+
+
+def _read_arrow(source: Source, d: Any) -> Iterator[Record | DataError]:
+    """An Arrow file: the stream format ``datasets`` writes (``data-00000-of-00001.arrow``, a cache file), or the IPC
+    file format (``pyarrow.ipc.new_file``, Feather v2), as ``load_dataset("arrow", ...)`` reads them."""
+    import pyarrow as pa
+
+    table = None
+    for open_ in (pa.ipc.open_stream, pa.ipc.open_file):
+        try:
+            table = open_(pa.BufferReader(file_bytes(source))).read_all()
+            break
+        except Exception as err:  # noqa: BLE001 -- ArrowInvalid and friends: try the other format, then one line
+            why = f"{type(err).__name__}: {err}"
+    if table is None:
+        raise DataError(source.name, f"not an Arrow stream or file, or a truncated one ({why})".splitlines()[0])
     for i, row in enumerate(table.to_pylist(), start=1):
         yield Record(row, f"{source.name} row {i}")
 
