@@ -53,6 +53,13 @@ def user_config_dirs(explicit: list[str] | tuple[str, ...] = ()) -> list[Path]:
 
     The shipped root is never among them (inside the repository ``./conf`` *is* the shipped root).
     """
+    for d in explicit:  # Hydra would ignore a missing one in every command but a run (exit 1 there)
+        if not Path(d).expanduser().is_dir():
+            from ftsweep.errors import UsageError
+
+            what = "not a folder" if Path(d).expanduser().exists() else "no such folder"
+            raise UsageError(f"--config-dir: {what} {d!r} (a config root: a folder of group folders, "
+                             "e.g. my_project/conf)")
     candidates = [Path(d).expanduser() for d in explicit]
     candidates += [Path(d) for d in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d]
     if Path("conf").is_dir():
