@@ -1,6 +1,8 @@
 """Bad input found by a Hydra / Optuna user's probe of the command line: exit 2, one line naming the flag or key,
 nothing created or changed. A ``--config-dir`` that is not a folder was ignored by every command but ``train``
-(which ran on the shipped config, or failed with exit 1)."""
+(which ran on the shipped config, or failed with exit 1); a ``hydra.sweep.subdir`` that names one folder for
+every trial made parallel trials rename each other's folders (a traceback, or a best trial whose folder held
+another trial's files)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,29 @@ CASES = [
     ("config_dir_is_a_file", ["train", "--config-dir", "afile", "--cfg", "job"], ["--config-dir", "afile", "not a folder"]),
     ("config_dir_missing_inspect", ["inspect", "--config-dir", "nope", "--rows", "1"], ["--config-dir", "nope"]),
     ("config_dir_missing_lr_find", ["lr-find", "-cd", "nope", "--steps", "11", "--out", "lrf"], ["--config-dir", "nope"]),
+    ("sweep_subdir_constant", [*SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=s", "hydra.sweep.subdir=same"],
+     ["hydra.sweep.subdir", "'same'", "every trial", "${hydra.job.num}"]),
+    ("sweep_subdir_outside", [*SWEEP, "hydra.sweep.dir=s", "hydra.sweep.subdir=../t_${hydra.job.num}"],
+     ["hydra.sweep.subdir", "inside hydra.sweep.dir"]),
+    ("sweep_subdir_absolute", [*SWEEP, "hydra.sweep.dir=s", "hydra.sweep.subdir=/tmp/t_${hydra.job.num}"],
+     ["hydra.sweep.subdir", "inside hydra.sweep.dir"]),
 ]
 
 
 @pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_nothing_written(project, capsys, argv, texts):  # noqa: F811
     assert_one_line_exit_2(project, capsys, argv, texts)
+
+
+def test_a_subdir_that_differs_by_job_number_or_by_overrides_is_allowed(tmp_path):
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.sweep import check_trial_subdir
+
+    corners = [["optimizer.lr=0.0001"], ["optimizer.lr=0.01"]]
+    check_trial_subdir(lambda n, o: f"trial_{n}", tmp_path, corners)  # Hydra's ${hydra.job.num}
+    check_trial_subdir(lambda n, o: ",".join(o), tmp_path, corners)  # ${hydra.job.override_dirname}
+    check_trial_subdir(lambda n, o: f"a/b/{n}", tmp_path, corners)  # deeper, still inside
+    with pytest.raises(SweepInputError, match="same folder for every trial"):
+        check_trial_subdir(lambda n, o: "same", tmp_path, corners)
+    with pytest.raises(SweepInputError, match="inside hydra.sweep.dir"):
+        check_trial_subdir(lambda n, o: ".", tmp_path, corners)

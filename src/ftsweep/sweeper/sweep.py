@@ -160,6 +160,24 @@ def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
                               "or replace its report with overwrite=true")
 
 
+def check_trial_subdir(trial_subdir: Callable[[int, list[str]], str], sweep_dir: Path,
+                       corners: list[list[str]]) -> None:
+    """``hydra.sweep.subdir`` must name a folder of its own for each trial, inside the sweep folder: a trial whose
+    folder is taken renames the folder it finds (``<name>.old-<time>``), a running trial's too, and a folder
+    outside ``hydra.sweep.dir`` (``../x``, ``/x``) would be another folder of the user's. Resolved for trials 0
+    and 1 at the two corners of the space (the overrides of the trials most unlike each other)."""
+    first, second = trial_subdir(0, corners[0]), trial_subdir(1, corners[1])
+    for sub in (first, second):
+        inside = (sweep_dir / sub).resolve()
+        if Path(sub).is_absolute() or inside == sweep_dir.resolve() or sweep_dir.resolve() not in inside.parents:
+            raise SweepInputError(f"hydra.sweep.subdir: {sub!r} must be a folder inside hydra.sweep.dir "
+                                  "(relative, without '..'; default trial_${hydra.job.num})")
+    if first == second:
+        raise SweepInputError(f"hydra.sweep.subdir: {first!r} is the same folder for every trial (parallel trials "
+                              "would rename each other's folders); include ${hydra.job.num}, e.g. "
+                              "trial_${hydra.job.num}")
+
+
 PROGRESS_MODES = ("auto", "rich", "plain")
 
 
@@ -401,6 +419,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     sweep_dir = sweep_dir_of(conf, cfg)
     check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
     validate_trial_config(fixed, space)
+    check_trial_subdir(trial_subdir, sweep_dir, [merge_overrides(fixed, space.fixed, space.overrides(space.corner(c)))
+                                                 for c in ("low", "high")])
     from ftsweep.stages.registry import stage_module
 
     command = default_command()
