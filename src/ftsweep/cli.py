@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(version_line())
         return 0
     command, rest = argv[0], argv[1:]
+    if command in ("-sc", "--shell-completion"):  # what the script of `ftsweep train -sc install=bash` runs
+        return shell_completion(rest)
     if command not in COMMANDS:
         return fail(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
     module_name, func_name = COMMANDS[command].split(":")
@@ -76,6 +78,37 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
+
+
+def shell_completion(argv: list[str]) -> int:
+    """``ftsweep -sc query=bash|fish`` (the shell's line in ``$COMP_LINE``): the subcommand's name while it is
+    being typed, then Hydra's completion of ``ftsweep train``'s overrides; nothing for the other subcommands.
+    ``install=`` / ``uninstall=`` print train's script (``ftsweep train -sc install=bash`` does the same)."""
+    import os
+
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if not any(a.startswith("query=") for a in argv):
+        return train_main(["-sc", *argv])
+    if len(words) < 2 or (len(words) == 2 and not line[-1:].isspace()):  # the subcommand itself
+        typed = words[1] if len(words) == 2 else ""
+        sep = "\n" if any(a == "query=fish" for a in argv) else " "
+        print(sep.join(c for c in COMMANDS if c.startswith(typed)))
+        return 0
+    if words[1] != "train":
+        return 0
+    return train_main(["-sc", *argv])
+
+
+def _completion_line() -> None:
+    """Hydra completes ``<app> <overrides>``: the subcommand word (``ftsweep train lora=``) is taken out of
+    ``$COMP_LINE``, or Hydra would read ``train`` as an override."""
+    import os
+    import re
+
+    line = os.environ.get("COMP_LINE")
+    if line:
+        os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+)\s+train(?=\s|$)", r"\1", line, count=1)
 
 
 DATASET_KEYS = ("data.dataset", "data.eval_dataset")  # LLaMA-Factory's dataset_info.json entries
@@ -232,6 +265,12 @@ def train_main(argv: list[str]) -> int:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise UsageError(f"model.name_or_path: cannot read the config of {cfg.model.name_or_path!r}: {first}") from err
             return 0
+    if flags & {"-sc", "--shell-completion"}:
+        # Hydra names the command to complete after its program name: ftsweep (the script calls
+        # `ftsweep -sc query=...`, which shell_completion hands back here), never "ftsweep train".
+        _completion_line()
+        config.run_hydra(argv, train_task, config_dirs, prog="ftsweep")
+        return 0
     config.run_hydra(argv, train_task, config_dirs)
     return 0
 
@@ -316,6 +355,10 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
         if swept:
             say(f"the config without the swept key(s) {', '.join(swept)}: each trial sets them")
             argv = [a for a in argv if a not in swept]
+    if flags & {"-sc", "--shell-completion"} and not any(
+            a.split("=", 1)[0] in ("install", "uninstall", "query") for a in argv if "=" in a):
+        raise UsageError('--shell-completion: give what to do, e.g. install=bash (or zsh, fish): '
+                         'eval "$(ftsweep train -sc install=bash)"')
     if "--experimental-rerun" in flags:
         i = argv.index("--experimental-rerun")
         path = argv[i + 1] if i + 1 < len(argv) else ""
