@@ -57,3 +57,16 @@ def test_completion_without_its_subcommand_is_one_line_exit_2(capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ftsweep: error: --shell-completion"), err
     assert "install=bash" in lines[0]
+
+
+def test_the_schemas_in_hydras_store_are_no_options(capsys, monkeypatch):
+    """``lora=lora_schema`` (the dataclass every lora option is checked against) was offered by the completion and
+    accepted by ``ftsweep train`` (it trained with the schema's defaults); it is no option of the group."""
+    monkeypatch.setenv("COMP_LINE", "ftsweep train lora=")
+    code, out, err = _run(capsys, ["-sc", "query=bash"])
+    assert code == 0, err
+    assert "lora=r16" in out.split() and "lora_schema" not in out
+    code, _out, err = _run(capsys, ["train", "--cfg", "job", "lora=lora_schema"])
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines == ["ftsweep: error: lora=lora_schema: no such option; available: none, r16, r16_all_linear, r8"]

@@ -269,7 +269,18 @@ def train_main(argv: list[str]) -> int:
         # Hydra names the command to complete after its program name: ftsweep (the script calls
         # `ftsweep -sc query=...`, which shell_completion hands back here), never "ftsweep train".
         _completion_line()
-        config.run_hydra(argv, train_task, config_dirs, prog="ftsweep")
+        import contextlib
+        import io
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            config.run_hydra(argv, train_task, config_dirs, prog="ftsweep")
+        # the schemas in Hydra's store (lora=lora_schema) are no options
+        text = printed.getvalue()
+        if any(a.startswith("query=") for a in argv):
+            words = [w for w in text.split() if not ("=" in w and w.endswith("_schema"))]
+            text = ("\n" if "query=fish" in argv else " ").join(words) + "\n"
+        sys.stdout.write(text)
         return 0
     config.run_hydra(argv, train_task, config_dirs)
     return 0

@@ -375,6 +375,11 @@ def _check_optional_groups(overrides: list[str], config_dirs: list[str] | tuple[
                 raise ConfigFailure(_BROKEN_SWEEPS[value])
             if value not in options:
                 raise ConfigFailure(f"sweep={value}: no such option; available: {', '.join(options) or 'none'}")
+        elif sep and value.endswith("_schema") and "=" not in value:  # a schema in Hydra's store, not an option
+            options = group_options(key, config_dirs)
+            if options is not None and value not in options:
+                raise ConfigFailure(f"{key.lstrip('+~')}={value}: no such option; available: "
+                                    f"{', '.join(options) or 'none'}")
 
 
 def export_config_dirs(config_dirs: list[str] | tuple[str, ...]) -> None:
