@@ -91,7 +91,10 @@ def sweep_end(plan: Any) -> Path | None:
         from ftsweep.sweeper.watch import upload_study_files
 
         try:
-            report_dir = write_report(plan.study, s.sweep_dir, storage_url=s.storage_url)
+            from ftsweep.sweeper.study import relocated
+
+            # (a sweep resumed in a folder moved since: its earlier trials' folders are here now)
+            report_dir = write_report(relocated(plan.study, s.sweep_dir), s.sweep_dir, storage_url=s.storage_url)
         except Exception as err:  # noqa: BLE001 -- said on stderr; `ftsweep report SWEEP_DIR` can redo it
             print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
         else:  # also stored as the study's files, for the dashboard

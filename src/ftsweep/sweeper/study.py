@@ -385,8 +385,47 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     elif study_name not in names:
         raise SweepInputError(f"no study {study_name!r} in {redact(url)}; studies: {', '.join(names) or 'none'}")
     study = optuna.load_study(study_name=study_name, storage=storage)
-    sweep_dir = path.resolve() if path.is_dir() else _recorded_sweep_dir(study)
-    return study, sweep_dir, url
+    if path.is_dir():
+        return relocated(study, path.resolve()), path.resolve(), url
+    return study, _recorded_sweep_dir(study), url
+
+
+def relocated(study: Any, sweep_dir: Path) -> Any:
+    """``study`` as read from a sweep folder that was moved or copied (``mv``, ``rsync`` from a cluster): its
+    trials' recorded folders (absolute, under the folder the sweep ran in) become the same folders under
+    ``sweep_dir`` where those exist, in a read-only in-memory copy of the study; the study itself as it is when
+    nothing moved. Without this the report, ``merge`` / ``export`` / ``generate`` read the old place (gone, or
+    another copy's trials)."""
+    import copy
+
+    import optuna
+
+    recorded = study.user_attrs.get(SWEEP_DIR_ATTR)
+    if not recorded or Path(recorded) == sweep_dir:
+        return study
+    trials = study.get_trials(deepcopy=False)
+    moved: dict[int, str] = {}
+    for t in trials:
+        d = t.user_attrs.get(attrs.TRIAL_DIR)
+        try:
+            here = sweep_dir / Path(d).relative_to(recorded) if d else None
+        except ValueError:  # a folder outside the sweep folder: left as recorded
+            continue
+        if here is not None and here.exists():
+            moved[t.number] = str(here)
+    if not moved:
+        return study
+    out = optuna.create_study(storage=optuna.storages.InMemoryStorage(), study_name=study.study_name,
+                              directions=study.directions)
+    for key, value in study.user_attrs.items():
+        out.set_user_attr(key, value)
+    out.set_user_attr(SWEEP_DIR_ATTR, str(sweep_dir))
+    for t in trials:
+        t = copy.deepcopy(t)
+        if t.number in moved:
+            t.user_attrs = {**t.user_attrs, attrs.TRIAL_DIR: moved[t.number]}
+        out.add_trial(t)
+    return out
 
 
 def _recorded_sweep_dir(study: Any) -> Path:
