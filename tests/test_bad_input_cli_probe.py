@@ -43,3 +43,28 @@ def test_a_subdir_that_differs_by_job_number_or_by_overrides_is_allowed(tmp_path
         check_trial_subdir(lambda n, o: "same", tmp_path, corners)
     with pytest.raises(SweepInputError, match="inside hydra.sweep.dir"):
         check_trial_subdir(lambda n, o: ".", tmp_path, corners)
+
+
+HYDRA_FLAG_CASES = [
+    # --info with a word that is no --info topic: the word was read as an override, exit 1 after Hydra's banner
+    ("info_with_a_bad_word", ["train", "--info", "foo"], ["foo", "not an override"]),
+    # --cfg job --package <no such key>: Hydra's 'package ... not found in config' without ftsweep's prefix, exit 1
+    ("package_no_such_key", ["train", "--cfg", "job", "--package", "trainr"], ["--package", "trainr", "trainer"]),
+    ("package_hydra_in_job", ["train", "--cfg", "job", "-p", "hydra.sweeper"], ["--package", "hydra.sweeper", "--cfg hydra"]),
+    # a YAML file given to --experimental-rerun: an UnpicklingError traceback
+    ("experimental_rerun_not_a_pickle", ["train", "--experimental-rerun", "afile"], ["--experimental-rerun", "afile",
+                                                                                    "pickle"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in HYDRA_FLAG_CASES], ids=[c[0] for c in HYDRA_FLAG_CASES])
+def test_hydra_flags_given_bad_values_are_one_line_exit_2(project, capsys, argv, texts):  # noqa: F811
+    assert_one_line_exit_2(project, capsys, argv, texts)
+
+
+def test_package_of_a_null_key_prints_null(project, capsys):  # noqa: F811
+    """``--cfg job -p notes`` (a key whose value is null) said 'package not found', exit 1."""
+    from ftsweep.cli import main
+
+    assert main(["train", "--cfg", "job", "-p", "notes"]) == 0
+    assert capsys.readouterr().out.strip() == "null"

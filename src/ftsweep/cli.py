@@ -218,6 +218,11 @@ def train_main(argv: list[str]) -> int:
     config.export_config_dirs(config_dirs)  # sweep trials (child processes) see the same user config
     if flags & {"-h", "--help"}:
         return train_help(overrides, config_dirs)
+    if flags & {"--info", "-i"}:  # (Hydra would print its banner, then fail on the override, exit 1)
+        try:
+            config.compose(config.fixed_overrides(overrides), config_dirs=config_dirs, hydra=True, check=False)
+        except UsageError as err:
+            return fail(str(err))
     if not flags & {"--hydra-help", "--version", "-sc", "--shell-completion", "--info", "-i"}:
         # Fail before Hydra creates any directory. In a multirun (-m, or a sweep overlay that sets
         # hydra.mode=MULTIRUN), sweep syntax (a=1,2, interval(...)) is checked by the sweeper.
@@ -247,6 +252,11 @@ def train_main(argv: list[str]) -> int:
                 if {entry, path} <= given:  # the entry's file would replace the path silently
                     raise UsageError(f"{path}: given with {entry}, whose dataset_info.json entry names the file; "
                                      "give one of them")
+            if flags & {"--cfg", "-c"} and flags & {"--package", "-p"}:
+                shown = package_shown(argv, cfg, with_hydra)
+                if shown is not None:
+                    print(shown)
+                    return 0
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 check_data_files(cfg)
                 check_resume(cfg, multirun, str(with_hydra.hydra.run.dir))
@@ -284,6 +294,46 @@ def train_main(argv: list[str]) -> int:
         return 0
     config.run_hydra(argv, train_task, config_dirs)
     return 0
+
+
+def flag_value(argv: list[str], names: tuple[str, ...]) -> str | None:
+    """The value of a Hydra flag given as ``--flag value`` or ``--flag=value`` (None when absent)."""
+    for i, arg in enumerate(argv):
+        if arg in names and i + 1 < len(argv):
+            return argv[i + 1]
+        name, eq, value = arg.partition("=")
+        if eq and name in names:
+            return value
+    return None
+
+
+def package_shown(argv: list[str], cfg: Any, with_hydra: Any) -> str | None:
+    """``--cfg TYPE --package KEY``: a key the printed config lacks is one line naming what is there (Hydra: 'package
+    ... not found in config', exit 1); a key whose value is null prints ``null`` (Hydra took it for a missing key).
+    None: Hydra prints it."""
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    kind = flag_value(argv, ("--cfg", "-c")) or "job"
+    package = flag_value(argv, ("--package", "-p")) or ""
+    if package in ("", "_global_"):
+        return None
+    root = {"job": cfg, "hydra": OmegaConf.masked_copy(with_hydra, ["hydra"]), "all": with_hydra}.get(kind, cfg)
+    absent = object()
+    value = OmegaConf.select(root, package, default=absent, throw_on_missing=False)
+    if value is None:
+        return "null"
+    if value is not absent:
+        return None
+    if kind == "job" and package.split(".")[0] == "hydra":
+        raise UsageError(f"--package {package}: the job config has no hydra node; show it with --cfg hydra -p {package}")
+    parent = package.rpartition(".")[0]
+    node = OmegaConf.select(root, parent, default=None) if parent else root
+    keys = [f"{parent}.{k}" if parent else str(k) for k in node] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(package, keys, n=1, cutoff=0.6)
+    raise UsageError(f"--package {package}: no such key in the {kind} config"
+                     + (f"; did you mean {close[0]}?" if close else f"; keys here: {', '.join(keys)}" if keys else ""))
 
 
 def first_values(overrides: list[str], fixed: list[str]) -> list[str]:
@@ -377,6 +427,9 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
 
         if not Path(path).is_file():
             raise UsageError(f"--experimental-rerun: no such file {path!r} (a run's .hydra/config.pickle)")
+        if Path(path).read_bytes()[:1] != b"\x80":  # every pickle protocol >= 2 starts so (Hydra: a traceback)
+            raise UsageError(f"--experimental-rerun: {path!r} is not a pickle (a run's .hydra/config.pickle, written "
+                             "by Hydra's PickleJobInfoCallback)")
     return argv
 
 
