@@ -68,3 +68,15 @@ def test_package_of_a_null_key_prints_null(project, capsys):  # noqa: F811
 
     assert main(["train", "--cfg", "job", "-p", "notes"]) == 0
     assert capsys.readouterr().out.strip() == "null"
+
+
+LR_FIND_CASES = [
+    # trained the whole test, then a numpy ValueError traceback (exit 1), leaving an empty outputs/lr_find/<time>/
+    ("lr_find_skip_begin_negative", ["lr-find", "--steps", "11", "--skip-begin", "-1"], ["--skip-begin", "-1", ">= 0"]),
+    ("lr_find_skip_end_negative", ["lr-find", "--steps", "11", "--skip-end", "-2"], ["--skip-end", "-2", ">= 0"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in LR_FIND_CASES], ids=[c[0] for c in LR_FIND_CASES])
+def test_lr_find_bad_skips_are_one_line_exit_2(project, capsys, argv, texts):  # noqa: F811
+    assert_one_line_exit_2(project, capsys, argv, texts)

@@ -71,6 +71,9 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--min-lr/--max-lr: need 0 < min < max (got {args.min_lr:g}, {args.max_lr:g})")
     if args.steps < 0 or not 0 <= args.beta < 1 or args.diverge <= 1:
         raise UsageError("--steps must be >= 0, --beta in [0, 1), --diverge > 1")
+    for flag, value in (("--skip-begin", args.skip_begin), ("--skip-end", args.skip_end)):
+        if value is not None and value < 0:  # (numpy.gradient failed on the slice after the whole test)
+            raise UsageError(f"{flag}: must be >= 0 points (got {value})")
     if fixed_overrides(args.overrides) != args.overrides:
         bad = next(o for o in args.overrides if o not in fixed_overrides(args.overrides))
         raise UsageError(f"{bad.split('=', 1)[0]}: {bad!r} is a sweep; lr-find takes fixed values only")
