@@ -16,6 +16,8 @@ CASES = [
     ("config_dir_missing_estimate", ["train", "--config-dir=nope", "--estimate-memory"], ["--config-dir", "nope"]),
     ("config_dir_is_a_file", ["train", "--config-dir", "afile", "--cfg", "job"], ["--config-dir", "afile", "not a folder"]),
     ("config_dir_missing_inspect", ["inspect", "--config-dir", "nope", "--rows", "1"], ["--config-dir", "nope"]),
+    # inspect took only the long form: -cd was 'unrecognized arguments' (train and lr-find take both)
+    ("config_dir_missing_inspect_short", ["inspect", "-cd", "nope", "--rows", "1"], ["--config-dir", "nope", "no such"]),
     ("config_dir_missing_lr_find", ["lr-find", "-cd", "nope", "--steps", "11", "--out", "lrf"], ["--config-dir", "nope"]),
     ("sweep_subdir_constant", [*SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=s", "hydra.sweep.subdir=same"],
      ["hydra.sweep.subdir", "'same'", "every trial", "${hydra.job.num}"]),

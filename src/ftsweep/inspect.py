@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bins", type=int, default=10, help="length histogram bins")
     p.add_argument("--dropped", action="store_true",
                    help="list the rows the length policy dropped (file, line or row, and why)")
-    p.add_argument("--config-dir", action="append", default=[], help="an extra config root (like ftsweep train)")
+    p.add_argument("--config-dir", "-cd", action="append", default=[], help="an extra config root (like ftsweep train)")
     return p.parse_intermixed_args(argv)  # options before, between or after the overrides
 
 
