@@ -53,6 +53,11 @@ HYDRA_FLAG_CASES = [
     # --cfg job --package <no such key>: Hydra's 'package ... not found in config' without ftsweep's prefix, exit 1
     ("package_no_such_key", ["train", "--cfg", "job", "--package", "trainr"], ["--package", "trainr", "trainer"]),
     ("package_hydra_in_job", ["train", "--cfg", "job", "-p", "hydra.sweeper"], ["--package", "hydra.sweeper", "--cfg hydra"]),
+    # a sweep inside a dict / list value: "tags: Unexpected type annotation: Set[str]" (a field nobody wrote)
+    ("sweep_inside_params_dict", [*SWEEP, "hydra.sweeper.params={optimizer.lr: interval(1e-3,1e-1)}"],
+     ["hydra.sweeper.params", "optimizer.lr=<sweep>"]),
+    ("sweep_inside_a_list", ["train", "--cfg", "job", "lora.target_modules=[choice(q_proj,v_proj)]"],
+     ["lora.target_modules", "inside a list or dict value", "lora=choice(<name>,<other>)"]),
     # a YAML file given to --experimental-rerun: an UnpicklingError traceback
     ("experimental_rerun_not_a_pickle", ["train", "--experimental-rerun", "afile"], ["--experimental-rerun", "afile",
                                                                                     "pickle"]),

@@ -239,6 +239,9 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
         except Exception as err:
             raise ConfigFailure(override_error(o, err)) from err
         if not parsed.is_sweep_override():
+            inner = _sweeps_inside(parsed.value())
+            if inner:  # (OmegaConf then failed on the sweep object: "tags: Unexpected type annotation: Set[str]")
+                raise ConfigFailure(_sweep_inside_message(parsed.key_or_group, o.partition("=")[2], inner))
             keep.append(o)
         elif parsed.key_or_group.startswith("hydra.") or parsed.key_or_group == "hydra":
             # Hydra's answer is two lines ("Sweeping over Hydra's configuration is not supported")
@@ -250,6 +253,29 @@ def fixed_overrides(overrides: list[str]) -> list[str]:
             raise ConfigFailure(f"{key}: Hydra's own settings cannot be swept; sweep a training setting "
                                 "(key=choice(...)) instead")
     return keep
+
+
+def _sweeps_inside(value: Any, path: str = "") -> list[str]:
+    """The places (dict keys, list indices) of sweeps (``choice(...)``, ``interval(...)``) inside a dict or list value."""
+    from hydra.core.override_parser.types import Sweep
+
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    found = []
+    for k, v in items:
+        where = f"{path}.{k}" if path and isinstance(k, str) else f"{path}[{k}]" if not isinstance(k, str) else k
+        found += [where] if isinstance(v, Sweep) else _sweeps_inside(v, where)
+    return found
+
+
+def _sweep_inside_message(key: str, value: str, inner: list[str]) -> str:
+    if key == "hydra.sweeper.params":
+        return (f"{key}: on the command line a search space is given as the key itself, one override each: "
+                f"{' '.join(f'{k}=<sweep>' for k in inner)} (or quote each sweep inside the dict, as a sweep file "
+                "writes it: {" + inner[0] + ": 'interval(...)'})")
+    group = key.split(".")[0]
+    return (f"{key}: {value!r} holds a sweep inside a list or dict value; Hydra sweeps whole values only: "
+            f"{key}=choice(...) of whole values, or for lists an option file per list and "
+            f"{group}=choice(<name>,<other>)")
 
 
 def _as_overrides(path: str) -> str:
