@@ -58,6 +58,11 @@ HYDRA_FLAG_CASES = [
      ["hydra.sweeper.params", "optimizer.lr=<sweep>"]),
     ("sweep_inside_a_list", ["train", "--cfg", "job", "lora.target_modules=[choice(q_proj,v_proj)]"],
      ["lora.target_modules", "inside a list or dict value", "lora=choice(<name>,<other>)"]),
+    # the free-form dicts take new keys (README), but data.extra={field: train} said 'unknown key' (Hydra merges
+    # the dict in struct mode; +data.extra.field=train and ++data.extra={...} work)
+    ("free_form_dict_set_whole", ["train", "--cfg", "job", "data.extra={field: train}"],
+     ["data.extra.field", "+data.extra.field=<value>", "++data.extra={field: <value>}"]),
+    ("free_form_replacements", ["train", "--cfg", "job", "data.replacements={a: b}"], ["+data.replacements.a=<value>"]),
     # a YAML file given to --experimental-rerun: an UnpicklingError traceback
     ("experimental_rerun_not_a_pickle", ["train", "--experimental-rerun", "afile"], ["--experimental-rerun", "afile",
                                                                                     "pickle"]),

@@ -122,6 +122,9 @@ def keys_named(name: str, node: Any, prefix: str = "") -> list[str]:
     return found
 
 
+FREE_FORM = ("data.extra", "data.replacements")  # the dicts that take keys of the user's (README)
+
+
 def unknown_key(key: str) -> str:
     """What to say of ``key``, which is not a key of the config: the keys allowed beside it, and the key
     (or option) meant when its name lives elsewhere or is another tool's name for one of ours."""
@@ -129,6 +132,9 @@ def unknown_key(key: str) -> str:
     parent, _, name = key[len(at):].rpartition(".")
     allowed = allowed_keys(parent, root) if root is not None else None
     hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+    if root is TrainConfig and parent in FREE_FORM:  # data.extra={field: x}: Hydra merges into it in struct mode
+        return (f"new key in the free-form {parent}: add it with +{key}=<value> (or set it whole: "
+                f"++{parent}={{{name}: <value>}})")
     if root is TrainConfig and parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
         from ftsweep.config.stage import stage_keys
 
