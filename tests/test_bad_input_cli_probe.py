@@ -92,3 +92,27 @@ LR_FIND_CASES = [
 @pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in LR_FIND_CASES], ids=[c[0] for c in LR_FIND_CASES])
 def test_lr_find_bad_skips_are_one_line_exit_2(project, capsys, argv, texts):  # noqa: F811
     assert_one_line_exit_2(project, capsys, argv, texts)
+
+
+@pytest.mark.parametrize("space", ["params", "variables", "derived"])
+def test_a_search_space_can_be_set_whole_without_a_sweep_file(project, capsys, space):  # noqa: F811
+    """hydra.sweeper.params (and variables, derived) defaulted to null: setting it as a dict on the command line
+    (++hydra.sweeper.params={...}) failed in OmegaConf ("'NoneType' object has no attribute 'get' full_key:
+    hydra.sweeper.params reference_type=Optional[Dict[str, str]] object_type=NoneType"); a sweep file's params
+    merged only because the file sets the dict first."""
+    from ftsweep.cli import main
+
+    code = main(["train", "-m", "--cfg", "hydra", "-p", f"hydra.sweeper.{space}",
+                 f"++hydra.sweeper.{space}={{optimizer.lr: 'tag(log, interval(1e-3,1e-1))'}}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "optimizer.lr: tag(log, interval(1e-3,1e-1))" in out
+
+
+def test_a_new_key_in_the_search_space_says_how_to_give_it(project, capsys):  # noqa: F811
+    """Without ++ Hydra merges into the struct config: '<key>: unknown key' (or, before the dict existed, the
+    OmegaConf error above); the line says the two ways that work."""
+    assert_one_line_exit_2(project, capsys, ["train", "-m", "--cfg", "hydra",
+                                             "hydra.sweeper.params={optimizer.lr: 'interval(1e-3,1e-1)'}"],
+                           ["new key in hydra.sweeper.params", "optimizer.lr=<sweep> on the command line",
+                            "++hydra.sweeper.params={optimizer.lr: '<value>'}"])

@@ -123,11 +123,17 @@ def keys_named(name: str, node: Any, prefix: str = "") -> list[str]:
 
 
 FREE_FORM = ("data.extra", "data.replacements")  # the dicts that take keys of the user's (README)
+SWEEP_SPACE = ("hydra.sweeper.params", "hydra.sweeper.variables", "hydra.sweeper.derived")  # keyed by override keys
 
 
 def unknown_key(key: str) -> str:
     """What to say of ``key``, which is not a key of the config: the keys allowed beside it, and the key
     (or option) meant when its name lives elsewhere or is another tool's name for one of ours."""
+    space = next((p for p in SWEEP_SPACE if key.startswith(p + ".")), None)
+    if space:  # hydra.sweeper.params={optimizer.lr: '...'}: Hydra merges the dict in struct mode
+        name = key[len(space) + 1:]
+        ways = f"{name}=<sweep> on the command line, or " if space.endswith(".params") else ""
+        return f"new key in {space}: give it as {ways}++{space}={{{name}: '<value>'}}"
     root, at = schema_of(key)
     parent, _, name = key[len(at):].rpartition(".")
     allowed = allowed_keys(parent, root) if root is not None else None

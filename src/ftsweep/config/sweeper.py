@@ -115,11 +115,11 @@ class SweeperConf:
     # Metric(s) optimised; default: the config's objective.metric. A list = multi-objective.
     metric: Any = None
     # Search space: override key -> sweep grammar (interval, tag(log, interval), range, choice, a,b,c).
-    params: dict[str, str] | None = None
+    params: dict[str, str] | None = field(default_factory=dict)
     # Sampled like params but not passed to the trial: inputs of `derived` (e.g. alpha_ratio).
-    variables: dict[str, str] | None = None
+    variables: dict[str, str] | None = field(default_factory=dict)
     # Override key -> arithmetic on sampled values, e.g. "{lora.r} * {alpha_ratio}".
-    derived: dict[str, str] | None = None
+    derived: dict[str, str] | None = field(default_factory=dict)
     sampler: SamplerConf = field(default_factory=SamplerConf)
     pruner: PrunerConf = field(default_factory=PrunerConf)
     # Kill a trial after this many seconds (0 = only trainer.timeout_s, if set). Reason "timeout: ...".
