@@ -102,7 +102,7 @@ def parse_space(
                 space.fixed.append(text)
                 continue
             name = override.get_key_element()
-            space.distributions[name] = distribution_from_override(override)
+            space.distributions[name] = _glob_choice(name, override, group_options) or distribution_from_override(override)
             if kind == "variables":
                 space.variables.add(name)
             options = group_options(name) if kind == "params" else None
@@ -210,6 +210,26 @@ def _range_values(key: str, value: Any) -> list[Any]:
         raise SweepInputError(f"{key}: empty range({start}, {stop}, {step}); the end is exclusive")
     ints = all(isinstance(v, int) for v in (start, stop, step))
     return [start + i * step if ints else round(start + i * step, 12) for i in range(n)]
+
+
+def _glob_choice(key: str, override: Any, group_options: Callable[[str], list[str] | None]) -> Any:
+    """``group=glob(pattern, exclude=...)``, Hydra's selection of a group's options (its basic sweeper expands it):
+    the choice of the matching option names; None for any other sweep."""
+    from hydra.core.override_parser.types import Glob
+    from optuna.distributions import CategoricalDistribution
+
+    value = override.value()
+    if not isinstance(value, Glob):
+        return None
+    text = override.input_line.partition("=")[2]
+    options = group_options(key)
+    if options is None:
+        raise SweepInputError(f"{key}: glob() selects options of a config group (lora=glob(r*)); {key} is no group: "
+                              "use choice(...) or a range")
+    matched = value.filter(options)
+    if not matched:
+        raise SweepInputError(f"{key}: {text} matches no option of config group {key}; available: {', '.join(options)}")
+    return CategoricalDistribution(matched)
 
 
 def _check_group_choice(key: str, dist: Any, options: list[str]) -> None:
