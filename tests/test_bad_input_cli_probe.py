@@ -19,6 +19,11 @@ CASES = [
     # inspect took only the long form: -cd was 'unrecognized arguments' (train and lr-find take both)
     ("config_dir_missing_inspect_short", ["inspect", "-cd", "nope", "--rows", "1"], ["--config-dir", "nope", "no such"]),
     ("config_dir_missing_lr_find", ["lr-find", "-cd", "nope", "--steps", "11", "--out", "lrf"], ["--config-dir", "nope"]),
+    # a single run written into a sweep's folder: its adapter, metrics.json, .hydra/ beside the study, which then
+    # could not be resumed ("holds a single run")
+    ("run_into_a_sweep_folder", [*RUN, "hydra.run.dir=asweep"], ["hydra.run.dir", "asweep", "sweep folder"]),
+    ("run_into_a_sweep_folder_overwrite", [*RUN, "hydra.run.dir=asweep", "overwrite=true"], ["hydra.run.dir", "sweep"]),
+    ("run_into_a_reported_sweep_folder", [*RUN, "hydra.run.dir=areport"], ["hydra.run.dir", "areport", "sweep folder"]),
     ("sweep_subdir_constant", [*SWEEP, "hydra.sweeper.n_trials=2", "hydra.sweep.dir=s", "hydra.sweep.subdir=same"],
      ["hydra.sweep.subdir", "'same'", "every trial", "${hydra.job.num}"]),
     ("sweep_subdir_outside", [*SWEEP, "hydra.sweep.dir=s", "hydra.sweep.subdir=../t_${hydra.job.num}"],
@@ -28,9 +33,21 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def sweeps(project):  # noqa: F811 -- the shared fixture, extended
+    """``asweep/``: a sweep folder's study file; ``areport/``: a sweep's report only (its study elsewhere)."""
+    import sqlite3
+
+    (project / "asweep").mkdir()
+    sqlite3.connect(project / "asweep" / "study.db").close()
+    (project / "areport").mkdir()
+    (project / "areport" / "summary.json").write_text('{"study_name": "s", "n_trials": 1}')
+    return project
+
+
 @pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_nothing_written(project, capsys, argv, texts):  # noqa: F811
-    assert_one_line_exit_2(project, capsys, argv, texts)
+def test_bad_input_is_one_line_exit_2_nothing_written(sweeps, capsys, argv, texts):
+    assert_one_line_exit_2(sweeps, capsys, argv, texts)
 
 
 def test_a_subdir_that_differs_by_job_number_or_by_overrides_is_allowed(tmp_path):
