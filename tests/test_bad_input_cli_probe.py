@@ -80,6 +80,9 @@ HYDRA_FLAG_CASES = [
     ("free_form_dict_set_whole", ["train", "--cfg", "job", "data.extra={field: train}"],
      ["data.extra.field", "+data.extra.field=<value>", "++data.extra={field: <value>}"]),
     ("free_form_replacements", ["train", "--cfg", "job", "data.replacements={a: b}"], ["+data.replacements.a=<value>"]),
+    # inspect --dump replaced any existing file (a run's metrics.json) with the rows
+    ("inspect_dump_over_a_file", ["inspect", "--rows", "0", "--dump", "afile"], ["--dump afile", "exists"]),
+    ("inspect_dump_into_a_folder", ["inspect", "--rows", "0", "--dump", "adir"], ["--dump adir", "is a folder"]),
     # a YAML file given to --experimental-rerun: an UnpicklingError traceback
     ("experimental_rerun_not_a_pickle", ["train", "--experimental-rerun", "afile"], ["--experimental-rerun", "afile",
                                                                                     "pickle"]),

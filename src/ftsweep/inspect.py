@@ -63,6 +63,9 @@ def main(argv: list[str]) -> int:
     for flag, value in (("--rows", args.rows), ("--bins", args.bins)):
         if value < (0 if flag == "--rows" else 1):
             raise UsageError(f"{flag}: must be >= {0 if flag == '--rows' else 1} (got {value})")
+    if args.dump is not None and (args.dump.exists() or args.dump.is_symlink()):  # it was replaced (a run's metrics.json)
+        what = "is a folder" if args.dump.is_dir() else "exists (nothing is overwritten)"
+        raise UsageError(f"--dump {args.dump}: {what}; give a new file, e.g. --dump rows.jsonl")
     try:
         bundle, tokenizer, cfg = _build(args.overrides, UsageError, args.config_dir)
     except UsageError as err:  # every row dropped: --dropped still says which and why
