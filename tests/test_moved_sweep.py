@@ -61,3 +61,20 @@ def test_a_copied_sweep_reads_its_own_trials_and_the_original_is_unchanged(swept
     assert not (swept / "summary.json").exists()
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{copy / 'study.db'}")
     assert study.trials[1].user_attrs["trial_dir"] == str(swept / "trial_1")  # the storage is not rewritten
+
+
+def test_report_out_never_replaces_another_studys_report_or_a_file(swept, tmp_path, capsys):
+    """``ftsweep report A --out B``: B's summary.json, report.md, best.yaml were replaced by A's when B was another
+    sweep's folder; --out of a file failed with a FileExistsError traceback."""
+    from ftsweep.config.errors import UsageError
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "summary.json").write_text('{"study_name": "else"}')
+    (tmp_path / "afile").write_text("x")
+    for out, text in ((other, "holds study 'else'"), (tmp_path / "afile", "is a file")):
+        with pytest.raises(UsageError, match=text):
+            report_main([str(swept), "--out", str(out)])
+    assert (other / "summary.json").read_text() == '{"study_name": "else"}' and not (other / "report.md").exists()
+    assert report_main([str(swept), "--out", str(tmp_path / "new")]) == 0  # a new folder, or this study's own
+    assert report_main([str(swept), "--out", str(tmp_path / "new")]) == 0

@@ -53,6 +53,8 @@ def main(argv: list[str]) -> int:
     except SweepInputError as err:
         raise UsageError(str(err)) from err
     out = Path(args.out).resolve() if args.out else sweep_dir
+    if args.out:
+        check_out_dir(out, args.out, study.study_name)
     out_dir = write_report(study, out, storage_url=url)
     folder = SweepDir(out_dir)
     summary = folder.read_summary() or {}
@@ -71,6 +73,23 @@ def main(argv: list[str]) -> int:
     if folder.best.is_file():
         print(f"best config: {folder.best}")
     return 0
+
+
+def check_out_dir(out: Path, given: str, study_name: str) -> None:
+    """``--out``: a folder for this study's report; not a file (a traceback before), a run's folder or the folder
+    of another study, whose summary.json, report.md, trials.md and best.yaml it would replace."""
+    from ftsweep import rundir
+    from ftsweep.config.errors import UsageError
+    from ftsweep.sweeper.study import studies_in
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {given}: is a file, not a folder")
+    if rundir.is_finished(out):
+        raise UsageError(f"--out {given}: holds a run; give the report a folder of its own")
+    others = [n for n in studies_in(out) if n != study_name] if out.is_dir() else []
+    if others:
+        raise UsageError(f"--out {given}: holds study {others[0]!r} (its report would be replaced by {study_name!r}'s); "
+                         "give a new folder")
 
 
 def load(target: str, study_name: str | None) -> tuple[Any, Path, str]:

@@ -350,6 +350,39 @@ def run_or_best_trial(path: str | Path) -> Path:
     return best
 
 
+def studies_in(sweep_dir: Path) -> list[str]:
+    """Names of the studies a sweep folder holds: its study.db / study.journal, or its last report's
+    summary.json. Read-only (nothing is created or migrated)."""
+    import contextlib
+    import json
+    import sqlite3
+
+    from ftsweep.sweepdir import SweepDir
+
+    names: list[str] = []
+    folder = SweepDir(sweep_dir)
+    db = folder.study_db
+    if db.is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                names += [r[0] for r in con.execute("SELECT study_name FROM studies")]
+        except sqlite3.Error:
+            pass
+    journal = folder.study_journal
+    if journal.is_file():
+        for line in journal.read_text(errors="replace").splitlines():
+            try:
+                op = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(op, dict) and op.get("op_code") == 0 and op.get("study_name"):
+                names.append(str(op["study_name"]))
+    summary = folder.read_summary() if not names else None
+    if summary and summary.get("study_name"):
+        names.append(str(summary["study_name"]))
+    return names
+
+
 def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     """(study, sweep dir, storage URL) for a sweep directory or a storage URL, read-only: the public way
     to read a sweep (``ftsweep report``, ``ftsweep merge`` / ``export``). Raises :class:`SweepInputError`."""

@@ -6,7 +6,6 @@ composed training config and the command line's task overrides.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
 from ftsweep.sweeper.grammar import SearchSpace, SweepInputError, merge_overrides, parse_space
 from ftsweep.sweeper.samplers import check_pruner
+from ftsweep.sweeper.study import studies_in
 
 
 @dataclass(frozen=True)
@@ -112,36 +112,6 @@ def sweep_dir_of(conf: SweeperConf, cfg: Any) -> Path:
         print("ftsweep: hydra.sweeper.sweep_dir is deprecated; use hydra.sweep.dir", file=sys.stderr)
         return Path(conf.sweep_dir).expanduser().resolve()
     return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir"))).expanduser().resolve()
-
-
-def studies_in(sweep_dir: Path) -> list[str]:
-    """Names of the studies a sweep folder holds: its study.db / study.journal, or its last report's
-    summary.json. Read-only (nothing is created or migrated)."""
-    import json
-    import sqlite3
-
-    names: list[str] = []
-    folder = SweepDir(sweep_dir)
-    db = folder.study_db
-    if db.is_file():
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
-                names += [r[0] for r in con.execute("SELECT study_name FROM studies")]
-        except sqlite3.Error:
-            pass
-    journal = folder.study_journal
-    if journal.is_file():
-        for line in journal.read_text(errors="replace").splitlines():
-            try:
-                op = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(op, dict) and op.get("op_code") == 0 and op.get("study_name"):
-                names.append(str(op["study_name"]))
-    summary = folder.read_summary() if not names else None
-    if summary and summary.get("study_name"):
-        names.append(str(summary["study_name"]))
-    return names
 
 
 def check_sweep_dir(sweep_dir: Path, study_name: str) -> None:
