@@ -94,6 +94,25 @@ def path_slug(path: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts)).strip("-")
 
 
+def launch_dir() -> Path:
+    """Where ftsweep was run: inside a Hydra job Hydra's ``hydra.runtime.cwd`` (``hydra.job.chdir=true`` runs the
+    job in its output folder), else the working directory. Relative data paths are read from here."""
+    import sys
+
+    if "hydra.core.hydra_config" in sys.modules:  # (nothing imported when no Hydra job can be running)
+        from hydra.core.hydra_config import HydraConfig
+
+        try:  # only while in the folder Hydra changed to (its config outlives the job in this process)
+            hc = HydraConfig.get() if HydraConfig.initialized() else None
+            moved = hc is not None and hc.job.chdir and Path(str(hc.runtime.output_dir)).resolve() == Path.cwd().resolve()
+            cwd = str(hc.runtime.cwd) if moved else None
+        except Exception:  # noqa: BLE001 -- a partial Hydra config (no runtime node): the working directory
+            cwd = None
+        if cwd:
+            return Path(cwd)
+    return Path.cwd()
+
+
 def resolve_data_path(path: str) -> Path | None:
     """A data file named in config: ``pkg://<package>/<file>`` (bundled), absolute, or relative to the
     working directory. Returns None when no such file exists (the caller decides whether the name is a
@@ -106,5 +125,5 @@ def resolve_data_path(path: str) -> Path | None:
             return None
         return p.resolve() if p.exists() else None
     p = Path(path).expanduser()
-    p = p if p.is_absolute() else Path.cwd() / p
+    p = p if p.is_absolute() else launch_dir() / p
     return p.resolve() if p.exists() else None

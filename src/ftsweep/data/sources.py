@@ -63,7 +63,9 @@ def resolve_source(name: str, loader: str) -> Source:
     if file is None and loader != "hub" and looks_like_local_path(name):
         hint = ("; a pattern is not expanded: for several files give their folder, "
                 f"data.path={Path(name).parent}" if any(c in name for c in "*?[") else "")
-        raise DataError(name, f"file not found (looked for it relative to {Path.cwd()}){hint}")
+        from ftsweep.paths import launch_dir
+
+        raise DataError(name, f"file not found (looked for it relative to {launch_dir()}){hint}")
     if loader == "auto":
         if file is None or file.is_dir():
             return Source(name, "hub", None)

@@ -1,0 +1,49 @@
+"""``hydra.job.chdir=true`` (Hydra's option to run the job inside its output folder): a relative data path is
+still read from where ftsweep was run, as the README says and as sweep trials do. A single run passed the
+pre-flight check (made from the launch folder), then failed in the run: 'mine.jsonl: file not found (looked for
+it relative to <the run folder>)'."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.conf import HydraConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from ftsweep.paths import resolve_data_path
+
+
+@pytest.fixture
+def in_a_chdir_job(tmp_path, monkeypatch):
+    launch, job = tmp_path / "project", tmp_path / "project" / "outputs" / "run"
+    job.mkdir(parents=True)
+    (launch / "mine.jsonl").write_text('{"instruction": "q", "output": "a"}\n')
+    cfg = OmegaConf.create({"hydra": OmegaConf.structured(HydraConf)})
+    cfg.hydra.runtime.cwd = str(launch)
+    cfg.hydra.runtime.output_dir = str(job)
+    cfg.hydra.job.chdir = True
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    monkeypatch.chdir(job)  # what hydra.job.chdir=true does
+    yield launch
+    HydraConfig.instance().cfg = saved
+
+
+def test_a_relative_data_path_is_read_from_the_launch_folder(in_a_chdir_job):
+    assert resolve_data_path("mine.jsonl") == (in_a_chdir_job / "mine.jsonl").resolve()
+    assert resolve_data_path("./mine.jsonl") == (in_a_chdir_job / "mine.jsonl").resolve()
+    assert resolve_data_path("nope.jsonl") is None
+
+
+def test_outside_a_hydra_job_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.jsonl").write_text("{}\n")
+    assert resolve_data_path("mine.jsonl") == (tmp_path / "mine.jsonl").resolve()
+
+
+def test_a_hydra_config_left_from_an_earlier_job_is_not_the_launch_folder(in_a_chdir_job, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.jsonl").write_text("{}\n")
+    monkeypatch.chdir(elsewhere)  # not the job's folder: the job is over (or never changed directory)
+    assert resolve_data_path("mine.jsonl") == (elsewhere / "mine.jsonl").resolve()
