@@ -565,7 +565,7 @@ def _train_in(cfg: Any, run_dir: Path, single_run: bool) -> float | None:
             metrics = execute(cfg, run_dir)
     except KeyboardInterrupt as exc:  # Ctrl-C, or a cluster's time limit (SIGTERM): how to go on, when it can
         hint = rundir.resume_hint(run_dir)
-        raise KeyboardInterrupt(f"{exc or 'interrupted'}{'; ' + hint if hint else ''}") from None
+        raise KeyboardInterrupt(f"{str(exc) or 'interrupted'}{'; ' + hint if hint else ''}") from None
     except UsageError as exc:
         created = _NEW_FOLDERS[0]
         if exit_code(exc) == 2 and created is not None and run_dir.resolve().is_relative_to(created.resolve()):
