@@ -78,6 +78,23 @@ def test_a_sharegpt_entry_with_openai_tags_trains_the_assistant_turns(project, c
 
 
 
+def test_an_openai_entry_reads_messages_with_role_and_content(project, compose):
+    # LLaMA-Factory's formatting: openai (before: refused, "alpaca or sharegpt")
+    rows = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Say {i}"},
+                          {"role": "assistant", "content": f"Number {i}"}]} for i in range(12)]
+    (project / "data" / "oa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    info = json.loads((project / "data" / "dataset_info.json").read_text())
+    info["oa"] = {"file_name": "oa.jsonl", "formatting": "openai"}
+    (project / "data" / "dataset_info.json").write_text(json.dumps(info))
+    cfg = compose("data.dataset=oa", "data.val_size=0", "data.max_rows=null", "objective.metric=train_loss", NO_PRETRAIN)
+    d = data_options(cfg.data)
+    assert (d.format, d.columns.conversations) == ("sharegpt", "messages")
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    assert _answers(tok, bundle.train) == sorted(f"Number {i}" for i in range(12))
+    assert "Be brief." in tok.decode(bundle.train[0]["input_ids"])
+
+
 def test_a_system_turn_first_wins_over_the_system_column_as_in_llamafactory(project, compose):
     # LLaMA-Factory's converters take a first system turn as the system prompt and read the system column only
     # without one; a file that carries the prompt in both places (an export of its own dataset) trains
@@ -118,7 +135,7 @@ def test_a_hub_entry_gives_name_subset_split_revision_and_folder(project):
                                                         "did you mean 'formatting'?")),
     ({"ms_hub_url": "a/b"}, ("ms_hub_url is not read here (local files: file_name; Hugging Face Hub datasets: "
                             "hf_hub_url)")),
-    ({"file_name": "qa.json", "formatting": "openai"}, "formatting 'openai': alpaca or sharegpt"),
+    ({"file_name": "qa.json", "formatting": "chatml"}, "formatting 'chatml': alpaca, sharegpt or openai"),
     ({"file_name": "qa.json", "columns": {"images": "img"}}, "columns.images: multimodal rows are not supported"),
     ({"file_name": "c.json", "formatting": "sharegpt", "tags": {"user_tag": "Q"}},
      "tags.user_tag='Q': this role is read under the names human, user"),

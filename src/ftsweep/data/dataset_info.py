@@ -6,7 +6,8 @@ What an entry gives (it replaces ``data.path``, ``data.loader``, ``data.format``
 
 - ``file_name`` (a file or folder next to ``dataset_info.json``) or ``hf_hub_url`` (a Hub dataset, with
   ``subset``, ``split``, ``revision`` and ``folder``: the repository folder, passed as ``data_dir``);
-- ``formatting``: ``alpaca`` (default) or ``sharegpt``; an alpaca entry is rendered with the Alpaca templates
+- ``formatting``: ``alpaca`` (default), ``sharegpt`` or ``openai`` (ShareGPT turns under ``messages`` with
+  ``role`` / ``content`` keys); an alpaca entry is rendered with the Alpaca templates
   (``data.template``), or with the model's chat template when ``data.format=chat`` is given (as LLaMA-Factory
   renders it: the way rows with ``system`` / ``history`` columns train), or as documents under ``data.format=text``
   (LLaMA-Factory's pre-training entries: ``columns.prompt`` names the text column); ``ranking: true`` marks preference
@@ -127,11 +128,14 @@ def entry_settings(dataset: str, dataset_dir: str) -> dict[str, Any]:
     if not isinstance(path, str) or not path:
         raise bad("file_name / hf_hub_url must be a non-empty string")
     formatting = entry.get("formatting", "alpaca")
-    if formatting not in COLUMNS:
-        raise bad(f"formatting {formatting!r}: alpaca or sharegpt")
+    if formatting not in (*COLUMNS, "openai"):
+        raise bad(f"formatting {formatting!r}: alpaca, sharegpt or openai")
     columns = entry.get("columns") or {}
     if not isinstance(columns, dict):
         raise bad("columns must be an object (LLaMA-Factory's name -> the file's column)")
+    if formatting == "openai":  # LLaMA-Factory's OpenAI layout: ShareGPT turns under messages, role / content keys
+        formatting, columns = "sharegpt", {"messages": "messages", **columns}
+        entry = {**entry, "tags": {"role_tag": "role", "content_tag": "content", **(entry.get("tags") or {})}}
     media = [c for c in MEDIA_COLUMNS if c in columns]
     if media:
         raise bad(f"columns.{media[0]}: multimodal rows are not supported (text only)")
