@@ -64,6 +64,8 @@ CASES = [
      ["hydra.sweeper.n_trials: Hydra's own settings cannot be swept"]),
     ("non_ascii_unquoted_path", [*RUN, "data.path=données.json"], ["data.path", "quote it", "data.path='données.json'"]),
     ("garbage_study_db", [*SWEEP, "hydra.sweep.dir=gs"], ["hydra.sweeper.storage", "not a database"]),
+    ("storage_a_bare_file_name", [*SWEEP, "hydra.sweep.dir=bs", "hydra.sweeper.storage=my.db"],
+     ["hydra.sweeper.storage: cannot open my.db", "names its driver (sqlite:///my.db), a journal file journal:my.db"]),
     # a TRL / transformers script's arguments: the override to write instead
     ("trl_style_flag_and_value", ["train", "--learning_rate", "1e-4", "model=tiny"],
      ["--learning_rate: ftsweep train takes overrides (key=value), not --flags: write optimizer.lr=1e-4"]),
