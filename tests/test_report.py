@@ -99,6 +99,10 @@ def test_report_cli_errors(study, tmp_path):
         main([str(sd), "--study", "nope"])
     with pytest.raises(UsageError, match="no study.db or study.journal"):
         main([str(tmp_path)])
+    (sd / "trial_0").mkdir(exist_ok=True)  # a trial's folder: the sweep's is named (it said "pass the storage URL")
+    with pytest.raises(UsageError, match=f"trial_0: no study.db or study.journal here; a trial of the sweep in "
+                                         f"{re.escape(str(sd.resolve()))}: give that folder$"):
+        main([str(sd / "trial_0")])
 
 
 def test_report_marks_trials_that_did_not_learn(study):

@@ -401,7 +401,10 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
             raise SweepInputError(f"{target}: no such sweep directory (or give a storage URL)")
         url = SweepDir(path).existing_storage_url()
         if url is None:
-            raise SweepInputError(f"{target}: no study.db or study.journal here; pass the storage URL and --study")
+            parent = SweepDir(path.resolve().parent).existing_storage_url() is not None  # a trial's folder
+            raise SweepInputError(f"{target}: no study.db or study.journal here; "
+                                  + (f"a trial of the sweep in {path.resolve().parent}: give that folder" if parent
+                                     else "pass the storage URL and --study"))
     else:
         url = target
     try:
