@@ -106,6 +106,9 @@ LR_FIND_CASES = [
     # trained the whole test, then a numpy ValueError traceback (exit 1), leaving an empty outputs/lr_find/<time>/
     ("lr_find_skip_begin_negative", ["lr-find", "--steps", "11", "--skip-begin", "-1"], ["--skip-begin", "-1", ">= 0"]),
     ("lr_find_skip_end_negative", ["lr-find", "--steps", "11", "--skip-end", "-2"], ["--skip-end", "-2", ">= 0"]),
+    # one line named the three rules, not the flag that broke one
+    ("lr_find_beta_one", ["lr-find", "--beta", "1"], ["--beta: must be in [0, 1) (got 1)"]),
+    ("lr_find_diverge_one", ["lr-find", "--diverge", "0.5"], ["--diverge: must be > 1 (got 0.5)"]),
 ]
 
 

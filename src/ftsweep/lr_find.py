@@ -69,8 +69,11 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--min-lr/--max-lr: need finite numbers (got {args.min_lr:g}, {args.max_lr:g})")
     if not 0 < args.min_lr < args.max_lr:
         raise UsageError(f"--min-lr/--max-lr: need 0 < min < max (got {args.min_lr:g}, {args.max_lr:g})")
-    if args.steps < 0 or not 0 <= args.beta < 1 or args.diverge <= 1:
-        raise UsageError("--steps must be >= 0, --beta in [0, 1), --diverge > 1")
+    for flag, value, ok, rule in (("--steps", args.steps, args.steps >= 0, ">= 0"),
+                                  ("--beta", args.beta, 0 <= args.beta < 1, "in [0, 1)"),
+                                  ("--diverge", args.diverge, args.diverge > 1, "> 1")):
+        if not ok:  # (nan fails every rule)
+            raise UsageError(f"{flag}: must be {rule} (got {value:g})")
     for flag, value in (("--skip-begin", args.skip_begin), ("--skip-end", args.skip_end)):
         if value is not None and value < 0:  # (numpy.gradient failed on the slice after the whole test)
             raise UsageError(f"{flag}: must be >= 0 points (got {value})")
