@@ -48,8 +48,21 @@ def test_unknown_target_lists_the_real_layers(compose):
     from ftsweep.config import ConfigError
 
     cfg = compose(*FAST, "lora.target_modules=[q_proj,query_key_value]")
-    with pytest.raises(ConfigError, match=r"\['query_key_value'\] not found in the model; its linear layers: \['down_proj'"):
+    with pytest.raises(ConfigError, match=r"\['query_key_value'\] not found in the model; its linear layers: \['down_proj'"
+                                          r".*\]; its attention's: lora.target_modules=\[q_proj,k_proj,v_proj,o_proj\] "
+                                          r"\(or all-linear\)$"):
         model_mod.build_lora(cfg.lora, _model(cfg))
+
+
+@pytest.mark.parametrize(("kind", "attention"), [("opt", "k_proj,v_proj,q_proj,out_proj"), ("gpt2", "c_attn,c_proj"),
+                                                 ("bloom", "query_key_value,dense")])
+def test_the_shipped_attention_targets_on_another_family_name_its_own(compose, kind, attention):
+    # the shipped LoRA options target q/k/v/o_proj: on OPT (out_proj), GPT-2 or BLOOM the line said which layers
+    # exist, not which of them are the attention's
+    from ftsweep.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"its attention's: lora.target_modules=\[{attention}\] \(or all-linear\)$"):
+        model_mod.build_lora(compose(*FAST).lora, _tiny(kind, "eager"))
 
 
 def test_four_bit_full_fine_tune_is_refused_at_compose(compose):

@@ -349,6 +349,20 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
+def attention_linear_names(model) -> list[str]:
+    """The linear layers of the model's attention blocks (children of a module whose class is an ``...Attention``),
+    in the order the first block defines them: OPT's ``k_proj, v_proj, q_proj, out_proj``, GPT-2's ``c_attn,
+    c_proj``, BLOOM's ``query_key_value, dense``. What ``[q_proj, k_proj, v_proj, o_proj]`` means on another
+    architecture (the shipped LoRA options' targets)."""
+    linear = set(linear_module_names(model))
+    for _, module in model.named_modules():
+        if "attention" in type(module).__name__.lower():
+            found = [name for name, _ in module.named_modules() if name and "." not in name and name in linear]
+            if found:
+                return found
+    return []
+
+
 def sort_adapter_config(adapter_dir: Path) -> None:
     """Rewrite ``adapter_config.json`` with its set-valued fields (``target_modules``...) sorted.
 
@@ -392,7 +406,10 @@ def build_lora(lc, model, *, train_embeddings: bool = False):
     present = set(linear_module_names(model))
     unknown = [t for t in targets if t not in present]
     if unknown:
-        raise ConfigError("lora.target_modules", f"{unknown} not found in the model; its linear layers: {sorted(present)}")
+        attention = attention_linear_names(model)
+        hint = f"; its attention's: lora.target_modules=[{','.join(attention)}]" if attention else ""
+        raise ConfigError("lora.target_modules", f"{unknown} not found in the model; its linear layers: "
+                                                 f"{sorted(present)}{hint} (or all-linear)")
     if not targets:
         raise ConfigError("lora.target_modules", "the model has no linear layers LoRA can adapt; name its modules "
                                                  "(lora.target_modules=[...]) or train it whole with lora=none")
