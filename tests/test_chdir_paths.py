@@ -47,3 +47,27 @@ def test_a_hydra_config_left_from_an_earlier_job_is_not_the_launch_folder(in_a_c
     (elsewhere / "mine.jsonl").write_text("{}\n")
     monkeypatch.chdir(elsewhere)  # not the job's folder: the job is over (or never changed directory)
     assert resolve_data_path("mine.jsonl") == (elsewhere / "mine.jsonl").resolve()
+
+
+def test_the_configs_other_relative_paths_are_read_from_the_launch_folder_too(in_a_chdir_job):
+    # init_from, objective.include_path and the user's modules (objective.function, GRPO rewards) were read from
+    # the run folder: "init_from: no such directory", "does not exist", "cannot import"
+    from types import SimpleNamespace
+
+    from ftsweep.config.harness import include_folder
+    from ftsweep.config.imports import import_callable
+    from ftsweep.stages.init_from import init_adapters, init_from_problem
+
+    launch = in_a_chdir_job
+    (launch / "my_rewards_chdir.py").write_text("def score(rows):\n    return 1.0\n")
+    assert import_callable("my_rewards_chdir:score", "objective.function")([]) == 1.0
+    (launch / "tasks").mkdir()
+    assert include_folder("tasks") == str((launch / "tasks").resolve())
+    sft = launch / "runs" / "sft"
+    (sft / "adapter").mkdir(parents=True)
+    (sft / "adapter" / "adapter_config.json").write_text("{}")
+    cfg = SimpleNamespace(get=lambda key: "runs/sft" if key == "init_from" else None,
+                          quantization=SimpleNamespace(method="none"), lora=SimpleNamespace(enabled=True),
+                          stage=SimpleNamespace(name="dpo"))
+    assert "no such directory" not in (init_from_problem(cfg) or "")
+    assert init_adapters("runs/sft") == [sft / "adapter"]

@@ -113,6 +113,14 @@ def launch_dir() -> Path:
     return Path.cwd()
 
 
+def from_launch_dir(path: str | Path) -> Path:
+    """``path`` (``~`` expanded) made absolute from where ftsweep was run (:func:`launch_dir`): how the config's
+    relative paths are read (``init_from``, ``objective.include_path``, the user's modules), also with
+    ``hydra.job.chdir=true``."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else launch_dir() / p
+
+
 def resolve_data_path(path: str) -> Path | None:
     """A data file named in config: ``pkg://<package>/<file>`` (bundled), absolute, or relative to the
     working directory. Returns None when no such file exists (the caller decides whether the name is a
@@ -124,6 +132,5 @@ def resolve_data_path(path: str) -> Path | None:
         except (FileNotFoundError, ModuleNotFoundError, ValueError):
             return None
         return p.resolve() if p.exists() else None
-    p = Path(path).expanduser()
-    p = p if p.is_absolute() else launch_dir() / p
+    p = from_launch_dir(path)
     return p.resolve() if p.exists() else None

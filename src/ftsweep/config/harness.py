@@ -38,10 +38,12 @@ def lm_eval_installed() -> bool:
 
 
 def include_folder(include_path: str | None) -> str | None:
-    """``objective.include_path`` as an absolute folder (relative paths are from the working directory)."""
+    """``objective.include_path`` as an absolute folder (relative paths are from where ftsweep was run)."""
     if not include_path:
         return None
-    path = Path(include_path).expanduser().resolve()
+    from ftsweep.paths import from_launch_dir
+
+    path = from_launch_dir(include_path).resolve()
     if not path.is_dir():
         what = "is a file, not a folder of task YAMLs" if path.exists() else "does not exist"
         raise ConfigError("objective.include_path", f"{include_path} {what}")

@@ -5,7 +5,6 @@ to their data, as ``data.path`` is read from there)."""
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +17,11 @@ def import_callable(spec: str | None, key: str) -> Callable[..., Any]:
     module_name, sep, attr = str(spec or "").partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(key, f"must be 'module.path:function' (got {spec!r})")
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    from ftsweep.paths import launch_dir
+
+    here = str(launch_dir())  # (the working directory, or where ftsweep was run under hydra.job.chdir=true)
+    if here not in sys.path:
+        sys.path.append(here)
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 -- any import failure is the user's module

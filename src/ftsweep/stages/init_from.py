@@ -49,7 +49,9 @@ def init_from_problem(cfg: Any) -> str | None:
     init = cfg.get("init_from") if hasattr(cfg, "get") else None
     if not init:
         return None
-    root = Path(str(init)).expanduser()
+    from ftsweep.paths import from_launch_dir
+
+    root = from_launch_dir(str(init))
     if root.is_dir():
         root = run_dir_of(root)
     if not root.is_dir():
@@ -78,9 +80,11 @@ def init_adapters(init: str | Path) -> list[Path]:
     runs it started from (a DPO run's adapter was trained on the SFT model: SFT's adapter comes first)."""
     from omegaconf import OmegaConf
 
+    from ftsweep.paths import from_launch_dir
     from ftsweep.rundir import RunDir, started_in
 
     chain: list[Path] = []
+    init = from_launch_dir(init) if init else init
     while init:
         root, path = run_dir_of(init), adapter_dir(init)
         if path is None or path in chain:
