@@ -226,3 +226,22 @@ def test_a_relative_base_model_folder_is_read_from_where_the_run_started(tmp_pat
     assert (run / ".hydra" / "config.yaml").read_bytes() == before  # the run's files are never changed
     (started / "my_model").rmdir()  # gone: the path stays as written (and fails as "no such folder")
     assert rundir.load_config(run).model.name_or_path == "./my_model"
+
+
+def test_merged_generation_config_stops_where_generate_stops(tiny_run, tmp_path):
+    """A chat run trains its answers to end with <|eot_id|>; the tiny base's generation_config lists only
+    <|end_of_text|>, so vLLM / generate() on the merged folder must be told to stop at the end of the turn."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    out = merge_run_quiet(tiny_run, tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(out)
+    eos = GenerationConfig.from_pretrained(out).eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos)
+    assert eos[0] == tok.eos_token_id
+    assert tok.convert_tokens_to_ids("<|eot_id|>") in eos
+
+
+def merge_run_quiet(run_dir: Path, out: Path) -> Path:
+    from ftsweep.merge import merge_run
+
+    return merge_run(run_dir, out, "fp32")

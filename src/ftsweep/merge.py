@@ -73,11 +73,23 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     base = load_base_for_inference(cfg, tokenizer, quantized=False, dtype=DTYPES[dtype] if dtype else None)
     base = merge_init_adapter(cfg, base)  # a run with init_from trained on the SFT model: merged first
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    _stop_where_generate_stops(merged, tokenizer)
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)  # tokenizer.json + chat_template.jinja
     (out / "README.md").write_text(model_card(run_dir, cfg, str(merged.dtype).removeprefix("torch.")), encoding="utf-8")
     print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({merged.dtype}) -> {out}")
     return out
+
+
+def _stop_where_generate_stops(model, tokenizer) -> None:
+    """The merged folder's stop ids are ``ftsweep generate``'s: a chat run trained to end its answers with the
+    template's end-of-turn token (``<|eot_id|>``, ``<|im_end|>``), which a base's generation_config often lacks,
+    so vLLM / TGI / ``generate()`` on the merged folder would otherwise run past the end of the answer."""
+    from ftsweep.objectives.generation import stop_token_ids
+
+    ids = stop_token_ids(tokenizer, model)
+    if ids and getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = ids[0] if len(ids) == 1 else ids
 
 
 def model_card(run_dir: Path, cfg, dtype: str) -> str:
