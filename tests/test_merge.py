@@ -245,3 +245,20 @@ def merge_run_quiet(run_dir: Path, out: Path) -> Path:
     from ftsweep.merge import merge_run
 
     return merge_run(run_dir, out, "fp32")
+
+
+def test_a_push_that_fails_is_one_line_and_keeps_the_folder(tiny_run, monkeypatch, capsys):
+    """No network, HF_HUB_OFFLINE or a rejected token: one line saying how to push later, not a traceback."""
+    import huggingface_hub
+
+    class OfflineApi(FakeApi):
+        def create_repo(self, *a, **k):
+            raise OSError("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    assert cli.main(["publish", str(tiny_run / "adapter"), "me/x"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not push" in err[0] and "ftsweep publish" in err[0] and "Traceback" not in err[0]
+    assert (tiny_run / "adapter" / "adapter_config.json").is_file()
+

@@ -35,6 +35,11 @@ def resolve_token() -> str:
     return token
 
 
+def check_can_push() -> str:
+    """The token, checked before a merge spends minutes on a push that cannot happen."""
+    return resolve_token()
+
+
 def check_no_secret(folder: Path, token: str) -> None:
     """Refuse to upload a folder in which any file contains the token."""
     needle = token.encode()
@@ -50,14 +55,22 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, commi
     folder = Path(folder)
     if not folder.is_dir():
         raise _usage(f"{folder} is not a directory")
-    token = resolve_token()
+    token = check_can_push()
     check_no_secret(folder, token)
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="model", ignore_patterns=IGNORE,
-        commit_message=commit_message or f"ftsweep: upload {folder.name}",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="model", ignore_patterns=IGNORE,
+            commit_message=commit_message or f"ftsweep: upload {folder.name}",
+        )
+    except Exception as err:  # noqa: BLE001 -- no network, the Hub down, a wrong token or repo: one line, folder kept
+        from ftsweep.errors import Failure
+        from ftsweep.tracking import scrub
+
+        reason = scrub(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        raise Failure(f"could not push {folder} to {repo_id} ({type(err).__name__}: {reason}); the folder is kept: "
+                      f"push it later with `ftsweep publish {folder} {repo_id}`") from None
     url = str(getattr(info, "commit_url", info))
     print(f"ftsweep: pushed {folder} to {repo_id} ({'private' if private else 'public'}): {url}")
     return url
