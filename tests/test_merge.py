@@ -262,3 +262,10 @@ def test_a_push_that_fails_is_one_line_and_keeps_the_folder(tiny_run, monkeypatc
     assert len(err) == 1 and "could not push" in err[0] and "ftsweep publish" in err[0] and "Traceback" not in err[0]
     assert (tiny_run / "adapter" / "adapter_config.json").is_file()
 
+
+def test_merge_push_without_a_token_is_refused_before_merging(tiny_run, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    out = tmp_path / "m"
+    assert cli.main(["merge", str(tiny_run), "--out", str(out), "--push-to-hub", "me/x"]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err and not out.exists()

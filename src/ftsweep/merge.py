@@ -176,6 +176,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from ftsweep.sweeper.study import run_or_best_trial
 
+    _check_push(args)
     out = merge_run(run_or_best_trial(args.run_dir), args.out, args.dtype)
     _maybe_push(out, args)
     return 0
@@ -189,10 +190,19 @@ def export_main(argv: list[str]) -> int:
     from ftsweep.sweeper.study import best_trial_dir
 
     best = best_trial_dir(args.sweep_dir)
+    _check_push(args)
     print(f"ftsweep: best trial: {best}")
     out = merge_run(best, args.out or args.sweep_dir / "best_merged", args.dtype)
     _maybe_push(out, args)
     return 0
+
+
+def _check_push(args) -> None:
+    """A push that cannot happen (no token, offline) is said before the merge, not after minutes of it."""
+    if args.push_to_hub:
+        from ftsweep.publish import check_can_push
+
+        check_can_push()
 
 
 def _maybe_push(folder: Path, args) -> None:
