@@ -269,3 +269,41 @@ def test_merge_push_without_a_token_is_refused_before_merging(tiny_run, monkeypa
     out = tmp_path / "m"
     assert cli.main(["merge", str(tiny_run), "--out", str(out), "--push-to-hub", "me/x"]) == 2
     assert "HF_TOKEN" in capsys.readouterr().err and not out.exists()
+
+
+def _trained_prompt(run_dir: Path, question: str, tok) -> str:
+    from ftsweep.generate import render_prompt
+    from ftsweep.rundir import load_config as load_run_config
+
+    text, bos = render_prompt(question, load_run_config(run_dir).data, tok)
+    return (tok.bos_token if bos else "") + text
+
+
+def test_merged_chat_template_renders_the_alpaca_prompt_the_run_trained_on(tiny_run, tmp_path):
+    """vLLM / TGI serve chat requests with the folder's chat template: an Alpaca run's must be its Alpaca prompt."""
+    from transformers import AutoTokenizer
+
+    out = merge_run_quiet(tiny_run, tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(out)
+    q = "Name three colors."
+    rendered = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+    assert rendered == _trained_prompt(tiny_run, q, tok)
+    assert "### Response:\n" in rendered
+    ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert list(ids) == tok(rendered, add_special_tokens=False)["input_ids"]
+
+
+def test_merged_chat_template_is_the_one_a_chat_run_trained_with(tiny_run, tmp_path):
+    """data.chat_template=chatml trains on ChatML; the merged folder must not keep the base's Llama 3 template."""
+    from transformers import AutoTokenizer
+
+    run_dir = tmp_path / "chatml_run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("checkpoints", "merged"))
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg.data.format, cfg.data.chat_template = "chat", "chatml"
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    out = merge_run_quiet(run_dir, tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(out)
+    rendered = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    assert "<|im_start|>assistant" in rendered and rendered == _trained_prompt(run_dir, "Hi", tok)

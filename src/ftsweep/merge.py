@@ -75,10 +75,40 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     _stop_where_generate_stops(merged, tokenizer)
     merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.chat_template = deploy_chat_template(cfg.data, tokenizer)
     tokenizer.save_pretrained(out)  # tokenizer.json + chat_template.jinja
     (out / "README.md").write_text(model_card(run_dir, cfg, str(merged.dtype).removeprefix("torch.")), encoding="utf-8")
     print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({merged.dtype}) -> {out}")
     return out
+
+
+def deploy_chat_template(data_cfg: Any, tokenizer: Any) -> str | None:
+    """The chat template a server (vLLM, TGI, ``apply_chat_template``) should use: the run's training prompt.
+
+    A chat run's is the one it trained with (``data.chat_template=chatml`` included, which the saved
+    tokenizer does not carry); an Alpaca-format run's renders a user message as the run's Alpaca prompt
+    (bos, ``### Instruction:`` ... ``### Response:``) and an assistant message as the answer + eos, as trained.
+    Other formats keep the base's template."""
+    import json as _json
+
+    from ftsweep.data.options import data_options
+    from ftsweep.data.templates import alpaca_template, resolve_chat_template
+
+    d = data_options(data_cfg)
+    if d.format in ("chat", "sharegpt"):
+        return resolve_chat_template(d, tokenizer)
+    if d.format != "alpaca":
+        return getattr(tokenizer, "chat_template", None)
+    prefix, _, suffix = alpaca_template(d)["prompt_no_input"].partition("{instruction}")
+
+    def lit(text: str) -> str:
+        return _json.dumps(text, ensure_ascii=False)
+
+    return (
+        "{{ bos_token }}{% for message in messages %}"
+        "{% if message['role'] == 'user' %}{{ " + lit(prefix) + " + message['content'] + " + lit(suffix) + " }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+    )
 
 
 def _stop_where_generate_stops(model, tokenizer) -> None:
