@@ -307,3 +307,21 @@ def test_merged_chat_template_is_the_one_a_chat_run_trained_with(tiny_run, tmp_p
     tok = AutoTokenizer.from_pretrained(out)
     rendered = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
     assert "<|im_start|>assistant" in rendered and rendered == _trained_prompt(run_dir, "Hi", tok)
+
+
+def test_model_card_names_dora_rslora_init_and_modules_trained_whole(tiny_run, tmp_path):
+    """A card that says only "LoRA r=16" for a DoRA run that also trained its embeddings misleads whoever
+    reproduces or audits the model."""
+    from ftsweep.merge import model_card
+
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    ac = json.loads((tiny_run / "adapter" / "adapter_config.json").read_text())
+    ac.update(use_dora=True, use_rslora=True, modules_to_save=["embed_tokens", "lm_head"])
+    (run_dir / "adapter" / "adapter_config.json").write_text(json.dumps(ac))
+    cfg = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    cfg.lora.init = "pissa"
+    cfg.data.special_tokens = ["<|prompt|>"]
+    line = next(x for x in model_card(run_dir, cfg, "float32").splitlines() if x.startswith("- LoRA:"))
+    for fact in ("DoRA", "rsLoRA", "init pissa", "embed_tokens, lm_head", "<|prompt|>"):
+        assert fact in line, (fact, line)

@@ -143,7 +143,8 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
         *_start_lines(cfg),
         _data_line(cfg),
         f"- quantization during training: {cfg.quantization.method}",
-        f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={_targets(cfg)}",
+        f"- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, targets={_targets(cfg)}"
+        + _lora_variant(run_dir, cfg),
         f"- optimizer: {cfg.optimizer.name}, lr={cfg.optimizer.lr}, weight decay={cfg.optimizer.weight_decay}",
         (f"- scheduler: {cfg.scheduler.name}; batch {cfg.trainer.per_device_train_batch_size} x accumulation "
          f"{cfg.trainer.gradient_accumulation_steps}; max_steps {cfg.trainer.max_steps}; seed {cfg.trainer.seed}"),
@@ -184,6 +185,26 @@ def _data_line(cfg: Any) -> str:
     entries = "entries" if "," in str(dataset) else "an entry"
     name = f"`{dataset}` ({entries} of {d.dataset_dir}/dataset_info.json)" if dataset else f"`{d.path}`"
     return f"- data: {name} (format {d.format}, template {d.template}, cutoff {d.cutoff_len})"
+
+
+def _lora_variant(run_dir: Path, cfg: Any) -> str:
+    """What else shaped the adapter: DoRA, rsLoRA (scale alpha/sqrt(r)), its init, modules trained whole
+    (``modules_to_save``, the embeddings with ``data.train_embeddings``) and the tokens the run added."""
+    from omegaconf import OmegaConf
+
+    saved = run_dir / "adapter" / "adapter_config.json"
+    ac = json.loads(saved.read_text()) if saved.is_file() else {}
+    parts = [name for key, name in (("use_dora", "DoRA"), ("use_rslora", "rsLoRA")) if ac.get(key, cfg.lora.get(key))]
+    init = OmegaConf.select(cfg, "lora.init", default="default")
+    if init and init != "default":
+        parts.append(f"init {init}")
+    whole = ac.get("modules_to_save") if saved.is_file() else cfg.lora.get("modules_to_save")
+    if whole:
+        parts.append("trained whole: " + ", ".join(whole))
+    added = OmegaConf.select(cfg, "data.special_tokens", default=None)
+    if added:
+        parts.append("added tokens: " + ", ".join(added))
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _targets(cfg) -> str:
