@@ -325,3 +325,18 @@ def test_model_card_names_dora_rslora_init_and_modules_trained_whole(tiny_run, t
     line = next(x for x in model_card(run_dir, cfg, "float32").splitlines() if x.startswith("- LoRA:"))
     for fact in ("DoRA", "rsLoRA", "init pissa", "embed_tokens, lm_head", "<|prompt|>"):
         assert fact in line, (fact, line)
+
+
+def test_merge_keeps_the_tokenizer_template_when_the_dataset_entry_is_gone(monkeypatch):
+    """A run read from a dataset_info.json entry that was since removed still merges (its card says so too)."""
+    from types import SimpleNamespace
+
+    import ftsweep.data.options as options
+    from ftsweep.errors import ConfigError
+    from ftsweep.merge import deploy_chat_template
+
+    def gone(_d):
+        raise ConfigError("data.dataset", "no dataset 'talk' in data/dataset_info.json")
+
+    monkeypatch.setattr(options, "data_options", gone)
+    assert deploy_chat_template(OmegaConf.create({"dataset": "talk"}), SimpleNamespace(chat_template="T")) == "T"

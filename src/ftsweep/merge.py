@@ -94,7 +94,12 @@ def deploy_chat_template(data_cfg: Any, tokenizer: Any) -> str | None:
     from ftsweep.data.options import data_options
     from ftsweep.data.templates import alpaca_template, resolve_chat_template
 
-    d = data_options(data_cfg)
+    from ftsweep.errors import ConfigError
+
+    try:
+        d = data_options(data_cfg)
+    except ConfigError:  # the dataset_info.json entry is gone since: the format is not known any more
+        return getattr(tokenizer, "chat_template", None)
     if d.format in ("chat", "sharegpt"):
         return resolve_chat_template(d, tokenizer)
     if d.format != "alpaca":
