@@ -197,8 +197,8 @@ def test_the_merged_model_card_names_the_entry_even_when_the_registry_is_gone(pr
     from ftsweep.merge import _data_line
 
     cfg = compose("data.dataset=talk", NO_PRETRAIN)
-    assert _data_line(cfg) == ("- data: `talk` (an entry of data/dataset_info.json) (format sharegpt, template "
-                               f"{cfg.data.template}, cutoff {cfg.data.cutoff_len})")
+    assert _data_line(cfg) == ("- data: `talk` (an entry of data/dataset_info.json) (format sharegpt, the tokenizer's "
+                               f"chat template, cutoff {cfg.data.cutoff_len})")
     (project / "data" / "dataset_info.json").unlink()
     assert _data_line(cfg).startswith("- data: `talk` (an entry of data/dataset_info.json) (format ")
 

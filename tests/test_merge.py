@@ -340,3 +340,14 @@ def test_merge_keeps_the_tokenizer_template_when_the_dataset_entry_is_gone(monke
 
     monkeypatch.setattr(options, "data_options", gone)
     assert deploy_chat_template(OmegaConf.create({"dataset": "talk"}), SimpleNamespace(chat_template="T")) == "T"
+
+
+def test_model_card_of_a_chat_run_names_its_chat_template_not_the_alpaca_one(tiny_run):
+    from ftsweep.merge import _data_line
+
+    cfg = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    cfg.data.format, cfg.data.chat_template = "chat", "chatml"
+    line = _data_line(cfg)
+    assert "chat template chatml" in line and "alpaca" not in line.split("(format")[1], line
+    cfg.data.chat_template = None
+    assert "the tokenizer's chat template" in _data_line(cfg)

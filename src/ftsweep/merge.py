@@ -189,7 +189,12 @@ def _data_line(cfg: Any) -> str:
     dataset = getattr(d, "dataset", None)  # (a config saved before data.dataset existed has no such key)
     entries = "entries" if "," in str(dataset) else "an entry"
     name = f"`{dataset}` ({entries} of {d.dataset_dir}/dataset_info.json)" if dataset else f"`{d.path}`"
-    return f"- data: {name} (format {d.format}, template {d.template}, cutoff {d.cutoff_len})"
+    if d.format in ("chat", "sharegpt"):  # data.template (the Alpaca prompt) is not read: the chat template is
+        chat = getattr(d, "chat_template", None)
+        template = f"chat template {chat}" if chat else "the tokenizer's chat template"
+    else:
+        template = f"template {d.template}"
+    return f"- data: {name} (format {d.format}, {template}, cutoff {d.cutoff_len})"
 
 
 def _lora_variant(run_dir: Path, cfg: Any) -> str:
