@@ -93,7 +93,6 @@ def deploy_chat_template(data_cfg: Any, tokenizer: Any) -> str | None:
 
     from ftsweep.data.options import data_options
     from ftsweep.data.templates import alpaca_template, resolve_chat_template
-
     from ftsweep.errors import ConfigError
 
     try:
@@ -109,8 +108,11 @@ def deploy_chat_template(data_cfg: Any, tokenizer: Any) -> str | None:
     def lit(text: str) -> str:
         return _json.dumps(text, ensure_ascii=False)
 
+    from ftsweep.data.encode import prepends_bos
+
+    start = "{{ bos_token }}" if prepends_bos(tokenizer) else ""  # as trained: a tokenizer without one (Qwen) has none
     return (
-        "{{ bos_token }}{% for message in messages %}"
+        start + "{% for message in messages %}"
         "{% if message['role'] == 'user' %}{{ " + lit(prefix) + " + message['content'] + " + lit(suffix) + " }}"
         "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
     )
