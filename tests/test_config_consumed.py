@@ -40,6 +40,7 @@ TRAINER = {
     # installed over the built trainer's evaluate by ftsweep.train.build_trainer (tests/test_intermediate_eval.py)
     "intermediate_eval_rows": (5, None),
     "save_steps": (6, lambda a, c: a.save_steps == 6 and a.save_strategy == "steps"),
+    "save_total_limit": (None, lambda a, c: a.save_total_limit is None),
     "logging_steps": (3, lambda a, c: a.logging_steps == 3),
     "seed": (7, lambda a, c: a.seed == 7 and a.data_seed == 7),
     "precision": ("bf16", lambda a, c: a.bf16 and not a.fp16),

@@ -351,7 +351,7 @@ def training_kwargs(trainer, optimizer, scheduler, *, objective, has_eval: bool,
         eval_steps=trainer.eval_steps,
         save_strategy="steps" if trainer.save_steps > 0 else "no",
         save_steps=trainer.save_steps if trainer.save_steps > 0 else 500,
-        save_total_limit=2,
+        save_total_limit=trainer.save_total_limit,
         logging_steps=trainer.logging_steps,
         # A NaN/inf step loss is logged as such, so the NaN guard and lr-find see it (transformers' filter logs
         # it as the running average: 0.0 with logging_steps=1, and a diverged bf16/fp32 run "completed" with

@@ -72,7 +72,7 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
                    *(k for k in DATA_ROWS_ONLY if k not in ("data.format", "data.packing", "data.train_embeddings")),
                    *(f"trainer.{k}" for k in ("per_device_train_batch_size", "per_device_eval_batch_size",
                                               "gradient_accumulation_steps", "max_steps", "num_train_epochs",
-                                              "eval_steps", "intermediate_eval_rows", "save_steps", "logging_steps", "group_by_length",
+                                              "eval_steps", "intermediate_eval_rows", "save_steps", "save_total_limit", "logging_steps", "group_by_length",
                                               "load_best_model_at_end", "early_stopping_patience",
                                               "dataloader_num_workers", "fail_on_nan", "timeout_s",
                                               "generate_after", "num_threads", "plot_loss",

@@ -130,6 +130,9 @@ class TrainerConfig:
     # every row. null = every row at every evaluation.
     intermediate_eval_rows: int | None = None
     save_steps: int = 0
+    # How many checkpoints save_steps keeps (transformers' save_total_limit: the oldest go first; with
+    # load_best_model_at_end the best one stays too); null = every one.
+    save_total_limit: int | None = 2
     logging_steps: int = 5
     seed: int = 42
     # auto | bf16 | fp16 | fp32

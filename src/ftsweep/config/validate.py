@@ -165,6 +165,8 @@ def validate(cfg: DictConfig) -> None:
     _at_least(cfg, "trainer.eval_steps", 1)
     _at_least(cfg, "trainer.logging_steps", 1)
     _at_least(cfg, "trainer.save_steps", 0)
+    if cfg.trainer.save_total_limit is not None:
+        _at_least(cfg, "trainer.save_total_limit", 1)  # (transformers reads 0 as "keep every one")
     _at_least(cfg, "trainer.early_stopping_patience", 0)
     _at_least(cfg, "trainer.timeout_s", 0)
     _at_least(cfg, "trainer.num_threads", 0)
