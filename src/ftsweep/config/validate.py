@@ -162,6 +162,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.max_steps == 0 or cfg.trainer.max_steps < -1:
         raise ConfigError("trainer.max_steps", f"must be >= 1, or -1 to use num_train_epochs (got {cfg.trainer.max_steps})")
     _at_least(cfg, "trainer.num_train_epochs", 0, strict=True)
+    if cfg.trainer.max_steps > 0 and cfg.trainer.num_train_epochs != 1.0:
+        # transformers lets max_steps > 0 win and the shipped trainer sets max_steps: 40, so an epoch count given
+        # alone (or by a LLaMA-Factory config file) would train 40 steps without a word
+        raise ConfigError("trainer.num_train_epochs", f"{cfg.trainer.num_train_epochs:g} would be ignored: "
+                          f"trainer.max_steps={cfg.trainer.max_steps} wins; add trainer.max_steps=-1 to train for "
+                          "epochs, or drop trainer.num_train_epochs")
     _at_least(cfg, "trainer.eval_steps", 1)
     _at_least(cfg, "trainer.logging_steps", 1)
     _at_least(cfg, "trainer.save_steps", 0)
