@@ -191,6 +191,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("trainer.intermediate_eval_rows", "load_best_model_at_end would rank checkpoints "
                               "evaluated on a subset against the last one evaluated on every row; set "
                               "trainer.intermediate_eval_rows=null or trainer.load_best_model_at_end=false")
+    if t.load_best_model_at_end and t.save_steps == 0:  # (transformers refuses it too; it was dropped silently)
+        raise ConfigError("trainer.load_best_model_at_end", f"picks the best of the saved checkpoints and none are "
+                          f"saved: set trainer.save_steps (a multiple of trainer.eval_steps={t.eval_steps})")
     if t.load_best_model_at_end and t.save_steps > 0 and t.save_steps % t.eval_steps:
         raise ConfigError("trainer.save_steps", f"must be a multiple of trainer.eval_steps={t.eval_steps} with "
                           f"load_best_model_at_end (got {t.save_steps})")
