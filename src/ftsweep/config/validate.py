@@ -300,6 +300,12 @@ def _validate_eval_data(cfg: DictConfig) -> None:
             f"0 and no data.validation_path leaves no validation data, but objective.metric={metric} needs it; "
             "set data.val_size > 0, data.validation_path, or objective.metric=train_loss",
         )
+    if not _has_validation(cfg):  # (train.build_trainer would leave them out, without a word)
+        for key, on in (("trainer.early_stopping_patience", cfg.trainer.early_stopping_patience > 0),
+                        ("trainer.load_best_model_at_end", cfg.trainer.load_best_model_at_end)):
+            if on:
+                raise ConfigError(key, "compares evaluations, and data.val_size=0 with no data.validation_path leaves "
+                                       "no validation data to evaluate; set data.val_size > 0 or data.validation_path")
 
 
 def _validate_device(cfg: DictConfig) -> None:
