@@ -331,7 +331,7 @@ def test_merge_keeps_the_tokenizer_template_when_the_dataset_entry_is_gone(monke
     """A run read from a dataset_info.json entry that was since removed still merges (its card says so too)."""
     from types import SimpleNamespace
 
-    import ftsweep.data.options as options
+    from ftsweep.data import options
     from ftsweep.errors import ConfigError
     from ftsweep.merge import deploy_chat_template
 
