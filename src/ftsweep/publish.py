@@ -35,11 +35,6 @@ def resolve_token() -> str:
     return token
 
 
-def check_can_push() -> str:
-    """The token, checked before a merge spends minutes on a push that cannot happen."""
-    return resolve_token()
-
-
 def check_no_secret(folder: Path, token: str) -> None:
     """Refuse to upload a folder in which any file contains the token."""
     needle = token.encode()
@@ -55,7 +50,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, commi
     folder = Path(folder)
     if not folder.is_dir():
         raise _usage(f"{folder} is not a directory")
-    token = check_can_push()
+    token = resolve_token()
     check_no_secret(folder, token)
     api = HfApi(token=token)
     try:
