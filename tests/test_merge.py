@@ -170,7 +170,13 @@ class FakeApi:
         return "https://hub.example/commit/1"
 
 
-def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monkeypatch, tmp_path):
+@pytest.fixture
+def hub_online(monkeypatch):
+    """The suite runs with HF_HUB_OFFLINE=1 (conftest); the push tests fake the Hub with the offline mode off."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+
+
+def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monkeypatch, tmp_path, hub_online):
     import huggingface_hub
 
     from ftsweep.publish import push_folder
@@ -193,7 +199,7 @@ def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monke
     assert not [c for c in FakeApi.calls if c[0] == "upload_folder"]
 
 
-def test_push_without_a_token_says_how_to_log_in(tiny_run, monkeypatch, tmp_path):
+def test_push_without_a_token_says_how_to_log_in(tiny_run, monkeypatch, tmp_path, hub_online):
     import huggingface_hub
 
     from ftsweep.config.errors import UsageError
@@ -247,7 +253,7 @@ def merge_run_quiet(run_dir: Path, out: Path) -> Path:
     return merge_run(run_dir, out, "fp32")
 
 
-def test_a_push_that_fails_is_one_line_and_keeps_the_folder(tiny_run, monkeypatch, capsys):
+def test_a_push_that_fails_is_one_line_and_keeps_the_folder(tiny_run, monkeypatch, capsys, hub_online):
     """No network, HF_HUB_OFFLINE or a rejected token: one line saying how to push later, not a traceback."""
     import huggingface_hub
 
@@ -263,12 +269,24 @@ def test_a_push_that_fails_is_one_line_and_keeps_the_folder(tiny_run, monkeypatc
     assert (tiny_run / "adapter" / "adapter_config.json").is_file()
 
 
-def test_merge_push_without_a_token_is_refused_before_merging(tiny_run, monkeypatch, tmp_path, capsys):
+def test_merge_push_without_a_token_is_refused_before_merging(tiny_run, monkeypatch, tmp_path, capsys, hub_online):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     out = tmp_path / "m"
     assert cli.main(["merge", str(tiny_run), "--out", str(out), "--push-to-hub", "me/x"]) == 2
     assert "HF_TOKEN" in capsys.readouterr().err and not out.exists()
+
+
+def test_merge_push_while_the_hub_is_offline_is_refused_before_merging(tiny_run, monkeypatch, tmp_path, capsys):
+    """HF_HUB_OFFLINE=1 (this suite's own setting): the push cannot happen, so nothing is merged first."""
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    out = tmp_path / "m"
+    assert cli.main(["merge", str(tiny_run), "--out", str(out), "--push-to-hub", "me/x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "HF_HUB_OFFLINE" in err[0] and not out.exists()
+    assert cli.main(["publish", str(tiny_run / "adapter"), "me/x"]) == 2
+    assert "HF_HUB_OFFLINE" in capsys.readouterr().err
 
 
 def _trained_prompt(run_dir: Path, question: str, tok) -> str:

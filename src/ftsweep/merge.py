@@ -263,9 +263,9 @@ def export_main(argv: list[str]) -> int:
 def _check_push(args) -> None:
     """A push that cannot happen (no token, offline) is said before the merge, not after minutes of it."""
     if args.push_to_hub:
-        from ftsweep.publish import resolve_token
+        from ftsweep.publish import push_token
 
-        resolve_token()  # (the token, checked before a merge spends minutes on a push that cannot happen)
+        push_token()  # the token and the Hub's offline mode
 
 
 def _maybe_push(folder: Path, args) -> None:

@@ -35,6 +35,15 @@ def resolve_token() -> str:
     return token
 
 
+def push_token() -> str:
+    """The token of a push that can happen: refused up front while the Hub is off (``HF_HUB_OFFLINE``)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise _usage("cannot push to the Hub while HF_HUB_OFFLINE is set (offline mode): unset it to push")
+    return resolve_token()
+
+
 def check_no_secret(folder: Path, token: str) -> None:
     """Refuse to upload a folder in which any file contains the token."""
     needle = token.encode()
@@ -50,7 +59,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, commi
     folder = Path(folder)
     if not folder.is_dir():
         raise _usage(f"{folder} is not a directory")
-    token = resolve_token()
+    token = push_token()
     check_no_secret(folder, token)
     api = HfApi(token=token)
     try:
