@@ -156,7 +156,7 @@ def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_tu
     assert len(set(map(str, seen.values()))) == 1
 
 
-def test_a_pair_of_whole_texts_is_split_at_their_common_prompt_as_trl_does(compose, tmp_path):
+def test_a_pair_of_whole_texts_is_split_at_their_common_prompt(compose, tmp_path):
     # Anthropic HH: no prompt column, chosen and rejected each hold the whole dialogue
     hh = {"chosen": "\n\nHuman: Name a pet.\n\nAssistant: A cat.", "rejected": "\n\nHuman: Name a pet.\n\nAssistant: No."}
     path = _write(tmp_path, [hh] * 2, "hh.jsonl")
@@ -167,7 +167,16 @@ def test_a_pair_of_whole_texts_is_split_at_their_common_prompt_as_trl_does(compo
     assert ex["rejected_ids"] == tok(" No.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     from ftsweep.data.preference import implicit_prompt
 
-    assert implicit_prompt("ab", "abc") == {"prompt": "ab", "chosen": "", "rejected": "c"}  # an empty answer: dropped
+    assert implicit_prompt("a b", "a b c") == {"prompt": "a b", "chosen": "", "rejected": " c"}  # an empty answer: dropped
+    # answers that begin alike: the prompt ends at the last "Assistant:", not inside the answers (trl's cut:
+    # prompt "... Assistant: I can", answers " help." / "not.")
+    hh = ("\n\nHuman: Can you help?\n\nAssistant: I can help.", "\n\nHuman: Can you help?\n\nAssistant: I cannot.")
+    assert implicit_prompt(*hh) == {"prompt": "\n\nHuman: Can you help?\n\nAssistant:", "chosen": " I can help.",
+                                    "rejected": " I cannot."}
+    # no turn marker: never inside a word; a script without spaces is cut where the texts differ
+    assert implicit_prompt("Q: 2+2? A: 4 is it", "Q: 2+2? A: 42") == {"prompt": "Q: 2+2? A:", "chosen": " 4 is it",
+                                                                       "rejected": " 42"}
+    assert implicit_prompt("问：好吗？答：好的", "问：好吗？答：不好") == {"prompt": "问：好吗？答：", "chosen": "好的", "rejected": "不好"}
     # whole conversations beside a plain-text prompt: the chat layout reads them
     uf = {"prompt": "Hi", "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
           "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]}

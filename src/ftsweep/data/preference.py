@@ -141,17 +141,30 @@ def split_implicit(row: dict, d: Any) -> dict:
 
 def implicit_prompt(chosen: str, rejected: str) -> dict[str, str]:
     """A pair written as two whole texts (Anthropic HH: ``"\n\nHuman: ...\n\nAssistant: ..."``) -> prompt =
-    their common beginning, answers = the rest; as trl's ``extract_prompt`` splits it (a space before the
-    first differing character goes with the answers)."""
+    their common beginning up to its last ``Assistant:``, answers = the rest. trl's ``extract_prompt`` cuts at
+    the first differing character, which puts the answers' common first words into the prompt and can cut a
+    word (``... Assistant: I can| help.`` / ``I can|not.``); without that marker the cut goes back to the start
+    of the word where they differ. A space before the answer goes with the answer, as in trl."""
     idx = 0
     for idx in range(min(len(chosen), len(rejected))):
         if chosen[idx] != rejected[idx]:
-            if idx and chosen[idx - 1] == " ":
-                idx -= 1
             break
     else:
         idx = min(len(chosen), len(rejected))
+    turn = chosen.rfind("Assistant:", 0, idx)
+    if turn >= 0:
+        idx = turn + len("Assistant:")
+    elif any(_word(text, idx) for text in (chosen, rejected)):
+        while _word(chosen, idx - 1):
+            idx -= 1
+    if idx and chosen[idx - 1] == " ":
+        idx -= 1
     return {"prompt": chosen[:idx], "chosen": chosen[idx:], "rejected": rejected[idx:]}
+
+
+def _word(text: str, i: int) -> bool:
+    """Whether ``text[i]`` is a letter or digit of a space-separated script (not CJK: no spaces to go back to)."""
+    return 0 <= i < len(text) and text[i].isascii() and text[i].isalnum()
 
 
 LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
