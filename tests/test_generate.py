@@ -82,11 +82,12 @@ def test_an_alpaca_question_of_a_chat_run_is_its_training_prompt(tiny_run):
     from ftsweep.data.encode import LengthCounts
     from ftsweep.data.errors import BadRows
     from ftsweep.data.sources import Record
+    from ftsweep.model import resolve_model_path
     from ftsweep.rundir import load_config as load_run_config
 
     cfg = load_run_config(tiny_run)
     cfg.data.format = "chat"
-    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg))  # the base's (adapter/ has the Alpaca prompt)
     row = {"system": "Be terse.", "instruction": "Name three colors.", "input": "Primary ones.", "output": "Red."}
     enc = encode_records([Record(row, "t")], cfg.data, tok, BadRows("fail"), LengthCounts())
     n_prompt = next(i for i, label in enumerate(enc["labels"][0]) if label != -100)
@@ -100,11 +101,12 @@ def test_an_alpaca_question_of_a_chat_run_is_its_training_prompt(tiny_run):
 def test_chat_prompt_uses_the_chat_template(tiny_run):
     from transformers import AutoTokenizer
 
+    from ftsweep.model import resolve_model_path
     from ftsweep.rundir import load_config as load_run_config
 
     cfg = load_run_config(tiny_run)
     cfg.data.format = "chat"
-    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg))  # the base's (adapter/ has the Alpaca prompt)
     prompt, bos = render_prompt("메모리가 뭐야?", cfg.data, tok)
     assert prompt == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n메모리가 뭐야?<|eot_id|>"
                       "<|start_header_id|>assistant<|end_header_id|>\n\n")
@@ -217,6 +219,7 @@ def test_a_run_on_a_dataset_info_sharegpt_entry_renders_its_prompts_as_trained(t
     from ftsweep.data.options import data_options
     from ftsweep.data.sources import Record
     from ftsweep.generate import as_row, question_text
+    from ftsweep.model import resolve_model_path
     from ftsweep.rundir import load_config as load_run_config
 
     (tmp_path / "data").mkdir()
@@ -226,7 +229,7 @@ def test_a_run_on_a_dataset_info_sharegpt_entry_renders_its_prompts_as_trained(t
     cfg = load_run_config(tiny_run)
     cfg.data.dataset = "talk"
     assert cfg.data.format == "alpaca" and data_options(cfg.data).format == "sharegpt"
-    tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg))  # the base's (adapter/ has the Alpaca prompt)
     row = {"system": "Be brief.", "conversations": [{"from": "human", "value": "Name a color."},
                                                     {"from": "gpt", "value": "Red."}]}
     enc = encode_records([Record(row, "t")], data_options(cfg.data), tok, BadRows("fail"), LengthCounts())

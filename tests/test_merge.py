@@ -298,18 +298,20 @@ def _trained_prompt(run_dir: Path, question: str, tok) -> str:
 
 
 def test_merged_chat_template_renders_the_alpaca_prompt_the_run_trained_on(tiny_run, tmp_path):
-    """vLLM / TGI serve chat requests with the folder's chat template: an Alpaca run's must be its Alpaca prompt."""
+    """vLLM / TGI serve chat requests with the folder's chat template: an Alpaca run's must be its Alpaca prompt,
+    in the merged folder and in the adapter's (vLLM's LoRA serving, a published adapter)."""
     from transformers import AutoTokenizer
 
     out = merge_run_quiet(tiny_run, tmp_path / "merged")
-    tok = AutoTokenizer.from_pretrained(out)
     q = "Name three colors."
-    rendered = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-    assert rendered == _trained_prompt(tiny_run, q, tok)
-    assert "### Response:\n" in rendered
-    ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
-    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-    assert list(ids) == tok(rendered, add_special_tokens=False)["input_ids"]
+    for folder in (out, tiny_run / "adapter"):
+        tok = AutoTokenizer.from_pretrained(folder)
+        rendered = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        assert rendered == _trained_prompt(tiny_run, q, tok), folder
+        assert "### Response:\n" in rendered
+        ids = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        assert list(ids) == tok(rendered, add_special_tokens=False)["input_ids"]
 
 
 def test_merged_chat_template_is_the_one_a_chat_run_trained_with(tiny_run, tmp_path):
@@ -351,7 +353,7 @@ def test_merge_keeps_the_tokenizer_template_when_the_dataset_entry_is_gone(monke
 
     from ftsweep.data import options
     from ftsweep.errors import ConfigError
-    from ftsweep.merge import deploy_chat_template
+    from ftsweep.data.templates import deploy_chat_template
 
     def gone(_d):
         raise ConfigError("data.dataset", "no dataset 'talk' in data/dataset_info.json")

@@ -405,6 +405,8 @@ def test_the_saved_tokenizer_keeps_the_bases_context_length_and_padding_side(com
     import json
     import shutil
 
+    from transformers import AutoTokenizer
+
     folder = tmp_path / "left"
     shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}")), folder)
     tok_config = json.loads((folder / "tokenizer_config.json").read_text())
@@ -417,6 +419,12 @@ def test_the_saved_tokenizer_keeps_the_bases_context_length_and_padding_side(com
     assert (tok.model_max_length, tok.padding_side) == (8192, "right")
     saved = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
     assert (saved["model_max_length"], saved["padding_side"]) == (32768, "left")  # before: 8192, right
+    # the trained prompt as the saved folder's chat template; the tokenizer in memory (a warm worker's) keeps its own
+    own = tok.chat_template
+    with model_mod.as_loaded(tok, "{{ 'trained' }}"):
+        tok.save_pretrained(tmp_path / "saved2")
+    assert tok.chat_template == own and own != "{{ 'trained' }}"
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved2").chat_template == "{{ 'trained' }}"
 
 
 def test_llama3_template_on_a_tokenizer_without_its_markers_is_refused():

@@ -66,6 +66,7 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     from peft import PeftModel
     from transformers import AutoTokenizer
 
+    from ftsweep.data.templates import deploy_chat_template
     from ftsweep.model import load_base_for_inference
     from ftsweep.stages.init_from import merge_init_adapter
 
@@ -80,42 +81,6 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     (out / "README.md").write_text(model_card(run_dir, cfg, str(merged.dtype).removeprefix("torch.")), encoding="utf-8")
     print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({merged.dtype}) -> {out}")
     return out
-
-
-def deploy_chat_template(data_cfg: Any, tokenizer: Any) -> str | None:
-    """The chat template a server (vLLM, TGI, ``apply_chat_template``) should use: the run's training prompt.
-
-    A chat run's is the one it trained with (``data.chat_template=chatml`` included, which the saved
-    tokenizer does not carry); an Alpaca-format run's renders a user message as the run's Alpaca prompt
-    (bos, ``### Instruction:`` ... ``### Response:``) and an assistant message as the answer + eos, as trained.
-    Other formats keep the base's template."""
-    import json as _json
-
-    from ftsweep.data.options import data_options
-    from ftsweep.data.templates import alpaca_template, resolve_chat_template
-    from ftsweep.errors import ConfigError
-
-    try:
-        d = data_options(data_cfg)
-    except ConfigError:  # the dataset_info.json entry is gone since: the format is not known any more
-        return getattr(tokenizer, "chat_template", None)
-    if d.format in ("chat", "sharegpt"):
-        return resolve_chat_template(d, tokenizer)
-    if d.format != "alpaca":
-        return getattr(tokenizer, "chat_template", None)
-    prefix, _, suffix = alpaca_template(d)["prompt_no_input"].partition("{instruction}")
-
-    def lit(text: str) -> str:
-        return _json.dumps(text, ensure_ascii=False)
-
-    from ftsweep.data.encode import prepends_bos
-
-    start = "{{ bos_token }}" if prepends_bos(tokenizer) else ""  # as trained: a tokenizer without one (Qwen) has none
-    return (
-        start + "{% for message in messages %}"
-        "{% if message['role'] == 'user' %}{{ " + lit(prefix) + " + message['content'] + " + lit(suffix) + " }}"
-        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
-    )
 
 
 def _stop_where_generate_stops(model, tokenizer) -> None:

@@ -85,13 +85,16 @@ def load_tokenizer(cfg):
 
 
 @contextmanager
-def as_loaded(tok) -> Iterator[None]:
+def as_loaded(tok, chat_template: str | None = None) -> Iterator[None]:
     """While inside, the tokenizer's own ``model_max_length`` and ``padding_side`` (training sets
-    ``model.max_context`` and ``model.padding_side``): a saved tokenizer is the base's, its pad token aside."""
-    kept = {k: getattr(tok, k) for k in ("model_max_length", "padding_side")}
+    ``model.max_context`` and ``model.padding_side``) and, when given, ``chat_template`` (the prompt the run
+    trained on, for a server reading the saved folder): a saved tokenizer is the base's, its pad token aside."""
+    kept = {k: getattr(tok, k) for k in ("model_max_length", "padding_side", "chat_template")}
     for key in kept:
-        if key in getattr(tok, "init_kwargs", {}):
+        if key in getattr(tok, "init_kwargs", {}) and key != "chat_template":
             setattr(tok, key, tok.init_kwargs[key])
+    if chat_template is not None:
+        tok.chat_template = chat_template
     try:
         yield
     finally:

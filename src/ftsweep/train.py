@@ -457,9 +457,11 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
     target = rundir.RunDir(run_dir).saved_model(lora=cfg.lora.enabled)
     # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
     # (processing_class) beside the adapter.
+    from ftsweep.data.templates import deploy_chat_template
     from ftsweep.model import as_loaded
 
-    with as_loaded(trainer.processing_class):  # the base tokenizer's own context length and padding side
+    tok = trainer.processing_class  # the base tokenizer's own context length and padding side, the trained prompt
+    with as_loaded(tok, deploy_chat_template(cfg.data, tok)):  # as chat template (vLLM's LoRA, publish)
         trainer.save_model(str(target))
     if cfg.lora.enabled and trainer.is_world_process_zero():
         from ftsweep.config.options import lora_init_changes_base
