@@ -251,7 +251,8 @@ def test_whole_text_pairs_that_are_identical_or_have_an_empty_answer_are_dropped
     rows = [hh("Q1", " Same.", " Same."), hh("Q2", " A.", ""), hh("Q3", " A.", " "), hh("Q4", " Yes indeed.", " Yes"),
             hh("Q5", " Good.", " Bad."), hh("Q6", " Fine.", " Poor.")]
     path = _write(tmp_path, rows, "hh.jsonl")
-    for stage, counts in (("dpo", (2, 1, 3, 0)), ("kto", (4, 0, 4, 0))):
+    # Q4 is a pair ("Yes" vs "Yes indeed."): its answers begin after "Assistant:" (trl's cut left "" as rejected)
+    for stage, counts in (("dpo", (3, 1, 2, 0)), ("kto", (6, 0, 3, 0))):
         cfg, tok = _tokenizer(compose, f"stage={stage}", f"data.path={path}", "data.format=prompt_completion",
                               "data.val_size=0", "data.bad_rows=skip")
         s = _build(cfg, tok, paired=stage == "dpo").stats

@@ -145,6 +145,8 @@ def implicit_prompt(chosen: str, rejected: str) -> dict[str, str]:
     the first differing character, which puts the answers' common first words into the prompt and can cut a
     word (``... Assistant: I can| help.`` / ``I can|not.``); without that marker the cut goes back to the start
     of the word where they differ. A space before the answer goes with the answer, as in trl."""
+    if chosen == rejected:  # no answer to tell apart: empty answers, dropped as a pair and unpaired (kto)
+        return {"prompt": chosen, "chosen": "", "rejected": ""}
     idx = 0
     for idx in range(min(len(chosen), len(rejected))):
         if chosen[idx] != rejected[idx]:
