@@ -24,9 +24,14 @@ def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str,
     """SFTTrainer; ``common`` holds the trainer/optimizer/scheduler arguments every stage shares."""
     from trl import SFTConfig, SFTTrainer
 
+    from ftsweep.stages.eval_loss import BatchFreeEvalLoss
+
+    class ExactEvalSFTTrainer(BatchFreeEvalLoss, SFTTrainer):
+        """eval_loss: every validation token's loss averaged, whatever the eval batch size."""
+
     packing = cfg.data.packing and cfg.data.format != "text"  # (text rows are cut into blocks by ftsweep.data)
     args = SFTConfig(**common, max_length=cfg.data.cutoff_len, packing=packing)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.eval,
+    trainer = ExactEvalSFTTrainer(model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.eval,
                          processing_class=tokenizer, callbacks=callbacks)
     if packing:
         from ftsweep.model import check_packed_attention

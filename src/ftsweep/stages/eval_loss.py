@@ -1,0 +1,61 @@
+"""An evaluation loss that does not depend on the evaluation batch size.
+
+transformers' evaluation loop averages the per-batch losses row by row (huggingface/transformers#39241, open):
+for SFT that is a mean of per-batch token means, so the same model on the same rows scores differently with
+another ``trainer.per_device_eval_batch_size`` (the quickstart's tiny model after 60 steps: 6.157 at 8, 6.122 at
+32). A sweep ranks trials by this value and halves a trial's eval batch when it runs out of memory
+(``ftsweep.sweeper.outcome.oom_retry``), so it must be the same whatever the batching: every validation token's
+loss averaged (the positions trl's loss counts). DPO's and KTO's losses are per pair / row, which the row-wise
+mean already weighs right.
+
+A batch that gives no finite loss makes the whole value non-finite (transformers drops such batches from the
+mean with ``logging_nan_inf_filter``, which would let a diverged model score on the rows it still fits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchFreeEvalLoss:
+    """Mixin before trl's ``SFTTrainer``: ``eval_loss`` as the mean over every validation token."""
+
+    _eval_sums: list | None = None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        import torch
+
+        weight = _label_tokens(inputs) if self._eval_sums is not None else None
+        out = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        if weight is not None and out[0] is not None:
+            loss = out[0].detach().float().mean()
+            weight = torch.as_tensor(weight, dtype=torch.float32, device=loss.device)
+            self._eval_sums.append(torch.stack([loss * weight, weight]))
+        return out
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        import torch
+
+        self._eval_sums = []
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            sums = self._eval_sums
+        finally:
+            self._eval_sums = None
+        key = f"{metric_key_prefix}_loss"
+        if sums and key in output.metrics:
+            total = torch.stack(sums).sum(0)
+            total = self.accelerator.reduce(total, reduction="sum")  # every process's batches (DDP)
+            if total[1] > 0:
+                output.metrics[key] = (total[0] / total[1]).item()
+        return output
+
+
+def _label_tokens(inputs: dict[str, Any]):
+    """The batch's label tokens after the causal shift: the positions trl's loss averages over."""
+    shifted = inputs.get("shift_labels")
+    if shifted is None:
+        shifted = inputs["labels"][..., 1:]
+    return (shifted != -100).sum()
