@@ -32,7 +32,7 @@ def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str,
     packing = cfg.data.packing and cfg.data.format != "text"  # (text rows are cut into blocks by ftsweep.data)
     args = SFTConfig(**common, max_length=cfg.data.cutoff_len, packing=packing)
     trainer = ExactEvalSFTTrainer(model=model, args=args, train_dataset=bundle.train, eval_dataset=bundle.eval,
-                         processing_class=tokenizer, callbacks=callbacks)
+                                  processing_class=tokenizer, callbacks=callbacks)
     if packing:
         from ftsweep.model import check_packed_attention
 
