@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 import types
+from urllib.parse import unquote
 
 import pytest
 from sweep_helpers import run, sweep_args
@@ -50,6 +51,34 @@ def test_mask_url_passwords():
         "storage postgresql://alice:***@db.example.org:5432/optuna and 'mysql+pymysql://u:***@h/d'")
     assert mask_url_passwords("postgresql://u@/db?host=/tmp/sock sqlite:////a/b.db") == \
         "postgresql://u@/db?host=/tmp/sock sqlite:////a/b.db"
+
+
+@pytest.mark.parametrize(("url", "password"), [
+    ("postgresql://alice:pw/PLANTEDpw9@db.example.org/x", "pw/PLANTEDpw9"),  # a "/" (SQLAlchemy reads it whole)
+    ("postgresql://alice:p@PLANTEDpw9@db.example.org/x", "p@PLANTEDpw9"),  # an unencoded "@"
+    ("postgresql://:PLANTEDpw9@db.example.org/x", "PLANTEDpw9"),  # no user name (libpq's default user)
+    ("postgresql://alice@db.example.org/x?password=PLANTEDpw9", "PLANTEDpw9"),  # psycopg reads it from the query
+    ("postgresql://alice@db.example.org/x?sslmode=require&PASSWORD=PLANTEDpw9&x=1", "PLANTEDpw9"),
+    ("postgresql://alice:p%40PLANTEDpw9@db.example.org/x", "p%40PLANTEDpw9"),
+])
+def test_every_form_of_a_url_password_is_found_and_masked(monkeypatch, url, password):
+    from ftsweep.dashboard import resolve_target
+    from ftsweep.errors import UsageError
+    from ftsweep.sweeper.storage import password_of, storage_error
+    from ftsweep.sweeper.submitit_backend import _without_secrets
+
+    assert password_of(url) == password
+    assert PLANTED not in mask_url_passwords(f"storage: {url} and more")
+    # a driver's error that echoes the password (decoded), or its part after an unencoded "@" as the host name
+    decoded = unquote(password)
+    echo = RuntimeError(f"failed to resolve host '{decoded.split('@')[-1]}@db.example.org' (password {decoded})")
+    line = storage_error(url, echo)
+    assert PLANTED not in line and line.startswith("hydra.sweeper.storage: cannot open postgresql://")
+    assert line.endswith(": failed to resolve host '***@db.example.org' (password ***)")
+    monkeypatch.setenv("FTSWEEP_STORAGE", "")
+    assert "FTSWEEP_STORAGE" not in _without_secrets({"FTSWEEP_STORAGE": url})  # not pickled by submitit
+    with pytest.raises(UsageError, match="password in the URL"):
+        resolve_target(url)  # ftsweep dashboard URL: refused, as a user:password@ one is
 
 
 def _stub_train(monkeypatch, seen: list) -> None:

@@ -34,13 +34,20 @@ SECRET_OVERRIDE = re.compile(
     r"|(?:(?:hf|hub|hf_api|huggingface|access|auth|api|wandb|github|gh|openai|bearer|refresh|session)_)?token)$",
     re.IGNORECASE,
 )
-# user:password@ in a URL (storage URLs: postgresql://user:password@host/db)
-URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]+):[^@\s'\"]*@")
+# user:password@ in a URL (storage URLs: postgresql://user:password@host/db; the user may be empty, libpq's default).
+# The password runs to the "@" before the host: one that holds a "/" or an unencoded "@" is masked whole.
+URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):[^\s'\"]*?@(?=[^@/?#\s'\"]*(?:[/?#\s'\"]|$))")
+# ?password=... / &sslpassword=... in a URL's query (SQLAlchemy hands query parameters to the driver: psycopg
+# reads the password from there as well)
+# (a ":" that ends the URL in a message, "cannot open <url>: <why>", is not the password's)
+QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?(?:password|passwd|pwd)=)[^&#\s'\"]*?(?=[&#\s'\"]|:\s|:?$)",
+                            re.IGNORECASE)
 
 
 def mask_url_passwords(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (``postgresql://u:***@host/db``)."""
-    return URL_PASSWORD.sub(r"\1:***@", text)
+    """``text`` with the password of every URL in it replaced by ``***`` (``postgresql://u:***@host/db``,
+    ``postgresql://u@host/db?password=***``)."""
+    return QUERY_PASSWORD.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", text))
 
 
 def secret_override_env(key: str) -> str | None:

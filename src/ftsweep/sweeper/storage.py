@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,15 +106,34 @@ def redact(url: str) -> str:
 
 
 def password_of(url: str) -> str | None:
-    m = re.search(r"://[^:/@]*:([^@/]*)@", url)
-    return m.group(1) if m and m.group(1) else None
+    """The password in ``url`` as written (``user:pw@``, also one holding "/" or an unencoded "@", or a
+    ``?password=`` query parameter, which SQLAlchemy hands to the driver); None when it holds none."""
+    from ftsweep.tracking import QUERY_PASSWORD, URL_PASSWORD
+
+    m = URL_PASSWORD.search(url)
+    if m and url.startswith(m.group(0)):
+        pw = url[len(m.group(1)) + 1 : m.end() - 1]
+        if pw:
+            return pw
+    q = QUERY_PASSWORD.search(url)
+    if q is None:
+        return None
+    return q.group(0)[len(q.group(1)):] or None
 
 
 def mask_password(text: str, url: str) -> str:
-    """``text`` with the URL's password (if any) replaced by ***, wherever a driver echoed it."""
+    """``text`` with the URL's password (if any) replaced by ***, wherever a driver echoed it: as written,
+    URL-decoded, and the part after an unencoded "@" (which the driver took for the host name)."""
+    from urllib.parse import unquote
+
     pw = password_of(url)
     text = text.replace(url, redact(url))
-    return text.replace(pw, "***") if pw else text
+    if not pw:
+        return text
+    pieces = {form.split("@", i)[i] for form in (pw, unquote(pw)) for i in range(form.count("@") + 1)}
+    for piece in sorted((p for p in pieces if p == pw or len(p) >= 3), key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
 
 
 def record_heartbeat(storage: Any, trial_id: int) -> None:
