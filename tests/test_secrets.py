@@ -125,6 +125,32 @@ def test_a_single_run_masks_url_passwords_in_its_hydra_files(tmp_path, monkeypat
     assert _grep(tmp_path, PLANTED) == []
 
 
+def test_a_single_run_masks_an_environment_token_given_as_a_value(tmp_path, monkeypatch):
+    """HF_TOKEN's value typed into a setting that is no credential key (notes=...): kept out of .hydra/ too."""
+    token = "hf_PLANTEDtok77"
+    seen: list = []
+    _stub_train(monkeypatch, seen)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", token)
+    run_dir = tmp_path / "run"
+    assert main(["train", "model=tiny", "logger=none", f"notes='see {token}'", f"hydra.run.dir={run_dir}"]) == 0
+    assert seen == [f"see {token}"] and (run_dir / ".hydra" / "config.yaml").is_file()
+    assert _grep(tmp_path, token) == []
+    assert "see ***" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.slow  # ~10 s
+def test_no_file_of_a_sweep_holds_an_environment_token_given_as_a_value(tmp_path):
+    """The study's attributes, trial.log, .hydra/, best.yaml, trials.md and the report: no HF_TOKEN value."""
+    token = "hf_PLANTEDtok77"
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, f"notes='see {token}'", "hydra.sweeper.report=true", n_trials=2), tmp_path, HF_TOKEN=token)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (sd / "best.yaml").is_file() and (sd / "study.db").is_file()
+    assert _grep(tmp_path, token) == []
+    assert token not in r.stdout + r.stderr
+
+
 @pytest.mark.slow
 def test_no_file_of_a_sweep_holds_a_planted_url_password(tmp_path):
     sd = tmp_path / "s"

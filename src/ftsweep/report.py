@@ -30,7 +30,7 @@ from typing import Any
 
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
-from ftsweep.tracking import mask_url_passwords
+from ftsweep.tracking import scrub
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values")
 MULTI_PLOTS = ("pareto_front",)  # multi-objective studies only
@@ -132,8 +132,8 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     folder = SweepDir(out_dir)
     summary = summarize(study, storage_url)
     summary.update(learning_summary(study))
-    folder.summary.write_text(mask_url_passwords(json.dumps(summary, indent=2, default=str)))
-    table = mask_url_passwords(trials_table(study))
+    folder.summary.write_text(scrub(json.dumps(summary, indent=2, default=str)))
+    table = scrub(trials_table(study))
     folder.trials.write_text(table + "\n")
     import optuna
 
@@ -150,9 +150,9 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
 
     best = best_trial(study)
     if best is not None:
-        folder.best.write_text(mask_url_passwords(best_yaml(study, best, out_dir)))
+        folder.best.write_text(scrub(best_yaml(study, best, out_dir)))
     text = report_markdown(summary, table, plots, best is not None, pareto_section(study)) + generation_section(study)
-    folder.report.write_text(mask_url_passwords(text))
+    folder.report.write_text(scrub(text))
     return out_dir
 
 

@@ -198,12 +198,11 @@ def saved_step(run_dir: Path) -> int | None:
 
 
 def mask_hydra_files(run_dir: Path) -> None:
-    """Mask URL passwords (a storage URL given as an override) in the ``.hydra/*.yaml`` files Hydra wrote."""
-    from ftsweep.tracking import mask_url_passwords
-
+    """Mask URL passwords (a storage URL given as an override) and secret environment values (HF_TOKEN's typed
+    into a setting) in the ``.hydra/*.yaml`` files Hydra wrote."""
     for path in (Path(run_dir) / ".hydra").glob("*.yaml"):
         text = path.read_text(errors="replace")
-        masked = mask_url_passwords(text)
+        masked = scrub(text)
         if masked != text:
             path.write_text(masked)
 
@@ -352,10 +351,8 @@ def checkpoint_step(point: Path) -> int:
 def write_checkpoint_record(point: Path, config_yaml: str, run_id: str | None) -> None:
     """Record in checkpoint ``point`` the config of the run that saved it (what a resume compares with, even after
     a resume in the same folder has replaced ``.hydra/config.yaml``) and its W&B run (which a resume continues)."""
-    from ftsweep.tracking import mask_url_passwords
-
     tmp = Path(point) / (SAVED_CONFIG + ".tmp")
-    tmp.write_text(mask_url_passwords(config_yaml))
+    tmp.write_text(scrub(config_yaml))
     tmp.replace(Path(point) / SAVED_CONFIG)
     if run_id:
         write_json(Path(point) / TRACKER_RUN, {"wandb_run_id": run_id})

@@ -58,9 +58,9 @@ class Progress:
 
     # ---------------------------------------------------------------- events
     def log(self, message: str) -> None:
-        from ftsweep.tracking import mask_url_passwords
+        from ftsweep.tracking import scrub
 
-        message = mask_url_passwords(message)
+        message = scrub(message)
         if self._live is not None:
             self._live.console.print(message, markup=False, highlight=False)
         else:

@@ -52,7 +52,7 @@ from ftsweep.sweeper.study import (
     rerun,
 )
 from ftsweep.sweeper.submitit_backend import make_backend
-from ftsweep.tracking import mask_url_passwords, scrub
+from ftsweep.tracking import scrub
 
 # The trial command before its overrides (the trial's entry point, ftsweep.sweeper.trial); FTSWEEP_TRIAL_CMD
 # (a JSON list) replaces it, e.g. to wrap trials in srun or, in tests, to run a fake trial.
@@ -214,7 +214,7 @@ class SweepRunner:
         for key, value in same.user_attrs.items():
             if key not in own:
                 trial.set_user_attr(key, value)
-        attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides],
+        attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[scrub(o) for o in overrides],
                         runtime_s=0.0, repeat_of=same.number)
         self.study.tell(trial, same.values if len(same.values) > 1 else same.values[0])
         self.progress.repeated_trial(trial.number, same.number, params, same.values)
@@ -234,12 +234,12 @@ class SweepRunner:
         subdir = self.s.trial_subdir(trial.number, overrides)
         trial_dir = self._new_trial_dir(subdir)
         gpu = self.gpus.acquire()
-        attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[mask_url_passwords(o) for o in overrides])
+        attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[scrub(o) for o in overrides])
         if gpu is not None:
             attrs.set_attrs(trial, gpu=gpu)
         resume = None if oom_retried else self._lost_checkpoint(trial)  # an OOM re-run changes the batch
         cmd = TrialLaunch.argv(self._command(), overrides, str(self.s.sweep_dir), subdir)
-        rundir.RunDir(trial_dir).trial_log.write_text("# " + mask_url_passwords(" ".join(cmd)) + "\n")
+        rundir.RunDir(trial_dir).trial_log.write_text("# " + scrub(" ".join(cmd)) + "\n")
         env = {**self._env(trial, gpu, resume), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
         proc = self.backend.start(cmd, env, trial_dir, trial.number)
         self.jobs[trial.number] = Job(trial, overrides, trial_dir, proc, time.monotonic(), gpu, oom_retried)

@@ -30,6 +30,7 @@ from ftsweep.sweeper import attrs
 from ftsweep.sweeper.grammar import SearchSpace, SweepInputError
 from ftsweep.sweeper.samplers import build_pruner, build_sampler
 from ftsweep.sweeper.storage import HEARTBEAT_ATTR, open_storage, redact
+from ftsweep.tracking import scrub
 
 # the attribute names (one module spells them): ftsweep.sweeper.attrs
 SPACE_ATTR, SWEEP_DIR_ATTR, OWNER_ATTR = attrs.SEARCH_SPACE, attrs.SWEEP_DIR, attrs.OWNER
@@ -56,7 +57,7 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
     if existing is None:
         study.set_user_attr(SPACE_ATTR, space.to_json())
         study.set_user_attr(attrs.METRICS, metrics)
-        study.set_user_attr(attrs.FIXED_OVERRIDES, [redact(o) for o in fixed_overrides])
+        study.set_user_attr(attrs.FIXED_OVERRIDES, [scrub(o) for o in fixed_overrides])
         study.set_user_attr(SWEEP_DIR_ATTR, str(sweep_dir))
         study.set_user_attr(attrs.CREATED, time.strftime("%Y-%m-%d %H:%M:%S"))
         for params in enqueue or []:
@@ -103,7 +104,7 @@ def changed_settings(study: Any, fixed_overrides: list[str]) -> list[str]:
     def keyed(items: list[str]) -> dict[str, str]:
         return {o.split("=", 1)[0].lstrip("+~"): o for o in items}
 
-    old, new = keyed(stored), keyed([redact(o) for o in fixed_overrides])
+    old, new = keyed(stored), keyed([scrub(o) for o in fixed_overrides])
     return [f"{new.get(k, k + ' unset')} (was {old.get(k, 'unset')})" for k in sorted(old.keys() | new.keys())
             if not k.startswith(VALUE_NEUTRAL) and old.get(k) != new.get(k)]
 
