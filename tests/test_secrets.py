@@ -81,6 +81,19 @@ def test_every_form_of_a_url_password_is_found_and_masked(monkeypatch, url, pass
         resolve_target(url)  # ftsweep dashboard URL: refused, as a user:password@ one is
 
 
+def test_an_unset_variable_in_the_storage_url_is_one_line(tmp_path, monkeypatch, capsys):
+    """The password from the environment by interpolation, the variable unset: one line naming the key (it was
+    Hydra's 160-line traceback, exit 1, from building the sweeper); nothing created."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FTSWEEP_PROBE_PW", raising=False)
+    url = "postgresql://alice:${oc.env:FTSWEEP_PROBE_PW}@db.example.org/x"
+    assert main(["train", "-m", "sweep=quickstart", f"hydra.sweeper.storage='{url}'"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ftsweep: error: hydra.sweeper.storage: ")
+    assert "Environment variable 'FTSWEEP_PROBE_PW' not found" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def _stub_train(monkeypatch, seen: list) -> None:
     """Replace the training recipe (torch) by a stub that records the config it was given."""
     stub = types.ModuleType("ftsweep.train")

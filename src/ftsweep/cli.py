@@ -236,6 +236,8 @@ def train_main(argv: list[str]) -> int:
             fixed = config.fixed_overrides(overrides)
             with_hydra = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
             multirun = bool(flags & {"-m", "--multirun"}) or str(with_hydra.hydra.mode) == "RunMode.MULTIRUN"
+            if multirun:
+                config.check_sweeper_resolves(with_hydra)
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 key = bad.split("=", 1)[0]

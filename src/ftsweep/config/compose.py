@@ -180,6 +180,19 @@ def _description(lines: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------------ errors
 
+def check_sweeper_resolves(cfg: DictConfig) -> None:
+    """Resolve ``hydra.sweeper`` (``cfg`` composed with ``hydra=True``) as Hydra will when it builds the sweeper: an
+    interpolation that fails (``storage: postgresql://me:${oc.env:PGPW}@db/x`` with PGPW unset) is one line naming
+    the key, not Hydra's traceback. ``${hydra:...}`` resolves only once Hydra runs: left to it."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    except InterpolationResolutionError as err:
+        if "HydraConfig was not set" not in str(err):
+            raise ConfigFailure(explain(err)) from err
+
+
 def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), prefix: str = "") -> str:
     """One line for a Hydra / OmegaConf composition error; ``prefix``: where the failing config sits
     (``hydra.sweeper.`` for the sweeper's own merge)."""
