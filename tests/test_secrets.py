@@ -94,6 +94,25 @@ def test_an_unset_variable_in_the_storage_url_is_one_line(tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_printed_configs_mask_secrets(tmp_path, monkeypatch, capsys):
+    """--cfg hydra prints the storage URL; --resolve prints what ${oc.env:...} read: both masked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_PLANTEDtok77")
+    monkeypatch.setenv("FTSWEEP_PROBE_PW", PLANTED)
+    url = "postgresql://alice:${oc.env:FTSWEEP_PROBE_PW}@db.example.org/x"
+    assert main(["train", "-m", "sweep=quickstart", f"hydra.sweeper.storage='{URL}'", "--cfg", "hydra"]) == 0
+    out = capsys.readouterr().out
+    assert "storage: postgresql://alice:***@db.example.org" in out and PLANTED not in out
+    assert main(["train", "-m", "sweep=quickstart", f"hydra.sweeper.storage='{url}'", "--cfg", "hydra",
+                 "--resolve"]) == 0
+    out = capsys.readouterr().out
+    assert "storage: postgresql://alice:***@db.example.org/x" in out and PLANTED not in out
+    assert main(["train", "model=tiny", "notes=${oc.env:HF_TOKEN}", "--cfg", "job", "--resolve"]) == 0
+    out = capsys.readouterr().out
+    assert "notes: ***" in out and "PLANTEDtok" not in out
+    assert list(tmp_path.iterdir()) == []
+
+
 def _stub_train(monkeypatch, seen: list) -> None:
     """Replace the training recipe (torch) by a stub that records the config it was given."""
     stub = types.ModuleType("ftsweep.train")

@@ -294,6 +294,21 @@ def train_main(argv: list[str]) -> int:
             text = ("\n" if "query=fish" in argv else " ").join(words) + "\n"
         sys.stdout.write(text)
         return 0
+    if flags & {"--cfg", "-c", "--info", "-i"}:
+        # Hydra prints the config: a URL password (hydra.sweeper.storage) or, with --resolve, a secret read
+        # through ${oc.env:...} would reach the terminal and any CI log; print it masked
+        import contextlib
+        import io
+
+        from ftsweep.tracking import scrub
+
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                config.run_hydra(argv, train_task, config_dirs)
+        finally:
+            sys.stdout.write(scrub(printed.getvalue()))
+        return 0
     config.run_hydra(argv, train_task, config_dirs)
     return 0
 
