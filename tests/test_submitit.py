@@ -117,3 +117,35 @@ def test_bad_backend_or_placement_is_one_line(tmp_path, override, message):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
     assert not list((tmp_path / "s").glob("trial_*"))
+
+
+def test_a_jobs_pickled_command_holds_no_secret(tmp_path, monkeypatch):
+    """submitit pickles each job's arguments into its folder: an override holding a URL password or a secret
+    environment value (notes=...) reaches the trial through the environment instead, unchanged."""
+    import hashlib
+    import os
+    import sys
+    import time
+
+    from ftsweep.config.sweeper import SubmititConf, SweeperConf
+    from ftsweep.sweeper.submitit_backend import SubmititBackend
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the variables the backend sets end with the test
+    monkeypatch.setenv("HF_TOKEN", "hf_PLANTEDtok77")
+    args = ["notes='postgresql://alice:PLANTEDpw9@db.example.org/x'", "+x=hf_PLANTEDtok77", "optimizer.lr=0.1"]
+    code = "import hashlib, sys; print('ARGS', hashlib.sha256(repr(sys.argv[1:]).encode()).hexdigest())"
+    cmd = [sys.executable, "-c", code, *args]
+    conf = SweeperConf(backend="submitit", submitit=SubmititConf(cluster="local"))
+    backend = SubmititBackend(conf, tmp_path, timeout_s=60)
+    (tmp_path / "trial_0").mkdir()
+    proc = backend.start(cmd, {}, tmp_path / "trial_0", 0)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is not None and proc.poll().code == 0
+    digest = hashlib.sha256(repr(args).encode()).hexdigest()
+    assert f"ARGS {digest}" in (tmp_path / "trial_0" / "trial.log").read_text()  # the trial got the real values
+    assert list((tmp_path / ".submitit").rglob("*.pkl"))
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert b"PLANTED" not in f.read_bytes(), f"a secret pickled into {f}"

@@ -25,11 +25,17 @@ def make_backend(conf: SweeperConf, sweep_dir: Path, timeout_s: float, command: 
     return LocalBackend()
 
 
+HIDDEN_ARG = "FTSWEEP_HIDDEN_ARG_"  # an argument of the trial command that holds a secret, by environment
+
+
 def run_trial_command(cmd: list[str], env: dict[str, str], log_path: str) -> int:
     """What a submitit job runs (pickled by submitit, called on the node): the trial command, output
     appended to ``trial.log``; returns its exit code. The node's environment (SLURM_*, CUDA_VISIBLE_DEVICES
-    set by the scheduler) is kept; ``env`` adds the trial's FTSWEEP_* variables."""
+    set by the scheduler) is kept; ``env`` adds the trial's FTSWEEP_* variables. An argument that holds a
+    secret (:func:`_cmd_without_secrets`) is read back from the environment here."""
     import signal
+
+    cmd = [os.environ.get(a[1:], a) if a.startswith("$" + HIDDEN_ARG) else a for a in cmd]
 
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # a sweep started from a background shell (nohup ... &) inherits SIGINT ignored, and submitit's local
@@ -91,6 +97,25 @@ def _without_secrets(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "FTSWEEP_STORAGE"}
 
 
+def _cmd_without_secrets(cmd: list[str]) -> list[str]:
+    """The trial command as submitit may pickle it: an argument holding a URL password or a secret
+    environment value (``notes='postgresql://u:pw@h/db'``) is replaced by ``$FTSWEEP_HIDDEN_ARG_<hash>``, a
+    variable set here that the job inherits as it does FTSWEEP_STORAGE (:func:`_without_secrets`)."""
+    import hashlib
+
+    from ftsweep.tracking import scrub
+
+    out = []
+    for arg in cmd:
+        if scrub(arg) == arg:
+            out.append(arg)
+            continue
+        name = HIDDEN_ARG + hashlib.sha256(arg.encode()).hexdigest()[:16]
+        os.environ[name] = arg
+        out.append("$" + name)
+    return out
+
+
 class SubmititBackend:
     """SLURM: the job asks for gpus_per_trial GPUs (``--gpus-per-node``) and SLURM places it. Submitit's
     local executor would give every job the same first GPUs, so there the sweep places trials itself."""
@@ -134,7 +159,7 @@ class SubmititBackend:
     def start(self, cmd: list[str], env: dict[str, str], trial_dir: Path, number: int) -> SubmititProcess:
         log_path = rundir.RunDir(trial_dir).trial_log
         self.executor.update_parameters(name=f"ftsweep-trial-{number}")
-        job = self.executor.submit(run_trial_command, cmd, _without_secrets(env), str(log_path))
+        job = self.executor.submit(run_trial_command, _cmd_without_secrets(cmd), _without_secrets(env), str(log_path))
         with open(log_path, "a") as log:
             log.write(f"# submitit {self.cluster} job {job.job_id}\n")
         return SubmititProcess(job, log_path)
