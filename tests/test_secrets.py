@@ -183,6 +183,21 @@ def test_no_file_of_a_sweep_holds_an_environment_token_given_as_a_value(tmp_path
     assert token not in r.stdout + r.stderr
 
 
+def test_hydras_basic_sweeper_writes_and_logs_no_secret(tmp_path, monkeypatch, capsys):
+    """hydra/sweeper=basic saves multirun.yaml (the whole config) and logs each job's overrides: both masked."""
+    seen: list = []
+    _stub_train(monkeypatch, seen)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", "hf_PLANTEDtok77")
+    sd = tmp_path / "s"
+    assert main(["train", "-m", "hydra/sweeper=basic", "model=tiny", "logger=none", f"notes='{URL} hf_PLANTEDtok77'",
+                 f"hydra.sweep.dir={sd}"]) == 0
+    assert seen == [f"{URL} hf_PLANTEDtok77"] and (sd / "multirun.yaml").is_file()
+    assert _grep(tmp_path, PLANTED) == [] and _grep(tmp_path, "PLANTEDtok") == []
+    printed = capsys.readouterr()
+    assert "#0 : " in printed.out + printed.err and "PLANTED" not in printed.out + printed.err
+
+
 @pytest.mark.slow
 def test_no_file_of_a_sweep_holds_a_planted_url_password(tmp_path):
     sd = tmp_path / "s"

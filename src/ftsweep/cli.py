@@ -564,6 +564,8 @@ def train_task(cfg: Any) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
     if HydraConfig.get().mode.name != "RUN":  # a sweep trial: its output goes to its trial.log
+        # hydra/sweeper=basic saved the whole config there before its first job (ftsweep's sweeper writes none)
+        rundir.mask_file(Path(HydraConfig.get().sweep.dir) / "multirun.yaml")
         return _train_in(cfg, run_dir, single_run=False)
     with copied_to(rundir.RunDir(run_dir).job_log(HydraConfig.get().job.name)) as log_only:
         try:

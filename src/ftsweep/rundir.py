@@ -201,10 +201,18 @@ def mask_hydra_files(run_dir: Path) -> None:
     """Mask URL passwords (a storage URL given as an override) and secret environment values (HF_TOKEN's typed
     into a setting) in the ``.hydra/*.yaml`` files Hydra wrote."""
     for path in (Path(run_dir) / ".hydra").glob("*.yaml"):
-        text = path.read_text(errors="replace")
-        masked = scrub(text)
-        if masked != text:
-            path.write_text(masked)
+        mask_file(path)
+
+
+def mask_file(path: Path) -> None:
+    """Mask URL passwords and secret environment values in the text file ``path`` (if it exists)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return
+    masked = scrub(text)
+    if masked != text:
+        Path(path).write_text(masked)
 
 
 def resume_point(given: str | Path, run_dir: str | Path | None = None) -> Path:

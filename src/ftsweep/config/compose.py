@@ -454,6 +454,7 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
             # Exception; the error's own one line is what the user needs, so it passes the wrapper unprinted.
             raise _TaskError(err) from err
 
+    _mask_launcher_log()
     saved = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [prog, *argv]
     # Hydra would print an error raised by the task or the sweeper its own way and exit 1; with this it
@@ -475,6 +476,26 @@ def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], config_dirs: l
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved[1]
+
+
+class _MaskSecrets:
+    """A logging filter: the record's message with URL passwords and secret environment values masked."""
+
+    def filter(self, record: Any) -> bool:
+        from ftsweep.tracking import scrub
+
+        record.msg, record.args = scrub(record.getMessage()), ()
+        return True
+
+
+def _mask_launcher_log() -> None:
+    """Hydra's basic launcher (``hydra/sweeper=basic``) logs each job's overrides (``#0 : notes=...``) to the
+    console and the sweep's log: masked like every other message."""
+    import logging
+
+    logger = logging.getLogger("hydra._internal.core_plugins.basic_launcher")
+    if not any(isinstance(f, _MaskSecrets) for f in logger.filters):
+        logger.addFilter(_MaskSecrets())
 
 
 def run_as_multirun_job(overrides: list[str], job_num: int, task: Callable[[DictConfig], Any],
