@@ -60,15 +60,19 @@ def test_mask_url_passwords():
     ("postgresql://alice@db.example.org/x?password=PLANTEDpw9", "PLANTEDpw9"),  # psycopg reads it from the query
     ("postgresql://alice@db.example.org/x?sslmode=require&PASSWORD=PLANTEDpw9&x=1", "PLANTEDpw9"),
     ("postgresql://alice:p%40PLANTEDpw9@db.example.org/x", "p%40PLANTEDpw9"),
+    ("postgresql://alice:my PLANTEDpw9@db.example.org/x", "my PLANTEDpw9"),  # a space, unencoded
+    ("postgresql://alice:it's PLANTEDpw9@db.example.org/x", "it's PLANTEDpw9"),  # a quote
 ])
 def test_every_form_of_a_url_password_is_found_and_masked(monkeypatch, url, password):
     from ftsweep.dashboard import resolve_target
     from ftsweep.errors import UsageError
-    from ftsweep.sweeper.storage import password_of, storage_error
+    from ftsweep.sweeper.storage import password_of, redact, storage_error
     from ftsweep.sweeper.submitit_backend import _without_secrets
 
     assert password_of(url) == password
-    assert PLANTED not in mask_url_passwords(f"storage: {url} and more")
+    if " " not in password:  # free text: a space ends the URL; the storage's own password is masked by value
+        assert PLANTED not in mask_url_passwords(f"storage: {url} and more")
+    assert redact(url) == url.replace(f":{password}@", ":***@").replace(f"={password}", "=***")
     # a driver's error that echoes the password (decoded), or its part after an unencoded "@" as the host name
     decoded = unquote(password)
     echo = RuntimeError(f"failed to resolve host '{decoded.split('@')[-1]}@db.example.org' (password {decoded})")
@@ -79,6 +83,21 @@ def test_every_form_of_a_url_password_is_found_and_masked(monkeypatch, url, pass
     assert "FTSWEEP_STORAGE" not in _without_secrets({"FTSWEEP_STORAGE": url})  # not pickled by submitit
     with pytest.raises(UsageError, match="password in the URL"):
         resolve_target(url)  # ftsweep dashboard URL: refused, as a user:password@ one is
+
+
+def test_a_storage_password_the_url_masks_miss_is_masked_by_value(tmp_path, monkeypatch):
+    """A password with an unencoded space (hydra.sweeper.storage='postgresql://u:my pw@h/db', which SQLAlchemy
+    accepts): once the storage is opened, every scrubbed text of the process masks it (W&B's arguments, files)."""
+    from ftsweep.sweeper.grammar import SweepInputError
+    from ftsweep.sweeper.storage import open_storage
+    from ftsweep.tracking import masked_argv, scrub
+
+    url = f"postgresql+pg8000://alice:my {PLANTED}x@db.example.org/x"  # no such driver: fails at once
+    with pytest.raises(SweepInputError) as err:
+        open_storage(url)
+    assert PLANTED not in str(err.value) and "alice:***@db.example.org" in str(err.value)
+    assert PLANTED not in scrub(f"storage: {url}\n")
+    assert PLANTED not in " ".join(masked_argv(["train", f"hydra.sweeper.storage='{url}'"]))
 
 
 def test_an_unset_variable_in_the_storage_url_is_one_line(tmp_path, monkeypatch, capsys):

@@ -78,9 +78,18 @@ def check_secret_override(override: str) -> str | None:
             f"be written to .hydra/, the study and W&B); set {env} instead")
 
 
+# Other values this process knows to be secret (:func:`add_secret`).
+_SECRETS: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Mask ``value`` wherever :func:`scrub` runs in this process (a storage password the URL masks miss)."""
+    _SECRETS.add(value)
+
+
 def secret_values() -> list[str]:
-    """Values of secret environment variables (to be kept out of anything we write)."""
-    return [v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6]
+    """Values of secret environment variables and :func:`add_secret`'s (to be kept out of anything we write)."""
+    return [v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 6] + sorted(_SECRETS, key=len, reverse=True)
 
 
 def scrub(obj: Any, secrets: list[str] | None = None) -> Any:

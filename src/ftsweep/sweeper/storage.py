@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def open_storage(url: str) -> Any:
     ``hydra.sweeper.storage``, password masked) if it cannot be opened."""
     import optuna
 
+    _register_password(url)
     try:
         if url.startswith("journal:"):
             path = Path(url[len("journal:"):].removeprefix("//"))
@@ -102,19 +104,29 @@ def redact(url: str) -> str:
     """``url`` without a password (storage URLs are printed and written to reports)."""
     from ftsweep.tracking import mask_url_passwords
 
-    return mask_url_passwords(url)
+    masked, pw = mask_url_passwords(url), password_of(url)
+    return masked.replace(f":{pw}@", ":***@", 1) if pw else masked
+
+
+def _register_password(url: str) -> None:
+    """A password the masks of free text cannot find (one holding a space or a quote, unencoded) is masked by
+    value in every message and file of this process (W&B's arguments, .hydra/, the report)."""
+    from ftsweep.tracking import add_secret, mask_url_passwords
+
+    pw = password_of(url)
+    if pw and f":{pw}@" in mask_url_passwords(url):
+        add_secret(pw)
 
 
 def password_of(url: str) -> str | None:
     """The password in ``url`` as written (``user:pw@``, also one holding "/" or an unencoded "@", or a
     ``?password=`` query parameter, which SQLAlchemy hands to the driver); None when it holds none."""
-    from ftsweep.tracking import QUERY_PASSWORD, URL_PASSWORD
+    from ftsweep.tracking import QUERY_PASSWORD
 
-    m = URL_PASSWORD.search(url)
-    if m and url.startswith(m.group(0)):
-        pw = url[len(m.group(1)) + 1 : m.end() - 1]
-        if pw:
-            return pw
+    # the whole URL is known here: the password may hold anything up to the "@" before an "@"-free host
+    m = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:(.*?)@(?=[^@/?#]*(?:[/?#]|$))", url, re.DOTALL)
+    if m and m.group(1):
+        return m.group(1)
     q = QUERY_PASSWORD.search(url)
     if q is None:
         return None
