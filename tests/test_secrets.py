@@ -100,6 +100,27 @@ def test_a_storage_password_the_url_masks_miss_is_masked_by_value(tmp_path, monk
     assert PLANTED not in " ".join(masked_argv(["train", f"hydra.sweeper.storage='{url}'"]))
 
 
+def test_printed_tracebacks_mask_secrets(monkeypatch):
+    """The traceback ftsweep prints for a failed run (its cause) or a bug: masked like its last line."""
+    import io
+
+    from ftsweep.errors import RunFailed, report
+
+    def raised(err: Exception, cause: Exception | None = None) -> Exception:
+        try:
+            raise err from cause
+        except Exception as e:  # noqa: BLE001
+            return e
+
+    monkeypatch.setenv("HF_TOKEN", "hf_PLANTEDtok77")
+    cause = raised(RuntimeError(f"cannot reach {URL} with hf_PLANTEDtok77"))
+    for err in (raised(RunFailed("training stopped"), cause), cause):
+        out = io.StringIO()
+        assert report(err, out) == 1
+        assert "Traceback" in out.getvalue() and "RuntimeError: cannot reach postgresql://alice:***@" in out.getvalue()
+        assert "PLANTED" not in out.getvalue()
+
+
 def test_an_unset_variable_in_the_storage_url_is_one_line(tmp_path, monkeypatch, capsys):
     """The password from the environment by interpolation, the variable unset: one line naming the key (it was
     Hydra's 160-line traceback, exit 1, from building the sweeper); nothing created."""

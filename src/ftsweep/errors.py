@@ -124,10 +124,11 @@ def report(err: BaseException, stream: IO[str] | None = None) -> int:
     if isinstance(err, KeyboardInterrupt):
         print(f"ftsweep: error: {one_line(str(err)) if str(err) else 'interrupted'}", file=stream)
         return code
-    if isinstance(err, RunFailed) and err.__cause__ is not None:
-        traceback.print_exception(type(err.__cause__), err.__cause__, err.__cause__.__traceback__, file=stream)
-    elif not isinstance(err, (UsageError, Failure)):
-        traceback.print_exception(type(err), err, err.__traceback__, file=stream)
+    shown = err.__cause__ if isinstance(err, RunFailed) and err.__cause__ is not None else err
+    if shown is not err or not isinstance(err, (UsageError, Failure)):
+        from ftsweep.tracking import scrub  # (an error's message may quote a storage URL or a token's value)
+
+        stream.write(scrub("".join(traceback.format_exception(type(shown), shown, shown.__traceback__))))
     prefix = getattr(err, "prefix", "error")
     text = str(err) if isinstance(err, (UsageError, Failure)) else f"{type(err).__name__}: {err}"
     print(f"ftsweep: {prefix}: {one_line(text)}", file=stream)
