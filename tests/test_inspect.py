@@ -167,3 +167,33 @@ def test_rows_listed_from_a_cache_entry_carry_this_runs_file_names():
                                     "new/v.json row 1: x"]
     assert got["call_text_dropped_where"] == ["new/a.json row 3"]
     assert _rename_rows(stats, SimpleNamespace(path="old/a.json", validation_path="old/v.json")) == stats
+
+
+def _sentencepiece_like():
+    """A Llama 2 / Mistral style tokenizer (Metaspace: "▁" for spaces, a leading space added and, when decoding,
+    stripped from the first token), with a hand-written vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", "▁[INST]", "▁Hi", "▁[/INST]", "▁Hello", "▁4", "4"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_spans_of_a_sentencepiece_tokenizer_keep_the_space_at_each_seam():
+    # before: each span was decoded alone, and the Metaspace decoder strips the leading space of what it decodes:
+    # "[/INST][[Hello</s>]][INST]" hid that the answer is trained as "▁Hello" (a space token), not "Hello"
+    from ftsweep.inspect import row_spans
+
+    tok = _sentencepiece_like()
+    ids = tok.convert_tokens_to_ids(["<s>", "▁[INST]", "▁Hi", "▁[/INST]", "▁Hello", "</s>",
+                                     "▁[INST]", "▁Hi", "▁[/INST]", "4", "</s>"])
+    trained = {4, 5, 9, 10}
+    labels = [t if i in trained else -100 for i, t in enumerate(ids)]
+    spans = row_spans(tok, ids, labels)
+    assert "".join(s.text for s in spans) == tok.decode(ids) == "<s> [INST] Hi [/INST] Hello</s> [INST] Hi [/INST]4</s>"
+    assert plain_text(spans) == "<s> [INST] Hi [/INST][[ Hello</s>]] [INST] Hi [/INST][[4</s>]]"
+    # the first token of a row is decoded as the whole row's decoding does (its leading space stripped)
+    assert plain_text(row_spans(tok, ids[4:6], [-100, -100])) == "Hello</s>"

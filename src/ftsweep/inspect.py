@@ -126,23 +126,37 @@ def row_spans(tokenizer: Any, input_ids: list[int], labels: list[int]) -> list[S
     """Split a row into runs of (trained?, special token?) and decode each run with special tokens kept."""
     special_ids = set(tokenizer.all_special_ids)
     spans: list[Span] = []
-    run: list[int] = []
+    start = 0
     key: tuple[bool, bool] | None = None
-    for tok, lab in zip(input_ids, labels):
+    for i, (tok, lab) in enumerate(zip(input_ids, labels)):
         k = (lab != IGNORE_INDEX, tok in special_ids)
         if key is not None and k != key:
-            spans.append(_span(tokenizer, run, key))
-            run = []
+            spans.append(_span(tokenizer, input_ids, start, i, key))
+            start = i
         key = k
-        run.append(tok)
-    if run:
-        spans.append(_span(tokenizer, run, key))
+    if key is not None:
+        spans.append(_span(tokenizer, input_ids, start, len(labels), key))
     return spans
 
 
-def _span(tokenizer: Any, ids: list[int], key: tuple[bool, bool]) -> Span:
-    text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return Span(text, trained=key[0], special=key[1], n_tokens=len(ids))
+SPAN_CONTEXT = 8  # tokens before a span decoded with it, so that the span reads as it does within its row
+
+
+def _span(tokenizer: Any, ids: list[int], start: int, end: int, key: tuple[bool, bool]) -> Span:
+    """ids[start:end] as it reads within the row: decoded after a few tokens of context, which are then removed. A
+    SentencePiece decoder (Llama 2, Mistral) strips the leading space of what it decodes, so a span decoded alone
+    would hide the space token ("▁Hello") an answer starts with; decoded alone only when the context's text is not
+    a prefix (a character split across the seam)."""
+    def decode(part: list[int]) -> str:
+        return tokenizer.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    text = decode(ids[start:end])
+    if start:
+        context = ids[max(0, start - SPAN_CONTEXT) : start]
+        before, both = decode(context), decode(context + ids[start:end])
+        if both.startswith(before):
+            text = both[len(before) :]
+    return Span(text, trained=key[0], special=key[1], n_tokens=end - start)
 
 
 def plain_text(spans: list[Span]) -> str:
