@@ -502,3 +502,43 @@ def test_a_packed_sft_run_on_a_model_whose_examples_would_mix_is_one_line_and_le
     assert code == 2 and len(err) == 1, err
     assert "data.packing: packed examples would attend to each other in this opt model" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_tokens_added_into_a_padded_vocabulary_get_the_mean_row_like_resized_ones(compose, cache_dir, tmp_path):
+    # before: a model whose embedding matrix has more rows than its tokenizer has tokens (Qwen2 / Qwen2.5: 151,936
+    # rows for 151,665 tokens) was not resized, so data.special_tokens / a new pad token landed on the checkpoint's
+    # unused padding rows, never trained (zeros here), while the same tokens on a model that is resized get the
+    # mean of the existing rows
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "padded-vocab"
+    shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}", "model.tiny.pretrain_steps=0")),
+                    folder)
+    base = AutoModelForCausalLM.from_pretrained(folder)
+    n = base.get_input_embeddings().weight.shape[0]
+    base.resize_token_embeddings(n + 16, mean_resizing=False)
+    with torch.no_grad():
+        base.get_input_embeddings().weight[n:] = 0
+        base.get_output_embeddings().weight[n:] = 0
+    base.save_pretrained(folder)
+    cfg = compose("model=hub", f"model.name_or_path={folder}", "model.pad_policy=new", "model.pad_token='<|pad|>'",
+                  "data.special_tokens=['<tool_call>','</tool_call>','<|eot_id|>']")
+    tok = model_mod.load_tokenizer(cfg)
+    added = tok.convert_tokens_to_ids(["<tool_call>", "</tool_call>", "<|pad|>"])
+    assert added == [n, n + 1, n + 2] and len(tok) == n + 3
+    model = model_mod.load_model(cfg, tok)
+    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert emb.shape[0] == n + 16  # not resized: the rows are there
+    for weight, original in ((emb, base.get_input_embeddings().weight), (out, base.get_output_embeddings().weight)):
+        mean = original[:n].mean(0)
+        for i in added:
+            torch.testing.assert_close(weight[i], mean)
+        torch.testing.assert_close(weight[:n], original[:n], rtol=0, atol=0)  # the base's own rows (eot too): untouched
+        assert not weight[n + 3 :].any()  # rows no token uses stay as they were
+    # generation and merging load the base the same way: the same rows
+    again = model_mod.load_base_for_inference(cfg, tok, quantized=False)
+    torch.testing.assert_close(again.get_input_embeddings().weight, emb, rtol=0, atol=0)
+    torch.testing.assert_close(again.get_output_embeddings().weight, out, rtol=0, atol=0)

@@ -172,7 +172,7 @@ def load_model(cfg, tokenizer):
     quant = build_quantization(cfg.quantization, cfg.trainer.precision)
     model = _from_pretrained(cfg, quant)
     check_context(model.config, cfg.data.cutoff_len)
-    _match_tokenizer(model, tokenizer, cfg.trainer.seed)
+    _match_tokenizer(model, tokenizer, cfg.trainer.seed, base_vocab_len(cfg))
     if quant is not None:
         fix_bnb_cpu_repack(model)
         for param in model.parameters():
@@ -241,7 +241,7 @@ def load_base_for_inference(cfg, tokenizer, *, quantized: bool = True, dtype: st
     model = _from_pretrained(cfg, quant, dtype)
     if quant is None and has_cuda():
         model = model.to(f"cuda:{local_device()}")
-    _match_tokenizer(model, tokenizer, cfg.trainer.seed)
+    _match_tokenizer(model, tokenizer, cfg.trainer.seed, base_vocab_len(cfg))
     return model.eval()
 
 
@@ -284,19 +284,52 @@ def attention_implementation(cfg) -> str | None:
     return None
 
 
-def _match_tokenizer(model, tokenizer, seed: int) -> None:
-    """Grow the embeddings for tokens the run added and keep pad / eos ids in sync with the tokenizer."""
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+def base_vocab_len(cfg) -> int | None:
+    """How many tokens the base model's own tokenizer has, when the run adds tokens (``data.special_tokens``, a
+    ``pad_policy=new`` pad token): the ids from there on are the run's. None when it adds none."""
+    if not (list(cfg.data.special_tokens) or cfg.model.pad_policy == "new"):
+        return None
+    from transformers import AutoTokenizer
+
+    m = cfg.model
+    return len(AutoTokenizer.from_pretrained(resolve_model_path(cfg), revision=m.revision,
+                                             trust_remote_code=m.trust_remote_code, token=hf_token()))
+
+
+def _match_tokenizer(model, tokenizer, seed: int, base_len: int | None = None) -> None:
+    """Grow the embeddings for tokens the run added and keep pad / eos ids in sync with the tokenizer.
+
+    ``base_len``: the base tokenizer's length (:func:`base_vocab_len`). A model whose embedding matrix has more rows
+    than its tokenizer has tokens (Qwen2 / Qwen2.5 pad it: 151,936 rows for 151,665 tokens) is not resized: the
+    tokens the run added take unused rows the checkpoint never trained, which get the mean of the base tokens' rows,
+    as the rows of a resized matrix do."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
         from transformers import set_seed
 
         # Mean-initialised rows keep the first losses sane; seeding right here makes training, generation
         # and merging give the same rows for tokens the run added (trained rows come from the adapter).
         set_seed(seed)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if base_len is not None and base_len < min(len(tokenizer), rows):
+        _mean_rows(model, base_len, min(len(tokenizer), rows))
     for config in (model.config, getattr(model, "generation_config", None)):
         if config is not None:
             config.pad_token_id = tokenizer.pad_token_id
             config.eos_token_id = with_eos(getattr(config, "eos_token_id", None), tokenizer.eos_token_id)
+
+
+def _mean_rows(model, start: int, end: int) -> None:
+    """Rows ``start:end`` of the input and output embeddings set to the mean of the rows before ``start``."""
+    import torch
+
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            if layer is None or (i and layer.weight is layers[0].weight):  # tied: one tensor
+                continue
+            weight = layer.weight
+            weight[start:end] = weight[:start].float().mean(0).to(weight.dtype)
 
 
 def with_eos(ids: int | list[int] | None, eos: int | None) -> int | list[int] | None:
