@@ -688,3 +688,23 @@ def test_a_custom_template_that_writes_the_bos_gets_one_bos(compose):
     got, want = build_datasets(written, tok).train, build_datasets(plain, tok).train
     assert [r["input_ids"] for r in got] == [r["input_ids"] for r in want]
     assert all(r["input_ids"][:2] != [tok.bos_token_id] * 2 for r in got)
+
+
+def test_an_answer_that_already_ends_with_eos_gets_no_second_one(build):
+    # before: data exported with the eos written at the end of each answer ("Paris.<|end_of_text|>") trained two eos
+    # tokens per row (TRL's SFTTrainer adds eos only where the text does not end with it)
+    rows = [{"instruction": "Name a city.", "input": "", "output": "Paris." + EOS},
+            {"instruction": "Name a colour.", "input": "", "output": "Blue."}]
+    bundle, tok = build(rows)
+    eos = tok.eos_token_id
+    for got, out in zip(bundle.train, ("Paris.", "Blue.")):
+        answer = enc(tok, out) + [eos]
+        assert got["input_ids"][-len(answer):] == answer and got["input_ids"].count(eos) == 1
+        assert got["labels"] == [IGNORE_INDEX] * (len(got["input_ids"]) - len(answer)) + answer
+    pc, _ = build([{"prompt": "Capital of France?", "completion": " Paris." + EOS}], "data.format=prompt_completion",
+                  name="pc.jsonl")
+    answer = enc(tok, " Paris.") + [eos]
+    assert pc.train[0]["labels"] == [IGNORE_INDEX] * len(enc(tok, "Capital of France?", bos=True)) + answer
+    docs, _ = build([{"text": "A document." + EOS}, {"text": "Another one."}], "data.format=text", name="t.jsonl")
+    assert [r["input_ids"] for r in docs.train] == [enc(tok, "A document.", bos=True) + [eos],
+                                                   enc(tok, "Another one.", bos=True) + [eos]]

@@ -106,6 +106,7 @@ class DataConfig:
     # Multi-turn: train only the last assistant turn (earlier answers stay masked even with
     # train_on_prompt, as in LLaMA-Factory).
     mask_history: bool = False
+    # Append the eos to every answer (Alpaca, prompt_completion) and document (text), unless its text ends with it.
     add_eos: bool = True
     cutoff_len: int = 512
     # Rows longer than cutoff_len: truncate_answer (keep the whole prompt, cut the answer's end) |

@@ -56,7 +56,8 @@ def tokenize_segments(
     Args:
         rows: (segments, where) per row.
         tokenizer: the prepared tokenizer; segments marked ``bos`` get its special tokens (bos).
-        add_eos: append ``tokenizer.eos_token_id`` to the row as an answer token (trained); one flag, or one per row.
+        add_eos: append ``tokenizer.eos_token_id`` to the row as an answer token (trained), unless its answer ends
+            with it already; one flag, or one per row.
     """
     flat = [(i, s) for i, (segs, _) in enumerate(rows) for s in segs]
     # a row's protected block (Segment.keep) is tokenized alone too: its tokens are the common prefix
@@ -80,7 +81,9 @@ def tokenize_segments(
     for (i, _), ids in zip(kept, ids_per_segment[len(flat) :]):
         out[i].protect = next((n for n, (a, b) in enumerate(zip(ids, out[i].ids)) if a != b), min(len(ids), len(out[i].ids)))
     for e, eos in zip(out, add_eos if isinstance(add_eos, list) else [add_eos] * len(out)):
-        if eos:
+        # an answer whose text already ends with the eos ("Paris.</s>", as some exports write it) keeps that one:
+        # a second would be trained after it (TRL's SFTTrainer adds eos only where the text lacks it)
+        if eos and not (e.ids[-1:] == [tokenizer.eos_token_id] and e.kinds[-1] == ANSWER):
             e.ids.append(tokenizer.eos_token_id)
             e.kinds.append(ANSWER)
     return out
