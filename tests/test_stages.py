@@ -187,6 +187,16 @@ def test_a_pair_of_whole_texts_is_split_at_their_common_prompt(compose, tmp_path
         _build(cfg, tok)
 
 
+def test_a_preference_answer_that_already_ends_with_eos_gets_no_second_one(compose, tmp_path):
+    # before: "A cat.<|end_of_text|>" (eos written in the data) became the answer tokens + eos + eos, as in SFT rows
+    row = {"prompt": "Name a pet.", "chosen": " A cat.<|end_of_text|>", "rejected": " No."}
+    path = _write(tmp_path, [row] * 2, "eos.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=dpo", f"data.path={path}", "data.format=prompt_completion", "data.val_size=0")
+    ex = _build(cfg, tok).train[0]
+    assert ex["chosen_ids"] == tok(" A cat.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert ex["rejected_ids"] == tok(" No.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+
 def test_kto_labels_written_as_text_or_0_1_as_csv_and_spreadsheets_hold_them(compose, tmp_path):
     path = tmp_path / "kto.csv"
     path.write_text("prompt,completion,label\nQ1,good,true\nQ2,bad,False\nQ3,good,1\nQ4,bad,0\n")

@@ -237,8 +237,10 @@ class PairEncoder:
             if not segments or segments[-1].kind != ANSWER:
                 raise DataError(rec.where, "the row has no answer to train", "chosen" if self.paired else "completion")
             enc = tokenize_segments([(segments[:-1], rec.where), (segments[-1:], rec.where)], self.tokenizer, False)
-            # Chat templates close the turn themselves (<|eot_id|>); other layouts end the answer with eos.
-            eos = self.add_eos and not self.renderer.uses_chat(row)
+            # Chat templates close the turn themselves (<|eot_id|>); other layouts end the answer with eos (one: an
+            # answer whose text ends with it already keeps that one, as SFT rows do).
+            eos = (self.add_eos and not self.renderer.uses_chat(row)
+                   and enc[1].ids[-1:] != [self.tokenizer.eos_token_id])
             answer = enc[1].ids + ([self.tokenizer.eos_token_id] if eos else [])
             parts.append((enc[0].ids, answer, label))
         prompt = parts[0][0]
