@@ -708,3 +708,56 @@ def test_an_answer_that_already_ends_with_eos_gets_no_second_one(build):
     docs, _ = build([{"text": "A document." + EOS}, {"text": "Another one."}], "data.format=text", name="t.jsonl")
     assert [r["input_ids"] for r in docs.train] == [enc(tok, "A document.", bos=True) + [eos],
                                                    enc(tok, "Another one.", bos=True) + [eos]]
+
+
+def test_truncation_keeps_the_tool_block_of_a_row_without_a_system_turn(build):
+    # before: the tool block was found by rendering the conversation's system turn alone with the tools, and with no
+    # system turn that is an empty conversation, which transformers 5 refuses: nothing was kept, the schema was cut
+    tools = [{"type": "function", "function": t} for t in WEATHER_TOOLS]
+    msgs = [{"role": "user", "content": OLD_Q}, {"role": "assistant", "content": "Sunny."}]
+    row = {"messages": msgs, "tools": tools}
+    bundle, tok = build([row], "data.format=chat", "data.cutoff_len=1024", name="t.jsonl")
+    kw = {"tools": tools, "tokenize": False}
+    prompt = tok.apply_chat_template(msgs[:1], add_generation_prompt=True, **kw)
+    full = tok.apply_chat_template(msgs, **kw)
+    block = prompt[: prompt.index("<|eot_id|>") + len("<|eot_id|>")]  # bos + the ipython system block with the schema
+    assert '"get_weather"' in block and not block.endswith(OLD_Q)
+    p, u, a = enc(tok, block), enc(tok, prompt[len(block):]), enc(tok, full[len(prompt):])
+    assert bundle.train[0]["input_ids"] == p + u + a
+    cutoff = len(p + u + a) - 10
+    got = build([row], "data.format=chat", f"data.cutoff_len={cutoff}", name="t.jsonl")[0].train[0]
+    assert got["input_ids"] == p + u[10:] + a  # before: bos + (p + u)[11:] + a, the schema's start cut
+    assert got["labels"] == [IGNORE_INDEX] * (len(p + u) - 10) + a
+
+
+# Qwen2.5's layout: a default system block when the conversation has no system turn (the tiny model's markers)
+DEFAULT_SYSTEM_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\n' + messages[0]['content'] + '<|eot_id|>' }}"
+    "{%- else %}{{- '<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- for m in messages %}{%- if not (m['role'] == 'system' and loop.first) %}"
+    "{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] + '<|eot_id|>' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}"
+)
+
+
+def test_truncation_keeps_the_system_block_a_template_writes_without_a_system_turn(compose, tmp_path):
+    # before: only a row's own system turn was kept: a default block (Qwen2.5's "You are Qwen...", Llama 3.1's date
+    # lines) was cut from the left like any prompt text, and the row started in the middle of it
+    msgs = [{"role": "user", "content": OLD_Q}, {"role": "assistant", "content": "Sunny."}]
+    path = write(tmp_path / "q.jsonl", [{"messages": msgs}])
+    common = (f"data.path={path}", "data.format=chat", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
+    tok = load_tokenizer(compose(*common))
+    tok.chat_template = DEFAULT_SYSTEM_TEMPLATE
+    block = "<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|>"
+    prompt = tok.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(msgs, tokenize=False)
+    assert prompt.startswith(block)
+    p, u, a = enc(tok, block), enc(tok, prompt[len(block):]), enc(tok, full[len(prompt):])
+    assert build_datasets(compose(*common, "data.cutoff_len=1024"), tok).train[0]["input_ids"] == p + u + a
+    cutoff = len(p + u + a) - 10
+    got = build_datasets(compose(*common, f"data.cutoff_len={cutoff}"), tok).train[0]
+    assert got["input_ids"] == p + u[10:] + a  # before: (p + u)[10:] + a
+    assert got["labels"] == [IGNORE_INDEX] * (len(p + u) - 10) + a

@@ -11,6 +11,7 @@ result is a ``tool`` message (masked, it is input), and the row's tool schemas g
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,6 +347,7 @@ class ChatRenderer:
         # rows (where) whose assistant text beside a tool call the template does not render (Llama 3's
         # template renders only the call): counted and reported, since that text is not trained
         self.call_text_dropped: list[str] = []
+        self._preambles: dict[str, str] = {}  # template_preamble per tool list
 
     @property
     def template_name(self) -> str:
@@ -390,19 +392,44 @@ class ChatRenderer:
             ]
             done = full
         segments = [s for s in segments if s.text]
-        if segments and (conv.tools or conv.roles[0] == "system"):
+        if segments:
             segments[0].keep = self.preamble_chars(conv, segments[0].text, where)
         return segments
 
     def preamble_chars(self, conv: Conversation, first_prompt: str, where: str) -> int:
         """Length of the system / tool block at the start of the first prompt (what the template renders
-        for the system turn and the tools alone), 0 when that render is not a prefix of the prompt."""
-        n_sys = 1 if conv.roles[0] == "system" else 0
-        try:
-            pre = self.render(conv.messages[:n_sys], False, conv.tools, where)
-        except DataError:
-            return 0
+        for the system turn and the tools alone, or without a system turn :meth:`template_preamble`), 0 when
+        that render is not a prefix of the prompt."""
+        if conv.roles[0] == "system":
+            try:
+                pre = self.render(conv.messages[:1], False, conv.tools, where)
+            except DataError:
+                return 0
+        else:
+            pre = self.template_preamble(conv.tools, where)
         return len(pre) if pre and first_prompt.startswith(pre) else 0
+
+    def template_preamble(self, tools: list | None, where: str) -> str:
+        """What the template writes before the first user turn of a conversation without a system turn: bos, the
+        tool block, a default system block (Qwen2.5's "You are Qwen...", Llama 3.1's date lines); "" when it cannot
+        be told. transformers 5 renders no empty conversation, so it is the common start of two one-turn renders
+        less the user header a later user turn is rendered with. Once per tool list."""
+        key = json.dumps(tools, sort_keys=True) if tools else ""
+        if key not in self._preambles:
+            a, b, x = ({"role": "user", "content": "Alpha probe"}, {"role": "user", "content": "Bravo probe"},
+                       {"role": "assistant", "content": "Charlie probe"})
+            try:
+                one_a, one_b = self.render([a], False, tools, where), self.render([b], False, tools, where)
+                two, three = self.render([a, x], False, tools, where), self.render([a, x, b], False, tools, where)
+            except DataError:
+                self._preambles[key] = ""
+                return ""
+            common = os.path.commonprefix([one_a, one_b])
+            later = three[len(two):]
+            header = later[: later.find(b["content"])] if three.startswith(two) and b["content"] in later else None
+            ok = header is not None and common.endswith(header)
+            self._preambles[key] = common[: len(common) - len(header)] if ok else ""
+        return self._preambles[key]
 
     def render(self, messages: list[dict], generation: bool, tools: list | None, where: str) -> str:
         kwargs = {"tools": tools} if tools else {}
