@@ -270,9 +270,9 @@ def test_chatml_on_a_tokenizer_without_its_markers_is_refused_in_one_line(build)
         build([SINGLE], "data.format=chat", "data.chat_template=chatml", name="c.jsonl")
     assert str(err.value) == (
         "data.chat_template: chatml needs <|im_start|>, <|im_end|> as tokens, and this tokenizer has none: they "
-        "would be trained as ordinary text pieces with no stop token; add them (the embeddings are resized) with "
-        "\"data.special_tokens=['<|im_start|>','<|im_end|>']\" \"data.eos_token='<|im_end|>'\", or use the "
-        "tokenizer's own template (data.chat_template=null)")
+        "would be trained as ordinary text pieces with no stop token; add them (the embeddings are resized, and "
+        "trained) with \"data.special_tokens=['<|im_start|>','<|im_end|>']\" \"data.eos_token='<|im_end|>'\" "
+        "data.train_embeddings=true, or use the tokenizer's own template (data.chat_template=null)")
 
 
 # --------------------------------------------------------------------------------------- lengths

@@ -525,7 +525,7 @@ def test_tokens_added_into_a_padded_vocabulary_get_the_mean_row_like_resized_one
         base.get_output_embeddings().weight[n:] = 0
     base.save_pretrained(folder)
     cfg = compose("model=hub", f"model.name_or_path={folder}", "model.pad_policy=new", "model.pad_token='<|pad|>'",
-                  "data.special_tokens=['<tool_call>','</tool_call>','<|eot_id|>']")
+                  "data.special_tokens=['<tool_call>','</tool_call>','<|eot_id|>']", "data.train_embeddings=true")
     tok = model_mod.load_tokenizer(cfg)
     added = tok.convert_tokens_to_ids(["<tool_call>", "</tool_call>", "<|pad|>"])
     assert added == [n, n + 1, n + 2] and len(tok) == n + 3
@@ -542,3 +542,27 @@ def test_tokens_added_into_a_padded_vocabulary_get_the_mean_row_like_resized_one
     again = model_mod.load_base_for_inference(cfg, tok, quantized=False)
     torch.testing.assert_close(again.get_input_embeddings().weight, emb, rtol=0, atol=0)
     torch.testing.assert_close(again.get_output_embeddings().weight, out, rtol=0, atol=0)
+
+
+def test_two_added_tokens_without_trained_embeddings_are_refused_before_the_model_loads(compose, monkeypatch):
+    # before: data.special_tokens=['<|im_start|>','<|im_end|>'] (the README's chatml recipe) trained with frozen
+    # embeddings: both tokens kept the same mean row in embed_tokens and lm_head, so after training <|im_end|> and
+    # <|im_start|> still got the same logit (measured: -1.68430 vs -1.68444) and the model could not learn to stop
+    from ftsweep.config import ConfigError
+
+    two = ("data.chat_template=chatml", "data.special_tokens=['<|im_start|>','<|im_end|>']", "data.format=chat",
+           "data=chat_demo", "model.tiny.pretrain_steps=0")
+    cfg = compose(*two)
+    tok = model_mod.load_tokenizer(cfg)
+    loaded = []
+    monkeypatch.setattr(model_mod, "_from_pretrained", lambda *a, **k: loaded.append(1))
+    with pytest.raises(ConfigError, match=r"^data.train_embeddings: false, but the run adds 2 tokens \(<\|im_start\|>, "
+                                          r"<\|im_end\|>\) that all start as the same mean embedding row: .* set "
+                                          r"data.train_embeddings=true \(or lora=none\)$"):
+        model_mod.load_model(cfg, tok)
+    assert not loaded  # refused before the weights load
+    monkeypatch.undo()
+    for ok in (compose(*two, "data.train_embeddings=true"), compose(*two, "lora=none"),
+               compose("model.tiny.pretrain_steps=0", "data.special_tokens=['<tool_call>']", "model.pad_policy=new",
+                       "model.pad_token='<|pad|>'")):  # one token (and a pad that is never trained): its own row
+        model_mod.load_model(ok, model_mod.load_tokenizer(ok))

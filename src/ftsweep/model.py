@@ -169,10 +169,12 @@ def load_model(cfg, tokenizer):
     (twice the activation memory, slower matmuls). Only what the optimizer updates must be fp32, and
     peft already keeps LoRA weights in fp32.
     """
+    base_len = base_vocab_len(cfg)
+    check_added_tokens_trainable(cfg, tokenizer, base_len)
     quant = build_quantization(cfg.quantization, cfg.trainer.precision)
     model = _from_pretrained(cfg, quant)
     check_context(model.config, cfg.data.cutoff_len)
-    _match_tokenizer(model, tokenizer, cfg.trainer.seed, base_vocab_len(cfg))
+    _match_tokenizer(model, tokenizer, cfg.trainer.seed, base_len)
     if quant is not None:
         fix_bnb_cpu_repack(model)
         for param in model.parameters():
@@ -294,6 +296,22 @@ def base_vocab_len(cfg) -> int | None:
     m = cfg.model
     return len(AutoTokenizer.from_pretrained(resolve_model_path(cfg), revision=m.revision,
                                              trust_remote_code=m.trust_remote_code, token=hf_token()))
+
+
+def check_added_tokens_trainable(cfg, tokenizer, base_len: int | None) -> None:
+    """Refuse an adapter run that adds two or more tokens (``data.special_tokens``; a ``pad_policy=new`` pad is never
+    trained nor attended to) without ``data.train_embeddings``: every added token starts as the same mean row, in
+    the input and the output embeddings, and LoRA never changes them, so the model could neither tell the tokens
+    apart nor choose between them (``<|im_start|>`` and ``<|im_end|>`` would always get the same logit)."""
+    if base_len is None or not cfg.lora.enabled or cfg.data.train_embeddings:
+        return
+    added = [i for i in range(base_len, len(tokenizer)) if i != tokenizer.pad_token_id]
+    if len(added) >= 2:
+        names = ", ".join(tokenizer.convert_ids_to_tokens(added[:4])) + (", ..." if len(added) > 4 else "")
+        raise ConfigError("data.train_embeddings", f"false, but the run adds {len(added)} tokens ({names}) that all "
+                                                   "start as the same mean embedding row: untrained, the model can "
+                                                   "neither tell them apart nor choose between them; set "
+                                                   "data.train_embeddings=true (or lora=none)")
 
 
 def _match_tokenizer(model, tokenizer, seed: int, base_len: int | None = None) -> None:

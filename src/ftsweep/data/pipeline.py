@@ -178,8 +178,9 @@ def _check_chat_markers(d: Any, tokenizer: Any) -> None:
         raise DataError(
             "data.chat_template",
             f"{d.chat_template} needs {', '.join(missing)} as tokens, and this tokenizer has none: they would "
-            f"be trained as ordinary text pieces with no stop token; add them (the embeddings are resized) with "
-            f"\"data.special_tokens=[{listed}]\" \"data.eos_token='{markers[-1]}'\", or use the tokenizer's own "
+            f"be trained as ordinary text pieces with no stop token; add them (the embeddings are resized, and "
+            f"trained) with \"data.special_tokens=[{listed}]\" \"data.eos_token='{markers[-1]}'\" "
+            f"data.train_embeddings=true, or use the tokenizer's own "
             f"template (data.chat_template=null)",
         )
 
