@@ -561,6 +561,11 @@ def test_two_added_tokens_without_trained_embeddings_are_refused_before_the_mode
                                           r"data.train_embeddings=true \(or lora=none\)$"):
         model_mod.load_model(cfg, tok)
     assert not loaded  # refused before the weights load
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.init_from = "outputs/sft_run"  # DPO after an SFT run that trained them: its rows are merged in
+    model_mod.check_added_tokens_trainable(cfg, tok, model_mod.base_vocab_len(cfg))
     monkeypatch.undo()
     for ok in (compose(*two, "data.train_embeddings=true"), compose(*two, "lora=none"),
                compose("model.tiny.pretrain_steps=0", "data.special_tokens=['<tool_call>']", "model.pad_policy=new",

@@ -302,8 +302,9 @@ def check_added_tokens_trainable(cfg, tokenizer, base_len: int | None) -> None:
     """Refuse an adapter run that adds two or more tokens (``data.special_tokens``; a ``pad_policy=new`` pad is never
     trained nor attended to) without ``data.train_embeddings``: every added token starts as the same mean row, in
     the input and the output embeddings, and LoRA never changes them, so the model could neither tell the tokens
-    apart nor choose between them (``<|im_start|>`` and ``<|im_end|>`` would always get the same logit)."""
-    if base_len is None or not cfg.lora.enabled or cfg.data.train_embeddings:
+    apart nor choose between them (``<|im_start|>`` and ``<|im_end|>`` would always get the same logit). A run that
+    starts from another (``init_from``: DPO after SFT) gets the rows that run trained, merged in."""
+    if base_len is None or not cfg.lora.enabled or cfg.data.train_embeddings or cfg.get("init_from"):
         return
     added = [i for i in range(base_len, len(tokenizer)) if i != tokenizer.pad_token_id]
     if len(added) >= 2:
