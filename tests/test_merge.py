@@ -179,6 +179,7 @@ def hub_online(monkeypatch):
 def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monkeypatch, tmp_path, hub_online):
     import huggingface_hub
 
+    from ftsweep.config.errors import UsageError
     from ftsweep.publish import push_folder
 
     FakeApi.calls = []
@@ -196,6 +197,12 @@ def test_push_is_private_by_default_and_reads_the_token_from_env(tiny_run, monke
     (leak / "notes.txt").write_text(f"token={PLANTED}")
     FakeApi.calls = []
     assert cli.main(["publish", str(leak), "me/x"]) == 2
+    assert not [c for c in FakeApi.calls if c[0] == "upload_folder"]
+    # so is one that holds another secret of the environment (a W&B key copied into notes)
+    monkeypatch.setenv("WANDB_API_KEY", "wandb_SECRET_7890")
+    (leak / "notes.txt").write_text("key=wandb_SECRET_7890")
+    with pytest.raises(UsageError, match=r"notes.txt contains the value of WANDB_API_KEY$"):
+        push_folder(leak, "me/x")
     assert not [c for c in FakeApi.calls if c[0] == "upload_folder"]
 
 

@@ -45,11 +45,23 @@ def push_token() -> str:
 
 
 def check_no_secret(folder: Path, token: str) -> None:
-    """Refuse to upload a folder in which any file contains the token."""
-    needle = token.encode()
+    """Refuse to upload a folder in which any file contains the token, or another secret this process knows
+    (WANDB_API_KEY and the other secret environment variables: ``ftsweep.tracking.SECRET_ENV``)."""
+    import os
+
+    from ftsweep.tracking import SECRET_ENV
+
+    needles = {token.encode(): "the Hugging Face token"}
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 6 and value != token:
+            needles.setdefault(value.encode(), f"the value of {name}")
     for path in folder.rglob("*"):
-        if path.is_file() and needle in path.read_bytes():
-            raise _usage(f"refusing to upload: {path} contains the Hugging Face token")
+        if path.is_file():
+            data = path.read_bytes()
+            what = next((what for needle, what in needles.items() if needle in data), None)
+            if what:
+                raise _usage(f"refusing to upload: {path} contains {what}")
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = True, commit_message: str | None = None) -> str:
