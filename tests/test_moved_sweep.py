@@ -1,7 +1,8 @@
 """A sweep folder moved or copied after its sweep (``mv``, ``rsync`` from a cluster): ``ftsweep report``,
 ``merge`` / ``generate`` / ``export`` read the trials' folders where the folder is now. The study records each
 trial's folder as an absolute path; they read the old place (``export``: 'no such folder', exit 2; the report:
-the old paths and no metrics; a copy's report: the original's trials)."""
+the old paths and no metrics; a copy's report: the original's trials). A moved sweep continued where it is now
+re-runs its lost trials from their checkpoints there (it looked in the old place: from step 0, or the original's)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,65 @@ def test_report_out_never_replaces_another_studys_report_or_a_file(swept, tmp_pa
     assert (other / "summary.json").read_text() == '{"study_name": "else"}' and not (other / "report.md").exists()
     assert report_main([str(swept), "--out", str(tmp_path / "new")]) == 0  # a new folder, or this study's own
     assert report_main([str(swept), "--out", str(tmp_path / "new")]) == 0
+
+
+def _lost_and_rerun(sd, lost_dir):
+    """A study created in ``sd`` whose trial 0 (folder ``lost_dir``) was lost and trial 1 is its re-run."""
+    from optuna.trial import TrialState
+
+    from ftsweep.sweeper import attrs
+    from ftsweep.sweeper.study import rerun
+
+    sd.mkdir(parents=True, exist_ok=True)
+    s = optuna.create_study(study_name="demo", storage=f"sqlite:///{sd / 'study.db'}")
+    s.set_user_attr(attrs.SWEEP_DIR, str(sd))
+    t = s.ask({"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)})
+    t.set_user_attr(attrs.TRIAL_DIR, str(lost_dir))
+    s.tell(t, state=TrialState.FAIL)
+    rerun(s, s.trials[0], 2, charged=False)
+    return s
+
+
+def _checkpoint(trial_dir, step):
+    ck = trial_dir / "checkpoints" / f"checkpoint-{step}"
+    ck.mkdir(parents=True)
+    (ck / "trainer_state.json").write_text("{}")
+    return ck
+
+
+@pytest.mark.parametrize("keep_original", [False, True])
+def test_a_moved_sweeps_lost_trial_goes_on_from_its_checkpoint_where_the_sweep_is_now(tmp_path, keep_original):
+    """``mv`` (or copy) a killed sweep's folder and run its command with the new hydra.sweep.dir: the lost trial's
+    re-run looked for the checkpoint in the folder the study recorded (gone: it started from step 0; a copy: the
+    original's checkpoint, another folder than the sweep's)."""
+    from types import SimpleNamespace
+
+    from ftsweep.sweeper.runner import SweepRunner
+
+    ran = tmp_path / "ran"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _lost_and_rerun(ran, ran / "trial_0")
+    _checkpoint(ran / "trial_0", 20)
+    moved = tmp_path / "moved"
+    (shutil.copytree if keep_original else shutil.move)(ran, moved)
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{moved / 'study.db'}")
+    again = study.ask()  # the enqueued re-run of trial 0
+    assert again.user_attrs["retry_of"] == 0
+    runner = SimpleNamespace(study=study, s=SimpleNamespace(sweep_dir=moved))
+    assert SweepRunner._lost_checkpoint(runner, again) == moved / "trial_0" / "checkpoints" / "checkpoint-20"
+
+
+def test_a_lost_trial_outside_a_moved_sweep_keeps_its_recorded_folder(tmp_path):
+    """A lost trial's folder that is not under the recorded sweep folder is read where it was recorded."""
+    from types import SimpleNamespace
+
+    from ftsweep.sweeper.runner import SweepRunner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    elsewhere = tmp_path / "elsewhere" / "trial_0"
+    _lost_and_rerun(tmp_path / "ran", elsewhere)
+    ck = _checkpoint(elsewhere, 40)
+    shutil.move(tmp_path / "ran", tmp_path / "moved")
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'moved' / 'study.db'}")
+    runner = SimpleNamespace(study=study, s=SimpleNamespace(sweep_dir=tmp_path / "moved"))
+    assert SweepRunner._lost_checkpoint(runner, study.ask()) == ck

@@ -49,6 +49,7 @@ from ftsweep.sweeper.study import (
     best_trial,
     count,
     fail_stale_trials,
+    moved_folder,
     rerun,
 )
 from ftsweep.sweeper.submitit_backend import make_backend
@@ -254,16 +255,22 @@ class SweepRunner:
 
     def _lost_checkpoint(self, trial: Any) -> Path | None:
         """For a re-run of lost trials: the latest checkpoint any of them saved (``trainer.save_steps``), which
-        the re-run goes on from (the trial checks that it fits, else it starts afresh); None otherwise."""
+        the re-run goes on from (the trial checks that it fits, else it starts afresh); None otherwise. A sweep
+        folder moved or copied since (``mv``, ``rsync``) is read where it is now, not where the study recorded it
+        (gone, or another copy's checkpoints)."""
         if trial.user_attrs.get(RETRY_OF) is None:
             return None
         trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        recorded = self.study.user_attrs.get(attrs.SWEEP_DIR)
         found: list[Path] = []
         number, seen = trial.user_attrs.get(attrs.REPLACES), set()
         while number is not None and int(number) in trials and int(number) not in seen:
             seen.add(int(number))
             lost = trials[int(number)]
             folder = lost.user_attrs.get(attrs.TRIAL_DIR)
+            here = moved_folder(folder, recorded, self.s.sweep_dir)
+            if here is not None and here.is_dir():
+                folder = str(here)
             if folder:
                 with contextlib.suppress(UsageError):  # (it saved none)
                     found.append(rundir.resume_point(folder))

@@ -443,11 +443,7 @@ def relocated(study: Any, sweep_dir: Path) -> Any:
     trials = study.get_trials(deepcopy=False)
     moved: dict[int, str] = {}
     for t in trials:
-        d = t.user_attrs.get(attrs.TRIAL_DIR)
-        try:
-            here = sweep_dir / Path(d).relative_to(recorded) if d else None
-        except ValueError:  # a folder outside the sweep folder: left as recorded
-            continue
+        here = moved_folder(t.user_attrs.get(attrs.TRIAL_DIR), recorded, sweep_dir)
         if here is not None and here.exists():
             moved[t.number] = str(here)
     if not moved:
@@ -463,6 +459,18 @@ def relocated(study: Any, sweep_dir: Path) -> Any:
             t.user_attrs = {**t.user_attrs, attrs.TRIAL_DIR: moved[t.number]}
         out.add_trial(t)
     return out
+
+
+def moved_folder(folder: str | Path | None, recorded: str | Path | None, sweep_dir: Path) -> Path | None:
+    """``folder`` (a trial's recorded folder, under the sweep folder ``recorded`` it ran in) at the same place
+    under ``sweep_dir``, where the sweep folder is now; None when there is nothing to map (no folder, nothing
+    recorded, or a folder outside ``recorded``)."""
+    if not folder or not recorded:
+        return None
+    try:
+        return sweep_dir / Path(folder).relative_to(recorded)
+    except ValueError:  # a folder outside the sweep folder: left as recorded
+        return None
 
 
 def _recorded_sweep_dir(study: Any) -> Path:
