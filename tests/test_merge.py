@@ -378,3 +378,33 @@ def test_model_card_of_a_chat_run_names_its_chat_template_not_the_alpaca_one(tin
     assert "chat template chatml" in line and "alpaca" not in line.split("(format")[1], line
     cfg.data.chat_template = None
     assert "the tokenizer's chat template" in _data_line(cfg)
+
+
+def test_merge_generate_and_publish_refuse_the_adapter_of_a_run_that_did_not_complete(tiny_run, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A failed run's folder may hold an adapter/ that is not its result: ``overwrite=true`` over a finished run,
+    failed before saving (the earlier run's adapter beside the new run's config), or a run killed while saving.
+    merge / generate / publish used it without a word; now one line, exit 2, unless --allow-failed (then a warning)."""
+    failed = tmp_path / "failed"
+    shutil.copytree(tiny_run, failed, ignore=shutil.ignore_patterns("checkpoints", "merged", "generations*"))
+    (failed / "metrics.json").unlink()
+    (failed / "failure.json").write_text(json.dumps({"status": "failed", "reason": "nan_loss: loss is nan at step 3",
+                                                     "error_type": "TrainingFailed", "phase": "run"}))
+    monkeypatch.setenv("HF_TOKEN", PLANTED)
+    line = (f"ftsweep: error: {failed}: the run failed (nan_loss: loss is nan at step 3; failure.json): its adapter/ "
+            "may be an earlier run's or unfinished; give a completed run, or pass --allow-failed to use it anyway\n")
+    for argv in (["merge", str(failed), "--out", str(tmp_path / "m")], ["generate", str(failed), "--no-base"],
+                 ["publish", str(failed), "me/x"], ["publish", str(failed / "adapter"), "me/x"]):
+        assert cli.main(argv) == 2, argv
+        assert capsys.readouterr().err == line, argv
+    assert not (tmp_path / "m").exists() and not (failed / "generations").exists()
+    (failed / "failure.json").unlink()  # killed before metrics.json (or still running)
+    assert cli.main(["merge", str(failed), "--out", str(tmp_path / "m")]) == 2
+    assert "the run did not finish (no metrics.json: stopped, or still running)" in capsys.readouterr().err
+    (failed / "metrics.json").write_text(json.dumps({"status": "pruned"}))
+    assert cli.main(["generate", str(failed)]) == 2
+    assert "the run ended pruned (metrics.json)" in capsys.readouterr().err
+    assert cli.main(["merge", str(failed), "--out", str(tmp_path / "m"), "--allow-failed"]) == 0
+    assert (f"ftsweep: warning: {failed}: the run ended pruned (metrics.json): using its adapter/ anyway "
+            "(--allow-failed)") in capsys.readouterr().err
+    assert (tmp_path / "m" / "model.safetensors").is_file()

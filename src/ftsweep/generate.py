@@ -261,7 +261,8 @@ def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettin
 
 
 def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settings: GenerationSettings | None = None,
-                 out_dir: str | Path | None = None, *, base: bool = True, quantized: bool = True) -> list[dict[str, Any]]:
+                 out_dir: str | Path | None = None, *, base: bool = True, quantized: bool = True,
+                 allow_failed: bool = False) -> list[dict[str, Any]]:
     """Answer ``questions`` (default: seed 002's six) with base and fine-tuned model; write the files.
 
     Args:
@@ -271,12 +272,16 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
         out_dir: where answers.md / answers.jsonl go (default ``RUN_DIR/generations``).
         base: also answer with the base model.
         quantized: load the base as the run trained it (e.g. nf4); False loads it in full precision.
+        allow_failed: answer with the adapter (or model) of a run that failed or did not finish (refused otherwise).
 
     Returns:
         One dict per question: question, prompt, base, finetuned, seconds.
     """
     run_dir = Path(run_dir)
     cfg = rundir.load_config(run_dir)
+    saved = next((d for d in (rundir.RunDir(run_dir).adapter, rundir.RunDir(run_dir).full_model) if d.is_dir()), None)
+    if saved is not None:  # (none: load_tokenizer says so)
+        rundir.check_complete(run_dir, saved, allow_failed)
     questions = questions or default_questions()
     settings = settings or GenerationSettings()
     from ftsweep.verbosity import quiet_warnings
@@ -367,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-base", action="store_true", help="only the fine-tuned model")
     p.add_argument("--full-precision", action="store_true", help="load the base unquantized even if the run was QLoRA")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="answer with the adapter of a run that failed or did not finish (refused otherwise)")
     return p
 
 
@@ -390,7 +397,7 @@ def main(argv: list[str]) -> int:
 
     run_dir = run_or_best_trial(args.run_dir)
     generate_run(run_dir, questions, settings, answers_folder(Path(run_dir), args.out), base=not args.no_base,
-                 quantized=not args.full_precision)
+                 quantized=not args.full_precision, allow_failed=args.allow_failed)
     return 0
 
 

@@ -34,13 +34,15 @@ def _check_base_not_quantized(cfg) -> None:
         )
 
 
-def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | None = None) -> Path:
+def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | None = None, *,
+              allow_failed: bool = False) -> Path:
     """Merge ``RUN_DIR/adapter`` into the full-precision base; save model, tokenizer, chat template, card.
 
     Args:
         run_dir: a finished LoRA/QLoRA run.
         out: output directory (default ``RUN_DIR/merged``).
         dtype: bf16 | fp16 | fp32 (default: the run's model.dtype; ``auto`` = bf16 on GPU, fp32 on CPU).
+        allow_failed: merge the adapter of a run that failed or did not finish (refused otherwise).
 
     Returns:
         The output directory.
@@ -54,6 +56,7 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
         if full_model.is_dir():
             raise _usage(f"{run_dir} is a full fine-tune: {full_model} is already a standalone model")
         raise _usage(f"{run_dir} has no adapter/ (did the run finish?)")
+    rundir.check_complete(run_dir, adapter, allow_failed)
     if dtype is not None and dtype not in DTYPES:
         raise _usage(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype}); 4-bit merges are not supported")
     _check_base_not_quantized(cfg)
@@ -195,6 +198,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), help="weights of the merged model (default: the run's model.dtype)")
     p.add_argument("--push-to-hub", metavar="REPO", help="upload the merged model (token from HF_TOKEN / hf auth login)")
     p.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="merge the adapter of a run that failed or did not finish (refused otherwise)")
 
 
 def main(argv: list[str]) -> int:
@@ -205,7 +210,7 @@ def main(argv: list[str]) -> int:
     from ftsweep.sweeper.study import run_or_best_trial
 
     _check_push(args)
-    out = merge_run(run_or_best_trial(args.run_dir), args.out, args.dtype)
+    out = merge_run(run_or_best_trial(args.run_dir), args.out, args.dtype, allow_failed=args.allow_failed)
     _maybe_push(out, args)
     return 0
 
@@ -220,7 +225,7 @@ def export_main(argv: list[str]) -> int:
     best = best_trial_dir(args.sweep_dir)
     _check_push(args)
     print(f"ftsweep: best trial: {best}")
-    out = merge_run(best, args.out or args.sweep_dir / "best_merged", args.dtype)
+    out = merge_run(best, args.out or args.sweep_dir / "best_merged", args.dtype, allow_failed=args.allow_failed)
     _maybe_push(out, args)
     return 0
 

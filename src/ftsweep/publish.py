@@ -97,11 +97,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("folder", type=Path, help="RUN_DIR/adapter, RUN_DIR/merged, or a run directory (its adapter/)")
     p.add_argument("repo", help="USER/NAME on the Hub")
     p.add_argument("--public", action="store_true", help="create the repo public (default private)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="push the adapter of a run that failed or did not finish (refused otherwise)")
     args = p.parse_args(argv)
-    from ftsweep.rundir import RunDir
+    from ftsweep.rundir import ADAPTER, FULL_MODEL, RunDir, check_complete
 
     adapter = RunDir(args.folder).adapter
     folder = adapter if adapter.is_dir() else args.folder
+    # a run folder, or its adapter/ (model/): the run must have completed (a merged folder was checked by merge)
+    run = args.folder if adapter.is_dir() else args.folder.parent if args.folder.name in (ADAPTER, FULL_MODEL) else None
+    if run is not None and RunDir(run).config.is_file():
+        check_complete(run, folder, args.allow_failed)
     push_folder(folder, args.repo, private=not args.public)
     return 0
 

@@ -145,6 +145,43 @@ def read_failure(run_dir: Path) -> dict[str, Any] | None:
     return read_json(Path(run_dir) / FAILURE)
 
 
+ALLOW_FAILED = "--allow-failed"  # merge / generate / publish: use the saved model of a run that did not complete
+
+
+def not_complete(run_dir: str | Path) -> str | None:
+    """Why ``run_dir``'s saved model (``adapter/`` or ``model/``) is not a completed run's, in a few words naming
+    the file that says so; None when the run completed. A run that failed (``failure.json``: e.g. a run with
+    ``overwrite=true`` that failed in the folder of an earlier one, whose adapter is still there), stopped before
+    its ``metrics.json`` (killed, or still running) or was pruned may hold another run's model or half of one."""
+    run_dir = Path(run_dir)
+    failure = read_failure(run_dir)
+    if failure is not None or (run_dir / FAILURE).exists():
+        reason = (failure or {}).get("reason") or "no reason recorded"
+        return f"the run failed ({reason}; {FAILURE})"
+    metrics = read_metrics(run_dir)
+    if metrics is None:
+        return f"the run did not finish (no {METRICS}: stopped, or still running)"
+    status = metrics.get("status")
+    if status != "complete":
+        return f"the run ended {status} ({METRICS})"
+    return None
+
+
+def check_complete(run_dir: str | Path, model: Path, allow: bool) -> None:
+    """Refuse (one line, exit 2) to use ``model``, the saved model of ``run_dir``, when the run did not complete
+    (:func:`not_complete`); with ``allow`` (``--allow-failed``) say so in one line and go on."""
+    problem = not_complete(run_dir)
+    if problem is None:
+        return
+    if not allow:
+        raise UsageError(f"{run_dir}: {problem}: its {model.name}/ may be an earlier run's or unfinished; "
+                         f"give a completed run, or pass {ALLOW_FAILED} to use it anyway")
+    import sys
+
+    print(f"ftsweep: warning: {run_dir}: {problem}: using its {model.name}/ anyway ({ALLOW_FAILED})",
+          file=sys.stderr, flush=True)
+
+
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     write_json(Path(run_dir) / MANIFEST, manifest)
 
