@@ -86,3 +86,24 @@ def test_sweep_folder_check_reads_journal_and_summary(tmp_path):
     with pytest.raises(SweepInputError, match="holds study 'pg_study'"):
         check_sweep_dir(s, "other")
     check_sweep_dir(tmp_path / "new", "y")  # a new folder is fine
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_overwrite_true_removes_the_old_runs_trained_model_too(tmp_path, resume):
+    """overwrite=true removed the old metrics.json but kept its adapter/ (model/, adapter_init/, loss plots): a new
+    run that then failed left a folder marked failed holding the earlier run's adapter beside the new config, which
+    merge / generate took for the run's result."""
+    from ftsweep.config.compose import compose as compose_hydra
+
+    run_dir = tmp_path / "done"
+    _finished_run(run_dir)
+    for name in ("adapter/adapter_model.safetensors", "model/model.safetensors", "adapter_init/adapter_config.json",
+                 "training_loss.png", "checkpoints/checkpoint-5/trainer_state.json"):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("old")
+    extra = ["trainer.resume_from_checkpoint=true"] if resume else []
+    cfg = compose_hydra(["model=tiny", "logger=none", f"hydra.run.dir={run_dir}", "overwrite=true", *extra], hydra=True)
+    check_run_dir(cfg)
+    left = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    kept = ["checkpoints/checkpoint-5/trainer_state.json"] if resume else []  # a resume goes on from them
+    assert left == [".hydra/config.yaml", *kept]

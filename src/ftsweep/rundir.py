@@ -216,12 +216,18 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def clear_finished(run_dir: Path, checkpoints: bool = False) -> None:
-    """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays; with
-    ``checkpoints`` its checkpoints too (a new run, not a resume: a later resume must not find the old ones)."""
+    """Remove a finished run's result files (``overwrite=true``): only the new run's outcome stays, its trained
+    model too (``adapter/``, ``model/``: else a new run that fails leaves the old adapter beside its own config,
+    taken for its result); with ``checkpoints`` its checkpoints too (a new run, not a resume: a later resume must
+    not find the old ones)."""
     import shutil
 
-    for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY, PREDICTIONS):
-        (Path(run_dir) / name).unlink(missing_ok=True)
+    run = RunDir(Path(run_dir))
+    for path in (*(run.path / name for name in (*FINISHED_MARKERS, MANIFEST, LOG_HISTORY, PREDICTIONS)),
+                 run.loss_plot("loss"), run.loss_plot("eval_loss")):
+        path.unlink(missing_ok=True)
+    for folder in (run.adapter, run.full_model, run.initial_adapter):
+        shutil.rmtree(folder, ignore_errors=True)
     if checkpoints:
         shutil.rmtree(RunDir(Path(run_dir)).checkpoints, ignore_errors=True)
 
