@@ -249,3 +249,40 @@ def test_a_lost_trials_checkpoint_is_used_only_when_the_rerun_can_go_on_from_it(
     resume_lost_trial(changed, str(point))
     assert changed.trainer.resume_from_checkpoint is None
     assert "not resuming the lost trial (trainer.resume_from_checkpoint: " in capfd.readouterr().err
+
+
+def _checkpoint_files(point: Path) -> None:
+    """A checkpoint's files in their real formats (safetensors, torch zip, JSON), small."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    point.mkdir(parents=True)
+    save_file({"a": torch.ones(64, 8)}, str(point / "adapter_model.safetensors"))
+    torch.save({"state": {0: torch.zeros(256)}}, point / "optimizer.pt")
+    (point / "adapter_config.json").write_text(json.dumps({"r": 16, "init_lora_weights": True}))
+    (point / "trainer_state.json").write_text(json.dumps({"global_step": int(point.name.split("-")[1])}))
+
+
+@pytest.mark.parametrize("damage", ["optimizer.pt", "adapter_model.safetensors", "trainer_state.json"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_one_before_it(compose, tmp_path, damage):
+    """A checkpoint cut short (a copy or a full disk while it was saved) failed after the model loaded, with a
+    torch / safetensors traceback that named neither the file nor the checkpoint to go on from."""
+    folder = tmp_path / "r" / "checkpoints"
+    for step in (4, 8):
+        _checkpoint_files(folder / f"checkpoint-{step}")
+    cfg = compose(*RUN, "trainer.max_steps=20", f"trainer.resume_from_checkpoint={tmp_path / 'r'}")
+    assert rundir.checked_resume_point(cfg, None) == folder / "checkpoint-8"  # intact: the latest
+    path = folder / "checkpoint-8" / damage
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    with pytest.raises(UsageError) as err:
+        rundir.checked_resume_point(cfg, None)
+    assert str(err.value).startswith(f"trainer.resume_from_checkpoint: {folder / 'checkpoint-8'} is damaged: {path} (")
+    assert str(err.value).endswith(f"; resume from the checkpoint before it: trainer.resume_from_checkpoint="
+                                   f"{folder / 'checkpoint-4'}")
+    assert "\n" not in str(err.value)
+    (folder / "checkpoint-4" / "optimizer.pt").write_bytes(b"")  # none intact before it: no suggestion
+    with pytest.raises(UsageError, match=r"is damaged: .*\)$"):
+        rundir.checked_resume_point(cfg, None)

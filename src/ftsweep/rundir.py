@@ -283,9 +283,52 @@ def resume_point(given: str | Path, run_dir: str | Path | None = None) -> Path:
     return steps[max(steps)]
 
 
+def damaged_file(point: Path) -> str | None:
+    """``<file> (why)`` for the first file of checkpoint ``point`` that is cut short or unreadable (a copy or a
+    disk that filled up while it was saved; transformers writes trainer_state.json last, so a kill while saving
+    leaves none): safetensors whose size is not what their header says, torch files (``*.pt``, ``*.pth``,
+    ``*.bin``: zip archives) without their end record, JSON that does not parse, empty files. Reads headers and
+    ends of files only; None when nothing is damaged."""
+    import struct
+    import zipfile
+
+    for path in sorted(Path(point).iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            size = path.stat().st_size
+            if size == 0:
+                return f"{path} (empty)"
+            if path.suffix == ".safetensors":
+                with path.open("rb") as f:
+                    head = f.read(8)
+                    n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+                    header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
+                ends = [v["data_offsets"][1] for k, v in (header or {}).items() if k != "__metadata__"]
+                if header is None or 8 + n + max(ends, default=0) != size:
+                    return f"{path} (cut short: {size} bytes, its header says {8 + n + max(ends, default=0)})"
+            elif path.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(path):
+                return f"{path} (not a complete torch file: cut short)"
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as err:
+            return f"{path} ({type(err).__name__}: {err})"
+    return None
+
+
 def resume_problem(cfg: Any, point: Path) -> str | None:
-    """One line when the run ``cfg`` cannot continue from checkpoint ``point``: nothing left to train, or another
-    kind of model (a LoRA adapter vs a full model, another LoRA rank); None when it can."""
+    """One line when the run ``cfg`` cannot continue from checkpoint ``point``: a damaged file in it, nothing left
+    to train, or another kind of model (a LoRA adapter vs a full model, another LoRA rank); None when it can."""
+    damaged = damaged_file(point)
+    if damaged:
+        def number(p: Path) -> int:  # (by name, as resume_point orders them: a damaged trainer_state.json says 0)
+            tail = p.name.split("-", 1)[-1]
+            return int(tail) if p.name.startswith("checkpoint-") and tail.isdigit() else -1
+
+        earlier = sorted((p for p in Path(point).parent.glob("checkpoint-*") if 0 <= number(p) < number(Path(point))
+                          and (p / TRAINER_STATE).is_file() and damaged_file(p) is None), key=number)
+        return (f"{RESUME_KEY}: {point} is damaged: {damaged}"
+                + (f"; resume from the checkpoint before it: {RESUME_KEY}={earlier[-1]}" if earlier else ""))
     step = checkpoint_step(point)
     max_steps = int(cfg.trainer.max_steps)
     if max_steps > 0 and step >= max_steps:
