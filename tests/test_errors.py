@@ -82,3 +82,30 @@ def test_library_code_never_exits_or_prints_errors_itself():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("ftsweep: error"):
                 bad.append(f"{name}:{node.lineno} prints 'ftsweep: error'")
     assert not bad, bad
+
+
+def test_a_run_on_a_disk_that_filled_up_still_ends_in_its_one_line(tmp_path, monkeypatch):
+    """The disk fills up mid-run (a checkpoint save): writing failure.json failed too, inside the handler, so the
+    run ended in a second traceback from write_json with no 'run failed' line, and left failure.json.tmp behind."""
+    import errno
+    from pathlib import Path
+
+    from ftsweep import train
+
+    def full(self, *args, **kwargs):
+        self.touch()  # (the file is created, its content does not fit)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def run(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train, "run", run)
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(errors.RunFailed) as err:
+        train.execute(None, tmp_path)
+    assert str(err.value) == (f"OSError: [Errno 28] No space left on device (see {tmp_path}; failure.json not "
+                              "written: No space left on device)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no failure.json.tmp left behind
+    out = io.StringIO()
+    assert errors.report(err.value, out) == 1
+    assert out.getvalue().strip().splitlines()[-1].startswith("ftsweep: run failed: OSError: [Errno 28] No space")

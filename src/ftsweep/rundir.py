@@ -115,8 +115,12 @@ def write_json(path: Path, obj: Any) -> None:
     """Write atomically (temp file + rename): a killed run never leaves half a file."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
+        tmp.replace(path)
+    except OSError:  # a full disk, a folder gone read-only: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -139,6 +143,16 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
 def write_failure(run_dir: Path, reason: str, error_type: str, phase: str | None = None) -> None:
     """Record why a run failed (the sweeper reads it: the reason's prefix classifies oom / nan / timeout)."""
     write_json(Path(run_dir) / FAILURE, {"status": "failed", "reason": reason, "error_type": error_type, "phase": phase})
+
+
+def record_failure(run_dir: Path, reason: str, error_type: str, phase: str | None = None) -> str:
+    """:func:`write_failure` when it can be written; else (the disk that filled up and failed the run) a note for
+    the run's error line, ``"; failure.json not written: <why>"``, so the run still ends in its one line."""
+    try:
+        write_failure(run_dir, reason, error_type, phase)
+    except OSError as err:
+        return f"; {FAILURE} not written: {err.strerror or err}"
+    return ""
 
 
 def read_failure(run_dir: Path) -> dict[str, Any] | None:

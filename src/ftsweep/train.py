@@ -40,14 +40,15 @@ def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None 
         metrics = run(cfg, run_dir, callbacks, info, parts)
     except UsageError as err:
         if exit_code(err) == 2:  # bad input: one line, exit 2 (the reason is kept for a sweep)
-            rundir.write_failure(run_dir, str(err), type(err).__name__)
+            rundir.record_failure(run_dir, str(err), type(err).__name__)
             raise
-        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, "run")  # MemoryInfeasible
-        raise RunFailed(f"{failure_reason(err)} (see {run_dir})") from err
+        note = rundir.record_failure(run_dir, failure_reason(err), type(err).__name__, "run")  # MemoryInfeasible
+        raise RunFailed(f"{failure_reason(err)} (see {run_dir}{note})") from err
     except Exception as err:
         # phase "load": the weights did not fit (a smaller batch cannot help; the sweeper does not retry it)
-        rundir.write_failure(run_dir, failure_reason(err), type(err).__name__, getattr(err, "ftsweep_phase", "run"))
-        raise RunFailed(f"{failure_reason(err)} (see {run_dir})") from err
+        note = rundir.record_failure(run_dir, failure_reason(err), type(err).__name__,
+                                     getattr(err, "ftsweep_phase", "run"))
+        raise RunFailed(f"{failure_reason(err)} (see {run_dir}{note})") from err
     print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
     return metrics
 
