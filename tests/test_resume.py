@@ -181,16 +181,16 @@ def test_a_resume_in_the_run_folder_compares_with_the_config_the_checkpoint_reco
     # before the run starts; the checkpoint's own record still says what it was trained with
     from omegaconf import OmegaConf
 
-    run(compose(*RUN, "trainer.max_steps=3", "optimizer.lr=1e-3"), tmp_path / "r")
+    run(compose(*RUN, "trainer.max_steps=3", "data.max_rows=60"), tmp_path / "r")
     point = tmp_path / "r" / "checkpoints" / "checkpoint-3"
-    assert OmegaConf.load(point / "run_config.yaml").optimizer.lr == 1e-3
-    again = compose(*RUN, "optimizer.lr=5e-4", "trainer.resume_from_checkpoint=true")
+    assert OmegaConf.load(point / "run_config.yaml").data.max_rows == 60
+    again = compose(*RUN, "data.max_rows=50", "trainer.resume_from_checkpoint=true")
     (tmp_path / "r" / ".hydra").mkdir()
     OmegaConf.save(again, tmp_path / "r" / ".hydra" / "config.yaml")
     run(again, tmp_path / "r")
-    assert ("resuming with other settings than the run that saved it: optimizer.lr=0.0005 (was 0.001)"
+    assert ("resuming with other settings than the run that saved it: data.max_rows=50 (was 60)"
             in capfd.readouterr().err)
-    assert OmegaConf.load(tmp_path / "r" / "checkpoints" / "checkpoint-6" / "run_config.yaml").optimizer.lr == 5e-4
+    assert OmegaConf.load(tmp_path / "r" / "checkpoints" / "checkpoint-6" / "run_config.yaml").data.max_rows == 50
 
 
 def test_cli_a_terminated_run_says_how_to_continue_from_its_checkpoint(cache_dir, tmp_path):
@@ -286,3 +286,28 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_one_before_it(
     (folder / "checkpoint-4" / "optimizer.pt").write_bytes(b"")  # none intact before it: no suggestion
     with pytest.raises(UsageError, match=r"is damaged: .*\)$"):
         rundir.checked_resume_point(cfg, None)
+
+
+@pytest.mark.parametrize("change", ["optimizer.lr=5e-4", "optimizer.weight_decay=0.1", "optimizer.betas=[0.8,0.99]",
+                                    "optimizer.eps=1e-6"])
+def test_an_optimizer_setting_the_checkpoint_would_override_is_refused(compose, tmp_path, change):
+    """transformers restores optimizer.pt (its parameter groups: lr, betas, eps, weight decay) and scheduler.pt (the
+    base lr) on resume: a resume with optimizer.lr=1e-3 where the checkpoint had 2e-4 trained on at 2e-4, the same
+    losses bit for bit, while the console said 'resuming with other settings: optimizer.lr=0.001 (was 0.0002)'."""
+    from omegaconf import OmegaConf
+
+    point = tmp_path / "r" / "checkpoints" / "checkpoint-3"
+    point.mkdir(parents=True)
+    (point / "trainer_state.json").write_text('{"global_step": 3}')
+    (point / "adapter_config.json").write_text('{"r": 16, "init_lora_weights": true}')
+    (point / "run_config.yaml").write_text(OmegaConf.to_yaml(compose(*RUN)))
+    assert rundir.checked_resume_point(compose(*RUN, f"trainer.resume_from_checkpoint={point}"), None) == point
+    key, value = change.split("=")
+    cfg = compose(*RUN, change, f"trainer.resume_from_checkpoint={point}")
+    with pytest.raises(UsageError) as err:
+        rundir.checked_resume_point(cfg, None)
+    was = OmegaConf.to_container(compose(*RUN).optimizer)[key.split(".")[1]]
+    now = OmegaConf.to_container(cfg.optimizer)[key.split(".")[1]]
+    assert str(err.value) == (f"trainer.resume_from_checkpoint: {point} was saved with {key}={was}, which its optimizer "
+                              f"and scheduler state (restored on resume) keep: {key}={now} would not apply; resume "
+                              f"with {key}={was}, or start a new run")

@@ -330,9 +330,15 @@ def damaged_file(point: Path) -> str | None:
     return None
 
 
+# What a checkpoint's optimizer.pt holds in its parameter groups (and scheduler.pt's base_lrs: the lr): a resume
+# goes on with the saved values whatever the config says, so another value is refused rather than ignored
+OPTIMIZER_STATE_KEYS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.betas", "optimizer.eps")
+
+
 def resume_problem(cfg: Any, point: Path) -> str | None:
     """One line when the run ``cfg`` cannot continue from checkpoint ``point``: a damaged file in it, nothing left
-    to train, or another kind of model (a LoRA adapter vs a full model, another LoRA rank); None when it can."""
+    to train, another kind of model (a LoRA adapter vs a full model, another LoRA rank), or an optimizer setting the
+    checkpoint's optimizer state would override (:data:`OPTIMIZER_STATE_KEYS`); None when it can."""
     damaged = damaged_file(point)
     if damaged:
         def number(p: Path) -> int:  # (by name, as resume_point orders them: a damaged trainer_state.json says 0)
@@ -367,6 +373,16 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
             return (f"{RESUME_KEY}: {point} was trained from lora.init={name}, but this run has "
                     f"lora.init={cfg.lora.init}: resume with the settings of the run that saved it")
     saved = _saved_config(point)
+    if saved is not None:
+        from omegaconf import OmegaConf
+
+        for key in OPTIMIZER_STATE_KEYS:  # torch's load_state_dict takes them from the checkpoint, lr its scheduler too
+            was, now = (OmegaConf.select(c, key) for c in (saved, cfg))
+            was, now = (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (was, now))
+            if was is not None and now is not None and was != now:
+                return (f"{RESUME_KEY}: {point} was saved with {key}={was}, which its optimizer and scheduler state "
+                        f"(restored on resume) keep: {key}={now} would not apply; resume with {key}={was}, or start "
+                        "a new run")
     if saved is not None and adapter is not None:
         from omegaconf import OmegaConf
 
