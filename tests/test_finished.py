@@ -31,3 +31,15 @@ def test_a_finished_study_says_so_in_one_line_and_touches_nothing(tmp_path):
     print(f"finished-study re-run took {took:.1f} s")
 
     # raising n_trials continues the study: tests/test_no_overwrite.py (same study resumes with n_trials=3)
+
+
+def test_a_finished_study_without_its_report_says_how_to_write_it(tmp_path):
+    """A sweep killed after its last trial, before its report: the re-run said the study was done and named no
+    report, nor how to get one."""
+    sd = tmp_path / "s"
+    args = sweep_args(sd, n_trials=2)  # (report=false: as if killed before writing it)
+    assert run(args, tmp_path).returncode == 0
+    assert not (sd / "report.md").exists()
+    again = run(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.splitlines()[-1].endswith(f"; no report yet: ftsweep report {sd}")

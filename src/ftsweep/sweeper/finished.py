@@ -43,7 +43,8 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
     best = best_trial(study) if len(study.directions) == 1 else None
     best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
     report = SweepDir(sweep_dir).report
-    where = f"; report: {report}" if report.is_file() else ""
+    # no report: the sweep was killed after its last trial, before writing it (or ran with report=false)
+    where = f"; report: {report}" if report.is_file() else f"; no report yet: ftsweep report {sweep_dir}"
     raise StudyFinished(
         f"sweep {study_name}: {c.finished} of n_trials={n_trials} trials done{best_text}; nothing to run. To continue "
         f"the study, raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}){where}")
