@@ -255,3 +255,31 @@ def test_outcome_values_follow_the_listed_metrics_not_the_objective(tmp_path):
     assert read_outcome(tmp_path, Exit(0), ["exact_match", "eval_loss"]).values == [0.75, 1.5]
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "objective": 2.0}))
     assert read_outcome(tmp_path, Exit(0), ["eval_loss"]).values == [2.0]
+
+
+def test_sigterm_stops_the_sweep_as_ctrl_c_does_and_says_how_to_resume(tmp_path):
+    """SIGTERM (a cluster's time limit, ``kill``) ended the sweep process at once without a word: no line, its
+    running trials left RUNNING for a later stale check. Now it stops as Ctrl-C does: trials recorded as interrupted
+    (and queued to re-run), one line naming the signal and the command that resumes, exit 130."""
+    sd = tmp_path / "s"
+    args = sweep_args(sd, "hydra.sweeper.pruner.name=none", n_trials=4, workers=2)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env(FAKE_STEP_S="0.5"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(sd.glob("trial_*/trial.log"))) < 2:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == ("ftsweep: error: terminated (SIGTERM); run the same command again to "
+                                            "resume the sweep (its interrupted trials run again)")
+    study = load(sd)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    stopped = [t for t in study.trials if t.state.name == "FAIL"]
+    assert stopped and all(t.user_attrs["reason"].startswith("interrupted") for t in stopped)
+    r = run(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    from ftsweep.sweeper.study import count
+
+    assert count(load(sd)).complete == 4

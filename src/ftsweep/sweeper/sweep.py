@@ -6,9 +6,10 @@ composed training config and the command line's task overrides.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -480,9 +481,13 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     try:
         with progress:
             try:
-                SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
+                with _terminate_as_interrupt():
+                    SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
             except SweepAborted as err:
                 aborted = err
+            except KeyboardInterrupt as exc:  # the runner recorded its running trials as interrupted, to re-run
+                raise KeyboardInterrupt(f"{str(exc) or 'interrupted'}; run the same command again to resume the "
+                                        "sweep (its interrupted trials run again)") from None
         report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
     finally:
         watch.stop_dashboard(dashboard)
@@ -490,6 +495,27 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     if aborted is not None:
         raise aborted
     return 0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cluster's time limit, ``kill``) stops the sweep as Ctrl-C does: its running trials are recorded as
+    interrupted and queued to re-run, and one line says how to resume, instead of the process dying without a word."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def print_best(study: Any, report_dir: Path | None) -> None:
