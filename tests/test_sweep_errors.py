@@ -68,3 +68,19 @@ def test_a_multirun_with_nothing_to_search_says_how_to_train_one_config(tmp_path
     assert line == ("ftsweep: error: nothing to search: no override lists values (e.g. optimizer.lr=1e-4,1e-3) and "
                     "hydra.sweeper.params is empty: use sweep=<name> (see sweep/), or drop -m to train this one config")
     assert not sd.exists() or not list(sd.glob("trial_*"))
+
+
+def test_a_dashboard_port_in_use_is_one_line_before_any_trial(tmp_path):
+    """``hydra.sweeper.dashboard=true dashboard_port=N`` with N taken: the dashboard beside the sweep could not
+    listen (its error only in dashboard.log) while the sweep printed N's URL as live, where another program (or
+    another study's dashboard) answers. Refused in one line before anything is written."""
+    import socket
+
+    sd = tmp_path / "s"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run([*sweep_args(sd), "hydra.sweeper.dashboard=true", f"hydra.sweeper.dashboard_port={port}"], tmp_path)
+    assert _error_line(r).startswith(f"ftsweep: error: hydra.sweeper.dashboard_port: cannot listen on 127.0.0.1:{port}")
+    assert "dashboard:" not in r.stdout and not sd.exists()

@@ -366,6 +366,15 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if not 0 <= conf.dashboard_port < 65536:
         raise SweepInputError(f"hydra.sweeper.dashboard_port: must be 1 to 65535, or 0 for a free port "
                               f"(got {conf.dashboard_port})")
+    if conf.dashboard and conf.dashboard_port:
+        # the dashboard beside the sweep fails on a taken port in its own log only, while the sweep would print
+        # that port's URL as live (another program, or another study's dashboard, answers there)
+        from ftsweep.sweeper.watch import port_taken
+
+        taken = port_taken("127.0.0.1", conf.dashboard_port)
+        if taken:
+            raise SweepInputError(f"hydra.sweeper.dashboard_port: cannot listen on 127.0.0.1:{conf.dashboard_port}: "
+                                  f"{taken} (another program uses it? choose another port, or 0 for a free one)")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)

@@ -219,6 +219,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (e.g. "Address already in use"), or None when it can. Bound as
+    the dashboard binds (SO_REUSEADDR: closed connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            return err.strerror or str(err)
+    return None
+
+
 def start_dashboard(sweep_dir: Path, storage_url: str, study_name: str, port: int = 0) -> tuple[Any, str]:
     """Start ``ftsweep dashboard`` for this sweep on 127.0.0.1; returns (process or None, the line to print)."""
     from ftsweep.sweeper.storage import password_of
