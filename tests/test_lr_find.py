@@ -143,6 +143,7 @@ def test_sweep_with_lr_find_runs_the_suggestion_as_trial_0(tmp_path, cache_dir):
     args = sweep_args(sweep_dir, *FAST, f"cache_dir={cache_dir}", "hydra.sweeper.lr_find=true", n_trials=2)
     proc = run(args, tmp_path, fake=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "{'loss'" not in proc.stderr and "lr_find: trial 0 at optimizer.lr=" in proc.stderr  # no per-step dump
     result = json.loads((sweep_dir / "lr_find" / "lr_find.json").read_text())
     assert result["min_lr"] == 1e-4 and result["max_lr"] == 1e-2 and result["steps"] == 12
     trials = load(sweep_dir).get_trials(deepcopy=False)
@@ -151,3 +152,40 @@ def test_sweep_with_lr_find_runs_the_suggestion_as_trial_0(tmp_path, cache_dir):
     dist = trials[1].distributions["optimizer.lr"]
     assert dist.log and dist.low >= 1e-4 and dist.high <= 1e-2
     assert dist.low == pytest.approx(max(1e-4, result["suggestion"] / 10), rel=1e-3)
+
+
+def test_range_test_prints_a_few_progress_lines_not_every_logged_step(compose, tmp_path, capsys):
+    """The test logs every step (it records each loss): transformers' printer echoed each logged dict, 60 lines
+    for sweep=quickstart's range test (and as many on a sweep's console with lr_find=true)."""
+    find_lr(compose(*FAST), tmp_path / "a", min_lr=1e-5, max_lr=1e-1, steps=12, skip_begin=2)
+    out = capsys.readouterr().out
+    assert "{'loss'" not in out and "'train_runtime'" not in out
+    progress = [ln for ln in out.splitlines() if ln.startswith("lr-find: step ")]
+    assert 1 <= len(progress) <= 12 and progress[-1].startswith("lr-find: step 12/12: lr 0.1, loss ")
+
+
+def test_sweep_seed_says_what_it_runs_and_what_it_found_in_a_few_lines(tmp_path, capsys):
+    """A sweep with lr_find=true showed the range test's whole console output (every logged step) and nothing
+    when it reused the saved result; now a line before the test, its result, and the narrowed range."""
+    doc = {"suggestion": 3e-3, "lrs": [1e-5, 1e-3, 1e-1], "stopped": None, "rule": "steepest descent (...)"}
+
+    def fake(fixed, low, high, out):
+        print("{'loss': '6.6', 'learning_rate': '1e-05'}")  # what the child printed (it is not shown)
+        out.mkdir(parents=True)
+        (out / "lr_find.json").write_text(json.dumps(doc))
+        return doc
+
+    params = {"optimizer.lr": "tag(log, interval(1e-5, 1e-1))"}
+    seed_from_lr_find([], params, tmp_path, 10.0, run=fake, label="[sweep s]")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"[sweep s] lr_find: running the learning-rate range test over optimizer.lr 1e-05..0.1 first "
+                   f"(into {tmp_path / 'lr_find'})",
+                   f"[sweep s] lr_find: 3 steps from 1e-05 to 0.1: suggested lr 0.003 [steepest descent (...)]; "
+                   f"curve: {tmp_path / 'lr_find' / 'lr_find.png'}",
+                   "[sweep s] lr_find: trial 0 at optimizer.lr=0.003; optimizer.lr searched over "
+                   "tag(log, interval(0.0003, 0.03))"]
+    seed_from_lr_find([], params, tmp_path, 10.0, run=fake, label="[sweep s]")  # resumed: the saved result
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"[sweep s] lr_find: reusing {tmp_path / 'lr_find' / 'lr_find.json'}: 3 steps from 1e-05 to "
+                      f"0.1: suggested lr 0.003 [steepest descent (...)]; curve: {tmp_path / 'lr_find' / 'lr_find.png'}")
+    assert len(err) == 2

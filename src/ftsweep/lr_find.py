@@ -171,6 +171,7 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     work = Path(tempfile.mkdtemp(prefix=".range_test_", dir=out))  # the test's own: no folder of the user's
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, work, Tracker(logger, work, {}), [recorder])
+        _quiet_step_logs(trainer)
         _exponential_schedule(trainer, min_lr, max_lr, steps)
         trainer.train()
     finally:
@@ -196,6 +197,17 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     (out / "lr_find.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out / "lr_find.png")
     return result
+
+
+def _quiet_step_logs(trainer: Any) -> None:
+    """The test logs every step (the recorder reads each loss): transformers' printer (and the progress bar's
+    log lines on a terminal) would echo every logged dict; the recorder prints a few progress lines instead."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):  # the bar stays; its copy of each logged dict goes
+            callback.on_log = lambda *args, **kwargs: None
 
 
 def lr_at(step: int, min_lr: float, max_lr: float, steps: int) -> float:
@@ -247,6 +259,9 @@ def _recorder(min_lr: float, max_lr: float, steps: int, beta: float, diverge: fl
             if smooth > diverge * min(self.smoothed):
                 self.stopped = f"smoothed loss {smooth:.4g} > {diverge:g} x its minimum at lr {self.lrs[-1]:.3g}"
                 control.should_training_stop = True
+            if state.global_step % max(1, steps // 10) == 0 or state.global_step == steps or self.stopped:
+                print(f"lr-find: step {state.global_step}/{steps}: lr {self.lrs[-1]:.3g}, loss {loss:.4g} "
+                      f"(smoothed {smooth:.4g})", flush=True)
             return control
 
     return Recorder()

@@ -49,26 +49,43 @@ def run_range_test(fixed: list[str], low: float, high: float, out: Path) -> dict
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or [f"exit code {proc.returncode}"]
         raise SweepInputError(f"hydra.sweeper.lr_find: the learning-rate range test failed: {lines[-1]}")
-    print(proc.stdout.strip(), file=sys.stderr)
-    return json.loads((out / "lr_find.json").read_text())
+    return json.loads((out / "lr_find.json").read_text())  # (its console output, every step, is not shown)
 
 
 def seed_from_lr_find(fixed: list[str], params: dict[str, str], sweep_dir: Path, factor: float,
                       run: Callable[[list[str], float, float, Path], dict[str, Any]] = run_range_test,
-                      ) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, Any]]:
-    """(params with the narrowed lr, [trial 0's params], the range test's result)."""
+                      label: str = "[sweep]") -> tuple[dict[str, str], list[dict[str, Any]], dict[str, Any]]:
+    """(params with the narrowed lr, [trial 0's params], the range test's result). Says on stderr, after
+    ``label``, that the test runs (or which saved result is reused), what it suggested, and the new lr range."""
     low, high, choices = lr_range(params)
     out = sweep_dir / "lr_find"
     saved = out / "lr_find.json"
-    result = json.loads(saved.read_text()) if saved.is_file() else run(fixed, low, high, out)
+    if saved.is_file():
+        result = json.loads(saved.read_text())
+        done = f"reusing {saved}"
+    else:
+        print(f"{label} lr_find: running the learning-rate range test over {LR_KEY} {low:.3g}..{high:.3g} first "
+              f"(into {out})", file=sys.stderr, flush=True)
+        result = run(fixed, low, high, out)
+        done = ""
     s = float(result["suggestion"])
+    lrs = result.get("lrs") or []
+    found = (f"{len(lrs)} steps from {lrs[0]:.3g} to {lrs[-1]:.3g}" + (f" (stopped: {result['stopped']})"
+             if result.get("stopped") else "") + ": " if lrs else "")
+    print(f"{label} lr_find: {done + ': ' if done else ''}{found}suggested lr {s:.3g}"
+          + (f" [{result['rule']}]" if result.get("rule") else "") + f"; curve: {out / 'lr_find.png'}",
+          file=sys.stderr, flush=True)
     params = dict(params)
     if choices is not None:
         nearest = min(choices, key=lambda c: abs(math.log(c) - math.log(s)))
+        print(f"{label} lr_find: trial 0 at {LR_KEY}={nearest:g} (the choice nearest the suggestion)",
+              file=sys.stderr, flush=True)
         return params, [{LR_KEY: nearest}], result
     lo, hi = max(low, s / factor), min(high, s * factor)
     if not lo < hi:  # the suggestion sits at the edge of the range: keep a bracket inside it
         lo, hi = low, high
     params[LR_KEY] = f"tag(log, interval({lo:.4g}, {hi:.4g}))"
     first = min(max(s, float(f"{lo:.4g}")), float(f"{hi:.4g}"))
+    print(f"{label} lr_find: trial 0 at {LR_KEY}={first:.6g}; {LR_KEY} searched over {params[LR_KEY]}",
+          file=sys.stderr, flush=True)
     return params, [{LR_KEY: first}], result

@@ -430,7 +430,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         if conf.lr_find:  # after every check above: the range test writes into the sweep folder
             from ftsweep.sweeper.lr_find import seed_from_lr_find
 
-            params, first, _ = seed_from_lr_find(fixed, params, sweep_dir, conf.lr_find_factor)
+            params, first, _ = seed_from_lr_find(fixed, params, sweep_dir, conf.lr_find_factor,
+                                                 label=f"[sweep {study_name}]")
             space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
             enqueue = [*first, *enqueue]
         with flock(lock):
