@@ -343,3 +343,24 @@ def test_a_sweep_whose_trials_all_failed_reports_without_optuna_warnings_or_a_mi
     assert "complete trials" not in out.err + out.out and "[W " not in out.err, out.err
     assert out.out.splitlines()[-1] == f"report: {tmp_path / 'report.md'}" and not (tmp_path / "best.yaml").exists()
     assert optuna.logging.get_verbosity() != optuna.logging.ERROR  # the level is back for the rest of the process
+
+
+def test_a_report_without_a_best_trial_removes_the_best_config_of_an_earlier_study(tmp_path, capfd):
+    """overwrite=true gives a sweep folder a new study; when none of its trials completed, its report kept the old
+    study's best.yaml: the end of the sweep printed "no trial completed" and then "best config: .../best.yaml",
+    and the dashboard stored that file as the new study's."""
+    from ftsweep.sweeper.sweep import print_best
+
+    old = optuna.create_study(study_name="old")
+    trial = old.ask({"optimizer.lr": FloatDistribution(1e-5, 1e-1, log=True)})
+    trial.set_user_attr("overrides", [f"optimizer.lr={trial.params['optimizer.lr']!r}"])
+    old.tell(trial, 3.0)
+    write_report(old, tmp_path)
+    assert (tmp_path / "best.yaml").is_file()
+    new = optuna.create_study(study_name="new")
+    new.tell(new.ask({"optimizer.lr": FloatDistribution(1e-5, 1e-1, log=True)}), state=optuna.trial.TrialState.FAIL)
+    capfd.readouterr()
+    write_report(new, tmp_path)
+    print_best(new, tmp_path)
+    assert not (tmp_path / "best.yaml").exists()
+    assert capfd.readouterr().out.splitlines()[-2:] == ["  no trial completed", f"report: {tmp_path / 'report.md'}"]

@@ -15,7 +15,8 @@ Written to the output directory:
     trials.md      the table alone
     plots/         optimization_history, param_importances, parallel_coordinate, intermediate_values
                    (.png via matplotlib, .html via plotly; a plot that needs more trials is skipped)
-    best.yaml      an experiment file that reproduces the best trial; its header says the command
+    best.yaml      an experiment file that reproduces the best trial; its header says the command (without a
+                   complete trial none, and an earlier study's in the folder is removed)
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     best = best_trial(study)
     if best is not None:
         folder.best.write_text(scrub(best_yaml(study, best, out_dir)))
+    else:  # an earlier study's (a folder given a new one with overwrite=true): not this study's best config
+        folder.best.unlink(missing_ok=True)
     text = report_markdown(summary, table, plots, best is not None, pareto_section(study)) + generation_section(study)
     folder.report.write_text(scrub(text))
     return out_dir
