@@ -364,3 +364,26 @@ def test_a_report_without_a_best_trial_removes_the_best_config_of_an_earlier_stu
     print_best(new, tmp_path)
     assert not (tmp_path / "best.yaml").exists()
     assert capfd.readouterr().out.splitlines()[-2:] == ["  no trial completed", f"report: {tmp_path / 'report.md'}"]
+
+
+@pytest.mark.parametrize("command", ["report", "dashboard"])
+def test_a_garbled_journal_is_one_line_without_a_url_hint_nor_the_sweeper_key(tmp_path, capsys, command):
+    """A sweep folder whose study.journal has a broken line: the error ended with the hint for a file path given
+    as a database URL ('a database URL names its driver (sqlite:///journal:...), a journal file
+    journal:journal:...'), and `ftsweep report` named hydra.sweeper.storage, which the user never set."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from ftsweep import cli
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = tmp_path / "sw" / "study.journal"
+    journal.parent.mkdir()
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))), study_name="j")
+    study.tell(study.ask({"x": FloatDistribution(0, 1)}), 1.0)
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join([*lines[:2], '{"op_code": 4, garbage\n', *lines[3:]]))
+    capsys.readouterr()
+    assert cli.main([command, str(journal.parent)]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith(f"ftsweep: error: cannot open journal:{journal}: ") and out.err.count("\n") == 1, out.err
+    assert "names its driver" not in out.err and "journal:journal:" not in out.err

@@ -95,7 +95,7 @@ def storage_error(url: str, err: BaseException) -> str:
     else:
         lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip() and "sqlalche.me" not in ln]
         text = " ".join(lines)[:300] or type(cause).__name__
-        if "://" not in url:  # a file path given for a URL
+        if "://" not in url and not url.startswith("journal:"):  # a file path given for a URL
             text += f"; a database URL names its driver (sqlite:///{url}), a journal file journal:{url}"
     return f"{FIELD}: cannot open {redact(url)}: {mask_password(text, url)}"
 

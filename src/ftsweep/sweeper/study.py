@@ -410,9 +410,8 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
         url = target
     try:
         storage = open_storage(url)
-    except SweepInputError as err:  # a URL given to this command, not the sweeper's setting: name it as given
-        given = str(err).removeprefix("hydra.sweeper.storage: ")
-        raise SweepInputError(given if "://" in target or target.startswith("journal:") else str(err)) from err
+    except SweepInputError as err:  # a folder or URL given to this command, not the sweeper's setting: as given
+        raise SweepInputError(str(err).removeprefix("hydra.sweeper.storage: ")) from err
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if study_name is None:
         if len(names) != 1:
