@@ -387,3 +387,15 @@ def test_a_garbled_journal_is_one_line_without_a_url_hint_nor_the_sweeper_key(tm
     out = capsys.readouterr()
     assert out.err.startswith(f"ftsweep: error: cannot open journal:{journal}: ") and out.err.count("\n") == 1, out.err
     assert "names its driver" not in out.err and "journal:journal:" not in out.err
+
+
+def test_a_storage_without_a_study_says_so_instead_of_asking_for_study(tmp_path, capsys):
+    """An empty study.db (a sweep stopped before its study was created): 'holds 0 studies (none); choose one with
+    --study' asked for a name there is none of."""
+    from ftsweep import cli
+
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "study.db").touch()
+    assert cli.main(["report", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ftsweep: error: sqlite:///{tmp_path / 'sw' / 'study.db'} holds no study yet (has the sweep started?)\n"

@@ -413,6 +413,8 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     except SweepInputError as err:  # a folder or URL given to this command, not the sweeper's setting: as given
         raise SweepInputError(str(err).removeprefix("hydra.sweeper.storage: ")) from err
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if not names:  # (--study would not help)
+        raise SweepInputError(f"{redact(url)} holds no study yet (has the sweep started?)")
     if study_name is None:
         if len(names) != 1:
             raise SweepInputError(f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
