@@ -399,3 +399,20 @@ def test_a_storage_without_a_study_says_so_instead_of_asking_for_study(tmp_path,
     assert cli.main(["report", str(tmp_path / "sw")]) == 2
     err = capsys.readouterr().err
     assert err == f"ftsweep: error: sqlite:///{tmp_path / 'sw' / 'study.db'} holds no study yet (has the sweep started?)\n"
+
+
+def test_multi_objective_values_are_named_and_rounded_at_the_end_and_in_the_report(tmp_path, capsys):
+    """The end of a multi-objective sweep printed 'values=[5.395381450653076, 0.06573555953800678]' (the
+    progress lines round to 6 digits; nothing said which metric is which) and report.md's summary line
+    '(minimize, maximize ['eval_loss', 'eval_mean_token_accuracy'])', a Python list."""
+    from ftsweep.sweeper.sweep import print_best
+
+    study = optuna.create_study(study_name="m", directions=["minimize", "maximize"])
+    study.set_user_attr("ftsweep:metrics", ["eval_loss", "eval_mean_token_accuracy"])
+    study.tell(study.ask({"optimizer.lr": FloatDistribution(1e-5, 1e-1, log=True)}), [5.395381450653076, 0.06573555953800678])
+    print_best(study, None)
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith("  pareto trial 0: eval_loss=5.39538 eval_mean_token_accuracy=0.0657356 params={")
+    write_report(study, tmp_path)
+    assert "1 trials: 1 complete, 0 pruned, 0 failed, 0 running (minimize eval_loss, maximize eval_mean_token_accuracy)." \
+        in (tmp_path / "report.md").read_text()

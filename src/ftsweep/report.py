@@ -384,7 +384,7 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
                  f"{summary['n_failed']} failed, {summary['n_running']} running "
                  + (f"(of which {summary['n_lost']} lost: their sweep process is gone; run the sweep's command "
                     "again to resume it) " if summary.get("n_lost") else "")
-                 + f"({', '.join(summary['directions'])} {summary.get('metrics') or ''}).")
+                 + f"({_objectives(summary)}).")
     if pareto:
         lines += ["", pareto]
     elif summary["best_value"] is not None:
@@ -413,6 +413,14 @@ def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], 
         else:
             lines.append(f"- {name}: {state}")
     return "\n".join(lines) + "\n"
+
+
+def _objectives(summary: dict[str, Any]) -> str:
+    """'minimize eval_loss' ('maximize exact_match, minimize eval_loss'); the directions alone without metrics."""
+    directions, metrics = summary["directions"], summary.get("metrics") or []
+    if len(metrics) != len(directions):
+        return ", ".join(directions)
+    return ", ".join(f"{d} {m}" for d, m in zip(directions, metrics))
 
 
 # ------------------------------------------------------------------------------------ multi-objective

@@ -536,8 +536,12 @@ def print_best(study: Any, report_dir: Path | None) -> None:
     print(f"sweep {study.study_name}: {c.finished} trials ({c.complete} complete, {c.pruned} pruned, "
           f"{c.failed} failed)")
     if len(study.directions) > 1:
+        names = [str(m) for m in study.user_attrs.get(attrs.METRICS) or []]
+        if len(names) != len(study.directions):
+            names = [f"value{i}" for i in range(len(study.directions))]
         for t in pareto_front(study):
-            print(f"  pareto trial {t.number}: values={t.values} params={t.params} dir={t.user_attrs.get(attrs.TRIAL_DIR)}")
+            values = " ".join(f"{n}={v:.6g}" for n, v in zip(names, t.values))
+            print(f"  pareto trial {t.number}: {values} params={t.params} dir={t.user_attrs.get(attrs.TRIAL_DIR)}")
     else:
         best = best_trial(study)
         if best is None:
