@@ -33,3 +33,22 @@ def test_cfg_job_does_not_import_optuna_or_torch():
             "print('HEAVY', sorted(m for m in ('optuna', 'torch', 'peft', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in out.stdout, out.stdout[-500:] + out.stderr[-2000:]
+
+
+def test_rich_panel_ticks_between_events(monkeypatch):
+    """The live panel's "running for" column and elapsed seconds were drawn once per event: between two trial
+    events (a whole trial, hours on a GPU) the panel's auto-refresh redrew 'running for 0 s'."""
+    import time
+
+    from rich.console import Console
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    buf = io.StringIO()
+    with Progress("demo", 2, mode="rich", stream=buf) as p:
+        p.started_trial(0, {"optimizer.lr": 1e-3})
+        clock[0] += 75.0
+        console = Console(file=io.StringIO(), width=120)
+        console.print(p._live.get_renderable())  # what the next auto-refresh draws
+        text = console.file.getvalue()
+    assert "75 s" in text and "| 75 s" in text, text

@@ -45,14 +45,15 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=2,
-                              transient=False)
+            # get_renderable: each auto-refresh redraws from the clock ("running for", elapsed), not only events
+            self._live = Live(console=Console(file=self.stream), refresh_per_second=2, transient=False,
+                              get_renderable=self._render)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
             self._live.__exit__(*exc)
             self._live = None
 
@@ -108,7 +109,7 @@ class Progress:
 
     def refresh(self) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
 
     # ---------------------------------------------------------------- rendering
     def status_line(self) -> str:
