@@ -416,3 +416,16 @@ def test_multi_objective_values_are_named_and_rounded_at_the_end_and_in_the_repo
     write_report(study, tmp_path)
     assert "1 trials: 1 complete, 0 pruned, 0 failed, 0 running (minimize eval_loss, maximize eval_mean_token_accuracy)." \
         in (tmp_path / "report.md").read_text()
+
+
+def test_a_single_runs_folder_is_named_as_such(tmp_path, capsys):
+    """`ftsweep report <a single run's folder>` said 'no study.db or study.journal here; pass the storage URL and
+    --study', as if the run were a sweep stored elsewhere."""
+    from ftsweep import cli
+
+    run = tmp_path / "outputs" / "runs" / "2026-12-07" / "01-00-00"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"status": "complete", "objective": 2.5}))
+    assert cli.main(["report", str(run)]) == 2
+    assert capsys.readouterr().err == (f"ftsweep: error: {run}: a single run's folder, not a sweep (its result is its "
+                                       "metrics.json); give a sweep folder or a storage URL\n")

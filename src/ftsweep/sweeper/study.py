@@ -389,6 +389,7 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     to read a sweep (``ftsweep report``, ``ftsweep merge`` / ``export``). Raises :class:`SweepInputError`."""
     import optuna
 
+    from ftsweep.rundir import is_finished
     from ftsweep.sweepdir import SweepDir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -403,6 +404,9 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
         url = SweepDir(path).existing_storage_url()
         if url is None:
             parent = SweepDir(path.resolve().parent).existing_storage_url() is not None  # a trial's folder
+            if not parent and is_finished(path):
+                raise SweepInputError(f"{target}: a single run's folder, not a sweep (its result is its "
+                                      "metrics.json); give a sweep folder or a storage URL")
             raise SweepInputError(f"{target}: no study.db or study.journal here; "
                                   + (f"a trial of the sweep in {path.resolve().parent}: give that folder" if parent
                                      else "pass the storage URL and --study"))
