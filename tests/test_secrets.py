@@ -331,9 +331,9 @@ def test_wandb_runs_list_the_installed_packages_read_once_per_process(tmp_path):
     from importlib.metadata import version
 
     import wandb
+    from wandb_offline import wait_offline_run
 
     from ftsweep.tracking import installed_packages, wandb_init
-    from wandb_offline import wait_offline_run
 
     installed_packages.cache_clear()
     wandb_init(project="p", dir=str(tmp_path / "off"), mode="disabled").finish()  # nothing to list, no error
