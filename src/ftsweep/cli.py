@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from pathlib import Path
 
-from ftsweep.errors import Failure, RunFailed, UsageError, exit_code, one_line, report
+from ftsweep.errors import Failure, RunFailed, UsageError, exit_code, one_line, report, sigterm_as_interrupt
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -580,7 +580,7 @@ def _train_in(cfg: Any, run_dir: Path, single_run: bool) -> float | None:
     from ftsweep.train import execute
 
     try:
-        with _terminate_as_interrupt(single_run):
+        with sigterm_as_interrupt(single_run):  # a sweep trial keeps the default: its sweeper reads the exit code
             metrics = execute(cfg, run_dir)
     except KeyboardInterrupt as exc:  # Ctrl-C, or a cluster's time limit (SIGTERM): how to go on, when it can
         hint = rundir.resume_hint(run_dir)
@@ -603,28 +603,6 @@ def _train_in(cfg: Any, run_dir: Path, single_run: bool) -> float | None:
 
         generate_run(run_dir)
     return metrics.get("objective")
-
-
-@contextmanager
-def _terminate_as_interrupt(single_run: bool) -> Iterator[None]:
-    """In a single run, SIGTERM (what a cluster's time limit or ``kill`` sends) stops training as Ctrl-C does, so the
-    run says how to continue from its last checkpoint instead of dying silently. (A sweep trial keeps the default:
-    its sweeper reads the signal from the exit code.)"""
-    import signal
-    import threading
-
-    if not single_run or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def train_help(overrides: list[str], config_dirs: list[str]) -> int:

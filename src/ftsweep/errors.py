@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import IO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
 
 class UsageError(Exception):
@@ -133,3 +135,25 @@ def report(err: BaseException, stream: IO[str] | None = None) -> int:
     text = str(err) if isinstance(err, (UsageError, Failure)) else f"{type(err).__name__}: {err}"
     print(f"ftsweep: {prefix}: {one_line(text)}", file=stream)
     return code
+
+
+@contextmanager
+def sigterm_as_interrupt(enabled: bool = True) -> Iterator[None]:
+    """While inside (in the main thread), SIGTERM (``kill``, a cluster's time limit) raises KeyboardInterrupt
+    ("terminated (SIGTERM)"), so a run or a sweep stops as on Ctrl-C and its line says how to go on, instead of the
+    process dying without a word."""
+    import signal
+    import threading
+
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -6,10 +6,9 @@ composed training config and the command line's task overrides.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -472,7 +471,7 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     """Run the planned study, call the report hook (report, W&B summary), print the best trial."""
     import optuna
 
-    from ftsweep.errors import SweepAborted
+    from ftsweep.errors import SweepAborted, sigterm_as_interrupt
     from ftsweep.sweeper.progress import Progress
     from ftsweep.sweeper.runner import SweepRunner
     from ftsweep.sweeper.storage import redact
@@ -491,7 +490,7 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     try:
         with progress:
             try:
-                with _terminate_as_interrupt():
+                with sigterm_as_interrupt():  # its running trials are recorded as interrupted, to re-run
                     SweepRunner(plan.study, plan.space, plan.fixed, s, progress).run()
             except SweepAborted as err:
                 aborted = err
@@ -505,27 +504,6 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     if aborted is not None:
         raise aborted
     return 0
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cluster's time limit, ``kill``) stops the sweep as Ctrl-C does: its running trials are recorded as
-    interrupted and queued to re-run, and one line says how to resume, instead of the process dying without a word."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("terminated (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def print_best(study: Any, report_dir: Path | None) -> None:
