@@ -359,7 +359,7 @@ def test_merge_keeps_the_tokenizer_template_when_the_dataset_entry_is_gone(monke
     from types import SimpleNamespace
 
     from ftsweep.data import options
-    from ftsweep.data.templates import deploy_chat_template
+    from ftsweep.data.deploy import deploy_chat_template
     from ftsweep.errors import ConfigError
 
     def gone(_d):

@@ -69,7 +69,7 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from ftsweep.data.templates import deploy_chat_template
+    from ftsweep.data.deploy import deploy_chat_template
     from ftsweep.model import load_base_for_inference
     from ftsweep.stages.init_from import merge_init_adapter
 

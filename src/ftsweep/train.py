@@ -458,7 +458,7 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
     target = rundir.RunDir(run_dir).saved_model(lora=cfg.lora.enabled)
     # Trainer.save_model writes on rank 0 only (DDP), unwraps the model and saves the tokenizer
     # (processing_class) beside the adapter.
-    from ftsweep.data.templates import deploy_chat_template
+    from ftsweep.data.deploy import deploy_chat_template
     from ftsweep.model import as_loaded
 
     tok = trainer.processing_class  # the base tokenizer's own context length and padding side, the trained prompt
