@@ -171,6 +171,7 @@ def test_sweep_efficiency_quick_equal_budgets(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_proxy_spread_quick_a_good_lr_learns_the_task(tmp_path, cache_dir):
     doc = _run("proxy_spread.py", tmp_path / "x.json", cache_dir)
     runs = {r["lr"]: r for r in doc["runs"]}

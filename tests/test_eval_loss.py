@@ -10,10 +10,10 @@ from ftsweep.train import run
 
 
 def test_sft_eval_loss_is_the_same_whatever_the_eval_batch(compose, tmp_path):
-    """Every validation token's loss averaged: 16 rows of different answer lengths in batches of 1, 3 and 16
-    (transformers' own mean of per-batch means gave 6.87 at 1 vs 6.51 at 3 before the step)."""
+    """Every validation token's loss averaged: 16 rows of different answer lengths in batches of 1 and 16
+    (transformers' own mean of per-batch means, before the step: 6.87 at 1 vs 6.54 at 16)."""
     values = {}
-    batches = (1, 3, 16)
+    batches = (1, 16)
     for batch in batches:
         cfg = compose(*FAST, "data=proxy_tasks", "data.val_size=16", "data.cutoff_len=64", "trainer.max_steps=2",
                       "trainer.eval_steps=2", "scheduler=constant_with_warmup", "scheduler.warmup_steps=0",
