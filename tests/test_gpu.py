@@ -51,6 +51,7 @@ def test_bench_1b_estimate_within_30_percent_of_measured(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_bench_dry_run_on_cpu_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_qlora.py"), "--dry-run", "--with-bf16-lora", "--out", str(out)],
