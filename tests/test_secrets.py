@@ -212,17 +212,6 @@ def test_a_single_run_masks_an_environment_token_given_as_a_value(tmp_path, monk
 
 
 @pytest.mark.slow  # ~10 s
-def test_no_file_of_a_sweep_holds_an_environment_token_given_as_a_value(tmp_path):
-    """The study's attributes, trial.log, .hydra/, best.yaml, trials.md and the report: no HF_TOKEN value."""
-    token = "hf_PLANTEDtok77"
-    sd = tmp_path / "s"
-    r = run(sweep_args(sd, f"notes='see {token}'", "hydra.sweeper.report=true", n_trials=2), tmp_path, HF_TOKEN=token)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert (sd / "best.yaml").is_file() and (sd / "study.db").is_file()
-    assert _grep(tmp_path, token) == []
-    assert token not in r.stdout + r.stderr
-
-
 def test_hydras_basic_sweeper_writes_and_logs_no_secret(tmp_path, monkeypatch, capsys):
     """hydra/sweeper=basic saves multirun.yaml (the whole config) and logs each job's overrides: both masked."""
     seen: list = []
@@ -240,12 +229,16 @@ def test_hydras_basic_sweeper_writes_and_logs_no_secret(tmp_path, monkeypatch, c
 
 @pytest.mark.slow
 def test_no_file_of_a_sweep_holds_a_planted_url_password(tmp_path):
+    """Nor HF_TOKEN's value typed into a setting: the study's attributes, trial.log, .hydra/, best.yaml, trials.md
+    and the report."""
+    token = "hf_PLANTEDtok77"
     sd = tmp_path / "s"
-    r = run(sweep_args(sd, f"notes='{URL}'", "hydra.sweeper.report=true", n_trials=2), tmp_path)
+    r = run(sweep_args(sd, f"notes='{URL} see {token}'", "hydra.sweeper.report=true", n_trials=2), tmp_path,
+            HF_TOKEN=token)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (sd / "best.yaml").is_file() and (sd / "study.db").is_file()
-    assert _grep(tmp_path, PLANTED) == []
-    assert PLANTED not in r.stdout + r.stderr
+    assert _grep(tmp_path, PLANTED) == [] and _grep(tmp_path, token) == []
+    assert PLANTED not in r.stdout + r.stderr and token not in r.stdout + r.stderr
     assert "alice:***@" in (sd / "best.yaml").read_text()
 
 
