@@ -5,8 +5,8 @@ for SFT that is a mean of per-batch token means, so the same model on the same r
 another ``trainer.per_device_eval_batch_size`` (the quickstart's tiny model after 60 steps: 6.157 at 8, 6.122 at
 32). A sweep ranks trials by this value and halves a trial's eval batch when it runs out of memory
 (``ftsweep.sweeper.outcome.oom_retry``), so it must be the same whatever the batching: every validation token's
-loss averaged (the positions trl's loss counts). DPO's and KTO's losses are per pair / row, which the row-wise
-mean already weighs right.
+loss averaged (the positions trl's loss counts). DPO's loss is per pair, which the row-wise mean already weighs
+right (accelerate trims the last partial batch's repeated values); KTO's has a per-batch KL term and is left as is.
 
 A batch that gives no finite loss makes the whole value non-finite (transformers drops such batches from the
 mean with ``logging_nan_inf_filter``, which would let a diverged model score on the rows it still fits).
