@@ -7,10 +7,12 @@ Every benchmark talks to ftsweep only through ``python -m ftsweep ...`` and the 
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata as md
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,6 +100,22 @@ def run_proc(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: str | o
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-25:])
         raise RuntimeError(f"command failed ({res.returncode}): {' '.join(cmd)}\n{tail}")
     return res
+
+
+def scratch(prefix: str, keep: bool = False) -> Path:
+    """A new working folder for a benchmark's sweeps and runs, removed when the script exits (also after an
+    error or Ctrl-C); ``keep`` (the scripts' ``--keep``) leaves it and prints where it is. Results JSON and plots
+    are never written here."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def done() -> None:
+        if keep:
+            print(f"working folder kept: {d}", flush=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+    atexit.register(done)
+    return d
 
 
 def ftsweep_cmd(*args: str) -> list[str]:

@@ -24,9 +24,11 @@ for ftsweep also the pre-trial estimate. Writes ``bench/results/gpu_qlora.json``
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default="ftsweep,plain")
     p.add_argument("--with-bf16-lora", action="store_true", help="also run bf16 LoRA (no quantization) next to QLoRA")
     p.add_argument("--rows", type=int, default=999, help="Alpaca rows to use (the bundled file has 999)")
-    p.add_argument("--cache", type=Path, default=None, help="where checkpoints and runs go (default: a temp dir)")
+    p.add_argument("--cache", type=Path, default=None, help="where checkpoints and runs go (default: a temp dir, removed at exit)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     from ftsweep.device import pin_single_gpu
@@ -215,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.cutoffs, args.steps, args.rows = "tiny", "128", 2, 60
     elif not torch.cuda.is_available():
         p.error("no CUDA GPU: run with --dry-run on CPU")
-    args.cache = args.cache or Path(tempfile.mkdtemp(prefix="gpu-qlora-"))
+    if args.cache is None:
+        args.cache = Path(tempfile.mkdtemp(prefix="gpu-qlora-"))
+        atexit.register(shutil.rmtree, args.cache, True)
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoConfig

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from _common import (  # noqa: E402
     ensure_tiny_model,
     ftsweep_cmd,
     run_proc,
+    scratch,
     table,
     write_result,
 )
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", action="store_true", help="1B Llama shape (random weights) on one GPU, trials_per_gpu 1 vs 2")
     p.add_argument("--threads", type=int, default=None, help="set OMP_NUM_THREADS (default: the sweeper decides)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the working folder of sweeps and runs (removed at exit)")
     args = p.parse_args(argv)
     if args.quick:
         args.trials, args.steps = 2, 5
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("OMP_NUM_THREADS", None)  # bench_env's default of 1 would hide what the sweeper does
     else:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    workdir = Path(tempfile.mkdtemp(prefix="ftsweep-bench-par-"))
+    workdir = scratch("ftsweep-bench-par-", args.keep)
     extra: list[str] = []
     if args.gpu:
         from gpu_qlora import build_checkpoint

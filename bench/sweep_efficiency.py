@@ -63,6 +63,7 @@ from _common import (  # noqa: E402
     machine,
     median,
     run_proc,
+    scratch,
     table,
     versions,
 )
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                    help=f"default: all but {', '.join(EXTRA_METHODS)} (--quick: all)")
     p.add_argument("--workers", type=int, default=None, help="trials at once (warm workers; default 2, --quick 1)")
+    p.add_argument("--keep", action="store_true", help="keep the working folder of sweeps and runs (removed at exit)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out, run only missing ones")
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {OUT}; "
                    "results/sweep_efficiency_<objective>.json for another objective)")
@@ -362,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                                         else args.intermediate_eval_rows or None))
     out = args.out or (Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-")) / "e.json" if args.quick
                        else out_path(args.objective))
-    workdir = Path(tempfile.mkdtemp(prefix="ftsweep-bench-eff-"))
+    workdir = scratch("ftsweep-bench-eff-", args.keep)
     env = bench_env(default_cache())
     ensure_tiny_model(env)
     runs: list[dict[str, Any]] = []

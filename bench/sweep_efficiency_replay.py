@@ -42,6 +42,7 @@ from _common import (  # noqa: E402
     ftsweep_cmd,
     median,
     run_proc,
+    scratch,
     table,
     write_result,
 )
@@ -235,17 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interp", choices=("nearest", "linear"), default="nearest",
                    help="an lr between measured points: the nearest point's curve, or linear in log10(lr)")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/sweep_efficiency_replay.json)")
+    p.add_argument("--keep", action="store_true", help="keep the working folder of sweeps and runs (removed at exit)")
     args = p.parse_args(argv)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="ftsweep-bench-sweep-"))
+    tmp = scratch("ftsweep-bench-sweep-", args.keep)
     if args.quick:
         table_path = args.table or tmp / "table.json"
         doc = measure_table([1e-4, 1e-2, 1e-1], [4, 8], [2], 20, 10, table_path, tmp)
         seeds, grid_lrs = args.seeds[:1], [1e-4, 1e-2, 1e-1]
-        out = args.out or tmp / "sweep_efficiency.json"
-        plot = tmp / "sweep_efficiency.png"
+        out = args.out or Path(tempfile.mkdtemp(prefix="ftsweep-bench-replay-quick-")) / "sweep_efficiency.json"
+        plot = out.with_suffix(".png")
     else:
         table_path = args.table or TABLE
         if args.measure or not table_path.is_file():

@@ -8,8 +8,10 @@ rates, and print / write initial and final eval loss and token accuracy.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +28,8 @@ def main() -> None:
     from ftsweep.config.compose import compose
     from ftsweep.train import run
 
-    cache = tempfile.mkdtemp(prefix="ftsweep-bench-")
+    cache = tempfile.mkdtemp(prefix="ftsweep-bench-standin-")
+    atexit.register(shutil.rmtree, cache, True)  # models, data cache and runs: removed at exit
     rows = []
     for steps in args.steps:
         built = time.perf_counter()

@@ -279,3 +279,23 @@ def test_parallel_scaling_steady_rate_leaves_out_every_workers_first_trial():
     assert steady_rate([10.0, 20.0, 30.0, 40.0], 1) == pytest.approx(3 / 30 * 3600)
     assert steady_rate([10.0, 10.5, 20.0, 20.5], 2) == pytest.approx(2 / 10 * 3600)
     assert steady_rate([10.0, 10.5], 2) is None
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_scratch_folder_is_removed_at_exit_unless_kept(keep):
+    """A benchmark's working folder (sweeps, runs) goes when the script ends, also on an error; --keep keeps it."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from _common import scratch; "
+            "d = scratch('ftsweep-test-scratch-', sys.argv[2] == '1'); (d / 'run').mkdir(); print(d, flush=True); "
+            "raise SystemExit('boom')")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "bench"), "1" if keep else "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "boom" in proc.stderr
+    folder = Path(proc.stdout.splitlines()[0])
+    try:
+        assert (folder / "run").is_dir() is keep
+        assert (f"working folder kept: {folder}" in proc.stdout) is keep
+    finally:
+        if keep:
+            import shutil
+
+            shutil.rmtree(folder)
