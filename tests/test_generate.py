@@ -270,3 +270,92 @@ def test_questions_come_from_stdin_or_a_pipe_and_a_folder_is_one_line(tmp_path, 
         os.close(read)
     with pytest.raises(UsageError, match=r"is a folder; give a \.txt, \.json or \.jsonl file$"):
         read_questions(tmp_path)
+
+
+# Llama 2 / Mistral's chat template (bos written by the template, each answer closed by eos)
+MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+                    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "How are you?"}, {"role": "assistant", "content": "4"}]
+
+
+def _sentencepiece_stand_in():
+    """A Llama 2 / Mistral style tokenizer (Metaspace: "▁" before each word, as SentencePiece) with their chat
+    template, as tests/test_inspect.py builds it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "▁[INST]", "▁Hi", "▁[/INST]", "▁Hello", "▁How", "▁are", "▁you?", "▁4", "4"]
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = MISTRAL_TEMPLATE
+    return fast
+
+
+def _ids_before_last_answer(cfg_data, tok, messages):
+    """The training row's ids up to its last answer (the first trained token of the last trained run)."""
+    from ftsweep.data import encode_records
+    from ftsweep.data.encode import LengthCounts
+    from ftsweep.data.errors import BadRows
+    from ftsweep.data.sources import Record
+
+    enc = encode_records([Record({"messages": messages}, "t")], cfg_data, tok, BadRows("fail"), LengthCounts())
+    ids, labels = enc["input_ids"][0], enc["labels"][0]
+    last = max(i for i in range(1, len(labels)) if labels[i] != -100 and labels[i - 1] == -100)
+    return ids[:last]
+
+
+class _RecordingModel:
+    """Stands in for the loaded model: records the prompt ids ``generate`` gets and answers with one eos."""
+
+    def __init__(self, eos):
+        import torch
+
+        self.sent, self.eos, self.weight = [], eos, torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self.weight])
+
+    def generate(self, input_ids, **_):
+        import torch
+
+        self.sent.append(input_ids[0].tolist())
+        return torch.cat([input_ids, torch.tensor([[self.eos]])], 1)
+
+    def disable_adapter(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("stand_in", ["sentencepiece", "tiny"])
+def test_multi_turn_prompt_ids_are_the_training_rows_up_to_the_last_answer(tiny_run, stand_in, monkeypatch, tmp_path):
+    """Before: generate tokenized the prompt as one text; training tokenizes each segment (a turn's prompt, an
+    earlier answer) on its own. On a SentencePiece tokenizer the earlier answer is "▁Hello" in training; generate
+    sent "[/INST]Hello" as one word (here <unk>; SentencePiece splits it into other pieces than training's)."""
+    from transformers import AutoTokenizer
+
+    import ftsweep.generate as gen
+    from ftsweep import rundir
+    from ftsweep.generate import Question, prompt_ids
+    from ftsweep.model import resolve_model_path
+
+    cfg = rundir.load_config(tiny_run)
+    cfg.data.format = "chat"
+    tok = _sentencepiece_stand_in() if stand_in == "sentencepiece" else AutoTokenizer.from_pretrained(
+        resolve_model_path(cfg))  # the base's (adapter/ has the Alpaca prompt)
+    expected = _ids_before_last_answer(cfg.data, tok, CONVERSATION)
+    model = _RecordingModel(tok.eos_token_id)
+    monkeypatch.setattr(rundir, "load_config", lambda _: cfg)
+    monkeypatch.setattr(gen, "load_tokenizer", lambda _: tok)
+    monkeypatch.setattr(gen, "load_models", lambda *a, **k: (model, gen.ADAPTER))
+    questions = [Question({"messages": CONVERSATION[:3]}, "q.jsonl line 1"),  # without its answer, or with it
+                 Question({"messages": CONVERSATION}, "q.jsonl line 2")]
+    generate_run(tiny_run, questions, GenerationSettings(max_new_tokens=2, do_sample=False), tmp_path / "o")
+    assert model.sent == [expected] * 4  # fine-tuned and base, both questions
+    assert prompt_ids(questions[0], cfg.data, tok) == expected
+    if stand_in == "sentencepiece":
+        assert tok.convert_ids_to_tokens(expected) == ["<s>", "▁[INST]", "▁Hi", "▁[/INST]", "▁Hello", "</s>",
+                                                       "▁[INST]", "▁How", "▁are", "▁you?", "▁[/INST]"]

@@ -149,22 +149,38 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     """The prompt text the model saw in training for this question, and whether bos is added.
 
     Reuses the data package's renderer on a row with a placeholder answer and keeps the segments
-    before the first answer, so template, chat template and bos handling are the training ones.
+    before the last answer, so template, chat template and bos handling are the training ones.
     ``question``: a string, a row in the run's data format (its ``data.columns`` mapping applied), or a
-    :class:`Question` (errors name its file and line).
+    :class:`Question` (errors name its file and line). The ids to send: :func:`prompt_ids`.
     """
+    segments = prompt_segments(question, data_cfg, tokenizer)
+    return "".join(s.text for s in segments), bool(segments and segments[0].bos)
+
+
+def prompt_ids(question: Any, data_cfg, tokenizer) -> list[int]:
+    """The token ids of the prompt, encoded as training encodes a row: each segment (a turn's prompt, an earlier
+    answer) tokenized on its own by the training encoder. Tokenizing the joined text would differ at the seams on a
+    SentencePiece tokenizer (Llama 2 / Mistral: an earlier answer is trained as ``▁Hello``, one text gives ``Hello``)."""
+    from ftsweep.data.encode import tokenize_segments
+
+    where = question.where if isinstance(question, Question) else "question"
+    return tokenize_segments([(prompt_segments(question, data_cfg, tokenizer), where)], tokenizer, False)[0].ids
+
+
+def prompt_segments(question: Any, data_cfg, tokenizer) -> list:
+    """The training renderer's segments of this question's row before its last answer (:func:`render_prompt`)."""
     from ftsweep.data import render
     from ftsweep.data.chat import ROLE_ALIASES, alpaca_as_chat
     from ftsweep.data.options import data_options
     from ftsweep.data.sources import Record
-    from ftsweep.data.templates import ANSWER, HISTORY, resolve_chat_template
+    from ftsweep.data.templates import ANSWER, HISTORY, PROMPT, Segment, resolve_chat_template
 
     d = data_options(data_cfg)  # a dataset_info.json entry (or a list of them) gives the format and columns
     where = question.where if isinstance(question, Question) else "question"
     question = as_row(question, d)
     placeholder = "x"
     if d.format == "text":
-        return question_text(question), True
+        return [Segment(question_text(question), PROMPT, True)]
     if isinstance(question, dict):
         row = dict(question)
         if d.format == "sharegpt" and "messages" not in row and isinstance(row.get("conversations"), list):
@@ -194,8 +210,7 @@ def render_prompt(question: Any, data_cfg, tokenizer) -> tuple[str, bool]:
     chat_template = resolve_chat_template(d, tokenizer) if d.format in ("chat", "sharegpt") else None
     segments = render(Record(row, where), d, tokenizer, chat_template)
     last_answer = max(i for i, s in enumerate(segments) if s.kind in (ANSWER, HISTORY))
-    prompt_segments = segments[:last_answer]
-    return "".join(s.text for s in prompt_segments), bool(prompt_segments and prompt_segments[0].bos)
+    return segments[:last_answer]
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -234,19 +249,15 @@ def load_models(run_dir: Path, cfg, tokenizer, *, quantized: bool = True):
     return (base, tuned), "full"
 
 
-def _answer(model, tokenizer, prompt: str, bos: bool, settings: GenerationSettings) -> str:
+def _answer(model, tokenizer, ids: list[int], settings: GenerationSettings) -> str:
+    """The model's answer to the prompt ``ids`` (:func:`prompt_ids`)."""
     import torch
     from transformers import set_seed
 
     from ftsweep.objectives.generation import stop_token_ids
 
     set_seed(settings.seed)  # same seed for base and fine-tuned: differences come from the weights
-    from ftsweep.data.encode import appended_specials, prepends_bos, without_suffix, without_written_bos
-
     device = next(model.parameters()).device
-    prompt = without_written_bos(prompt, tokenizer, prepends_bos(tokenizer)) if bos else prompt  # one bos, as trained
-    ids = tokenizer(prompt, add_special_tokens=bos)["input_ids"]  # (an eos the tokenizer appends: not after a prompt)
-    ids = without_suffix(ids, appended_specials(tokenizer) if bos else [])
     inputs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones(1, len(ids), dtype=torch.long,
                                                                                              device=device)}
     with torch.no_grad():
@@ -291,18 +302,19 @@ def generate_run(run_dir: str | Path, questions: list[Any] | None = None, settin
     from ftsweep.data.options import data_options
 
     d = data_options(cfg.data)
-    prompts = [render_prompt(q, d, tokenizer) for q in questions]  # a bad question fails before the model loads
+    # a bad question fails before the model loads; the ids are the training encoder's (segment by segment)
+    prompts = [(render_prompt(q, d, tokenizer)[0], prompt_ids(q, d, tokenizer)) for q in questions]
     models, kind = load_models(run_dir, cfg, tokenizer, quantized=quantized)
     rows = []
-    for q, (prompt, bos) in zip(questions, prompts):
+    for q, (prompt, ids) in zip(questions, prompts):
         started = time.perf_counter()
         if kind == ADAPTER:
-            tuned = _answer(models, tokenizer, prompt, bos, settings)
+            tuned = _answer(models, tokenizer, ids, settings)
             with models.disable_adapter():
-                base_answer = _answer(models, tokenizer, prompt, bos, settings) if base else None
+                base_answer = _answer(models, tokenizer, ids, settings) if base else None
         else:
-            tuned = _answer(models[1], tokenizer, prompt, bos, settings)
-            base_answer = _answer(models[0], tokenizer, prompt, bos, settings) if base else None
+            tuned = _answer(models[1], tokenizer, ids, settings)
+            base_answer = _answer(models[0], tokenizer, ids, settings) if base else None
         rows.append({"question": question_text(as_row(q, d)), "prompt": prompt, "base": base_answer, "finetuned": tuned,
                      "seconds": round(time.perf_counter() - started, 3)})
     out_dir = Path(out_dir) if out_dir else run_dir / "generations"
