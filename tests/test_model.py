@@ -544,6 +544,65 @@ def test_tokens_added_into_a_padded_vocabulary_get_the_mean_row_like_resized_one
     torch.testing.assert_close(again.get_output_embeddings().weight, out, rtol=0, atol=0)
 
 
+def _padded_vocab(compose, cache_dir, folder, spare: int = 16) -> int:
+    """The tiny model saved with ``spare`` untrained (zero) embedding rows after its vocabulary, as Qwen2.5 pads its
+    matrix; returns the tokenizer's length (the first spare row)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(model_mod.resolve_model_path(compose(f"cache_dir={cache_dir}", "model.tiny.pretrain_steps=0")),
+                    folder)
+    base = AutoModelForCausalLM.from_pretrained(folder)
+    n = base.get_input_embeddings().weight.shape[0]
+    base.resize_token_embeddings(n + spare, mean_resizing=False)
+    with torch.no_grad():
+        base.get_input_embeddings().weight[n:] = 0
+        base.get_output_embeddings().weight[n:] = 0
+    base.save_pretrained(folder)
+    return n
+
+
+def test_a_plain_peft_load_gets_the_rows_of_added_tokens_a_frozen_embedding_kept(compose, cache_dir, tmp_path, capsys):
+    # before: a token added into a checkpoint's spare rows (Qwen2.5) with frozen embeddings gets the mean row from
+    # ftsweep's loaders, but the adapter did not carry it: AutoModelForCausalLM + PeftModel.from_pretrained got the
+    # checkpoint's untrained row (measured: <tool_call>'s logit 0.0 against -2.255, all logits up to 5.42 apart)
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftsweep.generate import load_models
+    from ftsweep.rundir import RunDir
+    from ftsweep.train import run
+
+    folder = tmp_path / "padded-vocab"
+    n = _padded_vocab(compose, cache_dir, folder)
+    cfg = compose(*FAST, "trainer.max_steps=2", "model=hub", f"model.name_or_path={folder}", "model.pad_policy=new",
+                  "model.pad_token='<|pad|>'", "data.special_tokens=['<tool_call>']")
+    run(cfg, tmp_path / "run")
+    adapter = RunDir(tmp_path / "run").adapter
+    assert "adapter: carries the embedding rows of the 2 added token(s)" in capsys.readouterr().err
+    assert json.loads((adapter / "adapter_config.json").read_text())["trainable_token_indices"] == {
+        "embed_tokens": [n, n + 1], "lm_head": [n, n + 1]}
+    tok = AutoTokenizer.from_pretrained(adapter)
+    ours, _ = load_models(tmp_path / "run", cfg, tok, quantized=False)
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder), adapter).eval()
+    ids = torch.tensor([tok("Name a color.")["input_ids"] + tok.convert_tokens_to_ids(["<tool_call>", "<|pad|>"])])
+    with torch.no_grad():
+        want, got = ours(input_ids=ids).logits, plain(input_ids=ids).logits
+    torch.testing.assert_close(got, want)
+    assert want[0, :, n].abs().min() > 0  # the mean row's logit, not the checkpoint's zero row's
+    # a run with trained embeddings saves them whole (modules_to_save): nothing is added
+    cfg = compose(*FAST, "trainer.max_steps=1", "model=hub", f"model.name_or_path={folder}",
+                  "data.special_tokens=['<tool_call>']", "data.train_embeddings=true")
+    run(cfg, tmp_path / "trained")
+    saved = json.loads((RunDir(tmp_path / "trained").adapter / "adapter_config.json").read_text())
+    assert saved.get("trainable_token_indices") is None and set(saved["modules_to_save"]) >= {"embed_tokens", "lm_head"}
+
+
 def test_two_added_tokens_without_trained_embeddings_are_refused_before_the_model_loads(compose, monkeypatch):
     # before: data.special_tokens=['<|im_start|>','<|im_end|>'] (the README's chatml recipe) trained with frozen
     # embeddings: both tokens kept the same mean row in embed_tokens and lm_head, so after training <|im_end|> and

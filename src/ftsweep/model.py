@@ -418,6 +418,49 @@ def attention_linear_names(model) -> list[str]:
     return []
 
 
+def carry_added_rows(cfg, model, tokenizer, adapter_dir: Path) -> list[int]:
+    """Write the embedding rows of the tokens the run added (``data.special_tokens``, a ``pad_policy=new`` pad) into
+    the saved adapter as peft's trainable tokens (``trainable_token_indices``), when nothing else saves them: a frozen
+    embedding (no ``data.train_embeddings``) keeps the rows :func:`_match_tokenizer` gave them (the mean row), which
+    ftsweep's loaders recreate but plain peft (``AutoModelForCausalLM`` + ``PeftModel.from_pretrained``) does not:
+    on a checkpoint with spare rows (Qwen2.5) it would get the checkpoint's untrained rows. Training is unchanged:
+    only the saved files gain the rows (peft's format: the values themselves, ``index_copy``-ed in at load). A
+    layer saved whole (``lora.modules_to_save``) or adapted by LoRA is left to peft; an ``init_from`` run's rows
+    are those of the run it started from. Returns the ids written."""
+    import json
+
+    if not cfg.lora.enabled or cfg.data.train_embeddings or cfg.get("init_from"):
+        return []
+    base_len = base_vocab_len(cfg)
+    if base_len is None or base_len >= len(tokenizer):
+        return []
+    ids = list(range(base_len, len(tokenizer)))
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    doc = json.loads(config_path.read_text(encoding="utf-8"))
+    whole = set(doc.get("modules_to_save") or [])
+    targets = doc.get("target_modules") or []
+    layers = [model.get_input_embeddings()] + ([] if ties_embeddings(model) else [model.get_output_embeddings()])
+    names = {id(m): n for n, m in model.named_modules()}
+    rows: dict[str, Any] = {}
+    for layer in layers:
+        name = names.get(id(layer))
+        leaf = (name or "").rsplit(".", 1)[-1]
+        if layer is None or not name or leaf in whole or (isinstance(targets, list) and leaf in targets):
+            continue
+        rows[f"{name}.token_adapter.trainable_tokens_delta"] = (leaf, layer.weight[ids].detach().contiguous().cpu())
+    if not rows:
+        return []
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    state.update({key: value for key, (_, value) in rows.items()})
+    save_file(state, str(weights), metadata={"format": "pt"})
+    doc["trainable_token_indices"] = {leaf: ids for leaf, _ in rows.values()}
+    config_path.write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
+    return ids
+
+
 def sort_adapter_config(adapter_dir: Path) -> None:
     """Rewrite ``adapter_config.json`` with its set-valued fields (``target_modules``...) sorted.
 

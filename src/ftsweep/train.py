@@ -466,11 +466,17 @@ def save_outputs(cfg, trainer, run_dir: Path) -> None:
         trainer.save_model(str(target))
     if cfg.lora.enabled and trainer.is_world_process_zero():
         from ftsweep.config.options import lora_init_changes_base
-        from ftsweep.model import save_converted_adapter, sort_adapter_config
+        from ftsweep.model import carry_added_rows, save_converted_adapter, sort_adapter_config
 
+        model = trainer.accelerator.unwrap_model(trainer.model)
         if lora_init_changes_base(cfg.lora):  # PiSSA / OLoRA: for the original base weights, as all else loads it
-            save_converted_adapter(trainer.accelerator.unwrap_model(trainer.model), target,
-                                   rundir.RunDir(run_dir).initial_adapter)
+            save_converted_adapter(model, target, rundir.RunDir(run_dir).initial_adapter)
+        from ftsweep.console import say
+
+        added = carry_added_rows(cfg, model, tok, target)  # frozen rows of added tokens: plain peft loads them too
+        if added:
+            say(f"adapter: carries the embedding rows of the {len(added)} added token(s) (peft trainable_token_indices), "
+                "so a plain PeftModel.from_pretrained gets them too")
         sort_adapter_config(target)  # identical runs, identical adapter_config.json
 
 
