@@ -272,6 +272,36 @@ def test_questions_come_from_stdin_or_a_pipe_and_a_folder_is_one_line(tmp_path, 
         read_questions(tmp_path)
 
 
+def test_json_questions_on_stdin_or_a_pipe_are_rows_not_lines(monkeypatch):
+    # before: stdin and a pipe (no .json / .jsonl suffix) were read a line at a time: a piped JSON list or JSONL rows
+    # became one question whose text was the JSON ("[{\"messages\": ...}]" sent to the model as the user's words)
+    import io
+    import os
+
+    from ftsweep.config.errors import UsageError
+    from ftsweep.generate import read_questions
+
+    rows = '[{"messages": [{"role": "user", "content": "Hi"}]}, "What is LoRA?"]'
+    monkeypatch.setattr("sys.stdin", io.StringIO(rows))
+    assert [q.value for q in read_questions("-")] == [{"messages": [{"role": "user", "content": "Hi"}]}, "What is LoRA?"]
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"instruction": "Name a colour."}\n\n{"question": "Why?"}\n'))
+    got = read_questions("-")
+    assert [q.value for q in got] == [{"instruction": "Name a colour."}, {"question": "Why?"}]
+    assert got[1].where == "--questions - (stdin) line 3"
+    read, write = os.pipe()  # <(printf ...)
+    os.write(write, b'{"question": "Why?"}\n')
+    os.close(write)
+    try:
+        assert [q.value for q in read_questions(f"/dev/fd/{read}")] == [{"question": "Why?"}]
+    finally:
+        os.close(read)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"question": "Why?"\n'))
+    with pytest.raises(UsageError, match=r"^--questions - \(stdin\) line 1: invalid JSON"):
+        read_questions("-")
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is 2+2?\n"))  # text stays a question per line
+    assert [q.value for q in read_questions("-")] == ["What is 2+2?"]
+
+
 # Llama 2 / Mistral's chat template (bos written by the template, each answer closed by eos)
 MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
                     "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")

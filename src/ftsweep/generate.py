@@ -62,41 +62,48 @@ class Question:
 def read_questions(path: str | Path) -> list[Question]:
     """One question per line (.txt), a JSON list, or JSONL rows (strings, or objects such as
     ``{"instruction": ..., "input": ...}`` / ``{"messages": [...]}`` in the run's data format, its
-    ``data.columns`` mapping included). A bad file is one line naming it and the line or item."""
+    ``data.columns`` mapping included). ``-`` reads stdin; stdin, a pipe or a file of another suffix is told by its
+    first character: ``[`` a JSON list, ``{`` JSONL rows, else a question per line. A bad file is one line naming it
+    and the line or item."""
     from ftsweep.config.errors import UsageError
 
     path = Path(path)
-    if str(path) != "-" and not path.exists():  # (a pipe, <(...), is read like a file; "-" is stdin)
+    stdin = str(path) == "-"
+    if not stdin and not path.exists():  # (a pipe, <(...), is read like a file)
         raise UsageError(f"--questions: no such file: {path}")
     if path.is_dir():
         raise UsageError(f"--questions: {path} is a folder; give a .txt, .json or .jsonl file")
+    name = "--questions - (stdin)" if stdin else str(path)
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
+        text = sys.stdin.read() if stdin else path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise UsageError(f"{path}: not UTF-8 text at byte {err.start}") from err
-    if path.suffix.lower() == ".json" or (path.suffix.lower() == ".jsonl" and text.lstrip().startswith("[")):
+        raise UsageError(f"{name}: not UTF-8 text at byte {err.start}") from err
+    suffix = "" if stdin else path.suffix.lower()
+    if suffix not in (".txt", ".json", ".jsonl"):  # stdin, a pipe (<(...): /dev/fd/63): told by its first character
+        suffix = {"[": ".json", "{": ".jsonl"}.get(text.lstrip()[:1], ".txt")
+    if suffix == ".json" or (suffix == ".jsonl" and text.lstrip().startswith("[")):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
-            raise UsageError(f"{path} line {err.lineno}: invalid JSON ({err.msg})") from err
+            raise UsageError(f"{name} line {err.lineno}: invalid JSON ({err.msg})") from err
         if not isinstance(items, list):
-            raise UsageError(f"{path}: expected a JSON list of questions, got {type(items).__name__}")
-        questions = [Question(q, f"{path} item {i + 1}") for i, q in enumerate(items)]
-    elif path.suffix.lower() == ".jsonl":
+            raise UsageError(f"{name}: expected a JSON list of questions, got {type(items).__name__}")
+        questions = [Question(q, f"{name} item {i + 1}") for i, q in enumerate(items)]
+    elif suffix == ".jsonl":
         questions = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    questions.append(Question(json.loads(line), f"{path} line {n}"))
+                    questions.append(Question(json.loads(line), f"{name} line {n}"))
                 except json.JSONDecodeError as err:
-                    raise UsageError(f"{path} line {n}: invalid JSON ({err.msg})") from err
+                    raise UsageError(f"{name} line {n}: invalid JSON ({err.msg})") from err
     else:
-        questions = [Question(line, f"{path} line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        questions = [Question(line, f"{name} line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     for q in questions:
         if not (isinstance(q.value, dict) or (isinstance(q.value, str) and q.value.strip())):
             raise UsageError(f"{q.where}: a question is a non-empty string or an object, got {q.value!r}")
     if not questions:
-        raise UsageError(f"{path}: no questions in it")
+        raise UsageError(f"{name}: no questions in it")
     return questions
 
 
@@ -371,8 +378,9 @@ def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: Generat
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ftsweep generate", description="Base vs fine-tuned answers to a list of questions.")
     p.add_argument("run_dir", type=Path, help="a run folder, or a sweep folder (its best trial)")
-    p.add_argument("--questions", help="file (- for stdin): one question per line, a JSON list, or JSONL rows (default: "
-                   "seed 002's six)")
+    p.add_argument("--questions", help="file: one question per line (.txt), a JSON list (.json), or JSONL rows (.jsonl); "
+                   "- reads stdin (stdin or another file: starting with [ a JSON list, with { JSONL rows, else a question per line) "
+                   "(default: seed 002's six)")
     p.add_argument("--out", type=Path, help="output directory (default RUN_DIR/generations)")
     d = GenerationSettings()
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
