@@ -389,3 +389,21 @@ def test_multi_turn_prompt_ids_are_the_training_rows_up_to_the_last_answer(tiny_
     if stand_in == "sentencepiece":
         assert tok.convert_ids_to_tokens(expected) == ["<s>", "▁[INST]", "▁Hi", "▁[/INST]", "▁Hello", "</s>",
                                                        "▁[INST]", "▁How", "▁are", "▁you?", "▁[/INST]"]
+
+
+def test_a_bad_seed_or_an_out_file_is_one_line_before_the_model_loads(tiny_run, tmp_path, capsys, monkeypatch):
+    # before: --seed -1 loaded the model, then failed in numpy's set_seed with a traceback; --out naming a file
+    # generated every answer, then failed in mkdir with a traceback (FileExistsError), the answers lost
+    import ftsweep.generate as gen
+
+    monkeypatch.setattr(gen, "load_models", lambda *a, **k: pytest.fail("the model loaded"))
+    (tmp_path / "q.txt").write_text("Hi\n", encoding="utf-8")
+    afile = tmp_path / "afile"
+    afile.write_text("mine", encoding="utf-8")
+    for extra, message in ((["--seed", "-1"], "--seed: must be in [0, 2**32 - 1]"),
+                           (["--seed", str(2**32)], "--seed: must be in [0, 2**32 - 1]"),
+                           (["--out", str(afile)], f"--out {afile}: is a file, not a folder")):
+        assert cli.main(["generate", str(tiny_run), "--questions", str(tmp_path / "q.txt"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert afile.read_text(encoding="utf-8") == "mine"

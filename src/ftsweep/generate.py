@@ -404,7 +404,8 @@ def main(argv: list[str]) -> int:
     for flag, ok, want in (("--max-new-tokens", args.max_new_tokens >= 1, ">= 1"),
                            ("--temperature", args.temperature >= 0, ">= 0 (0: greedy)"),
                            ("--top-p", 0 < args.top_p <= 1, "in (0, 1]"), ("--top-k", args.top_k >= 0, ">= 0"),
-                           ("--repetition-penalty", args.repetition_penalty > 0, "> 0 (1: none)")):
+                           ("--repetition-penalty", args.repetition_penalty > 0, "> 0 (1: none)"),
+                           ("--seed", 0 <= args.seed < 2**32, "in [0, 2**32 - 1] (numpy's seed range)")):
         if not ok:  # (NaN fails every check too)
             value = getattr(args, flag[2:].replace("-", "_"))
             raise UsageError(f"{flag}: must be {want} (got {value})")
@@ -430,6 +431,8 @@ def answers_folder(run_dir: Path, given: Path | None) -> Path:
     from ftsweep.config.errors import UsageError
 
     if given is not None:
+        if Path(given).exists() and not Path(given).is_dir():
+            raise UsageError(f"--out {given}: is a file, not a folder: give a folder for answers.md and answers.jsonl")
         held = [name for name in ANSWER_FILES if (Path(given) / name).exists()]
         if held:
             raise UsageError(f"--out {given}: already holds {' and '.join(held)} of an earlier generate (nothing is "
