@@ -34,6 +34,16 @@ def test_default_questions_are_seed_002s_six():
     assert default_questions() == SEED002
 
 
+def test_recorded_settings_are_the_ones_decoding_used():
+    """--temperature 0 and --greedy decode greedily: the record says so, with no temperature / top-p / top-k."""
+    for greedy in (GenerationSettings(temperature=0), GenerationSettings(do_sample=False, temperature=0.7)):
+        used = greedy.used()
+        assert used["do_sample"] is False and used["temperature"] is used["top_p"] is used["top_k"] is None
+        assert greedy.generate_kwargs()["do_sample"] is False
+    sampled = GenerationSettings(temperature=0.7, top_k=5).used()
+    assert sampled["do_sample"] is True and sampled["temperature"] == 0.7 and sampled["top_k"] == 5
+
+
 def test_side_by_side_files_for_the_six_questions(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", PLANTED)
     out = tmp_path / "gen"

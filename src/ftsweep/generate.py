@@ -35,9 +35,22 @@ class GenerationSettings:
     do_sample: bool = True
     seed: int = 42
 
+    @property
+    def sampling(self) -> bool:
+        """Whether answers are sampled: ``do_sample`` with a temperature above 0 (else greedy)."""
+        return self.do_sample and self.temperature > 0
+
+    def used(self) -> dict[str, Any]:
+        """The settings as decoding used them (what answers.jsonl, answers.md and W&B record): greedy decoding
+        (``--greedy`` or ``--temperature 0``) has ``do_sample`` false and no temperature / top-p / top-k."""
+        d = asdict(self)
+        if not self.sampling:
+            d.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return d
+
     def generate_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        if self.do_sample and self.temperature > 0:
+        if self.sampling:
             kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -338,8 +351,8 @@ def write_outputs(out_dir: Path, rows: list[dict[str, Any]], settings: Generatio
     rows = scrub(rows)
     with (out_dir / "answers.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps({**row, "settings": asdict(settings)}, ensure_ascii=False) + "\n")
-    md = [f"# Base vs fine-tuned: {run_dir}", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in asdict(settings).items()), ""]
+            f.write(json.dumps({**row, "settings": settings.used()}, ensure_ascii=False) + "\n")
+    md = [f"# Base vs fine-tuned: {run_dir}", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.used().items()), ""]
     for i, row in enumerate(rows):
         md += [f"## {i + 1}. {row['question']}", ""]
         if row["base"] is not None:
@@ -363,7 +376,7 @@ def _log_wandb(cfg, run_dir: Path, rows: list[dict[str, Any]], settings: Generat
 
     mode = wandb_mode(cfg.logger)
     run = wandb_init(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group,
-                     name=f"generate-{run_dir.name}", job_type="generate", config=asdict(settings),
+                     name=f"generate-{run_dir.name}", job_type="generate", config=settings.used(),
                      dir=wandb_dir(run_dir), mode=mode, reinit="finish_previous")
     try:
         table = wandb.Table(columns=["question", "base", "finetuned"])
