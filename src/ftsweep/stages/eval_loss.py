@@ -25,12 +25,23 @@ class BatchFreeEvalLoss:
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         import torch
 
-        weight = _label_tokens(inputs) if self._eval_sums is not None else None
         out = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        if weight is not None and out[0] is not None:
-            loss = out[0].detach().float().mean()
-            weight = torch.as_tensor(weight, dtype=torch.float32, device=loss.device)
-            self._eval_sums.append(torch.stack([loss * weight, weight]))
+        if self._eval_sums is None or out[0] is None:
+            return out
+        real = _real_rows(self.accelerator, inputs)
+        if real == 0:  # only the rows accelerate repeated to fill the last batch (DDP): counted on another rank
+            return out
+        if real is not None:  # the first `real` rows are this rank's share, the rest repeats: score them alone
+            # (the unwrapped model, not trl's compute_loss: that gathers its metrics across ranks, and the other
+            # ranks make no such call)
+            part = {k: v[:real] for k, v in inputs.items() if k in _MODEL_KEYS and _batched(v, inputs)}
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.accelerator.unwrap_model(model)(**part, use_cache=False).loss.detach().float()
+            weight = _label_tokens(part)
+        else:
+            weight, loss = _label_tokens(inputs), out[0].detach().float().mean()
+        weight = torch.as_tensor(weight, dtype=torch.float32, device=loss.device)
+        self._eval_sums.append(torch.stack([loss * weight, weight]))
         return out
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
@@ -51,6 +62,33 @@ class BatchFreeEvalLoss:
             if total[1] > 0:
                 output.metrics[key] = (total[0] / total[1]).item()
         return output
+
+
+_MODEL_KEYS = ("input_ids", "attention_mask", "labels", "shift_labels", "position_ids", "token_type_ids")
+
+
+def _rows(inputs: dict[str, Any]) -> int:
+    return int(inputs["input_ids"].shape[0]) if "input_ids" in inputs else int(inputs["labels"].shape[0])
+
+
+def _batched(value: Any, inputs: dict[str, Any]) -> bool:
+    return getattr(value, "ndim", 0) >= 1 and value.shape[0] == _rows(inputs)
+
+
+def _real_rows(accelerator, inputs: dict[str, Any]) -> int | None:
+    """How many of this batch's rows are real when accelerate filled the last evaluation batch with repeated
+    rows (DDP, ``even_batches``: the validation rows do not divide into processes x batch size); None: all.
+
+    accelerate's ``gather_for_metrics`` keeps the first ``remainder`` rows of the last gathered batch, which
+    lists rank 0's rows, then rank 1's, ...: this rank's real rows are the first ones of its share of those."""
+    state = accelerator.gradient_state
+    if accelerator.num_processes < 2 or not state.end_of_dataloader or state.remainder is None or state.remainder <= 0:
+        return None
+    rows = _rows(inputs)
+    if inputs.get("position_ids") is not None and rows == 1:
+        return None  # padding-free (packed) batch: one flattened row, its samples cannot be told apart
+    real = max(0, min(rows, state.remainder - accelerator.process_index * rows))
+    return None if real == rows else real
 
 
 def _label_tokens(inputs: dict[str, Any]):
