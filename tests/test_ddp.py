@@ -43,3 +43,17 @@ def test_eval_loss_under_ddp_equals_one_process(ddp_run, compose, tmp_path):
     one = run(compose(*FAST, *SETTINGS, "trainer.per_device_train_batch_size=16"), tmp_path / "one")
     assert ddp["initial_eval_loss"] == pytest.approx(one["initial_eval_loss"], rel=1e-5), (ddp, one)
     assert ddp["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+
+
+def test_ddp_run_starts_one_wandb_run_and_says_everything_once(ddp_run):
+    """Rank 0 alone starts the W&B run and prints ftsweep's lines; train.log holds them once (before: two offline
+    W&B runs, every ftsweep line twice on the console and in train.log)."""
+    tmp, console = ddp_run
+    runs = sorted(p.name for p in (tmp / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    log = (tmp / "run" / "train.log").read_text()
+    for text in (console, log):
+        assert text.count(" eval rows, ") == 1, text[-4000:]
+        assert text.count("ftsweep: complete: ") == 1, text
+        assert text.count("W&B offline run: ") == 1, text
+    assert runs[0].split("-")[-1] in (tmp / "run" / "metrics.json").read_text()  # the run's own W&B id

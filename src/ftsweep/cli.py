@@ -559,7 +559,7 @@ def train_task(cfg: Any) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from ftsweep import rundir
-    from ftsweep.console import copied_to
+    from ftsweep.console import copied_to, is_main_process
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     rundir.mask_hydra_files(run_dir)  # a URL password given as an override stays out of .hydra/
@@ -567,6 +567,8 @@ def train_task(cfg: Any) -> float | None:
         # hydra/sweeper=basic saved the whole config there before its first job (ftsweep's sweeper writes none)
         rundir.mask_file(Path(HydraConfig.get().sweep.dir) / "multirun.yaml")
         return _train_in(cfg, run_dir, single_run=False)
+    if not is_main_process():  # DDP: rank 0's console output is the run's log (every rank's would repeat it)
+        return _train_in(cfg, run_dir, single_run=True)
     with copied_to(rundir.RunDir(run_dir).job_log(HydraConfig.get().job.name)) as log_only:
         try:
             return _train_in(cfg, run_dir, single_run=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -13,8 +14,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
+def is_main_process() -> bool:
+    """False on the ranks after the first of a distributed launch (torchrun / accelerate set ``RANK``): they
+    start no W&B run and print nothing of their own, so that a run under DDP says everything once."""
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
 def say(message: str) -> None:
-    """Print ``ftsweep: <message>`` on stderr (once: not also logged, which Hydra would echo again)."""
+    """Print ``ftsweep: <message>`` on stderr (once: not also logged, which Hydra would echo again; only on the
+    first rank under DDP)."""
+    if not is_main_process():
+        return
     print(f"ftsweep: {message}", file=sys.stderr, flush=True)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from ftsweep.console import say
+from ftsweep.console import is_main_process, say
 
 ENV = "FTSWEEP_NOTICE_FILE"
 
@@ -20,7 +20,7 @@ def notice(message: str) -> None:
     """``ftsweep: <message>`` on stderr, and on the sweep's console when this runs inside a sweep trial."""
     say(message)
     path = os.environ.get(ENV)
-    if path:
+    if path and is_main_process():  # a trial under torchrun: rank 0's line only
         try:
             with open(path, "a", encoding="utf-8") as f:
                 f.write(" ".join(message.split()) + "\n")

@@ -225,7 +225,9 @@ class Tracker:
         if self.cfg.name == "tensorboard":
             # transformers 5 dropped TrainingArguments.logging_dir; TensorBoardCallback reads this variable.
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.run_dir / "tensorboard")
-        if self.cfg.name != "wandb":
+        from ftsweep.console import is_main_process
+
+        if self.cfg.name != "wandb" or not is_main_process():  # DDP: one W&B run, rank 0's (transformers logs there)
             return
         mode = wandb_mode(self.cfg)
         os.environ["WANDB_MODE"] = mode  # transformers' WandbCallback re-reads it

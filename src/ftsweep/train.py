@@ -49,7 +49,10 @@ def execute(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None 
         note = rundir.record_failure(run_dir, failure_reason(err), type(err).__name__,
                                      getattr(err, "ftsweep_phase", "run"))
         raise RunFailed(f"{failure_reason(err)} (see {run_dir}{note})") from err
-    print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
+    from ftsweep.console import is_main_process
+
+    if is_main_process():  # once under DDP
+        print(f"ftsweep: {metrics['status']}: {cfg.objective.metric}={metrics.get('objective')} -> {run_dir}")
     return metrics
 
 
@@ -141,6 +144,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     from transformers import set_seed
 
     from ftsweep.config.options import lora_init_changes_base
+    from ftsweep.console import is_main_process
     from ftsweep.model import count_parameters, save_initial_adapter
 
     parts = parts or Components()
@@ -161,7 +165,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         err.ftsweep_phase = "load"  # type: ignore[attr-defined]
         raise
     trainable, total = count_parameters(model)
-    if lora_init_changes_base(cfg.lora) and os.environ.get("RANK", "0") == "0":  # PiSSA / OLoRA (save_outputs)
+    if lora_init_changes_base(cfg.lora) and is_main_process():  # PiSSA / OLoRA (save_outputs)
         save_initial_adapter(model, rundir.RunDir(run_dir).initial_adapter)
 
     tracker.start(resume_run_id=rundir.checkpoint_tracker_run(resume) if resume is not None else None)
