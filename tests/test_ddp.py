@@ -15,8 +15,9 @@ from ftsweep.train import run
 pytestmark = pytest.mark.slow
 
 # 17 validation rows do not divide into 2 processes x 8: accelerate fills the last batch with repeated rows
+# logging_steps > max_steps: the step's loss reaches train_loss at the end of training, not through a logging step
 SETTINGS = ["data=proxy_tasks", "data.val_size=17", "data.max_rows=200", "data.cutoff_len=64", "trainer.max_steps=1",
-            "trainer.eval_steps=1", "trainer.logging_steps=1", "trainer.per_device_eval_batch_size=8"]
+            "trainer.eval_steps=1", "trainer.logging_steps=5", "trainer.per_device_eval_batch_size=8"]
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +34,25 @@ def ddp_run(cache_dir, tmp_path_factory):
     return tmp, proc.stdout + proc.stderr
 
 
-def test_eval_loss_under_ddp_equals_one_process(ddp_run, compose, tmp_path):
-    """Every validation token once: the rows accelerate repeats to fill the last batch are not counted (before the
-    fix: 6.856 under 2 processes vs 6.825 in one)."""
+@pytest.fixture(scope="module")
+def one_process(cache_dir, tmp_path_factory):
+    """The same run in one process, with the same global batch (16 rows a step)."""
+    from ftsweep.config.compose import compose
+
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, *SETTINGS, "trainer.per_device_train_batch_size=16"])
+    return run(cfg, tmp_path_factory.mktemp("one"))
+
+
+def _ddp_metrics(ddp_run) -> dict:
     import json
 
-    tmp, _ = ddp_run
-    ddp = json.loads((tmp / "run" / "metrics.json").read_text())
-    one = run(compose(*FAST, *SETTINGS, "trainer.per_device_train_batch_size=16"), tmp_path / "one")
+    return json.loads((ddp_run[0] / "run" / "metrics.json").read_text())
+
+
+def test_eval_loss_under_ddp_equals_one_process(ddp_run, one_process):
+    """Every validation token once: the rows accelerate repeats to fill the last batch are not counted (before the
+    fix: 6.856 under 2 processes vs 6.825 in one)."""
+    ddp, one = _ddp_metrics(ddp_run), one_process
     assert ddp["initial_eval_loss"] == pytest.approx(one["initial_eval_loss"], rel=1e-5), (ddp, one)
     assert ddp["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
 
@@ -57,3 +69,12 @@ def test_ddp_run_starts_one_wandb_run_and_says_everything_once(ddp_run):
         assert text.count("ftsweep: complete: ") == 1, text
         assert text.count("W&B offline run: ") == 1, text
     assert runs[0].split("-")[-1] in (tmp / "run" / "metrics.json").read_text()  # the run's own W&B id
+
+
+def test_train_loss_and_token_count_under_ddp_equal_one_process(ddp_run, one_process):
+    """train_loss is every rank's loss, not rank 0's alone (before the fix, 1 step that no logging step saw:
+    5.777 under 2 processes vs 6.441 in one); trl's token count is the total over the ranks."""
+    ddp, one = _ddp_metrics(ddp_run), one_process
+    assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5), (ddp, one)
+    assert ddp["train_tokens"] == one["train_tokens"] > 0
+    assert ddp["train_steps"] == one["train_steps"] == 1

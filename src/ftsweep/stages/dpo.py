@@ -37,7 +37,9 @@ def datasets(cfg: Any, tokenizer: Any) -> Any:
 def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str, Any], callbacks: list) -> Any:
     from trl import DPOConfig, DPOTrainer
 
-    class PretokenizedDPOTrainer(DPOTrainer):
+    from ftsweep.stages.ddp import AllRanksTrainLoss
+
+    class PretokenizedDPOTrainer(AllRanksTrainLoss, DPOTrainer):
         """The rows are tokenized by ftsweep (chat template, length policy, counts): trl's own step is skipped."""
 
         def _prepare_dataset(self, dataset, *args, **kwargs):

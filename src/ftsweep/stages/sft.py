@@ -24,10 +24,11 @@ def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str,
     """SFTTrainer; ``common`` holds the trainer/optimizer/scheduler arguments every stage shares."""
     from trl import SFTConfig, SFTTrainer
 
+    from ftsweep.stages.ddp import AllRanksTrainLoss
     from ftsweep.stages.eval_loss import BatchFreeEvalLoss
 
-    class ExactEvalSFTTrainer(BatchFreeEvalLoss, SFTTrainer):
-        """eval_loss: every validation token's loss averaged, whatever the eval batch size."""
+    class ExactEvalSFTTrainer(BatchFreeEvalLoss, AllRanksTrainLoss, SFTTrainer):
+        """eval_loss: every validation token's loss averaged, whatever the eval batch size (and the ranks)."""
 
     packing = cfg.data.packing and cfg.data.format != "text"  # (text rows are cut into blocks by ftsweep.data)
     args = SFTConfig(**common, max_length=cfg.data.cutoff_len, packing=packing)
