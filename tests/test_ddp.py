@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 
 # 17 validation rows do not divide into 2 processes x 8: accelerate fills the last batch with repeated rows
 # logging_steps > max_steps: the step's loss reaches train_loss at the end of training, not through a logging step
-SETTINGS = ["data=proxy_tasks", "data.val_size=17", "data.max_rows=200", "data.cutoff_len=64", "trainer.max_steps=1",
-            "trainer.eval_steps=1", "trainer.logging_steps=5", "trainer.per_device_eval_batch_size=8"]
+# 2 steps at a constant lr 1e-2, no LoRA dropout (its masks are per rank): the trained weights must match too
+SETTINGS = ["data=proxy_tasks", "data.val_size=17", "data.max_rows=200", "data.cutoff_len=64", "trainer.max_steps=2",
+            "trainer.eval_steps=2", "trainer.logging_steps=5", "trainer.per_device_eval_batch_size=8",
+            "optimizer.lr=1e-2", "scheduler=constant_with_warmup", "scheduler.warmup_steps=0", "lora.dropout=0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -77,4 +79,13 @@ def test_train_loss_and_token_count_under_ddp_equal_one_process(ddp_run, one_pro
     ddp, one = _ddp_metrics(ddp_run), one_process
     assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5), (ddp, one)
     assert ddp["train_tokens"] == one["train_tokens"] > 0
-    assert ddp["train_steps"] == one["train_steps"] == 1
+    assert ddp["train_steps"] == one["train_steps"] == 2
+
+
+def test_ddp_ranks_train_one_model(ddp_run, one_process):
+    """The ranks' gradients are averaged, also after the evaluation before training (which left the model marked
+    prepared, so train() never wrapped it in DistributedDataParallel: each rank trained on its own half of every
+    batch and rank 0 saved that model). The eval loss after training equals one process's."""
+    ddp, one = _ddp_metrics(ddp_run), one_process
+    assert ddp["eval_loss"] != ddp["initial_eval_loss"]  # the steps changed the model
+    assert ddp["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5), (ddp["eval_history"], one["eval_history"])
