@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import optuna
@@ -395,10 +396,20 @@ def test_a_storage_without_a_study_says_so_instead_of_asking_for_study(tmp_path,
     from ftsweep import cli
 
     (tmp_path / "sw").mkdir()
-    (tmp_path / "sw" / "study.db").touch()
-    assert cli.main(["report", str(tmp_path / "sw")]) == 2
-    err = capsys.readouterr().err
-    assert err == f"ftsweep: error: sqlite:///{tmp_path / 'sw' / 'study.db'} holds no study yet (has the sweep started?)\n"
+    db = tmp_path / "sw" / "study.db"
+    db.touch()
+    os.utime(db, ns=(1_000_000_000, 1_000_000_000))
+    for target in (str(tmp_path / "sw"), f"sqlite:///{db}"):
+        assert cli.main(["report", target]) == 2
+        err = capsys.readouterr().err
+        assert err == f"ftsweep: error: sqlite:///{db} holds no study yet (has the sweep started?)\n"
+        # the user's file unchanged: opening it as a storage wrote Optuna's tables into it (about 100 kB)
+        assert (db.stat().st_size, db.stat().st_mtime_ns) == (0, 1_000_000_000)
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir()) == ["study.db"]
+    missing = tmp_path / "nowhere" / "study.db"  # a URL of a file that is not there: not created
+    assert cli.main(["report", f"sqlite:///{missing}"]) == 2
+    assert capsys.readouterr().err == f"ftsweep: error: {missing}: no such study file\n"
+    assert not missing.parent.exists()
 
 
 def test_multi_objective_values_are_named_and_rounded_at_the_end_and_in_the_report(tmp_path, capsys):

@@ -412,6 +412,9 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
                                      else "pass the storage URL and --study"))
     else:
         url = target
+    problem = _not_a_study_file(url)
+    if problem:  # (opening it would write Optuna's tables into it, or create it)
+        raise SweepInputError(problem)
     try:
         storage = open_storage(url)
     except SweepInputError as err:  # a folder or URL given to this command, not the sweeper's setting: as given
@@ -430,6 +433,32 @@ def load_study(target: str, study_name: str | None) -> tuple[Any, Path, str]:
     if path.is_dir():
         return relocated(study, path.resolve()), path.resolve(), url
     return study, _recorded_sweep_dir(study), url
+
+
+def _not_a_study_file(url: str) -> str | None:
+    """One line when ``url`` names a SQLite file that holds no Optuna study: missing, empty (0 bytes), not a
+    SQLite database, or one without Optuna's tables. Read-only: opening such a file as storage would create it or
+    write Optuna's tables into it. None otherwise (other storages: the normal path says what is wrong)."""
+    import contextlib
+    import sqlite3
+
+    if not url.startswith("sqlite:///"):
+        return None
+    db = url[len("sqlite:///"):]
+    if db in ("", ":memory:") or db.startswith("file:"):
+        return None
+    path = Path(db)
+    if not path.is_file():
+        return f"{path}: no such study file"
+    empty = f"{redact(url)} holds no study yet (has the sweep started?)"
+    if path.stat().st_size == 0:  # (a sweep stopped before its study was created)
+        return empty
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        return f"{path}: not a SQLite study database ({err})"
+    return empty if "studies" not in tables else None
 
 
 def relocated(study: Any, sweep_dir: Path) -> Any:
