@@ -422,6 +422,47 @@ def test_init_from_loads_exactly_the_sft_adapter(cache_dir, sft_run):
     assert not torch.allclose(a, c, atol=1e-3)  # the SFT adapter did change the model
 
 
+def test_init_from_refuses_the_adapter_of_a_run_that_did_not_complete(cache_dir, sft_run, tmp_path, monkeypatch,
+                                                                       capsys):
+    """``init_from=<a failed, pruned or killed run>`` trained on its adapter/ without a word (an earlier run's, or
+    half-written), where merge / generate / publish refuse it: now one line, exit 2, naming the folder and why,
+    nothing written; ``init_from_allow_failed=true`` uses it anyway with one warning line."""
+    import shutil
+
+    from ftsweep.config.compose import compose
+    from ftsweep.model import load_model, load_tokenizer
+    from ftsweep.stages.init_from import init_from_problem, merge_init_adapter
+
+    failed = tmp_path / "failed"
+    shutil.copytree(sft_run[0], failed, ignore=shutil.ignore_patterns("checkpoints"))
+    (failed / "metrics.json").unlink()
+    (failed / "failure.json").write_text(json.dumps({"status": "failed", "reason": "killed at step 3",
+                                                     "error_type": "Killed", "phase": "run"}))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    argv = ["train", "model=tiny", "logger=none", f"cache_dir={cache_dir}", "stage=dpo", *PAIRS, "init_from=failed"]
+    for extra in ([], ["-m", "hydra/sweeper=ftsweep_optuna", "optimizer.lr=1e-3,2e-3"]):
+        assert main([*argv, *extra]) == 2, extra
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert err == [(f"ftsweep: error: init_from: {failed}: the run failed (killed at step 3; failure.json): its "
+                        "adapter/ may be an earlier run's or unfinished; give a completed run, or pass "
+                        "init_from_allow_failed=true to use it anyway")], err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    (failed / "failure.json").unlink()
+    (failed / "metrics.json").write_text(json.dumps({"status": "pruned"}))
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", *PAIRS, f"init_from={failed}"])
+    assert "the run ended pruned (metrics.json)" in init_from_problem(cfg)
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", *PAIRS, f"init_from={failed}",
+                   "init_from_allow_failed=true"])
+    assert init_from_problem(cfg) is None
+    capsys.readouterr()
+    merge_init_adapter(cfg, load_model(cfg, load_tokenizer(cfg)))
+    assert (f"ftsweep: warning: {failed}: the run ended pruned (metrics.json): using its adapter/ anyway "
+            "(init_from_allow_failed=true)") in capsys.readouterr().err
+    cfg = compose([f"cache_dir={cache_dir}", *FAST, "stage=dpo", *PAIRS, f"init_from={sft_run[0]}"])
+    assert init_from_problem(cfg) is None  # a completed run, as before
+
+
 def test_a_warm_worker_starts_from_init_from_as_a_cold_run_does(cache_dir, sft_run, tmp_path):
     # a warm sweep worker keeps the base model between trials: it must be the SFT run's merged weights too
     from ftsweep.config.compose import compose

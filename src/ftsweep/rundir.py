@@ -160,6 +160,7 @@ def read_failure(run_dir: Path) -> dict[str, Any] | None:
 
 
 ALLOW_FAILED = "--allow-failed"  # merge / generate / publish: use the saved model of a run that did not complete
+ALLOW_FAILED_INIT = "init_from_allow_failed=true"  # train: start from the adapter of such a run (init_from)
 
 
 def not_complete(run_dir: str | Path) -> str | None:
@@ -181,18 +182,28 @@ def not_complete(run_dir: str | Path) -> str | None:
     return None
 
 
-def check_complete(run_dir: str | Path, model: Path, allow: bool) -> None:
+def incomplete_problem(run_dir: str | Path, model: Path, allow: str = ALLOW_FAILED) -> str | None:
+    """The one line refusing ``model``, the saved model of ``run_dir``, when the run did not complete
+    (:func:`not_complete`), naming ``allow``, the way to use it anyway; None when it completed."""
+    problem = not_complete(run_dir)
+    if problem is None:
+        return None
+    return (f"{run_dir}: {problem}: its {Path(model).name}/ may be an earlier run's or unfinished; "
+            f"give a completed run, or pass {allow} to use it anyway")
+
+
+def check_complete(run_dir: str | Path, model: Path, allow: bool, how: str = ALLOW_FAILED) -> None:
     """Refuse (one line, exit 2) to use ``model``, the saved model of ``run_dir``, when the run did not complete
-    (:func:`not_complete`); with ``allow`` (``--allow-failed``) say so in one line and go on."""
+    (:func:`not_complete`); with ``allow`` (``how``: ``--allow-failed``, or ``init_from_allow_failed=true``) say
+    so in one line and go on."""
     problem = not_complete(run_dir)
     if problem is None:
         return
     if not allow:
-        raise UsageError(f"{run_dir}: {problem}: its {model.name}/ may be an earlier run's or unfinished; "
-                         f"give a completed run, or pass {ALLOW_FAILED} to use it anyway")
+        raise UsageError(incomplete_problem(run_dir, model, how) or problem)
     import sys
 
-    print(f"ftsweep: warning: {run_dir}: {problem}: using its {model.name}/ anyway ({ALLOW_FAILED})",
+    print(f"ftsweep: warning: {run_dir}: {problem}: using its {Path(model).name}/ anyway ({how})",
           file=sys.stderr, flush=True)
 
 

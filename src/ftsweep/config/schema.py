@@ -196,6 +196,8 @@ class TrainConfig:
     # A finished SFT run or trial directory whose adapter this run starts from (dpo / kto); the
     # reference is the same weights with the new adapter disabled.
     init_from: str | None = None
+    # Start from the adapter of an init_from run that did not complete (failed, pruned, killed): refused otherwise.
+    init_from_allow_failed: bool = False
     # Where built tiny models and tokenized datasets are cached.
     cache_dir: str = "~/.cache/ftsweep"
     # A finished run directory whose config a sweep starts from (sweep=lr_after_baseline).

@@ -56,8 +56,15 @@ def init_from_problem(cfg: Any) -> str | None:
         root = run_dir_of(root)
     if not root.is_dir():
         return f"init_from: no such directory {str(init)!r}"
-    if adapter_dir(root) is None:
+    adapter = adapter_dir(root)
+    if adapter is None:
         return f"init_from: {str(init)!r} holds no adapter (adapter/adapter_config.json); give a finished LoRA run or trial directory"
+    from ftsweep.rundir import ALLOW_FAILED_INIT, incomplete_problem
+
+    if not cfg.get("init_from_allow_failed"):  # a failed / pruned / killed run's adapter: refused as merge does
+        problem = incomplete_problem(root, adapter, ALLOW_FAILED_INIT)
+        if problem:
+            return f"init_from: {problem}"
     run_cfg = root / ".hydra" / "config.yaml"
     if run_cfg.is_file():
         from omegaconf import OmegaConf
@@ -109,7 +116,13 @@ def merge_init_adapter(cfg: Any, model: Any) -> Any:
     from peft import PeftModel
 
     from ftsweep.console import say
+    from ftsweep.paths import from_launch_dir
+    from ftsweep.rundir import ALLOW_FAILED_INIT, check_complete
 
+    root = run_dir_of(from_launch_dir(str(cfg.init_from)))
+    adapter = adapter_dir(root)
+    if adapter is not None and cfg.get("init_from_allow_failed"):  # (refused above otherwise): say so, once
+        check_complete(root, adapter, True, ALLOW_FAILED_INIT)
     for path in init_adapters(cfg.init_from):
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
         say(f"init_from: merged the adapter of {path} into the base weights")
