@@ -79,6 +79,29 @@ def test_a_resumed_sweep_is_not_stopped_by_the_failures_of_the_run_before(tmp_pa
     assert "max_failure_rate" not in r.stdout + r.stderr
 
 
+def test_a_sweep_stopped_by_its_failures_says_why_when_run_again_not_nothing_to_run(tmp_path):
+    """max_failure_rate stopped the sweep and its failed trials used up n_trials: the same command said '2 of
+    n_trials=2 trials done; nothing to run', as for a finished study (exit 0), also after the cause was fixed."""
+    sd = tmp_path / "s"
+    args = sweep_args(sd, "hydra.sweeper.max_failure_rate=0", n_trials=2, workers=2)
+    r = run(args, tmp_path, FAKE_PLAN={"0": "raise", "1": "raise"})
+    assert r.returncode == 1 and states(load(sd)) == {0: "FAIL", 1: "FAIL"}, r.stderr
+    for _ in range(2):
+        again = run(args, tmp_path)
+        err = [ln for ln in again.stderr.splitlines() if ln.strip()]
+        assert again.returncode == 1 and len(err) == 1, again.stderr
+        assert err[0].startswith("ftsweep: error: sweep t: its last run stopped early: 1 of 2 trials failed "
+                                 "(max_failure_rate=0 allows 0; last reason: "), err
+        assert err[0].endswith("); failed trials count towards n_trials=2, so none is left to run: fix the cause, "
+                               "then raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials=6) to go on"), err
+        assert "nothing to run" not in again.stdout and len(load(sd).trials) == 2
+    # the cause fixed and n_trials raised: the study goes on, and a finished study is 'done' again
+    r = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=0", n_trials=3), tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=0", n_trials=3), tmp_path)
+    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr
+
+
 def test_a_bad_data_row_stops_the_sweep_at_its_first_trial_as_bad_input(tmp_path):
     # every trial reads the same rows: the first trial's data error ends the sweep in one line, exit 2
     sd = tmp_path / "s"

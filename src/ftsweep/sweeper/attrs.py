@@ -37,6 +37,7 @@ SWEEP_DIR = "ftsweep:sweep_dir"
 METRICS = "ftsweep:metrics"
 FIXED_OVERRIDES = "ftsweep:fixed_overrides"
 CREATED = "ftsweep:created"
+STOPPED = "ftsweep:stopped"  # why the last run of the sweep stopped early (max_failure_rate, bad data); None after
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ftsweep.errors import SweepAborted
 from ftsweep.sweepdir import SweepDir
+from ftsweep.sweeper.attrs import STOPPED
 
 
 class StudyFinished(Exception):
@@ -40,6 +42,12 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
     c = count(study)
     if c.total < n_trials or c.running or c.waiting:
         return
+    stopped = study.user_attrs.get(STOPPED)
+    if stopped:  # its last run stopped early on failures, which used up the budget: not "done"
+        raise SweepAborted(
+            f"sweep {study_name}: its last run stopped early: {stopped}; failed trials count towards "
+            f"n_trials={n_trials}, so none is left to run: fix the cause, then raise hydra.sweeper.n_trials "
+            f"(e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}) to go on")
     best = best_trial(study) if len(study.directions) == 1 else None
     best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
     report = SweepDir(sweep_dir).report

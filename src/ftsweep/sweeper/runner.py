@@ -125,6 +125,7 @@ class SweepRunner:
         self.gpus = GpuPool(settings.gpus if self.backend.places_gpus else None,
                             settings.conf.gpus_per_trial, settings.conf.trials_per_gpu)
         self.aborted: str | None = None
+        self._stopped: str | None = None  # why, in a few words, for the same command run again (attrs.STOPPED)
         self._failed_before = 0  # trials of the study that had failed when this run began (set by run())
         self.abort_error: type[SweepAborted] = SweepAborted  # SweepBadData: a bad row every trial would meet
         self._last_beat = 0.0
@@ -159,6 +160,9 @@ class SweepRunner:
             self.guard.close()
         counts = count(self.study)
         self.progress.update(counts, *self._best())
+        # why this run stopped early, for the same command run again when no trial is left to run (finished.py)
+        if self._stopped or self.study.user_attrs.get(attrs.STOPPED):
+            self.study.set_user_attr(attrs.STOPPED, self._stopped)
         if self.aborted:
             raise self.abort_error(self.aborted)
         return counts
@@ -358,6 +362,7 @@ class SweepRunner:
             self.aborted = (f"trial {trial.number}: {out.reason}; every trial reads these rows, so no new trials "
                             "started (fix the data and run the same command again: the study goes on)")
             self.abort_error = SweepBadData
+            self._stopped = f"trial {trial.number}: {out.reason} (a data row every trial reads)"
             self.progress.log(self.aborted)
         rate = self.s.conf.max_failure_rate
         allowed = int(rate * self.s.n_trials)
@@ -367,6 +372,8 @@ class SweepRunner:
             self.aborted = (f"{failed} of {self.s.n_trials} trials failed{before} (max_failure_rate="
                             f"{rate:g} allows {allowed}); no new trials started. "
                             f"Last reason: {out.reason}")
+            self._stopped = (f"{failed} of {self.s.n_trials} trials failed (max_failure_rate={rate:g} allows "
+                             f"{allowed}; last reason: {out.reason})")
             self.progress.log(self.aborted)
 
     def _bad_data_for_all(self, out: Outcome) -> bool:
