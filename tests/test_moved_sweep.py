@@ -141,3 +141,43 @@ def test_a_lost_trial_outside_a_moved_sweep_keeps_its_recorded_folder(tmp_path):
     study = optuna.load_study(study_name="demo", storage=f"sqlite:///{tmp_path / 'moved' / 'study.db'}")
     runner = SimpleNamespace(study=study, s=SimpleNamespace(sweep_dir=tmp_path / "moved"))
     assert SweepRunner._lost_checkpoint(runner, study.ask()) == ck
+
+
+def _safetensors(path, cut=False):
+    """A small valid safetensors file (8 data bytes); ``cut``: its last half missing, as a kill while saving."""
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    data = struct.pack("<Q", len(header)) + header + bytes(8)
+    path.write_bytes(data[: len(data) // 2] if cut else data)
+
+
+@pytest.mark.parametrize("damaged", ["adapter_model.safetensors", "trainer_state.json"])
+def test_a_lost_trials_damaged_last_checkpoint_is_passed_over_for_the_intact_one_before_it(tmp_path, damaged):
+    """A lost trial's latest checkpoint cut short (a kill or a full disk while it was saved): the re-run was given
+    it, refused it ('damaged ... resume from the checkpoint before it') and started from step 0; it now goes on from
+    the intact checkpoint before it, and the console line names the damaged file."""
+    from types import SimpleNamespace
+
+    from ftsweep.sweeper.runner import SweepRunner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sd = tmp_path / "s"
+    study = _lost_and_rerun(sd, sd / "trial_0")
+    for step in (20, 40):
+        ck = _checkpoint(sd / "trial_0", step)
+        (ck / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        _safetensors(ck / "adapter_model.safetensors")
+    bad = sd / "trial_0" / "checkpoints" / "checkpoint-40" / damaged
+    if damaged.endswith(".json"):
+        bad.write_text(bad.read_text()[:-3])
+    else:
+        _safetensors(bad, cut=True)
+    again = study.ask()
+    runner = SimpleNamespace(study=study, s=SimpleNamespace(sweep_dir=sd))
+    point, note = SweepRunner._lost_checkpoints(runner, again)
+    assert point == sd / "trial_0" / "checkpoints" / "checkpoint-20"
+    assert note.startswith(f"checkpoint-40 is damaged: {bad} (")
+    # every checkpoint damaged: from step 0, saying why
+    _safetensors(sd / "trial_0" / "checkpoints" / "checkpoint-20" / "adapter_model.safetensors", cut=True)
+    assert SweepRunner._lost_checkpoints(runner, again)[0] is None

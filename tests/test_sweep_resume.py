@@ -3,6 +3,7 @@ last checkpoint, not from step 0, and ends where the uninterrupted trial does. R
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,3 +53,42 @@ def test_a_lost_trial_goes_on_from_its_last_checkpoint(tmp_path):
     r = run(sweep(whole), tmp_path, timeout=300, fake=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert load(whole).trials[0].value == rerun.value  # the same result as the uninterrupted trial, bitwise
+
+
+def test_a_lost_trial_whose_last_checkpoint_is_damaged_goes_on_from_the_one_before(tmp_path):
+    """The lost trial's latest checkpoint cut short (a kill or a full disk while it was saved): the re-run was
+    given it, found it damaged and started from step 0 ('not resuming the lost trial (...): starting afresh'); it
+    now goes on from the intact checkpoint before it (step 20, not 40 nor 0) and the console says why."""
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(sweep(killed), cwd=tmp_path, env=env(False), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    checkpoints = killed / "trial_0" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (checkpoints / "checkpoint-40" / "trainer_state.json").is_file() \
+            and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (checkpoints / "checkpoint-20" / "trainer_state.json").is_file()
+    bad = checkpoints / "checkpoint-40" / "adapter_model.safetensors"
+    size = bad.stat().st_size
+    with bad.open("r+b") as f:
+        f.truncate(size // 2)
+    time.sleep(1.0)
+
+    again = run(sweep(killed), tmp_path, timeout=300, fake=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = again.stdout + again.stderr
+    assert (f"(re-run 1 of trial 0, same parameters, from its checkpoint at step 20: checkpoint-40 is damaged: {bad} "
+            f"(cut short: {size // 2} bytes, its header says {size}))") in out, out[-3000:]
+    log = (killed / "trial_1" / "trial.log").read_text()
+    assert f"resuming from {checkpoints / 'checkpoint-20'} (step 20)" in log, log[-3000:]
+    assert "not resuming" not in log and "starting afresh" not in log
+    rerun = load(killed).trials[1]
+    assert rerun.state.name == "COMPLETE" and rerun.user_attrs["retry_of"] == 0
+    assert json.loads((killed / "trial_1" / "metrics.json").read_text())["train_steps"] == 120
+
+    whole = tmp_path / "whole"
+    r = run(sweep(whole), tmp_path, timeout=300, fake=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load(whole).trials[0].value == rerun.value  # the uninterrupted trial's result, from step 20 on

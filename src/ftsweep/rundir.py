@@ -341,6 +341,30 @@ def damaged_file(point: Path) -> str | None:
     return None
 
 
+def intact_before(point: Path) -> list[Path]:
+    """The checkpoints saved before ``point`` beside it with no damaged file (:func:`damaged_file`), oldest first."""
+    def number(p: Path) -> int:  # (by name, as resume_point orders them: a damaged trainer_state.json says 0)
+        tail = p.name.split("-", 1)[-1]
+        return int(tail) if p.name.startswith("checkpoint-") and tail.isdigit() else -1
+
+    return sorted((p for p in Path(point).parent.glob("checkpoint-*") if 0 <= number(p) < number(Path(point))
+                   and (p / TRAINER_STATE).is_file() and damaged_file(p) is None), key=number)
+
+
+def intact_resume_point(run_dir: str | Path) -> tuple[Path | None, str | None]:
+    """The latest checkpoint of ``run_dir`` with no damaged file, and, when its latest one is damaged and was passed
+    over, ``<checkpoint> is damaged: <file> (why)``; (None, None) when it saved no checkpoint."""
+    try:
+        latest = resume_point(run_dir)
+    except UsageError:
+        return None, None
+    damaged = damaged_file(latest)
+    if damaged is None:
+        return latest, None
+    earlier = intact_before(latest)
+    return (earlier[-1] if earlier else None), f"{latest.name} is damaged: {damaged}"
+
+
 # What a checkpoint's optimizer.pt holds in its parameter groups (and scheduler.pt's base_lrs: the lr): a resume
 # goes on with the saved values whatever the config says, so another value is refused rather than ignored
 OPTIMIZER_STATE_KEYS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.betas", "optimizer.eps")
@@ -352,12 +376,7 @@ def resume_problem(cfg: Any, point: Path) -> str | None:
     checkpoint's optimizer state would override (:data:`OPTIMIZER_STATE_KEYS`); None when it can."""
     damaged = damaged_file(point)
     if damaged:
-        def number(p: Path) -> int:  # (by name, as resume_point orders them: a damaged trainer_state.json says 0)
-            tail = p.name.split("-", 1)[-1]
-            return int(tail) if p.name.startswith("checkpoint-") and tail.isdigit() else -1
-
-        earlier = sorted((p for p in Path(point).parent.glob("checkpoint-*") if 0 <= number(p) < number(Path(point))
-                          and (p / TRAINER_STATE).is_file() and damaged_file(p) is None), key=number)
+        earlier = intact_before(point)
         return (f"{RESUME_KEY}: {point} is damaged: {damaged}"
                 + (f"; resume from the checkpoint before it: {RESUME_KEY}={earlier[-1]}" if earlier else ""))
     step = checkpoint_step(point)

@@ -14,7 +14,6 @@ to a SQLite/journal file), so processes asking at the same instant never create 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Any
 
 from ftsweep import rundir
 from ftsweep.config.sweeper import PrunerConf, SweeperConf
-from ftsweep.errors import SweepAborted, SweepBadData, UsageError
+from ftsweep.errors import SweepAborted, SweepBadData
 from ftsweep.notices import ENV as NOTICE_ENV
 from ftsweep.numerics import intra_op_share
 from ftsweep.sweepdir import SweepDir
@@ -242,7 +241,7 @@ class SweepRunner:
         attrs.set_attrs(trial, trial_dir=str(trial_dir), overrides=[scrub(o) for o in overrides])
         if gpu is not None:
             attrs.set_attrs(trial, gpu=gpu)
-        resume = None if oom_retried else self._lost_checkpoint(trial)  # an OOM re-run changes the batch
+        resume, damaged = (None, None) if oom_retried else self._lost_checkpoints(trial)  # OOM: another batch
         cmd = TrialLaunch.argv(self._command(), overrides, str(self.s.sweep_dir), subdir)
         rundir.RunDir(trial_dir).trial_log.write_text("# " + scrub(" ".join(cmd)) + "\n")
         env = {**self._env(trial, gpu, resume), NOTICE_ENV: str(trial_dir / NOTICE_FILE)}  # relayed to the console
@@ -251,22 +250,30 @@ class SweepRunner:
         note = " (OOM re-run: half micro-batch)" if oom_retried else ""
         if trial.user_attrs.get(RETRY_OF) is not None:
             note = (f" (re-run {trial.user_attrs.get(ATTEMPT_ATTR, 1)} of trial {trial.user_attrs[RETRY_OF]}, "
-                    "same parameters" + (f", from its checkpoint at step {rundir.checkpoint_step(resume)})"
-                                         if resume is not None else ")"))
+                    "same parameters" + (f", from its checkpoint at step {rundir.checkpoint_step(resume)}"
+                                         if resume is not None else ", from step 0" if damaged else "")
+                    + (f": {damaged}" if damaged else "") + ")")
         shown = derived_settings(overrides, self.space.derived)  # lora.alpha, accumulation, effective batch
         trial.set_user_attr(attrs.DERIVED, shown)
         self.progress.started_trial(trial.number, {**dict(trial.params), **shown}, note)
 
     def _lost_checkpoint(self, trial: Any) -> Path | None:
-        """For a re-run of lost trials: the latest checkpoint any of them saved (``trainer.save_steps``), which
-        the re-run goes on from (the trial checks that it fits, else it starts afresh); None otherwise. A sweep
-        folder moved or copied since (``mv``, ``rsync``) is read where it is now, not where the study recorded it
-        (gone, or another copy's checkpoints)."""
+        """The checkpoint a re-run of lost trials goes on from (:meth:`_lost_checkpoints`)."""
+        return SweepRunner._lost_checkpoints(self, trial)[0]
+
+    def _lost_checkpoints(self, trial: Any) -> tuple[Path | None, str | None]:
+        """For a re-run of lost trials: the latest intact checkpoint any of them saved (``trainer.save_steps``),
+        which the re-run goes on from (the trial checks that it fits, else it starts afresh), and a note naming a
+        later one passed over because a file of it is damaged (a kill or a full disk while it was saved: the one
+        before it is used, as a single run's resume says); (None, None) otherwise. A sweep folder moved or copied
+        since (``mv``, ``rsync``) is read where it is now, not where the study recorded it (gone, or another
+        copy's checkpoints)."""
         if trial.user_attrs.get(RETRY_OF) is None:
-            return None
+            return None, None
         trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         recorded = self.study.user_attrs.get(attrs.SWEEP_DIR)
         found: list[Path] = []
+        damaged: str | None = None
         number, seen = trial.user_attrs.get(attrs.REPLACES), set()
         while number is not None and int(number) in trials and int(number) not in seen:
             seen.add(int(number))
@@ -276,10 +283,13 @@ class SweepRunner:
             if here is not None and here.is_dir():
                 folder = str(here)
             if folder:
-                with contextlib.suppress(UsageError):  # (it saved none)
-                    found.append(rundir.resume_point(folder))
+                point, note = rundir.intact_resume_point(folder)
+                if point is not None:
+                    found.append(point)
+                damaged = damaged or note  # (the latest lost trial's)
             number = lost.user_attrs.get(attrs.REPLACES)
-        return max(found, key=rundir.checkpoint_step, default=None)
+        best = max(found, key=rundir.checkpoint_step, default=None)
+        return best, damaged
 
     def _command(self) -> list[str]:
         """The trial command; k GPUs per trial = the same entry point under torchrun (one rank per GPU)."""
