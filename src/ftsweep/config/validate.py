@@ -120,6 +120,7 @@ def validate(cfg: DictConfig) -> None:
     if q.method in ("nf4", "fp4") and q.bnb_4bit_quant_type != q.method:
         raise ConfigError("quantization.bnb_4bit_quant_type",
                           f"{q.bnb_4bit_quant_type} contradicts quantization.method={q.method}; set both to nf4 or both to fp4")
+    _validate_quantization_keys(q)
     # lora
     lora = cfg.lora
     _at_least(cfg, "lora.r", 1)
@@ -329,6 +330,33 @@ def _validate_device(cfg: DictConfig) -> None:
     if attn == "flex_attention" and not device.cuda_available():
         raise ConfigError("model.attn_implementation", "flex_attention cannot train on CPU (PyTorch has no CPU backward for it); "
                           "use sdpa or leave it null")
+
+
+# quantization.method -> the keys of the group that its builder (ftsweep.model.build_quantization) reads
+QUANT_KEYS_READ = {
+    "none": ("method",),
+    "int8": ("method", "llm_int8_threshold"),
+    "nf4": ("method", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype",
+            "bnb_4bit_quant_storage"),
+}
+QUANT_KEYS_READ["fp4"] = QUANT_KEYS_READ["nf4"]
+
+
+def _validate_quantization_keys(q: DictConfig) -> None:
+    """A key of the other method (``quantization=int8`` with ``bnb_4bit_compute_dtype=bfloat16``, ``nf4`` with
+    ``llm_int8_threshold``, any key with ``none``) would be read by nothing: refused when it differs from the
+    schema's default (the value every option starts from)."""
+    from ftsweep.config.schema import QuantizationConfig
+
+    default = QuantizationConfig()
+    read = QUANT_KEYS_READ.get(q.method, ())
+    for key in q:
+        if key in read or q[key] == getattr(default, key, q[key]):
+            continue
+        users = sorted({m for m, keys in QUANT_KEYS_READ.items() if key in keys})
+        what = f"only quantization={' / '.join(users)} reads it" if users else "nothing reads it"
+        raise ConfigError(f"quantization.{key}", f"{q[key]!r} would be ignored with quantization={q.method}: {what}; "
+                                                 f"drop it or choose that option")
 
 
 def _validate_lora_init(cfg: DictConfig) -> None:
