@@ -342,3 +342,45 @@ def test_wandb_runs_list_the_installed_packages_read_once_per_process(tmp_path):
         assert all(line.count("==") == 1 for line in lines)
         # the service may still be writing the run's log under load
         assert "requirements.txt" in wait_offline_run(folder, lambda w: "requirements.txt" in w["files"])["files"]
+
+
+def _paths_holding(root, text):
+    return [str(p) for p in root.rglob("*") if text in str(p.relative_to(root))]
+
+
+def test_a_run_folder_named_by_its_overrides_holds_no_secret(tmp_path, monkeypatch):
+    """``hydra.run.dir=...${hydra.job.override_dirname}`` (Hydra's common pattern) made the overrides a folder name:
+    a URL password or HF_TOKEN's value typed into a setting were on disk in the path, where no masking of files
+    reaches. The folder name masks them (``***``), as ``.hydra/`` does."""
+    token = "hf_PLANTEDtok77"
+    seen: list = []
+    _stub_train(monkeypatch, seen)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert main(["train", "model=tiny", "logger=none", f"notes='{URL} {token}'",
+                 "hydra.run.dir=runs/${hydra.job.override_dirname}"]) == 0
+    assert seen == [f"{URL} {token}"]
+    assert _paths_holding(tmp_path, PLANTED) == [] and _paths_holding(tmp_path, token) == []
+    (run_dir,) = [p.parent for p in tmp_path.glob("runs/**/.hydra")]
+    assert "alice:***@" in str(run_dir) and str(run_dir).endswith("optuna ***'")
+    assert _grep(tmp_path, PLANTED) == [] and _grep(tmp_path, token) == []
+
+
+def test_a_sweep_trial_folder_named_by_its_overrides_holds_no_secret(tmp_path, monkeypatch):
+    """The sweeper resolves ``hydra.sweep.subdir`` for each trial the way Hydra's launchers do: masked too."""
+    from hydra.types import HydraContext
+
+    from ftsweep.config.compose import compose, hydra_session
+    from hydra_plugins.ftsweep_sweeper.ftsweep_sweeper import FtsweepOptunaSweeper
+
+    token = "hf_PLANTEDtok77"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["model=tiny", "hydra.sweep.subdir=${hydra.job.override_dirname}_${hydra.job.num}"], hydra=True,
+                  check=False)
+    with hydra_session() as loader:
+        sweeper = FtsweepOptunaSweeper()
+        sweeper.setup(hydra_context=HydraContext(config_loader=loader, callbacks=None), task_function=None, config=cfg)
+        sub = sweeper.trial_subdir(3, ["model=tiny", f"notes='{URL} {token}'", "optimizer.lr=0.001"])
+    assert PLANTED not in sub and token not in sub
+    assert sub.endswith("_3") and "alice:***@" in sub and "optimizer.lr=0.001" in sub

@@ -63,6 +63,7 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
     file is parsed once per process and mtime."""
     from hydra.core.config_store import ConfigStore
 
+    _mask_override_dirname()
     # (The user's roots come first through the search-path plugin, which registers itself:
     # hydra_plugins.ftsweep_sweeper.ftsweep_searchpath.register(), called by the entry points.)
     cs = ConfigStore.instance()
@@ -100,6 +101,31 @@ def register(config_dirs: list[str] | tuple[str, ...] = ()) -> None:
         group = "sweep" if sub == "." else f"sweep/{sub}"
         cs.store(group=group, name=file.stem, node=node, package="_global_", provider=str(folder))
     _STORED_KEY[0] = key
+
+
+def masked_overrides_dirname(overrides: list[Any], exclude_keys: list[str], item_sep: str, kv_sep: str) -> str:
+    """Hydra's ``hydra.job.override_dirname`` (the overrides as one folder name, for ``hydra.run.dir`` /
+    ``hydra.sweep.subdir`` patterns such as ``${hydra.job.override_dirname}``) with secrets masked as everywhere
+    else (:func:`ftsweep.tracking.scrub`: a URL's password, the value of HF_TOKEN / WANDB_API_KEY / ... typed into a
+    setting): a folder name is printed, listed and synced, and no later masking of files reaches it."""
+    from hydra._internal import config_loader_impl
+
+    from ftsweep.tracking import scrub
+
+    original = getattr(config_loader_impl.get_overrides_dirname, "__wrapped__",
+                       config_loader_impl.get_overrides_dirname)
+    return scrub(original(overrides=overrides, exclude_keys=exclude_keys, item_sep=item_sep, kv_sep=kv_sep))
+
+
+def _mask_override_dirname() -> None:
+    """Make Hydra's config loader (every run, sweep trial and ``--cfg`` of this process) compute
+    ``hydra.job.override_dirname`` with :func:`masked_overrides_dirname`."""
+    from hydra._internal import config_loader_impl
+
+    current = config_loader_impl.get_overrides_dirname
+    if getattr(current, "__wrapped__", None) is None:
+        masked_overrides_dirname.__wrapped__ = current  # type: ignore[attr-defined]
+        config_loader_impl.get_overrides_dirname = masked_overrides_dirname
 
 
 @contextmanager

@@ -97,7 +97,9 @@ def _signature(repo: Any, parsed: list[Any]) -> tuple | None:
 
 def _with_values(base: DictConfig, old: list[Any], new: list[Any]) -> DictConfig:
     """``base`` (composed from ``old``) with the changed plain values of ``new``, finished as Hydra does."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from ftsweep.config.compose import masked_overrides_dirname
 
     cfg = copy.deepcopy(base)
     changed = [n for o, n in zip(old, new, strict=True) if o.input_line != n.input_line]
@@ -111,7 +113,7 @@ def _with_values(base: DictConfig, old: list[Any], new: list[Any]) -> DictConfig
             cfg.hydra.job.env_set[key] = os.environ[key]
         cfg.hydra.runtime.cwd = os.getcwd()
         named = cfg.hydra.job.config.override_dirname
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
+        cfg.hydra.job.override_dirname = masked_overrides_dirname(
             overrides=[n for n in new if not n.is_hydra_override()], kv_sep=named.kv_sep, item_sep=named.item_sep,
             exclude_keys=named.exclude_keys)
     return cfg
