@@ -61,3 +61,13 @@ def test_the_cli_refuses_it_in_one_line_with_exit_2(capsys, tmp_path, monkeypatc
     assert err == ("ftsweep: error: quantization.bnb_4bit_compute_dtype: 'bfloat16' would be ignored with "
                    "quantization=int8: only quantization=fp4 / nf4 reads it; drop it or choose that option\n")
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(("override", "shown"), [("lora.r=64", "64"), ("lora.target_modules=all-linear", "'all-linear'"),
+                                                 ("lora.use_dora=true", "True"), ("lora.init=pissa", "'pissa'")])
+def test_a_lora_key_with_a_full_fine_tune_is_refused(compose, override, shown):
+    with pytest.raises(ConfigFailure) as err:
+        compose("lora=none", override)
+    assert str(err.value) == (f"{override.split('=')[0]}: {shown} would be ignored: lora=none (lora.enabled=false) "
+                              "is a full fine-tune with no adapter; drop it or choose a LoRA option")
+    assert compose("lora=none").lora.enabled is False

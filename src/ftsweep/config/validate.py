@@ -137,6 +137,14 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("lora.loraplus_lr_ratio", "LoRA+ sets the learning rate of LoRA's B matrices; a full "
                                                         "fine-tune (lora=none) has none: drop it or use a LoRA option")
     _validate_lora_init(cfg)
+    if not lora.enabled:  # a full fine-tune builds no adapter: the adapter's settings would be read by nothing
+        from ftsweep.config.schema import LoraConfig
+
+        default = LoraConfig()
+        for key in lora:
+            if key not in ("enabled", "loraplus_lr_ratio") and lora[key] != getattr(default, key, lora[key]):
+                raise ConfigError(f"lora.{key}", f"{lora[key]!r} would be ignored: lora=none (lora.enabled=false) is a "
+                                                 "full fine-tune with no adapter; drop it or choose a LoRA option")
     if not lora.enabled and cfg.quantization.method != "none":
         raise ConfigError(
             "lora.enabled",
