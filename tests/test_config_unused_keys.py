@@ -71,3 +71,11 @@ def test_a_lora_key_with_a_full_fine_tune_is_refused(compose, override, shown):
     assert str(err.value) == (f"{override.split('=')[0]}: {shown} would be ignored: lora=none (lora.enabled=false) "
                               "is a full fine-tune with no adapter; drop it or choose a LoRA option")
     assert compose("lora=none").lora.enabled is False
+
+
+def test_a_quant_storage_dtype_bitsandbytes_cannot_pack_into_and_a_negative_threshold_are_refused(compose):
+    with pytest.raises(ConfigFailure, match=r"^quantization.bnb_4bit_quant_storage: got 'float8'; allowed: null, uint8, "):
+        compose("quantization=fp4", "quantization.bnb_4bit_quant_storage=float8")
+    with pytest.raises(ConfigFailure, match=r"^quantization.llm_int8_threshold: must be >= 0 \(got -1.0\)$"):
+        compose("quantization=int8", "quantization.llm_int8_threshold=-1")
+    assert compose("quantization=nf4", "quantization.bnb_4bit_quant_storage=uint8").quantization.method == "nf4"

@@ -116,6 +116,9 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg, "quantization.method", QUANT_METHODS)
     _choice(cfg, "quantization.bnb_4bit_quant_type", ("nf4", "fp4"))
     _choice(cfg, "quantization.bnb_4bit_compute_dtype", options.DTYPES)
+    # the dtypes bitsandbytes packs 4-bit weights into (uint8 is its own default); another name failed after loading
+    _choice(cfg, "quantization.bnb_4bit_quant_storage", (None, "uint8", "bfloat16", "float16", "float32"))
+    _at_least(cfg, "quantization.llm_int8_threshold", 0)  # (LLM.int8()'s outlier threshold; 0 = no outliers)
     q = cfg.quantization
     if q.method in ("nf4", "fp4") and q.bnb_4bit_quant_type != q.method:
         raise ConfigError("quantization.bnb_4bit_quant_type",
