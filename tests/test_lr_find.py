@@ -138,20 +138,25 @@ def test_sweep_seed_narrows_the_lr_range_and_enqueues_the_suggestion(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_with_lr_find_runs_the_suggestion_as_trial_0(tmp_path, cache_dir):
+def test_sweep_with_lr_find_runs_the_test_and_keeps_its_range_when_the_curve_is_flat(tmp_path, cache_dir):
+    """The real range test of a sweep (12 steps over 1e-4..1e-2 on the tiny model, seeded): its smoothed loss only
+    wanders (it fell 1.5%), so its steepest point is noise. It used to become trial 0 and the centre of a narrowed
+    range; now the sweep says so and keeps its own range (the narrowing itself: the fake-result test above)."""
     sweep_dir = tmp_path / "sw"
     args = sweep_args(sweep_dir, *FAST, f"cache_dir={cache_dir}", "hydra.sweeper.lr_find=true", n_trials=2)
     proc = run(args, tmp_path, fake=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "{'loss'" not in proc.stderr and "lr_find: trial 0 at optimizer.lr=" in proc.stderr  # no per-step dump
+    assert "{'loss'" not in proc.stderr  # no per-step dump
     result = json.loads((sweep_dir / "lr_find" / "lr_find.json").read_text())
     assert result["min_lr"] == 1e-4 and result["max_lr"] == 1e-2 and result["steps"] == 12
+    assert result["warning"].startswith("the smoothed loss fell only ")
+    assert (f"lr_find: warning: no reliable suggestion: {result['warning']}; the sweep goes on without it: no trial 0 "
+            "at the suggestion, optimizer.lr keeps its own range tag(log, interval(1e-4, 1e-2))") in proc.stderr
     trials = load(sweep_dir).get_trials(deepcopy=False)
-    assert trials[0].user_attrs.get("enqueued") is True
-    assert trials[0].params["optimizer.lr"] == pytest.approx(result["suggestion"])
-    dist = trials[1].distributions["optimizer.lr"]
-    assert dist.log and dist.low >= 1e-4 and dist.high <= 1e-2
-    assert dist.low == pytest.approx(max(1e-4, result["suggestion"] / 10), rel=1e-3)
+    assert not trials[0].user_attrs.get("enqueued")
+    for t in trials:
+        dist = t.distributions["optimizer.lr"]
+        assert dist.log and (dist.low, dist.high) == (1e-4, 1e-2)
 
 
 def test_range_test_prints_a_few_progress_lines_not_every_logged_step(compose, tmp_path, capsys):
@@ -189,3 +194,61 @@ def test_sweep_seed_says_what_it_runs_and_what_it_found_in_a_few_lines(tmp_path,
     assert err[0] == (f"[sweep s] lr_find: reusing {tmp_path / 'lr_find' / 'lr_find.json'}: 3 steps from 1e-05 to "
                       f"0.1: suggested lr 0.003 [steepest descent (...)]; curve: {tmp_path / 'lr_find' / 'lr_find.png'}")
     assert len(err) == 2
+
+
+def test_a_flat_curve_or_a_steepest_point_at_the_edge_is_no_reliable_suggestion():
+    """Lightning's rule picks the steepest point of any curve; where the loss hardly fell, or fell fastest at the
+    edge of the range, that point says nothing: ``unreliable`` says why and what to do."""
+    from ftsweep.lr_find import unreliable
+
+    lrs = [10 ** (-6 + i / 5) for i in range(20)]
+    falls = [5.0] * 8 + [4.5, 3.5, 2.5, 2.0, 1.9, 1.85, 1.8, 1.8, 2.0, 2.5, 3.5, 5.0]
+    assert unreliable(lrs, falls, 2, 1) is None  # a fall, a valley, the turn up
+    flat = [4.30, 4.32, 4.29, 4.31, 4.33, 4.30, 4.28, 4.31, 4.32, 4.30] * 2  # noise only
+    why = unreliable(lrs[:20], flat, 2, 1)
+    assert why.startswith("the smoothed loss fell only ") and "(less than 5%): the curve is flat there and its " \
+        "steepest point is noise; widen the range up (a higher --max-lr, e.g. 1)" in why
+    assert "widen the range down" in unreliable(lrs, flat, 2, 1, stopped=True)  # it diverged without a fall
+    still_falling = [5.0 - 0.01 * i * i for i in range(20)]  # fastest at the top of the range
+    assert unreliable(lrs, still_falling, 2, 1).startswith(
+        f"the loss fell fastest at the top of the range (lr {lrs[18]:.3g}) and never turned up")
+    from_the_start = [5.0 - 3 * (1 - 0.8 ** i) for i in range(20)]  # fastest at the bottom
+    assert unreliable(lrs, from_the_start, 2, 1).startswith(
+        f"the loss fell fastest at the bottom of the range (lr {lrs[2]:.3g})")
+
+
+def test_a_range_capped_low_warns_that_the_suggestion_is_noise(cache_dir, tmp_path, capsys):
+    """``ftsweep lr-find --max-lr 1e-4`` on the tiny model: the loss only wanders (seeded: the same curve each time),
+    and the printed suggestion came without a word. Now one warning line says so and what to do."""
+    from ftsweep.cli import main
+
+    out = tmp_path / "lf"
+    assert main(["lr-find", *FAST, f"cache_dir={cache_dir}", "logger=none", "--min-lr", "1e-6",
+                 "--max-lr", "1e-4", "--steps", "21", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    warning = [ln for ln in printed.err.splitlines() if ln.startswith("lr-find: warning: ")]
+    assert len(warning) == 1 and "the curve is flat there and its steepest point is noise; widen the range up " \
+        "(a higher --max-lr, e.g. 1)" in warning[0], printed.err[-2000:]
+    saved = json.loads((out / "lr_find.json").read_text())
+    assert saved["warning"] == warning[0].removeprefix("lr-find: warning: ")
+
+
+def test_a_sweep_keeps_its_own_range_when_the_test_gives_no_reliable_suggestion(tmp_path, capsys):
+    doc = {"suggestion": 6.2e-5, "lrs": [1e-6, 1e-5, 1e-4], "stopped": None, "rule": "steepest descent (...)",
+           "warning": "the smoothed loss fell only 0.04% over lr 4.89e-06..8.53e-05 (...)"}
+
+    def fake(fixed, low, high, out):
+        out.mkdir(parents=True)
+        (out / "lr_find.json").write_text(json.dumps(doc))
+        return doc
+
+    params = {"optimizer.lr": "tag(log, interval(1e-6, 1e-4))", "lora": "choice(r8, r16)"}
+    new, first, _ = seed_from_lr_find([], params, tmp_path, 10.0, run=fake, label="[sweep s]")
+    assert new == params and first == []
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("[sweep s] lr_find: warning: no reliable suggestion: the smoothed loss fell only 0.04% over lr "
+                       "4.89e-06..8.53e-05 (...); the sweep goes on without it: no trial 0 at the suggestion, "
+                       "optimizer.lr keeps its own range tag(log, interval(1e-6, 1e-4))")
+    new, first, _ = seed_from_lr_find([], {}, tmp_path, 10.0, run=fake, label="[sweep s]")  # lr not searched
+    assert new == {} and first == []
+    assert capsys.readouterr().err.splitlines()[-1].endswith("optimizer.lr stays as configured (not searched)")

@@ -12,7 +12,10 @@ Suggestion (Lightning's rule, printed with the figures): the learning rate where
 fastest, i.e. the minimum of ``numpy.gradient`` of the smoothed loss over the points (equally spaced in
 log lr), skipping the first ``skip_begin`` and the last ``skip_end`` points.
 
-Writes ``<out>/lr_find.json`` (lrs, losses, smoothed losses, suggestion, rule, settings) and
+A curve that gives no reliable suggestion (the smoothed loss fell less than ``MIN_FALL``, or fell fastest at the
+first or last compared point: :func:`unreliable`) gets a one-line warning saying what to do, kept as ``warning``.
+
+Writes ``<out>/lr_find.json`` (lrs, losses, smoothed losses, suggestion, rule, warning, settings) and
 ``<out>/lr_find.png`` (smoothed loss vs lr, log x, the suggestion marked); ``--out`` defaults to
 ``outputs/lr_find/<date>_<time>``; a folder holding an earlier test's result is refused. A sweep with ``hydra.sweeper.lr_find=true`` runs this first (see
 sweep/README.md).
@@ -33,6 +36,8 @@ from typing import Any
 DEFAULT_STEPS = 100  # Lightning's num_training, for a config counted in epochs
 RESULT_FILES = ("lr_find.json", "lr_find.png")
 MIN_DIVERGED_POINTS = 5  # finite loss points a test that diverged early must have to suggest anything
+MIN_FALL = 0.05  # the smoothed loss must fall at least this fraction over the compared points to suggest reliably
+DEFAULT_MIN_LR, DEFAULT_MAX_LR = 1e-6, 1.0
 MIN_POINTS = 10  # loss points the rule compares after the skipped ones (fewer: the lr is the schedule's, not the loss's)
 RULE = ("steepest descent of the smoothed loss: lr at the minimum of numpy.gradient(smoothed loss) "
         "(points equally spaced in log lr), first {skip_begin} and last {skip_end} points skipped")
@@ -41,8 +46,8 @@ RULE = ("steepest descent of the smoothed loss: lr at the minimum of numpy.gradi
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ftsweep lr-find", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="config overrides, as for ftsweep train (e.g. sweep=quickstart)")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="first learning rate (default 1e-6)")
-    p.add_argument("--max-lr", type=float, default=1.0, help="last learning rate (default 1)")
+    p.add_argument("--min-lr", type=float, default=DEFAULT_MIN_LR, help="first learning rate (default 1e-6)")
+    p.add_argument("--max-lr", type=float, default=DEFAULT_MAX_LR, help="last learning rate (default 1)")
     p.add_argument("--steps", type=int, default=0,
                    help="steps of the range test (default: trainer.max_steps, or 100 when it is -1)")
     p.add_argument("--beta", type=float, default=0.98, help="smoothing of the loss (Lightning's 0.98)")
@@ -99,6 +104,8 @@ def main(argv: list[str]) -> int:
     print(f"lr-find: {len(result['lrs'])} steps from {args.min_lr:g} to {result['lrs'][-1]:.3g}"
           + (f" (stopped: {result['stopped']})" if result["stopped"] else ""))
     print(f"suggested lr: {result['suggestion']:.3g}  [{result['rule']}]")
+    if result["warning"]:
+        print(f"lr-find: warning: {result['warning']}", file=sys.stderr)
     print(f"curve: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
     return 0
 
@@ -190,6 +197,7 @@ def find_lr(cfg: Any, out: str | Path, *, min_lr: float, max_lr: float, steps: i
     begin, end = skipped(len(smoothed), skip_begin, skip_end)  # the rule as applied (a diverged test has fewer points)
     result = {
         "suggestion": suggestion, "rule": RULE.format(skip_begin=begin, skip_end=end),
+        "warning": unreliable(lrs, smoothed, begin, end, stopped=bool(recorder.stopped)),
         "min_lr": min_lr, "max_lr": max_lr, "steps": steps, "beta": beta, "diverge": diverge,
         "skip_begin": skip_begin, "skip_end": skip_end, "stopped": recorder.stopped, "seed": int(cfg.trainer.seed),
         "lrs": lrs, "losses": losses, "smoothed": smoothed,
@@ -279,6 +287,39 @@ def suggest(lrs: list[float], smoothed: list[float], skip_begin: int = 10, skip_
     begin, end = skipped(n, skip_begin, skip_end)
     ys = np.asarray(smoothed[begin:n - end], dtype=float)
     return float(lrs[begin + int(np.gradient(ys).argmin())])
+
+
+def unreliable(lrs: list[float], smoothed: list[float], begin: int, end: int, stopped: bool = False) -> str | None:
+    """Why the steepest descent of this curve is no reliable suggestion (None when it is), with what to do.
+
+    Two tests on the compared points (``begin`` / ``end`` skipped): (1) the smoothed loss fell less than
+    ``MIN_FALL`` of its first value to its lowest: a flat curve, whose "steepest" point is the noise of the
+    training loss (a range capped low, ``--max-lr 1e-4`` on the tiny model); (2) the steepest point is the
+    first or the last compared one: the descent goes on beyond the range, so the best rate lies outside it."""
+    import numpy as np
+
+    ys = np.asarray(smoothed[begin:len(smoothed) - end], dtype=float)
+    if len(ys) < 2:
+        return None
+    low, high = lrs[begin], lrs[begin + len(ys) - 1]
+    fall = (ys[0] - ys.min()) / abs(ys[0]) if ys[0] else 0.0
+    if fall < MIN_FALL:
+        if stopped:
+            what = f"widen the range down (a lower --min-lr, e.g. {DEFAULT_MIN_LR:g}), where the loss should still fall"
+        elif lrs[-1] < DEFAULT_MAX_LR / 2:
+            what = f"widen the range up (a higher --max-lr, e.g. {DEFAULT_MAX_LR:g}), where the loss should turn up"
+        else:
+            what = "no rate in the range trained it: give the test more --steps, or check the model and data"
+        return (f"the smoothed loss fell only {fall * 100:.2g}% over lr {low:.3g}..{high:.3g} (less than {MIN_FALL:.0%}): "
+                f"the curve is flat there and its steepest point is noise; {what}")
+    steepest = int(np.gradient(ys).argmin())
+    if steepest == len(ys) - 1 and not stopped:
+        return (f"the loss fell fastest at the top of the range (lr {high:.3g}) and never turned up: a better lr may "
+                f"lie above it; widen the range (a --max-lr above {lrs[-1]:.3g})")
+    if steepest == 0:
+        return (f"the loss fell fastest at the bottom of the range (lr {low:.3g}): the descent may start below it; "
+                f"widen the range (a --min-lr below {lrs[0]:.3g})")
+    return None
 
 
 def skipped(n: int, skip_begin: int, skip_end: int) -> tuple[int, int]:

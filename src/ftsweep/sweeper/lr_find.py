@@ -9,6 +9,10 @@ process (the sweep process stays free of torch), writing ``<sweep dir>/lr_find/`
   the sweep's own range; an lr that was not searched becomes searched over that bracket. A ``choice`` of
   learning rates (a grid) is kept as it is and trial 0 gets the choice nearest to the suggestion (log).
 
+When the test gives no reliable suggestion (``lr_find.json``'s ``warning``: a flat curve, or the steepest
+descent at the edge of the range; :func:`ftsweep.lr_find.unreliable`) the sweep says so and runs as without
+``lr_find``: no trial 0 is enqueued and the lr range is the sweep's own.
+
 A resumed sweep reuses ``lr_find/lr_find.json`` instead of running the test again.
 """
 
@@ -76,6 +80,12 @@ def seed_from_lr_find(fixed: list[str], params: dict[str, str], sweep_dir: Path,
           + (f" [{result['rule']}]" if result.get("rule") else "") + f"; curve: {out / 'lr_find.png'}",
           file=sys.stderr, flush=True)
     params = dict(params)
+    if result.get("warning"):  # a suggestion picked from noise: neither trial 0 nor a narrowed range
+        kept = (f"{LR_KEY} keeps its own range {params[LR_KEY]}" if LR_KEY in params else
+                f"{LR_KEY} stays as configured (not searched)")
+        print(f"{label} lr_find: warning: no reliable suggestion: {result['warning']}; the sweep goes on without it: "
+              f"no trial 0 at the suggestion, {kept}", file=sys.stderr, flush=True)
+        return params, [], result
     if choices is not None:
         nearest = min(choices, key=lambda c: abs(math.log(c) - math.log(s)))
         print(f"{label} lr_find: trial 0 at {LR_KEY}={nearest:g} (the choice nearest the suggestion)",
