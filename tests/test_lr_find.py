@@ -138,25 +138,26 @@ def test_sweep_seed_narrows_the_lr_range_and_enqueues_the_suggestion(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_with_lr_find_runs_the_test_and_keeps_its_range_when_the_curve_is_flat(tmp_path, cache_dir):
-    """The real range test of a sweep (12 steps over 1e-4..1e-2 on the tiny model, seeded): its smoothed loss only
-    wanders (it fell 1.5%), so its steepest point is noise. It used to become trial 0 and the centre of a narrowed
-    range; now the sweep says so and keeps its own range (the narrowing itself: the fake-result test above)."""
+def test_sweep_with_lr_find_runs_the_suggestion_as_trial_0(tmp_path, cache_dir):
+    """The real range test of a sweep over the proxy task (60 steps over the sweep's 1e-4..1e-2, seeded: the loss
+    falls, so the suggestion is reliable) becomes trial 0 and the centre of the narrowed range (the flat-curve
+    case: test_a_range_capped_low_warns_that_the_suggestion_is_noise and the fake-result test below)."""
     sweep_dir = tmp_path / "sw"
-    args = sweep_args(sweep_dir, *FAST, f"cache_dir={cache_dir}", "hydra.sweeper.lr_find=true", n_trials=2)
+    args = sweep_args(sweep_dir, "data=proxy_tasks", "trainer.max_steps=60", "trainer.eval_steps=30",
+                      f"cache_dir={cache_dir}", "hydra.sweeper.lr_find=true", n_trials=2)
     proc = run(args, tmp_path, fake=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "{'loss'" not in proc.stderr  # no per-step dump
+    assert "{'loss'" not in proc.stderr and "lr_find: trial 0 at optimizer.lr=" in proc.stderr  # no per-step dump
+    assert "warning" not in proc.stderr, proc.stderr[-2000:]
     result = json.loads((sweep_dir / "lr_find" / "lr_find.json").read_text())
-    assert result["min_lr"] == 1e-4 and result["max_lr"] == 1e-2 and result["steps"] == 12
-    assert result["warning"].startswith("the smoothed loss fell only ")
-    assert (f"lr_find: warning: no reliable suggestion: {result['warning']}; the sweep goes on without it: no trial 0 "
-            "at the suggestion, optimizer.lr keeps its own range tag(log, interval(1e-4, 1e-2))") in proc.stderr
+    assert result["min_lr"] == 1e-4 and result["max_lr"] == 1e-2 and result["steps"] == 60
+    assert result["warning"] is None
     trials = load(sweep_dir).get_trials(deepcopy=False)
-    assert not trials[0].user_attrs.get("enqueued")
-    for t in trials:
-        dist = t.distributions["optimizer.lr"]
-        assert dist.log and (dist.low, dist.high) == (1e-4, 1e-2)
+    assert trials[0].user_attrs.get("enqueued") is True
+    assert trials[0].params["optimizer.lr"] == pytest.approx(result["suggestion"])
+    dist = trials[1].distributions["optimizer.lr"]
+    assert dist.log and dist.low >= 1e-4 and dist.high <= 1e-2
+    assert dist.low == pytest.approx(max(1e-4, result["suggestion"] / 10), rel=1e-3)
 
 
 def test_range_test_prints_a_few_progress_lines_not_every_logged_step(compose, tmp_path, capsys):
