@@ -97,6 +97,7 @@ def _run(script: str, out: Path, cache_dir: Path, *extra: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.bench  # (the fast path's imports are also checked in the default suite: test_config's cli_in_fresh_python)
 def test_startup_quick_help_imports_nothing_heavy(tmp_path, cache_dir):
     doc = _run("startup.py", tmp_path / "s.json", cache_dir)
     res = doc["results"]

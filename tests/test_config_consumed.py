@@ -10,6 +10,7 @@ somewhere outside ftsweep/config, the code that only validates it.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 import types
 from dataclasses import fields
@@ -142,7 +143,8 @@ def test_every_logger_field_reaches_the_wandb_run(compose, tmp_path, monkeypatch
 
 
 # --------------------------------------------------------------------------------------- source scan
-def _reads_outside_config() -> set[str]:
+@functools.cache  # (the package parsed once, not once per field)
+def _reads_outside_config() -> frozenset[str]:
     root = Path(ftsweep.__file__).parent
     names: set[str] = set()
     for path in root.rglob("*.py"):
@@ -153,7 +155,7 @@ def _reads_outside_config() -> set[str]:
                 names.add(node.attr)
             elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
                 names.add(str(node.slice.value))
-    return names
+    return frozenset(names)
 
 
 @pytest.mark.parametrize("group", sorted(GROUP_SCHEMAS) + ["objective"])
