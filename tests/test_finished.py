@@ -43,3 +43,12 @@ def test_a_finished_study_without_its_report_says_how_to_write_it(tmp_path):
     again = run(args, tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.splitlines()[-1].endswith(f"; no report yet: ftsweep report {sd}")
+
+    # the same finished study with another search space: refused as a resume would be (it said "nothing to run,
+    # raise n_trials", and raising n_trials was then refused for the space)
+    other = [a.replace("interval(1e-4, 1e-2)", "interval(1e-5, 1e-1)") for a in args]
+    assert other != args
+    changed = run(other, tmp_path)
+    assert changed.returncode == 2, changed.stdout + changed.stderr[-2000:]
+    assert "has a different search space (differs in: optimizer.lr)" in changed.stderr
+    assert "nothing to run" not in changed.stdout + changed.stderr

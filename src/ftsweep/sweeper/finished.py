@@ -25,15 +25,18 @@ def _existing_storage(url: str) -> bool:
     return True
 
 
-def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: Path) -> None:
+def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: Path,
+                   directions: list[str] | None = None, space: Any = None) -> None:
     """Raise :class:`StudyFinished` when the study exists, holds ``n_trials`` counted trials, and none is
-    running or waiting (a re-run or another process's trial would still need this sweep)."""
+    running or waiting (a re-run or another process's trial would still need this sweep). A finished study with
+    other directions or another search space (``space``) is refused as resuming it would be, before that line
+    (which would advise raising n_trials, only to have that refused next)."""
     if not _existing_storage(storage_url):
         return
     import optuna
 
     from ftsweep.sweeper.storage import open_storage
-    from ftsweep.sweeper.study import best_trial, count
+    from ftsweep.sweeper.study import best_trial, check_compatible, count
 
     try:
         study: Any = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
@@ -42,6 +45,8 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
     c = count(study)
     if c.total < n_trials or c.running or c.waiting:
         return
+    if directions is not None and space is not None:
+        check_compatible(study, study_name, storage_url, directions, space)
     stopped = study.user_attrs.get(STOPPED)
     if stopped:  # its last run stopped early on failures, which used up the budget: not "done"
         raise SweepAborted(

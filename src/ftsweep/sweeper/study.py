@@ -50,7 +50,7 @@ def open_study(*, storage_url: str, study_name: str, directions: list[str], spac
     storage = open_storage(storage_url)
     existing = _load_existing(storage, study_name)
     if existing is not None:
-        _check_compatible(existing, study_name, storage_url, directions, space)
+        check_compatible(existing, study_name, storage_url, directions, space)
     study = optuna.create_study(storage=storage, pruner=build_pruner(pruner),
                                 sampler=build_sampler(sampler, space.distributions, multi_objective=len(directions) > 1),
                                 study_name=study_name, directions=directions, load_if_exists=True)
@@ -75,7 +75,8 @@ def _load_existing(storage: Any, study_name: str) -> Any:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
-def _check_compatible(study: Any, name: str, url: str, directions: list[str], space: SearchSpace) -> None:
+def check_compatible(study: Any, name: str, url: str, directions: list[str], space: SearchSpace) -> None:
+    """Refuse (one line) to go on with ``study`` when it optimises other directions or has another search space."""
     have = [d.name.lower() for d in study.directions]
     if have != [d.lower() for d in directions]:
         raise SweepInputError(f"study {name!r} in {redact(url)} optimises {have}, not {directions}; "

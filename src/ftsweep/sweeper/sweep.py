@@ -396,7 +396,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
 
     # Re-running a finished sweep: one line, none of the set-up below (composing, report, W&B).
     sweep_dir = sweep_dir_of(conf, cfg)
-    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir)
+    check_finished(resolve_storage(conf.storage, sweep_dir), study_name, n_trials, sweep_dir, directions, space)
     validate_trial_config(fixed, space)
     check_trial_subdir(trial_subdir, sweep_dir, [merge_overrides(fixed, space.fixed, space.overrides(space.corner(c)))
                                                  for c in ("low", "high")])
