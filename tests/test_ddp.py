@@ -22,18 +22,23 @@ SETTINGS = ["data=proxy_tasks", "data.val_size=17", "data.max_rows=200", "data.c
             "optimizer.lr=1e-2", "scheduler=constant_with_warmup", "scheduler.warmup_steps=0", "lora.dropout=0.0"]
 
 
+def torchrun(cache_dir, tmp, *overrides: str, timeout: int = 120) -> str:
+    """``torchrun --nproc_per_node 2 -m ftsweep train`` (W&B offline) into ``tmp / "run"``: its console."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb"), "OMP_NUM_THREADS": "1"}
+    (tmp / "wandb").mkdir(exist_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "ftsweep", "train", f"cache_dir={cache_dir}", *overrides,
+                           f"hydra.run.dir={tmp / 'run'}"],
+                          check=False, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
 @pytest.fixture(scope="module")
 def ddp_run(cache_dir, tmp_path_factory):
-    """``torchrun --nproc_per_node 2 -m ftsweep train`` (W&B offline): its run folder, console and W&B folder."""
+    """The SFT run under torchrun with 2 processes (W&B offline): its folder and console."""
     tmp = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb"), "OMP_NUM_THREADS": "1"}
-    (tmp / "wandb").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "ftsweep", "train", *FAST, *SETTINGS, "logger=wandb", f"cache_dir={cache_dir}",
-                           "trainer.per_device_train_batch_size=8", f"hydra.run.dir={tmp / 'run'}"],
-                          check=False, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp, proc.stdout + proc.stderr
+    return tmp, torchrun(cache_dir, tmp, *FAST, *SETTINGS, "logger=wandb", "trainer.per_device_train_batch_size=8")
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +94,32 @@ def test_ddp_ranks_train_one_model(ddp_run, one_process):
     ddp, one = _ddp_metrics(ddp_run), one_process
     assert ddp["eval_loss"] != ddp["initial_eval_loss"]  # the steps changed the model
     assert ddp["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5), (ddp["eval_history"], one["eval_history"])
+
+
+def test_token_accuracy_and_entropy_under_ddp_equal_one_process(ddp_run, one_process):
+    """eval_mean_token_accuracy / eval_entropy are fractions over every validation label token, once: trl's mean of
+    per-batch values whose last batch's gather keeps one rank's counts with its repeated rows (before the fix, at
+    after the 2 steps: 0.0269 under 2 processes vs 0.0202, itself a per-batch mean, in one)."""
+    ddp, one = _ddp_metrics(ddp_run), one_process
+    for key in ("eval_mean_token_accuracy", "eval_entropy"):
+        assert ddp[key] == pytest.approx(one[key], rel=1e-5), (key, ddp, one)
+
+
+# data.packing=true: each evaluation batch is one flattened (padding-free) row; 43 validation rows in batches of
+# 2 processes x 4 leave 3 for the last round: rank 0's last batch holds 3 real rows and one repeat
+PACKED = ["data=proxy_tasks", "data.val_size=43", "data.max_rows=200", "data.cutoff_len=64", "data.packing=true",
+          "trainer.max_steps=1", "trainer.eval_steps=1", "trainer.per_device_eval_batch_size=4", "optimizer.lr=1e-2",
+          "scheduler=constant_with_warmup", "scheduler.warmup_steps=0", "lora.dropout=0.0", "logger=none"]
+
+
+def test_packed_eval_under_ddp_equals_one_process(cache_dir, tmp_path):
+    """With packing (padding-free batches), the repeated rows are cut off the flattened row at the length of the
+    real ones: eval_loss, token accuracy and entropy equal one process's (before: initial eval_loss 6.590 under 2
+    processes vs 6.757 in one)."""
+    from ftsweep.config.compose import compose
+
+    torchrun(cache_dir, tmp_path, *PACKED, "trainer.per_device_train_batch_size=8")
+    ddp = _ddp_metrics((tmp_path,))
+    one = run(compose([f"cache_dir={cache_dir}", *PACKED, "trainer.per_device_train_batch_size=16"]), tmp_path / "one")
+    for key in ("initial_eval_loss", "eval_loss", "eval_mean_token_accuracy", "eval_entropy"):
+        assert ddp[key] == pytest.approx(one[key], rel=1e-5), (key, ddp, one)

@@ -11,8 +11,9 @@ from ftsweep.train import run
 
 def test_sft_eval_loss_is_the_same_whatever_the_eval_batch(compose, tmp_path):
     """Every validation token's loss averaged: 16 rows of different answer lengths in batches of 1 and 16
-    (transformers' own mean of per-batch means, before the step: 6.87 at 1 vs 6.54 at 16)."""
-    values = {}
+    (transformers' own mean of per-batch means, before the step: 6.87 at 1 vs 6.54 at 16). The same for
+    eval_mean_token_accuracy and eval_entropy (trl's per-batch means before: accuracy 0.0797 at 1 vs 0.0899 at 16)."""
+    values, tokens = {}, {}
     batches = (1, 16)
     for batch in batches:
         cfg = compose(*FAST, "data=proxy_tasks", "data.val_size=16", "data.cutoff_len=64", "trainer.max_steps=2",
@@ -21,7 +22,11 @@ def test_sft_eval_loss_is_the_same_whatever_the_eval_batch(compose, tmp_path):
         m = run(cfg, tmp_path / f"b{batch}")
         assert m["status"] == "complete", m
         values[batch] = (m["initial_eval_loss"], m["eval_loss"])
+        tokens[batch] = (m["eval_mean_token_accuracy"], m["eval_entropy"])
     first = values[batches[0]]
     assert first[1] != first[0]  # the step changed the model: two different values, each batch-free
     for batch, got in values.items():
         assert got == pytest.approx(first, rel=2e-6), (batch, values)
+    # trl's token accuracy and entropy: over every validation label token too, not a mean of per-batch fractions
+    assert 0 < tokens[1][0] < 1 and tokens[1][1] > 0
+    assert tokens[16] == pytest.approx(tokens[1], rel=2e-6), tokens
