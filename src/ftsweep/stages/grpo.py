@@ -29,7 +29,11 @@ def datasets(cfg: Any, tokenizer: Any) -> Any:
 def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str, Any], callbacks: list) -> Any:
     from trl import GRPOConfig, GRPOTrainer
 
+    from ftsweep.stages.ddp import AllRanksTrainLoss
     from ftsweep.stages.rewards import build_rewards
+
+    class AllRanksGRPOTrainer(AllRanksTrainLoss, GRPOTrainer):
+        """train_loss: every rank's (see ftsweep.stages.ddp)."""
 
     s = cfg.stage
     funcs, weights = build_rewards(s.rewards)
@@ -37,5 +41,5 @@ def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str,
     args = GRPOConfig(**common, num_generations=s.num_generations, num_generations_eval=s.num_generations,
                       max_completion_length=s.max_completion_length, beta=s.beta, temperature=s.temperature,
                       reward_weights=weights)
-    return GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=bundle.train,
-                       eval_dataset=bundle.eval, processing_class=tokenizer, callbacks=callbacks)
+    return AllRanksGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=bundle.train,
+                               eval_dataset=bundle.eval, processing_class=tokenizer, callbacks=callbacks)

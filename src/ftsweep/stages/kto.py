@@ -34,9 +34,11 @@ def _with_kl_completions(dataset: Any, batch_size: int) -> Any:
 def trainer(cfg: Any, model: Any, tokenizer: Any, bundle: Any, common: dict[str, Any], callbacks: list) -> Any:
     from trl import KTOConfig, KTOTrainer
 
+    from ftsweep.stages.ddp import AllRanksTrainLoss
+
     batch = cfg.trainer.per_device_train_batch_size
 
-    class PretokenizedKTOTrainer(KTOTrainer):
+    class PretokenizedKTOTrainer(AllRanksTrainLoss, KTOTrainer):
         """The rows are tokenized by ftsweep; only trl's KL completions are added here."""
 
         def _prepare_dataset(self, dataset, *args, **kwargs):
