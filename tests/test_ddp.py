@@ -140,3 +140,22 @@ def test_kto_train_loss_under_ddp_equals_one_process(cache_dir, tmp_path):
     one = run(compose([f"cache_dir={cache_dir}", *KTO, "trainer.per_device_train_batch_size=16"]), tmp_path / "one")
     assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5), (ddp, one)
     assert ddp["train_tokens"] == one["train_tokens"] > 0
+
+
+# 6 validation rows, fewer than one rank's evaluation batch (8): rank 1 gets only repeated rows
+FEW_EVAL_ROWS = ["data=proxy_tasks", "data.max_rows=64", "data.cutoff_len=64", "trainer.max_steps=1",
+                 "trainer.eval_steps=1", "optimizer.lr=1e-2", "scheduler=constant_with_warmup",
+                 "scheduler.warmup_steps=0", "lora.dropout=0.0", "logger=none"]
+
+
+def test_ddp_rank_with_only_repeated_eval_rows_takes_part(cache_dir, tmp_path):
+    """A rank whose evaluation batches are all repeats still joins the sums' reduce (before the fix it skipped it and
+    the run hung at the evaluation before training); the values equal one process's."""
+    from ftsweep.config.compose import compose
+
+    torchrun(cache_dir, tmp_path, *FEW_EVAL_ROWS, "trainer.per_device_train_batch_size=8", timeout=150)
+    ddp = _ddp_metrics((tmp_path,))
+    one = run(compose([f"cache_dir={cache_dir}", *FEW_EVAL_ROWS, "trainer.per_device_train_batch_size=16"]),
+              tmp_path / "one")
+    for key in ("initial_eval_loss", "eval_loss", "eval_mean_token_accuracy", "eval_entropy"):
+        assert ddp[key] == pytest.approx(one[key], rel=1e-5), (key, ddp, one)

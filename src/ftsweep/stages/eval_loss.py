@@ -87,8 +87,10 @@ class BatchFreeEvalLoss:
         finally:
             self._eval_sums = self._eval_counts = self._eval_rows = None
         key = f"{metric_key_prefix}_loss"
-        if sums and key in output.metrics:
-            total = torch.stack(sums).sum(0)
+        if sums is not None and key in output.metrics:
+            # every rank takes part in the reduce, also one whose batches were all repeats (no sums: DDP with fewer
+            # validation rows than the other ranks' batches hold, which hung or mismatched the next collective)
+            total = torch.stack(sums).sum(0) if sums else torch.zeros(2, device=self.accelerator.device)
             total = self.accelerator.reduce(total, reduction="sum")  # every process's batches (DDP)
             if total[1] > 0:
                 output.metrics[key] = (total[0] / total[1]).item()
@@ -115,12 +117,17 @@ class BatchFreeEvalLoss:
         import torch
 
         metrics = getattr(self, "_metrics", {}).get("eval")
-        # every rank takes part in the reduce, also one whose batches were all repeats (empty list)
-        if counts is None or metrics is None or "mean_token_accuracy" not in metrics:
+        if metrics is None or "mean_token_accuracy" not in metrics:
             return
-        total = torch.stack(counts).sum(0) if counts else torch.zeros(3, dtype=torch.float64)
-        total = self.accelerator.reduce(total.to(self.accelerator.device), reduction="sum")
-        if total[0] > 0:
+        # every rank takes part in the reduce, also one whose batches were all repeats (empty list); the 4th value
+        # counts the ranks that had no fused-head output to count from
+        total = torch.zeros(4, dtype=torch.float64, device=self.accelerator.device)
+        if counts is None:
+            total[3] = 1
+        elif counts:
+            total[:3] = torch.stack(counts).sum(0).to(total.device)
+        total = self.accelerator.reduce(total, reduction="sum")
+        if total[3] == 0 and total[0] > 0:
             metrics["mean_token_accuracy"] = [(total[1] / total[0]).item()]
             metrics["entropy"] = [(total[2] / total[0]).item()]
 
