@@ -109,3 +109,31 @@ def test_a_run_on_a_disk_that_filled_up_still_ends_in_its_one_line(tmp_path, mon
     out = io.StringIO()
     assert errors.report(err.value, out) == 1
     assert out.getvalue().strip().splitlines()[-1].startswith("ftsweep: run failed: OSError: [Errno 28] No space")
+
+
+def _write_failures(run_dir: str, rank: int, times: int, errors) -> None:
+    from pathlib import Path
+
+    from ftsweep import rundir
+
+    notes = [rundir.record_failure(Path(run_dir), f"rank {rank} failed {i} " + "x" * 2000, "RuntimeError")
+             for i in range(times)]
+    errors.put(sum(bool(n) for n in notes))
+
+
+def test_failure_json_written_by_two_ranks_at_once(tmp_path):
+    """The ranks of a DDP run that fails together each record failure.json: each one is written whole, none is
+    lost (with one temp name shared by the ranks, a rank's rename found it gone: 'failure.json not written')."""
+    import json
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_write_failures, args=(str(tmp_path), rank, 2000, errors)) for rank in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [errors.get(timeout=5) for _ in procs] == [0, 0]
+    assert json.loads((tmp_path / "failure.json").read_text())["reason"].startswith("rank ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failure.json"]

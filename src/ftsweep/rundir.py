@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,11 @@ class RunDir:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write atomically (temp file + rename): a killed run never leaves half a file."""
+    """Write atomically (temp file + rename): a killed run never leaves half a file. The temp file is this
+    process's own: the ranks of a DDP run that fails together each write ``failure.json`` (with one shared temp
+    name, one rank's rename found the file gone and the other's could move a half-written one into place)."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
         tmp.replace(path)
