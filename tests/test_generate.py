@@ -208,7 +208,8 @@ def test_a_bad_questions_file_is_one_line_before_any_model_loads(tiny_run, tmp_p
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--max-new-tokens", "0", "--max-new-tokens: must be >= 1 (got 0)"),
-    ("--temperature", "-1", "--temperature: must be >= 0 (0: greedy) (got -1.0)"),
+    ("--temperature", "-1", "--temperature: must be finite and >= 0 (0: greedy) (got -1.0)"),
+    ("--temperature", "inf", "--temperature: must be finite and >= 0 (0: greedy) (got inf)"),
     ("--top-p", "2", "--top-p: must be in (0, 1] (got 2.0)"),
     ("--top-k", "-5", "--top-k: must be >= 0 (got -5)"),
     ("--repetition-penalty", "0", "--repetition-penalty: must be > 0 (1: none) (got 0.0)"),

@@ -415,7 +415,7 @@ def main(argv: list[str]) -> int:
     from ftsweep.config.errors import UsageError
 
     for flag, ok, want in (("--max-new-tokens", args.max_new_tokens >= 1, ">= 1"),
-                           ("--temperature", args.temperature >= 0, ">= 0 (0: greedy)"),
+                           ("--temperature", 0 <= args.temperature < float("inf"), "finite and >= 0 (0: greedy)"),
                            ("--top-p", 0 < args.top_p <= 1, "in (0, 1]"), ("--top-k", args.top_k >= 0, ">= 0"),
                            ("--repetition-penalty", args.repetition_penalty > 0, "> 0 (1: none)"),
                            ("--seed", 0 <= args.seed < 2**32, "in [0, 2**32 - 1] (numpy's seed range)")):
