@@ -227,11 +227,11 @@ def test_a_range_capped_low_warns_that_the_suggestion_is_noise(cache_dir, tmp_pa
     assert main(["lr-find", *FAST, f"cache_dir={cache_dir}", "logger=none", "--min-lr", "1e-6",
                  "--max-lr", "1e-4", "--steps", "21", "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    warning = [ln for ln in printed.err.splitlines() if ln.startswith("lr-find: warning: ")]
+    warning = [ln for ln in printed.err.splitlines() if ln.startswith("ftsweep: lr-find: warning: ")]
     assert len(warning) == 1 and "the curve is flat there and its steepest point is noise; widen the range up " \
         "(a higher --max-lr, e.g. 1)" in warning[0], printed.err[-2000:]
     saved = json.loads((out / "lr_find.json").read_text())
-    assert saved["warning"] == warning[0].removeprefix("lr-find: warning: ")
+    assert saved["warning"] == warning[0].removeprefix("ftsweep: lr-find: warning: ")
 
 
 def test_a_sweep_keeps_its_own_range_when_the_test_gives_no_reliable_suggestion(tmp_path, capsys):

@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
           + (f" (stopped: {result['stopped']})" if result["stopped"] else ""))
     print(f"suggested lr: {result['suggestion']:.3g}  [{result['rule']}]")
     if result["warning"]:
-        print(f"lr-find: warning: {result['warning']}", file=sys.stderr)
+        print(f"ftsweep: lr-find: warning: {result['warning']}", file=sys.stderr, flush=True)
     print(f"curve: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
     return 0
 
@@ -310,7 +310,7 @@ def unreliable(lrs: list[float], smoothed: list[float], begin: int, end: int, st
             what = f"widen the range up (a higher --max-lr, e.g. {DEFAULT_MAX_LR:g}), where the loss should turn up"
         else:
             what = "no rate in the range trained it: give the test more --steps, or check the model and data"
-        return (f"the smoothed loss fell only {fall * 100:.2g}% over lr {low:.3g}..{high:.3g} (less than {MIN_FALL:.0%}): "
+        return (f"the smoothed loss fell only {fall * 100:.3g}% over lr {low:.3g}..{high:.3g} (less than {MIN_FALL:.0%}): "
                 f"the curve is flat there and its steepest point is noise; {what}")
     steepest = int(np.gradient(ys).argmin())
     if steepest == len(ys) - 1 and not stopped:

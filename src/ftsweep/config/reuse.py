@@ -51,7 +51,8 @@ def derived_keys(exclude: tuple[str, ...]) -> tuple[str, ...]:
 # Groups that act only once a model and its data exist (the optimizer steps, the logger records, the
 # objective reads metrics) and top-level keys that are bookkeeping: none of them changes a tokenizer,
 # the tokenized rows or the loaded base model.
-AFTER_BUILD = ("optimizer", "scheduler", "logger", "objective", "baseline", "notes", "overwrite")
+AFTER_BUILD = ("optimizer", "scheduler", "logger", "objective", "baseline", "notes", "overwrite",
+               "init_from_allow_failed")  # (whether an incomplete init_from run may be used: not what is built)
 # data keys that decide the rows but not the tokenizer (which only adds special / eos tokens)
 DATA_ROWS_ONLY = tuple(f"data.{f.name}" for f in dataclasses.fields(DataConfig)
                        if f.name not in ("special_tokens", "eos_token"))
