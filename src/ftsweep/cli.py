@@ -247,8 +247,9 @@ def train_main(argv: list[str]) -> int:
                 raise UsageError(f"{key}: {bad!r} is a sweep: add -m (or use sweep=<name>){mix}")
             # A swept key may have no value of its own (data=custom_json data.path=choice(a,b)): check with its
             # first value; the sweeper checks the corners of the space and every searched data file.
-            cfg = config.compose([*fixed, *first_values(overrides, fixed)] if multirun else fixed,
-                                 config_dirs=config_dirs)
+            job = [*fixed, *first_values(overrides, fixed)] if multirun else fixed
+            cfg = (config.task_config(with_hydra, job, config_dirs=config_dirs) if job == fixed
+                   else config.compose(job, config_dirs=config_dirs))
             given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
             for entry, path in (("data.dataset", "data.path"), ("data.eval_dataset", "data.validation_path")):
                 if {entry, path} <= given:  # the entry's file would replace the path silently
