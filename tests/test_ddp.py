@@ -107,20 +107,25 @@ def test_token_accuracy_and_entropy_under_ddp_equal_one_process(ddp_run, one_pro
 
 # data.packing=true: each evaluation batch is one flattened (padding-free) row; 43 validation rows in batches of
 # 2 processes x 4 leave 3 for the last round: rank 0's last batch holds 3 real rows and one repeat
-PACKED = ["data=proxy_tasks", "data.val_size=43", "data.max_rows=200", "data.cutoff_len=64", "data.packing=true",
-          "trainer.max_steps=1", "trainer.eval_steps=1", "trainer.per_device_eval_batch_size=4", "optimizer.lr=1e-2",
-          "scheduler=constant_with_warmup", "scheduler.warmup_steps=0", "lora.dropout=0.0", "logger=none"]
+# 6 validation rows (data.max_rows=64), fewer than one rank's evaluation batch (8), packed (padding-free batches):
+# rank 0's batch is 6 real rows and 2 repeats, rank 1's only repeats
+PACKED_FEW_EVAL_ROWS = ["data=proxy_tasks", "data.max_rows=64", "data.cutoff_len=64", "data.packing=true",
+                        "trainer.max_steps=1", "trainer.eval_steps=1", "optimizer.lr=1e-2",
+                        "scheduler=constant_with_warmup", "scheduler.warmup_steps=0", "lora.dropout=0.0", "logger=none"]
 
 
-def test_packed_eval_under_ddp_equals_one_process(cache_dir, tmp_path):
-    """With packing (padding-free batches), the repeated rows are cut off the flattened row at the length of the
-    real ones: eval_loss, token accuracy and entropy equal one process's (before: initial eval_loss 6.590 under 2
-    processes vs 6.757 in one)."""
+def test_packed_eval_and_a_rank_with_only_repeated_rows_under_ddp_equal_one_process(cache_dir, tmp_path):
+    """With packing, the repeated rows are cut off the flattened row at the length of the real ones (before: initial
+    eval_loss 6.590 under 2 processes vs 6.757 in one, 43 rows, eval batch 4); a rank whose evaluation batches are
+    all repeats still joins the sums' reduce (before the fix it skipped it and the run hung at the evaluation before
+    training). eval_loss, token accuracy and entropy equal one process's. (Unpacked batches with repeats: the module's
+    run above.)"""
     from ftsweep.config.compose import compose
 
-    torchrun(cache_dir, tmp_path, *PACKED, "trainer.per_device_train_batch_size=8")
+    torchrun(cache_dir, tmp_path, *PACKED_FEW_EVAL_ROWS, "trainer.per_device_train_batch_size=8", timeout=150)
     ddp = _ddp_metrics((tmp_path,))
-    one = run(compose([f"cache_dir={cache_dir}", *PACKED, "trainer.per_device_train_batch_size=16"]), tmp_path / "one")
+    one = run(compose([f"cache_dir={cache_dir}", *PACKED_FEW_EVAL_ROWS, "trainer.per_device_train_batch_size=16"]),
+              tmp_path / "one")
     for key in ("initial_eval_loss", "eval_loss", "eval_mean_token_accuracy", "eval_entropy"):
         assert ddp[key] == pytest.approx(one[key], rel=1e-5), (key, ddp, one)
 
@@ -140,22 +145,3 @@ def test_kto_train_loss_under_ddp_equals_one_process(cache_dir, tmp_path):
     one = run(compose([f"cache_dir={cache_dir}", *KTO, "trainer.per_device_train_batch_size=16"]), tmp_path / "one")
     assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5), (ddp, one)
     assert ddp["train_tokens"] == one["train_tokens"] > 0
-
-
-# 6 validation rows, fewer than one rank's evaluation batch (8): rank 1 gets only repeated rows
-FEW_EVAL_ROWS = ["data=proxy_tasks", "data.max_rows=64", "data.cutoff_len=64", "trainer.max_steps=1",
-                 "trainer.eval_steps=1", "optimizer.lr=1e-2", "scheduler=constant_with_warmup",
-                 "scheduler.warmup_steps=0", "lora.dropout=0.0", "logger=none"]
-
-
-def test_ddp_rank_with_only_repeated_eval_rows_takes_part(cache_dir, tmp_path):
-    """A rank whose evaluation batches are all repeats still joins the sums' reduce (before the fix it skipped it and
-    the run hung at the evaluation before training); the values equal one process's."""
-    from ftsweep.config.compose import compose
-
-    torchrun(cache_dir, tmp_path, *FEW_EVAL_ROWS, "trainer.per_device_train_batch_size=8", timeout=150)
-    ddp = _ddp_metrics((tmp_path,))
-    one = run(compose([f"cache_dir={cache_dir}", *FEW_EVAL_ROWS, "trainer.per_device_train_batch_size=16"]),
-              tmp_path / "one")
-    for key in ("initial_eval_loss", "eval_loss", "eval_mean_token_accuracy", "eval_entropy"):
-        assert ddp[key] == pytest.approx(one[key], rel=1e-5), (key, ddp, one)
