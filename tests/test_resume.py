@@ -311,3 +311,17 @@ def test_an_optimizer_setting_the_checkpoint_would_override_is_refused(compose, 
     assert str(err.value) == (f"trainer.resume_from_checkpoint: {point} was saved with {key}={was}, which its optimizer "
                               f"and scheduler state (restored on resume) keep: {key}={now} would not apply; resume "
                               f"with {key}={was}, or start a new run")
+
+
+def test_a_resume_whose_epochs_end_at_the_checkpoint_is_refused_and_one_past_it_trains_on(compose, tmp_path):
+    # 60 rows, val_size 0.1: 54 training rows, batch 8: 7 optimizer steps an epoch (transformers' count)
+    run(compose(*RUN, "trainer.max_steps=4", "trainer.save_steps=4"), tmp_path / "first")
+    point = tmp_path / "first" / "checkpoints" / "checkpoint-4"
+    epochs = ["trainer.max_steps=-1", f"trainer.resume_from_checkpoint={point}"]
+    with pytest.raises(UsageError, match=r"^trainer.resume_from_checkpoint: .*checkpoint-4 is at step 4: "
+                                         r"trainer.num_train_epochs=0.5 is 4 steps here \(7 an epoch\), which "
+                                         r"leaves nothing to train \(raise trainer.num_train_epochs\)$"):
+        run(compose(*RUN, *epochs, "trainer.num_train_epochs=0.5"), tmp_path / "short")  # ceil(0.5 x 7) = 4
+    assert not (tmp_path / "short" / "metrics.json").exists()
+    resumed = run(compose(*RUN, *epochs, "trainer.num_train_epochs=1"), tmp_path / "resumed")
+    assert resumed["train_steps"] == 7 and resumed["train_loss"] > 0

@@ -177,6 +177,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
+        if resume is not None:  # trainer.max_steps was checked before anything loaded; epochs need the data
+            refuse_epochs_ending_at(cfg, trainer, resume)
         # (resumed too: the fresh adapter's evaluation is the saving run's first; train() then restores the
         # checkpoint's adapter, optimizer, scheduler, random state and data position)
         initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
@@ -233,6 +235,31 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     del trainer
     parts.release(cfg, model)
     return metrics
+
+
+def epoch_steps(trainer) -> tuple[int, int] | None:
+    """(optimizer steps ``trainer.train()`` will run to, steps an epoch) when ``trainer.max_steps`` is -1 and the
+    training rows have a length: transformers' own count over the training dataloader (rows after packing, batch,
+    gradient accumulation, processes); None otherwise."""
+    if trainer.args.max_steps > 0:
+        return None
+    try:
+        values = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())
+    except (AttributeError, TypeError, ValueError):  # no length (a stream), or another transformers
+        return None
+    return values[-1], values[1]
+
+
+def refuse_epochs_ending_at(cfg, trainer, resume: Path) -> None:
+    """A resume whose ``trainer.num_train_epochs`` come to no more steps than the checkpoint saved would train
+    nothing and report a train_loss of 0.0 as complete: one line, exit 2 (as ``trainer.max_steps`` is, before
+    anything loads: :func:`ftsweep.rundir.resume_problem`)."""
+    counted = epoch_steps(trainer)
+    step = rundir.checkpoint_step(resume)
+    if counted is not None and step >= counted[0]:
+        raise UsageError(f"{rundir.RESUME_KEY}: {resume} is at step {step}: trainer.num_train_epochs="
+                         f"{cfg.trainer.num_train_epochs:g} is {counted[0]} steps here ({counted[1]} an epoch), which "
+                         "leaves nothing to train (raise trainer.num_train_epochs)")
 
 
 def ready_for_ddp(trainer) -> None:
