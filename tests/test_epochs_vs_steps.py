@@ -28,3 +28,23 @@ def test_epochs_train_with_max_steps_minus_one_and_steps_alone_as_before(compose
     args = _args(compose("trainer.num_train_epochs=3", "trainer.max_steps=-1"))
     assert (args.max_steps, args.num_train_epochs) == (-1, 3.0)
     assert _args(compose("trainer.max_steps=12")).max_steps == 12
+
+
+WARMUP_ONLY = "is a warmup step at learning rate 0: nothing is trained"
+
+
+@pytest.mark.parametrize("length", [["trainer.max_steps=1"],  # (ceil(0.03 x 1) = 1 warmup step)
+                                    # 36 training rows in one batch of 64: one epoch is one step
+                                    ["trainer.max_steps=-1", "trainer.num_train_epochs=1",
+                                     "trainer.per_device_train_batch_size=64"]])
+def test_a_run_whose_only_step_is_warmup_says_it_trains_nothing(compose, tmp_path, capfd, length):
+    from ftsweep.train import run
+
+    small = ["data.max_rows=40", "data.cutoff_len=64", "logger=none", "trainer.eval_steps=100"]
+    m = run(compose(*small, *length), tmp_path / "warm")
+    err = capfd.readouterr().err
+    assert m["train_steps"] == 1 and m["eval_loss"] == m["initial_eval_loss"]  # lr 0 at the only step
+    assert (f"ftsweep: warning: the run's only optimizer step {WARMUP_ONLY} (scheduler.warmup_ratio=0.03 of 1 "
+            "step); set scheduler.warmup_ratio=0, or train more steps\n") in err
+    m = run(compose(*small, *length, "scheduler.warmup_ratio=0"), tmp_path / "cold")
+    assert WARMUP_ONLY not in capfd.readouterr().err and m["eval_loss"] != m["initial_eval_loss"]

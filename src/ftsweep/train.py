@@ -179,6 +179,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         if resume is not None:  # trainer.max_steps was checked before anything loaded; epochs need the data
             refuse_epochs_ending_at(cfg, trainer, resume)
+        else:
+            warn_warmup_only(cfg, trainer)
         # (resumed too: the fresh adapter's evaluation is the saving run's first; train() then restores the
         # checkpoint's adapter, optimizer, scheduler, random state and data position)
         initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
@@ -260,6 +262,22 @@ def refuse_epochs_ending_at(cfg, trainer, resume: Path) -> None:
         raise UsageError(f"{rundir.RESUME_KEY}: {resume} is at step {step}: trainer.num_train_epochs="
                          f"{cfg.trainer.num_train_epochs:g} is {counted[0]} steps here ({counted[1]} an epoch), which "
                          "leaves nothing to train (raise trainer.num_train_epochs)")
+
+
+def warn_warmup_only(cfg, trainer) -> None:
+    """A run of one optimizer step with a warmup (``trainer.max_steps=1``, or epochs of one batch: a training set no
+    larger than the batch) takes it at learning rate 0 (transformers' warmup starts at 0 and rounds a ratio up to a
+    whole step), so it trains nothing and its eval_loss is the initial one: one warning line."""
+    from ftsweep.console import say
+
+    s = cfg.scheduler
+    counted = epoch_steps(trainer)
+    steps = counted[0] if counted is not None else int(cfg.trainer.max_steps)
+    key, value = (("scheduler.warmup_steps", s.warmup_steps) if s.warmup_steps > 0
+                  else ("scheduler.warmup_ratio", s.warmup_ratio))
+    if steps == 1 and value > 0:
+        say(f"warning: the run's only optimizer step is a warmup step at learning rate 0: nothing is trained "
+            f"({key}={value:g} of 1 step); set {key}=0, or train more steps")
 
 
 def ready_for_ddp(trainer) -> None:
