@@ -408,3 +408,14 @@ def test_merge_generate_and_publish_refuse_the_adapter_of_a_run_that_did_not_com
     assert (f"ftsweep: warning: {failed}: the run ended pruned (metrics.json): using its adapter/ anyway "
             "(--allow-failed)") in capsys.readouterr().err
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_the_model_card_of_a_run_counted_in_epochs_says_its_epochs(tiny_run, tmp_path):
+    """trainer.max_steps=-1 trains trainer.num_train_epochs: "max_steps -1" on the card said nothing of its length."""
+    from ftsweep.merge import model_card
+
+    cfg = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    line = lambda: next(x for x in model_card(tiny_run, cfg, "float32").splitlines() if x.startswith("- scheduler:"))
+    assert f"; max_steps {cfg.trainer.max_steps}; " in line()
+    cfg.trainer.max_steps, cfg.trainer.num_train_epochs = -1, 2.5
+    assert "; 2.5 epochs (max_steps -1); seed " in line()

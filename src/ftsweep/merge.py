@@ -97,6 +97,11 @@ def _stop_where_generate_stops(model, tokenizer) -> None:
         model.generation_config.eos_token_id = ids[0] if len(ids) == 1 else ids
 
 
+def _length(t) -> str:
+    """How long the run trained, as configured: its max_steps, or (max_steps -1) its epochs."""
+    return f"max_steps {t.max_steps}" if t.max_steps > 0 else f"{t.num_train_epochs:g} epochs (max_steps -1)"
+
+
 def model_card(run_dir: Path, cfg, dtype: str) -> str:
     """A README listing base model, data, hyperparameters and eval metrics of the run."""
     from ftsweep import rundir
@@ -122,7 +127,7 @@ def model_card(run_dir: Path, cfg, dtype: str) -> str:
         + _lora_variant(run_dir, cfg),
         f"- optimizer: {cfg.optimizer.name}, lr={cfg.optimizer.lr}, weight decay={cfg.optimizer.weight_decay}",
         (f"- scheduler: {cfg.scheduler.name}; batch {cfg.trainer.per_device_train_batch_size} x accumulation "
-         f"{cfg.trainer.gradient_accumulation_steps}; max_steps {cfg.trainer.max_steps}; seed {cfg.trainer.seed}"),
+         f"{cfg.trainer.gradient_accumulation_steps}; {_length(cfg.trainer)}; seed {cfg.trainer.seed}"),
         "",
         "## Evaluation",
     ]
