@@ -3,6 +3,7 @@ uninterrupted run has; bad resume points are one line, exit 2, before anything i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,10 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(compose, tmp_path, 
     losses = [h["loss"] for h in rundir.read_json(tmp_path / "whole" / "checkpoints" / "checkpoint-6" /
                                                   "trainer_state.json")["log_history"] if "loss" in h]
     assert resumed["train_loss"] == pytest.approx(sum(losses[3:]) / 3, rel=1e-6)  # the steps this run trained
+    history = json.loads((tmp_path / "whole" / "log_history.json").read_text())
+    tokens = {h["step"]: h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h}
+    assert whole["train_tokens"] == tokens[6]
+    assert resumed["train_tokens"] == tokens[6] - tokens[3]  # the tokens this run trained, as its runtime and loss
     assert snapshot(tmp_path / "whole") == before  # the saving run's folder is not touched
 
 
@@ -325,3 +330,8 @@ def test_a_resume_whose_epochs_end_at_the_checkpoint_is_refused_and_one_past_it_
     assert not (tmp_path / "short" / "metrics.json").exists()
     resumed = run(compose(*RUN, *epochs, "trainer.num_train_epochs=1"), tmp_path / "resumed")
     assert resumed["train_steps"] == 7 and resumed["train_loss"] > 0
+    # its train_tokens are the 3 steps it trained (trl's count restarts), not the 4 saved ones' larger count
+    logged = [h["num_tokens"] for h in json.loads((tmp_path / "resumed" / "log_history.json").read_text())
+              if "loss" in h]
+    first = json.loads((tmp_path / "first" / "metrics.json").read_text())["train_tokens"]
+    assert resumed["train_tokens"] == logged[-1] < first

@@ -204,7 +204,8 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
                           and not (limited and step in limited.subset_steps))
         final = trainer.evaluate() if bundle.eval is not None and pruner is None and not evaluated_last else {}
         metrics.update(
-            collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total)
+            collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total,
+                            resumed_at=rundir.checkpoint_step(resume) if resume is not None else 0)
         )
         if evaluator is not None:  # after training: every validation row, predictions.jsonl, the cost
             metrics.update(evaluator.finish(trainer.model, run_dir, pruned=pruner is not None,
@@ -469,12 +470,16 @@ def build_callbacks(t, objective, has_eval: bool) -> list:
     return callbacks
 
 
-def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total) -> dict[str, Any]:
-    """The numbers a run reports: losses, accuracy, speed (non-padding tokens/s) and peak memory."""
+def collect_metrics(trainer, result, initial, final, bundle, wall, rss_before_model, trainable, total,
+                    resumed_at: int = 0) -> dict[str, Any]:
+    """The numbers a run reports: losses, accuracy, speed (non-padding tokens/s) and peak memory; a run resumed
+    from a checkpoint at step ``resumed_at`` reports the tokens, runtime and train_loss of the steps it trained."""
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
-    # trl's running count (SFT), also when no step was logged (logging_steps > max_steps: the logs held none)
-    tokens = max([h.get("num_tokens", 0) for h in history] + [getattr(trainer, "_total_train_tokens", 0) or 0])
+    # trl's running count (SFT), also when no step was logged (logging_steps > max_steps: the logs held none); it
+    # restarts on a resume, whose restored log history holds the saving run's larger count: only this run's entries
+    tokens = max([h.get("num_tokens", 0) for h in history if h.get("step", 0) > resumed_at]
+                 + [getattr(trainer, "_total_train_tokens", 0) or 0])
     peak = peak_memory_mib()  # CUDA: max allocated and max reserved; CPU: peak RSS
     out: dict[str, Any] = {
         "train_loss": float(result.training_loss),
