@@ -52,3 +52,18 @@ def test_llama_factory_plot_loss_maps_to_it():
     from ftsweep.config.keys import override_for
 
     assert override_for("plot_loss", True) == "trainer.plot_loss=true"
+
+
+def test_a_loss_never_logged_is_named_rather_than_left_out_silently(tmp_path, capfd):
+    """trainer.logging_steps above the run's steps logs no training loss: training_loss.png is not written, and says so."""
+    from ftsweep.loss_plot import plot_loss
+
+    written = plot_loss([{"eval_loss": 4.3, "step": 0}, {"eval_loss": 4.2, "step": 3}, {"train_loss": 4.4, "step": 3}],
+                        tmp_path)
+    assert [p.name for p in written] == ["training_eval_loss.png"]
+    assert capfd.readouterr().err == ("ftsweep: warning: trainer.plot_loss: no training loss was logged (trainer."
+                                      "logging_steps is more than the steps trained): training_loss.png not written\n")
+    (tmp_path / "b").mkdir()
+    plot_loss([{"loss": 4.4, "step": 1}], tmp_path / "b")
+    assert capfd.readouterr().err == ("ftsweep: warning: trainer.plot_loss: no eval loss was logged (no validation "
+                                      "data): training_eval_loss.png not written\n")

@@ -18,6 +18,11 @@ def smoothed(values: list[float]) -> list[float]:
     return out
 
 
+# what a key is called, and why a run logs none of it
+NEVER_LOGGED = {"loss": ("training loss", "trainer.logging_steps is more than the steps trained"),
+                "eval_loss": ("eval loss", "no validation data")}
+
+
 def plot_loss(history: list[dict[str, Any]], run_dir: Path, keys: tuple[str, ...] = ("loss", "eval_loss")) -> list[Path]:
     """``trainer.plot_loss``: each logged ``key`` of ``history`` (trainer.state.log_history) by step, raw and
     :func:`smoothed`, as ``training_<key>.png`` in the run folder (LLaMA-Factory's names); keys never logged are
@@ -27,12 +32,15 @@ def plot_loss(history: list[dict[str, Any]], run_dir: Path, keys: tuple[str, ...
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ftsweep.console import say
     from ftsweep.rundir import RunDir
 
     written = []
     for key in keys:
         points = [(h["step"], h[key]) for h in history if "step" in h and isinstance(h.get(key), int | float)]
-        if not points:
+        if not points:  # (LLaMA-Factory says "No metric loss to plot.")
+            say(f"warning: trainer.plot_loss: no {NEVER_LOGGED.get(key, (key, 'never logged'))[0]} was logged "
+                f"({NEVER_LOGGED.get(key, (key, 'never logged'))[1]}): {RunDir(run_dir).loss_plot(key).name} not written")
             continue
         steps, values = zip(*points)
         fig, ax = plt.subplots(figsize=(8, 5))
