@@ -51,3 +51,17 @@ def _runs(idx: list[int]) -> list[tuple[int, int]]:
             start = cur
     runs.append((start, idx[-1]))
     return runs
+
+
+def test_the_data_line_says_why_rows_were_dropped(compose, capfd):
+    """data.cutoff_len below a row's prompt: truncate_both can leave a row no answer token; the run's data line said
+    only "6 dropped" (ftsweep inspect's said why), now it says which reason dropped how many."""
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    cfg = compose("data.max_rows=40", "data.cutoff_len=8", "data.val_size=0", "objective.metric=train_loss",
+                  "model.tiny.pretrain_steps=0")
+    bundle = build_datasets(cfg, load_tokenizer(cfg))
+    n = bundle.stats["n_dropped_empty_answer"]
+    assert n > 0 and bundle.stats["n_train"] == 40 - n
+    assert f", {n} dropped (0 over-long, {n} with no answer token left within data.cutoff_len=8), " in capfd.readouterr().err

@@ -450,10 +450,12 @@ def _log_counts(stats: dict[str, Any], d: Any) -> None:
     for warning in (call_text_warning(stats), truncation_warning(stats, d)):
         if warning:
             notice(warning)
+    why = (" ({n_dropped_overlong} over-long, {n_dropped_empty_answer} with no answer token left within "
+           "data.cutoff_len={cutoff})".format(**stats, cutoff=d.cutoff_len) if stats["n_dropped"] else "")
     say(
         "data: {n_train} train / {n_eval} eval rows, {n_truncated} truncated ({n_prompt_lost} lost their whole "
-        "prompt), {n_dropped} dropped, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(
-            **stats
+        "prompt), {n_dropped} dropped{why}, {n_skipped_bad} bad rows skipped, padding {padding_fraction:.1%}".format(
+            **stats, why=why
         )
     )
     if (stats["n_truncated"] or stats["n_dropped_overlong"]) and d.format != "text":  # a document has no prompt
