@@ -200,6 +200,8 @@ def split_overrides(argv: list[str]) -> tuple[list[str], set[str], list[str]]:
 
 def train_main(argv: list[str]) -> int:
     """``ftsweep train``: validate the composed config (one-line errors), then hand over to Hydra."""
+    from omegaconf import OmegaConf
+
     from ftsweep.config import compose as config
 
     estimate = "--estimate-memory" in argv
@@ -255,6 +257,11 @@ def train_main(argv: list[str]) -> int:
                 if {entry, path} <= given:  # the entry's file would replace the path silently
                     raise UsageError(f"{path}: given with {entry}, whose dataset_info.json entry names the file; "
                                      "give one of them")
+            validation = next((k for k in ("data.validation_path", "data.eval_dataset") if OmegaConf.select(cfg, k)), None)
+            if "data.val_size" in given and validation and OmegaConf.select(cfg, "data.val_size"):
+                # the split would be ignored silently (LLaMA-Factory refuses val_size with eval_dataset); 0 agrees
+                raise UsageError(f"data.val_size: not used with {validation}={OmegaConf.select(cfg, validation)} (its rows "
+                                 "are the validation set, the training file is not split): give one of them")
             if flags & {"--cfg", "-c"} and flags & {"--package", "-p"}:
                 shown = package_shown(argv, cfg, with_hydra)
                 if shown is not None:
