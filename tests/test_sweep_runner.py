@@ -207,6 +207,7 @@ def test_lr_after_baseline_enqueues_the_baseline_lr(tmp_path, compose):
     cfg = compose("lora=r8", "optimizer.lr=3e-4", "logger=none")
     OmegaConf.save(cfg, base / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create(["lora=r8", "optimizer.lr=3e-4", "logger=none"]), base / ".hydra" / "overrides.yaml")
+    (base / "metrics.json").write_text(json.dumps({"status": "complete", "eval_loss": 1.0}))  # a finished run
     sd = tmp_path / "s"
     args = [a for a in sweep_args(sd, n_trials=3) if not a.startswith(("optimizer.lr=", "hydra.sweeper.study_name"))]
     r = run([*args, "sweep=lr_after_baseline", f"baseline={base}", "hydra.sweeper.baseline_lr_factor=2"], tmp_path)

@@ -11,8 +11,12 @@ from ftsweep.sweeper.grammar import SweepInputError, format_value, override_key
 _DROP = ("sweep", "baseline", "optimizer.lr")
 
 
-def load_baseline(run_dir: str) -> tuple[list[str], float]:
-    """(the baseline's task overrides minus sweep/baseline/lr, its learning rate) from ``run_dir/.hydra``."""
+def load_baseline(run_dir: str, sweep: str | None = None, factor: float = 4.0) -> tuple[list[str], float]:
+    """(the baseline's task overrides minus sweep/baseline/lr, its learning rate) from ``run_dir/.hydra``.
+
+    Refused in one line: a run that did not complete (failed, killed, pruned: its lr is no result to search
+    around), and a trial of another sweep than ``sweep`` (its ``sweep=<name>`` overlay set data, steps, ...
+    that this sweep's overlay replaces: the trials would silently train another config)."""
     from omegaconf import OmegaConf
 
     from ftsweep import rundir
@@ -23,10 +27,20 @@ def load_baseline(run_dir: str) -> tuple[list[str], float]:
         cfg = rundir.load_config(d)
     except UsageError as err:
         raise SweepInputError(f"baseline={err}") from err
-    overrides = [o for o in rundir.load_overrides(d) if override_key(o) not in _DROP]
+    problem = rundir.not_complete(d)
+    if problem is not None:
+        raise SweepInputError(f"baseline={run_dir}: {problem}: give a run that completed")
+    given = rundir.load_overrides(d)
+    overrides = [o for o in given if override_key(o) not in _DROP]
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if not isinstance(lr, (int, float)) or lr <= 0:
         raise SweepInputError(f"baseline={run_dir}: no positive optimizer.lr in .hydra/config.yaml")
+    other = [o.split("=", 1)[1] for o in given if override_key(o) == "sweep"]
+    if other and sweep and other[-1] != sweep:
+        command = " ".join(["ftsweep train -m", f"sweep={other[-1]}", *overrides,
+                            f"'optimizer.lr={lr_bracket(float(lr), factor)}'", "hydra.sweep.dir=<a new folder>"])
+        raise SweepInputError(f"baseline={run_dir}: a trial of sweep={other[-1]}, whose settings (data, steps, ...) "
+                              f"sweep={sweep} would not keep; search its lr in that sweep instead: {command}")
     return overrides, float(lr)
 
 
@@ -36,8 +50,9 @@ def lr_bracket(lr: float, factor: float) -> str:
     return f"tag(log, interval({format_value(lr / factor)}, {format_value(lr * factor)}))"
 
 
-def baseline_params(run_dir: str, factor: float) -> dict[str, Any]:
-    """Everything the sweep needs from the baseline: fixed overrides, lr param, enqueued trial 0."""
-    overrides, lr = load_baseline(run_dir)
+def baseline_params(run_dir: str, factor: float, sweep: str | None = None) -> dict[str, Any]:
+    """Everything the sweep needs from the baseline: fixed overrides, lr param, enqueued trial 0 (``sweep``: the
+    name of the sweep overlay this sweep runs, see :func:`load_baseline`)."""
+    overrides, lr = load_baseline(run_dir, sweep, factor)
     return {"fixed": overrides, "params": {"optimizer.lr": lr_bracket(lr, factor)},
             "enqueue": [{"optimizer.lr": lr}], "lr": lr}

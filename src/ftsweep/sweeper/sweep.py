@@ -300,7 +300,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     enqueue: list[dict[str, Any]] = []
     baseline = OmegaConf.select(cfg, "baseline")
     if baseline:
-        b = baseline_params(str(baseline), conf.baseline_lr_factor)
+        b = baseline_params(str(baseline), conf.baseline_lr_factor,
+                            sweep=OmegaConf.select(cfg, "hydra.runtime.choices.sweep"))
         fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
         params.update(b["params"])
         enqueue = b["enqueue"]

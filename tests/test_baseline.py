@@ -1,0 +1,65 @@
+"""sweep=lr_after_baseline's baseline= folder: what is refused (one line naming baseline=) and what is carried over.
+
+Fake run folders (a composed config and overrides, no training); the sweep end to end is in test_sweep_runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from ftsweep.sweeper.baseline import baseline_params
+from ftsweep.sweeper.grammar import SweepInputError
+
+
+def _run(path, compose, overrides, status="complete"):
+    (path / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose(*overrides), path / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), path / ".hydra" / "overrides.yaml")
+    if status:
+        (path / "metrics.json").write_text(json.dumps({"status": status, "eval_loss": 4.5}))
+    return path
+
+
+def test_a_finished_run_gives_its_overrides_and_lr(tmp_path, compose):
+    base = _run(tmp_path / "base", compose, ["lora=r8", "optimizer.lr=3e-4", "logger=none"])
+    b = baseline_params(str(base), 2.0, sweep="lr_after_baseline")
+    assert b["fixed"] == ["lora=r8", "logger=none"] and b["lr"] == 3e-4
+    assert b["enqueue"] == [{"optimizer.lr": 3e-4}]
+
+
+@pytest.mark.parametrize("status, says", [(None, "did not finish"), ("pruned", "ended pruned")])
+def test_a_run_that_did_not_complete_is_refused(tmp_path, compose, status, says):
+    base = _run(tmp_path / "base", compose, ["optimizer.lr=3e-4"], status=status)
+    with pytest.raises(SweepInputError) as e:
+        baseline_params(str(base), 2.0, sweep="lr_after_baseline")
+    msg = str(e.value)
+    assert msg.startswith(f"baseline={base}: ") and says in msg and "\n" not in msg
+
+
+def test_a_failed_run_is_refused(tmp_path, compose):
+    base = _run(tmp_path / "base", compose, ["optimizer.lr=3e-4"], status=None)
+    (base / "failure.json").write_text(json.dumps({"reason": "nan_loss: step 3"}))
+    with pytest.raises(SweepInputError, match=r"baseline=.*the run failed \(nan_loss: step 3"):
+        baseline_params(str(base), 2.0, sweep="lr_after_baseline")
+
+
+def test_a_trial_of_another_sweep_is_refused_not_trained_without_that_sweeps_settings(tmp_path, compose):
+    # a quickstart trial's overrides name sweep=quickstart (data=proxy_tasks, cutoff 96, 60 steps ...): dropping it
+    # silently trained the lr sweep on other data; the error names the sweep and the command that keeps its settings
+    base = _run(tmp_path / "trial_0", compose, ["sweep=quickstart", "logger=none", "optimizer.lr=4e-3", "lora=r8"])
+    with pytest.raises(SweepInputError) as e:
+        baseline_params(str(base), 4.0, sweep="lr_after_baseline")
+    msg = str(e.value)
+    assert msg.startswith(f"baseline={base}: a trial of sweep=quickstart") and "\n" not in msg
+    assert "ftsweep train -m sweep=quickstart logger=none lora=r8 'optimizer.lr=tag(log, interval(0.001, 0.016))'" in msg
+
+
+def test_a_trial_of_the_same_sweep_is_a_baseline(tmp_path, compose):
+    base = _run(tmp_path / "trial_2", compose, ["logger=none", "sweep=lr_after_baseline", "baseline=runs/base",
+                                                 "optimizer.lr=1.4e-3"])
+    b = baseline_params(str(base), 4.0, sweep="lr_after_baseline")
+    assert b["fixed"] == ["logger=none"] and b["lr"] == 1.4e-3
+
