@@ -17,7 +17,7 @@ from ftsweep.config import options
 from ftsweep.config.sweeper import SweeperConf
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
-from ftsweep.sweeper.grammar import SearchSpace, SweepInputError, merge_overrides, parse_space
+from ftsweep.sweeper.grammar import SearchSpace, SweepInputError, merge_overrides, override_key, parse_space
 from ftsweep.sweeper.samplers import check_pruner
 from ftsweep.sweeper.study import studies_in
 
@@ -295,7 +295,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _check_limits(conf)  # (the baseline's lr bracket and the lr finder use the factors checked there)
     fixed, cli_params = split_arguments(arguments)
+    fixed_cli = list(fixed)
     params = {str(k): v for k, v in (conf.params or {}).items()}
+    file_params = set(params)
     study_name = _study_name(conf, cfg)
     enqueue: list[dict[str, Any]] = []
     baseline = OmegaConf.select(cfg, "baseline")
@@ -309,6 +311,10 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     elif conf.requires_baseline:
         raise SweepInputError("this sweep needs baseline=<run dir> (a finished ftsweep train run directory)")
     params.update(cli_params)  # a sweep on the command line replaces the file's definition
+    for o in fixed_cli:  # ... and so does a fixed value (a plain value: the same for every trial)
+        key = override_key(o)
+        if key in file_params and key not in cli_params and not o.startswith("~") and "=" in o:
+            params[key] = o.split("=", 1)[1]
     if not params and not conf.variables:
         raise SweepInputError("nothing to search: no override lists values (e.g. optimizer.lr=1e-4,1e-3) and "
                               "hydra.sweeper.params is empty: use sweep=<name> (see sweep/), or drop -m to train "
