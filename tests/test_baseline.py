@@ -63,3 +63,27 @@ def test_a_trial_of_the_same_sweep_is_a_baseline(tmp_path, compose):
     b = baseline_params(str(base), 4.0, sweep="lr_after_baseline")
     assert b["fixed"] == ["logger=none"] and b["lr"] == 1.4e-3
 
+
+
+@pytest.mark.slow
+def test_the_study_name_a_refusal_names_resumes_the_baseline_sweep(tmp_path, compose):
+    # sweep=lr_after_baseline appends -<baseline> to hydra.sweeper.study_name; the refusal of another study in the
+    # folder says "resume it with hydra.sweeper.study_name=lr_after_baseline-<slug>", which then got -<slug>
+    # appended again (lr_after_baseline-<slug>-<slug>) and was refused once more
+    import sys
+
+    from sweep_helpers import load, run
+
+    from ftsweep.paths import path_slug
+
+    base = _run(tmp_path / "base", compose, ["optimizer.lr=3e-4", "logger=none"])
+    sd = tmp_path / "s"
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=lr_after_baseline", "baseline=base",
+            f"hydra.sweep.dir={sd}", "hydra.sweeper.report=false", "hydra.sweeper.progress=plain"]
+    assert run([*args, "hydra.sweeper.n_trials=1"], tmp_path).returncode == 0
+    name = f"lr_after_baseline-{path_slug(str(base))}"
+    again = run([*args, "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=lr_after_baseline-base"], tmp_path)
+    assert f"resume it with hydra.sweeper.study_name={name}" in again.stderr
+    again = run([*args, "hydra.sweeper.n_trials=2", f"hydra.sweeper.study_name={name}"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(load(sd, name=name).trials) == 2

@@ -307,7 +307,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
         params.update(b["params"])
         enqueue = b["enqueue"]
-        study_name = f"{study_name}-{path_slug(str(baseline))}"
+        slug = path_slug(str(baseline))
+        if not study_name.endswith(f"-{slug}"):  # (the name a refusal tells to resume with already has it)
+            study_name = f"{study_name}-{slug}"
     elif conf.requires_baseline:
         raise SweepInputError("this sweep needs baseline=<run dir> (a finished ftsweep train run directory)")
     params.update(cli_params)  # a sweep on the command line replaces the file's definition
