@@ -55,6 +55,8 @@ def test_changed_search_space_leaves_the_study_untouched(tmp_path):
     db = (sd / "study.db").read_bytes()
     r = run([*sweep_args(sd, n_trials=4), "lora.r=choice(8,16)"], tmp_path)
     assert "has a different search space (differs in: lora.r)" in _error_line(r)
+    # the way out it names works: another study_name alone is refused in this folder (it holds the first study)
+    assert "use a new folder (hydra.sweep.dir=<new>" in _error_line(r)
     assert [(t.number, t.state, t.params, t.value) for t in load(sd).trials] == before
     assert (sd / "study.db").read_bytes() == db
 

@@ -75,19 +75,23 @@ def _load_existing(storage: Any, study_name: str) -> Any:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
+# A sweep folder holds one study: another study_name alone is refused there, so the new study needs a new folder.
+_ELSEWHERE = ("use a new folder (hydra.sweep.dir=<new>; with a storage shared by several folders, also another "
+              "hydra.sweeper.study_name), or delete the study")
+
+
 def check_compatible(study: Any, name: str, url: str, directions: list[str], space: SearchSpace) -> None:
     """Refuse (one line) to go on with ``study`` when it optimises other directions or has another search space."""
     have = [d.name.lower() for d in study.directions]
     if have != [d.lower() for d in directions]:
-        raise SweepInputError(f"study {name!r} in {redact(url)} optimises {have}, not {directions}; "
-                              "use another hydra.sweeper.study_name")
+        raise SweepInputError(f"study {name!r} in {redact(url)} optimises {have}, not {directions}; {_ELSEWHERE}")
     stored = study.user_attrs.get(SPACE_ATTR)
     if stored is not None and json.loads(stored) != json.loads(space.to_json()):
         old, new = json.loads(stored), json.loads(space.to_json())
         diff = sorted(set(old["params"]) ^ set(new["params"])) or sorted(
             k for k in new["params"] if old["params"].get(k) != new["params"][k]) or ["derived/variables"]
         raise SweepInputError(f"study {name!r} in {redact(url)} has a different search space (differs in: "
-                              f"{', '.join(diff)}); use another hydra.sweeper.study_name or delete the study")
+                              f"{', '.join(diff)}); {_ELSEWHERE}")
 
 
 # Settings that do not change a trial's value: a resumed study may differ in them without a word.
