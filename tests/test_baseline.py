@@ -87,3 +87,14 @@ def test_the_study_name_a_refusal_names_resumes_the_baseline_sweep(tmp_path, com
     again = run([*args, "hydra.sweeper.n_trials=2", f"hydra.sweeper.study_name={name}"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(load(sd, name=name).trials) == 2
+
+
+def test_a_resumed_baseline_gives_its_trials_a_fresh_start(tmp_path, compose):
+    # a baseline continued with trainer.resume_from_checkpoint=<run>: its trials resumed that checkpoint too, whose
+    # optimizer and scheduler keep the saved lr, so every trial but 0 failed ("optimizer.lr=... would not apply");
+    # a resumed run equals the uninterrupted one, so the trials train its config from step 0
+    base = _run(tmp_path / "base", compose, ["logger=none", "trainer.save_steps=5", "optimizer.lr=2e-4"])
+    OmegaConf.save(OmegaConf.create(["logger=none", "trainer.save_steps=5", "trainer.resume_from_checkpoint=runs/res",
+                                     "overwrite=true"]), base / ".hydra" / "overrides.yaml")
+    b = baseline_params(str(base), 4.0, sweep="lr_after_baseline")
+    assert b["fixed"] == ["logger=none", "trainer.save_steps=5"] and b["lr"] == 2e-4

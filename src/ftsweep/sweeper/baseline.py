@@ -7,8 +7,9 @@ from typing import Any
 
 from ftsweep.sweeper.grammar import SweepInputError, format_value, override_key
 
-# Overrides of the baseline that must not be copied into the trials.
-_DROP = ("sweep", "baseline", "optimizer.lr")
+# Overrides of the baseline that must not be copied into the trials (a resumed baseline: its trials would resume
+# its checkpoint, whose optimizer keeps the saved lr; a resumed run equals the uninterrupted one, so they start afresh).
+_DROP = ("sweep", "baseline", "optimizer.lr", "trainer.resume_from_checkpoint", "overwrite")
 
 
 def load_baseline(run_dir: str, sweep: str | None = None, factor: float = 4.0) -> tuple[list[str], float]:
