@@ -98,3 +98,25 @@ def test_a_resumed_baseline_gives_its_trials_a_fresh_start(tmp_path, compose):
                                      "overwrite=true"]), base / ".hydra" / "overrides.yaml")
     b = baseline_params(str(base), 4.0, sweep="lr_after_baseline")
     assert b["fixed"] == ["logger=none", "trainer.save_steps=5"] and b["lr"] == 2e-4
+
+
+@pytest.mark.slow
+def test_a_sweep_that_changes_the_baseline_settings_says_so(tmp_path, compose):
+    # the command line wins over the baseline's overrides (other data, steps ...): trial 0 at the baseline's lr is
+    # then not the baseline's run, which the sweep said nowhere
+    import sys
+
+    from sweep_helpers import run
+
+    base = _run(tmp_path / "base", compose, ["optimizer.lr=3e-4", "logger=none", "trainer.max_steps=15"])
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=lr_after_baseline", f"baseline={base}",
+            f"hydra.sweep.dir={tmp_path / 's'}", "hydra.sweeper.report=false", "hydra.sweeper.progress=plain",
+            "hydra.sweeper.n_trials=1", "logger=none"]
+    same = run(args, tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert "baseline" not in same.stderr
+    other = run([*args, "hydra.sweep.dir=" + str(tmp_path / "s2"), "trainer.max_steps=7", "data=proxy_tasks"], tmp_path)
+    assert other.returncode == 0, other.stderr
+    note = [ln for ln in other.stderr.splitlines() if "baseline" in ln]
+    assert len(note) == 1 and ("trials differ from the baseline in: trainer.max_steps=7 (baseline: trainer.max_steps=15), "
+                               "data=proxy_tasks (baseline: unset)") in note[0], other.stderr

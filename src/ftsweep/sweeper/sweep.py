@@ -290,7 +290,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.sweeper.runner import DEFAULT_COMMAND, RunSettings, default_command, detect_gpus
     from ftsweep.sweeper.samplers import build_sampler, grid_size, space_points
     from ftsweep.sweeper.storage import flock
-    from ftsweep.sweeper.study import changed_settings, open_study
+    from ftsweep.sweeper.study import VALUE_NEUTRAL, changed_settings, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _check_limits(conf)  # (the baseline's lr bracket and the lr finder use the factors checked there)
@@ -300,11 +300,16 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     file_params = set(params)
     study_name = _study_name(conf, cfg)
     enqueue: list[dict[str, Any]] = []
+    differ: list[str] = []  # fixed overrides of the command line that the baseline did not have
     baseline = OmegaConf.select(cfg, "baseline")
     if baseline:
         b = baseline_params(str(baseline), conf.baseline_lr_factor,
                             sweep=OmegaConf.select(cfg, "hydra.runtime.choices.sweep"))
         fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
+        had = {override_key(o): o for o in b["fixed"]}
+        differ = [f"{o} (baseline: {had.get(override_key(o), 'unset')})" for o in fixed_cli
+                  if o not in b["fixed"] and override_key(o) not in ("sweep", "baseline")
+                  and not override_key(o).startswith(VALUE_NEUTRAL)]
         params.update(b["params"])
         enqueue = b["enqueue"]
         slug = path_slug(str(baseline))
@@ -386,6 +391,9 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)
+    if baseline and differ:
+        notes.append(f"[sweep {study_name}] trials differ from the baseline in: {', '.join(differ)}: trial 0 at its "
+                     f"lr is not the baseline's run (the command line wins over baseline={baseline}'s overrides)")
     points = space_points(space.distributions)
     if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue
             and not conf.lr_find):
