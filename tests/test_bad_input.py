@@ -126,6 +126,8 @@ CASES = [
     ("variables_not_a_sweep", ["train", "sweep=fixed_variable", "model=tiny", "logger=none"],
      "hydra.sweeper.variables.ratio"),
     ("baseline_required", ["train", "sweep=lr_after_baseline", "model=tiny", "logger=none"], "baseline"),
+    # best.yaml's header after its sweep folder moved: +<old folder name>=best is no config group any more
+    ("best_yaml_of_a_moved_sweep", [*RUN, "+moved_sweep=best"], "ftsweep report <sweep dir>"),
     ("baseline_not_a_run", ["train", "sweep=lr_after_baseline", "model=tiny", "logger=none", "baseline=./nope"],
      "baseline"),
     # ---- generation objectives (objective group), refused before any model loads

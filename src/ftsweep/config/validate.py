@@ -97,7 +97,11 @@ def missing_data_file(key: str, path: Any) -> str | None:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first out-of-range or inconsistent value."""
     if added := added_keys(cfg):  # +trainer.learning_rate=1e-4 would train at the default lr, silently
-        raise ConfigError(added[0], f"{unknown_key(added[0])} (a key added with + is read by nothing)")
+        hint = ""
+        if "." not in added[0] and cfg.get(added[0]) == "best":  # best.yaml's header: +<sweep folder>=best
+            hint = ("; a sweep's best.yaml is +<sweep folder name>=best with --config-dir <the folder above it>: "
+                    "after the folder moved, `ftsweep report <sweep dir>` rewrites the command in its header")
+        raise ConfigError(added[0], f"{unknown_key(added[0])} (a key added with + is read by nothing{hint})")
     _finite(cfg)
     # model
     _choice(cfg, "model.dtype", options.DTYPES)
