@@ -120,3 +120,20 @@ def test_a_sweep_that_changes_the_baseline_settings_says_so(tmp_path, compose):
     note = [ln for ln in other.stderr.splitlines() if "baseline" in ln]
     assert len(note) == 1 and ("trials differ from the baseline in: trainer.max_steps=7 (baseline: trainer.max_steps=15), "
                                "data=proxy_tasks (baseline: unset)") in note[0], other.stderr
+
+
+def test_a_fixed_lr_beside_a_baseline_is_refused(tmp_path, compose):
+    # optimizer.lr=5e-3 on the command line was silently outvoted by the lr searched around the baseline's (and
+    # the note said "optimizer.lr=5e-3 (baseline: unset)")
+    import sys
+
+    from sweep_helpers import run
+
+    base = _run(tmp_path / "base", compose, ["optimizer.lr=3e-4", "logger=none"])
+    sd = tmp_path / "s"
+    r = run([sys.executable, "-m", "ftsweep", "train", "-m", "sweep=lr_after_baseline", f"baseline={base}",
+             f"hydra.sweep.dir={sd}", "hydra.sweeper.n_trials=1", "optimizer.lr=5e-3"], tmp_path)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ftsweep: error: optimizer.lr=5e-3: ") and "baseline" in err[0]
+    assert not sd.exists()

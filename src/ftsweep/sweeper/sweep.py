@@ -305,6 +305,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if baseline:
         b = baseline_params(str(baseline), conf.baseline_lr_factor,
                             sweep=OmegaConf.select(cfg, "hydra.runtime.choices.sweep"))
+        for o in fixed_cli:  # the sampled lr would win over it: the sweep would silently ignore it
+            if override_key(o) == "optimizer.lr":
+                raise SweepInputError(f"{o}: baseline={baseline} sets the lr: trial 0 runs at its lr "
+                                      f"({b['lr']:g}), the others around it (hydra.sweeper.baseline_lr_factor); "
+                                      "drop it, or give a range to search instead (optimizer.lr='tag(log, "
+                                      "interval(a, b))')")
         fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
         had = {override_key(o): o for o in b["fixed"]}
         differ = [f"{o} (baseline: {had.get(override_key(o), 'unset')})" for o in fixed_cli
