@@ -408,6 +408,10 @@ def test_merge_generate_and_publish_refuse_the_adapter_of_a_run_that_did_not_com
     assert (f"ftsweep: warning: {failed}: the run ended pruned (metrics.json): using its adapter/ anyway "
             "(--allow-failed)") in capsys.readouterr().err
     assert (tmp_path / "m" / "model.safetensors").is_file()
+    shutil.rmtree(failed / "adapter")  # a pruned sweep trial saves none: the line says why (it said "did the run finish?")
+    for argv in (["merge", str(failed), "--out", str(tmp_path / "m2")], ["generate", str(failed), "--no-base"]):
+        assert cli.main(argv) == 2, argv
+        assert "has no adapter/" in (err := capsys.readouterr().err) and "(the run ended pruned (metrics.json))" in err
 
 
 def test_the_model_card_of_a_run_counted_in_epochs_says_its_epochs(tiny_run, tmp_path):

@@ -238,14 +238,14 @@ def load_tokenizer(run_dir: Path):
     """The tokenizer the run saved beside its adapter (or full model)."""
     from transformers import AutoTokenizer
 
-    from ftsweep.rundir import RunDir
+    from ftsweep.rundir import RunDir, not_complete
 
     adapter_dir, full_dir = RunDir(run_dir).adapter, RunDir(run_dir).full_model
     source = adapter_dir if adapter_dir.is_dir() else full_dir
     if not source.is_dir():
         from ftsweep.config.errors import UsageError
 
-        raise UsageError(f"{run_dir} has no adapter/ or model/ (did the run finish?)")
+        raise UsageError(f"{run_dir} has no adapter/ or model/ ({not_complete(run_dir) or 'did the run finish?'})")
     return AutoTokenizer.from_pretrained(source)
 
 

@@ -55,7 +55,7 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     if not adapter.is_dir():
         if full_model.is_dir():
             raise _usage(f"{run_dir} is a full fine-tune: {full_model} is already a standalone model")
-        raise _usage(f"{run_dir} has no adapter/ (did the run finish?)")
+        raise _usage(f"{run_dir} has no adapter/ ({rundir.not_complete(run_dir) or 'did the run finish?'})")
     rundir.check_complete(run_dir, adapter, allow_failed)
     if dtype is not None and dtype not in DTYPES:
         raise _usage(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype}); 4-bit merges are not supported")
