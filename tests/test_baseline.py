@@ -137,3 +137,23 @@ def test_a_fixed_lr_beside_a_baseline_is_refused(tmp_path, compose):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ftsweep: error: optimizer.lr=5e-3: ") and "baseline" in err[0]
     assert not sd.exists()
+
+
+def test_an_lr_range_without_the_baseline_lr_is_refused(tmp_path, compose):
+    # trial 0 ran at the baseline's lr (3e-4) outside the range given on the command line, without a word
+    import sys
+
+    from sweep_helpers import run
+
+    base = _run(tmp_path / "base", compose, ["optimizer.lr=3e-4", "logger=none"])
+    sd = tmp_path / "s"
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "sweep=lr_after_baseline", f"baseline={base}",
+            f"hydra.sweep.dir={sd}", "hydra.sweeper.n_trials=1"]
+    r = run([*args, "optimizer.lr=tag(log, interval(1e-3, 1e-2))"], tmp_path)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ftsweep: error: optimizer.lr=tag(log, interval(1e-3, 1e-2)): does "
+                                               f"not hold baseline={base}'s lr (0.0003)"), err
+    assert not sd.exists()
+    r = run([*args, "optimizer.lr=choice(1e-4,3e-4)", "hydra.sweeper.report=false", "logger=none"], tmp_path)
+    assert r.returncode == 0, r.stderr  # a range (or choice) that holds it is searched

@@ -6,6 +6,7 @@ composed training config and the command line's task overrides.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -199,6 +200,15 @@ def _format_problem(cfg: Any, path: str | None = None) -> str | None:
     return format_problem(cfg, path)
 
 
+def _holds(dist: Any, value: float) -> bool:
+    """Whether a searched distribution (a range or a choice) can give ``value``; True when not searched."""
+    if dist is None:
+        return True
+    if hasattr(dist, "choices"):
+        return any(isinstance(c, (int, float)) and math.isclose(float(c), value, rel_tol=1e-9) for c in dist.choices)
+    return float(dist.low) <= value <= float(dist.high)
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
     from omegaconf import OmegaConf
@@ -333,6 +343,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               "hydra.sweeper.params is empty: use sweep=<name> (see sweep/), or drop -m to train "
                               "this one config")
     space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
+    if baseline and "optimizer.lr" in cli_params and not _holds(space.distributions.get("optimizer.lr"), b["lr"]):
+        # trial 0 would run at the baseline's lr outside the range the command line searches, without a word
+        raise SweepInputError(f"optimizer.lr={cli_params['optimizer.lr']}: does not hold baseline={baseline}'s lr "
+                              f"({b['lr']:g}), which trial 0 runs at: widen it, or drop it to search around the "
+                              "baseline's lr (hydra.sweeper.baseline_lr_factor)")
 
     metrics = [str(m) for m in _as_list(conf.metric)] or [str(OmegaConf.select(cfg, "objective.metric"))]
     if len(metrics) > 1 and not _as_list(conf.direction):
