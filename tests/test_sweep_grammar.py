@@ -104,6 +104,15 @@ def test_variables_and_derived():
                    "trainer.gradient_accumulation_steps=8"]
 
 
+def test_derived_reads_a_searched_key_that_is_fixed():
+    # `sweep=lora_search lora.r=16`: the command line fixes lora.r, which lora.alpha's expression reads (the sweep
+    # stopped with "unknown name(s) lora.r")
+    s = space({"lora.r": "16", "optimizer.lr": "interval(1e-5, 1e-3)"}, variables={"alpha_ratio": "choice(1, 2)"},
+              derived={"lora.alpha": "{lora.r} * {alpha_ratio}"})
+    assert s.fixed == ["lora.r=16"] and s.constants == {"lora.r": 16}
+    assert s.overrides({"optimizer.lr": 1e-4, "alpha_ratio": 2}) == ["optimizer.lr=0.0001", "lora.alpha=32"]
+
+
 def test_derived_rejects_unknown_names_and_code():
     with pytest.raises(SweepInputError, match="unknown name"):
         space({"lora.r": "choice(8, 16)"}, derived={"lora.alpha": "{lora.rr} * 2"})

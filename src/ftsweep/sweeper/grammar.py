@@ -41,6 +41,8 @@ class SearchSpace:
     derived: dict[str, str] = field(default_factory=dict)
     # fixed overrides given in hydra.sweeper.params as plain values
     fixed: list[str] = field(default_factory=list)
+    # their values by key, which derived expressions may read too (a searched key fixed on the command line)
+    constants: dict[str, Any] = field(default_factory=dict)
     # param names that are config groups (their values are option names)
     groups: set[str] = field(default_factory=set)
 
@@ -59,7 +61,7 @@ class SearchSpace:
         """The overrides a trial gets for sampled ``values``: params (not variables), then derived keys."""
         out = [f"{k}={format_value(v)}" for k, v in values.items() if k not in self.variables]
         for key, expr in self.derived.items():
-            out.append(f"{key}={format_value(evaluate(expr, values, key))}")
+            out.append(f"{key}={format_value(evaluate(expr, {**self.constants, **values}, key))}")
         return out
 
     def corner(self, which: str) -> dict[str, Any]:
@@ -100,6 +102,8 @@ def parse_space(
                 if kind == "variables":
                     raise SweepInputError(f"hydra.sweeper.variables.{key}: must be a sweep (choice, range, interval)")
                 space.fixed.append(text)
+                if isinstance(override.value(), (int, float)) and not isinstance(override.value(), bool):
+                    space.constants[override.get_key_element()] = override.value()
                 continue
             name = override.get_key_element()
             space.distributions[name] = _glob_choice(name, override, group_options) or distribution_from_override(override)
@@ -111,14 +115,15 @@ def parse_space(
                 space.groups.add(name)
     for key, expr in (derived or {}).items():
         names = set(re.findall(r"\{([^{}]+)\}", str(expr)))
-        unknown = names - set(space.distributions)
+        unknown = names - set(space.distributions) - set(space.constants)
         if unknown:
             raise SweepInputError(f"hydra.sweeper.derived.{key}: unknown name(s) {', '.join(sorted(unknown))} in {expr!r}; "
-                                  f"sampled: {', '.join(space.distributions) or 'none'}")
+                                  f"sampled: {', '.join(space.distributions) or 'none'}"
+                                  + (f"; fixed: {', '.join(space.constants)}" if space.constants else ""))
         if key in space.distributions and key not in space.variables:
             raise SweepInputError(f"hydra.sweeper.derived.{key}: is also a searched parameter")
         space.derived[key] = str(expr)
-        evaluate(str(expr), space.corner("low"), key)  # syntax check now, not in trial 7
+        evaluate(str(expr), {**space.constants, **space.corner("low")}, key)  # syntax check now, not in trial 7
     return space
 
 
