@@ -379,7 +379,7 @@ def compose(overrides: list[str], *, check: bool = True, config_dirs: list[str] 
         if check:
             _check_task(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if hydra else cfg)
     except Exception as err:
-        raise ConfigFailure(_unparsable(overrides) or _unknown_in_value(overrides, err) or explain(err, config_dirs)) from err
+        raise _failure(overrides, err, config_dirs) from err
     return cfg
 
 
@@ -398,8 +398,13 @@ def task_config(with_hydra: DictConfig, overrides: list[str], *,
             del cfg["hydra"]
         _check_task(cfg)
     except Exception as err:
-        raise ConfigFailure(_unparsable(overrides) or _unknown_in_value(overrides, err) or explain(err, config_dirs)) from err
+        raise _failure(overrides, err, config_dirs) from err
     return cfg
+
+
+def _failure(overrides: list[str], err: BaseException, config_dirs: list[str] | tuple[str, ...]) -> ConfigFailure:
+    """The one-line error of a compose (or of the checks after it) that failed with ``err``."""
+    return ConfigFailure(_unparsable(overrides) or _unknown_in_value(overrides, err) or explain(err, config_dirs))
 
 
 def _check_task(task: DictConfig) -> None:
