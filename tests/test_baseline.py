@@ -157,3 +157,71 @@ def test_an_lr_range_without_the_baseline_lr_is_refused(tmp_path, compose):
     assert not sd.exists()
     r = run([*args, "optimizer.lr=choice(1e-4,3e-4)", "hydra.sweeper.report=false", "logger=none"], tmp_path)
     assert r.returncode == 0, r.stderr  # a range (or choice) that holds it is searched
+
+
+def _sweep_folder(sweep, best_dir, **summary):
+    sweep.mkdir(parents=True, exist_ok=True)
+    doc = {"study_name": "s", "best_trial_number": 1, "best_trial_dir": str(best_dir), "pareto_trials": None, **summary}
+    (sweep / "summary.json").write_text(json.dumps(doc))
+    return sweep
+
+
+def test_a_sweep_folder_stands_for_its_best_trial_also_after_it_moved(tmp_path, compose):
+    # baseline=<sweep folder> was refused ("not a run directory"); the natural baseline of a sweep is its best trial
+    # (the run its best.yaml names), read where the folder is now
+    sweep = tmp_path / "moved"
+    _run(sweep / "trial_0", compose, ["logger=none", "lora=r16", "optimizer.lr=1e-3"])
+    _run(sweep / "trial_1", compose, ["logger=none", "lora=r8", "optimizer.lr=2e-3"])
+    _sweep_folder(sweep, tmp_path / "sweeps" / "lr" / "trial_1")  # recorded before the folder was moved
+    b = baseline_params(str(sweep), 4.0, sweep="lr_after_baseline")
+    assert b["fixed"] == ["logger=none", "lora=r8"] and b["lr"] == 2e-3 and b["dir"] == str(sweep / "trial_1")
+    assert b["note"] == f"baseline={sweep}: a sweep folder, so its best trial {sweep / 'trial_1'}"
+    run = baseline_params(str(sweep / "trial_0"), 4.0, sweep="lr_after_baseline")  # a run folder stays itself
+    assert (run["lr"], run["note"], run["dir"]) == (1e-3, None, str(sweep / "trial_0"))
+
+
+@pytest.mark.parametrize("summary, says", [
+    (None, "a sweep folder with no report yet (summary.json names its best trial): write it with `ftsweep report"),
+    ({"best_trial_dir": None, "pareto_trials": [1, 2]}, "no single best trial (a multi-objective sweep)"),
+    ({"best_trial_dir": None}, "no single best trial (no trial completed)"),
+])
+def test_a_sweep_folder_without_one_best_trial_is_refused_in_one_line(tmp_path, compose, summary, says):
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    (sweep / "study.db").write_bytes(b"")
+    if summary is not None:
+        _sweep_folder(sweep, "", **summary)
+    with pytest.raises(SweepInputError) as e:
+        baseline_params(str(sweep), 4.0, sweep="lr_after_baseline")
+    msg = str(e.value)
+    assert msg.startswith(f"baseline={sweep}: ") and says in msg and "\n" not in msg
+
+
+def test_a_sweep_folders_best_trial_of_another_sweep_is_refused_naming_both(tmp_path, compose):
+    sweep = tmp_path / "qs"
+    _run(sweep / "trial_3", compose, ["sweep=quickstart", "logger=none", "optimizer.lr=4e-3"])
+    _sweep_folder(sweep, sweep / "trial_3")
+    with pytest.raises(SweepInputError) as e:
+        baseline_params(str(sweep), 4.0, sweep="lr_after_baseline")
+    assert str(e.value).startswith(f"baseline={sweep} (its best trial {sweep / 'trial_3'}): a trial of sweep=quickstart")
+
+
+@pytest.mark.slow
+def test_the_sweep_optimizes_the_baselines_objective_and_logs_where_its_trials_log(tmp_path, compose):
+    # the sweep read its objective (and stage, logger, timeout) from the command line's config alone: around a
+    # baseline run with objective=exact_match it minimized eval_loss, and around a logger=none baseline it started a
+    # W&B summary run; the trials themselves ran the baseline's settings
+    import sys
+
+    from sweep_helpers import load, run
+
+    base = _run(tmp_path / "base", compose, ["objective=exact_match", "optimizer.lr=3e-4", "logger=none"])
+    sd = tmp_path / "s"
+    r = run([sys.executable, "-m", "ftsweep", "train", "-m", "sweep=lr_after_baseline", f"baseline={base}",
+             f"hydra.sweep.dir={sd}", "hydra.sweeper.progress=plain", "hydra.sweeper.n_trials=2"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(sd, name=f"lr_after_baseline-{__import__('ftsweep.paths').paths.path_slug(str(base))}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE"] and study.metric_names == ["exact_match"]
+    assert all(t.value == json.loads((sd / f"trial_{t.number}" / "metrics.json").read_text())["exact_match"]
+               for t in study.trials)
+    assert not (sd / "wandb").exists()  # no W&B summary run: the trials log nowhere

@@ -12,6 +12,32 @@ from ftsweep.sweeper.grammar import SweepInputError, format_value, override_key
 _DROP = ("sweep", "baseline", "optimizer.lr", "trainer.resume_from_checkpoint", "overwrite")
 
 
+def best_trial_of(folder: Path) -> Path | None:
+    """The run a sweep folder given as ``baseline=`` stands for: its best trial's folder (summary.json's
+    ``best_trial_dir``, the run best.yaml names), read where the sweep folder is now (moved or copied since: the
+    trial folder of that name in it); None when ``folder`` is a run folder or no sweep folder. Refused in one
+    line: a sweep folder with no report yet, or with no single best trial (multi-objective, none complete)."""
+    from ftsweep.sweepdir import SweepDir
+
+    if (folder / ".hydra" / "config.yaml").is_file():
+        return None
+    sweep = SweepDir(folder)
+    summary = sweep.read_summary()
+    if summary is None:
+        if sweep.existing_storage_url() is None:
+            return None
+        raise SweepInputError(f"baseline={folder}: a sweep folder with no report yet (summary.json names its best "
+                              f"trial): write it with `ftsweep report {folder}`, or give one trial's folder")
+    best = summary.get("best_trial_dir")
+    if not best:
+        why = "a multi-objective sweep" if summary.get("pareto_trials") else "no trial completed"
+        raise SweepInputError(f"baseline={folder}: a sweep folder with no single best trial ({why}): give one "
+                              "trial's folder")
+    recorded = Path(str(best))
+    here = folder / recorded.name
+    return here if here.is_dir() else recorded
+
+
 def load_baseline(run_dir: str, sweep: str | None = None, factor: float = 4.0) -> tuple[list[str], float]:
     """(the baseline's task overrides minus sweep/baseline/lr, its learning rate) from ``run_dir/.hydra``.
 
@@ -52,8 +78,18 @@ def lr_bracket(lr: float, factor: float) -> str:
 
 
 def baseline_params(run_dir: str, factor: float, sweep: str | None = None) -> dict[str, Any]:
-    """Everything the sweep needs from the baseline: fixed overrides, lr param, enqueued trial 0 (``sweep``: the
-    name of the sweep overlay this sweep runs, see :func:`load_baseline`)."""
-    overrides, lr = load_baseline(run_dir, sweep, factor)
+    """Everything the sweep needs from the baseline: fixed overrides, lr param, enqueued trial 0, the run folder
+    (a sweep folder's best trial, :func:`best_trial_of`) and the note that says so (``sweep``: the name of the sweep
+    overlay this sweep runs, see :func:`load_baseline`)."""
+    best = best_trial_of(Path(run_dir).expanduser())
+    run = str(best) if best is not None else run_dir
+    try:
+        overrides, lr = load_baseline(run, sweep, factor)
+    except SweepInputError as err:
+        if best is None:
+            raise
+        said = str(err).removeprefix(f"baseline={run}: ")
+        raise SweepInputError(f"baseline={run_dir} (its best trial {run}): {said}") from err
+    note = f"baseline={run_dir}: a sweep folder, so its best trial {run}" if best is not None else None
     return {"fixed": overrides, "params": {"optimizer.lr": lr_bracket(lr, factor)},
-            "enqueue": [{"optimizer.lr": lr}], "lr": lr}
+            "enqueue": [{"optimizer.lr": lr}], "lr": lr, "dir": run, "note": note}

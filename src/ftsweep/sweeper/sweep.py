@@ -209,6 +209,16 @@ def _holds(dist: Any, value: float) -> bool:
     return float(dist.low) <= value <= float(dist.high)
 
 
+def _composed(overrides: list[str]) -> Any:
+    """The trials' config before the sampled values (not validated: :func:`validate_trial_config` checks it)."""
+    from ftsweep.config.compose import ConfigFailure, compose
+
+    try:
+        return compose(overrides, check=False)
+    except ConfigFailure as err:
+        raise SweepInputError(f"a trial would fail: {err}") from err
+
+
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
     """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
     from omegaconf import OmegaConf
@@ -311,6 +321,11 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     study_name = _study_name(conf, cfg)
     enqueue: list[dict[str, Any]] = []
     differ: list[str] = []  # fixed overrides of the command line that the baseline did not have
+    baseline_note = None  # baseline=<sweep folder>: the best trial it stands for
+    # What the trials are composed from (their objective, stage, logger, timeout): the command line's config, or with
+    # a baseline its overrides too (a baseline run with objective=exact_match: the lr sweep around it minimized
+    # eval_loss)
+    trial_cfg = cfg
     baseline = OmegaConf.select(cfg, "baseline")
     if baseline:
         b = baseline_params(str(baseline), conf.baseline_lr_factor,
@@ -322,13 +337,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                                       "drop it, or give a range to search instead (optimizer.lr='tag(log, "
                                       "interval(a, b))')")
         fixed = merge_overrides(b["fixed"], fixed)  # the command line wins over the baseline's overrides
+        trial_cfg = _composed(fixed)
         had = {override_key(o): o for o in b["fixed"]}
         differ = [f"{o} (baseline: {had.get(override_key(o), 'unset')})" for o in fixed_cli
                   if o not in b["fixed"] and override_key(o) not in ("sweep", "baseline")
                   and not override_key(o).startswith(VALUE_NEUTRAL)]
         params.update(b["params"])
-        enqueue = b["enqueue"]
-        slug = path_slug(str(baseline))
+        enqueue, baseline_note = b["enqueue"], b["note"]
+        slug = path_slug(b["dir"])  # (a sweep folder's best trial: the run its lr comes from)
         if not study_name.endswith(f"-{slug}"):  # (the name a refusal tells to resume with already has it)
             study_name = f"{study_name}-{slug}"
     elif conf.requires_baseline:
@@ -349,14 +365,14 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                               f"({b['lr']:g}), which trial 0 runs at: widen it, or drop it to search around the "
                               "baseline's lr (hydra.sweeper.baseline_lr_factor)")
 
-    metrics = [str(m) for m in _as_list(conf.metric)] or [str(OmegaConf.select(cfg, "objective.metric"))]
+    metrics = [str(m) for m in _as_list(conf.metric)] or [str(OmegaConf.select(trial_cfg, "objective.metric"))]
     if len(metrics) > 1 and not _as_list(conf.direction):
         # objective.direction is one metric's: [exact_match, eval_loss] would maximize the loss too
         raise SweepInputError(f"hydra.sweeper.metric lists {len(metrics)} metrics ({', '.join(metrics)}): set "
                               "hydra.sweeper.direction to one direction per metric, e.g. metric=[exact_match,eval_loss] "
                               "direction=[maximize,minimize]")
     directions = [str(d).lower() for d in _as_list(conf.direction)] or [
-        str(OmegaConf.select(cfg, "objective.direction"))] * len(metrics)
+        str(OmegaConf.select(trial_cfg, "objective.direction"))] * len(metrics)
     if len(metrics) == 1 and len(directions) > 1:
         raise SweepInputError(f"hydra.sweeper.direction has {len(directions)} directions: set hydra.sweeper.metric "
                               "to the same number of metrics")
@@ -368,9 +384,10 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from ftsweep.config.objective import run_metrics
     from ftsweep.stages.registry import common_eval_metrics, stage_metrics
 
-    stage = str(OmegaConf.select(cfg, "stage.name", default="sft"))
+    stage = str(OmegaConf.select(trial_cfg, "stage.name", default="sft"))
     logged = run_metrics(stage_metrics(stage), common_eval_metrics(stage))
-    generated = [str(OmegaConf.select(cfg, "objective.metric")), *(OmegaConf.select(cfg, "objective.extra_metrics") or [])]
+    generated = [str(OmegaConf.select(trial_cfg, "objective.metric")),
+                 *(OmegaConf.select(trial_cfg, "objective.extra_metrics") or [])]
     for m in metrics:
         if m in GENERATION_METRICS and m not in generated:
             raise SweepInputError(f"hydra.sweeper.metric: {m} is a generation metric the trials do not compute; "
@@ -412,6 +429,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise SweepInputError(f"hydra.sweeper.max_failure_rate: must be in [0, 1] (got {conf.max_failure_rate})")
     notes: list[str] = []  # what the plan changed, printed once every check passed (bad input is one line)
+    if baseline_note:
+        notes.append(f"[sweep {study_name}] {baseline_note}")
     if baseline and differ:
         notes.append(f"[sweep {study_name}] trials differ from the baseline in: {', '.join(differ)}: trial 0 at its "
                      f"lr is not the baseline's run (the command line wins over baseline={baseline}'s overrides)")
@@ -443,7 +462,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     command = default_command()
     check_backend(conf)
     why_cold = cold_only(conf, custom_command=command != DEFAULT_COMMAND) if conf.warm_workers else None
-    stage = str(OmegaConf.select(cfg, "stage.name", default="sft"))
+    stage = str(OmegaConf.select(trial_cfg, "stage.name", default="sft"))
     if conf.warm_workers and not why_cold and not stage_module(stage).WARM:
         why_cold = f"stage={stage} is not supported by warm workers (they keep what SFT trials share)"
     if why_cold:
@@ -494,12 +513,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
               f"gpus_per_trial={conf.gpus_per_trial}, trials_per_gpu={conf.trials_per_gpu}): running {capacity} at once",
               file=sys.stderr)
         n_workers = capacity
-    timeout = conf.trial_timeout_s or float(OmegaConf.select(cfg, "trainer.timeout_s") or 0)
+    timeout = conf.trial_timeout_s or float(OmegaConf.select(trial_cfg, "trainer.timeout_s") or 0)
     settings = RunSettings(
         conf=conf, sweep_dir=sweep_dir, storage_url=storage_url, study_name=study_name, n_trials=n_trials,
         directions=directions, metrics=metrics, pruner=pruner, n_workers=n_workers, gpus=gpus,
         trial_timeout_s=timeout, trial_subdir=trial_subdir, command=command)
-    logger = OmegaConf.select(cfg, "logger")
+    logger = OmegaConf.select(trial_cfg, "logger")
     return SweepPlan(study=study, space=space, fixed=fixed, settings=settings,
                      wandb_summary=bool(conf.wandb_summary and logger is not None and logger.name == "wandb"),
                      logger=OmegaConf.to_container(logger, resolve=True) if logger is not None else {})
