@@ -48,3 +48,20 @@ def test_a_run_whose_only_step_is_warmup_says_it_trains_nothing(compose, tmp_pat
             "step); set scheduler.warmup_ratio=0, or train more steps\n") in err
     m = run(compose(*small, *length, "scheduler.warmup_ratio=0"), tmp_path / "cold")
     assert WARMUP_ONLY not in capfd.readouterr().err and m["eval_loss"] != m["initial_eval_loss"]
+
+
+NEVER_STOPS = "never stops this run: it evaluates"
+
+
+def test_an_early_stopping_patience_the_run_cannot_reach_says_so(compose, tmp_path, capfd):
+    # trainer.early_stopping_patience=1 with eval_steps >= max_steps: no evaluation before the last step, so the run
+    # could never stop early, without a word
+    from ftsweep.train import run
+
+    small = ["data.max_rows=40", "data.cutoff_len=64", "logger=none", "trainer.early_stopping_patience=1"]
+    run(compose(*small, "trainer.max_steps=4", "trainer.eval_steps=4"), tmp_path / "never")
+    assert ("ftsweep: warning: trainer.early_stopping_patience=1 never stops this run: it evaluates 0 time(s) before "
+            "its last step (trainer.eval_steps=4 of 4 steps); lower trainer.eval_steps or the patience\n"
+            ) in capfd.readouterr().err
+    run(compose(*small, "trainer.max_steps=4", "trainer.eval_steps=2"), tmp_path / "can")  # one before the last
+    assert NEVER_STOPS not in capfd.readouterr().err

@@ -180,7 +180,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
         if resume is not None:  # trainer.max_steps was checked before anything loaded; epochs need the data
             refuse_epochs_ending_at(cfg, trainer, resume)
         else:
-            warn_warmup_only(cfg, trainer)
+            warn_settings_without_effect(cfg, trainer)
         # (resumed too: the fresh adapter's evaluation is the saving run's first; train() then restores the
         # checkpoint's adapter, optimizer, scheduler, random state and data position)
         initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
@@ -265,20 +265,32 @@ def refuse_epochs_ending_at(cfg, trainer, resume: Path) -> None:
                          "leaves nothing to train (raise trainer.num_train_epochs)")
 
 
-def warn_warmup_only(cfg, trainer) -> None:
-    """A run of one optimizer step with a warmup (``trainer.max_steps=1``, or epochs of one batch: a training set no
-    larger than the batch) takes it at learning rate 0 (transformers' warmup starts at 0 and rounds a ratio up to a
-    whole step), so it trains nothing and its eval_loss is the initial one: one warning line."""
+def warn_settings_without_effect(cfg, trainer) -> None:
+    """Settings that cannot act in a run of this length (its optimizer steps: ``trainer.max_steps``, or transformers'
+    count of the epochs), one warning line each:
+
+    - one optimizer step with a warmup (``trainer.max_steps=1``, or epochs of one batch: a training set no larger
+      than the batch) is taken at learning rate 0 (transformers' warmup starts at 0 and rounds a ratio up to a whole
+      step), so it trains nothing and its eval_loss is the initial one;
+    - ``trainer.early_stopping_patience`` larger than the evaluations before the last step can never stop the run
+      early (e.g. ``trainer.eval_steps`` >= ``trainer.max_steps``)."""
     from ftsweep.console import say
 
-    s = cfg.scheduler
+    s, t = cfg.scheduler, cfg.trainer
     counted = epoch_steps(trainer)
-    steps = counted[0] if counted is not None else int(cfg.trainer.max_steps)
+    steps = counted[0] if counted is not None else int(t.max_steps)
     key, value = (("scheduler.warmup_steps", s.warmup_steps) if s.warmup_steps > 0
                   else ("scheduler.warmup_ratio", s.warmup_ratio))
     if steps == 1 and value > 0:
         say(f"warning: the run's only optimizer step is a warmup step at learning rate 0: nothing is trained "
             f"({key}={value:g} of 1 step); set {key}=0, or train more steps")
+    patience = int(t.early_stopping_patience)
+    if patience > 0 and trainer.args.eval_strategy != "no" and steps > 0:
+        before_end = (steps - 1) // int(t.eval_steps)  # evaluations at eval_steps, 2 x eval_steps, ... before the last step
+        if before_end < patience:
+            say(f"warning: trainer.early_stopping_patience={patience} never stops this run: it evaluates {before_end} "
+                f"time(s) before its last step (trainer.eval_steps={t.eval_steps} of {steps} steps); lower "
+                "trainer.eval_steps or the patience")
 
 
 def ready_for_ddp(trainer) -> None:
