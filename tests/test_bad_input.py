@@ -107,6 +107,13 @@ CASES = [
     ("interval_text", [*SWEEP, "optimizer.lr=interval(a,b)"], "optimizer.lr"),
     ("sweep_lr_nan_fixed", [*SWEEP, LR, "optimizer.weight_decay=nan"], "optimizer.weight_decay"),
     ("n_workers_zero", [*SWEEP, LR, "hydra.sweeper.n_workers=0"], "hydra.sweeper.n_workers"),
+    # keys as Hydra's Optuna sweeper plugin (hydra/sweeper=optuna) spells them: ours named
+    ("hydra_optuna_n_jobs", [*SWEEP, LR, "hydra.sweeper.n_jobs=2"],
+     "did you mean hydra.sweeper.n_workers (trials at once)? (ftsweep's sweeper for Hydra's Optuna sweeper's n_jobs)"),
+    ("hydra_optuna_sampler_target", [*SWEEP, LR, "hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler"],
+     "did you mean hydra.sweeper.sampler.name=tpe|random|grid|cmaes|gp|qmc?"),
+    ("optuna_sampler_keyword", [*SWEEP, LR, "hydra.sweeper.sampler.consider_prior=false"],
+     "a keyword argument of the Optuna sampler goes in +hydra.sweeper.sampler.options.consider_prior=<value>"),
     ("n_trials_zero", [*SWEEP, LR, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials"),
     ("n_trials_text", [*SWEEP, LR, "hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials"),
     ("failure_rate", [*SWEEP, LR, "hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate"),

@@ -70,6 +70,14 @@ FOREIGN_NAMES = {
     "additional_target": "lora.modules_to_save",
     "new_special_tokens": "data.special_tokens",
 }
+# hydra-optuna-sweeper's keys (hydra/sweeper=optuna) under hydra.sweeper, by their path there -> what to write here
+SWEEPER_FOREIGN = {
+    "n_jobs": "hydra.sweeper.n_workers (trials at once)",
+    "sampler._target_": "hydra.sweeper.sampler.name=tpe|random|grid|cmaes|gp|qmc",
+    "pruner._target_": "hydra.sweeper.pruner.name=none|median|percentile|successive_halving|hyperband",
+    "search_space": "hydra.sweeper.params",
+    "custom_search_space": "hydra.sweeper.derived (values computed from the sampled ones) or hydra.sweeper.variables",
+}
 # LLaMA-Factory's quantization_bit (bitsandbytes; its default quantization_type is nf4) -> our quantization option
 QUANTIZATION_BITS = {4: "nf4", 8: "int8"}
 FINETUNING_TYPES = {"lora": "true", "full": "false"}
@@ -138,6 +146,10 @@ def unknown_key(key: str) -> str:
     parent, _, name = key[len(at):].rpartition(".")
     allowed = allowed_keys(parent, root) if root is not None else None
     hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+    if at == "hydra.sweeper.":
+        foreign = SWEEPER_FOREIGN.get(key[len(at):])
+        if foreign:  # written as for Hydra's Optuna sweeper plugin
+            return f"unknown key{hint}; did you mean {foreign}? (ftsweep's sweeper for Hydra's Optuna sweeper's {name})"
     if root is TrainConfig and parent in FREE_FORM:  # data.extra={field: x}: Hydra merges into it in struct mode
         return (f"new key in the free-form {parent}: add it with +{key}=<value> (or set it whole: "
                 f"++{parent}={{{name}: <value>}})")
@@ -157,6 +169,8 @@ def unknown_key(key: str) -> str:
     elif root is TrainConfig and parent == "data.columns":  # the mapping written the other way round
         field = allowed[0] if allowed else "instruction"
         hint += f"; a key here is the field, the value your column: data.columns.{field}={name}"
+    elif at == "hydra.sweeper." and parent == "sampler":  # a keyword of the Optuna class (TPESampler(consider_prior=))
+        hint += f"; a keyword argument of the Optuna sampler goes in +hydra.sweeper.sampler.options.{name}=<value>"
     return f"unknown key{hint}"
 
 
