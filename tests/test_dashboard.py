@@ -526,3 +526,42 @@ def test_live_on_a_journal_file(tmp_path):
         proc.kill()
     assert proc.returncode == 0, out
     assert ["Running"] in seen and ["Complete", "Running"] in seen, seen  # trial 0 ran, finished; trial 1 ran
+
+
+def test_a_learning_curve_is_drawn_after_the_trial_is_handed_back_and_stored_in_place_of_the_placeholder(tmp_path):
+    """The sweep no longer waits for matplotlib (0.4 s import, 0.07 s a curve) before it tells the trial and hands
+    the next one over: the curve's artifact is a placeholder until the drawer thread writes the drawn curve over it;
+    close() waits for it (the sweep closes the drawer before its report and its exit)."""
+    import optuna
+    from optuna.artifacts import download_artifact, get_all_artifact_meta
+    from optuna.distributions import FloatDistribution
+
+    from ftsweep.sweeper.storage import open_storage
+
+    sweep_dir = tmp_path / "sw"
+    url, _ = make_study(sweep_dir)
+    study = optuna.load_study(study_name="s", storage=open_storage(url))
+    drawer = watch.CurveDrawer()
+    for number in (2, 3):
+        trial_dir = sweep_dir / f"trial_{number}"
+        trial_dir.mkdir()
+        doc = {"status": "complete", "eval_loss": 1.2, "eval_history": [{"step": 0, "eval_loss": 2.0},
+                                                                       {"step": 10, "eval_loss": 1.2}]}
+        (trial_dir / "metrics.json").write_text(json.dumps(doc))
+        trial = study.ask({"lr": FloatDistribution(1e-4, 1e-2, log=True)})
+        assert watch.upload_trial_files(trial, trial_dir, doc, sweep_dir, drawer) == ["metrics.json",
+                                                                                     "learning_curve.png"]
+        study.tell(trial, 1.2)  # (an artifact can be attached only before this)
+    drawer.close()
+    store = watch.store_for(sweep_dir)
+    for t in study.trials[-2:]:
+        meta = {m.filename: m.artifact_id for m in get_all_artifact_meta(t, storage=study._storage)}
+        download_artifact(artifact_store=store, artifact_id=meta["learning_curve.png"], file_path=str(tmp_path / "c.png"))
+        drawn = (sweep_dir / f"trial_{t.number}" / "learning_curve.png").read_bytes()
+        assert drawn != watch.PLACEHOLDER_PNG and len(drawn) > 5000
+        assert (tmp_path / "c.png").read_bytes() == drawn
+        (tmp_path / "c.png").unlink()
+    # the placeholder is a valid 1x1 image (what a dashboard shows for a moment)
+    from PIL import Image
+
+    assert Image.open(__import__("io").BytesIO(watch.PLACEHOLDER_PNG)).size == (1, 1)
