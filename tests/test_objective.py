@@ -375,6 +375,15 @@ def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
     (["stage=grpo"], "maximize"),
     (["objective.metric=exact_match", "objective.direction=minimize"], "minimize"),  # given: it wins
     (["objective.metric=peak_memory_mb"], "minimize"),
+    # a metric set over another objective group: before, that group's direction (the loss maximized, the score minimized)
+    (["objective=exact_match", "objective.metric=eval_loss"], "minimize"),
+    (["objective=rouge_l", "objective.metric=eval_loss"], "minimize"),
+    (["objective=eval_loss", "objective.metric=exact_match"], "maximize"),
+    (["objective=eval_loss", "objective.metric=chrf"], "maximize"),
+    (["objective=bleu"], "maximize"),
+    (["objective=regex_gsm8k"], "maximize"),
+    (["objective=eval_loss"], "minimize"),
+    (["objective=exact_match", "objective.metric=eval_loss", "objective.direction=maximize"], "maximize"),
 ])
 def test_a_metric_set_alone_takes_the_direction_its_name_says(compose, overrides, direction):
     assert compose(*overrides).objective.direction == direction
