@@ -307,3 +307,19 @@ def test_sigterm_stops_the_sweep_as_ctrl_c_does_and_says_how_to_resume(tmp_path)
     from ftsweep.sweeper.study import count
 
     assert count(load(sd)).complete == 4
+
+
+@pytest.mark.parametrize("objective", ["objective=exact_match", "objective=rouge_l"])
+def test_a_sweep_metric_other_than_the_objective_takes_the_direction_its_name_says(tmp_path, objective):
+    """objective=exact_match hydra.sweeper.metric=eval_loss (no hydra.sweeper.direction): the study took the
+    objective's direction (maximize) and best.yaml was the trial with the highest eval loss. Now a swept metric other
+    than objective.metric takes the direction its name says, as objective.metric does."""
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, objective, "hydra.sweeper.metric=eval_loss", "hydra.sweeper.pruner.name=none",
+                       "hydra.sweeper.sampler.name=random", "hydra.sweeper.sampler.seed=3", n_trials=3), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(sd)
+    assert [d.name for d in study.directions] == ["MINIMIZE"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and len({t.value for t in done}) == 3
+    assert study.best_trial.value == min(t.value for t in done)

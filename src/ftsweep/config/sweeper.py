@@ -110,7 +110,8 @@ class SweeperConf:
     # trial ends its worker; the next trial gets a fresh one. Results are the same as cold trials'.
     warm_workers: bool = False
     # minimize | maximize, or a list for multi-objective (one per metric, or one for all; required when metric
-    # is a list). Default: the config's objective.direction.
+    # is a list). Default: the config's objective.direction for objective.metric; a single other metric the
+    # direction its name says (objective=exact_match metric=eval_loss: minimize).
     direction: Any = None
     # Metric(s) optimised; default: the config's objective.metric. A list = multi-objective.
     metric: Any = None

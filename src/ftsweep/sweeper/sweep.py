@@ -302,7 +302,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
-    from ftsweep.config.objective import GENERATION_METRICS, LM_EVAL
+    from ftsweep.config.objective import GENERATION_METRICS, LM_EVAL, natural_direction
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -371,8 +371,12 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
         raise SweepInputError(f"hydra.sweeper.metric lists {len(metrics)} metrics ({', '.join(metrics)}): set "
                               "hydra.sweeper.direction to one direction per metric, e.g. metric=[exact_match,eval_loss] "
                               "direction=[maximize,minimize]")
+    # no hydra.sweeper.direction: objective.direction for objective.metric; another metric (objective=exact_match
+    # hydra.sweeper.metric=eval_loss) the direction its name says, as objective.metric=... alone takes it
+    objective_metric = str(OmegaConf.select(trial_cfg, "objective.metric"))
+    objective_direction = str(OmegaConf.select(trial_cfg, "objective.direction"))
     directions = [str(d).lower() for d in _as_list(conf.direction)] or [
-        str(OmegaConf.select(trial_cfg, "objective.direction"))] * len(metrics)
+        objective_direction if m == objective_metric else natural_direction(m) or objective_direction for m in metrics]
     if len(metrics) == 1 and len(directions) > 1:
         raise SweepInputError(f"hydra.sweeper.direction has {len(directions)} directions: set hydra.sweeper.metric "
                               "to the same number of metrics")
