@@ -70,6 +70,40 @@ def test_regex_extracts_group_from_prediction_and_reference():
     assert value == 0.5
 
 
+# GSM8K layout: the reference is the worked answer ending in "#### <number>"
+_GSM8K_GOLD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
+# (prediction, reference, lm-evaluation-harness gsm8k strict-match's exact_match)
+_STRICT_MATCH_CASES = [
+    ("So 72 in all.\n#### 72", _GSM8K_GOLD, 1.0), ("#### 72.", _GSM8K_GOLD, 1.0), ("#### 72 clips", _GSM8K_GOLD, 1.0),
+    ("#### 72%", _GSM8K_GOLD, 1.0), ("#### 72**", _GSM8K_GOLD, 1.0), ("#### 72)", _GSM8K_GOLD, 1.0),
+    ("#### 72!", _GSM8K_GOLD, 1.0), ("#### 72:", _GSM8K_GOLD, 1.0), ("#### 72;", _GSM8K_GOLD, 1.0),
+    ("#### 72\n\nQuestion: next", _GSM8K_GOLD, 1.0), ("#### 72 #### 73", _GSM8K_GOLD, 1.0),
+    ("#### 1,000", "x\n#### 1000", 1.0), ("#### 1000", "x\n#### 1,000", 1.0), ("#### -5", "x\n#### -5", 1.0),
+    ("#### -5.", "x\n#### -5", 1.0), ("#### 3.5", "x\n#### 3.5", 1.0), ("#### 72", "72", 1.0),
+    ("#### 72.0", _GSM8K_GOLD, 0.0), ("#### 72.00", _GSM8K_GOLD, 0.0), ("#### $72", _GSM8K_GOLD, 0.0),
+    ("#### **72**", _GSM8K_GOLD, 0.0), ("####72", _GSM8K_GOLD, 0.0), ("The answer is 72", _GSM8K_GOLD, 0.0),
+    ("#### +72", _GSM8K_GOLD, 0.0), ("#### 0.5", "x\n#### .5", 0.0), ("#### 73", _GSM8K_GOLD, 0.0),
+]
+
+
+@pytest.mark.parametrize("prediction, reference, strict", _STRICT_MATCH_CASES)
+def test_regex_gsm8k_scores_as_lm_eval_gsm8k_strict_match(compose, prediction, reference, strict):
+    """objective=regex_gsm8k is lm-eval's gsm8k strict-match (its regex, its ignored ',', '$', trailing '.').
+    Its pattern was '#### (\\S+)': an answer followed by anything but a space ('#### 72%', '#### 72**',
+    '#### 72)') extracted '72%' and scored 0 where strict-match extracts 72 and scores 1."""
+    cfg = compose("objective=regex_gsm8k")
+    score = build_scorer("regex", cfg.objective)(_rows([(prediction, reference)]))
+    assert score.value == strict
+    try:  # the harness itself, where installed (pip install ftsweep[eval])
+        from lm_eval.api.metrics import exact_match_hf_evaluate
+        from lm_eval.filters.extraction import RegexFilter
+    except ImportError:
+        return
+    extracted = list(RegexFilter(regex_pattern=r"#### (\-?[0-9\.\,]+)", group_select=0).apply([[prediction]], [None]))
+    assert exact_match_hf_evaluate([extracted[0][0]], [reference], ignore_case=True, ignore_punctuation=False,
+                                   regexes_to_ignore=[",", "\\$", "(?s).*#### ", "\\.$"])["exact_match"] == strict
+
+
 def test_rouge_bleu_chrf_values():
     import sacrebleu
 

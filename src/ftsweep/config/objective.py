@@ -83,7 +83,8 @@ class ObjectiveConfig:
     # Other generation metrics computed from the same answers and written to metrics.json (no extra cost).
     extra_metrics: list[str] = field(default_factory=list)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    # regex: extracts the answer from prediction and reference (group 1), e.g. GSM8K's "#### (\S+)".
+    # regex: extracts the answer from prediction and reference (group 1), e.g. "#### (\S+)"; objective=regex_gsm8k:
+    # lm-eval's gsm8k strict-match regex "#### (\-?[0-9\.\,]+)".
     pattern: str | None = None
     # function: "module.path:callable" called as f(prompt=, prediction=, reference=, row=) -> float
     function: str | None = None
