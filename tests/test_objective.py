@@ -219,6 +219,40 @@ def test_run_scored_on_exact_match_learns_and_writes_predictions(compose, tmp_pa
     assert metrics["generation_eval_s"] > 0 and metrics["generation_s_per_100_rows"] > 0
 
 
+def test_predictions_name_each_rows_source_when_validation_rows_are_dropped(compose, tmp_path, monkeypatch):
+    """predictions.jsonl's index is the row's place among the kept eval rows: with an over-long validation row
+    dropped (or a seeded val_size split) it was no line of the user's file, and nothing said which row a
+    prediction answered. Each row now has its source, as ``ftsweep inspect --dump`` writes it; a user metric
+    function gets it in ``row``."""
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    train = [{"instruction": "Repeat.", "input": w, "output": w} for w in ("red", "blue", "cat", "dog") * 4]
+    val = [{"instruction": "Repeat.", "input": "red", "output": "red"},
+           {"instruction": "Repeat. " * 80, "input": "sun", "output": "sun"},  # over-long: dropped
+           {"instruction": "Repeat.", "input": "dog", "output": "dog"},
+           {"instruction": "Repeat.", "input": "blue cat", "output": "blue cat"}]
+    for name, rows in (("train.jsonl", train), ("val.jsonl", val)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "row_metric.py").write_text(
+        "SEEN = []\ndef score(prompt, prediction, reference, row):\n    SEEN.append(row)\n    return 0.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose("data=custom_json", f"data.path={tmp_path / 'train.jsonl'}",
+                  f"data.validation_path={tmp_path / 'val.jsonl'}", "data.val_size=0", "data.overlong=drop",
+                  "data.cutoff_len=128", "objective=exact_match", "objective.extra_metrics=[function]",
+                  "objective.function=row_metric:score", "objective.max_new_tokens=2", "trainer.max_steps=1",
+                  "trainer.eval_steps=1", "logger=none")
+    out = tmp_path / "run"
+    assert run(cfg, out)["status"] == "complete"
+    preds = rundir.read_predictions(out)
+    assert [p["index"] for p in preds] == [0, 1, 2]
+    assert [p["source"] for p in preds] == [f"{tmp_path / 'val.jsonl'} line {n}" for n in (1, 3, 4)]
+    assert [p["reference"] for p in preds] == ["red", "dog", "blue cat"]
+    import row_metric
+
+    assert row_metric.SEEN[-3:] == [{"index": i, "source": p["source"]} for i, p in enumerate(preds)]
+
+
 def test_pruning_sees_the_generation_metric(compose, tmp_path):
     from ftsweep.sweeper.trial import _make_pruning_callback
     from ftsweep.train import run

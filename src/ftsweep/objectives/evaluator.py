@@ -29,9 +29,11 @@ def generation_metrics(objective: Any) -> list[str]:
     return [m for i, m in enumerate(names) if is_generation_metric(m) and m not in names[:i]]
 
 
-def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None) -> Any:
+def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None,
+                    sources: list[str] | None = None) -> Any:
     """None when the run computes no generation metric (the Trainer's metrics are the objective);
-    objective=lm_eval: the lm-evaluation-harness evaluator (:mod:`ftsweep.objectives.harness`)."""
+    objective=lm_eval: the lm-evaluation-harness evaluator (:mod:`ftsweep.objectives.harness`).
+    ``sources``: each eval row's file and line (``DataBundle.where("eval")``), written to predictions.jsonl."""
     from ftsweep.memory import generation_batch_size
 
     if cfg.objective.metric == LM_EVAL:
@@ -41,7 +43,7 @@ def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = No
     if not generation_metrics(cfg.objective) or eval_dataset is None:
         return None
     batch = generation_batch_size(cfg, getattr(model, "config", None))
-    return GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, batch)
+    return GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, batch, sources)
 
 
 def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
@@ -52,8 +54,11 @@ def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
 
 
 class GenerationEvaluator:
-    def __init__(self, objective: Any, tokenizer: Any, eval_dataset: Any, batch_size: int):
+    def __init__(self, objective: Any, tokenizer: Any, eval_dataset: Any, batch_size: int,
+                 sources: list[str] | None = None):
         self.objective = objective
+        # each eval row's source ("val.jsonl line 3"): the row index is its place among the kept, split rows
+        self.sources = sources
         self.tokenizer = tokenizer
         self.metrics = generation_metrics(objective)
         self.scorers = {m: build_scorer(m, objective) for m in self.metrics}
@@ -79,7 +84,8 @@ class GenerationEvaluator:
         self.seconds += time.perf_counter() - started
         self.rows_generated += len(chosen)
         self.n_evals += 1
-        rows = [{"index": e.index, "prompt": self.tokenizer.decode(e.prompt_ids), "reference": self.references[i],
+        rows = [{"index": e.index, **({"source": self.sources[e.index]} if self.sources else {}),
+                 "prompt": self.tokenizer.decode(e.prompt_ids), "reference": self.references[i],
                  "prediction": a} for i, e, a in zip(indices, chosen, answers)]
         values = {}
         for m in self.metrics:

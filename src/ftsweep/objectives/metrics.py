@@ -151,7 +151,8 @@ def build_scorer(metric: str, objective: Any) -> Callable[[Sequence[dict[str, An
 
         def one(r):
             return float(fn(prompt=r["prompt"], prediction=r["prediction"], reference=r["reference"],
-                             row=r.get("row") or {"index": r.get("index")}))
+                             row=r.get("row") or {"index": r.get("index"),
+                                                     **({"source": r["source"]} if "source" in r else {})}))
     else:
         raise ValueError(f"not a generation metric: {metric}")
 
