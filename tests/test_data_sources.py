@@ -234,7 +234,8 @@ def test_a_positive_fraction_keeps_one_validation_row_on_a_small_file(tmp_path, 
 
 def test_stats_are_numbers(tmp_path, cfg_for, tok):
     bundle = build_datasets(cfg_for(write_json(tmp_path / "rows.json", ROWS)), tok)
-    listed = {"dropped_where", "call_text_dropped_where", "where_names"}  # the rows behind two counts (inspect)
+    # the rows behind three counts (inspect; the generation objective's cut references)
+    listed = {"dropped_where", "call_text_dropped_where", "eval_answers_cut_where", "where_names"}
     assert all(isinstance(v, (int, float, bool)) for k, v in bundle.stats.items() if k not in listed)
     assert bundle.stats["dropped_where"] == [] and bundle.stats["call_text_dropped_where"] == []
     for key in (

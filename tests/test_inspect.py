@@ -161,11 +161,13 @@ def test_rows_listed_from_a_cache_entry_carry_this_runs_file_names():
     from ftsweep.data.pipeline import _rename_rows
 
     stats = {"dropped_where": ["old/a.json row 2: over-long (9 > 8 tokens, data.overlong=drop)", "old/v.json row 1: x"],
-             "call_text_dropped_where": ["old/a.json row 3"], "where_names": ["old/a.json", "old/v.json"]}
+             "call_text_dropped_where": ["old/a.json row 3"], "eval_answers_cut_where": ["old/v.json row 4"],
+             "where_names": ["old/a.json", "old/v.json"]}
     got = _rename_rows(stats, SimpleNamespace(path="new/a.json", validation_path="new/v.json"))
     assert got["dropped_where"] == ["new/a.json row 2: over-long (9 > 8 tokens, data.overlong=drop)",
                                     "new/v.json row 1: x"]
     assert got["call_text_dropped_where"] == ["new/a.json row 3"]
+    assert got["eval_answers_cut_where"] == ["new/v.json row 4"]  # what the generation objective flags
     assert _rename_rows(stats, SimpleNamespace(path="old/a.json", validation_path="old/v.json")) == stats
 
 

@@ -253,6 +253,39 @@ def test_predictions_name_each_rows_source_when_validation_rows_are_dropped(comp
     assert row_metric.SEEN[-3:] == [{"index": i, "source": p["source"]} for i, p in enumerate(preds)]
 
 
+def test_validation_answers_cut_by_truncation_are_said_and_flagged(compose, tmp_path, capsys):
+    """A validation row whose answer truncation cut (data.overlong=truncate_both, the default) is scored against
+    the cut answer: a model answering it in full scores 0 on exact match. That was silent (the 5% truncation
+    warning counts every row's answer tokens, here under it); now one line names the rows, predictions.jsonl
+    flags them (reference_cut) and metrics.json counts them."""
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    words = ["red", "blue", "cat", "dog", "sun", "moon", "tree", "fish", "bird", "green"]
+    train = [{"instruction": "Repeat.", "input": w, "output": " ".join(words[i % 10:] + words[:i % 10])}
+             for i, w in enumerate(words * 30)]
+    long_answer = " ".join(["tree fish bird"] * 40)
+    val = [{"instruction": "Repeat.", "input": "red", "output": "red"},
+           {"instruction": "Repeat.", "input": "tree fish bird", "output": long_answer},  # cut at 128 tokens
+           {"instruction": "Repeat.", "input": "dog", "output": "dog"}]
+    for name, rows in (("train.jsonl", train), ("val.jsonl", val)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = compose("data=custom_json", f"data.path={tmp_path / 'train.jsonl'}",
+                  f"data.validation_path={tmp_path / 'val.jsonl'}", "data.val_size=0", "data.cutoff_len=128",
+                  "objective=exact_match", "objective.max_new_tokens=2", "trainer.max_steps=1", "trainer.eval_steps=1",
+                  "logger=none")
+    out = tmp_path / "run"
+    metrics = run(cfg, out)
+    assert metrics["status"] == "complete" and metrics["data_n_eval_answers_cut"] == 1
+    preds = rundir.read_predictions(out)
+    assert [p.get("reference_cut", False) for p in preds] == [False, True, False]
+    assert long_answer.startswith(preds[1]["reference"]) and len(preds[1]["reference"]) < len(long_answer)
+    err = capsys.readouterr().err
+    assert ("objective: warning: truncation to data.cutoff_len=128 cut the answer of 1 of 3 validation rows "
+            f"(e.g. {tmp_path / 'val.jsonl'} line 2)") in err
+    assert "data: warning: truncation" not in err  # under the 5% of all answer tokens the data warning needs
+
+
 def test_pruning_sees_the_generation_metric(compose, tmp_path):
     from ftsweep.sweeper.trial import _make_pruning_callback
     from ftsweep.train import run

@@ -46,6 +46,8 @@ class LengthCounts:
     call_text_dropped_where: list[str] = field(default_factory=list)
     # answer (trained) tokens that truncation cut off (a text document longer than cutoff_len: all but its start)
     answer_tokens_cut: int = 0
+    # the rows that lost answer tokens (a generation objective's reference is then the cut answer)
+    answer_cut_where: list[str] = field(default_factory=list)
 
 
 def tokenize_segments(
@@ -191,7 +193,10 @@ def fit_length(
         keep = [*range(head), *kept, *range(first, len(e.ids))]
         ids = [e.ids[i] for i in keep]
         kinds = [e.kinds[i] for i in keep]
-        counts.answer_tokens_cut += e.kinds.count(ANSWER) - kinds[:cutoff].count(ANSWER)
+        cut = e.kinds.count(ANSWER) - kinds[:cutoff].count(ANSWER)
+        counts.answer_tokens_cut += cut
+        if cut:
+            counts.answer_cut_where.append(e.where)
         e = Encoded(ids[:cutoff], kinds[:cutoff], e.where)
     if ANSWER not in e.kinds:
         counts.dropped_empty += 1

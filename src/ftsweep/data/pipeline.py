@@ -225,8 +225,11 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train"
     )
     eval_ = None
+    train_answers_cut = len(counts.answer_cut_where)
     if val_records:
         eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance), fp + "-eval")[0]
+    # validation rows whose answer truncation cut: a generation objective scores them against the cut answer
+    eval_answers_cut = counts.answer_cut_where[train_answers_cut:]
     if eval_ is None and val_records:  # an eval objective would find nothing to measure, after the whole run
         raise _all_dropped(DataError(
             d.validation_path or "data.val_size", f"no validation rows left: all {len(val_records)} were dropped "
@@ -244,6 +247,8 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "n_skipped_bad": bad.skipped,
         "n_truncated": counts.truncated,
         "n_answer_tokens_cut": counts.answer_tokens_cut,
+        "n_eval_answers_cut": len(eval_answers_cut),
+        "eval_answers_cut_where": eval_answers_cut[:MAX_LISTED_DROPPED],
         "n_history_cut": counts.history_cut,
         "n_prompt_lost": counts.prompt_lost,
         **{f"n_prompt_lost_if_{p}": counts.prompt_lost_if[p] for p in PROMPT_CUTTING},
@@ -400,7 +405,8 @@ def _rename_rows(stats: dict[str, Any], d: Any) -> dict[str, Any]:
     """A cache entry is shared by files of the same bytes under other names: list its rows under this
     run's names (``data.path`` / ``data.validation_path``)."""
     rename = _renamer(stats, d)
-    return {**stats, **{k: [rename(w) for w in stats.get(k) or []] for k in ("dropped_where", "call_text_dropped_where")},
+    listed = ("dropped_where", "call_text_dropped_where", "eval_answers_cut_where")
+    return {**stats, **{k: [rename(w) for w in stats.get(k) or []] for k in listed if k in stats},
             "where_names": [d.path, d.validation_path]}
 
 

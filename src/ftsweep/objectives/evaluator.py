@@ -30,10 +30,11 @@ def generation_metrics(objective: Any) -> list[str]:
 
 
 def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None,
-                    sources: list[str] | None = None) -> Any:
+                    sources: list[str] | None = None, stats: dict[str, Any] | None = None) -> Any:
     """None when the run computes no generation metric (the Trainer's metrics are the objective);
     objective=lm_eval: the lm-evaluation-harness evaluator (:mod:`ftsweep.objectives.harness`).
-    ``sources``: each eval row's file and line (``DataBundle.where("eval")``), written to predictions.jsonl."""
+    ``sources``: each eval row's file and line (``DataBundle.where("eval")``), written to predictions.jsonl;
+    ``stats``: the data statistics (which validation answers truncation cut: said in one line, flagged)."""
     from ftsweep.memory import generation_batch_size
 
     if cfg.objective.metric == LM_EVAL:
@@ -43,7 +44,18 @@ def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = No
     if not generation_metrics(cfg.objective) or eval_dataset is None:
         return None
     batch = generation_batch_size(cfg, getattr(model, "config", None))
-    return GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, batch, sources)
+    evaluator = GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, batch, sources,
+                                    (stats or {}).get("eval_answers_cut_where"))
+    n_cut = (stats or {}).get("n_eval_answers_cut") or 0
+    if n_cut:
+        from ftsweep.notices import notice
+
+        listed = (stats or {}).get("eval_answers_cut_where") or []
+        notice(f"objective: warning: truncation to data.cutoff_len={cfg.data.cutoff_len} cut the answer of {n_cut} of "
+               f"{len(evaluator.examples)} validation rows (e.g. {', '.join(listed[:3])}): {cfg.objective.metric} "
+               "scores them against the cut answer (reference_cut in predictions.jsonl); raise data.cutoff_len or "
+               "set data.overlong=drop")
+    return evaluator
 
 
 def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
@@ -55,10 +67,12 @@ def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
 
 class GenerationEvaluator:
     def __init__(self, objective: Any, tokenizer: Any, eval_dataset: Any, batch_size: int,
-                 sources: list[str] | None = None):
+                 sources: list[str] | None = None, answers_cut: list[str] | None = None):
         self.objective = objective
         # each eval row's source ("val.jsonl line 3"): the row index is its place among the kept, split rows
         self.sources = sources
+        # the sources of the rows whose answer truncation cut (their reference is the cut answer)
+        self.answers_cut = set(answers_cut or [])
         self.tokenizer = tokenizer
         self.metrics = generation_metrics(objective)
         self.scorers = {m: build_scorer(m, objective) for m in self.metrics}
@@ -85,6 +99,7 @@ class GenerationEvaluator:
         self.rows_generated += len(chosen)
         self.n_evals += 1
         rows = [{"index": e.index, **({"source": self.sources[e.index]} if self.sources else {}),
+                 **({"reference_cut": True} if self.sources and self.sources[e.index] in self.answers_cut else {}),
                  "prompt": self.tokenizer.decode(e.prompt_ids), "reference": self.references[i],
                  "prediction": a} for i, e, a in zip(indices, chosen, answers)]
         values = {}
