@@ -50,6 +50,31 @@ def test_exact_match_and_contains_with_and_without_normalisation():
     assert scores.rows == [1.0, 1.0, 0.0, 1.0] and scores.value == 0.75
 
 
+def _squad_normalize(s):
+    """SQuAD v1.1's official normalize_answer: lower, drop punctuation, drop the articles a / an / the, fix spaces."""
+    import re
+    import string
+
+    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+
+@pytest.mark.parametrize("prediction, gold", [
+    ("The Denver Broncos", "Denver Broncos"), ("an apple", "Apple"), ("Paris.", "paris"), ("1,000", "1000"),
+    ("$5", "5"), ("Levi's Stadium", "Levis Stadium"), ("  New   York ", "New York"), ("the the", ""),
+    ("Theory of a cat", "theory of cat"), ("Answer: 72", "72"), ("Santa Clara", "Levi's Stadium"),
+    ("A.", "a"), ("Thea", "thea"),
+])
+def test_exact_match_with_squad_normalisation_equals_squads_exact_match(compose, prediction, gold):
+    """objective.normalize can be SQuAD's normalize_answer (casefold, remove_punctuation, remove_articles, whitespace):
+    without remove_articles 'The Denver Broncos' against 'Denver Broncos' scored 0 where SQuAD scores 1."""
+    cfg = compose("objective=exact_match", "objective.normalize.casefold=true",
+                  "objective.normalize.remove_punctuation=true", "objective.normalize.remove_articles=true")
+    expected = float(_squad_normalize(prediction) == _squad_normalize(gold))
+    assert build_scorer("exact_match", cfg.objective)(_rows([(prediction, gold)])).value == expected
+    assert exact_match(prediction, gold, Normalize(casefold=True, remove_punctuation=True, remove_articles=True)) == expected
+
+
 def test_regex_extracts_group_from_prediction_and_reference():
     import re
 

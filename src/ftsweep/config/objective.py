@@ -70,6 +70,8 @@ class NormalizeConfig:
     casefold: bool = False
     collapse_whitespace: bool = True
     remove_punctuation: bool = False
+    # drop the English articles a / an / the (SQuAD's normalize_answer: all four with casefold and remove_punctuation)
+    remove_articles: bool = False
 
 
 @dataclass

@@ -20,6 +20,8 @@ from ftsweep.config.objective import compile_pattern, load_function
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 _SPACE = re.compile(r"\s+")
+# SQuAD's normalize_answer drops the English articles (after lower-casing and dropping punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,21 @@ class Normalize:
     casefold: bool = False
     collapse_whitespace: bool = True
     remove_punctuation: bool = False
+    remove_articles: bool = False
 
     @classmethod
     def from_config(cls, node: Any) -> Normalize:
         return cls(strip=bool(node.strip), casefold=bool(node.casefold),
-                   collapse_whitespace=bool(node.collapse_whitespace), remove_punctuation=bool(node.remove_punctuation))
+                   collapse_whitespace=bool(node.collapse_whitespace), remove_punctuation=bool(node.remove_punctuation),
+                   remove_articles=bool(node.remove_articles))
 
     def __call__(self, text: str) -> str:
         if self.remove_punctuation:  # ASCII punctuation and symbols, and punctuation of any script (。，「」“”…)
             text = "".join(c for c in text.translate(_PUNCT) if not unicodedata.category(c).startswith("P"))
         if self.casefold:
             text = text.casefold()
+        if self.remove_articles:  # a / an / the as words, replaced by a space (SQuAD's rule)
+            text = _ARTICLES.sub(" ", text)
         if self.collapse_whitespace:
             text = _SPACE.sub(" ", text)
         if self.strip:
