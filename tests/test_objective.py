@@ -513,3 +513,17 @@ def test_report_shows_generation_cost_and_best_next_to_worst_answers(tmp_path):
 ])
 def test_a_metric_set_alone_takes_the_direction_its_name_says(compose, overrides, direction):
     assert compose(*overrides).objective.direction == direction
+
+
+@pytest.mark.parametrize("task_metric, direction", [
+    ("acc", "maximize"), ("acc_norm", "maximize"), ("exact_match,strict-match", "maximize"),
+    # lm-eval's lower-is-better metrics (wikitext, translation ter): before, maximized like every lm_eval objective
+    ("word_perplexity", "minimize"), ("byte_perplexity", "minimize"), ("bits_per_byte", "minimize"),
+    ("perplexity", "minimize"), ("ter", "minimize"), ("bits_per_byte,none", "minimize"),
+])
+def test_lm_eval_objective_takes_its_task_metrics_direction(compose, task_metric, direction):
+    cfg = compose("objective=lm_eval", "objective.tasks=[wikitext]", f"objective.task_metric='{task_metric}'", check=False)
+    assert cfg.objective.direction == direction
+    given = compose("objective=lm_eval", "objective.tasks=[wikitext]", f"objective.task_metric='{task_metric}'",
+                    "objective.direction=maximize", check=False)
+    assert given.objective.direction == "maximize"  # given: it wins

@@ -58,6 +58,17 @@ def natural_direction(metric: str) -> str | None:
     return None
 
 
+# lm-evaluation-harness metrics that are better lower (higher_is_better: false in its registry and task YAMLs).
+LM_EVAL_LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter")
+
+
+def lm_eval_direction(task_metric: str | None) -> str:
+    """objective=lm_eval's direction: minimize for a lower-is-better ``task_metric`` (``word_perplexity``,
+    ``bits_per_byte,none``, ...), else maximize (acc, acc_norm, exact_match, f1, bleu, ...)."""
+    name = str(task_metric or "").split(",")[0]
+    return "minimize" if name in LM_EVAL_LOWER_IS_BETTER or natural_direction(name) == "minimize" else "maximize"
+
+
 # The parameters a user metric function takes (``objective.function=my_pkg.metrics:score``).
 FUNCTION_PARAMS = ("prompt", "prediction", "reference", "row")
 

@@ -242,12 +242,15 @@ def _stage_objective(stage: str, part: str) -> str:
     return metric if part == "metric" else direction
 
 
-def _objective_direction(metric: str, stage: str) -> str:
-    """``${objective_direction:<metric>,<stage>}``: the stage's default direction for its default metric, else
-    the direction the metric's name says (``objective.metric=exact_match`` alone maximizes), else the stage's."""
-    from ftsweep.config.objective import natural_direction
+def _objective_direction(metric: str, stage: str, task_metric: str | None = None) -> str:
+    """``${objective_direction:<metric>,<stage>,<task_metric>}``: the stage's default direction for its default
+    metric, else the direction the metric's name says (``objective.metric=exact_match`` alone maximizes), else the
+    stage's. ``lm_eval``: the direction of its ``task_metric`` (a perplexity minimizes)."""
+    from ftsweep.config.objective import LM_EVAL, lm_eval_direction, natural_direction
     from ftsweep.stages.registry import default_objective
 
+    if metric == LM_EVAL:
+        return lm_eval_direction(task_metric)
     default_metric, default_direction = default_objective(stage)
     if metric == default_metric:
         return default_direction
