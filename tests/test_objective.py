@@ -160,6 +160,23 @@ def test_rouge_bleu_chrf_values():
     assert 0 < chrf.value < 100
 
 
+def test_bleu_of_chinese_and_japanese_answers_counts_characters():
+    """sacrebleu's default 13a tokenizer splits on spaces: a Chinese / Japanese sentence is one token, so an answer
+    one word off scored BLEU 0 (the same as a wrong one). Rows with those characters use sacrebleu's zh tokenizer
+    (each Chinese character a token), as rouge_l counts them per character; other rows keep 13a."""
+    import sacrebleu
+
+    pairs = [("我喜欢吃苹果。", "我喜欢吃香蕉。"), ("東京は日本の首都です", "東京は日本の首都だ"),
+             ("서울은 한국의 수도입니다", "서울은 한국의 수도이다"), ("a dog ran", "the dog ran away")]
+    bleu = build_scorer("bleu", _objective())(_rows(pairs))
+    assert bleu.rows[0] == pytest.approx(sacrebleu.sentence_bleu(pairs[0][0], [pairs[0][1]], tokenize="zh").score)
+    assert bleu.rows[1] == pytest.approx(sacrebleu.sentence_bleu(pairs[1][0], [pairs[1][1]], tokenize="zh").score)
+    assert bleu.rows[0] > 40 and bleu.rows[1] > 80  # 13a: 0.0 and 0.0
+    assert bleu.rows[2:] == [pytest.approx(sacrebleu.sentence_bleu(p, [r]).score) for p, r in pairs[2:]]  # 13a
+    wrong = build_scorer("bleu", _objective())(_rows([("完全不同的回答", "我喜欢吃香蕉。")]))
+    assert wrong.value < bleu.rows[0]  # a wrong answer still scores below a near miss
+
+
 def test_user_function_gets_prompt_prediction_reference_row_and_a_raise_names_the_row(tmp_path, monkeypatch):
     (tmp_path / "my_metrics.py").write_text(textwrap.dedent("""
         def length_ratio(prompt, prediction, reference, row):

@@ -2,7 +2,7 @@
 
 Per-row metrics (exact_match, contains, regex, rouge_l, function) give a score per row and the mean over
 rows; bleu is the mean of the rows' sentence BLEU (sacrebleu's ``sentence_bleu``: effective order, exp
-smoothing; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
+smoothing; its zh tokenizer for rows with Chinese / Japanese characters; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
 rows at once by sacrebleu (0-100). Each row's sentence score is kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
 exact-match reward) score answers the same way.
 """
@@ -97,6 +97,14 @@ def rouge_l(prediction: str, reference: str) -> float:
 # Scripts written without spaces between words: each character is a token (as ROUGE is usually run on them).
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORDS = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+_HAS_CJK = re.compile(f"[{_CJK}]")
+
+
+def bleu_tokenize(prediction: str, reference: str) -> str:
+    """sacrebleu's tokenizer for one row: ``zh`` (each Chinese character a token) where either text has Chinese /
+    Japanese characters, else its default ``13a``, which splits on spaces: a sentence of those scripts would be
+    one token, and an answer one word off would score 0."""
+    return "zh" if _HAS_CJK.search(prediction) or _HAS_CJK.search(reference) else "13a"
 
 
 class UnicodeWords:
@@ -183,7 +191,7 @@ def _corpus(metric: str, rows: Sequence[dict[str, Any]]) -> Scores:
     if metric == "bleu":
         # the mean of the rows' sentence BLEU (effective order, exp smoothing), as LLaMA-Factory's bleu-4 is a
         # mean of smoothed sentence BLEU: corpus BLEU is 0 whenever no reference has 4 tokens, however right
-        per_row = [sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(preds, refs)]
+        per_row = [sacrebleu.sentence_bleu(p, [r], tokenize=bleu_tokenize(p, r)).score for p, r in zip(preds, refs)]
         corpus = sum(per_row) / len(per_row) if per_row else 0.0
     else:
         corpus = sacrebleu.corpus_chrf(preds, [refs]).score
