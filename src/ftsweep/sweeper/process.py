@@ -115,7 +115,7 @@ class LocalBackend:
         log_path = rundir.RunDir(trial_dir).trial_log
         log = open(log_path, "a")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                start_new_session=True, preexec_fn=_die_with_parent if _prctl() else None)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         return LocalProcess(proc, log, log_path)
 
     def wait(self, seconds: float) -> None:
@@ -125,29 +125,14 @@ class LocalBackend:
         pass
 
 
-_PRCTL: list[Any] = [False]  # libc's prctl once looked up (None: none); False: not yet
-
-
-def _prctl() -> Any:
-    """libc's prctl, looked up once in the sweep process (None where there is none: not Linux)."""
-    if _PRCTL[0] is False:
-        try:
-            import ctypes
-
-            _PRCTL[0] = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-        except Exception:  # not Linux / no libc.so.6: the trial's own heartbeat still exits when the sweep is gone
-            _PRCTL[0] = None
-    return _PRCTL[0]
-
-
 def _die_with_parent() -> None:
-    """In the trial process: get SIGKILL when the sweep process dies (Linux), so no orphan keeps training.
+    """In the trial process: get SIGKILL when the sweep process dies (Linux), so no orphan keeps training."""
+    try:
+        import ctypes
 
-    Runs between fork and exec, while another thread of the sweep (its learning-curve drawer) may hold locks: it
-    only calls the prctl the parent looked up (:func:`_prctl`, before the fork), no import and no library loading."""
-    prctl = _PRCTL[0]
-    if prctl:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux / no libc.so.6: the trial's own heartbeat still exits when the sweep is gone
+        pass
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -283,8 +268,7 @@ class WarmBackend:
     def _spawn(self, env: dict[str, str], slot: tuple[str | None, ...]) -> WarmWorker:
         with open(self.sweep_dir / "warm_workers.log", "a") as log:
             proc = subprocess.Popen(WORKER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                    env={**os.environ, **env}, start_new_session=True,
-                                    preexec_fn=_die_with_parent if _prctl() else None)
+                                    env={**os.environ, **env}, start_new_session=True, preexec_fn=_die_with_parent)
         return WarmWorker(proc, slot)
 
     def close(self) -> None:

@@ -131,7 +131,6 @@ class SweepRunner:
         self._last_stale_check = 0.0
         self._budget_full_until = 0.0
         self._discrete = space_points(space.distributions) is not None  # only such a space repeats points
-        self.curves = watch.CurveDrawer()  # learning curves drawn while the next trials run
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> Counts:
@@ -156,7 +155,6 @@ class SweepRunner:
             self._interrupt_all()
             raise
         finally:
-            self.curves.close()  # every curve drawn before the report (and before the process exits)
             self.backend.close()
             self.guard.close()
         counts = count(self.study)
@@ -355,7 +353,7 @@ class SweepRunner:
             attrs.set_attrs(trial, reason=scrub(out.reason)[:1000])  # shown by the dashboard: no secrets
         for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
             trial.set_user_attr(key, value)
-        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir, self.curves)
+        watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":

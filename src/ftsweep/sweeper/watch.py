@@ -6,8 +6,7 @@ Called by the sweep process (the only writer of the study), never by ``ftsweep d
 - :func:`trial_attributes`: run dir, W&B run URL, status reason, memory estimate vs measured peak, trained
   tokens, from the trial's metrics.json (set just before the trial is told);
 - :func:`upload_trial_files`: metrics.json, a learning-curve PNG (learning_curve.png, written into the trial
-  dir; drawn by :class:`CurveDrawer` after the trial is handed back) and predictions.jsonl where the objective
-  wrote one;
+  dir) and predictions.jsonl where the objective wrote one;
 - :func:`upload_study_files`: the report's plots, trials.md and best.yaml (a re-written report replaces the
   study's earlier copies);
 - :func:`start_dashboard`: ``hydra.sweeper.dashboard=true`` runs ``ftsweep dashboard`` beside the sweep (a
@@ -58,9 +57,8 @@ def _scrubbed(path: Path, tmp: Path) -> Path:
     return copy
 
 
-def _store(store: Any, path: Path, target: Any, existing: str | None = None) -> str:
-    """Upload ``path`` (secrets masked) as an artifact of ``target``, or overwrite artifact ``existing``; returns
-    the artifact's id."""
+def _store(store: Any, path: Path, target: Any, existing: str | None = None) -> None:
+    """Upload ``path`` (secrets masked) as an artifact of ``target``, or overwrite artifact ``existing``."""
     import tempfile
 
     from optuna.artifacts import upload_artifact
@@ -70,10 +68,10 @@ def _store(store: Any, path: Path, target: Any, existing: str | None = None) -> 
         if existing is not None:
             with open(src, "rb") as fh:
                 store.write(existing, fh)
-            return existing
-        # .yaml / .jsonl have no registered MIME type: as text/plain the dashboard previews them
-        mimetype = "text/plain" if path.suffix in (".yaml", ".yml", ".jsonl") else None
-        return upload_artifact(artifact_store=store, file_path=str(src), study_or_trial=target, mimetype=mimetype)
+        else:
+            # .yaml / .jsonl have no registered MIME type: as text/plain the dashboard previews them
+            mimetype = "text/plain" if path.suffix in (".yaml", ".yml", ".jsonl") else None
+            upload_artifact(artifact_store=store, file_path=str(src), study_or_trial=target, mimetype=mimetype)
 
 
 def label_study(study: Any, metrics: list[str]) -> None:
@@ -127,9 +125,10 @@ def trial_attributes(doc: dict[str, Any], state: str, reason: str | None, oom_re
     return scrub(out)
 
 
-def curve_points(trial_dir: Path, doc: dict[str, Any]) -> dict[str, Any] | None:
-    """What learning_curve.png shows: training loss by step (log_history.json) and eval loss (metrics.json's
-    ``eval_history``); None when the trial logged neither."""
+def write_learning_curve(trial_dir: Path, doc: dict[str, Any]) -> Path | None:
+    """learning_curve.png: training loss (log_history.json) and eval loss (metrics.json) by step."""
+    from ftsweep import rundir
+
     try:  # a list of logged steps (rundir.read_json reads objects only)
         rows = json.loads((trial_dir / rundir.LOG_HISTORY).read_text())
     except (OSError, ValueError):
@@ -137,112 +136,46 @@ def curve_points(trial_dir: Path, doc: dict[str, Any]) -> dict[str, Any] | None:
     rows = rows if isinstance(rows, list) else []
     train = [(h["step"], h["loss"]) for h in rows if isinstance(h, dict) and "loss" in h and "step" in h]
     history = [h for h in doc.get("eval_history") or [] if isinstance(h, dict) and isinstance(h.get("eval_loss"), (int, float))]
+    evals = [(h["step"], h["eval_loss"]) for h in history if not h.get("rows")]
+    # trainer.intermediate_eval_rows: the evaluations before the last step scored a subset of the rows
+    subset = [(h["step"], h["eval_loss"]) for h in history if h.get("rows")]
+    n_rows = next((h["rows"] for h in history if h.get("rows")), None)
     if not train and not history:
         return None
-    # trainer.intermediate_eval_rows: the evaluations before the last step scored a subset of the rows
-    return {"train": train, "evals": [(h["step"], h["eval_loss"]) for h in history if not h.get("rows")],
-            "subset": [(h["step"], h["eval_loss"]) for h in history if h.get("rows")],
-            "n_rows": next((h["rows"] for h in history if h.get("rows")), None)}
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-def draw_curve(path: Path, points: dict[str, Any]) -> Path:
-    """Draw :func:`curve_points` into ``path`` (matplotlib's object API, no pyplot: safe off the main thread)."""
-    from matplotlib.figure import Figure
-
-    train, evals, subset = points["train"], points["evals"], points["subset"]
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
     # beside subset evaluations, the every-row ones (before training, the last) are points, not a line through them
-    for series, label, marker, line in ((train, "train loss", None, "-"),
+    for points, label, marker, line in ((train, "train loss", None, "-"),
                                         (evals, "eval loss, every row" if subset else "eval loss", "o",
                                          "none" if subset else "-"),
-                                        (subset, f"eval loss, {points['n_rows']} rows", "x", "-")):
-        if series:
-            ax.plot([p[0] for p in series], [p[1] for p in series], marker=marker, linestyle=line, label=label)
+                                        (subset, f"eval loss, {n_rows} rows", "x", "-")):
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, linestyle=line, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
+    path = trial_dir / LEARNING_CURVE
     fig.savefig(path, dpi=80)
+    plt.close(fig)
     return path
 
 
-def write_learning_curve(trial_dir: Path, doc: dict[str, Any]) -> Path | None:
-    """learning_curve.png: training loss (log_history.json) and eval loss (metrics.json) by step."""
-    points = curve_points(trial_dir, doc)
-    return draw_curve(trial_dir / LEARNING_CURVE, points) if points is not None else None
-
-
-# A 1x1 transparent PNG: learning_curve.png's artifact until the drawer replaces it (see CurveDrawer)
-PLACEHOLDER_PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
-                   b"\x1f\x15\xc4\x89\x00\x00\x00\x0bIDATx\x9cc`\x00\x02\x00\x00\x05\x00\x01z^\xab?\x00\x00\x00\x00"
-                   b"IEND\xaeB`\x82")
-
-
-class CurveDrawer:
-    """Draws finished trials' learning curves in one background thread, so the sweep hands the next trial over
-    without waiting for matplotlib (its import, about 0.4 s, at the first trial; about 0.07 s a curve on 2 CPU
-    cores).
-
-    Optuna attaches an artifact to a trial only before the trial is told, so :func:`upload_trial_files` stores a
-    placeholder image under the curve's artifact id and this thread writes the drawn curve over it (in the
-    trial folder and in the artifact store, a moment later). :meth:`close` waits for every queued curve: the
-    sweep calls it before its report and before it exits."""
-
-    def __init__(self) -> None:
-        self._queue: Any = None
-        self._thread: Any = None  # started with the first curve
-
-    def submit(self, number: int, path: Path, points: dict[str, Any], store: Any, artifact_id: str) -> None:
-        if self._thread is None:
-            import queue
-            import threading
-
-            self._queue = queue.Queue()
-            self._thread = threading.Thread(target=self._run, args=(self._queue,), name="ftsweep-learning-curves",
-                                            daemon=True)
-            self._thread.start()
-        self._queue.put((number, path, points, store, artifact_id))
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = self._queue = None
-
-    @staticmethod
-    def _run(jobs: Any) -> None:
-        while (job := jobs.get()) is not None:
-            number, path, points, store, artifact_id = job
-            try:
-                draw_curve(path, points)
-                with open(path, "rb") as fh:
-                    store.write(artifact_id, fh)
-            except Exception as err:  # the dashboard's files are a convenience: never fail the sweep for them
-                print(f"[sweep] trial {number}: learning curve not drawn: {type(err).__name__}: {err}", file=sys.stderr)
-
-
-def upload_trial_files(trial: Any, trial_dir: Path, doc: dict[str, Any], sweep_dir: Path,
-                       drawer: CurveDrawer | None = None) -> list[str]:
-    """Store the trial's files as artifacts of ``trial`` (before it is told); returns the names stored. With a
-    ``drawer`` the learning curve is drawn after this returns (:class:`CurveDrawer`), else here."""
+def upload_trial_files(trial: Any, trial_dir: Path, doc: dict[str, Any], sweep_dir: Path) -> list[str]:
+    """Store the trial's files as artifacts of ``trial`` (before it is told); returns the names stored."""
     stored = []
     try:
         store = store_for(sweep_dir)
-        points = curve_points(trial_dir, doc)
-        curve = trial_dir / LEARNING_CURVE
-        if points is not None:
-            if drawer is None:
-                draw_curve(curve, points)
-            else:
-                curve.write_bytes(PLACEHOLDER_PNG)
+        write_learning_curve(trial_dir, doc)
         for name in TRIAL_FILES:
             path = trial_dir / name
             if path.is_file():
-                artifact_id = _store(store, path, trial)
+                _store(store, path, trial)
                 stored.append(name)
-                if name == LEARNING_CURVE and drawer is not None and points is not None:
-                    drawer.submit(trial.number, curve, points, store, artifact_id)
     except Exception as err:  # the dashboard's files are a convenience: never fail the trial for them
         print(f"[sweep] trial {trial.number}: files not stored for the dashboard: {type(err).__name__}: {err}",
               file=sys.stderr)
