@@ -87,10 +87,11 @@ def out_path(objective: str) -> Path:
 
 
 def objective_direction(objective: str) -> str:
-    """minimize | maximize, as the shipped objective option says."""
-    import yaml
+    """minimize | maximize, as the shipped objective option gives it (composed: its direction is an interpolation
+    over the metric's name and the stage)."""
+    from ftsweep.config.compose import compose
 
-    return str(yaml.safe_load((ROOT / "conf" / "objective" / f"{objective}.yaml").read_text())["direction"])
+    return str(compose([f"objective={objective}"], check=False).objective.direction)
 
 
 def better(a: float, b: float, direction: str) -> bool:
