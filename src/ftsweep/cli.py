@@ -53,6 +53,8 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command line (tests pass argv and keep their own interpreter)
+        _utf8_or_reexec()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("usage: ftsweep COMMAND [ARGS]\n\n" + USAGE)
@@ -78,6 +80,37 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
+
+
+def _utf8_or_reexec() -> None:
+    """Korean (any non-ASCII) text must survive a locale that is not UTF-8.
+
+    Under an ASCII locale without Python's UTF-8 mode (``LC_ALL=C`` with ``PYTHONUTF8=0``), Python reads the
+    command line and file names as ASCII: a Korean path or config value becomes lone surrogates, which the
+    tokenizers library refuses (the tokenizer of a run whose folder has a Korean name could not be saved) and
+    printing Korean data stopped with UnicodeEncodeError. The command is run again, unchanged, in UTF-8 mode
+    (``-X utf8``, also for the processes it starts): what Python itself picks for the C locale unless told not to.
+    Under another locale that is not UTF-8 (latin-1, EUC-KR) the console keeps its encoding; a character it cannot
+    show is written as a ``\\uXXXX`` escape instead of stopping the command."""
+    import codecs
+    import locale
+    import os
+
+    if sys.flags.utf8_mode:
+        return
+    if codecs.lookup(locale.getpreferredencoding(False)).name == "ascii":
+        import subprocess
+
+        script = sys.argv[0]
+        target = ["-m", "ftsweep"] if not os.path.isfile(script) or script.endswith("__main__.py") else [script]
+        command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-X", "utf8", *target, *sys.argv[1:]]
+        os.environ["PYTHONUTF8"] = "1"  # the sweep's trial processes too
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, command)
+    for stream in (sys.stdout, sys.stderr):
+        if codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name != "utf-8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def shell_completion(argv: list[str]) -> int:
