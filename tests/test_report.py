@@ -440,3 +440,52 @@ def test_a_single_runs_folder_is_named_as_such(tmp_path, capsys):
     assert cli.main(["report", str(run)]) == 2
     assert capsys.readouterr().err == (f"ftsweep: error: {run}: a single run's folder, not a sweep (its result is its "
                                        "metrics.json); give a sweep folder or a storage URL\n")
+
+
+@pytest.mark.parametrize("folder", ["s2", "스윕 1"])
+def test_best_yaml_runs_from_another_folder(tmp_path, monkeypatch, folder):
+    """A sweep run from a project folder with ``data.path`` relative (and Korean, with a space): best.yaml's data
+    path is absolute from where the sweep ran, so its header command works from any folder (it failed: "data.path:
+    no such file"), and the header's command is one a shell reads back (the folder quoted; a folder name Hydra
+    cannot read as a group gets the experiment-file way)."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    from ftsweep.paths import resolve_data_path
+
+    project = tmp_path / "my proj 한글"
+    (project / "데이터").mkdir(parents=True)
+    (project / "데이터" / "학습 파일.jsonl").write_text('{"instruction": "a", "output": "b"}\n', encoding="utf-8")
+    sd = project / "sweeps" / folder
+    trial_dir = sd / "trial_0"
+    (trial_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(project)}}}), trial_dir / ".hydra" / "hydra.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = optuna.create_study(study_name="ko", storage=f"sqlite:///{sd / 'study.db'}")
+    t = s.ask({"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True)})
+    t.set_user_attr("trial_dir", str(trial_dir))
+    t.set_user_attr("overrides", ["logger=none", "data=custom_json", "data.path='데이터/학습 파일.jsonl'",
+                                  "data.validation_path=nope/not_here.jsonl", f"optimizer.lr={t.params['optimizer.lr']!r}"])
+    s.tell(t, 1.0)
+    write_report(s, sd)
+    text = (sd / "best.yaml").read_text(encoding="utf-8")
+    run = text.splitlines()[1].removeprefix("# Run: ")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    from ftsweep.config.compose import compose as compose_with_dirs
+
+    if folder == "s2":
+        assert shlex.split(run) == ["ftsweep", "train", "--config-dir", str(sd.parent), "+s2=best"]
+        cfg = compose_with_dirs(["+s2=best"], config_dirs=[str(sd.parent)])
+    else:
+        words = shlex.split(run)
+        assert words[:2] == ["copy", str(sd / "best.yaml")] and "+experiment=<name>" in run
+        exp = elsewhere / "conf" / "experiment"
+        exp.mkdir(parents=True)
+        (exp / "best_ko.yaml").write_text(text, encoding="utf-8")
+        cfg = compose_with_dirs(["+experiment=best_ko"], config_dirs=[str(elsewhere / "conf")])
+    assert cfg.data.path == str(project / "데이터" / "학습 파일.jsonl")
+    assert resolve_data_path(cfg.data.path) is not None  # found from another folder
+    assert cfg.data.validation_path == "nope/not_here.jsonl"  # no such path where the sweep ran: as written

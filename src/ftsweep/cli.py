@@ -571,8 +571,8 @@ def check_run_dir(cfg: Any) -> None:
     folder = SweepDir(run_dir)
     if folder.existing_storage_url() is not None or folder.summary.is_file():  # even with overwrite=true
         raise UsageError(f"hydra.run.dir: {run_dir} is a sweep folder (its study, report and trials); give the run a "
-                         "folder of its own (hydra.run.dir=<new>); to run a sweep's best trial again: "
-                         f"ftsweep train --config-dir {run_dir.parent} +{run_dir.name}=best")
+                         f"folder of its own (hydra.run.dir=<new>); to run a sweep's best trial again: "
+                         f"{folder.rerun_best_command()}")
     resuming = bool(OmegaConf.select(cfg, rundir.RESUME_KEY))
     if not rundir.is_finished(run_dir):
         step = None if resuming else rundir.saved_step(run_dir)

@@ -505,12 +505,12 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     pinned = threads is not None and not any(k == "trainer.num_threads" for k, _ in values)
     if pinned:
         values.append(("trainer.num_threads", threads))  # CPU losses depend on it: same count, same numbers
-    parent, group = out_dir.resolve().parent, out_dir.resolve().name
+    _anchor_paths(values, best.user_attrs.get(attrs.TRIAL_DIR))  # the file runs from any folder
     value = best.values if len(study.directions) > 1 else best.value
     metrics = study.user_attrs.get(attrs.METRICS) or ["objective"]
     header = [
         "# @package _global_",
-        f"# Run: ftsweep train --config-dir {parent} +{group}=best",
+        f"# Run: {SweepDir(out_dir).rerun_best_command()}",
         f"# Best trial {best.number} of sweep {study.study_name}: {', '.join(metrics)} = {_fmt(value)} "
         f"({', '.join(d.name.lower() for d in study.directions)}); trial dir {best.user_attrs.get(attrs.TRIAL_DIR)}",
         "# Or copy this file to conf/experiment/ and run: ftsweep train +experiment=<file name>",
@@ -530,6 +530,35 @@ def best_yaml(study: Any, best: Any, out_dir: Path) -> str:
     if any(g == "sweep" for g, _ in groups):  # a sweep file sets hydra.mode=MULTIRUN: this file is one run
         body["hydra"] = {"mode": "RUN"}
     return "\n".join(header) + "\n" + (OmegaConf.to_yaml(OmegaConf.create(body)) if body else "{}\n")
+
+
+# Keys whose relative value is a path read from where the sweep ran (its trials' ``hydra.runtime.cwd``).
+PATH_KEYS = ("data.path", "data.validation_path", "data.dataset_dir", "model.name_or_path", "init_from",
+             "objective.include_path")
+
+
+def _anchor_paths(values: list[tuple[str, Any]], trial_dir: str | None) -> None:
+    """Relative paths the trial read (``data.path=데이터/학습 파일.jsonl``) made absolute from the folder the sweep
+    ran in, so ``best.yaml``, whose header command names an absolute ``--config-dir``, finds the same files from
+    any folder (it failed there: "data.path: no such file"). A value that is no existing path there (a Hub
+    dataset or model name) stays as written."""
+    from ftsweep import rundir
+    from ftsweep.paths import PKG_SCHEME
+
+    cwd = rundir.started_in(trial_dir) if trial_dir else None
+    if cwd is None:
+        return
+
+    def anchored(v: Any) -> Any:
+        if isinstance(v, list):
+            return [anchored(x) for x in v]
+        if not isinstance(v, str) or not v or v.startswith(PKG_SCHEME) or Path(v).expanduser().is_absolute():
+            return v
+        return str(cwd / v) if (cwd / v).exists() else v
+
+    for i, (key, v) in enumerate(values):
+        if key in PATH_KEYS:
+            values[i] = (key, anchored(v))
 
 
 def _recorded_threads(trial: Any) -> int | None:

@@ -63,6 +63,20 @@ class SweepDir:
     def best(self) -> Path:
         return self.path / self.BEST
 
+    def rerun_best_command(self) -> str:
+        """The command that runs the sweep's best trial again (``best.yaml`` read as config group <folder name>
+        from the folder above), ready to paste into a shell. A folder name Hydra cannot read as a group name
+        (letters, digits, ``_``, ``-``: not ``스윕 1``) gets the other way, as an experiment file."""
+        import re
+        import shlex
+
+        folder = self.path.resolve()
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", folder.name):
+            return f"ftsweep train --config-dir {shlex.quote(str(folder.parent))} +{folder.name}=best"
+        return (f"copy {shlex.quote(str(folder / self.BEST))} to conf/experiment/<name>.yaml and run ftsweep train "
+                f"+experiment=<name> (the folder name {folder.name!r} is not a Hydra config group name: letters, "
+                "digits, _ and -)")
+
     def default_storage_url(self, kind: str = "sqlite") -> str:
         """The storage URL of the study file in this folder: ``sqlite`` (study.db) or ``journal``."""
         if kind == "journal":
