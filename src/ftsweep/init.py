@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from ftsweep.config.errors import UsageError
@@ -161,5 +162,5 @@ def main(argv: list[str]) -> int:
     written = init_project(args.dir)
     for path in written:
         print(f"wrote {path}")
-    print(f"next: cd {args.dir} && ftsweep train -m sweep=my_sweep")
+    print(f"next: cd {shlex.quote(args.dir)} && ftsweep train -m sweep=my_sweep")  # a folder with spaces: pasteable
     return 0

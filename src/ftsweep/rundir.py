@@ -495,8 +495,11 @@ def resume_hint(run_dir: Path) -> str | None:
         point = resume_point(run_dir)
     except UsageError:
         return None
+    from ftsweep.config.keys import override_value
+
     given = [o for o in load_overrides(run_dir) if o.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
-    command = " ".join(["ftsweep", "train", *map(shlex.quote, [*given, f"{RESUME_KEY}={run_dir}"])])
+    resume = f"{RESUME_KEY}={override_value(str(run_dir))}"  # a folder named 실행 1 quoted for Hydra, then the shell
+    command = " ".join(["ftsweep", "train", *map(shlex.quote, [*given, resume])])
     return f"it saved step {checkpoint_step(point)}: continue from there with {command}"
 
 

@@ -252,7 +252,7 @@ def override_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(override_value(v) for v in value) + "]"
     text = str(value)
-    if re.fullmatch(r"[\w./:@+-]+", text):
+    if re.fullmatch(r"[\w./:@+-]+", text, re.ASCII):  # Hydra reads unquoted values as ASCII only (not 데이터)
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

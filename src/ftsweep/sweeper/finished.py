@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
     best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
     report = SweepDir(sweep_dir).report
     # no report: the sweep was killed after its last trial, before writing it (or ran with report=false)
-    where = f"; report: {report}" if report.is_file() else f"; no report yet: ftsweep report {sweep_dir}"
+    where = f"; report: {report}" if report.is_file() else f"; no report yet: ftsweep report {shlex.quote(str(sweep_dir))}"
     raise StudyFinished(
         f"sweep {study_name}: {c.finished} of n_trials={n_trials} trials done{best_text}; nothing to run. To continue "
         f"the study, raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}){where}")

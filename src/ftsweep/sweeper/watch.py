@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -264,4 +265,4 @@ def stop_dashboard(proc: Any) -> None:
 
 
 def watch_line(sweep_dir: Path, storage_url: str, study_name: str) -> str:
-    return "watch it live: " + " ".join(dashboard_command(sweep_dir, storage_url, study_name))
+    return "watch it live: " + shlex.join(dashboard_command(sweep_dir, storage_url, study_name))  # pasteable
