@@ -1,4 +1,4 @@
-"""Korean text under a locale that is not UTF-8, as ``ftsweep`` runs from a shell.
+"""Korean text under a locale that is not UTF-8, and an environment without HOME, as ``ftsweep`` runs from a shell.
 
 Under ``LC_ALL=C`` with ``PYTHONUTF8=0`` Python read the command line and file names as ASCII: a Korean config
 value or folder became lone surrogates (the tokenizers library refused them: a run in a Korean-named folder failed
@@ -64,3 +64,16 @@ def test_other_console_encoding_escapes_instead_of_failing(project: Path) -> Non
     done = _ftsweep(project, "train", "--cfg", "job", "data=ko_mine", PYTHONIOENCODING="latin-1")
     assert done.returncode == 0, done.stderr.decode("latin-1")[-2000:]
     assert "\\ub108\\ub294" in done.stdout.decode("latin-1")  # 너는
+
+
+def test_home_unset(tmp_path: Path) -> None:
+    """``HOME`` unset (a service, ``env -i``): the shipped cache_dir is under the user's home from the password
+    database (was: every command stopped with "cache_dir: ... Environment variable 'HOME' not found", exit 2)."""
+    import pwd
+
+    base = {k: v for k, v in os.environ.items() if k not in ("HOME", "FTSWEEP_CACHE_DIR")}
+    done = subprocess.run([sys.executable, "-m", "ftsweep", "train", "--cfg", "job", "--resolve"], check=False, cwd=tmp_path,
+                          env=base, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    assert f"cache_dir: {home}/.cache/ftsweep" in done.stdout

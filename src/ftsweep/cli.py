@@ -55,6 +55,7 @@ def fail(message: str, code: int = 2) -> int:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the real command line (tests pass argv and keep their own interpreter)
         _utf8_or_reexec()
+        _home_when_unset()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print("usage: ftsweep COMMAND [ARGS]\n\n" + USAGE)
@@ -111,6 +112,23 @@ def _utf8_or_reexec() -> None:
     for stream in (sys.stdout, sys.stderr):
         if codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name != "utf-8" and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+def _home_when_unset() -> None:
+    """``HOME`` unset (a service, ``env -i``, some cron set-ups): the shipped ``cache_dir``
+    (``${oc.env:HOME}/.cache/ftsweep``) stopped every command with "cache_dir: ... Environment variable 'HOME' not
+    found". Take the user's home from the password database, as ``~`` does (``Path.home()``), for this process and
+    the ones it starts (a user the database does not know keeps the error; FTSWEEP_CACHE_DIR avoids it)."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("HOME"):
+        return
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        return
+    os.environ["HOME"] = str(home)
 
 
 def shell_completion(argv: list[str]) -> int:
