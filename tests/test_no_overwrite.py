@@ -107,3 +107,19 @@ def test_overwrite_true_removes_the_old_runs_trained_model_too(tmp_path, resume)
     left = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
     kept = ["checkpoints/checkpoint-5/trainer_state.json"] if resume else []  # a resume goes on from them
     assert left == [".hydra/config.yaml", *kept]
+
+
+def test_a_run_dir_under_home_goes_to_the_home_folder(tmp_path, monkeypatch):
+    """``hydra.run.dir='~/done'``: Hydra does not expand ``~``, so the run went to ``./~/done`` while the checks
+    before it looked at ``$HOME/done``: a finished run in ``./~/done`` was overwritten without a word. The run now
+    goes to ``$HOME/done`` (what the checks see) and ``./~/done`` is not touched."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work.mkdir() or work)
+    before = _finished_run(work / "~" / "done")
+    code = main(["train", "model=tiny", "logger=none", "trainer.max_steps=1", "trainer.eval_steps=1",
+                 "data.max_rows=16", "hydra.run.dir='~/done'"])
+    assert code == 0
+    assert snapshot(work / "~" / "done") == before
+    assert json.loads((home / "done" / "metrics.json").read_text())["status"] == "complete"

@@ -289,6 +289,7 @@ def train_main(argv: list[str]) -> int:
             fixed = config.fixed_overrides(overrides)
             with_hydra = config.compose(fixed, config_dirs=config_dirs, hydra=True, check=False)
             multirun = bool(flags & {"-m", "--multirun"}) or str(with_hydra.hydra.mode) == "RunMode.MULTIRUN"
+            argv = home_expanded(argv, with_hydra)
             if multirun:
                 config.check_sweeper_resolves(with_hydra)
             if not multirun and fixed != overrides:
@@ -564,6 +565,28 @@ def check_output_dir(cfg: Any, multirun: bool) -> None:
 # The outermost folder a single run is about to create (None: its run folder exists already). Bad input
 # found once the run has started (bad data rows) removes it again: bad input leaves nothing behind.
 _NEW_FOLDERS: list[Any] = [None]
+
+
+def home_expanded(argv: list[str], with_hydra: Any) -> list[str]:
+    """``argv`` with ``hydra.run.dir`` / ``hydra.sweep.dir`` set to the home folder's path where they start with
+    ``~`` (on the command line or in a config file). Hydra does not expand ``~``: it made a folder named ``~`` in
+    the working directory, while the checks before it (a finished run is not overwritten, the folder is writable)
+    looked in the home folder, so a finished run in ``./~/x`` was overwritten without a word."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.keys import override_value
+
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        node = OmegaConf.select(with_hydra, key.rsplit(".", 1)[0])
+        raw = OmegaConf.to_container(node, resolve=False).get("dir") if node is not None else None
+        if isinstance(raw, str) and raw.startswith("~"):
+            expanded = os.path.expanduser(raw)
+            if expanded != raw:
+                argv = [a for a in argv if a.split("=", 1)[0].lstrip("+") != key]
+                argv.append(f"{key}={override_value(expanded)}")
+    return argv
 
 
 def first_missing(path: str) -> Any:
