@@ -32,6 +32,9 @@ CASES = [
     ("run_dir_read_only", [*RUN, "hydra.run.dir=ro/run"], ["hydra.run.dir", "cannot write in", "/ro"]),
     ("sweep_dir_read_only", [*SWEEP, "hydra.sweep.dir=ro/s"], ["hydra.sweep.dir", "cannot write in", "/ro"]),
     ("disk_full", [*RUN, "hydra.run.dir=full/run"], ["hydra.run.dir", "is full"]),
+    # a folder name over the file system's 255 bytes (86 Korean characters): an OSError traceback, exit 1
+    ("run_dir_name_too_long", [*RUN, "hydra.run.dir='runs/" + "가" * 86 + "'"], ["hydra.run.dir", "258 bytes", "255"]),
+    ("sweep_dir_name_too_long", [*SWEEP, "hydra.sweep.dir=s/" + "a" * 256 + "/x"], ["hydra.sweep.dir", "256 bytes"]),
     # item 10: wrongly accepted values
     ("val_size_fraction_above_1", [*RUN, "data.val_size=1.5"], ["data.val_size", "1.5"]),
     ("val_size_nan", [*RUN, "data.val_size=nan"], ["data.val_size"]),

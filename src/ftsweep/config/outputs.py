@@ -21,6 +21,7 @@ def check_output_dir(path: str | os.PathLike, key: str) -> None:
     made and removed again: permissions, a read-only mount or an immutable folder all show), and hold
     at least ``MIN_FREE_BYTES``."""
     target = Path(path).expanduser().absolute()
+    _check_name_lengths(target, key)
     existing = target
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -37,3 +38,25 @@ def check_output_dir(path: str | os.PathLike, key: str) -> None:
     if free < MIN_FREE_BYTES:
         raise UsageError(f"{key}: the disk holding {existing} is full ({free / 2**20:.1f} MiB free, "
                          f"{MIN_FREE_BYTES >> 20} MiB needed); free space or choose another {key}")
+
+
+def _check_name_lengths(target: Path, key: str) -> None:
+    """A folder name longer than the file system takes (255 bytes on most: 85 Korean characters in UTF-8) stopped
+    the command with an ``OSError: File name too long`` traceback, exit 1. Names are counted in bytes, as the
+    file system counts them; the files ftsweep writes inside get room (``PATH_MAX`` less 512 bytes)."""
+    def limit(name: str, default: int) -> int:
+        try:
+            return int(os.pathconf("/", name))
+        except (OSError, ValueError):
+            return default
+
+    name_max, path_max = limit("PC_NAME_MAX", 255), limit("PC_PATH_MAX", 4096)
+    for part in target.parts[1:]:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise UsageError(f"{key}: the folder name {part[:40]!r}... is {size} bytes, longer than the {name_max} "
+                             f"bytes a file name may have; choose another {key}")
+    size = len(os.fsencode(str(target)))
+    if size > path_max - 512:
+        raise UsageError(f"{key}: the path {str(target)[:60]!r}... is {size} bytes; the files written inside would pass "
+                         f"the {path_max}-byte path limit: choose a shorter {key}")
