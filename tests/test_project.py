@@ -3,6 +3,7 @@ config, hydra.sweep.dir / hydra.sweep.subdir, sweep overlays that always sweep, 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,22 @@ def test_bad_hydra_flags_are_one_line(tmp_path, flags, key):
 
 def test_fake_trial_command_is_the_test_stand_in():
     assert "fake_trial.py" in FAKE_CMD
+
+
+def test_a_config_dir_with_a_colon_in_its_name(tmp_path, monkeypatch):
+    """``--config-dir 'cfg:v2 한/conf'``: the roots reach Hydra (and a sweep's trial processes) through
+    ``$FTSWEEP_CONFIG_DIRS``, which joined them with ``:`` and so split this one in two: its options were ignored
+    ("data=mine: no such option"). The variable is now a JSON list; a ``:``-joined value set by hand still reads."""
+    from ftsweep import paths
+    from ftsweep.config.compose import compose, export_config_dirs
+
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    root = tmp_path / "cfg:v2 한" / "conf"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "mine.yaml").write_text("defaults: [data_schema, _self_]\npath: rows.jsonl\ntemplate: alpaca_ko\n")
+    monkeypatch.chdir(tmp_path)
+    export_config_dirs([str(root)])  # what ftsweep train does, for itself and its trials
+    assert paths.user_config_dirs() == [root.resolve()]
+    assert compose(["data=mine"], check=False).data.template == "alpaca_ko"
+    monkeypatch.setenv("FTSWEEP_CONFIG_DIRS", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
+    assert paths.user_config_dirs() == [tmp_path / "a", tmp_path / "b"]

@@ -47,6 +47,29 @@ def bundled_data_dir() -> Path:
     return package_dir("ftsweep.demo_data")
 
 
+def encode_config_dirs(dirs: list[Path] | list[str]) -> str:
+    """``$FTSWEEP_CONFIG_DIRS`` for child processes: a JSON list, so a folder with ``:`` in its name stays one
+    folder (joined with ``os.pathsep`` it was split in two, and ``--config-dir 'a:b/conf'`` was ignored)."""
+    import json
+
+    return json.dumps([str(d) for d in dirs], ensure_ascii=False)
+
+
+def decode_config_dirs(text: str) -> list[str]:
+    """The folders in ``$FTSWEEP_CONFIG_DIRS``: a JSON list (what :func:`encode_config_dirs` writes), or folders
+    joined with ``os.pathsep`` (a value set by hand)."""
+    if text.startswith("["):
+        import json
+
+        try:
+            dirs = json.loads(text)
+        except ValueError:
+            dirs = None
+        if isinstance(dirs, list):
+            return [str(d) for d in dirs if d]
+    return [d for d in text.split(os.pathsep) if d]
+
+
 def user_config_dirs(explicit: list[str] | tuple[str, ...] = ()) -> list[Path]:
     """The user's config roots, highest priority first: ``--config-dir`` values, then those inherited
     from the parent ``ftsweep train`` (``$FTSWEEP_CONFIG_DIRS``), then ``./conf`` when it exists.
@@ -61,7 +84,7 @@ def user_config_dirs(explicit: list[str] | tuple[str, ...] = ()) -> list[Path]:
             raise UsageError(f"--config-dir: {what} {d!r} (a config root: a folder of group folders, "
                              "e.g. my_project/conf)")
     candidates = [Path(d).expanduser() for d in explicit]
-    candidates += [Path(d) for d in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d]
+    candidates += [Path(d) for d in decode_config_dirs(os.environ.get(CONFIG_DIRS_ENV, ""))]
     if Path("conf").is_dir():
         candidates.append(Path("conf"))
     shipped = shipped_conf_dir()

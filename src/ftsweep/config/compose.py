@@ -38,7 +38,7 @@ def user_config(config_dirs: list[str] | tuple[str, ...] = ()) -> Iterator[None]
     """Make ``config_dirs`` (``--config-dir`` values) visible to the search-path plugin while composing."""
     saved = os.environ.get(paths.CONFIG_DIRS_ENV)
     dirs = paths.user_config_dirs(config_dirs)
-    os.environ[paths.CONFIG_DIRS_ENV] = os.pathsep.join(str(d) for d in dirs)
+    os.environ[paths.CONFIG_DIRS_ENV] = paths.encode_config_dirs(dirs)
     try:
         yield
     finally:
@@ -476,7 +476,7 @@ def export_config_dirs(config_dirs: list[str] | tuple[str, ...]) -> None:
     """Hand this process's user config roots down to child processes (sweep trials)."""
     dirs = paths.user_config_dirs(config_dirs)
     if dirs:
-        os.environ[paths.CONFIG_DIRS_ENV] = os.pathsep.join(str(d) for d in dirs)
+        os.environ[paths.CONFIG_DIRS_ENV] = paths.encode_config_dirs(dirs)
 
 
 class _TaskError(BaseException):
