@@ -198,3 +198,14 @@ def test_a_trial_that_left_no_failure_file_has_a_reason_after_the_colon(code, la
     from ftsweep.sweeper.outcome import exit_reason
 
     assert exit_reason(code, last) == reason
+
+
+def test_a_config_file_that_is_not_utf8_is_named(project, capsys):
+    """A user's option file saved as latin-1: the error was the codec's alone ("'utf-8' codec can't decode byte
+    0xe9 in position 70"), naming no file. Now the file and the line."""
+    (project / "conf" / "data").mkdir(parents=True, exist_ok=True)
+    (project / "conf" / "data" / "latin.yaml").write_bytes(
+        b"defaults: [data_schema, _self_]\npath: rows.jsonl\ntemplate: custom\ncustom_template:\n"
+        b"  prompt_no_input: \"Caf\xe9 {instruction}\"\n  prompt_with_input: \"{instruction} {input}\"\n")
+    assert_one_line_exit_2(project, capsys, [*RUN, "data=latin"],
+                           ["conf/data/latin.yaml: not valid utf-8 text at line 5 (byte 0xe9)", "save it as UTF-8"])

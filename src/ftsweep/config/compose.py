@@ -16,6 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -219,6 +220,27 @@ def check_sweeper_resolves(cfg: DictConfig) -> None:
             raise ConfigFailure(explain(err)) from err
 
 
+def _undecodable_config(err: UnicodeDecodeError, config_dirs: list[str] | tuple[str, ...]) -> str:
+    """A config or sweep file that is not UTF-8 (saved as latin-1 or cp949 by an editor): Hydra's error is the
+    codec's alone ("'utf-8' codec can't decode byte 0xe9 in position 104"), naming no file. Name the user's file
+    whose bytes those are, and the line."""
+    bad = err.object[err.start:err.start + 1].hex() if isinstance(err.object, bytes | bytearray) else ""
+    roots = paths.user_config_dirs(config_dirs)
+    for root in [*roots, *paths.user_sweep_dirs(roots)]:
+        for file in sorted(p for p in Path(root).rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
+            try:
+                data = file.read_bytes()
+            except OSError:
+                continue
+            at = data.find(err.object) if isinstance(err.object, bytes | bytearray) and err.object else -1
+            if at >= 0:
+                line = data[:at + err.start].count(b"\n") + 1
+                return (f"{file}: not valid {err.encoding} text at line {line} (byte 0x{bad}): config and sweep files "
+                        "are read as UTF-8; save it as UTF-8")
+    return (f"a config or sweep file is not valid {err.encoding} text (byte 0x{bad}, {err.reason}): save the files of "
+            "your conf/ and sweep/ folders as UTF-8")
+
+
 def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), prefix: str = "") -> str:
     """One line for a Hydra / OmegaConf composition error; ``prefix``: where the failing config sits
     (``hydra.sweeper.`` for the sweeper's own merge)."""
@@ -232,6 +254,8 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
 
     if isinstance(err, UsageError):
         return str(err)
+    if isinstance(err, UnicodeDecodeError):
+        return _undecodable_config(err, config_dirs)
     cause: BaseException | None = err
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
