@@ -179,3 +179,22 @@ def test_warm_workers_step_aside_for_a_wrapped_trial_command(tmp_path):
             "own)") in r.stderr
     assert states(load(sd)) == {0: "COMPLETE", 1: "COMPLETE"}
     assert not (sd / "warm_workers.log").exists()
+
+
+@pytest.mark.slow
+def test_idle_workers_exit_on_their_own_at_the_end(tmp_path, cache_dir):
+    """At the end of a sweep its idle workers were SIGKILLed, so what their libraries made at import stayed
+    behind: two empty ``tmp*wandb-media`` / ``tmp*wandb-artifacts`` folders in ``$TMPDIR`` per worker (also with
+    ``logger=none``). An idle worker now gets its stdin closed and exits as Python does; nothing is left."""
+    tmp = tmp_path / "tmp dir 임시"
+    tmp.mkdir()
+    sd = tmp_path / "sweep"
+    args = [sys.executable, "-m", "ftsweep", "train", "-m", "hydra/sweeper=ftsweep_optuna", *FAST,
+            "trainer.max_steps=2", "trainer.eval_steps=2", f"cache_dir={cache_dir}", "logger=none",
+            "optimizer.lr=choice(1e-3, 4e-3)", "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_workers=2", "hydra.sweeper.warm_workers=true", "hydra.sweeper.report=false",
+            "hydra.sweeper.progress=plain", f"hydra.sweep.dir={sd}", "hydra.sweeper.study_name=w"]
+    r = run(args, tmp_path, timeout=600, fake=False, TMPDIR=str(tmp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [t.state.name for t in load(sd, name="w").trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(p.name for p in tmp.iterdir() if "wandb" in p.name) == []

@@ -149,6 +149,8 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 # ---------------------------------------------------------------------- warm workers
 WORKER_COMMAND = [sys.executable, "-m", "ftsweep.sweeper.worker"]
+# How long an idle worker gets to exit on its own at the end of a sweep before it is killed.
+IDLE_EXIT_S = 10.0
 # Variables of the slot a worker serves (set when it starts): a worker only runs trials of its own slot.
 SLOT_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
@@ -182,7 +184,23 @@ class WarmWorker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> None:
+    def ask_to_exit(self) -> None:
+        """Close the worker's stdin: an idle worker's loop ends there and it exits."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def stop(self, idle: bool = False) -> None:
+        """End the worker. An idle one is asked first (its stdin closed: its loop ends and Python exits as usual,
+        so what its libraries made at import is removed, e.g. wandb's ``tmp*wandb-media`` / ``-artifacts``
+        folders in ``$TMPDIR``, two per worker left behind by SIGKILL); then its process group is killed."""
+        if idle and self.alive():
+            self.ask_to_exit()
+            try:
+                self.proc.wait(timeout=IDLE_EXIT_S)
+            except subprocess.TimeoutExpired:
+                pass
         kill_group(self.proc)
         for f in (self.proc.stdin, self.proc.stdout):
             try:
@@ -272,7 +290,11 @@ class WarmBackend:
         return WarmWorker(proc, slot)
 
     def close(self) -> None:
-        for w in [*self.idle, *self.busy]:
+        for w in self.idle:  # all at once: they exit side by side
+            w.ask_to_exit()
+        for w in self.idle:
+            w.stop(idle=True)
+        for w in self.busy:
             w.stop()
         self.idle.clear()
         self.busy.clear()
