@@ -9,6 +9,7 @@ file, Hydra's own multi-line messages.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,7 +128,8 @@ def _make_read_only(path) -> bool:
 @pytest.fixture
 def project(tmp_path, monkeypatch, request, tiny_model):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("FTSWEEP_CONFIG_DIRS", "")  # recorded, so what a command sets in-process (./conf) is undone
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS")
     monkeypatch.setenv("FTSWEEP_TRIAL_CMD", FAKE_CMD)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # one "GPU" (0), whatever the machine has
     if "[data_" not in request.node.name:  # a case that wrongly passes must not train
@@ -209,3 +211,10 @@ def test_a_config_file_that_is_not_utf8_is_named(project, capsys):
         b"  prompt_no_input: \"Caf\xe9 {instruction}\"\n  prompt_with_input: \"{instruction} {input}\"\n")
     assert_one_line_exit_2(project, capsys, [*RUN, "data=latin"],
                            ["conf/data/latin.yaml: not valid utf-8 text at line 5 (byte 0xe9)", "save it as UTF-8"])
+    # the option listing goes on (it stopped `ftsweep train --help` with a UnicodeDecodeError traceback), and a
+    # file saved with a byte-order mark and CRLF (Notepad) keeps its description
+    (project / "conf" / "data" / "bomdesc.yaml").write_bytes(
+        "\ufeff# 메모장 rows\r\ndefaults: [data_schema, _self_]\r\npath: rows.jsonl\r\n".encode())
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "latin" in out and re.search(r"^\s+bomdesc\s+메모장 rows$", out, re.MULTILINE), out

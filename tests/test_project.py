@@ -240,7 +240,8 @@ def test_a_config_dir_with_a_colon_in_its_name(tmp_path, monkeypatch):
     from ftsweep import paths
     from ftsweep.config.compose import compose, export_config_dirs
 
-    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    monkeypatch.setenv("FTSWEEP_CONFIG_DIRS", "")  # recorded: export_config_dirs below is undone after the test
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS")
     root = tmp_path / "cfg:v2 한" / "conf"
     (root / "data").mkdir(parents=True)
     (root / "data" / "mine.yaml").write_text("defaults: [data_schema, _self_]\npath: rows.jsonl\ntemplate: alpaca_ko\n")

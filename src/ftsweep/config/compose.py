@@ -180,7 +180,8 @@ def option_summary(group: str, option: str, config_dirs: list[str] | tuple[str, 
         file = next((d / f"{option}.yaml" for d in dirs if (d / f"{option}.yaml").is_file()), None)
         if file is None:
             return ""
-    return _description(file.read_text(encoding="utf-8").splitlines())
+    # (a file that is not UTF-8 is named when it is used; the listing goes on: it stopped --help with a traceback)
+    return _description(file.read_text(encoding="utf-8-sig", errors="replace").splitlines())  # (a BOM: skipped)
 
 
 def _description(lines: list[str]) -> str:
