@@ -30,3 +30,33 @@ def test_sft_eval_loss_is_the_same_whatever_the_eval_batch(compose, tmp_path):
     # trl's token accuracy and entropy: over every validation label token too, not a mean of per-batch fractions
     assert 0 < tokens[1][0] < 1 and tokens[1][1] > 0
     assert tokens[16] == pytest.approx(tokens[1], rel=2e-6), tokens
+
+
+def test_sft_evaluation_batches_rows_of_similar_length(compose, tmp_path):
+    """With one process the validation rows are fed longest first, so a batch holds similar lengths: fewer padded
+    token slots than in file order, every row once, and the same eval_loss as one row per batch (no padding)."""
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_evaluate(self, args, state, control, eval_dataloader=None, **kwargs):
+            order = [i for batch in eval_dataloader.batch_sampler for i in batch]
+            lengths = [len(r) for r in eval_dataloader.dataset["input_ids"]]
+            slots = [sum(b["attention_mask"].numel() for b in eval_dataloader) - sum(lengths)]
+            seen.append((order, lengths, slots[0]))
+
+    losses = {}
+    for batch in (1, 4):
+        cfg = compose(*FAST, "data=alpaca_demo", "data.max_rows=40", "data.val_size=12", "data.cutoff_len=384",
+                      "trainer.max_steps=1", "trainer.eval_steps=1", f"trainer.per_device_eval_batch_size={batch}")
+        m = run(cfg, tmp_path / f"b{batch}", callbacks=[Record()])
+        assert m["status"] == "complete", m
+        losses[batch] = m["eval_loss"]
+    order, lengths, padded = seen[-1]
+    assert sorted(order) == list(range(12))
+    fed = [lengths[i] for i in order]
+    assert fed == sorted(lengths, reverse=True) and len(set(lengths)) > 3
+    in_file_order = sum(max(lengths[i:i + 4]) * len(lengths[i:i + 4]) for i in range(0, 12, 4)) - sum(lengths)
+    assert padded < in_file_order / 2, (padded, in_file_order)
+    assert losses[4] == pytest.approx(losses[1], rel=2e-6), losses

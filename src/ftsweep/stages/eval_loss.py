@@ -16,6 +16,11 @@ forward pass (the fused LM head's ``is_top1`` / ``entropy`` / ``label_mask``, re
 Under DDP the rows accelerate repeats to fill the last evaluation batch are left out of all three (``_real_rows``),
 also in a padding-free (packed) batch, where they are the flattened row's last tokens (``_packed_cut``).
 
+With one process the validation rows are fed longest first (:meth:`BatchFreeEvalLoss._get_eval_sampler`): a
+batch holds rows of similar length, so it carries little padding (the bundled Alpaca demo rows in batches of 8:
+56% of the token slots were padding in file order, 5% sorted), the same idea as the generation objectives'
+length-sorted batches. The values do not depend on the batching (above), only on the rows.
+
 A batch that gives no finite loss makes the whole value non-finite (transformers drops such batches from the
 mean with ``logging_nan_inf_filter``, which would let a diverged model score on the rows it still fits).
 """
@@ -73,6 +78,19 @@ class BatchFreeEvalLoss:
         weight = torch.as_tensor(weight, dtype=torch.float32, device=loss.device)
         self._eval_sums.append(torch.stack([loss * weight, weight]))
         return out
+
+    def _get_eval_sampler(self, eval_dataset):
+        """transformers' sequential sampler (one process, ``group_by_length`` off) in order of decreasing length
+        (ties in file order), so batches carry little padding; the longest batch first, as transformers'
+        ``LengthGroupedSampler`` does, so one that does not fit in memory fails at once. Under DDP (sequential
+        shards, see :func:`_packed_cut`) and for padding-free (packed) batches, transformers' own."""
+        from torch.utils.data import SequentialSampler
+
+        sampler = super()._get_eval_sampler(eval_dataset)
+        if not isinstance(sampler, SequentialSampler) or getattr(self.args, "padding_free", False):
+            return sampler
+        lengths = _row_lengths(eval_dataset)
+        return sampler if lengths is None else sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
@@ -137,6 +155,18 @@ _MODEL_KEYS = ("input_ids", "attention_mask", "labels", "shift_labels", "positio
 
 def _rows(inputs: dict[str, Any]) -> int:
     return int(inputs["input_ids"].shape[0]) if "input_ids" in inputs else int(inputs["labels"].shape[0])
+
+
+def _row_lengths(dataset: Any) -> list[int] | None:
+    """Each row's token count (its ``input_ids``, read from the Arrow column, no row decoded), or None where the
+    rows have no such column (another dataset type)."""
+    try:
+        import pyarrow.compute as pc
+
+        column = dataset.select_columns(["input_ids"]).with_format("arrow")[:]["input_ids"]
+        return pc.list_value_length(column).to_pylist()
+    except (AttributeError, KeyError, TypeError, ValueError, ImportError):
+        return None
 
 
 def _batched(value: Any, inputs: dict[str, Any]) -> bool:
