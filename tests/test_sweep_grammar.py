@@ -27,6 +27,17 @@ def test_int_interval_tag():
     assert s.distributions["lora.r"] == IntDistribution(4, 64, log=True)
 
 
+def test_hydra_int_cast_of_an_interval_searches_integers():
+    """``int(interval(a, b))``, the Hydra Optuna sweeper's spelling of an integer interval (its ends stay ints), is
+    an IntDistribution there: searched as floats it gave trials 2.159 for an int search, or refused an int key."""
+    s = space({"optimizer.max_grad_norm": "int(interval(1, 4))", "lora.r": "tag(log, int(interval(2, 64)))",
+               "lora.dropout": "float(interval(0, 1))"})
+    assert s.distributions["optimizer.max_grad_norm"] == IntDistribution(1, 4)
+    assert s.distributions["lora.r"] == IntDistribution(2, 64, log=True)
+    assert s.distributions["lora.dropout"] == FloatDistribution(0.0, 1.0)
+    assert space({"lora.r": "int(interval(1.5, 8.7))"}).distributions["lora.r"] == IntDistribution(1, 8)
+
+
 def test_range_end_is_exclusive_like_python():
     s = space({"lora.r": "range(8, 33, 8)", "trainer.max_steps": "range(1, 4)"})
     assert s.distributions["lora.r"] == IntDistribution(8, 32, step=8)

@@ -4,6 +4,8 @@
     tag(log, interval(a, b))    FloatDistribution(a, b, log=True); a > 0 required
     tag(int, interval(a, b))    IntDistribution(a, b)          (a and b inclusive)
     tag(int, log, interval(..)) IntDistribution(a, b, log=True)
+    int(interval(a, b))         the same as tag(int, interval(a, b)) (Hydra's cast, as its Optuna sweeper reads it);
+                                tag(log, int(interval(a, b))) = IntDistribution(a, b, log=True)
     range(start, stop[, step])  the values start, start+step, ... that are < stop: the end is
                                 EXCLUSIVE, exactly like Python's range() and Hydra's basic sweeper
                                 (range(8, 33, 8) = 8, 16, 24, 32; range(1, 4) = 1, 2, 3). Becomes an
@@ -178,7 +180,10 @@ def distribution_from_override(override: Any) -> Any:
         log = "log" in tags
         if log and start <= 0:
             raise SweepInputError(f"{key}: a log interval needs bounds > 0 (got interval({start:g}, {end:g}))")
-        if "int" in tags:
+        # Hydra parses interval bounds as floats; int(interval(a, b)) keeps them ints: an integer interval, as in
+        # Hydra's Optuna sweeper
+        cast_int = isinstance(start, int) and isinstance(end, int)
+        if "int" in tags or cast_int:
             if start != int(start) or end != int(end):
                 raise SweepInputError(f"{key}: tag(int, interval(...)) needs integer bounds")
             return IntDistribution(int(start), int(end), log=log)
