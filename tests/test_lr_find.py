@@ -253,3 +253,21 @@ def test_a_sweep_keeps_its_own_range_when_the_test_gives_no_reliable_suggestion(
     new, first, _ = seed_from_lr_find([], {}, tmp_path, 10.0, run=fake, label="[sweep s]")  # lr not searched
     assert new == {} and first == []
     assert capsys.readouterr().err.splitlines()[-1].endswith("optimizer.lr stays as configured (not searched)")
+
+
+def test_a_choice_only_space_without_a_reliable_suggestion_runs_each_point_once(tmp_path):
+    """No reliable suggestion: the sweep "runs as without lr_find", and without it a space of choices that fits in
+    n_trials runs as a grid, each point once. It ran the configured sampler instead: TPE proposed lr 1e-2 twice
+    (a repeat) and never tried 1e-4."""
+    sweep_dir = tmp_path / "sw"
+    (sweep_dir / "lr_find").mkdir(parents=True)
+    (sweep_dir / "lr_find" / "lr_find.json").write_text(json.dumps(  # a saved test is reused: no training here
+        {"suggestion": 3.5e-4, "lrs": [1e-4, 1e-3, 1e-2], "warning": "the smoothed loss fell only 4.19% (...)"}))
+    args = [a if not a.startswith("optimizer.lr=") else "optimizer.lr=choice(1e-4, 1e-3, 1e-2)"
+            for a in sweep_args(sweep_dir, "hydra.sweeper.lr_find=true", "hydra.sweeper.sampler.seed=0", n_trials=3)]
+    proc = run(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "running each once (sampler grid instead of tpe)" in proc.stderr, proc.stderr[-2000:]
+    trials = load(sweep_dir).get_trials(deepcopy=False)
+    assert sorted(t.params["optimizer.lr"] for t in trials) == [1e-4, 1e-3, 1e-2]
+    assert not any(t.user_attrs.get("repeat_of") is not None for t in trials)

@@ -438,20 +438,23 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if baseline and differ:
         notes.append(f"[sweep {study_name}] trials differ from the baseline in: {', '.join(differ)}: trial 0 at its "
                      f"lr is not the baseline's run (the command line wins over baseline={baseline}'s overrides)")
-    points = space_points(space.distributions)
-    if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue
-            and not conf.lr_find):
-        # Every point fits in the budget: any other sampler would repeat points (identical runs: the seed is
-        # fixed) before it covered them all. As Hydra's basic sweeper does, `-m a=1,2` runs each value once.
-        notes.append(f"[sweep {study_name}] the search space has {points} point(s) (choices and ranges only), no "
-                     f"more than hydra.sweeper.n_trials={conf.n_trials}: running each once (sampler grid instead of "
-                     f"{conf.sampler.name})")
-        conf = replace(conf, sampler=replace(conf.sampler, name="grid"))
-    n_trials, n_workers = conf.n_trials, conf.n_workers
-    # Builds the sampler once (grid size, unknown name, missing package) before anything is created.
-    size = grid_size(build_sampler(conf.sampler, space.distributions, multi_objective=len(directions) > 1))
-    if size is not None and size < n_trials:
-        n_trials = size
+    def as_grid(conf: SweeperConf, space: SearchSpace, enqueue: list[dict[str, Any]]) -> tuple[SweeperConf, int]:
+        """(conf, n_trials): a grid when every point of the space fits in the budget and no trial is enqueued (any
+        other sampler would repeat points, identical runs with the seed fixed, before it covered them all; as
+        Hydra's basic sweeper does, `-m a=1,2` runs each value once); n_trials at most the grid's size. The
+        sampler is built here once (grid size, unknown name, missing package) before anything is created."""
+        points = space_points(space.distributions)
+        if (points is not None and points <= conf.n_trials and conf.sampler.name.lower() != "grid" and not enqueue):
+            notes.append(f"[sweep {study_name}] the search space has {points} point(s) (choices and ranges only), no "
+                         f"more than hydra.sweeper.n_trials={conf.n_trials}: running each once (sampler grid instead "
+                         f"of {conf.sampler.name})")
+            conf = replace(conf, sampler=replace(conf.sampler, name="grid"))
+        size = grid_size(build_sampler(conf.sampler, space.distributions, multi_objective=len(directions) > 1))
+        return conf, min(conf.n_trials, size) if size is not None else conf.n_trials
+
+    # (lr_find enqueues trial 0 or, without a reliable suggestion, runs as without it: decided once it has run)
+    conf, n_trials = as_grid(conf, space, [*enqueue, *([{}] if conf.lr_find else [])])
+    n_workers = conf.n_workers
 
     from ftsweep.sweeper.finished import check_finished
 
@@ -494,6 +497,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
                                                  label=f"[sweep {study_name}]")
             space = parse_space(params, conf.variables, conf.derived, group_options=group_options)
             enqueue = [*first, *enqueue]
+            conf, n_trials = as_grid(conf, space, enqueue)
         with flock(lock):
             study = open_study(storage_url=storage_url, study_name=study_name, directions=directions, space=space,
                                sampler=conf.sampler, pruner=pruner, metrics=metrics, fixed_overrides=fixed,
