@@ -19,6 +19,9 @@ def _error_line(r) -> str:
     ("optimizer.lr=tag(log,interval(0,1e-3))", "log interval needs bounds > 0"),
     ("lora=choice(r8,r99)", "no such option 'r99' in config group lora"),
     ("lora.r=choice(0,8)", "lora.r: must be >= 1"),
+    # a bad value between a choice's first and last (which the lowest and highest trial configs hold) failed each
+    # trial that drew it, and those failures counted towards n_trials
+    ("lora.r=choice(8,0,16)", "lora.r: must be >= 1 (got 0)"),
     ("hydra.sweeper.storage=sqlite:////proc/no/such/study.db", "hydra.sweeper.storage: cannot open sqlite:////proc/no/such/study.db"),
     ("hydra.sweeper.sampler.name=nope", "sampler.name: got 'nope'"),
     ("hydra.sweeper.pruner.name=nope", "pruner.name: got 'nope'"),

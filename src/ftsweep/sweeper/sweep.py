@@ -220,7 +220,8 @@ def _composed(overrides: list[str]) -> Any:
 
 
 def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
-    """Compose the trial config at the lowest and the highest corner of the space (one-line errors)."""
+    """Compose the trial config at the lowest and the highest corner of the space, and with each value of every
+    choice (one-line errors)."""
     from omegaconf import OmegaConf
 
     from ftsweep.config.compose import ConfigFailure, compose
@@ -242,6 +243,15 @@ def validate_trial_config(fixed: list[str], space: SearchSpace) -> None:
         if message:
             raise SweepInputError(message)
         corners.append(cfg)
+    # every value of a choice, with the rest of the space at its lowest: the corners hold only its first and last
+    # value, and a bad one between them failed every trial that drew it (counted towards n_trials)
+    low = space.corner("low")
+    for name, dist in space.distributions.items():
+        for choice in list(getattr(dist, "choices", ()))[1:-1]:
+            try:
+                compose(merge_overrides(fixed, space.fixed, space.overrides({**low, name: choice})))
+            except ConfigFailure as err:
+                raise SweepInputError(f"a trial would fail: {err}") from err
     from ftsweep.stages.registry import sweep_problem
 
     message = sweep_problem(cfg.stage.name, set(space.distributions), cfg.objective.metric)
