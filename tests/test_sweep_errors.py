@@ -42,6 +42,11 @@ def _error_line(r) -> str:
                                 "n_trials,")),
     ("hydra.sweeper.n_trial=3", "; did you mean hydra.sweeper.n_trials?"),
     ("hydra.sweeper.seed=3", "; did you mean hydra.sweeper.sampler.seed?"),  # the sweeper's keys, not the run's
+    # a Hydra Optuna user's direction=maximize for an accuracy-like score, while the metric is still eval_loss: the
+    # sweep maximized the loss, its "best" trial the worst-trained one, and the pruner stopped the good ones
+    ("hydra.sweeper.direction=maximize", ("hydra.sweeper.direction: maximize for eval_loss, which is better lower: "
+                                          "the best trial would be the worst;")),
+    ("objective.direction=maximize", "objective.direction: maximize for eval_loss, which is better lower"),
 ])
 def test_bad_input_is_one_line_before_any_trial(tmp_path, override, message):
     sd = tmp_path / "s"

@@ -150,6 +150,9 @@ def check_trial_subdir(trial_subdir: Callable[[int, list[str]], str], sweep_dir:
 
 
 PROGRESS_MODES = ("auto", "rich", "plain")
+# metric names whose better direction is beyond doubt (a sweep in the other direction is refused); an entropy, a
+# runtime or a memory figure may be searched either way
+_UNAMBIGUOUS = ("loss", "perplexity", "accurac", "exact_match", "rouge", "bleu", "chrf")
 
 
 def _check_limits(conf: Any) -> None:
@@ -395,6 +398,16 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     if len(directions) != len(metrics) or any(d not in options.DIRECTIONS for d in directions):
         raise SweepInputError(f"hydra.sweeper.direction: got {directions} for metrics {metrics}; "
                               f"one of {', '.join(options.DIRECTIONS)} per metric")
+    for m, d in zip(metrics, directions):
+        # a loss maximized (direction=maximize, as a Hydra Optuna sweep over an accuracy sets it, with the metric
+        # still eval_loss): the "best" trial is the worst-trained, and the pruner stops the good ones
+        natural = natural_direction(m)
+        if natural and natural != d and any(w in m.lower() for w in _UNAMBIGUOUS):
+            key = "hydra.sweeper.direction" if _as_list(conf.direction) else "objective.direction"
+            raise SweepInputError(
+                f"{key}: {d} for {m}, which is better {'lower' if natural == 'minimize' else 'higher'}: the best trial "
+                f"would be the worst; drop it ({m} is {natural}d by default), or choose the metric to {d} "
+                "(objective=exact_match, hydra.sweeper.metric=<metric>)")
     from ftsweep.config.objective import run_metrics
     from ftsweep.stages.registry import common_eval_metrics, stage_metrics
 
