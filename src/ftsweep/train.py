@@ -175,7 +175,9 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
     from ftsweep.objectives.evaluator import build_evaluator
 
     where = getattr(bundle, "where", None)  # each eval row's file and line, for predictions.jsonl
-    evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model, where("eval") if where else None, bundle.stats)
+    references = getattr(bundle, "references", None)  # each eval row's acceptable answers (data.columns.references)
+    evaluator = build_evaluator(cfg, tokenizer, bundle.eval, model, where("eval") if where else None, bundle.stats,
+                                references("eval") if references else None)
     try:
         trainer = build_trainer(cfg, model, tokenizer, bundle, run_dir, tracker, callbacks or [], evaluator)
         if resume is not None:  # trainer.max_steps was checked before anything loaded; epochs need the data

@@ -41,6 +41,11 @@ class Columns:
     chosen: str | None = None
     rejected: str | None = None
     label: str | None = None
+    # Generation objectives (objective=exact_match, ...): the validation row's acceptable answers, a column or a
+    # dotted path holding a list of strings or one string (SQuAD's answers.text, TriviaQA's answer.aliases).
+    # Every answer metric scores the best over the trained answer and these (SQuAD's max over gold answers);
+    # training is unchanged (the output column is still the one answer trained).
+    references: str | None = None
 
 
 @dataclass

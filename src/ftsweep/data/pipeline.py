@@ -41,9 +41,12 @@ from ftsweep.data.sources import (
     split_validation,
 )
 from ftsweep.data.templates import (
+    REFERENCES,
     SPECIAL_TOKENS_NEEDED,
     Segment,
     alpaca_template,
+    has_references,
+    read_references,
     render_alpaca,
     render_prompt_completion,
     render_text,
@@ -74,6 +77,14 @@ class DataBundle:
         if ds is None or "where" not in ds.column_names:
             return None
         return [self.rename(w) for w in ds["where"]]
+
+    def references(self, split: str) -> list[list[str] | None] | None:
+        """Each row's acceptable answers (``data.columns.references``; None for a row without them), in order;
+        None when ``split`` carries none (the key unset)."""
+        ds = self.stored.get(split)
+        if ds is None or REFERENCES not in ds.column_names:
+            return None
+        return list(ds[REFERENCES])
 
 
 def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
@@ -127,13 +138,19 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     bs = cfg.trainer.per_device_train_batch_size
     stats["padding_fraction"] = 0.0 if d.packing else round(padding_fraction(lengths, bs), 4)
     _log_counts(stats, d)
-    # each row's source is kept in the cache but is no training column (bundle.where reads it on demand)
+    # each row's source (and a validation row's acceptable answers, data.columns.references) is kept in the cache
+    # but is no training column (bundle.where / bundle.references read them on demand)
     stored = {"train": train, "eval": eval_}
-    if "where" in train.column_names:
-        train = train.remove_columns("where")
-    if eval_ is not None and "where" in eval_.column_names:
-        eval_ = eval_.remove_columns("where")
+    train, eval_ = (_without_row_info(ds) for ds in (train, eval_))
     return DataBundle(train=train, eval=eval_, stats=stats, fingerprint=fp, stored=stored, rename=rename)
+
+
+ROW_INFO = ("where", REFERENCES)  # stored beside input_ids / labels, never handed to the trainer
+
+
+def _without_row_info(ds: Any) -> Any:
+    extra = [c for c in ROW_INFO if ds is not None and c in ds.column_names]
+    return ds.remove_columns(extra) if extra else ds
 
 
 def _all_dropped(err: DataError, counts: LengthCounts) -> DataError:
@@ -211,6 +228,13 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         train_records, val_records = split_validation(records, d.val_size, d.seed)
     del records, loaded
     bad.encoding(read, [*train_records, *val_records])
+    if d.columns.references and val_records and not any(has_references(r.row, d) for r in val_records):
+        val_ids = {id(r) for r in val_records}
+        first = next(r for r in bad.in_file_order if id(r) in val_ids)  # the validation rows' first line
+        have = ", ".join(str(k) for k in first.row) or "none"
+        raise DataError(first.where, f"no validation row has it (this row has columns: {have}); the column or a "
+                        "dotted path (answers.text) of each row's acceptable answers", f"data.columns.references="
+                        f"{d.columns.references}")
     del read
 
     counts = LengthCounts()
@@ -227,7 +251,8 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
     eval_ = None
     train_answers_cut = len(counts.answer_cut_where)
     if val_records:
-        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance), fp + "-eval")[0]
+        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance,
+                                           references=bool(d.columns.references)), fp + "-eval")[0]
     # validation rows whose answer truncation cut: a generation objective scores them against the cut answer
     eval_answers_cut = counts.answer_cut_where[train_answers_cut:]
     if eval_ is None and val_records:  # an eval objective would find nothing to measure, after the whole run
@@ -287,6 +312,8 @@ def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[A
         columns = {"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)}
         if "where" in b:
             columns["where"] = pa.array(b["where"], pa.string())
+        if REFERENCES in b:  # a validation row's acceptable answers (null: the row has none)
+            columns[REFERENCES] = pa.array(b[REFERENCES], pa.list_(pa.string()))
         tables.append(pa.table(columns))
     if not tables:
         return None, [], 0, 0
@@ -344,26 +371,38 @@ def encode_batches(
     counts: LengthCounts,
     batch_rows: int = BATCH_ROWS,
     advance: Callable[[int], None] | None = None,
+    references: bool = False,
 ) -> Iterator[dict[str, list]]:
     """Records -> {"input_ids": [...], "labels": [...]} per batch, after the length policy (or packing
     for text: documents joined with eos and cut into cutoff_len blocks, carried across batches).
-    ``advance(n)`` is called after each batch of ``n`` records (progress)."""
+    ``advance(n)`` is called after each batch of ``n`` records (progress). ``references``: each kept row's
+    acceptable answers (``data.columns.references``) too, under "references" (validation rows)."""
     d = data_options(d)
     render_row = Renderer(d, tokenizer)
     pack = d.format == "text" and d.packing
     stream: list[int] = []
+
+    # the rows whose references are read: these (bad.handle checks earlier rows in file order, training rows too)
+    with_references = {id(r) for r in records} if references else set()
+
+    def check(rec: Record) -> Any:  # what makes a row bad: its rendering, its references
+        segments = render_row(rec)
+        return segments, (read_references(rec.row, rec.where, d) if id(rec) in with_references else None)
+
     for i in range(0, len(records), batch_rows):
-        rendered, add_eos = [], []
+        rendered, add_eos, refs = [], [], []
         for rec in records[i : i + batch_rows]:
             try:
-                rendered.append((render_row(rec), rec.where))
+                segments, row_refs = check(rec)
+                rendered.append((segments, rec.where))
+                refs.append(row_refs)
                 # Chat templates close each assistant turn themselves (e.g. <|eot_id|>): the rendered text is
                 # trained exactly as inference will see it, so no extra eos is added there.
                 add_eos.append(d.add_eos and not render_row.uses_chat(rec.row))
             except TemplateError:
                 raise
             except DataError as err:
-                bad.handle(err, rec, render_row)
+                bad.handle(err, rec, check)
         if render_row.chat is not None and render_row.chat.call_text_dropped:
             counts.call_text_dropped += len(render_row.chat.call_text_dropped)
             counts.call_text_dropped_where += render_row.chat.call_text_dropped[: max(0, 5 - len(counts.call_text_dropped_where))]
@@ -378,15 +417,16 @@ def encode_batches(
             yield {"input_ids": blocks, "labels": [list(b) for b in blocks]}
             continue
         kept = [
-            f
-            for e in encoded
+            (f, r)
+            for e, r in zip(encoded, refs)
             if (f := fit_length(e, d.cutoff_len, d.overlong, tokenizer.bos_token_id, counts,
                                 keep_start=d.prompt_cut == "keep_start"))
         ]
         yield {
-            "input_ids": [e.ids for e in kept],
-            "labels": [make_labels(e, d.train_on_prompt) for e in kept],
-            "where": [e.where for e in kept],
+            "input_ids": [e.ids for e, _ in kept],
+            "labels": [make_labels(e, d.train_on_prompt) for e, _ in kept],
+            "where": [e.where for e, _ in kept],
+            **({REFERENCES: [r for _, r in kept]} if references else {}),
         }
 
 

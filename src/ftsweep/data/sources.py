@@ -670,7 +670,9 @@ def map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
         return row
     from ftsweep.data.templates import column_value
 
-    sources = set(columns.values())
+    # (the validation answers, data.columns.references, are read beside the row: their column stays for the fields
+    # and the format detection that read it, SQuAD's answers.text.0)
+    sources = {c for f, c in columns.items() if f != "references"}
     # renamed, so errors list what is there; a field mapped to another column never falls back to its own name's
     # column (a mistyped data.columns.instruction=questoin is "missing", not the row's own instruction)
     out = {k: v for k, v in row.items() if k not in sources and k not in columns}

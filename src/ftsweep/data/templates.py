@@ -278,6 +278,36 @@ def get_text(
     return value
 
 
+REFERENCES = "references"  # data.columns.references: a validation row's acceptable answers
+
+
+def read_references(row: dict, where: str, d: Any) -> list[str] | None:
+    """The acceptable answers of a row (``data.columns.references``): a list of strings, or one string; None when
+    the key is unset or the row has no such column (or it is null). Numbers are taken as their text, as in any text
+    field; blank answers are left out. Anything else is a :class:`DataError` naming the row and the column."""
+    if not getattr(getattr(d, "columns", None), REFERENCES, None) or row.get(REFERENCES) is None:
+        return None
+    value = number_text(row[REFERENCES])
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise DataError(where, f"expected a list of answers (strings) or one string, got {type(value).__name__}",
+                        _label(REFERENCES, d))
+    out = []
+    for i, item in enumerate(items):
+        item = number_text(item)
+        if not isinstance(item, str):
+            raise DataError(where, f"item {i} is {type(item).__name__} {item!r:.40}, expected a string (an answer)",
+                            _label(REFERENCES, d))
+        if item.strip() and item not in out:
+            out.append(item)
+    return out
+
+
+def has_references(row: dict, d: Any) -> bool:
+    """The row holds ``data.columns.references`` (after column mapping)."""
+    return row.get(REFERENCES) is not None
+
+
 def alpaca_template(d: Any) -> dict[str, str]:
     """The with-input / no-input pair named by ``data.template`` (``custom`` reads ``data.custom_template``)."""
     if d.template == "custom":

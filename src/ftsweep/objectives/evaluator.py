@@ -30,11 +30,14 @@ def generation_metrics(objective: Any) -> list[str]:
 
 
 def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = None,
-                    sources: list[str] | None = None, stats: dict[str, Any] | None = None) -> Any:
+                    sources: list[str] | None = None, stats: dict[str, Any] | None = None,
+                    references: list[list[str] | None] | None = None) -> Any:
     """None when the run computes no generation metric (the Trainer's metrics are the objective);
     objective=lm_eval: the lm-evaluation-harness evaluator (:mod:`ftsweep.objectives.harness`).
     ``sources``: each eval row's file and line (``DataBundle.where("eval")``), written to predictions.jsonl;
-    ``stats``: the data statistics (which validation answers truncation cut: said in one line, flagged)."""
+    ``stats``: the data statistics (which validation answers truncation cut: said in one line, flagged);
+    ``references``: each eval row's acceptable answers (``DataBundle.references("eval")``, data.columns.references;
+    None for a row without them): every metric scores the best over the trained answer and these."""
     from ftsweep.memory import generation_batch_size
 
     if cfg.objective.metric == LM_EVAL:
@@ -45,7 +48,7 @@ def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = No
         return None
     batch = generation_batch_size(cfg, getattr(model, "config", None))
     evaluator = GenerationEvaluator(cfg.objective, tokenizer, eval_dataset, batch, sources,
-                                    (stats or {}).get("eval_answers_cut_where"))
+                                    (stats or {}).get("eval_answers_cut_where"), references)
     n_cut = (stats or {}).get("n_eval_answers_cut") or 0
     if n_cut:
         from ftsweep.notices import notice
@@ -67,7 +70,8 @@ def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
 
 class GenerationEvaluator:
     def __init__(self, objective: Any, tokenizer: Any, eval_dataset: Any, batch_size: int,
-                 sources: list[str] | None = None, answers_cut: list[str] | None = None):
+                 sources: list[str] | None = None, answers_cut: list[str] | None = None,
+                 references: list[list[str] | None] | None = None):
         self.objective = objective
         # each eval row's source ("val.jsonl line 3"): the row index is its place among the kept, split rows
         self.sources = sources
@@ -78,6 +82,12 @@ class GenerationEvaluator:
         self.scorers = {m: build_scorer(m, objective) for m in self.metrics}
         self.examples: list[Example] = examples_from_dataset(eval_dataset)
         self.references = [decode_reference(tokenizer, e.reference_ids) for e in self.examples]
+        # the acceptable answers of each example (data.columns.references): the trained one first, then the row's
+        # own (once each); None for a row without them (scored against the trained answer alone)
+        self.all_references: list[list[str] | None] = [
+            None if not references or references[e.index] is None
+            else list(dict.fromkeys([ref, *references[e.index]]))
+            for e, ref in zip(self.examples, self.references)]
         self.subset = subset_indices(len(self.examples), objective.max_samples, objective.subset_seed)
         longest = max((len(e.reference_ids) for e in self.examples), default=1)
         self.max_new_tokens = objective.max_new_tokens or longest + objective.new_tokens_margin
@@ -101,6 +111,7 @@ class GenerationEvaluator:
         rows = [{"index": e.index, **({"source": self.sources[e.index]} if self.sources else {}),
                  **({"reference_cut": True} if self.sources and self.sources[e.index] in self.answers_cut else {}),
                  "prompt": self.tokenizer.decode(e.prompt_ids), "reference": self.references[i],
+                 **({"references": self.all_references[i]} if self.all_references[i] is not None else {}),
                  "prediction": a} for i, e, a in zip(indices, chosen, answers)]
         values = {}
         for m in self.metrics:

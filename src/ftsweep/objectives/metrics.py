@@ -5,6 +5,12 @@ rows; bleu is the mean of the rows' sentence BLEU (sacrebleu's ``sentence_bleu``
 smoothing; its zh tokenizer for rows with Chinese / Japanese characters; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
 rows at once by sacrebleu (0-100). Each row's sentence score is kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
 exact-match reward) score answers the same way.
+
+A row with several acceptable answers (``references``: the trained one and the row's own, ``data.columns.references``)
+scores the best over them in every metric, as SQuAD's evaluate script takes the max over gold answers
+(``metric_max_over_ground_truths``): a per-row metric its best value, bleu the best sentence BLEU, chrf the corpus
+score with each row's reference of best sentence chrF (what sacrebleu's chrF does with several references). A row
+without them is scored against its ``reference`` alone.
 """
 
 from __future__ import annotations
@@ -129,6 +135,12 @@ def _rouge() -> Any:
     return _ROUGE
 
 
+def references_of(row: dict[str, Any]) -> list[str]:
+    """The answers a row is scored against: its ``references`` (the trained answer and the row's own acceptable
+    answers), else its one ``reference``."""
+    return row.get("references") or [row["reference"]]
+
+
 class MetricError(RuntimeError):
     """A metric raised on one row: the run (trial) fails with this reason, the sweep goes on."""
 
@@ -142,31 +154,37 @@ class Scores:
 
 
 def build_scorer(metric: str, objective: Any) -> Callable[[Sequence[dict[str, Any]]], Scores]:
-    """A function (rows of prompt / prediction / reference / row) -> :class:`Scores` for ``metric``."""
+    """A function (rows of prompt / prediction / reference / row, and ``references`` where a row has several
+    acceptable answers) -> :class:`Scores` for ``metric``: each row's best over its references."""
     norm = Normalize.from_config(objective.normalize)
+    best = max
     if metric in ("bleu", "chrf"):
         return lambda rows: _corpus(metric, rows)
     if metric == "exact_match":
-        def one(r):
-            return exact_match(r["prediction"], r["reference"], norm)
+        def one(r, ref):
+            return exact_match(r["prediction"], ref, norm)
     elif metric == "contains":
-        def one(r):
-            return contains(r["prediction"], r["reference"], norm)
+        def one(r, ref):
+            return contains(r["prediction"], ref, norm)
     elif metric == "regex":
         pattern = compile_pattern(objective.pattern)
 
-        def one(r):
-            return regex_match(r["prediction"], r["reference"], pattern, norm)
+        def one(r, ref):
+            return regex_match(r["prediction"], ref, pattern, norm)
     elif metric == "rouge_l":
-        def one(r):
-            return rouge_l(r["prediction"], r["reference"])
+        def one(r, ref):
+            return rouge_l(r["prediction"], ref)
     elif metric == "function":
         fn = load_function(objective.function)
+        # called once per reference; the best is the objective's direction when the function is the objective
+        if metric == objective.metric and objective.direction == "minimize":
+            best = min
 
-        def one(r):
-            return float(fn(prompt=r["prompt"], prediction=r["prediction"], reference=r["reference"],
+        def one(r, ref):
+            return float(fn(prompt=r["prompt"], prediction=r["prediction"], reference=ref,
                              row=r.get("row") or {"index": r.get("index"),
-                                                     **({"source": r["source"]} if "source" in r else {})}))
+                                                     **({"source": r["source"]} if "source" in r else {}),
+                                                     **({"references": r["references"]} if "references" in r else {})}))
     else:
         raise ValueError(f"not a generation metric: {metric}")
 
@@ -174,7 +192,7 @@ def build_scorer(metric: str, objective: Any) -> Callable[[Sequence[dict[str, An
         values = []
         for i, r in enumerate(rows):
             try:
-                values.append(one(r))
+                values.append(best(one(r, ref) for ref in references_of(r)))
             except Exception as err:  # noqa: BLE001 -- a user metric may raise anything
                 raise MetricError(f"metric: {metric} raised on validation row {r.get('index', i)}: "
                                   f"{type(err).__name__}: {err}") from err
@@ -187,13 +205,22 @@ def _corpus(metric: str, rows: Sequence[dict[str, Any]]) -> Scores:
     import sacrebleu
 
     preds = [r["prediction"] for r in rows]
-    refs = [r["reference"] for r in rows]
+    refs = [references_of(r) for r in rows]
     if metric == "bleu":
         # the mean of the rows' sentence BLEU (effective order, exp smoothing), as LLaMA-Factory's bleu-4 is a
-        # mean of smoothed sentence BLEU: corpus BLEU is 0 whenever no reference has 4 tokens, however right
-        per_row = [sacrebleu.sentence_bleu(p, [r], tokenize=bleu_tokenize(p, r)).score for p, r in zip(preds, refs)]
+        # mean of smoothed sentence BLEU: corpus BLEU is 0 whenever no reference has 4 tokens, however right;
+        # a row with several acceptable answers: its best sentence BLEU over them
+        per_row = [max(sacrebleu.sentence_bleu(p, [r], tokenize=bleu_tokenize(p, r)).score for r in rs)
+                   for p, rs in zip(preds, refs)]
         corpus = sum(per_row) / len(per_row) if per_row else 0.0
     else:
-        corpus = sacrebleu.corpus_chrf(preds, [refs]).score
-        per_row = [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(preds, refs)]
+        # each row's reference of best sentence chrF (sacrebleu's chrF picks the best-scoring reference per
+        # segment when given several), then the corpus score over those
+        per_row, chosen = [], []
+        for p, rs in zip(preds, refs):
+            scored = [(sacrebleu.sentence_chrf(p, [r]).score, r) for r in rs]
+            top = max(scored, key=lambda x: x[0])
+            per_row.append(top[0])
+            chosen.append(top[1])
+        corpus = sacrebleu.corpus_chrf(preds, [chosen]).score
     return Scores(per_row, float(corpus))
