@@ -104,6 +104,19 @@ def test_a_user_function_is_called_per_reference_and_the_best_kept(tmp_path, mon
     assert build_scorer("function", low)([_row("b", "a", ["a", "b"])]).value == 0.0
 
 
+def test_references_without_an_answer_metric_are_said_to_count_for_nothing(compose):
+    from ftsweep.objectives.evaluator import references_unread
+
+    refs = "data.columns.references=answers.text"
+    assert references_unread(compose(refs)) == (
+        "warning: data.columns.references=answers.text: no answer metric reads it (objective.metric=eval_loss); it "
+        "counts for exact_match, contains, regex, rouge_l, bleu, chrf and function (objective=exact_match, or "
+        "objective.extra_metrics)")
+    assert references_unread(compose(refs, "objective=exact_match")) is None
+    assert references_unread(compose(refs, "objective=eval_loss", "objective.extra_metrics=[contains]")) is None
+    assert references_unread(compose("objective=eval_loss")) is None
+
+
 # SQuAD v1.1's evaluate script, the two functions that decide EM (written from its published rule): normalize_answer
 # (lower, no punctuation, no a / an / the, single spaces) and metric_max_over_ground_truths (the best over golds).
 def _squad_normalize(s):

@@ -40,6 +40,11 @@ def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = No
     None for a row without them): every metric scores the best over the trained answer and these."""
     from ftsweep.memory import generation_batch_size
 
+    unread = references_unread(cfg)
+    if unread:
+        from ftsweep.console import say
+
+        say(unread)
     if cfg.objective.metric == LM_EVAL:
         from ftsweep.objectives.harness import HarnessEvaluator
 
@@ -59,6 +64,16 @@ def build_evaluator(cfg: Any, tokenizer: Any, eval_dataset: Any, model: Any = No
                "scores them against the cut answer (reference_cut in predictions.jsonl); raise data.cutoff_len or "
                "set data.overlong=drop")
     return evaluator
+
+
+def references_unread(cfg: Any) -> str | None:
+    """The warning line for ``data.columns.references`` in a run no answer metric scores (eval_loss, lm_eval)."""
+    column = cfg.data.columns.references
+    if not column or (cfg.objective.metric != LM_EVAL and generation_metrics(cfg.objective)):
+        return None
+    return (f"warning: data.columns.references={column}: no answer metric reads it (objective.metric="
+            f"{cfg.objective.metric}); it counts for exact_match, contains, regex, rouge_l, bleu, chrf and function "
+            "(objective=exact_match, or objective.extra_metrics)")
 
 
 def subset_indices(n: int, max_samples: int | None, seed: int) -> list[int]:
