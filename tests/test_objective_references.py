@@ -117,6 +117,18 @@ def test_references_without_an_answer_metric_are_said_to_count_for_nothing(compo
     assert references_unread(compose("objective=eval_loss")) is None
 
 
+def test_the_wandb_predictions_table_lists_the_references():
+    from ftsweep.tracking import predictions_table
+
+    rows = [{**_row("Broncos", "Denver Broncos", ["Denver Broncos", "Broncos"]), "scores": {"exact_match": 1.0}},
+            {**_row("Panthers", "Carolina Panthers"), "scores": {"exact_match": 0.0}}]
+    columns, data = predictions_table(rows, "exact_match")
+    assert columns == ["prompt", "reference", "references", "prediction", "score"]
+    assert data == [["p", "Denver Broncos", "Denver Broncos\nBroncos", "Broncos", 1.0],
+                    ["p", "Carolina Panthers", "Carolina Panthers", "Panthers", 0.0]]
+    assert predictions_table(rows[1:], "exact_match")[0] == ["prompt", "reference", "prediction", "score"]
+
+
 # SQuAD v1.1's evaluate script, the two functions that decide EM (written from its published rule): normalize_answer
 # (lower, no punctuation, no a / an / the, single spaces) and metric_max_over_ground_truths (the best over golds).
 def _squad_normalize(s):

@@ -182,17 +182,22 @@ PREDICTIONS_TABLE = "predictions"
 
 
 def predictions_table(rows: list[dict[str, Any]], metric: str | None = None) -> tuple[list[str], list[list[Any]]]:
-    """(columns, data) of the predictions table: prompt, reference, prediction, score (the row's score on
-    ``metric``, else on the first metric it was scored on), then one column per other metric scored."""
+    """(columns, data) of the predictions table: prompt, reference, (references: where rows have several acceptable
+    answers, one per line), prediction, score (the row's score on ``metric``, else on the first metric it was scored
+    on), then one column per other metric scored."""
     rows = scrub(rows)
     names: list[str] = []
     for r in rows:
         names += [m for m in r.get("scores") or {} if m not in names]
     first = metric if metric in names else (names[0] if names else None)
     others = [m for m in names if m != first]
-    data = [[r.get("prompt"), r.get("reference"), r.get("prediction"), (r.get("scores") or {}).get(first),
+    # the acceptable answers scored (data.columns.references), one per line, where any row has them
+    several = any("references" in r for r in rows)
+    data = [[r.get("prompt"), r.get("reference"),
+             *(["\n".join(r.get("references") or [r.get("reference") or ""])] if several else []),
+             r.get("prediction"), (r.get("scores") or {}).get(first),
              *((r.get("scores") or {}).get(m) for m in others)] for r in rows]
-    return ["prompt", "reference", "prediction", "score", *others], data
+    return ["prompt", "reference", *(["references"] if several else []), "prediction", "score", *others], data
 
 
 @dataclass
