@@ -228,6 +228,26 @@ def test_validation_rows_carry_their_references_and_training_is_unchanged(compos
         assert ours["input_ids"] == theirs["input_ids"] and ours["labels"] == theirs["labels"]
 
 
+def test_every_dataset_info_validation_entry_reads_its_references(compose, tmp_path, monkeypatch):
+    """data.eval_dataset='v1,v2' reads each entry with its own columns: data.columns.references was dropped from them
+    ('no validation row has it' on rows that had it)."""
+    from ftsweep.data.pipeline import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    train = [{"instruction": f"Say {w}.", "input": "", "output": w} for w in ("red", "blue") * 4]
+    (tmp_path / "t.json").write_text(json.dumps(train))
+    (tmp_path / "v1.json").write_text(json.dumps([{"instruction": "Who won?", "input": "", "output": "Denver Broncos",
+                                                   "answers": ["Denver Broncos", "Broncos"]}]))
+    (tmp_path / "v2.json").write_text(json.dumps([{"instruction": "Where?", "input": "", "output": "Santa Clara",
+                                                   "answers": "Levi's Stadium"}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({n: {"file_name": f"{n}.json"} for n in ("t", "v1", "v2")}))
+    cfg = compose("data.dataset=t", "data.eval_dataset='v1,v2'", f"data.dataset_dir={tmp_path}", "data.val_size=0",
+                  "data.columns.references=answers", NO_PRETRAIN)
+    bundle = build_datasets(cfg, load_tokenizer(cfg))
+    assert bundle.references("eval") == [["Denver Broncos", "Broncos"], ["Levi's Stadium"]]
+
+
 def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "ftsweep", *args], capture_output=True, text=True, cwd=cwd, env=env,

@@ -298,7 +298,9 @@ def _with_entry(d: Any, got: dict[str, Any], user_format: str, own_columns: bool
     fmt = entry_format(got, user_format)
     if fmt == "text" and "instruction" in mapped:
         mapped["text"] = mapped.pop("instruction")
-    columns = dataclasses.replace(type(d.columns)() if own_columns else d.columns, **mapped)
+    # (data.columns.references, the validation answers, is no LLaMA-Factory column: every entry reads it)
+    own = type(d.columns)(references=getattr(d.columns, "references", None))
+    columns = dataclasses.replace(own if own_columns else d.columns, **mapped)
     extra = {**d.extra, **({"data_dir": got["data_dir"]} if got["data_dir"] else {})}
     return dataclasses.replace(d, path=got["path"], loader=got["loader"], format=fmt, columns=columns,
                                split=got["split"], subset=got["subset"], revision=got["revision"], extra=extra)
