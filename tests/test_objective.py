@@ -544,3 +544,81 @@ def test_lm_eval_objective_takes_its_task_metrics_direction(compose, task_metric
     given = compose("objective=lm_eval", "objective.tasks=[wikitext]", f"objective.task_metric='{task_metric}'",
                     "objective.direction=maximize", check=False)
     assert given.objective.direction == "maximize"  # given: it wins
+
+
+# SQuAD v2.0's evaluate script (normalize_answer, get_tokens, compute_f1), as written there: the reference token_f1
+# is checked against
+def _squad_normalize(s):
+    import re
+    import string
+
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def _squad_f1(a_gold, a_pred):
+    import collections
+
+    gold_toks = _squad_normalize(a_gold).split() if a_gold else []
+    pred_toks = _squad_normalize(a_pred).split() if a_pred else []
+    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
+    num_same = sum(common.values())
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return int(gold_toks == pred_toks)
+    if num_same == 0:
+        return 0
+    precision, recall = 1.0 * num_same / len(pred_toks), 1.0 * num_same / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
+
+
+SQUAD_F1_CASES = [  # (prediction, gold)
+    ("Denver Broncos", "Denver Broncos"), ("the Denver Broncos", "Denver Broncos"), ("Broncos", "Denver Broncos"),
+    ("Denver, Colorado Broncos team", "Denver Broncos"), ("Santa Clara, California", "Levi's Stadium"),
+    ("in 1066", "1066"), ("", "1066"), ("", ""), ("a", "the"), ("New York New York", "New York"),
+    ("Levi's Stadium in the San Francisco Bay Area", "Levi's Stadium"), ("Golden   Anniversary!", "golden anniversary"),
+]
+
+
+def test_token_f1_is_squads_f1():
+    """objective=token_f1's normalisation and F1 equal SQuAD v2.0's compute_f1, answer by answer, and its value is
+    the mean; with several gold answers the best (SQuAD's max over ground truths)."""
+    from pathlib import Path
+
+    from ftsweep.objectives.metrics import token_f1
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "objective" / "token_f1.yaml")
+    obj = _objective(normalize=cfg.normalize)
+    norm = Normalize.from_config(obj.normalize)
+    for pred, gold in SQUAD_F1_CASES:
+        assert token_f1(pred, gold, norm) == pytest.approx(_squad_f1(gold, pred)), (pred, gold)
+    scores = build_scorer("token_f1", obj)(_rows(SQUAD_F1_CASES))
+    assert 0 < scores.value < 1
+    assert scores.value == pytest.approx(sum(_squad_f1(g, p) for p, g in SQUAD_F1_CASES) / len(SQUAD_F1_CASES))
+    several = [{**_rows([("Broncos", "Denver Broncos")])[0], "references": ["Denver Broncos", "Broncos"]}]
+    assert build_scorer("token_f1", obj)(several).value == 1.0
+    # Chinese / Japanese: a character is a word (a sentence with no spaces would otherwise be one word, 0 or 1)
+    assert token_f1("我喜欢吃苹果", "我喜欢吃香蕉") == pytest.approx(4 / 6)
+    assert token_f1("東京 Tower", "東京") == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+
+
+def test_objective_token_f1_composes_maximized_with_exact_match(compose):
+    cfg = compose("objective=token_f1")
+    assert cfg.objective.metric == "token_f1" and cfg.objective.direction == "maximize"
+    assert list(cfg.objective.extra_metrics) == ["exact_match"]
+    assert compose("objective=token_f1", "objective.metric=eval_loss").objective.direction == "minimize"
+
+
+def test_a_run_scored_on_token_f1_writes_it_and_squads_exact_match(compose, tmp_path):
+    from ftsweep import rundir
+    from ftsweep.train import run
+
+    cfg = compose(*FAST, "data=proxy_tasks", "data.val_size=8", "objective=token_f1", "trainer.max_steps=2",
+                  "trainer.eval_steps=2")
+    metrics = run(cfg, tmp_path)
+    assert metrics["status"] == "complete" and metrics["objective"] == metrics["token_f1"]
+    preds = rundir.read_predictions(tmp_path)
+    assert len(preds) == 8 and all(set(p["scores"]) == {"token_f1", "exact_match"} for p in preds)
+    assert sum(p["scores"]["token_f1"] for p in preds) / 8 == pytest.approx(metrics["token_f1"])
+    assert all(p["scores"]["token_f1"] == pytest.approx(_squad_f1(p["reference"], p["prediction"])) for p in preds)

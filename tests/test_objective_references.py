@@ -110,7 +110,7 @@ def test_references_without_an_answer_metric_are_said_to_count_for_nothing(compo
     refs = "data.columns.references=answers.text"
     assert references_unread(compose(refs)) == (
         "warning: data.columns.references=answers.text: no answer metric reads it (objective.metric=eval_loss); it "
-        "counts for exact_match, contains, regex, rouge_l, bleu, chrf and function (objective=exact_match, or "
+        "counts for exact_match, contains, regex, token_f1, rouge_l, bleu, chrf and function (objective=exact_match, or "
         "objective.extra_metrics)")
     assert references_unread(compose(refs, "objective=exact_match")) is None
     assert references_unread(compose(refs, "objective=eval_loss", "objective.extra_metrics=[contains]")) is None

@@ -39,12 +39,12 @@ KNOWN_METRICS = (
     "peak_memory_reserved_mb",
 )
 # Scored on generated answers (ftsweep.objectives.metrics); each is in [0, 1] except bleu / chrf (0-100).
-GENERATION_METRICS = ("exact_match", "contains", "regex", "rouge_l", "bleu", "chrf", "function")
+GENERATION_METRICS = ("exact_match", "contains", "regex", "token_f1", "rouge_l", "bleu", "chrf", "function")
 # lm-evaluation-harness tasks (objective=lm_eval; the optional extra ftsweep[eval]).
 LM_EVAL = "lm_eval"
 # Words in a metric's name that say which way is better (a DPO run's eval_rewards/margins: up; eval_loss: down).
 _LOWER_IS_BETTER = ("loss", "perplexity", "entropy", "runtime", "_mb", "rejected")
-_HIGHER_IS_BETTER = ("accurac", "reward", "margin", "chosen", "exact_match", "contains", "regex", "bleu", "rouge",
+_HIGHER_IS_BETTER = ("accurac", "reward", "margin", "chosen", "exact_match", "contains", "regex", "f1", "bleu", "rouge",
                      "chrf", "tokens_per_s", LM_EVAL)
 
 
@@ -87,7 +87,7 @@ class NormalizeConfig:
 
 @dataclass
 class ObjectiveConfig:
-    # A Trainer metric (eval_loss, ...) or a generation metric (exact_match, contains, regex, rouge_l, bleu,
+    # A Trainer metric (eval_loss, ...) or a generation metric (exact_match, contains, regex, token_f1, rouge_l, bleu,
     # chrf, function).
     metric: str = "eval_loss"
     # minimize | maximize

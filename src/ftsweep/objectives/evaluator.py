@@ -72,7 +72,7 @@ def references_unread(cfg: Any) -> str | None:
     if not column or (cfg.objective.metric != LM_EVAL and generation_metrics(cfg.objective)):
         return None
     return (f"warning: data.columns.references={column}: no answer metric reads it (objective.metric="
-            f"{cfg.objective.metric}); it counts for exact_match, contains, regex, rouge_l, bleu, chrf and function "
+            f"{cfg.objective.metric}); it counts for exact_match, contains, regex, token_f1, rouge_l, bleu, chrf and function "
             "(objective=exact_match, or objective.extra_metrics)")
 
 

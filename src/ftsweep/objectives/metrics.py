@@ -1,6 +1,6 @@
 """Scoring generated answers against references: pure functions, no model, no torch.
 
-Per-row metrics (exact_match, contains, regex, rouge_l, function) give a score per row and the mean over
+Per-row metrics (exact_match, contains, regex, token_f1, rouge_l, function) give a score per row and the mean over
 rows; bleu is the mean of the rows' sentence BLEU (sacrebleu's ``sentence_bleu``: effective order, exp
 smoothing; its zh tokenizer for rows with Chinese / Japanese characters; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
 rows at once by sacrebleu (0-100). Each row's sentence score is kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
@@ -95,6 +95,31 @@ def regex_match(prediction: str, reference: str, pattern: re.Pattern, norm: Norm
     return float(number is not None and number == _as_number(ref))
 
 
+def f1_of_words(pred: list[str], ref: list[str]) -> float:
+    """SQuAD's F1 of two word lists (its evaluate-v2.0 ``compute_f1``): the harmonic mean of the precision and recall
+    of the words in common (counted with repeats); two lists one of which is empty score 1 when both are."""
+    from collections import Counter
+
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, reference: str, norm: Normalize = Normalize()) -> float:
+    """Word-level F1 (SQuAD's partial credit) after ``norm``: the words are split at whitespace, and each Chinese /
+    Japanese character is a word of its own (those scripts put no spaces between words, as CMRC's F1 counts
+    characters). With casefold, remove_punctuation and remove_articles (``objective=token_f1``) it is SQuAD's F1."""
+    return f1_of_words(_f1_words(norm(prediction)), _f1_words(norm(reference)))
+
+
+def _f1_words(text: str) -> list[str]:
+    return [w for part in text.split() for w in (_CJK_SPLIT.findall(part) if _HAS_CJK.search(part) else [part])]
+
+
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 from Google's rouge-score over lower-cased Unicode words (:class:`UnicodeWords`)."""
     return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
@@ -104,6 +129,7 @@ def rouge_l(prediction: str, reference: str) -> float:
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORDS = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
 _HAS_CJK = re.compile(f"[{_CJK}]")
+_CJK_SPLIT = re.compile(f"[{_CJK}]|[^{_CJK}]+")  # a word with such characters: each of them, and the runs between
 
 
 def bleu_tokenize(prediction: str, reference: str) -> str:
@@ -171,6 +197,9 @@ def build_scorer(metric: str, objective: Any) -> Callable[[Sequence[dict[str, An
 
         def one(r, ref):
             return regex_match(r["prediction"], ref, pattern, norm)
+    elif metric == "token_f1":
+        def one(r, ref):
+            return token_f1(r["prediction"], ref, norm)
     elif metric == "rouge_l":
         def one(r, ref):
             return rouge_l(r["prediction"], ref)

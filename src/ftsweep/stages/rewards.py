@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +25,10 @@ def exact_match(prompts, completions, answer=None, **_: Any) -> list[float]:
 def token_f1(prompts, completions, answer=None, **_: Any) -> list[float]:
     """Word-level F1 of completion vs answer (SQuAD's partial credit, words compared after :func:`normalize`):
     a dense reward where exact match is sparse, e.g. for a policy that gets most of an answer's words right."""
-    out = []
-    for c, a in zip(completions, answer or [""] * len(completions)):
-        pred, ref = normalize(c).split(), normalize(a).split()
-        common = sum((Counter(pred) & Counter(ref)).values())
-        out.append(float(pred == ref) if not pred or not ref else
-                   0.0 if common == 0 else 2 * common / (len(pred) + len(ref)))
-    return out
+    from ftsweep.objectives.metrics import f1_of_words
+
+    return [f1_of_words(normalize(c).split(), normalize(a).split())
+            for c, a in zip(completions, answer or [""] * len(completions))]
 
 
 def _regex(pattern: str) -> Callable:

@@ -152,7 +152,7 @@ def check_trial_subdir(trial_subdir: Callable[[int, list[str]], str], sweep_dir:
 PROGRESS_MODES = ("auto", "rich", "plain")
 # metric names whose better direction is beyond doubt (a sweep in the other direction is refused); an entropy, a
 # runtime or a memory figure may be searched either way
-_UNAMBIGUOUS = ("loss", "perplexity", "accurac", "exact_match", "rouge", "bleu", "chrf")
+_UNAMBIGUOUS = ("loss", "perplexity", "accurac", "exact_match", "token_f1", "rouge", "bleu", "chrf")
 
 
 def _check_limits(conf: Any) -> None:
