@@ -80,7 +80,7 @@ OBJECTIVE = {
     "metric": ("eval_mean_token_accuracy", lambda a, c: a.metric_for_best_model == "mean_token_accuracy"),
     "direction": ("maximize", lambda a, c: a.greater_is_better is True),
     # generation objectives: read by ftsweep.objectives.evaluator / metrics (tests/test_objective.py)
-    **{k: (None, None) for k in ("extra_metrics", "normalize", "pattern", "function", "max_samples", "subset_seed",
+    **{k: (None, None) for k in ("extra_metrics", "normalize", "pattern", "pattern_match", "function", "max_samples", "subset_seed",
                                  "final_all_rows", "max_new_tokens", "new_tokens_margin", "batch_size",
                                  "write_predictions")},
     # objective=lm_eval: read by ftsweep.objectives.harness (tests/test_lm_eval.py)

@@ -129,6 +129,40 @@ def test_regex_gsm8k_scores_as_lm_eval_gsm8k_strict_match(compose, prediction, r
                                    regexes_to_ignore=[",", "\\$", "(?s).*#### ", "\\.$"])["exact_match"] == strict
 
 
+# (prediction, reference, lm-evaluation-harness gsm8k flexible-extract's exact_match)
+_FLEXIBLE_CASES = [
+    ("So 72 in all.", _GSM8K_GOLD, 1.0), ("48/2 = 24, then 48 + 24 = 72", _GSM8K_GOLD, 1.0),
+    ("The answer is $72.", _GSM8K_GOLD, 1.0), ("#### 72", _GSM8K_GOLD, 1.0), ("It costs 1,000 dollars", "x\n#### 1000", 1.0),
+    ("72 or maybe 73", _GSM8K_GOLD, 0.0), ("The answer is 72.0", _GSM8K_GOLD, 0.0), ("no number", _GSM8K_GOLD, 0.0),
+    ("-5 degrees", "x\n#### -5", 1.0), ("7", "x\n#### 7", 1.0), ("It is 72 ...", _GSM8K_GOLD, 0.0),
+]
+
+
+@pytest.mark.parametrize("prediction, reference, flexible", _FLEXIBLE_CASES)
+def test_regex_gsm8k_flexible_scores_as_lm_eval_gsm8k_flexible_extract(compose, prediction, reference, flexible):
+    """objective=regex_gsm8k_flexible is lm-eval's gsm8k flexible-extract: the last number of the answer (its regex,
+    group_select -1, the first group that matched), compared as strict-match compares."""
+    cfg = compose("objective=regex_gsm8k_flexible")
+    assert cfg.objective.direction == "maximize"
+    assert build_scorer("regex", cfg.objective)(_rows([(prediction, reference)])).value == flexible
+    try:  # the harness itself, where installed (pip install ftsweep[eval])
+        from lm_eval.api.metrics import exact_match_hf_evaluate
+        from lm_eval.filters.extraction import RegexFilter
+    except ImportError:
+        return
+    extracted = list(RegexFilter(regex_pattern=r"(-?[$0-9.,]{2,})|(-?[0-9]+)", group_select=-1).apply(
+        [[prediction]], [None]))
+    assert exact_match_hf_evaluate([extracted[0][0]], [reference], ignore_case=True, ignore_punctuation=False,
+                                   regexes_to_ignore=[",", "\\$", "(?s).*#### ", "\\.$"])["exact_match"] == flexible
+
+
+def test_a_bad_pattern_match_is_one_line(compose):
+    from ftsweep.errors import ConfigFailure
+
+    with pytest.raises(ConfigFailure, match="objective.pattern_match: got 'middle'; allowed: first, last"):
+        compose("objective=regex_gsm8k", "objective.pattern_match=middle")
+
+
 def test_rouge_bleu_chrf_values():
     import sacrebleu
 

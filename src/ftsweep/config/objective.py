@@ -69,6 +69,8 @@ def lm_eval_direction(task_metric: str | None) -> str:
     return "minimize" if name in LM_EVAL_LOWER_IS_BETTER or natural_direction(name) == "minimize" else "maximize"
 
 
+# Which match of objective.pattern the regex metric takes.
+PATTERN_MATCHES = ("first", "last")
 # The parameters a user metric function takes (``objective.function=my_pkg.metrics:score``).
 FUNCTION_PARAMS = ("prompt", "prediction", "reference", "row")
 
@@ -99,6 +101,10 @@ class ObjectiveConfig:
     # regex: extracts the answer from prediction and reference (group 1), e.g. "#### (\S+)"; objective=regex_gsm8k:
     # lm-eval's gsm8k strict-match regex "#### (\-?[0-9\.\,]+)".
     pattern: str | None = None
+    # regex: which match of the pattern is the answer, in prediction and reference: first | last (lm-eval's gsm8k
+    # flexible-extract takes the last number: objective=regex_gsm8k_flexible). A pattern with several groups
+    # extracts the first group that matched.
+    pattern_match: str = "first"
     # function: "module.path:callable" called as f(prompt=, prediction=, reference=, row=) -> float
     function: str | None = None
     # Rows scored at every evaluation (a fixed, seeded subset, the same in every trial); null = all rows.
@@ -193,6 +199,8 @@ def check_objective(obj: Any, *, data_format: str, train_on_prompt: bool, has_va
         raise ConfigError("objective.batch_size", f"must be >= 1 or null (got {obj.batch_size})")
     if "regex" in generation:
         compile_pattern(obj.pattern)
+        if obj.pattern_match not in PATTERN_MATCHES:
+            raise ConfigError("objective.pattern_match", f"got {obj.pattern_match!r}; allowed: {', '.join(PATTERN_MATCHES)}")
     if "function" in generation:
         load_function(obj.function)
     if "rouge_l" in generation or "bleu" in generation or "chrf" in generation:

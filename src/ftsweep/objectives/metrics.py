@@ -80,15 +80,31 @@ def _as_number(text: str) -> str | None:
     return stripped if _NUMBER.fullmatch(stripped) else None
 
 
-def regex_match(prediction: str, reference: str, pattern: re.Pattern, norm: Normalize = Normalize()) -> float:
-    """The pattern's first group, extracted from both, must match; no match in the prediction scores 0.
+def extract(text: str, pattern: re.Pattern, last: bool = False) -> str | None:
+    """The answer the pattern extracts from ``text``: of its first match (``last``: its last match, as lm-eval's
+    gsm8k flexible-extract takes the last number), the first group that matched; None for no match."""
+    if last:
+        found = None
+        for found in pattern.finditer(text):  # the last one is kept
+            pass
+    else:
+        found = pattern.search(text)
+    if found is None:
+        return None
+    return next((g for g in found.groups() if g is not None), found.group(0))
+
+
+def regex_match(prediction: str, reference: str, pattern: re.Pattern, norm: Normalize = Normalize(),
+                last: bool = False) -> float:
+    """The pattern's first group that matched, extracted from both (of the first match, or of the ``last``), must
+    match; no match in the prediction scores 0.
     A reference without a match is compared whole (the reference may be the bare answer). Numbers match as
     lm-eval's gsm8k strict-match compares them: ``,``, ``$`` and a trailing ``.`` do not count ("#### 1,000."
     matches "#### 1000")."""
-    p, r = pattern.search(prediction), pattern.search(reference)
+    p, r = extract(prediction, pattern, last), extract(reference, pattern, last)
     if p is None:
         return 0.0
-    pred, ref = norm(p.group(1)), norm(r.group(1) if r else reference)
+    pred, ref = norm(p), norm(r if r is not None else reference)
     if pred == ref:
         return 1.0
     number = _as_number(pred)
@@ -194,9 +210,10 @@ def build_scorer(metric: str, objective: Any) -> Callable[[Sequence[dict[str, An
             return contains(r["prediction"], ref, norm)
     elif metric == "regex":
         pattern = compile_pattern(objective.pattern)
+        last = objective.pattern_match == "last"
 
         def one(r, ref):
-            return regex_match(r["prediction"], ref, pattern, norm)
+            return regex_match(r["prediction"], ref, pattern, norm, last)
     elif metric == "token_f1":
         def one(r, ref):
             return token_f1(r["prediction"], ref, norm)
