@@ -67,6 +67,23 @@ def test_max_failure_rate_stops_the_sweep(tmp_path):
 
 
 
+def test_a_sweep_whose_every_trial_failed_exits_1(tmp_path):
+    """max_failure_rate=1 lets the sweep run to its end, but with no trial complete it is no result: exit 1 (it was
+    0), one error line with the last reason; the trials are recorded as before."""
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=1", n_trials=2), tmp_path,
+            FAKE_PLAN={"0": "raise", "1": "raise"})
+    assert r.returncode == 1, r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("ftsweep: error:")]
+    assert len(err) == 1 and "no trial completed: all 2 failed (max_failure_rate=1" in err[0], r.stderr
+    assert "ValueError: deliberate failure" in err[0]
+    assert states(load(sd)) == {0: "FAIL", 1: "FAIL"}
+    # one trial complete: a result, exit 0
+    sd2 = tmp_path / "s2"
+    assert run(sweep_args(sd2, "hydra.sweeper.max_failure_rate=1", n_trials=2), tmp_path,
+               FAKE_PLAN={"0": "raise"}).returncode == 0
+
+
 def test_a_resumed_sweep_is_not_stopped_by_the_failures_of_the_run_before(tmp_path):
     # every trial failed (bad data, say); the cause fixed, the same command resumes the study and finishes it
     sd = tmp_path / "s"
@@ -222,7 +239,8 @@ def test_lr_after_baseline_enqueues_the_baseline_lr(tmp_path, compose):
 
 def test_multi_objective(tmp_path):
     sd = tmp_path / "s"
-    r = run(sweep_args(sd, "hydra.sweeper.metric=[eval_loss,train_loss]", "hydra.sweeper.direction=[minimize,maximize]",
+    # mixed directions (a loss maximized is refused, so the second one is a figure either direction may search)
+    r = run(sweep_args(sd, "hydra.sweeper.metric=[eval_loss,peak_memory_mb]", "hydra.sweeper.direction=[minimize,maximize]",
                        "hydra.sweeper.report=true", n_trials=3), tmp_path)
     assert r.returncode == 0, r.stderr
     study = load(sd)

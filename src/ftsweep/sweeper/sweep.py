@@ -591,7 +591,22 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     print_best(plan.study, report_dir)
     if aborted is not None:
         raise aborted
+    _fail_without_a_result(plan.study, s.conf.max_failure_rate)
     return 0
+
+
+def _fail_without_a_result(study: Any, rate: float) -> None:
+    """A sweep whose every finished trial failed (``max_failure_rate`` high enough to let it run to the end) ends
+    with exit code 1, not 0: a script or a scheduler chaining on it must not take it for a result."""
+    from ftsweep.errors import SweepAborted
+    from ftsweep.sweeper.study import count
+
+    c = count(study)
+    if c.failed and c.complete == 0 and c.pruned == 0:
+        last = next((t.user_attrs.get(attrs.REASON) for t in reversed(study.trials) if t.user_attrs.get(attrs.REASON)),
+                    None)
+        raise SweepAborted(f"no trial completed: all {c.failed} failed (max_failure_rate={rate:g} let the sweep run on)"
+                           + (f"; last reason: {last}" if last else "") + "; each trial's failure.json says why")
 
 
 def print_best(study: Any, report_dir: Path | None) -> None:
