@@ -145,9 +145,22 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
         "hub": _read_hub,
         "mix": _read_mix,
     }
-    if source.file is not None and source.file.is_file() and not file_bytes(source).strip():
+    if source.file is not None and source.file.is_file() and _blank(file_bytes(source)):
         raise DataError(source.name, "the file is empty (no rows)")
     yield from readers[source.loader](source, d)
+
+
+def _blank(data: bytes) -> bool:
+    """``not data.strip()``, without the copy of a large file that ``strip`` makes."""
+    return not data or data.isspace()
+
+
+def _skip_space(text: str, start: int = 0) -> int:
+    """The index of the first character of ``text`` from ``start`` that ``str.strip`` keeps (``text.lstrip()``
+    copies the whole text to find it)."""
+    while start < len(text) and text[start].isspace():
+        start += 1
+    return start
 
 
 def first_records(source: Source, d: Any) -> Iterator[Record | DataError]:
@@ -162,16 +175,19 @@ def first_records(source: Source, d: Any) -> Iterator[Record | DataError]:
             return
     elif source.loader in ("json", "jsonl") and source.file is not None and "field" not in dict(d.extra):
         text = read_text(source, d)
-        start = len(text) - len(text.lstrip())
+        start = _skip_space(text)
         if text.startswith("[", start):
-            rest = text[start + 1:]
             try:
-                row, _ = json.JSONDecoder().raw_decode(rest, len(rest) - len(rest.lstrip()))
+                row, _ = json.JSONDecoder().raw_decode(text, _skip_space(text, start + 1))
             except ValueError:  # not what it seemed: the full reading says what is wrong
                 row = None
             if isinstance(row, dict):
                 yield Record(row, f"{source.name} row 1")
                 return
+        elif source.loader == "jsonl" and not _blank(file_bytes(source)):  # lines parsed as needed: no second text
+            yield from _jsonl_rows(source, text)
+            return
+        del text
     yield from read_records(source, d)
 
 
@@ -374,14 +390,25 @@ def _columnar_rows(data: dict) -> list[dict] | None:
 
 def _read_jsonl(source: Source, d: Any) -> Iterator[Record | DataError]:
     text = read_text(source, d)
-    if text.lstrip().startswith("["):  # a JSON array under a .jsonl name (common in the wild), as datasets reads it
+    if text.startswith("[", _skip_space(text)):  # a JSON array under a .jsonl name (common in the wild), as datasets reads it
         yield from _json_rows(source, d, text)
         return
     yield from _jsonl_rows(source, text)
 
 
+def text_lines(text: str) -> Iterator[str]:
+    """The lines of ``text``, each with its ``\\n``, as iterating ``io.StringIO(text)`` gives them (split at ``\\n`` only),
+    without StringIO's copy of the whole text in a buffer of 4 bytes a character (300 MB more for a 76 MB file)."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        stop = end if stop < 0 else stop + 1
+        yield text[start:stop]
+        start = stop
+
+
 def _jsonl_rows(source: Source, text: str) -> Iterator[Record | DataError]:
-    for lineno, line in enumerate(io.StringIO(text), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         where = f"{source.name} line {lineno}"
@@ -458,7 +485,7 @@ def _read_lines(source: Source, d: Any) -> Iterator[Record | DataError]:
     """Plain text (``.txt``), as ``datasets``' text loader reads it: one row ``{"text": line}`` per line (for
     ``data.format=text``: continual pre-training); blank lines are skipped."""
     header_checked = getattr(d, "format", "text") == "text"
-    for lineno, line in enumerate(io.StringIO(read_text(source, d)), start=1):
+    for lineno, line in enumerate(text_lines(read_text(source, d)), start=1):
         if not line.strip():
             continue
         if not header_checked:  # a header of separated columns (Excel's "Unicode Text": tabs) is not text
