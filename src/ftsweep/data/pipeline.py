@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,14 +246,15 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         done[0] += n
         ticker.step(done[0])
 
-    train, lengths, n_tokens, n_trained = _to_dataset(
-        encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train"
-    )
-    eval_ = None
-    train_answers_cut = len(counts.answer_cut_where)
-    if val_records:
-        eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance,
-                                           references=bool(d.columns.references)), fp + "-eval")[0]
+    with frozen_heap():  # the rows read live through the encoding: the cyclic GC need not scan them again and again
+        train, lengths, n_tokens, n_trained = _to_dataset(
+            encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train"
+        )
+        eval_ = None
+        train_answers_cut = len(counts.answer_cut_where)
+        if val_records:
+            eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance,
+                                               references=bool(d.columns.references)), fp + "-eval")[0]
     # validation rows whose answer truncation cut: a generation objective scores them against the cut answer
     eval_answers_cut = counts.answer_cut_where[train_answers_cut:]
     if eval_ is None and val_records:  # an eval objective would find nothing to measure, after the whole run
@@ -290,6 +292,23 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "n_trained_tokens": n_trained,
     }
     return train, eval_, stats, lengths
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects alive now (the rows read: a dict and a list or more per row) left out of the cyclic garbage
+    collector's scans while the block runs (``gc.freeze``): each full collection traversed every one of them, a
+    third of the CPU time of tokenizing 50,000 chat rows. Reference counting still frees them. Unfrozen after,
+    unless objects were frozen before (a warm sweep worker's survivors: gc has no partial unfreeze)."""
+    import gc
+
+    frozen_before = gc.get_freeze_count()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not frozen_before:
+            gc.unfreeze()
 
 
 def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[Any, list[int], int, int]:
