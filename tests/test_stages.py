@@ -313,6 +313,11 @@ def test_inspect_dropped_lists_the_dropped_pairs(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(("rows", "fmt", "stage", "text"), [
     ([{"instruction": "i", "input": "", "chosen": "a"}], "alpaca", "dpo", "line 1: field 'rejected': missing"),
+    # a null answer is there, null: not 'missing' with a mapping to set for a column the row has
+    ([{"prompt": "p", "chosen": "a", "rejected": None}], "prompt_completion", "dpo",
+     "line 1: field 'rejected': null (a text is needed here)"),
+    ([{"instruction": "i", "input": "", "chosen": None, "rejected": "b"}], "alpaca", "dpo",
+     "line 1: field 'chosen': null (a text is needed here)"),
     ([{"prompt": "p", "chosen": "a", "rejected": "a"}] * 3, "prompt_completion", "dpo",
      "chosen is identical to rejected in every row (3)"),
     ([{"prompt": "p", "completion": "a", "label": "yes"}], "prompt_completion", "kto",

@@ -81,8 +81,10 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
     """One SFT-style row per answer (chosen, rejected / completion), in the layout of ``d.format``."""
     fmt = d.format
     for key in answer_keys:
-        if key not in row or row[key] is None:
+        if key not in row:
             raise missing(row, key, where, d)
+        if row[key] is None:  # the column is there, its value null (as get_text says it)
+            raise DataError(where, "null (a text is needed here)", _label(key, d))
     if fmt == "alpaca" or alpaca_as_chat(row, fmt):  # under chat: the Alpaca row as chat turns, system included
         # checked against the row as read (its own columns, 'chosen' not 'output'), not the SFT rows built from it
         get_text(row, "instruction", where, d)
