@@ -113,3 +113,37 @@ def test_csv_rows_keep_their_line_ends_and_lines(tmp_path):
     assert [(r.row["instruction"], r.row["output"], r.where) for r in records] == [
         ("a\r\nb", "1", f"{path} line 2"), ("c", "2", f"{path} line 4"), ("d", "3", f"{path} line 5"),
         ("e\nf", "4", f"{path} line 6")]
+
+
+def test_validation_rows_that_copy_training_rows_are_counted_and_said(tmp_path, compose, capsys):
+    # a file that repeats its rows, split at random: 184 of 200 validation rows were training rows too, silently
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    rows = [{"instruction": f"Q {i}", "input": "", "output": f"A {i}"} for i in range(100)]
+    path = tmp_path / "twice.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:50]))  # the first 50 rows twice
+    cfg = compose(f"data.path={path}", "data.max_rows=null", "data.val_size=30", "model.tiny.pretrain_steps=0",
+                  f"cache_dir={tmp_path / 'cache'}")
+    tok = load_tokenizer(cfg)
+    bundle = build_datasets(cfg, tok)
+    train = {tuple(x) for x in bundle.train["input_ids"]}
+    copies = sum(tuple(x) in train for x in bundle.eval["input_ids"])
+    assert 0 < copies < 30
+    assert bundle.stats["n_eval_copies_of_train"] == copies
+    err = capsys.readouterr().err
+    assert f"data: warning: {copies} of 30 validation rows are copies of training rows" in err, err
+    again = build_datasets(cfg, tok)  # a cache hit says it too
+    assert again.stats["cache_hit"] and again.stats["n_eval_copies_of_train"] == copies
+    assert f"{copies} of 30 validation rows are copies" in capsys.readouterr().err
+
+
+def test_no_copies_no_word(tmp_path, compose, capsys):
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    path = tmp_path / "once.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"Q {i}", "output": f"A {i}"}) + "\n" for i in range(40)))
+    cfg = compose(f"data.path={path}", "data.max_rows=null", "data.val_size=10", "model.tiny.pretrain_steps=0")
+    bundle = build_datasets(cfg, load_tokenizer(cfg))
+    assert bundle.stats["n_eval_copies_of_train"] == 0 and "copies of training rows" not in capsys.readouterr().err

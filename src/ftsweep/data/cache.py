@@ -18,9 +18,10 @@ from typing import Any
 
 from ftsweep.config.reuse import data_cache_fields
 
-CACHE_VERSION = 14  # bump when the encoding (or what its stats record) changes, so old entries are not reused
+CACHE_VERSION = 15  # bump when the encoding (or what its stats record) changes, so old entries are not reused
 # 13: the stats list the validation rows whose answer truncation cut (eval_answers_cut_where)
 # 14: the validation split may carry each row's acceptable answers (a "references" column, data.columns.references)
+# 15: the stats count the validation rows that copy a training row (n_eval_copies_of_train)
 
 # DataConfig fields that change the tokens: all but an explicit exclude list (where the rows come
 # from, which is hashed by content instead), so a new data key is part of the fingerprint by default.

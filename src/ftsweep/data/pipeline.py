@@ -246,15 +246,21 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         done[0] += n
         ticker.step(done[0])
 
+    train_keys: list[int] = []
+    eval_keys: list[int] = []
     with frozen_heap():  # the rows read live through the encoding: the cyclic GC need not scan them again and again
         train, lengths, n_tokens, n_trained = _to_dataset(
-            encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train"
+            encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train", train_keys
         )
         eval_ = None
         train_answers_cut = len(counts.answer_cut_where)
         if val_records:
             eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance,
-                                               references=bool(d.columns.references)), fp + "-eval")[0]
+                                               references=bool(d.columns.references)), fp + "-eval", eval_keys)[0]
+    # a file that repeats rows, split at random: the copies in the validation split make its loss read low
+    seen = set(train_keys)
+    eval_copies = sum(k in seen for k in eval_keys)
+    del seen, train_keys, eval_keys
     # validation rows whose answer truncation cut: a generation objective scores them against the cut answer
     eval_answers_cut = counts.answer_cut_where[train_answers_cut:]
     if eval_ is None and val_records:  # an eval objective would find nothing to measure, after the whole run
@@ -288,6 +294,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "call_text_dropped_where": counts.call_text_dropped_where,
         "n_train": len(train),
         "n_eval": len(eval_) if eval_ is not None else 0,
+        "n_eval_copies_of_train": eval_copies,
         "n_train_tokens": n_tokens,
         "n_trained_tokens": n_trained,
     }
@@ -311,8 +318,10 @@ def frozen_heap() -> Iterator[None]:
             gc.unfreeze()
 
 
-def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[Any, list[int], int, int]:
-    """Batches of rows -> (Dataset or None when empty, row lengths, tokens, trained tokens).
+def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str,
+                keys: list[int] | None = None) -> tuple[Any, list[int], int, int]:
+    """Batches of rows -> (Dataset or None when empty, row lengths, tokens, trained tokens); ``keys`` gets a hash of
+    each row's token ids (to find validation rows that copy a training row).
 
     The fingerprint is ours (the cache key): without it ``Dataset`` hashes the whole table by
     pickling it, which doubles the peak memory of a large build.
@@ -327,6 +336,8 @@ def _to_dataset(batches: Iterator[dict[str, list]], fingerprint: str) -> tuple[A
         if not b["input_ids"]:
             continue
         lengths += [len(x) for x in b["input_ids"]]
+        if keys is not None:
+            keys += [hash(tuple(x)) for x in b["input_ids"]]
         n_trained += sum(len(x) - x.count(IGNORE_INDEX) for x in b["labels"])
         columns = {"input_ids": pa.array(b["input_ids"], ids_type), "labels": pa.array(b["labels"], ids_type)}
         if "where" in b:
@@ -511,8 +522,18 @@ def call_text_warning(stats: dict[str, Any]) -> str | None:
             f"not render: that text is not trained (e.g. {where}); put it in a turn of its own to train it")
 
 
+def copies_warning(stats: dict[str, Any]) -> str | None:
+    """The line that says how many validation rows are copies of training rows (the same tokens)."""
+    n = stats.get("n_eval_copies_of_train") or 0
+    if not n:
+        return None
+    return (f"data: warning: {n} of {stats['n_eval']} validation rows are copies of training rows (the same tokens: "
+            "the data repeats rows): their eval loss is measured on trained rows and reads low; remove the "
+            "duplicates from the data")
+
+
 def _log_counts(stats: dict[str, Any], d: Any) -> None:
-    for warning in (call_text_warning(stats), truncation_warning(stats, d)):
+    for warning in (call_text_warning(stats), truncation_warning(stats, d), copies_warning(stats)):
         if warning:
             notice(warning)
     why = (" ({n_dropped_overlong} over-long, {n_dropped_empty_answer} with no answer token left within "
