@@ -115,10 +115,14 @@ def test_csv_rows_keep_their_line_ends_and_lines(tmp_path):
         ("e\nf", "4", f"{path} line 6")]
 
 
-def test_validation_rows_that_copy_training_rows_are_counted_and_said(tmp_path, compose, capsys):
+def test_validation_rows_that_copy_training_rows_are_counted_and_said(tmp_path, compose, capsys, monkeypatch):
     # a file that repeats its rows, split at random: 184 of 200 validation rows were training rows too, silently
     from ftsweep.data import build_datasets
     from ftsweep.model import load_tokenizer
+    from ftsweep.notices import ENV
+
+    console = tmp_path / ".notices"  # a sweep's console: once, from the trial that tokenizes (not every trial's hit)
+    monkeypatch.setenv(ENV, str(console))
 
     rows = [{"instruction": f"Q {i}", "input": "", "output": f"A {i}"} for i in range(100)]
     path = tmp_path / "twice.jsonl"
@@ -136,6 +140,7 @@ def test_validation_rows_that_copy_training_rows_are_counted_and_said(tmp_path, 
     again = build_datasets(cfg, tok)  # a cache hit says it too
     assert again.stats["cache_hit"] and again.stats["n_eval_copies_of_train"] == copies
     assert f"{copies} of 30 validation rows are copies" in capsys.readouterr().err
+    assert console.read_text().count("validation rows are copies of training rows") == 1
 
 
 def test_no_copies_no_word(tmp_path, compose, capsys):

@@ -533,9 +533,12 @@ def copies_warning(stats: dict[str, Any]) -> str | None:
 
 
 def _log_counts(stats: dict[str, Any], d: Any) -> None:
-    for warning in (call_text_warning(stats), truncation_warning(stats, d), copies_warning(stats)):
+    for warning in (call_text_warning(stats), truncation_warning(stats, d)):
         if warning:
             notice(warning)
+    copies = copies_warning(stats)
+    if copies:  # in every run's own log; on a sweep's console once, from the trial that tokenized the data
+        (say if stats.get("cache_hit") else notice)(copies)
     why = (" ({n_dropped_overlong} over-long, {n_dropped_empty_answer} with no answer token left within "
            "data.cutoff_len={cutoff})".format(**stats, cutoff=d.cutoff_len) if stats["n_dropped"] else "")
     say(
