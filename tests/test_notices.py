@@ -46,6 +46,18 @@ def test_progress_relays_only_complete_new_lines(tmp_path):
     assert out.getvalue().splitlines() == ["[sweep s] trial 0: building the tiny model", "[sweep s] trial 0: half a line"]
 
 
+def test_a_notice_two_trials_give_is_said_once(tmp_path):
+    """Two warm workers that tokenize the same data at once both warn of it: the sweep's console says it once."""
+    out = io.StringIO()
+    progress = Progress("s", 4, mode="plain", stream=out)
+    for n in (0, 1):
+        (tmp_path / f"t{n}").mkdir()
+        (tmp_path / f"t{n}" / ".notices").write_text(f"data: warning: 7 of 80 validation rows are copies\nstep {n}\n")
+        progress.relay_notices(n, tmp_path / f"t{n}" / ".notices")
+    assert out.getvalue().splitlines() == ["[sweep s] trial 0: data: warning: 7 of 80 validation rows are copies",
+                                           "[sweep s] trial 0: step 0", "[sweep s] trial 1: step 1"]
+
+
 def test_tiny_model_build_notices_reach_the_notice_file(tmp_path, monkeypatch):
     from ftsweep.tiny import TinySpec, ensure_tiny
 

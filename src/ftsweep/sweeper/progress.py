@@ -38,6 +38,7 @@ class Progress:
         self._live: Any = None
         self.started = time.monotonic()
         self._notice_offsets: dict[str, int] = {}
+        self._notices_said: set[str] = set()  # a line another trial already said (two workers tokenizing the same data)
 
     # ---------------------------------------------------------------- lifecycle
     def __enter__(self) -> Progress:
@@ -69,7 +70,8 @@ class Progress:
 
     def relay_notices(self, number: int, path: Any) -> None:
         """Print the trial's new notices (``ftsweep.notices``: a one-time step that takes a while, such as
-        building the tiny model) on the sweep's console; they are in its trial.log too."""
+        building the tiny model) on the sweep's console; they are in its trial.log too. A line another trial said
+        already (the same data warning from two workers that tokenized at once) is said once."""
         key = str(path)
         try:
             with open(path, "rb") as f:
@@ -80,7 +82,8 @@ class Progress:
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self._notice_offsets[key] = self._notice_offsets.get(key, 0) + len(complete)
         for line in complete.decode("utf-8", "replace").splitlines():
-            if line.strip():
+            if line.strip() and line not in self._notices_said:
+                self._notices_said.add(line)
                 self.log(f"trial {number}: {line}")
 
     def started_trial(self, number: int, params: dict[str, Any], note: str = "") -> None:
