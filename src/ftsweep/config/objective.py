@@ -58,6 +58,18 @@ def natural_direction(metric: str) -> str | None:
     return None
 
 
+# Words of the metric names whose better direction is beyond doubt (a sweep the other way is refused); an entropy,
+# a runtime or a memory figure may be searched either way.
+_CERTAIN = ("loss", "perplexity", "accurac", "exact_match", "token_f1", "rouge", "bleu", "chrf")
+
+
+def certain_direction(metric: str) -> str | None:
+    """:func:`natural_direction` for a metric whose better direction is beyond doubt (a loss, a perplexity, an
+    accuracy, an answer score), else None."""
+    natural = natural_direction(metric)
+    return natural if natural and any(w in str(metric).lower() for w in _CERTAIN) else None
+
+
 # lm-evaluation-harness metrics that are better lower (higher_is_better: false in its registry and task YAMLs).
 LM_EVAL_LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep import rundir
-from ftsweep.config.objective import LM_EVAL, is_generation_metric
+from ftsweep.config.objective import GENERATION_METRICS, LM_EVAL, is_generation_metric
 from ftsweep.objectives.generation import Example, decode_reference, examples_from_dataset, generate_answers
 from ftsweep.objectives.metrics import build_scorer
 
@@ -72,7 +72,7 @@ def references_unread(cfg: Any) -> str | None:
     if not column or (cfg.objective.metric != LM_EVAL and generation_metrics(cfg.objective)):
         return None
     return (f"warning: data.columns.references={column}: no answer metric reads it (objective.metric="
-            f"{cfg.objective.metric}); it counts for exact_match, contains, regex, token_f1, rouge_l, bleu, chrf and function "
+            f"{cfg.objective.metric}); it counts for {', '.join(GENERATION_METRICS[:-1])} and {GENERATION_METRICS[-1]} "
             "(objective=exact_match, or objective.extra_metrics)")
 
 

@@ -150,9 +150,6 @@ def check_trial_subdir(trial_subdir: Callable[[int, list[str]], str], sweep_dir:
 
 
 PROGRESS_MODES = ("auto", "rich", "plain")
-# metric names whose better direction is beyond doubt (a sweep in the other direction is refused); an entropy, a
-# runtime or a memory figure may be searched either way
-_UNAMBIGUOUS = ("loss", "perplexity", "accurac", "exact_match", "token_f1", "rouge", "bleu", "chrf")
 
 
 def _check_limits(conf: Any) -> None:
@@ -315,7 +312,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     from omegaconf import OmegaConf
 
     from ftsweep.config import KNOWN_METRICS
-    from ftsweep.config.objective import GENERATION_METRICS, LM_EVAL, natural_direction
+    from ftsweep.config.objective import GENERATION_METRICS, LM_EVAL, certain_direction, natural_direction
     from ftsweep.paths import path_slug
     from ftsweep.sweeper.baseline import baseline_params
     from ftsweep.sweeper.placement import GpuPool
@@ -401,8 +398,8 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
     for m, d in zip(metrics, directions):
         # a loss maximized (direction=maximize, as a Hydra Optuna sweep over an accuracy sets it, with the metric
         # still eval_loss): the "best" trial is the worst-trained, and the pruner stops the good ones
-        natural = natural_direction(m)
-        if natural and natural != d and any(w in m.lower() for w in _UNAMBIGUOUS):
+        natural = certain_direction(m)
+        if natural and natural != d:
             key = "hydra.sweeper.direction" if _as_list(conf.direction) else "objective.direction"
             raise SweepInputError(
                 f"{key}: {d} for {m}, which is better {'lower' if natural == 'minimize' else 'higher'}: the best trial "
