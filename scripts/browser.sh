@@ -8,6 +8,15 @@ have() { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/nu
 if have; then
   exit 0
 fi
+# Two pytest-xdist workers may run this at once: the second waits for the first's apt-get (dpkg allows one)
+# instead of failing on apt's lock, then finds both installed.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${TMPDIR:-/tmp}/ftsweep-browser-install.lock"
+  flock 9
+  if have; then
+    exit 0
+  fi
+fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "browser.sh: chromium/chromedriver missing and no apt-get here: install Chromium and its chromedriver" >&2
   exit 1
