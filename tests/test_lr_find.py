@@ -232,6 +232,9 @@ def test_a_range_capped_low_warns_that_the_suggestion_is_noise(cache_dir, tmp_pa
         "(a higher --max-lr, e.g. 1)" in warning[0], printed.err[-2000:]
     saved = json.loads((out / "lr_find.json").read_text())
     assert saved["warning"] == warning[0].removeprefix("ftsweep: lr-find: warning: ")
+    # the suggestion line itself says it is not to be trusted (it printed a bare "suggested lr: 1.2e-05")
+    (line,) = [ln for ln in printed.out.splitlines() if ln.startswith("suggested lr: ")]
+    assert line.startswith(f"suggested lr: {saved['suggestion']:.3g} (not reliable: see the warning)  ["), line
 
 
 def test_a_sweep_keeps_its_own_range_when_the_test_gives_no_reliable_suggestion(tmp_path, capsys):

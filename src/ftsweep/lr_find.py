@@ -103,9 +103,11 @@ def main(argv: list[str]) -> int:
                      beta=args.beta, diverge=args.diverge, skip_begin=skip_begin, skip_end=args.skip_end)
     print(f"lr-find: {len(result['lrs'])} steps from {args.min_lr:g} to {result['lrs'][-1]:.3g}"
           + (f" (stopped: {result['stopped']})" if result["stopped"] else ""))
-    print(f"suggested lr: {result['suggestion']:.3g}  [{result['rule']}]")
     if result["warning"]:
+        sys.stdout.flush()
         print(f"ftsweep: lr-find: warning: {result['warning']}", file=sys.stderr, flush=True)
+    print(f"suggested lr: {result['suggestion']:.3g}" + (" (not reliable: see the warning)" if result["warning"] else "")
+          + f"  [{result['rule']}]")
     print(f"curve: {out / 'lr_find.png'}  data: {out / 'lr_find.json'}")
     return 0
 
