@@ -184,6 +184,7 @@ def _run(cfg: DictConfig, run_dir: str | os.PathLike, callbacks: list | None = N
             refuse_epochs_ending_at(cfg, trainer, resume)
         else:
             warn_settings_without_effect(cfg, trainer)
+            warn_evaluation_cost(cfg, trainer, bundle.stats)
         # (resumed too: the fresh adapter's evaluation is the saving run's first; train() then restores the
         # checkpoint's adapter, optimizer, scheduler, random state and data position)
         initial = parts.initial_evaluation(cfg, trainer) if bundle.eval is not None else {}
@@ -294,6 +295,51 @@ def warn_settings_without_effect(cfg, trainer) -> None:
             say(f"warning: trainer.early_stopping_patience={patience} never stops this run: it evaluates {before_end} "
                 f"time(s) before its last step (trainer.eval_steps={t.eval_steps} of {steps} steps); lower "
                 "trainer.eval_steps or the patience")
+
+
+EVAL_SHARE_WARNED = 0.5  # evaluation above this share of a run's forward + backward work is said
+
+
+def evaluation_share(cfg, trainer, stats: dict[str, Any]) -> tuple[float, int, int] | None:
+    """(share of the run's model work that evaluation takes, evaluations, validation rows each scores) from the
+    token counts: an evaluation token is one forward pass, a trained token about three (forward + backward; four
+    with gradient checkpointing, counted as three: a lower bound). The evaluations: the initial one, one every
+    ``trainer.eval_steps`` (before the last step on ``trainer.intermediate_eval_rows`` rows when set) and the
+    final one. None without validation rows or token counts (a preference or GRPO stage: its stats differ), or
+    for a run of unknown length."""
+    t, d = cfg.trainer, cfg.data
+    n_train, n_eval = stats.get("n_train") or 0, stats.get("n_eval") or 0
+    train_tokens, eval_tokens = stats.get("n_train_tokens"), stats.get("n_eval_tokens")
+    counted = epoch_steps(trainer)
+    steps = counted[0] if counted is not None else int(t.max_steps)
+    if not (n_train and n_eval and train_tokens and eval_tokens and steps > 0) or trainer.args.eval_strategy == "no":
+        return None
+    args = trainer.args
+    rows_a_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    per_row = d.cutoff_len if d.packing else train_tokens / n_train  # a packed row is (about) full
+    trained = 3 * steps * rows_a_step * per_row
+    before_last = (steps - 1) // int(t.eval_steps)
+    subset = min(int(t.intermediate_eval_rows or n_eval), n_eval)
+    scored = (2 * n_eval + before_last * subset) * eval_tokens / n_eval  # initial + final + the ones between
+    return scored / (scored + trained), before_last + 2, n_eval
+
+
+def warn_evaluation_cost(cfg, trainer, stats: dict[str, Any]) -> None:
+    """One warning line when evaluation would take more of the run than training does: many validation rows
+    (``data.val_size`` of a large file) scored at every ``trainer.eval_steps`` of a short run, which LLaMA-Factory
+    and transformers run without a word. Says what lowers it."""
+    share = evaluation_share(cfg, trainer, stats)
+    if share is None or share[0] <= EVAL_SHARE_WARNED:
+        return
+    from ftsweep.console import say
+
+    t = cfg.trainer
+    fixes = [] if t.intermediate_eval_rows else [("trainer.intermediate_eval_rows=N (a fixed subset for the "
+                                                   "evaluations before the last step)")]
+    fixes += ["a larger trainer.eval_steps", "a smaller data.val_size" if cfg.data.validation_path is None
+              and cfg.data.get("eval_dataset") is None else "fewer validation rows"]
+    say(f"warning: evaluation takes about {share[0]:.0%} of this run's model work ({share[1]} evaluations of "
+        f"{share[2]:,} validation rows, counted in tokens, vs training): lower it with {', or '.join(fixes)}")
 
 
 def ready_for_ddp(trainer) -> None:

@@ -252,11 +252,13 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         train, lengths, n_tokens, n_trained = _to_dataset(
             encode_batches(train_records, d, tokenizer, bad, counts, advance=advance), fp + "-train", train_keys
         )
-        eval_ = None
+        eval_, n_eval_tokens = None, 0
         train_answers_cut = len(counts.answer_cut_where)
         if val_records:
-            eval_ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts, advance=advance,
-                                               references=bool(d.columns.references)), fp + "-eval", eval_keys)[0]
+            eval_, _, n_eval_tokens, _ = _to_dataset(encode_batches(val_records, d, tokenizer, bad, counts,
+                                                                     advance=advance,
+                                                                     references=bool(d.columns.references)),
+                                                      fp + "-eval", eval_keys)
     # a file that repeats rows, split at random: the copies in the validation split make its loss read low
     seen = set(train_keys)
     eval_copies = sum(k in seen for k in eval_keys)
@@ -297,6 +299,7 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         "n_eval_copies_of_train": eval_copies,
         "n_train_tokens": n_tokens,
         "n_trained_tokens": n_trained,
+        "n_eval_tokens": n_eval_tokens,
     }
     return train, eval_, stats, lengths
 
