@@ -137,3 +137,19 @@ def test_failure_json_written_by_two_ranks_at_once(tmp_path):
     assert [errors.get(timeout=5) for _ in procs] == [0, 0]
     assert json.loads((tmp_path / "failure.json").read_text())["reason"].startswith("rank ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["failure.json"]
+
+
+def test_a_long_failure_reason_is_scrubbed_in_linear_time(tmp_path):
+    """Every JSON file is scrubbed of URL passwords; the URL pattern started a scan at every letter of a long word,
+    quadratic in its length (5 ms for a 2,000-character reason, ~12 s for 100,000). The URL in it is still masked."""
+    import json
+    import time
+    from pathlib import Path
+
+    from ftsweep import rundir
+
+    reason = "x" * 100_000 + " postgresql://u:hunter22@db/x"
+    start = time.perf_counter()
+    assert rundir.record_failure(Path(tmp_path), reason, "RuntimeError") == ""
+    assert time.perf_counter() - start < 2.0
+    assert json.loads((tmp_path / "failure.json").read_text())["reason"].endswith(" postgresql://u:***@db/x")
