@@ -20,13 +20,28 @@ DATA = Path(__file__).parent / "data" / "lm_eval"
 TASK = "ftsweep_tiny_mc"
 
 
-@pytest.fixture
-def task_dir(tmp_path) -> Path:
-    """A folder with tiny_mc.yaml whose data_files is the bundled JSONL's absolute path."""
-    folder = tmp_path / "tasks"
+def _task_folder(folder: Path) -> Path:
     folder.mkdir()
     text = (DATA / "tiny_mc.yaml").read_text().replace("tests/data/lm_eval/tiny_mc.jsonl", str(DATA / "tiny_mc.jsonl"))
     (folder / "tiny_mc.yaml").write_text(text)
+    return folder
+
+
+@pytest.fixture
+def task_dir(tmp_path) -> Path:
+    """A folder with tiny_mc.yaml whose data_files is the bundled JSONL's absolute path."""
+    return _task_folder(tmp_path / "tasks")
+
+
+@pytest.fixture(scope="module")
+def bad_input_task_dir(tmp_path_factory) -> Path:
+    """The bad-input cases' task folder, one for the module: lm_eval's full task index, which three cases build,
+    is cached per process and include_path (ftsweep.config.harness.task_manager), so they build it once, as one
+    process would, instead of once per case (~5 s each). Holds lost.yaml too (a task whose data file is missing)."""
+    folder = _task_folder(tmp_path_factory.mktemp("bad_input") / "tasks")
+    lost = (DATA / "tiny_mc.yaml").read_text().replace(f"task: {TASK}", "task: ftsweep_lost_mc").replace(
+        "tests/data/lm_eval/tiny_mc.jsonl", "lost.jsonl")
+    (folder / "lost.yaml").write_text(lost)
     return folder
 
 
@@ -178,7 +193,7 @@ CASES = [
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch, task_dir, cache_dir):
+def project(tmp_path, monkeypatch, cache_dir):
     import types
 
     work = tmp_path / "work"
@@ -187,9 +202,6 @@ def project(tmp_path, monkeypatch, task_dir, cache_dir):
     for var in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE"):  # arc_easy must not be in a local cache
         monkeypatch.setenv(var, str(tmp_path / "hf" / var))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    lost = (DATA / "tiny_mc.yaml").read_text().replace(f"task: {TASK}", "task: ftsweep_lost_mc").replace(
-        "tests/data/lm_eval/tiny_mc.jsonl", "lost.jsonl")
-    (task_dir / "lost.yaml").write_text(lost)
     stub = types.ModuleType("ftsweep.train")  # a case that wrongly passes must not train
     stub.execute = lambda cfg, run_dir, *a, **k: {"status": "complete", "objective": 1.0}
     monkeypatch.setitem(sys.modules, "ftsweep.train", stub)
@@ -200,13 +212,14 @@ def _tree(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+@pytest.mark.xdist_group("lm_eval_bad_input")  # one worker: the cached task index is built once (scripts/test.sh)
 @pytest.mark.parametrize(("argv", "texts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_lm_eval_input_is_one_line_exit_2(project, task_dir, monkeypatch, capsys, argv, texts, request):
+def test_bad_lm_eval_input_is_one_line_exit_2(project, bad_input_task_dir, monkeypatch, capsys, argv, texts, request):
     from ftsweep.cli import main
 
     argv = list(argv)
     if "include_path" not in " ".join(argv):
-        argv.append(f"objective.include_path={task_dir}")
+        argv.append(f"objective.include_path={bad_input_task_dir}")
     if "not_installed" in request.node.name:
         monkeypatch.setitem(sys.modules, "lm_eval", None)  # find_spec answers None: not installed
     before = _tree(project)
@@ -242,7 +255,10 @@ def test_a_sweep_optimises_lm_eval(tmp_path, task_dir, cache_dir):
     from sweep_helpers import load, run, sweep_args
 
     sd = tmp_path / "sweep"
-    args = sweep_args(sd, *FAST, f"cache_dir={cache_dir}", "objective=lm_eval", f"objective.tasks=[{TASK}]",
+    # 2 steps a trial: the claims are about the objective the sweep ranks, not about what training reaches
+    fast = [o for o in FAST if not o.startswith(("trainer.max_steps", "trainer.eval_steps"))]
+    args = sweep_args(sd, *fast, "trainer.max_steps=2", "trainer.eval_steps=2", f"cache_dir={cache_dir}",
+                      "objective=lm_eval", f"objective.tasks=[{TASK}]",
                       f"objective.include_path={task_dir}", n_trials=2)
     r = run(args, tmp_path, timeout=600, fake=False)
     assert r.returncode == 0, r.stderr[-3000:]
