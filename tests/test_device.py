@@ -233,11 +233,14 @@ def test_load_time_oom_is_not_retried(tmp_path):
     assert not retried and started == []
 
 
-def test_failure_during_model_load_is_marked_load(compose, tmp_path, cache_dir):
-    """failure.json says ``phase: load`` when the weights fail to load (the sweeper does not retry such an OOM)."""
+def test_failure_during_model_load_is_marked_load(compose, tmp_path, cache_dir, monkeypatch, capsys):
+    """failure.json says ``phase: load`` when the weights fail to load (the sweeper does not retry such an OOM).
+    Through ``ftsweep.cli.main`` in this process, as the ``ftsweep`` process runs it (a process only paid the
+    imports again)."""
     import json
     import shutil
 
+    from ftsweep.cli import main
     from ftsweep.model import resolve_model_path
 
     tiny = resolve_model_path(compose())
@@ -247,10 +250,11 @@ def test_failure_during_model_load_is_marked_load(compose, tmp_path, cache_dir):
         if not f.endswith(".safetensors") and not f.endswith(".json.index"):
             shutil.copy(os.path.join(tiny, f), broken / f)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "FTSWEEP_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, "-m", "ftsweep", "train", "model=llama3_8b", f"model.name_or_path={broken}",
-                           "model.max_context=1024", "data.max_rows=40", "data.cutoff_len=256", "logger=none",
-                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    monkeypatch.setenv("FTSWEEP_CACHE_DIR", str(cache_dir))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "model=llama3_8b", f"model.name_or_path={broken}", "model.max_context=1024",
+                 "data.max_rows=40", "data.cutoff_len=256", "logger=none", f"hydra.run.dir={run_dir}"])
+    assert code == 1, capsys.readouterr().err[-2000:]
     failure = json.loads((run_dir / "failure.json").read_text())
     assert failure["phase"] == "load", failure
