@@ -152,9 +152,12 @@ def test_what_cannot_be_read_is_one_line_naming_the_file_and_entry(project, entr
     assert str(err.value).startswith("data.dataset: ") and message in str(err.value)
 
 
-def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
+def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project, capsys):
     """Exit 2, one line, nothing written: an unknown name (with the names defined), a missing file, a preference
-    dataset trained as SFT, a missing registry."""
+    dataset trained as SFT, a missing registry. The first case through the real ``ftsweep`` process, the others
+    through the same ``ftsweep.cli.main`` in this process (a process each only paid the imports again)."""
+    from ftsweep.cli import main
+
     cases = [
         (["data.dataset=qaa"], ("data.dataset: no dataset 'qaa' in data/dataset_info.json (it defines: c4, hist, "
                                "hub, pairs, qa, qa_eval, talk); did you mean 'qa'?")),
@@ -178,11 +181,17 @@ def test_the_cli_refuses_a_bad_entry_before_any_run_folder(project):
     (project / "data" / "qa.json").rename(project / "data" / "moved.json")
     cases.append((["data.dataset=qa"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
     cases.append((["data.dataset='talk,qa'"], f"data.dataset: 'qa': no such file {project / 'data' / 'qa.json'}"))
-    for overrides, message in cases:
-        r = subprocess.run([sys.executable, "-m", "ftsweep", "train", *overrides, "model=tiny", "logger=none",
-                            f"hydra.run.dir={project / 'run'}"], capture_output=True, text=True, cwd=project, check=False)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (overrides, r.stderr)
+    for i, (overrides, message) in enumerate(cases):
+        argv = ["train", *overrides, "model=tiny", "logger=none", f"hydra.run.dir={project / 'run'}"]
+        if i == 0:
+            r = subprocess.run([sys.executable, "-m", "ftsweep", *argv], capture_output=True, text=True, cwd=project,
+                               check=False)
+            code, stderr = r.returncode, r.stderr
+        else:
+            capsys.readouterr()
+            code, stderr = main(argv), capsys.readouterr().err
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], (overrides, stderr)
         assert not (project / "run").exists()
 
 
@@ -203,13 +212,23 @@ def test_the_merged_model_card_names_the_entry_even_when_the_registry_is_gone(pr
     assert _data_line(cfg).startswith("- data: `talk` (an entry of data/dataset_info.json) (format ")
 
 
-def test_a_sweep_over_entries_checks_every_one_before_the_first_trial(project):
-    from sweep_helpers import run, sweep_args
+def test_a_sweep_over_entries_checks_every_one_before_the_first_trial(project, monkeypatch, capsys):
+    """The bad sweep in-process (``ftsweep.cli.main``; the sweeper's bad input ends in SystemExit(2) there, as in
+    tests/test_bad_input.py), the good one through the real ``ftsweep`` process."""
+    from sweep_helpers import FAKE_CMD, run, sweep_args
+
+    from ftsweep.cli import main
 
     sd = project / "s"
-    r = run([*sweep_args(sd), "model=tiny", "data.dataset=choice(qa, nope, talk)"], project)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    monkeypatch.setenv("FTSWEEP_TRIAL_CMD", FAKE_CMD)  # were the bad entry missed: fake trials
+    capsys.readouterr()
+    try:
+        code = main([*sweep_args(sd), "model=tiny", "data.dataset=choice(qa, nope, talk)"][3:])
+    except SystemExit as exc:
+        code = exc.code
+    stderr = capsys.readouterr().err
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, stderr
     assert lines[0].startswith("ftsweep: error: data.dataset: no dataset 'nope' in data/dataset_info.json"), lines
     assert not list(sd.glob("trial_*"))
     r = run([*sweep_args(sd, n_trials=2), "model=tiny", "data.dataset=choice(qa, talk)"], project)
