@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
-from sweep_helpers import load, run, sweep_args
+from sweep_helpers import FAKE_CMD, load, run, sweep_args
+
+from ftsweep.cli import main
+
+
+def _in_process(args: list[str], cwd, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """``args`` (``python -m ftsweep train -m ...``) through the same ``ftsweep.cli.main`` in this process, as
+    tests/test_bad_input.py runs its cases: a process per case only paid the imports again. A sweep's bad input,
+    found by the sweeper inside Hydra, ends in SystemExit(2) here; a case that wrongly passes runs fake trials."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("FTSWEEP_TRIAL_CMD", FAKE_CMD)
+    capsys.readouterr()
+    try:
+        code = main(args[3:])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def _error_line(r) -> str:
@@ -13,7 +32,7 @@ def _error_line(r) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("override", "message"), [
+BAD_INPUT = [
     ("optimizer.lrr=interval(1e-5,1e-3)", "optimizer.lrr: unknown key"),
     ("optimizer.lr=interval(1e-3,1e-5)", "optimizer.lr: empty interval"),
     ("optimizer.lr=tag(log,interval(0,1e-3))", "log interval needs bounds > 0"),
@@ -47,21 +66,31 @@ def _error_line(r) -> str:
     ("hydra.sweeper.direction=maximize", ("hydra.sweeper.direction: maximize for eval_loss, which is better lower: "
                                           "the best trial would be the worst;")),
     ("objective.direction=maximize", "objective.direction: maximize for eval_loss, which is better lower"),
-])
-def test_bad_input_is_one_line_before_any_trial(tmp_path, override, message):
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_before_any_trial(tmp_path, monkeypatch, capsys, override, message):
+    """The first case through the real ``ftsweep`` process (its exit code and stderr), the others in-process."""
     sd = tmp_path / "s"
-    r = run([*sweep_args(sd), override], tmp_path)
+    if (override, message) == BAD_INPUT[0]:
+        r = run([*sweep_args(sd), override], tmp_path)
+    else:
+        r = _in_process([*sweep_args(sd), override], tmp_path, monkeypatch, capsys)
     assert message in _error_line(r)
     assert not list(sd.glob("trial_*"))
 
 
-def test_changed_search_space_leaves_the_study_untouched(tmp_path):
+def test_changed_search_space_leaves_the_study_untouched(tmp_path, monkeypatch, capsys):
+    """The study of a finished sweep (one trial is a study) is refused, unchanged, for another search space; the
+    second sweep in-process."""
     sd = tmp_path / "s"
-    first = run(sweep_args(sd, n_trials=2), tmp_path)
+    first = run(sweep_args(sd, n_trials=1), tmp_path)
     assert first.returncode == 0, first.stderr
     before = [(t.number, t.state, t.params, t.value) for t in load(sd).trials]
+    assert len(before) == 1 and before[0][1].name == "COMPLETE"
     db = (sd / "study.db").read_bytes()
-    r = run([*sweep_args(sd, n_trials=4), "lora.r=choice(8,16)"], tmp_path)
+    r = _in_process([*sweep_args(sd, n_trials=4), "lora.r=choice(8,16)"], tmp_path, monkeypatch, capsys)
     assert "has a different search space (differs in: lora.r)" in _error_line(r)
     # the way out it names works: another study_name alone is refused in this folder (it holds the first study)
     assert "use a new folder (hydra.sweep.dir=<new>" in _error_line(r)
@@ -69,12 +98,12 @@ def test_changed_search_space_leaves_the_study_untouched(tmp_path):
     assert (sd / "study.db").read_bytes() == db
 
 
-def test_a_multirun_with_nothing_to_search_says_how_to_train_one_config(tmp_path):
+def test_a_multirun_with_nothing_to_search_says_how_to_train_one_config(tmp_path, monkeypatch, capsys):
     """``ftsweep train -m trainer.max_steps=5`` (no override lists values, no sweep= chosen): one line that says
-    how to search and how to train the one config instead."""
+    how to search and how to train the one config instead (in-process)."""
     sd = tmp_path / "s"
     args = [a for a in sweep_args(sd) if not a.startswith("optimizer.lr=")]
-    line = _error_line(run([*args, "trainer.max_steps=5"], tmp_path))
+    line = _error_line(_in_process([*args, "trainer.max_steps=5"], tmp_path, monkeypatch, capsys))
     assert line == ("ftsweep: error: nothing to search: no override lists values (e.g. optimizer.lr=1e-4,1e-3) and "
                     "hydra.sweeper.params is empty: use sweep=<name> (see sweep/), or drop -m to train this one config")
     assert not sd.exists() or not list(sd.glob("trial_*"))
