@@ -254,12 +254,13 @@ def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
                           timeout=300, check=False)
 
 
-def test_cli_a_bad_path_or_a_bad_value_is_one_line_naming_file_and_line(cache_dir, tmp_path):
+def test_cli_a_bad_path_or_a_bad_value_is_one_line_naming_file_and_line(cache_dir, tmp_path, monkeypatch, capsys):
     """SQuAD-shaped files (data.format=auto reads answers.text.0 as the output): a path no validation row has (a
     typo) and a value that is no list of answers are one line naming the validation file and line, exit 2, no run
     folder left. Mapping the whole ``answers`` column as the references keeps it for the format detection (it was
     taken out of the row: 'cannot tell the format'), and the training rows' answers are not checked (they named
-    train.jsonl line 1)."""
+    train.jsonl line 1). The first case goes through the real ``ftsweep`` process (its exit code and stderr); the
+    second through the same ``ftsweep.cli.main`` in this process (a second process only paid the imports again)."""
     ctx = "The Denver Broncos beat the Carolina Panthers at Levi's Stadium."
     train = [{"question": q, "context": ctx, "answers": {"text": [a, a.split()[-1]], "answer_start": [0, 0]}}
              for q, a in (("Who won?", "Denver Broncos"), ("Who lost?", "Carolina Panthers"))] * 4
@@ -277,11 +278,19 @@ def test_cli_a_bad_path_or_a_bad_value_is_one_line_naming_file_and_line(cache_di
         "data.columns.references=answers": "ftsweep: error: val.jsonl line 1: field \"references (column 'answers')\": "
                                            "expected a list of answers (strings) or one string, got dict",
     }
-    for override, line in cases.items():
-        out = cli(*run, override, cwd=tmp_path, cache_dir=cache_dir)
-        assert out.returncode == 2, out.stderr
-        assert [ln for ln in out.stderr.splitlines() if ln.startswith("ftsweep: error")] == [line]
-        assert "Traceback" not in out.stderr
+    from ftsweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for i, (override, line) in enumerate(cases.items()):
+        if i == 0:
+            out = cli(*run, override, cwd=tmp_path, cache_dir=cache_dir)
+            code, stderr = out.returncode, out.stderr
+        else:
+            capsys.readouterr()
+            code, stderr = main([*run, override]), capsys.readouterr().err
+        assert code == 2, stderr
+        assert [ln for ln in stderr.splitlines() if ln.startswith("ftsweep: error")] == [line]
+        assert "Traceback" not in stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl", "val.jsonl"]
 
 
