@@ -363,7 +363,12 @@ def cli(*args: str, cwd: Path, cache_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_bad_inputs_one_line_exit_2(cache_dir, tmp_path):
+def test_cli_bad_inputs_one_line_exit_2(cache_dir, tmp_path, monkeypatch, capsys):
+    """Each bad input is one ``ftsweep: error:`` line, exit 2, no traceback, nothing written. The first case goes
+    through the real ``ftsweep`` process; the others through the same ``ftsweep.cli.main`` in this process (a
+    process each only paid the imports again)."""
+    from ftsweep.cli import main
+
     latin = tmp_path / "latin1.jsonl"
     latin.write_bytes(jsonl(ROWS).encode("latin-1"))
     glaive = ROOT / "tests" / "data" / "toolcall_sharegpt.json"
@@ -375,18 +380,31 @@ def test_cli_bad_inputs_one_line_exit_2(cache_dir, tmp_path):
             "data.chat_template: the chat template 'chatml' has no tool support"
         ),
     }
-    for overrides, start in cases.items():
-        out = cli("inspect", *overrides.split(), NO_PRETRAIN, "--plain", cwd=tmp_path, cache_dir=cache_dir)
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 2, out.stderr
-        assert lines[-1].startswith(f"ftsweep: error: {start}"), out.stderr
-        assert "Traceback" not in out.stderr
+    monkeypatch.chdir(tmp_path)
+    for i, (overrides, start) in enumerate(cases.items()):
+        argv = ["inspect", *overrides.split(), NO_PRETRAIN, "--plain"]
+        if i == 0:
+            out = cli(*argv, cwd=tmp_path, cache_dir=cache_dir)
+            code, stderr = out.returncode, out.stderr
+        else:
+            capsys.readouterr()
+            code, stderr = main(argv), capsys.readouterr().err
+        lines = stderr.strip().splitlines()
+        assert code == 2, stderr
+        assert lines[-1].startswith(f"ftsweep: error: {start}"), stderr
+        assert "Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latin1.jsonl"]  # nothing written
 
 
-def test_cli_inspect_shows_the_tool_schema_in_the_prompt(cache_dir, tmp_path):
+def test_cli_inspect_shows_the_tool_schema_in_the_prompt(cache_dir, tmp_path, monkeypatch, capsys):
+    """``ftsweep inspect`` through ``ftsweep.cli.main`` in this process (as tests/test_inspect.py runs it; the real
+    process is test_cli_bad_inputs_one_line_exit_2's first case)."""
+    from ftsweep.cli import main
+
     glaive = ROOT / "tests" / "data" / "toolcall_sharegpt.json"
-    out = cli(
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = main([
         "inspect",
         f"data.path={glaive}",
         "data.format=sharegpt",
@@ -398,11 +416,10 @@ def test_cli_inspect_shows_the_tool_schema_in_the_prompt(cache_dir, tmp_path):
         "--rows",
         "1",
         "--plain",
-        cwd=tmp_path,
-        cache_dir=cache_dir,
-    )
-    assert out.returncode == 0, out.stderr
-    row = out.stdout.split("--- train row 0")[1].split("--- train row 1")[0]
+    ])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    row = out.out.split("--- train row 0")[1].split("--- train row 1")[0]
     prompt, trained = row.split("[[", 1)
     assert '"name": "get_exchange_rate"' in prompt and "Environment: ipython" in prompt  # masked, shown
     assert trained.startswith(
