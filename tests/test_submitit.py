@@ -60,7 +60,7 @@ def test_job_ended_by_the_scheduler_fails_with_its_reason_and_is_rerun(tmp_path)
     sd = tmp_path / "s"
     # trial 0 hangs; the job's time limit (0.1 min) ends it: submitit's local executor signals it as SLURM would
     r = subprocess.run(sweep_args(sd, *SUBMITIT, "hydra.sweeper.submitit.timeout_min=0.1",
-                                  "hydra.sweeper.pruner.name=none", "hydra.sweeper.max_failure_rate=1.0", n_trials=2),
+                                  "hydra.sweeper.pruner.name=none", "hydra.sweeper.max_failure_rate=1.0", n_trials=1),
                        cwd=tmp_path, env=env(FAKE_PLAN={"0": "hang"}), capture_output=True, text=True, timeout=400,
                        check=False, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert r.returncode == 0, r.stderr
@@ -76,7 +76,8 @@ def test_job_ended_by_the_scheduler_fails_with_its_reason_and_is_rerun(tmp_path)
     from ftsweep.sweeper.study import count
 
     c = count(study)
-    assert c.total == 2 and c.complete == 2 and c.running == 0  # the re-run takes the failed trial's place
+    assert len(study.trials) == 2  # the failed job and its re-run (n_trials=1: no other trial)
+    assert c.total == 1 and c.complete == 1 and c.running == 0  # the re-run takes the failed trial's place
 
 
 @pytest.mark.parametrize("gpus,expect_gpus", [("auto", True), (None, False)])
