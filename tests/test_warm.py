@@ -36,7 +36,8 @@ def test_warm_trials_equal_cold_trials_and_leave_the_base_clean(compose, tmp_pat
     from ftsweep.train import run as train_run
 
     trials = [("1e-3", "r8"), ("5e-3", "r16"), ("1e-3", "r8")]
-    cfgs = [compose(*FAST, "trainer.max_steps=6", "trainer.eval_steps=3", f"optimizer.lr={lr}", f"lora={r}", *extra)
+    cfgs = [compose(*FAST, "trainer.max_steps=4", "trainer.eval_steps=2", f"optimizer.lr={lr}",
+                    f"lora={r}", *extra)
             for lr, r in trials]
     parts = WarmComponents()
     warm, hooks = [], []
@@ -132,7 +133,7 @@ def test_warm_sweep_matches_cold_runs_and_replaces_a_failed_worker(tmp_path, cac
 
     sd = tmp_path / "sweep"
     args = [sys.executable, "-m", "ftsweep", "train", "-m", "hydra/sweeper=ftsweep_optuna", *FAST,
-            "trainer.max_steps=6", "trainer.eval_steps=3", f"cache_dir={cache_dir}",
+            "trainer.max_steps=4", "trainer.eval_steps=2", f"cache_dir={cache_dir}",
             "optimizer.lr=choice(1e-3, 4e-3)", "trainer.timeout_s=choice(0.0, 1e-9)",
             "hydra.sweeper.sampler.name=grid", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=1",
             "hydra.sweeper.warm_workers=true", "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.report=false",
