@@ -150,3 +150,47 @@ def test_a_jobs_pickled_command_holds_no_secret(tmp_path, monkeypatch):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert b"PLANTED" not in f.read_bytes(), f"a secret pickled into {f}"
+
+
+def test_a_job_ended_without_its_result_does_not_stop_the_sweep_loop(tmp_path, monkeypatch):
+    """A job the scheduler ended writes no result file; submitit's ``result()`` then sleeps up to 15 s waiting
+    for it, and the sweep loop that polled it froze with it (a fake sweep's timed-out trial was recorded after
+    22.8 s with a 6 s limit, and no other trial was handed over meanwhile). The poll now returns at once while
+    the file may still show (the same 15 s, across polls), then asks ``result()`` without a second wait."""
+    from types import SimpleNamespace
+
+    from ftsweep.sweeper import submitit_backend
+
+    class Job:
+        job_id, state = "42", "TIMEOUT"
+        _results_timeout_s = 15
+
+        def __init__(self):
+            self.paths = SimpleNamespace(result_pickle=tmp_path / "42_0_result.pkl")
+            self.waits: list[float] = []
+
+        def done(self):
+            return True
+
+        def result(self):
+            self.waits.append(self._results_timeout_s)
+            raise RuntimeError("Job 42 has not produced any output (state: TIMEOUT)")
+
+    clock = [1000.0]
+    monkeypatch.setattr(submitit_backend.time, "monotonic", lambda: clock[0])
+    job = Job()
+    proc = submitit_backend.SubmititProcess(job, tmp_path / "trial.log")
+    assert proc.poll() is None and job.waits == []  # not a blocking result() call
+    clock[0] += submitit_backend.RESULT_GRACE_S - 1
+    assert proc.poll() is None and job.waits == []
+    clock[0] += 1
+    ended = proc.poll()
+    assert job.waits == [0]  # waited across the polls already: no second wait inside result()
+    assert ended.code is None and ended.reason.startswith("scheduler: job 42 ended (TIMEOUT): Job 42 has not produced")
+    # a result file that shows within the grace is read at once
+    job2 = Job()
+    proc2 = submitit_backend.SubmititProcess(job2, tmp_path / "trial.log")
+    assert proc2.poll() is None
+    job2.paths.result_pickle.write_bytes(b"")
+    job2.result = lambda: 0
+    assert proc2.poll().code == 0

@@ -51,16 +51,33 @@ def run_trial_command(cmd: list[str], env: dict[str, str], log_path: str) -> int
             raise
 
 
+# How long a job that ended without its result file is given for the file to show (submitit's own wait, for a
+# shared filesystem that shows it late: ``Job._results_timeout_s``), waited across polls, not inside one. The local
+# executor's job writes its result on this machine before it ends: a second is plenty there.
+RESULT_GRACE_S = 15.0
+LOCAL_RESULT_GRACE_S = 1.0
+
+
 class SubmititProcess:
-    def __init__(self, job: Any, log_path: Path):
-        self.job, self.log_path = job, log_path
+    def __init__(self, job: Any, log_path: Path, result_grace_s: float = RESULT_GRACE_S):
+        self.job, self.log_path, self.result_grace_s = job, log_path, result_grace_s
         self._exit: Exit | None = None
+        self._ended_without_result: float | None = None  # when done() first held with no result file
 
     def poll(self) -> Exit | None:
         if self._exit is not None:
             return self._exit
         if not self.job.done():
             return None
+        if not _result_written(self.job):
+            # A job the scheduler ended (time limit, cancel, node failure) writes no result: submitit's result()
+            # waits 15 s for the file in a sleep loop, which froze the sweep (every other trial's hand-over and
+            # progress) at each such job. The wait is kept, but spread over the sweep's polls.
+            now = time.monotonic()
+            self._ended_without_result = self._ended_without_result or now
+            if now - self._ended_without_result < self.result_grace_s:
+                return None
+            self.job._results_timeout_s = 0  # waited above
         try:
             code = self.job.result()
             self._exit = Exit(int(code))
@@ -75,6 +92,13 @@ class SubmititProcess:
             self.job.cancel(check=False)
         except Exception:  # the job already ended (or the scheduler forgot it): nothing left to cancel
             pass
+
+
+def _result_written(job: Any) -> bool:
+    try:
+        return job.paths.result_pickle.exists()
+    except Exception:  # noqa: BLE001 -- no such path for this job kind: result() decides, as before
+        return True
 
 
 def _job_state(job: Any) -> str:
@@ -162,7 +186,7 @@ class SubmititBackend:
         job = self.executor.submit(run_trial_command, _cmd_without_secrets(cmd), _without_secrets(env), str(log_path))
         with open(log_path, "a") as log:
             log.write(f"# submitit {self.cluster} job {job.job_id}\n")
-        return SubmititProcess(job, log_path)
+        return SubmititProcess(job, log_path, LOCAL_RESULT_GRACE_S if self.cluster == "local" else RESULT_GRACE_S)
 
     def wait(self, seconds: float) -> None:
         time.sleep(seconds)
