@@ -22,6 +22,7 @@ CACHE_VERSION = 16  # bump when the encoding (or what its stats record) changes,
 # 13: the stats list the validation rows whose answer truncation cut (eval_answers_cut_where)
 # 14: the validation split may carry each row's acceptable answers (a "references" column, data.columns.references)
 # 15: the stats count the validation rows that copy a training row (n_eval_copies_of_train)
+# 16: the stats count the validation rows' tokens (n_eval_tokens: the evaluation-cost warning of ftsweep.train)
 
 # DataConfig fields that change the tokens: all but an explicit exclude list (where the rows come
 # from, which is hashed by content instead), so a new data key is part of the fingerprint by default.
