@@ -417,7 +417,7 @@ def test_browser_shows_the_study(browser, tmp_path):
     from sweep_helpers import run
 
     sweep_dir = tmp_path / "sw"
-    r = run(fake_sweep_args(sweep_dir, 2), cwd=tmp_path, FAKE_PLAN={"1": "bad"}, **PLANTED)
+    r = run(fake_sweep_args(sweep_dir, 2), cwd=tmp_path, FAKE_PLAN={"1": "bad"}, FAKE_CURVE="1", **PLANTED)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"watch it live: ftsweep dashboard {sweep_dir}" in r.stderr + r.stdout
     port = free_port()
@@ -464,7 +464,7 @@ def test_browser_watches_a_running_sweep(browser, tmp_path):
     from sweep_helpers import env
 
     proc = subprocess.Popen(fake_sweep_args(sweep_dir, 2, "hydra.sweeper.dashboard=true", report=False), cwd=tmp_path,
-                            env=env(FAKE_STEP_S="1.5"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env(FAKE_STEP_S="1.5", FAKE_CURVE="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
         for line in proc.stdout:
@@ -505,7 +505,7 @@ def test_live_on_a_journal_file(tmp_path):
 
     sweep_dir = tmp_path / "sw"
     proc = subprocess.Popen(fake_sweep_args(sweep_dir, 2, "hydra.sweeper.storage=journal", report=False),
-                            cwd=tmp_path, env=env(FAKE_STEP_S="2.5"), stdout=subprocess.PIPE,
+                            cwd=tmp_path, env=env(FAKE_STEP_S="2.5", FAKE_CURVE="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen: list[list[str]] = []
     try:
