@@ -31,6 +31,11 @@ def test_evaluation_heavier_than_training_is_one_warning_with_what_lowers_it(com
                 "trainer.intermediate_eval_rows=20"), tmp_path / "subset")
     (line,) = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith(WARNING)]
     assert "intermediate_eval_rows" not in line and int(line.removeprefix(WARNING).split("%")[0]) < share
+    # a short run with no evaluation between the first and the last: only fewer validation rows can help
+    run(compose(*SMALL, "data.val_size=0.5", "trainer.max_steps=2", "trainer.eval_steps=10"), tmp_path / "short")
+    (line,) = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith(WARNING)]
+    assert line.endswith(f"(2 evaluations of {n_eval} validation rows, counted in tokens, vs training): lower it "
+                         "with a smaller data.val_size"), line
 
 
 def test_the_eval_token_count_is_exact_and_a_balanced_run_says_nothing(compose, tmp_path, capfd):

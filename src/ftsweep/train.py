@@ -300,8 +300,9 @@ def warn_settings_without_effect(cfg, trainer) -> None:
 EVAL_SHARE_WARNED = 0.5  # evaluation above this share of a run's forward + backward work is said
 
 
-def evaluation_share(cfg, trainer, stats: dict[str, Any]) -> tuple[float, int, int] | None:
-    """(share of the run's model work that evaluation takes, evaluations, validation rows each scores) from the
+def evaluation_share(cfg, trainer, stats: dict[str, Any]) -> tuple[float, int, int, int] | None:
+    """(share of the run's model work that evaluation takes, evaluations, validation rows each scores, evaluations
+    between the first and the last) from the
     token counts: an evaluation token is one forward pass, a trained token about three (forward + backward; four
     with gradient checkpointing, counted as three: a lower bound). The evaluations: the initial one, one every
     ``trainer.eval_steps`` (before the last step on ``trainer.intermediate_eval_rows`` rows when set) and the
@@ -321,7 +322,7 @@ def evaluation_share(cfg, trainer, stats: dict[str, Any]) -> tuple[float, int, i
     before_last = (steps - 1) // int(t.eval_steps)
     subset = min(int(t.intermediate_eval_rows or n_eval), n_eval)
     scored = (2 * n_eval + before_last * subset) * eval_tokens / n_eval  # initial + final + the ones between
-    return scored / (scored + trained), before_last + 2, n_eval
+    return scored / (scored + trained), before_last + 2, n_eval, before_last
 
 
 def warn_evaluation_cost(cfg, trainer, stats: dict[str, Any]) -> None:
@@ -334,10 +335,13 @@ def warn_evaluation_cost(cfg, trainer, stats: dict[str, Any]) -> None:
     from ftsweep.console import say
 
     t = cfg.trainer
-    fixes = [] if t.intermediate_eval_rows else [("trainer.intermediate_eval_rows=N (a fixed subset for the "
-                                                   "evaluations before the last step)")]
-    fixes += ["a larger trainer.eval_steps", "a smaller data.val_size" if cfg.data.validation_path is None
-              and cfg.data.get("eval_dataset") is None else "fewer validation rows"]
+    fixes = []
+    if share[3]:  # evaluations during training: fewer, or on fewer rows (a run with none has only the two)
+        fixes += [] if t.intermediate_eval_rows else [("trainer.intermediate_eval_rows=N (a fixed subset for the "
+                                                        "evaluations before the last step)")]
+        fixes += ["a larger trainer.eval_steps"]
+    fixes += ["a smaller data.val_size" if cfg.data.validation_path is None and cfg.data.get("eval_dataset") is None
+              else "fewer validation rows"]
     say(f"warning: evaluation takes about {share[0]:.0%} of this run's model work ({share[1]} evaluations of "
         f"{share[2]:,} validation rows, counted in tokens, vs training): lower it with {', or '.join(fixes)}")
 
