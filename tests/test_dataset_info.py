@@ -429,6 +429,7 @@ def test_a_list_of_entries_is_cached_by_the_bytes_of_its_files_and_registry(proj
 
     cfg = compose("data.dataset='qa,talk'", "data.val_size=0", "objective.metric=train_loss", NO_PRETRAIN)
     tok = load_tokenizer(cfg)
+    cfg.cache_dir = str(project / "cache")  # a data cache of its own: a reused FTSWEEP_TEST_CACHE holds these rows
     first = build_datasets(cfg, tok)
     with monkeypatch.context() as m:  # a cache hit reads no row (the files are hashed by their bytes)
         m.setattr(sources, "read_records", lambda *a: pytest.fail("rows read on a cache hit"))
