@@ -185,6 +185,11 @@ def test_read_references_takes_a_list_or_a_string_and_refuses_anything_else():
     assert read_references({"references": "Paris"}, "v.jsonl line 1", _d()) == ["Paris"]
     assert read_references({"references": [42, "forty-two"]}, "v.jsonl line 1", _d()) == ["42", "forty-two"]
     assert read_references({"references": None}, "v.jsonl line 1", _d()) is None
+    # a CSV cell holds no list: a JSON list in it is the list; other text in brackets is one answer
+    assert read_references({"references": '["Paris", "paris, France", 1]'}, "v.csv line 2", _d()) == [
+        "Paris", "paris, France", "1"]
+    assert read_references({"references": "[citation needed]"}, "v.csv line 2", _d()) == ["[citation needed]"]
+    assert read_references({"references": "[]"}, "v.csv line 2", _d()) == []
     assert read_references({"output": "x"}, "v.jsonl line 1", _d()) is None  # a row without the column
     assert read_references({"references": ["a"]}, "v.jsonl line 1", _d(None)) is None  # the key unset
     with pytest.raises(DataError) as err:
@@ -226,6 +231,22 @@ def test_validation_rows_carry_their_references_and_training_is_unchanged(compos
         ours, theirs = getattr(bundle, split), getattr(plain, split)
         assert ours.column_names == theirs.column_names == ["input_ids", "labels"]
         assert ours["input_ids"] == theirs["input_ids"] and ours["labels"] == theirs["labels"]
+
+
+def test_a_csv_validation_file_gives_its_json_list_cells_as_several_references(compose, tmp_path):
+    """A CSV has no lists: a references cell written as a JSON list is each of its answers, other cells one."""
+    from ftsweep.data.pipeline import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    _write(tmp_path, [])
+    (tmp_path / "val.csv").write_text('instruction,input,output,aliases\n'
+                                      'Who won?,,Denver Broncos,"[""Denver Broncos"", ""Broncos""]"\n'
+                                      'Where?,,Santa Clara,Santa Clara (California)\n')
+    cfg = compose("data=custom_json", f"data.path={tmp_path / 'train.jsonl'}", "data.format=alpaca",
+                  f"data.validation_path={tmp_path / 'val.csv'}", "data.val_size=0",
+                  "data.columns.references=aliases", NO_PRETRAIN)
+    bundle = build_datasets(cfg, load_tokenizer(cfg))
+    assert bundle.references("eval") == [["Denver Broncos", "Broncos"], ["Santa Clara (California)"]]
 
 
 def test_every_dataset_info_validation_entry_reads_its_references(compose, tmp_path, monkeypatch):

@@ -284,11 +284,21 @@ REFERENCES = "references"  # data.columns.references: a validation row's accepta
 def read_references(row: dict, where: str, d: Any) -> list[str] | None:
     """The acceptable answers of a row (``data.columns.references``): a list of strings, or one string; None when
     the key is unset or the row has no such column (or it is null). Numbers are taken as their text, as in any text
-    field; blank answers are left out. Anything else is a :class:`DataError` naming the row and the column."""
+    field; blank answers are left out. A string that is a JSON list (``["Paris", "paris, France"]``: a CSV cell
+    cannot hold a list) is that list. Anything else is a :class:`DataError` naming the row and the column."""
     if not getattr(getattr(d, "columns", None), REFERENCES, None) or row.get(REFERENCES) is None:
         return None
     value = number_text(row[REFERENCES])
     items = [value] if isinstance(value, str) else value
+    if isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]"):
+        import json
+
+        try:
+            items = json.loads(value)
+        except ValueError:
+            pass  # an answer in brackets, e.g. "[citation needed]": one answer
+        if not isinstance(items, list):
+            items = [value]
     if not isinstance(items, list):
         raise DataError(where, f"expected a list of answers (strings) or one string, got {type(value).__name__}",
                         _label(REFERENCES, d))
