@@ -196,17 +196,21 @@ def test_rouge_bleu_chrf_values():
 
 def test_bleu_of_chinese_and_japanese_answers_counts_characters():
     """sacrebleu's default 13a tokenizer splits on spaces: a Chinese / Japanese sentence is one token, so an answer
-    one word off scored BLEU 0 (the same as a wrong one). Rows with those characters use sacrebleu's zh tokenizer
-    (each Chinese character a token), as rouge_l counts them per character; other rows keep 13a."""
+    one word off scored BLEU 0 (the same as a wrong one). Rows with Chinese characters use sacrebleu's zh tokenizer
+    (each Chinese character a token), rows with Japanese kana its char tokenizer (zh leaves a run of kana one
+    token: これはペンです vs これはペンでした scored 0), as rouge_l counts them per character; other rows keep 13a."""
     import sacrebleu
 
     pairs = [("我喜欢吃苹果。", "我喜欢吃香蕉。"), ("東京は日本の首都です", "東京は日本の首都だ"),
+             ("これはペンです", "これはペンでした"),
              ("서울은 한국의 수도입니다", "서울은 한국의 수도이다"), ("a dog ran", "the dog ran away")]
     bleu = build_scorer("bleu", _objective())(_rows(pairs))
     assert bleu.rows[0] == pytest.approx(sacrebleu.sentence_bleu(pairs[0][0], [pairs[0][1]], tokenize="zh").score)
-    assert bleu.rows[1] == pytest.approx(sacrebleu.sentence_bleu(pairs[1][0], [pairs[1][1]], tokenize="zh").score)
-    assert bleu.rows[0] > 40 and bleu.rows[1] > 80  # 13a: 0.0 and 0.0
-    assert bleu.rows[2:] == [pytest.approx(sacrebleu.sentence_bleu(p, [r]).score) for p, r in pairs[2:]]  # 13a
+    for i in (1, 2):
+        assert bleu.rows[i] == pytest.approx(sacrebleu.sentence_bleu(pairs[i][0], [pairs[i][1]], tokenize="char").score)
+    assert bleu.rows[0] > 40 and bleu.rows[1] > 70 and bleu.rows[2] > 50  # 13a: 0.0, 0.0, 0.0; zh: 2 of 3 also 0
+    assert sacrebleu.sentence_bleu(pairs[2][0], [pairs[2][1]], tokenize="zh").score == 0
+    assert bleu.rows[3:] == [pytest.approx(sacrebleu.sentence_bleu(p, [r]).score) for p, r in pairs[3:]]  # 13a
     wrong = build_scorer("bleu", _objective())(_rows([("完全不同的回答", "我喜欢吃香蕉。")]))
     assert wrong.value < bleu.rows[0]  # a wrong answer still scores below a near miss
 

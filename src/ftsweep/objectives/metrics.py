@@ -2,7 +2,7 @@
 
 Per-row metrics (exact_match, contains, regex, token_f1, rouge_l, function) give a score per row and the mean over
 rows; bleu is the mean of the rows' sentence BLEU (sacrebleu's ``sentence_bleu``: effective order, exp
-smoothing; its zh tokenizer for rows with Chinese / Japanese characters; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
+smoothing; its char tokenizer for rows with Japanese kana, zh for rows with Chinese characters; 0-100), as LLaMA-Factory's bleu-4 is a mean of smoothed sentence BLEU; chrf is computed over all
 rows at once by sacrebleu (0-100). Each row's sentence score is kept for predictions.jsonl. The normalisation is public so other objectives (e.g. a GRPO
 exact-match reward) score answers the same way.
 
@@ -148,10 +148,17 @@ _HAS_CJK = re.compile(f"[{_CJK}]")
 _CJK_SPLIT = re.compile(f"[{_CJK}]|[^{_CJK}]+")  # a word with such characters: each of them, and the runs between
 
 
+_HAS_KANA = re.compile("[\u3040-\u30ff]")
+
+
 def bleu_tokenize(prediction: str, reference: str) -> str:
-    """sacrebleu's tokenizer for one row: ``zh`` (each Chinese character a token) where either text has Chinese /
-    Japanese characters, else its default ``13a``, which splits on spaces: a sentence of those scripts would be
-    one token, and an answer one word off would score 0."""
+    """sacrebleu's tokenizer for one row: ``char`` (every character a token) where either text has Japanese kana,
+    else ``zh`` (each Chinese character a token) where either has Chinese characters, else its default ``13a``,
+    which splits on spaces: a sentence of those scripts would be one token, and an answer one word off would score
+    0. Not ``zh`` for Japanese: it splits Chinese characters only, so a run of kana stays one token
+    (これはペンです vs これはペンでした: 0); ``ja-mecab`` needs MeCab and its dictionary."""
+    if _HAS_KANA.search(prediction) or _HAS_KANA.search(reference):
+        return "char"
     return "zh" if _HAS_CJK.search(prediction) or _HAS_CJK.search(reference) else "13a"
 
 
