@@ -42,6 +42,11 @@ def bad_input_task_dir(tmp_path_factory) -> Path:
     lost = (DATA / "tiny_mc.yaml").read_text().replace(f"task: {TASK}", "task: ftsweep_lost_mc").replace(
         "tests/data/lm_eval/tiny_mc.jsonl", "lost.jsonl")
     (folder / "lost.yaml").write_text(lost)
+    lower = (DATA / "tiny_mc.yaml").read_text().replace(f"task: {TASK}", "task: ftsweep_lower_mc").replace(
+        "tests/data/lm_eval/tiny_mc.jsonl", str(DATA / "tiny_mc.jsonl"))
+    head, tail = lower.split("  - metric: acc_norm")
+    (folder / "lower.yaml").write_text(head + "  - metric: acc_norm" + tail.replace("higher_is_better: true",
+                                                                                   "higher_is_better: false", 1))
     return folder
 
 
@@ -186,6 +191,10 @@ CASES = [
                                                                        "lost.jsonl not found"]),
     ("task_metric_not_reported", [*RUN, f"objective.tasks=[{TASK}]", "objective.task_metric=f1"],
      ["objective.task_metric", "acc, acc_norm", "'f1'"]),
+    # a metric the task declares better lower, searched the way its name says (up): the worst trial would win
+    ("direction_against_the_task", [*RUN, "objective.tasks=[ftsweep_lower_mc]", "objective.task_metric=acc_norm"],
+     ["objective.direction", "maximize for acc_norm of task ftsweep_lower_mc", "higher_is_better: false",
+      "set objective.direction=minimize"]),
     ("limit_zero", [*RUN, f"objective.tasks=[{TASK}]", "objective.limit=0"], ["objective.limit"]),
     ("early_stopping_without_evals", [*RUN, f"objective.tasks=[{TASK}]", "trainer.early_stopping_patience=2"],
      ["trainer.early_stopping_patience", "objective.lm_eval_at_evals=true"]),
@@ -236,6 +245,21 @@ def test_bad_lm_eval_input_is_one_line_exit_2(project, bad_input_task_dir, monke
         assert text in lines[0], (text, lines[0])
     assert "Traceback" not in out + err
     assert _tree(project) == before
+
+
+@pytest.mark.xdist_group("lm_eval_bad_input")
+def test_the_direction_a_task_declares_is_accepted_and_lm_evals_defaults_apply(project, bad_input_task_dir, capsys):
+    """objective.direction=minimize for the task's lower-is-better metric passes; with no higher_is_better in the
+    metric_list, lm_eval's registry says (brier_score: lower, acc: higher)."""
+    from ftsweep.cli import main
+    from ftsweep.config.harness import declared_direction
+
+    code = main([*RUN, "objective.tasks=[ftsweep_lower_mc]", "objective.task_metric=acc_norm",
+                 "objective.direction=minimize", f"objective.include_path={bad_input_task_dir}"])
+    assert code in (0, None), capsys.readouterr().err[-2000:]
+    assert declared_direction({"metric_list": [{"metric": "brier_score"}]}, None) == ("brier_score", "minimize")
+    assert declared_direction({"metric_list": [{"metric": "acc"}, {"metric": "mine"}]}, None) == ("acc", "maximize")
+    assert declared_direction({"metric_list": [{"metric": "mine"}]}, "mine") is None  # nobody says: not checked
 
 
 def test_help_and_composition_do_not_import_lm_eval(compose):

@@ -154,6 +154,22 @@ def metric_names(cfg: dict[str, Any] | None) -> list[str]:
     return [m["metric"] for m in listed if isinstance(m, dict) and isinstance(m.get("metric"), str)]
 
 
+def declared_direction(cfg: dict[str, Any] | None, metric: str | None) -> tuple[str, str] | None:
+    """(metric, "maximize" / "minimize") as lm_eval has it for a task config's ``metric`` (None: the first in its
+    metric_list): the metric_list's ``higher_is_better``, else lm_eval's registry default (brier_score, the
+    perplexities, ter: lower); None when neither says."""
+    listed = [m for m in (cfg or {}).get("metric_list") or [] if isinstance(m, dict) and isinstance(m.get("metric"), str)]
+    name = metric or (listed[0]["metric"] if listed else None)
+    if not name:
+        return None
+    higher = next((m.get("higher_is_better") for m in listed if m["metric"] == name), None)
+    if not isinstance(higher, bool):
+        from lm_eval.api.registry import is_higher_better
+
+        higher = is_higher_better(name)
+    return (name, "maximize" if higher else "minimize") if isinstance(higher, bool) else None
+
+
 def check_lm_eval(obj: Any) -> None:
     """One-line ConfigError, before any model loads, for an lm_eval objective that cannot run."""
     if not lm_eval_installed():
@@ -188,3 +204,13 @@ def check_lm_eval(obj: Any) -> None:
         if declared and obj.task_metric.split(",")[0] not in declared:
             raise ConfigError("objective.task_metric", f"task {tasks[0]} reports {', '.join(declared)}, not "
                               f"{obj.task_metric!r}")
+    # the objective's direction comes from the metric's name (ftsweep.config.objective.lm_eval_direction); a task
+    # that declares its metric better the other way (higher_is_better: false on a metric of its own) would be
+    # searched for its worst trial
+    metric = str(obj.task_metric).split(",")[0] if obj.task_metric else None
+    for leaf, cfg in _members(index, tasks[0]):
+        said = declared_direction(cfg, metric)
+        if said and said[1] != str(obj.direction):
+            raise ConfigError("objective.direction", f"{obj.direction} for {said[0]} of task {leaf}, which lm_eval "
+                              f"scores better {'higher' if said[1] == 'maximize' else 'lower'} (higher_is_better: "
+                              f"{str(said[1] == 'maximize').lower()}): set objective.direction={said[1]}")

@@ -71,7 +71,7 @@ def certain_direction(metric: str) -> str | None:
 
 
 # lm-evaluation-harness metrics that are better lower (higher_is_better: false in its registry and task YAMLs).
-LM_EVAL_LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter")
+LM_EVAL_LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter", "brier_score")
 
 
 def lm_eval_direction(task_metric: str | None) -> str:
