@@ -271,6 +271,10 @@ def test_cache_hit_on_second_run(tmp_path, cfg_for, tok, capsys, monkeypatch):
         second.train["input_ids"] == first.train["input_ids"]
         and second.train["labels"] == first.train["labels"]
     )
+    # token ids and labels are stored as 4-byte integers (half the cache's bytes of int64), read back as ints
+    for column in ("input_ids", "labels"):
+        assert second.train.features[column].feature.dtype == "int32"
+    assert isinstance(second.train[0]["labels"][0], int) and -100 in second.train["labels"][0]
     # Anything that changes the tokens changes the fingerprint: content, options, tokenizer.
     monkeypatch.undo()
     assert build_datasets(cfg_for(path, "data.cutoff_len=501", fresh), tok).fingerprint != first.fingerprint
