@@ -23,6 +23,7 @@ CACHE_VERSION = 17  # bump when the encoding (or what its stats record) changes,
 # 14: the validation split may carry each row's acceptable answers (a "references" column, data.columns.references)
 # 15: the stats count the validation rows that copy a training row (n_eval_copies_of_train)
 # 16: the stats count the validation rows' tokens (n_eval_tokens: the evaluation-cost warning of ftsweep.train)
+# 17: a references cell that is a JSON list is that list (a CSV column); token ids and labels stored as int32
 
 # DataConfig fields that change the tokens: all but an explicit exclude list (where the rows come
 # from, which is hashed by content instead), so a new data key is part of the fingerprint by default.
