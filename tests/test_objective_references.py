@@ -249,6 +249,28 @@ def test_a_csv_validation_file_gives_its_json_list_cells_as_several_references(c
     assert bundle.references("eval") == [["Denver Broncos", "Broncos"], ["Santa Clara (California)"]]
 
 
+def test_inspect_shows_and_dumps_each_validation_rows_references(cache_dir, tmp_path, capsys):
+    """``ftsweep inspect --split eval`` prints each shown row's references under it and --dump writes them (null
+    for a row without them), so a user sees what the answers are scored against before a sweep."""
+    from ftsweep.cli import main
+
+    val = [{"instruction": "Who won?", "input": "", "output": "Denver Broncos",
+            "answers": {"text": ["Denver Broncos", "Broncos"]}},
+           {"instruction": "Where?", "input": "", "output": "Santa Clara"}]
+    _write(tmp_path, val)
+    dump = tmp_path / "eval_rows.jsonl"
+    code = main(["inspect", "data=custom_json", f"data.path={tmp_path / 'train.jsonl'}", "data.format=alpaca",
+                 f"data.validation_path={tmp_path / 'val.jsonl'}", "data.val_size=0", "data.shuffle=false",
+                 "data.columns.references=answers.text", NO_PRETRAIN, "--split", "eval", "--plain",
+                 "--dump", str(dump)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("references: ") == 2
+    assert 'references: ["Denver Broncos", "Broncos"]' in out and "references: null" in out
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [r["references"] for r in rows] == [["Denver Broncos", "Broncos"], None]
+
+
 def test_every_dataset_info_validation_entry_reads_its_references(compose, tmp_path, monkeypatch):
     """data.eval_dataset='v1,v2' reads each entry with its own columns: data.columns.references was dropped from them
     ('no validation row has it' on rows that had it)."""

@@ -83,16 +83,20 @@ def main(argv: list[str]) -> int:
         return _main_preference(args, ds, tokenizer, cfg, bundle, out, plain)
     if "input_ids" not in ds.column_names:  # stage=grpo: prompts (text) and the answers the rewards compare with
         return _main_prompts(args, ds, tokenizer, cfg, bundle, out)
+    # validation rows' acceptable answers (data.columns.references)
+    refs = bundle.references(args.split) if hasattr(bundle, "references") else None
     for i in range(min(args.rows, len(ds))):
         row = ds[i]
         out(_header(i, args.split, row), None)
         _print_row(out, row_spans(tokenizer, row["input_ids"], row["labels"]), plain)
+        if refs is not None:
+            out(f"references: {json.dumps(refs[i], ensure_ascii=False)}", None)
     out(histogram([len(x) for x in ds["input_ids"]], cfg.data.cutoff_len, args.bins), None)
     out(stats_line(bundle.stats, bundle.fingerprint), None)
     if args.dropped:
         _print_dropped(bundle.stats, out)
     if args.dump:
-        n = dump_rows(args.dump, tokenizer, ds, bundle.where(args.split) if hasattr(bundle, "where") else None)
+        n = dump_rows(args.dump, tokenizer, ds, bundle.where(args.split) if hasattr(bundle, "where") else None, refs)
         out(f"wrote {n} rows to {args.dump}", None)
     return 0
 
@@ -305,9 +309,11 @@ def stats_line(stats: dict[str, Any], fingerprint: str) -> str:
     )
 
 
-def dump_rows(path: Path, tokenizer: Any, ds: Any, where: list[str] | None = None) -> int:
+def dump_rows(path: Path, tokenizer: Any, ds: Any, where: list[str] | None = None,
+              references: list[list[str] | None] | None = None) -> int:
     """Write each row as JSON: its source (file and row / line), input_ids, labels, decoded text,
-    decoded trained text and spans."""
+    decoded trained text and spans; with ``references`` (validation rows, data.columns.references) each row's
+    acceptable answers (null for a row without them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for i, row in enumerate(ds):
@@ -320,6 +326,7 @@ def dump_rows(path: Path, tokenizer: Any, ds: Any, where: list[str] | None = Non
                 "text": "".join(s.text for s in spans),
                 "trained_text": "".join(s.text for s in spans if s.trained),
                 "spans": [{"text": s.text, "trained": s.trained} for s in spans],
+                **({"references": references[i]} if references is not None else {}),
             }
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return len(ds)
