@@ -64,6 +64,22 @@ def test_warm_trials_equal_cold_trials_and_leave_the_base_clean(compose, tmp_pat
     assert warm[0]["eval_history"] != warm[1]["eval_history"]
 
 
+def test_the_kept_base_keeps_its_own_forward(compose, tmp_path):
+    """trl's trainers wrap the model's forward in their fused LM head at every init (``add_fused_lm_head`` on
+    the PEFT model's base: the kept base model). Each trial wrapped the last trial's wrapper, so a worker's
+    non-fused forward (generation, the exact-match objective) went through one wrapper per trial it had run,
+    and by 1,000 trials raised RecursionError. The base goes back with the forward it was kept with."""
+    from ftsweep.sweeper.warm import WarmComponents
+    from ftsweep.train import run as train_run
+
+    parts = WarmComponents()
+    cfg = compose(*FAST, "trainer.max_steps=2", "trainer.eval_steps=2")
+    train_run(cfg, tmp_path / "t", parts=parts)
+    base = parts._base[1]
+    assert "forward" not in vars(base)  # the class's own forward, no wrapper left on the instance
+    assert base.forward.__func__ is type(base).forward
+
+
 def test_full_fine_tune_never_reuses_its_base(compose, tmp_path):
     from ftsweep.sweeper.warm import WarmComponents
     from ftsweep.train import run as train_run

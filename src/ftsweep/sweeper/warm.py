@@ -61,7 +61,8 @@ class WarmComponents(Components):
     def __init__(self) -> None:
         self._tokenizer: tuple[str, Any] | None = None
         self._data: tuple[str, Any] | None = None
-        self._base: tuple[str, Any, dict[str, Any], dict[Any, tuple]] | None = None  # key, model, config, hooks
+        # key, model, config, hooks, methods set on the instance
+        self._base: tuple[str, Any, dict[str, Any], dict[Any, tuple], dict[str, Any]] | None = None
         self._initial: tuple[str, dict[str, Any]] | None = None  # key, the first evaluation's metrics
         self.reused: list[str] = []  # what the current trial got from an earlier one (for its log)
         self.configs = ComposeMemo()  # trial configs, built from an earlier one when only sampled values differ
@@ -98,7 +99,7 @@ class WarmComponents(Components):
         if self._base is None or self._base[0] != key:
             self._drop_base()
             model = self.base_model(cfg, tokenizer)  # init_from's adapter merged in (its run is in the key)
-            self._base = (key, model, dict(model.config.__dict__), _hooks(model))
+            self._base = (key, model, dict(model.config.__dict__), _hooks(model), _instance_methods(model))
         else:
             self.reused.append("base model")
             model = self._base[1]
@@ -139,7 +140,7 @@ class WarmComponents(Components):
         """Take the trial's adapter off the kept base model (or drop the base when it cannot be kept)."""
         if self._base is None:
             return
-        _, base, config, hooks = self._base
+        _, base, config, hooks, methods = self._base
         if getattr(model, "base_model", None) is None or not hasattr(model, "unload"):
             self._drop_base()
             return
@@ -153,6 +154,7 @@ class WarmComponents(Components):
         if hasattr(base, "peft_config"):
             del base.peft_config
         _remove_hooks_since(base, hooks)  # e.g. the input-embedding hook each trainer adds for checkpointing
+        _restore_instance_methods(base, methods)  # e.g. trl's fused LM head, which wraps forward at every init
         base.train(False)
 
     def _drop_base(self) -> None:
@@ -197,6 +199,21 @@ def _adapter_is_identity(cfg: Any, model: Any) -> bool:
     if any(p.requires_grad and "lora_" not in n for n, p in named):
         return False
     return all(not p.detach().any() for n, p in named if "lora_B" in n)
+
+
+def _instance_methods(model) -> dict[str, Any]:
+    """The methods of the class that ``model`` overrides on the instance (as loaded: usually none)."""
+    return {k: v for k, v in vars(model).items() if callable(v) and callable(getattr(type(model), k, None))}
+
+
+def _restore_instance_methods(model, kept: dict[str, Any]) -> None:
+    """Undo what a trial set over the class's methods on the instance: trl's trainers replace ``forward`` with
+    their fused LM head at every init (``add_fused_lm_head``), wrapping the forward they find; left on the kept
+    base, each trial would wrap the last one's wrapper, a chain as long as the worker's trials."""
+    for k in [k for k in _instance_methods(model) if k not in kept]:
+        delattr(model, k)
+    for k, v in kept.items():
+        setattr(model, k, v)
 
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
