@@ -156,14 +156,16 @@ SLOT_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
 
 class WarmWorker:
-    """One worker process and its answer pipe (``done <code>`` per trial)."""
+    """One worker process and its answer pipe (``start``, then ``done <code>``, per trial)."""
 
     def __init__(self, proc: subprocess.Popen, slot: tuple[str | None, ...]):
         self.proc, self.slot = proc, slot
         self._buffer = b""
+        self.started = False  # it has taken the trial last sent
         os.set_blocking(proc.stdout.fileno(), False)
 
     def send(self, job: dict[str, Any]) -> None:
+        self.started = False
         self.proc.stdin.write((json.dumps(job) + "\n").encode())
         self.proc.stdin.flush()
 
@@ -175,11 +177,15 @@ class WarmWorker:
             chunk = None
         if chunk:
             self._buffer += chunk
-        line, sep, rest = self._buffer.partition(b"\n")
-        if not sep:
-            return None
-        self._buffer = rest
-        return int(line.split()[1])
+        while True:
+            line, sep, rest = self._buffer.partition(b"\n")
+            if not sep:
+                return None
+            self._buffer = rest
+            if line.strip() == b"start":
+                self.started = True
+                continue
+            return int(line.split()[1])
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -212,9 +218,10 @@ class WarmWorker:
 class WarmProcess:
     """A trial running in a warm worker; when it ends well, the worker goes back to the idle pool."""
 
-    def __init__(self, backend: WarmBackend, worker: WarmWorker, log_path: Path):
-        self.backend, self.worker, self.log_path = backend, worker, log_path
+    def __init__(self, backend: WarmBackend, worker: WarmWorker, log_path: Path, job: dict[str, Any]):
+        self.backend, self.worker, self.log_path, self.job = backend, worker, log_path, job
         self._exit: Exit | None = None
+        self._resent = False
 
     def poll(self) -> Exit | None:
         if self._exit is not None:
@@ -225,6 +232,16 @@ class WarmProcess:
             if died is None:
                 return None
             code = self.worker.answer()  # it may have answered just before exiting
+            if code is None and not self.worker.started and not self._resent:
+                # it died between trials (after its last answer, before taking this one: e.g. killed for memory
+                # while freeing the last trial), so this trial never began: a fresh worker takes it
+                self._resent = True
+                self.backend.busy.discard(self.worker)
+                self.worker.stop()
+                self.worker = self.backend._spawn(self.job["env"], self.worker.slot)
+                self.worker.send(self.job)
+                self.backend.busy.add(self.worker)
+                return None
             if code is None:
                 code = died  # killed, or exited without answering (os._exit, the OOM killer)
         self._exit = Exit(code)
@@ -281,7 +298,7 @@ class WarmBackend:
             worker = self._spawn(env, slot)
             worker.send(job)
         self.busy.add(worker)
-        return WarmProcess(self, worker, log_path)
+        return WarmProcess(self, worker, log_path, job)
 
     def _spawn(self, env: dict[str, str], slot: tuple[str | None, ...]) -> WarmWorker:
         with open(self.sweep_dir / "warm_workers.log", "a") as log:

@@ -12,7 +12,9 @@ worker's stdin::
 
 The worker runs it exactly as ``python -m ftsweep.sweeper.trial`` would (same entry, same files: its
 output goes to the trial's ``trial.log``, its result to ``metrics.json`` / ``failure.json``) and answers
-``done <exit code>`` on its stdout. A trial that ends in anything but exit code 0 (an error, OOM, NaN, bad
+``start`` on its stdout when it takes a trial and ``done <exit code>`` when the trial ends (a worker that dies
+between trials, e.g. killed for memory while freeing the last one, has not started the trial it was sent: the
+sweep gives that trial to a fresh worker instead of failing it). A trial that ends in anything but exit code 0 (an error, OOM, NaN, bad
 input) also ends the worker: the sweep starts a fresh one for the next trial, so nothing a failed trial
 left behind (a fragmented GPU, a half-built model) reaches another trial. End of input ends the worker.
 """
@@ -73,6 +75,7 @@ def main() -> int:
         if not line.strip():
             continue
         nth += 1
+        answers.write("start\n")
         code = run_trial(json.loads(line), parts, nth)
         answers.write(f"done {code}\n")
         if code != 0:
