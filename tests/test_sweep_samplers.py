@@ -21,8 +21,10 @@ pytestmark = pytest.mark.slow
 SPACE = ["optimizer.lr=choice(1e-3,2e-3,3e-3)", "lora=choice(r8,r16)"]
 
 
-def _args(sd, *extra, n_trials=3, workers=1):
-    args = [a for a in sweep_args(sd, "hydra.sweeper.report=true", "hydra.sweeper.pruner.name=none", *extra,
+def _args(sd, *extra, n_trials=3, workers=1, report=True):
+    # report=False where a test asserts nothing of the report (writing its plots costs a few seconds of CPU)
+    args = [a for a in sweep_args(sd, f"hydra.sweeper.report={str(report).lower()}", "hydra.sweeper.pruner.name=none",
+                                  *extra,
                                   n_trials=n_trials, workers=workers) if not a.startswith("optimizer.lr=")]
     return args
 
@@ -48,7 +50,7 @@ def test_a_space_that_fits_in_n_trials_runs_each_point_once(tmp_path):
     # `-m optimizer.lr=1e-3,2e-3 lora=r8,r16` with the default TPE and 20 trials ran 20 trials of 4 distinct
     # (identical, seeded) runs; as with Hydra's basic sweeper, each point now runs once
     sd = tmp_path / "s"
-    r = run([*_args(sd, n_trials=20, workers=2), "optimizer.lr=1e-3,2e-3", "lora=r8,r16"], tmp_path)
+    r = run([*_args(sd, n_trials=20, workers=2, report=False), "optimizer.lr=1e-3,2e-3", "lora=r8,r16"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert ("the search space has 4 point(s) (choices and ranges only), no more than hydra.sweeper.n_trials=20: "
             "running each once (sampler grid instead of tpe)") in r.stderr
@@ -62,7 +64,8 @@ def test_a_point_proposed_again_gets_its_value_without_training(tmp_path, capsys
     # 12 points, 6 trials: TPE proposes some points again (seed 0: its first proposal, trial 4, repeats trial 0;
     # trial 5 trains again); each repeat copies the COMPLETE trial's value
     sd = tmp_path / "s"
-    r = run([*_args(sd, "hydra.sweeper.sampler.seed=0", "hydra.sweeper.sampler.n_startup_trials=4", n_trials=6),
+    r = run([*_args(sd, "hydra.sweeper.sampler.seed=0", "hydra.sweeper.sampler.n_startup_trials=4", n_trials=6,
+                   report=False),
              "optimizer.lr=choice(1e-4,1e-3,1e-2)", "lora.r=choice(4,8,16,32)"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     trials = load(sd).trials
@@ -138,7 +141,7 @@ def test_search_over_data_files(tmp_path):
     for name in ("a.json", "b.json"):
         (tmp_path / name).write_text('[{"instruction": "hi", "input": "", "output": "hello"}]')
     sd = tmp_path / "s"
-    r = run([*_args(sd, "hydra.sweeper.sampler.name=grid", n_trials=2), "data.path=choice(a.json,b.json)"], tmp_path)
+    r = run([*_args(sd, "hydra.sweeper.sampler.name=grid", n_trials=2, report=False), "data.path=choice(a.json,b.json)"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     study = load(sd)
     assert sorted(t.params["data.path"] for t in study.trials) == ["a.json", "b.json"]
