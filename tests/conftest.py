@@ -127,6 +127,7 @@ def nan_loss_from(monkeypatch):
     return start
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Modules with slow tests or an xdist group run first, each module's tests together and in their order (so
     module fixtures are built once): pytest-xdist deals tests out in this order, and long tests dealt out last
@@ -136,3 +137,24 @@ def pytest_collection_modifyitems(config, items):
         module = item.nodeid.split("::")[0]
         slow[module] = slow.get(module, False) or any(item.iter_markers("slow")) or any(item.iter_markers("xdist_group"))
     items.sort(key=lambda item: not slow[item.nodeid.split("::")[0]])  # stable: the rest keeps its order
+    if getattr(config.option, "loadgroup", False):  # set in a pytest-xdist worker under --dist loadgroup
+        _xdist_group_ids(items)
+
+
+def _xdist_group_ids(items) -> None:
+    """A pytest-xdist worker (--dist loadgroup): give each test marked xdist_group(NAME) its ``@NAME`` node id
+    suffix, by which the controller sends a group to one worker. pytest-xdist 3.8 writes ``item._nodeid``, which
+    pytest 9 no longer reads (the id is ``item._id``): every group was dealt out test by test, so a module's
+    fixtures were built once per worker."""
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if not names or "@" in item.nodeid.rsplit("]", 1)[-1]:
+            continue  # no group, or pytest-xdist's own suffix took effect (pytest < 9)
+        grouped = f"{item.nodeid}@{'_'.join(names)}"
+        if hasattr(item, "_id"):
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(grouped)
+        else:
+            item._nodeid = grouped
