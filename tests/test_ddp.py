@@ -13,6 +13,9 @@ from conftest import FAST
 from ftsweep.train import run
 
 pytestmark = pytest.mark.slow
+# the tests that share the module fixtures (one torchrun run, one 1-process run) run on one worker, so each fixture
+# is built once (scripts/test.sh: --dist loadgroup); the other torchrun tests are dealt out on their own
+SHARED = pytest.mark.xdist_group("ddp")
 
 # 17 validation rows do not divide into 2 processes x 8: accelerate fills the last batch with repeated rows
 # logging_steps > max_steps: the step's loss reaches train_loss at the end of training, not through a logging step
@@ -56,6 +59,7 @@ def _ddp_metrics(ddp_run) -> dict:
     return json.loads((ddp_run[0] / "run" / "metrics.json").read_text())
 
 
+@SHARED
 def test_eval_loss_under_ddp_equals_one_process(ddp_run, one_process):
     """Every validation token once: the rows accelerate repeats to fill the last batch are not counted (before the
     fix: 6.856 under 2 processes vs 6.825 in one)."""
@@ -64,6 +68,7 @@ def test_eval_loss_under_ddp_equals_one_process(ddp_run, one_process):
     assert ddp["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
 
 
+@SHARED
 def test_ddp_run_starts_one_wandb_run_and_says_everything_once(ddp_run):
     """Rank 0 alone starts the W&B run and prints ftsweep's lines; train.log holds them once (before: two offline
     W&B runs, every ftsweep line twice on the console and in train.log)."""
@@ -78,6 +83,7 @@ def test_ddp_run_starts_one_wandb_run_and_says_everything_once(ddp_run):
     assert runs[0].split("-")[-1] in (tmp / "run" / "metrics.json").read_text()  # the run's own W&B id
 
 
+@SHARED
 def test_train_loss_and_token_count_under_ddp_equal_one_process(ddp_run, one_process):
     """train_loss is every rank's loss, not rank 0's alone (before the fix, 1 step that no logging step saw:
     5.777 under 2 processes vs 6.441 in one); trl's token count is the total over the ranks."""
@@ -87,6 +93,7 @@ def test_train_loss_and_token_count_under_ddp_equal_one_process(ddp_run, one_pro
     assert ddp["train_steps"] == one["train_steps"] == 2
 
 
+@SHARED
 def test_ddp_ranks_train_one_model(ddp_run, one_process):
     """The ranks' gradients are averaged, also after the evaluation before training (which left the model marked
     prepared, so train() never wrapped it in DistributedDataParallel: each rank trained on its own half of every
@@ -96,6 +103,7 @@ def test_ddp_ranks_train_one_model(ddp_run, one_process):
     assert ddp["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5), (ddp["eval_history"], one["eval_history"])
 
 
+@SHARED
 def test_token_accuracy_and_entropy_under_ddp_equal_one_process(ddp_run, one_process):
     """eval_mean_token_accuracy / eval_entropy are fractions over every validation label token, once: trl's mean of
     per-batch values whose last batch's gather keeps one rank's counts with its repeated rows (before the fix, at
