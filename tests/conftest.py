@@ -145,7 +145,8 @@ def _xdist_group_ids(items) -> None:
     """A pytest-xdist worker (--dist loadgroup): give each test marked xdist_group(NAME) its ``@NAME`` node id
     suffix, by which the controller sends a group to one worker. pytest-xdist 3.8 writes ``item._nodeid``, which
     pytest 9 no longer reads (the id is ``item._id``): every group was dealt out test by test, so a module's
-    fixtures were built once per worker."""
+    fixtures were built once per worker (pytest-dev/pytest-xdist#1386, open; its pull request #1388 sets the
+    structured id the same way)."""
     for item in items:
         names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                         for m in item.iter_markers("xdist_group")})
