@@ -49,16 +49,32 @@ def test_write_report(study):
     assert summary["best_params"] == s.trials[4].params and summary["best_trial_dir"] == str(sd / "trial_4")
     table = (sd / "trials.md").read_text()
     assert "| 3 | FAIL |" in table and "oom: CUDA out of memory" in table
-    for name in ("optimization_history", "param_importances", "parallel_coordinate", "intermediate_values"):
+    for name in ("optimization_history", "parallel_coordinate", "intermediate_values"):
         assert (sd / "plots" / f"{name}.png").stat().st_size > 1000
         assert (sd / "plots" / f"{name}.html").is_file()
     assert "![optimization_history]" in (sd / "report.md").read_text()
+    # 3 complete trials: no importances (a forest fitted to 3 points), and the report says why
+    assert not (sd / "plots" / "param_importances.png").exists()
+    assert "- param_importances: skipped: 3 complete trials; parameter importances need at least 5" in (
+        sd / "report.md").read_text()
     # the axes name the objective; the pruned trial (2) is in the history plot, marked with its last value
     history = (sd / "plots" / "optimization_history.html").read_text()
     assert '"text":"eval_loss"' in history.replace(": ", ":")
     assert '"name":"pruned (last reported value)"' in history.replace(": ", ":")
     assert '"x":[2]' in history.replace(": ", ":")
     assert '"text":"eval_loss at each evaluation"' in (sd / "plots" / "intermediate_values.html").read_text().replace(": ", ":")
+
+
+def test_parameter_importances_are_drawn_from_five_complete_trials(study):
+    s, sd = study
+    for lr in (5e-4, 7e-3):  # the fixture's 3 complete trials and 2 more
+        t = s.ask({"optimizer.lr": FloatDistribution(1e-5, 1e-2, log=True), "lora": CategoricalDistribution(["r8", "r16"])})
+        s.tell(t, 3.0 - lr * 10)
+    from ftsweep.report import write_plots
+
+    status = write_plots(s, sd / "plots")
+    assert status["param_importances"] == "ok"
+    assert (sd / "plots" / "param_importances.png").stat().st_size > 1000
 
 
 def test_best_yaml_composes_to_the_best_trial(study, compose):
