@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from pathlib import Path
 
-from ftsweep.errors import Failure, RunFailed, UsageError, exit_code, one_line, report, sigterm_as_interrupt
+from ftsweep.errors import (
+    Failure,
+    RunFailed,
+    UsageError,
+    exit_code,
+    one_line,
+    report,
+    sigterm_as_interrupt,
+    write_trouble,
+)
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
@@ -81,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `ftsweep train --help | head`
         sys.stderr.close()
         return 0
+    except Exception as err:  # a full disk, a read-only folder: the machine's trouble, not a bug (one line)
+        why = write_trouble(err)
+        if why is None:
+            raise
+        return report(Failure(f"ftsweep {command}: a write failed ({why}); free space (or make the folder "
+                              "writable) and run the command again"))
 
 
 def _utf8_or_reexec() -> None:

@@ -18,6 +18,7 @@ Nothing heavy is imported here.
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 from collections.abc import Iterator
@@ -112,6 +113,34 @@ def one_line(message: object) -> str:
     from ftsweep.tracking import scrub
 
     return scrub(" ".join(str(message).split()))
+
+
+# errno values that say the machine, not the input, stopped a write: a full disk or quota, a file grown past
+# ``ulimit -f``, a folder that went read-only, a failing disk
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+SQLITE_WRITE_ERRORS = ("database or disk is full", "attempt to write a readonly database", "disk i/o error")
+
+
+def write_trouble(err: BaseException) -> str | None:
+    """``<file>: <why>`` (or ``<why>``) when ``err`` or an error it came from (``__cause__`` / ``__context__``) is a
+    write that the machine refused (:data:`WRITE_ERRNOS`, SQLite's "database or disk is full" under Optuna's
+    StorageInternalError); None for anything else."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            why = e.strerror or str(e)
+            return f"{e.filename}: {why}" if e.filename else why
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is not None and isinstance(e, sqlite3.OperationalError) and any(
+                s in str(e).lower() for s in SQLITE_WRITE_ERRORS):
+            return first_line(e)
+        todo += [e.__cause__, e.__context__]
+    return None
 
 
 def report(err: BaseException, stream: IO[str] | None = None) -> int:

@@ -556,7 +556,7 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
     """Run the planned study, call the report hook (report, W&B summary), print the best trial."""
     import optuna
 
-    from ftsweep.errors import SweepAborted, sigterm_as_interrupt
+    from ftsweep.errors import SweepAborted, sigterm_as_interrupt, write_trouble
     from ftsweep.sweeper.progress import Progress
     from ftsweep.sweeper.runner import SweepRunner
     from ftsweep.sweeper.storage import redact
@@ -582,6 +582,14 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
             except KeyboardInterrupt as exc:  # the runner recorded its running trials as interrupted, to re-run
                 raise KeyboardInterrupt(f"{str(exc) or 'interrupted'}; run the same command again to resume the "
                                         "sweep (its interrupted trials run again)") from None
+            except Exception as exc:
+                why = write_trouble(exc)  # a full disk (or a folder gone read-only) under the study: one line
+                if why is None:
+                    raise
+                raise SweepAborted(f"sweep stopped: a write failed ({why}) in study {redact(s.storage_url)}, trials in "
+                                   f"{s.sweep_dir}; the trials recorded so far are kept: free space (or make it "
+                                   "writable) and run the same command again to resume (the trials it cut off run "
+                                   "again)") from exc
         report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
     finally:
         watch.stop_dashboard(dashboard)
