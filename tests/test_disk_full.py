@@ -52,3 +52,47 @@ def test_a_full_disk_under_a_sweep_is_one_line_and_the_study_resumes(tmp_path, m
     study = load(sd)
     assert study.trials[0].state.name == "COMPLETE"
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2
+
+
+class _FullDisk:
+    """A log file's stream on a disk that filled up: every write fails with ENOSPC."""
+
+    def write(self, text: str) -> int:
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        pass
+
+
+def _log_to_a_full_disk(argv: list[str]) -> int:
+    """A command whose log file sits on a full disk, as train.log and W&B's debug.log did when the disk filled during
+    a run: each record printed a '--- Logging error ---' traceback (740 stderr lines in a 4-step run)."""
+    import logging
+
+    logger = logging.getLogger("ftsweep.test_disk_full")
+    handler = logging.StreamHandler(_FullDisk())
+    handler.baseFilename = "/full/run/train.log"  # type: ignore[attr-defined]  (what a FileHandler has)
+    logger.addHandler(handler)
+    logger.propagate = False  # (only this handler: others that earlier tests left on "ftsweep" may hold a closed stream)
+    try:
+        for i in range(5):
+            logger.warning("record %d", i)
+    finally:
+        logger.removeHandler(handler)
+    return 0
+
+
+def test_a_log_file_on_a_full_disk_is_one_warning_line(monkeypatch, capsys):
+    from ftsweep import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "report", "test_disk_full:_log_to_a_full_disk")
+    capsys.readouterr()
+    code = cli.main(["report"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 0, err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert lines == [("ftsweep: warning: cannot write the log /full/run/train.log: No space left on device; its lines "
+                      "are lost")]

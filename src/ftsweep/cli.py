@@ -33,6 +33,7 @@ from ftsweep.errors import (
     UsageError,
     exit_code,
     one_line,
+    quiet_log_write_errors,
     report,
     sigterm_as_interrupt,
     write_trouble,
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import register
 
     register()  # the user's config roots (--config-dir, ./conf) and the sweeper, in an editable install too
+    quiet_log_write_errors()
     try:
         with one_line_usage_errors():
             return int(func(rest) or 0)

@@ -143,6 +143,39 @@ def write_trouble(err: BaseException) -> str | None:
     return None
 
 
+def quiet_log_write_errors() -> None:
+    """A log file the machine stops taking (train.log, W&B's debug.log on a disk that filled up): one
+    ``ftsweep: warning:`` line per file, then its records are dropped. By default :mod:`logging` printed a
+    ``--- Logging error ---`` traceback on stderr for every record (hundreds in a run that went on to fail on the
+    full disk, which its own line then says). Other logging errors (a bad format string) are shown as before.
+    Idempotent: patches :meth:`logging.Handler.handleError` once per process."""
+    import logging
+
+    original = logging.Handler.handleError
+    if getattr(original, "_ftsweep", False):
+        return
+    warned: set[str] = set()
+
+    def handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        why = write_trouble(err) if err is not None else None
+        if why is None:
+            original(self, record)
+            return
+        name = str(getattr(self, "baseFilename", "") or type(self).__name__)
+        if name in warned:
+            return
+        warned.add(name)  # (before printing: a console capture that logs its own errors comes back here)
+        why = why.removeprefix(f"{name}: ")
+        try:
+            print(f"ftsweep: warning: cannot write the log {name}: {why}; its lines are lost", file=sys.stderr)
+        except Exception:  # noqa: BLE001,S110 -- stderr itself gone: nothing left to tell
+            pass
+
+    handle_error._ftsweep = True  # type: ignore[attr-defined]
+    logging.Handler.handleError = handle_error  # type: ignore[method-assign]
+
+
 def report(err: BaseException, stream: IO[str] | None = None) -> int:
     """Print ``err`` the way ftsweep prints errors and return its exit code.
 

@@ -114,12 +114,13 @@ def main(argv: list[str] | None = None, parts: Any = None) -> int:
     import sys
 
     from ftsweep.config.compose import run_as_multirun_job
-    from ftsweep.errors import UsageError, report
+    from ftsweep.errors import UsageError, quiet_log_write_errors, report
     from hydra_plugins.ftsweep_sweeper.ftsweep_searchpath import register
 
     register()  # the user's config roots, handed down in FTSWEEP_CONFIG_DIRS (editable installs too)
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_log_write_errors()  # a trial's train.log on a disk that filled up: one line, not a traceback a record
     ctx = trial_context()
     if ctx is None:
         return report(UsageError("ftsweep.sweeper.trial runs only inside a sweep (FTSWEEP_TRIAL_ID is not set)"))
