@@ -96,3 +96,23 @@ def test_a_log_file_on_a_full_disk_is_one_warning_line(monkeypatch, capsys):
     assert "Traceback" not in err and "Logging error" not in err, err
     assert lines == [("ftsweep: warning: cannot write the log /full/run/train.log: No space left on device; its lines "
                       "are lost")]
+
+
+def test_a_run_that_failed_on_a_full_disk_is_its_one_line():
+    """The run's line already says it (``OSError: [Errno 28] No space left on device``, where the run is, the step to
+    continue from); the traceback above it (a checkpoint save deep in transformers, then W&B's log handler failing
+    as it closed) said nothing more. Other failures keep their traceback (tests/test_errors.py)."""
+    import errno
+    import io
+
+    from ftsweep import errors
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as cause:
+            raise errors.RunFailed("OSError: [Errno 28] No space left on device (see out/x)") from cause
+    except errors.RunFailed as err:
+        out = io.StringIO()
+        assert errors.report(err, out) == 1
+    assert out.getvalue().splitlines() == ["ftsweep: run failed: OSError: [Errno 28] No space left on device (see out/x)"]

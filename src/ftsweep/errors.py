@@ -179,8 +179,9 @@ def quiet_log_write_errors() -> None:
 def report(err: BaseException, stream: IO[str] | None = None) -> int:
     """Print ``err`` the way ftsweep prints errors and return its exit code.
 
-    Bad input is one line ``ftsweep: error: ...``; a failed run first shows the traceback of what failed,
-    then ``ftsweep: run failed: ...``; any other exception (a bug) its traceback and a last line."""
+    Bad input is one line ``ftsweep: error: ...``; a failed run first shows the traceback of what failed (not
+    for a write the machine refused, :func:`write_trouble`), then ``ftsweep: run failed: ...``; any other exception
+    (a bug) its traceback and a last line."""
     stream = stream or sys.stderr
     code = exit_code(err)
     if isinstance(err, SystemExit):
@@ -189,7 +190,8 @@ def report(err: BaseException, stream: IO[str] | None = None) -> int:
         print(f"ftsweep: error: {one_line(str(err)) if str(err) else 'interrupted'}", file=stream)
         return code
     shown = err.__cause__ if isinstance(err, RunFailed) and err.__cause__ is not None else err
-    if shown is not err or not isinstance(err, (UsageError, Failure)):
+    # (a run stopped by a full disk or a read-only folder: its one line says what the traceback would)
+    if (shown is not err or not isinstance(err, (UsageError, Failure))) and write_trouble(shown) is None:
         from ftsweep.tracking import scrub  # (an error's message may quote a storage URL or a token's value)
 
         stream.write(scrub("".join(traceback.format_exception(type(shown), shown, shown.__traceback__))))
