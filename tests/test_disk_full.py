@@ -116,3 +116,29 @@ def test_a_run_that_failed_on_a_full_disk_is_its_one_line():
         out = io.StringIO()
         assert errors.report(err, out) == 1
     assert out.getvalue().splitlines() == ["ftsweep: run failed: OSError: [Errno 28] No space left on device (see out/x)"]
+
+
+def test_an_adapter_cut_short_by_a_full_disk_is_refused_in_one_line(tmp_path):
+    """The disk filled while a run saved its adapter/: adapter_model.safetensors whole, tokenizer.json cut at 48 KiB.
+    ``ftsweep merge RUN --allow-failed`` (and generate, publish, init_from) then stopped in a JSONDecodeError traceback
+    from the tokenizer; such a folder is refused in one line naming the damaged file, --allow-failed or not."""
+    import json
+
+    import pytest
+
+    from ftsweep import rundir
+    from ftsweep.errors import UsageError
+
+    run = tmp_path / "run"
+    adapter = run / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (adapter / "tokenizer.json").write_text('{"version": "1.0", "model": {"vocab": {"a": 1,')  # cut short
+    for allow in (True, False):  # (no metrics.json: the run did not finish)
+        with pytest.raises(UsageError, match=r"adapter/tokenizer.json .*JSONDecodeError.*cannot be used"):
+            rundir.check_complete(run, adapter, allow)
+    (run / "metrics.json").write_text(json.dumps({"status": "complete"}))  # a finished run's adapter damaged since
+    with pytest.raises(UsageError, match=r"adapter/tokenizer.json .*JSONDecodeError.*cannot be used"):
+        rundir.check_complete(run, adapter, False)
+    (adapter / "tokenizer.json").write_text('{"version": "1.0"}')
+    rundir.check_complete(run, adapter, False)  # whole again: nothing to say

@@ -198,7 +198,14 @@ def incomplete_problem(run_dir: str | Path, model: Path, allow: str = ALLOW_FAIL
 def check_complete(run_dir: str | Path, model: Path, allow: bool, how: str = ALLOW_FAILED) -> None:
     """Refuse (one line, exit 2) to use ``model``, the saved model of ``run_dir``, when the run did not complete
     (:func:`not_complete`); with ``allow`` (``how``: ``--allow-failed``, or ``init_from_allow_failed=true``) say
-    so in one line and go on."""
+    so in one line and go on. A ``model`` folder with a damaged file (:func:`damaged_file`: the disk filled while
+    it was saved) is refused either way: loading it stopped in a traceback from deep in the tokenizer or safetensors."""
+    damaged = damaged_file(model) if Path(model).is_dir() else None
+    if damaged is not None:
+        shown = str(Path(model).name) + damaged.removeprefix(str(model))
+        raise UsageError(f"{run_dir}: {shown}: its {Path(model).name}/ was not saved whole (the disk filled up, or a "
+                         "kill while it was saved) and cannot be used; train the run again (or resume it from a "
+                         "checkpoint)")
     problem = not_complete(run_dir)
     if problem is None:
         return
