@@ -142,3 +142,35 @@ def test_an_adapter_cut_short_by_a_full_disk_is_refused_in_one_line(tmp_path):
         rundir.check_complete(run, adapter, False)
     (adapter / "tokenizer.json").write_text('{"version": "1.0"}')
     rundir.check_complete(run, adapter, False)  # whole again: nothing to say
+
+
+def test_a_report_rewritten_on_a_full_disk_keeps_the_earlier_one(tmp_path, monkeypatch):
+    """The disk filled while a sweep wrote its report: best.yaml was left empty (and summary.json, trials.md,
+    report.md could be), replacing the earlier report's, which ``ftsweep train +<sweep>=best`` and ``baseline=`` read.
+    A report that cannot be written leaves the earlier files as they were, and no temporary files."""
+    import errno
+    from pathlib import Path
+
+    import optuna
+    import pytest
+
+    from ftsweep import report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 1.0)
+    earlier = {name: f"earlier {name}\n" for name in ("summary.json", "trials.md", "best.yaml", "report.md")}
+    for name, text in earlier.items():
+        (tmp_path / name).write_text(text)
+    real = Path.write_text
+
+    def full(self, data, *args, **kwargs):  # the first bytes fit, then the disk is full
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_report(study, tmp_path)
+    monkeypatch.setattr(Path, "write_text", real)
+    assert {name: (tmp_path / name).read_text() for name in earlier} == earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(earlier)

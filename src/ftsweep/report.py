@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ftsweep.rundir import write_text_atomic
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
 from ftsweep.tracking import scrub
@@ -138,9 +139,10 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     folder = SweepDir(out_dir)
     summary = summarize(study, storage_url)
     summary.update(learning_summary(study))
-    folder.summary.write_text(scrub(json.dumps(summary, indent=2, default=str)))
+    # (each file whole or not at all: a disk that fills up keeps the earlier report's, which best.yaml's readers trust)
+    write_text_atomic(folder.summary, scrub(json.dumps(summary, indent=2, default=str)))
     table = scrub(trials_table(study))
-    folder.trials.write_text(table + "\n")
+    write_text_atomic(folder.trials, table + "\n")
     import optuna
 
     from ftsweep.verbosity import verbose
@@ -156,11 +158,11 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
 
     best = best_trial(study)
     if best is not None:
-        folder.best.write_text(scrub(best_yaml(study, best, out_dir)))
+        write_text_atomic(folder.best, scrub(best_yaml(study, best, out_dir)))
     else:  # an earlier study's (a folder given a new one with overwrite=true): not this study's best config
         folder.best.unlink(missing_ok=True)
     text = report_markdown(summary, table, plots, best is not None, pareto_section(study)) + generation_section(study)
-    folder.report.write_text(scrub(text))
+    write_text_atomic(folder.report, scrub(text))
     return out_dir
 
 

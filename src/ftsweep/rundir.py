@@ -116,12 +116,18 @@ def write_json(path: Path, obj: Any) -> None:
     """Write atomically (temp file + rename): a killed run never leaves half a file. The temp file is this
     process's own: the ranks of a DDP run that fails together each write ``failure.json`` (with one shared temp
     name, one rank's rename found the file gone and the other's could move a half-written one into place)."""
+    write_text_atomic(path, json.dumps(scrub(obj), indent=2, default=str))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)`` through a temp file of this process and a rename: a write that fails (a full disk,
+    a folder gone read-only) leaves the earlier file as it was and no half file behind."""
     path = Path(path)
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(scrub(obj), indent=2, default=str))
+        tmp.write_text(text)
         tmp.replace(path)
-    except OSError:  # a full disk, a folder gone read-only: no half file left behind
+    except OSError:
         tmp.unlink(missing_ok=True)
         raise
 
