@@ -174,3 +174,19 @@ def test_a_report_rewritten_on_a_full_disk_keeps_the_earlier_one(tmp_path, monke
     monkeypatch.setattr(Path, "write_text", real)
     assert {name: (tmp_path / name).read_text() for name in earlier} == earlier
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(earlier)
+
+
+def test_data_gone_at_the_last_trial_says_how_to_go_on(tmp_path):
+    """The data file was deleted (or became unreadable) between a sweep's start and its last cold trial: the sweep
+    said 'fix the data and run the same command again: the study goes on', but the failed trial had used up
+    n_trials, and the same command then refused ('none is left to run'). The line says what will work."""
+    from sweep_helpers import run, states
+
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, n_trials=2), tmp_path, FAKE_PLAN={"1": "bad_data"})
+    assert r.returncode == 2 and states(load(sd)) == {0: "COMPLETE", 1: "FAIL"}, r.stderr
+    line = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
+    assert "run the same command again" not in line, line
+    assert line.endswith("every trial reads these rows, so no new trials started (fix the data, then raise "
+                         "hydra.sweeper.n_trials, e.g. hydra.sweeper.n_trials=6: failed trials count towards "
+                         "n_trials=2)"), line

@@ -369,8 +369,13 @@ class SweepRunner:
         self.progress.update(counts, *self._best())
         if out.state == "failed" and self.aborted is None and self._bad_data_for_all(out):
             # a single run refuses the same rows in one line before training: every trial would fail on them
+            n = self.s.n_trials  # (the failed trial may have been the last one n_trials allows: the same command
+            # would then refuse, 'none is left to run')
+            go_on = ("fix the data and run the same command again: the study goes on" if counts.total < n else
+                     f"fix the data, then raise hydra.sweeper.n_trials, e.g. hydra.sweeper.n_trials={n + max(4, n // 2)}"
+                     f": failed trials count towards n_trials={n}")
             self.aborted = (f"trial {trial.number}: {out.reason}; every trial reads these rows, so no new trials "
-                            "started (fix the data and run the same command again: the study goes on)")
+                            f"started ({go_on})")
             self.abort_error = SweepBadData
             self._stopped = f"trial {trial.number}: {out.reason} (a data row every trial reads)"
             self.progress.log(self.aborted)
