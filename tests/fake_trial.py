@@ -3,6 +3,7 @@
 Behaves like a trial process without torch: reads the overrides, reports an objective curve through
 ftsweep.sweeper.trial (so pruning is real), writes metrics.json / failure.json like train.py.
 The objective is a smooth function of optimizer.lr (best at lr=1e-3, plus a little per-step decay).
+FAKE_DATA_FP (JSON {trial_number: fingerprint}) writes manifest.json with that data_fingerprint.
 FAKE_PLAN (JSON {trial_number: mode}) picks a failure mode per trial: raise | bad_data | nan | oom | oom_once |
 hang | bad (a curve so bad the pruner must stop it); FAKE_STEP_S slows each step. FAKE_CURVE=1 adds the
 eval_history a real trial's metrics.json holds, from which the sweep draws the dashboard's learning_curve.png
@@ -102,6 +103,9 @@ def main() -> int:
                # for placement tests: which GPUs the trial was given, and when it ran
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "t_start": t_start, "t_end": time.time()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    fp = json.loads(os.environ.get("FAKE_DATA_FP") or "{}").get(number)  # the data fingerprint a real trial records
+    if fp:
+        (run_dir / "manifest.json").write_text(json.dumps({"data_fingerprint": fp}))
     return 0
 
 

@@ -190,3 +190,19 @@ def test_data_gone_at_the_last_trial_says_how_to_go_on(tmp_path):
     assert line.endswith("every trial reads these rows, so no new trials started (fix the data, then raise "
                          "hydra.sweeper.n_trials, e.g. hydra.sweeper.n_trials=6: failed trials count towards "
                          "n_trials=2)"), line
+
+
+def test_a_trial_that_read_changed_data_is_flagged(tmp_path):
+    """The data file was cut short between trial 0 and cold trial 1 (300 of 800 rows): trial 1 trained on 270 and
+    was scored on 30 other validation rows, and the sweep compared its value with trial 0's without a word (exit 0)."""
+    from sweep_helpers import run
+
+    sd = tmp_path / "s"
+    r = run(sweep_args(sd, n_trials=3), tmp_path, FAKE_DATA_FP={"0": "aaa", "1": "bbb", "2": "aaa"})
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert ("warning: data changed: trial 1 read other rows than trial 0 (data fingerprint bbb, was aaa: the data file "
+            "was edited, replaced or cut short during the study") in out, out
+    assert "trial 2 read other rows" not in out and "trial 0 read other rows" not in out
+    trials = load(sd).trials
+    assert [("ftsweep:data_changed" in t.user_attrs) for t in trials] == [False, True, False]

@@ -38,6 +38,7 @@ METRICS = "ftsweep:metrics"
 FIXED_OVERRIDES = "ftsweep:fixed_overrides"
 CREATED = "ftsweep:created"
 STOPPED = "ftsweep:stopped"  # why the last run of the sweep stopped early (max_failure_rate, bad data); None after
+DATA_FINGERPRINT = "ftsweep:data_fingerprint"  # {fingerprint, trial}: the tokenized data the first finished trial read
 
 
 @dataclass(frozen=True)

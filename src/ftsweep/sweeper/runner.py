@@ -354,6 +354,8 @@ class SweepRunner:
         for key, value in watch.trial_attributes(out.doc, out.state, out.reason, job.oom_retried).items():
             trial.set_user_attr(key, value)
         watch.upload_trial_files(trial, job.trial_dir, out.doc, self.s.sweep_dir)
+        if out.state in ("complete", "pruned"):
+            self._check_same_data(trial, job.trial_dir)
         if out.state == "complete":
             self.study.tell(trial, out.values if len(out.values or []) > 1 else out.values[0])
         elif out.state == "pruned":
@@ -390,6 +392,27 @@ class SweepRunner:
             self._stopped = (f"{failed} of {self.s.n_trials} trials failed (max_failure_rate={rate:g} allows "
                              f"{allowed}; last reason: {out.reason})")
             self.progress.log(self.aborted)
+
+    def _check_same_data(self, trial: Any, trial_dir: Path) -> None:
+        """Every trial of a study that searches no ``data`` / ``model`` / ``stage`` setting reads the same tokenized
+        rows (its manifest's ``data_fingerprint``). A data file edited, replaced or cut short between the sweep's start
+        and a later cold trial (or a resumed sweep) gave that trial other training and validation rows: its value
+        was compared with the others' without a word. Said once per trial; the first finished trial's is kept."""
+        keys = [*self.space.distributions, *self.space.derived]
+        if any(k.split(".")[0].lstrip("+~") in ("data", "model", "stage") for k in keys):
+            return
+        fp = (rundir.read_manifest(trial_dir) or {}).get("data_fingerprint")
+        if not fp:
+            return
+        first = self.study.user_attrs.get(attrs.DATA_FINGERPRINT)
+        if not isinstance(first, dict) or not first.get("fingerprint"):
+            self.study.set_user_attr(attrs.DATA_FINGERPRINT, {"fingerprint": fp, "trial": trial.number})
+        elif first["fingerprint"] != fp:
+            note = (f"data changed: trial {trial.number} read other rows than trial {first.get('trial')} (data "
+                    f"fingerprint {fp}, was {first['fingerprint']}: the data file was edited, replaced or cut short "
+                    "during the study, or its tokenizer changed); its value does not compare with theirs")
+            trial.set_user_attr("ftsweep:data_changed", note)
+            self.progress.log(f"warning: {note}")
 
     def _bad_data_for_all(self, out: Outcome) -> bool:
         """The trial failed on its data (a bad row, a template that cannot render it), and no trial reads other
