@@ -206,3 +206,36 @@ def test_a_trial_that_read_changed_data_is_flagged(tmp_path):
     assert "trial 2 read other rows" not in out and "trial 0 read other rows" not in out
     trials = load(sd).trials
     assert [("ftsweep:data_changed" in t.user_attrs) for t in trials] == [False, True, False]
+
+
+def test_plots_after_a_full_disk_write_plotly_again_and_a_full_disk_is_not_a_skipped_plot(tmp_path, monkeypatch):
+    """plots/plotly.min.js cut at 48 KiB by a full disk was kept for good (plotly writes it only when it is missing):
+    every later report's HTML plots stayed blank. And a plot that hit the full disk was listed as 'skipped', its
+    0-byte PNG in place of the earlier one, the report going on as if nothing happened."""
+    import errno
+
+    import optuna
+    import pytest
+    from plotly.offline import get_plotlyjs
+
+    from ftsweep import report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    for x in (0.2, 0.5, 0.7):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), x)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "plotly.min.js").write_text(get_plotlyjs()[:49152])
+    status = report.write_plots(study, plots)
+    assert status["optimization_history"] == "ok", status
+    assert (plots / "plotly.min.js").read_text(encoding="utf-8") == get_plotlyjs()
+
+    import matplotlib.figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_plots(study, plots)

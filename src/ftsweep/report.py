@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ftsweep.errors import write_trouble
 from ftsweep.rundir import write_text_atomic
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
@@ -320,6 +321,7 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
     import optuna.visualization.matplotlib as vis_mpl
 
     plot_dir.mkdir(parents=True, exist_ok=True)
+    _drop_damaged_plotlyjs(plot_dir)
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
     metric = str((study.user_attrs.get("ftsweep:metrics") or ["objective"])[0])  # the axes say what is optimised
@@ -356,8 +358,23 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
                 status[name] = "ok"
             except Exception as err:
                 plt.close("all")
+                if write_trouble(err) is not None:  # a full disk is not a plot to skip: the report stops on it
+                    raise
                 status[name] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     return status
+
+
+def _drop_damaged_plotlyjs(plot_dir: Path) -> None:
+    """Remove ``plotly.min.js`` when it is not plotly's bundle whole (cut short by a disk that filled up while an
+    earlier report wrote it): plotly writes it only when it is missing, so every later report's HTML plots stayed
+    blank."""
+    bundle = plot_dir / "plotly.min.js"
+    if not bundle.is_file():
+        return
+    from plotly.offline import get_plotlyjs
+
+    if bundle.stat().st_size != len(get_plotlyjs().encode("utf-8")):
+        bundle.unlink()
 
 
 PRUNED_LABEL = "pruned (last reported value)"
