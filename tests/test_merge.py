@@ -423,3 +423,13 @@ def test_the_model_card_of_a_run_counted_in_epochs_says_its_epochs(tiny_run, tmp
     assert f"; max_steps {cfg.trainer.max_steps}; " in line()
     cfg.trainer.max_steps, cfg.trainer.num_train_epochs = -1, 2.5
     assert "; 2.5 epochs (max_steps -1); seed " in line()
+
+
+def test_merge_into_a_folder_that_cannot_be_made_is_one_line_before_loading(tiny_run, capsys):
+    """``--out`` under a file (or on a read-only disk): the model was loaded and merged first, then save_pretrained's
+    makedirs stopped in a NotADirectoryError traceback (exit 1)."""
+    blocker = tiny_run / "metrics.json"  # a file where a folder is expected
+    assert cli.main(["merge", str(tiny_run), "--out", str(blocker / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ftsweep: error: --out: {blocker} is a file (on the way to {blocker / 'merged'}); choose "
+                   "another --out\n"), err

@@ -63,6 +63,9 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     out = Path(out) if out else run_dir / "merged"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):  # an earlier export, or anything else: kept
         raise _usage(f"{out}: exists and is not empty; a merge writes a new folder (remove it, or give another --out)")
+    from ftsweep.config.outputs import check_output_dir
+
+    check_output_dir(out, "--out")  # a file on the way, a read-only disk: one line before the model is loaded
     from ftsweep.verbosity import quiet_warnings
 
     quiet_warnings()
