@@ -239,3 +239,20 @@ def test_plots_after_a_full_disk_write_plotly_again_and_a_full_disk_is_not_a_ski
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
     with pytest.raises(OSError, match="No space left"):
         report.write_plots(study, plots)
+
+
+def test_a_cache_folder_that_cannot_be_made_names_cache_dir(tmp_path, monkeypatch, capsys):
+    """FTSWEEP_CACHE_DIR (cache_dir) pointing at a file, or under a read-only HOME: the run stopped with
+    'model.name_or_path: cannot load 'ftsweep-tiny-llama': [Errno 20] Not a directory: ...', blaming the model."""
+    from ftsweep.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FTSWEEP_CACHE_DIR", str(blocker / "cache"))
+    code = main(["train", "model=tiny", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err == (f"ftsweep: error: cache_dir: {blocker} is a file (on the way to {blocker / 'cache'}); choose "
+                   "another cache_dir (set from FTSWEEP_CACHE_DIR)\n"), err
+    assert not (tmp_path / "run").exists()

@@ -271,6 +271,7 @@ def train_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from ftsweep.config import compose as config
+    from ftsweep.config.outputs import check_cache_dir
 
     estimate = "--estimate-memory" in argv
     if {"-v", "--verbose"} & set(argv):  # third-party warnings, bars and W&B output back (ftsweep.verbosity)
@@ -340,6 +341,7 @@ def train_main(argv: list[str]) -> int:
                 check_data_files(cfg)
                 check_resume(cfg, multirun, str(with_hydra.hydra.run.dir))
                 check_output_dir(with_hydra, multirun)
+                check_cache_dir(str(OmegaConf.select(cfg, "cache_dir")))
                 if not multirun:
                     check_run_dir(with_hydra)
                     _NEW_FOLDERS[:] = [first_missing(str(with_hydra.hydra.run.dir))]

@@ -40,6 +40,30 @@ def check_output_dir(path: str | os.PathLike, key: str) -> None:
                          f"{MIN_FREE_BYTES >> 20} MiB needed); free space or choose another {key}")
 
 
+def check_cache_dir(path: str | os.PathLike, key: str = "cache_dir", env: str = "FTSWEEP_CACHE_DIR") -> None:
+    """Raise :class:`UsageError` naming ``key`` if the cache folder cannot be made: a file on the way, or a
+    missing folder whose nearest existing folder cannot be written (a read-only HOME). An existing cache folder is
+    left alone, read-only or not (a shared, pre-filled cache is read only). Without it the run stopped at the first
+    cache write with 'model.name_or_path: cannot load ...: Not a directory', blaming the model."""
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        return
+    hint = f" (set from {env})" if os.environ.get(env) else ""
+    existing = target
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file" if existing.is_file() else "not a folder"
+        where = "" if existing == target else f" (on the way to {target})"
+        raise UsageError(f"{key}: {existing} is {what}{where}; choose another {key}{hint}")
+    try:
+        probe = tempfile.mkdtemp(prefix=".ftsweep-write-probe-", dir=existing)
+    except OSError as err:
+        raise UsageError(f"{key}: cannot make {target}: {existing}: {err.strerror or err}; choose another "
+                         f"{key}{hint}") from err
+    os.rmdir(probe)
+
+
 def _check_name_lengths(target: Path, key: str) -> None:
     """A folder name longer than the file system takes (255 bytes on most: 85 Korean characters in UTF-8) stopped
     the command with an ``OSError: File name too long`` traceback, exit 1. Names are counted in bytes, as the
