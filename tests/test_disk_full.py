@@ -256,3 +256,24 @@ def test_a_cache_folder_that_cannot_be_made_names_cache_dir(tmp_path, monkeypatc
     assert err == (f"ftsweep: error: cache_dir: {blocker} is a file (on the way to {blocker / 'cache'}); choose "
                    "another cache_dir (set from FTSWEEP_CACHE_DIR)\n"), err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_write_that_fails_names_the_file_not_its_temp_file(tmp_path, monkeypatch):
+    """'ftsweep report' on a read-only sweep folder said 'a write failed (/sweep/summary.json.9418.tmp: Read-only
+    file system)': a file the user never sees."""
+    import errno
+    from pathlib import Path
+
+    import pytest
+
+    from ftsweep import rundir
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)  # (a read-only mount refuses to unlink even a missing file)
+    target = tmp_path / "summary.json"
+    with pytest.raises(OSError) as err:
+        rundir.write_text_atomic(target, "{}")
+    assert err.value.errno == errno.EROFS and err.value.filename == str(target)

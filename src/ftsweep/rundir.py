@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -127,8 +128,11 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         tmp.write_text(text)
         tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    except OSError as err:
+        with contextlib.suppress(OSError):  # (a read-only folder refuses even to unlink a file it does not hold)
+            tmp.unlink(missing_ok=True)
+        if err.filename == str(tmp):  # (the file the user knows, not its temp file)
+            raise type(err)(err.errno, err.strerror, str(path)) from err
         raise
 
 
