@@ -22,18 +22,7 @@ def check_output_dir(path: str | os.PathLike, key: str) -> None:
     at least ``MIN_FREE_BYTES``."""
     target = Path(path).expanduser().absolute()
     _check_name_lengths(target, key)
-    existing = target
-    while not os.path.lexists(existing) and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        what = "a file" if existing.is_file() else "not a folder"
-        where = "" if existing == target else f" (on the way to {target})"
-        raise UsageError(f"{key}: {existing} is {what}{where}; choose another {key}")
-    try:
-        probe = tempfile.mkdtemp(prefix=".ftsweep-write-probe-", dir=existing)
-    except OSError as err:
-        raise UsageError(f"{key}: cannot write in {existing}: {err.strerror or err}; choose another {key}") from err
-    os.rmdir(probe)
+    existing = _writable_parent(target, key, "cannot write in {existing}")
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         raise UsageError(f"{key}: the disk holding {existing} is full ({free / 2**20:.1f} MiB free, "
@@ -49,6 +38,13 @@ def check_cache_dir(path: str | os.PathLike, key: str = "cache_dir", env: str = 
     if target.is_dir():
         return
     hint = f" (set from {env})" if os.environ.get(env) else ""
+    _writable_parent(target, key, "cannot make {target}: {existing}", hint)
+
+
+def _writable_parent(target: Path, key: str, cannot: str, hint: str = "") -> Path:
+    """The nearest existing folder on the way to ``target``; :class:`UsageError` naming ``key`` when it is not a
+    folder or cannot be written (a probe folder is made and removed again: permissions, a read-only mount or an
+    immutable folder all show). ``cannot``: the start of that error, with ``{existing}`` / ``{target}``."""
     existing = target
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -59,9 +55,10 @@ def check_cache_dir(path: str | os.PathLike, key: str = "cache_dir", env: str = 
     try:
         probe = tempfile.mkdtemp(prefix=".ftsweep-write-probe-", dir=existing)
     except OSError as err:
-        raise UsageError(f"{key}: cannot make {target}: {existing}: {err.strerror or err}; choose another "
-                         f"{key}{hint}") from err
+        why = cannot.format(existing=existing, target=target)
+        raise UsageError(f"{key}: {why}: {err.strerror or err}; choose another {key}{hint}") from err
     os.rmdir(probe)
+    return existing
 
 
 def _check_name_lengths(target: Path, key: str) -> None:
