@@ -30,6 +30,7 @@ ATTEMPT = "ftsweep:rerun"  # 1, 2, ...: which re-run of the original trial this 
 CHARGED = "ftsweep:charged"  # False: a re-run after the owner process was lost (spends no retry budget)
 OWNER = "ftsweep:owner"  # {host, pid} of the sweep process that started it
 HEARTBEAT = "ftsweep:heartbeat"  # written by storage.record_heartbeat
+DATA_CHANGED = "ftsweep:data_changed"  # the trial read other data than the study's first finished trial (why)
 
 # ---- study attributes
 SEARCH_SPACE = "ftsweep:search_space"
@@ -86,4 +87,4 @@ def set_attrs_in_storage(storage: Any, trial_id: int, **values: Any) -> None:
 
 KEYS = {"trial_dir": TRIAL_DIR, "overrides": OVERRIDES, "gpu": GPU, "wandb_run_id": WANDB_RUN_ID, "status": STATUS,
         "pruned_at_step": PRUNED_AT_STEP, "runtime_s": RUNTIME_S, "reason": REASON,
-        "oom_first_attempt": OOM_FIRST_ATTEMPT, "repeat_of": REPEAT_OF}
+        "oom_first_attempt": OOM_FIRST_ATTEMPT, "repeat_of": REPEAT_OF, "data_changed": DATA_CHANGED}

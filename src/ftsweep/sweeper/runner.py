@@ -411,7 +411,7 @@ class SweepRunner:
             note = (f"data changed: trial {trial.number} read other rows than trial {first.get('trial')} (data "
                     f"fingerprint {fp}, was {first['fingerprint']}: the data file was edited, replaced or cut short "
                     "during the study, or its tokenizer changed); its value does not compare with theirs")
-            trial.set_user_attr("ftsweep:data_changed", note)
+            attrs.set_attrs(trial, data_changed=note)
             self.progress.log(f"warning: {note}")
 
     def _bad_data_for_all(self, out: Outcome) -> bool:
