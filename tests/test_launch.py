@@ -111,3 +111,40 @@ def test_a_warm_workers_trials_share_one_opened_storage_and_both_reports_land(tm
     assert opened == [url]
     reread = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
     assert [tr.intermediate_values for tr in reread] == [{10: 3.0}, {10: 2.0}]
+
+
+def test_the_pruner_is_asked_only_where_it_could_prune_and_decides_as_before(tmp_path, monkeypatch):
+    """Each ``should_prune`` reads the study's trials from storage: a trial does not ask a pruner that surely
+    answers no (``pruner=none``; a median pruner before ``n_warmup_steps``), and the answers are Optuna's own."""
+    import optuna
+
+    from ftsweep.config.sweeper import PrunerConf
+    from ftsweep.sweeper import storage as storage_mod
+    from ftsweep.sweeper import trial as trial_mod
+    from ftsweep.sweeper.samplers import build_pruner, pruner_to_json
+
+    monkeypatch.setattr(trial_mod, "_STORAGES", {})
+    asked = []
+    real = optuna.trial.Trial.should_prune
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: asked.append(self.number) or real(self))
+    url = f"sqlite:///{tmp_path}/study.db"
+    for name, conf in (("median", PrunerConf(name="median", n_startup_trials=1, n_warmup_steps=20)),
+                       ("none", PrunerConf(name="none"))):
+        study = optuna.create_study(study_name=name, storage=storage_mod.open_storage(url), pruner=build_pruner(conf))
+        done = study.ask()
+        for step in (0, 10, 20, 30):
+            done.report(1.0, step)
+        study.tell(done, 1.0)
+        worse = study.ask()
+        reporter = trial_mod.TrialReporter(TrialLaunch(storage=url, study_name=name, trial_id=worse._trial_id,
+                                                       trial_number=worse.number, pruner=pruner_to_json(conf)))
+        asked.clear()
+        answers = [reporter.report(5.0, step) for step in (0, 10, 20, 30)]
+        if name == "median":  # Optuna's MedianPruner: no before step 20, then the worse trial goes
+            assert answers == [False, False, True, True]
+            assert asked == [worse.number, worse.number]  # at steps 20 and 30 only
+        else:
+            assert answers == [False, False, False, False]
+            assert asked == []
+        stored = optuna.load_study(study_name=name, storage=url).trials[worse.number].intermediate_values
+        assert stored == {0: 5.0, 10: 5.0, 20: 5.0, 30: 5.0}  # every value still reported

@@ -45,6 +45,7 @@ class TrialReporter:
         self._last_beat = 0.0
         self._trial: Any = None
         self._storage: Any = None
+        self._pruner: Any = None  # the study's hydra.sweeper.pruner settings (PrunerConf)
 
     def _connect(self) -> Any:
         # Lazy: optuna costs ~1.7 s of imports, paid once per trial process.
@@ -58,8 +59,9 @@ class TrialReporter:
             if self.ctx.storage not in _STORAGES:
                 _STORAGES[self.ctx.storage] = open_storage(self.ctx.storage)
             self._storage = _STORAGES[self.ctx.storage]
+            self._pruner = pruner_from_json(self.ctx.pruner)
             study = optuna.load_study(study_name=self.ctx.study_name, storage=self._storage,
-                                      pruner=build_pruner(pruner_from_json(self.ctx.pruner)))
+                                      pruner=build_pruner(self._pruner))
             self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
         return self._trial
 
@@ -70,7 +72,10 @@ class TrialReporter:
         if self.ctx.multi_objective or value is None or not math.isfinite(float(value)):
             return False  # Optuna cannot prune multi-objective studies; NaN fails the run elsewhere
         trial.report(float(value), int(step))
-        return bool(trial.should_prune())
+        from ftsweep.sweeper.samplers import may_prune_at
+
+        # not asked where its answer is surely no (pruner none, before the warm-up): each question reads the study
+        return may_prune_at(self._pruner, int(step)) and bool(trial.should_prune())
 
     def heartbeat(self, force: bool = False) -> None:
         """Record that this trial is alive (throttled); exit at once if the sweep process is gone."""
