@@ -47,3 +47,26 @@ def test_a_new_schema_key_is_in_every_key_and_fails_the_classification(monkeypat
     finally:
         reuse.schema_keys.cache_clear()
 
+
+
+def test_settings_of_reads_each_group_once_with_the_values_of_one_key_at_a_time(monkeypatch):
+    """settings_of resolves a top-level group once and reads its keys from that: the same values as resolving
+    each key alone (interpolations, nested nodes, missing keys), and a group with a value that cannot resolve,
+    under a key not asked for, is read key by key instead of failing."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.reuse import settings_of
+
+    monkeypatch.delenv("FTSWEEP_TEST_UNSET", raising=False)
+    cfg = OmegaConf.create({"model": {"name": "m", "size": "${trainer.steps}", "sub": {"a": [1, "${model.name}"]}},
+                            "trainer": {"steps": 7, "broken": "${oc.env:FTSWEEP_TEST_UNSET}", "lr": 0.1},
+                            "flat": 3})
+    keys = ("model.name", "model.size", "model.sub", "model.nothing", "trainer.steps", "trainer.lr", "flat", "none.x")
+    got = settings_of(cfg, keys)
+    assert got == {"model.name": "m", "model.size": 7, "model.sub": {"a": [1, "m"]}, "model.nothing": None,
+                   "trainer.steps": 7, "trainer.lr": 0.1, "flat": 3, "none.x": None}
+    one_at_a_time = {}
+    for k in keys:
+        node = OmegaConf.select(cfg, k, default=None)
+        one_at_a_time[k] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    assert got == one_at_a_time

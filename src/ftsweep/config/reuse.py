@@ -119,8 +119,32 @@ def data_cache_fields() -> tuple[str, ...]:
 
 
 def settings_of(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The resolved values of ``keys`` in ``cfg`` (missing keys: None)."""
+    """The resolved values of ``keys`` in ``cfg`` (missing keys: None). Each top-level group is resolved once and
+    its keys read from that (a warm trial asks for about 250 keys: one at a time took 4x as long); a group with
+    a value that does not resolve (e.g. an unset ``${oc.env:...}`` under a key not asked for) is read key by key."""
     from omegaconf import OmegaConf
 
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k in keys for v in [OmegaConf.select(cfg, k, default=None)]}
+    def resolved(path: str) -> Any:
+        node = OmegaConf.select(cfg, path, default=None)
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    groups: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for key in keys:
+        head, *rest = key.split(".")
+        if head not in groups:
+            try:
+                groups[head] = resolved(head)
+            except Exception:  # noqa: BLE001 -- only the keys asked for must resolve: read them one at a time
+                groups[head] = _BY_KEY
+        value = groups[head]
+        if value is _BY_KEY:
+            out[key] = resolved(key)
+            continue
+        for part in rest:
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
+_BY_KEY = object()  # settings_of: a group read key by key

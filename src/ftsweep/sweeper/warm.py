@@ -25,10 +25,8 @@ import copy
 import json
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from ftsweep.config.memo import ComposeMemo
-from ftsweep.config.reuse import reuse_keys
+from ftsweep.config.reuse import reuse_keys, settings_of
 from ftsweep.train import Components
 
 # peft's adapter parameter names (LoRA / DoRA weights, trained copies of modules, trainable tokens)
@@ -37,9 +35,7 @@ ADAPTER_MARKERS = ("lora_", "modules_to_save", "trainable_tokens", "original_mod
 
 def settings_key(cfg: Any, *paths: str) -> str:
     """A stable text key of the config values at ``paths`` (resolved)."""
-    values = {p: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-              for p in paths for node in [OmegaConf.select(cfg, p)]}
-    return json.dumps(values, sort_keys=True, default=str)
+    return json.dumps(settings_of(cfg, paths), sort_keys=True, default=str)
 
 
 # Derived from the schema minus an explicit exclude list (ftsweep.config.reuse): a new key is part of
