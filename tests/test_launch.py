@@ -148,3 +148,35 @@ def test_the_pruner_is_asked_only_where_it_could_prune_and_decides_as_before(tmp
             assert asked == []
         stored = optuna.load_study(study_name=name, storage=url).trials[worse.number].intermediate_values
         assert stored == {0: 5.0, 10: 5.0, 20: 5.0, 30: 5.0}  # every value still reported
+
+
+def test_the_last_steps_evaluation_is_reported_but_never_prunes(tmp_path, monkeypatch):
+    """A trial that ran every step is complete: its last evaluation (worse than every other trial's) is reported to
+    the study, the pruner is not asked, and the trial is not marked pruned; the same value one step earlier prunes."""
+    import optuna
+    from transformers import TrainerControl, TrainerState
+
+    from ftsweep.config.sweeper import PrunerConf
+    from ftsweep.sweeper import storage as storage_mod
+    from ftsweep.sweeper import trial as trial_mod
+    from ftsweep.sweeper.samplers import build_pruner, pruner_to_json
+
+    monkeypatch.setattr(trial_mod, "_STORAGES", {})
+    url = f"sqlite:///{tmp_path}/study.db"
+    conf = PrunerConf(name="median", n_startup_trials=1, n_warmup_steps=0)
+    study = optuna.create_study(study_name="s", storage=storage_mod.open_storage(url), pruner=build_pruner(conf))
+    done = study.ask()
+    for step in (10, 20):
+        done.report(1.0, step)
+    study.tell(done, 1.0)
+    outcomes = {}
+    for last_step in (20, 30):  # max_steps 20: step 20 is the last; max_steps 30: it is not
+        t = study.ask()
+        callback = trial_mod._make_pruning_callback(trial_mod.TrialReporter(TrialLaunch(
+            storage=url, study_name="s", trial_id=t._trial_id, trial_number=t.number, pruner=pruner_to_json(conf))),
+            "eval_loss")
+        state = TrainerState(global_step=20, max_steps=last_step)
+        callback.on_evaluate(None, state, TrainerControl(), metrics={"eval_loss": 9.0})
+        outcomes[last_step] = callback.pruned
+        assert optuna.load_study(study_name="s", storage=url).trials[t.number].intermediate_values == {20: 9.0}
+    assert outcomes == {20: False, 30: True}

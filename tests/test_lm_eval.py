@@ -160,7 +160,7 @@ def test_pruning_sees_lm_eval_at_evaluations(compose, task_dir, tmp_path):
         def __init__(self):
             self.seen = []
 
-        def report(self, value, step):
+        def report(self, value, step, judge=True):
             self.seen.append((step, value))
             return step >= 6
 

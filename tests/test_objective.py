@@ -374,7 +374,7 @@ def test_pruning_sees_the_generation_metric(compose, tmp_path):
         def __init__(self):
             self.seen = []
 
-        def report(self, value, step):
+        def report(self, value, step, judge=True):
             self.seen.append((step, value))
             return step >= 6  # prune at the first evaluation after step 0
 

@@ -65,8 +65,9 @@ class TrialReporter:
             self._trial = optuna.trial.Trial(study, self.ctx.trial_id)
         return self._trial
 
-    def report(self, value: float, step: int) -> bool:
-        """Report ``value`` at ``step``; True when the pruner says this trial should stop now."""
+    def report(self, value: float, step: int, judge: bool = True) -> bool:
+        """Report ``value`` at ``step``; True when the pruner says this trial should stop now (not asked with
+        ``judge=False``)."""
         trial = self._connect()
         self.heartbeat()  # throttled like every step's: a beat within heartbeat_interval_s is fresh enough
         if self.ctx.multi_objective or value is None or not math.isfinite(float(value)):
@@ -75,7 +76,7 @@ class TrialReporter:
         from ftsweep.sweeper.samplers import may_prune_at
 
         # not asked where its answer is surely no (pruner none, before the warm-up): each question reads the study
-        return may_prune_at(self._pruner, int(step)) and bool(trial.should_prune())
+        return judge and may_prune_at(self._pruner, int(step)) and bool(trial.should_prune())
 
     def heartbeat(self, force: bool = False) -> None:
         """Record that this trial is alive (throttled); exit at once if the sweep process is gone."""
@@ -189,7 +190,10 @@ def _make_pruning_callback(reporter: TrialReporter, metric: str) -> Any:
             value = (metrics or {}).get(self.metric)
             if value is None:
                 return control
-            if self.reporter.report(float(value), int(state.global_step)):
+            # the last step's value is reported, not judged: a trial that ran every step is complete (pruning it
+            # there would save nothing and drop its adapter and final value). Before training max_steps is 0.
+            last = bool(state.max_steps) and state.global_step >= state.max_steps
+            if self.reporter.report(float(value), int(state.global_step), judge=not last):
                 self.pruned = True
                 self.pruned_at_step = int(state.global_step)
                 control.should_training_stop = True
