@@ -76,3 +76,33 @@ def test_cli_v_sets_verbose_for_the_run_and_its_trials(monkeypatch, capsys):
     monkeypatch.setenv(verbosity.ENV, "")
     assert cli.main(["train", "-v", "--cfg", "job"]) == 0
     assert os.environ[verbosity.ENV] == "1"  # inherited by sweep trials (child processes)
+
+
+def test_checkpoints_saved_within_a_second_are_ordered_without_a_word(tmp_path, monkeypatch):
+    """transformers orders checkpoints by mtime and, finding two saved within a second of each other (a short run;
+    tmpfs), said '[transformers] mtime may not be reliable on this filesystem, falling back to numerical ordering'
+    on stderr: nothing to act on (the fallback, by step, is the right order). transformers' other lines stay."""
+    import logging
+
+    from transformers.trainer_utils import sort_checkpoints
+
+    monkeypatch.delenv(verbosity.ENV, raising=False)
+    verbosity.quiet_warnings()
+    for step in (10, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    log = logging.getLogger("transformers.trainer_utils")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    try:
+        logging.Logger.warning_once.cache_clear()  # (said once a process: an earlier test may have said it)
+        ordered = sort_checkpoints(str(tmp_path), use_mtime=True)
+        log.warning("another line")
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert ordered == [str(tmp_path / "checkpoint-2"), str(tmp_path / "checkpoint-10")]
+    assert [r.getMessage() for r in seen] == ["another line"]

@@ -10,6 +10,8 @@ Filtered (each one measured on a default run):
   ``kernels`` package; the built-in CPU path is what ftsweep uses and tests);
 - the "Loading weights" bar of transformers and the sub-second ``datasets`` map bars trl shows while it
   checks already-tokenized rows;
+- transformers' ``mtime may not be reliable on this filesystem, falling back to numerical ordering``: said when two
+  checkpoints were saved within a second (a short run, tmpfs); the fallback orders them by step, which is right;
 - transformers' ``[INFO] Running in WANDB offline mode`` print at import and W&B's ~40 lines of console
   chatter (``WANDB_SILENT``): ftsweep prints one line with the run's URL or offline folder instead.
 """
@@ -70,3 +72,21 @@ def quiet_warnings() -> None:
     # bitsandbytes loads its CPU kernels through `kernels`, which warns on every load that an offline Hub
     # (HF_HUB_OFFLINE, the user's own choice) skips its publisher trust check
     logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
+    _drop_line("transformers.trainer_utils", "mtime may not be reliable on this filesystem")
+
+
+class _DropLine(logging.Filter):
+    """Drops the records of one logger whose message starts with ``prefix`` (its other lines stay)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _drop_line(logger: str, prefix: str) -> None:
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, _DropLine) and f.prefix == prefix for f in target.filters):  # (idempotent)
+        target.addFilter(_DropLine(prefix))
