@@ -335,3 +335,20 @@ def test_a_resume_whose_epochs_end_at_the_checkpoint_is_refused_and_one_past_it_
               if "loss" in h]
     first = json.loads((tmp_path / "first" / "metrics.json").read_text())["train_tokens"]
     assert resumed["train_tokens"] == logged[-1] < first
+
+
+def test_a_resume_over_a_checkpoint_a_full_disk_left_an_empty_readme_in_prints_only_ftsweep_lines(compose, tmp_path,
+                                                                                                    capfd):
+    """A full disk emptied checkpoint-6/README.md while it was saved; the damaged-checkpoint line says to resume from
+    checkpoint-3, and that run saves checkpoint-6 again: peft updates the README.md it finds there, and
+    huggingface_hub said 'Repo card metadata block was not found. Setting CardData to empty.' on stderr."""
+    run(compose(*RUN), tmp_path / "r")
+    readme = tmp_path / "r" / "checkpoints" / "checkpoint-6" / "README.md"
+    readme.write_text("")
+    capfd.readouterr()
+    point = tmp_path / "r" / "checkpoints" / "checkpoint-3"
+    run(compose(*RUN, f"trainer.resume_from_checkpoint={point}"), tmp_path / "r")
+    err = capfd.readouterr().err
+    assert f"resuming from {point} (step 3)" in err
+    assert all(line.startswith("ftsweep: ") for line in err.splitlines()), err
+    assert readme.read_text().startswith("---\n")  # peft wrote the card anew

@@ -12,6 +12,9 @@ Filtered (each one measured on a default run):
   checks already-tokenized rows;
 - transformers' ``mtime may not be reliable on this filesystem, falling back to numerical ordering``: said when two
   checkpoints were saved within a second (a short run, tmpfs); the fallback orders them by step, which is right;
+- huggingface_hub's ``Repo card metadata block was not found. Setting CardData to empty.``: peft updating the
+  README.md of a checkpoint it saves over (an earlier save cut short by a full disk left it empty); peft writes
+  the card anew;
 - transformers' ``[INFO] Running in WANDB offline mode`` print at import and W&B's ~40 lines of console
   chatter (``WANDB_SILENT``): ftsweep prints one line with the run's URL or offline folder instead.
 """
@@ -73,6 +76,7 @@ def quiet_warnings() -> None:
     # (HF_HUB_OFFLINE, the user's own choice) skips its publisher trust check
     logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
     _drop_line("transformers.trainer_utils", "mtime may not be reliable on this filesystem")
+    logging.getLogger("huggingface_hub.repocard").setLevel(logging.ERROR)  # (its one warning: the card's metadata)
 
 
 class _DropLine(logging.Filter):
