@@ -277,3 +277,52 @@ def test_a_write_that_fails_names_the_file_not_its_temp_file(tmp_path, monkeypat
     with pytest.raises(OSError) as err:
         rundir.write_text_atomic(target, "{}")
     assert err.value.errno == errno.EROFS and err.value.filename == str(target)
+
+
+def test_a_plot_cut_short_by_a_full_disk_keeps_the_earlier_one(tmp_path, monkeypatch):
+    """A full disk while a plot was saved left a 0-byte (or half) PNG in place of the earlier one, until the next
+    report: the sweep report's plots, a run's loss plots (trainer.plot_loss), lr-find's curve and a trial's
+    learning_curve.png. Each is written whole or not at all, as the report's text files are, and no temporary
+    file is left."""
+    import errno
+
+    import matplotlib.figure
+    import optuna
+    import pytest
+
+    from ftsweep import loss_plot, lr_find, report
+    from ftsweep.sweeper import watch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    for x in (0.2, 0.5, 0.7):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), x)
+    plots = tmp_path / "plots"
+    assert report.write_plots(study, plots)["optimization_history"] == "ok"
+    history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    assert loss_plot.plot_loss(history, tmp_path, keys=("loss",)) == [tmp_path / "training_loss.png"]
+    curve = {"lrs": [1e-5, 1e-4, 1e-3], "losses": [3.0, 2.0, 2.5], "smoothed": [3.0, 2.2, 2.4], "beta": 0.98,
+             "suggestion": 1e-4}
+    lr_find.plot(curve, tmp_path / "lr_find.png")
+    doc = {"eval_history": [{"step": 0, "eval_loss": 2.5}, {"step": 2, "eval_loss": 1.9}]}
+    assert watch.write_learning_curve(tmp_path, doc) == tmp_path / "learning_curve.png"
+    earlier = {p: p.read_bytes() for p in [*plots.glob("*.png"), *plots.glob("*.html"), tmp_path / "training_loss.png",
+                                            tmp_path / "lr_find.png", tmp_path / "learning_curve.png"]}
+    files = sorted(p.name for p in tmp_path.rglob("*"))
+
+    def full(self, fname, *args, **kwargs):  # the first bytes fit, then the disk is full
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG\r\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_plots(study, plots)
+    with pytest.raises(OSError, match="No space left"):
+        loss_plot.plot_loss(history, tmp_path, keys=("loss",))
+    with pytest.raises(OSError, match="No space left"):
+        lr_find.plot(curve, tmp_path / "lr_find.png")
+    with pytest.raises(OSError, match="No space left"):
+        watch.write_learning_curve(tmp_path, doc)
+    assert {p: p.read_bytes() for p in earlier} == earlier
+    assert sorted(p.name for p in tmp_path.rglob("*")) == files

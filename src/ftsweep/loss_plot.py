@@ -33,7 +33,7 @@ def plot_loss(history: list[dict[str, Any]], run_dir: Path, keys: tuple[str, ...
     import matplotlib.pyplot as plt
 
     from ftsweep.console import say
-    from ftsweep.rundir import RunDir
+    from ftsweep.rundir import RunDir, write_atomic
 
     written = []
     for key in keys:
@@ -50,7 +50,7 @@ def plot_loss(history: list[dict[str, Any]], run_dir: Path, keys: tuple[str, ...
         ax.legend()
         fig.tight_layout()
         path = RunDir(run_dir).loss_plot(key)
-        fig.savefig(path, dpi=100)
+        write_atomic(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100))  # (no half PNG on a full disk)
         plt.close(fig)
         written.append(path)
     return written

@@ -349,8 +349,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title("learning-rate range test")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from ftsweep.rundir import write_atomic
+
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))  # (no half PNG on a full disk)
+    finally:
+        plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ftsweep.errors import write_trouble
-from ftsweep.rundir import write_text_atomic
+from ftsweep.rundir import write_atomic, write_text_atomic
 from ftsweep.sweepdir import SweepDir
 from ftsweep.sweeper import attrs
 from ftsweep.tracking import scrub
@@ -350,11 +350,13 @@ def write_plots(study: Any, plot_dir: Path) -> dict[str, str]:
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 fig.set_size_inches(9, 5.5)
                 fig.tight_layout()
-                fig.savefig(plot_dir / f"{name}.png", dpi=100)
+                # (whole or not at all: a full disk left a 0-byte PNG in place of the earlier report's)
+                write_atomic(plot_dir / f"{name}.png", lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100))
                 plt.close(fig)
                 figure = getattr(vis, f"plot_{name}")(study, **plot_kwargs)
                 _label_plotly(name, figure, study, metric, multi)
-                figure.write_html(plot_dir / f"{name}.html", include_plotlyjs="directory")
+                write_atomic(plot_dir / f"{name}.html", lambda tmp, figure=figure: figure.write_html(
+                    tmp, include_plotlyjs="directory"))
                 status[name] = "ok"
             except Exception as err:
                 plt.close("all")

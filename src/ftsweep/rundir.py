@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,10 +124,17 @@ def write_json(path: Path, obj: Any) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """``path.write_text(text)`` through a temp file of this process and a rename: a write that fails (a full disk,
     a folder gone read-only) leaves the earlier file as it was and no half file behind."""
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(temp)`` into a temp file of this process beside ``path``, then a rename onto ``path`` (a plot:
+    ``lambda tmp: fig.savefig(tmp, format="png")``, the format given: the temp name's suffix is ``.tmp``): as
+    :func:`write_text_atomic`, a write that fails leaves the earlier file and no half file behind."""
     path = Path(path)
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        write(tmp)
         tmp.replace(path)
     except OSError as err:
         with contextlib.suppress(OSError):  # (a read-only folder refuses even to unlink a file it does not hold)

@@ -161,8 +161,10 @@ def write_learning_curve(trial_dir: Path, doc: dict[str, Any]) -> Path | None:
     ax.legend()
     fig.tight_layout()
     path = trial_dir / LEARNING_CURVE
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:  # (whole or not at all: no half PNG on a full disk)
+        rundir.write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    finally:
+        plt.close(fig)
     return path
 
 
