@@ -505,3 +505,24 @@ def test_best_yaml_runs_from_another_folder(tmp_path, monkeypatch, folder):
     assert cfg.data.path == str(project / "데이터" / "학습 파일.jsonl")
     assert resolve_data_path(cfg.data.path) is not None  # found from another folder
     assert cfg.data.validation_path == "nope/not_here.jsonl"  # no such path where the sweep ran: as written
+
+
+def test_a_report_that_fails_at_the_sweeps_end_says_how_to_write_it_again(tmp_path, monkeypatch, capsys):
+    """The end-of-sweep report cannot fail the sweep (its trials are stored): its failure is one stderr line that
+    names the command that writes it again."""
+    from types import SimpleNamespace
+
+    from ftsweep import report
+    from ftsweep.sweeper import study as study_mod
+
+    def refuse(*a, **k):
+        raise IsADirectoryError(21, "Is a directory", str(tmp_path / "report.md"))
+
+    monkeypatch.setattr(report, "write_report", refuse)
+    monkeypatch.setattr(study_mod, "relocated", lambda study, where: study)
+    settings = SimpleNamespace(conf=SimpleNamespace(report=True), study_name="qs", sweep_dir=tmp_path,
+                               storage_url=f"sqlite:///{tmp_path}/study.db")
+    assert report.sweep_end(SimpleNamespace(settings=settings, study=object(), wandb_summary=False)) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("[sweep qs] report failed: IsADirectoryError")
+    assert err[0].endswith(f"`ftsweep report {tmp_path}` writes the report again")

@@ -123,7 +123,8 @@ def sweep_end(plan: Any) -> Path | None:
             # (a sweep resumed in a folder moved since: its earlier trials' folders are here now)
             report_dir = write_report(relocated(plan.study, s.sweep_dir), s.sweep_dir, storage_url=s.storage_url)
         except Exception as err:  # noqa: BLE001 -- said on stderr; `ftsweep report SWEEP_DIR` can redo it
-            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"[sweep {s.study_name}] report failed: {type(err).__name__}: {err}; the trials are in the study: "
+                  f"`ftsweep report {s.sweep_dir}` writes the report again", file=sys.stderr)
         else:  # also stored as the study's files, for the dashboard
             upload_study_files(plan.study, report_dir, s.sweep_dir)
     if plan.wandb_summary:
