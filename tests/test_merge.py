@@ -124,6 +124,9 @@ def test_merge_never_writes_into_an_existing_folder(tiny_run, tmp_path, capsys):
     assert capsys.readouterr().err == (f"ftsweep: error: {out}: exists and is not empty; a merge writes a new folder "
                                        "(remove it, or give another --out)\n")
     assert [p.name for p in out.iterdir()] == ["README.md"] and (out / "README.md").read_text() == "my notes"
+    (out / "README.md").unlink()  # an empty folder is fine; the line names the dtype as --dtype does
+    assert cli.main(["merge", str(tiny_run), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"(float32) -> {out}")
 
 
 def test_export_without_complete_trials_is_a_usage_error(tmp_path, capsys):

@@ -84,8 +84,9 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.chat_template = deploy_chat_template(cfg.data, tokenizer)
     tokenizer.save_pretrained(out)  # tokenizer.json + chat_template.jinja
-    (out / "README.md").write_text(model_card(run_dir, cfg, str(merged.dtype).removeprefix("torch.")), encoding="utf-8")
-    print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({merged.dtype}) -> {out}")
+    dtype_name = str(merged.dtype).removeprefix("torch.")  # float32, as --dtype and the model card say it
+    (out / "README.md").write_text(model_card(run_dir, cfg, dtype_name), encoding="utf-8")
+    print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({dtype_name}) -> {out}")
     return out
 
 
