@@ -788,6 +788,27 @@ def test_grpo_rewards_get_every_column_of_the_row_as_trl_hands_them(cache_dir, t
         build_prompt_datasets(cfg, load_tokenizer(cfg))
 
 
+def test_grpo_rewards_get_a_renamed_column_under_the_files_own_name(compose, tmp_path):
+    """trl's GRPO layout {prompt, solution} with its documented reward `f(completions, solution, **kw)`: the column
+    data.format=auto (or data.columns) reads as the answer still reaches the rewards as `solution` (it was
+    handed on as `completion`: the reward failed with a traceback, missing its `solution` argument)."""
+    from ftsweep.data.preference import build_prompt_datasets
+
+    turns = [{"role": "user", "content": "2+2?"}]
+    path = _write(tmp_path, [{"prompt": turns, "solution": "4"}, {"prompt": turns, "solution": "5"}], "sol.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}", "data.val_size=0",
+                          "data.shuffle=false")
+    ds = build_prompt_datasets(cfg, tok, ("exact_match",)).train
+    assert ds["solution"] == ["4", "5"] and ds["answer"] == ["4", "5"] and "completion" not in ds.column_names
+    # a mapping by hand: the reward reads the file's `question`
+    path = _write(tmp_path, [{"question": "2+2?", "reply": "4"}], "q.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}", "data.val_size=0",
+                          "data.format=alpaca",
+                          "data.columns.instruction=question", "data.columns.output=reply")
+    ds = build_prompt_datasets(cfg, tok, ("exact_match",)).train
+    assert ds["question"] == ["2+2?"] and ds["reply"] == ["4"] and ds["answer"] == ["4"]
+
+
 @pytest.mark.slow
 def test_grpo_raises_the_mean_reward_from_an_sft_start(cache_dir, tmp_path):
     """sweep=grpo_lr's settings at one learning rate, from an SFT run that answers some proxy rows: the mean

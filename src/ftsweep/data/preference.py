@@ -29,7 +29,7 @@ from ftsweep.data.encode import tokenize_segments
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
 from ftsweep.data.pipeline import MAX_LISTED_DROPPED, DataBundle, Renderer, _all_dropped
-from ftsweep.data.sources import Record, load_records, no_training_rows, select, split_validation
+from ftsweep.data.sources import Record, column_map, load_records, no_training_rows, select, split_validation
 from ftsweep.data.templates import ANSWER, _label, get_text, missing, number_text
 
 
@@ -441,6 +441,8 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
     bad = BadRows(d.bad_rows)
     train_rec, val_rec, n_rows = load_split(cfg, bad)
     renderer = Renderer(d, tokenizer)
+    # {field: the file's column} for the columns read under another name (not paths into a column: it stays whole)
+    renamed = {} if d.loader == "mix" else {f: c for f, c in column_map(d).items() if f != "references" and "." not in c}
 
     def one(rec: Record) -> dict[str, Any]:
         row = prompt_and_answer(renderer, tokenizer, rec)
@@ -448,7 +450,13 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
             raise DataError(rec.where, f"a prompt without an answer: the {needs_answer[0]} reward compares each "
                                        "completion with the row's answer (rewards that need none: regex, "
                                        "length_penalty, function)", _answer_field(d, rec.row))
-        return {**{k: v for k, v in rec.row.items() if k not in NOT_FORWARDED}, **row}
+        # every column by the name the file gives it, as trl hands it (a {prompt, solution} file's `solution`,
+        # read as the completion by data.format=auto or data.columns, reaches `def f(completions, solution, ...)`)
+        columns = {k: v for k, v in rec.row.items() if k not in NOT_FORWARDED}
+        for name, column in renamed.items():
+            if name in columns and column not in rec.row:
+                columns[column] = columns.pop(name)
+        return {**columns, **row}
 
     def rows(records: list[Record]) -> list[dict[str, Any]]:
         out, kinds = [], {}
