@@ -809,6 +809,49 @@ def test_grpo_rewards_get_a_renamed_column_under_the_files_own_name(compose, tmp
     assert ds["question"] == ["2+2?"] and ds["reply"] == ["4"] and ds["answer"] == ["4"]
 
 
+@pytest.mark.parametrize("rows, text", [
+    # a KTO file: the completion of a row labelled false is no reference answer (it was rewarded as one)
+    ([{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}],
+     "line 2: field 'label': false: this row's completion is an undesirable answer (a KTO row), no reference for the "
+     "exact_match reward"),
+    ([{"prompt": "2+2?", "completion": "4", "label": "true"}, {"prompt": "2+2?", "completion": "5", "label": "0"}],
+     "line 2: field 'label': false: "),
+    # a DPO pair: no one answer (was: 'a prompt without an answer', naming a 'completion' the file lacks)
+    ([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}],
+     "line 1: field 'chosen': a preference pair has no one answer: the exact_match reward compares each completion "
+     "with the row's answer; read its chosen answer as the answer (data.columns.completion=chosen "
+     "data.format=prompt_completion) or use rewards that need none"),
+    ([{"prompt": [{"role": "user", "content": "2+2?"}], "chosen": [{"role": "assistant", "content": "4"}],
+       "rejected": [{"role": "assistant", "content": "5"}]}],
+     "line 1: field 'chosen': a preference pair has no one answer"),  # was: field 'messages': missing
+    # trl's implicit prompt: nothing to generate from (was: 'prompt' missing, listing a 'completion' column)
+    ([{"chosen": "Human: 2+2? Assistant: 4", "rejected": "Human: 2+2? Assistant: 5"}],
+     "line 1: field 'prompt': a preference pair of two whole texts or conversations (trl's implicit prompt) holds no "
+     "prompt to generate from"),
+])
+def test_grpo_refuses_kto_rows_and_preference_pairs_as_reference_answers(compose, tmp_path, rows, text):
+    from ftsweep.data.preference import build_prompt_datasets
+
+    path = _write(tmp_path, rows, "pref.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}", "data.val_size=0",
+                          "data.shuffle=false")
+    with pytest.raises(DataError) as err:
+        build_prompt_datasets(cfg, tok, ("exact_match",))
+    assert str(err.value).startswith(f"{path} {text}"), str(err.value)
+
+
+def test_grpo_reads_a_pair_with_its_chosen_answer_mapped_as_the_answer(compose, tmp_path):
+    from ftsweep.data.preference import build_prompt_datasets
+
+    path = _write(tmp_path, [{"prompt": [{"role": "user", "content": "2+2?"}],
+                              "chosen": [{"role": "assistant", "content": "4"}],
+                              "rejected": [{"role": "assistant", "content": "5"}]}], "pref.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}", "data.val_size=0",
+                          "data.format=prompt_completion", "data.columns.completion=chosen")
+    ds = build_prompt_datasets(cfg, tok, ("exact_match",)).train
+    assert ds["answer"] == ["4"] and ds["prompt"][0].endswith("assistant<|end_header_id|>\n\n")
+
+
 @pytest.mark.slow
 def test_grpo_raises_the_mean_reward_from_an_sft_start(cache_dir, tmp_path):
     """sweep=grpo_lr's settings at one learning rate, from an SFT run that answers some proxy rows: the mean

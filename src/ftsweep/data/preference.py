@@ -412,6 +412,13 @@ def _answer_field(d: Any, row: dict) -> str:
     return {"alpaca": "output", "prompt_completion": "completion", "sharegpt": "conversations"}.get(d.format, "messages")
 
 
+def _undesirable(label: Any) -> bool:
+    """A KTO label that marks its completion undesirable (false, 0, the text "false" / "0")."""
+    if isinstance(label, str):
+        return LABEL_TEXT.get(label.strip().lower()) is False
+    return label is False or type(label) is int and label == 0
+
+
 # Columns trl's GRPOTrainer reads as images (a multimodal batch): not handed on from a text row.
 NOT_FORWARDED = ("image", "images")
 
@@ -445,11 +452,28 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
     renamed = {} if d.loader == "mix" else {f: c for f, c in column_map(d).items() if f != "references" and "." not in c}
 
     def one(rec: Record) -> dict[str, Any]:
+        pair = "chosen" in rec.row and "rejected" in rec.row
+        if pair and not any(k in rec.row for k in ("prompt", "instruction", "messages", "conversations")):
+            raise DataError(rec.where, "a preference pair of two whole texts or conversations (trl's implicit "
+                                       "prompt) holds no prompt to generate from: stage=grpo reads prompts (a prompt "
+                                       "column, or turns ending with the user's)", "prompt")
+        if needs_answer and pair and not any(k in rec.row for k in ("completion", "output", "answer")):
+            hint = ("read its chosen answer as the answer (data.columns.completion=chosen "
+                    "data.format=prompt_completion) or " if "prompt" in rec.row else "")
+            raise DataError(rec.where, f"a preference pair has no one answer: the {needs_answer[0]} reward compares "
+                                       f"each completion with the row's answer; {hint}use rewards that need none "
+                                       "(regex, length_penalty, function)", "chosen")
         row = prompt_and_answer(renderer, tokenizer, rec)
         if row["answer"] is None and needs_answer:
             raise DataError(rec.where, f"a prompt without an answer: the {needs_answer[0]} reward compares each "
                                        "completion with the row's answer (rewards that need none: regex, "
                                        "length_penalty, function)", _answer_field(d, rec.row))
+        if needs_answer and row["answer"] is not None and _undesirable(rec.row.get("label")):
+            # a KTO row: its completion is what the answer should not be
+            raise DataError(rec.where, f"false: this row's completion is an undesirable answer (a KTO row), no "
+                                       f"reference for the {needs_answer[0]} reward to compare with: keep the rows "
+                                       "labelled true for stage=grpo, or use rewards that need no answer (regex, "
+                                       "length_penalty, function)", _label("label", d))
         # every column by the name the file gives it, as trl hands it (a {prompt, solution} file's `solution`,
         # read as the completion by data.format=auto or data.columns, reaches `def f(completions, solution, ...)`)
         columns = {k: v for k, v in rec.row.items() if k not in NOT_FORWARDED}
