@@ -237,6 +237,28 @@ def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):
     assert [same[i] for i in range(2)] == [ds[i] for i in range(2)]
 
 
+@pytest.mark.parametrize("label, text", [
+    (True, "every training row is labelled true (desirable) (4 rows): KTO weighs desirable against undesirable "
+           "completions and needs both; add rows of the other label (a DPO file's pairs give both), or train these "
+           "answers with stage=sft"),
+    ("0", "every training row is labelled false (undesirable) (4 rows): KTO weighs"),
+])
+def test_kto_rows_of_one_label_only_are_refused(compose, tmp_path, monkeypatch, capsys, label, text):
+    """trl's KTOTrainer only warns (and ftsweep's pre-tokenized path skipped even that): the run trained with no
+    undesirable (or desirable) term, logging no eval_rewards/rejected."""
+    rows = [{"prompt": f"Q{i}", "completion": "a", "label": label} for i in range(4)]
+    path = _write(tmp_path, rows)
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={path}", "data.val_size=0")
+    with pytest.raises(DataError) as err:
+        _build(cfg, tok, paired=False)
+    assert str(err.value).startswith(f"{path}: field 'label': {text}"), str(err.value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "model=tiny", "logger=none", "stage=kto", "data=custom_json", f"data.path={path}",
+                 "data.val_size=0", "objective.metric=train_loss", "hydra.run.dir=run"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"ftsweep: error: {path}: field 'label': every training row") and not (tmp_path / "run").exists()
+
+
 def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     rows = [{"prompt": "a b", "chosen": "c", "rejected": "d"},
             {"prompt": "a b", "chosen": "same", "rejected": "same"},
