@@ -761,7 +761,7 @@ def test_inspect_shows_grpo_prompts_and_their_reference_answers(tmp_path, capsys
     out = capsys.readouterr().out
     assert "<|begin_of_text|>Name a pet.\nanswer (the rewards' reference): 'A cat.'" in out
     assert "<|begin_of_text|>Name a color.\nanswer: none (a prompt-only row)" in out
-    assert "data: 6 train / 0 eval prompts, 0 bad rows skipped" in out
+    assert "data: 6 train / 0 eval prompts, 0 dropped (prompt longer than data.cutoff_len), 0 bad rows skipped" in out
 
 
 def test_grpo_trains_and_hands_each_row_answer_to_the_weighted_rewards(cache_dir, tmp_path):
@@ -872,6 +872,29 @@ def test_grpo_reads_a_pair_with_its_chosen_answer_mapped_as_the_answer(compose, 
                           "data.format=prompt_completion", "data.columns.completion=chosen")
     ds = build_prompt_datasets(cfg, tok, ("exact_match",)).train
     assert ds["answer"] == ["4"] and ds["prompt"][0].endswith("assistant<|end_header_id|>\n\n")
+
+
+def test_grpo_prompts_longer_than_the_cutoff_are_dropped_and_counted(compose, tmp_path):
+    """trl 1.x cuts no GRPO prompt: one of 4000 tokens was generated from past the model's context."""
+    from ftsweep.data.preference import build_prompt_datasets
+
+    rows = [{"prompt": f"Q{i}?", "answer": f"a{i}"} for i in range(6)]
+    rows[2]["prompt"] = "long " * 200
+    path = _write(tmp_path, rows, "long.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}", "data.val_size=0",
+                          "data.cutoff_len=64")
+    bundle = build_prompt_datasets(cfg, tok, ("exact_match",))
+    assert len(bundle.train) == 5 and "long" not in "".join(bundle.train["prompt"])
+    assert bundle.stats["n_dropped"] == bundle.stats["n_dropped_prompt_too_long"] == 1
+    [where] = bundle.stats["dropped_where"]
+    assert where.startswith(f"{path} line 3: prompt of ") and where.endswith(" tokens > data.cutoff_len = 64")
+    # every validation prompt too long: refused before training, as DPO / KTO refuse theirs
+    val = _write(tmp_path, [rows[2]], "val.jsonl")
+    cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}",
+                          f"data.validation_path={val}", "data.val_size=0", "data.cutoff_len=64")
+    with pytest.raises(DataError, match=r"val.jsonl: no validation prompts left: all 1 were dropped \(a prompt longer "
+                                        r"than data.cutoff_len = 64 tokens"):
+        build_prompt_datasets(cfg, tok, ("exact_match",))
 
 
 @pytest.mark.slow

@@ -262,7 +262,10 @@ def _main_prompts(args, ds, tokenizer, cfg, bundle, out) -> int:
         out(f"answer (the rewards' reference): {answer!r}" if answer is not None else "answer: none (a prompt-only row)",
             None)
     out(histogram([len(tokenizer(p)["input_ids"]) for p in ds["prompt"]], cfg.data.cutoff_len, args.bins), None)
-    out("data: {n_train} train / {n_eval} eval prompts, {n_skipped_bad} bad rows skipped".format(**bundle.stats), None)
+    out("data: {n_train} train / {n_eval} eval prompts, {n_dropped} dropped (prompt longer than data.cutoff_len), "
+        "{n_skipped_bad} bad rows skipped".format(**bundle.stats), None)
+    if args.dropped:
+        _print_dropped(bundle.stats, out)
     if args.dump:
         args.dump.parent.mkdir(parents=True, exist_ok=True)
         with args.dump.open("w", encoding="utf-8") as f:

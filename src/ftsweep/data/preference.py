@@ -488,29 +488,43 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
                 columns[column] = columns.pop(name)
         return {**columns, **row}
 
+    dropped: list[str] = []
+
     def rows(records: list[Record]) -> list[dict[str, Any]]:
         out, kinds = [], {}
         for rec in records:
             try:
-                out.append(one(rec))
+                item = one(rec)
             except TemplateError:
                 raise
             except DataError as err:
                 bad.handle(err, rec, one)
                 continue
-            _one_kind_per_column(out[-1], rec.where, kinds)
+            # trl generates after the whole prompt (it cuts none): one past data.cutoff_len, which the memory
+            # estimate and the other stages take as the longest, is dropped and counted as DPO / KTO drop theirs
+            n = len(tokenizer(item["prompt"])["input_ids"])
+            if n > d.cutoff_len:
+                dropped.append(f"{rec.where}: prompt of {n} tokens > data.cutoff_len = {d.cutoff_len}")
+                continue
+            out.append(item)
+            _one_kind_per_column(item, rec.where, kinds)
         return out
 
-    train, evals = rows(train_rec), rows(val_rec)
+    train, n_dropped_train = rows(train_rec), len(dropped)
+    evals = rows(val_rec)
     if val_rec and not evals:  # the eval_reward objective would find nothing to measure, after the whole run
+        why = (f"dropped (a prompt longer than data.cutoff_len = {d.cutoff_len} tokens; ftsweep inspect --dropped "
+               "lists them) or skipped as bad rows" if len(dropped) > n_dropped_train else "skipped as bad rows")
         raise DataError(d.validation_path or "data.val_size", f"no validation prompts left: all {len(val_rec)} were "
-                        "skipped as bad rows")
+                        f"{why}")
     if not train and not train_rec and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_rec))
     if not train:
-        raise DataError(d.path, "no prompts left after bad rows")
+        raise DataError(d.path, "no prompts left after bad rows" + (
+            f" and prompts longer than data.cutoff_len = {d.cutoff_len} tokens" if n_dropped_train else ""))
     stats = {"n_rows": n_rows, "n_skipped_bad": bad.skipped, "n_train": len(train), "n_eval": len(evals),
-             "n_truncated": 0, "n_dropped": 0}
+             "n_truncated": 0, "n_dropped": len(dropped), "n_dropped_prompt_too_long": len(dropped),
+             "dropped_where": dropped[:MAX_LISTED_DROPPED]}
 
     def to_ds(items):
         return Dataset.from_list(items) if items else None
