@@ -259,6 +259,22 @@ def test_kto_rows_of_one_label_only_are_refused(compose, tmp_path, monkeypatch, 
     assert err[-1].startswith(f"ftsweep: error: {path}: field 'label': every training row") and not (tmp_path / "run").exists()
 
 
+def test_kto_unbalanced_labels_say_the_weights_trl_recommends(compose, tmp_path, capsys):
+    """trl's KTOTrainer warns in its dataset preparation, which ftsweep's pre-tokenized rows skip: said here."""
+    from ftsweep.stages import kto
+
+    assert kto.weight_advice(9, 3, 1.0, 1.0) == (
+        "stage=kto: 9 desirable and 3 undesirable training rows: trl recommends EITHER stage.desirable_weight in "
+        "[0.33, 0.44] or stage.undesirable_weight in [2.26, 3.0] (not both; Eq. 8 of the KTO paper)")
+    assert kto.weight_advice(9, 3, 1.0, 3.0) is None and kto.weight_advice(5, 5, 1.0, 1.0) is None
+    rows = [{"prompt": f"Q{i}", "completion": "a", "label": i < 9} for i in range(12)]
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={_write(tmp_path, rows)}",
+                          "data.val_size=0")
+    capsys.readouterr()
+    kto.datasets(cfg, tok)
+    assert "ftsweep: stage=kto: 9 desirable and 3 undesirable training rows: trl recommends" in capsys.readouterr().err
+
+
 def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     rows = [{"prompt": "a b", "chosen": "c", "rejected": "d"},
             {"prompt": "a b", "chosen": "same", "rejected": "same"},

@@ -19,7 +19,30 @@ WARM = False
 def datasets(cfg: Any, tokenizer: Any) -> Any:
     from ftsweep.data.preference import build_preference_datasets
 
-    return build_preference_datasets(cfg, tokenizer, paired=False, max_prompt_length=cfg.stage.max_prompt_length)
+    bundle = build_preference_datasets(cfg, tokenizer, paired=False, max_prompt_length=cfg.stage.max_prompt_length)
+    labels = bundle.train["label"]
+    advice = weight_advice(sum(labels), len(labels) - sum(labels), cfg.stage.desirable_weight,
+                           cfg.stage.undesirable_weight)
+    if advice:
+        from ftsweep.notices import notice
+
+        notice(advice)
+    return bundle
+
+
+def weight_advice(desirable: int, undesirable: int, w_des: float, w_und: float) -> str | None:
+    """trl's KTOTrainer warning (its dataset preparation, which the pre-tokenized rows skip): with unequal counts,
+    the weights should put desirable_weight x desirable / (undesirable_weight x undesirable) in [1, 4/3] (Eq. 8
+    of the KTO paper); None when they do or the counts are equal."""
+    if desirable == undesirable or not desirable or not undesirable:
+        return None
+    des = (round(undesirable * w_und / desirable, 2), round(undesirable * w_und / desirable * 1.33, 2))
+    und = (round(desirable * w_des / undesirable / 1.33, 2), round(desirable * w_des / undesirable, 2))
+    if des[0] <= w_des <= des[1] or und[0] <= w_und <= und[1]:
+        return None
+    return (f"stage=kto: {desirable} desirable and {undesirable} undesirable training rows: trl recommends EITHER "
+            f"stage.desirable_weight in [{des[0]}, {des[1]}] or stage.undesirable_weight in [{und[0]}, {und[1]}] "
+            "(not both; Eq. 8 of the KTO paper)")
 
 
 def _with_kl_completions(dataset: Any, batch_size: int) -> Any:
