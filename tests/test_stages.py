@@ -275,6 +275,34 @@ def test_kto_unbalanced_labels_say_the_weights_trl_recommends(compose, tmp_path,
     assert "ftsweep: stage=kto: 9 desirable and 3 undesirable training rows: trl recommends" in capsys.readouterr().err
 
 
+def test_conversational_pairs_and_kto_rows_in_csv_cells_read_as_turns(compose, tmp_path):
+    """TRL's conversational columns exported to CSV hold JSON text: they were trained as that literal text
+    (`[{"role": "assistant", ...}]` as the answer); now as the turns, the same examples as the JSON file."""
+    import csv
+
+    turns = {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": [{"role": "assistant", "content": "4"}],
+             "rejected": [{"role": "assistant", "content": "5"}]}
+    jsonl = _write(tmp_path, [turns] * 2, "pairs.jsonl")
+    path = tmp_path / "pairs.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "chosen", "rejected"])
+        w.writerows([[json.dumps(turns[k]) for k in ("prompt", "chosen", "rejected")]] * 2)
+    built = []
+    for p in (jsonl, path):
+        cfg, tok = _tokenizer(compose, "stage=dpo", "data=custom_json", f"data.path={p}", "data.val_size=0")
+        built.append(_build(cfg, tok).train[0])
+    assert built[0] == built[1] and tok.decode(built[1]["chosen_ids"]) == "4<|eot_id|>"
+    kto = tmp_path / "kto.csv"
+    kto.write_text("prompt,completion,label\n" + "".join(
+        f'"{json.dumps(turns["prompt"]).replace(chr(34), 2 * chr(34))}",'
+        f'"{json.dumps(turns[k]).replace(chr(34), 2 * chr(34))}",{v}\n' for k, v in (("chosen", "true"), ("rejected", "false"))))
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={kto}", "data.val_size=0",
+                          "data.shuffle=false")
+    ds = _build(cfg, tok, paired=False).train
+    assert sorted(tok.decode(c) for c in ds["completion_ids"]) == ["4<|eot_id|>", "5<|eot_id|>"]
+
+
 def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     rows = [{"prompt": "a b", "chosen": "c", "rejected": "d"},
             {"prompt": "a b", "chosen": "same", "rejected": "same"},

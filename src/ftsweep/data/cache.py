@@ -18,12 +18,13 @@ from typing import Any
 
 from ftsweep.config.reuse import data_cache_fields
 
-CACHE_VERSION = 17  # bump when the encoding (or what its stats record) changes, so old entries are not reused
+CACHE_VERSION = 18  # bump when the encoding (or what its stats record) changes, so old entries are not reused
 # 13: the stats list the validation rows whose answer truncation cut (eval_answers_cut_where)
 # 14: the validation split may carry each row's acceptable answers (a "references" column, data.columns.references)
 # 15: the stats count the validation rows that copy a training row (n_eval_copies_of_train)
 # 16: the stats count the validation rows' tokens (n_eval_tokens: the evaluation-cost warning of ftsweep.train)
 # 17: a references cell that is a JSON list is that list (a CSV column); token ids and labels stored as int32
+# 18: a CSV / TSV / parquet cell of prompt / completion / chosen / rejected that is JSON text of turns is those turns
 
 # DataConfig fields that change the tokens: all but an explicit exclude list (where the rows come
 # from, which is hashed by content instead), so a new data key is part of the fingerprint by default.

@@ -58,7 +58,7 @@ def detected(d: DataConfig) -> tuple[str, dict[str, str]]:
 
     from ftsweep.console import say
     from ftsweep.data.errors import DataError
-    from ftsweep.data.sources import column_map, first_records, map_columns, resolve_source
+    from ftsweep.data.sources import column_map, first_records, map_columns, resolve_source, turn_cells
     from ftsweep.data.templates import detect_columns
 
     source = resolve_source(d.path, d.loader)
@@ -77,7 +77,7 @@ def detected(d: DataConfig) -> tuple[str, dict[str, str]]:
         for item in first_records(source, d):
             if isinstance(item, DataError):  # an unreadable row: data.bad_rows decides when the rows are read
                 continue
-            row = map_columns(item.row, columns)
+            row = turn_cells(map_columns(item.row, columns), source.loader)
             found, guessed = detect_columns(row)
             guessed = {k: v for k, v in guessed.items() if k not in columns}  # data.columns is never overridden
             have = ", ".join(map(str, row)) or "none"

@@ -721,6 +721,34 @@ def map_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+# Loaders whose cells are text (a parquet / arrow string column too): TRL's conversational columns stored there are
+# JSON text, read as the turns they hold (messages / conversations are, where they are rendered: ftsweep.data.chat).
+TEXT_CELL_LOADERS = ("csv", "tsv", "parquet", "arrow")
+TURN_COLUMNS = ("prompt", "completion", "chosen", "rejected")
+
+
+def turn_cells(row: dict[str, Any], loader: str) -> dict[str, Any]:
+    """A CSV / TSV cell (or parquet string) of ``prompt`` / ``completion`` / ``chosen`` / ``rejected`` that is JSON
+    text of a list of turns (``[{"role": "user", "content": ...}]``, ShareGPT's ``from`` / ``value``) -> that list,
+    so TRL's conversational preference, KTO and prompt-only rows exported to CSV read as turns (they were trained as
+    the literal JSON text); any other cell unchanged."""
+    if loader not in TEXT_CELL_LOADERS:
+        return row
+    out = row
+    for key in TURN_COLUMNS:
+        value = row.get(key)
+        if not isinstance(value, str) or not value.lstrip().startswith("[{") or not value.rstrip().endswith("]"):
+            continue
+        try:
+            turns = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(turns, list) and turns and all(
+                isinstance(t, dict) and ({"role", "content"} <= t.keys() or {"from", "value"} <= t.keys()) for t in turns):
+            out = {**out, key: turns}
+    return out
+
+
 def apply_replacements(value: Any, replacements: dict[str, str]) -> Any:
     """Literal replacements in every string, including strings nested in lists / dicts (messages)."""
     if not replacements:
@@ -746,7 +774,7 @@ def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
         if isinstance(item, DataError):
             bad.handle(item)
             continue
-        row = apply_replacements(map_columns(item.row, columns), replacements)
+        row = apply_replacements(turn_cells(map_columns(item.row, columns), source.loader), replacements)
         records.append(Record(row, item.where, item.order))
     digest = content_hash(source) or rows_hash(records)
     return records, digest
