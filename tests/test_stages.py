@@ -303,6 +303,16 @@ def test_conversational_pairs_and_kto_rows_in_csv_cells_read_as_turns(compose, t
     assert sorted(tok.decode(c) for c in ds["completion_ids"]) == ["4<|eot_id|>", "5<|eot_id|>"]
 
 
+def test_a_pair_with_chosen_identical_to_rejected_is_dropped_under_kto_too(compose, tmp_path):
+    """Unpaired, it was the same completion labelled desirable and undesirable at once (DPO drops the pair)."""
+    rows = [{"prompt": f"Q{i}?", "chosen": "yes", "rejected": "yes" if i == 0 else "no"} for i in range(4)]
+    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={_write(tmp_path, rows)}",
+                          "data.val_size=0")
+    bundle = _build(cfg, tok, paired=False)
+    assert len(bundle.train) == 6 and bundle.stats["n_dropped_identical"] == 1
+    assert bundle.stats["dropped_where"] == [f"{tmp_path / 'p.jsonl'} line 1: chosen identical to rejected"]
+
+
 def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):
     rows = [{"prompt": "a b", "chosen": "c", "rejected": "d"},
             {"prompt": "a b", "chosen": "same", "rejected": "same"},

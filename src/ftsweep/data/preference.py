@@ -252,7 +252,7 @@ class PairEncoder:
             counts.prompt_too_long += 1
             counts.dropped_where.append(f"{rec.where}: prompt of {len(prompt)} tokens > {self.max_prompt}")
             return []
-        if self.paired and parts[0][1] == parts[1][1]:
+        if len(parts) == 2 and parts[0][1] == parts[1][1]:  # a pair, or one unpaired for KTO (true and false at once)
             counts.identical += 1
             counts.dropped_where.append(f"{rec.where}: chosen identical to rejected")
             return []
