@@ -238,79 +238,22 @@ def test_kto_rows_plain_conversational_and_unpaired_pairs(compose, tmp_path):
 
 
 @pytest.mark.parametrize("label, text", [
-    (True, "every training row is labelled true (desirable) (4 rows): KTO weighs desirable against undesirable "
-           "completions and needs both; add rows of the other label (a DPO file's pairs give both), or train these "
-           "answers with stage=sft"),
-    ("0", "every training row is labelled false (undesirable) (4 rows): KTO weighs"),
+    (True, "every KTO training row is labelled true (desirable) (4 rows): the undesirable term of the loss is empty; "
+           "add rows of the other label (a DPO file's pairs give both), or train these answers with stage=sft"),
+    ("0", "every KTO training row is labelled false (undesirable) (4 rows): the desirable term of the loss is empty"),
 ])
-def test_kto_rows_of_one_label_only_are_refused(compose, tmp_path, monkeypatch, capsys, label, text):
-    """trl's KTOTrainer only warns (and ftsweep's pre-tokenized path skipped even that): the run trained with no
-    undesirable (or desirable) term, logging no eval_rewards/rejected."""
+def test_kto_rows_of_one_label_only_train_with_a_warning(compose, tmp_path, monkeypatch, capsys, label, text):
+    """trl's KTOTrainer trains on with one label only (and ftsweep's pre-tokenized path skipped its weight warning):
+    the run says in one line that one term of the loss is empty, and trains."""
     rows = [{"prompt": f"Q{i}", "completion": "a", "label": label} for i in range(4)]
     path = _write(tmp_path, rows)
-    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={path}", "data.val_size=0")
-    with pytest.raises(DataError) as err:
-        _build(cfg, tok, paired=False)
-    assert str(err.value).startswith(f"{path}: field 'label': {text}"), str(err.value)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "model=tiny", "logger=none", "stage=kto", "data=custom_json", f"data.path={path}",
-                 "data.val_size=0", "objective.metric=train_loss", "hydra.run.dir=run"]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert err[-1].startswith(f"ftsweep: error: {path}: field 'label': every training row") and not (tmp_path / "run").exists()
-
-
-def test_kto_unbalanced_labels_say_the_weights_trl_recommends(compose, tmp_path, capsys):
-    """trl's KTOTrainer warns in its dataset preparation, which ftsweep's pre-tokenized rows skip: said here."""
-    from ftsweep.stages import kto
-
-    assert kto.weight_advice(9, 3, 1.0, 1.0) == (
-        "stage=kto: 9 desirable and 3 undesirable training rows: trl recommends EITHER stage.desirable_weight in "
-        "[0.33, 0.44] or stage.undesirable_weight in [2.26, 3.0] (not both; Eq. 8 of the KTO paper)")
-    assert kto.weight_advice(9, 3, 1.0, 3.0) is None and kto.weight_advice(5, 5, 1.0, 1.0) is None
-    rows = [{"prompt": f"Q{i}", "completion": "a", "label": i < 9} for i in range(12)]
-    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={_write(tmp_path, rows)}",
-                          "data.val_size=0")
-    capsys.readouterr()
-    kto.datasets(cfg, tok)
-    assert "ftsweep: stage=kto: 9 desirable and 3 undesirable training rows: trl recommends" in capsys.readouterr().err
-
-
-def test_conversational_pairs_and_kto_rows_in_csv_cells_read_as_turns(compose, tmp_path):
-    """TRL's conversational columns exported to CSV hold JSON text: they were trained as that literal text
-    (`[{"role": "assistant", ...}]` as the answer); now as the turns, the same examples as the JSON file."""
-    import csv
-
-    turns = {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": [{"role": "assistant", "content": "4"}],
-             "rejected": [{"role": "assistant", "content": "5"}]}
-    jsonl = _write(tmp_path, [turns] * 2, "pairs.jsonl")
-    path = tmp_path / "pairs.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["prompt", "chosen", "rejected"])
-        w.writerows([[json.dumps(turns[k]) for k in ("prompt", "chosen", "rejected")]] * 2)
-    built = []
-    for p in (jsonl, path):
-        cfg, tok = _tokenizer(compose, "stage=dpo", "data=custom_json", f"data.path={p}", "data.val_size=0")
-        built.append(_build(cfg, tok).train[0])
-    assert built[0] == built[1] and tok.decode(built[1]["chosen_ids"]) == "4<|eot_id|>"
-    kto = tmp_path / "kto.csv"
-    kto.write_text("prompt,completion,label\n" + "".join(
-        f'"{json.dumps(turns["prompt"]).replace(chr(34), 2 * chr(34))}",'
-        f'"{json.dumps(turns[k]).replace(chr(34), 2 * chr(34))}",{v}\n' for k, v in (("chosen", "true"), ("rejected", "false"))))
-    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={kto}", "data.val_size=0",
-                          "data.shuffle=false")
-    ds = _build(cfg, tok, paired=False).train
-    assert sorted(tok.decode(c) for c in ds["completion_ids"]) == ["4<|eot_id|>", "5<|eot_id|>"]
-
-
-def test_a_pair_with_chosen_identical_to_rejected_is_dropped_under_kto_too(compose, tmp_path):
-    """Unpaired, it was the same completion labelled desirable and undesirable at once (DPO drops the pair)."""
-    rows = [{"prompt": f"Q{i}?", "chosen": "yes", "rejected": "yes" if i == 0 else "no"} for i in range(4)]
-    cfg, tok = _tokenizer(compose, "stage=kto", "data=custom_json", f"data.path={_write(tmp_path, rows)}",
-                          "data.val_size=0")
-    bundle = _build(cfg, tok, paired=False)
-    assert len(bundle.train) == 6 and bundle.stats["n_dropped_identical"] == 1
-    assert bundle.stats["dropped_where"] == [f"{tmp_path / 'p.jsonl'} line 1: chosen identical to rejected"]
+                 "data.val_size=0", "objective.metric=train_loss", "trainer.max_steps=2", "hydra.run.dir=run"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "every KTO training row" in line]
+    assert warned == [f"ftsweep: warning: {path}: {text}"] if label is True else \
+        warned and warned[0].startswith(f"ftsweep: warning: {path}: {text}")
+    assert (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_dropped_and_truncated_pairs_are_counted(compose, tmp_path):

@@ -339,12 +339,6 @@ def build_preference_datasets(cfg: Any, tokenizer: Any, *, paired: bool, max_pro
         raise no_training_rows(d.val_size, len(val_rec))
     if not train:
         raise DataError(d.path, "no training pairs left after bad rows, duplicates and the length policy")
-    if not paired and len({e.label for e in train}) == 1:
-        kind = "true (desirable)" if train[0].label else "false (undesirable)"
-        raise DataError(d.path, f"every training row is labelled {kind} ({len(train)} rows): KTO weighs desirable "
-                                "against undesirable completions and needs both; add rows of the other label (a "
-                                "DPO file's pairs give both)" + (", or train these answers with stage=sft"
-                                                                  if train[0].label else ""), _label("label", d))
     if not paired:
         # trl's KTO batches estimate the KL term from mismatched (prompt, completion) pairs in the batch:
         # a seeded shuffle keeps desirable and undesirable rows of one source row apart.

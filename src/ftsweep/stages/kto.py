@@ -21,13 +21,26 @@ def datasets(cfg: Any, tokenizer: Any) -> Any:
 
     bundle = build_preference_datasets(cfg, tokenizer, paired=False, max_prompt_length=cfg.stage.max_prompt_length)
     labels = bundle.train["label"]
-    advice = weight_advice(sum(labels), len(labels) - sum(labels), cfg.stage.desirable_weight,
-                           cfg.stage.undesirable_weight)
+    desirable = sum(labels)
+    advice = (one_label(desirable, len(labels) - desirable, cfg.data.path)
+              or weight_advice(desirable, len(labels) - desirable, cfg.stage.desirable_weight,
+                               cfg.stage.undesirable_weight))
     if advice:
         from ftsweep.notices import notice
 
         notice(advice)
     return bundle
+
+
+def one_label(desirable: int, undesirable: int, path: Any) -> str | None:
+    """A warning when every training row has one label: KTO weighs desirable against undesirable completions, and
+    the other term is then empty (trl trains on without a word; no eval_rewards/rejected, or chosen, is logged)."""
+    if desirable and undesirable:
+        return None
+    kind = "true (desirable)" if desirable else "false (undesirable)"
+    return (f"warning: {path}: every KTO training row is labelled {kind} ({desirable + undesirable} rows): the "
+            f"{'undesirable' if desirable else 'desirable'} term of the loss is empty; add rows of the other label (a "
+            "DPO file's pairs give both)" + (", or train these answers with stage=sft" if desirable else ""))
 
 
 def weight_advice(desirable: int, undesirable: int, w_des: float, w_und: float) -> str | None:
