@@ -746,8 +746,8 @@ def test_grpo_reads_prompt_only_rows_when_no_reward_needs_an_answer(compose, tmp
     field = {"prompt_completion": "completion", "alpaca": "output"}.get(fmt, "conversations" if fmt == "sharegpt" else "messages")
     field = "output" if "instruction" in full else field
     assert str(err.value) == (f"{path} line 2: field '{field}': a prompt without an answer: the exact_match reward "
-                              "compares each completion with the row's answer (rewards that need none: regex, "
-                              "length_penalty, function)")
+                              "compares each completion with the row's answer (an 'answer' column beside the prompt "
+                              "is read as it; rewards that need none: regex, length_penalty, function)")
 
 
 def test_inspect_shows_grpo_prompts_and_their_reference_answers(tmp_path, capsys):

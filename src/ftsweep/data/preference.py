@@ -466,8 +466,9 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
         row = prompt_and_answer(renderer, tokenizer, rec)
         if row["answer"] is None and needs_answer:
             raise DataError(rec.where, f"a prompt without an answer: the {needs_answer[0]} reward compares each "
-                                       "completion with the row's answer (rewards that need none: regex, "
-                                       "length_penalty, function)", _answer_field(d, rec.row))
+                                       "completion with the row's answer (an 'answer' column beside the prompt is "
+                                       "read as it; rewards that need none: regex, length_penalty, function)",
+                            _answer_field(d, rec.row))
         if needs_answer and row["answer"] is not None and _undesirable(rec.row.get("label")):
             # a KTO row: its completion is what the answer should not be
             raise DataError(rec.where, f"false: this row's completion is an undesirable answer (a KTO row), no "
