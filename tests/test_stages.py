@@ -871,16 +871,23 @@ def test_grpo_reads_a_pair_with_its_chosen_answer_mapped_as_the_answer(compose, 
     assert ds["answer"] == ["4"] and ds["prompt"][0].endswith("assistant<|end_header_id|>\n\n")
 
 
-def test_grpo_prompts_longer_than_the_cutoff_are_dropped_and_counted(compose, tmp_path):
-    """trl 1.x cuts no GRPO prompt: one of 4000 tokens was generated from past the model's context."""
+def test_grpo_prompts_longer_than_the_cutoff_are_dropped_and_counted(compose, tmp_path, monkeypatch):
+    """trl 1.x cuts no GRPO prompt: one of 4000 tokens was generated from past the model's context. The drop is
+    counted without transformers' own "Token indices sequence length is longer ..." line."""
+    from transformers import tokenization_utils_base
+
     from ftsweep.data.preference import build_prompt_datasets
 
+    said = []
+    monkeypatch.setattr(tokenization_utils_base.logger, "warning", lambda msg, *a, **k: said.append(msg))
     rows = [{"prompt": f"Q{i}?", "answer": f"a{i}"} for i in range(6)]
-    rows[2]["prompt"] = "long " * 200
     path = _write(tmp_path, rows, "long.jsonl")
     cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}", "data.val_size=0",
                           "data.cutoff_len=64")
+    rows[2]["prompt"] = "long " * (tok.model_max_length + 10)  # longer than the model's context too
+    path = _write(tmp_path, rows, "long.jsonl")
     bundle = build_prompt_datasets(cfg, tok, ("exact_match",))
+    assert not [m for m in said if "sequence length" in str(m)], said
     assert len(bundle.train) == 5 and "long" not in "".join(bundle.train["prompt"])
     assert bundle.stats["n_dropped"] == bundle.stats["n_dropped_prompt_too_long"] == 1
     [where] = bundle.stats["dropped_where"]

@@ -497,7 +497,7 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
                 continue
             # trl generates after the whole prompt (it cuts none): one past data.cutoff_len, which the memory
             # estimate and the other stages take as the longest, is dropped and counted as DPO / KTO drop theirs
-            n = len(tokenizer(item["prompt"])["input_ids"])
+            n = len(tokenizer(item["prompt"], verbose=False)["input_ids"])  # (its "longer than the model" is ours)
             if n > d.cutoff_len:
                 dropped.append(f"{rec.where}: prompt of {n} tokens > data.cutoff_len = {d.cutoff_len}")
                 continue
