@@ -734,16 +734,12 @@ def turn_cells(row: dict[str, Any], loader: str) -> dict[str, Any]:
     the literal JSON text); any other cell unchanged."""
     if loader not in TEXT_CELL_LOADERS:
         return row
+    from ftsweep.data.templates import list_in_text
+
     out = row
     for key in TURN_COLUMNS:
-        value = row.get(key)
-        if not isinstance(value, str) or not value.lstrip().startswith("[{") or not value.rstrip().endswith("]"):
-            continue
-        try:
-            turns = json.loads(value)
-        except ValueError:
-            continue
-        if isinstance(turns, list) and turns and all(
+        turns = list_in_text(row.get(key))
+        if turns and all(
                 isinstance(t, dict) and ({"role", "content"} <= t.keys() or {"from", "value"} <= t.keys()) for t in turns):
             out = {**out, key: turns}
     return out

@@ -281,6 +281,20 @@ def get_text(
 REFERENCES = "references"  # data.columns.references: a validation row's acceptable answers
 
 
+def list_in_text(value: Any) -> list | None:
+    """The list a string holds as JSON text (``["Paris", "paris, France"]``; a CSV / TSV cell or a parquet string
+    cannot hold a list), else None (any other value, other text, text in brackets that is no JSON list)."""
+    if not isinstance(value, str) or not value.lstrip().startswith("[") or not value.rstrip().endswith("]"):
+        return None
+    import json
+
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return None
+    return items if isinstance(items, list) else None
+
+
 def read_references(row: dict, where: str, d: Any) -> list[str] | None:
     """The acceptable answers of a row (``data.columns.references``): a list of strings, or one string; None when
     the key is unset or the row has no such column (or it is null). Numbers are taken as their text, as in any text
@@ -290,15 +304,9 @@ def read_references(row: dict, where: str, d: Any) -> list[str] | None:
         return None
     value = number_text(row[REFERENCES])
     items = [value] if isinstance(value, str) else value
-    if isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]"):
-        import json
-
-        try:
-            items = json.loads(value)
-        except ValueError:
-            pass  # an answer in brackets, e.g. "[citation needed]": one answer
-        if not isinstance(items, list):
-            items = [value]
+    listed = list_in_text(value)  # else an answer in brackets, e.g. "[citation needed]": one answer
+    if listed is not None:
+        items = listed
     if not isinstance(items, list):
         raise DataError(where, f"expected a list of answers (strings) or one string, got {type(value).__name__}",
                         _label(REFERENCES, d))
