@@ -630,3 +630,33 @@ def test_two_added_tokens_without_trained_embeddings_are_refused_before_the_mode
                compose("model.tiny.pretrain_steps=0", "data.special_tokens=['<tool_call>']", "model.pad_policy=new",
                        "model.pad_token='<|pad|>'")):  # one token (and a pad that is never trained): its own row
         model_mod.load_model(ok, model_mod.load_tokenizer(ok))
+
+
+def test_an_unquantized_lora_run_never_imports_bitsandbytes(cache_dir, tmp_path):
+    """peft imported bitsandbytes to ask whether a layer is one of its 8-bit / 4-bit layers, and so did
+    linear_module_names: about 2 s of CPU per training process (its kernels compile through torch.compile), where
+    no layer can be one. The adapter is the same; a QLoRA run still gets bitsandbytes' LoRA layers (test_qlora)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from ftsweep.config.compose import compose
+from ftsweep import model as m
+import peft.tuners.lora.model as lora_model
+probes = lora_model.is_bnb_available, lora_model.is_bnb_4bit_available
+cfg = compose({[f"cache_dir={cache_dir}", *FAST, "lora=r16_all_linear"]!r})
+tok = m.load_tokenizer(cfg)
+base = m.load_model(cfg, tok)
+names = m.linear_module_names(base)
+peft_model = m.apply_lora(cfg, base)
+peft_model.save_pretrained({str(tmp_path / "adapter")!r})
+again = m.load_adapter(m.load_model(cfg, tok), {str(tmp_path / "adapter")!r})
+lora = lambda model: {{k: v for k, v in model.state_dict().items() if "lora_" in k}}
+same = lora(peft_model).keys() == lora(again).keys() and all((lora(peft_model)[k] == v).all() for k, v in lora(again).items())
+print("RESULT", names == {LLAMA_LINEARS!r}, same and len(lora(again)) > 0,
+      (lora_model.is_bnb_available, lora_model.is_bnb_4bit_available) == probes, "bitsandbytes" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, check=False)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line == "RESULT True True True False", out.stdout[-2000:] + out.stderr[-3000:]

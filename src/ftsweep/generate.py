@@ -260,9 +260,9 @@ def load_models(run_dir: Path, cfg, tokenizer, *, quantized: bool = True):
     # a run with init_from trained on the SFT model: that is its base (the "base" answers are the SFT model's)
     base = merge_init_adapter(cfg, load_base_for_inference(cfg, tokenizer, quantized=quantized))
     if adapter_dir.is_dir():
-        from peft import PeftModel
+        from ftsweep.model import load_adapter
 
-        return PeftModel.from_pretrained(base, adapter_dir).eval(), ADAPTER
+        return load_adapter(base, adapter_dir).eval(), ADAPTER
     from transformers import AutoModelForCausalLM
 
     tuned = AutoModelForCausalLM.from_pretrained(full_dir, dtype=base.dtype).eval()

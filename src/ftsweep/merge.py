@@ -69,17 +69,16 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     from ftsweep.verbosity import quiet_warnings
 
     quiet_warnings()
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     from ftsweep.data.deploy import deploy_chat_template
-    from ftsweep.model import load_base_for_inference
+    from ftsweep.model import load_adapter, load_base_for_inference
     from ftsweep.stages.init_from import merge_init_adapter
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     base = load_base_for_inference(cfg, tokenizer, quantized=False, dtype=DTYPES[dtype] if dtype else None)
     base = merge_init_adapter(cfg, base)  # a run with init_from trained on the SFT model: merged first
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged = load_adapter(base, adapter).merge_and_unload()
     _stop_where_generate_stops(merged, tokenizer)
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.chat_template = deploy_chat_template(cfg.data, tokenizer)

@@ -392,13 +392,8 @@ def linear_module_names(model) -> list[str]:
     import torch
     from transformers.pytorch_utils import Conv1D
 
-    classes: tuple[type, ...] = (torch.nn.Linear, Conv1D)
-    try:
-        import bitsandbytes as bnb
-
-        classes += (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
-    except ImportError:
-        pass
+    # (bitsandbytes' Linear4bit and Linear8bitLt are torch.nn.Linear subclasses: importing it to ask costs ~3 s)
+    classes = (torch.nn.Linear, Conv1D)
     names = {name.split(".")[-1] for name, mod in model.named_modules() if isinstance(mod, classes)}
     names.discard("lm_head")
     return sorted(names)
@@ -540,6 +535,40 @@ def build_lora(lc, model, *, train_embeddings: bool = False):
     )
 
 
+@contextmanager
+def adapter_without_idle_bitsandbytes() -> Iterator[None]:
+    """peft imports bitsandbytes whenever it adds or loads a LoRA adapter, to ask whether a layer is one of its
+    8-bit / 4-bit layers (about 3 s of CPU a process: bitsandbytes compiles its default kernels with
+    ``torch.compile``, which imports torch's inductor). Such a layer exists only once bitsandbytes is imported (a
+    quantized load, an 8-bit optimizer): until then peft is told that bitsandbytes is not there, which changes
+    none of its answers. peft versions without these names are left as they are."""
+    import sys
+
+    if "bitsandbytes" in sys.modules:
+        yield
+        return
+    import peft.tuners.lora.model as lora_model
+
+    saved = {name: getattr(lora_model, name) for name in ("is_bnb_available", "is_bnb_4bit_available")
+             if callable(getattr(lora_model, name, None))}
+    for name in saved:
+        setattr(lora_model, name, lambda: False)
+    try:
+        yield
+    finally:
+        for name, probe in saved.items():
+            setattr(lora_model, name, probe)
+
+
+def load_adapter(model, path):
+    """peft's ``PeftModel.from_pretrained(model, path)``, without importing bitsandbytes where no layer is one of its
+    (:func:`adapter_without_idle_bitsandbytes`)."""
+    from peft import PeftModel
+
+    with adapter_without_idle_bitsandbytes():
+        return PeftModel.from_pretrained(model, str(path))
+
+
 def apply_lora(cfg, model):
     """Wrap ``model`` with LoRA (or leave it whole for ``lora=none``); log trainable parameters."""
     from transformers import set_seed
@@ -552,7 +581,8 @@ def apply_lora(cfg, model):
     else:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config)
+        with adapter_without_idle_bitsandbytes():
+            model = get_peft_model(model, lora_config)
         if cfg.lora.init != "default":
             say(f"LoRA init: {cfg.lora.init}" + (" (the base weights keep the residual; the saved adapter is "
                                                  "converted to apply to the original model)"

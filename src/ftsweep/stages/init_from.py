@@ -113,9 +113,8 @@ def merge_init_adapter(cfg: Any, model: Any) -> Any:
     problem = init_from_problem(cfg)
     if problem:
         raise ConfigError("init_from", problem.removeprefix("init_from: "))
-    from peft import PeftModel
-
     from ftsweep.console import say
+    from ftsweep.model import load_adapter
     from ftsweep.paths import from_launch_dir
     from ftsweep.rundir import ALLOW_FAILED_INIT, check_complete
 
@@ -124,6 +123,6 @@ def merge_init_adapter(cfg: Any, model: Any) -> Any:
     if adapter is not None and cfg.get("init_from_allow_failed"):  # (refused above otherwise): say so, once
         check_complete(root, adapter, True, ALLOW_FAILED_INIT)
     for path in init_adapters(cfg.init_from):
-        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        model = load_adapter(model, path).merge_and_unload()
         say(f"init_from: merged the adapter of {path} into the base weights")
     return model
