@@ -132,15 +132,16 @@ def build(compose):
 
 
 def test_auto_reads_each_file_as_its_format_set_by_hand(build, tmp_path, capfd):
-    files = {
-        "chat": ("c.jsonl", jsonl([{"messages": TURNS}, {"messages": [{"role": "user", "content": "hi"},
+    files = [
+        ("chat", "c.jsonl", jsonl([{"messages": TURNS}, {"messages": [{"role": "user", "content": "hi"},
                                                                        {"role": "assistant", "content": "hello"}]}])),
-        "alpaca": ("a.csv", "instruction,input,output\nAdd.,2+2,4\nGreet.,,hello\n"),
-        "prompt_completion": ("p.json", json.dumps([{"prompt": "2+2?", "completion": "4"},
-                                                    {"prompt": TURNS[:1], "completion": TURNS[1:]}])),
-        "text": ("t.txt", "one document\nanother document\n"),
-    }
-    for fmt, (name, text) in files.items():
+        ("alpaca", "a.csv", "instruction,input,output\nAdd.,2+2,4\nGreet.,,hello\n"),
+        ("prompt_completion", "p.json", json.dumps([{"prompt": "2+2?", "completion": "4"},
+                                                    {"prompt": "3+3?", "completion": "6"}])),
+        ("prompt_completion", "pc.json", json.dumps([{"prompt": TURNS[:1], "completion": TURNS[1:]}] * 2)),
+        ("text", "t.txt", "one document\nanother document\n"),
+    ]
+    for fmt, name, text in files:
         (tmp_path / name).write_text(text)
         auto = build(tmp_path / name, "data.format=auto")
         by_hand = build(tmp_path / name, f"data.format={fmt}")

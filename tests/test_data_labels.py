@@ -304,11 +304,13 @@ def test_conversational_prompt_completion_trains_the_completion_only(build):
     # a plain-string completion after a conversational prompt is the assistant's answer
     plain, _ = build([{"prompt": msgs[:-1], "completion": "2"}], "data.format=prompt_completion", name="p2.jsonl")
     assert plain.train[0]["labels"] == got["labels"]
-    # plain prompt_completion rows keep their own layout (no template, eos added)
+    # plain prompt_completion rows keep their own layout (no template, eos added); one kind to a file, as in TRL
     p, a = _pc_parts(tok)
-    mixed, _ = build([PC, conv], "data.format=prompt_completion", name="mixed.jsonl")
-    assert mixed.train[0]["labels"] == [IGNORE_INDEX] * len(p) + a
-    assert mixed.train[1]["labels"] == got["labels"]
+    assert build([PC], "data.format=prompt_completion", name="plain.jsonl")[0].train[0]["labels"] == \
+        [IGNORE_INDEX] * len(p) + a
+    with pytest.raises(DataError, match=r"mixed.jsonl line 2: field 'prompt': messages where .*mixed.jsonl line 1 "
+                                        r"has text: a file's prompts are all messages"):
+        build([PC, conv], "data.format=prompt_completion", name="mixed.jsonl")
     bad = {"prompt": msgs[:2], "completion": [{"role": "user", "content": "again?"}]}
     with pytest.raises(DataError, match=r"bad.jsonl line 1: field 'completion\[0\].role': a 'user' turn must be "
                                         r"followed by 'assistant' or 'tool_call', got 'user'$"):

@@ -524,3 +524,28 @@ def test_a_name_neither_local_nor_on_the_hub_says_no_local_file_or_folder_has_it
     assert str(err.value) == (f"my_rows: no local file or folder of that name (relative paths are read from {tmp_path}),"
                               " and cannot load the Hub dataset (ConnectionError: Couldn't reach 'my_rows' on the Hub "
                               "(LocalEntryNotFoundError))")
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_a_file_of_text_and_message_prompts_is_refused_naming_a_row_of_each(tmp_path, cfg_for, tok, stage):
+    """A prompt_completion file whose prompts were text in some rows and messages in others trained the first
+    through no template and the others through the chat template, without a word (TRL's loaders refuse such a
+    column); bad_rows=skip does not choose a kind for the file either."""
+    from ftsweep.data.preference import build_prompt_datasets
+
+    rows = [{"prompt": f"What is {i}+{i}?", "completion": str(2 * i)} for i in range(6)]
+    rows.insert(3, {"question": [{"role": "user", "content": "What is 9+9?"}], "completion": "18"})
+    rows = [{"question": r.pop("prompt"), **r} if "prompt" in r else r for r in rows]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    build = build_prompt_datasets if stage == "grpo" else build_datasets
+    for policy in ("fail", "skip"):
+        cfg = cfg_for(path, "data.format=prompt_completion", "+data.columns={prompt: question}", "data.val_size=0",
+                      f"data.bad_rows={policy}")
+        with pytest.raises(DataError) as err:
+            build(cfg, tok)
+        assert str(err.value) == (f"{path} line 4: field \"prompt (column 'question')\": messages where {path} line 1 "
+                                  "has text: a file's prompts are all messages (rendered by the chat template) or all "
+                                  "text (used as written), as in TRL")
+    del rows[3]
+    assert len(build(cfg_for(write_jsonl(tmp_path / "text.jsonl", rows), "data.format=prompt_completion",
+                             "+data.columns={prompt: question}", "data.val_size=0"), tok).train) == 6

@@ -18,7 +18,7 @@ from typing import Any
 
 from ftsweep.config.reuse import data_cache_fields
 
-CACHE_VERSION = 18  # bump when the encoding (or what its stats record) changes, so old entries are not reused
+CACHE_VERSION = 19  # bump when the encoding (or what its stats record) changes, so old entries are not reused
 # 13: the stats list the validation rows whose answer truncation cut (eval_answers_cut_where)
 # 14: the validation split may carry each row's acceptable answers (a "references" column, data.columns.references)
 # 15: the stats count the validation rows that copy a training row (n_eval_copies_of_train)

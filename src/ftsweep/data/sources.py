@@ -772,8 +772,31 @@ def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
             continue
         row = apply_replacements(turn_cells(map_columns(item.row, columns), source.loader), replacements)
         records.append(Record(row, item.where, item.order))
+    if d.format == "prompt_completion" and source.loader != "mix":  # (a mix's entries map their own columns)
+        one_prompt_kind(records, d)
     digest = content_hash(source) or rows_hash(records)
     return records, digest
+
+
+def one_prompt_kind(records: list[Record], d: Any) -> None:
+    """TRL's prompt-completion rows are conversational (``prompt`` messages, rendered by the chat template) or plain
+    (text, used as written), one kind to a dataset (a dataset column has one type). A file that mixes them is
+    refused as a whole (not a bad row to skip: which kind is meant is the file's choice), naming the first row of
+    each kind, rather than some rows rendered one way and some the other without a word."""
+    from ftsweep.data.templates import _label
+
+    first: tuple[str, str] | None = None
+    for rec in records:
+        prompt = rec.row.get("prompt")
+        if prompt is None:
+            continue
+        kind = "messages" if isinstance(prompt, list) else "text"
+        if first is None:
+            first = (kind, rec.where)
+        elif kind != first[0]:
+            raise DataError(rec.where, f"{kind} where {first[1]} has {first[0]}: a file's prompts are all messages "
+                                       "(rendered by the chat template) or all text (used as written), as in TRL",
+                            _label("prompt", d))
 
 
 def file_order(records: list[Record]) -> list[Record]:
