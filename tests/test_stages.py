@@ -897,8 +897,10 @@ def test_grpo_prompts_longer_than_the_cutoff_are_dropped_and_counted(compose, tm
     cfg, tok = _tokenizer(compose, "stage=grpo", "data=custom_json", f"data.path={path}",
                           f"data.validation_path={val}", "data.val_size=0", "data.cutoff_len=64")
     with pytest.raises(DataError, match=r"val.jsonl: no validation prompts left: all 1 were dropped \(a prompt longer "
-                                        r"than data.cutoff_len = 64 tokens"):
+                                        r"than data.cutoff_len = 64 tokens") as err:
         build_prompt_datasets(cfg, tok, ("exact_match",))
+    # ... and the error carries which, as inspect --dropped lists them (it listed none)
+    assert [w.split(": prompt of ")[0] for w in err.value.dropped_where] == [f"{path} line 3", f"{val} line 1"]
 
 
 @pytest.mark.slow

@@ -438,6 +438,12 @@ def _one_kind_per_column(row: dict[str, Any], where: str, kinds: dict[str, tuple
                                    "as one list, so its values must have one type", key)
 
 
+def _listing(err: DataError, dropped: list[str]) -> DataError:
+    """``err`` carrying the prompts dropped as too long (``ftsweep inspect --dropped`` lists them)."""
+    err.dropped_where = dropped[:MAX_LISTED_DROPPED]  # type: ignore[attr-defined]
+    return err
+
+
 def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...] = ()) -> DataBundle:
     """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``; prompt-only rows
     (answer None) are refused while ``needs_answer`` names a reward that compares with the answer. The row's
@@ -510,13 +516,13 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
     if val_rec and not evals:  # the eval_reward objective would find nothing to measure, after the whole run
         why = (f"dropped (a prompt longer than data.cutoff_len = {d.cutoff_len} tokens; ftsweep inspect --dropped "
                "lists them) or skipped as bad rows" if len(dropped) > n_dropped_train else "skipped as bad rows")
-        raise DataError(d.validation_path or "data.val_size", f"no validation prompts left: all {len(val_rec)} were "
-                        f"{why}")
+        raise _listing(DataError(d.validation_path or "data.val_size", f"no validation prompts left: all "
+                                 f"{len(val_rec)} were {why}"), dropped)
     if not train and not train_rec and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_rec))
     if not train:
-        raise DataError(d.path, "no prompts left after bad rows" + (
-            f" and prompts longer than data.cutoff_len = {d.cutoff_len} tokens" if n_dropped_train else ""))
+        raise _listing(DataError(d.path, "no prompts left after bad rows" + (
+            f" and prompts longer than data.cutoff_len = {d.cutoff_len} tokens" if n_dropped_train else "")), dropped)
     stats = {"n_rows": n_rows, "n_skipped_bad": bad.skipped, "n_train": len(train), "n_eval": len(evals),
              "n_truncated": 0, "n_dropped": len(dropped), "n_dropped_prompt_too_long": len(dropped),
              "dropped_where": dropped[:MAX_LISTED_DROPPED]}
