@@ -156,6 +156,29 @@ def test_chat_layouts_give_the_same_pairs_and_end_each_answer_with_the_end_of_tu
     assert len(set(map(str, seen.values()))) == 1
 
 
+def test_two_whole_conversations_that_differ_before_their_last_answer_name_the_message(compose, tmp_path):
+    """trl's implicit conversational pair whose earlier turns differ was refused as 'chosen and rejected render
+    different prompts with this template', naming a 'prompt' field the row does not have."""
+    def u(text):
+        return {"role": "user", "content": text}
+
+    def a(text):
+        return {"role": "assistant", "content": text}
+
+    rows = {"earlier": ({"chosen": [u("hi"), a("hello"), u("2+2?"), a("4")],
+                         "rejected": [u("hi"), a("hey"), u("2+2?"), a("5")]},
+                        "message 2 differs (assistant 'hello' vs assistant 'hey')"),
+            "longer": ({"chosen": [u("2+2?"), a("4")], "rejected": [u("2+2?"), a("5"), u("sure?"), a("yes")]},
+                       "2 vs 4 messages")}
+    for name, (row, said) in rows.items():
+        path = _write(tmp_path, [row] * 2, f"{name}.jsonl")
+        cfg, tok = _tokenizer(compose, "stage=dpo", f"data.path={path}", "data.format=chat", "data.val_size=0")
+        with pytest.raises(DataError) as err:
+            _build(cfg, tok)
+        assert str(err.value) == (f"{path} line 1: field 'rejected': {said}: a pair of whole conversations shares "
+                                  "every message before its last answer (the prompt)")
+
+
 def test_a_pair_of_whole_texts_is_split_at_their_common_prompt(compose, tmp_path):
     # Anthropic HH: no prompt column, chosen and rejected each hold the whole dialogue
     hh = {"chosen": "\n\nHuman: Name a pet.\n\nAssistant: A cat.", "rejected": "\n\nHuman: Name a pet.\n\nAssistant: No."}

@@ -392,7 +392,7 @@ def linear_module_names(model) -> list[str]:
     import torch
     from transformers.pytorch_utils import Conv1D
 
-    # (bitsandbytes' Linear4bit and Linear8bitLt are torch.nn.Linear subclasses: importing it to ask costs ~3 s)
+    # (bitsandbytes' Linear4bit and Linear8bitLt are torch.nn.Linear subclasses: importing it to ask costs ~2 s)
     classes = (torch.nn.Linear, Conv1D)
     names = {name.split(".")[-1] for name, mod in model.named_modules() if isinstance(mod, classes)}
     names.discard("lm_head")
@@ -538,7 +538,7 @@ def build_lora(lc, model, *, train_embeddings: bool = False):
 @contextmanager
 def adapter_without_idle_bitsandbytes() -> Iterator[None]:
     """peft imports bitsandbytes whenever it adds or loads a LoRA adapter, to ask whether a layer is one of its
-    8-bit / 4-bit layers (about 3 s of CPU a process: bitsandbytes compiles its default kernels with
+    8-bit / 4-bit layers (about 2 s of CPU a process, measured: bitsandbytes compiles its default kernels with
     ``torch.compile``, which imports torch's inductor). Such a layer exists only once bitsandbytes is imported (a
     quantized load, an 8-bit optimizer): until then peft is told that bitsandbytes is not there, which changes
     none of its answers. peft versions without these names are left as they are."""

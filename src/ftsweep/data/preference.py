@@ -110,6 +110,8 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
     prefix = row.get("prompt", row.get("messages"))
     if prefix is None:
         answers = [_as_messages(row[k], False) for k in answer_keys]
+        if len(answers) == 2:
+            _one_conversation(answers, answer_keys, where, d)
         return [{**row, "messages": a} for a in answers]
     if isinstance(prefix, str):
         prefix = [{"role": "user", "content": prefix}]
@@ -122,6 +124,27 @@ def sft_rows(row: dict, where: str, d: Any, answer_keys: tuple[str, ...]) -> lis
         raise DataError(where, f"{full} is the whole conversation (it repeats the prompt's messages) but {reply} is "
                                "not: write both as whole conversations or both as the reply alone", _label(reply, d))
     return [{**row, "messages": list(prefix) + a} for a in answers]
+
+
+ONE_PROMPT = "a pair of whole conversations shares every message before its last answer (the prompt)"
+
+
+def _one_conversation(answers: list[list], keys: tuple[str, ...] | list[str], where: str, d: Any) -> None:
+    """Two whole conversations (trl's implicit prompt) are two answers to one conversation: every message before
+    their last one is the same (the prompt). One that differs earlier is named (it said only that the two rendered
+    different prompts)."""
+    first, second = answers
+    earlier = min(len(first), len(second)) - 1
+    for i in range(max(earlier, 0)):
+        a, b = first[i], second[i]
+        if not (isinstance(a, dict) and isinstance(b, dict) and a.get("role") == b.get("role")
+                and a.get("content") == b.get("content")):
+            def said(m: Any) -> str:
+                return f"{m.get('role')} {str(m.get('content'))[:40]!r}" if isinstance(m, dict) else repr(m)[:40]
+
+            raise DataError(where, f"message {i + 1} differs ({said(a)} vs {said(b)}): {ONE_PROMPT}", _label(keys[1], d))
+    if len(first) != len(second):
+        raise DataError(where, f"{len(first)} vs {len(second)} messages: {ONE_PROMPT}", _label(keys[1], d))
 
 
 def _repeats(turns: list, prefix: list) -> bool:
