@@ -291,6 +291,10 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_one_before_it(
     (folder / "checkpoint-4" / "optimizer.pt").write_bytes(b"")  # none intact before it: no suggestion
     with pytest.raises(UsageError, match=r"is damaged: .*\)$"):
         rundir.checked_resume_point(cfg, None)
+    # an empty model card alone damages nothing: no resume reads it (it was refused as damaged)
+    path.write_bytes(data)
+    (folder / "checkpoint-8" / "README.md").write_text("")
+    assert rundir.checked_resume_point(cfg, None) == folder / "checkpoint-8"
 
 
 @pytest.mark.parametrize("change", ["optimizer.lr=5e-4", "optimizer.weight_decay=0.1", "optimizer.betas=[0.8,0.99]",
@@ -339,8 +343,8 @@ def test_a_resume_whose_epochs_end_at_the_checkpoint_is_refused_and_one_past_it_
 
 def test_a_resume_over_a_checkpoint_a_full_disk_left_an_empty_readme_in_prints_only_ftsweep_lines(compose, tmp_path,
                                                                                                     capfd):
-    """A full disk emptied checkpoint-6/README.md while it was saved; the damaged-checkpoint line says to resume from
-    checkpoint-3, and that run saves checkpoint-6 again: peft updates the README.md it finds there, and
+    """A full disk emptied checkpoint-6/README.md while it was saved; a resume from checkpoint-3 saves checkpoint-6
+    again: peft updates the README.md it finds there, and
     huggingface_hub said 'Repo card metadata block was not found. Setting CardData to empty.' on stderr."""
     run(compose(*RUN), tmp_path / "r")
     readme = tmp_path / "r" / "checkpoints" / "checkpoint-6" / "README.md"

@@ -340,13 +340,14 @@ def damaged_file(point: Path) -> str | None:
     """``<file> (why)`` for the first file of checkpoint ``point`` that is cut short or unreadable (a copy or a
     disk that filled up while it was saved; transformers writes trainer_state.json last, so a kill while saving
     leaves none): safetensors whose size is not what their header says, torch files (``*.pt``, ``*.pth``,
-    ``*.bin``: zip archives) without their end record, JSON that does not parse, empty files. Reads headers and
-    ends of files only; None when nothing is damaged."""
+    ``*.bin``: zip archives) without their end record, JSON that does not parse, empty files (not the model card
+    ``README.md``: nothing resumes from it, and peft writes it anew). Reads headers and ends of files only; None when
+    nothing is damaged."""
     import struct
     import zipfile
 
     for path in sorted(Path(point).iterdir()):
-        if not path.is_file():
+        if not path.is_file() or path.name == "README.md":
             continue
         try:
             size = path.stat().st_size
