@@ -78,6 +78,13 @@ def test_a_sweep_whose_every_trial_failed_exits_1(tmp_path):
     assert len(err) == 1 and "no trial completed: all 2 failed (max_failure_rate=1" in err[0], r.stderr
     assert "ValueError: deliberate failure" in err[0]
     assert states(load(sd)) == {0: "FAIL", 1: "FAIL"}
+    # the same command again: still no result, exit 1 (it said '2 of n_trials=2 trials done; nothing to run', exit 0)
+    again = run(sweep_args(sd, "hydra.sweeper.max_failure_rate=1", n_trials=2), tmp_path)
+    assert again.returncode == 1 and "nothing to run" not in again.stdout, again.stdout + again.stderr
+    assert again.stderr.strip().splitlines() == [
+        "ftsweep: error: sweep t: no trial completed: all 2 failed (last reason: ValueError: deliberate failure); "
+        "failed trials count towards n_trials=2, so none is left to run: fix the cause (each trial's failure.json "
+        "says why), then raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials=6) to go on"]
     # one trial complete: a result, exit 0
     sd2 = tmp_path / "s2"
     assert run(sweep_args(sd2, "hydra.sweeper.max_failure_rate=1", n_trials=2), tmp_path,

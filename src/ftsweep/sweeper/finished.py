@@ -54,6 +54,16 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
             f"sweep {study_name}: its last run stopped early: {stopped}; failed trials count towards "
             f"n_trials={n_trials}, so none is left to run: fix the cause, then raise hydra.sweeper.n_trials "
             f"(e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}) to go on")
+    if c.failed and c.complete == 0 and c.pruned == 0:  # no result: exit 1, as the run that ended so (sweep.py)
+        from ftsweep.sweeper.attrs import REASON
+
+        last = next((t.user_attrs.get(REASON) for t in reversed(study.trials) if t.user_attrs.get(REASON)), None)
+        raise SweepAborted(
+            f"sweep {study_name}: no trial completed: all {c.failed} failed"
+            + (f" (last reason: {last})" if last else "")
+            + f"; failed trials count towards n_trials={n_trials}, so none is left to run: fix the cause (each "
+            f"trial's failure.json says why), then raise hydra.sweeper.n_trials "
+            f"(e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}) to go on")
     best = best_trial(study) if len(study.directions) == 1 else None
     best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
     report = SweepDir(sweep_dir).report
