@@ -26,6 +26,7 @@ def _study(tmp_path, states: list[str], reason: str = "timeout: trial exceeded 4
             attrs.set_attrs(trial, reason=reason)
             study.tell(trial, state=TrialState.FAIL)
         else:
+            attrs.set_attrs(trial, trial_dir=str(tmp_path / f"trial_{trial.number}"))
             study.tell(trial, 1.0)
     return url
 
@@ -49,3 +50,50 @@ def test_a_finished_study_with_one_complete_trial_is_done(tmp_path):
     url = _study(tmp_path, ["FAIL", "FAIL", "FAIL", "COMPLETE"])
     with pytest.raises(StudyFinished, match="4 of n_trials=4 trials done"):
         check_finished(url, "t", 4, tmp_path)
+
+
+def _running(url: str, pid: int) -> None:
+    """A RUNNING trial owned by the sweep process ``pid`` on this host, with a fresh heartbeat."""
+    import socket
+    import time
+
+    import optuna
+
+    from ftsweep.sweeper import attrs
+    from ftsweep.sweeper.storage import HEARTBEAT_ATTR
+
+    study = optuna.load_study(study_name="t", storage=url)
+    trial = study.ask()
+    trial.set_user_attr(attrs.OWNER, {"host": socket.gethostname(), "pid": pid})
+    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
+
+
+def test_export_of_a_sweep_still_running_says_its_best_is_the_best_so_far(tmp_path, capsys):
+    """`ftsweep export` / `merge` / `generate` SWEEP_DIR while the sweep ran took its best trial so far without a
+    word: the export (best_merged/) held trial 0, the sweep then found a better one, and `ftsweep export` again was
+    refused as best_merged/ exists."""
+    import os
+    from pathlib import Path
+
+    from ftsweep.sweeper.study import best_trial_dir
+
+    url = _study(tmp_path, ["COMPLETE"])
+    _running(url, os.getpid())
+    assert best_trial_dir(tmp_path) == Path(tmp_path / "trial_0")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [("ftsweep: warning: sweep t is still running (1 trial finished, 1 running): trial 0 is its best "
+                    "so far; a trial still to come may beat it")], err
+
+
+def test_a_trial_left_running_by_a_killed_sweep_is_not_a_sweep_still_running(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from ftsweep.sweeper.study import best_trial_dir
+
+    url = _study(tmp_path, ["COMPLETE"])
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
+                          text=True)
+    _running(url, int(gone.stdout))
+    best_trial_dir(tmp_path)
+    assert capsys.readouterr().err == ""

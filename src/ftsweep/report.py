@@ -168,15 +168,13 @@ def write_report(study: Any, out_dir: Path, storage_url: str | None = None) -> P
     return out_dir
 
 
-LOST_AFTER_S = 60.0  # a running trial without a heartbeat this long (the sweeper's default grace_period_s) is lost
-
-
 def summarize(study: Any, storage_url: str | None = None) -> dict[str, Any]:
     """The numbers of ``summary.json``."""
     from optuna.trial import TrialState
 
     from ftsweep.sweeper.storage import redact
     from ftsweep.sweeper.study import (
+        LOST_AFTER_S,
         best_trial,
         count,
         counted_trials,

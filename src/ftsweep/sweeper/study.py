@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,7 +341,26 @@ def best_trial_dir(sweep_dir: str | Path) -> Path:
     best = best_trial(study)
     if best is None or not best.user_attrs.get(attrs.TRIAL_DIR):
         raise SweepInputError(f"{sweep_dir}: no complete trial in study {study.study_name!r}")
+    _say_still_running(study, best)
     return Path(best.user_attrs[attrs.TRIAL_DIR])
+
+
+LOST_AFTER_S = 60.0  # a running trial without a heartbeat this long (the sweeper's default grace_period_s) is lost
+
+
+def _say_still_running(study: Any, best: Any) -> None:
+    """One warning line when the sweep is still running (a trial of a live sweep process): its best trial is the best
+    so far (an export of it is not the sweep's result). Trials left running by a killed sweep do not count."""
+    from optuna.trial import TrialState
+
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if stale_reason(t, LOST_AFTER_S) is None]
+    if not running:
+        return
+    c = count(study)
+    print(f"ftsweep: warning: sweep {study.study_name} is still running ({c.finished} trial"
+          f"{'' if c.finished == 1 else 's'} finished, {len(running)} running): trial {best.number} is its best so "
+          "far; a trial still to come may beat it", file=sys.stderr)
 
 
 def run_or_best_trial(path: str | Path) -> Path:
