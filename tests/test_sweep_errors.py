@@ -123,3 +123,14 @@ def test_a_dashboard_port_in_use_is_one_line_before_any_trial(tmp_path):
         r = run([*sweep_args(sd), "hydra.sweeper.dashboard=true", f"hydra.sweeper.dashboard_port={port}"], tmp_path)
     assert _error_line(r).startswith(f"ftsweep: error: hydra.sweeper.dashboard_port: cannot listen on 127.0.0.1:{port}")
     assert "dashboard:" not in r.stdout and not sd.exists()
+
+
+def test_a_score_minimized_is_told_to_choose_a_loss_not_the_score_it_has(tmp_path, monkeypatch, capsys):
+    """`objective=exact_match hydra.sweeper.direction=minimize`: the refusal said to choose the metric to minimize
+    '(objective=exact_match, ...)', the objective it already had (the hint of the opposite case, a loss maximized)."""
+    sd = tmp_path / "s"
+    line = _error_line(_in_process([*sweep_args(sd), "objective=exact_match", "hydra.sweeper.direction=minimize"],
+                                   tmp_path, monkeypatch, capsys))
+    assert line.startswith("ftsweep: error: hydra.sweeper.direction: minimize for exact_match, which is better higher: "
+                           "the best trial would be the worst; drop it (exact_match is maximized by default)"), line
+    assert line.endswith("or choose the metric to minimize (objective=eval_loss, hydra.sweeper.metric=<metric>)"), line

@@ -404,7 +404,7 @@ def plan_sweep(conf: SweeperConf, cfg: Any, arguments: list[str],
             raise SweepInputError(
                 f"{key}: {d} for {m}, which is better {'lower' if natural == 'minimize' else 'higher'}: the best trial "
                 f"would be the worst; drop it ({m} is {natural}d by default), or choose the metric to {d} "
-                "(objective=exact_match, hydra.sweeper.metric=<metric>)")
+                f"(objective={'exact_match' if d == 'maximize' else 'eval_loss'}, hydra.sweeper.metric=<metric>)")
     from ftsweep.config.objective import run_metrics
     from ftsweep.stages.registry import common_eval_metrics, stage_metrics
 
