@@ -342,6 +342,31 @@ def test_a_killed_sweeps_running_trials_are_reported_lost_without_optunas_warnin
     assert json.loads((sd / "summary.json").read_text())["n_lost"] == 2
 
 
+def test_an_interrupted_sweeps_waiting_re_runs_are_counted_and_say_how_to_resume(tmp_path, capfd):
+    """Ctrl-C during trials 2 and 3: they are FAIL and replaced by two WAITING re-runs. The report said '4 trials: 2
+    complete, 0 pruned, 0 failed, 0 running' (the counts summed to 2 of 4), with no word that the sweep had stopped."""
+    from ftsweep.sweeper.study import rerun
+
+    sd = tmp_path / "sweep"
+    sd.mkdir()
+    study = optuna.create_study(study_name="stopped", storage=f"sqlite:///{sd / 'study.db'}")
+    dist = {"x": FloatDistribution(0, 1)}
+    trials = [study.ask(dist) for _ in range(4)]  # two finish, two are running when the sweep is stopped
+    for i, trial in enumerate(trials):
+        if i < 2:
+            study.tell(trial, 1.0 + i)
+        else:
+            trial.set_user_attr("reason", "interrupted: the sweep process was stopped")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            rerun(study, study.trials[trial.number], 2, charged=False)
+    assert main([str(sd)]) == 0
+    out = capfd.readouterr().out
+    assert ("study stopped: 4 trials (2 complete, 0 pruned, 0 failed, 0 running, 2 waiting to run; run the sweep's "
+            "command again to resume it)") in out, out
+    assert ("4 trials: 2 complete, 0 pruned, 0 failed, 0 running, 2 waiting to run (run the sweep's command again to "
+            "resume it) (minimize") in (sd / "report.md").read_text()
+
+
 def test_a_sweep_whose_trials_all_failed_reports_without_optuna_warnings_or_a_missing_best_config(tmp_path, capfd):
     # before: eight "[W ...] There are no complete trials." lines, and "best config: .../best.yaml" that was not there
     import optuna

@@ -66,11 +66,7 @@ def main(argv: list[str]) -> int:
     out_dir = write_report(study, out, storage_url=url)
     folder = SweepDir(out_dir)
     summary = folder.read_summary() or {}
-    lost = summary.get("n_lost") or 0
-    print(f"study {summary['study_name']}: {summary['n_trials']} trials ({summary['n_complete']} complete, "
-          f"{summary['n_pruned']} pruned, {summary['n_failed']} failed, {summary['n_running']} running"
-          + (f", of which {lost} lost: their sweep process is gone; run the sweep's command again to resume it)"
-             if lost else ")"))
+    print(f"study {summary['study_name']}: {summary['n_trials']} trials ({_counts(summary, '; ')})")
     if summary.get("pareto_trials") is not None:
         print(f"pareto front ({', '.join(summary['metrics'] or [])}): trial(s) "
               f"{', '.join(map(str, summary['pareto_trials'])) or 'none'}")
@@ -409,14 +405,29 @@ def _label_plotly(name: str, figure: Any, study: Any, metric: str, multi: bool) 
             figure.add_scatter(x=xs, y=ys, mode="markers", marker_symbol="x", marker_color="grey", name=PRUNED_LABEL)
 
 
+def _stopped(summary: dict[str, Any]) -> bool:
+    """Trials a killed or interrupted sweep left: running without their sweep process, or waiting to (re-)run."""
+    return bool(summary.get("n_lost") or summary.get("n_waiting"))
+
+
+def _counts(summary: dict[str, Any], then: str) -> str:
+    """'2 complete, 0 pruned, 0 failed, 2 running[, of which 2 lost: ...][, 2 waiting to run]' and, when the sweep
+    was stopped before its end, ``then`` + how to resume it (a waiting re-run of an interrupted trial counts
+    towards the total: without it the counts summed to less than the trials)."""
+    text = (f"{summary['n_complete']} complete, {summary['n_pruned']} pruned, {summary['n_failed']} failed, "
+            f"{summary['n_running']} running")
+    if summary.get("n_lost"):
+        text += f", of which {summary['n_lost']} lost: their sweep process is gone"
+    if summary.get("n_waiting"):
+        text += f", {summary['n_waiting']} waiting to run"
+    return text + (f"{then}run the sweep's command again to resume it" if _stopped(summary) else "")
+
+
 def report_markdown(summary: dict[str, Any], table: str, plots: dict[str, str], has_best: bool,
                     pareto: str = "") -> str:
     lines = [f"# Sweep {summary['study_name']}", ""]
-    lines.append(f"{summary['n_trials']} trials: {summary['n_complete']} complete, {summary['n_pruned']} pruned, "
-                 f"{summary['n_failed']} failed, {summary['n_running']} running "
-                 + (f"(of which {summary['n_lost']} lost: their sweep process is gone; run the sweep's command "
-                    "again to resume it) " if summary.get("n_lost") else "")
-                 + f"({_objectives(summary)}).")
+    lines.append(f"{summary['n_trials']} trials: {_counts(summary, ' (')}{')' if _stopped(summary) else ''} "
+                 f"({_objectives(summary)}).")
     if pareto:
         lines += ["", pareto]
     elif summary["best_value"] is not None:
