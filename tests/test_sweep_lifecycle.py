@@ -85,7 +85,7 @@ def test_export_of_a_sweep_still_running_says_its_best_is_the_best_so_far(tmp_pa
                     "so far; a trial still to come may beat it")], err
 
 
-def test_a_trial_left_running_by_a_killed_sweep_is_not_a_sweep_still_running(tmp_path, capsys):
+def test_a_trial_left_running_by_a_killed_sweep_is_a_sweep_stopped_not_still_running(tmp_path, capsys):
     import subprocess
     import sys
 
@@ -96,4 +96,25 @@ def test_a_trial_left_running_by_a_killed_sweep_is_not_a_sweep_still_running(tmp
                           text=True)
     _running(url, int(gone.stdout))
     best_trial_dir(tmp_path)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err.strip().splitlines() == [
+        ("ftsweep: warning: sweep t was stopped before its end (1 trial left running by a lost sweep process): trial 0 "
+         "is its best so far; run the sweep's command again to finish it")]
+
+
+def test_export_of_an_interrupted_sweep_says_it_stopped_before_its_end(tmp_path, capsys):
+    """Ctrl-C: the interrupted trial is FAIL and its re-run WAITING; an export then took the best trial so far as the
+    sweep's result without a word."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ftsweep.sweeper.study import best_trial_dir, rerun
+
+    url = _study(tmp_path, ["COMPLETE"])
+    study = optuna.load_study(study_name="t", storage=url)
+    trial = study.ask()
+    study.tell(trial, state=TrialState.FAIL)
+    rerun(study, study.trials[trial.number], 2, charged=False)
+    best_trial_dir(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [("ftsweep: warning: sweep t was stopped before its end (1 trial waiting to run): trial 0 is its "
+                    "best so far; run the sweep's command again to finish it")], err

@@ -349,18 +349,26 @@ LOST_AFTER_S = 60.0  # a running trial without a heartbeat this long (the sweepe
 
 
 def _say_still_running(study: Any, best: Any) -> None:
-    """One warning line when the sweep is still running (a trial of a live sweep process): its best trial is the best
-    so far (an export of it is not the sweep's result). Trials left running by a killed sweep do not count."""
+    """One warning line when the sweep is still running (a trial of a live sweep process), or was stopped before its
+    end (re-runs waiting, trials a killed sweep left running): its best trial is the best so far (an export of it is
+    not the sweep's result)."""
     from optuna.trial import TrialState
 
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if stale_reason(t, LOST_AFTER_S) is None]
-    if not running:
-        return
+    def n(k: int, what: str) -> str:
+        return f"{k} trial{'' if k == 1 else 's'} {what}"
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    alive = [t for t in running if stale_reason(t, LOST_AFTER_S) is None]
     c = count(study)
-    print(f"ftsweep: warning: sweep {study.study_name} is still running ({c.finished} trial"
-          f"{'' if c.finished == 1 else 's'} finished, {len(running)} running): trial {best.number} is its best so "
-          "far; a trial still to come may beat it", file=sys.stderr)
+    if alive:
+        print(f"ftsweep: warning: sweep {study.study_name} is still running ({n(c.finished, 'finished')}, "
+              f"{len(alive)} running): trial {best.number} is its best so far; a trial still to come may beat it",
+              file=sys.stderr)
+    elif running or c.waiting:  # Ctrl-C / kill: re-runs waiting, or trials its lost process left running
+        left = ", ".join(x for x in (n(len(running), "left running by a lost sweep process") if running else "",
+                                     n(c.waiting, "waiting to run") if c.waiting else "") if x)
+        print(f"ftsweep: warning: sweep {study.study_name} was stopped before its end ({left}): trial {best.number} "
+              "is its best so far; run the sweep's command again to finish it", file=sys.stderr)
 
 
 def run_or_best_trial(path: str | Path) -> Path:
