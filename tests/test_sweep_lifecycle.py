@@ -118,3 +118,17 @@ def test_export_of_an_interrupted_sweep_says_it_stopped_before_its_end(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [("ftsweep: warning: sweep t was stopped before its end (1 trial waiting to run): trial 0 is its "
                     "best so far; run the sweep's command again to finish it")], err
+
+
+def test_a_smaller_n_trials_than_the_study_holds_is_told_a_number_that_runs_more(tmp_path):
+    """The study holds 7 trials and the command says n_trials=3: the line advised 'hydra.sweeper.n_trials=7' (3 + 4),
+    which runs nothing either."""
+    url = _study(tmp_path, ["COMPLETE"] * 7)
+    with pytest.raises(StudyFinished) as done:
+        check_finished(url, "t", 3, tmp_path)
+    assert "7 of n_trials=3 trials done" in str(done.value)
+    assert "raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials=11)" in str(done.value), done.value
+    (tmp_path / "failed").mkdir()
+    url = _study(tmp_path / "failed", ["FAIL"] * 7)
+    with pytest.raises(SweepAborted, match=r"raise hydra.sweeper.n_trials \(e.g. hydra.sweeper.n_trials=11\)"):
+        check_finished(url, "t", 3, tmp_path / "failed")

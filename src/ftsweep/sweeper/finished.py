@@ -48,12 +48,14 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
         return
     if directions is not None and space is not None:
         check_compatible(study, study_name, storage_url, directions, space)
+    held = max(n_trials, c.total)  # (a smaller n_trials than the study holds: a number that runs more trials)
+    more = held + max(4, held // 2)
     stopped = study.user_attrs.get(STOPPED)
     if stopped:  # its last run stopped early on failures, which used up the budget: not "done"
         raise SweepAborted(
             f"sweep {study_name}: its last run stopped early: {stopped}; failed trials count towards "
             f"n_trials={n_trials}, so none is left to run: fix the cause, then raise hydra.sweeper.n_trials "
-            f"(e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}) to go on")
+            f"(e.g. hydra.sweeper.n_trials={more}) to go on")
     if c.failed and c.complete == 0 and c.pruned == 0:  # no result: exit 1, as the run that ended so (sweep.py)
         from ftsweep.sweeper.attrs import REASON
 
@@ -63,7 +65,7 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
             + (f" (last reason: {last})" if last else "")
             + f"; failed trials count towards n_trials={n_trials}, so none is left to run: fix the cause (each "
             f"trial's failure.json says why), then raise hydra.sweeper.n_trials "
-            f"(e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}) to go on")
+            f"(e.g. hydra.sweeper.n_trials={more}) to go on")
     best = best_trial(study) if len(study.directions) == 1 else None
     best_text = f" (best trial {best.number}: value={best.value:.6g})" if best is not None else ""
     report = SweepDir(sweep_dir).report
@@ -71,4 +73,4 @@ def check_finished(storage_url: str, study_name: str, n_trials: int, sweep_dir: 
     where = f"; report: {report}" if report.is_file() else f"; no report yet: ftsweep report {shlex.quote(str(sweep_dir))}"
     raise StudyFinished(
         f"sweep {study_name}: {c.finished} of n_trials={n_trials} trials done{best_text}; nothing to run. To continue "
-        f"the study, raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials={n_trials + max(4, n_trials // 2)}){where}")
+        f"the study, raise hydra.sweeper.n_trials (e.g. hydra.sweeper.n_trials={more}){where}")
