@@ -132,3 +132,47 @@ def test_a_smaller_n_trials_than_the_study_holds_is_told_a_number_that_runs_more
     url = _study(tmp_path / "failed", ["FAIL"] * 7)
     with pytest.raises(SweepAborted, match=r"raise hydra.sweeper.n_trials \(e.g. hydra.sweeper.n_trials=11\)"):
         check_finished(url, "t", 3, tmp_path / "failed")
+
+
+def test_sigterm_while_the_report_is_written_finishes_it_then_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a cluster's time limit) after the last trial, while the report was written: the sweep process died
+    by the signal without a word (exit 143, no report.md), as only the trials ran with SIGTERM as an interrupt."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    import optuna
+
+    from ftsweep.config.sweeper import SweeperConf
+    from ftsweep.sweeper import runner
+    from ftsweep.sweeper.sweep import SweepPlan, execute
+
+    class Done:  # every trial already finished
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self):
+            return None
+
+    monkeypatch.setattr(runner, "SweepRunner", Done)
+    study = optuna.create_study(study_name="t")
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    settings = SimpleNamespace(conf=SweeperConf(), study_name="t", n_trials=1, storage_url="sqlite:///x.db",
+                               sweep_dir=tmp_path, metrics=["eval_loss"])
+    plan = SweepPlan(study=study, space=None, fixed=[], settings=settings, wandb_summary=False)
+    written = []
+
+    def report(plan):
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            raise AssertionError("SIGTERM here ends the sweep process without a word")
+        os.kill(os.getpid(), signal.SIGTERM)
+        written.append(True)  # the report goes on to its end
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        execute(plan, on_end=report)
+    assert written == [True]
+    assert str(stop.value) == ("terminated (SIGTERM) while writing the sweep's report, which was finished first: "
+                               "every trial had ended")
+    assert "best trial 0: value=1" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) == before

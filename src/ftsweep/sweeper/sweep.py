@@ -7,9 +7,11 @@ composed training config and the command line's task overrides.
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -590,14 +592,43 @@ def execute(plan: SweepPlan, on_end: Callable[[SweepPlan], Path | None] | None =
                                    f"{s.sweep_dir}; the trials recorded so far are kept: free space (or make it "
                                    "writable) and run the same command again to resume (the trials it cut off run "
                                    "again)") from exc
-        report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
+        try:
+            with _sigterm_deferred() as terminated:  # the report is finished first: seconds, every file whole
+                report_dir = on_end(plan) if on_end is not None else None  # the sweeper never imports the report
+        except KeyboardInterrupt as exc:  # Ctrl-C
+            raise KeyboardInterrupt(f"{str(exc) or 'interrupted'} while writing the sweep's report; its trials are "
+                                    f"recorded in the study: write the report with: ftsweep report "
+                                    f"{shlex.quote(str(s.sweep_dir))}") from None
     finally:
         watch.stop_dashboard(dashboard)
     print_best(plan.study, report_dir)
     if aborted is not None:
         raise aborted
+    if terminated:
+        raise KeyboardInterrupt("terminated (SIGTERM) while writing the sweep's report, which was finished first: "
+                                "every trial had ended")
     _fail_without_a_result(plan.study, s.conf.max_failure_rate)
     return 0
+
+
+@contextmanager
+def _sigterm_deferred() -> Iterator[list[int]]:
+    """While inside (main thread), SIGTERM (a cluster's time limit, ``kill``) is noted in the list yielded instead of
+    ending the process: the sweep's last step (its report) finishes, then the caller says so. Without it the process
+    died by the signal without a word and without a report; raised from a handler, the interrupt could land in a
+    garbage collector's callback and be swallowed with a traceback ('Exception ignored in ...')."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fail_without_a_result(study: Any, rate: float) -> None:
