@@ -436,3 +436,24 @@ def test_merge_into_a_folder_that_cannot_be_made_is_one_line_before_loading(tiny
     err = capsys.readouterr().err
     assert err == (f"ftsweep: error: --out: {blocker} is a file (on the way to {blocker / 'merged'}); choose "
                    "another --out\n"), err
+
+
+def test_a_merge_stopped_midway_leaves_no_half_merged_folder(tiny_run, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (or a full disk) while the merged model was written left its weights without the model card in --out:
+    a half export that looked like one, and the export run again was refused as the folder 'exists and is not
+    empty'. The merge is written beside --out and moved into place whole."""
+    from ftsweep import merge
+
+    out = tmp_path / "exported"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(merge, "model_card", stop)  # the last file written
+    assert cli.main(["merge", str(tiny_run), "--out", str(out)]) == 130
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli.main(["merge", str(tiny_run), "--out", str(out)]) == 0
+    assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +82,20 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None, dtype: str | N
     base = merge_init_adapter(cfg, base)  # a run with init_from trained on the SFT model: merged first
     merged = load_adapter(base, adapter).merge_and_unload()
     _stop_where_generate_stops(merged, tokenizer)
-    merged.save_pretrained(out, safe_serialization=True)
-    tokenizer.chat_template = deploy_chat_template(cfg.data, tokenizer)
-    tokenizer.save_pretrained(out)  # tokenizer.json + chat_template.jinja
-    dtype_name = str(merged.dtype).removeprefix("torch.")  # float32, as --dtype and the model card say it
-    (out / "README.md").write_text(model_card(run_dir, cfg, dtype_name), encoding="utf-8")
+    # written beside --out and moved into place whole: a merge stopped midway (Ctrl-C, a full disk) leaves no half
+    # model in --out that looks like an export (and that the next export would be refused for)
+    part = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        merged.save_pretrained(part, safe_serialization=True)
+        tokenizer.chat_template = deploy_chat_template(cfg.data, tokenizer)
+        tokenizer.save_pretrained(part)  # tokenizer.json + chat_template.jinja
+        dtype_name = str(merged.dtype).removeprefix("torch.")  # float32, as --dtype and the model card say it
+        (part / "README.md").write_text(model_card(run_dir, cfg, dtype_name), encoding="utf-8")
+        if out.is_dir():  # (an empty folder: checked above)
+            out.rmdir()
+        part.rename(out)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
     print(f"ftsweep: merged {adapter} into {cfg.model.name_or_path} ({dtype_name}) -> {out}")
     return out
 
