@@ -429,7 +429,39 @@ def task_config(with_hydra: DictConfig, overrides: list[str], *,
 
 def _failure(overrides: list[str], err: BaseException, config_dirs: list[str] | tuple[str, ...]) -> ConfigFailure:
     """The one-line error of a compose (or of the checks after it) that failed with ``err``."""
-    return ConfigFailure(_unparsable(overrides) or _unknown_in_value(overrides, err) or explain(err, config_dirs))
+    message = _unparsable(overrides) or _unknown_in_value(overrides, err) or explain(err, config_dirs)
+    return ConfigFailure(message + _written_in(overrides, err, config_dirs))
+
+
+def _written_in(overrides: list[str], err: BaseException, config_dirs: list[str] | tuple[str, ...]) -> str:
+    """`` (conf/lora/my_lora.yaml line 4)`` when the failing key was written in one of the user's own option,
+    experiment or sweep files (not on the command line), else ""."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ftsweep.config.source import where
+
+    key = getattr(err, "key", None) if isinstance(err, ConfigError) else None
+    cause: BaseException | None = err
+    while key is None and cause is not None:
+        if isinstance(cause, OmegaConfBaseException):
+            key = getattr(cause, "full_key", None)
+            break
+        cause = cause.__cause__ or cause.__context__
+    if not key or not isinstance(key, str):
+        return ""
+    return where(key, overrides, _defaults_list(overrides, config_dirs), config_dirs)
+
+
+def _defaults_list(overrides: list[str], config_dirs: list[str] | tuple[str, ...]) -> list[Any]:
+    """Hydra's defaults list for these overrides (which option files a compose reads, in merge order); [] when
+    it cannot be built."""
+    from hydra.types import RunMode
+
+    try:
+        with hydra_session(config_dirs) as loader:
+            return list(loader.compute_defaults_list(CONFIG_NAME, list(overrides), RunMode.RUN).defaults)
+    except Exception:  # noqa: BLE001 -- (an error path: then no file is named)
+        return []
 
 
 def _check_task(task: DictConfig) -> None:

@@ -1,0 +1,67 @@
+"""A user's own option, experiment and sweep files (an ``ftsweep init`` project): a mistake written in one of
+them is one line that names the key, the file and its line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ftsweep.config.errors import UsageError
+from ftsweep.init import init_project
+
+MY_LORA = """\
+# my lora: attention and MLP, more dropout
+r: 8
+alpha: 32
+dropout: 0.1
+target_modules: [q_proj, v_proj, gate_proj, up_proj, down_proj]
+"""
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    init_project(tmp_path)
+    (tmp_path / "conf" / "lora").mkdir()
+    (tmp_path / "conf" / "lora" / "my_lora.yaml").write_text(MY_LORA)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
+    return tmp_path
+
+
+def _edit(file: Path, old: str, new: str) -> None:
+    text = file.read_text()
+    assert old in text
+    file.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("old, new, key, line", [
+    ("dropout: 0.1", "dropuot: 0.1", "lora.dropuot: unknown key", 4),  # a typo: "did you mean lora.dropout?"
+    ("r: 8", "r: eight", "lora.r: Value 'eight'", 2),  # a string for a number
+    ("r: 8", "r: 0", "lora.r: must be >= 1", 2),  # a value the checks after composition refuse
+])
+def test_a_bad_key_in_a_users_option_file_names_the_file_and_line(project, old, new, key, line):
+    from ftsweep.config.compose import compose
+
+    _edit(project / "conf" / "lora" / "my_lora.yaml", old, new)
+    with pytest.raises(UsageError) as err:
+        compose(["lora=my_lora"])
+    assert str(err.value).startswith(key) and str(err.value).endswith(f"(conf/lora/my_lora.yaml line {line})")
+
+
+def test_a_bad_key_in_an_experiment_file_names_it_but_not_when_the_command_line_sets_it(project):
+    from ftsweep.config.compose import compose
+
+    _edit(project / "conf" / "experiment" / "my_baseline.yaml", "lr: 1.0e-3", "lr: fast")
+    with pytest.raises(UsageError, match=r"optimizer\.lr: .*\(conf/experiment/my_baseline\.yaml line 8\)$"):
+        compose(["+experiment=my_baseline"])
+    with pytest.raises(UsageError) as err:  # the command line's value is the one refused: no file named
+        compose(["+experiment=my_baseline", "optimizer.lr=fast"])
+    assert ".yaml" not in str(err.value)
+
+
+def test_a_shipped_option_is_never_named(project):
+    from ftsweep.config.compose import compose
+
+    with pytest.raises(UsageError) as err:
+        compose(["lora.r=0"])
+    assert str(err.value) == "lora.r: must be >= 1 (got 0)"
