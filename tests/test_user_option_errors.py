@@ -3,9 +3,11 @@ them is one line that names the key, the file and its line, exit 2, nothing writ
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+from sweep_helpers import run
 
 from ftsweep.config.errors import UsageError
 from ftsweep.init import init_project
@@ -18,11 +20,30 @@ dropout: 0.1
 target_modules: [q_proj, v_proj, gate_proj, up_proj, down_proj]
 """
 
+MY_SEARCH = """\
+# @package _global_
+# Run: ftsweep train -m sweep=my_search
+defaults:
+  - override /data: my_data
+hydra:
+  mode: MULTIRUN
+  sweep:
+    dir: outputs/sweeps/my_search
+  sweeper:
+    study_name: my_search
+    n_trials: 2
+    params:
+      optimizer.lr: tag(log, interval(1e-4, 1e-2))
+      lora: choice(r8, my_lora)
+"""
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     init_project(tmp_path)
     (tmp_path / "conf" / "lora").mkdir()
     (tmp_path / "conf" / "lora" / "my_lora.yaml").write_text(MY_LORA)
+    (tmp_path / "sweep" / "my_search.yaml").write_text(MY_SEARCH)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FTSWEEP_CONFIG_DIRS", raising=False)
     return tmp_path
@@ -65,3 +86,33 @@ def test_a_shipped_option_is_never_named(project):
     with pytest.raises(UsageError) as err:
         compose(["lora.r=0"])
     assert str(err.value) == "lora.r: must be >= 1 (got 0)"
+
+
+def _sweep(project: Path, *args: str):
+    return run([sys.executable, "-m", "ftsweep", "train", "-m", "sweep=my_search", "logger=none", *args], project,
+               timeout=120)
+
+
+@pytest.mark.parametrize("old, new, start, line", [
+    ("interval(1e-4, 1e-2)", "interval(1e-2, 1e-4)", "optimizer.lr: empty interval", 13),  # low > high
+    ("tag(log, interval(1e-4, 1e-2))", "tag(log, interval(0, 1e-2))", "optimizer.lr: a log interval", 13),
+    ("choice(r8, my_lora)", "choice(r8, my_lorra)", "lora: no such option 'my_lorra'", 14),  # an unknown option
+    ("optimizer.lr:", "optimizer.lrr:", "a trial would fail: optimizer.lrr: unknown key", 13),
+    ("n_trials: 2", "n_trials: 0", "hydra.sweeper.n_trials: must be >= 1", 11),
+])
+def test_a_bad_search_space_in_a_users_sweep_file_is_one_line_naming_the_file_and_line(project, old, new, start,
+                                                                                        line):
+    _edit(project / "sweep" / "my_search.yaml", old, new)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    out = _sweep(project)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr  # one line: no data.format notice before it
+    assert out.stderr.startswith(f"ftsweep: error: {start}")
+    assert out.stderr.rstrip().endswith(f"(sweep/my_search.yaml line {line})"), out.stderr
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before  # nothing written
+
+
+def test_a_search_space_given_on_the_command_line_names_no_file(project):
+    out = _sweep(project, "optimizer.lr=tag(log, interval(0, 1e-2))")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "optimizer.lr: a log interval" in out.stderr and ".yaml" not in out.stderr

@@ -338,7 +338,9 @@ def train_main(argv: list[str]) -> int:
                     print(shown)
                     return 0
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
-                check_data_files(cfg)
+                # a sweep of ours checks the data format after its search space (every searched file, each corner):
+                # here its notice would come before an error in the space, a second line
+                check_data_files(cfg, formats=not (multirun and _our_sweeper(with_hydra)))
                 check_resume(cfg, multirun, str(with_hydra.hydra.run.dir))
                 check_output_dir(with_hydra, multirun)
                 check_cache_dir(str(OmegaConf.select(cfg, "cache_dir")))
@@ -529,8 +531,15 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     return argv
 
 
-def check_data_files(cfg: Any) -> None:
-    """A missing local data file fails now, before any run directory exists (not as a Hub error later)."""
+def _our_sweeper(with_hydra: Any) -> bool:
+    from omegaconf import OmegaConf
+
+    return "FtsweepOptunaSweeper" in str(OmegaConf.select(with_hydra, "hydra.sweeper._target_") or "")
+
+
+def check_data_files(cfg: Any, formats: bool = True) -> None:
+    """A missing local data file fails now, before any run directory exists (not as a Hub error later).
+    ``formats``: also tell ``data.format=auto``'s format (and say it), which ftsweep's sweeper does itself."""
     from omegaconf import OmegaConf
 
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
@@ -549,7 +558,7 @@ def check_data_files(cfg: Any) -> None:
     message = init_from_problem(cfg)  # an SFT run to start from: an adapter for this base model
     if message:
         raise UsageError(message)
-    if OmegaConf.select(cfg, "data.format") == "auto":  # the file's format, and what the config allows with it
+    if formats and OmegaConf.select(cfg, "data.format") == "auto":  # the file's format, and what the config allows
         from ftsweep.data.options import format_problem
 
         message = format_problem(cfg)

@@ -7,6 +7,7 @@ composed training config and the command line's task overrides.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import shutil
 import sys
@@ -286,10 +287,29 @@ def run_sweep(conf: SweeperConf, cfg: Any, arguments: list[str], trial_subdir: C
 
     try:
         plan = plan_sweep(conf, cfg, arguments, trial_subdir)
+    except SweepInputError as err:
+        at = _written_in_sweep_file(str(err), cfg, arguments)
+        if not at:
+            raise
+        raise SweepInputError(f"{err}{at}") from err
     except StudyFinished as done:  # not an error: the study is complete; one line says so
         print(f"ftsweep: {done}")
         return 0
     return execute(plan, on_end)
+
+
+def _written_in_sweep_file(message: str, cfg: Any, arguments: list[str]) -> str:
+    """`` (sweep/my_search.yaml line 17)`` when the key an error names (``optimizer.lr: empty interval ...``,
+    ``a trial would fail: lora: no such option ...``) is written in the user's own sweep file, not given on the
+    command line; "" otherwise (a shipped sweep, a message that names its file already)."""
+    from omegaconf import OmegaConf
+
+    from ftsweep.config.source import sweep_param_where
+
+    m = re.match(r"(?:a trial would fail: )?([\w.\[\]/@-]+): ", message)
+    if not m or ".yaml" in message:
+        return ""
+    return sweep_param_where(m.group(1), OmegaConf.select(cfg, "hydra.runtime.choices.sweep"), list(arguments))
 
 
 def check_gpus_exist(spec: Any, gpus: list[str] | None) -> None:
