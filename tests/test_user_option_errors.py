@@ -88,6 +88,32 @@ def test_a_shipped_option_is_never_named(project):
     assert str(err.value) == "lora.r: must be >= 1 (got 0)"
 
 
+@pytest.mark.parametrize("file, old, new, overrides, message", [
+    # an experiment file without '# @package _global_': Hydra said "Could not override 'data@experiment.data'"
+    ("experiment/my_baseline", "# @package _global_\n", "", ["+experiment=my_baseline"],
+     "conf/experiment/my_baseline.yaml line 4: override /data: only a global file can override"),
+    # a misspelt group: it said "lorra: unknown key (to add a new key use +lorra=...)"
+    ("experiment/my_baseline", "override /lora: r16", "override /lorra: r16", ["+experiment=my_baseline"],
+     "conf/experiment/my_baseline.yaml line 6: override /lorra: no such config group"),
+    # an unknown option in a file's defaults list: Hydra reports it as the primary config's
+    ("experiment/my_baseline", "override /lora: r16", "override /lora: my_lorra", ["+experiment=my_baseline"],
+     ("lora=my_lorra: no such option; available: my_lora, none, r16, r16_all_linear, r8; did you mean "
+     "lora=my_lora? (conf/experiment/my_baseline.yaml line 6)")),
+    # another group's schema in an option's defaults list: it printed Hydra's config search path
+    ("lora/my_lora", "r: 8\n", "defaults: [optimizer_schema, _self_]\nr: 8\n", ["lora=my_lora"],
+     ("conf/lora/my_lora.yaml line 2: its defaults list names 'optimizer_schema', which is no config here "
+     "(lora/optimizer_schema not found); the schema of group lora is lora_schema")),
+])
+def test_a_defaults_list_mistake_in_a_users_file_names_the_file_and_line(project, file, old, new, overrides,
+                                                                         message):
+    from ftsweep.config.compose import compose
+
+    _edit(project / "conf" / f"{file}.yaml", old, new)
+    with pytest.raises(UsageError) as err:
+        compose(overrides)
+    assert str(err.value).startswith(message), str(err.value)
+
+
 def _sweep(project: Path, *args: str):
     return run([sys.executable, "-m", "ftsweep", "train", "-m", "sweep=my_search", "logger=none", *args], project,
                timeout=120)

@@ -271,6 +271,11 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"
         return f"{key}: {msg}" if key else msg
+    from ftsweep.config.source import defaults_entry, defaults_list_error
+
+    in_file = defaults_list_error(text, config_dirs)  # the defaults list of one of the user's files
+    if in_file:
+        return in_file
     # Hydra's own messages, e.g. "In 'train': Could not find 'lora/r99'"
     m = re.search(r"Could not find '([^']+)'", text)
     listed = re.search(r"Available options in '([\w/]+)'", text)
@@ -283,7 +288,9 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
             hint = f"; for a Hub model or a local folder: model=hub model.name_or_path={option}"
         else:
             hint = "".join(f"; did you mean {group}={c}?" for c in difflib.get_close_matches(option, options, 1, 0.75))
-        return f"{group}={option}: no such option; available: {', '.join(options) or 'none'}{hint}"
+        # (an 'override /lora: r99' in an experiment or sweep file is reported as the primary config's)
+        at = defaults_entry(group, option, config_dirs) if text.startswith("In 'train'") else ""
+        return f"{group}={option}: no such option; available: {', '.join(options) or 'none'}{hint}{at}"
     m = re.search(r"Could not override '([\w.]+)'", text)
     if m:
         return f"{m.group(1)}: unknown key (to add a new key use +{m.group(1)}=...)"

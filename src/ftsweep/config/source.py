@@ -157,3 +157,46 @@ def defaults_entry(group: str, option: str, config_dirs: list[str] | tuple[str, 
                 if pattern.match(text):
                     return f" ({_display(file)} line {n})"
     return ""
+
+
+def defaults_list_error(text: str, config_dirs: list[str] | tuple[str, ...] = ()) -> str | None:
+    """One line for Hydra's error about the defaults list of one of the user's files (``In 'experiment/x': Could
+    not override 'data@experiment.data'`` -- a file without ``# @package _global_``; ``Could not override 'lorra'``
+    -- no such group; ``Could not load 'optimizer/lora_schema'``), naming the file and, where it can, the line;
+    None when the file Hydra names is not the user's."""
+    m = re.match(r"In '?([\w/.@-]+?)'?: (.*)", text, re.DOTALL)
+    if not m or m.group(1) == "train":
+        return None
+    file = user_file(m.group(1), config_dirs)
+    if file is None:
+        return None
+    shown, rest = _display(file), " ".join(m.group(2).split())
+    lines = file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+
+    def line_of(pattern: str) -> str:
+        n = next((i for i, t in enumerate(lines, 1) if re.search(pattern, t)), None)
+        return f" line {n}" if n else ""
+
+    o = re.match(r"Could not override '([\w/]+)@[\w.]+'", rest)
+    if o:  # the override's group is read relative to the file's own package: it is not a global file
+        group = o.group(1)
+        at = line_of(r"override\s+/?" + re.escape(group) + r"\s*:")
+        return (f"{shown}{at}: override /{group}: only a global file "
+                f"can override another group's option: make '# @package _global_' its first line (as "
+                "conf/experiment/*.yaml and sweep files have it)")
+    o = re.match(r"Could not override '([\w/.]+)'", rest)
+    if o:
+        group = o.group(1)
+        at = line_of(r"override\s+/?" + re.escape(group) + r"\s*:")
+        return (f"{shown}{at}: override /{group}: no such config group "
+                "in the defaults list (groups: model, quantization, lora, data, optimizer, scheduler, trainer, logger, "
+                "objective, stage)")
+    o = re.match(r"Could not load '([\w/.-]+)'", rest)
+    if o:
+        name = o.group(1).rpartition("/")[2]
+        at = line_of(r"\b" + re.escape(name) + r"\b")
+        return (f"{shown}{at}: its defaults list names {name!r}, which is no config "
+                f"here ({o.group(1)} not found)" + (
+                    f"; the schema of group {m.group(1).split('/')[0]} is {m.group(1).split('/')[0]}_schema"
+                    if name.endswith("_schema") else ""))
+    return f"{shown}: {rest.split(' Config search path:')[0].split(' Available options')[0]}"
