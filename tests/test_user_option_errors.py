@@ -142,3 +142,12 @@ def test_a_search_space_given_on_the_command_line_names_no_file(project):
     out = _sweep(project, "optimizer.lr=tag(log, interval(0, 1e-2))")
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "optimizer.lr: a log interval" in out.stderr and ".yaml" not in out.stderr
+
+
+def test_a_missing_data_file_named_in_a_users_data_option_names_that_file_and_line(project):
+    _edit(project / "conf" / "data" / "my_data.yaml", "path: data/my_data.jsonl", "path: data/nothere.jsonl")
+    out = run([sys.executable, "-m", "ftsweep", "train", "data=my_data", "logger=none"], project, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("ftsweep: error: data.path: no such file 'data/nothere.jsonl'")
+    assert out.stderr.rstrip().endswith("(conf/data/my_data.yaml line 4)")
+    assert not (project / "outputs").exists()

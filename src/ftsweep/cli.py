@@ -340,7 +340,8 @@ def train_main(argv: list[str]) -> int:
             if not estimate and not flags & {"--cfg", "-c"}:  # printing a config or an estimate reads no data
                 # a sweep of ours checks the data format after its search space (every searched file, each corner):
                 # here its notice would come before an error in the space, a second line
-                check_data_files(cfg, formats=not (multirun and _our_sweeper(with_hydra)))
+                check_data_files(cfg, formats=not (multirun and _our_sweeper(with_hydra)),
+                                 written_in=lambda key: config.written_in(key, fixed, config_dirs))
                 check_resume(cfg, multirun, str(with_hydra.hydra.run.dir))
                 check_output_dir(with_hydra, multirun)
                 check_cache_dir(str(OmegaConf.select(cfg, "cache_dir")))
@@ -537,9 +538,10 @@ def _our_sweeper(with_hydra: Any) -> bool:
     return "FtsweepOptunaSweeper" in str(OmegaConf.select(with_hydra, "hydra.sweeper._target_") or "")
 
 
-def check_data_files(cfg: Any, formats: bool = True) -> None:
+def check_data_files(cfg: Any, formats: bool = True, written_in: Any = None) -> None:
     """A missing local data file fails now, before any run directory exists (not as a Hub error later).
-    ``formats``: also tell ``data.format=auto``'s format (and say it), which ftsweep's sweeper does itself."""
+    ``formats``: also tell ``data.format=auto``'s format (and say it), which ftsweep's sweeper does itself.
+    ``written_in(key)``: where the user's own file sets a key (`` (conf/data/x.yaml line 3)``), for the message."""
     from omegaconf import OmegaConf
 
     from ftsweep.config.validate import DATA_FILE_KEYS, missing_data_file
@@ -548,7 +550,7 @@ def check_data_files(cfg: Any, formats: bool = True) -> None:
     for key in DATA_FILE_KEYS:
         message = missing_data_file(key, OmegaConf.select(cfg, key))
         if message:
-            raise UsageError(message)
+            raise UsageError(message + (written_in(key) if written_in else ""))
     if OmegaConf.select(cfg, "data.dataset") or OmegaConf.select(cfg, "data.eval_dataset"):
         from ftsweep.data.dataset_info import dataset_problem  # (the data package: only when it is needed)
 

@@ -445,8 +445,6 @@ def _written_in(overrides: list[str], err: BaseException, config_dirs: list[str]
     experiment or sweep files (not on the command line), else ""."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from ftsweep.config.source import where
-
     key = getattr(err, "key", None) if isinstance(err, ConfigError) else None
     cause: BaseException | None = err
     while key is None and cause is not None:
@@ -456,6 +454,14 @@ def _written_in(overrides: list[str], err: BaseException, config_dirs: list[str]
         cause = cause.__cause__ or cause.__context__
     if not key or not isinstance(key, str):
         return ""
+    return written_in(key, overrides, config_dirs)
+
+
+def written_in(key: str, overrides: list[str], config_dirs: list[str] | tuple[str, ...] = ()) -> str:
+    """`` (conf/data/my_data.yaml line 3)`` when ``key`` is written in one of the user's files that these
+    overrides compose (not on the command line), else "" (:func:`ftsweep.config.source.where`)."""
+    from ftsweep.config.source import where
+
     return where(key, overrides, _defaults_list(overrides, config_dirs), config_dirs)
 
 
