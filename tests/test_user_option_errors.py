@@ -151,3 +151,22 @@ def test_a_missing_data_file_named_in_a_users_data_option_names_that_file_and_li
     assert out.stderr.startswith("ftsweep: error: data.path: no such file 'data/nothere.jsonl'")
     assert out.stderr.rstrip().endswith("(conf/data/my_data.yaml line 4)")
     assert not (project / "outputs").exists()
+
+
+@pytest.mark.parametrize("group, text, hint", [
+    ("trainer", "defaults: [trainer_schema, _self_]\nmicro_batch_size: 4\n", "trainer.per_device_train_batch_size"),
+    ("data", "defaults: [data_schema, _self_]\nsequence_len: 512\n", "data.cutoff_len"),
+    ("data", "defaults: [data_schema, _self_]\nsample_packing: true\n", "data.packing"),
+    ("data", "defaults: [data_schema, _self_]\nval_set_size: 0.05\n", "data.val_size"),
+    ("scheduler", "defaults: [scheduler_schema, _self_]\nlr_scheduler: cosine\n", "scheduler.name"),
+])
+def test_an_axolotl_key_in_a_users_option_file_points_to_ftsweeps_name(project, group, text, hint):
+    """Axolotl's names (micro_batch_size, sequence_len, ...) as LLaMA-Factory's and transformers' already are."""
+    from ftsweep.config.compose import compose
+
+    (project / "conf" / group).mkdir(exist_ok=True)
+    (project / "conf" / group / "mine.yaml").write_text(text)
+    with pytest.raises(UsageError) as err:
+        compose([f"{group}=mine"])
+    assert f"did you mean {hint}? (ftsweep's name for " in str(err.value), str(err.value)
+    assert str(err.value).endswith(f"(conf/{group}/mine.yaml line 2)")

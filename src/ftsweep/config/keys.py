@@ -69,6 +69,13 @@ FOREIGN_NAMES = {
     "neat_packing": "data.packing",  # packing without attention across examples: ours always is
     "additional_target": "lora.modules_to_save",
     "new_special_tokens": "data.special_tokens",
+    # Axolotl's config keys
+    "base_model": "model.name_or_path",
+    "micro_batch_size": "trainer.per_device_train_batch_size",
+    "sequence_len": "data.cutoff_len",
+    "sample_packing": "data.packing",
+    "val_set_size": "data.val_size",
+    "lr_scheduler": "scheduler.name",
 }
 # hydra-optuna-sweeper's keys (hydra/sweeper=optuna) under hydra.sweeper, by their path there -> what to write here
 SWEEPER_FOREIGN = {
