@@ -170,3 +170,15 @@ def test_an_axolotl_key_in_a_users_option_file_points_to_ftsweeps_name(project, 
         compose([f"{group}=mine"])
     assert f"did you mean {hint}? (ftsweep's name for " in str(err.value), str(err.value)
     assert str(err.value).endswith(f"(conf/{group}/mine.yaml line 2)")
+
+
+def test_an_option_file_that_nests_its_keys_under_the_group_name_says_so(project):
+    """``lora: {r: 8}`` inside conf/lora/my_lora.yaml (as a whole-config file would write it) is lora.lora, which
+    suggested lora.use_rslora."""
+    from ftsweep.config.compose import compose
+
+    (project / "conf" / "lora" / "my_lora.yaml").write_text("lora:\n  r: 8\n  alpha: 16\n")
+    with pytest.raises(UsageError) as err:
+        compose(["lora=my_lora"])
+    assert "holds its keys at the top, without a 'lora:' level above them" in str(err.value)
+    assert "use_rslora?" not in str(err.value) and str(err.value).endswith("(conf/lora/my_lora.yaml line 1)")

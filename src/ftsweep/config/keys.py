@@ -160,6 +160,9 @@ def unknown_key(key: str) -> str:
     if root is TrainConfig and parent in FREE_FORM:  # data.extra={field: x}: Hydra merges into it in struct mode
         return (f"new key in the free-form {parent}: add it with +{key}=<value> (or set it whole: "
                 f"++{parent}={{{name}: <value>}})")
+    if root is TrainConfig and parent and name == parent:  # lora: {r: 8} written inside conf/lora/<option>.yaml
+        return (f"unknown key{hint}; a file of group {parent} (conf/{parent}/<option>.yaml) holds its keys at the "
+                f"top, without a '{name}:' level above them")
     if root is TrainConfig and parent == "stage":  # a key of another stage (stage=sft stage.beta=0.1)
         from ftsweep.config.stage import stage_keys
 
