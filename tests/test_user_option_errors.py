@@ -182,3 +182,17 @@ def test_an_option_file_that_nests_its_keys_under_the_group_name_says_so(project
         compose(["lora=my_lora"])
     assert "holds its keys at the top, without a 'lora:' level above them" in str(err.value)
     assert "use_rslora?" not in str(err.value) and str(err.value).endswith("(conf/lora/my_lora.yaml line 1)")
+
+
+def test_a_single_value_where_a_list_belongs_says_so_in_plain_words(project):
+    from ftsweep.config.compose import compose
+
+    (project / "conf" / "optimizer").mkdir()
+    (project / "conf" / "optimizer" / "my_opt.yaml").write_text(
+        "defaults: [optimizer_schema, _self_]\nname: adamw_torch\nbetas: 0.9\n")
+    with pytest.raises(UsageError) as err:
+        compose(["optimizer=my_opt"])
+    assert str(err.value) == "optimizer.betas: must be a list, e.g. [a, b] (got 0.9) (conf/optimizer/my_opt.yaml line 3)"
+    with pytest.raises(UsageError) as err:  # the same on the command line (OmegaConf said "float is not a ListConfig")
+        compose(["optimizer.betas=0.9"])
+    assert str(err.value) == "optimizer.betas: must be a list, e.g. [a, b] (got 0.9)"

@@ -268,6 +268,9 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
             return f"{key}: a value is required (set {key}=...)"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
             return f"{key}: {unknown_key(key)}"
+        if isinstance(cause, ValidationError) and "is not a ListConfig, list or tuple" in msg:
+            # OmegaConf's words ("AnyNode is not a ListConfig") for a single value where a list belongs
+            return f"{key}: must be a list, e.g. [a, b] (got {getattr(cause, 'value', None)!r})"
         if isinstance(cause, ValidationError):
             return f"{key}: {msg}"
         return f"{key}: {msg}" if key else msg
