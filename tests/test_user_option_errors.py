@@ -196,3 +196,20 @@ def test_a_single_value_where_a_list_belongs_says_so_in_plain_words(project):
     with pytest.raises(UsageError) as err:  # the same on the command line (OmegaConf said "float is not a ListConfig")
         compose(["optimizer.betas=0.9"])
     assert str(err.value) == "optimizer.betas: must be a list, e.g. [a, b] (got 0.9)"
+
+
+def test_a_folder_of_a_group_ftsweep_does_not_have_is_named_not_sent_round_in_circles(project):
+    """conf/peft/x.yaml: ``peft=x`` said "use +peft=...", and ``+peft=x`` then said "peft: unknown key"."""
+    from ftsweep.config.compose import compose
+
+    (project / "conf" / "peft").mkdir()
+    (project / "conf" / "peft" / "x.yaml").write_text("r: 4\n")
+    for override in ("peft=x", "+peft=x"):
+        with pytest.raises(UsageError) as err:
+            compose([override])
+        assert "conf/peft/ is not a config group of ftsweep's (groups: data, experiment, logger, lora" in str(err.value)
+        assert "+peft" not in str(err.value)
+    with pytest.raises(UsageError) as err:  # a shipped group chosen only with '+'
+        compose(["experiment=my_baseline"])
+    assert str(err.value).startswith("experiment: a group no option of which is chosen by default: add one with "
+                                     "+experiment=<option> (options: my_baseline, ")

@@ -267,7 +267,7 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
         if isinstance(cause, MissingMandatoryValue):
             return f"{key}: a value is required (set {key}=...)"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-            return f"{key}: {unknown_key(key)}"
+            return _not_a_group(key, config_dirs) or f"{key}: {unknown_key(key)}"
         if isinstance(cause, ValidationError) and "is not a ListConfig, list or tuple" in msg:
             # OmegaConf's words ("AnyNode is not a ListConfig") for a single value where a list belongs
             return f"{key}: must be a list, e.g. [a, b] (got {getattr(cause, 'value', None)!r})"
@@ -296,8 +296,27 @@ def explain(err: BaseException, config_dirs: list[str] | tuple[str, ...] = (), p
         return f"{group}={option}: no such option; available: {', '.join(options) or 'none'}{hint}{at}"
     m = re.search(r"Could not override '([\w.]+)'", text)
     if m:
-        return f"{m.group(1)}: unknown key (to add a new key use +{m.group(1)}=...)"
+        name = m.group(1)
+        return _not_a_group(name, config_dirs) or (
+            f"{name}: a group no option of which is chosen by default: add one with +{name}=<option> (options: "
+            f"{', '.join(group_options(name, config_dirs) or [])})" if (paths.shipped_conf_dir() / name).is_dir()
+            else f"{name}: {unknown_key(name)}")
     return " ".join(text.split())
+
+
+def _not_a_group(name: str, config_dirs: list[str] | tuple[str, ...]) -> str | None:
+    """``peft=x`` where the user made a folder ``conf/peft/`` of their own: Hydra sees a group, ftsweep's schema has no
+    such key, and either spelling failed ("use +peft=...", then "peft: unknown key"). Say what the folders are."""
+    if "." in name or (paths.shipped_conf_dir() / name).is_dir():
+        return None
+    folder = next((Path(root) / name for root in paths.user_config_dirs(config_dirs) if (Path(root) / name).is_dir()),
+                  None)
+    if folder is None:
+        return None
+    groups = ", ".join(g for g in list_groups(config_dirs) if (paths.shipped_conf_dir() / g).is_dir())
+    return (f"{name}: {folder}/ is not a config group of ftsweep's (groups: {groups}): an option file goes in one "
+            f"of those folders (e.g. conf/lora/<name>.yaml), settings of several groups in conf/experiment/<name>.yaml "
+            "(+experiment=<name>)")
 
 
 # ----------------------------------------------------------------------------------------- compose
