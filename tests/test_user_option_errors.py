@@ -213,3 +213,14 @@ def test_a_folder_of_a_group_ftsweep_does_not_have_is_named_not_sent_round_in_ci
         compose(["experiment=my_baseline"])
     assert str(err.value).startswith("experiment: a group no option of which is chosen by default: add one with "
                                      "+experiment=<option> (options: my_baseline, ")
+
+
+def test_an_option_file_marked_global_says_to_remove_the_marker(project):
+    from ftsweep.config.compose import compose
+
+    (project / "conf" / "lora" / "my_lora.yaml").write_text("# @package _global_\n" + MY_LORA)
+    with pytest.raises(UsageError) as err:
+        compose(["lora=my_lora"])
+    assert str(err.value).startswith("r: unknown key")
+    assert str(err.value).endswith("(conf/lora/my_lora.yaml line 3; its '# @package _global_' line puts its keys at "
+                                   "the top level, not under lora: remove it)")

@@ -121,7 +121,25 @@ def locate(key: str, overrides: list[str], items: list[Any],
 def where(key: str, overrides: list[str], items: list[Any], config_dirs: list[str] | tuple[str, ...] = ()) -> str:
     """`` (conf/lora/my_lora.yaml line 4)`` for :func:`locate`, or ""."""
     found = locate(key, overrides, items, config_dirs)
-    return f" ({_display(found[0])} line {found[1]})" if found else ""
+    if not found:
+        return ""
+    file, line = found
+    group = file.parent.name
+    note = ""
+    if "." not in key and group not in ("experiment", "sweep", "by_objective") and _global_header(file):
+        # an option file marked global: its keys land at the top (lora's r as r), so nothing is where it belongs
+        note = f"; its '# @package _global_' line puts its keys at the top level, not under {group}: remove it"
+    return f" ({_display(file)} line {line}{note})"
+
+
+def _global_header(file: Path) -> bool:
+    """Whether the file's header comments (before its first YAML line) say ``# @package _global_``."""
+    for text in file.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        if text.strip() and not text.lstrip().startswith("#"):
+            return False
+        if re.match(r"#\s*@package\s+_global_\s*$", text.strip()):
+            return True
+    return False
 
 
 def sweep_param_where(name: str, sweep: str | None, overrides: list[str],
