@@ -224,3 +224,12 @@ def test_an_option_file_marked_global_says_to_remove_the_marker(project):
     assert str(err.value).startswith("r: unknown key")
     assert str(err.value).endswith("(conf/lora/my_lora.yaml line 3; its '# @package _global_' line puts its keys at "
                                    "the top level, not under lora: remove it)")
+
+
+def test_a_sweeper_setting_given_on_the_command_line_names_no_sweep_file(project):
+    """Hydra hands the sweeper only the task's overrides: hydra.sweeper.n_trials=0 on the command line was blamed on
+    the sweep file's n_trials line."""
+    out = _sweep(project, "hydra.sweeper.n_trials=0")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.strip() == "ftsweep: error: hydra.sweeper.n_trials: must be >= 1 (got 0)"
+

@@ -82,7 +82,8 @@ def _find(node: Any, parts: list[str]) -> int | None:
     return None
 
 
-def _display(file: Path) -> str:
+def shown(file: Path) -> str:
+    """The file as a message names it: relative to the working directory when under it."""
     try:
         return file.resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
@@ -129,7 +130,7 @@ def where(key: str, overrides: list[str], items: list[Any], config_dirs: list[st
     if "." not in key and group not in ("experiment", "sweep", "by_objective") and _global_header(file):
         # an option file marked global: its keys land at the top (lora's r as r), so nothing is where it belongs
         note = f"; its '# @package _global_' line puts its keys at the top level, not under {group}: remove it"
-    return f" ({_display(file)} line {line}{note})"
+    return f" ({shown(file)} line {line}{note})"
 
 
 def _global_header(file: Path) -> bool:
@@ -155,9 +156,9 @@ def sweep_param_where(name: str, sweep: str | None, overrides: list[str],
     for section in ("params", "variables", "derived"):
         line = key_line(file, ["hydra", "sweeper", section, *name.split(".")])
         if line is not None:
-            return f" ({_display(file)} line {line})"
+            return f" ({shown(file)} line {line})"
     line = key_line(file, _parts(name))  # a sweeper setting (hydra.sweeper.n_trials) or a fixed key
-    return f" ({_display(file)} line {line})" if line is not None else ""
+    return f" ({shown(file)} line {line})" if line is not None else ""
 
 
 def defaults_entry(group: str, option: str, config_dirs: list[str] | tuple[str, ...] = ()) -> str:
@@ -173,7 +174,7 @@ def defaults_entry(group: str, option: str, config_dirs: list[str] | tuple[str, 
                 continue
             for n, text in enumerate(lines, 1):
                 if pattern.match(text):
-                    return f" ({_display(file)} line {n})"
+                    return f" ({shown(file)} line {n})"
     return ""
 
 
@@ -188,7 +189,7 @@ def defaults_list_error(text: str, config_dirs: list[str] | tuple[str, ...] = ()
     file = user_file(m.group(1), config_dirs)
     if file is None:
         return None
-    shown, rest = _display(file), " ".join(m.group(2).split())
+    place, rest = shown(file), " ".join(m.group(2).split())
     lines = file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
 
     def line_of(pattern: str) -> str:
@@ -199,22 +200,22 @@ def defaults_list_error(text: str, config_dirs: list[str] | tuple[str, ...] = ()
     if o:  # the override's group is read relative to the file's own package: it is not a global file
         group = o.group(1)
         at = line_of(r"override\s+/?" + re.escape(group) + r"\s*:")
-        return (f"{shown}{at}: override /{group}: only a global file "
+        return (f"{place}{at}: override /{group}: only a global file "
                 f"can override another group's option: make '# @package _global_' its first line (as "
                 "conf/experiment/*.yaml and sweep files have it)")
     o = re.match(r"Could not override '([\w/.]+)'", rest)
     if o:
         group = o.group(1)
         at = line_of(r"override\s+/?" + re.escape(group) + r"\s*:")
-        return (f"{shown}{at}: override /{group}: no such config group "
+        return (f"{place}{at}: override /{group}: no such config group "
                 "in the defaults list (groups: model, quantization, lora, data, optimizer, scheduler, trainer, logger, "
                 "objective, stage)")
     o = re.match(r"Could not load '([\w/.-]+)'", rest)
     if o:
         name = o.group(1).rpartition("/")[2]
         at = line_of(r"\b" + re.escape(name) + r"\b")
-        return (f"{shown}{at}: its defaults list names {name!r}, which is no config "
+        return (f"{place}{at}: its defaults list names {name!r}, which is no config "
                 f"here ({o.group(1)} not found)" + (
                     f"; the schema of group {m.group(1).split('/')[0]} is {m.group(1).split('/')[0]}_schema"
                     if name.endswith("_schema") else ""))
-    return f"{shown}: {rest.split(' Config search path:')[0].split(' Available options')[0]}"
+    return f"{place}: {rest.split(' Config search path:')[0].split(' Available options')[0]}"

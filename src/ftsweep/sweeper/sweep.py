@@ -309,7 +309,9 @@ def _written_in_sweep_file(message: str, cfg: Any, arguments: list[str]) -> str:
     m = re.match(r"(?:a trial would fail: )?([\w.\[\]/@-]+): ", message)
     if not m or ".yaml" in message:
         return ""
-    return sweep_param_where(m.group(1), OmegaConf.select(cfg, "hydra.runtime.choices.sweep"), list(arguments))
+    # (Hydra hands the sweeper the task's overrides only: its own, hydra.sweeper.n_trials=0, are in hydra.overrides)
+    given = [*arguments, *(OmegaConf.select(cfg, "hydra.overrides.hydra") or [])]
+    return sweep_param_where(m.group(1), OmegaConf.select(cfg, "hydra.runtime.choices.sweep"), [str(o) for o in given])
 
 
 def check_gpus_exist(spec: Any, gpus: list[str] | None) -> None:
