@@ -233,3 +233,14 @@ def test_a_sweeper_setting_given_on_the_command_line_names_no_sweep_file(project
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.strip() == "ftsweep: error: hydra.sweeper.n_trials: must be >= 1 (got 0)"
 
+
+def test_a_users_sweep_file_without_multirun_mode_is_refused_not_trained_once(project):
+    """Without 'hydra: mode: MULTIRUN' (which shipped and init's sweep files set) ``sweep=my_search`` without -m
+    trained once with the defaults, none of the searched values, and said nothing."""
+    _edit(project / "sweep" / "my_search.yaml", "  mode: MULTIRUN\n", "")
+    out = run([sys.executable, "-m", "ftsweep", "train", "sweep=my_search", "logger=none"], project, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.strip() == ("ftsweep: error: sweep=my_search: searches optimizer.lr, lora but this would train "
+                                  "once without them (its file sets no hydra.mode): add -m, or 'mode: MULTIRUN' under "
+                                  "'hydra:' in sweep/my_search.yaml")
+    assert not (project / "outputs").exists()

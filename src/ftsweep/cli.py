@@ -310,6 +310,8 @@ def train_main(argv: list[str]) -> int:
             argv = home_expanded(argv, with_hydra)
             if multirun:
                 config.check_sweeper_resolves(with_hydra)
+            else:
+                check_sweep_mode(with_hydra, config_dirs)
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 key = bad.split("=", 1)[0]
@@ -530,6 +532,28 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
             raise UsageError(f"--experimental-rerun: {path!r} is not a pickle (a run's .hydra/config.pickle, written "
                              "by Hydra's PickleJobInfoCallback)")
     return argv
+
+
+def check_sweep_mode(with_hydra: Any, config_dirs: Any = ()) -> None:
+    """``sweep=<name>`` without ``-m`` whose file searches something but sets no ``hydra.mode`` (the shipped sweep
+    files and ``ftsweep init``'s set ``MULTIRUN``; a ``best.yaml`` sets ``RUN``): it trained once with the defaults,
+    none of the searched values, and said nothing. One line, exit 2, instead."""
+    from omegaconf import OmegaConf
+
+    name = OmegaConf.select(with_hydra, "hydra.runtime.choices.sweep")
+    if not name or OmegaConf.select(with_hydra, "hydra.mode") is not None:
+        return
+    searched = [*(OmegaConf.select(with_hydra, "hydra.sweeper.params") or {}),
+                *(OmegaConf.select(with_hydra, "hydra.sweeper.variables") or {})]
+    if not searched:
+        return
+    from ftsweep.config.source import shown, user_file
+
+    file = user_file(f"sweep/{name}", config_dirs)
+    file = shown(file) if file else None
+    raise UsageError(f"sweep={name}: searches {', '.join(map(str, searched))} but this would train once without "
+                     f"them (its file sets no hydra.mode): add -m, or 'mode: MULTIRUN' under 'hydra:' in "
+                     f"{file or f'sweep/{name}.yaml'}")
 
 
 def _our_sweeper(with_hydra: Any) -> bool:
