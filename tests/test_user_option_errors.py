@@ -244,3 +244,11 @@ def test_a_users_sweep_file_without_multirun_mode_is_refused_not_trained_once(pr
                                   "once without them (its file sets no hydra.mode): add -m, or 'mode: MULTIRUN' under "
                                   "'hydra:' in sweep/my_search.yaml")
     assert not (project / "outputs").exists()
+    # a trial's own command (every searched key given) trains that one config: nothing is left unsearched
+    from ftsweep.cli import check_sweep_mode
+    from ftsweep.config.compose import compose
+
+    cfg = compose(["sweep=my_search", "optimizer.lr=1e-3", "lora=r8"], hydra=True, check=False)
+    check_sweep_mode(cfg, (), ["sweep=my_search", "optimizer.lr=1e-3", "lora=r8"])
+    with pytest.raises(UsageError, match=r"sweep=my_search: searches lora but"):
+        check_sweep_mode(cfg, (), ["sweep=my_search", "optimizer.lr=1e-3"])

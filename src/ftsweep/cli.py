@@ -311,7 +311,7 @@ def train_main(argv: list[str]) -> int:
             if multirun:
                 config.check_sweeper_resolves(with_hydra)
             else:
-                check_sweep_mode(with_hydra, config_dirs)
+                check_sweep_mode(with_hydra, config_dirs, fixed)
             if not multirun and fixed != overrides:
                 bad = next(o for o in overrides if o not in fixed)
                 key = bad.split("=", 1)[0]
@@ -534,10 +534,11 @@ def check_hydra_flags(argv: list[str], flags: set[str]) -> list[str]:
     return argv
 
 
-def check_sweep_mode(with_hydra: Any, config_dirs: Any = ()) -> None:
+def check_sweep_mode(with_hydra: Any, config_dirs: Any = (), overrides: Any = ()) -> None:
     """``sweep=<name>`` without ``-m`` whose file searches something but sets no ``hydra.mode`` (the shipped sweep
     files and ``ftsweep init``'s set ``MULTIRUN``; a ``best.yaml`` sets ``RUN``): it trained once with the defaults,
-    none of the searched values, and said nothing. One line, exit 2, instead."""
+    none of the searched values, and said nothing. One line, exit 2, instead; not when ``overrides`` fix every
+    searched key (a trial's own command: sweep=my_search optimizer.lr=0.001 lora=r8)."""
     from omegaconf import OmegaConf
 
     name = OmegaConf.select(with_hydra, "hydra.runtime.choices.sweep")
@@ -545,6 +546,8 @@ def check_sweep_mode(with_hydra: Any, config_dirs: Any = ()) -> None:
         return
     searched = [*(OmegaConf.select(with_hydra, "hydra.sweeper.params") or {}),
                 *(OmegaConf.select(with_hydra, "hydra.sweeper.variables") or {})]
+    given = {str(o).partition("=")[0].lstrip("+~") for o in overrides}
+    searched = [k for k in searched if k not in given]
     if not searched:
         return
     from ftsweep.config.source import shown, user_file
