@@ -309,9 +309,15 @@ def _written_in_sweep_file(message: str, cfg: Any, arguments: list[str]) -> str:
     m = re.match(r"(?:a trial would fail: )?([\w.\[\]/@-]+): ", message)
     if not m or ".yaml" in message:
         return ""
-    # (Hydra hands the sweeper the task's overrides only: its own, hydra.sweeper.n_trials=0, are in hydra.overrides)
-    given = [*arguments, *(OmegaConf.select(cfg, "hydra.overrides.hydra") or [])]
-    return sweep_param_where(m.group(1), OmegaConf.select(cfg, "hydra.runtime.choices.sweep"), [str(o) for o in given])
+    # (Hydra hands the sweeper the task's overrides only: its own, hydra.sweeper.n_trials=0, are in hydra.overrides;
+    # read unresolved: hydra.sweep.subdir=t_${hydra.job.num} has no value yet)
+    try:
+        own = OmegaConf.select(cfg, "hydra.overrides.hydra")
+        given = [*arguments, *(OmegaConf.to_container(own, resolve=False) if own is not None else [])]
+        return sweep_param_where(m.group(1), OmegaConf.select(cfg, "hydra.runtime.choices.sweep"),
+                                 [str(o) for o in given])
+    except Exception:  # noqa: BLE001 -- where it was written is extra: the error itself must come through
+        return ""
 
 
 def check_gpus_exist(spec: Any, gpus: list[str] | None) -> None:
