@@ -207,9 +207,9 @@ def defaults_list_error(text: str, config_dirs: list[str] | tuple[str, ...] = ()
     if o:
         group = o.group(1)
         at = line_of(r"override\s+/?" + re.escape(group) + r"\s*:")
-        return (f"{place}{at}: override /{group}: no such config group "
-                "in the defaults list (groups: model, quantization, lora, data, optimizer, scheduler, trainer, logger, "
-                "objective, stage)")
+        groups = ", ".join(sorted(p.name for p in paths.shipped_conf_dir().iterdir()
+                                  if p.is_dir() and p.name != "experiment" and not p.name.startswith(("_", "."))))
+        return f"{place}{at}: override /{group}: no such config group in the defaults list (groups: {groups})"
     o = re.match(r"Could not load '([\w/.-]+)'", rest)
     if o:
         name = o.group(1).rpartition("/")[2]
