@@ -146,3 +146,21 @@ def test_documents_cut_to_the_cutoff_say_how_much_is_not_trained(compose, tmp_pa
     capfd.readouterr()
     assert build_datasets(packed, load_tokenizer(packed)).stats["n_answer_tokens_cut"] == 0
     assert "truncation" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("other", ["LICENSE", "notes.md", "sizes.yaml"])
+def test_a_data_folder_reads_its_shards_beside_files_that_are_not_data(compose, tmp_path, other):
+    # before: a shard folder with a LICENSE or notes.md beside the shards (datasets reads only the shards) was refused:
+    # "<folder>/LICENSE: cannot tell the format from the extension ''; set data.loader"
+    from ftsweep.data import build_datasets
+    from ftsweep.model import load_tokenizer
+
+    lines = ROWS.splitlines(keepends=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "part-00.jsonl").write_text("".join(lines[:6]))
+    (tmp_path / "d" / "part-01.jsonl").write_text("".join(lines[6:]))
+    (tmp_path / "d" / other).write_text("not rows\n")
+    cfg = compose(f"data.path={tmp_path / 'd'}", "data.val_size=0", "objective.metric=train_loss",
+                  "data.format=alpaca", "data.shuffle=false")
+    assert build_datasets(cfg, load_tokenizer(cfg)).stats["n_train"] == 12
+

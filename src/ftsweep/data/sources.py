@@ -615,7 +615,15 @@ def _folder_files(folder: Path, d: Any) -> list[Path] | None:
         return None
     if d.split not in files:
         return None
-    return [Path(f) for f in files[d.split]]
+    # only the data files, as datasets reads them (it keeps the files of the format it infers): a LICENSE, notes.md or
+    # sizes.yaml beside the shards is no data file
+    return [Path(f) for f in files[d.split] if _inner_suffix(Path(f)) in SUFFIX_LOADERS] or None
+
+
+def _inner_suffix(path: Path) -> str:
+    """The suffix that says a file's format, under a compression suffix (``rows.jsonl.gz``: ``.jsonl``), lower case."""
+    suffixes = [x.lower() for x in path.suffixes]
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in DECOMPRESS else (suffixes[-1] if suffixes else "")
 
 
 # the split names datasets' folder loader gives files by name (train.jsonl, validation.jsonl, data/test-*.parquet)
@@ -631,8 +639,7 @@ def _check_data_folder(name: str, folder: Path, d: Any) -> None:
     files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     kinds: dict[str, list[str]] = {}
     for p in files:
-        suffixes = [x.lower() for x in p.suffixes]
-        inner = suffixes[-2] if len(suffixes) > 1 and suffixes[-1] in DECOMPRESS else (suffixes[-1] if suffixes else "")
+        inner = _inner_suffix(p)
         if inner in SUFFIX_LOADERS:
             kinds.setdefault(SUFFIX_LOADERS[inner].replace("jsonl", "json"), []).append(str(p.relative_to(folder)))
     if len(kinds) > 1:
