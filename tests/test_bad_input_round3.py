@@ -6,6 +6,8 @@ reading less: another split's file in a data folder, documents cut to data.cutof
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from test_bad_input_round2 import RUN, SWEEP, assert_one_line_exit_2, project  # noqa: F401 -- the fixture, shared
 
@@ -164,3 +166,23 @@ def test_a_data_folder_reads_its_shards_beside_files_that_are_not_data(compose, 
                   "data.format=alpaca", "data.shuffle=false")
     assert build_datasets(cfg, load_tokenizer(cfg)).stats["n_train"] == 12
 
+
+def test_an_empty_shard_in_a_data_folder_has_no_rows_and_an_all_empty_folder_is_one_line(compose, tmp_path):
+    # before: one empty shard (a sharding script's last part) refused the whole folder: "<folder>/part-02.jsonl: the
+    # file is empty (no rows)", although datasets reads the folder's rows
+    from ftsweep.data import DataError, build_datasets
+    from ftsweep.model import load_tokenizer
+
+    lines = ROWS.splitlines(keepends=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "part-00.jsonl").write_text("".join(lines[:6]))
+    (tmp_path / "d" / "part-01.jsonl").write_text("".join(lines[6:]))
+    (tmp_path / "d" / "part-02.jsonl").write_text("\n")
+    cfg = compose(f"data.path={tmp_path / 'd'}", "data.val_size=0", "objective.metric=train_loss",
+                  "data.format=alpaca", "data.shuffle=false")
+    assert build_datasets(cfg, load_tokenizer(cfg)).stats["n_train"] == 12
+    for name in ("part-00.jsonl", "part-01.jsonl"):
+        (tmp_path / "d" / name).write_text("")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / 'd'))}: every data file of the folder is empty \(no rows\): "
+                                        r"part-00\.jsonl, part-01\.jsonl, part-02\.jsonl$"):
+        build_datasets(cfg, load_tokenizer(cfg))

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -582,8 +583,16 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
             _check_data_folder(source.name, folder, d)
             files = _folder_files(folder, d)
             if files is not None:  # each file read as data.path would read it: a bad row is named by file and line
-                for file in files:
-                    yield from read_records(resolve_source(str(file), "auto"), d)
+                read = False
+                for file in files:  # one shard's bytes in memory at a time
+                    shard = resolve_source(str(file), "auto")
+                    if shard.loader not in BINARY_LOADERS and _blank(file_bytes(shard)):
+                        continue  # an empty shard (a sharding script's last part) has no rows, as datasets reads it
+                    read = True
+                    yield from read_records(shard, d)
+                if not read:
+                    names = ", ".join(os.path.relpath(f, folder.absolute()) for f in files[:5]) + (" ..." if len(files) > 5 else "")
+                    raise DataError(source.name, f"every data file of the folder is empty (no rows): {names}")
                 return
         try:
             ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
