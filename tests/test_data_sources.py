@@ -549,3 +549,24 @@ def test_a_file_of_text_and_message_prompts_is_refused_naming_a_row_of_each(tmp_
     del rows[3]
     assert len(build(cfg_for(write_jsonl(tmp_path / "text.jsonl", rows), "data.format=prompt_completion",
                              "+data.columns={prompt: question}", "data.val_size=0"), tok).train) == 6
+
+
+def test_a_data_folders_rows_are_named_by_its_own_files_also_on_a_cache_hit(tmp_path, cfg_for, tok):
+    # before: a copy of a shard folder (same rows) hit the first folder's cache entry and named its rows by the
+    # first folder's files (inspect --dump, dropped rows, predictions.jsonl), a folder the run never read
+    import shutil
+
+    fresh = f"cache_dir={tmp_path / 'cache'}"
+    (tmp_path / "a").mkdir()
+    write_jsonl(tmp_path / "a" / "part-00.jsonl", ROWS[:10])
+    write_jsonl(tmp_path / "a" / "part-01.jsonl", ROWS[10:])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    opts = ("data.val_size=0", "data.shuffle=false", fresh)
+    first = build_datasets(cfg_for(tmp_path / "a", *opts), tok)
+    assert first.where("train")[11] == f"{tmp_path / 'a' / 'part-01.jsonl'} line 2"
+    second = build_datasets(cfg_for(tmp_path / "b", *opts), tok)
+    assert second.stats["cache_hit"] and second.fingerprint == first.fingerprint  # the same rows: tokens reused
+    assert second.where("train")[11] == f"{tmp_path / 'b' / 'part-01.jsonl'} line 2"
+    (tmp_path / "b" / "part-01.jsonl").rename(tmp_path / "b" / "part-02.jsonl")  # the same rows in other files
+    assert build_datasets(cfg_for(tmp_path / "b", *opts), tok).where("train")[11] == \
+        f"{tmp_path / 'b' / 'part-02.jsonl'} line 2"

@@ -10,6 +10,7 @@ lists of every row.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -492,6 +493,8 @@ def _renamer(stats: dict[str, Any], d: Any):
         for o, n in pairs:
             if where.startswith(f"{o} "):
                 return n + where[len(o):]
+            if where.startswith(os.path.join(o, "")):  # a folder's file: shards/part-00.jsonl line 7
+                return os.path.join(n, where[len(os.path.join(o, "")):])
         if not old_names and not d.validation_path:  # an entry from before where_names: one source
             for sep in (" line ", " row "):
                 name, found, rest = where.partition(sep)

@@ -586,6 +586,9 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
                 read = False
                 for file in files:  # one shard's bytes in memory at a time
                     shard = resolve_source(str(file), "auto")
+                    # named under the folder as given (shards/part-00.jsonl line 7): a cache entry made from another
+                    # folder of the same rows renames its rows by that prefix (ftsweep.data.pipeline._renamer)
+                    shard.name = os.path.join(source.name, os.path.relpath(file, folder.absolute()))
                     if shard.loader not in BINARY_LOADERS and _blank(file_bytes(shard)):
                         continue  # an empty shard (a sharding script's last part) has no rows, as datasets reads it
                     read = True
@@ -701,11 +704,14 @@ def _from_disk(name: str, folder: Path, d: Any) -> Any:
     return ds
 
 
-def rows_hash(records: list[Record]) -> str:
-    """Content hash of rows loaded from the Hub (their files are not ours to hash)."""
+def rows_hash(records: list[Record], name: str = "") -> str:
+    """Content hash of rows loaded from the Hub or a folder (their files are not ours to hash), with where each row
+    is under ``name`` (a folder's file and line): a cache entry names its rows, and another source's entry is reused
+    only where renaming its ``name`` gives this one's (the same rows in other files are not)."""
     h = hashlib.sha256()
     for rec in records:
-        h.update(json.dumps(rec.row, sort_keys=True, default=str, ensure_ascii=False).encode())
+        where = rec.where[len(name):] if name and rec.where.startswith(name) else rec.where
+        h.update(json.dumps([where, rec.row], sort_keys=True, default=str, ensure_ascii=False).encode())
     return h.hexdigest()
 
 
@@ -790,7 +796,7 @@ def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
         records.append(Record(row, item.where, item.order))
     if d.format == "prompt_completion" and source.loader != "mix":  # (a mix's entries map their own columns)
         one_prompt_kind(records, d)
-    digest = content_hash(source) or rows_hash(records)
+    digest = content_hash(source) or rows_hash(records, name)
     return records, digest
 
 
