@@ -71,3 +71,25 @@ def test_the_configs_other_relative_paths_are_read_from_the_launch_folder_too(in
                           stage=SimpleNamespace(name="dpo"))
     assert "no such directory" not in (init_from_problem(cfg) or "")
     assert init_adapters("runs/sft") == [sft / "adapter"]
+
+
+@pytest.mark.parametrize("kind", ["shards", "save_to_disk", "save_to_disk_dict"])
+def test_a_relative_data_folder_is_read_from_the_launch_folder(in_a_chdir_job, compose, kind):
+    # before: a folder of shards or a save_to_disk folder given relative passed the check made from the launch folder,
+    # then the chdir run read its name as a Hub dataset: "data/mine: cannot load the Hub dataset (ConnectionError ...)"
+    from datasets import Dataset, DatasetDict
+
+    from ftsweep.data.sources import read_records, resolve_source
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)]
+    folder = in_a_chdir_job / "data" / "mine"
+    if kind == "shards":
+        folder.mkdir(parents=True)
+        (folder / "part-00.jsonl").write_text("".join(f'{{"instruction": "q{i}", "output": "a{i}"}}\n' for i in range(4)))
+    elif kind == "save_to_disk":
+        Dataset.from_list(rows).save_to_disk(folder)
+    else:
+        DatasetDict(train=Dataset.from_list(rows)).save_to_disk(folder)
+    d = compose("data=custom_json", "data.path=data/mine").data
+    got = [r.row["output"] for r in read_records(resolve_source("data/mine", "auto"), d)]
+    assert got == [r["output"] for r in rows]

@@ -570,12 +570,14 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     import datasets
     from datasets import load_dataset
 
+    from ftsweep.paths import launch_dir
     from ftsweep.verbosity import verbose
 
     if not verbose():  # "Generating train split" bars of a local folder (ftsweep says what it read)
         datasets.disable_progress_bars()
 
-    folder = Path(source.name).expanduser()
+    # a local folder is read from where ftsweep ran (hydra.job.chdir=true runs in the run folder), as a file is
+    folder = resolve_data_path(source.name) or Path(source.name).expanduser()
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
         ds = _from_disk(source.name, folder, d)
     else:
@@ -588,23 +590,24 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
                     shard = resolve_source(str(file), "auto")
                     # named under the folder as given (shards/part-00.jsonl line 7): a cache entry made from another
                     # folder of the same rows renames its rows by that prefix (ftsweep.data.pipeline._renamer)
-                    shard.name = os.path.join(source.name, os.path.relpath(file, folder.absolute()))
+                    shard.name = os.path.join(source.name, os.path.relpath(file, folder))
                     if shard.loader not in BINARY_LOADERS and _blank(file_bytes(shard)):
                         continue  # an empty shard (a sharding script's last part) has no rows, as datasets reads it
                     read = True
                     yield from read_records(shard, d)
                 if not read:
-                    names = ", ".join(os.path.relpath(f, folder.absolute()) for f in files[:5]) + (" ..." if len(files) > 5 else "")
+                    names = ", ".join(os.path.relpath(f, folder) for f in files[:5]) + (" ..." if len(files) > 5 else "")
                     raise DataError(source.name, f"every data file of the folder is empty (no rows): {names}")
                 return
         try:
-            ds = load_dataset(source.name, d.subset, split=d.split, revision=d.revision, **dict(d.extra))
+            ds = load_dataset(str(folder) if folder.is_dir() else source.name, d.subset, split=d.split,
+                              revision=d.revision, **dict(d.extra))
         except Exception as err:  # noqa: BLE001 -- any loader failure is one line naming the dataset
             what = "the local folder as a dataset" if folder.is_dir() else "the Hub dataset"
             # a local folder named without ./ (or mistyped) reads as a Hub name: say that no local file or folder has
             # it, or the error reads as a network problem (an org/name is plainly a Hub name)
             local = "" if folder.exists() or "/" in source.name else (
-                f"no local file or folder of that name (relative paths are read from {Path.cwd()}), and ")
+                f"no local file or folder of that name (relative paths are read from {launch_dir()}), and ")
             raise DataError(
                 source.name, f"{local}cannot load {what} ({type(err).__name__}: {err})".splitlines()[0]
             ) from None
@@ -663,7 +666,8 @@ def _check_data_folder(name: str, folder: Path, d: Any) -> None:
         _FOLDERS_SAID.add(name)
         say(f"data: {name}: {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} is another split than "
             f"data.split={d.split}, not trained on" + ("" if d.validation_path else
-                                                       f"; to validate on it: data.validation_path={folder / others[0]}"))
+                                                       f"; to validate on it: data.validation_path="
+                                                       f"{Path(name).expanduser() / others[0]}"))
 
 
 _FOLDERS_SAID: set[str] = set()  # folders whose other splits were named (once: telling the format reads them too)
@@ -699,7 +703,8 @@ def _from_disk(name: str, folder: Path, d: Any) -> Any:
             held_out = next((s for s in others if _split_of(s) == "validation"), others[0])
             say(f"data: {name}: the saved dataset's split{'s' if len(others) > 1 else ''} {', '.join(others)} "
                 f"{'are' if len(others) > 1 else 'is'} not trained on (data.split={split})" + (
-                    "" if d.validation_path else f"; to validate on {held_out}: data.validation_path={folder / held_out}"))
+                    "" if d.validation_path else
+                    f"; to validate on {held_out}: data.validation_path={Path(name).expanduser() / held_out}"))
         ds = ds[split]
     return ds
 
