@@ -570,3 +570,33 @@ def test_a_data_folders_rows_are_named_by_its_own_files_also_on_a_cache_hit(tmp_
     (tmp_path / "b" / "part-01.jsonl").rename(tmp_path / "b" / "part-02.jsonl")  # the same rows in other files
     assert build_datasets(cfg_for(tmp_path / "b", *opts), tok).where("train")[11] == \
         f"{tmp_path / 'b' / 'part-02.jsonl'} line 2"
+
+
+@pytest.mark.parametrize("kind", ["folder", "save_to_disk_dict"])
+def test_a_validation_folder_is_read_at_its_validation_split_not_the_training_one(tmp_path, cfg_for, tok, kind):
+    # before: data.validation_path=<a folder of train.jsonl + validation.jsonl, or a saved DatasetDict> read its
+    # data.split=train rows as the validation rows (and said that its validation split was "not trained on"); the
+    # same folder as data.path and data.validation_path validated on the training rows
+    from datasets import Dataset, DatasetDict
+
+    path = tmp_path / "d"
+    if kind == "folder":
+        path.mkdir()
+        write_jsonl(path / "train.jsonl", ROWS[:15])
+        write_jsonl(path / "validation.jsonl", ROWS[15:])
+    else:
+        DatasetDict(train=Dataset.from_list(ROWS[:15]), test=Dataset.from_list(ROWS[15:])).save_to_disk(path)
+    fresh = f"cache_dir={tmp_path / 'cache'}"
+    want = [r["output"] for r in ROWS[15:]]
+    other = write_jsonl(tmp_path / "other.jsonl", ROWS[:15])
+    bundle = build_datasets(cfg_for(other, f"data.validation_path={path}", "data.shuffle=false", fresh), tok)
+    assert outputs(tok, bundle.eval) == want
+    bundle = build_datasets(cfg_for(path, f"data.validation_path={path}", "data.shuffle=false", fresh), tok)
+    assert outputs(tok, bundle.train) == [r["output"] for r in ROWS[:15]]
+    assert outputs(tok, bundle.eval) == want
+    only_train = tmp_path / "t"
+    DatasetDict(train=Dataset.from_list(ROWS), unsupervised=Dataset.from_list(ROWS)).save_to_disk(only_train)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(only_train))}: the saved dataset has no validation split "
+                                        r"\(validation, valid, val, dev, eval or test; its splits: train, "
+                                        r"unsupervised\)$"):
+        build_datasets(cfg_for(other, f"data.validation_path={only_train}", fresh), tok)

@@ -89,6 +89,9 @@ class DataBundle:
         return list(ds[REFERENCES])
 
 
+VALIDATION_KEY = "\0validation"  # the validation rows in build_datasets' ``loaded`` (data.validation_path may be data.path)
+
+
 def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     """Build (or load from the cache) the tokenized train / eval datasets for ``cfg.data``.
 
@@ -113,10 +116,10 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     # Local files are hashed by bytes (no parsing on a cache hit); Hub rows are hashed after loading.
     loaded: dict[str, list[Record]] = {}
     hashes = []
-    for s in sources:
+    for s, key in zip(sources, (d.path, VALIDATION_KEY), strict=False):
         digest = content_hash(s)
-        if digest is None:
-            loaded[s.name], digest = load_records(s.name, d, bad)
+        if digest is None:  # (data.validation_path reads a folder's validation split: another key if it is data.path)
+            loaded[key], digest = load_records(s.name, d, bad, validation=key == VALIDATION_KEY)
         hashes.append(f"{s.loader}:{digest}")  # the same bytes read by another loader are other rows
     fp = cache.fingerprint(dataclasses.asdict(d), hashes, tokenizer)
 
@@ -217,9 +220,9 @@ def _tokenize_all(d: Any, tokenizer: Any, loaded: dict[str, list[Record]], bad: 
         records, n_filtered = filter_empty_input(records)
     records = select(records, shuffle=d.shuffle, seed=d.seed, max_rows=d.max_rows)
     if d.validation_path:
-        val_records = loaded.get(d.validation_path)
+        val_records = loaded.get(VALIDATION_KEY)
         if val_records is None:
-            val_records, _ = load_records(d.validation_path, d, bad)
+            val_records, _ = load_records(d.validation_path, d, bad, validation=True)
         if not val_records:
             raise _no_rows(d.validation_path, bad)
         read = [*read, *file_order(val_records)]

@@ -323,7 +323,7 @@ def load_split(cfg: Any, bad: BadRows) -> tuple[list[Record], list[Record], int]
     n_rows = len(read)
     records = select(read, shuffle=d.shuffle, seed=d.seed, max_rows=d.max_rows)
     if d.validation_path:
-        val, _ = load_records(d.validation_path, d, bad)
+        val, _ = load_records(d.validation_path, d, bad, validation=True)
         train, read = records, [*read, *val]
     else:
         train, val = split_validation(records, d.val_size, d.seed)

@@ -50,6 +50,7 @@ class Source:
     loader: str  # json | jsonl | csv | tsv | parquet | text | hub
     file: Path | None
     data: bytes | None = field(default=None, repr=False)  # the file's bytes, decompressed, once read
+    validation: bool = False  # read as data.validation_path: a folder's (or saved DatasetDict's) validation split
 
 
 def resolve_source(name: str, loader: str) -> Source:
@@ -579,11 +580,12 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
     # a local folder is read from where ftsweep ran (hydra.job.chdir=true runs in the run folder), as a file is
     folder = resolve_data_path(source.name) or Path(source.name).expanduser()
     if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
-        ds = _from_disk(source.name, folder, d)
+        ds = _from_disk(source.name, folder, d, source.validation)
     else:
         if folder.is_dir():
-            _check_data_folder(source.name, folder, d)
-            files = _folder_files(folder, d)
+            if not source.validation:
+                _check_data_folder(source.name, folder, d)
+            files = _folder_files(folder, d, source.validation)
             if files is not None:  # each file read as data.path would read it: a bad row is named by file and line
                 read = False
                 for file in files:  # one shard's bytes in memory at a time
@@ -615,7 +617,7 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
         yield Record(dict(row), f"{source.name} row {i}")
 
 
-def _folder_files(folder: Path, d: Any) -> list[Path] | None:
+def _folder_files(folder: Path, d: Any, validation: bool = False) -> list[Path] | None:
     """The files of ``data.split`` that ``datasets``' folder loader would read, in its order (its split patterns:
     ``train.jsonl``, ``data/train-*.parquet``, every file when none is named by split); None when only
     ``load_dataset`` can say (a subset, a sliced split such as ``train[:10%]``, loader options besides ``field`` and
@@ -628,11 +630,12 @@ def _folder_files(folder: Path, d: Any) -> list[Path] | None:
         files = DataFilesDict.from_patterns(get_data_patterns(str(folder)), str(folder))
     except Exception:  # noqa: BLE001 -- no data files, a pattern datasets cannot resolve: load_dataset says why
         return None
-    if d.split not in files:
+    split = _validation_split(list(files), d.split) if validation else d.split
+    if split not in files:
         return None
     # only the data files, as datasets reads them (it keeps the files of the format it infers): a LICENSE, notes.md or
     # sizes.yaml beside the shards is no data file
-    return [Path(f) for f in files[d.split] if _inner_suffix(Path(f)) in SUFFIX_LOADERS] or None
+    return [Path(f) for f in files[split] if _inner_suffix(Path(f)) in SUFFIX_LOADERS] or None
 
 
 def _inner_suffix(path: Path) -> str:
@@ -679,7 +682,18 @@ def _split_of(path: str) -> str | None:
     return next((split for split, names in SPLIT_WORDS.items() if any(w in names for w in words)), None)
 
 
-def _from_disk(name: str, folder: Path, d: Any) -> Any:
+def _validation_split(splits: list[str], split: str) -> str | None:
+    """The split a ``data.validation_path`` folder is validated on: one named for validation (``validation``,
+    ``dev``, ...), else ``test``, else ``split`` when it is the only one (a folder of unnamed files); None otherwise."""
+    splits = [str(s) for s in splits]  # (datasets' NamedSplit keys)
+    for kind in ("validation", "test"):
+        found = next((s for s in splits if _split_of(s) == kind), None)
+        if found is not None:
+            return found
+    return split if splits == [split] else None
+
+
+def _from_disk(name: str, folder: Path, d: Any, validation: bool = False) -> Any:
     """A folder written by ``Dataset.save_to_disk`` (``state.json``), or a ``DatasetDict``'s (``dataset_dict.json``:
     its ``data.split``; its other splits are named once, as a folder's other files are, with the folder of one to
     validate on: each split of a saved ``DatasetDict`` is a saved ``Dataset`` of its own), as
@@ -694,6 +708,12 @@ def _from_disk(name: str, folder: Path, d: Any) -> Any:
         ds = load_from_disk(str(folder))
     except Exception as err:  # noqa: BLE001 -- a damaged folder is one line naming it
         raise DataError(name, f"cannot load the saved dataset ({type(err).__name__}: {err})".splitlines()[0]) from None
+    if isinstance(ds, DatasetDict) and validation:
+        held_out = _validation_split(list(ds), split)
+        if held_out is None:
+            raise DataError(name, f"the saved dataset has no validation split ({', '.join(SPLIT_WORDS['validation'])} "
+                                  f"or test; its splits: {', '.join(ds)})")
+        return ds[held_out]
     if isinstance(ds, DatasetDict):
         if split not in ds:
             raise DataError(name, f"saved dataset has no split {split!r} (data.split; its splits: {', '.join(ds)})")
@@ -787,9 +807,11 @@ def apply_replacements(value: Any, replacements: dict[str, str]) -> Any:
     return value
 
 
-def load_records(name: str, d: Any, bad: BadRows) -> tuple[list[Record], str]:
-    """Read one source into records (columns mapped, replacements applied) and its content hash."""
+def load_records(name: str, d: Any, bad: BadRows, validation: bool = False) -> tuple[list[Record], str]:
+    """Read one source into records (columns mapped, replacements applied) and its content hash; ``validation``: the
+    source is ``data.validation_path``, whose folder is read at its validation split."""
     source = resolve_source(name, d.loader)
+    source.validation = validation
     records: list[Record] = []
     # several dataset_info.json entries: each maps its own columns
     columns, replacements = {} if source.loader == "mix" else column_map(d), dict(d.replacements)
