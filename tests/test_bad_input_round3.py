@@ -186,3 +186,20 @@ def test_an_empty_shard_in_a_data_folder_has_no_rows_and_an_all_empty_folder_is_
     with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / 'd'))}: every data file of the folder is empty \(no rows\): "
                                         r"part-00\.jsonl, part-01\.jsonl, part-02\.jsonl$"):
         build_datasets(cfg, load_tokenizer(cfg))
+
+
+@pytest.mark.parametrize("files", [[], ["notes.md"], ["LICENSE", "sizes.yaml"]])
+def test_a_data_folder_without_data_files_is_one_line_that_says_what_it_holds(compose, tmp_path, files):
+    # before: datasets' own error, "cannot load the local folder as a dataset (DataFilesNotFoundError: No task.toml or
+    # instruction.md files found)" for a folder of notes.md
+    from ftsweep.data import DataError, build_datasets
+    from ftsweep.model import load_tokenizer
+
+    (tmp_path / "d").mkdir()
+    for name in files:
+        (tmp_path / "d" / name).write_text("x\n")
+    cfg = compose(f"data.path={tmp_path / 'd'}", "data.val_size=0", "objective.metric=train_loss", "data.format=alpaca")
+    holds = f"it holds {', '.join(files)}" if files else "it is empty"
+    with pytest.raises(DataError, match=r": the folder holds no data file \(\.json, \.jsonl, \.csv, \.tsv, \.parquet, "
+                                        rf"\.arrow or \.txt, or one written by save_to_disk; {holds}\)$"):
+        build_datasets(cfg, load_tokenizer(cfg))

@@ -583,6 +583,7 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
         ds = _from_disk(source.name, folder, d, source.validation)
     else:
         if folder.is_dir():
+            _check_has_data_files(source.name, folder)
             if not source.validation:
                 _check_data_folder(source.name, folder, d)
             files = _folder_files(folder, d, source.validation)
@@ -615,6 +616,17 @@ def _read_hub(source: Source, d: Any) -> Iterator[Record | DataError]:
             ) from None
     for i, row in enumerate(ds, start=1):
         yield Record(dict(row), f"{source.name} row {i}")
+
+
+def _check_has_data_files(name: str, folder: Path) -> None:
+    """A folder that is not a saved dataset needs a data file (datasets' own error names files it looks for)."""
+    files = [p.relative_to(folder) for p in sorted(folder.rglob("*")) if p.is_file()]
+    files = [p for p in files if not any(part.startswith(".") for part in p.parts)]
+    if any(_inner_suffix(p) in SUFFIX_LOADERS for p in files):
+        return
+    holds = f"it holds {', '.join(map(str, files[:5]))}{' ...' if len(files) > 5 else ''}" if files else "it is empty"
+    raise DataError(name, "the folder holds no data file (.json, .jsonl, .csv, .tsv, .parquet, .arrow or .txt, or one "
+                          f"written by save_to_disk; {holds})")
 
 
 def _folder_files(folder: Path, d: Any, validation: bool = False) -> list[Path] | None:
