@@ -600,3 +600,11 @@ def test_a_validation_folder_is_read_at_its_validation_split_not_the_training_on
                                         r"\(validation, valid, val, dev, eval or test; its splits: train, "
                                         r"unsupervised\)$"):
         build_datasets(cfg_for(other, f"data.validation_path={only_train}", fresh), tok)
+
+
+def test_a_shell_variable_left_in_a_data_path_says_how_to_read_the_environment(tmp_path, cfg_for, tok):
+    # before: "$HOME/rows.jsonl: file not found (looked for it relative to ...)", as if the variable were expanded
+    # (a data.path in a YAML file or a quoted override keeps its $VAR: neither Hydra nor ftsweep expands it)
+    with pytest.raises(DataError, match=r"^\$DATA_DIR/rows\.jsonl: file not found \(looked for it relative to .*\); "
+                                        r"\$DATA_DIR is not expanded: write \$\{oc\.env:DATA_DIR\}$"):
+        build_datasets(cfg_for("'$DATA_DIR/rows.jsonl'"), tok)

@@ -64,6 +64,8 @@ def resolve_source(name: str, loader: str) -> Source:
     if file is None and loader != "hub" and looks_like_local_path(name):
         hint = ("; a pattern is not expanded: for several files give their folder, "
                 f"data.path={Path(name).parent}" if any(c in name for c in "*?[") else "")
+        if variable := re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", name):  # a shell's $HOME left in a YAML value
+            hint += f"; {variable.group(0)} is not expanded: write ${{oc.env:{variable.group(1)}}}"
         from ftsweep.paths import launch_dir
 
         raise DataError(name, f"file not found (looked for it relative to {launch_dir()}){hint}")
