@@ -608,3 +608,15 @@ def test_a_shell_variable_left_in_a_data_path_says_how_to_read_the_environment(t
     with pytest.raises(DataError, match=r"^\$DATA_DIR/rows\.jsonl: file not found \(looked for it relative to .*\); "
                                         r"\$DATA_DIR is not expanded: write \$\{oc\.env:DATA_DIR\}$"):
         build_datasets(cfg_for("'$DATA_DIR/rows.jsonl'"), tok)
+
+
+@pytest.mark.parametrize("name", ["empty.json", "empty.jsonl", "empty.csv", "empty.jsonl.gz"])
+def test_a_file_of_only_a_byte_order_mark_is_an_empty_file(tmp_path, cfg_for, tok, name):
+    # before: an empty file saved by Notepad as "UTF-8 with BOM" (3 bytes) was "empty.json line 1: invalid JSON
+    # (Expecting value, column 1)" rather than the empty file it is
+    import gzip
+
+    data = b"\xef\xbb\xbf\r\n"
+    (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path / name))}: the file is empty \(no rows\)$"):
+        build_datasets(cfg_for(tmp_path / name), tok)

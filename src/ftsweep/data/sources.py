@@ -154,8 +154,12 @@ def read_records(source: Source, d: Any) -> Iterator[Record | DataError]:
 
 
 def _blank(data: bytes) -> bool:
-    """``not data.strip()``, without the copy of a large file that ``strip`` makes."""
-    return not data or data.isspace()
+    """``not data.strip()``, without the copy of a large file that ``strip`` makes; a UTF-8 byte-order mark alone (an
+    empty file saved by Notepad as "UTF-8 with BOM") is blank too."""
+    return _BLANK.match(data) is not None
+
+
+_BLANK = re.compile(rb"(?:\xef\xbb\xbf)?\s*\Z")
 
 
 def _skip_space(text: str, start: int = 0) -> int:
