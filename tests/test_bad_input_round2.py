@@ -53,7 +53,7 @@ CASES = [
     ("data_csv_without_output", [*RUN, "data.path=noout.csv"], ["noout.csv line 2", "'output'", "missing"]),
     ("data_txt_file", [*RUN, "data.path=t.txt"], ["t.txt line 1", "'instruction'", "data.format=text"]),  # a .txt is text rows
     ("data_unknown_extension", [*RUN, "data.path=t.xml"], ["t.xml", "'.xml'", "data.loader"]),
-    ("data_directory", [*RUN, "data.path=adir"], ["adir", "local folder"]),  # item 14: not "Hub dataset"
+    ("data_directory", [*RUN, "data.path=adir"], ["adir", "the folder holds no data file", "it is empty"]),  # item 14: not "Hub dataset"
     ("data_spreadsheet", [*RUN, "data.path=book.xlsx"], ["book.xlsx", "a spreadsheet workbook ('.xlsx') is not read",
                                                         "save the sheet as CSV"]),
     ("data_spreadsheet_missing", [*RUN, "data.path=gone.xlsx"], ["data.path: no such file 'gone.xlsx'"]),
