@@ -160,7 +160,12 @@ def _without_row_info(ds: Any) -> Any:
 
 def _all_dropped(err: DataError, counts: LengthCounts) -> DataError:
     """``err`` carrying the rows the length policy dropped (``ftsweep inspect --dropped`` lists them)."""
-    err.dropped_where = list(counts.dropped_where[:MAX_LISTED_DROPPED])  # type: ignore[attr-defined]
+    return with_dropped(err, counts.dropped_where)
+
+
+def with_dropped(err: DataError, where: list[str]) -> DataError:
+    """``err`` carrying ``where`` each dropped row was (the first MAX_LISTED_DROPPED), for ``inspect --dropped``."""
+    err.dropped_where = list(where[:MAX_LISTED_DROPPED])  # type: ignore[attr-defined]
     return err
 
 

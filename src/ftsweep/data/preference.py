@@ -28,7 +28,7 @@ from ftsweep.data.chat import TemplateError, alpaca_as_chat
 from ftsweep.data.encode import tokenize_segments
 from ftsweep.data.errors import BadRows, DataError
 from ftsweep.data.options import data_options
-from ftsweep.data.pipeline import MAX_LISTED_DROPPED, DataBundle, Renderer, _all_dropped
+from ftsweep.data.pipeline import MAX_LISTED_DROPPED, DataBundle, Renderer, _all_dropped, with_dropped
 from ftsweep.data.sources import Record, column_map, load_records, no_training_rows, select, split_validation
 from ftsweep.data.templates import ANSWER, _label, get_text, missing, number_text
 
@@ -137,8 +137,7 @@ def _one_conversation(answers: list[list], keys: tuple[str, ...] | list[str], wh
     earlier = min(len(first), len(second)) - 1
     for i in range(max(earlier, 0)):
         a, b = first[i], second[i]
-        if not (isinstance(a, dict) and isinstance(b, dict) and a.get("role") == b.get("role")
-                and a.get("content") == b.get("content")):
+        if not _same_message(a, b):
             def said(m: Any) -> str:
                 return f"{m.get('role')} {str(m.get('content'))[:40]!r}" if isinstance(m, dict) else repr(m)[:40]
 
@@ -151,8 +150,13 @@ def _repeats(turns: list, prefix: list) -> bool:
     """True when ``turns`` start with the messages of ``prefix`` (same roles and contents) and go on."""
     if not isinstance(prefix, list) or len(turns) <= len(prefix):
         return False
-    return all(isinstance(t, dict) and isinstance(p, dict) and t.get("role") == p.get("role")
-               and t.get("content") == p.get("content") for t, p in zip(turns, prefix))
+    return all(_same_message(t, p) for t, p in zip(turns, prefix))
+
+
+def _same_message(a: Any, b: Any) -> bool:
+    """Two messages with the same role and content."""
+    return isinstance(a, dict) and isinstance(b, dict) and a.get("role") == b.get("role") \
+        and a.get("content") == b.get("content")
 
 
 def split_implicit(row: dict, d: Any) -> dict:
@@ -461,12 +465,6 @@ def _one_kind_per_column(row: dict[str, Any], where: str, kinds: dict[str, tuple
                                    "as one list, so its values must have one type", key)
 
 
-def _listing(err: DataError, dropped: list[str]) -> DataError:
-    """``err`` carrying the prompts dropped as too long (``ftsweep inspect --dropped`` lists them)."""
-    err.dropped_where = dropped[:MAX_LISTED_DROPPED]  # type: ignore[attr-defined]
-    return err
-
-
 def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...] = ()) -> DataBundle:
     """Prompt / answer datasets for ``stage=grpo`` from any SFT format of ``cfg.data``; prompt-only rows
     (answer None) are refused while ``needs_answer`` names a reward that compares with the answer. The row's
@@ -539,12 +537,12 @@ def build_prompt_datasets(cfg: Any, tokenizer: Any, needs_answer: tuple[str, ...
     if val_rec and not evals:  # the eval_reward objective would find nothing to measure, after the whole run
         why = (f"dropped (a prompt longer than data.cutoff_len = {d.cutoff_len} tokens; ftsweep inspect --dropped "
                "lists them) or skipped as bad rows" if len(dropped) > n_dropped_train else "skipped as bad rows")
-        raise _listing(DataError(d.validation_path or "data.val_size", f"no validation prompts left: all "
+        raise with_dropped(DataError(d.validation_path or "data.val_size", f"no validation prompts left: all "
                                  f"{len(val_rec)} were {why}"), dropped)
     if not train and not train_rec and not d.validation_path:
         raise no_training_rows(d.val_size, len(val_rec))
     if not train:
-        raise _listing(DataError(d.path, "no prompts left after bad rows" + (
+        raise with_dropped(DataError(d.path, "no prompts left after bad rows" + (
             f" and prompts longer than data.cutoff_len = {d.cutoff_len} tokens" if n_dropped_train else "")), dropped)
     stats = {"n_rows": n_rows, "n_skipped_bad": bad.skipped, "n_train": len(train), "n_eval": len(evals),
              "n_truncated": 0, "n_dropped": len(dropped), "n_dropped_prompt_too_long": len(dropped),
